@@ -1,0 +1,4 @@
+//! keel's load generator and benchmarks.
+//!
+//! The criterion benches live in `bench/benches/`; the `bench` load generator
+//! binary lands with the server (issue 7).

@@ -1,0 +1,318 @@
+//! The write path: turning a batch of queued records into one durable write.
+//!
+//! Only the flusher task (see `wal.rs`) owns a [`Writer`], so nothing here is
+//! shared and no `RefCell` borrow is held across an `.await`.
+//!
+//! Every write covers whole blocks: from the start of the block that holds the
+//! first new byte to the end of the block that holds the last. The already
+//! durable bytes at the front of that first block are rewritten unchanged, so
+//! a write torn at sector granularity leaves them as they were.
+
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use glommio::io::{Directory, DmaFile, OpenOptions};
+use glommio::Task;
+
+use crate::error::{Error, Result};
+use crate::faults;
+use crate::format::{
+    encode_record, frame_len, RecordKind, SegmentHeader, BLOCK_SIZE, SEGMENT_HEADER_LEN,
+};
+use crate::log_index::Location;
+use crate::queue::Queue;
+use crate::segment_name::{prepared_file_name, segment_file_name};
+
+/// An open segment file shared by the writer and readers.
+#[derive(Debug)]
+pub(crate) struct SegmentFile {
+    pub(crate) seq: u64,
+    pub(crate) path: PathBuf,
+    pub(crate) file: DmaFile,
+}
+
+/// The segment being appended to.
+pub(crate) struct ActiveSegment {
+    pub(crate) segment: Rc<SegmentFile>,
+    /// File offset of `tail[0]`; block aligned.
+    pub(crate) block_start: u64,
+    /// Bytes from `block_start` to the write position: the durable part of
+    /// the last partial block followed by encoded, not yet written records.
+    pub(crate) tail: Vec<u8>,
+    /// End of the durable bytes: where the next write's first record goes.
+    pub(crate) durable_end: u64,
+    /// Set until the segment's first write is durable: its temporary name,
+    /// to be renamed to its final name before anything in it is acknowledged.
+    pub(crate) rename_from: Option<PathBuf>,
+}
+
+impl ActiveSegment {
+    fn write_pos(&self) -> u64 {
+        self.block_start + self.tail.len() as u64
+    }
+}
+
+/// A segment file created and preallocated before it is needed.
+pub(crate) struct Prepared {
+    seq: u64,
+    path: PathBuf,
+    file: DmaFile,
+}
+
+/// What one flushed record did, to be applied to the log index once durable.
+pub(crate) struct Applied {
+    pub(crate) kind: RecordKind,
+    pub(crate) index: u64,
+    pub(crate) at: Location,
+}
+
+/// The result of a durable flush.
+pub(crate) struct Flushed {
+    pub(crate) applied: Vec<Applied>,
+    /// Segments that became live during this flush.
+    pub(crate) new_segments: Vec<Rc<SegmentFile>>,
+    /// The latest state blob, if this flush wrote one.
+    pub(crate) state: Option<Vec<u8>>,
+    /// Write+fdatasync pairs this flush issued (more than one only when it
+    /// rolled to a new segment).
+    pub(crate) syncs: u64,
+}
+
+/// Owns the active segment and the prepared next one.
+pub(crate) struct Writer {
+    dir: PathBuf,
+    segment_size: u64,
+    active: Option<ActiveSegment>,
+    next_seq: u64,
+    /// CRC of the last record encoded (the chain's head).
+    last_crc: u32,
+    /// The latest state blob encoded, carried into every new segment so that
+    /// releasing old segments never loses it.
+    state: Option<Vec<u8>>,
+    prepared: Option<Task<Result<Prepared>>>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        dir: PathBuf,
+        segment_size: u64,
+        active: Option<ActiveSegment>,
+        next_seq: u64,
+        last_crc: u32,
+        state: Option<Vec<u8>>,
+    ) -> Writer {
+        let mut writer = Writer {
+            dir,
+            segment_size,
+            active,
+            next_seq,
+            last_crc,
+            state,
+            prepared: None,
+        };
+        writer.prepare_next();
+        writer
+    }
+
+    /// Seq of the segment being appended to, if any.
+    pub(crate) fn active_seq(&self) -> Option<u64> {
+        self.active.as_ref().map(|a| a.segment.seq)
+    }
+
+    /// Starts creating the next segment in the background.
+    fn prepare_next(&mut self) {
+        let path = self.dir.join(prepared_file_name(self.next_seq));
+        let (seq, size) = (self.next_seq, self.segment_size);
+        self.prepared = Some(glommio::spawn_local(prepare_segment(seq, path, size)));
+    }
+
+    /// Encodes every queued record, rolling segments as they fill, and makes
+    /// it all durable. Any error is fatal to the log (the caller makes it
+    /// sticky): pages may have been lost.
+    pub(crate) async fn flush(&mut self, queue: &Queue) -> Result<Flushed> {
+        let mut flushed = Flushed {
+            applied: Vec::with_capacity(queue.len()),
+            new_segments: Vec::new(),
+            state: None,
+            syncs: 0,
+        };
+        for record in queue.iter() {
+            let needed = frame_len(record.payload.len()) as u64;
+            let fits = self
+                .active
+                .as_ref()
+                .is_some_and(|a| a.write_pos() + needed <= self.segment_size);
+            if !fits {
+                flushed.syncs += u64::from(self.commit_active().await?);
+                let segment = self.roll(record.index).await?;
+                flushed.new_segments.push(segment);
+            }
+            let at = self.encode(record.kind, record.index, record.payload)?;
+            if record.kind == RecordKind::State {
+                self.state = Some(record.payload.to_vec());
+                flushed.state = Some(record.payload.to_vec());
+            }
+            flushed.applied.push(Applied {
+                kind: record.kind,
+                index: record.index,
+                at,
+            });
+        }
+        flushed.syncs += u64::from(self.commit_active().await?);
+        Ok(flushed)
+    }
+
+    fn encode(&mut self, kind: RecordKind, index: u64, payload: &[u8]) -> Result<Location> {
+        let active = self
+            .active
+            .as_mut()
+            .ok_or_else(|| Error::Failed("no active segment to encode into".to_string()))?;
+        let offset = active.write_pos();
+        let write_start = u32::try_from(active.durable_end)
+            .map_err(|_| Error::Failed("segment offset beyond 4 GiB".to_string()))?;
+        self.last_crc = encode_record(
+            &mut active.tail,
+            kind,
+            index,
+            self.last_crc,
+            write_start,
+            payload,
+        );
+        Ok(Location {
+            seq: active.segment.seq,
+            offset,
+            frame_len: frame_len(payload.len()) as u32,
+        })
+    }
+
+    /// Switches to the prepared segment, writing its header (and the carried
+    /// state) into its tail. Nothing in it is durable until `commit_active`.
+    async fn roll(&mut self, first_index: u64) -> Result<Rc<SegmentFile>> {
+        let prepared = match self.prepared.take() {
+            Some(task) => task.await?,
+            None => {
+                let path = self.dir.join(prepared_file_name(self.next_seq));
+                prepare_segment(self.next_seq, path, self.segment_size).await?
+            }
+        };
+        let seq = prepared.seq;
+        let header = SegmentHeader {
+            seq,
+            first_index,
+            segment_size: self.segment_size,
+            prev_crc: self.last_crc,
+        };
+        let final_path = self.dir.join(segment_file_name(seq, first_index));
+        let mut tail = Vec::with_capacity(BLOCK_SIZE as usize);
+        tail.extend_from_slice(&header.encode());
+        let segment = Rc::new(SegmentFile {
+            seq,
+            path: final_path,
+            file: prepared.file,
+        });
+        self.active = Some(ActiveSegment {
+            segment: segment.clone(),
+            block_start: 0,
+            tail,
+            durable_end: SEGMENT_HEADER_LEN as u64,
+            rename_from: Some(prepared.path),
+        });
+        self.next_seq = seq + 1;
+        if let Some(state) = self.state.clone() {
+            // The header names the first record's index; the carried state
+            // record takes the same (a state record's index is informational).
+            self.encode(RecordKind::State, first_index, &state)?;
+        }
+        self.prepare_next();
+        Ok(segment)
+    }
+
+    /// Writes and syncs the active segment's new bytes, then gives it its
+    /// final name if this was its first write. Returns whether it wrote.
+    async fn commit_active(&mut self) -> Result<bool> {
+        let Some(active) = self.active.as_mut() else {
+            return Ok(false);
+        };
+        let write_pos = active.write_pos();
+        if write_pos == active.durable_end && active.rename_from.is_none() {
+            return Ok(false);
+        }
+        let segment = active.segment.clone();
+        let path = segment.path.as_path();
+        let len = (write_pos - active.block_start).next_multiple_of(BLOCK_SIZE) as usize;
+        let mut buffer = segment.file.alloc_dma_buffer(len);
+        let bytes = buffer.as_bytes_mut();
+        bytes.fill(0);
+        if let Some(dst) = bytes.get_mut(..active.tail.len()) {
+            dst.copy_from_slice(&active.tail);
+        }
+        faults::before_write().map_err(|e| Error::io("write", path, e))?;
+        let written = segment
+            .file
+            .write_at(buffer, active.block_start)
+            .await
+            .map_err(|e| Error::glommio("write", path, e))?;
+        if written != len {
+            return Err(Error::io(
+                "write",
+                path,
+                std::io::Error::other(format!("short write: {written} of {len} bytes")),
+            ));
+        }
+        faults::before_sync().map_err(|e| Error::io("fdatasync", path, e))?;
+        segment
+            .file
+            .fdatasync()
+            .await
+            .map_err(|e| Error::glommio("fdatasync", path, e))?;
+        if let Some(temp) = active.rename_from.take() {
+            segment
+                .file
+                .rename(path)
+                .await
+                .map_err(|e| Error::glommio("rename", &temp, e))?;
+            sync_dir(&self.dir).await?;
+        }
+        // Keep only the last partial block: the next write starts there.
+        let new_block_start = write_pos - write_pos % BLOCK_SIZE;
+        let drop = (new_block_start - active.block_start) as usize;
+        active.tail.drain(..drop.min(active.tail.len()));
+        active.block_start = new_block_start;
+        active.durable_end = write_pos;
+        Ok(true)
+    }
+}
+
+/// Creates `path` and preallocates it; the file is renamed into place when
+/// it becomes the active segment.
+async fn prepare_segment(seq: u64, path: PathBuf, size: u64) -> Result<Prepared> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .dma_open(&path)
+        .await
+        .map_err(|e| Error::glommio("create", &path, e))?;
+    file.pre_allocate(size, false)
+        .await
+        .map_err(|e| Error::glommio("fallocate", &path, e))?;
+    Ok(Prepared { seq, path, file })
+}
+
+/// Makes renames, creations and removals in `dir` durable.
+pub(crate) async fn sync_dir(dir: &Path) -> Result<()> {
+    let handle = Directory::open(dir)
+        .await
+        .map_err(|e| Error::glommio("open directory", dir, e))?;
+    faults::before_sync().map_err(|e| Error::io("fsync directory", dir, e))?;
+    handle
+        .sync()
+        .await
+        .map_err(|e| Error::glommio("fsync directory", dir, e))?;
+    handle
+        .close()
+        .await
+        .map_err(|e| Error::glommio("close directory", dir, e))?;
+    Ok(())
+}
