@@ -131,7 +131,7 @@ impl Wal {
         let dir = dir.as_ref().to_path_buf();
         let recovered = recover(&dir, &config).await?;
         let active_seq = recovered.active.as_ref().map(|a| a.segment.seq);
-        let writer = Writer::new(
+        let mut writer = Writer::new(
             dir.clone(),
             config.segment_size,
             recovered.active,
@@ -139,6 +139,9 @@ impl Wal {
             recovered.last_crc,
             recovered.state.clone(),
         );
+        if active_seq.is_none() {
+            writer.await_prepared().await?;
+        }
         let shared = Rc::new(Shared {
             dir,
             config,

@@ -11,7 +11,9 @@ is not built yet.";
 
 fn main() {
     let version = env!("CARGO_PKG_VERSION");
-    let data_dir = std::env::args().nth(1).unwrap_or_else(|| "keel-data".to_string());
+    let data_dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "keel-data".to_string());
     println!("keel {version}");
     println!("{PLAN}");
     println!("data directory (when serving): {data_dir}");
