@@ -82,7 +82,7 @@ pub(crate) async fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered>
             Some(damage) if !is_last => {
                 return Err(Error::corruption(
                     &path,
-                    damage.offset,
+                    damage.bad_byte,
                     damage.reason.clone(),
                 ));
             }
@@ -90,7 +90,7 @@ pub(crate) async fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered>
                 Some(later) => {
                     return Err(Error::corruption(
                         &path,
-                        damage.offset,
+                        damage.bad_byte,
                         format!(
                             "{}, yet a later write at offset {later} was completed",
                             damage.reason

@@ -12,7 +12,8 @@
 //!   damaged bytes had been acknowledged, and the log refuses to open.
 
 use crate::format::{
-    decode_record, HeaderProblem, RecordHeader, SegmentHeader, RECORD_ALIGN, SEGMENT_HEADER_LEN,
+    decode_record, FrameProblem, HeaderProblem, RecordHeader, SegmentHeader, RECORD_ALIGN,
+    SEGMENT_HEADER_LEN,
 };
 
 /// One valid record found by a scan.
@@ -26,8 +27,12 @@ pub(crate) struct ScannedRecord {
 /// Where and why a scan stopped before a clean end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Damage {
-    /// Offset of the first byte that is not part of the valid chain.
+    /// Offset of the first byte that is not part of the valid chain (where a
+    /// torn tail is cut).
     pub(crate) offset: u64,
+    /// Offset to report as damaged: `offset`, or for a zeroed stretch
+    /// followed by stray bytes, the first stray byte.
+    pub(crate) bad_byte: u64,
     pub(crate) reason: String,
     /// One past the last non-zero byte of the segment.
     pub(crate) nonzero_end: u64,
@@ -59,12 +64,19 @@ pub(crate) fn scan_segment(bytes: &[u8], max_payload: usize) -> Result<SegmentSc
     let mut records = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
     let mut last_crc = header.prev_crc;
+    let mut bad_byte = 0;
     let stop_reason = loop {
         let rest = bytes.get(pos..).unwrap_or_default();
-        if rest.iter().all(|&b| b == 0) {
+        let Some(first_nonzero) = rest.iter().position(|&b| b != 0) else {
             break None;
-        }
+        };
         match decode_record(rest, max_payload) {
+            Err(FrameProblem::Zero) => {
+                bad_byte = (pos + first_nonzero) as u64;
+                break Some(format!(
+                    "stray bytes at offset {bad_byte} after the last record"
+                ));
+            }
             Ok(record) => {
                 if record.prev_crc != last_crc {
                     break Some("record does not chain to the one before it".to_string());
@@ -85,6 +97,7 @@ pub(crate) fn scan_segment(bytes: &[u8], max_payload: usize) -> Result<SegmentSc
     };
     let damage = stop_reason.map(|reason| Damage {
         offset: pos as u64,
+        bad_byte: bad_byte.max(pos as u64),
         reason,
         nonzero_end: nonzero_end(bytes),
         later_durable_record: find_later_durable_record(bytes, pos, max_payload),
@@ -225,6 +238,7 @@ mod tests {
         let scan = scan_segment(&bytes, 1 << 14).unwrap();
         let damage = scan.damage.unwrap();
         assert_eq!(damage.nonzero_end, SIZE as u64);
+        assert_eq!(damage.bad_byte, SIZE as u64 - 1);
         assert_eq!(scan.records.len(), 2);
     }
 
