@@ -106,7 +106,7 @@ async fn record_workload(dir: &Path, seed: u64) -> Vec<Step> {
     for _ in 0..OPS_PER_SEED {
         let mut recs = Vec::new();
         let mut release = false;
-        let mut payload_len = |rng: &mut StdRng| {
+        let payload_len = |rng: &mut StdRng| {
             if rng.gen_ratio(1, 12) {
                 rng.gen_range(max_payload / 2..=max_payload)
             } else {
