@@ -59,6 +59,11 @@ mod test_support;
 mod wal;
 mod writer;
 
+/// The README's examples, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeExamples;
+
 pub use config::WalConfig;
 pub use error::{Error, Result};
 pub use format::MAX_PAYLOAD_LEN;

@@ -34,12 +34,18 @@ async fn write_workload(dir: &Path) -> LogView {
     let wal = Wal::open(dir, config()).await.expect("open");
     wal.save_state(b"term=1 vote=0").await.expect("state");
     for index in 1..=20u64 {
-        wal.append(index, (index % 3 + 1) as u8, &payload_for(index, 180 * index as usize))
-            .await
-            .expect("append");
+        wal.append(
+            index,
+            (index % 3 + 1) as u8,
+            &payload_for(index, 180 * index as usize),
+        )
+        .await
+        .expect("append");
     }
     wal.truncate_after(17).await.expect("truncate");
-    wal.append(18, 9, b"rewritten eighteen").await.expect("append");
+    wal.append(18, 9, b"rewritten eighteen")
+        .await
+        .expect("append");
     wal.save_state(b"term=2 vote=1").await.expect("state");
     wal.reset(40).await.expect("reset");
     wal.append(41, 1, b"after reset").await.expect("append");
@@ -53,7 +59,12 @@ fn segment_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .expect("list")
         .map(|e| e.expect("entry"))
         .filter(|e| e.file_name().to_string_lossy().ends_with(".wal"))
-        .map(|e| (e.file_name().to_string_lossy().to_string(), std::fs::read(e.path()).expect("read")))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().to_string(),
+                std::fs::read(e.path()).expect("read"),
+            )
+        })
         .collect()
 }
 
@@ -81,7 +92,10 @@ fn format_v1_fixture_is_reproduced_byte_for_byte_and_still_opens() {
         "segment names differ from format v1"
     );
     for (name, bytes) in &written {
-        assert!(fixture[name] == *bytes, "{name} differs from format v1: bump the version (FORMAT.md)");
+        assert!(
+            fixture[name] == *bytes,
+            "{name} differs from format v1: bump the version (FORMAT.md)"
+        );
     }
 
     let copy = tempfile::tempdir().expect("dir");
