@@ -52,13 +52,6 @@ impl ActiveSegment {
     }
 }
 
-/// A segment file created and preallocated before it is needed.
-pub(crate) struct Prepared {
-    seq: u64,
-    path: PathBuf,
-    file: DmaFile,
-}
-
 /// What one flushed record did, to be applied to the log index once durable.
 pub(crate) struct Applied {
     pub(crate) kind: RecordKind,
@@ -89,7 +82,8 @@ pub(crate) struct Writer {
     /// The latest state blob encoded, carried into every new segment so that
     /// releasing old segments never loses it.
     state: Option<Vec<u8>>,
-    prepared: Option<Task<Result<Prepared>>>,
+    /// The next segment, being created under its temporary name.
+    prepared: Option<Task<Result<SegmentFile>>>,
 }
 
 impl Writer {
@@ -305,7 +299,7 @@ const ZERO_FILL_CHUNK: usize = 1 << 20;
 /// for a journal commit. Once the blocks hold real zeros, an append is a pure
 /// overwrite and its fdatasync only flushes data. This runs in the background,
 /// ahead of need, on the log's own executor.
-async fn prepare_segment(seq: u64, path: PathBuf, size: u64) -> Result<Prepared> {
+async fn prepare_segment(seq: u64, path: PathBuf, size: u64) -> Result<SegmentFile> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -330,7 +324,7 @@ async fn prepare_segment(seq: u64, path: PathBuf, size: u64) -> Result<Prepared>
     file.fdatasync()
         .await
         .map_err(|e| Error::glommio("fdatasync", &path, e))?;
-    Ok(Prepared { seq, path, file })
+    Ok(SegmentFile { seq, path, file })
 }
 
 /// Makes renames, creations and removals in `dir` durable.
