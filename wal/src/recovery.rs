@@ -18,7 +18,7 @@ use crate::format::{RecordKind, BLOCK_SIZE, RECORD_HEADER_LEN};
 use crate::log_index::{Location, LogIndex};
 use crate::scan::{scan_segment, SegmentScan};
 use crate::segment_name::{broken_copy_path, classify, LogFile};
-use crate::writer::{sync_dir, ActiveSegment, SegmentFile};
+use crate::writer::{sync_dir, ActiveSegment, SegmentFile, SEGMENT_OPEN_FLAGS};
 
 /// Reads whole segments in pieces of this size.
 const READ_CHUNK: usize = 1 << 20;
@@ -169,6 +169,7 @@ async fn open_segment(path: &Path) -> Result<DmaFile> {
     OpenOptions::new()
         .read(true)
         .write(true)
+        .custom_flags(SEGMENT_OPEN_FLAGS)
         .dma_open(path)
         .await
         .map_err(|e| Error::glommio("open", path, e))

@@ -2,8 +2,8 @@
 //!
 //! `append` validates and queues a record synchronously, then returns a
 //! [`Durable`] future. One flusher task per log takes the *whole* queue,
-//! writes it with one write and one fdatasync, and wakes every waiter whose
-//! record it carried. Appends made while that write is in flight queue up for
+//! writes it with one durable (O_DIRECT | O_DSYNC) write, and wakes every
+//! waiter whose record it carried. Appends made while that write is in flight queue up for
 //! the next one: under load each write carries everything that arrived during
 //! the previous one, and no timer is involved.
 
@@ -40,8 +40,8 @@ pub struct Entry {
 pub struct WalStats {
     /// Records made durable (entries, markers and state records).
     pub records: u64,
-    /// Write + fdatasync pairs issued. `records / syncs` is the group-commit
-    /// factor.
+    /// Durable writes issued (O_DSYNC writes: each is a write plus its
+    /// sync). `records / syncs` is the group-commit factor.
     pub syncs: u64,
 }
 
@@ -828,6 +828,8 @@ mod tests {
         });
     }
 
+    /// A failed directory fsync while rolling to a new segment stops the log
+    /// too: the new segment's name may not be durable.
     #[test]
     fn failed_sync_is_sticky() {
         let dir = tempfile::tempdir().unwrap();
@@ -836,17 +838,29 @@ mod tests {
             let wal = Wal::open(&path, small()).await.unwrap();
             wal.append(1, 1, b"one").await.unwrap();
             faults::fail_syncs_after(Some(0));
-            let failed = wal.append(2, 1, b"two").await;
-            assert!(
-                matches!(failed, Err(Error::Failed(ref m)) if m.contains("fdatasync")),
-                "{failed:?}"
-            );
+            let big = payload(2, small().max_payload());
+            let mut failure = None;
+            for index in 2..10 {
+                if let Err(e) = wal.append(index, 1, &big).await {
+                    failure = Some(e);
+                    break;
+                }
+            }
             faults::fail_syncs_after(None);
+            let failure = failure.expect("a roll must have synced the directory");
+            assert!(
+                matches!(failure, Error::Failed(ref m) if m.contains("fsync directory")),
+                "{failure:?}"
+            );
+            let next = wal.next_index();
             assert!(matches!(
-                wal.append(2, 1, b"two").await,
+                wal.append(next, 1, b"x").await,
                 Err(Error::Failed(_))
             ));
             assert!(matches!(wal.save_state(b"s").await, Err(Error::Failed(_))));
+            drop(wal);
+            let wal = Wal::open(&path, small()).await.unwrap();
+            assert!(wal.last_index() >= 1);
         });
     }
 }
