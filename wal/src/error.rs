@@ -55,6 +55,13 @@ pub enum Error {
         last: u64,
     },
 
+    /// Another open log (in this or another process) holds the directory.
+    #[error("write-ahead log directory {dir} is in use by another open log")]
+    InUse {
+        /// The log directory.
+        dir: PathBuf,
+    },
+
     /// The log was closed.
     #[error("write-ahead log is closed")]
     Closed,

@@ -111,6 +111,7 @@ pub(crate) enum HeaderProblem {
     BadChecksum,
     UnsupportedVersion(u32),
     BadBlockSize(u32),
+    BadSegmentSize(u64),
     ReservedNotZero,
 }
 
@@ -122,6 +123,7 @@ impl HeaderProblem {
             HeaderProblem::BadChecksum => "segment header checksum mismatch".to_string(),
             HeaderProblem::UnsupportedVersion(v) => format!("unsupported format version {v}"),
             HeaderProblem::BadBlockSize(b) => format!("unsupported block size {b}"),
+            HeaderProblem::BadSegmentSize(s) => format!("impossible segment size {s}"),
             HeaderProblem::ReservedNotZero => "reserved header bytes are not zero".to_string(),
         }
     }

@@ -117,7 +117,15 @@ impl LogIndex {
                 self.first = index.saturating_add(1);
                 self.anchored = true;
             }
-            RecordKind::State => {}
+            RecordKind::State => {
+                // A state record names the last index when it was written.
+                // If nothing else anchored the replay (older segments were
+                // released), it tells where the log stands.
+                if !self.anchored {
+                    self.first = index.saturating_add(1);
+                    self.anchored = true;
+                }
+            }
         }
         Ok(())
     }

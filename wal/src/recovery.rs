@@ -12,7 +12,6 @@ use std::rc::Rc;
 
 use glommio::io::{DmaFile, OpenOptions};
 
-use crate::config::WalConfig;
 use crate::error::{Error, Result};
 use crate::format::{RecordKind, BLOCK_SIZE, RECORD_HEADER_LEN};
 use crate::log_index::{Location, LogIndex};
@@ -33,7 +32,7 @@ pub(crate) struct Recovered {
     pub(crate) last_crc: u32,
 }
 
-pub(crate) async fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered> {
+pub(crate) async fn recover(dir: &Path) -> Result<Recovered> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
     probe_device(dir).await?;
     let names = list_segments(dir)?;
@@ -65,7 +64,7 @@ pub(crate) async fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered>
         expected_seq = Some(seq + 1);
         let file = open_segment(&path).await?;
         let bytes = read_whole(&file, &path).await?;
-        let scan = scan_segment(&bytes, config.max_payload())
+        let scan = scan_segment(&bytes)
             .map_err(|problem| Error::corruption(&path, 0, problem.describe()))?;
         check_header(
             &scan,
@@ -114,6 +113,7 @@ pub(crate) async fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered>
                 .to_vec();
             recovered.active = Some(ActiveSegment {
                 segment: segment.clone(),
+                segment_size: scan.header.segment_size,
                 block_start,
                 tail,
                 durable_end: write_pos,
@@ -122,7 +122,27 @@ pub(crate) async fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered>
         }
         recovered.segments.insert(seq, segment);
     }
+    make_recovered_durable(dir, &recovered).await?;
     Ok(recovered)
+}
+
+/// Syncs what recovery read before anything is built on it.
+///
+/// A process killed between a write and its sync leaves bytes that a reopen
+/// reads (from the device cache) but that a power loss could still drop; the
+/// same holds for a rename or a deletion whose directory was never synced.
+/// Reporting such records as the log, or appending after them, would let a
+/// later power loss lose acknowledged records or look like corruption.
+async fn make_recovered_durable(dir: &Path, recovered: &Recovered) -> Result<()> {
+    if let Some(active) = &recovered.active {
+        let segment = &active.segment;
+        segment
+            .file
+            .fdatasync()
+            .await
+            .map_err(|e| Error::glommio("fdatasync", &segment.path, e))?;
+    }
+    sync_dir(dir).await
 }
 
 /// Opens a non-empty file with O_DIRECT before any other DMA file on this

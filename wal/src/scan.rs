@@ -11,6 +11,7 @@
 //!   that write was only issued once everything before it was durable, so the
 //!   damaged bytes had been acknowledged, and the log refuses to open.
 
+use crate::config::WalConfig;
 use crate::format::{
     decode_record, FrameProblem, HeaderProblem, RecordHeader, SegmentHeader, RECORD_ALIGN,
     SEGMENT_HEADER_LEN,
@@ -55,8 +56,18 @@ pub(crate) struct SegmentScan {
 
 /// Verifies `bytes`, a whole segment file. Fails only if the header itself
 /// is unusable; damage further on is reported in [`SegmentScan::damage`].
-pub(crate) fn scan_segment(bytes: &[u8], max_payload: usize) -> Result<SegmentScan, HeaderProblem> {
+///
+/// Record lengths are bounded by the segment's own size (from its header),
+/// not by today's configuration, which may have changed since it was written.
+pub(crate) fn scan_segment(bytes: &[u8]) -> Result<SegmentScan, HeaderProblem> {
     let header = SegmentHeader::decode(bytes)?;
+    let geometry = WalConfig {
+        segment_size: header.segment_size,
+    };
+    if geometry.validate().is_err() {
+        return Err(HeaderProblem::BadSegmentSize(header.segment_size));
+    }
+    let max_payload = geometry.max_payload();
     let limit = bytes
         .len()
         .min(usize::try_from(header.segment_size).unwrap_or(usize::MAX));
@@ -181,7 +192,7 @@ mod tests {
     #[test]
     fn clean_segment_scans_to_a_clean_end() {
         let (bytes, _) = segment(&[3, 2]);
-        let scan = scan_segment(&bytes, 1 << 14).unwrap();
+        let scan = scan_segment(&bytes).unwrap();
         assert_eq!(scan.records.len(), 5);
         assert!(scan.damage.is_none());
         assert_eq!(scan.records[4].header.index, 5);
@@ -196,7 +207,7 @@ mod tests {
         for b in &mut bytes[cut..cut + 30] {
             *b = 0xAB;
         }
-        let scan = scan_segment(&bytes, 1 << 14).unwrap();
+        let scan = scan_segment(&bytes).unwrap();
         let damage = scan.damage.unwrap();
         assert_eq!(
             scan.records.len(),
@@ -213,7 +224,7 @@ mod tests {
     fn damage_before_a_later_write_is_proven_durable() {
         let (mut bytes, starts) = segment(&[3, 3]);
         bytes[SEGMENT_HEADER_LEN + 40] ^= 1; // inside the first write
-        let scan = scan_segment(&bytes, 1 << 14).unwrap();
+        let scan = scan_segment(&bytes).unwrap();
         let damage = scan.damage.unwrap();
         assert_eq!(damage.offset, SEGMENT_HEADER_LEN as u64);
         assert_eq!(damage.later_durable_record, Some(starts[1] as u64));
@@ -225,7 +236,7 @@ mod tests {
         for b in &mut bytes[starts[0]..starts[0] + 40] {
             *b = 0;
         }
-        let scan = scan_segment(&bytes, 1 << 14).unwrap();
+        let scan = scan_segment(&bytes).unwrap();
         let damage = scan.damage.unwrap();
         assert_eq!(damage.offset, starts[0] as u64);
         assert_eq!(damage.later_durable_record, Some(starts[1] as u64));
@@ -235,7 +246,7 @@ mod tests {
     fn stray_byte_after_the_end_is_damage() {
         let (mut bytes, _) = segment(&[2]);
         bytes[SIZE - 1] = 1;
-        let scan = scan_segment(&bytes, 1 << 14).unwrap();
+        let scan = scan_segment(&bytes).unwrap();
         let damage = scan.damage.unwrap();
         assert_eq!(damage.nonzero_end, SIZE as u64);
         assert_eq!(damage.bad_byte, SIZE as u64 - 1);
@@ -249,7 +260,7 @@ mod tests {
         encode_record(&mut second, RecordKind::Entry(1), 2, 12345, 64, b"x");
         let at = SEGMENT_HEADER_LEN + crate::format::frame_len(11);
         bytes[at..at + second.len()].copy_from_slice(&second);
-        let scan = scan_segment(&bytes, 1 << 14).unwrap();
+        let scan = scan_segment(&bytes).unwrap();
         assert_eq!(scan.records.len(), 1);
         assert!(scan.damage.unwrap().reason.contains("chain"));
     }

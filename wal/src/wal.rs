@@ -22,7 +22,7 @@ use crate::format::{decode_record, RecordKind, RECORD_HEADER_LEN};
 use crate::log_index::LogIndex;
 use crate::queue::Queue;
 use crate::recovery::recover;
-use crate::writer::{sync_dir, SegmentFile, Writer};
+use crate::writer::{sync_dir, Flushed, SegmentFile, Writer};
 
 /// An entry read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,9 @@ pub struct WalStats {
 /// Owned by one executor; never borrowed across an `.await`.
 struct Shared {
     dir: PathBuf,
+    /// An exclusive lock on `DATA_DIR/LOCK`, held until the flusher and every
+    /// handle are gone, so that two logs never write one directory.
+    _lock: std::fs::File,
     config: WalConfig,
     inner: RefCell<Inner>,
 }
@@ -129,7 +132,8 @@ impl Wal {
     pub async fn open(dir: impl AsRef<Path>, config: WalConfig) -> Result<Wal> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
-        let recovered = recover(&dir, &config).await?;
+        let lock = lock_dir(&dir)?;
+        let recovered = recover(&dir).await?;
         let active_seq = recovered.active.as_ref().map(|a| a.segment.seq);
         let mut writer = Writer::new(
             dir.clone(),
@@ -137,6 +141,7 @@ impl Wal {
             recovered.active,
             recovered.next_seq,
             recovered.last_crc,
+            recovered.index.next_index(),
             recovered.state.clone(),
         );
         if active_seq.is_none() {
@@ -144,6 +149,7 @@ impl Wal {
         }
         let shared = Rc::new(Shared {
             dir,
+            _lock: lock,
             config,
             inner: RefCell::new(Inner {
                 failure: None,
@@ -206,6 +212,9 @@ impl Wal {
                 return Durable::ready(Err(Error::InvalidArgument(problem)));
             }
             expected += 1;
+        }
+        if expected == inner.accepted_next {
+            return Durable::ready(Ok(()));
         }
         let mut generation = inner.queue_generation;
         for (index, kind, payload) in entries {
@@ -441,6 +450,28 @@ impl Drop for Wal {
     }
 }
 
+/// Creates `dir` if needed and takes its lock file.
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    let path = dir.join(LOCK_FILE_NAME);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io("open", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::InUse {
+            dir: dir.to_path_buf(),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", &path, e)),
+    }
+}
+
+/// Name of the lock file in a log directory.
+const LOCK_FILE_NAME: &str = "LOCK";
+
 /// Adjacent frames of one segment, read with one I/O.
 struct ReadRun {
     segment: Rc<SegmentFile>,
@@ -495,13 +526,16 @@ async fn run_flusher(shared: Rc<Shared>, mut writer: Writer) {
         let taken = poll_fn(|cx| {
             let mut guard = shared.inner.borrow_mut();
             let inner = &mut *guard;
-            if !inner.queue.is_empty() {
+            if inner.failure.is_some() {
+                // Fail-stop: never write, sync or acknowledge after a failure.
+                Poll::Ready(None)
+            } else if !inner.queue.is_empty() {
                 let generation = inner.queue_generation;
                 inner.queue_generation += 1;
                 let mut batch = std::mem::take(&mut inner.spare);
                 std::mem::swap(&mut batch, &mut inner.queue);
                 Poll::Ready(Some((batch, generation)))
-            } else if inner.closing || inner.failure.is_some() {
+            } else if inner.closing {
                 Poll::Ready(None)
             } else {
                 inner.flusher_waker = Some(cx.waker().clone());
@@ -513,42 +547,37 @@ async fn run_flusher(shared: Rc<Shared>, mut writer: Writer) {
             break;
         };
         let result = writer.flush(&batch).await;
-        let waiters = {
+        let (waiters, stop) = {
             let mut inner = shared.inner.borrow_mut();
-            match result {
-                Ok(flushed) => {
-                    for segment in flushed.new_segments {
-                        inner.segments.insert(segment.seq, segment);
+            let stop = match result {
+                Ok(flushed) => match apply_flushed(&mut inner, flushed, writer.active_seq()) {
+                    Ok(()) => {
+                        inner.durable_generation = generation;
+                        batch.clear();
+                        inner.spare = batch;
+                        false
                     }
-                    inner.active_seq = writer.active_seq();
-                    for applied in &flushed.applied {
-                        if let Err(reason) =
-                            inner.index.apply(applied.kind, applied.index, applied.at)
-                        {
-                            // The queue was validated on append, so this is a
-                            // bug; stop rather than serve a wrong log.
-                            debug_assert!(false, "{reason}");
-                            inner.failure =
-                                Some(format!("log index rejected a flushed record: {reason}"));
-                        }
+                    Err(reason) => {
+                        // The queue was validated on append, so this is a bug;
+                        // stop rather than serve a wrong log.
+                        tracing::error!(dir = %shared.dir.display(), %reason, "write-ahead log index rejected a flushed record");
+                        inner.failure =
+                            Some(format!("log index rejected a flushed record: {reason}"));
+                        true
                     }
-                    if flushed.state.is_some() {
-                        inner.state = flushed.state;
-                    }
-                    inner.stats.records += flushed.applied.len() as u64;
-                    inner.stats.syncs += flushed.syncs;
-                    inner.durable_generation = generation;
-                    batch.clear();
-                    inner.spare = batch;
-                }
+                },
                 Err(error) => {
                     tracing::error!(dir = %shared.dir.display(), %error, "write-ahead log stopped");
                     inner.failure = Some(error.to_string());
+                    true
                 }
-            }
-            inner.wake_waiters()
+            };
+            (inner.wake_waiters(), stop)
         };
         waiters.into_iter().for_each(Waker::wake);
+        if stop {
+            break;
+        }
     }
     let waiters = {
         let mut inner = shared.inner.borrow_mut();
@@ -556,6 +585,27 @@ async fn run_flusher(shared: Rc<Shared>, mut writer: Writer) {
         inner.wake_waiters()
     };
     waiters.into_iter().for_each(Waker::wake);
+}
+
+/// Makes a durable flush visible: new segments, record locations, state.
+fn apply_flushed(
+    inner: &mut Inner,
+    flushed: Flushed,
+    active_seq: Option<u64>,
+) -> std::result::Result<(), String> {
+    for segment in flushed.new_segments {
+        inner.segments.insert(segment.seq, segment);
+    }
+    inner.active_seq = active_seq;
+    for applied in &flushed.applied {
+        inner.index.apply(applied.kind, applied.index, applied.at)?;
+    }
+    if flushed.state.is_some() {
+        inner.state = flushed.state;
+    }
+    inner.stats.records += flushed.applied.len() as u64;
+    inner.stats.syncs += flushed.syncs;
+    Ok(())
 }
 
 /// Resolves once the records it stands for are durable, or the log failed.
@@ -861,6 +911,136 @@ mod tests {
             drop(wal);
             let wal = Wal::open(&path, small()).await.unwrap();
             assert!(wal.last_index() >= 1);
+        });
+    }
+
+    /// Regression: after a failed directory fsync during a segment roll, the
+    /// flusher went on to write the next queued batch, skipped the rename it
+    /// believed done, and acknowledged records that sat in a file still named
+    /// `.tmp` (deleted on the next open).
+    #[test]
+    fn nothing_is_acknowledged_after_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run_local(move || async move {
+            let wal = Wal::open(&path, small()).await.unwrap();
+            wal.append(1, 1, b"one").await.unwrap();
+            faults::fail_syncs_after(Some(0));
+            let big = payload(2, small().max_payload());
+            let first_wave: Vec<Durable> = (2..4).map(|i| wal.append(i, 1, &big)).collect();
+            // Let the flusher take the first wave (which must roll) and start
+            // its I/O, then queue a second wave behind it. State records
+            // apply cleanly whatever happened to the first wave, so only the
+            // fail-stop rule keeps them from being acknowledged.
+            futures_lite::future::yield_now().await;
+            let second_wave: Vec<Durable> =
+                (0..4).map(|i| wal.save_state(&payload(i, 10))).collect();
+            for durable in first_wave {
+                assert!(matches!(durable.await, Err(Error::Failed(_))));
+            }
+            // Closing waits for the flusher to finish; only then are the
+            // second wave's futures polled, so a write of them after the
+            // failure would show as an acknowledgement.
+            assert!(matches!(wal.close().await, Err(Error::Failed(_))));
+            for durable in second_wave {
+                assert!(matches!(durable.await, Err(Error::Failed(_))));
+            }
+            faults::fail_syncs_after(None);
+        });
+    }
+
+    /// Regression: a segment holding only state records (the log's entries
+    /// all released) reopened as an empty log starting at index 1.
+    #[test]
+    fn a_segment_of_state_records_keeps_the_log_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run_local(move || async move {
+            let wal = Wal::open(&path, small()).await.unwrap();
+            wal.save_state(b"small").await.unwrap();
+            for i in 1..=5u64 {
+                wal.append(i, 1, &payload(i, 100)).await.unwrap();
+            }
+            wal.reset(100).await.unwrap();
+            let big_state = payload(7, small().max_payload());
+            wal.save_state(&big_state).await.unwrap();
+            wal.save_state(&big_state).await.unwrap(); // surely rolled by now
+            wal.release_below(101).await.unwrap();
+            assert_eq!(wal.segment_count(), 1);
+            wal.close().await.unwrap();
+            let wal = Wal::open(&path, small()).await.unwrap();
+            assert_eq!(
+                (wal.first_index(), wal.last_index(), wal.next_index()),
+                (101, 100, 101)
+            );
+            assert_eq!(wal.state(), Some(big_state));
+            wal.append(101, 1, b"continues").await.unwrap();
+        });
+    }
+
+    /// Regression: the configured segment size was applied to segments
+    /// written with another size, so a reopened log with a larger size wrote
+    /// past the end its header declared, and one with a smaller size called
+    /// large records corrupt.
+    #[test]
+    fn segments_keep_the_size_they_were_written_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run_local(move || async move {
+            let large = WalConfig {
+                segment_size: 32 * 4096,
+            };
+            // Small segments first, then more appends under a larger size:
+            // the small active segment must still end where its header says.
+            let wal = Wal::open(&path, small()).await.unwrap();
+            for i in 1..=5u64 {
+                wal.append(i, 1, &payload(i, 3000)).await.unwrap();
+            }
+            wal.close().await.unwrap();
+            let wal = Wal::open(&path, large.clone()).await.unwrap();
+            for i in 6..=40u64 {
+                wal.append(i, 1, &payload(i, 3000)).await.unwrap();
+            }
+            // A record only a large segment can hold stays readable when
+            // the log is reopened with small segments.
+            let big = payload(41, large.max_payload());
+            wal.append(41, 1, &big).await.unwrap();
+            wal.close().await.unwrap();
+            for config in [small(), large, WalConfig::default()] {
+                let wal = Wal::open(&path, config).await.unwrap();
+                assert_eq!(wal.last_index(), 41);
+                assert_eq!(wal.read(1..42).await.unwrap().len(), 41);
+                assert_eq!(wal.read(41..42).await.unwrap()[0].payload, big);
+                wal.close().await.unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn an_empty_batch_is_durable_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run_local(move || async move {
+            let wal = Wal::open(&path, small()).await.unwrap();
+            let nothing: [(u64, u8, &[u8]); 0] = [];
+            wal.append_batch(nothing).await.unwrap();
+            assert_eq!(wal.stats().syncs, 0);
+        });
+    }
+
+    /// Two logs on one directory would overwrite each other's records.
+    #[test]
+    fn a_directory_is_opened_by_one_log_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run_local(move || async move {
+            let wal = Wal::open(&path, small()).await.unwrap();
+            assert!(matches!(
+                Wal::open(&path, small()).await,
+                Err(Error::InUse { .. })
+            ));
+            wal.close().await.unwrap();
+            Wal::open(&path, small()).await.unwrap();
         });
     }
 }

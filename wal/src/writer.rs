@@ -43,6 +43,9 @@ pub(crate) struct SegmentFile {
 /// The segment being appended to.
 pub(crate) struct ActiveSegment {
     pub(crate) segment: Rc<SegmentFile>,
+    /// Its size, from its own header: a log may be reopened with another
+    /// configured size, which applies only to segments created after.
+    pub(crate) segment_size: u64,
     /// File offset of `tail[0]`; block aligned.
     pub(crate) block_start: u64,
     /// Bytes from `block_start` to the write position: the durable part of
@@ -88,6 +91,9 @@ pub(crate) struct Writer {
     next_seq: u64,
     /// CRC of the last record encoded (the chain's head).
     last_crc: u32,
+    /// The index the next entry encoded will carry; follows every record
+    /// encoded (entries, truncations, resets).
+    next_index: u64,
     /// The latest state blob encoded, carried into every new segment so that
     /// releasing old segments never loses it.
     state: Option<Vec<u8>>,
@@ -102,6 +108,7 @@ impl Writer {
         active: Option<ActiveSegment>,
         next_seq: u64,
         last_crc: u32,
+        next_index: u64,
         state: Option<Vec<u8>>,
     ) -> Writer {
         let mut writer = Writer {
@@ -110,6 +117,7 @@ impl Writer {
             active,
             next_seq,
             last_crc,
+            next_index,
             state,
             prepared: None,
         };
@@ -154,16 +162,21 @@ impl Writer {
             let fits = self
                 .active
                 .as_ref()
-                .is_some_and(|a| a.write_pos() + needed <= self.segment_size);
+                .is_some_and(|a| a.write_pos() + needed <= a.segment_size);
             if !fits {
                 flushed.syncs += u64::from(self.commit_active().await?);
                 let segment = self.roll(record.index).await?;
                 flushed.new_segments.push(segment);
             }
             let at = self.encode(record.kind, record.index, record.payload)?;
-            if record.kind == RecordKind::State {
-                self.state = Some(record.payload.to_vec());
-                flushed.state = Some(record.payload.to_vec());
+            match record.kind {
+                RecordKind::State => {
+                    self.state = Some(record.payload.to_vec());
+                    flushed.state = Some(record.payload.to_vec());
+                }
+                RecordKind::Entry(_) | RecordKind::Truncate | RecordKind::Reset => {
+                    self.next_index = record.index.saturating_add(1);
+                }
             }
             flushed.applied.push(Applied {
                 kind: record.kind,
@@ -200,7 +213,16 @@ impl Writer {
 
     /// Switches to the prepared segment, writing its header (and the carried
     /// state) into its tail. Nothing in it is durable until `commit_active`.
-    async fn roll(&mut self, first_index: u64) -> Result<Rc<SegmentFile>> {
+    async fn roll(&mut self, next_record_index: u64) -> Result<Rc<SegmentFile>> {
+        // A carried state record comes first and, like every state record,
+        // names the last index: a segment holding only state records still
+        // tells a replay where the log stands (log_index.rs).
+        let carried_index = self.next_index.saturating_sub(1);
+        let first_index = if self.state.is_some() {
+            carried_index
+        } else {
+            next_record_index
+        };
         let prepared = match self.prepared.take() {
             Some(task) => task.await?,
             None => {
@@ -225,6 +247,7 @@ impl Writer {
         });
         self.active = Some(ActiveSegment {
             segment: segment.clone(),
+            segment_size: self.segment_size,
             block_start: 0,
             tail,
             durable_end: SEGMENT_HEADER_LEN as u64,
@@ -232,9 +255,7 @@ impl Writer {
         });
         self.next_seq = seq + 1;
         if let Some(state) = self.state.clone() {
-            // The header names the first record's index; the carried state
-            // record takes the same (a state record's index is informational).
-            self.encode(RecordKind::State, first_index, &state)?;
+            self.encode(RecordKind::State, carried_index, &state)?;
         }
         self.prepare_next();
         Ok(segment)
@@ -273,13 +294,16 @@ impl Writer {
                 std::io::Error::other(format!("short write: {written} of {len} bytes")),
             ));
         }
-        if let Some(temp) = active.rename_from.take() {
+        if let Some(temp) = &active.rename_from {
             segment
                 .file
                 .rename(path)
                 .await
-                .map_err(|e| Error::glommio("rename", &temp, e))?;
+                .map_err(|e| Error::glommio("rename", temp, e))?;
             sync_dir(&self.dir).await?;
+            // Only now is the name durable; until then a retry must rename
+            // again (the log stops on the error anyway).
+            active.rename_from = None;
         }
         // Keep only the last partial block: the next write starts there.
         let new_block_start = write_pos - write_pos % BLOCK_SIZE;
