@@ -1,4 +1,14 @@
 //! keel's per-shard storage engine.
 //!
-//! Empty for now: the copy-on-write B+-tree file, the MVCC keyspace, leases,
-//! the watch hub and the Raft state machine land here (issues 3 to 5).
+//! Today: [`btree`], the copy-on-write B+-tree file each shard keeps its
+//! state in. The MVCC keyspace, leases, watches and the Raft state machine
+//! build on it (issues 4 and 5).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+pub mod btree;
+mod error;
+
+pub use error::{Error, Result};

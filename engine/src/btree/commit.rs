@@ -1,0 +1,239 @@
+//! Committing a write transaction (the protocol is in `engine/FORMAT.md`):
+//!
+//! 1. every dirty node and new long value gets pages (reused free pages
+//!    first, then the end of the file), children before parents;
+//! 2. changed tree roots go into the catalog tree, which is placed the same way;
+//! 3. the free list is rewritten into fresh pages;
+//! 4. all those pages are written and synced;
+//! 5. the meta slot of this commit is written and synced.
+//!
+//! Until step 5 is durable the previous commit is intact: no page it can
+//! reach was written. A failure in steps 4-5 stops the database (fail-stop).
+
+use crate::btree::db::encode_tree_root;
+use crate::btree::free_space::{encode_page, EXTENTS_PER_PAGE};
+use crate::btree::meta::Meta;
+use crate::btree::node::{
+    encode_branch, encode_leaf, pages_needed, Dirty, NodeRef, OverflowRef, Value,
+};
+use crate::btree::page::{pages_for, Extent, PAGE_SIZE};
+use crate::btree::storage::Storage;
+use crate::btree::write::WriteTxn;
+use crate::error::{Error, Result};
+
+/// The file grows in steps of at least this much, so that most commits do
+/// not change its size (a size change makes fdatasync commit metadata).
+const GROWTH_STEP: u64 = 1 << 20;
+/// The free tail of the file is given back once it is this many pages and
+/// an eighth of the file.
+const MIN_TAIL_PAGES: u64 = 256;
+
+impl<S: Storage> WriteTxn<S> {
+    /// Makes every change durable and visible to new readers.
+    ///
+    /// # Errors
+    /// I/O errors while writing or syncing stop the database (every later
+    /// call fails with [`Error::Failed`]); the previous commit stays intact
+    /// on disk.
+    pub fn commit(mut self) -> Result<()> {
+        let mut writes = Vec::new();
+        let meta = self.place_everything(&mut writes)?;
+        let result = self.write_out(&mut writes, &meta);
+        let inner = self.inner.clone();
+        match result {
+            Ok(()) => {
+                let mut state = inner.state.borrow_mut();
+                state.committed = meta;
+                state.reusable = std::mem::take(&mut self.space);
+                state.freelist_pages = writes
+                    .iter()
+                    .filter(|(_, _, fl)| *fl)
+                    .map(|(e, _, _)| *e)
+                    .collect();
+                state
+                    .pending
+                    .insert(meta.txn_id, std::mem::take(&mut self.freed));
+                drop(state);
+                for (extent, _, _) in &writes {
+                    inner.pages.mark_verified(extent.page);
+                }
+                self.give_back_tail(&meta);
+                Ok(())
+            }
+            Err(error) => {
+                inner.state.borrow_mut().failure = Some(error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    /// Steps 1-3: places every dirty node and builds the free list. Returns
+    /// the meta of this commit; `writes` gets `(extent, bytes, is_free_list)`.
+    fn place_everything(&mut self, writes: &mut Vec<(Extent, Vec<u8>, bool)>) -> Result<Meta> {
+        let changed: Vec<(Vec<u8>, Option<NodeRef>, u64)> = self
+            .trees
+            .iter()
+            .filter(|(_, s)| s.changed)
+            .map(|(name, s)| (name.clone(), s.root, s.len))
+            .collect();
+        for (name, root, len) in changed {
+            let root_page = match root {
+                Some(root) => self.place(root, writes)?,
+                None => 0,
+            };
+            let (catalog, _) = self.insert_at(
+                self.catalog,
+                &name,
+                Value::Inline(encode_tree_root(root_page, len)),
+            )?;
+            self.catalog = Some(catalog);
+        }
+        let catalog_root = match self.catalog {
+            Some(root) => self.place(root, writes)?,
+            None => 0,
+        };
+
+        let (old_free_list, pending) = {
+            let state = self.inner.state.borrow();
+            let pending: Vec<Extent> = state.pending.values().flatten().copied().collect();
+            (state.freelist_pages.clone(), pending)
+        };
+        self.freed.extend(old_free_list);
+        let min_tail = MIN_TAIL_PAGES.max(self.total_pages / 8);
+        if let Some(tail) = self.space.take_tail(self.total_pages, min_tail) {
+            self.total_pages = tail.page;
+        }
+        // Allocating free-list pages never adds extents (first fit takes the
+        // front of one), so the count below bounds the pages needed.
+        let listed = self.space.len() + pending.len() + self.freed.len();
+        let list_pages: Vec<Extent> = (0..listed.div_ceil(EXTENTS_PER_PAGE))
+            .map(|_| self.allocate(1))
+            .collect();
+        let entries: Vec<Extent> = self
+            .space
+            .extents()
+            .chain(pending)
+            .chain(self.freed.iter().copied())
+            .collect();
+        let mut chunks = entries.chunks(EXTENTS_PER_PAGE);
+        for (i, page) in list_pages.iter().enumerate() {
+            let chunk = chunks.next().unwrap_or_default();
+            let next = list_pages.get(i + 1).map_or(0, |p| p.page);
+            writes.push((*page, encode_page(chunk, next, page.page), true));
+        }
+        Ok(Meta {
+            txn_id: self.base.txn_id + 1,
+            catalog_root,
+            freelist_head: list_pages.first().map_or(0, |p| p.page),
+            total_pages: self.total_pages,
+            applied_index: self.applied_index,
+        })
+    }
+
+    /// Gives a dirty node (and its dirty children, and new long values) its
+    /// pages and encodes it. Returns its first page.
+    fn place(&mut self, at: NodeRef, writes: &mut Vec<(Extent, Vec<u8>, bool)>) -> Result<u64> {
+        let id = match at {
+            NodeRef::Clean(page) => return Ok(page),
+            NodeRef::Dirty(id) => id,
+        };
+        let node = self
+            .arena
+            .get_mut(id)
+            .and_then(Option::take)
+            .ok_or_else(|| Error::Failed(format!("dirty node {id} placed twice")))?;
+        match node {
+            Dirty::Leaf(mut entries) => {
+                for entry in &mut entries {
+                    if let Value::PendingOverflow(bytes) = &mut entry.value {
+                        let bytes = std::mem::take(bytes);
+                        let extent = self.allocate(pages_for(bytes.len()));
+                        let value = OverflowRef {
+                            extent,
+                            len: bytes.len() as u32,
+                            crc: crc32fast::hash(&bytes),
+                        };
+                        let mut padded = bytes;
+                        padded.resize(extent.byte_len(), 0);
+                        writes.push((extent, padded, false));
+                        entry.value = Value::Overflow(value);
+                    }
+                }
+                let node = Dirty::Leaf(entries);
+                let extent = self.allocate(pages_needed(&node));
+                if let Dirty::Leaf(entries) = &node {
+                    writes.push((extent, encode_leaf(entries, extent), false));
+                }
+                Ok(extent.page)
+            }
+            Dirty::Branch { keys, children } => {
+                let mut pages = Vec::with_capacity(children.len());
+                for child in &children {
+                    pages.push(self.place(*child, writes)?);
+                }
+                let node = Dirty::Branch { keys, children };
+                let extent = self.allocate(pages_needed(&node));
+                if let Dirty::Branch { keys, .. } = &node {
+                    writes.push((extent, encode_branch(keys, &pages, extent), false));
+                }
+                Ok(extent.page)
+            }
+        }
+    }
+
+    /// Free pages first, else the end of the file.
+    fn allocate(&mut self, pages: u32) -> Extent {
+        self.space.allocate(pages).unwrap_or_else(|| {
+            let extent = Extent {
+                page: self.total_pages,
+                pages,
+            };
+            self.total_pages += u64::from(pages);
+            extent
+        })
+    }
+
+    /// Steps 4-5.
+    fn write_out(&self, writes: &mut [(Extent, Vec<u8>, bool)], meta: &Meta) -> Result<()> {
+        let storage = &self.inner.pages.storage;
+        let needed = meta.total_pages * PAGE_SIZE as u64;
+        if needed > storage.len() {
+            let grown = needed
+                .max(storage.len() + storage.len() / 8)
+                .next_multiple_of(GROWTH_STEP);
+            storage.set_len(grown)?;
+        }
+        writes.sort_by_key(|(extent, _, _)| extent.page);
+        // Adjacent extents go out as one write.
+        let mut run: Vec<u8> = Vec::new();
+        let mut run_start = 0u64;
+        for (extent, bytes, _) in writes.iter() {
+            if !run.is_empty() && run_start + (run.len() / PAGE_SIZE) as u64 != extent.page {
+                storage.write_at(run_start * PAGE_SIZE as u64, &run)?;
+                run.clear();
+            }
+            if run.is_empty() {
+                run_start = extent.page;
+            }
+            run.extend_from_slice(bytes);
+        }
+        if !run.is_empty() {
+            storage.write_at(run_start * PAGE_SIZE as u64, &run)?;
+        }
+        storage.sync_data()?;
+        storage.write_at(meta.slot() * PAGE_SIZE as u64, &meta.encode())?;
+        storage.sync_data()
+    }
+
+    /// After a commit that freed the file's tail, returns it to the file
+    /// system. Best effort: a failure leaves the file longer, nothing else.
+    fn give_back_tail(&self, meta: &Meta) {
+        let storage = &self.inner.pages.storage;
+        let used = meta.total_pages * PAGE_SIZE as u64;
+        if storage.len() > used + GROWTH_STEP.max(storage.len() / 8)
+            && storage.set_len(used.next_multiple_of(GROWTH_STEP)).is_ok()
+        {
+            self.inner.pages.forget_from(meta.total_pages);
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! The database: one B+-tree file, its committed state, its readers.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::path::Path;
+use std::rc::Rc;
+
+use crate::btree::access::{self, NodeSource, NodeView, PageReader};
+use crate::btree::cursor::Range;
+use crate::btree::free_space::{decode_page, FreeSpace};
+use crate::btree::meta::Meta;
+use crate::btree::node::{NodeRef, OverflowRef};
+use crate::btree::page::{read_u64, Extent, NodeKind, FIRST_DATA_PAGE, PAGE_SIZE};
+use crate::btree::storage::{FileStorage, Storage};
+use crate::btree::write::WriteTxn;
+use crate::error::{Error, Result};
+
+/// How a database file is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// The largest the file may grow; that much address space is reserved
+    /// for the read mapping. Default 64 GiB.
+    pub max_file_size: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_file_size: 64 << 30,
+        }
+    }
+}
+
+/// Committed state and bookkeeping, owned by one core.
+pub(crate) struct State {
+    pub(crate) committed: Meta,
+    /// Pages holding the committed free list; the next commit frees them.
+    pub(crate) freelist_pages: Vec<Extent>,
+    /// Free pages no snapshot can see: the next writer may use them.
+    pub(crate) reusable: FreeSpace,
+    /// Pages freed by commit N, reusable once no reader is older than N.
+    pub(crate) pending: BTreeMap<u64, Vec<Extent>>,
+    /// Open read snapshots: txn id -> count.
+    pub(crate) readers: BTreeMap<u64, usize>,
+    pub(crate) writer_active: bool,
+    /// Set by a failed write or sync: every later call fails.
+    pub(crate) failure: Option<String>,
+}
+
+pub(crate) struct Inner<S: Storage> {
+    pub(crate) pages: PageReader<S>,
+    pub(crate) state: RefCell<State>,
+}
+
+impl<S: Storage> Inner<S> {
+    pub(crate) fn check_usable(&self) -> Result<()> {
+        match &self.state.borrow().failure {
+            Some(f) => Err(Error::Failed(f.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One B+-tree file holding named trees. Not `Send`: it belongs to the core
+/// that opened it. One write transaction at a time; any number of readers,
+/// each seeing the state committed when it began.
+pub struct Database<S: Storage = FileStorage> {
+    inner: Rc<Inner<S>>,
+}
+
+impl Database<FileStorage> {
+    /// Opens (creating if needed) the file at `path`.
+    ///
+    /// # Errors
+    /// [`Error::Corruption`] names the page if neither meta slot is valid or
+    /// the free list does not verify.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Database<FileStorage>> {
+        Database::with_storage(FileStorage::open(path, options.max_file_size)?)
+    }
+}
+
+impl<S: Storage> Database<S> {
+    /// Opens a database on any [`Storage`] (tests record and crash it).
+    pub fn with_storage(storage: S) -> Result<Database<S>> {
+        let pages = PageReader::new(storage);
+        let committed = if pages.storage.len() == 0 {
+            create(&pages)?
+        } else {
+            pick_meta(&pages)?
+        };
+        if committed.total_pages.saturating_mul(PAGE_SIZE as u64) > pages.storage.len() {
+            return Err(pages.corruption(
+                committed.total_pages,
+                format!(
+                    "file holds {} bytes, the last commit used {} pages",
+                    pages.storage.len(),
+                    committed.total_pages
+                ),
+            ));
+        }
+        let (reusable, freelist_pages) = load_free_list(&pages, &committed)?;
+        Ok(Database {
+            inner: Rc::new(Inner {
+                pages,
+                state: RefCell::new(State {
+                    committed,
+                    freelist_pages,
+                    reusable,
+                    pending: BTreeMap::new(),
+                    readers: BTreeMap::new(),
+                    writer_active: false,
+                    failure: None,
+                }),
+            }),
+        })
+    }
+
+    /// Starts the one write transaction.
+    ///
+    /// # Errors
+    /// [`Error::WriterBusy`] if one is open; [`Error::Failed`] after an I/O failure.
+    pub fn begin_write(&self) -> Result<WriteTxn<S>> {
+        WriteTxn::begin(self.inner.clone())
+    }
+
+    /// Starts a read snapshot of the last committed state.
+    pub fn begin_read(&self) -> Result<ReadTxn<S>> {
+        self.inner.check_usable()?;
+        let meta = {
+            let mut state = self.inner.state.borrow_mut();
+            let meta = state.committed;
+            *state.readers.entry(meta.txn_id).or_insert(0) += 1;
+            meta
+        };
+        Ok(ReadTxn {
+            inner: self.inner.clone(),
+            meta,
+        })
+    }
+
+    /// The applied index stored by the last commit.
+    pub fn applied_index(&self) -> u64 {
+        self.inner.state.borrow().committed.applied_index
+    }
+
+    /// Sizes of the file, for monitoring and tests.
+    pub fn space(&self) -> SpaceStats {
+        let state = self.inner.state.borrow();
+        SpaceStats {
+            file_bytes: self.inner.pages.storage.len(),
+            total_pages: state.committed.total_pages,
+            reusable_pages: state.reusable.pages(),
+            pending_pages: state
+                .pending
+                .values()
+                .flatten()
+                .map(|e| u64::from(e.pages))
+                .sum(),
+        }
+    }
+
+    /// Walks every page of the last commit and checks that each page is
+    /// reachable exactly once or free exactly once, and nothing else.
+    pub fn audit(&self) -> Result<PageAudit> {
+        let txn = self.begin_read()?;
+        txn.audit()
+    }
+}
+
+/// How the file's pages are used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpaceStats {
+    /// Bytes of the file (it may be preallocated past `total_pages`).
+    pub file_bytes: u64,
+    /// Pages the last commit accounts for.
+    pub total_pages: u64,
+    /// Free pages a writer may use now.
+    pub reusable_pages: u64,
+    /// Free pages waiting for older readers to finish.
+    pub pending_pages: u64,
+}
+
+/// The result of [`Database::audit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageAudit {
+    /// Pages reachable from the committed roots (nodes, values, free list).
+    pub reachable: u64,
+    /// Pages free (reusable or pending).
+    pub free: u64,
+}
+
+fn create<S: Storage>(pages: &PageReader<S>) -> Result<Meta> {
+    let meta = Meta::empty();
+    pages.storage.set_len(FIRST_DATA_PAGE * PAGE_SIZE as u64)?;
+    pages.storage.write_at(0, &meta.encode())?;
+    pages.storage.sync_data()?;
+    Ok(meta)
+}
+
+/// The valid meta slot with the higher transaction id.
+fn pick_meta<S: Storage>(pages: &PageReader<S>) -> Result<Meta> {
+    let mut best: Option<Meta> = None;
+    let mut problems = Vec::new();
+    for slot in 0..2u64 {
+        let decoded = pages
+            .storage
+            .read(slot * PAGE_SIZE as u64, PAGE_SIZE)
+            .map_err(|e| e.to_string())
+            .and_then(Meta::decode);
+        match decoded {
+            Ok(meta) if meta.slot() == slot => {
+                if best.is_none_or(|b| meta.txn_id > b.txn_id) {
+                    best = Some(meta);
+                }
+            }
+            Ok(meta) => problems.push(format!(
+                "slot {slot} holds commit {} of the other slot",
+                meta.txn_id
+            )),
+            Err(reason) => problems.push(format!("slot {slot}: {reason}")),
+        }
+    }
+    best.ok_or_else(|| pages.corruption(0, format!("no valid meta slot ({})", problems.join("; "))))
+}
+
+/// Reads the committed free list into reusable space.
+fn load_free_list<S: Storage>(
+    pages: &PageReader<S>,
+    meta: &Meta,
+) -> Result<(FreeSpace, Vec<Extent>)> {
+    let mut space = FreeSpace::default();
+    let mut chain = Vec::new();
+    let mut next = meta.freelist_head;
+    while next != 0 {
+        if chain.len() as u64 > meta.total_pages {
+            return Err(pages.corruption(next, "free-list chain loops"));
+        }
+        let (unit, count) = pages.unit(next, NodeKind::FreeList)?;
+        let (extents, following) =
+            decode_page(unit, count).map_err(|r| pages.corruption(next, r))?;
+        for extent in extents {
+            if extent.page < FIRST_DATA_PAGE || extent.end() > meta.total_pages || extent.pages == 0
+            {
+                return Err(
+                    pages.corruption(next, format!("free extent {extent:?} is outside the file"))
+                );
+            }
+            space
+                .insert(extent)
+                .map_err(|r| pages.corruption(next, r))?;
+        }
+        chain.push(Extent {
+            page: next,
+            pages: 1,
+        });
+        next = following;
+    }
+    Ok((space, chain))
+}
+
+/// A tree's root as the catalog stores it.
+pub(crate) fn decode_tree_root(bytes: &[u8]) -> (Option<NodeRef>, u64) {
+    let page = read_u64(bytes, 0);
+    let root = (page != 0).then_some(NodeRef::Clean(page));
+    (root, read_u64(bytes, 8))
+}
+
+pub(crate) fn encode_tree_root(root_page: u64, len: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16);
+    out.extend_from_slice(&root_page.to_le_bytes());
+    out.extend_from_slice(&len.to_le_bytes());
+    out
+}
+
+/// A read snapshot. Values it returns borrow it and are read in place.
+pub struct ReadTxn<S: Storage = FileStorage> {
+    inner: Rc<Inner<S>>,
+    meta: Meta,
+}
+
+/// Nodes of a snapshot: clean pages only.
+#[derive(Clone, Copy)]
+pub struct SnapshotSource<'a, S: Storage> {
+    pages: &'a PageReader<S>,
+}
+
+impl<'a, S: Storage> NodeSource<'a> for SnapshotSource<'a, S> {
+    fn node(&self, at: NodeRef) -> Result<NodeView<'a>> {
+        match at {
+            NodeRef::Clean(page) => self.pages.node(page),
+            NodeRef::Dirty(_) => Err(Error::Failed("snapshot reached a dirty node".to_string())),
+        }
+    }
+
+    fn overflow(&self, value: OverflowRef) -> Result<&'a [u8]> {
+        self.pages.overflow(value)
+    }
+}
+
+impl<S: Storage> ReadTxn<S> {
+    fn source(&self) -> SnapshotSource<'_, S> {
+        SnapshotSource {
+            pages: &self.inner.pages,
+        }
+    }
+
+    fn catalog_root(&self) -> Option<NodeRef> {
+        (self.meta.catalog_root != 0).then_some(NodeRef::Clean(self.meta.catalog_root))
+    }
+
+    /// The applied index committed with this snapshot.
+    pub fn applied_index(&self) -> u64 {
+        self.meta.applied_index
+    }
+
+    /// The named tree, if it exists in this snapshot.
+    pub fn tree(&self, name: &[u8]) -> Result<Option<ReadTree<'_, S>>> {
+        let Some(encoded) = access::get(&self.source(), self.catalog_root(), name)? else {
+            return Ok(None);
+        };
+        let (root, len) = decode_tree_root(encoded);
+        Ok(Some(ReadTree {
+            txn: self,
+            root,
+            len,
+        }))
+    }
+
+    /// Names of every tree, in order.
+    pub fn tree_names(&self) -> Result<Vec<Vec<u8>>> {
+        Range::new(
+            self.source(),
+            self.catalog_root(),
+            Bound::Unbounded,
+            Bound::Unbounded,
+        )?
+        .map(|item| item.map(|(k, _)| k.to_vec()))
+        .collect()
+    }
+
+    fn audit(&self) -> Result<PageAudit> {
+        let mut owners = BTreeMap::new();
+        let mut claim = |extent: Extent, what: &str| -> Result<()> {
+            for page in extent.page..extent.end() {
+                if let Some(previous) = owners.insert(page, what.to_string()) {
+                    return Err(self
+                        .inner
+                        .pages
+                        .corruption(page, format!("page used by both {previous} and {what}")));
+                }
+            }
+            Ok(())
+        };
+        let mut roots = vec![self.catalog_root()];
+        for name in self.tree_names()? {
+            if let Some(tree) = self.tree(&name)? {
+                roots.push(tree.root);
+            }
+        }
+        let mut reachable = 0;
+        for root in roots.into_iter().flatten() {
+            let mut stack = vec![root];
+            while let Some(at) = stack.pop() {
+                let NodeRef::Clean(page) = at else { continue };
+                let extent = self.inner.pages.extent_of(page)?;
+                claim(extent, "a node")?;
+                reachable += u64::from(extent.pages);
+                match self.source().node(at)? {
+                    NodeView::Branch(b) => stack.extend((0..=b.len()).map(|i| b.child(i))),
+                    NodeView::Leaf(l) => {
+                        for i in 0..l.len() {
+                            if let access::ValueAccess::Overflow(r) = l.value(i) {
+                                claim(r.extent, "a value")?;
+                                reachable += u64::from(r.extent.pages);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let state = self.inner.state.borrow();
+        for extent in &state.freelist_pages {
+            claim(*extent, "the free list")?;
+            reachable += u64::from(extent.pages);
+        }
+        let mut free = 0;
+        for extent in state
+            .reusable
+            .extents()
+            .chain(state.pending.values().flatten().copied())
+        {
+            claim(extent, "free space")?;
+            free += u64::from(extent.pages);
+        }
+        let accounted = reachable + free + FIRST_DATA_PAGE;
+        if accounted != self.meta.total_pages {
+            return Err(self.inner.pages.corruption(
+                0,
+                format!(
+                    "{accounted} pages accounted for, {} in the file",
+                    self.meta.total_pages
+                ),
+            ));
+        }
+        Ok(PageAudit { reachable, free })
+    }
+}
+
+impl<S: Storage> Drop for ReadTxn<S> {
+    fn drop(&mut self) {
+        let mut state = self.inner.state.borrow_mut();
+        if let Some(count) = state.readers.get_mut(&self.meta.txn_id) {
+            *count -= 1;
+            if *count == 0 {
+                state.readers.remove(&self.meta.txn_id);
+            }
+        }
+    }
+}
+
+/// A tree in a read snapshot.
+pub struct ReadTree<'a, S: Storage> {
+    txn: &'a ReadTxn<S>,
+    root: Option<NodeRef>,
+    len: u64,
+}
+
+impl<'a, S: Storage> ReadTree<'a, S> {
+    /// The value stored under `key`, read in place.
+    pub fn get(&self, key: &[u8]) -> Result<Option<&'a [u8]>> {
+        access::get(&self.txn.source(), self.root, key)
+    }
+
+    /// Entries with keys within the bounds, in order (reversible).
+    pub fn range(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+    ) -> Result<Range<'a, SnapshotSource<'a, S>>> {
+        Range::new(self.txn.source(), self.root, start, end)
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the tree holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}

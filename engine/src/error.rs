@@ -1,0 +1,76 @@
+//! The engine's errors, split by what a caller can do about them.
+
+use std::path::PathBuf;
+
+/// Result of every fallible engine operation.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in the storage engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O call failed. A failed write or sync also makes the database
+    /// [`Error::Failed`] from then on.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// The operation, e.g. "fdatasync".
+        op: &'static str,
+        /// The file it was done on.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A page read back does not verify. Nothing was changed.
+    #[error("corrupt B+-tree file {file}, page {page}: {reason}")]
+    Corruption {
+        /// The damaged file.
+        file: PathBuf,
+        /// The page number (byte offset / page size).
+        page: u64,
+        /// What was wrong with it.
+        reason: String,
+    },
+
+    /// A previous write or sync failed; the file may have lost pages, so the
+    /// database refuses all further work (fail-stop). Reopen it to recover.
+    #[error("database stopped after an earlier I/O failure: {0}")]
+    Failed(String),
+
+    /// A key is longer than [`crate::btree::MAX_KEY_LEN`].
+    #[error("key of {len} bytes exceeds the limit of {max}")]
+    KeyTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// A value is longer than [`crate::btree::MAX_VALUE_LEN`].
+    #[error("value of {len} bytes exceeds the limit of {max}")]
+    ValueTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+
+    /// A write transaction is already open (one writer at a time).
+    #[error("a write transaction is already open")]
+    WriterBusy,
+
+    /// The call itself was wrong; nothing was changed.
+    #[error("invalid call: {0}")]
+    InvalidArgument(String),
+}
+
+impl Error {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
