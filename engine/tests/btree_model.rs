@@ -249,7 +249,12 @@ fn as_ref(bound: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    // KEEL_MODEL_CASES=5000 for a soak run outside CI.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("KEEL_MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(48),
+        max_shrink_iters: 2000,
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn btree_matches_a_btreemap_model(ops in proptest::collection::vec(op(), 1..250)) {
@@ -291,4 +296,23 @@ fn deep_trees_grow_and_shrink() {
         harness.apply(Op::Commit);
         harness.apply(Op::Reopen);
     }
+}
+
+/// Regression (found by the model test): removing entries next to a
+/// two-page leaf (a 4 KiB key) left a page both reachable and free.
+#[test]
+fn removals_beside_a_multi_page_leaf_keep_pages_accounted() {
+    let mut harness = Harness::new();
+    let big_key = vec![1u8; MAX_KEY_LEN - 1];
+    harness.apply(Op::Insert(2, vec![5, 5, 1], vec![]));
+    harness.apply(Op::Insert(0, vec![0], vec![]));
+    harness.apply(Op::Insert(2, big_key.clone(), vec![0; 1000]));
+    harness.apply(Op::Insert(2, vec![1, 5, 4, 2], vec![90; 1350]));
+    harness.apply(Op::Commit);
+    harness.apply(Op::Insert(2, vec![1, 4], vec![145; 255]));
+    harness.apply(Op::Insert(2, vec![0, 1], vec![17; 32]));
+    harness.apply(Op::Remove(2, big_key));
+    harness.apply(Op::Commit);
+    harness.apply(Op::Remove(2, vec![5, 5, 1]));
+    harness.apply(Op::Commit);
 }

@@ -160,8 +160,9 @@ impl<S: Storage> Database<S> {
         }
     }
 
-    /// Walks every page of the last commit and checks that each page is
-    /// reachable exactly once or free exactly once, and nothing else.
+    /// Walks every page of the last commit and checks the structure: each
+    /// page reachable exactly once or free exactly once, every leaf at one
+    /// depth, every key within the range its parents give it.
     pub fn audit(&self) -> Result<PageAudit> {
         let txn = self.begin_read()?;
         txn.audit()
@@ -360,16 +361,56 @@ impl<S: Storage> ReadTxn<S> {
         }
         let mut reachable = 0;
         for root in roots.into_iter().flatten() {
-            let mut stack = vec![root];
-            while let Some(at) = stack.pop() {
+            // (node, depth, lower bound, upper bound): every key must lie in
+            // [lower, upper) and every leaf at one depth.
+            let mut stack: Vec<(NodeRef, usize, Option<Vec<u8>>, Option<Vec<u8>>)> =
+                vec![(root, 0, None, None)];
+            let mut leaf_depth = None;
+            while let Some((at, depth, lower, upper)) = stack.pop() {
                 let NodeRef::Clean(page) = at else { continue };
                 let extent = self.inner.pages.extent_of(page)?;
                 claim(extent, "a node")?;
                 reachable += u64::from(extent.pages);
+                let in_bounds = |key: &[u8]| {
+                    lower.as_deref().is_none_or(|l| key >= l)
+                        && upper.as_deref().is_none_or(|u| key < u)
+                };
                 match self.source().node(at)? {
-                    NodeView::Branch(b) => stack.extend((0..=b.len()).map(|i| b.child(i))),
+                    NodeView::Branch(b) => {
+                        for i in 0..=b.len() {
+                            if i < b.len() && !in_bounds(b.key(i)) {
+                                return Err(self.inner.pages.corruption(
+                                    page,
+                                    format!("branch key {i} outside its parent's range"),
+                                ));
+                            }
+                            let lo = if i == 0 {
+                                lower.clone()
+                            } else {
+                                Some(b.key(i - 1).to_vec())
+                            };
+                            let hi = if i == b.len() {
+                                upper.clone()
+                            } else {
+                                Some(b.key(i).to_vec())
+                            };
+                            stack.push((b.child(i), depth + 1, lo, hi));
+                        }
+                    }
                     NodeView::Leaf(l) => {
+                        if *leaf_depth.get_or_insert(depth) != depth {
+                            return Err(self
+                                .inner
+                                .pages
+                                .corruption(page, "leaves at different depths"));
+                        }
                         for i in 0..l.len() {
+                            if !in_bounds(l.key(i)) {
+                                return Err(self.inner.pages.corruption(
+                                    page,
+                                    format!("leaf key {i} outside its parent's range"),
+                                ));
+                            }
                             if let access::ValueAccess::Overflow(r) = l.value(i) {
                                 claim(r.extent, "a value")?;
                                 reachable += u64::from(r.extent.pages);

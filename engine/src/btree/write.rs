@@ -285,8 +285,12 @@ impl<S: Storage> WriteTxn<S> {
         while let NodeRef::Dirty(id) = root {
             match self.node_mut(id)? {
                 Dirty::Branch { keys, children } if keys.is_empty() => {
-                    root = children.first().copied().unwrap_or(NodeRef::Clean(0));
+                    let only = children.first().copied();
                     self.discard(id);
+                    match only {
+                        Some(child) => root = child,
+                        None => return Ok((None, old)),
+                    }
                 }
                 Dirty::Leaf(entries) if entries.is_empty() => {
                     self.discard(id);
@@ -323,20 +327,19 @@ impl<S: Storage> WriteTxn<S> {
         Ok(old)
     }
 
-    /// After a removal below `parent`'s child at `slot`: drop it if empty,
-    /// collapse it if it is a branch with one child, merge it with a sibling
-    /// if it is small and both fit one page.
+    /// After a removal below `parent`'s child at `slot`: drop it if it is
+    /// empty; merge it into a sibling if it is a branch left without keys
+    /// (collapsing it in place would lift its subtree a level, and a B+-tree
+    /// keeps every leaf at one depth; only the root may collapse); merge it
+    /// with a sibling if it is small and both fit one page.
     fn fix_child(&mut self, parent: usize, slot: usize, child_id: usize) -> Result<()> {
         let node = self.node_mut(child_id)?;
         let small = node.encoded_len() < MERGE_BELOW;
-        let (empty_leaf, lone_child) = match node {
-            Dirty::Leaf(entries) => (entries.is_empty(), None),
-            Dirty::Branch { keys, children } if keys.is_empty() => {
-                (false, children.first().copied())
-            }
-            Dirty::Branch { .. } => (false, None),
+        let (empty, keyless) = match node {
+            Dirty::Leaf(entries) => (entries.is_empty(), false),
+            Dirty::Branch { keys, children } => (children.is_empty(), keys.is_empty()),
         };
-        if empty_leaf {
+        if empty {
             self.discard(child_id);
             if let Dirty::Branch { keys, children } = self.node_mut(parent)? {
                 children.remove(slot);
@@ -346,18 +349,15 @@ impl<S: Storage> WriteTxn<S> {
             }
             return Ok(());
         }
-        if let Some(only) = lone_child {
-            self.discard(child_id);
-            return self.set_child(parent, slot, only);
-        }
-        if small {
-            self.try_merge(parent, slot)?;
+        if keyless || small {
+            self.try_merge(parent, slot, keyless)?;
         }
         Ok(())
     }
 
-    /// Merges the child at `slot` with a neighbour when the two fit a page.
-    fn try_merge(&mut self, parent: usize, slot: usize) -> Result<()> {
+    /// Merges the child at `slot` with a neighbour when the two fit a page,
+    /// or always when `force` (the result is split again if it must be).
+    fn try_merge(&mut self, parent: usize, slot: usize, force: bool) -> Result<()> {
         let (left_slot, sep, left, right) = match self.node_mut(parent)? {
             Dirty::Branch { keys, children } if !keys.is_empty() => {
                 let left_slot = if slot > 0 { slot - 1 } else { slot };
@@ -393,7 +393,7 @@ impl<S: Storage> WriteTxn<S> {
             })
         };
         let combined = size_of(self, left)? + size_of(self, right)? + sep.len() + 8;
-        if combined > PAGE_SIZE + crate::btree::page::NODE_HEADER_LEN {
+        if !force && combined > PAGE_SIZE + crate::btree::page::NODE_HEADER_LEN {
             return Ok(());
         }
         let left_id = self.make_dirty(left)?;
