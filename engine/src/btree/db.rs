@@ -274,6 +274,9 @@ pub(crate) fn encode_tree_root(root_page: u64, len: u64) -> Vec<u8> {
     out
 }
 
+/// A node to audit: where, at which depth, within which key bounds.
+type AuditStep = (NodeRef, usize, Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// A read snapshot. Values it returns borrow it and are read in place.
 pub struct ReadTxn<S: Storage = FileStorage> {
     inner: Rc<Inner<S>>,
@@ -363,8 +366,7 @@ impl<S: Storage> ReadTxn<S> {
         for root in roots.into_iter().flatten() {
             // (node, depth, lower bound, upper bound): every key must lie in
             // [lower, upper) and every leaf at one depth.
-            let mut stack: Vec<(NodeRef, usize, Option<Vec<u8>>, Option<Vec<u8>>)> =
-                vec![(root, 0, None, None)];
+            let mut stack: Vec<AuditStep> = vec![(root, 0, None, None)];
             let mut leaf_depth = None;
             while let Some((at, depth, lower, upper)) = stack.pop() {
                 let NodeRef::Clean(page) = at else { continue };
