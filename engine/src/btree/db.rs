@@ -84,7 +84,7 @@ impl<S: Storage> Database<S> {
     /// Opens a database on any [`Storage`] (tests record and crash it).
     pub fn with_storage(storage: S) -> Result<Database<S>> {
         let pages = PageReader::new(storage);
-        let committed = if pages.storage.len() == 0 {
+        let committed = if never_committed(&pages) {
             create(&pages)?
         } else {
             pick_meta(&pages)?
@@ -189,6 +189,20 @@ pub struct PageAudit {
     pub reachable: u64,
     /// Pages free (reusable or pending).
     pub free: u64,
+}
+
+/// Whether the file never completed its creation: empty, or both meta slots
+/// still zero (a crash while creating it). Anything else must verify.
+fn never_committed<S: Storage>(pages: &PageReader<S>) -> bool {
+    let len = pages.storage.len();
+    if len == 0 {
+        return true;
+    }
+    let slots = (FIRST_DATA_PAGE * PAGE_SIZE as u64).min(len) as usize;
+    pages
+        .storage
+        .read(0, slots)
+        .is_ok_and(|b| b.iter().all(|&x| x == 0))
 }
 
 fn create<S: Storage>(pages: &PageReader<S>) -> Result<Meta> {
