@@ -40,6 +40,8 @@ mod commit;
 mod cursor;
 mod db;
 mod free_space;
+#[doc(hidden)]
+pub mod fuzzing;
 mod mapping;
 mod meta;
 mod node;

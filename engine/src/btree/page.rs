@@ -43,9 +43,12 @@ pub(crate) struct Extent {
     pub(crate) pages: u32,
 }
 
+/// Extents come from disk too, so their arithmetic saturates: an absurd
+/// page number becomes a read past the end of the file (an error), never an
+/// overflow.
 impl Extent {
     pub(crate) fn offset(self) -> u64 {
-        self.page * PAGE_SIZE as u64
+        self.page.saturating_mul(PAGE_SIZE as u64)
     }
 
     pub(crate) fn byte_len(self) -> usize {
@@ -53,7 +56,7 @@ impl Extent {
     }
 
     pub(crate) fn end(self) -> u64 {
-        self.page + u64::from(self.pages)
+        self.page.saturating_add(u64::from(self.pages))
     }
 }
 
@@ -71,6 +74,17 @@ pub(crate) fn seal(buf: &mut [u8], kind: NodeKind, count: u16, at: Extent) {
     put(buf, PAGES_OFFSET, &at.pages.to_le_bytes());
     put(buf, RESERVED_WORD_OFFSET, &0u32.to_le_bytes());
     put(buf, PAGE_ID_OFFSET, &at.page.to_le_bytes());
+    let crc = unit_crc(buf);
+    put(buf, CRC_OFFSET, &crc.to_le_bytes());
+}
+
+/// Rewrites a unit's page number, zeroes its reserved bytes and recomputes
+/// its checksum, keeping everything else (for the fuzzer: arbitrary bytes
+/// that pass the checksums reach the structural checks).
+pub(crate) fn reseal(buf: &mut [u8], page: u64) {
+    put(buf, RESERVED_BYTE_OFFSET, &[0]);
+    put(buf, RESERVED_WORD_OFFSET, &0u32.to_le_bytes());
+    put(buf, PAGE_ID_OFFSET, &page.to_le_bytes());
     let crc = unit_crc(buf);
     put(buf, CRC_OFFSET, &crc.to_le_bytes());
 }
