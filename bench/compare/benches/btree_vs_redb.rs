@@ -26,7 +26,7 @@ use criterion::{
 use keel_engine::btree::{Database, Options};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use redb::{ReadableTable, TableDefinition};
+use redb::TableDefinition;
 
 const VALUE_LEN: usize = 256;
 const BATCH: usize = 1_000;
