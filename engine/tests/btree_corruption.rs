@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 fn options() -> Options {
     Options {
         max_file_size: 1 << 30,
+        ..Default::default()
     }
 }
 

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::PathBuf;
 
-use keel_engine::btree::{Database, Options, ReadTxn, WriteTxn, MAX_KEY_LEN};
+use keel_engine::btree::{CommitSync, Database, Options, ReadTxn, WriteTxn, MAX_KEY_LEN};
 use proptest::prelude::*;
 
 type Model = BTreeMap<u8, BTreeMap<Vec<u8>, Vec<u8>>>;
@@ -78,6 +78,7 @@ fn tree_name(t: u8) -> Vec<u8> {
 struct Harness {
     _dir: tempfile::TempDir,
     path: PathBuf,
+    options: Options,
     db: Option<Database>,
     txn: Option<WriteTxn>,
     committed: Model,
@@ -87,12 +88,21 @@ struct Harness {
 
 impl Harness {
     fn new() -> Harness {
+        Harness::with_sync(CommitSync::TwoSyncs)
+    }
+
+    fn with_sync(commit_sync: CommitSync) -> Harness {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("kv.db");
-        let db = Database::open(&path, Options::default()).expect("open");
+        let options = Options {
+            commit_sync,
+            ..Options::default()
+        };
+        let db = Database::open(&path, options.clone()).expect("open");
         Harness {
             _dir: dir,
             path,
+            options,
             db: Some(db),
             txn: None,
             committed: Model::new(),
@@ -217,7 +227,7 @@ impl Harness {
                 self.txn = None;
                 self.snapshots.clear();
                 self.db = None;
-                self.db = Some(Database::open(&self.path, Options::default()).expect("reopen"));
+                self.db = Some(Database::open(&self.path, self.options.clone()).expect("reopen"));
                 self.working = self.committed.clone();
                 self.audit();
                 Self::check_snapshot(&self.db().begin_read().expect("read"), &self.committed);
@@ -257,8 +267,8 @@ proptest! {
     })]
 
     #[test]
-    fn btree_matches_a_btreemap_model(ops in proptest::collection::vec(op(), 1..250)) {
-        let mut harness = Harness::new();
+    fn btree_matches_a_btreemap_model(one_sync in any::<bool>(), ops in proptest::collection::vec(op(), 1..250)) {
+        let mut harness = Harness::with_sync(if one_sync { CommitSync::OneSync } else { CommitSync::TwoSyncs });
         for op in ops {
             harness.apply(op);
         }

@@ -11,9 +11,10 @@
 //! - churn: every key overwritten 10 times in commits of 1,000, reported with
 //!   the file size before and after (one run, printed at the end).
 //!
-//! redb commits with one fsync by default (checksummed commit slots); keel's
-//! commit protocol syncs twice (data, then meta). Small commits are measured
-//! against both redb's default and redb with two-phase commit (two fsyncs).
+//! redb commits with one fsync by default (checksummed commit slots) and
+//! with two when two-phase commit is on; keel has the same two choices
+//! (`CommitSync::OneSync`, `CommitSync::TwoSyncs`). Loads and reads use
+//! keel one-sync and redb default; small commits compare all four.
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use std::ops::Bound;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use keel_engine::btree::{Database, Options};
+use keel_engine::btree::{CommitSync, Database, Options};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use redb::TableDefinition;
@@ -73,19 +74,28 @@ trait Engine {
 struct Keel {
     db: Database,
     path: PathBuf,
+    label: &'static str,
 }
 
 impl Keel {
-    fn create(dir: &Path) -> Keel {
+    fn create(dir: &Path, commit_sync: CommitSync) -> Keel {
         let path = dir.join("keel.db");
-        let db = Database::open(&path, Options::default()).expect("open keel");
-        Keel { db, path }
+        let options = Options {
+            commit_sync,
+            ..Options::default()
+        };
+        let db = Database::open(&path, options).expect("open keel");
+        let label = match commit_sync {
+            CommitSync::TwoSyncs => "keel_two_syncs",
+            CommitSync::OneSync => "keel_one_sync",
+        };
+        Keel { db, path, label }
     }
 }
 
 impl Engine for Keel {
     fn name(&self) -> &'static str {
-        "keel"
+        self.label
     }
 
     fn load(&self, keys: &[[u8; 16]], round: usize) {
@@ -221,11 +231,20 @@ impl Engine for Redb {
     }
 }
 
+/// keel (one sync) and redb (default, one sync) carry the loaded data for
+/// reads; keel with two syncs and redb with two-phase commit join for the
+/// small-commit comparison.
 fn engines(dir: &Path) -> Vec<Box<dyn Engine>> {
+    let sub = |name: &str| {
+        let path = dir.join(name);
+        std::fs::create_dir_all(&path).expect("dir");
+        path
+    };
     vec![
-        Box::new(Keel::create(&dir.join("keel"))),
-        Box::new(Redb::create(&dir.join("redb"), false)),
-        Box::new(Redb::create(&dir.join("redb2"), true)),
+        Box::new(Keel::create(&sub("keel1"), CommitSync::OneSync)),
+        Box::new(Redb::create(&sub("redb"), false)),
+        Box::new(Keel::create(&sub("keel2"), CommitSync::TwoSyncs)),
+        Box::new(Redb::create(&sub("redb2"), true)),
     ]
 }
 
@@ -241,16 +260,16 @@ fn comparisons(c: &mut Criterion) {
     group.warm_up_time(Duration::from_millis(1));
     group.measurement_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(count as u64));
-    for (n, make) in [("keel", 0), ("redb", 1)] {
+    for (n, make) in [("keel_one_sync", 0), ("keel_two_syncs", 2), ("redb", 1)] {
         group.bench_function(n, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
                 for i in 0..iters {
                     let dir = tempfile::tempdir_in(root.path()).expect("dir");
-                    let engine: Box<dyn Engine> = if make == 0 {
-                        Box::new(Keel::create(dir.path()))
-                    } else {
-                        Box::new(Redb::create(dir.path(), false))
+                    let engine: Box<dyn Engine> = match make {
+                        0 => Box::new(Keel::create(dir.path(), CommitSync::OneSync)),
+                        2 => Box::new(Keel::create(dir.path(), CommitSync::TwoSyncs)),
+                        _ => Box::new(Redb::create(dir.path(), false)),
                     };
                     let start = Instant::now();
                     engine.load(&data, i as usize);
@@ -263,11 +282,8 @@ fn comparisons(c: &mut Criterion) {
     group.finish();
 
     // One loaded file per engine for the rest.
-    std::fs::create_dir_all(root.path().join("keel")).expect("dir");
-    std::fs::create_dir_all(root.path().join("redb")).expect("dir");
-    std::fs::create_dir_all(root.path().join("redb2")).expect("dir");
     let loaded = engines(root.path());
-    for engine in &loaded[..2] {
+    for engine in &loaded {
         engine.load(&data, 0);
     }
 
@@ -306,8 +322,6 @@ fn comparisons(c: &mut Criterion) {
     }
     group.finish();
 
-    // redb with two-phase commit gets its own loaded copy for commits.
-    loaded[2].load(&data, 0);
     let mut group = c.benchmark_group("small_commit_durable");
     group.sample_size(30);
     for engine in &loaded {

@@ -96,7 +96,7 @@ impl<S: Storage> PageReader<S> {
             let structure = match kind {
                 NodeKind::Leaf => LeafView::check(unit, header.count),
                 NodeKind::Branch => BranchView::check(unit, header.count),
-                NodeKind::FreeList => Ok(()),
+                NodeKind::FreeList | NodeKind::CommitList => Ok(()),
             };
             structure.map_err(|reason| self.corruption(page, reason))?;
             self.mark_verified(page);
@@ -122,7 +122,9 @@ impl<S: Storage> PageReader<S> {
                     unit, count,
                 ))))
             }
-            NodeKind::FreeList => Err(self.corruption(page, "tree points at a free-list page")),
+            NodeKind::FreeList | NodeKind::CommitList => {
+                Err(self.corruption(page, "tree points at a free-list or commit-list page"))
+            }
         }
     }
 

@@ -9,8 +9,23 @@
 //!
 //! Until step 5 is durable the previous commit is intact: no page it can
 //! reach was written. A failure in steps 4-5 stops the database (fail-stop).
+//!
+//! With [`CommitSync::OneSync`], steps 4 and 5 share one sync, and step 3
+//! also writes a commit list (every extent written, with a CRC of its
+//! bytes) that opening checks before trusting the newest meta slot.
 
-use crate::btree::db::encode_tree_root;
+/// What a written extent is, for the bookkeeping after the commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Data,
+    FreeList,
+    CommitList,
+}
+
+type Writes = Vec<(Extent, Vec<u8>, Role)>;
+
+use crate::btree::commit_list::{self, Written, ENTRIES_PER_PAGE};
+use crate::btree::db::{encode_tree_root, CommitSync};
 use crate::btree::free_space::{encode_page, EXTENTS_PER_PAGE};
 use crate::btree::meta::Meta;
 use crate::btree::node::{
@@ -36,20 +51,20 @@ impl<S: Storage> WriteTxn<S> {
     /// call fails with [`Error::Failed`]); the previous commit stays intact
     /// on disk.
     pub fn commit(mut self) -> Result<()> {
+        let one_sync = self.inner.commit_sync == CommitSync::OneSync;
         let mut writes = Vec::new();
-        let meta = self.place_everything(&mut writes)?;
-        let result = self.write_out(&mut writes, &meta);
+        let meta = self.place_everything(&mut writes, one_sync)?;
+        let result = self.write_out(&mut writes, &meta, one_sync);
         let inner = self.inner.clone();
         match result {
             Ok(()) => {
                 let mut state = inner.state.borrow_mut();
                 state.committed = meta;
                 state.reusable = std::mem::take(&mut self.space);
-                state.freelist_pages = writes
-                    .iter()
-                    .filter(|(_, _, fl)| *fl)
-                    .map(|(e, _, _)| *e)
-                    .collect();
+                let of_role =
+                    |role: Role| writes.iter().filter(|w| w.2 == role).map(|w| w.0).collect();
+                state.freelist_pages = of_role(Role::FreeList);
+                state.commit_list_pages = of_role(Role::CommitList);
                 state
                     .pending
                     .insert(meta.txn_id, std::mem::take(&mut self.freed));
@@ -67,9 +82,9 @@ impl<S: Storage> WriteTxn<S> {
         }
     }
 
-    /// Steps 1-3: places every dirty node and builds the free list. Returns
-    /// the meta of this commit; `writes` gets `(extent, bytes, is_free_list)`.
-    fn place_everything(&mut self, writes: &mut Vec<(Extent, Vec<u8>, bool)>) -> Result<Meta> {
+    /// Steps 1-3: places every dirty node and builds the free list (and the
+    /// commit list). Returns the meta of this commit.
+    fn place_everything(&mut self, writes: &mut Writes, one_sync: bool) -> Result<Meta> {
         let changed: Vec<(Vec<u8>, Option<NodeRef>, u64)> = self
             .trees
             .iter()
@@ -93,22 +108,37 @@ impl<S: Storage> WriteTxn<S> {
             None => 0,
         };
 
-        let (old_free_list, pending) = {
+        let (old_lists, pending) = {
             let state = self.inner.state.borrow();
             let pending: Vec<Extent> = state.pending.values().flatten().copied().collect();
-            (state.freelist_pages.clone(), pending)
+            let old: Vec<Extent> = state
+                .freelist_pages
+                .iter()
+                .chain(&state.commit_list_pages)
+                .copied()
+                .collect();
+            (old, pending)
         };
-        self.freed.extend(old_free_list);
+        self.freed.extend(old_lists);
         let min_tail = MIN_TAIL_PAGES.max(self.total_pages / 8);
         if let Some(tail) = self.space.take_tail(self.total_pages, min_tail) {
             self.total_pages = tail.page;
         }
-        // Allocating free-list pages never adds extents (first fit takes the
-        // front of one), so the count below bounds the pages needed.
+        // Allocating never adds extents to the free space (first fit takes
+        // the front of one), so counts taken before allocating are bounds.
         let listed = self.space.len() + pending.len() + self.freed.len();
-        let list_pages: Vec<Extent> = (0..listed.div_ceil(EXTENTS_PER_PAGE))
-            .map(|_| self.allocate(1))
-            .collect();
+        let free_list_pages = listed.div_ceil(EXTENTS_PER_PAGE);
+        // The commit list is allocated before the free list is written, so
+        // its pages are never listed as free. It names every extent written.
+        let commit_list_pages: Vec<Extent> = if one_sync {
+            let entries = writes.len() + free_list_pages;
+            (0..entries.div_ceil(ENTRIES_PER_PAGE))
+                .map(|_| self.allocate(1))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let list_pages: Vec<Extent> = (0..free_list_pages).map(|_| self.allocate(1)).collect();
         let entries: Vec<Extent> = self
             .space
             .extents()
@@ -119,20 +149,44 @@ impl<S: Storage> WriteTxn<S> {
         for (i, page) in list_pages.iter().enumerate() {
             let chunk = chunks.next().unwrap_or_default();
             let next = list_pages.get(i + 1).map_or(0, |p| p.page);
-            writes.push((*page, encode_page(chunk, next, page.page), true));
+            writes.push((*page, encode_page(chunk, next, page.page), Role::FreeList));
+        }
+        let txn_id = self.base.txn_id + 1;
+        if one_sync {
+            let written: Vec<Written> = writes
+                .iter()
+                .map(|(extent, bytes, _)| Written {
+                    extent: *extent,
+                    crc: crc32fast::hash(bytes),
+                })
+                .collect();
+            if written.len() > commit_list_pages.len() * ENTRIES_PER_PAGE {
+                return Err(Error::Failed("commit list sized too small".to_string()));
+            }
+            let mut chunks = written.chunks(ENTRIES_PER_PAGE);
+            for (i, page) in commit_list_pages.iter().enumerate() {
+                let chunk = chunks.next().unwrap_or_default();
+                let next = commit_list_pages.get(i + 1).map_or(0, |p| p.page);
+                writes.push((
+                    *page,
+                    commit_list::encode_page(chunk, next, txn_id, page.page),
+                    Role::CommitList,
+                ));
+            }
         }
         Ok(Meta {
-            txn_id: self.base.txn_id + 1,
+            txn_id,
             catalog_root,
             freelist_head: list_pages.first().map_or(0, |p| p.page),
             total_pages: self.total_pages,
             applied_index: self.applied_index,
+            commit_list: commit_list_pages.first().map_or(0, |p| p.page),
         })
     }
 
     /// Gives a dirty node (and its dirty children, and new long values) its
     /// pages and encodes it. Returns its first page.
-    fn place(&mut self, at: NodeRef, writes: &mut Vec<(Extent, Vec<u8>, bool)>) -> Result<u64> {
+    fn place(&mut self, at: NodeRef, writes: &mut Writes) -> Result<u64> {
         let id = match at {
             NodeRef::Clean(page) => return Ok(page),
             NodeRef::Dirty(id) => id,
@@ -155,14 +209,14 @@ impl<S: Storage> WriteTxn<S> {
                         };
                         let mut padded = bytes;
                         padded.resize(extent.byte_len(), 0);
-                        writes.push((extent, padded, false));
+                        writes.push((extent, padded, Role::Data));
                         entry.value = Value::Overflow(value);
                     }
                 }
                 let node = Dirty::Leaf(entries);
                 let extent = self.allocate(pages_needed(&node));
                 if let Dirty::Leaf(entries) = &node {
-                    writes.push((extent, encode_leaf(entries, extent), false));
+                    writes.push((extent, encode_leaf(entries, extent), Role::Data));
                 }
                 Ok(extent.page)
             }
@@ -174,7 +228,7 @@ impl<S: Storage> WriteTxn<S> {
                 let node = Dirty::Branch { keys, children };
                 let extent = self.allocate(pages_needed(&node));
                 if let Dirty::Branch { keys, .. } = &node {
-                    writes.push((extent, encode_branch(keys, &pages, extent), false));
+                    writes.push((extent, encode_branch(keys, &pages, extent), Role::Data));
                 }
                 Ok(extent.page)
             }
@@ -194,7 +248,7 @@ impl<S: Storage> WriteTxn<S> {
     }
 
     /// Steps 4-5.
-    fn write_out(&self, writes: &mut [(Extent, Vec<u8>, bool)], meta: &Meta) -> Result<()> {
+    fn write_out(&self, writes: &mut Writes, meta: &Meta, one_sync: bool) -> Result<()> {
         let storage = &self.inner.pages.storage;
         let needed = meta.total_pages * PAGE_SIZE as u64;
         if needed > storage.len() {
@@ -220,7 +274,9 @@ impl<S: Storage> WriteTxn<S> {
         if !run.is_empty() {
             storage.write_at(run_start * PAGE_SIZE as u64, &run)?;
         }
-        storage.sync_data()?;
+        if !one_sync {
+            storage.sync_data()?;
+        }
         storage.write_at(meta.slot() * PAGE_SIZE as u64, &meta.encode())?;
         storage.sync_data()
     }

@@ -22,14 +22,27 @@ pub struct Options {
     /// The largest the file may grow; that much address space is reserved
     /// for the read mapping. Default 64 GiB.
     pub max_file_size: u64,
+    /// How commits are made durable. Default [`CommitSync::TwoSyncs`].
+    pub commit_sync: CommitSync,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             max_file_size: 64 << 30,
+            commit_sync: CommitSync::TwoSyncs,
         }
     }
+}
+
+/// How a commit is made durable (both are crash-safe; see FORMAT.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitSync {
+    /// Write the pages, sync, then write the meta slot and sync.
+    TwoSyncs,
+    /// Write the pages, a list of them with checksums, and the meta slot,
+    /// then sync once; opening checks the newest commit against its list.
+    OneSync,
 }
 
 /// Committed state and bookkeeping, owned by one core.
@@ -37,6 +50,9 @@ pub(crate) struct State {
     pub(crate) committed: Meta,
     /// Pages holding the committed free list; the next commit frees them.
     pub(crate) freelist_pages: Vec<Extent>,
+    /// Pages holding the last commit's commit list (one-sync commits); the
+    /// next commit frees them, and until it is durable they must stay intact.
+    pub(crate) commit_list_pages: Vec<Extent>,
     /// Free pages no snapshot can see: the next writer may use them.
     pub(crate) reusable: FreeSpace,
     /// Pages freed by commit N, reusable once no reader is older than N.
@@ -50,6 +66,7 @@ pub(crate) struct State {
 
 pub(crate) struct Inner<S: Storage> {
     pub(crate) pages: PageReader<S>,
+    pub(crate) commit_sync: CommitSync,
     pub(crate) state: RefCell<State>,
 }
 
@@ -76,16 +93,23 @@ impl Database<FileStorage> {
     /// [`Error::Corruption`] names the page if neither meta slot is valid or
     /// the free list does not verify.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Database<FileStorage>> {
-        Database::with_storage(FileStorage::open(path, options.max_file_size)?)
+        let storage = FileStorage::open(path, options.max_file_size)?;
+        Database::with_storage_options(storage, options)
     }
 }
 
 impl<S: Storage> Database<S> {
     /// Opens a database on any [`Storage`] (tests record and crash it).
     pub fn with_storage(storage: S) -> Result<Database<S>> {
+        Database::with_storage_options(storage, Options::default())
+    }
+
+    /// [`Database::with_storage`] with options (`max_file_size` is the
+    /// storage's business and ignored here).
+    pub fn with_storage_options(storage: S, options: Options) -> Result<Database<S>> {
         let pages = PageReader::new(storage);
-        let committed = if never_committed(&pages) {
-            create(&pages)?
+        let (committed, commit_list_pages) = if never_committed(&pages) {
+            (create(&pages)?, Vec::new())
         } else {
             pick_meta(&pages)?
         };
@@ -103,9 +127,11 @@ impl<S: Storage> Database<S> {
         Ok(Database {
             inner: Rc::new(Inner {
                 pages,
+                commit_sync: options.commit_sync,
                 state: RefCell::new(State {
                     committed,
                     freelist_pages,
+                    commit_list_pages,
                     reusable,
                     pending: BTreeMap::new(),
                     readers: BTreeMap::new(),
@@ -213,9 +239,12 @@ fn create<S: Storage>(pages: &PageReader<S>) -> Result<Meta> {
     Ok(meta)
 }
 
-/// The valid meta slot with the higher transaction id.
-fn pick_meta<S: Storage>(pages: &PageReader<S>) -> Result<Meta> {
-    let mut best: Option<Meta> = None;
+/// The committed state to open: the valid meta slot with the higher
+/// transaction id, unless it is a one-sync commit whose pages did not all
+/// land, in which case the other slot (made durable before that commit
+/// began). Returns it with the pages of its commit list.
+fn pick_meta<S: Storage>(pages: &PageReader<S>) -> Result<(Meta, Vec<Extent>)> {
+    let mut valid: Vec<Meta> = Vec::new();
     let mut problems = Vec::new();
     for slot in 0..2u64 {
         let decoded = pages
@@ -224,11 +253,7 @@ fn pick_meta<S: Storage>(pages: &PageReader<S>) -> Result<Meta> {
             .map_err(|e| e.to_string())
             .and_then(Meta::decode);
         match decoded {
-            Ok(meta) if meta.slot() == slot => {
-                if best.is_none_or(|b| meta.txn_id > b.txn_id) {
-                    best = Some(meta);
-                }
-            }
+            Ok(meta) if meta.slot() == slot => valid.push(meta),
             Ok(meta) => problems.push(format!(
                 "slot {slot} holds commit {} of the other slot",
                 meta.txn_id
@@ -236,7 +261,61 @@ fn pick_meta<S: Storage>(pages: &PageReader<S>) -> Result<Meta> {
             Err(reason) => problems.push(format!("slot {slot}: {reason}")),
         }
     }
-    best.ok_or_else(|| pages.corruption(0, format!("no valid meta slot ({})", problems.join("; "))))
+    valid.sort_by_key(|m| std::cmp::Reverse(m.txn_id));
+    for (rank, meta) in valid.iter().enumerate() {
+        let newest = rank == 0;
+        match read_commit_list(pages, meta, newest) {
+            Ok(list_pages) => return Ok((*meta, list_pages)),
+            Err(reason) => problems.push(format!(
+                "commit {} did not land whole: {reason}",
+                meta.txn_id
+            )),
+        }
+    }
+    Err(pages.corruption(0, format!("no valid meta slot ({})", problems.join("; "))))
+}
+
+/// Walks a commit's list; for the newest commit also checks that every
+/// listed extent holds exactly what was written. Returns the list's pages.
+fn read_commit_list<S: Storage>(
+    pages: &PageReader<S>,
+    meta: &Meta,
+    check_extents: bool,
+) -> std::result::Result<Vec<Extent>, String> {
+    let mut list_pages = Vec::new();
+    let mut next = meta.commit_list;
+    while next != 0 {
+        if list_pages.len() as u64 > meta.total_pages {
+            return Err("commit list loops".to_string());
+        }
+        let (unit, count) = pages
+            .unit(next, NodeKind::CommitList)
+            .map_err(|e| e.to_string())?;
+        let (txn, entries, following) = crate::btree::commit_list::decode_page(unit, count)?;
+        if txn != meta.txn_id {
+            return Err(format!("commit-list page {next} belongs to commit {txn}"));
+        }
+        if check_extents {
+            for written in entries {
+                let bytes = pages
+                    .storage
+                    .read(written.extent.offset(), written.extent.byte_len())
+                    .map_err(|e| e.to_string())?;
+                if crc32fast::hash(bytes) != written.crc {
+                    return Err(format!(
+                        "page {} does not hold what the commit wrote",
+                        written.extent.page
+                    ));
+                }
+            }
+        }
+        list_pages.push(Extent {
+            page: next,
+            pages: 1,
+        });
+        next = following;
+    }
+    Ok(list_pages)
 }
 
 /// Reads the committed free list into reusable space.
@@ -439,6 +518,10 @@ impl<S: Storage> ReadTxn<S> {
         let state = self.inner.state.borrow();
         for extent in &state.freelist_pages {
             claim(*extent, "the free list")?;
+            reachable += u64::from(extent.pages);
+        }
+        for extent in &state.commit_list_pages {
+            claim(*extent, "the commit list")?;
             reachable += u64::from(extent.pages);
         }
         let mut free = 0;

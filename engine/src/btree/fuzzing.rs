@@ -43,6 +43,7 @@ pub fn open_and_walk(path: &std::path::Path) {
         path,
         crate::btree::Options {
             max_file_size: 1 << 30,
+            ..Default::default()
         },
     ) else {
         return;

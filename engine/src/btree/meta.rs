@@ -19,7 +19,8 @@ const CATALOG_OFFSET: usize = TXN_OFFSET + 8;
 const FREELIST_OFFSET: usize = CATALOG_OFFSET + 8;
 const TOTAL_PAGES_OFFSET: usize = FREELIST_OFFSET + 8;
 const APPLIED_OFFSET: usize = TOTAL_PAGES_OFFSET + 8;
-const RESERVED_OFFSET: usize = APPLIED_OFFSET + 8;
+const COMMIT_LIST_OFFSET: usize = APPLIED_OFFSET + 8;
+const RESERVED_OFFSET: usize = COMMIT_LIST_OFFSET + 8;
 const CRC_OFFSET: usize = 124;
 const META_LEN: usize = CRC_OFFSET + 4;
 
@@ -35,6 +36,9 @@ pub(crate) struct Meta {
     pub(crate) total_pages: u64,
     /// The caller's applied index (for keel, the Raft applied index).
     pub(crate) applied_index: u64,
+    /// First page of this commit's list of written extents when it was made
+    /// durable with one sync (opening verifies them); 0 for a two-sync commit.
+    pub(crate) commit_list: u64,
 }
 
 impl Meta {
@@ -45,6 +49,7 @@ impl Meta {
             freelist_head: 0,
             total_pages: crate::btree::page::FIRST_DATA_PAGE,
             applied_index: 0,
+            commit_list: 0,
         }
     }
 
@@ -71,6 +76,11 @@ impl Meta {
             &self.total_pages.to_le_bytes(),
         );
         put(&mut page, APPLIED_OFFSET, &self.applied_index.to_le_bytes());
+        put(
+            &mut page,
+            COMMIT_LIST_OFFSET,
+            &self.commit_list.to_le_bytes(),
+        );
         let crc = crc32fast::hash(page.get(..CRC_OFFSET).unwrap_or_default());
         put(&mut page, CRC_OFFSET, &crc.to_le_bytes());
         page
@@ -110,6 +120,7 @@ impl Meta {
             freelist_head: read_u64(page, FREELIST_OFFSET),
             total_pages: read_u64(page, TOTAL_PAGES_OFFSET),
             applied_index: read_u64(page, APPLIED_OFFSET),
+            commit_list: read_u64(page, COMMIT_LIST_OFFSET),
         })
     }
 
@@ -132,6 +143,7 @@ mod tests {
             freelist_head: 9,
             total_pages: 12,
             applied_index: 0x55,
+            commit_list: 10,
         };
         let page = meta.encode();
         assert_eq!(&page[..8], &MAGIC);
@@ -141,7 +153,8 @@ mod tests {
         assert_eq!(&page[32..40], &9u64.to_le_bytes());
         assert_eq!(&page[40..48], &12u64.to_le_bytes());
         assert_eq!(&page[48..56], &0x55u64.to_le_bytes());
-        assert!(page[56..124].iter().all(|&b| b == 0));
+        assert_eq!(&page[56..64], &10u64.to_le_bytes());
+        assert!(page[64..124].iter().all(|&b| b == 0));
         assert_eq!(
             &page[124..128],
             &crc32fast::hash(&page[..124]).to_le_bytes()

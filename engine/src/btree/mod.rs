@@ -37,6 +37,7 @@
 
 mod access;
 mod commit;
+mod commit_list;
 mod cursor;
 mod db;
 mod free_space;
@@ -50,7 +51,9 @@ mod storage;
 mod write;
 
 pub use cursor::Range;
-pub use db::{Database, Options, PageAudit, ReadTree, ReadTxn, SnapshotSource, SpaceStats};
+pub use db::{
+    CommitSync, Database, Options, PageAudit, ReadTree, ReadTxn, SnapshotSource, SpaceStats,
+};
 pub use node::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use page::PAGE_SIZE;
 pub use storage::{FileStorage, Storage};

@@ -23,6 +23,7 @@ pub(crate) enum NodeKind {
     Leaf = 1,
     Branch = 2,
     FreeList = 3,
+    CommitList = 4,
 }
 
 impl NodeKind {
@@ -31,6 +32,7 @@ impl NodeKind {
             1 => Some(NodeKind::Leaf),
             2 => Some(NodeKind::Branch),
             3 => Some(NodeKind::FreeList),
+            4 => Some(NodeKind::CommitList),
             _ => None,
         }
     }
