@@ -581,6 +581,20 @@ impl<'a, S: Storage> ReadTree<'a, S> {
         Range::new(self.txn.source(), self.root, start, end)
     }
 
+    /// The first entry with a key at or after `key`.
+    pub fn seek_ge(&self, key: &[u8]) -> Result<Option<(&'a [u8], &'a [u8])>> {
+        self.range(Bound::Included(key), Bound::Unbounded)?
+            .next()
+            .transpose()
+    }
+
+    /// The last entry with a key at or before `key`.
+    pub fn seek_le(&self, key: &[u8]) -> Result<Option<(&'a [u8], &'a [u8])>> {
+        self.range(Bound::Unbounded, Bound::Included(key))?
+            .next_back()
+            .transpose()
+    }
+
     /// Number of entries.
     pub fn len(&self) -> u64 {
         self.len

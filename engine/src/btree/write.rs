@@ -197,36 +197,28 @@ impl<S: Storage> WriteTxn<S> {
     }
 
     fn insert_below(&mut self, id: usize, key: &[u8], value: Value) -> Result<Option<Value>> {
-        let (slot, child) = match self.node_mut(id)? {
-            Dirty::Leaf(entries) => {
-                return Ok(
-                    match entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
-                        Ok(i) => entries
-                            .get_mut(i)
-                            .map(|e| std::mem::replace(&mut e.value, value)),
-                        Err(i) => {
-                            entries.insert(
-                                i,
-                                LeafEntry {
-                                    key: key.to_vec(),
-                                    value,
-                                },
-                            );
-                            None
-                        }
-                    },
-                );
-            }
-            Dirty::Branch { keys, children } => {
-                let slot = keys.partition_point(|k| k.as_slice() <= key);
-                (
-                    slot,
-                    children.get(slot).copied().unwrap_or(NodeRef::Clean(0)),
-                )
-            }
+        let Some((slot, child_id)) = self.dirty_child_for(id, key)? else {
+            let Dirty::Leaf(entries) = self.node_mut(id)? else {
+                return Err(Error::Failed("leaf expected".to_string()));
+            };
+            return Ok(
+                match entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
+                    Ok(i) => entries
+                        .get_mut(i)
+                        .map(|e| std::mem::replace(&mut e.value, value)),
+                    Err(i) => {
+                        entries.insert(
+                            i,
+                            LeafEntry {
+                                key: key.to_vec(),
+                                value,
+                            },
+                        );
+                        None
+                    }
+                },
+            );
         };
-        let child_id = self.make_dirty(child)?;
-        self.set_child(id, slot, NodeRef::Dirty(child_id))?;
         let old = self.insert_below(child_id, key, value)?;
         let parts = self.split(child_id)?;
         if !parts.is_empty() {
@@ -238,6 +230,24 @@ impl<S: Storage> WriteTxn<S> {
             }
         }
         Ok(old)
+    }
+
+    /// For a branch: the slot whose child covers `key`, that child made
+    /// dirty and linked in. `None` for a leaf.
+    fn dirty_child_for(&mut self, id: usize, key: &[u8]) -> Result<Option<(usize, usize)>> {
+        let (slot, child) = match self.node_mut(id)? {
+            Dirty::Leaf(_) => return Ok(None),
+            Dirty::Branch { keys, children } => {
+                let slot = keys.partition_point(|k| k.as_slice() <= key);
+                (
+                    slot,
+                    children.get(slot).copied().unwrap_or(NodeRef::Clean(0)),
+                )
+            }
+        };
+        let child_id = self.make_dirty(child)?;
+        self.set_child(id, slot, NodeRef::Dirty(child_id))?;
+        Ok(Some((slot, child_id)))
     }
 
     fn set_child(&mut self, id: usize, slot: usize, child: NodeRef) -> Result<()> {
@@ -303,25 +313,17 @@ impl<S: Storage> WriteTxn<S> {
     }
 
     fn remove_below(&mut self, id: usize, key: &[u8]) -> Result<Option<Value>> {
-        let (slot, child) = match self.node_mut(id)? {
-            Dirty::Leaf(entries) => {
-                return Ok(
-                    match entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
-                        Ok(i) => Some(entries.remove(i).value),
-                        Err(_) => None,
-                    },
-                );
-            }
-            Dirty::Branch { keys, children } => {
-                let slot = keys.partition_point(|k| k.as_slice() <= key);
-                (
-                    slot,
-                    children.get(slot).copied().unwrap_or(NodeRef::Clean(0)),
-                )
-            }
+        let Some((slot, child_id)) = self.dirty_child_for(id, key)? else {
+            let Dirty::Leaf(entries) = self.node_mut(id)? else {
+                return Err(Error::Failed("leaf expected".to_string()));
+            };
+            return Ok(
+                match entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
+                    Ok(i) => Some(entries.remove(i).value),
+                    Err(_) => None,
+                },
+            );
         };
-        let child_id = self.make_dirty(child)?;
-        self.set_child(id, slot, NodeRef::Dirty(child_id))?;
         let old = self.remove_below(child_id, key)?;
         self.fix_child(id, slot, child_id)?;
         Ok(old)

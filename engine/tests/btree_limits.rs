@@ -1,0 +1,81 @@
+//! Size limits and seeks: the largest key and value round-trip, anything
+//! larger is refused with a typed error and changes nothing.
+
+use std::ops::Bound;
+
+use keel_engine::btree::{Database, Options, MAX_KEY_LEN, MAX_VALUE_LEN};
+use keel_engine::Error;
+
+#[test]
+fn largest_keys_and_values_round_trip_and_larger_ones_are_refused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("kv.db");
+    let db = Database::open(&path, Options::default()).expect("open");
+    let key = vec![b'k'; MAX_KEY_LEN];
+    let value: Vec<u8> = (0..MAX_VALUE_LEN).map(|i| (i % 251) as u8).collect();
+    let mut txn = db.begin_write().expect("write");
+    let mut tree = txn.tree(b"t").expect("tree");
+    tree.insert(&key, &value).expect("largest key and value");
+    assert!(matches!(
+        tree.insert(&vec![b'k'; MAX_KEY_LEN + 1], b"v"),
+        Err(Error::KeyTooLarge { len, max }) if len == MAX_KEY_LEN + 1 && max == MAX_KEY_LEN
+    ));
+    assert!(matches!(
+        tree.insert(b"small", &vec![0u8; MAX_VALUE_LEN + 1]),
+        Err(Error::ValueTooLarge { .. })
+    ));
+    assert_eq!(tree.len(), 1, "refused inserts change nothing");
+    txn.commit().expect("commit");
+    drop(db);
+    let db = Database::open(&path, Options::default()).expect("reopen");
+    let snapshot = db.begin_read().expect("read");
+    let tree = snapshot.tree(b"t").expect("tree").expect("exists");
+    assert_eq!(tree.get(&key).expect("get"), Some(value.as_slice()));
+    assert_eq!(tree.get(b"small").expect("get"), None);
+    db.audit().expect("audit");
+}
+
+#[test]
+fn seeks_find_the_nearest_keys() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = Database::open(dir.path().join("kv.db"), Options::default()).expect("open");
+    let mut txn = db.begin_write().expect("write");
+    let mut tree = txn.tree(b"t").expect("tree");
+    for i in (0..1000u32).map(|i| i * 10) {
+        tree.insert(&i.to_be_bytes(), b"v").expect("insert");
+    }
+    txn.commit().expect("commit");
+    let snapshot = db.begin_read().expect("read");
+    let tree = snapshot.tree(b"t").expect("tree").expect("exists");
+    let key = |i: u32| i.to_be_bytes().to_vec();
+    assert_eq!(
+        tree.seek_ge(&key(55))
+            .expect("seek")
+            .map(|(k, _)| k.to_vec()),
+        Some(key(60))
+    );
+    assert_eq!(
+        tree.seek_ge(&key(60))
+            .expect("seek")
+            .map(|(k, _)| k.to_vec()),
+        Some(key(60))
+    );
+    assert_eq!(
+        tree.seek_le(&key(55))
+            .expect("seek")
+            .map(|(k, _)| k.to_vec()),
+        Some(key(50))
+    );
+    assert_eq!(tree.seek_ge(&key(99_991)).expect("seek"), None);
+    assert_eq!(tree.seek_le(&[]).expect("seek"), None);
+    let between: Vec<_> = tree
+        .range(
+            Bound::Excluded(&key(100)[..]),
+            Bound::Included(&key(130)[..]),
+        )
+        .expect("range")
+        .rev()
+        .map(|e| e.expect("entry").0.to_vec())
+        .collect();
+    assert_eq!(between, vec![key(130), key(120), key(110)]);
+}
