@@ -119,3 +119,54 @@ fn fuzz_found_inputs_do_not_panic() {
     }
     assert!(count > 0);
 }
+
+/// A branch whose child points back at itself (a crafted file whose
+/// checksums are all valid) must give errors, not walk forever.
+#[test]
+fn a_node_linking_to_an_ancestor_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("kv.db");
+    {
+        let db = Database::open(&path, options()).expect("open");
+        let mut txn = db.begin_write().expect("write");
+        let mut tree = txn.tree(b"t").expect("tree");
+        for i in 0..200u32 {
+            tree.insert(&i.to_be_bytes(), &[1u8; 100]).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let mut bytes = std::fs::read(&path).expect("read");
+    let pages = bytes.len() / PAGE_SIZE;
+    let branch = (2..pages)
+        .find(|&p| bytes[p * PAGE_SIZE] == 2)
+        .expect("a branch page");
+    let count =
+        u16::from_le_bytes([bytes[branch * PAGE_SIZE + 2], bytes[branch * PAGE_SIZE + 3]]) as usize;
+    let first_child = branch * PAGE_SIZE + 24 + count * 4;
+    bytes[first_child..first_child + 8].copy_from_slice(&(branch as u64).to_le_bytes());
+    fuzzing::reseal(&mut bytes);
+    std::fs::write(&path, &bytes).expect("write");
+
+    let db = Database::open(&path, options()).expect("open");
+    let snapshot = db.begin_read().expect("read");
+    let tree = snapshot.tree(b"t").expect("catalog").expect("tree");
+    let first_key = 0u32.to_be_bytes();
+    assert!(matches!(
+        tree.get(&first_key),
+        Err(Error::Corruption { .. })
+    ));
+    assert!(tree.range(Bound::Unbounded, Bound::Unbounded).is_err());
+    assert!(matches!(
+        tree.seek_le(&first_key),
+        Err(Error::Corruption { .. })
+    ));
+    assert!(db.audit().is_err());
+    drop(snapshot);
+    let mut txn = db.begin_write().expect("write");
+    assert!(txn
+        .tree(b"t")
+        .expect("tree")
+        .insert(&first_key, b"x")
+        .is_err());
+    assert!(txn.tree(b"t").expect("tree").remove(&first_key).is_err());
+}

@@ -289,6 +289,8 @@ impl<'a> NodeView<'a> {
 pub(crate) trait NodeSource<'a> {
     fn node(&self, at: NodeRef) -> Result<NodeView<'a>>;
     fn overflow(&self, value: OverflowRef) -> Result<&'a [u8]>;
+    /// The file the nodes come from, for errors.
+    fn file(&self) -> &std::path::Path;
 
     fn resolve(&self, value: ValueAccess<'a>) -> Result<&'a [u8]> {
         match value {
@@ -307,7 +309,7 @@ pub(crate) fn get<'a>(
     let Some(mut at) = root else {
         return Ok(None);
     };
-    loop {
+    for _ in 0..=MAX_DEPTH {
         match src.node(at)? {
             NodeView::Branch(b) => at = b.child(b.child_for(key)),
             NodeView::Leaf(l) => {
@@ -317,5 +319,24 @@ pub(crate) fn get<'a>(
                 };
             }
         }
+    }
+    Err(too_deep(src.file(), at))
+}
+
+/// No real tree is this deep: every branch has at least two children, so
+/// 64 levels would hold more than 2^64 entries. A deeper path means the file
+/// links a node back to an ancestor; walking on would never end.
+pub(crate) const MAX_DEPTH: usize = 64;
+
+/// The error for a path longer than [`MAX_DEPTH`] ending at `at`.
+pub(crate) fn too_deep(file: &std::path::Path, at: NodeRef) -> Error {
+    let page = match at {
+        NodeRef::Clean(page) => page,
+        NodeRef::Dirty(_) => 0,
+    };
+    Error::Corruption {
+        file: file.to_path_buf(),
+        page,
+        reason: format!("tree deeper than {MAX_DEPTH} levels: a node links back to an ancestor"),
     }
 }

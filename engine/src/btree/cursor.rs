@@ -7,7 +7,7 @@
 
 use std::ops::Bound;
 
-use crate::btree::access::{NodeSource, NodeView};
+use crate::btree::access::{too_deep, NodeSource, NodeView, MAX_DEPTH};
 use crate::btree::node::NodeRef;
 use crate::error::Result;
 
@@ -56,6 +56,9 @@ impl<'a, Src: NodeSource<'a>> Range<'a, Src> {
     fn seek_front(&mut self, root: NodeRef, start: Bound<&[u8]>) -> Result<bool> {
         let mut at = root;
         loop {
+            if self.front.len() > MAX_DEPTH {
+                return Err(too_deep(self.src.file(), at));
+            }
             let node = self.src.node(at)?;
             match node {
                 NodeView::Branch(b) => {
@@ -86,6 +89,9 @@ impl<'a, Src: NodeSource<'a>> Range<'a, Src> {
     fn seek_back(&mut self, root: NodeRef, end: Bound<&[u8]>) -> Result<bool> {
         let mut at = root;
         loop {
+            if self.back.len() > MAX_DEPTH {
+                return Err(too_deep(self.src.file(), at));
+            }
             let node = self.src.node(at)?;
             match node {
                 NodeView::Branch(b) => {
@@ -131,6 +137,9 @@ impl<'a, Src: NodeSource<'a>> Range<'a, Src> {
                 *i += 1;
                 let mut at = b.child(*i);
                 loop {
+                    if self.front.len() > MAX_DEPTH {
+                        return Err(too_deep(self.src.file(), at));
+                    }
                     let node = self.src.node(at)?;
                     self.front.push((node, 0));
                     match node {
@@ -160,6 +169,9 @@ impl<'a, Src: NodeSource<'a>> Range<'a, Src> {
                 *i -= 1;
                 let mut at = b.child(*i);
                 loop {
+                    if self.back.len() > MAX_DEPTH {
+                        return Err(too_deep(self.src.file(), at));
+                    }
                     let node = self.src.node(at)?;
                     match node {
                         NodeView::Branch(b) => {

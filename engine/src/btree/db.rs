@@ -393,6 +393,10 @@ impl<'a, S: Storage> NodeSource<'a> for SnapshotSource<'a, S> {
     fn overflow(&self, value: OverflowRef) -> Result<&'a [u8]> {
         self.pages.overflow(value)
     }
+
+    fn file(&self) -> &Path {
+        self.pages.storage.path()
+    }
 }
 
 impl<S: Storage> ReadTxn<S> {

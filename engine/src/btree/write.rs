@@ -197,6 +197,22 @@ impl<S: Storage> WriteTxn<S> {
     }
 
     fn insert_below(&mut self, id: usize, key: &[u8], value: Value) -> Result<Option<Value>> {
+        self.insert_at_depth(id, key, value, 0)
+    }
+
+    fn insert_at_depth(
+        &mut self,
+        id: usize,
+        key: &[u8],
+        value: Value,
+        depth: usize,
+    ) -> Result<Option<Value>> {
+        if depth > access::MAX_DEPTH {
+            return Err(access::too_deep(
+                self.inner.pages.storage.path(),
+                NodeRef::Dirty(id),
+            ));
+        }
         let Some((slot, child_id)) = self.dirty_child_for(id, key)? else {
             let Dirty::Leaf(entries) = self.node_mut(id)? else {
                 return Err(Error::Failed("leaf expected".to_string()));
@@ -219,7 +235,7 @@ impl<S: Storage> WriteTxn<S> {
                 },
             );
         };
-        let old = self.insert_below(child_id, key, value)?;
+        let old = self.insert_at_depth(child_id, key, value, depth + 1)?;
         let parts = self.split(child_id)?;
         if !parts.is_empty() {
             if let Dirty::Branch { keys, children } = self.node_mut(id)? {
@@ -313,6 +329,16 @@ impl<S: Storage> WriteTxn<S> {
     }
 
     fn remove_below(&mut self, id: usize, key: &[u8]) -> Result<Option<Value>> {
+        self.remove_at_depth(id, key, 0)
+    }
+
+    fn remove_at_depth(&mut self, id: usize, key: &[u8], depth: usize) -> Result<Option<Value>> {
+        if depth > access::MAX_DEPTH {
+            return Err(access::too_deep(
+                self.inner.pages.storage.path(),
+                NodeRef::Dirty(id),
+            ));
+        }
         let Some((slot, child_id)) = self.dirty_child_for(id, key)? else {
             let Dirty::Leaf(entries) = self.node_mut(id)? else {
                 return Err(Error::Failed("leaf expected".to_string()));
@@ -324,7 +350,7 @@ impl<S: Storage> WriteTxn<S> {
                 },
             );
         };
-        let old = self.remove_below(child_id, key)?;
+        let old = self.remove_at_depth(child_id, key, depth + 1)?;
         self.fix_child(id, slot, child_id)?;
         Ok(old)
     }
@@ -538,6 +564,10 @@ impl<'a, S: Storage> NodeSource<'a> for WriteSource<'a, S> {
 
     fn overflow(&self, value: OverflowRef) -> Result<&'a [u8]> {
         self.txn.inner.pages.overflow(value)
+    }
+
+    fn file(&self) -> &std::path::Path {
+        self.txn.inner.pages.storage.path()
     }
 }
 
