@@ -170,3 +170,47 @@ fn a_node_linking_to_an_ancestor_is_an_error_not_a_hang() {
         .is_err());
     assert!(txn.tree(b"t").expect("tree").remove(&first_key).is_err());
 }
+
+/// Regression (found in review): a change that failed part-way (here, on a
+/// damaged leaf) had already recorded the pages above it as freed; the
+/// transaction could still commit, listing reachable pages as free.
+#[test]
+fn a_transaction_whose_change_failed_cannot_commit() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("kv.db");
+    {
+        let db = Database::open(&path, options()).expect("open");
+        let mut txn = db.begin_write().expect("write");
+        let mut tree = txn.tree(b"t").expect("tree");
+        for i in 0..200u32 {
+            tree.insert(&i.to_be_bytes(), &[1u8; 100]).expect("insert");
+        }
+        txn.commit().expect("commit");
+    }
+    let mut bytes = std::fs::read(&path).expect("read");
+    let first_key = 0u32.to_be_bytes();
+    let leaf = (2..bytes.len() / PAGE_SIZE)
+        .find(|&p| {
+            let at = p * PAGE_SIZE;
+            let (off, len) = (
+                u16::from_le_bytes([bytes[at + 24], bytes[at + 25]]) as usize,
+                u16::from_le_bytes([bytes[at + 26], bytes[at + 27]]) as usize,
+            );
+            bytes[at] == 1 && len == 4 && bytes.get(at + off..at + off + 4) == Some(&first_key[..])
+        })
+        .expect("the leaf holding key 0");
+    bytes[leaf * PAGE_SIZE + PAGE_SIZE - 1] ^= 0xFF;
+    std::fs::write(&path, &bytes).expect("write");
+
+    let db = Database::open(&path, options()).expect("open");
+    let mut txn = db.begin_write().expect("write");
+    let failed = txn.tree(b"t").expect("tree").insert(&first_key, b"new");
+    assert!(
+        matches!(failed, Err(Error::Corruption { page, .. }) if page == leaf as u64),
+        "{failed:?}"
+    );
+    assert!(
+        matches!(txn.commit(), Err(Error::Failed(_))),
+        "a poisoned transaction must not commit"
+    );
+}

@@ -277,3 +277,114 @@ fn crash_images(commit_sync: CommitSync) {
     }
     assert!(images > 500, "only {images} crash images");
 }
+
+fn one_sync_db(path: &Path, log: &Rc<RefCell<Vec<Event>>>) -> Database<Recorder> {
+    let storage = Recorder {
+        file: FileStorage::open(path, 1 << 30).expect("file"),
+        log: log.clone(),
+    };
+    let options = Options {
+        commit_sync: CommitSync::OneSync,
+        ..Options::default()
+    };
+    Database::with_storage_options(storage, options).expect("open")
+}
+
+fn commit_keys(db: &Database<Recorder>, keys: std::ops::Range<u32>, fill: u8) {
+    let mut txn = db.begin_write().expect("write");
+    let mut tree = txn.tree(b"t").expect("tree");
+    for i in keys {
+        tree.insert(&i.to_be_bytes(), &[fill; 100]).expect("insert");
+    }
+    txn.commit().expect("commit");
+}
+
+/// Regression (found in review): after opening fell back from a one-sync
+/// commit that did not land whole, the next commit reused its txn id and,
+/// allocating the same pages, its commit-list page. A crash before the new
+/// meta landed then let the stale meta verify against the new pages,
+/// surfacing a state that was never committed.
+#[test]
+fn a_rejected_one_sync_commit_is_not_revived_by_the_next_one() {
+    let dir = tempfile::tempdir().expect("dir");
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let db = one_sync_db(&dir.path().join("first.db"), &log);
+    commit_keys(&db, 0..50, 1);
+    commit_keys(&db, 50..120, 2);
+    drop(db);
+    let events = log.borrow().clone();
+    let syncs: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| matches!(e, Event::Sync))
+        .map(|(i, _)| i)
+        .collect();
+    let (commit1_sync, commit2_sync) = (syncs[1], syncs[2]);
+    // Commit 2 lands except for its first data page; its meta lands.
+    let mut image = Vec::new();
+    let mut skipped = false;
+    for (i, event) in events[..commit2_sync].iter().enumerate() {
+        match event {
+            Event::SetLen(len) => image.resize(*len as usize, 0),
+            Event::Write(offset, data) => {
+                if i > commit1_sync && !skipped && meta_txn(*offset, data).is_none() {
+                    skipped = true;
+                    continue;
+                }
+                apply_write(&mut image, *offset, data, None);
+            }
+            Event::Sync => {}
+        }
+    }
+    let path = dir.path().join("second.db");
+    std::fs::write(&path, &image).expect("image");
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let db = one_sync_db(&path, &log);
+    assert_eq!(db.applied_index(), 0);
+    let key = 60u32.to_be_bytes();
+    assert_eq!(
+        db.begin_read()
+            .expect("read")
+            .tree(b"t")
+            .expect("tree")
+            .expect("t")
+            .get(&key)
+            .expect("get"),
+        None
+    );
+    drop(db);
+    // The same-shaped commit again (other bytes), crashing before its meta.
+    let base = std::fs::read(&path).expect("base");
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let db = one_sync_db(&path, &log);
+    commit_keys(&db, 50..120, 3);
+    drop(db);
+    let mut image = base;
+    for event in log.borrow().iter() {
+        match event {
+            Event::SetLen(len) => image.resize(*len as usize, 0),
+            Event::Write(offset, data) if meta_txn(*offset, data).is_none() => {
+                apply_write(&mut image, *offset, data, None)
+            }
+            _ => {}
+        }
+    }
+    std::fs::write(&path, &image).expect("image");
+    let db = Database::open(
+        &path,
+        Options {
+            commit_sync: CommitSync::OneSync,
+            ..Options::default()
+        },
+    )
+    .expect("open");
+    let snapshot = db.begin_read().expect("read");
+    let tree = snapshot.tree(b"t").expect("tree").expect("t");
+    assert_eq!(
+        tree.get(&key).expect("get"),
+        None,
+        "only commit 1 was ever durable"
+    );
+    assert_eq!(tree.len(), 50);
+    db.audit().expect("audit");
+}

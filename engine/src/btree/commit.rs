@@ -51,6 +51,11 @@ impl<S: Storage> WriteTxn<S> {
     /// call fails with [`Error::Failed`]); the previous commit stays intact
     /// on disk.
     pub fn commit(mut self) -> Result<()> {
+        if let Some(reason) = &self.poisoned {
+            return Err(Error::Failed(format!(
+                "transaction cannot commit after an error: {reason}"
+            )));
+        }
         let one_sync = self.inner.commit_sync == CommitSync::OneSync;
         let mut writes = Vec::new();
         let meta = self.place_everything(&mut writes, one_sync)?;
@@ -151,7 +156,11 @@ impl<S: Storage> WriteTxn<S> {
             let next = list_pages.get(i + 1).map_or(0, |p| p.page);
             writes.push((*page, encode_page(chunk, next, page.page), Role::FreeList));
         }
-        let txn_id = self.base.txn_id + 1;
+        let txn_id = self
+            .base
+            .txn_id
+            .checked_add(1)
+            .ok_or_else(|| Error::Failed("transaction ids exhausted".to_string()))?;
         if one_sync {
             let written: Vec<Written> = writes
                 .iter()

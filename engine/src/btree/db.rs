@@ -111,7 +111,17 @@ impl<S: Storage> Database<S> {
         let (committed, commit_list_pages) = if never_committed(&pages) {
             (create(&pages)?, Vec::new())
         } else {
-            pick_meta(&pages)?
+            let picked = pick_meta(&pages)?;
+            if let Some(slot) = picked.rejected_slot {
+                // The rejected commit's txn id will be reused by the next
+                // commit, whose pages may land where its list said. Erase it
+                // so that it can never verify against them later.
+                pages
+                    .storage
+                    .write_at(slot * PAGE_SIZE as u64, &[0u8; PAGE_SIZE])?;
+                pages.storage.sync_data()?;
+            }
+            (picked.meta, picked.commit_list_pages)
         };
         if committed.total_pages.saturating_mul(PAGE_SIZE as u64) > pages.storage.len() {
             return Err(pages.corruption(
@@ -217,12 +227,16 @@ pub struct PageAudit {
     pub free: u64,
 }
 
-/// Whether the file never completed its creation: empty, or both meta slots
-/// still zero (a crash while creating it). Anything else must verify.
+/// Whether the file never completed its creation: empty, or just the two
+/// meta pages, both still zero (a crash while creating it). Anything else,
+/// zeroed slots on a longer file included, must verify.
 fn never_committed<S: Storage>(pages: &PageReader<S>) -> bool {
     let len = pages.storage.len();
     if len == 0 {
         return true;
+    }
+    if len > FIRST_DATA_PAGE * PAGE_SIZE as u64 {
+        return false;
     }
     let slots = (FIRST_DATA_PAGE * PAGE_SIZE as u64).min(len) as usize;
     pages
@@ -239,11 +253,19 @@ fn create<S: Storage>(pages: &PageReader<S>) -> Result<Meta> {
     Ok(meta)
 }
 
+/// The committed state chosen at open.
+struct Picked {
+    meta: Meta,
+    commit_list_pages: Vec<Extent>,
+    /// The slot of a newer one-sync commit that did not land whole.
+    rejected_slot: Option<u64>,
+}
+
 /// The committed state to open: the valid meta slot with the higher
 /// transaction id, unless it is a one-sync commit whose pages did not all
 /// land, in which case the other slot (made durable before that commit
 /// began). Returns it with the pages of its commit list.
-fn pick_meta<S: Storage>(pages: &PageReader<S>) -> Result<(Meta, Vec<Extent>)> {
+fn pick_meta<S: Storage>(pages: &PageReader<S>) -> Result<Picked> {
     let mut valid: Vec<Meta> = Vec::new();
     let mut problems = Vec::new();
     for slot in 0..2u64 {
@@ -262,14 +284,24 @@ fn pick_meta<S: Storage>(pages: &PageReader<S>) -> Result<(Meta, Vec<Extent>)> {
         }
     }
     valid.sort_by_key(|m| std::cmp::Reverse(m.txn_id));
+    let mut rejected_slot = None;
     for (rank, meta) in valid.iter().enumerate() {
         let newest = rank == 0;
         match read_commit_list(pages, meta, newest) {
-            Ok(list_pages) => return Ok((*meta, list_pages)),
-            Err(reason) => problems.push(format!(
-                "commit {} did not land whole: {reason}",
-                meta.txn_id
-            )),
+            Ok(commit_list_pages) => {
+                return Ok(Picked {
+                    meta: *meta,
+                    commit_list_pages,
+                    rejected_slot,
+                })
+            }
+            Err(reason) => {
+                rejected_slot = Some(meta.slot());
+                problems.push(format!(
+                    "commit {} did not land whole: {reason}",
+                    meta.txn_id
+                ));
+            }
         }
     }
     Err(pages.corruption(0, format!("no valid meta slot ({})", problems.join("; "))))
@@ -442,7 +474,14 @@ impl<S: Storage> ReadTxn<S> {
 
     fn audit(&self) -> Result<PageAudit> {
         let mut owners = BTreeMap::new();
+        let total_pages = self.meta.total_pages;
         let mut claim = |extent: Extent, what: &str| -> Result<()> {
+            if extent.end() > total_pages {
+                return Err(self
+                    .inner
+                    .pages
+                    .corruption(extent.page, format!("{what} runs past the last page")));
+            }
             for page in extent.page..extent.end() {
                 if let Some(previous) = owners.insert(page, what.to_string()) {
                     return Err(self
@@ -467,14 +506,21 @@ impl<S: Storage> ReadTxn<S> {
             let mut leaf_depth = None;
             while let Some((at, depth, lower, upper)) = stack.pop() {
                 let NodeRef::Clean(page) = at else { continue };
+                let node = self.source().node(at)?;
                 let extent = self.inner.pages.extent_of(page)?;
                 claim(extent, "a node")?;
                 reachable += u64::from(extent.pages);
+                if depth > crate::btree::access::MAX_DEPTH {
+                    return Err(self
+                        .inner
+                        .pages
+                        .corruption(page, "tree deeper than any real tree"));
+                }
                 let in_bounds = |key: &[u8]| {
                     lower.as_deref().is_none_or(|l| key >= l)
                         && upper.as_deref().is_none_or(|u| key < u)
                 };
-                match self.source().node(at)? {
+                match node {
                     NodeView::Branch(b) => {
                         for i in 0..=b.len() {
                             if i < b.len() && !in_bounds(b.key(i)) {

@@ -48,6 +48,9 @@ pub struct WriteTxn<S: Storage = FileStorage> {
     pub(crate) space: FreeSpace,
     pub(crate) total_pages: u64,
     pub(crate) applied_index: u64,
+    /// Set when a change failed part-way: pages it recorded as freed may
+    /// still be reachable, so this transaction must not commit.
+    pub(crate) poisoned: Option<String>,
 }
 
 impl<S: Storage> WriteTxn<S> {
@@ -86,6 +89,7 @@ impl<S: Storage> WriteTxn<S> {
             space,
             total_pages: base.total_pages,
             applied_index: base.applied_index,
+            poisoned: None,
         })
     }
 
@@ -129,6 +133,15 @@ impl<S: Storage> WriteTxn<S> {
             .ok_or_else(|| Error::Failed(format!("dirty node {id} is gone")))
     }
 
+    /// Passes `result` through, marking the transaction unable to commit if
+    /// it is an error.
+    fn poison_on_error<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(error) = &result {
+            self.poisoned.get_or_insert_with(|| error.to_string());
+        }
+        result
+    }
+
     /// Drops a dirty node that is no longer part of the tree.
     fn discard(&mut self, id: usize) {
         if let Some(slot) = self.arena.get_mut(id) {
@@ -153,14 +166,30 @@ impl<S: Storage> WriteTxn<S> {
             NodeView::Branch(access::BranchAccess::Clean(view)) => view.to_dirty(),
             _ => return Err(Error::Failed("clean page decoded as dirty".to_string())),
         };
-        self.freed.push(inner.pages.extent_of(page)?);
+        let extent = inner.pages.extent_of(page)?;
+        self.free(extent)?;
         Ok(self.push(dirty))
     }
 
-    fn free_value(&mut self, value: Value) {
+    fn free_value(&mut self, value: Value) -> Result<()> {
         if let Value::Overflow(OverflowRef { extent, .. }) = value {
-            self.freed.push(extent);
+            self.free(extent)?;
         }
+        Ok(())
+    }
+
+    /// Records pages this commit frees; they must lie within the file's
+    /// committed pages (a damaged reference could name others).
+    fn free(&mut self, extent: Extent) -> Result<()> {
+        if extent.end() > self.base.total_pages || extent.page < crate::btree::page::FIRST_DATA_PAGE
+        {
+            return Err(self
+                .inner
+                .pages
+                .corruption(extent.page, "reference outside the file's pages"));
+        }
+        self.freed.push(extent);
+        Ok(())
     }
 
     /// Inserts into the tree rooted at `root`; returns the new root and the
@@ -446,12 +475,12 @@ impl<S: Storage> WriteTxn<S> {
                     children.extend(rc);
                     true
                 }
-                (_, other) => {
-                    // Mixed levels cannot happen in a B+-tree; put it back.
-                    if let Some(slot) = self.arena.get_mut(right_id) {
-                        *slot = other;
-                    }
-                    false
+                (_, _) => {
+                    // Siblings at different levels: the file is damaged.
+                    return Err(self
+                        .inner
+                        .pages
+                        .corruption(0, "sibling nodes at different depths"));
                 }
             }
         };
@@ -592,10 +621,12 @@ impl<S: Storage> TreeMut<'_, S> {
             });
         }
         let mut state = self.txn.state(&self.name)?;
-        let (root, old) = self.txn.insert_at(state.root, key, Value::new(value))?;
+        let result = self.txn.insert_at(state.root, key, Value::new(value));
+        let (root, old) = self.txn.poison_on_error(result)?;
         let replaced = old.is_some();
         if let Some(old) = old {
-            self.txn.free_value(old);
+            let freed = self.txn.free_value(old);
+            self.txn.poison_on_error(freed)?;
         } else {
             state.len += 1;
         }
@@ -608,11 +639,13 @@ impl<S: Storage> TreeMut<'_, S> {
     /// Removes `key`; returns whether it was there.
     pub fn remove(&mut self, key: &[u8]) -> Result<bool> {
         let mut state = self.txn.state(&self.name)?;
-        let (root, old) = self.txn.remove_at(state.root, key)?;
+        let result = self.txn.remove_at(state.root, key);
+        let (root, old) = self.txn.poison_on_error(result)?;
         let Some(old) = old else {
             return Ok(false);
         };
-        self.txn.free_value(old);
+        let freed = self.txn.free_value(old);
+        self.txn.poison_on_error(freed)?;
         state.len = state.len.saturating_sub(1);
         state.root = root;
         state.changed = true;
