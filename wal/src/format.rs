@@ -339,6 +339,33 @@ pub(crate) fn decode_record(
     })
 }
 
+/// Rewrites the frame at the start of `bytes` so that it chains to
+/// `prev_crc` and its checksum holds, keeping everything else. Returns its
+/// new CRC and length, or `None` if no frame fits there (for the fuzzer).
+pub(crate) fn reseal_frame(bytes: &mut [u8], prev_crc: u32) -> Option<(u32, usize)> {
+    let payload_len = read_u32(bytes, LEN_OFFSET) as usize;
+    if payload_len > MAX_PAYLOAD_LEN || frame_len(payload_len) > bytes.len() {
+        return None;
+    }
+    put(bytes, REC_PREV_CRC_OFFSET, &prev_crc.to_le_bytes());
+    let header: [u8; RECORD_HEADER_LEN] = bytes.get(..RECORD_HEADER_LEN)?.try_into().ok()?;
+    let payload = bytes.get(RECORD_HEADER_LEN..RECORD_HEADER_LEN + payload_len)?;
+    let crc = frame_crc(&header, payload);
+    put(bytes, CRC_OFFSET, &crc.to_le_bytes());
+    Some((crc, frame_len(payload_len)))
+}
+
+/// Recomputes a segment header's checksum in place (for the fuzzer).
+pub(crate) fn reseal_header(bytes: &mut [u8]) {
+    let crc = crc32fast::hash(bytes.get(..HEADER_CRC_OFFSET).unwrap_or_default());
+    put(bytes, HEADER_CRC_OFFSET, &crc.to_le_bytes());
+}
+
+/// The `prev_crc` field of a segment header.
+pub(crate) fn header_prev_crc(bytes: &[u8]) -> u32 {
+    read_u32(bytes, PREV_CRC_OFFSET)
+}
+
 fn put(out: &mut [u8], offset: usize, bytes: &[u8]) {
     if let Some(dst) = out.get_mut(offset..offset + bytes.len()) {
         dst.copy_from_slice(bytes);

@@ -49,6 +49,8 @@ mod config;
 mod error;
 mod faults;
 mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod log_index;
 mod queue;
 mod recovery;
