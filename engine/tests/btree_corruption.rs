@@ -120,21 +120,25 @@ fn fuzz_found_inputs_do_not_panic() {
     assert!(count > 0);
 }
 
+/// A file with tree `t` holding keys 0..200 (big-endian u32) in several
+/// leaves under one branch.
+fn write_two_hundred_keys(path: &Path) {
+    let db = Database::open(path, options()).expect("open");
+    let mut txn = db.begin_write().expect("write");
+    let mut tree = txn.tree(b"t").expect("tree");
+    for i in 0..200u32 {
+        tree.insert(&i.to_be_bytes(), &[1u8; 100]).expect("insert");
+    }
+    txn.commit().expect("commit");
+}
+
 /// A branch whose child points back at itself (a crafted file whose
 /// checksums are all valid) must give errors, not walk forever.
 #[test]
 fn a_node_linking_to_an_ancestor_is_an_error_not_a_hang() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("kv.db");
-    {
-        let db = Database::open(&path, options()).expect("open");
-        let mut txn = db.begin_write().expect("write");
-        let mut tree = txn.tree(b"t").expect("tree");
-        for i in 0..200u32 {
-            tree.insert(&i.to_be_bytes(), &[1u8; 100]).expect("insert");
-        }
-        txn.commit().expect("commit");
-    }
+    write_two_hundred_keys(&path);
     let mut bytes = std::fs::read(&path).expect("read");
     let pages = bytes.len() / PAGE_SIZE;
     let branch = (2..pages)
@@ -178,15 +182,7 @@ fn a_node_linking_to_an_ancestor_is_an_error_not_a_hang() {
 fn a_transaction_whose_change_failed_cannot_commit() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("kv.db");
-    {
-        let db = Database::open(&path, options()).expect("open");
-        let mut txn = db.begin_write().expect("write");
-        let mut tree = txn.tree(b"t").expect("tree");
-        for i in 0..200u32 {
-            tree.insert(&i.to_be_bytes(), &[1u8; 100]).expect("insert");
-        }
-        txn.commit().expect("commit");
-    }
+    write_two_hundred_keys(&path);
     let mut bytes = std::fs::read(&path).expect("read");
     let first_key = 0u32.to_be_bytes();
     let leaf = (2..bytes.len() / PAGE_SIZE)

@@ -97,8 +97,15 @@ pub(crate) struct Writer {
     /// The latest state blob encoded, carried into every new segment so that
     /// releasing old segments never loses it.
     state: Option<Vec<u8>>,
-    /// The next segment, being created under its temporary name.
-    prepared: Option<Task<Result<SegmentFile>>>,
+    /// The next segment, under its temporary name.
+    prepared: Option<NextSegment>,
+}
+
+/// The segment the next roll switches to.
+enum NextSegment {
+    /// Still being created and zero-filled in the background.
+    Preparing(Task<Result<SegmentFile>>),
+    Ready(SegmentFile),
 }
 
 impl Writer {
@@ -133,10 +140,10 @@ impl Writer {
     /// Waits until the next segment is prepared, so that the first append
     /// to a new log does not wait for it.
     pub(crate) async fn await_prepared(&mut self) -> Result<()> {
-        if let Some(task) = self.prepared.take() {
-            let prepared = task.await?;
-            self.prepared = Some(glommio::spawn_local(async move { Ok(prepared) }));
-        }
+        self.prepared = match self.prepared.take() {
+            Some(NextSegment::Preparing(task)) => Some(NextSegment::Ready(task.await?)),
+            other => other,
+        };
         Ok(())
     }
 
@@ -144,7 +151,9 @@ impl Writer {
     fn prepare_next(&mut self) {
         let path = self.dir.join(prepared_file_name(self.next_seq));
         let (seq, size) = (self.next_seq, self.segment_size);
-        self.prepared = Some(glommio::spawn_local(prepare_segment(seq, path, size)));
+        self.prepared = Some(NextSegment::Preparing(glommio::spawn_local(
+            prepare_segment(seq, path, size),
+        )));
     }
 
     /// Encodes every queued record, rolling segments as they fill, and makes
@@ -224,7 +233,8 @@ impl Writer {
             next_record_index
         };
         let prepared = match self.prepared.take() {
-            Some(task) => task.await?,
+            Some(NextSegment::Preparing(task)) => task.await?,
+            Some(NextSegment::Ready(segment)) => segment,
             None => {
                 let path = self.dir.join(prepared_file_name(self.next_seq));
                 prepare_segment(self.next_seq, path, self.segment_size).await?

@@ -6,7 +6,9 @@ use std::cell::RefCell;
 use crate::btree::node::{
     BranchView, Dirty, LeafEntry, LeafView, NodeRef, OverflowRef, StoredValue, Value,
 };
-use crate::btree::page::{read_header, verify, Extent, NodeKind, FIRST_DATA_PAGE, PAGE_SIZE};
+use crate::btree::page::{
+    read_header, verify, Extent, NodeKind, UnitHeader, FIRST_DATA_PAGE, PAGE_SIZE,
+};
 use crate::btree::storage::Storage;
 use crate::error::{Error, Result};
 
@@ -70,8 +72,9 @@ impl<S: Storage> PageReader<S> {
         }
     }
 
-    /// The verified unit starting at `page`, expected to be of `kind`.
-    pub(crate) fn unit(&self, page: u64, kind: NodeKind) -> Result<(&[u8], u16)> {
+    /// The verified unit starting at `page` and its header. The header is
+    /// read once; checksum and structure are checked on first read only.
+    fn verified_unit(&self, page: u64) -> Result<(UnitHeader, &[u8])> {
         if page < FIRST_DATA_PAGE {
             return Err(self.corruption(page, "reference to a meta page"));
         }
@@ -80,12 +83,6 @@ impl<S: Storage> PageReader<S> {
             .ok_or_else(|| self.corruption(page, "page number overflows"))?;
         let first = self.storage.read(offset, PAGE_SIZE)?;
         let header = read_header(first, page).map_err(|reason| self.corruption(page, reason))?;
-        if header.kind != kind {
-            return Err(self.corruption(
-                page,
-                format!("expected a {kind:?} page, found {:?}", header.kind),
-            ));
-        }
         let unit = self
             .storage
             .read(offset, header.pages as usize * PAGE_SIZE)?;
@@ -93,7 +90,7 @@ impl<S: Storage> PageReader<S> {
             if !verify(unit) {
                 return Err(self.corruption(page, "page checksum mismatch"));
             }
-            let structure = match kind {
+            let structure = match header.kind {
                 NodeKind::Leaf => LeafView::check(unit, header.count),
                 NodeKind::Branch => BranchView::check(unit, header.count),
                 NodeKind::FreeList | NodeKind::CommitList => Ok(()),
@@ -101,27 +98,33 @@ impl<S: Storage> PageReader<S> {
             structure.map_err(|reason| self.corruption(page, reason))?;
             self.mark_verified(page);
         }
+        Ok((header, unit))
+    }
+
+    /// The verified unit starting at `page`, expected to be of `kind`.
+    pub(crate) fn unit(&self, page: u64, kind: NodeKind) -> Result<(&[u8], u16)> {
+        let (header, unit) = self.verified_unit(page)?;
+        if header.kind != kind {
+            return Err(self.corruption(
+                page,
+                format!("expected a {kind:?} page, found {:?}", header.kind),
+            ));
+        }
         Ok((unit, header.count))
     }
 
     /// A clean node, leaf or branch.
     pub(crate) fn node(&self, page: u64) -> Result<NodeView<'_>> {
-        let offset = page.saturating_mul(PAGE_SIZE as u64);
-        let first = self.storage.read(offset, PAGE_SIZE)?;
-        let header = read_header(first, page).map_err(|reason| self.corruption(page, reason))?;
+        let (header, unit) = self.verified_unit(page)?;
         match header.kind {
-            NodeKind::Leaf => {
-                let (unit, count) = self.unit(page, NodeKind::Leaf)?;
-                Ok(NodeView::Leaf(LeafAccess::Clean(LeafView::new(
-                    unit, count,
-                ))))
-            }
-            NodeKind::Branch => {
-                let (unit, count) = self.unit(page, NodeKind::Branch)?;
-                Ok(NodeView::Branch(BranchAccess::Clean(BranchView::new(
-                    unit, count,
-                ))))
-            }
+            NodeKind::Leaf => Ok(NodeView::Leaf(LeafAccess::Clean(LeafView::new(
+                unit,
+                header.count,
+            )))),
+            NodeKind::Branch => Ok(NodeView::Branch(BranchAccess::Clean(BranchView::new(
+                unit,
+                header.count,
+            )))),
             NodeKind::FreeList | NodeKind::CommitList => {
                 Err(self.corruption(page, "tree points at a free-list or commit-list page"))
             }

@@ -245,6 +245,19 @@ impl<'a> LeafView<'a> {
         self.count
     }
 
+    /// Bytes the leaf's encoding takes: what [`Dirty::encoded_len`] gives
+    /// for its decoded form, without decoding it.
+    pub(crate) fn encoded_len(&self) -> usize {
+        NODE_HEADER_LEN
+            + (0..self.count)
+                .map(|i| {
+                    let slot = NODE_HEADER_LEN + i * LEAF_SLOT_LEN;
+                    let value_len = usize::from(read_u16(self.bytes, slot + 6) & !OVERFLOW_FLAG);
+                    LEAF_SLOT_LEN + usize::from(read_u16(self.bytes, slot + 2)) + value_len
+                })
+                .sum::<usize>()
+    }
+
     pub(crate) fn key(&self, i: usize) -> &'a [u8] {
         let slot = NODE_HEADER_LEN + i * LEAF_SLOT_LEN;
         let (off, len) = (
@@ -348,6 +361,21 @@ impl<'a> BranchView<'a> {
         self.count
     }
 
+    /// Bytes the branch's encoding takes, as for [`LeafView::encoded_len`].
+    pub(crate) fn encoded_len(&self) -> usize {
+        NODE_HEADER_LEN
+            + (0..self.count)
+                .map(|i| {
+                    BRANCH_SLOT_LEN
+                        + usize::from(read_u16(
+                            self.bytes,
+                            NODE_HEADER_LEN + i * BRANCH_SLOT_LEN + 2,
+                        ))
+                })
+                .sum::<usize>()
+            + (self.count + 1) * CHILD_LEN
+    }
+
     pub(crate) fn key(&self, i: usize) -> &'a [u8] {
         let slot = NODE_HEADER_LEN + i * BRANCH_SLOT_LEN;
         let (off, len) = (
@@ -409,6 +437,7 @@ mod tests {
         assert_eq!(view.value(0), StoredValue::Inline(b"one"));
         assert_eq!(view.value(1), StoredValue::Overflow(overflow));
         assert_eq!(view.to_dirty(), entries);
+        assert_eq!(view.encoded_len(), Dirty::Leaf(entries).encoded_len());
     }
 
     #[test]
@@ -420,6 +449,7 @@ mod tests {
         let view = BranchView::new(&buf, 2);
         assert_eq!((view.key(0), view.key(1)), (&b"m"[..], &b"t"[..]));
         assert_eq!((view.child(0), view.child(2)), (10, 12));
+        assert_eq!(view.encoded_len(), view.to_dirty().encoded_len());
     }
 
     #[test]

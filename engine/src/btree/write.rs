@@ -236,33 +236,27 @@ impl<S: Storage> WriteTxn<S> {
         value: Value,
         depth: usize,
     ) -> Result<Option<Value>> {
-        if depth > access::MAX_DEPTH {
-            return Err(access::too_deep(
-                self.inner.pages.storage.path(),
-                NodeRef::Dirty(id),
-            ));
-        }
-        let Some((slot, child_id)) = self.dirty_child_for(id, key)? else {
-            let Dirty::Leaf(entries) = self.node_mut(id)? else {
-                return Err(Error::Failed("leaf expected".to_string()));
-            };
-            return Ok(
-                match entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
-                    Ok(i) => entries
-                        .get_mut(i)
-                        .map(|e| std::mem::replace(&mut e.value, value)),
-                    Err(i) => {
-                        entries.insert(
-                            i,
-                            LeafEntry {
-                                key: key.to_vec(),
-                                value,
-                            },
-                        );
-                        None
-                    }
-                },
-            );
+        let (slot, child_id) = match self.step_towards(id, key, depth)? {
+            Step::Leaf(entries) => {
+                return Ok(
+                    match entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
+                        Ok(i) => entries
+                            .get_mut(i)
+                            .map(|e| std::mem::replace(&mut e.value, value)),
+                        Err(i) => {
+                            entries.insert(
+                                i,
+                                LeafEntry {
+                                    key: key.to_vec(),
+                                    value,
+                                },
+                            );
+                            None
+                        }
+                    },
+                );
+            }
+            Step::Child { slot, child_id } => (slot, child_id),
         };
         let old = self.insert_at_depth(child_id, key, value, depth + 1)?;
         let parts = self.split(child_id)?;
@@ -277,11 +271,16 @@ impl<S: Storage> WriteTxn<S> {
         Ok(old)
     }
 
-    /// For a branch: the slot whose child covers `key`, that child made
-    /// dirty and linked in. `None` for a leaf.
-    fn dirty_child_for(&mut self, id: usize, key: &[u8]) -> Result<Option<(usize, usize)>> {
+    /// One step from dirty node `id` towards `key`: a leaf's entries, or
+    /// the branch's child covering `key`, made dirty and linked in.
+    fn step_towards(&mut self, id: usize, key: &[u8], depth: usize) -> Result<Step<'_>> {
+        if depth > access::MAX_DEPTH {
+            return Err(access::too_deep(
+                self.inner.pages.storage.path(),
+                NodeRef::Dirty(id),
+            ));
+        }
         let (slot, child) = match self.node_mut(id)? {
-            Dirty::Leaf(_) => return Ok(None),
             Dirty::Branch { keys, children } => {
                 let slot = keys.partition_point(|k| k.as_slice() <= key);
                 (
@@ -289,10 +288,16 @@ impl<S: Storage> WriteTxn<S> {
                     children.get(slot).copied().unwrap_or(NodeRef::Clean(0)),
                 )
             }
+            Dirty::Leaf(_) => {
+                return match self.node_mut(id)? {
+                    Dirty::Leaf(entries) => Ok(Step::Leaf(entries)),
+                    Dirty::Branch { .. } => Err(Error::Failed("leaf expected".to_string())),
+                };
+            }
         };
         let child_id = self.make_dirty(child)?;
         self.set_child(id, slot, NodeRef::Dirty(child_id))?;
-        Ok(Some((slot, child_id)))
+        Ok(Step::Child { slot, child_id })
     }
 
     fn set_child(&mut self, id: usize, slot: usize, child: NodeRef) -> Result<()> {
@@ -362,22 +367,16 @@ impl<S: Storage> WriteTxn<S> {
     }
 
     fn remove_at_depth(&mut self, id: usize, key: &[u8], depth: usize) -> Result<Option<Value>> {
-        if depth > access::MAX_DEPTH {
-            return Err(access::too_deep(
-                self.inner.pages.storage.path(),
-                NodeRef::Dirty(id),
-            ));
-        }
-        let Some((slot, child_id)) = self.dirty_child_for(id, key)? else {
-            let Dirty::Leaf(entries) = self.node_mut(id)? else {
-                return Err(Error::Failed("leaf expected".to_string()));
-            };
-            return Ok(
-                match entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
-                    Ok(i) => Some(entries.remove(i).value),
-                    Err(_) => None,
-                },
-            );
+        let (slot, child_id) = match self.step_towards(id, key, depth)? {
+            Step::Leaf(entries) => {
+                return Ok(
+                    match entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
+                        Ok(i) => Some(entries.remove(i).value),
+                        Err(_) => None,
+                    },
+                );
+            }
+            Step::Child { slot, child_id } => (slot, child_id),
         };
         let old = self.remove_at_depth(child_id, key, depth + 1)?;
         self.fix_child(id, slot, child_id)?;
@@ -441,10 +440,8 @@ impl<S: Storage> WriteTxn<S> {
                     .and_then(Option::as_ref)
                     .map_or(usize::MAX / 4, Dirty::encoded_len),
                 NodeRef::Clean(page) => match txn.inner.pages.node(page)? {
-                    NodeView::Leaf(access::LeafAccess::Clean(v)) => {
-                        Dirty::Leaf(v.to_dirty()).encoded_len()
-                    }
-                    NodeView::Branch(access::BranchAccess::Clean(v)) => v.to_dirty().encoded_len(),
+                    NodeView::Leaf(access::LeafAccess::Clean(v)) => v.encoded_len(),
+                    NodeView::Branch(access::BranchAccess::Clean(v)) => v.encoded_len(),
                     _ => usize::MAX / 4,
                 },
             })
@@ -510,6 +507,14 @@ impl<S: Storage> Drop for WriteTxn<S> {
     fn drop(&mut self) {
         self.inner.state.borrow_mut().writer_active = false;
     }
+}
+
+/// One step down a write transaction's path (see `WriteTxn::step_towards`).
+enum Step<'a> {
+    /// The node is a leaf: its entries.
+    Leaf(&'a mut Vec<LeafEntry>),
+    /// The node is a branch: the child covering the key, dirty, at `slot`.
+    Child { slot: usize, child_id: usize },
 }
 
 /// Splits a node in two halves by bytes; the node keeps the left half.
