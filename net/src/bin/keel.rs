@@ -5,9 +5,9 @@
 
 const PLAN: &str = "\
 keel is a strongly consistent, replicated key-value store (etcd v3 semantics,
-one Raft group per core). This build has the write-ahead log only; the server,
-which will listen for clients and serve reads, writes, watches and leases,
-is not built yet.";
+one Raft group per core). This build has its storage foundations only (the
+write-ahead log and the B+-tree file); the server, which will listen for
+clients and serve reads, writes, watches and leases, is not built yet.";
 
 fn main() {
     let version = env!("CARGO_PKG_VERSION");
