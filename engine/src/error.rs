@@ -56,6 +56,16 @@ pub enum Error {
         max: usize,
     },
 
+    /// A row of the MVCC keyspace does not decode: written by a newer
+    /// format version, or a bug. Nothing was changed.
+    #[error("bad row in tree {tree}: {reason}")]
+    BadRow {
+        /// The tree.
+        tree: &'static str,
+        /// What was wrong with it.
+        reason: String,
+    },
+
     /// A write transaction is already open (one writer at a time).
     #[error("a write transaction is already open")]
     WriterBusy,

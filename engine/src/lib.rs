@@ -10,5 +10,6 @@
 
 pub mod btree;
 mod error;
+pub mod mvcc;
 
 pub use error::{Error, Result};

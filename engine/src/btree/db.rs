@@ -460,6 +460,19 @@ impl<S: Storage> ReadTxn<S> {
         }))
     }
 
+    /// The named tree; one that does not exist in this snapshot reads as
+    /// empty.
+    pub fn view(&self, name: &[u8]) -> Result<ReadTree<'_, S>> {
+        Ok(match self.tree(name)? {
+            Some(tree) => tree,
+            None => ReadTree {
+                txn: self,
+                root: None,
+                len: 0,
+            },
+        })
+    }
+
     /// Names of every tree, in order.
     pub fn tree_names(&self) -> Result<Vec<Vec<u8>>> {
         Range::new(

@@ -57,4 +57,4 @@ pub use db::{
 pub use node::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use page::PAGE_SIZE;
 pub use storage::{FileStorage, Storage};
-pub use write::{TreeMut, WriteSource, WriteTxn};
+pub use write::{TreeMut, TreeView, WriteSource, WriteTxn};

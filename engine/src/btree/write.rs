@@ -115,6 +115,19 @@ impl<S: Storage> WriteTxn<S> {
         })
     }
 
+    /// A read-only view of the named tree as this transaction sees it,
+    /// without taking the transaction mutably, so several views can be
+    /// read at once. A tree that does not exist reads as empty.
+    pub fn view(&self, name: &[u8]) -> Result<TreeView<'_, S>> {
+        let root = match self.trees.get(name) {
+            Some(state) => state.root,
+            None => access::get(&self.source(), self.catalog, name)?
+                .map(decode_tree_root)
+                .and_then(|(root, _)| root),
+        };
+        Ok(TreeView { txn: self, root })
+    }
+
     pub(crate) fn source(&self) -> WriteSource<'_, S> {
         WriteSource { txn: self }
     }
@@ -682,5 +695,27 @@ impl<S: Storage> TreeMut<'_, S> {
     /// Whether the tree holds no entry.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A tree read through a write transaction, by shared reference.
+pub struct TreeView<'a, S: Storage> {
+    txn: &'a WriteTxn<S>,
+    root: Option<NodeRef>,
+}
+
+impl<'a, S: Storage> TreeView<'a, S> {
+    /// The value under `key`, as the transaction sees it.
+    pub fn get(&self, key: &[u8]) -> Result<Option<&'a [u8]>> {
+        access::get(&self.txn.source(), self.root, key)
+    }
+
+    /// Entries within the bounds, in order (reversible).
+    pub fn range(
+        &self,
+        start: Bound<&[u8]>,
+        end: Bound<&[u8]>,
+    ) -> Result<Range<'a, WriteSource<'a, S>>> {
+        Range::new(self.txn.source(), self.root, start, end)
     }
 }

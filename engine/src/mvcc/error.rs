@@ -1,0 +1,106 @@
+//! Why a request was refused, as typed values. Every refusal but
+//! [`KvError::Storage`] is deterministic: every replica refuses the same
+//! entry the same way, and a refused entry changes nothing.
+
+use crate::mvcc::types::{LeaseId, Revision};
+
+/// Result of a keyspace call.
+pub type KvResult<T> = std::result::Result<T, KvError>;
+
+/// A refused request, or a storage failure underneath.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KvError {
+    /// `ignore_value` or `ignore_lease` on a key that does not exist.
+    #[error("key not found")]
+    KeyNotFound,
+    /// The revision asked for is below the compaction point.
+    #[error("required revision has been compacted (compacted up to {compact_revision})")]
+    Compacted {
+        /// History below this revision is gone.
+        compact_revision: Revision,
+    },
+    /// The revision asked for has not been applied yet.
+    #[error("required revision {requested} is ahead of the current revision {current}")]
+    FutureRevision {
+        /// What was asked for.
+        requested: Revision,
+        /// The current revision.
+        current: Revision,
+    },
+    /// No lease with this id.
+    #[error("lease {0} not found")]
+    LeaseNotFound(LeaseId),
+    /// A grant with an id that is in use.
+    #[error("lease {0} already exists")]
+    LeaseExists(LeaseId),
+    /// A lease id below 0, or a TTL below 1 second.
+    #[error("invalid lease: {0}")]
+    InvalidLease(String),
+    /// A transaction branch with more operations than allowed.
+    #[error("too many operations in a transaction branch: {count} > {max}")]
+    TooManyOps {
+        /// Operations in the branch.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A transaction writes the same key twice.
+    #[error("duplicate key given in a transaction: {key:?}")]
+    DuplicateKey {
+        /// The key.
+        key: Vec<u8>,
+    },
+    /// The request's keys and values are too large together.
+    #[error("request of {len} bytes exceeds the limit of {max}")]
+    RequestTooLarge {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An empty key.
+    #[error("key is not provided")]
+    EmptyKey,
+    /// A key longer than [`crate::mvcc::MAX_KEY_LEN`].
+    #[error("key of {len} bytes exceeds the limit of {max}")]
+    KeyTooLarge {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value given together with `ignore_value`.
+    #[error("value is provided together with ignore_value")]
+    ValueProvided,
+    /// A lease given together with `ignore_lease`.
+    #[error("lease is provided together with ignore_lease")]
+    LeaseProvided,
+    /// A range sorted by something other than the key would need more
+    /// memory than a read may hold; ask with a limit, or sort by key.
+    #[error("range sorted by {0} matches more than a read may hold; add a limit")]
+    ResultTooLarge(&'static str),
+    /// Revisions must grow with every entry.
+    #[error("revision {given} is not above the current revision {current}")]
+    RevisionNotIncreasing {
+        /// The entry's revision.
+        given: Revision,
+        /// The current revision.
+        current: Revision,
+    },
+    /// No watcher with this id.
+    #[error("watch {0} not found")]
+    WatchNotFound(u64),
+    /// The storage underneath failed; the shard must stop (see
+    /// [`crate::Error`]).
+    #[error(transparent)]
+    Storage(#[from] crate::Error),
+}
+
+impl KvError {
+    /// Whether this is a failure of the shard itself rather than a refusal
+    /// of one request.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, KvError::Storage(_))
+    }
+}

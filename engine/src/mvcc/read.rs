@@ -1,0 +1,503 @@
+//! Ranges: at the head from `kv`, at an older revision from `hist`, in key
+//! order or reversed, streamed so that a read holds at most one page of
+//! answers (or, for sorts by something other than the key, at most twice
+//! its limit).
+
+use std::borrow::Cow;
+use std::ops::{Bound, ControlFlow};
+
+use crate::mvcc::codec::{self, tree, KvMeta};
+use crate::mvcc::error::{KvError, KvResult};
+use crate::mvcc::snapshot::Snapshot;
+use crate::mvcc::types::{KeyValue, RangeRequest, Revision, SortOrder, SortTarget, MAX_KEY_LEN};
+
+/// Where the keyspace stands, for checking a read's revision.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Revisions {
+    /// Revision of the last applied entry.
+    pub(crate) current: Revision,
+    /// Reads below this fail with [`KvError::Compacted`].
+    pub(crate) compact: Revision,
+}
+
+/// Which version of each key a read sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadAt {
+    /// The latest: the `kv` tree.
+    Head,
+    /// The version at this revision: the `hist` tree.
+    Revision(Revision),
+}
+
+impl Revisions {
+    /// Checks a requested revision (0 is the head).
+    pub(crate) fn read_at(&self, requested: Revision) -> KvResult<ReadAt> {
+        if requested > self.current {
+            return Err(KvError::FutureRevision {
+                requested,
+                current: self.current,
+            });
+        }
+        if requested != 0 && requested < self.compact {
+            return Err(KvError::Compacted {
+                compact_revision: self.compact,
+            });
+        }
+        // Only 0 reads `kv`: inside a transaction `kv` already holds the
+        // transaction's own writes, which a read at the current revision
+        // must not see.
+        if requested == 0 {
+            Ok(ReadAt::Head)
+        } else {
+            Ok(ReadAt::Revision(requested))
+        }
+    }
+}
+
+/// The keys a request names: `[start, end)`, `end` `None` for no bound.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KeyRange {
+    pub(crate) start: Vec<u8>,
+    pub(crate) end: Option<Vec<u8>>,
+}
+
+impl KeyRange {
+    /// etcd's reading of `key` and `range_end`.
+    pub(crate) fn new(key: &[u8], range_end: &[u8]) -> KvResult<KeyRange> {
+        if key.is_empty() {
+            return Err(KvError::EmptyKey);
+        }
+        check_key_len(key)?;
+        check_key_len(range_end)?;
+        let end = match range_end {
+            [] => {
+                let mut just_key = key.to_vec();
+                just_key.push(0);
+                Some(just_key)
+            }
+            [0] => None,
+            end => Some(end.to_vec()),
+        };
+        Ok(KeyRange {
+            start: key.to_vec(),
+            end,
+        })
+    }
+
+    pub(crate) fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
+    }
+}
+
+pub(crate) fn check_key_len(key: &[u8]) -> KvResult<()> {
+    if key.len() > MAX_KEY_LEN {
+        return Err(KvError::KeyTooLarge {
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        });
+    }
+    Ok(())
+}
+
+/// A key found by a walk, read in place where it can be.
+pub(crate) struct Found<'a> {
+    pub(crate) key: Cow<'a, [u8]>,
+    pub(crate) meta: KvMeta,
+    pub(crate) value: &'a [u8],
+}
+
+impl Found<'_> {
+    pub(crate) fn to_key_value(&self, with_value: bool) -> KeyValue {
+        self.meta
+            .with(&self.key, if with_value { self.value } else { &[] })
+    }
+}
+
+/// The version of `key` at `rev`: the newest `hist` row at or below it,
+/// unless that is a tombstone.
+pub(crate) fn version_at<'a, S: Snapshot>(
+    snap: &'a S,
+    key: &[u8],
+    rev: Revision,
+) -> KvResult<Option<(KvMeta, &'a [u8])>> {
+    let first = codec::hist_key(key, 0);
+    let last = codec::hist_key(key, rev);
+    let mut rows = snap.rows(tree::HIST, Bound::Included(&first), Bound::Included(&last))?;
+    match rows.next_back().transpose()? {
+        None => Ok(None),
+        Some((row_key, row)) => {
+            let (_, at) = codec::split_hist_key(row_key)?;
+            Ok(codec::hist_view(at, row)?)
+        }
+    }
+}
+
+/// Calls `visit` for each key of `range` that exists at `at`, in key order
+/// (descending when `reverse`), starting past `resume`. Returns whether
+/// `visit` stopped the walk.
+pub(crate) fn walk<S: Snapshot>(
+    snap: &S,
+    range: &KeyRange,
+    at: ReadAt,
+    reverse: bool,
+    resume: Option<&[u8]>,
+    mut visit: impl FnMut(Found<'_>) -> KvResult<ControlFlow<()>>,
+) -> KvResult<bool> {
+    match at {
+        ReadAt::Head => {
+            let end = range.end.as_deref();
+            let (start, end) = match (resume, reverse) {
+                (Some(after), false) => (
+                    Bound::Excluded(after),
+                    end.map_or(Bound::Unbounded, Bound::Excluded),
+                ),
+                (Some(before), true) => (
+                    Bound::Included(range.start.as_slice()),
+                    Bound::Excluded(before),
+                ),
+                (None, _) => (
+                    Bound::Included(range.start.as_slice()),
+                    end.map_or(Bound::Unbounded, Bound::Excluded),
+                ),
+            };
+            let rows = snap.rows(tree::KV, start, end)?;
+            let mut step = |row: crate::Result<(&[u8], &[u8])>| -> KvResult<bool> {
+                let (key, row) = row?;
+                let (meta, value) = codec::kv_view(row)?;
+                let flow = visit(Found {
+                    key: Cow::Borrowed(key),
+                    meta,
+                    value,
+                })?;
+                Ok(flow.is_break())
+            };
+            if reverse {
+                for row in rows.rev() {
+                    if step(row)? {
+                        return Ok(true);
+                    }
+                }
+            } else {
+                for row in rows {
+                    if step(row)? {
+                        return Ok(true);
+                    }
+                }
+            }
+            Ok(false)
+        }
+        ReadAt::Revision(rev) => walk_history(snap, range, rev, reverse, resume, visit),
+    }
+}
+
+/// The walk at an older revision: two seeks per key, one for its version at
+/// `rev`, one to skip its other versions.
+fn walk_history<S: Snapshot>(
+    snap: &S,
+    range: &KeyRange,
+    rev: Revision,
+    reverse: bool,
+    resume: Option<&[u8]>,
+    mut visit: impl FnMut(Found<'_>) -> KvResult<ControlFlow<()>>,
+) -> KvResult<bool> {
+    let low = codec::hist_bound(&range.start);
+    let high = range.end.as_deref().map(codec::hist_bound);
+    // Forward: the next row at or after `cursor`; reverse: the last below it.
+    let mut cursor = match (resume, reverse) {
+        (Some(key), false) => Some(codec::hist_key_after(key)),
+        (Some(key), true) => Some(codec::hist_key(key, 0)),
+        (None, false) => Some(low.clone()),
+        (None, true) => high.clone(),
+    };
+    loop {
+        let next = {
+            let mut rows = if reverse {
+                let upper = cursor.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+                snap.rows(tree::HIST, Bound::Included(&low), upper)?
+            } else {
+                let lower = cursor.as_deref().map_or(Bound::Unbounded, Bound::Included);
+                let upper = high.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+                snap.rows(tree::HIST, lower, upper)?
+            };
+            let row = if reverse {
+                rows.next_back()
+            } else {
+                rows.next()
+            };
+            match row.transpose()? {
+                None => return Ok(false),
+                Some((row_key, _)) => codec::split_hist_key(row_key)?.0,
+            }
+        };
+        cursor = Some(if reverse {
+            codec::hist_key(&next, 0)
+        } else {
+            codec::hist_key_after(&next)
+        });
+        if let Some((meta, value)) = version_at(snap, &next, rev)? {
+            let flow = visit(Found {
+                key: Cow::Borrowed(&next),
+                meta,
+                value,
+            })?;
+            if flow.is_break() {
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// A range request, checked and resolved against the keyspace's revisions.
+#[derive(Debug, Clone)]
+pub(crate) struct RangePlan {
+    pub(crate) request: RangeRequest,
+    pub(crate) keys: KeyRange,
+    pub(crate) at: ReadAt,
+}
+
+impl RangePlan {
+    pub(crate) fn new(request: &RangeRequest, revisions: Revisions) -> KvResult<RangePlan> {
+        let keys = KeyRange::new(&request.key, &request.range_end)?;
+        let at = revisions.read_at(request.revision)?;
+        Ok(RangePlan {
+            request: request.clone(),
+            keys,
+            at,
+        })
+    }
+
+    /// Whether answers come straight from a walk in key order (no sort
+    /// needed); the bool says whether the walk goes backwards.
+    fn key_order(&self) -> Option<bool> {
+        match (self.request.sort_target, self.request.sort_order) {
+            (SortTarget::Key, SortOrder::None | SortOrder::Ascend) => Some(false),
+            (SortTarget::Key, SortOrder::Descend) => Some(true),
+            _ => None,
+        }
+    }
+
+    /// The min/max revision filters, applied after counting (as etcd).
+    fn passes(&self, meta: &KvMeta) -> bool {
+        let r = &self.request;
+        (r.min_mod_revision == 0 || meta.mod_revision >= r.min_mod_revision)
+            && (r.max_mod_revision == 0 || meta.mod_revision <= r.max_mod_revision)
+            && (r.min_create_revision == 0 || meta.create_revision >= r.min_create_revision)
+            && (r.max_create_revision == 0 || meta.create_revision <= r.max_create_revision)
+    }
+}
+
+/// Bytes a pair takes in an answer, for paging.
+fn answer_size(kv: &KeyValue) -> usize {
+    kv.key.len() + kv.value.len() + 32
+}
+
+/// One page of a range answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RangePage {
+    /// The pairs of this page.
+    pub kvs: Vec<KeyValue>,
+    /// Whether this is the last page; `count` and `more` are final only then.
+    pub last: bool,
+    /// Keys in the range (etcd's `count`).
+    pub count: u64,
+    /// Whether the limit cut the answer short (etcd's `more`).
+    pub more: bool,
+}
+
+/// Where a paged range stands between pages.
+#[derive(Debug, Default)]
+pub(crate) struct RangeProgress {
+    /// The last key walked, for key-order answers.
+    resume: Option<Vec<u8>>,
+    /// Keys counted so far.
+    count: u64,
+    /// Pairs handed out so far.
+    returned: u64,
+    more: bool,
+    /// A sorted answer, computed once and handed out page by page.
+    sorted: Option<std::collections::VecDeque<KeyValue>>,
+    done: bool,
+}
+
+/// The most bytes of pairs a sort by something other than the key may hold
+/// when the request has no limit.
+pub(crate) const MAX_SORTED_BYTES: usize = 64 << 20;
+
+/// Computes the next page of `plan`, of about `page_bytes` (at least one
+/// pair). The walk goes on counting past the page only on the last page.
+pub(crate) fn next_page<S: Snapshot>(
+    snap: &S,
+    plan: &RangePlan,
+    progress: &mut RangeProgress,
+    page_bytes: usize,
+) -> KvResult<RangePage> {
+    if progress.done {
+        return Ok(RangePage {
+            kvs: Vec::new(),
+            last: true,
+            count: progress.count,
+            more: progress.more,
+        });
+    }
+    match plan.key_order() {
+        Some(reverse) => key_order_page(snap, plan, progress, reverse, page_bytes),
+        None => {
+            if progress.sorted.is_none() {
+                progress.sorted = Some(sorted_answer(snap, plan, progress)?.into());
+            }
+            let sorted = progress.sorted.get_or_insert_with(Default::default);
+            let mut page = RangePage::default();
+            let mut bytes = 0;
+            while let Some(kv) = sorted.pop_front() {
+                bytes += answer_size(&kv);
+                page.kvs.push(kv);
+                if bytes >= page_bytes {
+                    break;
+                }
+            }
+            page.last = sorted.is_empty();
+            progress.done = page.last;
+            page.count = progress.count;
+            page.more = progress.more;
+            Ok(page)
+        }
+    }
+}
+
+fn key_order_page<S: Snapshot>(
+    snap: &S,
+    plan: &RangePlan,
+    progress: &mut RangeProgress,
+    reverse: bool,
+    page_bytes: usize,
+) -> KvResult<RangePage> {
+    let request = &plan.request;
+    let limit = request.limit;
+    let with_value = !request.keys_only;
+    let mut kvs = Vec::new();
+    let mut bytes = 0;
+    let mut page_full = false;
+    let resume = progress.resume.take();
+    let stopped = walk(
+        snap,
+        &plan.keys,
+        plan.at,
+        reverse,
+        resume.as_deref(),
+        |found| {
+            if page_full {
+                // The page is full: stop before this key, which the next page
+                // takes again.
+                return Ok(ControlFlow::Break(()));
+            }
+            progress.count += 1;
+            progress.resume = Some(found.key.to_vec());
+            if request.count_only || !plan.passes(&found.meta) {
+                return Ok(ControlFlow::Continue(()));
+            }
+            if limit != 0 && progress.returned >= limit {
+                progress.more = true;
+                return Ok(ControlFlow::Continue(()));
+            }
+            let kv = found.to_key_value(with_value);
+            bytes += answer_size(&kv);
+            kvs.push(kv);
+            progress.returned += 1;
+            page_full = bytes >= page_bytes;
+            Ok(ControlFlow::Continue(()))
+        },
+    )?;
+    if stopped {
+        // The key that stopped the walk was not counted; resume before it
+        // (the resume key is the last one counted).
+        return Ok(RangePage {
+            kvs,
+            last: false,
+            count: progress.count,
+            more: progress.more,
+        });
+    }
+    progress.done = true;
+    Ok(RangePage {
+        kvs,
+        last: true,
+        count: progress.count,
+        more: progress.more,
+    })
+}
+
+/// The comparison key of a sort target.
+fn sort_cmp(target: SortTarget, a: &KeyValue, b: &KeyValue) -> std::cmp::Ordering {
+    match target {
+        SortTarget::Key => a.key.cmp(&b.key),
+        SortTarget::Version => a.version.cmp(&b.version),
+        SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+        SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+        SortTarget::Value => a.value.cmp(&b.value),
+    }
+}
+
+fn target_name(target: SortTarget) -> &'static str {
+    match target {
+        SortTarget::Key => "key",
+        SortTarget::Version => "version",
+        SortTarget::Create => "create revision",
+        SortTarget::Mod => "mod revision",
+        SortTarget::Value => "value",
+    }
+}
+
+/// A whole answer sorted by a target other than the key (ties in key
+/// order). With a limit it keeps at most twice the limit in memory, cutting
+/// back to the best `limit` whenever it doubles; without one it refuses
+/// answers over [`MAX_SORTED_BYTES`].
+fn sorted_answer<S: Snapshot>(
+    snap: &S,
+    plan: &RangePlan,
+    progress: &mut RangeProgress,
+) -> KvResult<Vec<KeyValue>> {
+    let request = &plan.request;
+    let target = request.sort_target;
+    let descending = request.sort_order == SortOrder::Descend;
+    let sort = |kvs: &mut Vec<KeyValue>| {
+        if descending {
+            kvs.sort_by(|a, b| sort_cmp(target, b, a));
+        } else {
+            kvs.sort_by(|a, b| sort_cmp(target, a, b));
+        }
+    };
+    let limit = usize::try_from(request.limit).unwrap_or(usize::MAX);
+    let with_value = !request.keys_only || target == SortTarget::Value;
+    let mut kvs: Vec<KeyValue> = Vec::new();
+    let mut matched: u64 = 0;
+    let mut bytes = 0usize;
+    walk(snap, &plan.keys, plan.at, false, None, |found| {
+        progress.count += 1;
+        if request.count_only || !plan.passes(&found.meta) {
+            return Ok(ControlFlow::Continue(()));
+        }
+        matched += 1;
+        let kv = found.to_key_value(with_value);
+        bytes += answer_size(&kv);
+        kvs.push(kv);
+        if limit != 0 && kvs.len() >= limit.saturating_mul(2) {
+            sort(&mut kvs);
+            kvs.truncate(limit);
+            bytes = kvs.iter().map(answer_size).sum();
+        } else if limit == 0 && bytes > MAX_SORTED_BYTES {
+            return Err(KvError::ResultTooLarge(target_name(target)));
+        }
+        Ok(ControlFlow::Continue(()))
+    })?;
+    sort(&mut kvs);
+    if limit != 0 && kvs.len() > limit {
+        kvs.truncate(limit);
+    }
+    progress.more = limit != 0 && matched > limit as u64;
+    if request.keys_only {
+        for kv in &mut kvs {
+            kv.value.clear();
+        }
+    }
+    Ok(kvs)
+}

@@ -1,0 +1,478 @@
+//! The keyspace of one shard: opening it, applying entries in batches (one
+//! B+-tree commit per batch), and reading it.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use crate::btree::{Database, FileStorage, Options, ReadTxn, Storage, WriteTxn};
+use crate::mvcc::codec::{self, meta_key, tree, LeaseRow};
+use crate::mvcc::error::{KvError, KvResult};
+use crate::mvcc::read::{self, RangePage, RangePlan, RangeProgress, Revisions};
+use crate::mvcc::snapshot::Snapshot;
+use crate::mvcc::txn;
+use crate::mvcc::types::{Entry, LeaseId, RangeRequest, RangeResponse, Response, Revision};
+use crate::mvcc::watch::WatchHub;
+use crate::mvcc::write::{lease_row, EventLog, Writer};
+
+/// Largest TTL a lease may have, in seconds (etcd's `MaxLeaseTTL`).
+pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+/// Every tree of the keyspace, created when a store is first opened.
+const TREES: [&[u8]; 6] = [
+    tree::KV,
+    tree::HIST,
+    tree::REVLOG,
+    tree::LEASES,
+    tree::LEASE_KEYS,
+    tree::META,
+];
+
+/// An entry to apply: its Raft index, the revision the leader gave it,
+/// and what it does.
+#[derive(Debug, Clone, Copy)]
+pub struct Indexed<'a> {
+    /// Raft index; the commit records the batch's last one.
+    pub index: u64,
+    /// Revision; must be above every revision applied before.
+    pub revision: Revision,
+    /// The entry.
+    pub entry: &'a Entry,
+}
+
+/// The answer to an applied entry, with the revision it was applied at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// The entry's revision, now the current revision.
+    pub revision: Revision,
+    /// What the entry did.
+    pub response: Response,
+}
+
+/// A lease as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseInfo {
+    /// Its id.
+    pub id: LeaseId,
+    /// Granted time to live, seconds.
+    pub ttl: i64,
+    /// Remaining time to live at the last checkpoint, seconds; 0 when
+    /// never checkpointed (the full TTL applies).
+    pub remaining_ttl: i64,
+    /// Revision of the grant.
+    pub granted_revision: Revision,
+}
+
+/// How much a compaction step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CompactStep {
+    /// Rows removed from `hist` and `revlog`.
+    pub removed: usize,
+    /// Whether history below the compaction revision is all gone.
+    pub done: bool,
+}
+
+/// One shard's MVCC keyspace on its B+-tree file.
+pub struct Store<S: Storage = FileStorage> {
+    db: Database<S>,
+    revisions: Revisions,
+    /// History below this is all removed; below `revisions.compact` it is
+    /// being removed.
+    compacted: Revision,
+    pub(crate) watches: WatchHub,
+}
+
+impl Store<FileStorage> {
+    /// Opens (or creates) the keyspace in the B+-tree file at `path`.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> KvResult<Store<FileStorage>> {
+        Store::with_database(Database::open(path, options)?)
+    }
+}
+
+fn meta_number<T: Snapshot>(snap: &T, name: &[u8]) -> KvResult<u64> {
+    match snap.row(tree::META, name)? {
+        Some(row) => Ok(codec::decode_meta(row)?),
+        None => Ok(0),
+    }
+}
+
+impl<S: Storage> Store<S> {
+    /// The keyspace in an open B+-tree database.
+    pub fn with_database(db: Database<S>) -> KvResult<Store<S>> {
+        let snap = db.begin_read()?;
+        let missing = {
+            let names = snap.tree_names()?;
+            TREES.iter().any(|t| !names.iter().any(|n| n == t))
+        };
+        let revisions = Revisions {
+            current: meta_number(&snap, meta_key::CURRENT_REV)?,
+            compact: meta_number(&snap, meta_key::COMPACT_REV)?,
+        };
+        let compacted = meta_number(&snap, meta_key::COMPACTED_REV)?;
+        drop(snap);
+        if missing {
+            let mut txn = db.begin_write()?;
+            for name in TREES {
+                txn.tree(name)?;
+            }
+            txn.commit()?;
+        }
+        let watches = WatchHub::new(revisions.current);
+        Ok(Store {
+            db,
+            revisions,
+            compacted,
+            watches,
+        })
+    }
+
+    /// Revision of the last applied entry.
+    pub fn current_revision(&self) -> Revision {
+        self.revisions.current
+    }
+
+    /// Reads below this revision fail with [`KvError::Compacted`].
+    pub fn compact_revision(&self) -> Revision {
+        self.revisions.compact
+    }
+
+    /// Raft index of the last applied entry.
+    pub fn applied_index(&self) -> u64 {
+        self.db.applied_index()
+    }
+
+    /// The B+-tree file underneath (for space figures and audits).
+    pub fn database(&self) -> &Database<S> {
+        &self.db
+    }
+
+    pub(crate) fn revisions(&self) -> Revisions {
+        self.revisions
+    }
+
+    pub(crate) fn snapshot(&self) -> KvResult<ReadTxn<S>> {
+        Ok(self.db.begin_read()?)
+    }
+
+    /// Applies one entry and commits.
+    ///
+    /// # Errors
+    /// A refusal of the entry (nothing changed but the current revision),
+    /// or [`KvError::Storage`], after which the shard must stop.
+    pub fn apply(&mut self, index: u64, revision: Revision, entry: &Entry) -> KvResult<Applied> {
+        let mut results = self.apply_batch(&[Indexed {
+            index,
+            revision,
+            entry,
+        }])?;
+        results.pop().unwrap_or_else(|| {
+            Err(KvError::Storage(crate::Error::Failed(
+                "a batch of one gave no answer".to_string(),
+            )))
+        })
+    }
+
+    /// Applies entries in order and commits them together, recording the
+    /// last index. Each entry gets its own answer; a refused entry changes
+    /// nothing (its revision still becomes the current one).
+    ///
+    /// # Errors
+    /// Only [`KvError::Storage`]: the batch is lost and the shard must stop.
+    pub fn apply_batch(&mut self, batch: &[Indexed<'_>]) -> KvResult<Vec<KvResult<Applied>>> {
+        let start = self.revisions;
+        let mut revisions = start;
+        let mut events = EventLog::default();
+        let mut txn = self.db.begin_write()?;
+        let mut results = Vec::with_capacity(batch.len());
+        for (at, item) in batch.iter().enumerate() {
+            let before = revisions;
+            let (result, wrote) = apply_entry(&mut txn, &mut events, &mut revisions, item);
+            match result {
+                Ok(response) => results.push(Ok(Applied {
+                    revision: item.revision,
+                    response,
+                })),
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => {
+                    if wrote {
+                        // Refused part-way: start the batch's transaction
+                        // over without this entry. Entries are
+                        // deterministic, so the replay gives the same answers.
+                        drop(txn);
+                        txn = self.db.begin_write()?;
+                        events = EventLog::default();
+                        revisions = start;
+                        for earlier in batch.iter().take(at) {
+                            let (replayed, _) =
+                                apply_entry(&mut txn, &mut events, &mut revisions, earlier);
+                            if let Err(e) = replayed {
+                                if e.is_fatal() {
+                                    return Err(e);
+                                }
+                            }
+                        }
+                    }
+                    revisions = Revisions {
+                        current: before.current.max(item.revision),
+                        ..before
+                    };
+                    if matches!(e, KvError::RevisionNotIncreasing { .. }) {
+                        revisions = before;
+                    }
+                    results.push(Err(e));
+                }
+            }
+        }
+        if let Some(last) = batch.last() {
+            txn.set_applied_index(last.index);
+        }
+        {
+            let mut meta = txn.tree(tree::META)?;
+            meta.insert(
+                meta_key::CURRENT_REV,
+                &codec::encode_meta(revisions.current),
+            )?;
+            meta.insert(
+                meta_key::COMPACT_REV,
+                &codec::encode_meta(revisions.compact),
+            )?;
+        }
+        txn.commit()?;
+        self.revisions = revisions;
+        self.watches.publish(events, revisions);
+        Ok(results)
+    }
+
+    /// A whole range answer at the head or at `request.revision`.
+    pub fn range(&self, request: &RangeRequest) -> KvResult<RangeResponse> {
+        let snap = self.snapshot()?;
+        txn::range_all(&snap, self.revisions, request)
+    }
+
+    /// A range answer handed out in pages, all read from one snapshot.
+    pub fn range_pages(&self, request: &RangeRequest) -> KvResult<RangePager<S>> {
+        let plan = RangePlan::new(request, self.revisions)?;
+        Ok(RangePager {
+            snap: self.snapshot()?,
+            plan,
+            progress: RangeProgress::default(),
+        })
+    }
+
+    /// The lease `id`.
+    pub fn lease(&self, id: LeaseId) -> KvResult<Option<LeaseInfo>> {
+        let snap = self.snapshot()?;
+        Ok(lease_row(&snap, id)?.map(|row| lease_info(id, row)))
+    }
+
+    /// Every lease, in id order.
+    pub fn leases(&self) -> KvResult<Vec<LeaseInfo>> {
+        let snap = self.snapshot()?;
+        snap.rows(tree::LEASES, Bound::Unbounded, Bound::Unbounded)?
+            .map(|row| {
+                let (key, row) = row?;
+                Ok(lease_info(
+                    codec::decode_lease_key(key)?,
+                    codec::decode_lease(row)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The keys attached to lease `id`, in order.
+    pub fn lease_keys(&self, id: LeaseId) -> KvResult<Vec<Vec<u8>>> {
+        let snap = self.snapshot()?;
+        let first = codec::lease_key(id);
+        snap.rows(tree::LEASE_KEYS, Bound::Included(&first), Bound::Unbounded)?
+            .map_while(|row| match row {
+                Ok((key, _)) if key.starts_with(&first) => {
+                    Some(Ok(key.get(first.len()..).unwrap_or_default().to_vec()))
+                }
+                Ok(_) => None,
+                Err(e) => Some(Err(e.into())),
+            })
+            .collect()
+    }
+
+    /// Removes up to about `max_rows` rows of history below the compaction
+    /// revision, in one commit. Call it between batches until it reports
+    /// `done`; each call is one bounded pause for applies.
+    pub fn compact_step(&mut self, max_rows: usize) -> KvResult<CompactStep> {
+        let target = self.revisions.compact;
+        if self.compacted >= target {
+            return Ok(CompactStep {
+                removed: 0,
+                done: true,
+            });
+        }
+        let mut txn = self.db.begin_write()?;
+        let (removed, finished) = crate::mvcc::compact::step(&mut txn, target, max_rows)?;
+        if finished {
+            txn.tree(tree::META)?
+                .insert(meta_key::COMPACTED_REV, &codec::encode_meta(target))?;
+        }
+        txn.commit()?;
+        if finished {
+            self.compacted = target;
+        }
+        Ok(CompactStep {
+            removed,
+            done: finished,
+        })
+    }
+}
+
+fn lease_info(id: LeaseId, row: LeaseRow) -> LeaseInfo {
+    LeaseInfo {
+        id,
+        ttl: row.ttl,
+        remaining_ttl: row.remaining_ttl,
+        granted_revision: row.granted_rev,
+    }
+}
+
+/// Applies one entry inside the batch's transaction. Returns the answer
+/// and whether anything was written (so a refusal after a write can be
+/// undone).
+fn apply_entry<S: Storage>(
+    txn: &mut WriteTxn<S>,
+    events: &mut EventLog,
+    revisions: &mut Revisions,
+    item: &Indexed<'_>,
+) -> (KvResult<Response>, bool) {
+    let rev = item.revision;
+    if rev <= revisions.current {
+        let refused = KvError::RevisionNotIncreasing {
+            given: rev,
+            current: revisions.current,
+        };
+        return (Err(refused), false);
+    }
+    let before = *revisions;
+    let mut writer = Writer {
+        txn,
+        rev,
+        seq: 0,
+        wrote: false,
+        events,
+    };
+    let result = run_entry(&mut writer, before, revisions, item.entry);
+    let wrote = writer.wrote;
+    if result.is_ok() {
+        revisions.current = rev;
+    }
+    (result, wrote)
+}
+
+fn run_entry<S: Storage>(
+    writer: &mut Writer<'_, S>,
+    before: Revisions,
+    revisions: &mut Revisions,
+    entry: &Entry,
+) -> KvResult<Response> {
+    match entry {
+        Entry::Put(put) => {
+            txn::check_put_static(put)?;
+            txn::check_put(&*writer.txn, put)?;
+            Ok(Response::Put(writer.put(put)?))
+        }
+        Entry::DeleteRange(delete) => {
+            txn::check_delete_static(delete)?;
+            Ok(Response::DeleteRange(writer.delete_range(delete)?))
+        }
+        Entry::Txn(request) => {
+            txn::check_txn_static(request)?;
+            let path = txn::decide(&*writer.txn, request)?;
+            txn::check_path(&*writer.txn, before, request, &path)?;
+            Ok(Response::Txn(txn::execute(writer, before, request, &path)?))
+        }
+        Entry::Compact { revision } => {
+            if *revision <= before.compact {
+                return Err(KvError::Compacted {
+                    compact_revision: before.compact,
+                });
+            }
+            if *revision > before.current {
+                return Err(KvError::FutureRevision {
+                    requested: *revision,
+                    current: before.current,
+                });
+            }
+            revisions.compact = *revision;
+            Ok(Response::Compact)
+        }
+        Entry::LeaseGrant { id, ttl } => {
+            if !(1..=MAX_LEASE_TTL).contains(ttl) {
+                return Err(KvError::InvalidLease(format!(
+                    "TTL {ttl} is outside 1..={MAX_LEASE_TTL} seconds"
+                )));
+            }
+            let id = match *id {
+                id if id < 0 => return Err(KvError::InvalidLease(format!("id {id} is negative"))),
+                0 => free_lease_id(&*writer.txn, writer.rev)?,
+                id if lease_row(&*writer.txn, id)?.is_some() => {
+                    return Err(KvError::LeaseExists(id))
+                }
+                id => id,
+            };
+            let row = LeaseRow {
+                ttl: *ttl,
+                remaining_ttl: 0,
+                granted_rev: writer.rev,
+            };
+            writer.store_lease(id, &row)?;
+            Ok(Response::LeaseGrant { id, ttl: *ttl })
+        }
+        Entry::LeaseRevoke { id } => {
+            if lease_row(&*writer.txn, *id)?.is_none() {
+                return Err(KvError::LeaseNotFound(*id));
+            }
+            writer.revoke(*id)?;
+            Ok(Response::LeaseRevoke)
+        }
+        Entry::LeaseExpire { ids } => {
+            let mut revoked = Vec::new();
+            for &id in ids {
+                if lease_row(&*writer.txn, id)?.is_some() {
+                    writer.revoke(id)?;
+                    revoked.push(id);
+                }
+            }
+            Ok(Response::LeaseExpire { revoked })
+        }
+        Entry::LeaseCheckpoint { checkpoints } => {
+            for &(id, remaining) in checkpoints {
+                if let Some(mut row) = lease_row(&*writer.txn, id)? {
+                    row.remaining_ttl = remaining.clamp(0, row.ttl);
+                    writer.store_lease(id, &row)?;
+                }
+            }
+            Ok(Response::LeaseCheckpoint)
+        }
+    }
+}
+
+/// The id a grant without one gets: the revision's low 63 bits, or the
+/// next free id above them. Every replica picks the same.
+fn free_lease_id<T: Snapshot>(snap: &T, rev: Revision) -> KvResult<LeaseId> {
+    let mut id = ((rev & (i64::MAX as u64)) as LeaseId).max(1);
+    while lease_row(snap, id)?.is_some() {
+        id = if id == i64::MAX { 1 } else { id + 1 };
+    }
+    Ok(id)
+}
+
+/// A range answer handed out page by page from one snapshot, so a large
+/// range holds one page of pairs in memory at a time.
+pub struct RangePager<S: Storage = FileStorage> {
+    snap: ReadTxn<S>,
+    plan: RangePlan,
+    progress: RangeProgress,
+}
+
+impl<S: Storage> RangePager<S> {
+    /// The next page, of about `page_bytes` of keys and values (at least one
+    /// pair); its `last` says whether more pages follow.
+    pub fn next_page(&mut self, page_bytes: usize) -> KvResult<RangePage> {
+        read::next_page(&self.snap, &self.plan, &mut self.progress, page_bytes)
+    }
+}

@@ -1,0 +1,350 @@
+//! The requests a shard applies and the answers it gives, with etcd v3's
+//! meaning. They are plain Rust values: the protocol (issue 6) and the Raft
+//! entry encoding (issue 5) map onto them.
+
+/// A revision: a hybrid logical clock value chosen by the shard leader
+/// (`unix_millis << 16 | logical`). Within a shard every entry carries a
+/// strictly greater revision than the one before.
+pub type Revision = u64;
+
+/// A lease id. Ids are positive; 0 means "no lease".
+pub type LeaseId = i64;
+
+/// Longest key, in bytes. A key is stored escaped (a zero byte becomes two)
+/// inside history rows, and the B+-tree takes keys of up to 4096 bytes, so
+/// a key made only of zero bytes must still fit: 2 × 2040 + 10 <= 4096.
+pub const MAX_KEY_LEN: usize = 2040;
+
+/// Largest request, in bytes of keys and values (etcd's default).
+pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
+
+/// Most operations in one transaction branch, at any nesting level (etcd's
+/// default `--max-txn-ops`).
+pub const MAX_TXN_OPS: usize = 128;
+
+/// A key and the metadata etcd keeps with it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyValue {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Revision of the put that created the key (since its last delete).
+    pub create_revision: Revision,
+    /// Revision of the last put.
+    pub mod_revision: Revision,
+    /// Number of puts since the key was created; 1 after the first.
+    pub version: u64,
+    /// The attached lease, or 0.
+    pub lease: LeaseId,
+    /// The value (empty in `keys_only` answers).
+    pub value: Vec<u8>,
+}
+
+/// Store a value under a key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PutRequest {
+    /// The key; must not be empty.
+    pub key: Vec<u8>,
+    /// The value; must be empty with `ignore_value`.
+    pub value: Vec<u8>,
+    /// Lease to attach, or 0; must be 0 with `ignore_lease`.
+    pub lease: LeaseId,
+    /// Return the key-value pair as it was before.
+    pub prev_kv: bool,
+    /// Keep the current value (the key must exist).
+    pub ignore_value: bool,
+    /// Keep the current lease (the key must exist).
+    pub ignore_lease: bool,
+}
+
+/// Delete a key or a range of keys, at one revision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteRangeRequest {
+    /// First key.
+    pub key: Vec<u8>,
+    /// See [`RangeRequest::range_end`].
+    pub range_end: Vec<u8>,
+    /// Return the deleted pairs.
+    pub prev_kv: bool,
+}
+
+/// Order of a range answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortOrder {
+    /// By key, ascending (etcd's default).
+    #[default]
+    None,
+    /// Ascending by the target.
+    Ascend,
+    /// Descending by the target.
+    Descend,
+}
+
+/// What a range answer is sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortTarget {
+    /// The key.
+    #[default]
+    Key,
+    /// The version.
+    Version,
+    /// The create revision.
+    Create,
+    /// The mod revision.
+    Mod,
+    /// The value.
+    Value,
+}
+
+/// Read a key or a range of keys, at the head or at an older revision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RangeRequest {
+    /// First key; must not be empty (`[0]` with `range_end = [0]` is every key).
+    pub key: Vec<u8>,
+    /// Empty: just `key`. `[0]`: every key at or after `key`. Otherwise the
+    /// keys in `[key, range_end)`; [`prefix_end`] gives a prefix's end.
+    pub range_end: Vec<u8>,
+    /// Most pairs to return; 0 is no limit.
+    pub limit: u64,
+    /// Revision to read at; 0 is the head.
+    pub revision: Revision,
+    /// Sort order.
+    pub sort_order: SortOrder,
+    /// Sort target.
+    pub sort_target: SortTarget,
+    /// Leave values out.
+    pub keys_only: bool,
+    /// Return only the count.
+    pub count_only: bool,
+    /// Only pairs with `mod_revision >=` this (0: no bound).
+    pub min_mod_revision: Revision,
+    /// Only pairs with `mod_revision <=` this (0: no bound).
+    pub max_mod_revision: Revision,
+    /// Only pairs with `create_revision >=` this (0: no bound).
+    pub min_create_revision: Revision,
+    /// Only pairs with `create_revision <=` this (0: no bound).
+    pub max_create_revision: Revision,
+}
+
+/// The end of the range holding every key that starts with `prefix`: the
+/// prefix with its last byte below 0xff incremented (`[0]`, every key, when
+/// there is none).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// What a compare looks at, and the operand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompareTarget {
+    /// The version (0 for a missing key).
+    Version(u64),
+    /// The create revision (0 for a missing key).
+    Create(Revision),
+    /// The mod revision (0 for a missing key).
+    Mod(Revision),
+    /// The value (a missing key never compares true).
+    Value(Vec<u8>),
+    /// The lease (0 for a missing key).
+    Lease(LeaseId),
+}
+
+/// How a key's field compares with the operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareResult {
+    /// `==`
+    Equal,
+    /// `!=`
+    NotEqual,
+    /// `<`
+    Less,
+    /// `>`
+    Greater,
+}
+
+/// One condition of a transaction: true when every key in the range
+/// satisfies it (a range with no key compares the zero values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compare {
+    /// The key.
+    pub key: Vec<u8>,
+    /// As in [`RangeRequest::range_end`].
+    pub range_end: Vec<u8>,
+    /// Field and operand.
+    pub target: CompareTarget,
+    /// Relation.
+    pub result: CompareResult,
+}
+
+/// One operation inside a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestOp {
+    /// A read; it sees the transaction's earlier writes.
+    Range(RangeRequest),
+    /// A put.
+    Put(PutRequest),
+    /// A delete.
+    DeleteRange(DeleteRangeRequest),
+    /// A nested transaction; its compares see the state before the outer
+    /// transaction.
+    Txn(TxnRequest),
+}
+
+/// If every compare holds, do `success`, else `failure`; all writes share
+/// one revision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TxnRequest {
+    /// The conditions.
+    pub compare: Vec<Compare>,
+    /// Operations when all hold.
+    pub success: Vec<RequestOp>,
+    /// Operations otherwise.
+    pub failure: Vec<RequestOp>,
+}
+
+/// Everything a Raft entry can do to a shard's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    /// A put.
+    Put(PutRequest),
+    /// A delete.
+    DeleteRange(DeleteRangeRequest),
+    /// A transaction.
+    Txn(TxnRequest),
+    /// Forget history below `revision` (bounded steps follow; see
+    /// [`crate::mvcc::Store::compact_step`]).
+    Compact {
+        /// Reads below this revision fail from now on.
+        revision: Revision,
+    },
+    /// Create a lease. The proposer picks the id (0 lets the shard pick a
+    /// deterministic one).
+    LeaseGrant {
+        /// The id, or 0.
+        id: LeaseId,
+        /// Time to live, in seconds.
+        ttl: i64,
+    },
+    /// A client revoke: delete the lease and its keys.
+    LeaseRevoke {
+        /// The lease.
+        id: LeaseId,
+    },
+    /// The leader's expiry of a bounded batch of leases; ids already gone
+    /// are skipped.
+    LeaseExpire {
+        /// The leases.
+        ids: Vec<LeaseId>,
+    },
+    /// Remaining time to live of leases, so a new leader does not restart
+    /// them at their full TTL. A remaining TTL of 0 clears the checkpoint.
+    LeaseCheckpoint {
+        /// `(lease, remaining seconds)`.
+        checkpoints: Vec<(LeaseId, i64)>,
+    },
+}
+
+/// The answer to a range.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RangeResponse {
+    /// The pairs.
+    pub kvs: Vec<KeyValue>,
+    /// Whether more pairs matched than `limit` let through.
+    pub more: bool,
+    /// Number of keys in the range at the revision (before the min/max
+    /// filters and the limit, as in etcd).
+    pub count: u64,
+}
+
+/// The answer to a put.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PutResponse {
+    /// The pair before, when asked for and present.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// The answer to a delete.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteRangeResponse {
+    /// Number of keys deleted.
+    pub deleted: u64,
+    /// The deleted pairs, when asked for.
+    pub prev_kvs: Vec<KeyValue>,
+}
+
+/// The answer to one operation of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseOp {
+    /// To a range.
+    Range(RangeResponse),
+    /// To a put.
+    Put(PutResponse),
+    /// To a delete.
+    DeleteRange(DeleteRangeResponse),
+    /// To a nested transaction.
+    Txn(TxnResponse),
+}
+
+/// The answer to a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TxnResponse {
+    /// Whether the compares held.
+    pub succeeded: bool,
+    /// One answer per operation of the branch taken.
+    pub responses: Vec<ResponseOp>,
+}
+
+/// The answer to an applied entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// To a put.
+    Put(PutResponse),
+    /// To a delete.
+    DeleteRange(DeleteRangeResponse),
+    /// To a transaction.
+    Txn(TxnResponse),
+    /// To a compaction.
+    Compact,
+    /// To a grant.
+    LeaseGrant {
+        /// The lease's id.
+        id: LeaseId,
+        /// Its TTL.
+        ttl: i64,
+    },
+    /// To a revoke.
+    LeaseRevoke,
+    /// To an expiry batch.
+    LeaseExpire {
+        /// The leases that were still there and are now gone.
+        revoked: Vec<LeaseId>,
+    },
+    /// To a checkpoint.
+    LeaseCheckpoint,
+}
+
+/// What changed a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A put.
+    Put,
+    /// A delete.
+    Delete,
+}
+
+/// One change, as a watcher sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Put or delete.
+    pub kind: EventKind,
+    /// The pair after a put; for a delete, the key with `mod_revision` set
+    /// to the delete's revision and everything else zero (as etcd).
+    pub kv: KeyValue,
+    /// The pair before, when the watcher asked for it and it existed.
+    pub prev_kv: Option<KeyValue>,
+}

@@ -1,0 +1,269 @@
+//! Changes at one revision: puts, deletes and lease changes, each written
+//! to `kv`, `hist`, `revlog` and the lease trees together. Callers check
+//! requests first ([`crate::mvcc::txn`]); past the checks, only a storage
+//! failure can stop a change.
+
+use std::ops::Bound;
+
+use crate::btree::{Storage, WriteTxn};
+use crate::mvcc::codec::{self, tree, LeaseRow};
+use crate::mvcc::error::KvResult;
+use crate::mvcc::read::KeyRange;
+use crate::mvcc::snapshot::Snapshot;
+use crate::mvcc::types::{
+    DeleteRangeRequest, DeleteRangeResponse, Event, EventKind, KeyValue, LeaseId, PutRequest,
+    PutResponse, Revision,
+};
+
+/// Keys a delete collects before deleting them, so a huge delete holds
+/// bounded memory (the answer's `prev_kvs` aside, which the client asked
+/// for).
+const DELETE_BATCH: usize = 1024;
+
+/// Events one revision may hold in memory for watchers; past this the
+/// watchers catch up from `revlog` instead.
+pub(crate) const MAX_EVENTS_IN_MEMORY: usize = 4096;
+
+/// The events of the entries applied since the last commit, for watchers.
+#[derive(Debug, Default)]
+pub(crate) struct EventLog {
+    /// `(revision, events)`, in revision order.
+    pub(crate) revisions: Vec<(Revision, Vec<Event>)>,
+    /// A revision whose events were too many to keep; watchers catch up
+    /// from disk from the first such revision on.
+    pub(crate) overflow_from: Option<Revision>,
+}
+
+impl EventLog {
+    fn push(&mut self, rev: Revision, event: Event) {
+        if self.overflow_from.is_some() {
+            return;
+        }
+        match self.revisions.last_mut() {
+            Some((last, events)) if *last == rev => {
+                if events.len() >= MAX_EVENTS_IN_MEMORY {
+                    self.revisions.pop();
+                    self.overflow_from = Some(rev);
+                } else {
+                    events.push(event);
+                }
+            }
+            _ => self.revisions.push((rev, vec![event])),
+        }
+    }
+}
+
+/// Writes the changes of one revision.
+pub(crate) struct Writer<'t, S: Storage> {
+    pub(crate) txn: &'t mut WriteTxn<S>,
+    pub(crate) rev: Revision,
+    /// Changes written so far at this revision: the next `revlog` sequence.
+    pub(crate) seq: u32,
+    /// Whether anything was written at this revision.
+    pub(crate) wrote: bool,
+    pub(crate) events: &'t mut EventLog,
+}
+
+impl<S: Storage> Writer<'_, S> {
+    /// The current pair under `key`, as this transaction sees it.
+    pub(crate) fn current(&self, key: &[u8]) -> KvResult<Option<KeyValue>> {
+        match self.txn.row(tree::KV, key)? {
+            Some(row) => Ok(Some(codec::decode_kv(key, row)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn log(&mut self, kind: EventKind, key: &[u8]) -> KvResult<()> {
+        let row_key = codec::revlog_key(self.rev, self.seq);
+        self.txn
+            .tree(tree::REVLOG)?
+            .insert(&row_key, &codec::encode_event(kind, key))?;
+        self.seq = self.seq.saturating_add(1);
+        self.wrote = true;
+        Ok(())
+    }
+
+    /// A checked put.
+    pub(crate) fn put(&mut self, request: &PutRequest) -> KvResult<PutResponse> {
+        let old = self.current(&request.key)?;
+        let value = match (&old, request.ignore_value) {
+            (Some(old), true) => old.value.clone(),
+            _ => request.value.clone(),
+        };
+        let lease = match (&old, request.ignore_lease) {
+            (Some(old), true) => old.lease,
+            _ => request.lease,
+        };
+        let (create_revision, version) = match &old {
+            Some(old) => (old.create_revision, old.version.saturating_add(1)),
+            None => (self.rev, 1),
+        };
+        let kv = KeyValue {
+            key: request.key.clone(),
+            create_revision,
+            mod_revision: self.rev,
+            version,
+            lease,
+            value,
+        };
+        self.txn
+            .tree(tree::KV)?
+            .insert(&kv.key, &codec::encode_kv(&kv))?;
+        self.txn.tree(tree::HIST)?.insert(
+            &codec::hist_key(&kv.key, self.rev),
+            &codec::encode_hist(Some(&kv)),
+        )?;
+        self.log(EventKind::Put, &kv.key)?;
+        let old_lease = old.as_ref().map_or(0, |o| o.lease);
+        if old_lease != 0 && old_lease != lease {
+            self.txn
+                .tree(tree::LEASE_KEYS)?
+                .remove(&codec::lease_key_row(old_lease, &kv.key))?;
+        }
+        if lease != 0 && lease != old_lease {
+            self.txn
+                .tree(tree::LEASE_KEYS)?
+                .insert(&codec::lease_key_row(lease, &kv.key), &[])?;
+        }
+        let prev_kv = if request.prev_kv { old.clone() } else { None };
+        self.events.push(
+            self.rev,
+            Event {
+                kind: EventKind::Put,
+                kv,
+                prev_kv: old,
+            },
+        );
+        Ok(PutResponse { prev_kv })
+    }
+
+    /// Deletes one existing key.
+    fn delete_key(&mut self, old: KeyValue) -> KvResult<()> {
+        self.txn.tree(tree::KV)?.remove(&old.key)?;
+        self.txn.tree(tree::HIST)?.insert(
+            &codec::hist_key(&old.key, self.rev),
+            &codec::encode_hist(None),
+        )?;
+        self.log(EventKind::Delete, &old.key)?;
+        if old.lease != 0 {
+            self.txn
+                .tree(tree::LEASE_KEYS)?
+                .remove(&codec::lease_key_row(old.lease, &old.key))?;
+        }
+        let tombstone = KeyValue {
+            key: old.key.clone(),
+            mod_revision: self.rev,
+            ..KeyValue::default()
+        };
+        self.events.push(
+            self.rev,
+            Event {
+                kind: EventKind::Delete,
+                kv: tombstone,
+                prev_kv: Some(old),
+            },
+        );
+        Ok(())
+    }
+
+    /// A checked delete of every key in the range.
+    pub(crate) fn delete_range(
+        &mut self,
+        request: &DeleteRangeRequest,
+    ) -> KvResult<DeleteRangeResponse> {
+        let range = KeyRange::new(&request.key, &request.range_end)?;
+        let mut response = DeleteRangeResponse::default();
+        let end = range
+            .end
+            .as_deref()
+            .map_or(Bound::Unbounded, Bound::Excluded);
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let start = after
+                .as_deref()
+                .map_or(Bound::Included(range.start.as_slice()), Bound::Excluded);
+            let batch = self
+                .txn
+                .rows(tree::KV, start, end)?
+                .take(DELETE_BATCH)
+                .map(|row| {
+                    let (key, row) = row?;
+                    Ok(codec::decode_kv(key, row)?)
+                })
+                .collect::<KvResult<Vec<KeyValue>>>()?;
+            let Some(last) = batch.last() else {
+                return Ok(response);
+            };
+            after = Some(last.key.clone());
+            let full = batch.len() == DELETE_BATCH;
+            for old in batch {
+                response.deleted += 1;
+                if request.prev_kv {
+                    response.prev_kvs.push(old.clone());
+                }
+                self.delete_key(old)?;
+            }
+            if !full {
+                return Ok(response);
+            }
+        }
+    }
+
+    /// Deletes the lease and every key attached to it.
+    pub(crate) fn revoke(&mut self, lease: LeaseId) -> KvResult<()> {
+        self.wrote = true;
+        let first = codec::lease_key(lease);
+        let prefix_len = first.len();
+        loop {
+            let keys = self
+                .txn
+                .rows(tree::LEASE_KEYS, Bound::Included(&first), Bound::Unbounded)?
+                .take(DELETE_BATCH)
+                .map_while(|row| match row {
+                    Ok((row_key, _)) if row_key.starts_with(&first) => {
+                        Some(Ok(row_key.get(prefix_len..).unwrap_or_default().to_vec()))
+                    }
+                    Ok(_) => None,
+                    Err(e) => Some(Err(e)),
+                })
+                .collect::<crate::Result<Vec<Vec<u8>>>>()?;
+            if keys.is_empty() {
+                break;
+            }
+            for key in keys {
+                match self.current(&key)? {
+                    Some(old) => self.delete_key(old)?,
+                    // Cannot happen while `lease_keys` follows `kv`; drop
+                    // the stray row so the loop ends either way.
+                    None => {
+                        self.txn
+                            .tree(tree::LEASE_KEYS)?
+                            .remove(&codec::lease_key_row(lease, &key))?;
+                    }
+                }
+            }
+        }
+        self.txn.tree(tree::LEASES)?.remove(&first)?;
+        Ok(())
+    }
+
+    /// Stores a lease.
+    pub(crate) fn store_lease(&mut self, id: LeaseId, lease: &LeaseRow) -> KvResult<()> {
+        self.wrote = true;
+        self.txn
+            .tree(tree::LEASES)?
+            .insert(&codec::lease_key(id), &codec::encode_lease(lease))?;
+        Ok(())
+    }
+}
+
+/// The lease `id`, as `snap` sees it.
+pub(crate) fn lease_row<T: Snapshot>(snap: &T, id: LeaseId) -> KvResult<Option<LeaseRow>> {
+    if id <= 0 {
+        return Ok(None);
+    }
+    match snap.row(tree::LEASES, &codec::lease_key(id))? {
+        Some(row) => Ok(Some(codec::decode_lease(row)?)),
+        None => Ok(None),
+    }
+}
