@@ -19,6 +19,9 @@ pub fn normal(e: &KvError) -> String {
     }
 }
 
+/// `(revision, key, pair after or None for a delete, pair before)`.
+pub type Change = (u64, Vec<u8>, Option<KeyValue>, Option<KeyValue>);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelLease {
     pub ttl: i64,
@@ -33,6 +36,9 @@ pub struct Model {
     pub leases: BTreeMap<i64, ModelLease>,
     pub current: u64,
     pub compact: u64,
+    /// Every change in the order it was made: `(revision, key, pair after
+    /// or None for a delete, pair before)`.
+    pub log: Vec<Change>,
 }
 
 fn in_range(key: &[u8], start: &[u8], end: &[u8]) -> bool {
@@ -151,6 +157,11 @@ impl Model {
         state
     }
 
+    /// The pair alive under `key` now.
+    pub fn current_of(&self, key: &[u8]) -> Option<KeyValue> {
+        self.versions.get(key)?.last()?.1.clone()
+    }
+
     pub fn head(&self) -> BTreeMap<Vec<u8>, KeyValue> {
         self.at(u64::MAX)
     }
@@ -229,24 +240,21 @@ impl Model {
                 current: self.current,
             }));
         }
-        let mut next = self.clone();
-        let result = next.run(rev, entry);
-        if result.is_ok() {
-            *self = next;
-        }
+        // `run` makes every check before its first change.
+        let result = self.run(rev, entry);
         self.current = rev;
         result
     }
 
     fn write(&mut self, rev: u64, key: &[u8], kv: Option<KeyValue>) {
-        self.versions
-            .entry(key.to_vec())
-            .or_default()
-            .push((rev, kv));
+        let versions = self.versions.entry(key.to_vec()).or_default();
+        let prev = versions.last().and_then(|(_, kv)| kv.clone());
+        versions.push((rev, kv.clone()));
+        self.log.push((rev, key.to_vec(), kv, prev));
     }
 
     fn put(&mut self, rev: u64, p: &PutRequest) -> PutResponse {
-        let old = self.head().get(&p.key).cloned();
+        let old = self.current_of(&p.key);
         let kv = KeyValue {
             key: p.key.clone(),
             create_revision: old.as_ref().map_or(rev, |o| o.create_revision),
@@ -268,7 +276,7 @@ impl Model {
     }
 
     fn put_dynamic(&self, p: &PutRequest) -> Result<(), String> {
-        if (p.ignore_value || p.ignore_lease) && !self.head().contains_key(&p.key) {
+        if (p.ignore_value || p.ignore_lease) && self.current_of(&p.key).is_none() {
             return Err(normal(&KvError::KeyNotFound));
         }
         if p.lease != 0 && !self.leases.contains_key(&p.lease) {
@@ -501,18 +509,32 @@ impl Model {
             }
         }
     }
+}
 
-    /// Events of revisions `from..`, in order, as a watcher sees them.
-    pub fn events_from(&self, from: u64) -> Vec<(u64, Vec<u8>, Option<KeyValue>)> {
-        let mut all = Vec::new();
-        for (key, versions) in &self.versions {
-            for (rev, kv) in versions {
-                if *rev >= from {
-                    all.push((*rev, key.clone(), kv.clone()));
-                }
-            }
-        }
-        all.sort_by_key(|e| e.0);
-        all
-    }
+/// What a watcher of `request` that started at `start` must see: every
+/// change in its range from `start` on, filters applied, in order.
+pub fn expected_events(model: &Model, request: &WatchRequest, start: u64) -> Vec<Event> {
+    model
+        .log
+        .iter()
+        .filter(|(rev, key, kv, _)| {
+            *rev >= start
+                && in_range(key, &request.key, &request.range_end)
+                && !(request.no_put && kv.is_some())
+                && !(request.no_delete && kv.is_none())
+        })
+        .map(|(rev, key, kv, prev)| Event {
+            kind: if kv.is_some() {
+                EventKind::Put
+            } else {
+                EventKind::Delete
+            },
+            kv: kv.clone().unwrap_or(KeyValue {
+                key: key.clone(),
+                mod_revision: *rev,
+                ..KeyValue::default()
+            }),
+            prev_kv: if request.prev_kv { prev.clone() } else { None },
+        })
+        .collect()
 }
