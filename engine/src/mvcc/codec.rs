@@ -430,6 +430,52 @@ mod tests {
     }
 
     #[test]
+    fn rows_have_the_documented_bytes() {
+        let kv = KeyValue {
+            key: b"k".to_vec(),
+            create_revision: 0x0102,
+            mod_revision: 0x0304,
+            version: 5,
+            lease: 6,
+            value: b"v".to_vec(),
+        };
+        let mut expected = vec![1];
+        for n in [0x0102u64, 0x0304, 5, 6] {
+            expected.extend_from_slice(&n.to_le_bytes());
+        }
+        expected.push(b'v');
+        assert_eq!(encode_kv(&kv), expected);
+        let mut hist = vec![1, 1];
+        for n in [0x0102u64, 5, 6] {
+            hist.extend_from_slice(&n.to_le_bytes());
+        }
+        hist.push(b'v');
+        assert_eq!(encode_hist(Some(&kv)), hist);
+        assert_eq!(encode_hist(None), vec![1, 2]);
+        assert_eq!(
+            hist_key(b"a\x00", 0x0102),
+            vec![b'a', 0, 0xff, 0, 1, 0, 0, 0, 0, 0, 0, 1, 2]
+        );
+        assert_eq!(revlog_key(0x0102, 3), [0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 3]);
+        assert_eq!(encode_event(EventKind::Put, b"k"), vec![1, 1, b'k']);
+        let lease = LeaseRow {
+            ttl: 10,
+            remaining_ttl: 4,
+            granted_rev: 2,
+        };
+        let mut lease_bytes = vec![1];
+        for n in [10u64, 4, 2] {
+            lease_bytes.extend_from_slice(&n.to_le_bytes());
+        }
+        assert_eq!(encode_lease(&lease), lease_bytes);
+        assert_eq!(
+            lease_key_row(0x0102, b"k"),
+            vec![0, 0, 0, 0, 0, 0, 1, 2, b'k']
+        );
+        assert_eq!(encode_meta(7), vec![1, 7, 0, 0, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
     fn prefix_end_increments_the_last_byte_below_ff() {
         use crate::mvcc::types::prefix_end;
         assert_eq!(prefix_end(b"a/"), b"a0".to_vec());

@@ -1,0 +1,253 @@
+//! Per-operation cost of one shard's keyspace, on a shard of 1M keys
+//! (`KEEL_BENCH_KEYS` overrides): put and txn CAS (batches of 1 and of 100
+//! entries per commit), get, a prefix range of 100 keys; compaction of 1M
+//! revisions in steps of 1,000 rows (each step is one pause for applies;
+//! the longest is printed); one write fanned out to 10,000 watchers of one
+//! prefix.
+//!
+//! `cargo bench -p keel-bench --bench mvcc`. Files go to `$KEEL_BENCH_DIR`
+//! (default: the system temp directory).
+#![allow(missing_docs)] // criterion's macros generate undocumented items
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use keel_bench::shard_load::{self, key};
+use keel_engine::btree::{CommitSync, Options};
+use keel_engine::mvcc::{
+    prefix_end, Compare, CompareResult, CompareTarget, Entry, Indexed, PutRequest, RangeRequest,
+    RequestOp, Store, TxnRequest, WatchRequest, WatchUpdate,
+};
+
+fn bench_dir() -> tempfile::TempDir {
+    let base = std::env::var_os("KEEL_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::tempdir_in(base).expect("create bench directory")
+}
+
+fn keys() -> u64 {
+    std::env::var("KEEL_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000)
+}
+
+fn options() -> Options {
+    Options {
+        commit_sync: CommitSync::OneSync,
+        ..Options::default()
+    }
+}
+
+/// A small xorshift, so the benches need no random crate.
+struct Keys(u64);
+
+impl Keys {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+fn put(i: u64) -> Entry {
+    Entry::Put(PutRequest {
+        key: key(i),
+        value: vec![b'u'; 100],
+        ..Default::default()
+    })
+}
+
+/// Applies `entries` as one batch at fresh revisions.
+fn apply(store: &mut Store, entries: &[Entry]) {
+    let mut revision = store.current_revision();
+    let mut index = store.applied_index();
+    let items: Vec<Indexed> = entries
+        .iter()
+        .map(|entry| {
+            revision += 1;
+            index += 1;
+            Indexed {
+                index,
+                revision,
+                entry,
+            }
+        })
+        .collect();
+    for result in store.apply_batch(&items).expect("apply") {
+        result.expect("entry applies");
+    }
+}
+
+/// A compare-and-swap of key `i` against its current mod revision.
+fn cas(store: &Store, i: u64) -> Entry {
+    let current = store
+        .range(&RangeRequest {
+            key: key(i),
+            ..Default::default()
+        })
+        .expect("get");
+    let revision = current.kvs.first().map_or(0, |kv| kv.mod_revision);
+    Entry::Txn(TxnRequest {
+        compare: vec![Compare {
+            key: key(i),
+            range_end: Vec::new(),
+            target: CompareTarget::Mod(revision),
+            result: CompareResult::Equal,
+        }],
+        success: vec![RequestOp::Put(PutRequest {
+            key: key(i),
+            value: vec![b'c'; 100],
+            ..Default::default()
+        })],
+        failure: Vec::new(),
+    })
+}
+
+fn operations(c: &mut Criterion) {
+    let dir = bench_dir();
+    let mut store = Store::open(dir.path().join("kv.db"), options()).expect("open");
+    let count = keys();
+    let started = Instant::now();
+    shard_load::fill(&mut store, count, 1, 100, 10_000).expect("fill");
+    eprintln!(
+        "loaded {count} keys in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let mut rng = Keys(0x2545_f491_4f6c_dd1d);
+
+    let mut group = c.benchmark_group(format!("mvcc/{count}_keys"));
+    for batch in [1u64, 100] {
+        group.throughput(Throughput::Elements(batch));
+        group.bench_function(format!("put/batch_{batch}"), |b| {
+            b.iter_batched(
+                || (0..batch).map(|_| put(rng.next(count))).collect::<Vec<_>>(),
+                |entries| apply(&mut store, &entries),
+                BatchSize::SmallInput,
+            )
+        });
+        // Each CAS compares the key's mod revision with the one a read just
+        // gave (the read is set-up, not measured), then puts.
+        let store_cell = std::cell::RefCell::new(&mut store);
+        group.bench_function(format!("txn_cas/batch_{batch}"), |b| {
+            b.iter_batched(
+                || {
+                    let store = store_cell.borrow();
+                    (0..batch)
+                        .map(|_| cas(&store, rng.next(count)))
+                        .collect::<Vec<_>>()
+                },
+                |entries| apply(&mut store_cell.borrow_mut(), &entries),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("get", |b| {
+        b.iter(|| {
+            let request = RangeRequest {
+                key: key(rng.next(count)),
+                ..Default::default()
+            };
+            store.range(&request).expect("get")
+        })
+    });
+    group.bench_function("prefix_range_100", |b| {
+        b.iter(|| {
+            let first = key(rng.next(count) / 100 * 100);
+            let prefix = first[..first.len() - 2].to_vec();
+            let request = RangeRequest {
+                range_end: prefix_end(&prefix),
+                key: prefix,
+                ..Default::default()
+            };
+            let found = store.range(&request).expect("range");
+            assert_eq!(found.kvs.len() as u64, 100.min(count));
+            found
+        })
+    });
+    group.finish();
+}
+
+/// 100,000 keys written 10 times each: 1M revisions, 900,000 of them
+/// superseded. Compacting to the head removes them and their log rows.
+fn compaction(c: &mut Criterion) {
+    let dir = bench_dir();
+    let mut store = Store::open(dir.path().join("kv.db"), options()).expect("open");
+    let revisions = keys();
+    let head = shard_load::fill(&mut store, revisions / 10, 10, 100, 10_000).expect("fill");
+    apply(&mut store, &[Entry::Compact { revision: head }]);
+    let mut longest = Duration::ZERO;
+    let mut removed = 0usize;
+    let mut busy = Duration::ZERO;
+    let mut group = c.benchmark_group("mvcc/compaction");
+    group.bench_function("step_1000_rows", |b| {
+        b.iter_custom(|iterations| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iterations {
+                let started = Instant::now();
+                let step = store.compact_step(1000).expect("step");
+                let took = started.elapsed();
+                total += took;
+                if step.removed > 0 {
+                    longest = longest.max(took);
+                    removed += step.removed;
+                    busy += took;
+                }
+            }
+            total
+        })
+    });
+    group.finish();
+    eprintln!(
+        "compaction: {removed} rows removed in {:.2} s of steps ({:.0} rows/s), longest step (apply pause) {:.2} ms",
+        busy.as_secs_f64(),
+        removed as f64 / busy.as_secs_f64().max(f64::EPSILON),
+        longest.as_secs_f64() * 1e3
+    );
+}
+
+fn watch_fan_out(c: &mut Criterion) {
+    let dir = bench_dir();
+    let mut store = Store::open(dir.path().join("kv.db"), options()).expect("open");
+    let request = WatchRequest {
+        key: b"svc/".to_vec(),
+        range_end: prefix_end(b"svc/"),
+        ..Default::default()
+    };
+    let watchers: Vec<_> = (0..10_000)
+        .map(|_| store.watch(&request).expect("watch"))
+        .collect();
+    let write = Entry::Put(PutRequest {
+        key: b"svc/endpoint".to_vec(),
+        value: vec![b'e'; 100],
+        ..Default::default()
+    });
+    let mut group = c.benchmark_group("mvcc/watch");
+    group.throughput(Throughput::Elements(watchers.len() as u64));
+    group.bench_function("one_write_to_10000_watchers", |b| {
+        b.iter(|| {
+            apply(&mut store, std::slice::from_ref(&write));
+            let mut delivered = 0;
+            for id in store.watches_ready() {
+                if let Some(WatchUpdate::Events { events, .. }) =
+                    store.watch_poll(id, 1 << 20).expect("poll")
+                {
+                    delivered += events.len();
+                }
+            }
+            assert_eq!(delivered, watchers.len());
+        })
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(5));
+    targets = operations, compaction, watch_fan_out
+}
+criterion_main!(benches);
