@@ -322,8 +322,12 @@ pub(crate) fn decode_lease(row: &[u8]) -> Result<LeaseRow> {
     if row.len() != 25 {
         return Err(bad("leases", "row is not 25 bytes"));
     }
+    let ttl = field(1)? as i64;
+    if ttl < 1 {
+        return Err(bad("leases", format!("TTL {ttl} below 1")));
+    }
     Ok(LeaseRow {
-        ttl: field(1)? as i64,
+        ttl,
         remaining_ttl: field(9)? as i64,
         granted_rev: field(17)?,
     })

@@ -484,7 +484,8 @@ fn sorted_answer<S: Snapshot>(
             sort(&mut kvs);
             kvs.truncate(limit);
             bytes = kvs.iter().map(answer_size).sum();
-        } else if limit == 0 && bytes > MAX_SORTED_BYTES {
+        }
+        if bytes > MAX_SORTED_BYTES {
             return Err(KvError::ResultTooLarge(target_name(target)));
         }
         Ok(ControlFlow::Continue(()))

@@ -184,7 +184,6 @@ impl<S: Storage> Store<S> {
         let mut txn = self.db.begin_write()?;
         let mut results = Vec::with_capacity(batch.len());
         for (at, item) in batch.iter().enumerate() {
-            let before = revisions;
             let (result, wrote) = apply_entry(&mut txn, &mut events, &mut revisions, item);
             match result {
                 Ok(response) => results.push(Ok(Applied {
@@ -200,23 +199,21 @@ impl<S: Storage> Store<S> {
                         drop(txn);
                         txn = self.db.begin_write()?;
                         events = EventLog::default();
+                        // Only the entries that were applied are applied
+                        // again; refused ones only advance the revision.
                         revisions = start;
-                        for earlier in batch.iter().take(at) {
-                            let (replayed, _) =
-                                apply_entry(&mut txn, &mut events, &mut revisions, earlier);
-                            if let Err(e) = replayed {
-                                if e.is_fatal() {
-                                    return Err(e);
+                        for (earlier, outcome) in batch.iter().zip(&results).take(at) {
+                            if outcome.is_ok() {
+                                let (replayed, _) =
+                                    apply_entry(&mut txn, &mut events, &mut revisions, earlier);
+                                if let Err(e) = replayed {
+                                    return Err(replay_diverged(e));
                                 }
+                            } else {
+                                advance(&mut revisions, earlier.revision);
                             }
                         }
-                    }
-                    revisions = Revisions {
-                        current: before.current.max(item.revision),
-                        ..before
-                    };
-                    if matches!(e, KvError::RevisionNotIncreasing { .. }) {
-                        revisions = before;
+                        advance(&mut revisions, item.revision);
                     }
                     results.push(Err(e));
                 }
@@ -321,6 +318,21 @@ impl<S: Storage> Store<S> {
     }
 }
 
+/// A refused entry still takes its revision (never one at or below the
+/// current one: that refusal is `RevisionNotIncreasing`).
+fn advance(revisions: &mut Revisions, revision: Revision) {
+    revisions.current = revisions.current.max(revision);
+}
+
+fn replay_diverged(e: KvError) -> KvError {
+    if e.is_fatal() {
+        return e;
+    }
+    KvError::Storage(crate::Error::Failed(format!(
+        "an entry refused on replay that applied before: {e}"
+    )))
+}
+
 fn lease_info(id: LeaseId, row: LeaseRow) -> LeaseInfo {
     LeaseInfo {
         id,
@@ -357,8 +369,14 @@ fn apply_entry<S: Storage>(
     };
     let result = run_entry(&mut writer, before, revisions, item.entry);
     let wrote = writer.wrote;
-    if result.is_ok() {
-        revisions.current = rev;
+    match &result {
+        Ok(_) => revisions.current = rev,
+        // Refused: nothing but the revision changes.
+        Err(e) if !e.is_fatal() => {
+            *revisions = before;
+            advance(revisions, rev);
+        }
+        Err(_) => {}
     }
     (result, wrote)
 }

@@ -16,6 +16,7 @@ use crate::mvcc::snapshot::Snapshot;
 use crate::mvcc::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue, PutRequest, RangeRequest,
     RangeResponse, RequestOp, ResponseOp, TxnRequest, TxnResponse, MAX_REQUEST_BYTES, MAX_TXN_OPS,
+    MAX_VALUE_LEN,
 };
 use crate::mvcc::write::{lease_row, Writer};
 
@@ -77,7 +78,14 @@ pub(crate) fn check_put_static(put: &PutRequest) -> KvResult<()> {
     if put.lease < 0 {
         return Err(KvError::LeaseNotFound(put.lease));
     }
-    check_size(put.key.len() + put.value.len())
+    check_size(put.key.len() + put.value.len())?;
+    if put.value.len() > MAX_VALUE_LEN {
+        return Err(KvError::RequestTooLarge {
+            len: put.value.len(),
+            max: MAX_VALUE_LEN,
+        });
+    }
+    Ok(())
 }
 
 /// The checks of a put against the state it will apply to.

@@ -18,6 +18,10 @@ pub const MAX_KEY_LEN: usize = 2040;
 /// Largest request, in bytes of keys and values (etcd's default).
 pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
 
+/// Largest value, in bytes: a stored row adds a header of up to 33 bytes
+/// and must stay within the B+-tree's value limit of 1.5 MiB.
+pub const MAX_VALUE_LEN: usize = MAX_REQUEST_BYTES - 64;
+
 /// Most operations in one transaction branch, at any nesting level (etcd's
 /// default `--max-txn-ops`).
 pub const MAX_TXN_OPS: usize = 128;

@@ -253,7 +253,7 @@ impl<S: Storage> Store<S> {
         hub.next_id += 1;
         let catch_up = request.start_revision != 0 && request.start_revision <= current;
         let from = if request.start_revision == 0 {
-            current + 1
+            current.saturating_add(1)
         } else {
             request.start_revision
         };
@@ -364,14 +364,14 @@ impl<S: Storage> Store<S> {
         let Some(w) = self.watches.watchers.get_mut(&id) else {
             return Ok(None);
         };
-        let page = catch_up(&snap, w, max_bytes)?;
+        let page = catch_up(&snap, w, max_bytes, revisions.compact)?;
         match page.resume {
             Some(at) => {
                 w.from = at;
                 self.watches.ready.insert(id);
             }
             None => {
-                w.from = (revisions.current + 1, 0);
+                w.from = (w.from.0.max(revisions.current.saturating_add(1)), 0);
                 self.watches.join_live(id);
             }
         }
@@ -395,7 +395,15 @@ struct CatchUpPage {
 /// Reads the revision log from the watcher's position: whole revisions
 /// until about `max_bytes` of its events or [`MAX_CATCH_UP_ROWS`] rows, a
 /// revision split only when it alone is larger.
-fn catch_up<T: Snapshot>(snap: &T, w: &Watcher, max_bytes: usize) -> KvResult<CatchUpPage> {
+///
+/// A previous pair is attached only when it is at or above the compaction
+/// point, so the answer does not depend on how far compaction has got.
+fn catch_up<T: Snapshot>(
+    snap: &T,
+    w: &Watcher,
+    max_bytes: usize,
+    compact: Revision,
+) -> KvResult<CatchUpPage> {
     let start = codec::revlog_key(w.from.0, w.from.1);
     let mut events = Vec::new();
     let mut bytes = 0;
@@ -450,7 +458,9 @@ fn catch_up<T: Snapshot>(snap: &T, w: &Watcher, max_bytes: usize) -> KvResult<Ca
             },
         };
         let prev_kv = if w.prev_kv && revision > 1 {
-            version_at(snap, key, revision - 1)?.map(|(meta, value)| meta.with(key, value))
+            version_at(snap, key, revision - 1)?
+                .filter(|(meta, _)| meta.mod_revision >= compact)
+                .map(|(meta, value)| meta.with(key, value))
         } else {
             None
         };

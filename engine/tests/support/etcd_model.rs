@@ -88,7 +88,14 @@ fn put_static(p: &PutRequest) -> Result<(), String> {
     if p.lease < 0 {
         return Err(normal(&KvError::LeaseNotFound(p.lease)));
     }
-    size_check(p.key.len() + p.value.len())
+    size_check(p.key.len() + p.value.len())?;
+    if p.value.len() > MAX_VALUE_LEN {
+        return Err(normal(&KvError::RequestTooLarge {
+            len: p.value.len(),
+            max: MAX_VALUE_LEN,
+        }));
+    }
+    Ok(())
 }
 
 fn op_bytes(op: &RequestOp) -> usize {
