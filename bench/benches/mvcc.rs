@@ -16,8 +16,8 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use keel_bench::shard_load::{self, key};
 use keel_engine::btree::{CommitSync, Options};
 use keel_engine::mvcc::{
-    prefix_end, Compare, CompareResult, CompareTarget, Entry, Indexed, PutRequest, RangeRequest,
-    RequestOp, Store, TxnRequest, WatchRequest, WatchUpdate,
+    prefix_end, Compare, CompareResult, CompareTarget, Entry, PutRequest, RangeRequest, RequestOp,
+    Store, TxnRequest, WatchRequest, WatchUpdate,
 };
 
 fn bench_dir() -> tempfile::TempDir {
@@ -63,23 +63,7 @@ fn put(i: u64) -> Entry {
 
 /// Applies `entries` as one batch at fresh revisions.
 fn apply(store: &mut Store, entries: &[Entry]) {
-    let mut revision = store.current_revision();
-    let mut index = store.applied_index();
-    let items: Vec<Indexed> = entries
-        .iter()
-        .map(|entry| {
-            revision += 1;
-            index += 1;
-            Indexed {
-                index,
-                revision,
-                entry,
-            }
-        })
-        .collect();
-    for result in store.apply_batch(&items).expect("apply") {
-        result.expect("entry applies");
-    }
+    shard_load::apply_next(store, entries).expect("entries apply");
 }
 
 /// A compare-and-swap of key `i` against its current mod revision.

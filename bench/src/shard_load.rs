@@ -42,7 +42,6 @@ fn put_all(
     batch: u64,
 ) -> KvResult<u64> {
     let mut revision = store.current_revision();
-    let mut index = store.applied_index();
     let value = vec![b'v'; value_len];
     for _ in 0..versions {
         let mut next = first;
@@ -57,23 +56,33 @@ fn put_all(
                     })
                 })
                 .collect();
-            let items: Vec<Indexed> = entries
-                .iter()
-                .map(|entry| {
-                    revision += 1;
-                    index += 1;
-                    Indexed {
-                        index,
-                        revision,
-                        entry,
-                    }
-                })
-                .collect();
-            for result in store.apply_batch(&items)? {
-                result?;
-            }
+            revision = apply_next(store, &entries)?;
             next = end;
         }
+    }
+    Ok(revision)
+}
+
+/// Applies `entries` as one batch, each at the next revision and Raft
+/// index after the store's; every entry must apply. Returns the last
+/// revision.
+pub fn apply_next(store: &mut Store, entries: &[Entry]) -> KvResult<u64> {
+    let mut revision = store.current_revision();
+    let mut index = store.applied_index();
+    let items: Vec<Indexed> = entries
+        .iter()
+        .map(|entry| {
+            revision += 1;
+            index += 1;
+            Indexed {
+                index,
+                revision,
+                entry,
+            }
+        })
+        .collect();
+    for result in store.apply_batch(&items)? {
+        result?;
     }
     Ok(revision)
 }

@@ -67,7 +67,6 @@ fn main() -> anyhow::Result<()> {
     let mut loaded = 0;
     while loaded < keys {
         let chunk = (keys - loaded).min(1_000_000);
-        // Keys are numbered from 0 in every chunk call; offset them.
         shard_load::fill_from(&mut store, loaded, chunk, 100, batch)?;
         loaded += chunk;
         report(&format!(

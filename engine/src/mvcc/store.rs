@@ -12,7 +12,7 @@ use crate::mvcc::snapshot::Snapshot;
 use crate::mvcc::txn;
 use crate::mvcc::types::{Entry, LeaseId, RangeRequest, RangeResponse, Response, Revision};
 use crate::mvcc::watch::WatchHub;
-use crate::mvcc::write::{lease_row, EventLog, Writer};
+use crate::mvcc::write::{attached_keys, lease_row, EventLog, Writer};
 
 /// Largest TTL a lease may have, in seconds (etcd's `MaxLeaseTTL`).
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
@@ -277,17 +277,7 @@ impl<S: Storage> Store<S> {
 
     /// The keys attached to lease `id`, in order.
     pub fn lease_keys(&self, id: LeaseId) -> KvResult<Vec<Vec<u8>>> {
-        let snap = self.snapshot()?;
-        let first = codec::lease_key(id);
-        snap.rows(tree::LEASE_KEYS, Bound::Included(&first), Bound::Unbounded)?
-            .map_while(|row| match row {
-                Ok((key, _)) if key.starts_with(&first) => {
-                    Some(Ok(key.get(first.len()..).unwrap_or_default().to_vec()))
-                }
-                Ok(_) => None,
-                Err(e) => Some(Err(e.into())),
-            })
-            .collect()
+        attached_keys(&self.snapshot()?, id, usize::MAX)
     }
 
     /// Removes up to about `max_rows` rows of history below the compaction

@@ -212,21 +212,8 @@ impl<S: Storage> Writer<'_, S> {
     /// Deletes the lease and every key attached to it.
     pub(crate) fn revoke(&mut self, lease: LeaseId) -> KvResult<()> {
         self.wrote = true;
-        let first = codec::lease_key(lease);
-        let prefix_len = first.len();
         loop {
-            let keys = self
-                .txn
-                .rows(tree::LEASE_KEYS, Bound::Included(&first), Bound::Unbounded)?
-                .take(DELETE_BATCH)
-                .map_while(|row| match row {
-                    Ok((row_key, _)) if row_key.starts_with(&first) => {
-                        Some(Ok(row_key.get(prefix_len..).unwrap_or_default().to_vec()))
-                    }
-                    Ok(_) => None,
-                    Err(e) => Some(Err(e)),
-                })
-                .collect::<crate::Result<Vec<Vec<u8>>>>()?;
+            let keys = attached_keys(&*self.txn, lease, DELETE_BATCH)?;
             if keys.is_empty() {
                 break;
             }
@@ -243,7 +230,9 @@ impl<S: Storage> Writer<'_, S> {
                 }
             }
         }
-        self.txn.tree(tree::LEASES)?.remove(&first)?;
+        self.txn
+            .tree(tree::LEASES)?
+            .remove(&codec::lease_key(lease))?;
         Ok(())
     }
 
@@ -266,4 +255,24 @@ pub(crate) fn lease_row<T: Snapshot>(snap: &T, id: LeaseId) -> KvResult<Option<L
         Some(row) => Ok(Some(codec::decode_lease(row)?)),
         None => Ok(None),
     }
+}
+
+/// The first `limit` keys attached to lease `id`, in key order.
+pub(crate) fn attached_keys<T: Snapshot>(
+    snap: &T,
+    id: LeaseId,
+    limit: usize,
+) -> KvResult<Vec<Vec<u8>>> {
+    let first = codec::lease_key(id);
+    let keys = snap
+        .rows(tree::LEASE_KEYS, Bound::Included(&first), Bound::Unbounded)?
+        .take(limit)
+        .map_while(|row| match row {
+            Ok((row_key, _)) => row_key
+                .strip_prefix(first.as_slice())
+                .map(|k| Ok(k.to_vec())),
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<crate::Result<Vec<Vec<u8>>>>()?;
+    Ok(keys)
 }

@@ -173,19 +173,26 @@ impl Model {
         self.at(u64::MAX)
     }
 
-    pub fn range(&self, r: &RangeRequest) -> Result<RangeResponse, String> {
-        check_key(&r.key, &r.range_end)?;
-        if r.revision > self.current {
+    /// A read at `revision` (0: the head) must be neither ahead of the
+    /// current revision nor below the compaction point.
+    fn check_read_revision(&self, revision: u64) -> Result<(), String> {
+        if revision > self.current {
             return Err(normal(&KvError::FutureRevision {
-                requested: r.revision,
+                requested: revision,
                 current: self.current,
             }));
         }
-        if r.revision != 0 && r.revision < self.compact {
+        if revision != 0 && revision < self.compact {
             return Err(normal(&KvError::Compacted {
                 compact_revision: self.compact,
             }));
         }
+        Ok(())
+    }
+
+    pub fn range(&self, r: &RangeRequest) -> Result<RangeResponse, String> {
+        check_key(&r.key, &r.range_end)?;
+        self.check_read_revision(r.revision)?;
         let state = if r.revision == 0 {
             self.head()
         } else {
@@ -380,19 +387,7 @@ impl Model {
                     }
                 }
                 RequestOp::DeleteRange(d) => deletes.push((d.key.clone(), d.range_end.clone())),
-                RequestOp::Range(r) => {
-                    if r.revision > self.current {
-                        return Err(normal(&KvError::FutureRevision {
-                            requested: r.revision,
-                            current: self.current,
-                        }));
-                    }
-                    if r.revision != 0 && r.revision < self.compact {
-                        return Err(normal(&KvError::Compacted {
-                            compact_revision: self.compact,
-                        }));
-                    }
-                }
+                RequestOp::Range(r) => self.check_read_revision(r.revision)?,
                 RequestOp::Txn(n) => {
                     if let Some(p) = nested {
                         self.check_path(n, p, puts, deletes)?;

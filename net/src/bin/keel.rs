@@ -5,8 +5,9 @@
 
 const PLAN: &str = "\
 keel is a strongly consistent, replicated key-value store (etcd v3 semantics,
-one Raft group per core). This build has its storage foundations only (the
-write-ahead log and the B+-tree file); the server, which will listen for
+one Raft group per core). This build has its storage foundations and one
+shard's keyspace as a library (the write-ahead log, the B+-tree file, the
+MVCC keyspace with leases and watches); the server, which will listen for
 clients and serve reads, writes, watches and leases, is not built yet.";
 
 fn main() {
