@@ -221,11 +221,20 @@ fn entry(rng: &mut StdRng, current: u64) -> Entry {
                 .map(|_| (rng.gen_range(1..7), rng.gen_range(-5..120)))
                 .collect(),
         },
-        _ => Entry::Put(PutRequest {
+        _ if rng.gen_bool(0.2) => Entry::Put(PutRequest {
             key: key(rng),
-            value: vec![b'x'; MAX_REQUEST_BYTES],
+            value: vec![
+                b'x';
+                [
+                    MAX_REQUEST_BYTES,
+                    MAX_REQUEST_BYTES - 1,
+                    MAX_VALUE_LEN,
+                    MAX_VALUE_LEN + 1
+                ][rng.gen_range(0..4)]
+            ],
             ..Default::default()
         }),
+        _ => Entry::Put(put(rng)),
     }
 }
 

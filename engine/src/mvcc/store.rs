@@ -78,6 +78,10 @@ pub struct Store<S: Storage = FileStorage> {
     /// History below this is all removed; below `revisions.compact` it is
     /// being removed.
     compacted: Revision,
+    /// Where compaction's second phase (changes at exactly the compaction
+    /// revision, see `compact.rs`) goes on: (target, seq). Kept in memory
+    /// only: after a reopen or a new target it starts over at seq 0.
+    compact_cursor: (Revision, u32),
     pub(crate) watches: WatchHub,
 }
 
@@ -121,6 +125,7 @@ impl<S: Storage> Store<S> {
             db,
             revisions,
             compacted,
+            compact_cursor: (0, 0),
             watches,
         })
     }
@@ -291,19 +296,24 @@ impl<S: Storage> Store<S> {
                 done: true,
             });
         }
+        let seq_at_target = match self.compact_cursor {
+            (cursor_target, seq) if cursor_target == target => seq,
+            _ => 0,
+        };
         let mut txn = self.db.begin_write()?;
-        let (removed, finished) = crate::mvcc::compact::step(&mut txn, target, max_rows)?;
-        if finished {
+        let progress = crate::mvcc::compact::step(&mut txn, target, seq_at_target, max_rows)?;
+        if progress.done {
             txn.tree(tree::META)?
                 .insert(meta_key::COMPACTED_REV, &codec::encode_meta(target))?;
         }
         txn.commit()?;
-        if finished {
+        self.compact_cursor = (target, progress.next_seq_at_target);
+        if progress.done {
             self.compacted = target;
         }
         Ok(CompactStep {
-            removed,
-            done: finished,
+            removed: progress.removed,
+            done: progress.done,
         })
     }
 }
