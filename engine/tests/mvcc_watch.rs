@@ -1,5 +1,6 @@
 //! Watchers against the reference model: random interleavings of writes
-//! (including revisions with more events than are kept in memory),
+//! (including revisions with more events, and batches with more bytes of
+//! events, than are kept in memory),
 //! compactions, and watchers that poll fast, slowly, or not at all until
 //! the end (so their buffers overflow and they catch up from the revision
 //! log). Every watcher must see exactly the changes of its range from its
@@ -211,6 +212,20 @@ fn run(seed: u64, dir: &std::path::Path) {
                 index += 1;
                 store.apply(index, rev, &wipe).unwrap();
                 model.apply(rev, &wipe).unwrap();
+            }
+            _ if step == 200 => {
+                // A batch with more bytes of events (values and previous
+                // values) than are kept in memory: it overflows midway.
+                let large: Vec<Entry> = (0..12)
+                    .map(|i| {
+                        Entry::Put(PutRequest {
+                            key: KEYS[i % KEYS.len()].to_vec(),
+                            value: vec![b'L'; 1400 << 10],
+                            ..Default::default()
+                        })
+                    })
+                    .collect();
+                apply_one_batch(&mut store, &mut model, &mut rev, &mut index, &large);
             }
             _ if step == 100 || step == 250 => {
                 // More revisions than a stalled watcher may buffer.

@@ -352,3 +352,16 @@ pub struct Event {
     /// The pair before, when the watcher asked for it and it existed.
     pub prev_kv: Option<KeyValue>,
 }
+
+impl Event {
+    /// About how many bytes the event holds in memory: its keys and values
+    /// plus a fixed allowance for the numbers and allocations. Memory caps
+    /// for watchers count this.
+    pub(crate) fn size(&self) -> usize {
+        let prev = self
+            .prev_kv
+            .as_ref()
+            .map_or(0, |kv| kv.key.len() + kv.value.len());
+        self.kv.key.len() + self.kv.value.len() + prev + 48
+    }
+}

@@ -77,18 +77,28 @@ pub enum WatchUpdate {
     },
 }
 
-/// The events of one applied revision, shared by the watchers they concern.
+/// Events of one applied revision, shared by the watchers they concern:
+/// all of the revision's events, or those in one group's range.
 #[derive(Debug)]
 struct RevisionEvents {
     events: Vec<Event>,
+    /// Their [`Event::size`] total: what a watcher holding them pins.
+    bytes: usize,
 }
 
-fn event_size(event: &Event) -> usize {
-    let prev = event
-        .prev_kv
-        .as_ref()
-        .map_or(0, |kv| kv.key.len() + kv.value.len());
-    event.kv.key.len() + event.kv.value.len() + prev + 48
+impl RevisionEvents {
+    fn new(events: Vec<Event>) -> Rc<RevisionEvents> {
+        let bytes = events.iter().map(Event::size).sum();
+        Rc::new(RevisionEvents { events, bytes })
+    }
+}
+
+/// One revision in a watcher's buffer.
+#[derive(Debug)]
+struct Queued {
+    revision: Rc<RevisionEvents>,
+    /// How many of its events the watcher wants (filters apply on poll).
+    wanted: usize,
 }
 
 #[derive(Debug)]
@@ -101,8 +111,11 @@ struct Watcher {
     /// Synced: the first revision it wants. Unsynced: where the catch-up
     /// resumes, `(revision, sequence within it)`.
     from: (Revision, u32),
-    buffer: VecDeque<Rc<RevisionEvents>>,
+    buffer: VecDeque<Queued>,
+    /// Sum of `wanted` over the buffer.
     buffered_events: usize,
+    /// Sum of the buffered revisions' bytes: everything the buffer pins,
+    /// including events it does not want, so the cap bounds memory.
     buffered_bytes: usize,
 }
 
@@ -186,17 +199,31 @@ impl WatchHub {
     pub(crate) fn publish(&mut self, log: EventLog, revisions: Revisions) {
         self.current = revisions.current;
         for (revision, events) in log.revisions {
-            let batch = Rc::new(RevisionEvents { events });
+            let all = RevisionEvents::new(events);
             let mut behind = Vec::new();
             for (range, ids) in self.live.values() {
-                let in_range: Vec<&Event> = batch
+                let in_range = all
                     .events
                     .iter()
                     .filter(|e| range.contains(&e.kv.key))
-                    .collect();
-                if in_range.is_empty() {
+                    .count();
+                if in_range == 0 {
                     continue;
                 }
+                // A group that wants only part of the revision gets a copy
+                // of that part, so its watchers pin only their range's
+                // events; the copy is shared within the group.
+                let shared = if in_range == all.events.len() {
+                    all.clone()
+                } else {
+                    RevisionEvents::new(
+                        all.events
+                            .iter()
+                            .filter(|e| range.contains(&e.kv.key))
+                            .cloned()
+                            .collect(),
+                    )
+                };
                 for id in ids {
                     let Some(w) = self.watchers.get_mut(id) else {
                         continue;
@@ -204,20 +231,22 @@ impl WatchHub {
                     if revision < w.from.0 {
                         continue;
                     }
-                    let wanted: Vec<&&Event> = in_range.iter().filter(|e| w.wants(e)).collect();
-                    if wanted.is_empty() {
+                    let wanted = shared.events.iter().filter(|e| w.wants(e)).count();
+                    if wanted == 0 {
                         continue;
                     }
-                    let bytes: usize = wanted.iter().map(|e| event_size(e)).sum();
-                    if w.buffered_events + wanted.len() > MAX_BUFFERED_EVENTS
-                        || w.buffered_bytes + bytes > MAX_BUFFERED_BYTES
+                    if w.buffered_events + wanted > MAX_BUFFERED_EVENTS
+                        || w.buffered_bytes + shared.bytes > MAX_BUFFERED_BYTES
                     {
                         behind.push(*id);
                         continue;
                     }
-                    w.buffered_events += wanted.len();
-                    w.buffered_bytes += bytes;
-                    w.buffer.push_back(batch.clone());
+                    w.buffered_events += wanted;
+                    w.buffered_bytes += shared.bytes;
+                    w.buffer.push_back(Queued {
+                        revision: shared.clone(),
+                        wanted,
+                    });
                     self.ready.insert(*id);
                 }
             }
@@ -324,16 +353,14 @@ impl<S: Storage> Store<S> {
         if !w.buffer.is_empty() {
             let mut events = Vec::new();
             let mut bytes = 0;
-            while let Some(batch) = w.buffer.pop_front() {
-                for event in batch.events.iter() {
-                    if !w.wants(event) {
-                        continue;
+            while let Some(queued) = w.buffer.pop_front() {
+                w.buffered_events = w.buffered_events.saturating_sub(queued.wanted);
+                w.buffered_bytes = w.buffered_bytes.saturating_sub(queued.revision.bytes);
+                for event in queued.revision.events.iter() {
+                    if w.wants(event) {
+                        bytes += event.size();
+                        events.push(w.shape(event));
                     }
-                    let size = event_size(event);
-                    w.buffered_events = w.buffered_events.saturating_sub(1);
-                    w.buffered_bytes = w.buffered_bytes.saturating_sub(size);
-                    bytes += size;
-                    events.push(w.shape(event));
                 }
                 if bytes >= max_bytes {
                     break;
@@ -465,7 +492,7 @@ fn catch_up<T: Snapshot>(
             None
         };
         let event = Event { kind, kv, prev_kv };
-        let size = event_size(&event);
+        let size = event.size();
         bytes += size;
         revision_bytes += size;
         revision_events += 1;
@@ -483,4 +510,92 @@ fn missing_version(key: &[u8], revision: Revision) -> KvError {
         tree: "hist",
         reason: format!("revision log names {key:?} at {revision}, history has no put there"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::btree::Options;
+    use crate::mvcc::types::{DeleteRangeRequest, Entry, PutRequest, RequestOp, TxnRequest};
+
+    fn put(key: &str, value_len: usize) -> RequestOp {
+        RequestOp::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: vec![b'v'; value_len],
+            ..Default::default()
+        })
+    }
+
+    /// Applies `ops` as one transaction at revision `rev`.
+    fn apply_at(store: &mut Store, rev: Revision, ops: Vec<RequestOp>) {
+        let txn = TxnRequest {
+            compare: Vec::new(),
+            success: ops,
+            failure: Vec::new(),
+        };
+        store.apply(rev, rev, &Entry::Txn(txn)).unwrap();
+    }
+
+    fn watcher(store: &Store, id: WatchId) -> &Watcher {
+        &store.watches.watchers[&id]
+    }
+
+    #[test]
+    fn a_watcher_pins_only_the_events_of_its_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("kv.db"), Options::default()).unwrap();
+        let id = store
+            .watch(&WatchRequest {
+                key: b"a".to_vec(),
+                ..Default::default()
+            })
+            .unwrap();
+        // Each revision changes "a" a little and "b" by 600 KiB: sharing the
+        // whole revision would pin 600 KiB per buffered revision.
+        for rev in 1..=5 {
+            apply_at(&mut store, rev, vec![put("a", 10), put("b", 600 << 10)]);
+        }
+        let w = watcher(&store, id);
+        assert!(w.synced, "a small range stays live");
+        assert_eq!(w.buffer.len(), 5);
+        assert!(w.buffer.iter().all(|q| q.revision.events.len() == 1));
+        assert!(w.buffered_bytes < 1024, "{} bytes", w.buffered_bytes);
+    }
+
+    #[test]
+    fn filtered_out_events_still_count_against_the_buffer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(dir.path().join("kv.db"), Options::default()).unwrap();
+        let id = store
+            .watch(&WatchRequest {
+                key: b"a".to_vec(),
+                range_end: b"z".to_vec(),
+                no_put: true,
+                ..Default::default()
+            })
+            .unwrap();
+        apply_at(&mut store, 1, vec![put("b", 1)]);
+        // Revisions of a 400 KiB put and a small delete: the watcher wants
+        // only the delete but its buffer holds the put too, so the third
+        // revision passes the byte cap and the watcher falls behind.
+        let mut rev = 1;
+        for i in 0..3 {
+            let delete = RequestOp::DeleteRange(DeleteRangeRequest {
+                key: b"b".to_vec(),
+                ..Default::default()
+            });
+            rev += 1;
+            apply_at(
+                &mut store,
+                rev,
+                vec![put(&format!("c{i}"), 400 << 10), delete],
+            );
+            rev += 1;
+            apply_at(&mut store, rev, vec![put("b", 1)]);
+        }
+        let w = watcher(&store, id);
+        assert!(!w.synced);
+        assert!(w.buffered_bytes <= MAX_BUFFERED_BYTES);
+        assert_eq!(w.buffer.len(), 2);
+    }
 }

@@ -24,6 +24,11 @@ const DELETE_BATCH: usize = 1024;
 /// watchers catch up from `revlog` instead.
 pub(crate) const MAX_EVENTS_IN_MEMORY: usize = 4096;
 
+/// Bytes of events (keys, values and previous values) a whole batch may
+/// hold in memory for watchers; past this they catch up from `revlog`.
+/// Without it a batch of large deletes would hold every deleted value.
+pub(crate) const MAX_EVENT_BYTES_IN_MEMORY: usize = 16 << 20;
+
 /// The events of the entries applied since the last commit, for watchers.
 #[derive(Debug, Default)]
 pub(crate) struct EventLog {
@@ -32,6 +37,8 @@ pub(crate) struct EventLog {
     /// A revision whose events were too many to keep; watchers catch up
     /// from disk from the first such revision on.
     pub(crate) overflow_from: Option<Revision>,
+    /// Size of the events in `revisions`, as [`Event::size`] counts.
+    bytes: usize,
 }
 
 impl EventLog {
@@ -39,15 +46,27 @@ impl EventLog {
         if self.overflow_from.is_some() {
             return;
         }
-        match self.revisions.last_mut() {
-            Some((last, events)) if *last == rev => {
-                if events.len() >= MAX_EVENTS_IN_MEMORY {
-                    self.revisions.pop();
-                    self.overflow_from = Some(rev);
-                } else {
-                    events.push(event);
+        let size = event.size();
+        let same_revision = matches!(self.revisions.last(), Some((last, _)) if *last == rev);
+        let events_at_rev = match self.revisions.last() {
+            Some((_, events)) if same_revision => events.len(),
+            _ => 0,
+        };
+        if events_at_rev >= MAX_EVENTS_IN_MEMORY || self.bytes + size > MAX_EVENT_BYTES_IN_MEMORY {
+            // The revision goes whole or not at all: drop what it has.
+            if same_revision {
+                if let Some((_, dropped)) = self.revisions.pop() {
+                    self.bytes = self
+                        .bytes
+                        .saturating_sub(dropped.iter().map(Event::size).sum());
                 }
             }
+            self.overflow_from = Some(rev);
+            return;
+        }
+        self.bytes += size;
+        match self.revisions.last_mut() {
+            Some((_, events)) if same_revision => events.push(event),
             _ => self.revisions.push((rev, vec![event])),
         }
     }
@@ -275,4 +294,49 @@ pub(crate) fn attached_keys<T: Snapshot>(
         })
         .collect::<crate::Result<Vec<Vec<u8>>>>()?;
     Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(key: &str, value_len: usize) -> Event {
+        Event {
+            kind: EventKind::Put,
+            kv: KeyValue {
+                key: key.as_bytes().to_vec(),
+                value: vec![b'v'; value_len],
+                ..KeyValue::default()
+            },
+            prev_kv: None,
+        }
+    }
+
+    fn revisions_kept(log: &EventLog) -> Vec<Revision> {
+        log.revisions.iter().map(|(rev, _)| *rev).collect()
+    }
+
+    #[test]
+    fn the_revision_that_crosses_the_byte_cap_overflows_whole() {
+        let mut log = EventLog::default();
+        let chunk = MAX_EVENT_BYTES_IN_MEMORY / 3;
+        log.push(1, event("a", chunk));
+        log.push(2, event("b", chunk));
+        log.push(3, event("c", 10));
+        log.push(3, event("d", chunk));
+        log.push(4, event("e", 10));
+        assert_eq!(revisions_kept(&log), vec![1, 2]);
+        assert_eq!(log.overflow_from, Some(3));
+    }
+
+    #[test]
+    fn the_revision_that_crosses_the_event_cap_overflows_whole() {
+        let mut log = EventLog::default();
+        log.push(1, event("a", 1));
+        for _ in 0..=MAX_EVENTS_IN_MEMORY {
+            log.push(2, event("b", 1));
+        }
+        assert_eq!(revisions_kept(&log), vec![1]);
+        assert_eq!(log.overflow_from, Some(2));
+    }
 }
