@@ -282,3 +282,53 @@ fn a_keep_alive_is_checkpointed_before_the_interval_is_up() {
     );
     assert_eq!(lessor.checkpoints(secs(42)), None);
 }
+
+#[test]
+fn checkpoints_take_turns_when_more_leases_are_renewed_than_one_entry_holds() {
+    let mut lessor = Lessor::new(LessorConfig {
+        checkpoint_batch: 2,
+        ..LessorConfig::default()
+    });
+    lessor.promote(&[], secs(0));
+    for id in 1..=5 {
+        lessor.granted(id, 100, secs(0));
+    }
+    let mut recorded = Vec::new();
+    for round in 1..=3 {
+        // Every lease is renewed before each entry: without turns the
+        // lowest ids would take every entry.
+        for id in 1..=5 {
+            lessor.keep_alive(id, secs(round)).unwrap();
+        }
+        match lessor.checkpoints(secs(round)) {
+            Some(Entry::LeaseCheckpoint { checkpoints }) => {
+                recorded.extend(checkpoints.iter().map(|(id, _)| *id))
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    assert_eq!(recorded, vec![1, 2, 3, 4, 5, 1]);
+}
+
+#[test]
+fn keep_alives_move_the_deadline_without_leaving_stale_expiries() {
+    let mut lessor = Lessor::new(LessorConfig::default());
+    lessor.promote(&[], secs(0));
+    lessor.granted(1, 10, secs(0));
+    lessor.granted(2, 10, secs(0));
+    for t in 1..=1000 {
+        lessor.keep_alive(1, Duration::from_millis(t * 10)).unwrap();
+    }
+    // Lease 1 was last renewed at 10 s: it lives to 20 s; lease 2 expires
+    // at 10 s alone.
+    assert_eq!(
+        lessor.expired(secs(10)),
+        Some(Entry::LeaseExpire { ids: vec![2] })
+    );
+    lessor.revoked(&[2]);
+    assert_eq!(lessor.expired(secs(19)), None);
+    assert_eq!(
+        lessor.expired(secs(20)),
+        Some(Entry::LeaseExpire { ids: vec![1] })
+    );
+}

@@ -11,8 +11,8 @@
 //! a new leader does not restart every lease at its full TTL (etcd issues
 //! 9888 and 12105). Memory scales with the number of leases, not keys.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 use std::time::Duration;
 
 use crate::mvcc::error::{KvError, KvResult};
@@ -54,22 +54,48 @@ struct Timer {
     renewed: bool,
 }
 
+impl Timer {
+    /// The remaining TTL to record if the timer is due for a checkpoint
+    /// (renewed, or not recorded for `interval`) and still running; marks
+    /// it recorded. A full TTL left is recorded as "no checkpoint" (0).
+    fn checkpoint(&mut self, now: Duration, interval: Duration) -> Option<i64> {
+        let due = self.renewed || now >= self.checkpointed_at + interval;
+        if !due || self.deadline <= now {
+            return None;
+        }
+        let remaining = seconds_left(self.deadline, now);
+        self.checkpointed_at = now;
+        self.renewed = false;
+        Some(if remaining >= self.ttl { 0 } else { remaining })
+    }
+}
+
 /// The leader's lease timers.
 #[derive(Debug, Default)]
 pub struct Lessor {
     config: LessorConfig,
     timers: BTreeMap<LeaseId, Timer>,
-    /// Deadlines, earliest first; an entry whose deadline no longer matches
-    /// its timer is stale and skipped.
-    queue: BinaryHeap<Reverse<(Duration, LeaseId)>>,
+    /// `(deadline, id)` of every timer not yet proposed for expiry,
+    /// earliest first: one entry per lease, so keep-alives do not grow it.
+    queue: BTreeSet<(Duration, LeaseId)>,
     /// The expiry entry in flight and when it was proposed.
     in_flight: BTreeSet<LeaseId>,
     proposed_at: Duration,
+    /// The last lease a checkpoint entry covered: the next one goes on
+    /// after it, so every lease gets its turn however many are renewed.
+    checkpoint_cursor: LeaseId,
     primary: bool,
 }
 
 fn seconds(ttl: i64) -> Duration {
     Duration::from_secs(u64::try_from(ttl).unwrap_or(0))
+}
+
+/// Whole seconds from `now` to `deadline`, rounded up (0 once past it).
+fn seconds_left(deadline: Duration, now: Duration) -> i64 {
+    let left = deadline.saturating_sub(now);
+    let whole = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    i64::try_from(whole).unwrap_or(i64::MAX)
 }
 
 impl Lessor {
@@ -110,7 +136,7 @@ impl Lessor {
     }
 
     fn start(&mut self, id: LeaseId, ttl: i64, deadline: Duration, now: Duration) {
-        self.timers.insert(
+        let replaced = self.timers.insert(
             id,
             Timer {
                 ttl,
@@ -119,7 +145,10 @@ impl Lessor {
                 renewed: false,
             },
         );
-        self.queue.push(Reverse((deadline, id)));
+        if let Some(old) = replaced {
+            self.queue.remove(&(old.deadline, id));
+        }
+        self.queue.insert((deadline, id));
     }
 
     /// A grant was applied.
@@ -132,7 +161,9 @@ impl Lessor {
     /// Leases were revoked or expired (applied).
     pub fn revoked(&mut self, ids: &[LeaseId]) {
         for id in ids {
-            self.timers.remove(id);
+            if let Some(timer) = self.timers.remove(id) {
+                self.queue.remove(&(timer.deadline, *id));
+            }
             self.in_flight.remove(id);
         }
     }
@@ -148,19 +179,17 @@ impl Lessor {
             .get_mut(&id)
             .filter(|t| t.deadline > now)
             .ok_or(KvError::LeaseNotFound(id))?;
+        self.queue.remove(&(timer.deadline, id));
         timer.deadline = now + seconds(timer.ttl);
         timer.renewed = true;
-        let (deadline, ttl) = (timer.deadline, timer.ttl);
-        self.queue.push(Reverse((deadline, id)));
-        Ok(ttl)
+        self.queue.insert((timer.deadline, id));
+        Ok(timer.ttl)
     }
 
     /// Seconds the lease has left (rounded up), or `None` if unknown.
     pub fn remaining(&self, id: LeaseId, now: Duration) -> Option<i64> {
         let timer = self.timers.get(&id)?;
-        let left = timer.deadline.saturating_sub(now);
-        let whole = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-        Some(i64::try_from(whole).unwrap_or(i64::MAX))
+        Some(seconds_left(timer.deadline, now))
     }
 
     /// The next expiry entry to propose: up to `revoke_batch` leases past
@@ -182,16 +211,12 @@ impl Lessor {
         }
         let mut ids = Vec::new();
         while ids.len() < self.config.revoke_batch {
-            let Some(&Reverse((deadline, id))) = self.queue.peek() else {
-                break;
-            };
-            if deadline > now {
-                break;
-            }
-            self.queue.pop();
-            let current = self.timers.get(&id).is_some_and(|t| t.deadline == deadline);
-            if current && !ids.contains(&id) {
-                ids.push(id);
+            match self.queue.first() {
+                Some(&(deadline, id)) if deadline <= now => {
+                    self.queue.remove(&(deadline, id));
+                    ids.push(id);
+                }
+                _ => break,
             }
         }
         if ids.is_empty() {
@@ -204,30 +229,58 @@ impl Lessor {
 
     /// The next checkpoint entry: leases renewed since their last
     /// checkpoint, and leases not checkpointed for `checkpoint_interval`,
-    /// with what they have left. `None` when there is nothing to record.
+    /// with what they have left, taken round-robin from where the last
+    /// entry stopped. `None` when there is nothing to record.
     pub fn checkpoints(&mut self, now: Duration) -> Option<Entry> {
         if !self.primary {
             return None;
         }
         let mut checkpoints = Vec::new();
-        let interval = self.config.checkpoint_interval;
-        for (&id, timer) in &mut self.timers {
-            if checkpoints.len() >= self.config.checkpoint_batch {
-                break;
+        let (interval, batch) = (
+            self.config.checkpoint_interval,
+            self.config.checkpoint_batch,
+        );
+        let cursor = self.checkpoint_cursor;
+        let ranges = [
+            (Bound::Excluded(cursor), Bound::Unbounded),
+            (Bound::Unbounded, Bound::Included(cursor)),
+        ];
+        for range in ranges {
+            for (&id, timer) in self.timers.range_mut(range) {
+                if checkpoints.len() >= batch {
+                    break;
+                }
+                if let Some(remaining) = timer.checkpoint(now, interval) {
+                    checkpoints.push((id, remaining));
+                    self.checkpoint_cursor = id;
+                }
             }
-            let due = now >= timer.checkpointed_at + interval;
-            if !(timer.renewed || due) || timer.deadline <= now {
-                continue;
-            }
-            let left = timer.deadline.saturating_sub(now);
-            let whole = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-            let remaining = i64::try_from(whole).unwrap_or(i64::MAX);
-            // A full TTL left is stored as "no checkpoint" (0).
-            let remaining = if remaining >= timer.ttl { 0 } else { remaining };
-            checkpoints.push((id, remaining));
-            timer.checkpointed_at = now;
-            timer.renewed = false;
         }
         (!checkpoints.is_empty()).then_some(Entry::LeaseCheckpoint { checkpoints })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_deadline_queue_holds_one_entry_per_running_lease() {
+        let mut lessor = Lessor::new(LessorConfig::default());
+        lessor.promote(&[], Duration::ZERO);
+        for id in 1..=3 {
+            lessor.granted(id, 60, Duration::ZERO);
+        }
+        for ms in 1..=10_000u64 {
+            lessor
+                .keep_alive(1 + (ms % 3) as LeaseId, Duration::from_millis(ms))
+                .unwrap();
+        }
+        assert_eq!(lessor.queue.len(), 3);
+        lessor.revoked(&[2]);
+        assert_eq!(lessor.queue.len(), 2);
+        // Re-granting an id (after a revoke) replaces, never duplicates.
+        lessor.granted(1, 30, Duration::from_secs(20));
+        assert_eq!(lessor.queue.len(), 2);
     }
 }
