@@ -67,6 +67,17 @@ fn put_all(
 /// index after the store's; every entry must apply. Returns the last
 /// revision.
 pub fn apply_next(store: &mut Store, entries: &[Entry]) -> KvResult<u64> {
+    apply_next_compacting(store, entries, 0).map(|(revision, _)| revision)
+}
+
+/// [`apply_next`] with a compaction step of up to `compact_rows` rows in
+/// the same commit. Returns the last revision and whether compaction is
+/// done.
+pub fn apply_next_compacting(
+    store: &mut Store,
+    entries: &[Entry],
+    compact_rows: usize,
+) -> KvResult<(u64, bool)> {
     let mut revision = store.current_revision();
     let mut index = store.applied_index();
     let items: Vec<Indexed> = entries
@@ -81,8 +92,9 @@ pub fn apply_next(store: &mut Store, entries: &[Entry]) -> KvResult<u64> {
             }
         })
         .collect();
-    for result in store.apply_batch(&items)? {
+    let (results, step) = store.apply_batch_compacting(&items, compact_rows)?;
+    for result in results {
         result?;
     }
-    Ok(revision)
+    Ok((revision, step.done))
 }

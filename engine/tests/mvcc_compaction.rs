@@ -87,3 +87,43 @@ fn a_reopen_in_the_middle_of_compaction_finishes_it_exactly() {
     assert_eq!(rows(&store, "hist"), 5);
     assert_eq!(rows(&store, "revlog"), 1);
 }
+
+#[test]
+fn compaction_steps_ride_along_with_apply_batches() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path().join("kv.db"), Options::default()).unwrap();
+    let mut rev = 0;
+    for _ in 0..4 {
+        for i in 0..50 {
+            rev += 1;
+            store.apply(rev, rev, &put(&format!("k{i:02}"))).unwrap();
+        }
+    }
+    rev += 1;
+    store
+        .apply(rev, rev, &Entry::Compact { revision: rev - 1 })
+        .unwrap();
+    let mut batches = 0;
+    loop {
+        rev += 1;
+        let entry = put("other");
+        let batch = [Indexed {
+            index: rev,
+            revision: rev,
+            entry: &entry,
+        }];
+        let (results, step) = store.apply_batch_compacting(&batch, 10).unwrap();
+        assert!(results[0].is_ok());
+        batches += 1;
+        assert!(step.removed <= 11, "a step of {} rows", step.removed);
+        if step.done {
+            break;
+        }
+    }
+    // 150 superseded versions and 199 log rows below the compaction point,
+    // about 10 rows per batch. Left: each key's newest version, the log
+    // row at the compaction point, and every put of "other" above it.
+    assert!(batches >= 30, "{batches} batches");
+    assert_eq!(rows(&store, "hist"), 50 + batches);
+    assert_eq!(rows(&store, "revlog"), 1 + batches);
+}

@@ -341,12 +341,21 @@ fn run(seed: u64, steps: usize, dir: &Path) {
                         entry,
                     })
                     .collect();
-                let results = store.apply_batch(&batch).unwrap();
+                // Half the batches carry a compaction step in their commit.
+                let compact_rows = if rng.gen_bool(0.5) {
+                    rng.gen_range(1..8)
+                } else {
+                    0
+                };
+                let (results, step) = store.apply_batch_compacting(&batch, compact_rows).unwrap();
                 for ((_, r, e), s) in entries.iter().zip(results) {
                     let m = model.apply(*r, e);
                     same(&format!("{label} batch {e:?}"), s.map(|a| a.response), m);
                 }
                 assert_eq!(store.applied_index(), index);
+                if compact_rows > 0 && step.done {
+                    check_compacted_rows(&store, &model, &label);
+                }
             }
             12..=16 => {
                 let r = range(&mut rng, model.current);

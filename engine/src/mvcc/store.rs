@@ -6,6 +6,7 @@ use std::path::Path;
 
 use crate::btree::{Database, FileStorage, Options, ReadTxn, Storage, WriteTxn};
 use crate::mvcc::codec::{self, meta_key, tree, LeaseRow};
+use crate::mvcc::compact;
 use crate::mvcc::error::{KvError, KvResult};
 use crate::mvcc::read::{self, RangePage, RangePlan, RangeProgress, Revisions};
 use crate::mvcc::snapshot::Snapshot;
@@ -183,6 +184,21 @@ impl<S: Storage> Store<S> {
     /// # Errors
     /// Only [`KvError::Storage`]: the batch is lost and the shard must stop.
     pub fn apply_batch(&mut self, batch: &[Indexed<'_>]) -> KvResult<Vec<KvResult<Applied>>> {
+        Ok(self.apply_batch_compacting(batch, 0)?.0)
+    }
+
+    /// [`Store::apply_batch`], plus a compaction step of up to about
+    /// `compact_rows` rows (none for 0) in the same commit. This is how a
+    /// shard should compact: the step adds its work to the batch but no
+    /// sync of its own.
+    ///
+    /// # Errors
+    /// Only [`KvError::Storage`]: the batch is lost and the shard must stop.
+    pub fn apply_batch_compacting(
+        &mut self,
+        batch: &[Indexed<'_>],
+        compact_rows: usize,
+    ) -> KvResult<(Vec<KvResult<Applied>>, CompactStep)> {
         let start = self.revisions;
         let mut revisions = start;
         let mut events = EventLog::default();
@@ -238,10 +254,15 @@ impl<S: Storage> Store<S> {
                 &codec::encode_meta(revisions.compact),
             )?;
         }
+        let compaction = match compact_rows {
+            0 => None,
+            rows => self.compact_in(&mut txn, revisions.compact, rows)?,
+        };
         txn.commit()?;
         self.revisions = revisions;
+        let step = self.compaction_committed(revisions.compact, compaction);
         self.watches.publish(events, revisions);
-        Ok(results)
+        Ok((results, step))
     }
 
     /// A whole range answer at the head or at `request.revision`.
@@ -286,35 +307,64 @@ impl<S: Storage> Store<S> {
     }
 
     /// Removes up to about `max_rows` rows of history below the compaction
-    /// revision, in one commit. Call it between batches until it reports
-    /// `done`; each call is one bounded pause for applies.
+    /// revision, in a commit of its own. Call it between batches until it
+    /// reports `done`; each call is one bounded pause for applies (and one
+    /// sync: [`Store::apply_batch_compacting`] avoids that).
     pub fn compact_step(&mut self, max_rows: usize) -> KvResult<CompactStep> {
         let target = self.revisions.compact;
+        let mut txn = self.db.begin_write()?;
+        let progress = self.compact_in(&mut txn, target, max_rows)?;
+        if progress.is_some() {
+            txn.commit()?;
+        }
+        Ok(self.compaction_committed(target, progress))
+    }
+
+    /// One compaction step toward `target` inside `txn`; `None` when
+    /// history below `target` is already all removed.
+    fn compact_in(
+        &self,
+        txn: &mut WriteTxn<S>,
+        target: Revision,
+        max_rows: usize,
+    ) -> KvResult<Option<compact::Progress>> {
         if self.compacted >= target {
-            return Ok(CompactStep {
-                removed: 0,
-                done: true,
-            });
+            return Ok(None);
         }
         let seq_at_target = match self.compact_cursor {
             (cursor_target, seq) if cursor_target == target => seq,
             _ => 0,
         };
-        let mut txn = self.db.begin_write()?;
-        let progress = crate::mvcc::compact::step(&mut txn, target, seq_at_target, max_rows)?;
+        let progress = compact::step(txn, target, seq_at_target, max_rows)?;
         if progress.done {
             txn.tree(tree::META)?
                 .insert(meta_key::COMPACTED_REV, &codec::encode_meta(target))?;
         }
-        txn.commit()?;
-        self.compact_cursor = (target, progress.next_seq_at_target);
-        if progress.done {
-            self.compacted = target;
+        Ok(Some(progress))
+    }
+
+    /// Records a committed compaction step toward `target`.
+    fn compaction_committed(
+        &mut self,
+        target: Revision,
+        progress: Option<compact::Progress>,
+    ) -> CompactStep {
+        match progress {
+            None => CompactStep {
+                removed: 0,
+                done: self.compacted >= target,
+            },
+            Some(progress) => {
+                self.compact_cursor = (target, progress.next_seq_at_target);
+                if progress.done {
+                    self.compacted = target;
+                }
+                CompactStep {
+                    removed: progress.removed,
+                    done: progress.done,
+                }
+            }
         }
-        Ok(CompactStep {
-            removed: progress.removed,
-            done: progress.done,
-        })
     }
 }
 
