@@ -1,9 +1,9 @@
 //! Per-operation cost of one shard's keyspace, on a shard of 1M keys
 //! (`KEEL_BENCH_KEYS` overrides): put and txn CAS (batches of 1 and of 100
 //! entries per commit), get, a prefix range of 100 keys; compaction of 1M
-//! revisions in steps of 1,000 rows (each step is one pause for applies;
-//! their distribution is printed); one write fanned out to 10,000 watchers
-//! of one prefix.
+//! revisions in steps of 500 rows carried by batches of 10 puts (the
+//! latency of batches with and without a step is printed); one write
+//! fanned out to 10,000 watchers of one prefix.
 //!
 //! `cargo bench -p keel-bench --bench mvcc`. Files go to `$KEEL_BENCH_DIR`
 //! (default: the system temp directory).
@@ -157,7 +157,7 @@ fn operations(c: &mut Criterion) {
 }
 
 /// Rows a compaction step may remove: one step is one pause for applies.
-const COMPACT_STEP_ROWS: usize = 1000;
+const COMPACT_STEP_ROWS: usize = 500;
 
 /// Puts per apply batch while compaction runs.
 const PUTS_PER_BATCH: u64 = 10;
