@@ -1,8 +1,9 @@
 //! keel's per-shard storage engine.
 //!
-//! Today: [`btree`], the copy-on-write B+-tree file each shard keeps its
-//! state in. The MVCC keyspace, leases, watches and the Raft state machine
-//! build on it (issues 4 and 5).
+//! [`btree`] is the copy-on-write B+-tree file each shard keeps its state
+//! in; [`mvcc`] is one shard's keyspace on it (etcd v3 semantics, leases,
+//! watches). [`hlc`] gives revisions and [`routing`] places keys on shards,
+//! for the shard runtime and its Raft groups (issue 5, in progress).
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
@@ -10,6 +11,8 @@
 
 pub mod btree;
 mod error;
+pub mod hlc;
 pub mod mvcc;
+pub mod routing;
 
 pub use error::{Error, Result};
