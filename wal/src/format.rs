@@ -151,8 +151,7 @@ impl SegmentHeader {
             &self.segment_size.to_le_bytes(),
         );
         put(&mut out, PREV_CRC_OFFSET, &self.prev_crc.to_le_bytes());
-        let crc = crc32fast::hash(out.get(..HEADER_CRC_OFFSET).unwrap_or_default());
-        put(&mut out, HEADER_CRC_OFFSET, &crc.to_le_bytes());
+        reseal_header(&mut out);
         out
     }
 
@@ -355,7 +354,8 @@ pub(crate) fn reseal_frame(bytes: &mut [u8], prev_crc: u32) -> Option<(u32, usiz
     Some((crc, frame_len(payload_len)))
 }
 
-/// Recomputes a segment header's checksum in place (for the fuzzer).
+/// Recomputes a segment header's checksum in place (for encoding and the
+/// fuzzer).
 pub(crate) fn reseal_header(bytes: &mut [u8]) {
     let crc = crc32fast::hash(bytes.get(..HEADER_CRC_OFFSET).unwrap_or_default());
     put(bytes, HEADER_CRC_OFFSET, &crc.to_le_bytes());

@@ -391,7 +391,10 @@ fn key_order_page<S: Snapshot>(
                 return Ok(ControlFlow::Break(()));
             }
             progress.count += 1;
-            progress.resume = Some(found.key.to_vec());
+            // The last key counted; its buffer is reused from key to key.
+            let last = progress.resume.get_or_insert_with(Vec::new);
+            last.clear();
+            last.extend_from_slice(&found.key);
             if request.count_only || !plan.passes(&found.meta) {
                 return Ok(ControlFlow::Continue(()));
             }

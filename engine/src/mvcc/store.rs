@@ -121,13 +121,12 @@ impl<S: Storage> Store<S> {
             }
             txn.commit()?;
         }
-        let watches = WatchHub::new(revisions.current);
         Ok(Store {
             db,
             revisions,
             compacted,
             compact_cursor: (0, 0),
-            watches,
+            watches: WatchHub::default(),
         })
     }
 
@@ -261,7 +260,7 @@ impl<S: Storage> Store<S> {
         txn.commit()?;
         self.revisions = revisions;
         let step = self.compaction_committed(revisions.compact, compaction);
-        self.watches.publish(events, revisions);
+        self.watches.publish(events);
         Ok((results, step))
     }
 

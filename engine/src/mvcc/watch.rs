@@ -23,7 +23,7 @@ use std::rc::Rc;
 use crate::btree::Storage;
 use crate::mvcc::codec::{self, tree};
 use crate::mvcc::error::{KvError, KvResult};
-use crate::mvcc::read::{version_at, KeyRange, Revisions};
+use crate::mvcc::read::{version_at, KeyRange};
 use crate::mvcc::snapshot::Snapshot;
 use crate::mvcc::store::Store;
 use crate::mvcc::types::{Event, EventKind, KeyValue, Revision};
@@ -150,17 +150,9 @@ pub(crate) struct WatchHub {
     live: BTreeMap<RangeKey, (KeyRange, BTreeSet<WatchId>)>,
     /// Watchers with something to hand out.
     ready: BTreeSet<WatchId>,
-    current: Revision,
 }
 
 impl WatchHub {
-    pub(crate) fn new(current: Revision) -> WatchHub {
-        WatchHub {
-            current,
-            ..WatchHub::default()
-        }
-    }
-
     fn join_live(&mut self, id: WatchId) {
         if let Some(w) = self.watchers.get_mut(&id) {
             w.synced = true;
@@ -196,8 +188,7 @@ impl WatchHub {
     }
 
     /// Hands the events of a committed batch to the synced watchers.
-    pub(crate) fn publish(&mut self, log: EventLog, revisions: Revisions) {
-        self.current = revisions.current;
+    pub(crate) fn publish(&mut self, log: EventLog) {
         for (revision, events) in log.revisions {
             let all = RevisionEvents::new(events);
             let mut behind = Vec::new();
@@ -365,10 +356,6 @@ impl<S: Storage> Store<S> {
                 if bytes >= max_bytes {
                     break;
                 }
-            }
-            if w.buffer.is_empty() {
-                w.buffered_events = 0;
-                w.buffered_bytes = 0;
             }
             if !w.buffer.is_empty() || !w.synced {
                 self.watches.ready.insert(id);
