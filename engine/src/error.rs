@@ -66,6 +66,33 @@ pub enum Error {
         reason: String,
     },
 
+    /// A commit needs more room than the file may grow to
+    /// ([`crate::btree::Options::max_file_size`]). Nothing was written and
+    /// the database stays usable: reads go on, and smaller commits (or ones
+    /// that free space) still work.
+    #[error("B+-tree file {file} is full: a commit needs {needed} bytes, the limit is {limit}")]
+    Full {
+        /// The file.
+        file: PathBuf,
+        /// The bytes the commit needed.
+        needed: u64,
+        /// The most the file may hold.
+        limit: u64,
+    },
+
+    /// The file is already larger than the most this process may map
+    /// ([`crate::btree::Options::max_file_size`]); open it with a larger
+    /// limit. Nothing was changed.
+    #[error("B+-tree file {file} holds {len} bytes, more than the limit of {limit}")]
+    FileTooLarge {
+        /// The file.
+        file: PathBuf,
+        /// Its length.
+        len: u64,
+        /// The limit it was opened with.
+        limit: u64,
+    },
+
     /// A write transaction is already open (one writer at a time).
     #[error("a write transaction is already open")]
     WriterBusy,

@@ -42,6 +42,10 @@ impl Storage for Recorder {
         self.file.len()
     }
 
+    fn capacity(&self) -> u64 {
+        self.file.capacity()
+    }
+
     fn set_len(&self, len: u64) -> Result<()> {
         self.log.borrow_mut().push(Event::SetLen(len));
         self.file.set_len(len)

@@ -79,3 +79,65 @@ fn seeks_find_the_nearest_keys() {
         .collect();
     assert_eq!(between, vec![key(130), key(120), key(110)]);
 }
+
+#[test]
+fn a_commit_past_the_size_limit_is_refused_and_the_database_goes_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("kv.db");
+    let limit = 4 << 20;
+    let options = Options {
+        max_file_size: limit,
+        ..Options::default()
+    };
+    let db = Database::open(&path, options.clone()).expect("open");
+    let value = vec![7u8; 64 << 10];
+    let mut stored = 0u32;
+    let refusal = loop {
+        let mut txn = db.begin_write().expect("write");
+        let mut tree = txn.tree(b"t").expect("tree");
+        tree.insert(&stored.to_be_bytes(), &value).expect("insert");
+        match txn.commit() {
+            Ok(()) => stored += 1,
+            Err(error) => break error,
+        }
+        assert!(stored < 1000, "the limit was never reached");
+    };
+    assert!(
+        matches!(refusal, Error::Full { needed, limit: l, .. } if needed > l && l == limit),
+        "{refusal:?}"
+    );
+    assert!(std::fs::metadata(&path).expect("stat").len() <= limit);
+    // Still usable: every committed row reads back, and a commit that frees
+    // space goes through.
+    let snapshot = db.begin_read().expect("read");
+    let tree = snapshot.tree(b"t").expect("tree").expect("exists");
+    assert_eq!(tree.len(), u64::from(stored));
+    drop(snapshot);
+    let mut txn = db.begin_write().expect("write after a refusal");
+    let mut tree = txn.tree(b"t").expect("tree");
+    tree.remove(&0u32.to_be_bytes()).expect("remove");
+    txn.commit().expect("a commit that frees space");
+    db.audit().expect("audit");
+}
+
+#[test]
+fn a_file_larger_than_the_limit_is_refused_at_open() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("kv.db");
+    drop(Database::open(&path, Options::default()).expect("create"));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .expect("file");
+    file.set_len(8 << 20).expect("grow");
+    let options = Options {
+        max_file_size: 4 << 20,
+        ..Options::default()
+    };
+    let refusal = Database::open(&path, options).err().expect("refused");
+    assert!(
+        matches!(refusal, Error::FileTooLarge { len, limit, .. } if len == 8 << 20 && limit == 4 << 20),
+        "{refusal:?}"
+    );
+    Database::open(&path, Options::default()).expect("opens with a larger limit");
+}

@@ -332,3 +332,18 @@ fn keep_alives_move_the_deadline_without_leaving_stale_expiries() {
         Some(Entry::LeaseExpire { ids: vec![1] })
     );
 }
+
+#[test]
+fn unbounded_intervals_mean_never_not_a_panic() {
+    let mut shard = Shard::new();
+    let mut lessor = Lessor::new(LessorConfig {
+        checkpoint_interval: Duration::MAX,
+        retry_after: Duration::MAX,
+        ..LessorConfig::default()
+    });
+    lessor.promote(&shard.store.leases().unwrap(), secs(0));
+    shard.grant(&mut lessor, 4, 10, secs(0));
+    assert_eq!(lessor.checkpoints(secs(5)), None, "never due by time");
+    assert!(lessor.expired(secs(10)).is_some());
+    assert_eq!(lessor.expired(secs(1000)), None, "never proposed again");
+}

@@ -134,6 +134,19 @@ impl Wal {
         let dir = dir.as_ref().to_path_buf();
         let lock = lock_dir(&dir)?;
         let recovered = recover(&dir).await?;
+        // The state is carried into every new segment; one saved under a
+        // larger segment size might not fit a segment of this size.
+        if let Some(state) = &recovered.state {
+            if state.len() > config.max_payload() {
+                return Err(Error::InvalidArgument(format!(
+                    "the saved state of {} bytes does not fit segments of {} bytes \
+                     (at most {}); open with the segment size it was written with",
+                    state.len(),
+                    config.segment_size,
+                    config.max_payload()
+                )));
+            }
+        }
         let active_seq = recovered.active.as_ref().map(|a| a.segment.seq);
         let mut writer = Writer::new(
             dir.clone(),
@@ -763,6 +776,27 @@ mod tests {
                 wal.read(7..8).await,
                 Err(Error::OutOfRange { .. })
             ));
+        });
+    }
+
+    #[test]
+    fn a_state_too_large_for_the_segment_size_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        run_local(move || async move {
+            let large = WalConfig {
+                segment_size: 64 * 4096,
+            };
+            let wal = Wal::open(&path, large.clone()).await.unwrap();
+            let state = payload(1, small().max_payload() + 8);
+            wal.save_state(&state).await.unwrap();
+            wal.close().await.unwrap();
+            assert!(matches!(
+                Wal::open(&path, small()).await.map(|_| ()),
+                Err(Error::InvalidArgument(_))
+            ));
+            let wal = Wal::open(&path, large).await.unwrap();
+            assert_eq!(wal.state(), Some(state));
         });
     }
 

@@ -59,6 +59,16 @@ impl<S: Storage> WriteTxn<S> {
         let one_sync = self.inner.commit_sync == CommitSync::OneSync;
         let mut writes = Vec::new();
         let meta = self.place_everything(&mut writes, one_sync)?;
+        let storage = &self.inner.pages.storage;
+        let needed = meta.total_pages * PAGE_SIZE as u64;
+        if needed > storage.capacity() {
+            // Refused before any byte is written, so the database stays usable.
+            return Err(Error::Full {
+                file: storage.path().to_path_buf(),
+                needed,
+                limit: storage.capacity(),
+            });
+        }
         let result = self.write_out(&mut writes, &meta, one_sync);
         let inner = self.inner.clone();
         match result {
@@ -256,14 +266,16 @@ impl<S: Storage> WriteTxn<S> {
         })
     }
 
-    /// Steps 4-5.
+    /// Steps 4-5. The caller has checked that `meta` fits the capacity.
     fn write_out(&self, writes: &mut Writes, meta: &Meta, one_sync: bool) -> Result<()> {
         let storage = &self.inner.pages.storage;
         let needed = meta.total_pages * PAGE_SIZE as u64;
         if needed > storage.len() {
+            // Growth ahead of need is capped by the capacity; `needed` fits.
             let grown = needed
                 .max(storage.len() + storage.len() / 8)
-                .next_multiple_of(GROWTH_STEP);
+                .next_multiple_of(GROWTH_STEP)
+                .min(storage.capacity());
             storage.set_len(grown)?;
         }
         writes.sort_by_key(|(extent, _, _)| extent.page);

@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 pub trait Storage {
     /// The file's current length in bytes.
     fn len(&self) -> u64;
-    /// Grows or shrinks the file.
+    /// The most bytes the file may grow to.
+    fn capacity(&self) -> u64;
+    /// Grows or shrinks the file, never past [`Storage::capacity`].
     fn set_len(&self, len: u64) -> Result<()>;
     /// Writes `data` at `offset` (not yet durable).
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<()>;
@@ -53,6 +55,14 @@ impl FileStorage {
             .metadata()
             .map_err(|e| Error::io("stat", &path, e))?
             .len();
+        // A longer file would be read past the mapping's end.
+        if len > max_len {
+            return Err(Error::FileTooLarge {
+                file: path,
+                len,
+                limit: max_len,
+            });
+        }
         let map = crate::btree::mapping::Mapping::new(&file, max_len)
             .map_err(|e| Error::io("mmap", &path, e))?;
         Ok(FileStorage {
@@ -67,6 +77,10 @@ impl FileStorage {
 impl Storage for FileStorage {
     fn len(&self) -> u64 {
         self.len.get()
+    }
+
+    fn capacity(&self) -> u64 {
+        self.map.len() as u64
     }
 
     fn set_len(&self, len: u64) -> Result<()> {

@@ -59,7 +59,7 @@ impl Timer {
     /// (renewed, or not recorded for `interval`) and still running; marks
     /// it recorded. A full TTL left is recorded as "no checkpoint" (0).
     fn checkpoint(&mut self, now: Duration, interval: Duration) -> Option<i64> {
-        let due = self.renewed || now >= self.checkpointed_at + interval;
+        let due = self.renewed || now >= self.checkpointed_at.saturating_add(interval);
         if !due || self.deadline <= now {
             return None;
         }
@@ -200,7 +200,7 @@ impl Lessor {
             return None;
         }
         if !self.in_flight.is_empty() {
-            if now < self.proposed_at + self.config.retry_after {
+            if now < self.proposed_at.saturating_add(self.config.retry_after) {
                 return None;
             }
             // Not applied in time: propose the same leases again.
