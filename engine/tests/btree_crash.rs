@@ -74,9 +74,17 @@ impl Storage for Recorder {
 
 type Model = BTreeMap<Vec<u8>, BTreeMap<Vec<u8>, Vec<u8>>>;
 
-/// Runs random commits; returns the event log and the model after each
-/// commit (`models[t]` is the state of transaction `t`).
-fn record(path: &Path, seed: u64, commit_sync: CommitSync) -> (Vec<Event>, Vec<Model>) {
+/// What `record` saw: the event log, the model after each commit
+/// (`models[k]` is the state after commit `k`, which stores applied index
+/// `k`), and the commit each durable meta-slot txn id belongs to.
+struct Recording {
+    events: Vec<Event>,
+    models: Vec<Model>,
+    commit_of_txn: BTreeMap<u64, u64>,
+}
+
+/// Runs random commits, half of them unsynced when `unsynced` is set.
+fn record(path: &Path, seed: u64, commit_sync: CommitSync, unsynced: bool) -> Recording {
     let log = Rc::new(RefCell::new(Vec::new()));
     let storage = Recorder {
         file: FileStorage::open(path, 1 << 30).expect("file"),
@@ -90,6 +98,7 @@ fn record(path: &Path, seed: u64, commit_sync: CommitSync) -> (Vec<Event>, Vec<M
     let mut rng = StdRng::seed_from_u64(seed);
     let mut model = Model::new();
     let mut models = vec![model.clone()];
+    let mut commit_of_txn = BTreeMap::from([(0, 0)]);
     for _ in 0..30 {
         let mut txn = db.begin_write().expect("write");
         for _ in 0..rng.gen_range(1..40) {
@@ -112,12 +121,25 @@ fn record(path: &Path, seed: u64, commit_sync: CommitSync) -> (Vec<Event>, Vec<M
             }
         }
         txn.set_applied_index(models.len() as u64);
-        txn.commit().expect("commit");
+        if unsynced && rng.gen_bool(0.5) {
+            txn.commit_unsynced().expect("unsynced commit");
+        } else {
+            txn.commit().expect("commit");
+            let meta = log.borrow().iter().rev().find_map(|e| match e {
+                Event::Write(offset, data) => meta_txn(*offset, data),
+                _ => None,
+            });
+            commit_of_txn.insert(meta.expect("a durable commit writes its meta"), models.len() as u64);
+        }
         models.push(model.clone());
     }
     drop(db);
     let events = log.borrow().clone();
-    (events, models)
+    Recording {
+        events,
+        models,
+        commit_of_txn,
+    }
 }
 
 /// Which commit a meta-slot write belongs to, if `write` is one.
@@ -180,23 +202,41 @@ fn reopen(image: &[u8], path: &PathBuf, commit_sync: CommitSync) -> (Model, u64)
 
 #[test]
 fn every_crash_image_reopens_to_the_last_committed_state_two_syncs() {
-    crash_images(CommitSync::TwoSyncs);
+    crash_images(CommitSync::TwoSyncs, false);
 }
 
 #[test]
 fn every_crash_image_reopens_to_the_last_committed_state_one_sync() {
-    crash_images(CommitSync::OneSync);
+    crash_images(CommitSync::OneSync, false);
 }
 
-fn crash_images(commit_sync: CommitSync) {
+/// Unsynced commits in between: a crash returns to the last durable commit
+/// (or the one being made durable), never to an unsynced one, and never to
+/// a file whose pages an unsynced commit overwrote.
+#[test]
+fn unsynced_commits_never_damage_the_last_durable_commit_two_syncs() {
+    crash_images(CommitSync::TwoSyncs, true);
+}
+
+#[test]
+fn unsynced_commits_never_damage_the_last_durable_commit_one_sync() {
+    crash_images(CommitSync::OneSync, true);
+}
+
+fn crash_images(commit_sync: CommitSync, unsynced: bool) {
     let dir = tempfile::tempdir().expect("dir");
     let image_path = dir.path().join("image.db");
     let mut images = 0;
     for seed in 0..3u64 {
-        let (events, models) = record(
+        let Recording {
+            events,
+            models,
+            commit_of_txn,
+        } = record(
             &dir.path().join(format!("run-{seed}.db")),
             seed,
             commit_sync,
+            unsynced,
         );
         let mut rng = StdRng::seed_from_u64(seed + 100);
         for crash in 0..=events.len() {
@@ -265,17 +305,22 @@ fn crash_images(commit_sync: CommitSync) {
                         _ => true,
                     });
                     if !whole {
-                        newest_meta -= 1;
+                        let (&before, _) = commit_of_txn
+                            .range(..newest_meta)
+                            .next_back()
+                            .expect("an earlier durable commit");
+                        newest_meta = before;
                     }
                 }
                 let (got, applied) = reopen(&image, &image_path, commit_sync);
                 images += 1;
-                let expected = &models[newest_meta as usize];
+                let commit = commit_of_txn[&newest_meta];
+                let expected = &models[commit as usize];
                 assert_eq!(
-                    applied, newest_meta,
+                    applied, commit,
                     "seed {seed}, crash at event {crash}: wrong commit"
                 );
-                assert!(got == *expected, "seed {seed}, crash at event {crash}: contents differ from commit {newest_meta}");
+                assert!(got == *expected, "seed {seed}, crash at event {crash}: contents differ from commit {commit}");
             }
         }
     }

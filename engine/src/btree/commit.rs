@@ -13,6 +13,10 @@
 //! With [`CommitSync::OneSync`], steps 4 and 5 share one sync, and step 3
 //! also writes a commit list (every extent written, with a CRC of its
 //! bytes) that opening checks before trusting the newest meta slot.
+//!
+//! An unsynced commit does steps 1-4 without the sync and skips step 5:
+//! readers see it, the disk still names the last durable commit. Pages it
+//! frees wait for a durable commit before reuse (see `WriteTxn::begin`).
 
 /// What a written extent is, for the bookkeeping after the commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +27,15 @@ enum Role {
 }
 
 type Writes = Vec<(Extent, Vec<u8>, Role)>;
+
+/// How one commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    TwoSyncs,
+    OneSync,
+    /// Pages written, no sync, no meta slot.
+    Unsynced,
+}
 
 use crate::btree::commit_list::{self, Written, ENTRIES_PER_PAGE};
 use crate::btree::db::{encode_tree_root, CommitSync};
@@ -46,19 +59,65 @@ const MIN_TAIL_PAGES: u64 = 256;
 impl<S: Storage> WriteTxn<S> {
     /// Makes every change durable and visible to new readers.
     ///
+    /// After [`WriteTxn::commit_unsynced`] commits, this one also makes
+    /// theirs durable, and always with two syncs: the pages they wrote are
+    /// not in this commit's commit list.
+    ///
     /// # Errors
     /// I/O errors while writing or syncing stop the database (every later
     /// call fails with [`Error::Failed`]); the previous commit stays intact
-    /// on disk.
-    pub fn commit(mut self) -> Result<()> {
+    /// on disk. [`Error::Full`] refuses the commit before it writes and
+    /// leaves the database usable.
+    pub fn commit(self) -> Result<()> {
+        let caught_up = {
+            let state = self.inner.state.borrow();
+            state.committed.txn_id == state.durable.txn_id
+        };
+        let mode = match self.inner.commit_sync {
+            CommitSync::OneSync if caught_up => Mode::OneSync,
+            _ => Mode::TwoSyncs,
+        };
+        self.finish(mode)
+    }
+
+    /// Makes every change visible to new readers without making it durable:
+    /// the pages are written (into the page cache) but neither synced nor
+    /// named by a meta slot, so a crash returns the file to the last durable
+    /// commit. The caller keeps what it needs to redo these changes (keel:
+    /// the WAL) until a later [`WriteTxn::commit`] makes them durable.
+    ///
+    /// Pages these commits free are not reused until a durable commit
+    /// follows, so the last durable commit stays intact on disk.
+    ///
+    /// # Errors
+    /// As [`WriteTxn::commit`].
+    pub fn commit_unsynced(self) -> Result<()> {
+        self.finish(Mode::Unsynced)
+    }
+
+    fn finish(mut self, mode: Mode) -> Result<()> {
         if let Some(reason) = &self.poisoned {
             return Err(Error::Failed(format!(
                 "transaction cannot commit after an error: {reason}"
             )));
         }
-        let one_sync = self.inner.commit_sync == CommitSync::OneSync;
+        let mut txn_id = self
+            .base
+            .txn_id
+            .checked_add(1)
+            .ok_or_else(|| Error::Failed("transaction ids exhausted".to_string()))?;
+        if mode != Mode::Unsynced && txn_id % 2 == self.inner.state.borrow().durable.slot() {
+            // Commit t goes to slot t % 2. Unsynced commits use ids without
+            // writing a slot, so skip one id if needed to land in the slot
+            // that does not hold the last durable commit. The format already
+            // relies on a slot's first sector being written whole; this keeps
+            // the last durable slot untouched even on media where it is not.
+            txn_id = txn_id
+                .checked_add(1)
+                .ok_or_else(|| Error::Failed("transaction ids exhausted".to_string()))?;
+        }
         let mut writes = Vec::new();
-        let meta = self.place_everything(&mut writes, one_sync)?;
+        let meta = self.place_everything(&mut writes, mode == Mode::OneSync, txn_id)?;
         let storage = &self.inner.pages.storage;
         let needed = meta.total_pages * PAGE_SIZE as u64;
         if needed > storage.capacity() {
@@ -69,12 +128,15 @@ impl<S: Storage> WriteTxn<S> {
                 limit: storage.capacity(),
             });
         }
-        let result = self.write_out(&mut writes, &meta, one_sync);
+        let result = self.write_out(&mut writes, &meta, mode);
         let inner = self.inner.clone();
         match result {
             Ok(()) => {
                 let mut state = inner.state.borrow_mut();
                 state.committed = meta;
+                if mode != Mode::Unsynced {
+                    state.durable = meta;
+                }
                 state.reusable = std::mem::take(&mut self.space);
                 let of_role =
                     |role: Role| writes.iter().filter(|w| w.2 == role).map(|w| w.0).collect();
@@ -87,7 +149,11 @@ impl<S: Storage> WriteTxn<S> {
                 for (extent, _, _) in &writes {
                     inner.pages.mark_verified(extent.page);
                 }
-                self.give_back_tail(&meta);
+                if mode != Mode::Unsynced {
+                    // The durable commit's tail may still be reachable from
+                    // the last durable commit until this one is durable.
+                    self.give_back_tail(&meta);
+                }
                 Ok(())
             }
             Err(error) => {
@@ -99,7 +165,12 @@ impl<S: Storage> WriteTxn<S> {
 
     /// Steps 1-3: places every dirty node and builds the free list (and the
     /// commit list). Returns the meta of this commit.
-    fn place_everything(&mut self, writes: &mut Writes, one_sync: bool) -> Result<Meta> {
+    fn place_everything(
+        &mut self,
+        writes: &mut Writes,
+        one_sync: bool,
+        txn_id: u64,
+    ) -> Result<Meta> {
         let changed: Vec<(Vec<u8>, Option<NodeRef>, u64)> = self
             .trees
             .iter()
@@ -166,11 +237,6 @@ impl<S: Storage> WriteTxn<S> {
             let next = list_pages.get(i + 1).map_or(0, |p| p.page);
             writes.push((*page, encode_page(chunk, next, page.page), Role::FreeList));
         }
-        let txn_id = self
-            .base
-            .txn_id
-            .checked_add(1)
-            .ok_or_else(|| Error::Failed("transaction ids exhausted".to_string()))?;
         if one_sync {
             let written: Vec<Written> = writes
                 .iter()
@@ -266,8 +332,9 @@ impl<S: Storage> WriteTxn<S> {
         })
     }
 
-    /// Steps 4-5. The caller has checked that `meta` fits the capacity.
-    fn write_out(&self, writes: &mut Writes, meta: &Meta, one_sync: bool) -> Result<()> {
+    /// Steps 4-5 (only step 4's writes for an unsynced commit). The caller
+    /// has checked that `meta` fits the capacity.
+    fn write_out(&self, writes: &mut Writes, meta: &Meta, mode: Mode) -> Result<()> {
         let storage = &self.inner.pages.storage;
         let needed = meta.total_pages * PAGE_SIZE as u64;
         if needed > storage.len() {
@@ -295,8 +362,10 @@ impl<S: Storage> WriteTxn<S> {
         if !run.is_empty() {
             storage.write_at(run_start * PAGE_SIZE as u64, &run)?;
         }
-        if !one_sync {
-            storage.sync_data()?;
+        match mode {
+            Mode::Unsynced => return Ok(()),
+            Mode::TwoSyncs => storage.sync_data()?,
+            Mode::OneSync => {}
         }
         storage.write_at(meta.slot() * PAGE_SIZE as u64, &meta.encode())?;
         storage.sync_data()

@@ -47,7 +47,10 @@ pub enum CommitSync {
 
 /// Committed state and bookkeeping, owned by one core.
 pub(crate) struct State {
+    /// What new readers see: the last commit, durable or not.
     pub(crate) committed: Meta,
+    /// The last commit whose meta slot is durable: what a crash returns to.
+    pub(crate) durable: Meta,
     /// Pages holding the committed free list; the next commit frees them.
     pub(crate) freelist_pages: Vec<Extent>,
     /// Pages holding the last commit's commit list (one-sync commits); the
@@ -140,6 +143,7 @@ impl<S: Storage> Database<S> {
                 commit_sync: options.commit_sync,
                 state: RefCell::new(State {
                     committed,
+                    durable: committed,
                     freelist_pages,
                     commit_list_pages,
                     reusable,
@@ -178,6 +182,31 @@ impl<S: Storage> Database<S> {
     /// The applied index stored by the last commit.
     pub fn applied_index(&self) -> u64 {
         self.inner.state.borrow().committed.applied_index
+    }
+
+    /// Makes every unsynced commit durable (a durable commit with no changes
+    /// of its own); does nothing when there is none.
+    ///
+    /// # Errors
+    /// As [`WriteTxn::commit`]; [`Error::WriterBusy`] if a writer is open.
+    pub fn sync(&self) -> Result<()> {
+        if self.is_durable() {
+            return Ok(());
+        }
+        self.begin_write()?.commit()
+    }
+
+    /// Whether the last commit is durable (no unsynced commit since).
+    pub fn is_durable(&self) -> bool {
+        let state = self.inner.state.borrow();
+        state.committed.txn_id == state.durable.txn_id
+    }
+
+    /// The applied index of the last durable commit: after a crash the
+    /// file opens at this index, so whatever redoes later changes (the WAL)
+    /// must be kept from just above it.
+    pub fn durable_applied_index(&self) -> u64 {
+        self.inner.state.borrow().durable.applied_index
     }
 
     /// Sizes of the file, for monitoring and tests.

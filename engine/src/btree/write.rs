@@ -61,11 +61,13 @@ impl<S: Storage> WriteTxn<S> {
             if state.writer_active {
                 return Err(Error::WriterBusy);
             }
-            // Pages freed by commit N are unreachable from snapshots >= N.
+            // Pages freed by commit N are unreachable from snapshots >= N,
+            // and from the file after a crash once a commit >= N is durable.
             let oldest_reader = state.readers.keys().next().copied().unwrap_or(u64::MAX);
+            let reusable_up_to = oldest_reader.min(state.durable.txn_id);
             let ready: Vec<u64> = state
                 .pending
-                .range(..=oldest_reader)
+                .range(..=reusable_up_to)
                 .map(|(&t, _)| t)
                 .collect();
             for txn in ready {

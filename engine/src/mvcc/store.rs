@@ -83,6 +83,8 @@ pub struct Store<S: Storage = FileStorage> {
     /// revision, see `compact.rs`) goes on: (target, seq). Kept in memory
     /// only: after a reopen or a new target it starts over at seq 0.
     compact_cursor: (Revision, u32),
+    /// Batches commit without a sync; [`Store::sync`] makes them durable.
+    defer_syncs: bool,
     pub(crate) watches: WatchHub,
 }
 
@@ -126,8 +128,41 @@ impl<S: Storage> Store<S> {
             revisions,
             compacted,
             compact_cursor: (0, 0),
+            defer_syncs: false,
             watches: WatchHub::default(),
         })
+    }
+
+    /// With `true`, apply batches (and compaction steps) commit without a
+    /// sync: they are visible at once and durable at the next
+    /// [`Store::sync`]. A crash returns the keyspace to the last durable
+    /// commit, [`Store::durable_applied_index`], and the caller must be able
+    /// to apply everything after it again (keel: from the Raft log).
+    pub fn defer_syncs(&mut self, defer: bool) {
+        self.defer_syncs = defer;
+    }
+
+    /// Makes every applied batch durable. One durable commit (two syncs);
+    /// nothing when every batch already is.
+    ///
+    /// # Errors
+    /// [`KvError::Storage`]: the shard must stop.
+    pub fn sync(&mut self) -> KvResult<()> {
+        Ok(self.db.sync()?)
+    }
+
+    /// The applied index a crash would return to.
+    pub fn durable_applied_index(&self) -> u64 {
+        self.db.durable_applied_index()
+    }
+
+    fn commit(&self, txn: WriteTxn<S>) -> KvResult<()> {
+        if self.defer_syncs {
+            txn.commit_unsynced()?;
+        } else {
+            txn.commit()?;
+        }
+        Ok(())
     }
 
     /// Revision of the last applied entry.
@@ -257,7 +292,7 @@ impl<S: Storage> Store<S> {
             0 => None,
             rows => self.compact_in(&mut txn, revisions.compact, rows)?,
         };
-        txn.commit()?;
+        self.commit(txn)?;
         self.revisions = revisions;
         let step = self.compaction_committed(revisions.compact, compaction);
         self.watches.publish(events);
@@ -314,7 +349,7 @@ impl<S: Storage> Store<S> {
         let mut txn = self.db.begin_write()?;
         let progress = self.compact_in(&mut txn, target, max_rows)?;
         if progress.is_some() {
-            txn.commit()?;
+            self.commit(txn)?;
         }
         Ok(self.compaction_committed(target, progress))
     }
