@@ -129,6 +129,10 @@ mod tests {
         assert_eq!(clock.next(0), Err(ClockExhausted { last: u64::MAX }));
         assert_eq!(revision_at(1 << 48), None);
         let mut clock = Clock::after(5 << 16);
-        assert_eq!(clock.next(u64::MAX), Ok((5 << 16) + 1), "ignored, not a jump");
+        assert_eq!(
+            clock.next(u64::MAX),
+            Ok((5 << 16) + 1),
+            "ignored, not a jump"
+        );
     }
 }

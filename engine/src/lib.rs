@@ -2,8 +2,9 @@
 //!
 //! [`btree`] is the copy-on-write B+-tree file each shard keeps its state
 //! in; [`mvcc`] is one shard's keyspace on it (etcd v3 semantics, leases,
-//! watches). [`hlc`] gives revisions and [`routing`] places keys on shards,
-//! for the shard runtime and its Raft groups (issue 5, in progress).
+//! watches). [`hlc`] gives revisions and [`routing`] places keys on shards;
+//! [`shard`] runs the shards on cores as Raft groups behind a
+//! [`shard::Node`].
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
@@ -14,5 +15,6 @@ mod error;
 pub mod hlc;
 pub mod mvcc;
 pub mod routing;
+pub mod shard;
 
 pub use error::{Error, Result};

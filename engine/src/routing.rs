@@ -8,9 +8,6 @@
 //! hash is CRC-32 (IEEE), fixed forever: a key's shard is part of the data
 //! directory's layout and must not change with a library version.
 
-/// Index of a shard, `0..shards`.
-pub type ShardId = u32;
-
 /// The part of `key` that picks its shard.
 pub fn routing_key(key: &[u8]) -> &[u8] {
     let Some(open) = key.iter().position(|&b| b == b'{') else {
@@ -24,8 +21,32 @@ pub fn routing_key(key: &[u8]) -> &[u8] {
 }
 
 /// The shard of `key` among `shards` (at least 1; 0 is taken as 1).
-pub fn shard_of(key: &[u8], shards: u32) -> ShardId {
-    crc32fast::hash(routing_key(key)) % shards.max(1)
+pub fn shard_of(key: &[u8], shards: usize) -> usize {
+    // Shard counts fit in u32; the hash is 32 bits.
+    (crc32fast::hash(routing_key(key)) as u64 % shards.max(1) as u64) as usize
+}
+
+/// The one shard holding every key of `[key, range_end)` (etcd's range
+/// rules: an empty `range_end` is the key alone, `[0]` is everything from
+/// `key` on), or `None` when the range may span shards.
+///
+/// A range has one shard when both ends start with the same hash tag, up
+/// to its closing brace: every key between two strings with a common prefix
+/// has that prefix, so it routes by the same tag. A prefix range over
+/// `{user:42}/` is one shard; a range over `user/` is all of them.
+pub fn shard_of_range(key: &[u8], range_end: &[u8], shards: usize) -> Option<usize> {
+    if shards <= 1 || range_end.is_empty() {
+        return Some(shard_of(key, shards));
+    }
+    let open = key.iter().position(|&b| b == b'{')?;
+    let after = key.get(open + 1..)?;
+    let len = after.iter().position(|&b| b == b'}')?;
+    if len == 0 {
+        return None;
+    }
+    // The prefix up to and including the tag's closing brace.
+    let tagged = key.get(..open + len + 2)?;
+    range_end.starts_with(tagged).then(|| shard_of(key, shards))
 }
 
 #[cfg(test)]
@@ -53,9 +74,25 @@ mod tests {
         assert_eq!(shard_of(b"{t}/a", 7), shard_of(b"t", 7));
         // CRC-32 (IEEE) of "123456789" is cbf43926: the layout depends on
         // exactly this function.
-        assert_eq!(shard_of(b"123456789", u32::MAX), 0xcbf4_3926);
+        assert_eq!(shard_of(b"123456789", u32::MAX as usize), 0xcbf4_3926);
         assert_eq!(shard_of(b"anything", 1), 0);
         assert_eq!(shard_of(b"anything", 0), 0);
+    }
+
+    #[test]
+    fn a_range_has_one_shard_only_inside_one_hash_tag() {
+        let shard = shard_of(b"user:42", 8);
+        assert_eq!(shard_of_range(b"{user:42}/", b"{user:42}0", 8), Some(shard));
+        assert_eq!(
+            shard_of_range(b"{user:42}/a", b"{user:42}/b", 8),
+            Some(shard)
+        );
+        assert_eq!(shard_of_range(b"{user:42}/a", b"", 8), Some(shard));
+        assert_eq!(shard_of_range(b"{user:42}/a", b"{user:43}", 8), None);
+        assert_eq!(shard_of_range(b"{user:42}/a", &[0], 8), None);
+        assert_eq!(shard_of_range(b"user/", b"user0", 8), None);
+        assert_eq!(shard_of_range(b"{}/a", b"{}/b", 8), None);
+        assert_eq!(shard_of_range(b"user/", b"user0", 1), Some(0));
     }
 
     #[test]
@@ -63,7 +100,7 @@ mod tests {
         let shards = 4;
         let mut counts = [0u32; 4];
         for i in 0..40_000 {
-            counts[shard_of(format!("key/{i:08}").as_bytes(), shards) as usize] += 1;
+            counts[shard_of(format!("key/{i:08}").as_bytes(), shards)] += 1;
         }
         for count in counts {
             assert!((9_000..11_000).contains(&count), "{counts:?}");

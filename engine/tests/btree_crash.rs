@@ -129,7 +129,10 @@ fn record(path: &Path, seed: u64, commit_sync: CommitSync, unsynced: bool) -> Re
                 Event::Write(offset, data) => meta_txn(*offset, data),
                 _ => None,
             });
-            commit_of_txn.insert(meta.expect("a durable commit writes its meta"), models.len() as u64);
+            commit_of_txn.insert(
+                meta.expect("a durable commit writes its meta"),
+                models.len() as u64,
+            );
         }
         models.push(model.clone());
     }
@@ -320,7 +323,10 @@ fn crash_images(commit_sync: CommitSync, unsynced: bool) {
                     applied, commit,
                     "seed {seed}, crash at event {crash}: wrong commit"
                 );
-                assert!(got == *expected, "seed {seed}, crash at event {crash}: contents differ from commit {commit}");
+                assert!(
+                    got == *expected,
+                    "seed {seed}, crash at event {crash}: contents differ from commit {commit}"
+                );
             }
         }
     }

@@ -1,0 +1,50 @@
+//! Why a node refused or failed a request.
+
+use crate::mvcc::KvError;
+
+/// Result of a node call.
+pub type NodeResult<T> = std::result::Result<T, NodeError>;
+
+/// A refused request, a stopped shard, or a node that is going away.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The keyspace refused the request (deterministically; nothing changed
+    /// but, for a write, the shard's current revision).
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    /// A transaction touches keys on more than one shard.
+    #[error(
+        "transaction keys span shards {shards:?}; keys in one transaction must share a shard: \
+         give them a common hash tag, e.g. {{user:42}}/name and {{user:42}}/email"
+    )]
+    CrossShardTxn {
+        /// The shards its keys map to (at least two).
+        shards: Vec<usize>,
+    },
+    /// The shard stopped after a storage failure (fail-stop) and refuses
+    /// everything until the node restarts.
+    #[error("shard {shard} has stopped: {reason}")]
+    ShardStopped {
+        /// The shard.
+        shard: usize,
+        /// The failure that stopped it.
+        reason: String,
+    },
+    /// This replica is not the shard's leader (or lost leadership before
+    /// the request was committed); the outcome of a write is unknown.
+    #[error("shard {shard} is not led here")]
+    NotLeader {
+        /// The shard.
+        shard: usize,
+    },
+    /// The node is shutting down or gone.
+    #[error("the node is shutting down")]
+    Shutdown,
+    /// Starting the node failed.
+    #[error("node start failed: {0}")]
+    Start(String),
+    /// The request itself was malformed.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+}

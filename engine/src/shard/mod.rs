@@ -1,0 +1,15 @@
+//! The shard runtime: a [`Node`] runs S shards over its cores, each shard a
+//! Raft group (raft-rs) whose log is the shard's WAL and whose state
+//! machine is its MVCC keyspace. How a write and a read travel through it
+//! is in docs/node.md.
+
+pub mod entry_codec;
+mod error;
+pub mod log_store;
+mod merge;
+mod node;
+mod node_meta;
+mod replica;
+
+pub use error::{NodeError, NodeResult};
+pub use node::{Consistency, Node, NodeClient, NodeConfig};

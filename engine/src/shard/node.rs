@@ -1,0 +1,516 @@
+//! The node: S shards over C cores, one glommio executor per core, each
+//! owning the shards `s` with `s % C == core` outright. A [`Node`] is the
+//! in-process handle (`Send + Sync`); its calls go straight to the core
+//! that owns the shard, or through another core and then over the mesh of
+//! glommio channels between cores ([`Node::via_core`]), as a request that
+//! arrived on the wrong core's socket will.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
+
+use crate::btree::Options;
+use crate::mvcc::{
+    Applied, DeleteRangeRequest, Entry, PutRequest, RangeRequest, RangeResponse, Response,
+    Revision, TxnRequest,
+};
+use crate::routing::{shard_of, shard_of_range};
+use crate::shard::error::{NodeError, NodeResult};
+use crate::shard::merge::{merge_ranges, per_shard_request};
+use crate::shard::node_meta;
+use crate::shard::replica::{Replica, ReplicaConfig, ShardCall};
+
+/// Calls queued between two cores before the sender waits.
+const MESH_CAPACITY: usize = 1024;
+
+/// How a node is laid out.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The data directory: `shard-NNN/` per shard and a `node.meta` file.
+    pub data_dir: PathBuf,
+    /// Shards; 0 takes the number recorded in the directory, or the core
+    /// count when it is new. Fixed once the directory is created.
+    pub shards: usize,
+    /// Executors (cores); 0 is the machine's core count.
+    pub cores: usize,
+    /// Pin executor `i` to CPU `i`.
+    pub pin: bool,
+    /// Each shard's WAL.
+    pub wal: keel_wal::WalConfig,
+    /// Each shard's tree file (`commit_sync` is chosen by the shard).
+    pub tree: Options,
+}
+
+impl NodeConfig {
+    /// Defaults for `data_dir`: every core, one shard per core, pinned.
+    pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            shards: 0,
+            cores: 0,
+            pin: true,
+            wal: keel_wal::WalConfig::default(),
+            tree: Options::default(),
+        }
+    }
+}
+
+/// How a read is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Sees every write acknowledged before it started (Raft ReadIndex).
+    #[default]
+    Linearizable,
+    /// From the replica's applied state, without a Raft round.
+    Serializable,
+}
+
+/// A call addressed to a shard, travelling between cores.
+struct CoreCall {
+    shard: usize,
+    call: ShardCall,
+}
+
+/// The running node. Dropping it shuts the node down (as [`Node::shutdown`]).
+pub struct Node {
+    shards: usize,
+    cores: Vec<flume::Sender<CoreCall>>,
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    /// Where calls enter: `None` for the owner's core.
+    entry_core: Option<usize>,
+}
+
+impl Node {
+    /// Starts the node: creates or checks the directory, opens every shard
+    /// (replaying its WAL) and returns once all can serve.
+    ///
+    /// # Errors
+    /// [`NodeError::Start`] naming the shard and what failed.
+    pub fn start(config: NodeConfig) -> NodeResult<Node> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| NodeError::Start(format!("{}: {e}", config.data_dir.display())))?;
+        let machine_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let core_count = if config.cores == 0 {
+            machine_cores
+        } else {
+            config.cores
+        };
+        let shards = node_meta::open_or_create(&config.data_dir, config.shards, core_count)?;
+        let core_count = core_count.min(shards);
+        let floor = Arc::new(AtomicU64::new(0));
+        // The mesh: one bounded glommio channel per ordered pair of cores.
+        let mut senders: Vec<Vec<Option<SharedSender<CoreCall>>>> = (0..core_count)
+            .map(|_| (0..core_count).map(|_| None).collect())
+            .collect();
+        let mut receivers: Vec<Vec<SharedReceiver<CoreCall>>> =
+            (0..core_count).map(|_| Vec::new()).collect();
+        for (from, row) in senders.iter_mut().enumerate() {
+            for ((to, slot), inbox) in row.iter_mut().enumerate().zip(receivers.iter_mut()) {
+                if from != to {
+                    let (tx, rx) = shared_channel::new_bounded(MESH_CAPACITY);
+                    *slot = Some(tx);
+                    inbox.push(rx);
+                }
+            }
+        }
+        let (ready_tx, ready_rx) = flume::unbounded();
+        let mut cores = Vec::new();
+        let mut threads = Vec::new();
+        for (core, (core_senders, core_receivers)) in senders.into_iter().zip(receivers).enumerate()
+        {
+            let (tx, rx) = flume::unbounded();
+            cores.push(tx);
+            let owned: Vec<usize> = (core..shards).step_by(core_count).collect();
+            let setup = CoreSetup {
+                core,
+                core_count,
+                owned,
+                config: config.clone(),
+                floor: floor.clone(),
+                ingress: rx,
+                mesh_out: core_senders,
+                mesh_in: core_receivers,
+                ready: ready_tx.clone(),
+            };
+            let placement = if config.pin {
+                glommio::Placement::Fixed(core % machine_cores)
+            } else {
+                glommio::Placement::Unbound
+            };
+            let thread = glommio::LocalExecutorBuilder::new(placement)
+                .name(&format!("keel-core-{core}"))
+                .io_memory(1 << 20)
+                .spawn(move || run_core(setup))
+                .map_err(|e| NodeError::Start(format!("core {core}: {e}")))?;
+            threads.push(thread);
+        }
+        drop(ready_tx);
+        let node = Node {
+            shards,
+            cores,
+            threads,
+            entry_core: None,
+        };
+        for _ in 0..core_count {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(error),
+                Err(_) => return Err(NodeError::Start("a core exited while starting".into())),
+            }
+        }
+        Ok(node)
+    }
+
+    /// The number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards
+    }
+
+    /// The number of cores (executors).
+    pub fn core_count(&self) -> usize {
+        self.cores.len()
+    }
+
+    /// A handle whose calls all enter through `core`, which forwards any
+    /// for a shard it does not own over the mesh. `None` when there is no
+    /// such core.
+    pub fn via_core(&self, core: usize) -> Option<NodeClient<'_>> {
+        (core < self.cores.len()).then_some(NodeClient {
+            node: self,
+            entry_core: Some(core),
+        })
+    }
+
+    fn client(&self) -> NodeClient<'_> {
+        NodeClient {
+            node: self,
+            entry_core: self.entry_core,
+        }
+    }
+
+    /// Stores a value; answered once durable and applied.
+    pub async fn put(&self, request: PutRequest) -> NodeResult<Applied> {
+        self.client().put(request).await
+    }
+
+    /// Deletes a key or range (see [`NodeClient::delete_range`]).
+    pub async fn delete_range(&self, request: DeleteRangeRequest) -> NodeResult<Applied> {
+        self.client().delete_range(request).await
+    }
+
+    /// Runs a transaction whose keys share a shard.
+    pub async fn txn(&self, request: TxnRequest) -> NodeResult<Applied> {
+        self.client().txn(request).await
+    }
+
+    /// Reads a key or range; across shards, one snapshot at one revision.
+    pub async fn range(
+        &self,
+        request: RangeRequest,
+        consistency: Consistency,
+    ) -> NodeResult<(Revision, RangeResponse)> {
+        self.client().range(request, consistency).await
+    }
+
+    /// Proposes `entry` on `shard` as it is (leases, compaction and tests).
+    pub async fn write_to(&self, shard: usize, entry: Entry) -> NodeResult<Applied> {
+        self.client().write_to(shard, entry).await
+    }
+
+    /// Stops every core: each shard makes its tree durable and closes its
+    /// WAL. Calls still queued are answered with [`NodeError::Shutdown`] or
+    /// a stopped shard.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.cores.clear();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Calls into a node through a chosen entry core.
+#[derive(Clone, Copy)]
+pub struct NodeClient<'a> {
+    node: &'a Node,
+    entry_core: Option<usize>,
+}
+
+impl NodeClient<'_> {
+    async fn call<T>(
+        &self,
+        shard: usize,
+        make: impl FnOnce(crate::shard::replica::Reply<T>) -> ShardCall,
+    ) -> NodeResult<T> {
+        let (reply, answer) = flume::bounded(1);
+        let core = self
+            .entry_core
+            .unwrap_or(shard % self.node.cores.len().max(1));
+        let sender = self.node.cores.get(core).ok_or(NodeError::Shutdown)?;
+        sender
+            .send(CoreCall {
+                shard,
+                call: make(reply),
+            })
+            .map_err(|_| NodeError::Shutdown)?;
+        answer.recv_async().await.map_err(|_| NodeError::Shutdown)?
+    }
+
+    /// Proposes `entry` on `shard` as it is.
+    pub async fn write_to(&self, shard: usize, entry: Entry) -> NodeResult<Applied> {
+        if shard >= self.node.shards {
+            return Err(NodeError::InvalidRequest(format!(
+                "shard {shard} of {}",
+                self.node.shards
+            )));
+        }
+        self.call(shard, |reply| ShardCall::Write { entry, reply })
+            .await
+    }
+
+    /// Stores a value on its key's shard.
+    pub async fn put(&self, request: PutRequest) -> NodeResult<Applied> {
+        let shard = shard_of(&request.key, self.node.shards);
+        self.write_to(shard, Entry::Put(request)).await
+    }
+
+    /// Deletes a key or a range. A range that spans shards is deleted shard
+    /// by shard, each at its own revision (not atomically); the answer
+    /// sums the parts and carries the highest revision.
+    pub async fn delete_range(&self, request: DeleteRangeRequest) -> NodeResult<Applied> {
+        if let Some(shard) = shard_of_range(&request.key, &request.range_end, self.node.shards) {
+            return self.write_to(shard, Entry::DeleteRange(request)).await;
+        }
+        let mut total: Option<Applied> = None;
+        for shard in 0..self.node.shards {
+            let part = self
+                .write_to(shard, Entry::DeleteRange(request.clone()))
+                .await?;
+            total = Some(match (total, part) {
+                (None, part) => part,
+                (Some(mut sum), part) => {
+                    if let (Response::DeleteRange(sum), Response::DeleteRange(part)) =
+                        (&mut sum.response, part.response)
+                    {
+                        sum.deleted += part.deleted;
+                        sum.prev_kvs.extend(part.prev_kvs);
+                    }
+                    sum.revision = sum.revision.max(part.revision);
+                    sum
+                }
+            });
+        }
+        if let Some(Applied {
+            response: Response::DeleteRange(sum),
+            ..
+        }) = &mut total
+        {
+            sum.prev_kvs.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+        total.ok_or(NodeError::Shutdown)
+    }
+
+    /// Runs a transaction; its keys must share a shard.
+    pub async fn txn(&self, request: TxnRequest) -> NodeResult<Applied> {
+        let shard = crate::shard::merge::txn_shard(&request, self.node.shards)?;
+        self.write_to(shard, Entry::Txn(request)).await
+    }
+
+    /// Reads a key or a range. A range over several shards is read at one
+    /// revision R on all of them (R at least every revision any shard had
+    /// handed out when the read began), and the answer is at R.
+    pub async fn range(
+        &self,
+        request: RangeRequest,
+        consistency: Consistency,
+    ) -> NodeResult<(Revision, RangeResponse)> {
+        let shards = self.node.shards;
+        if let Some(shard) = shard_of_range(&request.key, &request.range_end, shards) {
+            let linearizable = consistency == Consistency::Linearizable;
+            return self
+                .call(shard, |reply| ShardCall::Range {
+                    request,
+                    linearizable,
+                    reply,
+                })
+                .await;
+        }
+        let revision = if request.revision != 0 {
+            request.revision
+        } else {
+            let mut highest = 0;
+            for shard in 0..shards {
+                let last = self
+                    .call(shard, |reply| ShardCall::LastRevision { reply })
+                    .await?;
+                highest = highest.max(last);
+            }
+            highest
+        };
+        let mut parts = Vec::with_capacity(shards);
+        let per_shard = per_shard_request(&request);
+        let answers: Vec<_> = (0..shards)
+            .map(|shard| {
+                let request = per_shard.clone();
+                self.call(shard, move |reply| ShardCall::RangeAt {
+                    request,
+                    revision,
+                    reply,
+                })
+            })
+            .collect();
+        for answer in answers {
+            parts.push(answer.await?);
+        }
+        Ok((revision, merge_ranges(&request, parts)))
+    }
+}
+
+/// What one core starts with.
+struct CoreSetup {
+    core: usize,
+    core_count: usize,
+    owned: Vec<usize>,
+    config: NodeConfig,
+    floor: Arc<AtomicU64>,
+    ingress: flume::Receiver<CoreCall>,
+    mesh_out: Vec<Option<SharedSender<CoreCall>>>,
+    mesh_in: Vec<SharedReceiver<CoreCall>>,
+    ready: flume::Sender<NodeResult<()>>,
+}
+
+fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
+    data_dir.join(format!("shard-{shard:03}"))
+}
+
+/// One core's life: open its shards, serve, shut them down.
+async fn run_core(setup: CoreSetup) {
+    let CoreSetup {
+        core,
+        core_count,
+        owned,
+        config,
+        floor,
+        ingress,
+        mesh_out,
+        mesh_in,
+        ready,
+    } = setup;
+    // Connect the mesh first: every core must, even one whose shards fail.
+    // A connect waits for the other end, so this core's receiving ends
+    // connect in tasks of their own while its sending ends connect.
+    let receiving: Vec<_> = mesh_in
+        .into_iter()
+        .map(|receiver| glommio::spawn_local(receiver.connect()))
+        .collect();
+    let mut peers: Vec<Option<ConnectedSender<CoreCall>>> = Vec::with_capacity(core_count);
+    for sender in mesh_out {
+        peers.push(match sender {
+            Some(sender) => Some(sender.connect().await),
+            None => None,
+        });
+    }
+    let mut inbound = Vec::with_capacity(receiving.len());
+    for receiver in receiving {
+        inbound.push(receiver.await);
+    }
+    let mut locals = BTreeMap::new();
+    let mut replicas = Vec::new();
+    for shard in owned {
+        let replica_config = ReplicaConfig {
+            shard,
+            wal: config.wal.clone(),
+            tree: config.tree.clone(),
+        };
+        match Replica::open(
+            &shard_dir(&config.data_dir, shard),
+            replica_config,
+            floor.clone(),
+        )
+        .await
+        {
+            Ok(replica) => {
+                let (tx, rx) = flume::unbounded();
+                locals.insert(shard, tx);
+                replicas.push(glommio::spawn_local(replica.run(rx)));
+            }
+            Err(error) => {
+                let _ = ready.send(Err(error));
+                // Fall through: serve nothing, but keep the mesh alive until
+                // the node drops its handle.
+            }
+        }
+    }
+    let _ = ready.send(Ok(()));
+    let locals = Rc::new(locals);
+    let mut forwarders = Vec::new();
+    for receiver in inbound {
+        let locals = locals.clone();
+        forwarders.push(glommio::spawn_local(async move {
+            while let Some(call) = receiver.recv().await {
+                deliver(&locals, core, call);
+            }
+        }));
+    }
+    while let Ok(call) = ingress.recv_async().await {
+        let owner = call.shard % core_count;
+        if owner == core {
+            deliver(&locals, core, call);
+        } else if let Some(Some(peer)) = peers.get(owner) {
+            // A full channel makes this core wait: back-pressure, not loss.
+            // If the peer is gone the call is dropped with its reply
+            // sender, and its caller sees the node shutting down.
+            let _ = peer.send(call).await;
+        } else {
+            refuse(call);
+        }
+    }
+    // Shutting down: close the mesh so peers' forwarders end, then let the
+    // replicas drain once no sender is left.
+    for peer in peers.iter().flatten() {
+        peer.close();
+    }
+    drop(peers);
+    for forwarder in forwarders {
+        forwarder.await;
+    }
+    drop(locals);
+    for replica in replicas {
+        replica.await;
+    }
+}
+
+fn deliver(locals: &BTreeMap<usize, flume::Sender<ShardCall>>, core: usize, call: CoreCall) {
+    match locals.get(&call.shard) {
+        Some(shard) => {
+            if let Err(flume::SendError(call)) = shard.send(call.call) {
+                refuse(CoreCall { shard: core, call });
+            }
+        }
+        None => refuse(call),
+    }
+}
+
+/// Answers a call no shard will take.
+fn refuse(call: CoreCall) {
+    let error = || NodeError::Shutdown;
+    match call.call {
+        ShardCall::Write { reply, .. } => drop(reply.send(Err(error()))),
+        ShardCall::Range { reply, .. } => drop(reply.send(Err(error()))),
+        ShardCall::LastRevision { reply } => drop(reply.send(Err(error()))),
+        ShardCall::RangeAt { reply, .. } => drop(reply.send(Err(error()))),
+    }
+}

@@ -1,0 +1,714 @@
+//! One shard's replica on its core: the raft-rs `RawNode` over the shard's
+//! WAL, driven in the documented Ready order, with the MVCC keyspace as its
+//! state machine. Everything here runs on one glommio executor; the only
+//! way in is a [`ShardCall`] on the replica's channel.
+//!
+//! The loop, once per wake-up (see docs/node.md, "Write path"):
+//! 1. take every queued call: writes are proposed (the leader stamps each
+//!    with the next HLC revision), linearizable reads share one ReadIndex;
+//! 2. handle Ready: apply committed entries, queue new entries and the
+//!    hard state to the WAL, await their one group-commit sync, advance,
+//!    apply what that committed, answer the writers;
+//! 3. every `TREE_SYNC_*`, make the tree durable and release WAL segments
+//!    below its applied index.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raft::eraftpb::{ConfState, EntryType, HardState, Message};
+use raft::{RawNode, StateRole};
+
+use crate::btree::{CommitSync, Options};
+use crate::hlc::Clock;
+use crate::mvcc::{
+    Applied, Entry, Indexed, KvError, Lessor, LessorConfig, RangeRequest, RangeResponse, Response,
+    Revision, Store,
+};
+use crate::shard::entry_codec;
+use crate::shard::error::{NodeError, NodeResult};
+use crate::shard::log_store::{self, LogStore, RAFT_ENTRY_KIND};
+
+/// How a caller gets its answer; the receiving end may be on any thread.
+pub(crate) type Reply<T> = flume::Sender<NodeResult<T>>;
+
+/// Raft ticks this often; elections take 10 ticks, heartbeats 3.
+const TICK: Duration = Duration::from_millis(100);
+/// The tree is made durable after this many applied entries...
+const TREE_SYNC_ENTRIES: u64 = 20_000;
+/// ...or this long after the first unsynced one.
+const TREE_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Rows of history a compaction step removes inside each apply batch.
+const COMPACT_STEP_ROWS: usize = 500;
+/// Calls taken per wake-up before Ready is handled, to bound latency.
+const MAX_CALLS_PER_ROUND: usize = 4096;
+/// The one voter of a single-node group.
+const REPLICA_ID: u64 = 1;
+
+/// What a core asks of one of its shards.
+pub(crate) enum ShardCall {
+    /// Propose an entry; answered once applied.
+    Write { entry: Entry, reply: Reply<Applied> },
+    /// A range on this shard alone, answered with the revision read at.
+    Range {
+        request: RangeRequest,
+        linearizable: bool,
+        reply: Reply<(Revision, RangeResponse)>,
+    },
+    /// Phase 1 of a read across shards: the highest revision this shard
+    /// handed out or observed.
+    LastRevision { reply: Reply<Revision> },
+    /// Phase 2: never assign `revision` or below again, wait until every
+    /// entry already proposed is applied, then read at `revision`.
+    RangeAt {
+        request: RangeRequest,
+        revision: Revision,
+        reply: Reply<RangeResponse>,
+    },
+}
+
+/// Answers waiting for applies to reach a Raft index.
+enum ReadWaiter {
+    Head {
+        request: RangeRequest,
+        reply: Reply<(Revision, RangeResponse)>,
+    },
+    At {
+        request: RangeRequest,
+        revision: Revision,
+        reply: Reply<RangeResponse>,
+    },
+}
+
+/// A proposed write waiting for its entry to apply.
+struct Pending {
+    index: u64,
+    term: u64,
+    reply: Reply<Applied>,
+}
+
+/// Tunables of a replica.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplicaConfig {
+    pub(crate) shard: usize,
+    pub(crate) wal: keel_wal::WalConfig,
+    pub(crate) tree: Options,
+}
+
+/// One shard's replica. Not `Send`: it lives on its core.
+pub(crate) struct Replica {
+    shard: usize,
+    raw: RawNode<LogStore>,
+    wal: keel_wal::Wal,
+    store: Store,
+    clock: Clock,
+    lessor: Lessor,
+    /// The node's highest acknowledged revision: every shard proposes above
+    /// it, so a write that starts after another was acknowledged gets a
+    /// higher revision even on another shard.
+    floor: Arc<AtomicU64>,
+    started: Instant,
+    pending: VecDeque<Pending>,
+    /// Linearizable reads not yet given a ReadIndex.
+    unindexed: Vec<ReadWaiter>,
+    /// ReadIndex requests in flight, by context.
+    indexing: BTreeMap<u64, Vec<ReadWaiter>>,
+    next_read_context: u64,
+    /// Reads waiting for applies to reach an index.
+    waiting: Vec<(u64, ReadWaiter)>,
+    applied: u64,
+    unsynced_entries: u64,
+    unsynced_since: Option<Instant>,
+    was_leader: bool,
+    failure: Option<String>,
+}
+
+fn stopped(shard: usize, reason: &str) -> NodeError {
+    NodeError::ShardStopped {
+        shard,
+        reason: reason.to_string(),
+    }
+}
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn start_error(shard: usize, what: &str, error: impl std::fmt::Display) -> NodeError {
+    NodeError::Start(format!("shard {shard}: {what}: {error}"))
+}
+
+impl Replica {
+    /// Opens the shard in `dir` (`wal/` and `kv.db`): reopens the tree,
+    /// reads the WAL from the tree's applied index and hands raft-rs the
+    /// rest to replay.
+    pub(crate) async fn open(
+        dir: &Path,
+        config: ReplicaConfig,
+        floor: Arc<AtomicU64>,
+    ) -> NodeResult<Replica> {
+        let shard = config.shard;
+        std::fs::create_dir_all(dir).map_err(|e| start_error(shard, "create dir", e))?;
+        let options = Options {
+            // Every tree commit after unsynced ones takes two syncs anyway.
+            commit_sync: CommitSync::TwoSyncs,
+            ..config.tree
+        };
+        let mut store = Store::open(dir.join("kv.db"), options)?;
+        store.defer_syncs(true);
+        let wal = keel_wal::Wal::open(dir.join("wal"), config.wal)
+            .await
+            .map_err(|e| start_error(shard, "open WAL", e))?;
+        let (hard_state, conf_state) = match wal.state() {
+            Some(blob) => {
+                log_store::decode_state(&blob).map_err(|e| start_error(shard, "WAL state", e))?
+            }
+            None => {
+                let conf_state = ConfState {
+                    voters: vec![REPLICA_ID],
+                    ..ConfState::default()
+                };
+                let hard_state = HardState::default();
+                wal.save_state(&log_store::encode_state(&hard_state, &conf_state))
+                    .await
+                    .map_err(|e| start_error(shard, "bootstrap", e))?;
+                (hard_state, conf_state)
+            }
+        };
+        let applied = store.applied_index();
+        let (compacted, entries) = read_tail(&wal, applied)
+            .await
+            .map_err(|e| start_error(shard, "read WAL", e))?;
+        let mut hard_state = hard_state;
+        let last = compacted.0 + entries.len() as u64;
+        // The commit index is saved lazily; whatever the tree applied was
+        // committed, and nothing past the log can be.
+        hard_state.commit = hard_state.commit.max(applied).min(last);
+        let mut highest = store.current_revision();
+        for entry in &entries {
+            if entry.entry_type == EntryType::EntryNormal && !entry.data.is_empty() {
+                let (revision, _) = entry_codec::decode(&entry.data)
+                    .map_err(|e| start_error(shard, "decode WAL entry", e))?;
+                highest = highest.max(revision);
+            }
+        }
+        let log = LogStore::new(hard_state, conf_state, compacted, entries);
+        let raft_config = raft::Config {
+            id: REPLICA_ID,
+            election_tick: 10,
+            heartbeat_tick: 3,
+            applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            pre_vote: true,
+            ..raft::Config::default()
+        };
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut raw =
+            RawNode::new(&raft_config, log, &logger).map_err(|e| start_error(shard, "raft", e))?;
+        // One voter: no need to wait for an election timeout.
+        raw.campaign()
+            .map_err(|e| start_error(shard, "campaign", e))?;
+        floor.fetch_max(highest, Ordering::Relaxed);
+        Ok(Replica {
+            shard,
+            raw,
+            wal,
+            store,
+            clock: Clock::after(highest),
+            lessor: Lessor::new(LessorConfig::default()),
+            floor,
+            started: Instant::now(),
+            pending: VecDeque::new(),
+            unindexed: Vec::new(),
+            indexing: BTreeMap::new(),
+            next_read_context: 1,
+            waiting: Vec::new(),
+            applied,
+            unsynced_entries: 0,
+            unsynced_since: None,
+            was_leader: false,
+            failure: None,
+        })
+    }
+
+    /// Serves calls until the channel closes, then makes the tree durable
+    /// and closes the WAL.
+    pub(crate) async fn run(mut self, calls: flume::Receiver<ShardCall>) {
+        let mut next_tick = Instant::now() + TICK;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            let first = futures_lite::future::or(async { Some(calls.recv_async().await) }, async {
+                glommio::timer::sleep(wait).await;
+                None
+            })
+            .await;
+            match first {
+                Some(Ok(call)) => self.take(call),
+                Some(Err(_closed)) => break,
+                None => {}
+            }
+            for _ in 0..MAX_CALLS_PER_ROUND {
+                match calls.try_recv() {
+                    Ok(call) => self.take(call),
+                    Err(_) => break,
+                }
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + TICK;
+                self.raw.tick();
+                self.lease_timers();
+            }
+            self.request_read_index();
+            if let Err(reason) = self.drive().await {
+                self.fail(reason);
+            }
+            if let Err(reason) = self.maybe_sync_tree(false).await {
+                self.fail(reason);
+            }
+        }
+        if self.failure.is_none() {
+            let _ = self.maybe_sync_tree(true).await;
+        }
+        self.fail("the node is shutting down".to_string());
+        let _ = self.wal.close().await;
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    /// Takes one call: proposes, answers, or queues it.
+    fn take(&mut self, call: ShardCall) {
+        if let Some(reason) = &self.failure {
+            let error = stopped(self.shard, reason);
+            match call {
+                ShardCall::Write { reply, .. } => drop(reply.send(Err(error))),
+                ShardCall::Range { reply, .. } => drop(reply.send(Err(error))),
+                ShardCall::LastRevision { reply } => drop(reply.send(Err(error))),
+                ShardCall::RangeAt { reply, .. } => drop(reply.send(Err(error))),
+            }
+            return;
+        }
+        match call {
+            ShardCall::Write { entry, reply } => self.propose(entry, reply),
+            ShardCall::Range {
+                request,
+                linearizable: false,
+                reply,
+            } => self.serve(ReadWaiter::Head { request, reply }),
+            ShardCall::Range { request, reply, .. } => {
+                self.unindexed.push(ReadWaiter::Head { request, reply });
+            }
+            ShardCall::LastRevision { reply } => {
+                let _ = reply.send(Ok(self.clock.last()));
+            }
+            ShardCall::RangeAt {
+                request,
+                revision,
+                reply,
+            } => {
+                // HLC receive: nothing at or below `revision` is assigned
+                // from now on; what was assigned is proposed at or below the
+                // log's last index.
+                self.clock.observe(revision);
+                let index = self.raw.raft.raft_log.last_index();
+                let waiter = ReadWaiter::At {
+                    request,
+                    revision,
+                    reply,
+                };
+                self.wait_for(index, waiter);
+            }
+        }
+    }
+
+    fn propose(&mut self, entry: Entry, reply: Reply<Applied>) {
+        if !self.is_leader() {
+            let _ = reply.send(Err(NodeError::NotLeader { shard: self.shard }));
+            return;
+        }
+        self.clock.observe(self.floor.load(Ordering::Relaxed));
+        let revision = match self.clock.next(unix_millis()) {
+            Ok(revision) => revision,
+            Err(e) => {
+                let _ = reply.send(Err(stopped(self.shard, &e.to_string())));
+                return;
+            }
+        };
+        let data = entry_codec::encode(revision, &entry);
+        if let Err(e) = self.raw.propose(Vec::new(), data) {
+            let _ = reply.send(Err(match e {
+                raft::Error::ProposalDropped => NodeError::NotLeader { shard: self.shard },
+                other => NodeError::InvalidRequest(other.to_string()),
+            }));
+            return;
+        }
+        self.pending.push_back(Pending {
+            index: self.raw.raft.raft_log.last_index(),
+            term: self.raw.raft.term,
+            reply,
+        });
+    }
+
+    /// Gives every linearizable read taken this round one ReadIndex.
+    fn request_read_index(&mut self) {
+        // raft-rs drops a ReadIndex silently until the leader has committed
+        // an entry of its own term, so reads wait here until then.
+        if self.unindexed.is_empty() || !self.is_leader() || !self.raw.raft.commit_to_current_term()
+        {
+            return;
+        }
+        let context = self.next_read_context;
+        self.next_read_context += 1;
+        self.indexing
+            .insert(context, std::mem::take(&mut self.unindexed));
+        self.raw.read_index(context.to_le_bytes().to_vec());
+    }
+
+    fn wait_for(&mut self, index: u64, waiter: ReadWaiter) {
+        if index <= self.applied {
+            self.serve(waiter);
+        } else {
+            self.waiting.push((index, waiter));
+        }
+    }
+
+    /// Answers a read from the applied state.
+    fn serve(&self, waiter: ReadWaiter) {
+        match waiter {
+            ReadWaiter::Head { request, reply } => {
+                let answer = self
+                    .store
+                    .range(&request)
+                    .map(|r| (self.store.current_revision(), r))
+                    .map_err(NodeError::from);
+                let _ = reply.send(answer);
+            }
+            ReadWaiter::At {
+                mut request,
+                revision,
+                reply,
+            } => {
+                // Nothing at or below `revision` is still to come here, so
+                // a shard whose last write is older reads its head.
+                request.revision = if revision >= self.store.current_revision() {
+                    0
+                } else {
+                    revision
+                };
+                let _ = reply.send(self.store.range(&request).map_err(NodeError::from));
+            }
+        }
+    }
+
+    /// Handles Ready until raft-rs has nothing more, in the documented
+    /// order. An error stops the shard.
+    async fn drive(&mut self) -> Result<(), String> {
+        while self.raw.has_ready() {
+            let mut ready = self.raw.ready();
+            self.send(ready.take_messages());
+            if !ready.snapshot().is_empty() {
+                return Err("installing a snapshot is not supported yet".to_string());
+            }
+            self.apply(ready.take_committed_entries())?;
+            let entries = ready.take_entries();
+            let mut syncs = Vec::new();
+            if let Some(first) = entries.first() {
+                if first.index <= self.wal.last_index() {
+                    syncs.push(self.wal.truncate_after(first.index - 1));
+                }
+                let payloads: Vec<Vec<u8>> = entries.iter().map(log_store::encode_entry).collect();
+                syncs.push(
+                    self.wal.append_batch(
+                        entries
+                            .iter()
+                            .zip(&payloads)
+                            .map(|(e, p)| (e.index, RAFT_ENTRY_KIND, p.as_slice())),
+                    ),
+                );
+                self.raw
+                    .mut_store()
+                    .append(&entries)
+                    .map_err(|e| e.to_string())?;
+            }
+            if let Some(hard_state) = ready.hs() {
+                let store = self.raw.mut_store();
+                store.set_hard_state(hard_state.clone());
+                let blob = log_store::encode_state(store.hard_state(), store.conf_state());
+                syncs.push(self.wal.save_state(&blob));
+            }
+            // All of these share the WAL's one group-commit sync.
+            for sync in syncs {
+                sync.await.map_err(|e| format!("WAL: {e}"))?;
+            }
+            self.send(ready.take_persisted_messages());
+            for state in ready.take_read_states() {
+                self.read_state(state);
+            }
+            let mut light = self.raw.advance(ready);
+            if let Some(commit) = light.commit_index() {
+                // Saved lazily: a lost commit index is recomputed by Raft,
+                // and the next WAL sync carries it anyway.
+                let store = self.raw.mut_store();
+                store.set_commit(commit);
+                let blob = log_store::encode_state(store.hard_state(), store.conf_state());
+                drop(self.wal.save_state(&blob));
+            }
+            self.send(light.take_messages());
+            self.apply(light.take_committed_entries())?;
+            self.raw.advance_apply();
+            self.leadership_changed();
+        }
+        Ok(())
+    }
+
+    /// Peer transport comes with multi-node clusters; a single voter has
+    /// no one to send to.
+    fn send(&mut self, messages: Vec<Message>) {
+        debug_assert!(messages.is_empty(), "a single voter sent a message");
+    }
+
+    fn read_state(&mut self, state: raft::ReadState) {
+        let Ok(context) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+            return;
+        };
+        if let Some(waiters) = self.indexing.remove(&u64::from_le_bytes(context)) {
+            for waiter in waiters {
+                self.wait_for(state.index, waiter);
+            }
+        }
+    }
+
+    fn leadership_changed(&mut self) {
+        let leader = self.is_leader();
+        if leader == self.was_leader {
+            return;
+        }
+        self.was_leader = leader;
+        if leader {
+            // The new leader runs the lease timers from the stored TTLs.
+            match self.store.leases() {
+                Ok(leases) => self.lessor.promote(&leases, self.now()),
+                Err(e) => self.fail(e.to_string()),
+            }
+        } else {
+            self.lessor.demote();
+        }
+    }
+
+    /// Applies committed entries as one tree commit (unsynced) and answers
+    /// their writers.
+    fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>) -> Result<(), String> {
+        let Some(last) = entries.last().map(|e| e.index) else {
+            return Ok(());
+        };
+        let mut decoded = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            match entry.entry_type {
+                EntryType::EntryNormal if !entry.data.is_empty() => {
+                    let (revision, command) = entry_codec::decode(&entry.data)
+                        .map_err(|e| format!("entry {}: {e}", entry.index))?;
+                    decoded.push((entry.index, entry.term, revision, command));
+                }
+                // The leader's empty entry; membership changes come with
+                // multi-node clusters.
+                EntryType::EntryNormal => {}
+                _ => {
+                    return Err(format!(
+                        "entry {}: membership changes are not supported yet",
+                        entry.index
+                    ))
+                }
+            }
+        }
+        let batch: Vec<Indexed> = decoded
+            .iter()
+            .map(|(index, _, revision, entry)| Indexed {
+                index: *index,
+                revision: *revision,
+                entry,
+            })
+            .collect();
+        let results = if batch.is_empty() {
+            Vec::new()
+        } else {
+            let (results, _) = self
+                .store
+                .apply_batch_compacting(&batch, COMPACT_STEP_ROWS)
+                .map_err(|e| e.to_string())?;
+            results
+        };
+        let now = self.now();
+        // Raised before any writer hears back, so a write that starts after
+        // this answer gets a higher revision on every shard.
+        let highest = decoded.iter().map(|d| d.2).max().unwrap_or(0);
+        self.clock.observe(highest);
+        self.floor.fetch_max(highest, Ordering::Relaxed);
+        for ((index, term, _, entry), result) in decoded.iter().zip(results) {
+            if let Ok(applied) = &result {
+                self.track_leases(entry, &applied.response, now);
+            }
+            self.answer(*index, *term, result);
+        }
+        self.applied = last;
+        // Entries the tree holds (durably or not) are not needed by raft-rs
+        // again on a single voter; the WAL keeps them until the tree is durable.
+        self.raw.mut_store().compact_to(last);
+        self.unsynced_entries += entries.len() as u64;
+        self.unsynced_since.get_or_insert_with(Instant::now);
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(index, _)| *index <= last);
+        self.waiting = waiting;
+        for (_, waiter) in ready {
+            self.serve(waiter);
+        }
+        Ok(())
+    }
+
+    /// Answers the writer of the entry at `index`; writers of earlier
+    /// slots that another leader's entries took learn they lost.
+    fn answer(&mut self, index: u64, term: u64, result: Result<Applied, KvError>) {
+        let mut result = Some(result);
+        while self.pending.front().is_some_and(|p| p.index <= index) {
+            let Some(pending) = self.pending.pop_front() else {
+                break;
+            };
+            let answer = match result.take() {
+                Some(result) if pending.index == index && pending.term == term => {
+                    result.map_err(NodeError::from)
+                }
+                other => {
+                    result = other;
+                    Err(NodeError::NotLeader { shard: self.shard })
+                }
+            };
+            let _ = pending.reply.send(answer);
+        }
+    }
+
+    fn track_leases(&mut self, entry: &Entry, response: &Response, now: Duration) {
+        if !self.lessor.is_primary() {
+            return;
+        }
+        match (entry, response) {
+            (Entry::LeaseGrant { .. }, Response::LeaseGrant { id, ttl }) => {
+                self.lessor.granted(*id, *ttl, now);
+            }
+            (Entry::LeaseRevoke { id }, _) => self.lessor.revoked(&[*id]),
+            (Entry::LeaseExpire { ids }, _) => self.lessor.revoked(ids),
+            _ => {}
+        }
+    }
+
+    /// The leader proposes expiries and checkpoints when they are due.
+    fn lease_timers(&mut self) {
+        if !self.is_leader() || self.failure.is_some() {
+            return;
+        }
+        let now = self.now();
+        for entry in [self.lessor.expired(now), self.lessor.checkpoints(now)]
+            .into_iter()
+            .flatten()
+        {
+            let (reply, _ignored) = flume::bounded(1);
+            self.propose(entry, reply);
+        }
+    }
+
+    /// Makes the tree durable when enough is unsynced (or `force`), then
+    /// releases the WAL segments it no longer needs.
+    async fn maybe_sync_tree(&mut self, force: bool) -> Result<(), String> {
+        let due = self.unsynced_entries >= TREE_SYNC_ENTRIES
+            || self
+                .unsynced_since
+                .is_some_and(|since| since.elapsed() >= TREE_SYNC_INTERVAL);
+        if self.unsynced_entries == 0 || !(due || force) {
+            return Ok(());
+        }
+        self.store.sync().map_err(|e| format!("tree sync: {e}"))?;
+        self.unsynced_entries = 0;
+        self.unsynced_since = None;
+        // Replay starts after the durable applied index and needs that
+        // entry's term, so it stays.
+        let keep_from = self.store.durable_applied_index();
+        self.wal
+            .release_below(keep_from)
+            .await
+            .map_err(|e| format!("WAL release: {e}"))?;
+        Ok(())
+    }
+
+    /// Stops the shard: every waiting caller gets the reason.
+    fn fail(&mut self, reason: String) {
+        let error = || stopped(self.shard, &reason);
+        for pending in self.pending.drain(..) {
+            let _ = pending.reply.send(Err(error()));
+        }
+        let waiters = self
+            .unindexed
+            .drain(..)
+            .chain(std::mem::take(&mut self.indexing).into_values().flatten())
+            .chain(self.waiting.drain(..).map(|(_, w)| w))
+            .collect::<Vec<_>>();
+        for waiter in waiters {
+            match waiter {
+                ReadWaiter::Head { reply, .. } => drop(reply.send(Err(error()))),
+                ReadWaiter::At { reply, .. } => drop(reply.send(Err(error()))),
+            }
+        }
+        self.failure.get_or_insert(reason);
+    }
+}
+
+/// The WAL entries after `applied`, with `(applied, term of applied)`.
+async fn read_tail(
+    wal: &keel_wal::Wal,
+    applied: u64,
+) -> Result<((u64, u64), Vec<raft::eraftpb::Entry>), String> {
+    let last = wal.last_index();
+    if applied > last {
+        return Err(format!(
+            "the tree applied entry {applied} but the WAL ends at {last}"
+        ));
+    }
+    let from = if applied == 0 {
+        wal.first_index()
+    } else {
+        applied
+    };
+    if from < wal.first_index() || (applied == 0 && wal.first_index() > 1) {
+        return Err(format!(
+            "the WAL starts at {} but replay needs entry {from}",
+            wal.first_index()
+        ));
+    }
+    let records = wal.read(from..last + 1).await.map_err(|e| e.to_string())?;
+    let mut compacted = (0, 0);
+    let mut entries = Vec::with_capacity(records.len());
+    for record in records {
+        if record.kind != RAFT_ENTRY_KIND {
+            return Err(format!(
+                "WAL record {} of unknown type {}",
+                record.index, record.kind
+            ));
+        }
+        let entry =
+            log_store::decode_entry(record.index, &record.payload).map_err(|e| e.to_string())?;
+        if record.index == applied {
+            compacted = (applied, entry.term);
+        } else {
+            entries.push(entry);
+        }
+    }
+    Ok((compacted, entries))
+}

@@ -1,0 +1,191 @@
+//! A node end to end: writes and reads through Raft on 1 and 4 shards,
+//! forwarding between cores, reads across shards at one revision, the
+//! cross-shard transaction refusal, and restarts that keep every
+//! acknowledged write.
+
+use futures_lite::future::block_on;
+use keel_engine::mvcc::*;
+use keel_engine::shard::{Consistency, Node, NodeConfig, NodeError};
+
+fn config(dir: &std::path::Path, shards: usize, cores: usize) -> NodeConfig {
+    NodeConfig {
+        shards,
+        cores,
+        pin: false,
+        ..NodeConfig::new(dir)
+    }
+}
+
+fn put(key: &str, value: &str) -> PutRequest {
+    PutRequest {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+        ..PutRequest::default()
+    }
+}
+
+fn all() -> RangeRequest {
+    RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        ..RangeRequest::default()
+    }
+}
+
+fn pairs(response: &RangeResponse) -> Vec<(String, String)> {
+    response
+        .kvs
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8(kv.key.clone()).unwrap(),
+                String::from_utf8(kv.value.clone()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn one_shard_keeps_acknowledged_writes_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    let mut last_revision = 0;
+    for round in 0..3 {
+        let node = Node::start(config(dir.path(), 1, 1)).unwrap();
+        let (_, before) = block_on(node.range(all(), Consistency::Linearizable)).unwrap();
+        assert_eq!(
+            pairs(&before),
+            expected,
+            "round {round}: state after restart"
+        );
+        for i in 0..50 {
+            let key = format!("k{round}-{i:02}");
+            let applied = block_on(node.put(put(&key, "v"))).unwrap();
+            assert!(
+                applied.revision > last_revision,
+                "revisions go up across restarts"
+            );
+            last_revision = applied.revision;
+            expected.push((key, "v".to_string()));
+        }
+        node.shutdown();
+    }
+}
+
+#[test]
+fn four_shards_on_two_cores_read_as_one_keyspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path(), 4, 2)).unwrap();
+    assert_eq!((node.shard_count(), node.core_count()), (4, 2));
+    let mut expected = Vec::new();
+    let mut last = 0;
+    for i in 0..200 {
+        let key = format!("key/{i:03}");
+        // Half the writes enter through core 0, so half of those are
+        // forwarded to core 1 over the mesh.
+        let applied = if i % 2 == 0 {
+            block_on(node.via_core(0).unwrap().put(put(&key, &i.to_string()))).unwrap()
+        } else {
+            block_on(node.put(put(&key, &i.to_string()))).unwrap()
+        };
+        assert!(
+            applied.revision > last,
+            "a later write has a higher revision"
+        );
+        last = applied.revision;
+        expected.push((key, i.to_string()));
+    }
+    let (revision, everything) = block_on(node.range(all(), Consistency::Linearizable)).unwrap();
+    assert!(revision >= last);
+    assert_eq!(pairs(&everything), expected);
+    assert_eq!(everything.count, 200);
+    let limited = RangeRequest {
+        key: b"key/".to_vec(),
+        range_end: prefix_end(b"key/"),
+        limit: 10,
+        sort_order: SortOrder::Descend,
+        ..RangeRequest::default()
+    };
+    let (_, top) = block_on(node.range(limited, Consistency::Serializable)).unwrap();
+    let want: Vec<_> = expected.iter().rev().take(10).cloned().collect();
+    assert_eq!((pairs(&top), top.more, top.count), (want, true, 200));
+
+    // A read at an older revision sees the keyspace as it was then.
+    let (_, old) = block_on(node.range(
+        RangeRequest {
+            revision,
+            ..all()
+        },
+        Consistency::Linearizable,
+    ))
+    .unwrap();
+    block_on(node.put(put("key/000", "changed"))).unwrap();
+    let (_, again) = block_on(node.range(
+        RangeRequest { revision, ..all() },
+        Consistency::Linearizable,
+    ))
+    .unwrap();
+    assert_eq!(pairs(&again), pairs(&old));
+
+    let spread = TxnRequest {
+        success: (0..8)
+            .map(|i| RequestOp::Put(put(&format!("t{i}"), "x")))
+            .collect(),
+        ..TxnRequest::default()
+    };
+    match block_on(node.txn(spread)) {
+        Err(error @ NodeError::CrossShardTxn { .. }) => {
+            assert!(error.to_string().contains("hash tag"));
+        }
+        other => panic!("expected a cross-shard refusal, got {other:?}"),
+    }
+    let tagged = TxnRequest {
+        compare: vec![Compare {
+            key: b"{cart:7}/owner".to_vec(),
+            range_end: Vec::new(),
+            target: CompareTarget::Version(0),
+            result: CompareResult::Equal,
+        }],
+        success: vec![
+            RequestOp::Put(put("{cart:7}/owner", "ann")),
+            RequestOp::Put(put("{cart:7}/items", "3")),
+        ],
+        failure: Vec::new(),
+    };
+    let applied = block_on(node.txn(tagged)).unwrap();
+    assert!(matches!(
+        applied.response,
+        Response::Txn(TxnResponse {
+            succeeded: true,
+            ..
+        })
+    ));
+
+    let deleted = block_on(node.delete_range(DeleteRangeRequest {
+        key: b"key/".to_vec(),
+        range_end: prefix_end(b"key/"),
+        prev_kv: false,
+    }))
+    .unwrap();
+    assert!(matches!(
+        deleted.response,
+        Response::DeleteRange(DeleteRangeResponse { deleted: 200, .. })
+    ));
+    node.shutdown();
+
+    let node = Node::start(config(dir.path(), 0, 2)).unwrap();
+    assert_eq!(node.shard_count(), 4, "the shard count is the directory's");
+    let (_, after) = block_on(node.range(all(), Consistency::Linearizable)).unwrap();
+    assert_eq!(
+        pairs(&after),
+        vec![
+            ("{cart:7}/items".to_string(), "3".to_string()),
+            ("{cart:7}/owner".to_string(), "ann".to_string())
+        ]
+    );
+    node.shutdown();
+    assert!(
+        Node::start(config(dir.path(), 3, 2)).is_err(),
+        "shard count is fixed"
+    );
+}
