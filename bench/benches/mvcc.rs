@@ -9,23 +9,16 @@
 //! (default: the system temp directory).
 #![allow(missing_docs)] // criterion's macros generate undocumented items
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use keel_bench::bench_dir;
 use keel_bench::shard_load::{self, key};
 use keel_engine::btree::{CommitSync, Options};
 use keel_engine::mvcc::{
     prefix_end, Compare, CompareResult, CompareTarget, Entry, PutRequest, RangeRequest, RequestOp,
     Store, TxnRequest, WatchRequest, WatchUpdate,
 };
-
-fn bench_dir() -> tempfile::TempDir {
-    let base = std::env::var_os("KEEL_BENCH_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(std::env::temp_dir);
-    tempfile::tempdir_in(base).expect("create bench directory")
-}
 
 fn keys() -> u64 {
     std::env::var("KEEL_BENCH_KEYS")
