@@ -112,10 +112,7 @@ fn four_shards_on_two_cores_read_as_one_keyspace() {
 
     // A read at an older revision sees the keyspace as it was then.
     let (_, old) = block_on(node.range(
-        RangeRequest {
-            revision,
-            ..all()
-        },
+        RangeRequest { revision, ..all() },
         Consistency::Linearizable,
     ))
     .unwrap();

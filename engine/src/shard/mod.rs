@@ -5,11 +5,15 @@
 
 pub mod entry_codec;
 mod error;
+mod leases;
 pub mod log_store;
 mod merge;
 mod node;
 mod node_meta;
 mod replica;
+mod router;
 
 pub use error::{NodeError, NodeResult};
+pub use leases::LeaseStatus;
 pub use node::{Consistency, Node, NodeClient, NodeConfig};
+pub use replica::home_of_lease;

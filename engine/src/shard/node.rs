@@ -5,13 +5,12 @@
 //! glommio channels between cores ([`Node::via_core`]), as a request that
 //! arrived on the wrong core's socket will.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use glommio::channels::shared_channel::{self, ConnectedSender, SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 
 use crate::btree::Options;
 use crate::mvcc::{
@@ -23,6 +22,7 @@ use crate::shard::error::{NodeError, NodeResult};
 use crate::shard::merge::{merge_ranges, per_shard_request};
 use crate::shard::node_meta;
 use crate::shard::replica::{Replica, ReplicaConfig, ShardCall};
+use crate::shard::router::{CoreCall, CoreRouter};
 
 /// Calls queued between two cores before the sender waits.
 const MESH_CAPACITY: usize = 1024;
@@ -69,15 +69,10 @@ pub enum Consistency {
     Serializable,
 }
 
-/// A call addressed to a shard, travelling between cores.
-struct CoreCall {
-    shard: usize,
-    call: ShardCall,
-}
-
 /// The running node. Dropping it shuts the node down (as [`Node::shutdown`]).
 pub struct Node {
     shards: usize,
+    next_lease_home: std::sync::atomic::AtomicUsize,
     cores: Vec<flume::Sender<CoreCall>>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
     /// Where calls enter: `None` for the owner's core.
@@ -129,6 +124,7 @@ impl Node {
                 core,
                 core_count,
                 owned,
+                shards,
                 config: config.clone(),
                 floor: floor.clone(),
                 ingress: rx,
@@ -151,6 +147,7 @@ impl Node {
         drop(ready_tx);
         let node = Node {
             shards,
+            next_lease_home: std::sync::atomic::AtomicUsize::new(0),
             cores,
             threads,
             entry_core: None,
@@ -162,6 +159,8 @@ impl Node {
                 Err(_) => return Err(NodeError::Start("a core exited while starting".into())),
             }
         }
+        // Finish lease grants and revokes a crash interrupted.
+        futures_lite::future::block_on(node.client().repair_leases())?;
         Ok(node)
     }
 
@@ -183,13 +182,6 @@ impl Node {
             node: self,
             entry_core: Some(core),
         })
-    }
-
-    fn client(&self) -> NodeClient<'_> {
-        NodeClient {
-            node: self,
-            entry_core: self.entry_core,
-        }
     }
 
     /// Stores a value; answered once durable and applied.
@@ -216,9 +208,18 @@ impl Node {
         self.client().range(request, consistency).await
     }
 
-    /// Proposes `entry` on `shard` as it is (leases, compaction and tests).
+    /// Proposes `entry` on `shard` as it is (compaction, and tests that
+    /// need one shard's view).
     pub async fn write_to(&self, shard: usize, entry: Entry) -> NodeResult<Applied> {
         self.client().write_to(shard, entry).await
+    }
+
+    /// The handle the calls above use: through each shard's own core.
+    pub fn client(&self) -> NodeClient<'_> {
+        NodeClient {
+            node: self,
+            entry_core: self.entry_core,
+        }
     }
 
     /// Stops every core: each shard makes its tree durable and closes its
@@ -250,7 +251,20 @@ pub struct NodeClient<'a> {
 }
 
 impl NodeClient<'_> {
-    async fn call<T>(
+    pub(crate) fn shard_count(&self) -> usize {
+        self.node.shards
+    }
+
+    /// A home for a new lease: the shards in turn.
+    pub(crate) fn next_home(&self) -> usize {
+        let turn = self
+            .node
+            .next_lease_home
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        turn % self.node.shards.max(1)
+    }
+
+    pub(crate) async fn call<T>(
         &self,
         shard: usize,
         make: impl FnOnce(crate::shard::replica::Reply<T>) -> ShardCall,
@@ -384,6 +398,7 @@ struct CoreSetup {
     core: usize,
     core_count: usize,
     owned: Vec<usize>,
+    shards: usize,
     config: NodeConfig,
     floor: Arc<AtomicU64>,
     ingress: flume::Receiver<CoreCall>,
@@ -402,6 +417,7 @@ async fn run_core(setup: CoreSetup) {
         core,
         core_count,
         owned,
+        shards,
         config,
         floor,
         ingress,
@@ -416,10 +432,10 @@ async fn run_core(setup: CoreSetup) {
         .into_iter()
         .map(|receiver| glommio::spawn_local(receiver.connect()))
         .collect();
-    let mut peers: Vec<Option<ConnectedSender<CoreCall>>> = Vec::with_capacity(core_count);
+    let mut peers = Vec::with_capacity(core_count);
     for sender in mesh_out {
         peers.push(match sender {
-            Some(sender) => Some(sender.connect().await),
+            Some(sender) => Some(Rc::new(sender.connect().await)),
             None => None,
         });
     }
@@ -427,90 +443,55 @@ async fn run_core(setup: CoreSetup) {
     for receiver in receiving {
         inbound.push(receiver.await);
     }
-    let mut locals = BTreeMap::new();
+    let router = Rc::new(CoreRouter::new(core, core_count, peers));
     let mut replicas = Vec::new();
+    let mut failed = false;
     for shard in owned {
         let replica_config = ReplicaConfig {
             shard,
+            shards,
             wal: config.wal.clone(),
             tree: config.tree.clone(),
         };
-        match Replica::open(
-            &shard_dir(&config.data_dir, shard),
-            replica_config,
-            floor.clone(),
-        )
-        .await
-        {
+        let dir = shard_dir(&config.data_dir, shard);
+        match Replica::open(&dir, replica_config, floor.clone(), router.clone()).await {
             Ok(replica) => {
                 let (tx, rx) = flume::unbounded();
-                locals.insert(shard, tx);
+                router.add_local(shard, tx);
                 replicas.push(glommio::spawn_local(replica.run(rx)));
             }
             Err(error) => {
+                failed = true;
                 let _ = ready.send(Err(error));
-                // Fall through: serve nothing, but keep the mesh alive until
-                // the node drops its handle.
+                break;
             }
         }
     }
-    let _ = ready.send(Ok(()));
-    let locals = Rc::new(locals);
+    if !failed {
+        let _ = ready.send(Ok(()));
+    }
+    // Serve (even after a failed start, so the mesh stays whole until the
+    // node drops its handle and every core shuts down together).
     let mut forwarders = Vec::new();
     for receiver in inbound {
-        let locals = locals.clone();
+        let router = router.clone();
         forwarders.push(glommio::spawn_local(async move {
             while let Some(call) = receiver.recv().await {
-                deliver(&locals, core, call);
+                router.deliver_local(call);
             }
         }));
     }
     while let Ok(call) = ingress.recv_async().await {
-        let owner = call.shard % core_count;
-        if owner == core {
-            deliver(&locals, core, call);
-        } else if let Some(Some(peer)) = peers.get(owner) {
-            // A full channel makes this core wait: back-pressure, not loss.
-            // If the peer is gone the call is dropped with its reply
-            // sender, and its caller sees the node shutting down.
-            let _ = peer.send(call).await;
-        } else {
-            refuse(call);
-        }
+        router.route(call).await;
     }
-    // Shutting down: close the mesh so peers' forwarders end, then let the
-    // replicas drain once no sender is left.
-    for peer in peers.iter().flatten() {
-        peer.close();
-    }
-    drop(peers);
+    // Shutting down: close the mesh so peers' forwarders end, and this
+    // core's shard channels so its replicas drain and stop.
+    router.close();
     for forwarder in forwarders {
         forwarder.await;
     }
-    drop(locals);
+    router.close();
     for replica in replicas {
         replica.await;
-    }
-}
-
-fn deliver(locals: &BTreeMap<usize, flume::Sender<ShardCall>>, core: usize, call: CoreCall) {
-    match locals.get(&call.shard) {
-        Some(shard) => {
-            if let Err(flume::SendError(call)) = shard.send(call.call) {
-                refuse(CoreCall { shard: core, call });
-            }
-        }
-        None => refuse(call),
-    }
-}
-
-/// Answers a call no shard will take.
-fn refuse(call: CoreCall) {
-    let error = || NodeError::Shutdown;
-    match call.call {
-        ShardCall::Write { reply, .. } => drop(reply.send(Err(error()))),
-        ShardCall::Range { reply, .. } => drop(reply.send(Err(error()))),
-        ShardCall::LastRevision { reply } => drop(reply.send(Err(error()))),
-        ShardCall::RangeAt { reply, .. } => drop(reply.send(Err(error()))),
     }
 }

@@ -14,6 +14,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,12 +25,13 @@ use raft::{RawNode, StateRole};
 use crate::btree::{CommitSync, Options};
 use crate::hlc::Clock;
 use crate::mvcc::{
-    Applied, Entry, Indexed, KvError, Lessor, LessorConfig, RangeRequest, RangeResponse, Response,
-    Revision, Store,
+    Applied, Entry, Indexed, KvError, LeaseId, LeaseInfo, Lessor, LessorConfig, RangeRequest,
+    RangeResponse, Response, Revision, Store,
 };
 use crate::shard::entry_codec;
 use crate::shard::error::{NodeError, NodeResult};
 use crate::shard::log_store::{self, LogStore, RAFT_ENTRY_KIND};
+use crate::shard::router::{CoreCall, CoreRouter};
 
 /// How a caller gets its answer; the receiving end may be on any thread.
 pub(crate) type Reply<T> = flume::Sender<NodeResult<T>>;
@@ -67,6 +69,43 @@ pub(crate) enum ShardCall {
         revision: Revision,
         reply: Reply<RangeResponse>,
     },
+    /// On a lease's home shard: restart its TTL; answers the TTL.
+    LeaseKeepAlive { id: LeaseId, reply: Reply<i64> },
+    /// On a lease's home shard: the lease and its remaining seconds.
+    LeaseStatus {
+        id: LeaseId,
+        reply: Reply<Option<(LeaseInfo, i64)>>,
+    },
+    /// The keys of this shard attached to a lease.
+    LeaseKeys {
+        id: LeaseId,
+        reply: Reply<Vec<Vec<u8>>>,
+    },
+    /// Every lease this shard holds (its own and mirrors).
+    Leases { reply: Reply<Vec<LeaseInfo>> },
+}
+
+impl ShardCall {
+    /// Answers the call with `error` instead of doing it.
+    pub(crate) fn answer_error(self, error: NodeError) {
+        match self {
+            ShardCall::Write { reply, .. } => drop(reply.send(Err(error))),
+            ShardCall::Range { reply, .. } => drop(reply.send(Err(error))),
+            ShardCall::LastRevision { reply } => drop(reply.send(Err(error))),
+            ShardCall::RangeAt { reply, .. } => drop(reply.send(Err(error))),
+            ShardCall::LeaseKeepAlive { reply, .. } => drop(reply.send(Err(error))),
+            ShardCall::LeaseStatus { reply, .. } => drop(reply.send(Err(error))),
+            ShardCall::LeaseKeys { reply, .. } => drop(reply.send(Err(error))),
+            ShardCall::Leases { reply } => drop(reply.send(Err(error))),
+        }
+    }
+}
+
+/// The home shard of a lease: where it is granted first, revoked first,
+/// and where its timer runs. Keys on every shard can attach to it through
+/// the copies ("mirrors") the other shards keep.
+pub fn home_of_lease(id: LeaseId, shards: usize) -> usize {
+    crate::routing::shard_of(&id.to_be_bytes(), shards)
 }
 
 /// Answers waiting for applies to reach a Raft index.
@@ -93,6 +132,7 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub(crate) struct ReplicaConfig {
     pub(crate) shard: usize,
+    pub(crate) shards: usize,
     pub(crate) wal: keel_wal::WalConfig,
     pub(crate) tree: Options,
 }
@@ -105,6 +145,11 @@ pub(crate) struct Replica {
     store: Store,
     clock: Clock,
     lessor: Lessor,
+    /// The node's shard count (lease homes depend on it).
+    shards: usize,
+    /// This core's way to other shards.
+    router: Rc<CoreRouter>,
+    last_lease_id: LeaseId,
     /// The node's highest acknowledged revision: every shard proposes above
     /// it, so a write that starts after another was acknowledged gets a
     /// higher revision even on another shard.
@@ -150,6 +195,7 @@ impl Replica {
         dir: &Path,
         config: ReplicaConfig,
         floor: Arc<AtomicU64>,
+        router: Rc<CoreRouter>,
     ) -> NodeResult<Replica> {
         let shard = config.shard;
         std::fs::create_dir_all(dir).map_err(|e| start_error(shard, "create dir", e))?;
@@ -221,6 +267,9 @@ impl Replica {
             store,
             clock: Clock::after(highest),
             lessor: Lessor::new(LessorConfig::default()),
+            shards: config.shards,
+            router,
+            last_lease_id: 0,
             floor,
             started: Instant::now(),
             pending: VecDeque::new(),
@@ -289,13 +338,7 @@ impl Replica {
     /// Takes one call: proposes, answers, or queues it.
     fn take(&mut self, call: ShardCall) {
         if let Some(reason) = &self.failure {
-            let error = stopped(self.shard, reason);
-            match call {
-                ShardCall::Write { reply, .. } => drop(reply.send(Err(error))),
-                ShardCall::Range { reply, .. } => drop(reply.send(Err(error))),
-                ShardCall::LastRevision { reply } => drop(reply.send(Err(error))),
-                ShardCall::RangeAt { reply, .. } => drop(reply.send(Err(error))),
-            }
+            call.answer_error(stopped(self.shard, reason));
             return;
         }
         match call {
@@ -328,6 +371,32 @@ impl Replica {
                 };
                 self.wait_for(index, waiter);
             }
+            ShardCall::LeaseKeepAlive { id, reply } => {
+                let answer = if self.is_leader() {
+                    self.lessor
+                        .keep_alive(id, self.now())
+                        .map_err(NodeError::from)
+                } else {
+                    Err(NodeError::NotLeader { shard: self.shard })
+                };
+                let _ = reply.send(answer);
+            }
+            ShardCall::LeaseStatus { id, reply } => {
+                let now = self.now();
+                let answer = self.store.lease(id).map_err(NodeError::from).map(|found| {
+                    found.map(|info| {
+                        let remaining = self.lessor.remaining(id, now).unwrap_or(info.ttl);
+                        (info, remaining)
+                    })
+                });
+                let _ = reply.send(answer);
+            }
+            ShardCall::LeaseKeys { id, reply } => {
+                let _ = reply.send(self.store.lease_keys(id).map_err(NodeError::from));
+            }
+            ShardCall::Leases { reply } => {
+                let _ = reply.send(self.store.leases().map_err(NodeError::from));
+            }
         }
     }
 
@@ -344,6 +413,18 @@ impl Replica {
                 return;
             }
         };
+        let entry = match entry {
+            Entry::LeaseGrant { id: 0, ttl } => match self.pick_lease_id(revision) {
+                Some(id) => Entry::LeaseGrant { id, ttl },
+                None => {
+                    let _ = reply.send(Err(NodeError::InvalidRequest(
+                        "no lease id left".to_string(),
+                    )));
+                    return;
+                }
+            },
+            other => other,
+        };
         let data = entry_codec::encode(revision, &entry);
         if let Err(e) = self.raw.propose(Vec::new(), data) {
             let _ = reply.send(Err(match e {
@@ -357,6 +438,23 @@ impl Replica {
             term: self.raw.raft.term,
             reply,
         });
+    }
+
+    /// A new lease id for a grant on this shard: homed here, unused, and
+    /// above every id picked before (grants in flight are not in the store
+    /// yet). Derived from the grant's revision, so ids do not repeat across
+    /// restarts either.
+    fn pick_lease_id(&mut self, revision: Revision) -> Option<LeaseId> {
+        let from_revision = i64::try_from(revision & i64::MAX as u64).unwrap_or(i64::MAX);
+        let mut candidate = from_revision.max(self.last_lease_id.checked_add(1)?).max(1);
+        loop {
+            let taken = self.store.lease(candidate).ok().flatten().is_some();
+            if !taken && home_of_lease(candidate, self.shards) == self.shard {
+                self.last_lease_id = candidate;
+                return Some(candidate);
+            }
+            candidate = candidate.checked_add(1)?;
+        }
     }
 
     /// Gives every linearizable read taken this round one ReadIndex.
@@ -497,7 +595,10 @@ impl Replica {
         if leader {
             // The new leader runs the lease timers from the stored TTLs.
             match self.store.leases() {
-                Ok(leases) => self.lessor.promote(&leases, self.now()),
+                Ok(mut leases) => {
+                    leases.retain(|l| home_of_lease(l.id, self.shards) == self.shard);
+                    self.lessor.promote(&leases, self.now());
+                }
                 Err(e) => self.fail(e.to_string()),
             }
         } else {
@@ -596,16 +697,37 @@ impl Replica {
         }
     }
 
+    /// Keeps the lessor in step with applied lease entries, and tells the
+    /// other shards when leases homed here expired, so their copies and
+    /// keys go too. A crash before they hear it is repaired at start
+    /// (`Node::start`): a copy without its home lease is revoked.
     fn track_leases(&mut self, entry: &Entry, response: &Response, now: Duration) {
-        if !self.lessor.is_primary() {
-            return;
-        }
         match (entry, response) {
-            (Entry::LeaseGrant { .. }, Response::LeaseGrant { id, ttl }) => {
+            (Entry::LeaseGrant { .. }, Response::LeaseGrant { id, ttl })
+                if self.lessor.is_primary() && home_of_lease(*id, self.shards) == self.shard =>
+            {
                 self.lessor.granted(*id, *ttl, now);
             }
             (Entry::LeaseRevoke { id }, _) => self.lessor.revoked(&[*id]),
-            (Entry::LeaseExpire { ids }, _) => self.lessor.revoked(ids),
+            (Entry::LeaseExpire { ids }, Response::LeaseExpire { revoked }) => {
+                self.lessor.revoked(ids);
+                let homed: Vec<LeaseId> = revoked
+                    .iter()
+                    .copied()
+                    .filter(|id| home_of_lease(*id, self.shards) == self.shard)
+                    .collect();
+                if homed.is_empty() || !self.is_leader() {
+                    return;
+                }
+                for shard in (0..self.shards).filter(|s| *s != self.shard) {
+                    let (reply, _ignored) = flume::bounded(1);
+                    let call = ShardCall::Write {
+                        entry: Entry::LeaseExpire { ids: homed.clone() },
+                        reply,
+                    };
+                    self.router.route_detached(CoreCall { shard, call });
+                }
+            }
             _ => {}
         }
     }
@@ -650,6 +772,7 @@ impl Replica {
 
     /// Stops the shard: every waiting caller gets the reason.
     fn fail(&mut self, reason: String) {
+        // Calls still queued in the channel are answered by `take`.
         let error = || stopped(self.shard, &reason);
         for pending in self.pending.drain(..) {
             let _ = pending.reply.send(Err(error()));

@@ -1,0 +1,106 @@
+//! One core's way to any shard: its own shards' channels, and the mesh of
+//! glommio channels to the other cores. The ingress loop, the forwarders
+//! and the replicas (which tell other shards about expired leases) share
+//! it on their core.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use glommio::channels::shared_channel::ConnectedSender;
+
+use crate::shard::error::NodeError;
+use crate::shard::replica::ShardCall;
+
+/// A call addressed to a shard, travelling between cores.
+pub(crate) struct CoreCall {
+    pub(crate) shard: usize,
+    pub(crate) call: ShardCall,
+}
+
+/// Routes calls from one core.
+pub(crate) struct CoreRouter {
+    core: usize,
+    core_count: usize,
+    locals: RefCell<BTreeMap<usize, flume::Sender<ShardCall>>>,
+    /// `peers[c]`: the channel to core `c` (`None` for this core).
+    peers: RefCell<Vec<Option<Rc<ConnectedSender<CoreCall>>>>>,
+}
+
+impl CoreRouter {
+    pub(crate) fn new(
+        core: usize,
+        core_count: usize,
+        peers: Vec<Option<Rc<ConnectedSender<CoreCall>>>>,
+    ) -> CoreRouter {
+        CoreRouter {
+            core,
+            core_count,
+            locals: RefCell::new(BTreeMap::new()),
+            peers: RefCell::new(peers),
+        }
+    }
+
+    /// Registers one of this core's shards.
+    pub(crate) fn add_local(&self, shard: usize, sender: flume::Sender<ShardCall>) {
+        self.locals.borrow_mut().insert(shard, sender);
+    }
+
+    /// The core that owns `shard`.
+    pub(crate) fn owner(&self, shard: usize) -> usize {
+        shard % self.core_count.max(1)
+    }
+
+    /// Hands a call to one of this core's shards.
+    pub(crate) fn deliver_local(&self, call: CoreCall) {
+        let sender = self.locals.borrow().get(&call.shard).cloned();
+        match sender {
+            Some(sender) => {
+                if let Err(flume::SendError(call)) = sender.send(call.call) {
+                    refuse(call);
+                }
+            }
+            None => refuse(call.call),
+        }
+    }
+
+    /// Sends a call to its shard, wherever it lives: waits while the
+    /// channel to its core is full (back-pressure).
+    pub(crate) async fn route(&self, call: CoreCall) {
+        let owner = self.owner(call.shard);
+        if owner == self.core {
+            return self.deliver_local(call);
+        }
+        let peer = self.peers.borrow().get(owner).cloned().flatten();
+        match peer {
+            // If the peer is gone the call is dropped with its reply
+            // sender, and its caller sees the node shutting down.
+            Some(peer) => drop(peer.send(call).await),
+            None => refuse(call.call),
+        }
+    }
+
+    /// Sends without waiting (from code that cannot await, such as a
+    /// replica's apply): a task carries a call to another core.
+    pub(crate) fn route_detached(self: &Rc<Self>, call: CoreCall) {
+        if self.owner(call.shard) == self.core {
+            return self.deliver_local(call);
+        }
+        let router = self.clone();
+        glommio::spawn_local(async move { router.route(call).await }).detach();
+    }
+
+    /// Shutting down: drops every channel this router holds, so the
+    /// replicas and the other cores' forwarders see them close.
+    pub(crate) fn close(&self) {
+        self.locals.borrow_mut().clear();
+        for peer in self.peers.borrow_mut().drain(..).flatten() {
+            peer.close();
+        }
+    }
+}
+
+/// Answers a call no shard will take.
+pub(crate) fn refuse(call: ShardCall) {
+    call.answer_error(NodeError::Shutdown);
+}
