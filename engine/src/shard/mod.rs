@@ -12,8 +12,11 @@ mod node;
 mod node_meta;
 mod replica;
 mod router;
+mod watch;
+mod watch_feed;
 
 pub use error::{NodeError, NodeResult};
 pub use leases::LeaseStatus;
 pub use node::{Consistency, Node, NodeClient, NodeConfig};
 pub use replica::home_of_lease;
+pub use watch::{WatchBatch, WatchStream};

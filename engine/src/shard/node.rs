@@ -208,6 +208,14 @@ impl Node {
         self.client().range(request, consistency).await
     }
 
+    /// Watches a key or range, over every shard it spans, as one stream.
+    pub async fn watch(
+        &self,
+        request: crate::mvcc::WatchRequest,
+    ) -> NodeResult<crate::shard::WatchStream<'_>> {
+        self.client().watch(request).await
+    }
+
     /// Proposes `entry` on `shard` as it is (compaction, and tests that
     /// need one shard's view).
     pub async fn write_to(&self, shard: usize, entry: Entry) -> NodeResult<Applied> {
@@ -262,6 +270,16 @@ impl NodeClient<'_> {
             .next_lease_home
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         turn % self.node.shards.max(1)
+    }
+
+    /// Sends a call whose answer nobody waits for.
+    pub(crate) fn send_only(&self, shard: usize, call: ShardCall) {
+        let core = self
+            .entry_core
+            .unwrap_or(shard % self.node.cores.len().max(1));
+        if let Some(sender) = self.node.cores.get(core) {
+            let _ = sender.send(CoreCall { shard, call });
+        }
     }
 
     pub(crate) async fn call<T>(

@@ -26,12 +26,13 @@ use crate::btree::{CommitSync, Options};
 use crate::hlc::Clock;
 use crate::mvcc::{
     Applied, Entry, Indexed, KvError, LeaseId, LeaseInfo, Lessor, LessorConfig, RangeRequest,
-    RangeResponse, Response, Revision, Store,
+    RangeResponse, Response, Revision, Store, WatchId, WatchRequest,
 };
 use crate::shard::entry_codec;
 use crate::shard::error::{NodeError, NodeResult};
 use crate::shard::log_store::{self, LogStore, RAFT_ENTRY_KIND};
 use crate::shard::router::{CoreCall, CoreRouter};
+use crate::shard::watch_feed::{Subscriber, WatchFeeds};
 
 /// How a caller gets its answer; the receiving end may be on any thread.
 pub(crate) type Reply<T> = flume::Sender<NodeResult<T>>;
@@ -83,6 +84,19 @@ pub(crate) enum ShardCall {
     },
     /// Every lease this shard holds (its own and mirrors).
     Leases { reply: Reply<Vec<LeaseInfo>> },
+    /// This shard's part of a merged watch: never assign `observe` or
+    /// below again, then watch; answers the store watcher's id.
+    Watch {
+        request: WatchRequest,
+        observe: Revision,
+        subscriber: Subscriber,
+        reply: Reply<WatchId>,
+    },
+    /// The reader of a merged watch needs this shard to close up to
+    /// `revision` (HLC receive), and to say so once it has.
+    WatchProgress { id: WatchId, revision: Revision },
+    /// The merged watch is gone.
+    WatchCancel { id: WatchId },
 }
 
 impl ShardCall {
@@ -97,6 +111,8 @@ impl ShardCall {
             ShardCall::LeaseStatus { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::LeaseKeys { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::Leases { reply } => drop(reply.send(Err(error))),
+            ShardCall::Watch { reply, .. } => drop(reply.send(Err(error))),
+            ShardCall::WatchProgress { .. } | ShardCall::WatchCancel { .. } => {}
         }
     }
 }
@@ -150,6 +166,7 @@ pub(crate) struct Replica {
     /// This core's way to other shards.
     router: Rc<CoreRouter>,
     last_lease_id: LeaseId,
+    feeds: WatchFeeds,
     /// The node's highest acknowledged revision: every shard proposes above
     /// it, so a write that starts after another was acknowledged gets a
     /// higher revision even on another shard.
@@ -270,6 +287,7 @@ impl Replica {
             shards: config.shards,
             router,
             last_lease_id: 0,
+            feeds: WatchFeeds::default(),
             floor,
             started: Instant::now(),
             pending: VecDeque::new(),
@@ -316,6 +334,8 @@ impl Replica {
             if let Err(reason) = self.drive().await {
                 self.fail(reason);
             }
+            let safe = self.safe_revision();
+            self.feeds.pump(&mut self.store, self.shard, safe);
             if let Err(reason) = self.maybe_sync_tree(false).await {
                 self.fail(reason);
             }
@@ -397,6 +417,38 @@ impl Replica {
             ShardCall::Leases { reply } => {
                 let _ = reply.send(self.store.leases().map_err(NodeError::from));
             }
+            ShardCall::Watch {
+                request,
+                observe,
+                subscriber,
+                reply,
+            } => {
+                self.clock.observe(observe);
+                let answer = self.store.watch(&request).map_err(NodeError::from);
+                if let Ok(id) = answer {
+                    self.feeds.add(id, subscriber);
+                    // Tell the reader where this shard stands at once.
+                    self.feeds.want_progress(id);
+                }
+                let _ = reply.send(answer);
+            }
+            ShardCall::WatchProgress { id, revision } => {
+                self.clock.observe(revision);
+                self.feeds.want_progress(id);
+            }
+            ShardCall::WatchCancel { id } => self.feeds.cancel(&mut self.store, id),
+        }
+    }
+
+    /// A revision below which this shard will apply nothing it has not
+    /// applied: everything it handed out once nothing is in flight, else
+    /// what it has applied.
+    fn safe_revision(&self) -> Revision {
+        let idle = self.pending.is_empty() && self.raw.raft.raft_log.last_index() <= self.applied;
+        if idle {
+            self.clock.last()
+        } else {
+            self.store.current_revision()
         }
     }
 

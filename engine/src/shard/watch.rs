@@ -1,0 +1,211 @@
+//! Watches across shards: one stream in revision order (DESIGN.md,
+//! "Revisions"). Each shard's store watcher feeds the stream's channel
+//! (`watch_feed.rs`) with its events and the revision up to which it has
+//! said everything. The stream holds events until every shard has closed
+//! their revision, then hands them out in revision order (ties across
+//! shards by shard). A shard with nothing to say is asked to close up to
+//! the newest held revision (an HLC receive), so one idle shard never
+//! stalls the stream. Started at a past revision, every shard reads its
+//! history from there, so a watcher can resume from any revision.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::mvcc::{Event, Revision, WatchId, WatchRequest};
+use crate::routing::shard_of_range;
+use crate::shard::error::{NodeError, NodeResult};
+use crate::shard::node::NodeClient;
+use crate::shard::replica::ShardCall;
+use crate::shard::watch_feed::{Subscriber, WatchBody, WatchMessage};
+
+/// What a merged watch hands out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchBatch {
+    /// Events in revision order.
+    Events(Vec<Event>),
+    /// The watch asked for history below the compaction point; it is over.
+    Compacted {
+        /// History below this revision is gone.
+        compact_revision: Revision,
+    },
+}
+
+/// One shard's part of a stream.
+struct Part {
+    shard: usize,
+    id: WatchId,
+    unread: Arc<AtomicUsize>,
+    /// Everything up to here has arrived from this shard.
+    closed: Revision,
+    /// The highest revision this shard was asked to close.
+    asked: Revision,
+}
+
+/// A watch over one or more shards, as one stream.
+pub struct WatchStream<'a> {
+    client: NodeClient<'a>,
+    parts: Vec<Part>,
+    receiver: flume::Receiver<WatchMessage>,
+    /// Events not yet handed out, by (revision, shard, arrival).
+    held: BTreeMap<(Revision, usize, u64), Event>,
+    arrivals: u64,
+    start: Revision,
+    finished: Option<NodeResult<WatchBatch>>,
+}
+
+impl<'a> NodeClient<'a> {
+    /// Starts a watch. With `start_revision` 0 it reports what happens from
+    /// now on; otherwise it first reads history from that revision.
+    ///
+    /// # Errors
+    /// A bad range, or a stopped shard.
+    pub async fn watch(&self, request: WatchRequest) -> NodeResult<WatchStream<'a>> {
+        let shards = self.shard_count();
+        let targets: Vec<usize> = match shard_of_range(&request.key, &request.range_end, shards) {
+            Some(shard) => vec![shard],
+            None => (0..shards).collect(),
+        };
+        let (observe, start) = if request.start_revision == 0 {
+            let mut now = 0;
+            for &shard in &targets {
+                now = now.max(
+                    self.call(shard, |reply| ShardCall::LastRevision { reply })
+                        .await?,
+                );
+            }
+            (now, now.saturating_add(1))
+        } else {
+            (0, request.start_revision)
+        };
+        let (sender, receiver) = flume::unbounded();
+        let mut stream = WatchStream {
+            client: *self,
+            parts: Vec::with_capacity(targets.len()),
+            receiver,
+            held: BTreeMap::new(),
+            arrivals: 0,
+            start,
+            finished: None,
+        };
+        for shard in targets {
+            let unread = Arc::new(AtomicUsize::new(0));
+            let subscriber = Subscriber {
+                sender: sender.clone(),
+                unread: unread.clone(),
+            };
+            let request = WatchRequest {
+                start_revision: start,
+                ..request.clone()
+            };
+            let id = self
+                .call(shard, |reply| ShardCall::Watch {
+                    request,
+                    observe,
+                    subscriber,
+                    reply,
+                })
+                .await?;
+            stream.parts.push(Part {
+                shard,
+                id,
+                unread,
+                closed: start.saturating_sub(1),
+                asked: 0,
+            });
+        }
+        Ok(stream)
+    }
+}
+
+impl WatchStream<'_> {
+    /// The first revision this stream can report.
+    pub fn start_revision(&self) -> Revision {
+        self.start
+    }
+
+    /// The next events, in revision order (waits for some).
+    ///
+    /// # Errors
+    /// A shard failed, or the node is shutting down.
+    pub async fn next(&mut self) -> NodeResult<WatchBatch> {
+        loop {
+            if let Some(done) = self.finished.take() {
+                self.finished = Some(Err(NodeError::InvalidRequest(
+                    "the watch is over".to_string(),
+                )));
+                return done;
+            }
+            let release = self.parts.iter().map(|p| p.closed).min().unwrap_or(0);
+            let later = self.held.split_off(&(release.saturating_add(1), 0, 0));
+            let ready = std::mem::replace(&mut self.held, later);
+            if !ready.is_empty() {
+                return Ok(WatchBatch::Events(ready.into_values().collect()));
+            }
+            self.ask_laggards();
+            let message = self
+                .receiver
+                .recv_async()
+                .await
+                .map_err(|_| NodeError::Shutdown)?;
+            self.take(message);
+            while let Ok(message) = self.receiver.try_recv() {
+                self.take(message);
+            }
+        }
+    }
+
+    /// Asks shards behind the newest held revision to close up to it.
+    fn ask_laggards(&mut self) {
+        let Some(&(top, _, _)) = self.held.keys().next_back() else {
+            return;
+        };
+        for part in &mut self.parts {
+            if part.closed < top && part.asked < top {
+                part.asked = top;
+                let call = ShardCall::WatchProgress {
+                    id: part.id,
+                    revision: top,
+                };
+                self.client.send_only(part.shard, call);
+            }
+        }
+    }
+
+    fn take(&mut self, message: WatchMessage) {
+        let Some(part) = self.parts.iter_mut().find(|p| p.shard == message.shard) else {
+            return;
+        };
+        part.unread.fetch_sub(1, Ordering::Relaxed);
+        match message.body {
+            WatchBody::Events { events, closed } => {
+                for event in events {
+                    let key = (event.kv.mod_revision, part.shard, self.arrivals);
+                    self.arrivals += 1;
+                    self.held.insert(key, event);
+                }
+                part.closed = part.closed.max(closed);
+            }
+            WatchBody::Progress { closed } => part.closed = part.closed.max(closed),
+            WatchBody::Compacted { compact_revision } => {
+                self.finished
+                    .get_or_insert(Ok(WatchBatch::Compacted { compact_revision }));
+            }
+            WatchBody::Failed(reason) => {
+                self.finished.get_or_insert(Err(NodeError::ShardStopped {
+                    shard: part.shard,
+                    reason,
+                }));
+            }
+        }
+    }
+}
+
+impl Drop for WatchStream<'_> {
+    fn drop(&mut self) {
+        for part in &self.parts {
+            self.client
+                .send_only(part.shard, ShardCall::WatchCancel { id: part.id });
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! A shard's side of watches that span shards: each node-level watch has a
+//! store watcher on every shard, and the shard pushes what its watcher
+//! hands out into the watch's channel, with the revision up to which it has
+//! said everything ("closed"). The merging side is `shard/watch.rs`.
+//!
+//! Flow control: a shard sends at most [`MAX_UNREAD`] messages the reader
+//! has not taken; past that the store watcher keeps its events (bounded:
+//! it falls back to reading the revision log), and the shard tries again
+//! on its next round.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::btree::Storage;
+use crate::mvcc::{Event, Revision, Store, WatchId, WatchUpdate};
+
+/// Messages a shard may have outstanding per watch.
+pub(crate) const MAX_UNREAD: usize = 16;
+/// About how many bytes of events one message carries.
+const MESSAGE_BYTES: usize = 256 << 10;
+
+/// What a shard tells a merged watch.
+#[derive(Debug)]
+pub(crate) struct WatchMessage {
+    pub(crate) shard: usize,
+    pub(crate) body: WatchBody,
+}
+
+#[derive(Debug)]
+pub(crate) enum WatchBody {
+    /// Events in revision order; the shard has said everything up to
+    /// `closed` (at least the revision before the last event's).
+    Events {
+        events: Vec<Event>,
+        closed: Revision,
+    },
+    /// Nothing new, everything up to `closed` said.
+    Progress { closed: Revision },
+    /// The watch started below the compaction point.
+    Compacted { compact_revision: Revision },
+    /// The shard could not read its history.
+    Failed(String),
+}
+
+/// Where one shard's part of a watch goes.
+pub(crate) struct Subscriber {
+    pub(crate) sender: flume::Sender<WatchMessage>,
+    /// Messages sent and not yet taken by the reader.
+    pub(crate) unread: Arc<AtomicUsize>,
+}
+
+/// One shard's feeds into merged watches.
+#[derive(Default)]
+pub(crate) struct WatchFeeds {
+    subscribers: BTreeMap<WatchId, Subscriber>,
+    /// Watchers held back by flow control.
+    blocked: BTreeSet<WatchId>,
+    /// Watchers whose reader asked where this shard stands.
+    progress_wanted: BTreeSet<WatchId>,
+}
+
+impl WatchFeeds {
+    pub(crate) fn add(&mut self, id: WatchId, subscriber: Subscriber) {
+        self.subscribers.insert(id, subscriber);
+    }
+
+    pub(crate) fn cancel<S: Storage>(&mut self, store: &mut Store<S>, id: WatchId) {
+        store.watch_cancel(id);
+        self.subscribers.remove(&id);
+        self.blocked.remove(&id);
+        self.progress_wanted.remove(&id);
+    }
+
+    pub(crate) fn want_progress(&mut self, id: WatchId) {
+        if self.subscribers.contains_key(&id) {
+            self.progress_wanted.insert(id);
+        }
+    }
+
+    /// Hands out what the store's watchers have, as flow control allows.
+    /// `safe` is a revision below which this shard will never apply
+    /// anything it has not applied yet.
+    pub(crate) fn pump<S: Storage>(&mut self, store: &mut Store<S>, shard: usize, safe: Revision) {
+        let mut due: BTreeSet<WatchId> = store.watches_ready().into_iter().collect();
+        due.append(&mut self.blocked);
+        due.extend(self.progress_wanted.iter().copied());
+        for id in due {
+            if !self.feed(store, shard, safe, id) {
+                self.cancel(store, id);
+            }
+        }
+    }
+
+    /// Feeds one watcher; `false` when it is finished (reader gone,
+    /// compacted or failed).
+    fn feed<S: Storage>(
+        &mut self,
+        store: &mut Store<S>,
+        shard: usize,
+        safe: Revision,
+        id: WatchId,
+    ) -> bool {
+        let Some(subscriber) = self.subscribers.get(&id).map(|s| Subscriber {
+            sender: s.sender.clone(),
+            unread: s.unread.clone(),
+        }) else {
+            return true;
+        };
+        if subscriber.sender.is_disconnected() {
+            return false;
+        }
+        let send = |body: WatchBody| {
+            subscriber.unread.fetch_add(1, Ordering::Relaxed);
+            subscriber.sender.send(WatchMessage { shard, body }).is_ok()
+        };
+        loop {
+            if subscriber.unread.load(Ordering::Relaxed) >= MAX_UNREAD {
+                self.blocked.insert(id);
+                return true;
+            }
+            match store.watch_poll(id, MESSAGE_BYTES) {
+                Ok(Some(WatchUpdate::Events { events, fragment })) => {
+                    let last = events.last().map_or(0, |e| e.kv.mod_revision);
+                    let drained = matches!(store.watch_progress(id), Ok(Some(_)));
+                    let closed = if fragment {
+                        last.saturating_sub(1)
+                    } else if drained {
+                        safe.max(last)
+                    } else {
+                        last
+                    };
+                    if drained && !fragment {
+                        self.progress_wanted.remove(&id);
+                    }
+                    if !send(WatchBody::Events { events, closed }) {
+                        return false;
+                    }
+                }
+                Ok(Some(WatchUpdate::Compacted { compact_revision })) => {
+                    send(WatchBody::Compacted { compact_revision });
+                    return false;
+                }
+                Ok(None) => {
+                    if self.progress_wanted.contains(&id)
+                        && matches!(store.watch_progress(id), Ok(Some(_)))
+                    {
+                        self.progress_wanted.remove(&id);
+                        return send(WatchBody::Progress { closed: safe });
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    send(WatchBody::Failed(e.to_string()));
+                    return false;
+                }
+            }
+        }
+    }
+}
