@@ -13,230 +13,9 @@ use std::path::Path;
 
 use keel_engine::btree::Options;
 use keel_engine::mvcc::*;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use support::etcd_model::{normal, Model};
-
-const KEYS: &[&[u8]] = &[
-    b"a",
-    b"a\x00",
-    b"a\x00b",
-    b"ab",
-    b"b",
-    b"\x00",
-    b"\x00\x00",
-    b"c/1",
-    b"c/2",
-    b"c/3",
-    b"\xff",
-];
-
-fn key(rng: &mut StdRng) -> Vec<u8> {
-    KEYS[rng.gen_range(0..KEYS.len())].to_vec()
-}
-
-fn range_end(rng: &mut StdRng, start: &[u8]) -> Vec<u8> {
-    match rng.gen_range(0..6) {
-        0 | 1 => Vec::new(),
-        2 => vec![0],
-        3 => prefix_end(start),
-        4 => key(rng),
-        _ => b"c/".to_vec(),
-    }
-}
-
-fn lease(rng: &mut StdRng) -> i64 {
-    match rng.gen_range(0..20) {
-        0..=5 => 0,
-        6 => -1,
-        _ => rng.gen_range(1..5),
-    }
-}
-
-fn value(rng: &mut StdRng) -> Vec<u8> {
-    let len = if rng.gen_bool(0.05) {
-        3000
-    } else {
-        rng.gen_range(0..6)
-    };
-    (0..len).map(|_| rng.gen_range(b'0'..b'4')).collect()
-}
-
-fn put(rng: &mut StdRng) -> PutRequest {
-    let ignore_value = rng.gen_bool(0.1);
-    let ignore_lease = rng.gen_bool(0.1);
-    PutRequest {
-        key: if rng.gen_bool(0.02) {
-            Vec::new()
-        } else {
-            key(rng)
-        },
-        value: if ignore_value && rng.gen_bool(0.7) {
-            Vec::new()
-        } else {
-            value(rng)
-        },
-        lease: if ignore_lease && rng.gen_bool(0.7) {
-            0
-        } else {
-            lease(rng)
-        },
-        prev_kv: rng.gen_bool(0.5),
-        ignore_value,
-        ignore_lease,
-    }
-}
-
-fn delete(rng: &mut StdRng) -> DeleteRangeRequest {
-    let key = key(rng);
-    DeleteRangeRequest {
-        range_end: range_end(rng, &key),
-        key,
-        prev_kv: rng.gen_bool(0.5),
-    }
-}
-
-fn range(rng: &mut StdRng, current: u64) -> RangeRequest {
-    let key = if rng.gen_bool(0.02) {
-        Vec::new()
-    } else {
-        key(rng)
-    };
-    let pick_rev = |rng: &mut StdRng| {
-        if rng.gen_bool(0.6) {
-            0
-        } else {
-            rng.gen_range(0..=current + 1)
-        }
-    };
-    RangeRequest {
-        range_end: range_end(rng, &key),
-        key,
-        limit: if rng.gen_bool(0.5) {
-            0
-        } else {
-            rng.gen_range(1..4)
-        },
-        revision: pick_rev(rng),
-        sort_order: [SortOrder::None, SortOrder::Ascend, SortOrder::Descend][rng.gen_range(0..3)],
-        sort_target: [
-            SortTarget::Key,
-            SortTarget::Version,
-            SortTarget::Create,
-            SortTarget::Mod,
-            SortTarget::Value,
-        ][rng.gen_range(0..5)],
-        keys_only: rng.gen_bool(0.2),
-        count_only: rng.gen_bool(0.1),
-        min_mod_revision: if rng.gen_bool(0.15) { pick_rev(rng) } else { 0 },
-        max_mod_revision: if rng.gen_bool(0.15) { pick_rev(rng) } else { 0 },
-        min_create_revision: if rng.gen_bool(0.15) { pick_rev(rng) } else { 0 },
-        max_create_revision: if rng.gen_bool(0.15) { pick_rev(rng) } else { 0 },
-    }
-}
-
-fn compare(rng: &mut StdRng, current: u64) -> Compare {
-    let key = key(rng);
-    Compare {
-        range_end: if rng.gen_bool(0.7) {
-            Vec::new()
-        } else {
-            range_end(rng, &key)
-        },
-        key,
-        target: match rng.gen_range(0..5) {
-            0 => CompareTarget::Version(rng.gen_range(0..4)),
-            1 => CompareTarget::Create(rng.gen_range(0..=current + 1)),
-            2 => CompareTarget::Mod(rng.gen_range(0..=current + 1)),
-            3 => CompareTarget::Value(value(rng)),
-            _ => CompareTarget::Lease(lease(rng)),
-        },
-        result: [
-            CompareResult::Equal,
-            CompareResult::NotEqual,
-            CompareResult::Less,
-            CompareResult::Greater,
-        ][rng.gen_range(0..4)],
-    }
-}
-
-fn ops(rng: &mut StdRng, current: u64, depth: u32) -> Vec<RequestOp> {
-    let n = if rng.gen_bool(0.03) {
-        129
-    } else {
-        rng.gen_range(0..4)
-    };
-    (0..n)
-        .map(|_| match rng.gen_range(0..if depth < 2 { 4 } else { 3 }) {
-            0 => RequestOp::Range(range(rng, current)),
-            1 => RequestOp::Put(put(rng)),
-            2 => RequestOp::DeleteRange(delete(rng)),
-            _ => RequestOp::Txn(txn(rng, current, depth + 1)),
-        })
-        .collect()
-}
-
-fn txn(rng: &mut StdRng, current: u64, depth: u32) -> TxnRequest {
-    TxnRequest {
-        compare: (0..rng.gen_range(0..3))
-            .map(|_| compare(rng, current))
-            .collect(),
-        success: ops(rng, current, depth),
-        failure: ops(rng, current, depth),
-    }
-}
-
-fn entry(rng: &mut StdRng, current: u64) -> Entry {
-    match rng.gen_range(0..20) {
-        0..=6 => Entry::Put(put(rng)),
-        7..=8 => Entry::DeleteRange(delete(rng)),
-        9..=12 => Entry::Txn(txn(rng, current, 0)),
-        13 => Entry::Compact {
-            revision: rng.gen_range(0..=current + 1),
-        },
-        14..=15 => Entry::LeaseGrant {
-            id: if rng.gen_bool(0.15) {
-                0
-            } else {
-                rng.gen_range(-1..5)
-            },
-            ttl: if rng.gen_bool(0.05) {
-                0
-            } else {
-                rng.gen_range(1..100)
-            },
-        },
-        16 if rng.gen_bool(0.5) => Entry::LeaseRevoke {
-            id: rng.gen_range(1..6),
-        },
-        16 => Entry::Put(put(rng)),
-        17 if rng.gen_bool(0.5) => Entry::Put(put(rng)),
-        17 => Entry::LeaseExpire {
-            ids: (0..rng.gen_range(0..4))
-                .map(|_| rng.gen_range(1..7))
-                .collect(),
-        },
-        18 => Entry::LeaseCheckpoint {
-            checkpoints: (0..rng.gen_range(0..3))
-                .map(|_| (rng.gen_range(1..7), rng.gen_range(-5..120)))
-                .collect(),
-        },
-        _ if rng.gen_bool(0.2) => Entry::Put(PutRequest {
-            key: key(rng),
-            value: vec![
-                b'x';
-                [
-                    MAX_REQUEST_BYTES,
-                    MAX_REQUEST_BYTES - 1,
-                    MAX_VALUE_LEN,
-                    MAX_VALUE_LEN + 1
-                ][rng.gen_range(0..4)]
-            ],
-            ..Default::default()
-        }),
-        _ => Entry::Put(put(rng)),
-    }
-}
+use support::generator::Gen;
 
 fn same<T: std::fmt::Debug + PartialEq>(label: &str, store: KvResult<T>, model: Result<T, String>) {
     match (store, model) {
@@ -306,21 +85,21 @@ fn check_compacted_rows(store: &Store, model: &Model, label: &str) {
 
 fn run(seed: u64, steps: usize, dir: &Path) {
     let path = dir.join(format!("kv-{seed}.db"));
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut gen = Gen::for_store(seed);
     let mut store = Store::open(&path, Options::default()).unwrap();
     let mut model = Model::default();
     let mut rev = 0u64;
     let mut index = 0u64;
     for step in 0..steps {
         let label = format!("seed {seed} step {step}");
-        match rng.gen_range(0..20) {
+        match gen.rng.gen_range(0..20) {
             0..=9 => {
-                rev += rng.gen_range(1..4);
-                if rng.gen_bool(0.02) {
+                rev += gen.rng.gen_range(1..4);
+                if gen.rng.gen_bool(0.02) {
                     rev = model.current;
                 }
                 index += 1;
-                let e = entry(&mut rng, model.current);
+                let e = gen.entry(model.current);
                 let s = store.apply(index, rev, &e).map(|a| a.response);
                 let m = model.apply(rev, &e);
                 same(&format!("{label} apply {e:?}"), s, m);
@@ -328,10 +107,10 @@ fn run(seed: u64, steps: usize, dir: &Path) {
             }
             10..=11 => {
                 let mut entries = Vec::new();
-                for _ in 0..rng.gen_range(1..5) {
-                    rev += rng.gen_range(1..3);
+                for _ in 0..gen.rng.gen_range(1..5) {
+                    rev += gen.rng.gen_range(1..3);
                     index += 1;
-                    entries.push((index, rev, entry(&mut rng, model.current)));
+                    entries.push((index, rev, gen.entry(model.current)));
                 }
                 let batch: Vec<Indexed> = entries
                     .iter()
@@ -342,8 +121,8 @@ fn run(seed: u64, steps: usize, dir: &Path) {
                     })
                     .collect();
                 // Half the batches carry a compaction step in their commit.
-                let compact_rows = if rng.gen_bool(0.5) {
-                    rng.gen_range(1..8)
+                let compact_rows = if gen.rng.gen_bool(0.5) {
+                    gen.rng.gen_range(1..8)
                 } else {
                     0
                 };
@@ -358,7 +137,7 @@ fn run(seed: u64, steps: usize, dir: &Path) {
                 }
             }
             12..=16 => {
-                let r = range(&mut rng, model.current);
+                let r = gen.range(model.current);
                 same(
                     &format!("{label} range {r:?}"),
                     store.range(&r),
@@ -366,7 +145,7 @@ fn run(seed: u64, steps: usize, dir: &Path) {
                 );
             }
             17 => {
-                let result = store.compact_step(rng.gen_range(1..8)).unwrap();
+                let result = store.compact_step(gen.rng.gen_range(1..8)).unwrap();
                 if result.done {
                     check_compacted_rows(&store, &model, &label);
                 }

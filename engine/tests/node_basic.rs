@@ -12,6 +12,9 @@ fn config(dir: &std::path::Path, shards: usize, cores: usize) -> NodeConfig {
         shards,
         cores,
         pin: false,
+        wal: keel_wal::WalConfig {
+            segment_size: 4 << 20,
+        },
         ..NodeConfig::new(dir)
     }
 }
@@ -184,5 +187,36 @@ fn four_shards_on_two_cores_read_as_one_keyspace() {
     assert!(
         Node::start(config(dir.path(), 3, 2)).is_err(),
         "shard count is fixed"
+    );
+}
+
+#[test]
+fn requests_too_large_for_the_log_are_refused_and_the_shard_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(config(dir.path(), 1, 1)).unwrap();
+    for len in [MAX_REQUEST_BYTES + 1, 3 << 20, 64 << 20] {
+        let refused = block_on(node.put(PutRequest {
+            key: b"big".to_vec(),
+            value: vec![7; len],
+            ..PutRequest::default()
+        }));
+        assert!(
+            matches!(refused, Err(NodeError::Kv(KvError::RequestTooLarge { .. }))),
+            "{len}: {refused:?}"
+        );
+    }
+    block_on(node.put(put("small", "ok"))).unwrap();
+    let (_, found) = block_on(node.range(all(), Consistency::Linearizable)).unwrap();
+    assert_eq!(pairs(&found), vec![("small".to_string(), "ok".to_string())]);
+    node.shutdown();
+    let small_segments = NodeConfig {
+        wal: keel_wal::WalConfig {
+            segment_size: 1 << 20,
+        },
+        ..config(dir.path(), 1, 1)
+    };
+    assert!(
+        matches!(Node::start(small_segments), Err(NodeError::Start(_))),
+        "segments too small for the largest request"
     );
 }

@@ -39,6 +39,7 @@ mod write;
 
 pub use error::{KvError, KvResult};
 pub use lease::{Lessor, LessorConfig};
+pub(crate) use read::KeyRange;
 pub use read::RangePage;
 pub use store::{Applied, CompactStep, Indexed, LeaseInfo, RangePager, Store, MAX_LEASE_TTL};
 pub use types::*;

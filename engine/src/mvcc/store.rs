@@ -484,8 +484,15 @@ fn run_entry<S: Storage>(
         Entry::Txn(request) => {
             txn::check_txn_static(request)?;
             let path = txn::decide(&*writer.txn, request)?;
-            txn::check_path(&*writer.txn, before, request, &path)?;
-            Ok(Response::Txn(txn::execute(writer, before, request, &path)?))
+            // Ranges inside may read any revision below the transaction's
+            // own: the shard's state there is its state before it, even when
+            // the shard wrote nothing since (revisions of other shards).
+            let view = Revisions {
+                current: before.current.max(writer.rev.saturating_sub(1)),
+                ..before
+            };
+            txn::check_path(&*writer.txn, view, request, &path)?;
+            Ok(Response::Txn(txn::execute(writer, view, request, &path)?))
         }
         Entry::Compact { revision } => {
             if *revision <= before.compact {
@@ -493,10 +500,13 @@ fn run_entry<S: Storage>(
                     compact_revision: before.compact,
                 });
             }
-            if *revision > before.current {
+            // Up to the entry's own revision: once it applies that is the
+            // current one. A shard that wrote nothing since the revision a
+            // node compacts at can still take the compaction.
+            if *revision > writer.rev {
                 return Err(KvError::FutureRevision {
                     requested: *revision,
-                    current: before.current,
+                    current: writer.rev,
                 });
             }
             revisions.compact = *revision;

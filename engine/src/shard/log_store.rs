@@ -14,6 +14,9 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 
 /// WAL record type byte of a Raft entry (format version 1).
 pub(crate) const RAFT_ENTRY_KIND: u8 = 1;
+/// Bytes a WAL payload adds to a Raft entry's data (term, type, context
+/// length; keel proposes no context).
+pub const ENTRY_OVERHEAD: usize = 8 + 1 + 4;
 /// Version byte of the state blob.
 const STATE_VERSION: u8 = 1;
 

@@ -43,11 +43,11 @@ pub(crate) fn merge_ranges(request: &RangeRequest, parts: Vec<RangeResponse>) ->
         kvs.extend(part.kvs);
     }
     let target = request.sort_target;
+    // As etcd (and the store): a sort by anything but the key with no
+    // order given ascends.
     match (target, request.sort_order) {
         (SortTarget::Key, SortOrder::Descend) => kvs.sort_by(|a, b| b.key.cmp(&a.key)),
-        (_, SortOrder::None) | (SortTarget::Key, SortOrder::Ascend) => {
-            kvs.sort_by(|a, b| a.key.cmp(&b.key));
-        }
+        (SortTarget::Key, _) => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
         (_, order) => {
             kvs.sort_by(|a, b| a.key.cmp(&b.key));
             if order == SortOrder::Descend {
@@ -167,6 +167,12 @@ mod tests {
         let merged = merge_ranges(&request, parts());
         // Version 2 first (ties in key order), then version 1.
         assert_eq!((keys(&merged), merged.more), ("acb".into(), true));
+        // No order with a target other than the key ascends (as etcd).
+        let request = RangeRequest {
+            sort_target: SortTarget::Version,
+            ..RangeRequest::default()
+        };
+        assert_eq!(keys(&merge_ranges(&request, parts())), "bdac");
     }
 
     #[test]

@@ -14,8 +14,8 @@ use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 
 use crate::btree::Options;
 use crate::mvcc::{
-    Applied, DeleteRangeRequest, Entry, PutRequest, RangeRequest, RangeResponse, Response,
-    Revision, TxnRequest,
+    Applied, DeleteRangeRequest, Entry, KvError, PutRequest, RangeRequest, RangeResponse, Response,
+    Revision, TxnRequest, MAX_REQUEST_BYTES,
 };
 use crate::routing::{shard_of, shard_of_range};
 use crate::shard::error::{NodeError, NodeResult};
@@ -88,6 +88,16 @@ impl Node {
     pub fn start(config: NodeConfig) -> NodeResult<Node> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| NodeError::Start(format!("{}: {e}", config.data_dir.display())))?;
+        // Every request the keyspace accepts must fit one WAL record.
+        let needed = MAX_REQUEST_BYTES + (64 << 10);
+        if config.wal.max_payload() < needed {
+            return Err(NodeError::Start(format!(
+                "WAL segments of {} bytes hold records of at most {} bytes; requests need {needed} \
+                 (use segments of at least 4 MiB)",
+                config.wal.segment_size,
+                config.wal.max_payload()
+            )));
+        }
         let machine_cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let core_count = if config.cores == 0 {
             machine_cores
@@ -361,16 +371,19 @@ impl NodeClient<'_> {
         self.write_to(shard, Entry::Txn(request)).await
     }
 
-    /// Reads a key or a range. A range over several shards is read at one
-    /// revision R on all of them (R at least every revision any shard had
-    /// handed out when the read began), and the answer is at R.
+    /// Reads a key or a range. A range over several shards, or a read at a
+    /// given revision, is read at one revision R on every shard it spans (R
+    /// at least every revision any shard had handed out when the read
+    /// began, unless the request names one), and the answer is at R. A read
+    /// of one shard's keys at the head goes to that shard alone.
     pub async fn range(
         &self,
         request: RangeRequest,
         consistency: Consistency,
     ) -> NodeResult<(Revision, RangeResponse)> {
         let shards = self.node.shards;
-        if let Some(shard) = shard_of_range(&request.key, &request.range_end, shards) {
+        let one_shard = shard_of_range(&request.key, &request.range_end, shards);
+        if let (Some(shard), 0) = (one_shard, request.revision) {
             let linearizable = consistency == Consistency::Linearizable;
             return self
                 .call(shard, |reply| ShardCall::Range {
@@ -380,21 +393,18 @@ impl NodeClient<'_> {
                 })
                 .await;
         }
-        let revision = if request.revision != 0 {
-            request.revision
-        } else {
-            let mut highest = 0;
-            for shard in 0..shards {
-                let last = self
-                    .call(shard, |reply| ShardCall::LastRevision { reply })
-                    .await?;
-                highest = highest.max(last);
-            }
-            highest
+        // A bad key is refused before the revision is looked at, as a
+        // single keyspace would.
+        crate::mvcc::KeyRange::new(&request.key, &request.range_end)?;
+        let revision = self.revision_to_read(request.revision).await?;
+        let targets: Vec<usize> = match one_shard {
+            Some(shard) => vec![shard],
+            None => (0..shards).collect(),
         };
-        let mut parts = Vec::with_capacity(shards);
+        let mut parts = Vec::with_capacity(targets.len());
         let per_shard = per_shard_request(&request);
-        let answers: Vec<_> = (0..shards)
+        let answers: Vec<_> = targets
+            .into_iter()
             .map(|shard| {
                 let request = per_shard.clone();
                 self.call(shard, move |reply| ShardCall::RangeAt {
@@ -408,6 +418,69 @@ impl NodeClient<'_> {
             parts.push(answer.await?);
         }
         Ok((revision, merge_ranges(&request, parts)))
+    }
+}
+
+impl NodeClient<'_> {
+    /// The node's current revision: the highest any shard has handed out.
+    /// Every write acknowledged before this call is at or below it.
+    pub async fn current_revision(&self) -> NodeResult<Revision> {
+        let mut highest = 0;
+        for shard in 0..self.node.shards {
+            let last = self
+                .call(shard, |reply| ShardCall::LastRevision { reply })
+                .await?;
+            highest = highest.max(last);
+        }
+        Ok(highest)
+    }
+
+    /// The revision a read at `requested` (0: now) is served at.
+    ///
+    /// # Errors
+    /// [`KvError::FutureRevision`] for a revision above the current one: a
+    /// read there would push every shard's clock ahead for nothing.
+    async fn revision_to_read(&self, requested: Revision) -> NodeResult<Revision> {
+        let current = self.current_revision().await?;
+        if requested > current {
+            return Err(NodeError::Kv(KvError::FutureRevision {
+                requested,
+                current,
+            }));
+        }
+        Ok(if requested == 0 { current } else { requested })
+    }
+
+    /// Compacts history below `revision` on every shard (each shard at its
+    /// own entry; reads below `revision` fail once the call returns).
+    ///
+    /// # Errors
+    /// [`KvError::FutureRevision`] above the current revision,
+    /// [`KvError::Compacted`] at or below an earlier compaction.
+    pub async fn compact(&self, revision: Revision) -> NodeResult<Applied> {
+        let current = self.current_revision().await?;
+        if revision > current {
+            return Err(NodeError::Kv(KvError::FutureRevision {
+                requested: revision,
+                current,
+            }));
+        }
+        let mut last = None;
+        for shard in 0..self.node.shards {
+            // Each shard's entry gets a revision above the compaction point.
+            self.send_only(shard, ShardCall::Observe { revision });
+            let applied = self.write_to(shard, Entry::Compact { revision }).await?;
+            last = Some(match last {
+                Some(Applied {
+                    revision: before, ..
+                }) if before > applied.revision => Applied {
+                    revision: before,
+                    ..applied
+                },
+                _ => applied,
+            });
+        }
+        last.ok_or(NodeError::Shutdown)
     }
 }
 

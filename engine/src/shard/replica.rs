@@ -97,6 +97,8 @@ pub(crate) enum ShardCall {
     WatchProgress { id: WatchId, revision: Revision },
     /// The merged watch is gone.
     WatchCancel { id: WatchId },
+    /// HLC receive: never assign `revision` or below again.
+    Observe { revision: Revision },
 }
 
 impl ShardCall {
@@ -112,7 +114,9 @@ impl ShardCall {
             ShardCall::LeaseKeys { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::Leases { reply } => drop(reply.send(Err(error))),
             ShardCall::Watch { reply, .. } => drop(reply.send(Err(error))),
-            ShardCall::WatchProgress { .. } | ShardCall::WatchCancel { .. } => {}
+            ShardCall::WatchProgress { .. }
+            | ShardCall::WatchCancel { .. }
+            | ShardCall::Observe { .. } => {}
         }
     }
 }
@@ -167,6 +171,8 @@ pub(crate) struct Replica {
     router: Rc<CoreRouter>,
     last_lease_id: LeaseId,
     feeds: WatchFeeds,
+    /// The largest WAL payload.
+    max_entry_bytes: usize,
     /// The node's highest acknowledged revision: every shard proposes above
     /// it, so a write that starts after another was acknowledged gets a
     /// higher revision even on another shard.
@@ -223,6 +229,7 @@ impl Replica {
         };
         let mut store = Store::open(dir.join("kv.db"), options)?;
         store.defer_syncs(true);
+        let max_entry_bytes = config.wal.max_payload();
         let wal = keel_wal::Wal::open(dir.join("wal"), config.wal)
             .await
             .map_err(|e| start_error(shard, "open WAL", e))?;
@@ -288,6 +295,7 @@ impl Replica {
             router,
             last_lease_id: 0,
             feeds: WatchFeeds::default(),
+            max_entry_bytes,
             floor,
             started: Instant::now(),
             pending: VecDeque::new(),
@@ -437,6 +445,7 @@ impl Replica {
                 self.feeds.want_progress(id);
             }
             ShardCall::WatchCancel { id } => self.feeds.cancel(&mut self.store, id),
+            ShardCall::Observe { revision } => self.clock.observe(revision),
         }
     }
 
@@ -478,6 +487,16 @@ impl Replica {
             other => other,
         };
         let data = entry_codec::encode(revision, &entry);
+        // The WAL record must hold the entry; one too large for it is
+        // refused here, before it takes a revision (the node's WAL settings
+        // leave room for every request the keyspace accepts).
+        if data.len() + log_store::ENTRY_OVERHEAD > self.max_entry_bytes {
+            let _ = reply.send(Err(NodeError::Kv(KvError::RequestTooLarge {
+                len: data.len(),
+                max: self.max_entry_bytes - log_store::ENTRY_OVERHEAD,
+            })));
+            return;
+        }
         if let Err(e) = self.raw.propose(Vec::new(), data) {
             let _ = reply.send(Err(match e {
                 raft::Error::ProposalDropped => NodeError::NotLeader { shard: self.shard },

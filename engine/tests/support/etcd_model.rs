@@ -417,6 +417,22 @@ impl Model {
         }
     }
 
+    fn run_txn(&mut self, rev: u64, t: &TxnRequest) -> Result<Response, String> {
+        size_check(txn_bytes(t))?;
+        check_ops(t, MAX_TXN_OPS)?;
+        let path = self.decide(t);
+        let mut puts = BTreeSet::new();
+        let mut deletes = Vec::new();
+        self.check_path(t, &path, &mut puts, &mut deletes)?;
+        if puts
+            .iter()
+            .any(|k| deletes.iter().any(|(s, e)| in_range(k, s, e)))
+        {
+            return Err("DuplicateKey".to_string());
+        }
+        Ok(Response::Txn(self.execute(rev, t, &path)))
+    }
+
     fn run(&mut self, rev: u64, entry: &Entry) -> Result<Response, String> {
         match entry {
             Entry::Put(p) => {
@@ -430,19 +446,12 @@ impl Model {
                 Ok(Response::DeleteRange(self.delete(rev, d)))
             }
             Entry::Txn(t) => {
-                size_check(txn_bytes(t))?;
-                check_ops(t, MAX_TXN_OPS)?;
-                let path = self.decide(t);
-                let mut puts = BTreeSet::new();
-                let mut deletes = Vec::new();
-                self.check_path(t, &path, &mut puts, &mut deletes)?;
-                if puts
-                    .iter()
-                    .any(|k| deletes.iter().any(|(s, e)| in_range(k, s, e)))
-                {
-                    return Err("DuplicateKey".to_string());
-                }
-                Ok(Response::Txn(self.execute(rev, t, &path)))
+                // Ranges inside may read any revision below the txn's own.
+                let saved = self.current;
+                self.current = saved.max(rev - 1);
+                let outcome = self.run_txn(rev, t);
+                self.current = saved;
+                outcome
             }
             Entry::Compact { revision } => {
                 if *revision <= self.compact {
@@ -450,10 +459,10 @@ impl Model {
                         compact_revision: self.compact,
                     }));
                 }
-                if *revision > self.current {
+                if *revision > rev {
                     return Err(normal(&KvError::FutureRevision {
                         requested: *revision,
-                        current: self.current,
+                        current: rev,
                     }));
                 }
                 self.compact = *revision;

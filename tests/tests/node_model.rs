@@ -1,0 +1,305 @@
+//! The MVCC model test through a node, with 1 and 4 shards: random puts,
+//! deletes, transactions (most inside one hash tag, some spanning shards,
+//! which must be refused and change nothing), compactions, lease grants and
+//! revokes, restarts, and ranges at the head and at past revisions, each
+//! answered exactly as the reference model of etcd answers it. Watches over
+//! every shard must report exactly the model's events.
+//!
+//! Writes that a node carries out as one entry per shard (a delete over
+//! several shards, compaction, lease grant and revoke) take one revision
+//! per shard; the model gives them the last one, and reads at the
+//! revisions in between are not compared.
+//!
+//! `KEEL_MODEL_CASES` sets the number of seeds per shard count (default 6).
+
+#[path = "../../engine/tests/support/etcd_model.rs"]
+mod etcd_model;
+#[path = "../../engine/tests/support/generator.rs"]
+mod generator;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use etcd_model::{expected_events, normal, Model};
+use futures_lite::future::{block_on, or};
+use generator::Gen;
+use keel_engine::mvcc::*;
+use keel_engine::routing::shard_of_range;
+use keel_engine::shard::{Consistency, Node, NodeError, WatchBatch, WatchStream};
+use keel_tests::node_config;
+use rand::Rng;
+
+fn same<T: std::fmt::Debug + PartialEq>(
+    label: &str,
+    node: Result<T, NodeError>,
+    model: Result<T, String>,
+) {
+    match (node, model) {
+        (Ok(n), Ok(m)) => assert_eq!(n, m, "{label}"),
+        (Err(NodeError::Kv(n)), Err(m)) => assert_eq!(normal(&n), m, "{label}"),
+        (n, m) => panic!("{label}: node {n:?}, model {m:?}"),
+    }
+}
+
+/// Every shard a transaction's keys map to.
+fn txn_shards(txn: &TxnRequest, shards: usize, out: &mut BTreeSet<Option<usize>>) {
+    for c in &txn.compare {
+        out.insert(shard_of_range(&c.key, &c.range_end, shards));
+    }
+    for op in txn.success.iter().chain(&txn.failure) {
+        match op {
+            RequestOp::Range(r) => out.insert(shard_of_range(&r.key, &r.range_end, shards)),
+            RequestOp::Put(p) => out.insert(shard_of_range(&p.key, &[], shards)),
+            RequestOp::DeleteRange(d) => out.insert(shard_of_range(&d.key, &d.range_end, shards)),
+            RequestOp::Txn(inner) => {
+                txn_shards(inner, shards, out);
+                false
+            }
+        };
+    }
+}
+
+/// Runs one write through the node; answers what it did.
+fn write(node: &Node, entry: &Entry) -> Result<Response, NodeError> {
+    let client = node.client();
+    block_on(async {
+        Ok(match entry.clone() {
+            Entry::Put(put) => node.put(put).await?.response,
+            Entry::DeleteRange(delete) => node.delete_range(delete).await?.response,
+            Entry::Txn(txn) => node.txn(txn).await?.response,
+            Entry::Compact { revision } => client.compact(revision).await?.response,
+            Entry::LeaseGrant { id, ttl } => {
+                let id = client.lease_grant(id, ttl).await?;
+                Response::LeaseGrant { id, ttl }
+            }
+            Entry::LeaseRevoke { id } => {
+                client.lease_revoke(id).await?;
+                Response::LeaseRevoke
+            }
+            other => panic!("not a client write: {other:?}"),
+        })
+    })
+}
+
+/// Whether the node carries `entry` out as one entry per shard.
+fn spans_shards(entry: &Entry, shards: usize) -> bool {
+    match entry {
+        Entry::Compact { .. } | Entry::LeaseGrant { .. } | Entry::LeaseRevoke { .. } => shards > 1,
+        Entry::DeleteRange(d) => shard_of_range(&d.key, &d.range_end, shards).is_none(),
+        _ => false,
+    }
+}
+
+fn everything() -> WatchRequest {
+    WatchRequest {
+        key: vec![0],
+        range_end: vec![0],
+        ..WatchRequest::default()
+    }
+}
+
+fn timeout(after: Duration) -> impl std::future::Future<Output = ()> {
+    let (tx, rx) = flume::bounded::<()>(1);
+    std::thread::spawn(move || {
+        std::thread::sleep(after);
+        let _ = tx.send(());
+    });
+    async move {
+        let _ = rx.recv_async().await;
+    }
+}
+
+fn collect(stream: &mut WatchStream<'_>, count: usize, label: &str) -> Vec<Event> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let next = block_on(or(async { Some(stream.next().await) }, async {
+            timeout(Duration::from_secs(30)).await;
+            None
+        }));
+        match next {
+            Some(Ok(WatchBatch::Events(events))) => got.extend(events),
+            other => panic!("{label}: {other:?} after {} of {count} events", got.len()),
+        }
+    }
+    got
+}
+
+/// Events as comparable: revisions of multi-shard writes mapped to the
+/// revision the model gave them, then ordered by (revision, key).
+fn normalized(events: Vec<Event>, spans: &[(u64, u64)]) -> Vec<Event> {
+    let mut events: Vec<Event> = events
+        .into_iter()
+        .map(|mut e| {
+            if let Some((_, after)) = spans
+                .iter()
+                .find(|(before, after)| e.kv.mod_revision > *before && e.kv.mod_revision <= *after)
+            {
+                if e.kind == EventKind::Delete {
+                    e.kv.mod_revision = *after;
+                }
+            }
+            e
+        })
+        .collect();
+    events.sort_by(|a, b| (a.kv.mod_revision, &a.kv.key).cmp(&(b.kv.mod_revision, &b.kv.key)));
+    events
+}
+
+fn run(seed: u64, shards: usize, steps: usize, dir: &Path) {
+    let dir = dir.join(format!("s{shards}-{seed}"));
+    let config = || node_config(&dir, shards, shards.min(2));
+    let mut node = Node::start(config()).unwrap();
+    let mut gen = Gen::for_node(seed);
+    let mut model = Model::default();
+    // (before, after) of writes spread over shards.
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    let mut epoch_start = 0;
+    for step in 0..steps {
+        let label = format!("shards {shards} seed {seed} step {step}");
+        match gen.rng.gen_range(0..20) {
+            0..=10 => {
+                let mut entry = gen.entry(model.current);
+                match &mut entry {
+                    Entry::LeaseExpire { .. } | Entry::LeaseCheckpoint { .. } => continue,
+                    Entry::LeaseGrant { id, ttl } => {
+                        // The node picks ids by home shard; the model by
+                        // revision: name them. Long TTLs: no expiry here.
+                        if *id == 0 {
+                            *id = gen.rng.gen_range(1..5);
+                        }
+                        if *ttl > 0 {
+                            *ttl += 1000;
+                        }
+                    }
+                    _ => {}
+                }
+                let before = block_on(node.client().current_revision()).unwrap();
+                let answer = write(&node, &entry);
+                let after = block_on(node.client().current_revision()).unwrap();
+                if let Err(NodeError::CrossShardTxn { .. }) = &answer {
+                    let Entry::Txn(txn) = &entry else {
+                        panic!("{label}: cross-shard refusal of {entry:?}")
+                    };
+                    let mut touched = BTreeSet::new();
+                    txn_shards(txn, shards, &mut touched);
+                    assert!(
+                        touched.len() > 1 || touched.contains(&None),
+                        "{label}: {txn:?}"
+                    );
+                    assert_eq!(before, after, "{label}: a refused txn wrote");
+                    continue;
+                }
+                if before == after {
+                    // Refused by the node before any shard saw it: only a
+                    // compaction past the current revision.
+                    assert!(
+                        matches!(
+                            (&answer, &entry),
+                            (Err(NodeError::Kv(KvError::FutureRevision { .. })), Entry::Compact { revision }) if *revision > model.current
+                        ),
+                        "{label}: {entry:?} gave {answer:?} and took no revision"
+                    );
+                    continue;
+                }
+                if spans_shards(&entry, shards) {
+                    spans.push((before, after));
+                }
+                gen.record_revision(after);
+                let expected = model.apply(after, &entry);
+                same(&format!("{label} {entry:?}"), answer, expected);
+            }
+            11..=16 => {
+                let request = gen.range(model.current);
+                let r = request.revision;
+                if spans
+                    .iter()
+                    .any(|(before, after)| r > *before && r < *after)
+                {
+                    continue;
+                }
+                let consistency = if gen.rng.gen_bool(0.5) {
+                    Consistency::Linearizable
+                } else {
+                    Consistency::Serializable
+                };
+                let answer = block_on(node.range(request.clone(), consistency)).map(|(_, r)| r);
+                same(
+                    &format!("{label} {request:?}"),
+                    answer,
+                    model.range(&request),
+                );
+            }
+            17 | 18 => {
+                let leases: Vec<(i64, i64)> = block_on(node.client().leases())
+                    .unwrap()
+                    .iter()
+                    .map(|l| (l.id, l.ttl))
+                    .collect();
+                let expected: Vec<(i64, i64)> =
+                    model.leases.iter().map(|(id, l)| (*id, l.ttl)).collect();
+                assert_eq!(leases, expected, "{label}: leases");
+                let head = model.head();
+                for id in model.leases.keys() {
+                    let keys: Vec<Vec<u8>> = head
+                        .values()
+                        .filter(|kv| kv.lease == *id)
+                        .map(|kv| kv.key.clone())
+                        .collect();
+                    let status = block_on(node.client().lease_time_to_live(*id, true))
+                        .unwrap()
+                        .expect("lease");
+                    assert_eq!(status.keys, keys, "{label}: keys of lease {id}");
+                }
+            }
+            _ => {
+                node.shutdown();
+                node = Node::start(config()).unwrap();
+                epoch_start = model.current;
+            }
+        }
+    }
+    // Watches: one live from the start of this epoch, one reading history
+    // from the compaction point (or the first write), over every shard.
+    let from = model.compact.max(gen_first(&model)).max(1);
+    let mut history = block_on(node.watch(WatchRequest {
+        start_revision: from,
+        ..everything()
+    }))
+    .unwrap();
+    let want = normalized(expected_events(&model, &everything(), from), &spans);
+    let got = normalized(collect(&mut history, want.len(), "history"), &spans);
+    assert_eq!(got, want, "shards {shards} seed {seed}: watch from {from}");
+    let _ = epoch_start;
+    drop(history);
+    node.shutdown();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The first revision the model saw a change at.
+fn gen_first(model: &Model) -> u64 {
+    model.log.first().map_or(0, |c| c.0)
+}
+
+fn cases() -> u64 {
+    std::env::var("KEEL_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
+}
+
+#[test]
+fn one_shard_matches_the_reference_model() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in 0..cases() {
+        run(seed, 1, 150, dir.path());
+    }
+}
+
+#[test]
+fn four_shards_match_the_reference_model() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in 0..cases() {
+        run(seed, 4, 150, dir.path());
+    }
+}
