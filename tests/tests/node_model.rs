@@ -154,7 +154,9 @@ fn run(seed: u64, shards: usize, steps: usize, dir: &Path) {
     let mut model = Model::default();
     // (before, after) of writes spread over shards.
     let mut spans: Vec<(u64, u64)> = Vec::new();
-    let mut epoch_start = 0;
+    // A watch over every shard, live since the node last started.
+    let mut live = Some(block_on(node.watch(everything())).unwrap());
+    let mut live_from = live.as_ref().map_or(0, |w| w.start_revision());
     for step in 0..steps {
         let label = format!("shards {shards} seed {seed} step {step}");
         match gen.rng.gen_range(0..20) {
@@ -253,14 +255,28 @@ fn run(seed: u64, shards: usize, steps: usize, dir: &Path) {
                 }
             }
             _ => {
+                #[allow(unused_assignments)] // ends the borrow of `node`
+                {
+                    live = None;
+                }
                 node.shutdown();
                 node = Node::start(config()).unwrap();
-                epoch_start = model.current;
+                let stream = block_on(node.watch(everything())).unwrap();
+                live_from = stream.start_revision();
+                live = Some(stream);
             }
         }
     }
-    // Watches: one live from the start of this epoch, one reading history
-    // from the compaction point (or the first write), over every shard.
+    // Watches: the live one, and one reading history from the compaction
+    // point (or the first write), over every shard.
+    let mut live = live.expect("live watch");
+    let want = normalized(expected_events(&model, &everything(), live_from), &spans);
+    let got = normalized(collect(&mut live, want.len(), "live"), &spans);
+    assert_eq!(
+        got, want,
+        "shards {shards} seed {seed}: live watch from {live_from}"
+    );
+    drop(live);
     let from = model.compact.max(gen_first(&model)).max(1);
     let mut history = block_on(node.watch(WatchRequest {
         start_revision: from,
@@ -270,7 +286,6 @@ fn run(seed: u64, shards: usize, steps: usize, dir: &Path) {
     let want = normalized(expected_events(&model, &everything(), from), &spans);
     let got = normalized(collect(&mut history, want.len(), "history"), &spans);
     assert_eq!(got, want, "shards {shards} seed {seed}: watch from {from}");
-    let _ = epoch_start;
     drop(history);
     node.shutdown();
     std::fs::remove_dir_all(&dir).unwrap();
