@@ -220,3 +220,17 @@ fn requests_too_large_for_the_log_are_refused_and_the_shard_goes_on() {
         "segments too small for the largest request"
     );
 }
+
+/// Regression: with a relative data directory, opening the second core's
+/// WAL failed with EBADF (io_uring resolved the relative path elsewhere).
+#[test]
+fn a_relative_data_directory_works_on_every_core() {
+    let dir = tempfile::tempdir().unwrap();
+    // Other tests in this binary use absolute paths, so changing the
+    // working directory does not disturb them.
+    std::env::set_current_dir(dir.path()).unwrap();
+    let node = Node::start(config(std::path::Path::new("relative-data"), 2, 2)).unwrap();
+    block_on(node.put(put("{x}/a", "1"))).unwrap();
+    node.shutdown();
+    assert!(dir.path().join("relative-data/shard-001/wal").is_dir());
+}

@@ -131,7 +131,10 @@ impl Wal {
     /// A torn tail is cut off after being copied to a `.broken` file.
     pub async fn open(dir: impl AsRef<Path>, config: WalConfig) -> Result<Wal> {
         config.validate()?;
-        let dir = dir.as_ref().to_path_buf();
+        // Absolute: io_uring may resolve a relative path from a worker
+        // thread, where it was seen to fail with EBADF.
+        let dir = std::path::absolute(dir.as_ref())
+            .map_err(|e| Error::io("resolve path", dir.as_ref(), e))?;
         let lock = lock_dir(&dir)?;
         let recovered = recover(&dir).await?;
         // The state is carried into every new segment; one saved under a

@@ -85,8 +85,10 @@ impl Node {
     ///
     /// # Errors
     /// [`NodeError::Start`] naming the shard and what failed.
-    pub fn start(config: NodeConfig) -> NodeResult<Node> {
+    pub fn start(mut config: NodeConfig) -> NodeResult<Node> {
         std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| NodeError::Start(format!("{}: {e}", config.data_dir.display())))?;
+        config.data_dir = std::path::absolute(&config.data_dir)
             .map_err(|e| NodeError::Start(format!("{}: {e}", config.data_dir.display())))?;
         // Every request the keyspace accepts must fit one WAL record.
         let needed = MAX_REQUEST_BYTES + (64 << 10);
