@@ -38,16 +38,10 @@ fn check_leases(store: &Store, model: &Model, label: &str) {
         .map(|(id, l)| (*id, l.ttl, l.remaining, l.granted))
         .collect();
     assert_eq!(leases, expected, "{label}: leases");
-    let head = model.head();
     for id in model.leases.keys() {
-        let keys: Vec<Vec<u8>> = head
-            .values()
-            .filter(|kv| kv.lease == *id)
-            .map(|kv| kv.key.clone())
-            .collect();
         assert_eq!(
             store.lease_keys(*id).unwrap(),
-            keys,
+            model.keys_of_lease(*id),
             "{label}: keys of lease {id}"
         );
     }
@@ -194,10 +188,7 @@ fn run(seed: u64, steps: usize, dir: &Path) {
 
 #[test]
 fn keyspace_matches_the_reference_model() {
-    let cases: u64 = std::env::var("KEEL_MODEL_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(24);
+    let cases = support::generator::model_cases(24);
     let dir = tempfile::tempdir().unwrap();
     for seed in 0..cases {
         run(seed, 300, dir.path());

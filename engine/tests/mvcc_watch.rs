@@ -347,10 +347,7 @@ fn run(seed: u64, dir: &std::path::Path) {
 #[test]
 fn watchers_see_exactly_their_events() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: u64 = std::env::var("KEEL_MODEL_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(12);
+    let cases = support::generator::model_cases(12);
     for seed in 0..cases {
         run(seed, dir.path());
     }

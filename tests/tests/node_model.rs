@@ -19,15 +19,14 @@ mod generator;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::time::Duration;
 
 use etcd_model::{expected_events, normal, Model};
-use futures_lite::future::{block_on, or};
+use futures_lite::future::block_on;
 use generator::Gen;
 use keel_engine::mvcc::*;
 use keel_engine::routing::shard_of_range;
-use keel_engine::shard::{Consistency, Node, NodeError, WatchBatch, WatchStream};
-use keel_tests::node_config;
+use keel_engine::shard::{Consistency, Node, NodeError};
+use keel_tests::{everything, node_config, watch_events};
 use rand::Rng;
 
 fn same<T: std::fmt::Debug + PartialEq>(
@@ -89,40 +88,6 @@ fn spans_shards(entry: &Entry, shards: usize) -> bool {
         Entry::DeleteRange(d) => shard_of_range(&d.key, &d.range_end, shards).is_none(),
         _ => false,
     }
-}
-
-fn everything() -> WatchRequest {
-    WatchRequest {
-        key: vec![0],
-        range_end: vec![0],
-        ..WatchRequest::default()
-    }
-}
-
-fn timeout(after: Duration) -> impl std::future::Future<Output = ()> {
-    let (tx, rx) = flume::bounded::<()>(1);
-    std::thread::spawn(move || {
-        std::thread::sleep(after);
-        let _ = tx.send(());
-    });
-    async move {
-        let _ = rx.recv_async().await;
-    }
-}
-
-fn collect(stream: &mut WatchStream<'_>, count: usize, label: &str) -> Vec<Event> {
-    let mut got = Vec::new();
-    while got.len() < count {
-        let next = block_on(or(async { Some(stream.next().await) }, async {
-            timeout(Duration::from_secs(30)).await;
-            None
-        }));
-        match next {
-            Some(Ok(WatchBatch::Events(events))) => got.extend(events),
-            other => panic!("{label}: {other:?} after {} of {count} events", got.len()),
-        }
-    }
-    got
 }
 
 /// Events as comparable: revisions of multi-shard writes mapped to the
@@ -241,13 +206,8 @@ fn run(seed: u64, shards: usize, steps: usize, dir: &Path) {
                 let expected: Vec<(i64, i64)> =
                     model.leases.iter().map(|(id, l)| (*id, l.ttl)).collect();
                 assert_eq!(leases, expected, "{label}: leases");
-                let head = model.head();
                 for id in model.leases.keys() {
-                    let keys: Vec<Vec<u8>> = head
-                        .values()
-                        .filter(|kv| kv.lease == *id)
-                        .map(|kv| kv.key.clone())
-                        .collect();
+                    let keys = model.keys_of_lease(*id);
                     let status = block_on(node.client().lease_time_to_live(*id, true))
                         .unwrap()
                         .expect("lease");
@@ -271,7 +231,7 @@ fn run(seed: u64, shards: usize, steps: usize, dir: &Path) {
     // point (or the first write), over every shard.
     let mut live = live.expect("live watch");
     let want = normalized(expected_events(&model, &everything(), live_from), &spans);
-    let got = normalized(collect(&mut live, want.len(), "live"), &spans);
+    let got = normalized(watch_events(&mut live, want.len(), "live"), &spans);
     assert_eq!(
         got, want,
         "shards {shards} seed {seed}: live watch from {live_from}"
@@ -284,7 +244,7 @@ fn run(seed: u64, shards: usize, steps: usize, dir: &Path) {
     }))
     .unwrap();
     let want = normalized(expected_events(&model, &everything(), from), &spans);
-    let got = normalized(collect(&mut history, want.len(), "history"), &spans);
+    let got = normalized(watch_events(&mut history, want.len(), "history"), &spans);
     assert_eq!(got, want, "shards {shards} seed {seed}: watch from {from}");
     drop(history);
     node.shutdown();
@@ -297,10 +257,7 @@ fn gen_first(model: &Model) -> u64 {
 }
 
 fn cases() -> u64 {
-    std::env::var("KEEL_MODEL_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(6)
+    generator::model_cases(6)
 }
 
 #[test]

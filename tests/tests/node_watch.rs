@@ -6,13 +6,10 @@
 //! from history), one on one hash tag (one shard), and one below the
 //! compaction point (which must report "compacted").
 
-use std::future::Future;
-use std::time::Duration;
-
-use futures_lite::future::{block_on, or};
+use futures_lite::future::block_on;
 use keel_engine::mvcc::*;
 use keel_engine::shard::{Node, NodeError, WatchBatch, WatchStream};
-use keel_tests::node_config;
+use keel_tests::{everything, node_config, watch_events};
 use rand::{Rng, SeedableRng};
 
 /// What the test compares: kind, key, revision, value.
@@ -27,40 +24,12 @@ fn seen(event: &Event) -> Seen {
     )
 }
 
-fn timeout(after: Duration) -> impl Future<Output = ()> {
-    let (tx, rx) = flume::bounded::<()>(1);
-    std::thread::spawn(move || {
-        std::thread::sleep(after);
-        let _ = tx.send(());
-    });
-    async move {
-        let _ = rx.recv_async().await;
-    }
-}
-
 /// Reads `count` events (panics after 30 s without them).
 fn collect(stream: &mut WatchStream<'_>, count: usize) -> Vec<Seen> {
-    let mut got = Vec::new();
-    while got.len() < count {
-        let next = block_on(or(async { Some(stream.next().await) }, async {
-            timeout(Duration::from_secs(30)).await;
-            None
-        }));
-        match next {
-            Some(Ok(WatchBatch::Events(events))) => got.extend(events.iter().map(seen)),
-            Some(other) => panic!("unexpected {other:?}"),
-            None => panic!("timed out with {} of {count} events", got.len()),
-        }
-    }
-    got
-}
-
-fn everything() -> WatchRequest {
-    WatchRequest {
-        key: vec![0],
-        range_end: vec![0],
-        ..WatchRequest::default()
-    }
+    watch_events(stream, count, "watch")
+        .iter()
+        .map(seen)
+        .collect()
 }
 
 #[test]

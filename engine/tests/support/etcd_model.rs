@@ -173,6 +173,15 @@ impl Model {
         self.at(u64::MAX)
     }
 
+    /// The keys attached to lease `id` now, in key order.
+    pub fn keys_of_lease(&self, id: i64) -> Vec<Vec<u8>> {
+        self.head()
+            .into_values()
+            .filter(|kv| kv.lease == id)
+            .map(|kv| kv.key)
+            .collect()
+    }
+
     /// A read at `revision` (0: the head) must be neither ahead of the
     /// current revision nor below the compaction point.
     fn check_read_revision(&self, revision: u64) -> Result<(), String> {

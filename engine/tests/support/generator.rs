@@ -38,6 +38,15 @@ pub const NODE_KEY_GROUPS: &[&[&[u8]]] = &[
     &[b"c/1", b"c/2", b"\x00", b"\xff"],
 ];
 
+/// The number of seeds a model test runs: `KEEL_MODEL_CASES`, else
+/// `default`.
+pub fn model_cases(default: u64) -> u64 {
+    std::env::var("KEEL_MODEL_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A seeded request generator.
 pub struct Gen {
     pub rng: StdRng,

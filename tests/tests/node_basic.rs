@@ -6,18 +6,7 @@
 use futures_lite::future::block_on;
 use keel_engine::mvcc::*;
 use keel_engine::shard::{Consistency, Node, NodeConfig, NodeError};
-
-fn config(dir: &std::path::Path, shards: usize, cores: usize) -> NodeConfig {
-    NodeConfig {
-        shards,
-        cores,
-        pin: false,
-        wal: keel_wal::WalConfig {
-            segment_size: 4 << 20,
-        },
-        ..NodeConfig::new(dir)
-    }
-}
+use keel_tests::node_config;
 
 fn put(key: &str, value: &str) -> PutRequest {
     PutRequest {
@@ -54,7 +43,7 @@ fn one_shard_keeps_acknowledged_writes_across_restarts() {
     let mut expected = Vec::new();
     let mut last_revision = 0;
     for round in 0..3 {
-        let node = Node::start(config(dir.path(), 1, 1)).unwrap();
+        let node = Node::start(node_config(dir.path(), 1, 1)).unwrap();
         let (_, before) = block_on(node.range(all(), Consistency::Linearizable)).unwrap();
         assert_eq!(
             pairs(&before),
@@ -78,7 +67,7 @@ fn one_shard_keeps_acknowledged_writes_across_restarts() {
 #[test]
 fn four_shards_on_two_cores_read_as_one_keyspace() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(config(dir.path(), 4, 2)).unwrap();
+    let node = Node::start(node_config(dir.path(), 4, 2)).unwrap();
     assert_eq!((node.shard_count(), node.core_count()), (4, 2));
     let mut expected = Vec::new();
     let mut last = 0;
@@ -173,7 +162,7 @@ fn four_shards_on_two_cores_read_as_one_keyspace() {
     ));
     node.shutdown();
 
-    let node = Node::start(config(dir.path(), 0, 2)).unwrap();
+    let node = Node::start(node_config(dir.path(), 0, 2)).unwrap();
     assert_eq!(node.shard_count(), 4, "the shard count is the directory's");
     let (_, after) = block_on(node.range(all(), Consistency::Linearizable)).unwrap();
     assert_eq!(
@@ -185,7 +174,7 @@ fn four_shards_on_two_cores_read_as_one_keyspace() {
     );
     node.shutdown();
     assert!(
-        Node::start(config(dir.path(), 3, 2)).is_err(),
+        Node::start(node_config(dir.path(), 3, 2)).is_err(),
         "shard count is fixed"
     );
 }
@@ -193,7 +182,7 @@ fn four_shards_on_two_cores_read_as_one_keyspace() {
 #[test]
 fn requests_too_large_for_the_log_are_refused_and_the_shard_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start(config(dir.path(), 1, 1)).unwrap();
+    let node = Node::start(node_config(dir.path(), 1, 1)).unwrap();
     for len in [MAX_REQUEST_BYTES + 1, 3 << 20, 64 << 20] {
         let refused = block_on(node.put(PutRequest {
             key: b"big".to_vec(),
@@ -213,7 +202,7 @@ fn requests_too_large_for_the_log_are_refused_and_the_shard_goes_on() {
         wal: keel_wal::WalConfig {
             segment_size: 1 << 20,
         },
-        ..config(dir.path(), 1, 1)
+        ..node_config(dir.path(), 1, 1)
     };
     assert!(
         matches!(Node::start(small_segments), Err(NodeError::Start(_))),
@@ -229,7 +218,7 @@ fn a_relative_data_directory_works_on_every_core() {
     // Other tests in this binary use absolute paths, so changing the
     // working directory does not disturb them.
     std::env::set_current_dir(dir.path()).unwrap();
-    let node = Node::start(config(std::path::Path::new("relative-data"), 2, 2)).unwrap();
+    let node = Node::start(node_config(std::path::Path::new("relative-data"), 2, 2)).unwrap();
     block_on(node.put(put("{x}/a", "1"))).unwrap();
     node.shutdown();
     assert!(dir.path().join("relative-data/shard-001/wal").is_dir());
