@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use keel_bench::bench_dir;
-use keel_bench::node_load::{scattered_key, Clients};
+use keel_bench::node_load::{run_on_cores, scattered_key, Clients};
 use keel_engine::mvcc::{PutRequest, RangeRequest};
+use keel_engine::routing::shard_of;
 use keel_engine::shard::{Consistency, Node, NodeConfig};
 
 /// Concurrent writers: enough to fill a WAL group commit on each shard.
@@ -37,6 +38,22 @@ async fn put(node: Arc<Node>, key: Vec<u8>) {
         ..PutRequest::default()
     };
     node.put(request).await.expect("put");
+}
+
+/// The preloaded keys' numbers, by the core that owns their shard.
+fn keys_by_core(keys: u64, shards: usize, cores: usize) -> Vec<Vec<u64>> {
+    let mut owned = vec![Vec::new(); cores];
+    for i in 0..keys {
+        let shard = shard_of(&keel_bench::shard_load::key(i), shards);
+        owned[shard % cores].push(i);
+    }
+    owned
+}
+
+/// Operation `i`'s key among `owned` (scattered).
+fn pick(owned: &[u64], i: u64) -> Vec<u8> {
+    let at = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % owned.len() as u64;
+    keel_bench::shard_load::key(owned[at as usize])
 }
 
 fn node_benches(c: &mut Criterion) {
@@ -69,6 +86,51 @@ fn node_benches(c: &mut Criterion) {
                 })
             });
         });
+        // The same with the clients on the node's own cores, as the server's
+        // connections will be, so no third thread competes for the CPUs.
+        // The clients are shard-aware: each core's clients use keys of the
+        // shards on that core, as the shard-aware client sends each request
+        // to its shard's core.
+        let owned = Arc::new(keys_by_core(keys, shards, node.core_count()));
+        let local = owned.clone();
+        group.bench_function(format!("put_in_core/S={shards}"), |b| {
+            b.iter_custom(|ops| {
+                let owned = local.clone();
+                run_on_cores(&node, WRITE_CLIENTS / shards, ops, move |node, core, i| {
+                    let key = pick(&owned[core], i);
+                    async move {
+                        let request = PutRequest {
+                            key,
+                            value: vec![b'v'; 100],
+                            ..PutRequest::default()
+                        };
+                        let client = node.via_core(core).expect("core");
+                        client.put(request).await.expect("put");
+                    }
+                })
+            });
+        });
+        for consistency in [Consistency::Linearizable, Consistency::Serializable] {
+            let name = format!("get_{consistency:?}_in_core/S={shards}").to_lowercase();
+            let local = owned.clone();
+            group.bench_function(name, |b| {
+                b.iter_custom(|ops| {
+                    let owned = local.clone();
+                    run_on_cores(&node, READ_CLIENTS / shards, ops, move |node, core, i| {
+                        let key = pick(&owned[core], i);
+                        async move {
+                            let request = RangeRequest {
+                                key,
+                                ..RangeRequest::default()
+                            };
+                            let client = node.via_core(core).expect("core");
+                            let (_, found) = client.range(request, consistency).await.expect("get");
+                            assert_eq!(found.kvs.len(), 1, "preloaded key");
+                        }
+                    })
+                });
+            });
+        }
         for (name, consistency) in [
             ("get_linearizable", Consistency::Linearizable),
             ("get_serializable", Consistency::Serializable),

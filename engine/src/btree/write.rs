@@ -95,6 +95,17 @@ impl<S: Storage> WriteTxn<S> {
         })
     }
 
+    /// How many nodes this transaction has changed so far (each is held
+    /// decoded in memory until the commit).
+    pub fn dirty_nodes(&self) -> usize {
+        self.arena.len()
+    }
+
+    /// The applied index this commit will record.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
     /// Sets the applied index this commit records (for keel, the Raft index
     /// whose effects the commit includes).
     pub fn set_applied_index(&mut self, index: u64) {

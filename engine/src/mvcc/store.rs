@@ -9,7 +9,7 @@ use crate::mvcc::codec::{self, meta_key, tree, LeaseRow};
 use crate::mvcc::compact;
 use crate::mvcc::error::{KvError, KvResult};
 use crate::mvcc::read::{self, RangePage, RangePlan, RangeProgress, Revisions};
-use crate::mvcc::snapshot::Snapshot;
+use crate::mvcc::snapshot::{Snapshot, View};
 use crate::mvcc::txn;
 use crate::mvcc::types::{Entry, LeaseId, RangeRequest, RangeResponse, Response, Revision};
 use crate::mvcc::watch::WatchHub;
@@ -74,7 +74,7 @@ pub struct CompactStep {
 
 /// One shard's MVCC keyspace on its B+-tree file.
 pub struct Store<S: Storage = FileStorage> {
-    db: Database<S>,
+    pub(crate) db: Database<S>,
     revisions: Revisions,
     /// History below this is all removed; below `revisions.compact` it is
     /// being removed.
@@ -83,8 +83,11 @@ pub struct Store<S: Storage = FileStorage> {
     /// revision, see `compact.rs`) goes on: (target, seq). Kept in memory
     /// only: after a reopen or a new target it starts over at seq 0.
     compact_cursor: (Revision, u32),
-    /// Batches commit without a sync; [`Store::sync`] makes them durable.
+    /// Batches go into a write transaction held open across them;
+    /// [`Store::sync`] makes them durable.
     defer_syncs: bool,
+    /// That transaction, once a batch opened it. Reads go through it.
+    pub(crate) held: Option<WriteTxn<S>>,
     pub(crate) watches: WatchHub,
 }
 
@@ -129,26 +132,40 @@ impl<S: Storage> Store<S> {
             compacted,
             compact_cursor: (0, 0),
             defer_syncs: false,
+            held: None,
             watches: WatchHub::default(),
         })
     }
 
-    /// With `true`, apply batches (and compaction steps) commit without a
-    /// sync: they are visible at once and durable at the next
-    /// [`Store::sync`]. A crash returns the keyspace to the last durable
-    /// commit, [`Store::durable_applied_index`], and the caller must be able
-    /// to apply everything after it again (keel: from the Raft log).
+    /// With `true`, apply batches (and compaction steps) go into one write
+    /// transaction held open across them: each is visible to reads at once
+    /// (reads go through the transaction) and none is written until
+    /// [`Store::sync`] commits them all, durably. So a page that many
+    /// batches change is written once per sync, not once per batch. A crash
+    /// returns the keyspace to the last durable commit,
+    /// [`Store::durable_applied_index`], and the caller must be able to
+    /// apply everything after it again (keel: from the Raft log).
     pub fn defer_syncs(&mut self, defer: bool) {
         self.defer_syncs = defer;
     }
 
-    /// Makes every applied batch durable. One durable commit (two syncs);
+    /// Makes every applied batch durable: one durable commit (two syncs);
     /// nothing when every batch already is.
     ///
     /// # Errors
     /// [`KvError::Storage`]: the shard must stop.
     pub fn sync(&mut self) -> KvResult<()> {
-        Ok(self.db.sync()?)
+        match self.held.take() {
+            Some(txn) => txn.commit()?,
+            None => self.db.sync()?,
+        }
+        Ok(())
+    }
+
+    /// How many tree nodes the held transaction has changed (each takes
+    /// about a page of memory until [`Store::sync`]); 0 when none is held.
+    pub fn held_nodes(&self) -> usize {
+        self.held.as_ref().map_or(0, WriteTxn::dirty_nodes)
     }
 
     /// The applied index a crash would return to.
@@ -156,13 +173,27 @@ impl<S: Storage> Store<S> {
         self.db.durable_applied_index()
     }
 
-    fn commit(&self, txn: WriteTxn<S>) -> KvResult<()> {
+    /// The transaction a batch writes in: the held one, or a new one.
+    fn writer(&mut self) -> KvResult<WriteTxn<S>> {
+        match self.held.take() {
+            Some(txn) => Ok(txn),
+            None => Ok(self.db.begin_write()?),
+        }
+    }
+
+    /// Ends a batch's writing: holds the transaction open, or commits it.
+    fn finish(&mut self, txn: WriteTxn<S>) -> KvResult<()> {
         if self.defer_syncs {
-            txn.commit_unsynced()?;
+            self.held = Some(txn);
         } else {
             txn.commit()?;
         }
         Ok(())
+    }
+
+    /// What reads go through.
+    pub(crate) fn view(&self) -> KvResult<View<'_, S>> {
+        Ok(View::of(&self.db, &self.held)?)
     }
 
     /// Revision of the last applied entry.
@@ -177,7 +208,9 @@ impl<S: Storage> Store<S> {
 
     /// Raft index of the last applied entry.
     pub fn applied_index(&self) -> u64 {
-        self.db.applied_index()
+        self.held
+            .as_ref()
+            .map_or_else(|| self.db.applied_index(), WriteTxn::applied_index)
     }
 
     /// The B+-tree file underneath (for space figures and audits).
@@ -187,10 +220,6 @@ impl<S: Storage> Store<S> {
 
     pub(crate) fn revisions(&self) -> Revisions {
         self.revisions
-    }
-
-    pub(crate) fn snapshot(&self) -> KvResult<ReadTxn<S>> {
-        Ok(self.db.begin_read()?)
     }
 
     /// Applies one entry and commits.
@@ -236,7 +265,17 @@ impl<S: Storage> Store<S> {
         let start = self.revisions;
         let mut revisions = start;
         let mut events = EventLog::default();
-        let mut txn = self.db.begin_write()?;
+        // A batch that may be refused part-way restarts its transaction
+        // (below), so it must not share one with earlier batches.
+        let risky = batch
+            .iter()
+            .any(|item| matches!(item.entry, Entry::Txn(t) if txn::reads_inside(t)));
+        if risky {
+            if let Some(held) = self.held.take() {
+                held.commit_unsynced()?;
+            }
+        }
+        let mut txn = self.writer()?;
         let mut results = Vec::with_capacity(batch.len());
         for (at, item) in batch.iter().enumerate() {
             let (result, wrote) = apply_entry(&mut txn, &mut events, &mut revisions, item);
@@ -292,7 +331,11 @@ impl<S: Storage> Store<S> {
             0 => None,
             rows => self.compact_in(&mut txn, revisions.compact, rows)?,
         };
-        self.commit(txn)?;
+        if risky && self.defer_syncs {
+            txn.commit_unsynced()?;
+        } else {
+            self.finish(txn)?;
+        }
         self.revisions = revisions;
         let step = self.compaction_committed(revisions.compact, compaction);
         self.watches.publish(events);
@@ -301,15 +344,20 @@ impl<S: Storage> Store<S> {
 
     /// A whole range answer at the head or at `request.revision`.
     pub fn range(&self, request: &RangeRequest) -> KvResult<RangeResponse> {
-        let snap = self.snapshot()?;
-        txn::range_all(&snap, self.revisions, request)
+        let view = self.view()?;
+        txn::range_all(&view, self.revisions, request)
     }
 
-    /// A range answer handed out in pages, all read from one snapshot.
-    pub fn range_pages(&self, request: &RangeRequest) -> KvResult<RangePager<S>> {
+    /// A range answer handed out in pages, all read from one snapshot. A
+    /// held transaction is committed (unsynced) first, so the snapshot has
+    /// every applied batch.
+    pub fn range_pages(&mut self, request: &RangeRequest) -> KvResult<RangePager<S>> {
         let plan = RangePlan::new(request, self.revisions)?;
+        if let Some(held) = self.held.take() {
+            held.commit_unsynced()?;
+        }
         Ok(RangePager {
-            snap: self.snapshot()?,
+            snap: self.db.begin_read()?,
             plan,
             progress: RangeProgress::default(),
         })
@@ -317,14 +365,14 @@ impl<S: Storage> Store<S> {
 
     /// The lease `id`.
     pub fn lease(&self, id: LeaseId) -> KvResult<Option<LeaseInfo>> {
-        let snap = self.snapshot()?;
-        Ok(lease_row(&snap, id)?.map(|row| lease_info(id, row)))
+        let view = self.view()?;
+        Ok(lease_row(&view, id)?.map(|row| lease_info(id, row)))
     }
 
     /// Every lease, in id order.
     pub fn leases(&self) -> KvResult<Vec<LeaseInfo>> {
-        let snap = self.snapshot()?;
-        snap.rows(tree::LEASES, Bound::Unbounded, Bound::Unbounded)?
+        let view = self.view()?;
+        view.rows(tree::LEASES, Bound::Unbounded, Bound::Unbounded)?
             .map(|row| {
                 let (key, row) = row?;
                 Ok(lease_info(
@@ -337,7 +385,7 @@ impl<S: Storage> Store<S> {
 
     /// The keys attached to lease `id`, in order.
     pub fn lease_keys(&self, id: LeaseId) -> KvResult<Vec<Vec<u8>>> {
-        attached_keys(&self.snapshot()?, id, usize::MAX)
+        attached_keys(&self.view()?, id, usize::MAX)
     }
 
     /// Removes up to about `max_rows` rows of history below the compaction
@@ -346,11 +394,9 @@ impl<S: Storage> Store<S> {
     /// sync: [`Store::apply_batch_compacting`] avoids that).
     pub fn compact_step(&mut self, max_rows: usize) -> KvResult<CompactStep> {
         let target = self.revisions.compact;
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.writer()?;
         let progress = self.compact_in(&mut txn, target, max_rows)?;
-        if progress.is_some() {
-            self.commit(txn)?;
-        }
+        self.finish(txn)?;
         Ok(self.compaction_committed(target, progress))
     }
 

@@ -273,6 +273,17 @@ fn check_branch<T: Snapshot>(
     Ok(())
 }
 
+/// Whether a range inside `txn` (at any depth) could be refused after the
+/// transaction's earlier operations wrote: the one way an entry is refused
+/// part-way.
+pub(crate) fn reads_inside(txn: &TxnRequest) -> bool {
+    txn.success.iter().chain(&txn.failure).any(|op| match op {
+        RequestOp::Range(_) => true,
+        RequestOp::Txn(nested) => reads_inside(nested),
+        RequestOp::Put(_) | RequestOp::DeleteRange(_) => false,
+    })
+}
+
 /// A whole range answer read through `snap`.
 pub(crate) fn range_all<T: Snapshot>(
     snap: &T,

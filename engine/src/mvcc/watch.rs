@@ -24,7 +24,7 @@ use crate::btree::Storage;
 use crate::mvcc::codec::{self, tree};
 use crate::mvcc::error::{KvError, KvResult};
 use crate::mvcc::read::{version_at, KeyRange};
-use crate::mvcc::snapshot::Snapshot;
+use crate::mvcc::snapshot::{Snapshot, View};
 use crate::mvcc::store::Store;
 use crate::mvcc::types::{Event, EventKind, KeyValue, Revision};
 use crate::mvcc::write::EventLog;
@@ -374,7 +374,7 @@ impl<S: Storage> Store<S> {
                 compact_revision: revisions.compact,
             }));
         }
-        let snap = self.snapshot()?;
+        let snap = View::of(&self.db, &self.held)?;
         let Some(w) = self.watches.watchers.get_mut(&id) else {
             return Ok(None);
         };

@@ -73,7 +73,7 @@ pub enum Consistency {
 pub struct Node {
     shards: usize,
     next_lease_home: std::sync::atomic::AtomicUsize,
-    cores: Vec<flume::Sender<CoreCall>>,
+    cores: Vec<flume::Sender<Ingress>>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
     /// Where calls enter: `None` for the owner's core.
     entry_core: Option<usize>,
@@ -234,6 +234,23 @@ impl Node {
         self.client().write_to(shard, entry).await
     }
 
+    /// Runs a task on `core`'s executor, beside its shards: what the server
+    /// does with each core's connections. Calls it makes through
+    /// [`Node::via_core`] with this core enter here, and go over the mesh
+    /// when their shard lives on another core.
+    ///
+    /// # Errors
+    /// [`NodeError::InvalidRequest`] for a core that does not exist,
+    /// [`NodeError::Shutdown`] when the core is gone.
+    pub fn spawn_on(&self, core: usize, task: CoreTask) -> NodeResult<()> {
+        let sender = self.cores.get(core).ok_or_else(|| {
+            NodeError::InvalidRequest(format!("core {core} of {}", self.cores.len()))
+        })?;
+        sender
+            .send(Ingress::Spawn(task))
+            .map_err(|_| NodeError::Shutdown)
+    }
+
     /// The handle the calls above use: through each shard's own core.
     pub fn client(&self) -> NodeClient<'_> {
         NodeClient {
@@ -290,7 +307,7 @@ impl NodeClient<'_> {
             .entry_core
             .unwrap_or(shard % self.node.cores.len().max(1));
         if let Some(sender) = self.node.cores.get(core) {
-            let _ = sender.send(CoreCall { shard, call });
+            let _ = sender.send(Ingress::Call(CoreCall { shard, call }));
         }
     }
 
@@ -305,10 +322,10 @@ impl NodeClient<'_> {
             .unwrap_or(shard % self.node.cores.len().max(1));
         let sender = self.node.cores.get(core).ok_or(NodeError::Shutdown)?;
         sender
-            .send(CoreCall {
+            .send(Ingress::Call(CoreCall {
                 shard,
                 call: make(reply),
-            })
+            }))
             .map_err(|_| NodeError::Shutdown)?;
         answer.recv_async().await.map_err(|_| NodeError::Shutdown)?
     }
@@ -486,6 +503,18 @@ impl NodeClient<'_> {
     }
 }
 
+/// What arrives at a core from outside it.
+enum Ingress {
+    /// A call for one of the node's shards.
+    Call(CoreCall),
+    /// A task to run on the core (see [`Node::spawn_on`]).
+    Spawn(CoreTask),
+}
+
+/// Makes a future on the core it is sent to (the future need not be `Send`).
+pub type CoreTask =
+    Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> + Send>;
+
 /// What one core starts with.
 struct CoreSetup {
     core: usize,
@@ -494,7 +523,7 @@ struct CoreSetup {
     shards: usize,
     config: NodeConfig,
     floor: Arc<AtomicU64>,
-    ingress: flume::Receiver<CoreCall>,
+    ingress: flume::Receiver<Ingress>,
     mesh_out: Vec<Option<SharedSender<CoreCall>>>,
     mesh_in: Vec<SharedReceiver<CoreCall>>,
     ready: flume::Sender<NodeResult<()>>,
@@ -574,8 +603,11 @@ async fn run_core(setup: CoreSetup) {
             }
         }));
     }
-    while let Ok(call) = ingress.recv_async().await {
-        router.route(call).await;
+    while let Ok(message) = ingress.recv_async().await {
+        match message {
+            Ingress::Call(call) => router.route(call).await,
+            Ingress::Spawn(task) => drop(glommio::spawn_local(task()).detach()),
+        }
     }
     // Shutting down: close the mesh so peers' forwarders end, and this
     // core's shard channels so its replicas drain and stop.

@@ -41,6 +41,9 @@ pub(crate) type Reply<T> = flume::Sender<NodeResult<T>>;
 const TICK: Duration = Duration::from_millis(100);
 /// The tree is made durable after this many applied entries...
 const TREE_SYNC_ENTRIES: u64 = 20_000;
+/// ...or once the held transaction has changed this many nodes (about a
+/// page of memory each)...
+const TREE_SYNC_NODES: usize = 16_384;
 /// ...or this long after the first unsynced one.
 const TREE_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Rows of history a compaction step removes inside each apply batch.
@@ -677,7 +680,7 @@ impl Replica {
         }
     }
 
-    /// Applies committed entries as one tree commit (unsynced) and answers
+    /// Applies committed entries into the held tree transaction and answers
     /// their writers.
     fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>) -> Result<(), String> {
         let Some(last) = entries.last().map(|e| e.index) else {
@@ -822,6 +825,7 @@ impl Replica {
     /// releases the WAL segments it no longer needs.
     async fn maybe_sync_tree(&mut self, force: bool) -> Result<(), String> {
         let due = self.unsynced_entries >= TREE_SYNC_ENTRIES
+            || self.store.held_nodes() >= TREE_SYNC_NODES
             || self
                 .unsynced_since
                 .is_some_and(|since| since.elapsed() >= TREE_SYNC_INTERVAL);
