@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures_lite::future::block_on;
 use keel_engine::mvcc::{PutRequest, RangeRequest};
-use keel_engine::shard::{Consistency, Node};
+use keel_engine::shard::{Consistency, Node, TreeSync};
 use keel_tests::node_config;
 use rand::{Rng, SeedableRng};
 
@@ -32,15 +32,47 @@ fn key(round: usize, writer: usize, seq: u64) -> Vec<u8> {
     format!("r{round}/w{writer:02}/{seq:08}").into_bytes()
 }
 
+/// 8 KiB: WAL segments of 4 MiB fill every few hundred writes,
+/// so segments are released between rounds.
 fn value(key: &[u8]) -> Vec<u8> {
     let mut value = key.to_vec();
-    value.extend_from_slice(b"=value");
+    value.resize(8 << 10, b'=');
     value
+}
+
+/// The node of every round: trees made durable every 300 entries, so that
+/// restarts replay from many points and WAL segments are released.
+fn config(dir: &Path) -> keel_engine::shard::NodeConfig {
+    keel_engine::shard::NodeConfig {
+        tree_sync: TreeSync {
+            entries: 300,
+            interval: Duration::from_millis(50),
+        },
+        ..node_config(dir, 4, 2)
+    }
+}
+
+/// WAL segment files of every shard.
+fn wal_segments(dir: &Path) -> usize {
+    (0..4)
+        .map(|shard| {
+            std::fs::read_dir(dir.join(format!("shard-{shard:03}/wal")))
+                .map(|entries| {
+                    entries
+                        .filter(|e| {
+                            e.as_ref()
+                                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+                        })
+                        .count()
+                })
+                .unwrap_or(0)
+        })
+        .sum()
 }
 
 /// The child: write forever from many threads, reporting acknowledgements.
 fn child(dir: PathBuf, round: usize) {
-    let node = Node::start(node_config(&dir, 4, 2)).expect("child node");
+    let node = Node::start(config(&dir)).expect("child node");
     std::thread::scope(|scope| {
         for writer in 0..WRITERS {
             let node = &node;
@@ -125,7 +157,7 @@ fn a_killed_node_keeps_every_acknowledged_write() {
         let acked = run_child(dir.path(), round, &mut rng);
         assert!(!acked.is_empty(), "round {round}: nothing acknowledged");
         acknowledged.extend(acked);
-        let node = Node::start(node_config(dir.path(), 4, 2)).expect("restart after kill -9");
+        let node = Node::start(config(dir.path())).expect("restart after kill -9");
         let everything = RangeRequest {
             key: vec![0],
             range_end: vec![0],
@@ -181,4 +213,10 @@ fn a_killed_node_keeps_every_acknowledged_write() {
         acknowledged.insert(after_key, after.revision);
         node.shutdown();
     }
+    let written: usize = acknowledged.len() * (8 << 10);
+    let segments = wal_segments(dir.path());
+    assert!(
+        segments * (4 << 20) < written / 2,
+        "{segments} WAL segments kept for {written} bytes written: none released"
+    );
 }

@@ -17,6 +17,6 @@ mod watch_feed;
 
 pub use error::{NodeError, NodeResult};
 pub use leases::LeaseStatus;
-pub use node::{Consistency, CoreTask, Node, NodeClient, NodeConfig};
+pub use node::{Consistency, CoreTask, Node, NodeClient, NodeConfig, TreeSync};
 pub use replica::home_of_lease;
 pub use watch::{WatchBatch, WatchStream};

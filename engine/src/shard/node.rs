@@ -43,6 +43,30 @@ pub struct NodeConfig {
     pub wal: keel_wal::WalConfig,
     /// Each shard's tree file (`commit_sync` is chosen by the shard).
     pub tree: Options,
+    /// When each shard makes its tree durable.
+    pub tree_sync: TreeSync,
+}
+
+/// When a shard makes its B+-tree durable (and releases the WAL below it):
+/// after `entries` applied entries, or `interval` after the first one not
+/// yet durable, whichever comes first. More between syncs means fewer page
+/// writes (a page many entries change is written once) and more WAL to
+/// replay after a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeSync {
+    /// Applied entries between syncs.
+    pub entries: u64,
+    /// Longest time an applied entry waits to be durable in the tree.
+    pub interval: std::time::Duration,
+}
+
+impl Default for TreeSync {
+    fn default() -> TreeSync {
+        TreeSync {
+            entries: 20_000,
+            interval: std::time::Duration::from_secs(1),
+        }
+    }
 }
 
 impl NodeConfig {
@@ -55,6 +79,7 @@ impl NodeConfig {
             pin: true,
             wal: keel_wal::WalConfig::default(),
             tree: Options::default(),
+            tree_sync: TreeSync::default(),
         }
     }
 }
@@ -572,6 +597,7 @@ async fn run_core(setup: CoreSetup) {
         let replica_config = ReplicaConfig {
             shard,
             shards,
+            tree_sync: config.tree_sync,
             wal: config.wal.clone(),
             tree: config.tree.clone(),
         };

@@ -31,6 +31,7 @@ use crate::mvcc::{
 use crate::shard::entry_codec;
 use crate::shard::error::{NodeError, NodeResult};
 use crate::shard::log_store::{self, LogStore, RAFT_ENTRY_KIND};
+use crate::shard::node::TreeSync;
 use crate::shard::router::{CoreCall, CoreRouter};
 use crate::shard::watch_feed::{Subscriber, WatchFeeds};
 
@@ -39,13 +40,9 @@ pub(crate) type Reply<T> = flume::Sender<NodeResult<T>>;
 
 /// Raft ticks this often; elections take 10 ticks, heartbeats 3.
 const TICK: Duration = Duration::from_millis(100);
-/// The tree is made durable after this many applied entries...
-const TREE_SYNC_ENTRIES: u64 = 20_000;
-/// ...or once the held transaction has changed this many nodes (about a
-/// page of memory each)...
+/// The tree is also made durable once the held transaction has changed
+/// this many nodes (about a page of memory each).
 const TREE_SYNC_NODES: usize = 16_384;
-/// ...or this long after the first unsynced one.
-const TREE_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// Rows of history a compaction step removes inside each apply batch.
 const COMPACT_STEP_ROWS: usize = 500;
 /// Calls taken per wake-up before Ready is handled, to bound latency.
@@ -156,6 +153,7 @@ struct Pending {
 pub(crate) struct ReplicaConfig {
     pub(crate) shard: usize,
     pub(crate) shards: usize,
+    pub(crate) tree_sync: TreeSync,
     pub(crate) wal: keel_wal::WalConfig,
     pub(crate) tree: Options,
 }
@@ -176,6 +174,7 @@ pub(crate) struct Replica {
     feeds: WatchFeeds,
     /// The largest WAL payload.
     max_entry_bytes: usize,
+    tree_sync: TreeSync,
     /// The node's highest acknowledged revision: every shard proposes above
     /// it, so a write that starts after another was acknowledged gets a
     /// higher revision even on another shard.
@@ -299,6 +298,7 @@ impl Replica {
             last_lease_id: 0,
             feeds: WatchFeeds::default(),
             max_entry_bytes,
+            tree_sync: config.tree_sync,
             floor,
             started: Instant::now(),
             pending: VecDeque::new(),
@@ -824,11 +824,11 @@ impl Replica {
     /// Makes the tree durable when enough is unsynced (or `force`), then
     /// releases the WAL segments it no longer needs.
     async fn maybe_sync_tree(&mut self, force: bool) -> Result<(), String> {
-        let due = self.unsynced_entries >= TREE_SYNC_ENTRIES
+        let due = self.unsynced_entries >= self.tree_sync.entries
             || self.store.held_nodes() >= TREE_SYNC_NODES
             || self
                 .unsynced_since
-                .is_some_and(|since| since.elapsed() >= TREE_SYNC_INTERVAL);
+                .is_some_and(|since| since.elapsed() >= self.tree_sync.interval);
         if self.unsynced_entries == 0 || !(due || force) {
             return Ok(());
         }
