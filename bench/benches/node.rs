@@ -1,9 +1,12 @@
 //! Durable writes and reads per second through a [`Node`] with S=1 and S=2
-//! shards (one core each), from many concurrent clients on a third thread.
-//! Writes go to scattered keys, so with S=2 they spread over both shards;
-//! each is acknowledged only once its WAL record is synced and applied.
-//! Reads are point gets of preloaded keys, linearizable (ReadIndex) and
-//! serializable.
+//! shards (one core each). Writes go to scattered keys, so with S=2 they
+//! spread over both shards; each is acknowledged only once its WAL record
+//! is synced and applied. Reads are point gets of preloaded keys,
+//! linearizable (ReadIndex) and serializable.
+//!
+//! Clients run either on a third thread (`put/`, `get_*/`: it competes with
+//! the shards for the CPUs) or on the node's own cores beside the shards,
+//! shard-aware (`*_in_core/`), as the server's connections will.
 //!
 //! `cargo bench -p keel-bench --bench node`. Files go to `$KEEL_BENCH_DIR`;
 //! `KEEL_BENCH_NODE_KEYS` sets the preloaded keys (default 100,000).
