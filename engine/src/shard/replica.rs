@@ -439,13 +439,13 @@ impl Replica {
                 if let Ok(id) = answer {
                     self.feeds.add(id, subscriber);
                     // Tell the reader where this shard stands at once.
-                    self.feeds.want_progress(id);
+                    self.feeds.want_progress(id, observe);
                 }
                 let _ = reply.send(answer);
             }
             ShardCall::WatchProgress { id, revision } => {
                 self.clock.observe(revision);
-                self.feeds.want_progress(id);
+                self.feeds.want_progress(id, revision);
             }
             ShardCall::WatchCancel { id } => self.feeds.cancel(&mut self.store, id),
             ShardCall::Observe { revision } => self.clock.observe(revision),

@@ -56,8 +56,9 @@ pub(crate) struct WatchFeeds {
     subscribers: BTreeMap<WatchId, Subscriber>,
     /// Watchers held back by flow control.
     blocked: BTreeSet<WatchId>,
-    /// Watchers whose reader asked where this shard stands.
-    progress_wanted: BTreeSet<WatchId>,
+    /// Watchers whose reader asked this shard to close up to a revision,
+    /// with that revision: answered once the shard can say it has.
+    progress_wanted: BTreeMap<WatchId, Revision>,
 }
 
 impl WatchFeeds {
@@ -72,9 +73,10 @@ impl WatchFeeds {
         self.progress_wanted.remove(&id);
     }
 
-    pub(crate) fn want_progress(&mut self, id: WatchId) {
+    pub(crate) fn want_progress(&mut self, id: WatchId, revision: Revision) {
         if self.subscribers.contains_key(&id) {
-            self.progress_wanted.insert(id);
+            let wanted = self.progress_wanted.entry(id).or_insert(revision);
+            *wanted = (*wanted).max(revision);
         }
     }
 
@@ -84,11 +86,22 @@ impl WatchFeeds {
     pub(crate) fn pump<S: Storage>(&mut self, store: &mut Store<S>, shard: usize, safe: Revision) {
         let mut due: BTreeSet<WatchId> = store.watches_ready().into_iter().collect();
         due.append(&mut self.blocked);
-        due.extend(self.progress_wanted.iter().copied());
+        due.extend(self.progress_wanted.keys().copied());
         for id in due {
             if !self.feed(store, shard, safe, id) {
                 self.cancel(store, id);
             }
+        }
+    }
+
+    /// A message saying `closed` answers a progress request up to there.
+    fn progress_answered(&mut self, id: WatchId, closed: Revision) {
+        if self
+            .progress_wanted
+            .get(&id)
+            .is_some_and(|asked| closed >= *asked)
+        {
+            self.progress_wanted.remove(&id);
         }
     }
 
@@ -130,9 +143,7 @@ impl WatchFeeds {
                     } else {
                         last
                     };
-                    if drained && !fragment {
-                        self.progress_wanted.remove(&id);
-                    }
+                    self.progress_answered(id, closed);
                     if !send(WatchBody::Events { events, closed }) {
                         return false;
                     }
@@ -142,7 +153,11 @@ impl WatchFeeds {
                     return false;
                 }
                 Ok(None) => {
-                    if self.progress_wanted.contains(&id)
+                    // Drained: say where this shard stands, once that is as
+                    // far as the reader asked (a busy shard's safe revision
+                    // is its current one; it rises as the shard applies).
+                    let asked = self.progress_wanted.get(&id).copied();
+                    if asked.is_some_and(|asked| safe >= asked)
                         && matches!(store.watch_progress(id), Ok(Some(_)))
                     {
                         self.progress_wanted.remove(&id);
