@@ -223,3 +223,36 @@ fn a_relative_data_directory_works_on_every_core() {
     node.shutdown();
     assert!(dir.path().join("relative-data/shard-001/wal").is_dir());
 }
+
+fn nested(levels: usize) -> TxnRequest {
+    let mut txn = TxnRequest::default();
+    for _ in 1..levels {
+        txn = TxnRequest {
+            success: vec![RequestOp::Txn(txn)],
+            ..TxnRequest::default()
+        };
+    }
+    txn
+}
+
+/// Regression (found in review): a transaction nested deeper than the log
+/// decoder accepted was logged, then stopped the shard when applied and
+/// kept the node from ever starting again.
+#[test]
+fn deeply_nested_transactions_are_refused_and_the_node_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(node_config(dir.path(), 1, 1)).unwrap();
+    for levels in [150, 300] {
+        let refused = block_on(node.txn(nested(levels)));
+        assert!(
+            matches!(refused, Err(NodeError::Kv(KvError::TooManyOps { .. }))),
+            "{levels} levels: {refused:?}"
+        );
+    }
+    block_on(node.put(put("after", "ok"))).unwrap();
+    node.shutdown();
+    let node = Node::start(node_config(dir.path(), 1, 1)).expect("restart");
+    let (_, found) = block_on(node.range(all(), Consistency::Linearizable)).unwrap();
+    assert_eq!(pairs(&found), vec![("after".to_string(), "ok".to_string())]);
+    node.shutdown();
+}

@@ -172,3 +172,36 @@ fn a_revoke_cut_short_by_a_crash_finishes_at_the_next_start() {
     }
     node.shutdown();
 }
+
+/// Regression (found in review): granting an id again while a stale
+/// mirror of the earlier lease was left on another shard adopted the
+/// mirror, keys and all.
+#[test]
+fn a_grant_replaces_a_stale_mirror_and_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(node_config(dir.path(), SHARDS, 2)).unwrap();
+    let lease = 4242;
+    block_on(node.client().lease_grant(lease, 600)).unwrap();
+    let keys = keys_on_every_shard("old");
+    for key in &keys {
+        put(&node, key, lease).unwrap();
+    }
+    // The home's revoke lands; the mirrors never hear of it.
+    let home = home_of_lease(lease, SHARDS);
+    block_on(node.write_to(home, Entry::LeaseRevoke { id: lease })).unwrap();
+    assert!(!present(&node, "old").is_empty());
+    block_on(node.client().lease_grant(lease, 600)).unwrap();
+    assert_eq!(
+        present(&node, "old"),
+        Vec::<Vec<u8>>::new(),
+        "stale keys went"
+    );
+    let status = block_on(node.client().lease_time_to_live(lease, true))
+        .unwrap()
+        .expect("granted again");
+    assert!(status.keys.is_empty());
+    for key in &keys {
+        put(&node, key, lease).unwrap();
+    }
+    node.shutdown();
+}

@@ -88,6 +88,10 @@ pub struct Store<S: Storage = FileStorage> {
     defer_syncs: bool,
     /// That transaction, once a batch opened it. Reads go through it.
     pub(crate) held: Option<WriteTxn<S>>,
+    /// Set by the first storage failure: the held transaction may be gone
+    /// with batches already counted as applied, so everything is refused
+    /// from then on (reopen to recover).
+    failure: Option<String>,
     pub(crate) watches: WatchHub,
 }
 
@@ -133,6 +137,7 @@ impl<S: Storage> Store<S> {
             compact_cursor: (0, 0),
             defer_syncs: false,
             held: None,
+            failure: None,
             watches: WatchHub::default(),
         })
     }
@@ -155,11 +160,33 @@ impl<S: Storage> Store<S> {
     /// # Errors
     /// [`KvError::Storage`]: the shard must stop.
     pub fn sync(&mut self) -> KvResult<()> {
-        match self.held.take() {
-            Some(txn) => txn.commit()?,
-            None => self.db.sync()?,
+        self.check_usable()?;
+        let result = match self.held.take() {
+            Some(txn) => txn.commit(),
+            None => self.db.sync(),
+        };
+        self.note(result.map_err(KvError::from))
+    }
+
+    /// Refuses everything after a storage failure.
+    fn check_usable(&self) -> KvResult<()> {
+        match &self.failure {
+            Some(reason) => Err(KvError::Storage(crate::Error::Failed(format!(
+                "the keyspace stopped after a storage failure: {reason}"
+            )))),
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Records a storage failure in `result` (see `failure`).
+    fn note<T>(&mut self, result: KvResult<T>) -> KvResult<T> {
+        if let Err(e) = &result {
+            if e.is_fatal() {
+                self.held = None;
+                self.failure.get_or_insert_with(|| e.to_string());
+            }
+        }
+        result
     }
 
     /// How many tree nodes the held transaction has changed (each takes
@@ -193,6 +220,7 @@ impl<S: Storage> Store<S> {
 
     /// What reads go through.
     pub(crate) fn view(&self) -> KvResult<View<'_, S>> {
+        self.check_usable()?;
         Ok(View::of(&self.db, &self.held)?)
     }
 
@@ -258,6 +286,16 @@ impl<S: Storage> Store<S> {
     /// # Errors
     /// Only [`KvError::Storage`]: the batch is lost and the shard must stop.
     pub fn apply_batch_compacting(
+        &mut self,
+        batch: &[Indexed<'_>],
+        compact_rows: usize,
+    ) -> KvResult<(Vec<KvResult<Applied>>, CompactStep)> {
+        self.check_usable()?;
+        let result = self.apply_batch_inner(batch, compact_rows);
+        self.note(result)
+    }
+
+    fn apply_batch_inner(
         &mut self,
         batch: &[Indexed<'_>],
         compact_rows: usize,
@@ -352,9 +390,11 @@ impl<S: Storage> Store<S> {
     /// held transaction is committed (unsynced) first, so the snapshot has
     /// every applied batch.
     pub fn range_pages(&mut self, request: &RangeRequest) -> KvResult<RangePager<S>> {
+        self.check_usable()?;
         let plan = RangePlan::new(request, self.revisions)?;
         if let Some(held) = self.held.take() {
-            held.commit_unsynced()?;
+            let committed = held.commit_unsynced().map_err(KvError::from);
+            self.note(committed)?;
         }
         Ok(RangePager {
             snap: self.db.begin_read()?,
@@ -393,6 +433,12 @@ impl<S: Storage> Store<S> {
     /// reports `done`; each call is one bounded pause for applies (and one
     /// sync: [`Store::apply_batch_compacting`] avoids that).
     pub fn compact_step(&mut self, max_rows: usize) -> KvResult<CompactStep> {
+        self.check_usable()?;
+        let result = self.compact_step_inner(max_rows);
+        self.note(result)
+    }
+
+    fn compact_step_inner(&mut self, max_rows: usize) -> KvResult<CompactStep> {
         let target = self.revisions.compact;
         let mut txn = self.writer()?;
         let progress = self.compact_in(&mut txn, target, max_rows)?;

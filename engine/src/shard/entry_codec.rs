@@ -11,9 +11,12 @@ use crate::mvcc::{
 
 /// Version byte of every command written today.
 const COMMAND_VERSION: u8 = 1;
-/// Transactions nest at most this deep (each level holds at least one op,
-/// and a branch at most `MAX_TXN_OPS`, so real requests stay far below).
-const MAX_NESTING: usize = 64;
+/// Transactions nest at most this deep in a command. The keyspace refuses
+/// (with `TooManyOps`) anything nested deeper than its op budget allows,
+/// about 130 levels, but only when it applies the entry; the proposer
+/// refuses deeper ones before they are logged ([`nesting_depth`]), so the
+/// decoder accepts everything that can reach the log.
+pub const MAX_NESTING: usize = 160;
 
 /// A command that does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +24,29 @@ const MAX_NESTING: usize = 64;
 pub struct DecodeError(pub String);
 
 type Decoded<T> = Result<T, DecodeError>;
+
+/// How deep `entry`'s transactions nest (0 for anything but a
+/// transaction), counted without recursion, so a hostile request cannot
+/// overflow the stack here. Stops counting past [`MAX_NESTING`].
+pub fn nesting_depth(entry: &Entry) -> usize {
+    let Entry::Txn(txn) = entry else {
+        return 0;
+    };
+    let mut deepest = 0;
+    let mut pending = vec![(txn, 1usize)];
+    while let Some((txn, depth)) = pending.pop() {
+        deepest = deepest.max(depth);
+        if depth > MAX_NESTING {
+            break;
+        }
+        for op in txn.success.iter().chain(&txn.failure) {
+            if let RequestOp::Txn(nested) = op {
+                pending.push((nested, depth + 1));
+            }
+        }
+    }
+    deepest
+}
 
 /// Encodes `entry` at `revision`.
 pub fn encode(revision: Revision, entry: &Entry) -> Vec<u8> {
@@ -361,7 +387,8 @@ impl Reader<'_> {
     }
 
     fn txn(&mut self, depth: usize) -> Decoded<TxnRequest> {
-        if depth > MAX_NESTING {
+        // `depth` counts from 0: this transaction is level `depth + 1`.
+        if depth >= MAX_NESTING {
             return Err(DecodeError(format!(
                 "transactions nested deeper than {MAX_NESTING}"
             )));
@@ -537,5 +564,29 @@ mod tests {
             assert!(decode(&longer).is_err());
         }
         assert!(decode(&[2]).is_err(), "unknown version");
+    }
+
+    #[test]
+    fn transactions_nested_as_deep_as_the_proposer_allows_round_trip() {
+        let mut txn = TxnRequest::default();
+        for _ in 1..MAX_NESTING {
+            txn = TxnRequest {
+                success: vec![RequestOp::Txn(txn)],
+                ..TxnRequest::default()
+            };
+        }
+        let entry = Entry::Txn(txn);
+        assert_eq!(nesting_depth(&entry), MAX_NESTING);
+        let bytes = encode(1, &entry);
+        assert_eq!(decode(&bytes), Ok((1, entry.clone())));
+        let Entry::Txn(inner) = entry else {
+            unreachable!()
+        };
+        let deeper = Entry::Txn(TxnRequest {
+            failure: vec![RequestOp::Txn(inner)],
+            ..TxnRequest::default()
+        });
+        assert_eq!(nesting_depth(&deeper), MAX_NESTING + 1);
+        assert!(decode(&encode(1, &deeper)).is_err());
     }
 }

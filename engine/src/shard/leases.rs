@@ -48,8 +48,16 @@ impl NodeClient<'_> {
             ));
         };
         for shard in (0..shards).filter(|s| *s != home) {
-            match self.write_to(shard, Entry::LeaseGrant { id, ttl }).await {
-                Ok(_) | Err(NodeError::Kv(KvError::LeaseExists(_))) => {}
+            let grant = || Entry::LeaseGrant { id, ttl };
+            match self.write_to(shard, grant()).await {
+                Ok(_) => {}
+                Err(NodeError::Kv(KvError::LeaseExists(_))) => {
+                    // A stale mirror of an earlier lease with this id (its
+                    // revoke never reached here): it goes, with its keys.
+                    self.write_to(shard, Entry::LeaseExpire { ids: vec![id] })
+                        .await?;
+                    self.write_to(shard, grant()).await?;
+                }
                 Err(e) => return Err(e),
             }
         }

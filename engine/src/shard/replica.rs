@@ -174,6 +174,8 @@ pub(crate) struct Replica {
     feeds: WatchFeeds,
     /// The largest WAL payload.
     max_entry_bytes: usize,
+    /// The last log index at start: entries up to it are replays.
+    replayed_up_to: u64,
     tree_sync: TreeSync,
     /// The node's highest acknowledged revision: every shard proposes above
     /// it, so a write that starts after another was acknowledged gets a
@@ -298,6 +300,7 @@ impl Replica {
             last_lease_id: 0,
             feeds: WatchFeeds::default(),
             max_entry_bytes,
+            replayed_up_to: last,
             tree_sync: config.tree_sync,
             floor,
             started: Instant::now(),
@@ -336,6 +339,11 @@ impl Replica {
                     Err(_) => break,
                 }
             }
+            // A stopped shard only answers: applying or syncing on top of a
+            // failure could skip entries and then make the gap durable.
+            if self.failure.is_some() {
+                continue;
+            }
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + TICK;
                 self.raw.tick();
@@ -344,6 +352,7 @@ impl Replica {
             self.request_read_index();
             if let Err(reason) = self.drive().await {
                 self.fail(reason);
+                continue;
             }
             let safe = self.safe_revision();
             self.feeds.pump(&mut self.store, self.shard, safe);
@@ -469,6 +478,15 @@ impl Replica {
             let _ = reply.send(Err(NodeError::NotLeader { shard: self.shard }));
             return;
         }
+        // Anything logged must decode, or the shard could not replay it.
+        let depth = entry_codec::nesting_depth(&entry);
+        if depth > entry_codec::MAX_NESTING {
+            let _ = reply.send(Err(NodeError::Kv(KvError::TooManyOps {
+                count: depth,
+                max: entry_codec::MAX_NESTING,
+            })));
+            return;
+        }
         self.clock.observe(self.floor.load(Ordering::Relaxed));
         let revision = match self.clock.next(unix_millis()) {
             Ok(revision) => revision,
@@ -491,8 +509,9 @@ impl Replica {
         };
         let data = entry_codec::encode(revision, &entry);
         // The WAL record must hold the entry; one too large for it is
-        // refused here, before it takes a revision (the node's WAL settings
-        // leave room for every request the keyspace accepts).
+        // refused here, before it is logged (its revision is skipped; the
+        // node's WAL settings leave room for every request the keyspace
+        // accepts).
         if data.len() + log_store::ENTRY_OVERHEAD > self.max_entry_bytes {
             let _ = reply.send(Err(NodeError::Kv(KvError::RequestTooLarge {
                 len: data.len(),
@@ -730,7 +749,7 @@ impl Replica {
         self.floor.fetch_max(highest, Ordering::Relaxed);
         for ((index, term, _, entry), result) in decoded.iter().zip(results) {
             if let Ok(applied) = &result {
-                self.track_leases(entry, &applied.response, now);
+                self.track_leases(*index, entry, &applied.response, now);
             }
             self.answer(*index, *term, result);
         }
@@ -775,7 +794,7 @@ impl Replica {
     /// other shards when leases homed here expired, so their copies and
     /// keys go too. A crash before they hear it is repaired at start
     /// (`Node::start`): a copy without its home lease is revoked.
-    fn track_leases(&mut self, entry: &Entry, response: &Response, now: Duration) {
+    fn track_leases(&mut self, index: u64, entry: &Entry, response: &Response, now: Duration) {
         match (entry, response) {
             (Entry::LeaseGrant { .. }, Response::LeaseGrant { id, ttl })
                 if self.lessor.is_primary() && home_of_lease(*id, self.shards) == self.shard =>
@@ -790,7 +809,10 @@ impl Replica {
                     .copied()
                     .filter(|id| home_of_lease(*id, self.shards) == self.shard)
                     .collect();
-                if homed.is_empty() || !self.is_leader() {
+                // Not for entries replayed at start: the mirrors heard
+                // them before (or `repair_leases` finishes the job), and the
+                // id may have been granted again since.
+                if homed.is_empty() || !self.is_leader() || index <= self.replayed_up_to {
                     return;
                 }
                 for shard in (0..self.shards).filter(|s| *s != self.shard) {
@@ -864,6 +886,7 @@ impl Replica {
                 ReadWaiter::At { reply, .. } => drop(reply.send(Err(error()))),
             }
         }
+        self.feeds.fail_all(self.shard, &reason);
         self.failure.get_or_insert(reason);
     }
 }

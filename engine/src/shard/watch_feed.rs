@@ -73,6 +73,17 @@ impl WatchFeeds {
         self.progress_wanted.remove(&id);
     }
 
+    /// The shard stopped: every reader hears why, and the feeds end.
+    pub(crate) fn fail_all(&mut self, shard: usize, reason: &str) {
+        for subscriber in std::mem::take(&mut self.subscribers).into_values() {
+            subscriber.unread.fetch_add(1, Ordering::Relaxed);
+            let body = WatchBody::Failed(reason.to_string());
+            let _ = subscriber.sender.send(WatchMessage { shard, body });
+        }
+        self.blocked.clear();
+        self.progress_wanted.clear();
+    }
+
     pub(crate) fn want_progress(&mut self, id: WatchId, revision: Revision) {
         if self.subscribers.contains_key(&id) {
             let wanted = self.progress_wanted.entry(id).or_insert(revision);
