@@ -430,7 +430,7 @@ fn key_order_page<S: Snapshot>(
 }
 
 /// The comparison key of a sort target.
-fn sort_cmp(target: SortTarget, a: &KeyValue, b: &KeyValue) -> std::cmp::Ordering {
+pub(crate) fn sort_cmp(target: SortTarget, a: &KeyValue, b: &KeyValue) -> std::cmp::Ordering {
     match target {
         SortTarget::Key => a.key.cmp(&b.key),
         SortTarget::Version => a.version.cmp(&b.version),

@@ -2,23 +2,11 @@
 //! answer one keyspace would give, and finding the one shard a
 //! transaction's keys share.
 
-use std::cmp::Ordering;
-
 use crate::mvcc::{
-    KeyValue, RangeRequest, RangeResponse, RequestOp, SortOrder, SortTarget, TxnRequest,
+    sort_cmp, RangeRequest, RangeResponse, RequestOp, SortOrder, SortTarget, TxnRequest,
 };
 use crate::routing::shard_of_range;
 use crate::shard::error::{NodeError, NodeResult};
-
-fn by_target(target: SortTarget, a: &KeyValue, b: &KeyValue) -> Ordering {
-    match target {
-        SortTarget::Key => a.key.cmp(&b.key),
-        SortTarget::Version => a.version.cmp(&b.version),
-        SortTarget::Create => a.create_revision.cmp(&b.create_revision),
-        SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
-        SortTarget::Value => a.value.cmp(&b.value),
-    }
-}
 
 /// What each shard is asked when a range spans shards: a sort by value
 /// needs the values even when the caller wants keys only.
@@ -51,9 +39,9 @@ pub(crate) fn merge_ranges(request: &RangeRequest, parts: Vec<RangeResponse>) ->
         (_, order) => {
             kvs.sort_by(|a, b| a.key.cmp(&b.key));
             if order == SortOrder::Descend {
-                kvs.sort_by(|a, b| by_target(target, b, a));
+                kvs.sort_by(|a, b| sort_cmp(target, b, a));
             } else {
-                kvs.sort_by(|a, b| by_target(target, a, b));
+                kvs.sort_by(|a, b| sort_cmp(target, a, b));
             }
         }
     }
@@ -118,7 +106,7 @@ fn visit(txn: &TxnRequest, shards: usize, note: &mut impl FnMut(Option<usize>)) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mvcc::{Compare, CompareResult, CompareTarget, PutRequest};
+    use crate::mvcc::{Compare, CompareResult, CompareTarget, KeyValue, PutRequest};
 
     fn kv(key: &str, version: u64) -> KeyValue {
         KeyValue {
