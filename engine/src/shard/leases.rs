@@ -4,15 +4,15 @@
 //! shard can attach a key to it and a put naming a dead lease fails there.
 //!
 //! The home is the truth: a mirror without its home lease is garbage, a
-//! home lease without a mirror is an unfinished grant. Grants and revokes
-//! touch the home, then the mirrors; expiry is proposed by the home, which
-//! tells the mirrors. A crash part-way is repaired when the node starts
-//! ([`NodeClient::repair_leases`]): missing mirrors are granted, orphan
-//! mirrors are revoked, with their keys.
+//! home lease without a mirror is an unfinished grant. A grant, a revoke or
+//! an expiry applies on the home, which then tells the mirrors and only
+//! then answers (`lease_fan_out.rs`). A crash part-way is repaired when the
+//! node starts ([`NodeClient::repair_leases`]): missing mirrors are
+//! granted, orphan mirrors are revoked, with their keys.
 
 use std::collections::BTreeSet;
 
-use crate::mvcc::{Entry, KvError, LeaseId, LeaseInfo, Response};
+use crate::mvcc::{Entry, LeaseId, LeaseInfo, Response};
 use crate::shard::error::{NodeError, NodeResult};
 use crate::shard::node::NodeClient;
 use crate::shard::replica::{home_of_lease, ShardCall};
@@ -41,47 +41,25 @@ impl NodeClient<'_> {
         } else {
             home_of_lease(id, shards)
         };
+        // The home tells the mirrors before it answers.
         let granted = self.write_to(home, Entry::LeaseGrant { id, ttl }).await?;
-        let Response::LeaseGrant { id, ttl } = granted.response else {
-            return Err(NodeError::InvalidRequest(
+        match granted.response {
+            Response::LeaseGrant { id, .. } => Ok(id),
+            _ => Err(NodeError::InvalidRequest(
                 "a grant answered as something else".to_string(),
-            ));
-        };
-        for shard in (0..shards).filter(|s| *s != home) {
-            let grant = || Entry::LeaseGrant { id, ttl };
-            match self.write_to(shard, grant()).await {
-                Ok(_) => {}
-                Err(NodeError::Kv(KvError::LeaseExists(_))) => {
-                    // A stale mirror of an earlier lease with this id (its
-                    // revoke never reached here): it goes, with its keys.
-                    self.write_to(shard, Entry::LeaseExpire { ids: vec![id] })
-                        .await?;
-                    self.write_to(shard, grant()).await?;
-                }
-                Err(e) => return Err(e),
-            }
+            )),
         }
-        Ok(id)
     }
 
     /// Revokes a lease: deletes it and every key attached to it, on every
-    /// shard.
+    /// shard (the home tells the mirrors before it answers).
     ///
     /// # Errors
-    /// [`KvError::LeaseNotFound`] (as [`NodeError::Kv`]) for a lease that
+    /// [`crate::mvcc::KvError::LeaseNotFound`] (as [`NodeError::Kv`]) for a lease that
     /// is not there.
     pub async fn lease_revoke(&self, id: LeaseId) -> NodeResult<()> {
-        let shards = self.shard_count();
-        let home = home_of_lease(id, shards);
+        let home = home_of_lease(id, self.shard_count());
         self.write_to(home, Entry::LeaseRevoke { id }).await?;
-        self.revoke_mirrors(home, &[id]).await
-    }
-
-    async fn revoke_mirrors(&self, home: usize, ids: &[LeaseId]) -> NodeResult<()> {
-        for shard in (0..self.shard_count()).filter(|s| *s != home) {
-            self.write_to(shard, Entry::LeaseExpire { ids: ids.to_vec() })
-                .await?;
-        }
         Ok(())
     }
 

@@ -30,9 +30,10 @@ use crate::mvcc::{
 };
 use crate::shard::entry_codec;
 use crate::shard::error::{NodeError, NodeResult};
+use crate::shard::lease_fan_out::{self, FanOut};
 use crate::shard::log_store::{self, LogStore, RAFT_ENTRY_KIND};
 use crate::shard::node::TreeSync;
-use crate::shard::router::{CoreCall, CoreRouter};
+use crate::shard::router::CoreRouter;
 use crate::shard::watch_feed::{Subscriber, WatchFeeds};
 
 /// How a caller gets its answer; the receiving end may be on any thread.
@@ -748,10 +749,19 @@ impl Replica {
         self.clock.observe(highest);
         self.floor.fetch_max(highest, Ordering::Relaxed);
         for ((index, term, _, entry), result) in decoded.iter().zip(results) {
-            if let Ok(applied) = &result {
-                self.track_leases(*index, entry, &applied.response, now);
+            let writer = self.take_writer(*index, *term);
+            let fan_out = match &result {
+                Ok(applied) => self.track_leases(*index, entry, &applied.response, now),
+                Err(_) => None,
+            };
+            match (fan_out, writer) {
+                (Some(fan_out), writer) => {
+                    let mirrors = (0..self.shards).filter(|s| *s != self.shard).collect();
+                    lease_fan_out::spawn(self.router.clone(), mirrors, fan_out, writer, result);
+                }
+                (None, Some(writer)) => drop(writer.send(result.map_err(NodeError::from))),
+                (None, None) => {}
             }
-            self.answer(*index, *term, result);
         }
         self.applied = last;
         // Entries the tree holds (durably or not) are not needed by raft-rs
@@ -769,62 +779,52 @@ impl Replica {
         Ok(())
     }
 
-    /// Answers the writer of the entry at `index`; writers of earlier
-    /// slots that another leader's entries took learn they lost.
-    fn answer(&mut self, index: u64, term: u64, result: Result<Applied, KvError>) {
-        let mut result = Some(result);
+    /// The writer of the entry at `index`, if it was proposed here; writers
+    /// of earlier slots that another leader's entries took learn they lost.
+    fn take_writer(&mut self, index: u64, term: u64) -> Option<Reply<Applied>> {
         while self.pending.front().is_some_and(|p| p.index <= index) {
-            let Some(pending) = self.pending.pop_front() else {
-                break;
-            };
-            let answer = match result.take() {
-                Some(result) if pending.index == index && pending.term == term => {
-                    result.map_err(NodeError::from)
-                }
-                other => {
-                    result = other;
-                    Err(NodeError::NotLeader { shard: self.shard })
-                }
-            };
-            let _ = pending.reply.send(answer);
+            let pending = self.pending.pop_front()?;
+            if pending.index == index && pending.term == term {
+                return Some(pending.reply);
+            }
+            let _ = pending
+                .reply
+                .send(Err(NodeError::NotLeader { shard: self.shard }));
         }
+        None
     }
 
-    /// Keeps the lessor in step with applied lease entries, and tells the
-    /// other shards when leases homed here expired, so their copies and
-    /// keys go too. A crash before they hear it is repaired at start
-    /// (`Node::start`): a copy without its home lease is revoked.
-    fn track_leases(&mut self, index: u64, entry: &Entry, response: &Response, now: Duration) {
+    /// Keeps the lessor in step with applied lease entries. On the home
+    /// shard's leader, answers what the mirrors must hear: a grant, a
+    /// revoke or an expiry of leases homed here. Not for entries replayed
+    /// at start: the mirrors heard them before (or `repair_leases` finishes
+    /// the job), and the id may have been granted again since.
+    fn track_leases(
+        &mut self,
+        index: u64,
+        entry: &Entry,
+        response: &Response,
+        now: Duration,
+    ) -> Option<FanOut> {
+        let homed = |id: LeaseId| home_of_lease(id, self.shards) == self.shard;
+        let tell = self.is_leader() && index > self.replayed_up_to && self.shards > 1;
         match (entry, response) {
-            (Entry::LeaseGrant { .. }, Response::LeaseGrant { id, ttl })
-                if self.lessor.is_primary() && home_of_lease(*id, self.shards) == self.shard =>
-            {
-                self.lessor.granted(*id, *ttl, now);
+            (Entry::LeaseGrant { .. }, Response::LeaseGrant { id, ttl }) if homed(*id) => {
+                if self.lessor.is_primary() {
+                    self.lessor.granted(*id, *ttl, now);
+                }
+                tell.then_some(FanOut::Grant { id: *id, ttl: *ttl })
             }
-            (Entry::LeaseRevoke { id }, _) => self.lessor.revoked(&[*id]),
+            (Entry::LeaseRevoke { id }, _) => {
+                self.lessor.revoked(&[*id]);
+                (tell && homed(*id)).then(|| FanOut::Expire { ids: vec![*id] })
+            }
             (Entry::LeaseExpire { ids }, Response::LeaseExpire { revoked }) => {
                 self.lessor.revoked(ids);
-                let homed: Vec<LeaseId> = revoked
-                    .iter()
-                    .copied()
-                    .filter(|id| home_of_lease(*id, self.shards) == self.shard)
-                    .collect();
-                // Not for entries replayed at start: the mirrors heard
-                // them before (or `repair_leases` finishes the job), and the
-                // id may have been granted again since.
-                if homed.is_empty() || !self.is_leader() || index <= self.replayed_up_to {
-                    return;
-                }
-                for shard in (0..self.shards).filter(|s| *s != self.shard) {
-                    let (reply, _ignored) = flume::bounded(1);
-                    let call = ShardCall::Write {
-                        entry: Entry::LeaseExpire { ids: homed.clone() },
-                        reply,
-                    };
-                    self.router.route_detached(CoreCall { shard, call });
-                }
+                let ids: Vec<LeaseId> = revoked.iter().copied().filter(|id| homed(*id)).collect();
+                (tell && !ids.is_empty()).then_some(FanOut::Expire { ids })
             }
-            _ => {}
+            _ => None,
         }
     }
 

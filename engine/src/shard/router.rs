@@ -9,8 +9,8 @@ use std::rc::Rc;
 
 use glommio::channels::shared_channel::ConnectedSender;
 
-use crate::shard::error::NodeError;
-use crate::shard::replica::ShardCall;
+use crate::shard::error::{NodeError, NodeResult};
+use crate::shard::replica::{Reply, ShardCall};
 
 /// A call addressed to a shard, travelling between cores.
 pub(crate) struct CoreCall {
@@ -80,14 +80,19 @@ impl CoreRouter {
         }
     }
 
-    /// Sends without waiting (from code that cannot await, such as a
-    /// replica's apply): a task carries a call to another core.
-    pub(crate) fn route_detached(self: &Rc<Self>, call: CoreCall) {
-        if self.owner(call.shard) == self.core {
-            return self.deliver_local(call);
-        }
-        let router = self.clone();
-        glommio::spawn_local(async move { router.route(call).await }).detach();
+    /// Sends a call to its shard and waits for the answer.
+    pub(crate) async fn call<T>(
+        &self,
+        shard: usize,
+        make: impl FnOnce(Reply<T>) -> ShardCall,
+    ) -> NodeResult<T> {
+        let (reply, answer) = flume::bounded(1);
+        self.route(CoreCall {
+            shard,
+            call: make(reply),
+        })
+        .await;
+        answer.recv_async().await.map_err(|_| NodeError::Shutdown)?
     }
 
     /// Shutting down: drops every channel this router holds, so the
