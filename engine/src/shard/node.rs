@@ -447,19 +447,16 @@ impl NodeClient<'_> {
         };
         let mut parts = Vec::with_capacity(targets.len());
         let per_shard = per_shard_request(&request);
-        let answers: Vec<_> = targets
-            .into_iter()
-            .map(|shard| {
-                let request = per_shard.clone();
-                self.call(shard, move |reply| ShardCall::RangeAt {
+        for shard in targets {
+            let request = per_shard.clone();
+            let part = self
+                .call(shard, |reply| ShardCall::RangeAt {
                     request,
                     revision,
                     reply,
                 })
-            })
-            .collect();
-        for answer in answers {
-            parts.push(answer.await?);
+                .await?;
+            parts.push(part);
         }
         Ok((revision, merge_ranges(&request, parts)))
     }
@@ -469,8 +466,16 @@ impl NodeClient<'_> {
     /// The node's current revision: the highest any shard has handed out.
     /// Every write acknowledged before this call is at or below it.
     pub async fn current_revision(&self) -> NodeResult<Revision> {
+        self.highest_revision(0..self.node.shards).await
+    }
+
+    /// The highest revision any of `shards` has handed out or observed.
+    pub(crate) async fn highest_revision(
+        &self,
+        shards: impl IntoIterator<Item = usize>,
+    ) -> NodeResult<Revision> {
         let mut highest = 0;
-        for shard in 0..self.node.shards {
+        for shard in shards {
             let last = self
                 .call(shard, |reply| ShardCall::LastRevision { reply })
                 .await?;
@@ -641,7 +646,6 @@ async fn run_core(setup: CoreSetup) {
     for forwarder in forwarders {
         forwarder.await;
     }
-    router.close();
     for replica in replicas {
         replica.await;
     }

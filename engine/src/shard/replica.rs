@@ -843,7 +843,7 @@ impl Replica {
         }
     }
 
-    /// Makes the tree durable when enough is unsynced (or `force`), then
+    /// Makes the tree durable when enough is not yet durable (or `force`), then
     /// releases the WAL segments it no longer needs.
     async fn maybe_sync_tree(&mut self, force: bool) -> Result<(), String> {
         let due = self.unsynced_entries >= self.tree_sync.entries

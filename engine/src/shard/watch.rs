@@ -67,13 +67,7 @@ impl<'a> NodeClient<'a> {
             None => (0..shards).collect(),
         };
         let (observe, start) = if request.start_revision == 0 {
-            let mut now = 0;
-            for &shard in &targets {
-                now = now.max(
-                    self.call(shard, |reply| ShardCall::LastRevision { reply })
-                        .await?,
-                );
-            }
+            let now = self.highest_revision(targets.iter().copied()).await?;
             (now, now.saturating_add(1))
         } else {
             (0, request.start_revision)
