@@ -14,7 +14,7 @@ pub mod btree;
 mod error;
 pub mod hlc;
 pub mod mvcc;
-pub mod routing;
+pub use keel_routing as routing;
 pub mod shard;
 
 pub use error::{Error, Result};

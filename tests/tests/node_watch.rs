@@ -241,3 +241,47 @@ fn concurrent_writes_on_every_shard_arrive_in_revision_order() {
     drop(stream);
     node.shutdown();
 }
+
+#[test]
+fn a_progress_notification_comes_after_every_event_up_to_its_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(node_config(dir.path(), 4, 2)).unwrap();
+    let mut stream = block_on(node.watch(everything())).unwrap();
+    let mut written = Vec::new();
+    for i in 0..40u32 {
+        let key = format!("progress/{i}").into_bytes();
+        let applied = block_on(node.put(PutRequest {
+            key: key.clone(),
+            value: b"v".to_vec(),
+            ..PutRequest::default()
+        }))
+        .unwrap();
+        written.push((key, applied.revision));
+    }
+    let at = block_on(node.client().current_revision()).unwrap();
+    stream.request_progress(at);
+    let mut seen = Vec::new();
+    let progress = loop {
+        match block_on(futures_lite::future::or(
+            async { Some(stream.next().await) },
+            async {
+                keel_tests::timeout(std::time::Duration::from_secs(30)).await;
+                None
+            },
+        )) {
+            Some(Ok(WatchBatch::Events(events))) => {
+                seen.extend(events.into_iter().map(|e| (e.kv.key, e.kv.mod_revision)))
+            }
+            Some(Ok(WatchBatch::Progress(revision))) => break revision,
+            other => panic!("expected events or progress, got {other:?}"),
+        }
+    };
+    assert_eq!(progress, at);
+    written.sort_by_key(|(_, revision)| *revision);
+    assert_eq!(
+        seen, written,
+        "every event up to the progress revision comes first"
+    );
+    drop(stream);
+    node.shutdown();
+}

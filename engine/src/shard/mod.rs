@@ -19,5 +19,5 @@ mod watch_feed;
 pub use error::{NodeError, NodeResult};
 pub use leases::LeaseStatus;
 pub use node::{Consistency, CoreTask, Node, NodeClient, NodeConfig, TreeSync};
-pub use replica::home_of_lease;
+pub use replica::{home_of_lease, ShardStatus};
 pub use watch::{WatchBatch, WatchStream};

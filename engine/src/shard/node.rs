@@ -469,6 +469,21 @@ impl NodeClient<'_> {
         self.highest_revision(0..self.node.shards).await
     }
 
+    /// Every shard's Raft and storage state, by shard.
+    ///
+    /// # Errors
+    /// A stopped shard, or the node shutting down.
+    pub async fn status(&self) -> NodeResult<Vec<crate::shard::ShardStatus>> {
+        let mut shards = Vec::with_capacity(self.node.shards);
+        for shard in 0..self.node.shards {
+            shards.push(
+                self.call(shard, |reply| ShardCall::Status { reply })
+                    .await?,
+            );
+        }
+        Ok(shards)
+    }
+
     /// The highest revision any of `shards` has handed out or observed.
     pub(crate) async fn highest_revision(
         &self,

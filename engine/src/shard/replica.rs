@@ -100,6 +100,27 @@ pub(crate) enum ShardCall {
     WatchCancel { id: WatchId },
     /// HLC receive: never assign `revision` or below again.
     Observe { revision: Revision },
+    /// The shard's Raft and storage state.
+    Status { reply: Reply<ShardStatus> },
+}
+
+/// One shard's state, for `endpoint status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShardStatus {
+    /// The shard.
+    pub shard: usize,
+    /// Its Raft leader's id (0 while none is known).
+    pub leader: u64,
+    /// Its Raft term.
+    pub raft_term: u64,
+    /// Its last Raft log index.
+    pub raft_index: u64,
+    /// The last index applied to its tree.
+    pub applied_index: u64,
+    /// Its current revision.
+    pub revision: Revision,
+    /// Bytes of its B+-tree file.
+    pub db_size: u64,
 }
 
 impl ShardCall {
@@ -115,6 +136,7 @@ impl ShardCall {
             ShardCall::LeaseKeys { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::Leases { reply } => drop(reply.send(Err(error))),
             ShardCall::Watch { reply, .. } => drop(reply.send(Err(error))),
+            ShardCall::Status { reply } => drop(reply.send(Err(error))),
             ShardCall::WatchProgress { .. }
             | ShardCall::WatchCancel { .. }
             | ShardCall::Observe { .. } => {}
@@ -437,6 +459,17 @@ impl Replica {
             }
             ShardCall::Leases { reply } => {
                 let _ = reply.send(self.store.leases().map_err(NodeError::from));
+            }
+            ShardCall::Status { reply } => {
+                let _ = reply.send(Ok(ShardStatus {
+                    shard: self.shard,
+                    leader: self.raw.raft.leader_id,
+                    raft_term: self.raw.raft.term,
+                    raft_index: self.raw.raft.raft_log.last_index(),
+                    applied_index: self.applied,
+                    revision: self.store.current_revision(),
+                    db_size: self.store.database().space().file_bytes,
+                }));
             }
             ShardCall::Watch {
                 request,

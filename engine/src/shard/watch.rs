@@ -24,6 +24,9 @@ use crate::shard::watch_feed::{Subscriber, WatchBody, WatchMessage};
 pub enum WatchBatch {
     /// Events in revision order.
     Events(Vec<Event>),
+    /// Every event up to this revision has been handed out (the answer to
+    /// [`WatchStream::request_progress`]).
+    Progress(Revision),
     /// The watch asked for history below the compaction point; it is over.
     Compacted {
         /// History below this revision is gone.
@@ -52,6 +55,8 @@ pub struct WatchStream<'a> {
     arrivals: u64,
     start: Revision,
     finished: Option<NodeResult<WatchBatch>>,
+    /// A progress notification asked for and not yet given.
+    progress_wanted: Option<Revision>,
 }
 
 impl<'a> NodeClient<'a> {
@@ -81,6 +86,7 @@ impl<'a> NodeClient<'a> {
             arrivals: 0,
             start,
             finished: None,
+            progress_wanted: None,
         };
         for shard in targets {
             let unread = Arc::new(AtomicUsize::new(0));
@@ -118,7 +124,19 @@ impl WatchStream<'_> {
         self.start
     }
 
-    /// The next events, in revision order (waits for some).
+    /// Asks for a progress notification at `revision` (a revision the node
+    /// has handed out, such as [`NodeClient::current_revision`]): once
+    /// every event up to it has been handed out, [`WatchStream::next`]
+    /// returns [`WatchBatch::Progress`]. A client that resumes after it
+    /// misses nothing.
+    pub fn request_progress(&mut self, revision: Revision) {
+        let wanted = self.progress_wanted.map_or(revision, |r| r.max(revision));
+        self.progress_wanted = Some(wanted);
+        self.ask_up_to(wanted);
+    }
+
+    /// The next events, in revision order (waits for some). Cancel-safe:
+    /// dropping the future loses nothing.
     ///
     /// # Errors
     /// A shard failed, or the node is shutting down.
@@ -135,6 +153,14 @@ impl WatchStream<'_> {
             let ready = std::mem::replace(&mut self.held, later);
             if !ready.is_empty() {
                 return Ok(WatchBatch::Events(ready.into_values().collect()));
+            }
+            // Everything up to `release` is out, and nothing held is at or
+            // below it.
+            if let Some(wanted) = self.progress_wanted {
+                if release >= wanted {
+                    self.progress_wanted = None;
+                    return Ok(WatchBatch::Progress(wanted));
+                }
             }
             self.ask_laggards();
             let message = self
@@ -154,6 +180,11 @@ impl WatchStream<'_> {
         let Some(&(top, _, _)) = self.held.keys().next_back() else {
             return;
         };
+        self.ask_up_to(top);
+    }
+
+    /// Asks shards that have not closed up to `top` to do so.
+    fn ask_up_to(&mut self, top: Revision) {
         for part in &mut self.parts {
             if part.closed < top && part.asked < top {
                 part.asked = top;

@@ -12,6 +12,11 @@ pub const FRAME_HEADER_LEN: usize = 4;
 /// the flatbuffer's own tables.
 pub const MAX_FRAME_LEN: usize = 2 << 20;
 
+/// The largest response frame body. Answers can be much larger than
+/// requests (a range over many keys); the server refuses to build one
+/// larger than this and answers `TooLarge` instead, asking for a limit.
+pub const MAX_RESPONSE_FRAME_LEN: usize = 64 << 20;
+
 /// How deep tables may nest in a verified message: enough for transactions
 /// as deep as the keyspace allows (it refuses more than 128 operations, so
 /// more than about 130 levels), with three tables per level.
@@ -42,10 +47,19 @@ pub enum FrameError {
 /// # Errors
 /// [`FrameError::TooLarge`] when it does not fit a frame.
 pub fn encode_frame(message: &[u8]) -> Result<Vec<u8>, FrameError> {
-    if message.len() > MAX_FRAME_LEN {
+    encode_frame_within(message, MAX_FRAME_LEN)
+}
+
+/// `message` with its length prefix, refused above `max` bytes (a response
+/// may be up to [`MAX_RESPONSE_FRAME_LEN`]).
+///
+/// # Errors
+/// [`FrameError::TooLarge`] when it is longer than `max`.
+pub fn encode_frame_within(message: &[u8], max: usize) -> Result<Vec<u8>, FrameError> {
+    if message.len() > max {
         return Err(FrameError::TooLarge {
             len: message.len(),
-            max: MAX_FRAME_LEN,
+            max,
         });
     }
     let mut frame = Vec::with_capacity(FRAME_HEADER_LEN + message.len());
@@ -54,11 +68,11 @@ pub fn encode_frame(message: &[u8]) -> Result<Vec<u8>, FrameError> {
     Ok(frame)
 }
 
-fn options() -> flatbuffers::VerifierOptions {
+fn options(max_len: usize) -> flatbuffers::VerifierOptions {
     flatbuffers::VerifierOptions {
         max_depth: MAX_NESTING,
-        max_tables: 1 << 20,
-        max_apparent_size: MAX_FRAME_LEN,
+        max_tables: max_len / 4,
+        max_apparent_size: max_len,
         ignore_missing_null_terminator: false,
     }
 }
@@ -68,7 +82,7 @@ fn options() -> flatbuffers::VerifierOptions {
 /// # Errors
 /// [`FrameError::Malformed`] for bytes that do not verify.
 pub fn decode_request(bytes: &[u8]) -> Result<Request<'_>, FrameError> {
-    crate::generated::keel::proto::root_as_request_with_opts(&options(), bytes)
+    crate::generated::keel::proto::root_as_request_with_opts(&options(MAX_FRAME_LEN), bytes)
         .map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
@@ -77,22 +91,38 @@ pub fn decode_request(bytes: &[u8]) -> Result<Request<'_>, FrameError> {
 /// # Errors
 /// [`FrameError::Malformed`] for bytes that do not verify.
 pub fn decode_response(bytes: &[u8]) -> Result<Response<'_>, FrameError> {
-    flatbuffers::root_with_opts::<Response>(&options(), bytes)
+    flatbuffers::root_with_opts::<Response>(&options(MAX_RESPONSE_FRAME_LEN), bytes)
         .map_err(|e| FrameError::Malformed(e.to_string()))
 }
 
 /// Splits a byte stream into frames. Feed it what the socket gives; take
 /// whole frames out. It buffers at most one frame (plus its header), so a
 /// peer cannot make it hold more than [`MAX_FRAME_LEN`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FrameDecoder {
     buffer: Vec<u8>,
+    max_len: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> FrameDecoder {
+        FrameDecoder::new()
+    }
 }
 
 impl FrameDecoder {
-    /// A decoder with nothing buffered.
+    /// A decoder of requests: frames up to [`MAX_FRAME_LEN`].
     pub fn new() -> FrameDecoder {
-        FrameDecoder::default()
+        FrameDecoder::with_limit(MAX_FRAME_LEN)
+    }
+
+    /// A decoder of frames up to `max_len` bytes (a client reading
+    /// responses uses [`MAX_RESPONSE_FRAME_LEN`]).
+    pub fn with_limit(max_len: usize) -> FrameDecoder {
+        FrameDecoder {
+            buffer: Vec::new(),
+            max_len,
+        }
     }
 
     /// Adds bytes read from the stream.
@@ -119,10 +149,10 @@ impl FrameDecoder {
         if len == 0 {
             return Err(FrameError::Empty);
         }
-        if len > MAX_FRAME_LEN {
+        if len > self.max_len {
             return Err(FrameError::TooLarge {
                 len,
-                max: MAX_FRAME_LEN,
+                max: self.max_len,
             });
         }
         if self.buffer.len() < FRAME_HEADER_LEN + len {

@@ -5378,6 +5378,9 @@ impl<'a> StatusResponse<'a> {
   pub const VT_CORES: ::flatbuffers::VOffsetT = 8;
   pub const VT_CORE_PORTS: ::flatbuffers::VOffsetT = 10;
   pub const VT_SHARD_INFO: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 14;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 16;
+  pub const VT_CLIENT_ADDRESS: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5389,6 +5392,9 @@ impl<'a> StatusResponse<'a> {
     args: &'args StatusResponseArgs<'args>
   ) -> ::flatbuffers::WIPOffset<StatusResponse<'bldr>> {
     let mut builder = StatusResponseBuilder::new(_fbb);
+    builder.add_member_id(args.member_id);
+    if let Some(x) = args.client_address { builder.add_client_address(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
     if let Some(x) = args.shard_info { builder.add_shard_info(x); }
     if let Some(x) = args.core_ports { builder.add_core_ports(x); }
     builder.add_cores(args.cores);
@@ -5433,6 +5439,27 @@ impl<'a> StatusResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ShardInfo>>>>(StatusResponse::VT_SHARD_INFO, None)}
   }
+  #[inline]
+  pub fn member_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatusResponse::VT_MEMBER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(StatusResponse::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn client_address(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(StatusResponse::VT_CLIENT_ADDRESS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatusResponse<'_> {
@@ -5446,6 +5473,9 @@ impl ::flatbuffers::Verifiable for StatusResponse<'_> {
      .visit_field::<u32>("cores", Self::VT_CORES, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u16>>>("core_ports", Self::VT_CORE_PORTS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<ShardInfo>>>>("shard_info", Self::VT_SHARD_INFO, false)?
+     .visit_field::<u64>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_address", Self::VT_CLIENT_ADDRESS, false)?
      .finish();
     Ok(())
   }
@@ -5456,6 +5486,9 @@ pub struct StatusResponseArgs<'a> {
     pub cores: u32,
     pub core_ports: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u16>>>,
     pub shard_info: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<ShardInfo<'a>>>>>,
+    pub member_id: u64,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub client_address: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for StatusResponseArgs<'a> {
   #[inline]
@@ -5466,6 +5499,9 @@ impl<'a> Default for StatusResponseArgs<'a> {
       cores: 0,
       core_ports: None,
       shard_info: None,
+      member_id: 0,
+      name: None,
+      client_address: None,
     }
   }
 }
@@ -5496,6 +5532,18 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusResponseBuilder<'a, 'b,
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_SHARD_INFO, shard_info);
   }
   #[inline]
+  pub fn add_member_id(&mut self, member_id: u64) {
+    self.fbb_.push_slot::<u64>(StatusResponse::VT_MEMBER_ID, member_id, 0);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_client_address(&mut self, client_address: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_CLIENT_ADDRESS, client_address);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StatusResponseBuilder {
@@ -5518,6 +5566,9 @@ impl ::core::fmt::Debug for StatusResponse<'_> {
       ds.field("cores", &self.cores());
       ds.field("core_ports", &self.core_ports());
       ds.field("shard_info", &self.shard_info());
+      ds.field("member_id", &self.member_id());
+      ds.field("name", &self.name());
+      ds.field("client_address", &self.client_address());
       ds.finish()
   }
 }

@@ -1,0 +1,554 @@
+//! Plain messages into flatbuffers. Children are built before the tables
+//! that point at them, as flatbuffers requires.
+
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+
+use crate::generated::keel::proto as fb;
+use crate::types::*;
+
+type Builder<'a> = FlatBufferBuilder<'a>;
+
+fn bytes<'a>(
+    fbb: &mut Builder<'a>,
+    bytes: &[u8],
+) -> Option<WIPOffset<flatbuffers::Vector<'a, u8>>> {
+    (!bytes.is_empty()).then(|| fbb.create_vector(bytes))
+}
+
+/// The request `request` with id `id`, as a flatbuffer (without its frame
+/// header).
+pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
+    let mut fbb = Builder::with_capacity(256);
+    let (body_type, body) = request_body(&mut fbb, request);
+    let root = fb::Request::create(
+        &mut fbb,
+        &fb::RequestArgs {
+            id,
+            body_type,
+            body: Some(body),
+        },
+    );
+    fbb.finish(root, None);
+    fbb.finished_data().to_vec()
+}
+
+fn request_body(
+    fbb: &mut Builder<'_>,
+    request: &Request,
+) -> (fb::RequestBody, WIPOffset<UnionWIPOffset>) {
+    use fb::RequestBody as B;
+    match request {
+        Request::Range(r) => (B::RangeRequest, range_request(fbb, r).as_union_value()),
+        Request::Put(r) => (B::PutRequest, put_request(fbb, r).as_union_value()),
+        Request::DeleteRange(r) => (
+            B::DeleteRangeRequest,
+            delete_request(fbb, r).as_union_value(),
+        ),
+        Request::Txn(r) => (B::TxnRequest, txn_request(fbb, r).as_union_value()),
+        Request::Compact { revision } => {
+            let args = fb::CompactRequestArgs {
+                revision: *revision,
+            };
+            (
+                B::CompactRequest,
+                fb::CompactRequest::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::WatchCreate(w) => {
+            let args = fb::WatchCreateArgs {
+                key: bytes(fbb, &w.key),
+                range_end: bytes(fbb, &w.range_end),
+                start_revision: w.start_revision,
+                prev_kv: w.prev_kv,
+                no_put: w.no_put,
+                no_delete: w.no_delete,
+                progress_notify: w.progress_notify,
+            };
+            (
+                B::WatchCreate,
+                fb::WatchCreate::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::WatchCancel { watch_id } => {
+            let args = fb::WatchCancelArgs {
+                watch_id: *watch_id,
+            };
+            (
+                B::WatchCancel,
+                fb::WatchCancel::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::WatchProgress => {
+            let args = fb::WatchProgressArgs {};
+            (
+                B::WatchProgress,
+                fb::WatchProgress::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::LeaseGrant { id, ttl } => {
+            let args = fb::LeaseGrantArgs { id: *id, ttl: *ttl };
+            (
+                B::LeaseGrant,
+                fb::LeaseGrant::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::LeaseRevoke { id } => {
+            let args = fb::LeaseRevokeArgs { id: *id };
+            (
+                B::LeaseRevoke,
+                fb::LeaseRevoke::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::LeaseKeepAlive { id } => {
+            let args = fb::LeaseKeepAliveArgs { id: *id };
+            (
+                B::LeaseKeepAlive,
+                fb::LeaseKeepAlive::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::LeaseTimeToLive { id, keys } => {
+            let args = fb::LeaseTimeToLiveArgs {
+                id: *id,
+                keys: *keys,
+            };
+            (
+                B::LeaseTimeToLive,
+                fb::LeaseTimeToLive::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::LeaseLeases => {
+            let args = fb::LeaseLeasesArgs {};
+            (
+                B::LeaseLeases,
+                fb::LeaseLeases::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::Status => {
+            let args = fb::StatusRequestArgs {};
+            (
+                B::StatusRequest,
+                fb::StatusRequest::create(fbb, &args).as_union_value(),
+            )
+        }
+    }
+}
+
+fn sort_order(order: SortOrder) -> fb::SortOrder {
+    match order {
+        SortOrder::None => fb::SortOrder::None,
+        SortOrder::Ascend => fb::SortOrder::Ascend,
+        SortOrder::Descend => fb::SortOrder::Descend,
+    }
+}
+
+fn sort_target(target: SortTarget) -> fb::SortTarget {
+    match target {
+        SortTarget::Key => fb::SortTarget::Key,
+        SortTarget::Version => fb::SortTarget::Version,
+        SortTarget::Create => fb::SortTarget::Create,
+        SortTarget::Mod => fb::SortTarget::Mod,
+        SortTarget::Value => fb::SortTarget::Value,
+    }
+}
+
+fn range_request<'a>(fbb: &mut Builder<'a>, r: &RangeRequest) -> WIPOffset<fb::RangeRequest<'a>> {
+    let args = fb::RangeRequestArgs {
+        key: bytes(fbb, &r.key),
+        range_end: bytes(fbb, &r.range_end),
+        limit: r.limit,
+        revision: r.revision,
+        sort_order: sort_order(r.sort_order),
+        sort_target: sort_target(r.sort_target),
+        keys_only: r.keys_only,
+        count_only: r.count_only,
+        min_mod_revision: r.min_mod_revision,
+        max_mod_revision: r.max_mod_revision,
+        min_create_revision: r.min_create_revision,
+        max_create_revision: r.max_create_revision,
+        serializable: r.serializable,
+    };
+    fb::RangeRequest::create(fbb, &args)
+}
+
+fn put_request<'a>(fbb: &mut Builder<'a>, r: &PutRequest) -> WIPOffset<fb::PutRequest<'a>> {
+    let args = fb::PutRequestArgs {
+        key: bytes(fbb, &r.key),
+        value: bytes(fbb, &r.value),
+        lease: r.lease,
+        prev_kv: r.prev_kv,
+        ignore_value: r.ignore_value,
+        ignore_lease: r.ignore_lease,
+    };
+    fb::PutRequest::create(fbb, &args)
+}
+
+fn delete_request<'a>(
+    fbb: &mut Builder<'a>,
+    r: &DeleteRangeRequest,
+) -> WIPOffset<fb::DeleteRangeRequest<'a>> {
+    let args = fb::DeleteRangeRequestArgs {
+        key: bytes(fbb, &r.key),
+        range_end: bytes(fbb, &r.range_end),
+        prev_kv: r.prev_kv,
+    };
+    fb::DeleteRangeRequest::create(fbb, &args)
+}
+
+fn compare<'a>(fbb: &mut Builder<'a>, c: &Compare) -> WIPOffset<fb::Compare<'a>> {
+    let mut args = fb::CompareArgs {
+        key: bytes(fbb, &c.key),
+        range_end: bytes(fbb, &c.range_end),
+        result: match c.result {
+            CompareResult::Equal => fb::CompareResult::Equal,
+            CompareResult::NotEqual => fb::CompareResult::NotEqual,
+            CompareResult::Less => fb::CompareResult::Less,
+            CompareResult::Greater => fb::CompareResult::Greater,
+        },
+        ..Default::default()
+    };
+    match &c.target {
+        CompareTarget::Version(v) => {
+            args.target = fb::CompareTarget::Version;
+            args.version = *v;
+        }
+        CompareTarget::Create(v) => {
+            args.target = fb::CompareTarget::Create;
+            args.create_revision = *v;
+        }
+        CompareTarget::Mod(v) => {
+            args.target = fb::CompareTarget::Mod;
+            args.mod_revision = *v;
+        }
+        CompareTarget::Value(v) => {
+            args.target = fb::CompareTarget::Value;
+            // An empty value is still an operand: always present.
+            args.value = Some(fbb.create_vector(v));
+        }
+        CompareTarget::Lease(v) => {
+            args.target = fb::CompareTarget::Lease;
+            args.lease = *v;
+        }
+    }
+    fb::Compare::create(fbb, &args)
+}
+
+fn request_ops<'a>(
+    fbb: &mut Builder<'a>,
+    ops: &[RequestOp],
+) -> WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::RequestOp<'a>>>> {
+    let mut built = Vec::with_capacity(ops.len());
+    for op in ops {
+        let (op_type, op) = match op {
+            RequestOp::Range(r) => (fb::Op::RangeRequest, range_request(fbb, r).as_union_value()),
+            RequestOp::Put(r) => (fb::Op::PutRequest, put_request(fbb, r).as_union_value()),
+            RequestOp::DeleteRange(r) => (
+                fb::Op::DeleteRangeRequest,
+                delete_request(fbb, r).as_union_value(),
+            ),
+            RequestOp::Txn(r) => (fb::Op::TxnRequest, txn_request(fbb, r).as_union_value()),
+        };
+        built.push(fb::RequestOp::create(
+            fbb,
+            &fb::RequestOpArgs {
+                op_type,
+                op: Some(op),
+            },
+        ));
+    }
+    fbb.create_vector(&built)
+}
+
+fn txn_request<'a>(fbb: &mut Builder<'a>, r: &TxnRequest) -> WIPOffset<fb::TxnRequest<'a>> {
+    let compares: Vec<_> = r.compare.iter().map(|c| compare(fbb, c)).collect();
+    let compare = fbb.create_vector(&compares);
+    let success = request_ops(fbb, &r.success);
+    let failure = request_ops(fbb, &r.failure);
+    let args = fb::TxnRequestArgs {
+        compare: Some(compare),
+        success: Some(success),
+        failure: Some(failure),
+    };
+    fb::TxnRequest::create(fbb, &args)
+}
+
+/// The response `response` as a flatbuffer (without its frame header).
+pub fn encode_response(response: &Response) -> Vec<u8> {
+    let mut fbb = Builder::with_capacity(256);
+    let (body_type, body) = response_body(&mut fbb, &response.body);
+    let root = fb::Response::create(
+        &mut fbb,
+        &fb::ResponseArgs {
+            id: response.id,
+            revision: response.revision,
+            body_type,
+            body: Some(body),
+        },
+    );
+    fbb.finish(root, None);
+    fbb.finished_data().to_vec()
+}
+
+fn response_body(
+    fbb: &mut Builder<'_>,
+    body: &ResponseBody,
+) -> (fb::ResponseBody, WIPOffset<UnionWIPOffset>) {
+    use fb::ResponseBody as B;
+    match body {
+        ResponseBody::Range(r) => (B::RangeResponse, range_response(fbb, r).as_union_value()),
+        ResponseBody::Put(r) => (B::PutResponse, put_response(fbb, r).as_union_value()),
+        ResponseBody::DeleteRange(r) => (
+            B::DeleteRangeResponse,
+            delete_response(fbb, r).as_union_value(),
+        ),
+        ResponseBody::Txn(r) => (B::TxnResponse, txn_response(fbb, r).as_union_value()),
+        ResponseBody::Compact => {
+            let args = fb::CompactResponseArgs {};
+            (
+                B::CompactResponse,
+                fb::CompactResponse::create(fbb, &args).as_union_value(),
+            )
+        }
+        ResponseBody::Watch(w) => {
+            let events: Vec<_> = w.events.iter().map(|e| event(fbb, e)).collect();
+            let events = (!events.is_empty()).then(|| fbb.create_vector(&events));
+            let args = fb::WatchEventsArgs {
+                watch_id: w.watch_id,
+                created: w.created,
+                canceled: w.canceled,
+                compact_revision: w.compact_revision,
+                events,
+            };
+            (
+                B::WatchEvents,
+                fb::WatchEvents::create(fbb, &args).as_union_value(),
+            )
+        }
+        ResponseBody::LeaseGrant { id, ttl } => {
+            let args = fb::LeaseGrantResponseArgs { id: *id, ttl: *ttl };
+            (
+                B::LeaseGrantResponse,
+                fb::LeaseGrantResponse::create(fbb, &args).as_union_value(),
+            )
+        }
+        ResponseBody::LeaseRevoke => {
+            let args = fb::LeaseRevokeResponseArgs {};
+            (
+                B::LeaseRevokeResponse,
+                fb::LeaseRevokeResponse::create(fbb, &args).as_union_value(),
+            )
+        }
+        ResponseBody::LeaseKeepAlive { id, ttl } => {
+            let args = fb::LeaseKeepAliveResponseArgs { id: *id, ttl: *ttl };
+            (
+                B::LeaseKeepAliveResponse,
+                fb::LeaseKeepAliveResponse::create(fbb, &args).as_union_value(),
+            )
+        }
+        ResponseBody::LeaseTimeToLive(t) => {
+            let keys: Vec<_> = t
+                .keys
+                .iter()
+                .map(|key| {
+                    let kv = KeyValue {
+                        key: key.clone(),
+                        ..KeyValue::default()
+                    };
+                    key_value(fbb, &kv)
+                })
+                .collect();
+            let keys = (!keys.is_empty()).then(|| fbb.create_vector(&keys));
+            let args = fb::LeaseTimeToLiveResponseArgs {
+                id: t.id,
+                granted_ttl: t.granted_ttl,
+                ttl: t.ttl,
+                keys,
+            };
+            (
+                B::LeaseTimeToLiveResponse,
+                fb::LeaseTimeToLiveResponse::create(fbb, &args).as_union_value(),
+            )
+        }
+        ResponseBody::LeaseLeases(leases) => {
+            let leases: Vec<_> = leases
+                .iter()
+                .map(|l| {
+                    fb::LeaseStatus::create(
+                        fbb,
+                        &fb::LeaseStatusArgs {
+                            id: l.id,
+                            ttl: l.ttl,
+                        },
+                    )
+                })
+                .collect();
+            let leases = Some(fbb.create_vector(&leases));
+            let args = fb::LeaseLeasesResponseArgs { leases };
+            (
+                B::LeaseLeasesResponse,
+                fb::LeaseLeasesResponse::create(fbb, &args).as_union_value(),
+            )
+        }
+        ResponseBody::Status(s) => (B::StatusResponse, status(fbb, s).as_union_value()),
+        ResponseBody::Error(e) => {
+            let message = Some(fbb.create_string(&e.message));
+            let args = fb::ErrorArgs {
+                code: error_code(e.code),
+                message,
+                revision: e.revision,
+            };
+            (B::Error, fb::Error::create(fbb, &args).as_union_value())
+        }
+    }
+}
+
+fn status<'a>(fbb: &mut Builder<'a>, s: &Status) -> WIPOffset<fb::StatusResponse<'a>> {
+    let version = Some(fbb.create_string(&s.version));
+    let core_ports = Some(fbb.create_vector(&s.core_ports));
+    let shard_info: Vec<_> = s
+        .shard_info
+        .iter()
+        .map(|i| {
+            let args = fb::ShardInfoArgs {
+                shard: i.shard,
+                core: i.core,
+                leader: i.leader,
+                raft_index: i.raft_index,
+                raft_term: i.raft_term,
+                db_size: i.db_size,
+            };
+            fb::ShardInfo::create(fbb, &args)
+        })
+        .collect();
+    let shard_info = Some(fbb.create_vector(&shard_info));
+    let name = Some(fbb.create_string(&s.name));
+    let client_address = Some(fbb.create_string(&s.client_address));
+    let args = fb::StatusResponseArgs {
+        version,
+        shards: s.shards,
+        cores: s.cores,
+        core_ports,
+        shard_info,
+        member_id: s.member_id,
+        name,
+        client_address,
+    };
+    fb::StatusResponse::create(fbb, &args)
+}
+
+fn error_code(code: ErrorCode) -> fb::ErrorCode {
+    match code {
+        ErrorCode::Unknown => fb::ErrorCode::Unknown,
+        ErrorCode::BadRequest => fb::ErrorCode::BadRequest,
+        ErrorCode::TooLarge => fb::ErrorCode::TooLarge,
+        ErrorCode::TooManyOps => fb::ErrorCode::TooManyOps,
+        ErrorCode::CrossShardTxn => fb::ErrorCode::CrossShardTxn,
+        ErrorCode::Compacted => fb::ErrorCode::Compacted,
+        ErrorCode::FutureRevision => fb::ErrorCode::FutureRevision,
+        ErrorCode::LeaseNotFound => fb::ErrorCode::LeaseNotFound,
+        ErrorCode::LeaseExists => fb::ErrorCode::LeaseExists,
+        ErrorCode::KeyNotFound => fb::ErrorCode::KeyNotFound,
+        ErrorCode::DuplicateKey => fb::ErrorCode::DuplicateKey,
+        ErrorCode::ShardStopped => fb::ErrorCode::ShardStopped,
+        ErrorCode::NotLeader => fb::ErrorCode::NotLeader,
+        ErrorCode::ShuttingDown => fb::ErrorCode::ShuttingDown,
+        ErrorCode::WatchNotFound => fb::ErrorCode::WatchNotFound,
+    }
+}
+
+fn key_value<'a>(fbb: &mut Builder<'a>, kv: &KeyValue) -> WIPOffset<fb::KeyValue<'a>> {
+    let args = fb::KeyValueArgs {
+        key: bytes(fbb, &kv.key),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        lease: kv.lease,
+        value: bytes(fbb, &kv.value),
+    };
+    fb::KeyValue::create(fbb, &args)
+}
+
+fn key_values<'a>(
+    fbb: &mut Builder<'a>,
+    kvs: &[KeyValue],
+) -> Option<WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::KeyValue<'a>>>>> {
+    if kvs.is_empty() {
+        return None;
+    }
+    let built: Vec<_> = kvs.iter().map(|kv| key_value(fbb, kv)).collect();
+    Some(fbb.create_vector(&built))
+}
+
+fn event<'a>(fbb: &mut Builder<'a>, e: &Event) -> WIPOffset<fb::Event<'a>> {
+    let kv = Some(key_value(fbb, &e.kv));
+    let prev_kv = e.prev_kv.as_ref().map(|p| key_value(fbb, p));
+    let kind = match e.kind {
+        EventKind::Put => fb::EventKind::Put,
+        EventKind::Delete => fb::EventKind::Delete,
+    };
+    fb::Event::create(fbb, &fb::EventArgs { kind, kv, prev_kv })
+}
+
+fn range_response<'a>(
+    fbb: &mut Builder<'a>,
+    r: &RangeResponse,
+) -> WIPOffset<fb::RangeResponse<'a>> {
+    let kvs = key_values(fbb, &r.kvs);
+    let args = fb::RangeResponseArgs {
+        kvs,
+        more: r.more,
+        count: r.count,
+    };
+    fb::RangeResponse::create(fbb, &args)
+}
+
+fn put_response<'a>(fbb: &mut Builder<'a>, r: &PutResponse) -> WIPOffset<fb::PutResponse<'a>> {
+    let prev_kv = r.prev_kv.as_ref().map(|p| key_value(fbb, p));
+    fb::PutResponse::create(fbb, &fb::PutResponseArgs { prev_kv })
+}
+
+fn delete_response<'a>(
+    fbb: &mut Builder<'a>,
+    r: &DeleteRangeResponse,
+) -> WIPOffset<fb::DeleteRangeResponse<'a>> {
+    let prev_kvs = key_values(fbb, &r.prev_kvs);
+    let args = fb::DeleteRangeResponseArgs {
+        deleted: r.deleted,
+        prev_kvs,
+    };
+    fb::DeleteRangeResponse::create(fbb, &args)
+}
+
+fn txn_response<'a>(fbb: &mut Builder<'a>, r: &TxnResponse) -> WIPOffset<fb::TxnResponse<'a>> {
+    let mut built = Vec::with_capacity(r.responses.len());
+    for op in &r.responses {
+        let (result_type, result) = match op {
+            ResponseOp::Range(r) => (
+                fb::OpResult::RangeResponse,
+                range_response(fbb, r).as_union_value(),
+            ),
+            ResponseOp::Put(r) => (
+                fb::OpResult::PutResponse,
+                put_response(fbb, r).as_union_value(),
+            ),
+            ResponseOp::DeleteRange(r) => (
+                fb::OpResult::DeleteRangeResponse,
+                delete_response(fbb, r).as_union_value(),
+            ),
+            ResponseOp::Txn(r) => (
+                fb::OpResult::TxnResponse,
+                txn_response(fbb, r).as_union_value(),
+            ),
+        };
+        let args = fb::ResponseOpArgs {
+            result_type,
+            result: Some(result),
+        };
+        built.push(fb::ResponseOp::create(fbb, &args));
+    }
+    let responses = Some(fbb.create_vector(&built));
+    let args = fb::TxnResponseArgs {
+        succeeded: r.succeeded,
+        responses,
+    };
+    fb::TxnResponse::create(fbb, &args)
+}

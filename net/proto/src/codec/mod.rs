@@ -1,0 +1,22 @@
+//! The plain messages of [`crate::types`] to and from flatbuffers.
+
+mod decode;
+mod encode;
+
+pub use decode::{decode_request, decode_response};
+pub use encode::{encode_request, encode_response};
+
+/// A message that cannot be used. `id` is the request's (or response's)
+/// id when the bytes verified far enough to carry one: the server answers
+/// such a request with a `BadRequest` error instead of closing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct DecodeError {
+    /// The message's id, when readable.
+    pub id: Option<u64>,
+    /// What is wrong.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,306 @@
+use super::*;
+use crate::frame::FrameDecoder;
+use crate::types::*;
+
+fn kv(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.as_bytes().to_vec(),
+        create_revision: 7,
+        mod_revision: 9,
+        version: 2,
+        lease: 42,
+        value: value.as_bytes().to_vec(),
+    }
+}
+
+fn every_request() -> Vec<Request> {
+    let range = RangeRequest {
+        key: b"a".to_vec(),
+        range_end: b"b".to_vec(),
+        limit: 3,
+        revision: 5,
+        sort_order: SortOrder::Descend,
+        sort_target: SortTarget::Mod,
+        keys_only: true,
+        count_only: false,
+        min_mod_revision: 1,
+        max_mod_revision: 2,
+        min_create_revision: 3,
+        max_create_revision: 4,
+        serializable: true,
+    };
+    let put = PutRequest {
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+        lease: 7,
+        prev_kv: true,
+        ignore_value: false,
+        ignore_lease: true,
+    };
+    let delete = DeleteRangeRequest {
+        key: b"a".to_vec(),
+        range_end: vec![0],
+        prev_kv: true,
+    };
+    let compares = vec![
+        Compare {
+            key: b"a".to_vec(),
+            range_end: Vec::new(),
+            target: CompareTarget::Value(Vec::new()),
+            result: CompareResult::Equal,
+        },
+        Compare {
+            key: b"b".to_vec(),
+            range_end: b"c".to_vec(),
+            target: CompareTarget::Mod(12),
+            result: CompareResult::Greater,
+        },
+        Compare {
+            key: b"b".to_vec(),
+            range_end: Vec::new(),
+            target: CompareTarget::Version(0),
+            result: CompareResult::Less,
+        },
+        Compare {
+            key: b"b".to_vec(),
+            range_end: Vec::new(),
+            target: CompareTarget::Create(3),
+            result: CompareResult::NotEqual,
+        },
+        Compare {
+            key: b"b".to_vec(),
+            range_end: Vec::new(),
+            target: CompareTarget::Lease(-1),
+            result: CompareResult::Equal,
+        },
+    ];
+    let nested = TxnRequest {
+        compare: compares.clone(),
+        success: vec![RequestOp::Put(put.clone())],
+        failure: vec![],
+    };
+    let txn = TxnRequest {
+        compare: compares,
+        success: vec![
+            RequestOp::Range(range.clone()),
+            RequestOp::Put(put.clone()),
+            RequestOp::DeleteRange(delete.clone()),
+            RequestOp::Txn(nested),
+        ],
+        failure: vec![RequestOp::Range(RangeRequest::default())],
+    };
+    vec![
+        Request::Range(range),
+        Request::Put(put),
+        Request::DeleteRange(delete),
+        Request::Txn(txn),
+        Request::Compact { revision: 99 },
+        Request::WatchCreate(WatchCreate {
+            key: b"w".to_vec(),
+            range_end: b"x".to_vec(),
+            start_revision: 4,
+            prev_kv: true,
+            no_put: true,
+            no_delete: false,
+            progress_notify: true,
+        }),
+        Request::WatchCancel { watch_id: 8 },
+        Request::WatchProgress,
+        Request::LeaseGrant { id: 5, ttl: 60 },
+        Request::LeaseRevoke { id: 5 },
+        Request::LeaseKeepAlive { id: 5 },
+        Request::LeaseTimeToLive { id: 5, keys: true },
+        Request::LeaseLeases,
+        Request::Status,
+    ]
+}
+
+fn every_response_body() -> Vec<ResponseBody> {
+    let range = RangeResponse {
+        kvs: vec![kv("a", "1"), kv("b", "")],
+        more: true,
+        count: 10,
+    };
+    let put = PutResponse {
+        prev_kv: Some(kv("k", "old")),
+    };
+    let delete = DeleteRangeResponse {
+        deleted: 2,
+        prev_kvs: vec![kv("a", "1")],
+    };
+    let txn = TxnResponse {
+        succeeded: true,
+        responses: vec![
+            ResponseOp::Range(range.clone()),
+            ResponseOp::Put(put.clone()),
+            ResponseOp::DeleteRange(delete.clone()),
+            ResponseOp::Txn(TxnResponse::default()),
+        ],
+    };
+    vec![
+        ResponseBody::Range(range),
+        ResponseBody::Put(put),
+        ResponseBody::Put(PutResponse::default()),
+        ResponseBody::DeleteRange(delete),
+        ResponseBody::Txn(txn),
+        ResponseBody::Compact,
+        ResponseBody::Watch(WatchEvents {
+            watch_id: 3,
+            created: true,
+            canceled: true,
+            compact_revision: 17,
+            events: vec![
+                Event {
+                    kind: EventKind::Put,
+                    kv: kv("a", "1"),
+                    prev_kv: Some(kv("a", "0")),
+                },
+                Event {
+                    kind: EventKind::Delete,
+                    kv: KeyValue {
+                        key: b"a".to_vec(),
+                        mod_revision: 20,
+                        ..KeyValue::default()
+                    },
+                    prev_kv: None,
+                },
+            ],
+        }),
+        ResponseBody::LeaseGrant { id: 5, ttl: 60 },
+        ResponseBody::LeaseRevoke,
+        ResponseBody::LeaseKeepAlive { id: 5, ttl: 0 },
+        ResponseBody::LeaseTimeToLive(LeaseTimeToLive {
+            id: 5,
+            granted_ttl: 60,
+            ttl: 59,
+            keys: vec![b"a".to_vec(), b"b".to_vec()],
+        }),
+        ResponseBody::LeaseLeases(vec![LeaseStatus { id: 1, ttl: 2 }]),
+        ResponseBody::LeaseLeases(vec![]),
+        ResponseBody::Status(Status {
+            version: "0.1.0".into(),
+            shards: 4,
+            cores: 2,
+            core_ports: vec![2380, 2381],
+            shard_info: vec![ShardInfo {
+                shard: 1,
+                core: 1,
+                leader: 1,
+                raft_index: 100,
+                raft_term: 2,
+                db_size: 4096,
+            }],
+            member_id: 1,
+            name: "default".into(),
+            client_address: "127.0.0.1:2379".into(),
+        }),
+        ResponseBody::Error(ErrorBody {
+            code: ErrorCode::Compacted,
+            message: "compacted".into(),
+            revision: 12,
+        }),
+    ]
+}
+
+#[test]
+fn every_request_round_trips() {
+    for (id, request) in every_request().into_iter().enumerate() {
+        let bytes = encode_request(id as u64, &request);
+        assert_eq!(decode_request(&bytes), Ok((id as u64, request)));
+    }
+}
+
+#[test]
+fn every_response_round_trips() {
+    for (id, body) in every_response_body().into_iter().enumerate() {
+        let response = Response {
+            id: id as u64,
+            revision: 1000 + id as u64,
+            body,
+        };
+        let bytes = encode_response(&response);
+        assert_eq!(decode_response(&bytes), Ok(response));
+    }
+}
+
+#[test]
+fn a_request_of_an_unknown_operation_is_refused_with_its_id() {
+    use crate::generated::keel::proto as fb;
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let status = fb::StatusRequest::create(&mut fbb, &fb::StatusRequestArgs {});
+    let request = fb::Request::create(
+        &mut fbb,
+        &fb::RequestArgs {
+            id: 77,
+            body_type: fb::RequestBody(200),
+            body: Some(status.as_union_value()),
+        },
+    );
+    fbb.finish(request, None);
+    let error = decode_request(fbb.finished_data()).unwrap_err();
+    assert_eq!(error.id, Some(77));
+    assert!(error.message.contains("unknown operation 200"), "{error}");
+
+    // No body at all.
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let request = fb::Request::create(
+        &mut fbb,
+        &fb::RequestArgs {
+            id: 78,
+            ..Default::default()
+        },
+    );
+    fbb.finish(request, None);
+    let error = decode_request(fbb.finished_data()).unwrap_err();
+    assert_eq!(error.id, Some(78));
+}
+
+/// A small deterministic generator, so that the test needs no crate.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+}
+
+#[test]
+fn mutated_and_random_messages_decode_or_fail_without_panicking() {
+    let mut rng = Lcg(7);
+    let originals: Vec<Vec<u8>> = every_request()
+        .iter()
+        .map(|r| encode_request(1, r))
+        .collect();
+    let mut decoded = 0;
+    for round in 0..20_000 {
+        let mut bytes = originals[round % originals.len()].clone();
+        match rng.next() % 3 {
+            0 => {
+                for _ in 0..1 + rng.next() % 4 {
+                    let at = rng.next() as usize % bytes.len();
+                    bytes[at] = rng.next() as u8;
+                }
+            }
+            1 => bytes.truncate(rng.next() as usize % bytes.len()),
+            _ => {
+                let len = rng.next() as usize % 200;
+                bytes = (0..len).map(|_| rng.next() as u8).collect();
+            }
+        }
+        if decode_request(&bytes).is_ok() {
+            decoded += 1;
+        }
+        let _ = decode_response(&bytes);
+        let mut frames = FrameDecoder::new();
+        frames.extend(&bytes);
+        while let Ok(Some(frame)) = frames.next_frame() {
+            let _ = decode_request(&frame);
+        }
+    }
+    // Some single-byte changes leave a valid message (a changed flag).
+    assert!(decoded > 0);
+}

@@ -1,0 +1,497 @@
+//! The protocol's messages as plain Rust values: what the client crate
+//! hands to applications and what the server maps onto the engine. Field
+//! meanings follow etcd v3 (see `schema/keel.fbs` and `net/PROTOCOL.md`);
+//! [`crate::codec`] turns them into flatbuffers and back.
+
+/// A revision (keel's hybrid logical clock: `unix_millis << 16 | logical`).
+pub type Revision = u64;
+
+/// A lease id; 0 is "no lease".
+pub type LeaseId = i64;
+
+/// A key and the metadata kept with it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyValue {
+    /// The key.
+    pub key: Vec<u8>,
+    /// Revision of the put that created the key.
+    pub create_revision: Revision,
+    /// Revision of the last put.
+    pub mod_revision: Revision,
+    /// Puts since the key was created.
+    pub version: u64,
+    /// The attached lease, or 0.
+    pub lease: LeaseId,
+    /// The value.
+    pub value: Vec<u8>,
+}
+
+/// Order of a range answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortOrder {
+    /// By key, ascending.
+    #[default]
+    None,
+    /// Ascending by the target.
+    Ascend,
+    /// Descending by the target.
+    Descend,
+}
+
+/// What a range answer is sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortTarget {
+    /// The key.
+    #[default]
+    Key,
+    /// The version.
+    Version,
+    /// The create revision.
+    Create,
+    /// The mod revision.
+    Mod,
+    /// The value.
+    Value,
+}
+
+/// Read a key or a range.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RangeRequest {
+    /// First key.
+    pub key: Vec<u8>,
+    /// Empty: `key` alone; `[0]`: every key from `key` on; else `[key, range_end)`.
+    pub range_end: Vec<u8>,
+    /// Most pairs to return; 0 is no limit.
+    pub limit: u64,
+    /// Revision to read at; 0 is the head.
+    pub revision: Revision,
+    /// Sort order.
+    pub sort_order: SortOrder,
+    /// Sort target.
+    pub sort_target: SortTarget,
+    /// Leave values out.
+    pub keys_only: bool,
+    /// Return only the count.
+    pub count_only: bool,
+    /// Only pairs with `mod_revision >=` this (0: no bound).
+    pub min_mod_revision: Revision,
+    /// Only pairs with `mod_revision <=` this (0: no bound).
+    pub max_mod_revision: Revision,
+    /// Only pairs with `create_revision >=` this (0: no bound).
+    pub min_create_revision: Revision,
+    /// Only pairs with `create_revision <=` this (0: no bound).
+    pub max_create_revision: Revision,
+    /// Serve from the replica's applied state without a Raft round.
+    pub serializable: bool,
+}
+
+/// Store a value.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PutRequest {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value.
+    pub value: Vec<u8>,
+    /// Lease to attach, or 0.
+    pub lease: LeaseId,
+    /// Return the pair as it was before.
+    pub prev_kv: bool,
+    /// Keep the current value.
+    pub ignore_value: bool,
+    /// Keep the current lease.
+    pub ignore_lease: bool,
+}
+
+/// Delete a key or a range.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteRangeRequest {
+    /// First key.
+    pub key: Vec<u8>,
+    /// As in [`RangeRequest::range_end`].
+    pub range_end: Vec<u8>,
+    /// Return the deleted pairs.
+    pub prev_kv: bool,
+}
+
+/// What a compare looks at, with its operand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompareTarget {
+    /// The version.
+    Version(u64),
+    /// The create revision.
+    Create(Revision),
+    /// The mod revision.
+    Mod(Revision),
+    /// The value.
+    Value(Vec<u8>),
+    /// The lease.
+    Lease(LeaseId),
+}
+
+/// How the key's field relates to the operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompareResult {
+    /// `==`
+    Equal,
+    /// `!=`
+    NotEqual,
+    /// `<`
+    Less,
+    /// `>`
+    Greater,
+}
+
+/// One condition of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compare {
+    /// The key.
+    pub key: Vec<u8>,
+    /// As in [`RangeRequest::range_end`].
+    pub range_end: Vec<u8>,
+    /// Field and operand.
+    pub target: CompareTarget,
+    /// Relation.
+    pub result: CompareResult,
+}
+
+/// One operation of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestOp {
+    /// A read.
+    Range(RangeRequest),
+    /// A put.
+    Put(PutRequest),
+    /// A delete.
+    DeleteRange(DeleteRangeRequest),
+    /// A nested transaction.
+    Txn(TxnRequest),
+}
+
+/// If every compare holds, `success`, else `failure`, at one revision.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TxnRequest {
+    /// The conditions.
+    pub compare: Vec<Compare>,
+    /// Operations when all hold.
+    pub success: Vec<RequestOp>,
+    /// Operations otherwise.
+    pub failure: Vec<RequestOp>,
+}
+
+/// Start a watch; its id is the id of the request that creates it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WatchCreate {
+    /// First key.
+    pub key: Vec<u8>,
+    /// As in [`RangeRequest::range_end`].
+    pub range_end: Vec<u8>,
+    /// First revision to report; 0 is from the next one.
+    pub start_revision: Revision,
+    /// Attach the previous pair to each event.
+    pub prev_kv: bool,
+    /// Leave puts out.
+    pub no_put: bool,
+    /// Leave deletes out.
+    pub no_delete: bool,
+    /// Send empty progress notifications while idle.
+    pub progress_notify: bool,
+}
+
+/// A client request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// Read.
+    Range(RangeRequest),
+    /// Write one key.
+    Put(PutRequest),
+    /// Delete.
+    DeleteRange(DeleteRangeRequest),
+    /// Transaction.
+    Txn(TxnRequest),
+    /// Forget history below a revision.
+    Compact {
+        /// The revision.
+        revision: Revision,
+    },
+    /// Start a watch stream.
+    WatchCreate(WatchCreate),
+    /// End a watch stream.
+    WatchCancel {
+        /// The watch.
+        watch_id: u64,
+    },
+    /// Ask every watch of the connection for a progress notification.
+    WatchProgress,
+    /// Create a lease.
+    LeaseGrant {
+        /// The id, or 0 for the server to pick one.
+        id: LeaseId,
+        /// Time to live, seconds.
+        ttl: i64,
+    },
+    /// Delete a lease and its keys.
+    LeaseRevoke {
+        /// The lease.
+        id: LeaseId,
+    },
+    /// Restart a lease's TTL.
+    LeaseKeepAlive {
+        /// The lease.
+        id: LeaseId,
+    },
+    /// A lease's remaining time.
+    LeaseTimeToLive {
+        /// The lease.
+        id: LeaseId,
+        /// List its keys too.
+        keys: bool,
+    },
+    /// Every lease.
+    LeaseLeases,
+    /// The server's status and shard map.
+    Status,
+}
+
+/// The answer to a range.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RangeResponse {
+    /// The pairs.
+    pub kvs: Vec<KeyValue>,
+    /// More pairs matched than the limit let through.
+    pub more: bool,
+    /// Keys in the range.
+    pub count: u64,
+}
+
+/// The answer to a put.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PutResponse {
+    /// The pair before, when asked for and present.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// The answer to a delete.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeleteRangeResponse {
+    /// Keys deleted.
+    pub deleted: u64,
+    /// The deleted pairs, when asked for.
+    pub prev_kvs: Vec<KeyValue>,
+}
+
+/// The answer to one transaction operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseOp {
+    /// To a range.
+    Range(RangeResponse),
+    /// To a put.
+    Put(PutResponse),
+    /// To a delete.
+    DeleteRange(DeleteRangeResponse),
+    /// To a nested transaction.
+    Txn(TxnResponse),
+}
+
+/// The answer to a transaction.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TxnResponse {
+    /// Whether the compares held.
+    pub succeeded: bool,
+    /// One answer per operation of the branch taken.
+    pub responses: Vec<ResponseOp>,
+}
+
+/// What changed a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// A put.
+    Put,
+    /// A delete.
+    Delete,
+}
+
+/// One change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Put or delete.
+    pub kind: EventKind,
+    /// The pair after a put; for a delete, the key and the delete's revision.
+    pub kv: KeyValue,
+    /// The pair before, when asked for.
+    pub prev_kv: Option<KeyValue>,
+}
+
+/// A message of a watch stream.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WatchEvents {
+    /// The watch (its creating request's id).
+    pub watch_id: u64,
+    /// The first message: the watch exists.
+    pub created: bool,
+    /// The last message: the watch is over.
+    pub canceled: bool,
+    /// With `canceled`: history below this revision is gone.
+    pub compact_revision: Revision,
+    /// Changes in revision order; empty in a progress notification, whose
+    /// response revision says everything up to it has been sent.
+    pub events: Vec<Event>,
+}
+
+/// A lease's state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LeaseTimeToLive {
+    /// The lease.
+    pub id: LeaseId,
+    /// The TTL it was granted.
+    pub granted_ttl: i64,
+    /// Seconds left; -1 when the lease does not exist.
+    pub ttl: i64,
+    /// Its keys, when asked for.
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// A lease in a list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LeaseStatus {
+    /// The lease.
+    pub id: LeaseId,
+    /// Its granted TTL.
+    pub ttl: i64,
+}
+
+/// One shard's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShardInfo {
+    /// The shard.
+    pub shard: u32,
+    /// The core that serves it.
+    pub core: u32,
+    /// Its Raft leader's id (0: none known).
+    pub leader: u64,
+    /// Its last Raft log index.
+    pub raft_index: u64,
+    /// Its Raft term.
+    pub raft_term: u64,
+    /// Bytes of its B+-tree file.
+    pub db_size: u64,
+}
+
+/// The server's status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Status {
+    /// keel's version.
+    pub version: String,
+    /// Shards of the keyspace.
+    pub shards: u32,
+    /// Cores serving them; shard `s` is served by core `s % cores`.
+    pub cores: u32,
+    /// Each core's own port, by core.
+    pub core_ports: Vec<u16>,
+    /// Each shard's state.
+    pub shard_info: Vec<ShardInfo>,
+    /// This member's id.
+    pub member_id: u64,
+    /// This member's name.
+    pub name: String,
+    /// Its client address.
+    pub client_address: String,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// Something the codes below do not name.
+    Unknown,
+    /// Malformed, an unknown operation, a bad key or argument.
+    BadRequest,
+    /// A request or answer over the size limit.
+    TooLarge,
+    /// A transaction with too many operations.
+    TooManyOps,
+    /// A transaction whose keys span shards.
+    CrossShardTxn,
+    /// The revision was compacted.
+    Compacted,
+    /// The revision is ahead of the store.
+    FutureRevision,
+    /// No such lease.
+    LeaseNotFound,
+    /// The lease id is taken.
+    LeaseExists,
+    /// `ignore_value`/`ignore_lease` on a missing key.
+    KeyNotFound,
+    /// A transaction writes a key twice.
+    DuplicateKey,
+    /// The shard stopped after a storage failure.
+    ShardStopped,
+    /// This replica does not lead the shard.
+    NotLeader,
+    /// The server is shutting down.
+    ShuttingDown,
+    /// No such watch.
+    WatchNotFound,
+}
+
+/// A failed request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// For people.
+    pub message: String,
+    /// For [`ErrorCode::Compacted`], the compaction revision; for
+    /// [`ErrorCode::FutureRevision`], the current revision.
+    pub revision: Revision,
+}
+
+/// What a response carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseBody {
+    /// To a range.
+    Range(RangeResponse),
+    /// To a put.
+    Put(PutResponse),
+    /// To a delete.
+    DeleteRange(DeleteRangeResponse),
+    /// To a transaction.
+    Txn(TxnResponse),
+    /// To a compaction.
+    Compact,
+    /// A watch stream's message.
+    Watch(WatchEvents),
+    /// To a grant.
+    LeaseGrant {
+        /// The lease.
+        id: LeaseId,
+        /// Its TTL.
+        ttl: i64,
+    },
+    /// To a revoke.
+    LeaseRevoke,
+    /// To a keep-alive.
+    LeaseKeepAlive {
+        /// The lease.
+        id: LeaseId,
+        /// Its restarted TTL; 0 when the lease is gone.
+        ttl: i64,
+    },
+    /// To a time-to-live.
+    LeaseTimeToLive(LeaseTimeToLive),
+    /// To a list.
+    LeaseLeases(Vec<LeaseStatus>),
+    /// To a status request.
+    Status(Status),
+    /// The request failed.
+    Error(ErrorBody),
+}
+
+/// A server response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The id of the request it answers.
+    pub id: u64,
+    /// The revision the answer is at.
+    pub revision: Revision,
+    /// The answer.
+    pub body: ResponseBody,
+}
