@@ -1,4 +1,9 @@
-//! keel's network layer.
-//!
-//! Empty for now: the flatbuffers protocol, the server, the peer transport,
-//! the client crate and `keelctl` land here (issue 6).
+//! keel's network layer: the server (binary `keel`) that puts a node's
+//! cores on the network with the protocol of `keel-proto`, and `keelctl`,
+//! the command-line client.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+pub mod server;

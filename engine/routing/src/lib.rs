@@ -49,6 +49,28 @@ pub fn shard_of_range(key: &[u8], range_end: &[u8], shards: usize) -> Option<usi
     range_end.starts_with(tagged).then(|| shard_of(key, shards))
 }
 
+/// The end of the range holding every key that starts with `prefix`: the
+/// prefix with its last byte below 0xff incremented (`[0]`, every key, when
+/// there is none).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// The home shard of lease `id`: where it is granted first, revoked first,
+/// and where its timer runs (keys on every shard attach to it through the
+/// copies the other shards keep). The shard-aware client sends a lease's
+/// keep-alives there.
+pub fn home_of_lease(id: i64, shards: usize) -> usize {
+    shard_of(&id.to_be_bytes(), shards)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,19 +129,7 @@ pub struct RangeRequest {
     pub max_create_revision: Revision,
 }
 
-/// The end of the range holding every key that starts with `prefix`: the
-/// prefix with its last byte below 0xff incremented (`[0]`, every key, when
-/// there is none).
-pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+pub use keel_routing::prefix_end;
 
 /// What a compare looks at, and the operand.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -144,12 +144,7 @@ impl ShardCall {
     }
 }
 
-/// The home shard of a lease: where it is granted first, revoked first,
-/// and where its timer runs. Keys on every shard can attach to it through
-/// the copies ("mirrors") the other shards keep.
-pub fn home_of_lease(id: LeaseId, shards: usize) -> usize {
-    crate::routing::shard_of(&id.to_be_bytes(), shards)
-}
+pub use crate::routing::home_of_lease;
 
 /// Answers waiting for applies to reach a Raft index.
 enum ReadWaiter {

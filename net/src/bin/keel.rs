@@ -1,60 +1,142 @@
-//! The keel server.
-//!
-//! Today it starts a single-node keel on a data directory (default
-//! `./keel-data`): every shard on its core, the WAL replayed, leases
-//! repaired, and keeps it running until SIGINT or SIGTERM, then shuts down
-//! cleanly. The network protocol that lets clients in lands with issue 6;
-//! until then the node is reachable only in process (`keel_engine::shard`).
+//! The keel server: `keel [--data-dir DIR] [--listen-client ADDR] ...`.
+//! Settings come from the defaults, then `--config FILE` (TOML), then the
+//! flags; see `keel --help` and docs/server.md.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use keel_engine::mvcc::RangeRequest;
-use keel_engine::shard::{Consistency, Node, NodeConfig};
+use clap::Parser;
+use keel_net::server::{Overrides, Server, ServerConfig};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+/// A strongly consistent, replicated key-value store, one Raft group per
+/// core.
+#[derive(Debug, Parser)]
+#[command(name = "keel", version)]
+struct Flags {
+    /// A TOML file of settings (keys as the long flags, with underscores).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This member's name.
+    #[arg(long)]
+    name: Option<String>,
+    /// The data directory [default: keel-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Where every core accepts clients [default: 127.0.0.1:2379]; port 0
+    /// picks a free one.
+    #[arg(long)]
+    listen_client: Option<SocketAddr>,
+    /// Core i also listens on this port + i [default: 2390]; 0 picks free
+    /// ports.
+    #[arg(long)]
+    core_port_base: Option<u16>,
+    /// Shards of a new data directory [default: one per core].
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Cores to run on [default: all].
+    #[arg(long)]
+    cores: Option<usize>,
+    /// Do not pin each core's thread to its CPU.
+    #[arg(long)]
+    no_pin: bool,
+    /// Bytes of responses queued per connection before producers wait
+    /// [default: 8 MiB].
+    #[arg(long)]
+    outbound_bytes: Option<usize>,
+    /// Milliseconds a response waits for room before the connection is
+    /// closed as a client that stopped reading [default: 10000].
+    #[arg(long)]
+    stall_timeout_ms: Option<u64>,
+    /// Requests in flight per connection [default: 4096].
+    #[arg(long)]
+    max_in_flight: Option<usize>,
+    /// Milliseconds between progress notifications of an idle watch that
+    /// asked for them [default: 600000].
+    #[arg(long)]
+    watch_progress_interval_ms: Option<u64>,
+}
+
+impl Flags {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            name: self.name.clone(),
+            data_dir: self.data_dir.clone(),
+            client_address: self.listen_client,
+            core_port_base: self.core_port_base,
+            shards: self.shards,
+            cores: self.cores,
+            pin: self.no_pin.then_some(false),
+            outbound_bytes: self.outbound_bytes,
+            stall_timeout_ms: self.stall_timeout_ms,
+            max_in_flight: self.max_in_flight,
+            watch_progress_interval_ms: self.watch_progress_interval_ms,
+        }
+    }
+}
+
+fn config(flags: &Flags) -> Result<ServerConfig, String> {
+    let mut config = ServerConfig::default();
+    if let Some(path) = &flags.config {
+        config = Overrides::from_file(path)
+            .and_then(|file| file.apply(config))
+            .map_err(|e| e.to_string())?;
+    }
+    flags.overrides().apply(config).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
-    let version = env!("CARGO_PKG_VERSION");
-    let data_dir = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "keel-data".to_string());
+    let flags = Flags::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = match config(&flags) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Before any executor thread starts, so that the signals come here.
     let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
         Ok(signals) => signals,
-        Err(e) => {
-            eprintln!("keel: cannot handle signals: {e}");
+        Err(error) => {
+            tracing::error!(%error, "cannot handle signals");
             return ExitCode::FAILURE;
         }
     };
-    println!("keel {version}: starting on {data_dir}");
-    let node = match Node::start(NodeConfig::new(&data_dir)) {
-        Ok(node) => node,
-        Err(e) => {
-            eprintln!("keel: {e}");
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        data_dir = %config.data_dir.display(),
+        "starting"
+    );
+    let server = match Server::start(config) {
+        Ok(server) => server,
+        Err(error) => {
+            tracing::error!("{error}");
             return ExitCode::FAILURE;
         }
     };
-    let everything = RangeRequest {
-        key: vec![0],
-        range_end: vec![0],
-        count_only: true,
-        ..RangeRequest::default()
-    };
-    match futures_lite::future::block_on(node.range(everything, Consistency::Linearizable)) {
-        Ok((revision, answer)) => println!(
-            "keel: {} shards on {} cores, {} keys, revision {revision}",
-            node.shard_count(),
-            node.core_count(),
-            answer.count
-        ),
-        Err(e) => eprintln!("keel: reading the keyspace failed: {e}"),
-    }
+    let core_ports: Vec<String> = server
+        .core_addresses()
+        .iter()
+        .map(|a| a.port().to_string())
+        .collect();
+    // One line on stdout that scripts (and the end-to-end tests) read.
     println!(
-        "keel: running (no client port yet: the protocol lands with issue 6); \
-         Ctrl-C or SIGTERM stops it"
+        "keel: listening on {} (core ports {})",
+        server.client_address(),
+        core_ports.join(",")
     );
     let signal = signals.forever().next();
-    println!("keel: signal {signal:?}, shutting down");
-    node.shutdown();
-    println!("keel: stopped cleanly");
+    tracing::info!(?signal, "shutting down");
+    server.shutdown();
+    tracing::info!("stopped cleanly");
     ExitCode::SUCCESS
 }

@@ -1,0 +1,389 @@
+//! The client: endpoints, the shard map, and the calls.
+//!
+//! On connect it asks any endpoint for its status, which carries the
+//! shard map: S shards served by C cores, shard `s` by core `s % C`, each
+//! core on its own port. A request whose keys all live on one shard goes
+//! to that shard's core directly; anything else (a range over every
+//! shard, leases, status) goes to the client port. Connections are opened
+//! lazily and reopened after a failure; a request in flight on a
+//! connection that fails gets [`Error::Disconnected`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+pub use keel_proto::routing::prefix_end;
+use keel_proto::routing::{home_of_lease, shard_of, shard_of_range};
+use keel_proto::{
+    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    Request, Response, ResponseBody, Revision, Status, TxnRequest, TxnResponse,
+};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::connection::{Connection, StreamReceiver};
+use crate::error::{Error, Result};
+
+/// Where requests go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ShardMap {
+    shards: usize,
+    /// `host:port` of each core's own listener, by core.
+    cores: Vec<String>,
+}
+
+struct Inner {
+    endpoints: Vec<String>,
+    map: Mutex<ShardMap>,
+    /// The connection to the client port.
+    main: AsyncMutex<Option<Connection>>,
+    /// Connections to each core's port, by core.
+    direct: AsyncMutex<Vec<Option<Connection>>>,
+    next_id: AtomicU64,
+}
+
+/// A handle on a keel server. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+/// Where a request should go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// The client port.
+    Any,
+    /// The core that serves this shard.
+    Shard(usize),
+}
+
+impl Client {
+    /// Connects to the first endpoint (`host:port`) that answers and
+    /// learns the shard map from it.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when none answers.
+    pub async fn connect<S: AsRef<str>>(endpoints: &[S]) -> Result<Client> {
+        let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_string()).collect();
+        if endpoints.is_empty() {
+            return Err(Error::InvalidRequest("no endpoints given".to_string()));
+        }
+        let client = Client {
+            inner: Arc::new(Inner {
+                endpoints,
+                map: Mutex::new(ShardMap {
+                    shards: 1,
+                    cores: Vec::new(),
+                }),
+                main: AsyncMutex::new(None),
+                direct: AsyncMutex::new(Vec::new()),
+                next_id: AtomicU64::new(1),
+            }),
+        };
+        client.refresh_shard_map().await?;
+        Ok(client)
+    }
+
+    /// Asks the server for its status and routes by the shard map in it.
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn refresh_shard_map(&self) -> Result<Status> {
+        let status = self.status().await?;
+        let host = self.main_host().await;
+        let map = ShardMap {
+            shards: (status.shards as usize).max(1),
+            cores: status
+                .core_ports
+                .iter()
+                .map(|port| format!("{host}:{port}"))
+                .collect(),
+        };
+        let changed = {
+            let mut current = self.inner.map.lock().map_err(|_| Error::Disconnected)?;
+            let changed = *current != map;
+            *current = map;
+            changed
+        };
+        if changed {
+            self.inner.direct.lock().await.clear();
+        }
+        Ok(status)
+    }
+
+    /// The host of the endpoint the main connection uses.
+    async fn main_host(&self) -> String {
+        let endpoint = self.inner.endpoints.first().cloned().unwrap_or_default();
+        match endpoint.rsplit_once(':') {
+            Some((host, _)) => host.to_string(),
+            None => endpoint,
+        }
+    }
+
+    /// The number of shards of the keyspace.
+    pub fn shard_count(&self) -> usize {
+        self.inner.map.lock().map_or(1, |m| m.shards)
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn main_connection(&self) -> Result<Connection> {
+        let mut main = self.inner.main.lock().await;
+        if let Some(connection) = main.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(connection.clone());
+        }
+        let mut last_error = String::new();
+        for endpoint in &self.inner.endpoints {
+            match Connection::open(endpoint).await {
+                Ok(connection) => {
+                    *main = Some(connection.clone());
+                    return Ok(connection);
+                }
+                Err(error) => last_error = error.to_string(),
+            }
+        }
+        Err(Error::Connect {
+            endpoints: self.inner.endpoints.join(","),
+            reason: last_error,
+        })
+    }
+
+    async fn connection(&self, route: Route) -> Result<Connection> {
+        let Route::Shard(shard) = route else {
+            return self.main_connection().await;
+        };
+        let address = {
+            let map = self.inner.map.lock().map_err(|_| Error::Disconnected)?;
+            match map.cores.len() {
+                0 => None,
+                cores => map
+                    .cores
+                    .get(shard % cores)
+                    .cloned()
+                    .map(|a| (shard % cores, a)),
+            }
+        };
+        let Some((core, address)) = address else {
+            return self.main_connection().await;
+        };
+        let mut direct = self.inner.direct.lock().await;
+        if direct.len() <= core {
+            direct.resize(core + 1, None);
+        }
+        if let Some(Some(connection)) = direct.get(core) {
+            if !connection.is_closed() {
+                return Ok(connection.clone());
+            }
+        }
+        match Connection::open(&address).await {
+            Ok(connection) => {
+                if let Some(slot) = direct.get_mut(core) {
+                    *slot = Some(connection.clone());
+                }
+                Ok(connection)
+            }
+            // The core's port is unreachable (a firewall, a proxy): the
+            // client port serves every shard too, one hop further.
+            Err(_) => {
+                drop(direct);
+                self.main_connection().await
+            }
+        }
+    }
+
+    /// Sends `request` where `route` says and returns its answer, turning
+    /// an error response into [`Error::Server`].
+    pub(crate) async fn call(&self, route: Route, request: Request) -> Result<Response> {
+        let connection = self.connection(route).await?;
+        let response = connection.call(self.next_id(), &request).await?;
+        match response.body {
+            ResponseBody::Error(body) => Err(body.into()),
+            _ => Ok(response),
+        }
+    }
+
+    /// Opens a stream (a watch) whose id is the request's id.
+    pub(crate) async fn open_stream(
+        &self,
+        route: Route,
+        id: u64,
+        request: Request,
+    ) -> Result<(Connection, StreamReceiver)> {
+        let connection = self.connection(route).await?;
+        let receiver = connection.stream(id, &request)?;
+        Ok((connection, receiver))
+    }
+
+    /// The shard holding all of `[key, range_end)`, if one does.
+    pub(crate) fn route_range(&self, key: &[u8], range_end: &[u8]) -> Route {
+        match shard_of_range(key, range_end, self.shard_count()) {
+            Some(shard) => Route::Shard(shard),
+            None => Route::Any,
+        }
+    }
+
+    pub(crate) fn route_key(&self, key: &[u8]) -> Route {
+        Route::Shard(shard_of(key, self.shard_count()))
+    }
+
+    pub(crate) fn route_lease(&self, id: i64) -> Route {
+        if id == 0 {
+            return Route::Any;
+        }
+        Route::Shard(home_of_lease(id, self.shard_count()))
+    }
+
+    /// The server's status (version, shard map, each shard's Raft state).
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn status(&self) -> Result<Status> {
+        let response = self.call(Route::Any, Request::Status).await?;
+        match response.body {
+            ResponseBody::Status(status) => Ok(status),
+            other => Err(unexpected("status", &other)),
+        }
+    }
+
+    /// Stores `value` under `key`; answers the revision of the write.
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn put(
+        &self,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> Result<Revision> {
+        let request = PutRequest {
+            key: key.into(),
+            value: value.into(),
+            ..PutRequest::default()
+        };
+        self.put_with(request).await.map(|(revision, _)| revision)
+    }
+
+    /// A put with every option of etcd's (lease, prev_kv, ignore_value,
+    /// ignore_lease).
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn put_with(&self, request: PutRequest) -> Result<(Revision, PutResponse)> {
+        let route = self.route_key(&request.key);
+        let response = self.call(route, Request::Put(request)).await?;
+        match response.body {
+            ResponseBody::Put(put) => Ok((response.revision, put)),
+            other => Err(unexpected("put", &other)),
+        }
+    }
+
+    /// The value of `key`, if it exists.
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn get(&self, key: impl Into<Vec<u8>>) -> Result<Option<keel_proto::KeyValue>> {
+        let request = RangeRequest {
+            key: key.into(),
+            ..RangeRequest::default()
+        };
+        let (_, answer) = self.range(request).await?;
+        Ok(answer.kvs.into_iter().next())
+    }
+
+    /// Every key that starts with `prefix`, in key order.
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn get_prefix(
+        &self,
+        prefix: impl Into<Vec<u8>>,
+    ) -> Result<(Revision, RangeResponse)> {
+        let key = prefix.into();
+        let request = RangeRequest {
+            range_end: prefix_end(&key),
+            key,
+            ..RangeRequest::default()
+        };
+        self.range(request).await
+    }
+
+    /// A range with every option of etcd's; answers the revision it read at.
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn range(&self, request: RangeRequest) -> Result<(Revision, RangeResponse)> {
+        let route = if request.revision == 0 {
+            self.route_range(&request.key, &request.range_end)
+        } else {
+            // A read at a past revision over one shard still needs the
+            // node-wide revision check; any core does it.
+            Route::Any
+        };
+        let response = self.call(route, Request::Range(request)).await?;
+        match response.body {
+            ResponseBody::Range(range) => Ok((response.revision, range)),
+            other => Err(unexpected("range", &other)),
+        }
+    }
+
+    /// Deletes `key`; answers how many keys went (0 or 1).
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<u64> {
+        let request = DeleteRangeRequest {
+            key: key.into(),
+            ..DeleteRangeRequest::default()
+        };
+        self.delete_range(request).await.map(|(_, d)| d.deleted)
+    }
+
+    /// A delete with every option of etcd's.
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn delete_range(
+        &self,
+        request: DeleteRangeRequest,
+    ) -> Result<(Revision, DeleteRangeResponse)> {
+        let route = self.route_range(&request.key, &request.range_end);
+        let response = self.call(route, Request::DeleteRange(request)).await?;
+        match response.body {
+            ResponseBody::DeleteRange(delete) => Ok((response.revision, delete)),
+            other => Err(unexpected("delete", &other)),
+        }
+    }
+
+    /// Runs a transaction (see [`crate::Txn`] to build one). Its keys must
+    /// share a shard: give them a common `{hash tag}`.
+    ///
+    /// # Errors
+    /// As any call; `CrossShardTxn` when its keys span shards.
+    pub async fn txn(&self, request: TxnRequest) -> Result<(Revision, TxnResponse)> {
+        let route = match crate::txn::first_key(&request) {
+            Some(key) => self.route_key(key),
+            None => Route::Any,
+        };
+        let response = self.call(route, Request::Txn(request)).await?;
+        match response.body {
+            ResponseBody::Txn(txn) => Ok((response.revision, txn)),
+            other => Err(unexpected("txn", &other)),
+        }
+    }
+
+    /// Forgets history below `revision`.
+    ///
+    /// # Errors
+    /// As any call; `Compacted` at or below an earlier compaction,
+    /// `FutureRevision` above the current revision.
+    pub async fn compact(&self, revision: Revision) -> Result<Revision> {
+        let response = self.call(Route::Any, Request::Compact { revision }).await?;
+        match response.body {
+            ResponseBody::Compact => Ok(response.revision),
+            other => Err(unexpected("compact", &other)),
+        }
+    }
+}
+
+pub(crate) fn unexpected(what: &str, body: &ResponseBody) -> Error {
+    Error::Protocol(format!("unexpected answer to {what}: {body:?}"))
+}

@@ -1,0 +1,163 @@
+//! One TCP connection to a server: many requests in flight, answers
+//! matched to requests by id, and streams (watches) that receive every
+//! response carrying their id until they are dropped.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use keel_proto::{
+    decode_response, encode_frame, encode_request, FrameDecoder, Request, Response,
+    MAX_RESPONSE_FRAME_LEN,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{Error, Result};
+
+/// Where the answer to a request goes.
+enum Waiter {
+    Once(oneshot::Sender<Result<Response>>),
+    Stream(mpsc::UnboundedSender<Result<Response>>),
+}
+
+type Waiters = Arc<Mutex<Option<HashMap<u64, Waiter>>>>;
+
+/// A connection's shared state. Cloning shares the connection.
+#[derive(Clone)]
+pub(crate) struct Connection {
+    frames: mpsc::UnboundedSender<Vec<u8>>,
+    /// `None` once the connection is gone: nothing more can wait on it.
+    waiters: Waiters,
+    closed: Arc<AtomicBool>,
+}
+
+/// Answers waiting on a stream request.
+pub(crate) type StreamReceiver = mpsc::UnboundedReceiver<Result<Response>>;
+
+impl Connection {
+    /// Connects to `address` and starts its reader and writer tasks on the
+    /// current tokio runtime.
+    pub(crate) async fn open(address: &str) -> std::io::Result<Connection> {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        let (mut reader, mut writer) = stream.into_split();
+        let (frames, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
+        let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(async move {
+            while let Some(frame) = outgoing.recv().await {
+                let mut batch = frame;
+                while let Ok(more) = outgoing.try_recv() {
+                    batch.extend_from_slice(&more);
+                    if batch.len() > 256 << 10 {
+                        break;
+                    }
+                }
+                if writer.write_all(&batch).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let reading = waiters.clone();
+        let reader_closed = closed.clone();
+        tokio::spawn(async move {
+            let mut decoder = FrameDecoder::with_limit(MAX_RESPONSE_FRAME_LEN);
+            let mut chunk = vec![0u8; 64 << 10];
+            'read: loop {
+                loop {
+                    match decoder.next_frame() {
+                        Ok(Some(frame)) => match decode_response(&frame) {
+                            Ok(response) => deliver(&reading, response),
+                            Err(_) => break 'read,
+                        },
+                        Ok(None) => break,
+                        Err(_) => break 'read,
+                    }
+                }
+                match reader.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(read) => decoder.extend(chunk.get(..read).unwrap_or_default()),
+                }
+            }
+            reader_closed.store(true, Ordering::Release);
+            // Everyone still waiting hears that the connection is gone.
+            let gone = reading.lock().ok().and_then(|mut w| w.take());
+            for waiter in gone.into_iter().flat_map(HashMap::into_values) {
+                match waiter {
+                    Waiter::Once(sender) => drop(sender.send(Err(Error::Disconnected))),
+                    Waiter::Stream(sender) => drop(sender.send(Err(Error::Disconnected))),
+                }
+            }
+        });
+        Ok(Connection {
+            frames,
+            waiters,
+            closed,
+        })
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.frames.is_closed()
+    }
+
+    fn send(&self, id: u64, request: &Request, waiter: Waiter) -> Result<()> {
+        let message = encode_request(id, request);
+        let frame = encode_frame(&message).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        {
+            let mut waiters = self.waiters.lock().map_err(|_| Error::Disconnected)?;
+            let waiters = waiters.as_mut().ok_or(Error::Disconnected)?;
+            waiters.insert(id, waiter);
+        }
+        if self.frames.send(frame).is_err() {
+            self.forget(id);
+            return Err(Error::Disconnected);
+        }
+        Ok(())
+    }
+
+    /// Sends `request` as `id` and waits for its one answer.
+    pub(crate) async fn call(&self, id: u64, request: &Request) -> Result<Response> {
+        let (sender, answer) = oneshot::channel();
+        self.send(id, request, Waiter::Once(sender))?;
+        answer.await.map_err(|_| Error::Disconnected)?
+    }
+
+    /// Sends `request` as `id`; every response with that id arrives on the
+    /// returned receiver until [`Connection::forget`].
+    pub(crate) fn stream(&self, id: u64, request: &Request) -> Result<StreamReceiver> {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        self.send(id, request, Waiter::Stream(sender))?;
+        Ok(receiver)
+    }
+
+    /// Stops routing responses with `id`.
+    pub(crate) fn forget(&self, id: u64) {
+        if let Ok(mut waiters) = self.waiters.lock() {
+            if let Some(waiters) = waiters.as_mut() {
+                waiters.remove(&id);
+            }
+        }
+    }
+}
+
+fn deliver(waiters: &Waiters, response: Response) {
+    let Ok(mut guard) = waiters.lock() else {
+        return;
+    };
+    let Some(waiters) = guard.as_mut() else {
+        return;
+    };
+    match waiters.remove(&response.id) {
+        Some(Waiter::Once(sender)) => drop(sender.send(Ok(response))),
+        Some(Waiter::Stream(sender)) => {
+            let id = response.id;
+            if sender.send(Ok(response)).is_ok() {
+                waiters.insert(id, Waiter::Stream(sender));
+            }
+        }
+        // A late answer to something nobody waits for any more.
+        None => {}
+    }
+}

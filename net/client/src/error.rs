@@ -1,0 +1,71 @@
+//! What a client call can fail with.
+
+use keel_proto::{ErrorBody, ErrorCode, Revision};
+
+/// Result of a client call.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A failed client call.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No endpoint could be reached.
+    #[error("cannot connect to {endpoints}: {reason}")]
+    Connect {
+        /// The endpoints tried.
+        endpoints: String,
+        /// The last failure.
+        reason: String,
+    },
+    /// The connection closed before the answer came. For a write, whether
+    /// it was applied is unknown.
+    #[error("the connection to the server was lost")]
+    Disconnected,
+    /// The server refused or failed the request.
+    #[error("{message}")]
+    Server {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// The server's explanation.
+        message: String,
+        /// For `Compacted`, the compaction revision; for
+        /// `FutureRevision`, the current revision.
+        revision: Revision,
+    },
+    /// The server answered with something that does not fit the request.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A request the client refuses to send (too large, bad argument).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// The watched history was compacted; resume from a revision at or
+    /// above `compact_revision`.
+    #[error("required revision has been compacted (compacted up to {compact_revision})")]
+    Compacted {
+        /// History below this revision is gone.
+        compact_revision: Revision,
+    },
+    /// A lease the client relied on expired or was revoked.
+    #[error("lease {0} is gone")]
+    LeaseLost(i64),
+}
+
+impl Error {
+    /// The server's error code, when the server refused the request.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Server { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl From<ErrorBody> for Error {
+    fn from(body: ErrorBody) -> Error {
+        Error::Server {
+            code: body.code,
+            message: body.message,
+            revision: body.revision,
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! A distributed lock, as etcd's `concurrency.Mutex`: each contender puts
+//! `name/<lease>` under its session's lease; the one with the lowest
+//! create revision holds the lock, and the others wait for the key just
+//! before theirs to go. The holder's create revision is the fencing token:
+//! compare it in a transaction (`Cmp::key(lock.key()).create_revision(..)`)
+//! so that a write from a holder that lost the lock fails.
+
+use keel_proto::{CompareResult, LeaseId, RangeRequest, Revision, SortOrder, SortTarget};
+
+use crate::client::{prefix_end, Client};
+use crate::error::{Error, Result};
+use crate::txn::{Cmp, Op, Txn};
+use crate::watch::Watcher;
+
+/// A held lock; release it with [`Client::unlock`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockGuard {
+    key: Vec<u8>,
+    revision: Revision,
+}
+
+impl LockGuard {
+    /// The key that holds the lock.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+
+    /// The key's create revision: the fencing token.
+    pub fn revision(&self) -> Revision {
+        self.revision
+    }
+}
+
+/// The key a contender with `lease` puts under `prefix`.
+pub(crate) fn contender_key(prefix: &[u8], lease: LeaseId) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.push(b'/');
+    key.extend_from_slice(format!("{lease:x}").as_bytes());
+    key
+}
+
+impl Client {
+    /// Takes the lock `name` for the holder of `lease` (keep the lease
+    /// alive while holding it), waiting for earlier contenders.
+    ///
+    /// # Errors
+    /// As any call; [`Error::LeaseLost`] when the lease is gone.
+    pub async fn lock(&self, name: impl AsRef<[u8]>, lease: LeaseId) -> Result<LockGuard> {
+        let (key, revision) = self.enqueue(name.as_ref(), lease, b"").await?;
+        self.wait_for_turn(name.as_ref(), revision).await?;
+        Ok(LockGuard { key, revision })
+    }
+
+    /// Releases a lock.
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn unlock(&self, guard: LockGuard) -> Result<()> {
+        self.delete(guard.key).await.map(|_| ())
+    }
+
+    /// Puts this contender's key (once; a second call with the same lease
+    /// finds it) and answers it with its create revision.
+    pub(crate) async fn enqueue(
+        &self,
+        prefix: &[u8],
+        lease: LeaseId,
+        value: &[u8],
+    ) -> Result<(Vec<u8>, Revision)> {
+        let key = contender_key(prefix, lease);
+        let txn = Txn::new()
+            .when([Cmp::key(key.clone()).create_revision(CompareResult::Equal, 0)])
+            .and_then([Op::put_with_lease(key.clone(), value.to_vec(), lease)])
+            .or_else([Op::get(key.clone())]);
+        let (revision, answer) = match self.txn(txn.build()).await {
+            Err(Error::Server {
+                code: keel_proto::ErrorCode::LeaseNotFound,
+                ..
+            }) => return Err(Error::LeaseLost(lease)),
+            other => other?,
+        };
+        if answer.succeeded {
+            return Ok((key, revision));
+        }
+        match answer.responses.into_iter().next() {
+            Some(keel_proto::ResponseOp::Range(range)) => match range.kvs.into_iter().next() {
+                Some(kv) => Ok((key, kv.create_revision)),
+                None => Err(Error::LeaseLost(lease)),
+            },
+            _ => Err(Error::Protocol(
+                "lock: unexpected transaction answer".into(),
+            )),
+        }
+    }
+
+    /// Waits until no key under `prefix` was created before `revision`.
+    pub(crate) async fn wait_for_turn(&self, prefix: &[u8], revision: Revision) -> Result<()> {
+        let mut start = prefix.to_vec();
+        start.push(b'/');
+        loop {
+            // The newest contender before this one.
+            let request = RangeRequest {
+                range_end: prefix_end(&start),
+                key: start.clone(),
+                max_create_revision: revision.saturating_sub(1),
+                sort_order: SortOrder::Descend,
+                sort_target: SortTarget::Create,
+                limit: 1,
+                ..RangeRequest::default()
+            };
+            let (at, answer) = self.range(request).await?;
+            let Some(before) = answer.kvs.into_iter().next() else {
+                return Ok(());
+            };
+            wait_for_delete(self, &before.key, at).await?;
+        }
+    }
+}
+
+/// Waits until `key` is deleted after revision `at`.
+async fn wait_for_delete(client: &Client, key: &[u8], at: Revision) -> Result<()> {
+    let mut watcher: Watcher = client
+        .watch(keel_proto::WatchCreate {
+            key: key.to_vec(),
+            start_revision: at.saturating_add(1),
+            no_put: true,
+            ..keel_proto::WatchCreate::default()
+        })
+        .await?;
+    loop {
+        let batch = watcher.next().await?;
+        if batch
+            .events
+            .iter()
+            .any(|e| e.kind == keel_proto::EventKind::Delete)
+        {
+            return Ok(());
+        }
+    }
+}

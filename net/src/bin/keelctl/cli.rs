@@ -1,0 +1,333 @@
+//! The commands and their flags.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use keel_client::Client;
+
+use crate::output::Format;
+
+/// A command-line client for keel, shaped like etcdctl.
+#[derive(Debug, Parser)]
+#[command(name = "keelctl", version)]
+pub(crate) struct Cli {
+    /// Servers to try, comma-separated.
+    #[arg(
+        long,
+        global = true,
+        env = "KEELCTL_ENDPOINTS",
+        default_value = "127.0.0.1:2379"
+    )]
+    pub(crate) endpoints: String,
+    /// Output format.
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        global = true,
+        value_enum,
+        default_value = "simple"
+    )]
+    pub(crate) format: Format,
+    /// Seconds to wait for a connection and each answer (not for watch,
+    /// lock, elect or keep-alive, which wait as long as they run).
+    #[arg(long, global = true, default_value_t = 5)]
+    pub(crate) command_timeout: u64,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Puts a key (the value is read from stdin when not given).
+    Put(PutArgs),
+    /// Gets a key or a range of keys.
+    Get(GetArgs),
+    /// Deletes a key or a range of keys.
+    Del(DelArgs),
+    /// Runs a transaction read from stdin (etcdctl's syntax): compares, a
+    /// blank line, success operations, a blank line, failure operations.
+    Txn {
+        /// Prompt for each part.
+        #[arg(short, long)]
+        interactive: bool,
+    },
+    /// Watches a key or range and prints its events.
+    Watch(WatchArgs),
+    /// Lease commands.
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// Takes a lock, prints its key, and holds it until interrupted (or
+    /// until a given command exits).
+    Lock {
+        /// The lock's name.
+        name: String,
+        /// The session's lease TTL, seconds.
+        #[arg(long, default_value_t = 60)]
+        ttl: i64,
+        /// A command to run while holding the lock.
+        #[arg(trailing_var_arg = true)]
+        command: Vec<String>,
+    },
+    /// Campaigns in an election with a proposal and holds leadership until
+    /// interrupted; with --listen, prints each leader instead.
+    Elect {
+        /// The election's name.
+        name: String,
+        /// The value to lead with.
+        proposal: Option<String>,
+        /// Observe the election instead of campaigning.
+        #[arg(short, long)]
+        listen: bool,
+        /// The session's lease TTL, seconds.
+        #[arg(long, default_value_t = 60)]
+        ttl: i64,
+    },
+    /// Compacts history below a revision.
+    Compaction {
+        /// The revision.
+        revision: u64,
+    },
+    /// Endpoint commands.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+    /// Member commands.
+    #[command(subcommand)]
+    Member(MemberCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PutArgs {
+    pub(crate) key: String,
+    pub(crate) value: Option<String>,
+    /// Attach the key to this lease (hex).
+    #[arg(long)]
+    pub(crate) lease: Option<String>,
+    /// Print the previous value.
+    #[arg(long)]
+    pub(crate) prev_kv: bool,
+    /// Keep the current value.
+    #[arg(long)]
+    pub(crate) ignore_value: bool,
+    /// Keep the current lease.
+    #[arg(long)]
+    pub(crate) ignore_lease: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum SortBy {
+    Key,
+    Version,
+    Create,
+    Modify,
+    Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Order {
+    Ascend,
+    Descend,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Consistency {
+    /// Linearizable.
+    L,
+    /// Serializable.
+    S,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    pub(crate) key: String,
+    /// The end of the range (exclusive).
+    pub(crate) range_end: Option<String>,
+    /// Every key starting with KEY.
+    #[arg(long)]
+    pub(crate) prefix: bool,
+    /// Every key from KEY on.
+    #[arg(long)]
+    pub(crate) from_key: bool,
+    /// Read at this revision.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) rev: u64,
+    /// Most keys to return.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) limit: u64,
+    /// Leave values out.
+    #[arg(long)]
+    pub(crate) keys_only: bool,
+    /// Print only the count.
+    #[arg(long)]
+    pub(crate) count_only: bool,
+    /// Print only values.
+    #[arg(long)]
+    pub(crate) print_value_only: bool,
+    /// Sort by.
+    #[arg(long, value_enum)]
+    pub(crate) sort_by: Option<SortBy>,
+    /// Sort order.
+    #[arg(long, value_enum)]
+    pub(crate) order: Option<Order>,
+    /// Linearizable (l) or serializable (s).
+    #[arg(long, value_enum, default_value = "l")]
+    pub(crate) consistency: Consistency,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DelArgs {
+    pub(crate) key: String,
+    /// The end of the range (exclusive).
+    pub(crate) range_end: Option<String>,
+    /// Every key starting with KEY.
+    #[arg(long)]
+    pub(crate) prefix: bool,
+    /// Every key from KEY on.
+    #[arg(long)]
+    pub(crate) from_key: bool,
+    /// Print the deleted pairs.
+    #[arg(long)]
+    pub(crate) prev_kv: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    pub(crate) key: String,
+    /// The end of the range (exclusive).
+    pub(crate) range_end: Option<String>,
+    /// Every key starting with KEY.
+    #[arg(long)]
+    pub(crate) prefix: bool,
+    /// Start at this revision (0: from now on).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) rev: u64,
+    /// Print the previous value of each event.
+    #[arg(long)]
+    pub(crate) prev_kv: bool,
+    /// Ask for progress notifications.
+    #[arg(long)]
+    pub(crate) progress_notify: bool,
+    /// Exit after this many events (0: run until interrupted).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) count: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum LeaseCommand {
+    /// Grants a lease of TTL seconds.
+    Grant {
+        ttl: i64,
+        /// Ask for this id (hex) instead of one the server picks.
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Revokes a lease and deletes its keys.
+    Revoke { id: String },
+    /// Keeps a lease alive until interrupted.
+    KeepAlive {
+        id: String,
+        /// Renew once and exit.
+        #[arg(long)]
+        once: bool,
+    },
+    /// Shows a lease's remaining time.
+    Timetolive {
+        id: String,
+        /// List its keys.
+        #[arg(long)]
+        keys: bool,
+    },
+    /// Lists every lease.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum EndpointCommand {
+    /// The server's version, shards and their Raft state.
+    Status,
+    /// Whether the endpoint answers a linearizable read.
+    Health,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MemberCommand {
+    /// The cluster's members.
+    List,
+}
+
+/// A lease id from its hex form (as etcdctl prints them).
+pub(crate) fn parse_lease(text: &str) -> Result<i64, String> {
+    i64::from_str_radix(text.trim_start_matches("0x"), 16)
+        .map_err(|e| format!("bad lease id {text:?} (hex expected): {e}"))
+}
+
+pub(crate) type CommandResult = Result<(), String>;
+
+/// Bounds a call by the command timeout.
+pub(crate) async fn timed<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = keel_client::Result<T>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(describe),
+        Err(_) => Err(format!("no answer within {} s", timeout.as_secs())),
+    }
+}
+
+/// The message for a client error.
+pub(crate) fn describe(error: keel_client::Error) -> String {
+    match &error {
+        keel_client::Error::Server { code, .. } => format!("{error} ({code:?})"),
+        _ => error.to_string(),
+    }
+}
+
+pub(crate) async fn run(cli: Cli) -> CommandResult {
+    let endpoints: Vec<&str> = cli.endpoints.split(',').map(str::trim).collect();
+    let timeout = Duration::from_secs(cli.command_timeout.max(1));
+    let client: Client = timed(timeout, Client::connect(&endpoints)).await?;
+    let format = cli.format;
+    match cli.command {
+        Command::Put(args) => crate::kv::put(&client, timeout, format, args).await,
+        Command::Get(args) => crate::kv::get(&client, timeout, format, args).await,
+        Command::Del(args) => crate::kv::del(&client, timeout, format, args).await,
+        Command::Txn { interactive } => {
+            crate::txn::run(&client, timeout, format, interactive).await
+        }
+        Command::Watch(args) => crate::kv::watch(&client, format, args).await,
+        Command::Compaction { revision } => {
+            let at = timed(timeout, client.compact(revision)).await?;
+            crate::output::compacted(format, revision, at);
+            Ok(())
+        }
+        Command::Lease(command) => crate::sessions::lease(&client, timeout, format, command).await,
+        Command::Lock { name, ttl, command } => {
+            crate::sessions::lock(&client, timeout, &name, ttl, command).await
+        }
+        Command::Elect {
+            name,
+            proposal,
+            listen,
+            ttl,
+        } => crate::sessions::elect(&client, timeout, &name, proposal, listen, ttl).await,
+        Command::Endpoint(EndpointCommand::Status) => {
+            let status = timed(timeout, client.status()).await?;
+            crate::output::status(format, &cli.endpoints, &status);
+            Ok(())
+        }
+        Command::Endpoint(EndpointCommand::Health) => {
+            let started = std::time::Instant::now();
+            timed(timeout, client.get("health")).await?;
+            println!(
+                "{} is healthy: successfully committed proposal: took = {:?}",
+                cli.endpoints,
+                started.elapsed()
+            );
+            Ok(())
+        }
+        Command::Member(MemberCommand::List) => {
+            let status = timed(timeout, client.status()).await?;
+            crate::output::members(format, &status);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! put, get, del, watch.
+
+use std::io::Read;
+use std::time::Duration;
+
+use keel_client::proto::{
+    DeleteRangeRequest, PutRequest, RangeRequest, SortOrder, SortTarget, WatchCreate,
+};
+use keel_client::{prefix_end, Client};
+use serde_json::json;
+
+use crate::cli::{
+    describe, parse_lease, timed, CommandResult, Consistency, DelArgs, GetArgs, Order, PutArgs,
+    SortBy, WatchArgs,
+};
+use crate::output::{self, Format};
+
+/// The range end a command's flags ask for.
+fn range_end(
+    key: &str,
+    end: Option<&String>,
+    prefix: bool,
+    from_key: bool,
+) -> Result<Vec<u8>, String> {
+    match (end, prefix, from_key) {
+        (Some(end), false, false) => Ok(end.as_bytes().to_vec()),
+        (None, true, false) => Ok(prefix_end(key.as_bytes())),
+        (None, false, true) => Ok(vec![0]),
+        (None, false, false) => Ok(Vec::new()),
+        _ => Err("give only one of a range end, --prefix and --from-key".to_string()),
+    }
+}
+
+pub(crate) async fn put(
+    client: &Client,
+    timeout: Duration,
+    format: Format,
+    args: PutArgs,
+) -> CommandResult {
+    let value = match args.value {
+        Some(value) => value.into_bytes(),
+        None if args.ignore_value => Vec::new(),
+        None => {
+            let mut value = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut value)
+                .map_err(|e| format!("reading the value from stdin: {e}"))?;
+            value
+        }
+    };
+    let lease = args
+        .lease
+        .as_deref()
+        .map(parse_lease)
+        .transpose()?
+        .unwrap_or(0);
+    let request = PutRequest {
+        key: args.key.into_bytes(),
+        value,
+        lease,
+        prev_kv: args.prev_kv,
+        ignore_value: args.ignore_value,
+        ignore_lease: args.ignore_lease,
+    };
+    let (revision, answer) = timed(timeout, client.put_with(request)).await?;
+    match format {
+        Format::Simple => {
+            println!("OK");
+            if let Some(prev) = &answer.prev_kv {
+                output::print_kv(prev, false, false);
+            }
+        }
+        Format::Json => {
+            let mut value = json!({ "header": output::header(revision) });
+            if let Some(prev) = &answer.prev_kv {
+                value["prev_kv"] = output::kv_json(prev);
+            }
+            output::print_json(&value);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn get(
+    client: &Client,
+    timeout: Duration,
+    format: Format,
+    args: GetArgs,
+) -> CommandResult {
+    let range_end = range_end(
+        &args.key,
+        args.range_end.as_ref(),
+        args.prefix,
+        args.from_key,
+    )?;
+    let sort_target = match args.sort_by {
+        None | Some(SortBy::Key) => SortTarget::Key,
+        Some(SortBy::Version) => SortTarget::Version,
+        Some(SortBy::Create) => SortTarget::Create,
+        Some(SortBy::Modify) => SortTarget::Mod,
+        Some(SortBy::Value) => SortTarget::Value,
+    };
+    let sort_order = match (args.order, args.sort_by) {
+        (Some(Order::Descend), _) => SortOrder::Descend,
+        (Some(Order::Ascend), _) | (None, Some(_)) => SortOrder::Ascend,
+        (None, None) => SortOrder::None,
+    };
+    let request = RangeRequest {
+        key: args.key.into_bytes(),
+        range_end,
+        limit: args.limit,
+        revision: args.rev,
+        sort_order,
+        sort_target,
+        keys_only: args.keys_only,
+        count_only: args.count_only,
+        serializable: args.consistency == Consistency::S,
+        ..RangeRequest::default()
+    };
+    let (revision, answer) = timed(timeout, client.range(request)).await?;
+    match format {
+        Format::Simple if args.count_only => println!("{}", answer.count),
+        Format::Simple => {
+            for kv in &answer.kvs {
+                output::print_kv(kv, args.keys_only, args.print_value_only);
+            }
+        }
+        Format::Json => {
+            let kvs: Vec<_> = answer.kvs.iter().map(output::kv_json).collect();
+            let mut value = json!({ "header": output::header(revision), "count": answer.count });
+            if !kvs.is_empty() {
+                value["kvs"] = json!(kvs);
+            }
+            if answer.more {
+                value["more"] = json!(true);
+            }
+            output::print_json(&value);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn del(
+    client: &Client,
+    timeout: Duration,
+    format: Format,
+    args: DelArgs,
+) -> CommandResult {
+    let request = DeleteRangeRequest {
+        range_end: range_end(
+            &args.key,
+            args.range_end.as_ref(),
+            args.prefix,
+            args.from_key,
+        )?,
+        key: args.key.into_bytes(),
+        prev_kv: args.prev_kv,
+    };
+    let (revision, answer) = timed(timeout, client.delete_range(request)).await?;
+    match format {
+        Format::Simple => {
+            println!("{}", answer.deleted);
+            for kv in &answer.prev_kvs {
+                output::print_kv(kv, false, false);
+            }
+        }
+        Format::Json => {
+            let prev: Vec<_> = answer.prev_kvs.iter().map(output::kv_json).collect();
+            let mut value =
+                json!({ "header": output::header(revision), "deleted": answer.deleted });
+            if !prev.is_empty() {
+                value["prev_kvs"] = json!(prev);
+            }
+            output::print_json(&value);
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn watch(client: &Client, format: Format, args: WatchArgs) -> CommandResult {
+    let request = WatchCreate {
+        range_end: range_end(&args.key, args.range_end.as_ref(), args.prefix, false)?,
+        key: args.key.into_bytes(),
+        start_revision: args.rev,
+        prev_kv: args.prev_kv,
+        progress_notify: args.progress_notify,
+        ..WatchCreate::default()
+    };
+    let mut watcher = client.watch(request).await.map_err(describe)?;
+    let mut seen = 0;
+    loop {
+        let batch = tokio::select! {
+            batch = watcher.next() => batch.map_err(describe)?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        if batch.events.is_empty() && format == Format::Simple {
+            println!("progress notify: revision {}", batch.revision);
+        }
+        for event in &batch.events {
+            output::event(format, batch.revision, event);
+            seen += 1;
+            if args.count > 0 && seen >= args.count {
+                return Ok(());
+            }
+        }
+    }
+}

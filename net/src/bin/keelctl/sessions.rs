@@ -1,0 +1,171 @@
+//! lease, lock and elect: the commands that hold something over time.
+
+use std::time::Duration;
+
+use keel_client::Client;
+use serde_json::json;
+
+use crate::cli::{describe, parse_lease, timed, CommandResult, LeaseCommand};
+use crate::output::{self, Format};
+
+pub(crate) async fn lease(
+    client: &Client,
+    timeout: Duration,
+    format: Format,
+    command: LeaseCommand,
+) -> CommandResult {
+    match command {
+        LeaseCommand::Grant { ttl, id } => {
+            let id = id.as_deref().map(parse_lease).transpose()?.unwrap_or(0);
+            let (id, ttl) = timed(timeout, client.lease_grant(id, ttl)).await?;
+            match format {
+                Format::Simple => println!("lease {id:016x} granted with TTL({ttl}s)"),
+                Format::Json => output::print_json(&json!({ "ID": id, "TTL": ttl })),
+            }
+        }
+        LeaseCommand::Revoke { id } => {
+            let id = parse_lease(&id)?;
+            timed(timeout, client.lease_revoke(id)).await?;
+            println!("lease {id:016x} revoked");
+        }
+        LeaseCommand::KeepAlive { id, once } => {
+            let id = parse_lease(&id)?;
+            loop {
+                let ttl = timed(timeout, client.lease_keep_alive_once(id)).await?;
+                if ttl <= 0 {
+                    return Err(format!("lease {id:016x} expired or revoked"));
+                }
+                println!("lease {id:016x} keepalived with TTL({ttl})");
+                if once {
+                    return Ok(());
+                }
+                let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
+                tokio::select! {
+                    _ = tokio::time::sleep(period) => {}
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                }
+            }
+        }
+        LeaseCommand::Timetolive { id, keys } => {
+            let id = parse_lease(&id)?;
+            let answer = timed(timeout, client.lease_time_to_live(id, keys)).await?;
+            match format {
+                Format::Simple if answer.ttl < 0 => println!("lease {id:016x} already expired"),
+                Format::Simple => {
+                    print!(
+                        "lease {id:016x} granted with TTL({}s), remaining({}s)",
+                        answer.granted_ttl, answer.ttl
+                    );
+                    if keys {
+                        let keys: Vec<String> =
+                            answer.keys.iter().map(|k| output::text(k)).collect();
+                        print!(", attached keys([{}])", keys.join(" "));
+                    }
+                    println!();
+                }
+                Format::Json => output::print_json(&json!({
+                    "id": id,
+                    "ttl": answer.ttl,
+                    "granted-ttl": answer.granted_ttl,
+                    "keys": answer.keys.iter().map(|k| output::base64(k)).collect::<Vec<_>>(),
+                })),
+            }
+        }
+        LeaseCommand::List => {
+            let leases = timed(timeout, client.lease_leases()).await?;
+            match format {
+                Format::Simple => {
+                    println!("found {} leases", leases.len());
+                    for lease in &leases {
+                        println!("{:016x}", lease.id);
+                    }
+                }
+                Format::Json => output::print_json(&json!({
+                    "leases": leases.iter().map(|l| json!({ "ID": l.id, "TTL": l.ttl })).collect::<Vec<_>>(),
+                })),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Grants a session lease and keeps it alive while the caller holds the
+/// returned handle.
+async fn session(
+    client: &Client,
+    timeout: Duration,
+    ttl: i64,
+) -> Result<keel_client::KeepAlive, String> {
+    let (id, ttl) = timed(timeout, client.lease_grant(0, ttl)).await?;
+    Ok(client.lease_keep_alive(id, ttl))
+}
+
+pub(crate) async fn lock(
+    client: &Client,
+    timeout: Duration,
+    name: &str,
+    ttl: i64,
+    command: Vec<String>,
+) -> CommandResult {
+    let mut keep_alive = session(client, timeout, ttl).await?;
+    let lease = keep_alive.id();
+    let guard = client.lock(name, lease).await.map_err(describe)?;
+    println!("{}", output::text(guard.key()));
+    if let Some((program, arguments)) = command.split_first() {
+        let status = tokio::process::Command::new(program)
+            .args(arguments)
+            .status()
+            .await
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        timed(timeout, client.unlock(guard)).await?;
+        let _ = client.lease_revoke(lease).await;
+        return match status.code() {
+            Some(0) => Ok(()),
+            code => Err(format!("{program} exited with {code:?}")),
+        };
+    }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        lost = keep_alive.lost() => return Err(describe(lost)),
+    }
+    timed(timeout, client.unlock(guard)).await?;
+    let _ = client.lease_revoke(lease).await;
+    Ok(())
+}
+
+pub(crate) async fn elect(
+    client: &Client,
+    timeout: Duration,
+    name: &str,
+    proposal: Option<String>,
+    listen: bool,
+    ttl: i64,
+) -> CommandResult {
+    if listen {
+        let mut observer = client.observe(name).await.map_err(describe)?;
+        loop {
+            let leader = tokio::select! {
+                leader = observer.next() => leader.map_err(describe)?,
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+            };
+            println!("{}", output::text(&leader.key));
+            println!("{}", output::text(&leader.value));
+        }
+    }
+    let proposal = proposal.ok_or("a proposal is needed to campaign (or use --listen)")?;
+    let mut keep_alive = session(client, timeout, ttl).await?;
+    let lease = keep_alive.id();
+    let leadership = client
+        .campaign(name, lease, &proposal)
+        .await
+        .map_err(describe)?;
+    println!("{}", output::text(leadership.key()));
+    println!("{proposal}");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        lost = keep_alive.lost() => return Err(describe(lost)),
+    }
+    timed(timeout, client.resign(leadership)).await?;
+    let _ = client.lease_revoke(lease).await;
+    Ok(())
+}

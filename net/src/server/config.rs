@@ -1,0 +1,233 @@
+//! How a server is set up: defaults, then an optional TOML file, then
+//! command-line flags, each overriding the one before (docs/server.md).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default first per-core port: core `i` listens on `2390 + i`.
+pub const DEFAULT_CORE_PORT_BASE: u16 = 2390;
+
+/// Everything a server needs to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// This member's name (shown by `member list`).
+    pub name: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Where every core accepts clients (SO_REUSEPORT); port 0 picks one.
+    pub client_address: SocketAddr,
+    /// Core `i` also listens on `core_port_base + i` at the client
+    /// address's IP, for the shard-aware client; 0 lets the system pick
+    /// each core's port.
+    pub core_port_base: u16,
+    /// Shards (0: as recorded, or one per core for a new directory).
+    pub shards: usize,
+    /// Cores (0: every core of the machine).
+    pub cores: usize,
+    /// Pin each core's executor to its CPU.
+    pub pin: bool,
+    /// Limits that protect the server from its clients.
+    pub limits: Limits,
+}
+
+/// Per-connection limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of responses queued for one connection before producers wait.
+    pub outbound_bytes: usize,
+    /// How long a response may wait for room in a full queue before the
+    /// connection is closed as a client that stopped reading.
+    pub stall_timeout: Duration,
+    /// Requests (watches included) one connection may have in flight;
+    /// past it the server stops reading that connection.
+    pub max_in_flight: usize,
+    /// How often an idle watch that asked for progress notifications
+    /// gets one (etcd's default is 10 minutes).
+    pub watch_progress_interval: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            outbound_bytes: 8 << 20,
+            stall_timeout: Duration::from_secs(10),
+            max_in_flight: 4096,
+            watch_progress_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            name: "default".to_string(),
+            data_dir: PathBuf::from("keel-data"),
+            // etcd's client port, on loopback only.
+            client_address: SocketAddr::from(([127, 0, 0, 1], 2379)),
+            core_port_base: DEFAULT_CORE_PORT_BASE,
+            shards: 0,
+            cores: 0,
+            pin: true,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The settings a config file or the command line may give; each one
+/// absent keeps the value from before.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Overrides {
+    /// See [`ServerConfig::name`].
+    pub name: Option<String>,
+    /// See [`ServerConfig::data_dir`].
+    pub data_dir: Option<PathBuf>,
+    /// See [`ServerConfig::client_address`].
+    pub client_address: Option<SocketAddr>,
+    /// See [`ServerConfig::core_port_base`].
+    pub core_port_base: Option<u16>,
+    /// See [`ServerConfig::shards`].
+    pub shards: Option<usize>,
+    /// See [`ServerConfig::cores`].
+    pub cores: Option<usize>,
+    /// See [`ServerConfig::pin`].
+    pub pin: Option<bool>,
+    /// See [`Limits::outbound_bytes`].
+    pub outbound_bytes: Option<usize>,
+    /// See [`Limits::stall_timeout`], in milliseconds.
+    pub stall_timeout_ms: Option<u64>,
+    /// See [`Limits::max_in_flight`].
+    pub max_in_flight: Option<usize>,
+    /// See [`Limits::watch_progress_interval`], in milliseconds.
+    pub watch_progress_interval_ms: Option<u64>,
+}
+
+/// A config file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// It cannot be read.
+    #[error("config file {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// It is not valid TOML, or names a setting that does not exist.
+    #[error("config file {path}: {error}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        error: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Overrides {
+    /// The settings of a TOML file (keys as the field names).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and what is wrong with it.
+    pub fn from_file(path: &Path) -> Result<Overrides, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            error,
+        })
+    }
+
+    /// `config` with every setting given here replaced.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a limit of zero.
+    pub fn apply(self, mut config: ServerConfig) -> Result<ServerConfig, ConfigError> {
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+        set(&mut config.name, self.name);
+        set(&mut config.data_dir, self.data_dir);
+        set(&mut config.client_address, self.client_address);
+        set(&mut config.core_port_base, self.core_port_base);
+        set(&mut config.shards, self.shards);
+        set(&mut config.cores, self.cores);
+        set(&mut config.pin, self.pin);
+        let limits = &mut config.limits;
+        set(&mut limits.outbound_bytes, self.outbound_bytes);
+        set(
+            &mut limits.stall_timeout,
+            self.stall_timeout_ms.map(Duration::from_millis),
+        );
+        set(&mut limits.max_in_flight, self.max_in_flight);
+        set(
+            &mut limits.watch_progress_interval,
+            self.watch_progress_interval_ms.map(Duration::from_millis),
+        );
+        if limits.outbound_bytes == 0 || limits.max_in_flight == 0 {
+            return Err(ConfigError::Invalid(
+                "outbound_bytes and max_in_flight must be at least 1".to_string(),
+            ));
+        }
+        if limits.stall_timeout.is_zero() || limits.watch_progress_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "stall_timeout_ms and watch_progress_interval_ms must be at least 1".to_string(),
+            ));
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_overrides_the_defaults_and_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.toml");
+        std::fs::write(
+            &path,
+            "name = \"n1\"\nclient_address = \"127.0.0.1:3000\"\nshards = 8\nstall_timeout_ms = 500\n",
+        )
+        .unwrap();
+        let from_file = Overrides::from_file(&path)
+            .unwrap()
+            .apply(ServerConfig::default())
+            .unwrap();
+        assert_eq!(from_file.name, "n1");
+        assert_eq!(from_file.client_address.port(), 3000);
+        assert_eq!(from_file.shards, 8);
+        assert_eq!(from_file.limits.stall_timeout, Duration::from_millis(500));
+        assert_eq!(from_file.data_dir, PathBuf::from("keel-data"));
+        let flags = Overrides {
+            shards: Some(2),
+            ..Overrides::default()
+        };
+        let both = flags.apply(from_file).unwrap();
+        assert_eq!((both.shards, both.name.as_str()), (2, "n1"));
+    }
+
+    #[test]
+    fn unknown_settings_and_zero_limits_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keel.toml");
+        std::fs::write(&path, "shard = 8\n").unwrap();
+        let error = Overrides::from_file(&path).unwrap_err().to_string();
+        assert!(error.contains("unknown field"), "{error}");
+        let zero = Overrides {
+            max_in_flight: Some(0),
+            ..Overrides::default()
+        };
+        assert!(zero.apply(ServerConfig::default()).is_err());
+    }
+}

@@ -1,0 +1,208 @@
+//! One client connection: a reader that splits frames and decodes
+//! requests, a dispatcher that runs many requests at once (answers go out
+//! in completion order, each carrying its request's id), and a writer that
+//! drains the bounded outbound queue.
+//!
+//! Every future of a connection is polled inside the connection's own
+//! future (no detached tasks), so dropping it, when the client goes or
+//! the server stops, ends all its requests and watches at once.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use futures_lite::future::{or, pending};
+use futures_lite::{AsyncRead, AsyncReadExt, StreamExt};
+use futures_util::stream::FuturesUnordered;
+use keel_proto::{
+    decode_request, encode_frame_within, encode_response, ErrorBody, ErrorCode, FrameDecoder,
+    FrameError, Request, Response, ResponseBody, MAX_RESPONSE_FRAME_LEN,
+};
+
+use crate::server::core::CoreContext;
+use crate::server::outbound::{Closed, Outbound};
+use crate::server::watch::WatchCommand;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 64 << 10;
+
+/// Requests decoded and not yet taken by the dispatcher.
+const DECODED_QUEUE: usize = 64;
+
+pub(crate) struct Connection {
+    pub(crate) ctx: Rc<CoreContext>,
+    pub(crate) outbound: Outbound,
+    /// This connection's live watches, by id.
+    pub(crate) watches: RefCell<HashMap<u64, flume::Sender<WatchCommand>>>,
+}
+
+impl Connection {
+    /// Queues a response, replacing one too large for a frame with an
+    /// error that says so.
+    pub(crate) async fn respond(&self, response: Response) -> Result<(), Closed> {
+        let id = response.id;
+        let message = encode_response(&response);
+        let frame = match encode_frame_within(&message, MAX_RESPONSE_FRAME_LEN) {
+            Ok(frame) => frame,
+            Err(error) => {
+                let refusal = error_response(
+                    id,
+                    ErrorCode::TooLarge,
+                    format!("the answer is too large ({error}); ask for less, e.g. with a limit"),
+                );
+                let message = encode_response(&refusal);
+                encode_frame_within(&message, MAX_RESPONSE_FRAME_LEN).map_err(|_| Closed)?
+            }
+        };
+        self.outbound.push(frame).await
+    }
+
+    pub(crate) async fn respond_error(
+        &self,
+        id: u64,
+        code: ErrorCode,
+        message: String,
+    ) -> Result<(), Closed> {
+        self.respond(error_response(id, code, message)).await
+    }
+}
+
+pub(crate) fn error_response(id: u64, code: ErrorCode, message: String) -> Response {
+    Response {
+        id,
+        revision: 0,
+        body: ResponseBody::Error(ErrorBody {
+            code,
+            message,
+            revision: 0,
+        }),
+    }
+}
+
+/// Serves one client until it leaves, breaks the protocol, stops reading,
+/// or the server stops (which drops this future).
+pub(crate) async fn serve<S>(stream: S, ctx: Rc<CoreContext>)
+where
+    S: AsyncRead + futures_lite::AsyncWrite + Unpin,
+{
+    let limits = ctx.limits;
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let connection = Connection {
+        ctx,
+        outbound: Outbound::new(limits.outbound_bytes, limits.stall_timeout),
+        watches: RefCell::new(HashMap::new()),
+    };
+    let work = async {
+        let (decoded, requests) = flume::bounded(DECODED_QUEUE);
+        let violation = or(read_requests(&mut reader, &connection, decoded), async {
+            dispatch(&connection, requests).await;
+            None
+        })
+        .await;
+        if let Some(refusal) = violation {
+            // The stream cannot be resynchronised: say why, then close.
+            let _ = connection.respond(refusal).await;
+        }
+        connection.outbound.close();
+        // The writer sends what is queued; a client that does not take it
+        // within the stall timeout is cut off.
+        glommio::timer::sleep(limits.stall_timeout).await;
+    };
+    or(work, connection.outbound.write_to(&mut writer)).await;
+}
+
+/// Reads frames and decodes them. Returns the refusal to send before
+/// closing when the client broke the protocol, `None` when it left.
+async fn read_requests(
+    reader: &mut (impl AsyncRead + Unpin),
+    connection: &Connection,
+    decoded: flume::Sender<(u64, Request)>,
+) -> Option<Response> {
+    let mut frames = FrameDecoder::new();
+    let mut chunk = vec![0; READ_CHUNK];
+    loop {
+        loop {
+            let frame = match frames.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    let code = match error {
+                        FrameError::TooLarge { .. } => ErrorCode::TooLarge,
+                        _ => ErrorCode::BadRequest,
+                    };
+                    tracing::debug!(%error, "closing a connection after a bad frame");
+                    return Some(error_response(0, code, error.to_string()));
+                }
+            };
+            match decode_request(&frame) {
+                Ok(request) => {
+                    if decoded.send_async(request).await.is_err() {
+                        return None;
+                    }
+                }
+                // Well framed and verified, but meaningless: answer it.
+                Err(error) if error.id.is_some() => {
+                    let id = error.id.unwrap_or_default();
+                    let refused = connection
+                        .respond_error(id, ErrorCode::BadRequest, error.message)
+                        .await;
+                    if refused.is_err() {
+                        return None;
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "closing a connection after a malformed message");
+                    let message = format!("malformed message: {error}");
+                    return Some(error_response(0, ErrorCode::BadRequest, message));
+                }
+            }
+        }
+        let read = match reader.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(read) => read,
+        };
+        frames.extend(chunk.get(..read).unwrap_or_default());
+    }
+}
+
+type InFlight<'a> = Pin<Box<dyn Future<Output = Result<(), Closed>> + 'a>>;
+
+/// Runs decoded requests concurrently, at most `max_in_flight` at once.
+async fn dispatch(connection: &Connection, requests: flume::Receiver<(u64, Request)>) {
+    enum Step {
+        Arrived((u64, Request)),
+        Finished(Result<(), Closed>),
+        ReaderGone,
+    }
+    let max_in_flight = connection.ctx.limits.max_in_flight;
+    let mut in_flight: FuturesUnordered<InFlight<'_>> = FuturesUnordered::new();
+    loop {
+        let room = in_flight.len() < max_in_flight;
+        let arrived = async {
+            if !room {
+                return pending().await;
+            }
+            match requests.recv_async().await {
+                Ok(request) => Step::Arrived(request),
+                Err(_) => Step::ReaderGone,
+            }
+        };
+        let finished = async {
+            match in_flight.next().await {
+                Some(result) => Step::Finished(result),
+                None => pending().await,
+            }
+        };
+        match or(arrived, finished).await {
+            Step::Arrived((id, request)) => {
+                in_flight.push(Box::pin(crate::server::dispatch::handle(
+                    connection, id, request,
+                )));
+            }
+            Step::Finished(Ok(())) => {}
+            Step::Finished(Err(Closed)) | Step::ReaderGone => return,
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! One core's part of the server: its two listeners (the shared client
+//! port and its own port), and every connection they accept, served on
+//! this core beside its shards.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use futures_lite::future::{or, pending};
+use futures_lite::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use glommio::net::{TcpListener, TcpStream};
+use keel_engine::shard::{Node, NodeClient};
+
+use crate::server::config::Limits;
+use crate::server::connection;
+
+/// What every core knows about the server once all have bound.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerInfo {
+    pub(crate) name: String,
+    pub(crate) member_id: u64,
+    pub(crate) client_address: SocketAddr,
+    /// Each core's own port, by core.
+    pub(crate) core_ports: Vec<u16>,
+}
+
+/// What a core's connections share.
+pub(crate) struct CoreContext {
+    pub(crate) node: Arc<Node>,
+    pub(crate) core: usize,
+    pub(crate) limits: Limits,
+    pub(crate) info: Arc<ServerInfo>,
+}
+
+impl CoreContext {
+    /// Calls that enter the node through this core.
+    pub(crate) fn client(&self) -> NodeClient<'_> {
+        self.node
+            .via_core(self.core)
+            .unwrap_or_else(|| self.node.client())
+    }
+}
+
+/// The two listeners of one core, bound.
+pub(crate) struct Bound {
+    client: TcpListener,
+    own: TcpListener,
+}
+
+impl Bound {
+    /// Binds the client address (shared by every core through
+    /// SO_REUSEPORT) and this core's own address.
+    pub(crate) fn bind(client: SocketAddr, own: SocketAddr) -> std::io::Result<Bound> {
+        Ok(Bound {
+            client: TcpListener::bind(client)?,
+            own: TcpListener::bind(own)?,
+        })
+    }
+
+    pub(crate) fn addresses(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
+        Ok((self.client.local_addr()?, self.own.local_addr()?))
+    }
+}
+
+/// Accepts on `listener` and hands each connection over. A detached
+/// task: it holds no handle on the node, so it may outlive the server's
+/// own future by a moment without keeping the node alive.
+async fn accept_loop(listener: TcpListener, accepted: flume::Sender<TcpStream>) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                if accepted.send_async(stream).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                // Out of descriptors, most likely: give connections time
+                // to close instead of spinning.
+                glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Serves every connection `bound` accepts until this future is dropped.
+pub(crate) async fn serve(bound: Bound, ctx: Rc<CoreContext>) {
+    let (accepted_in, accepted) = flume::unbounded();
+    let _acceptors = [
+        glommio::spawn_local(accept_loop(bound.client, accepted_in.clone())),
+        glommio::spawn_local(accept_loop(bound.own, accepted_in)),
+    ];
+    let mut connections = FuturesUnordered::new();
+    loop {
+        let arrived = async {
+            match accepted.recv_async().await {
+                Ok(stream) => Some(stream),
+                Err(_) => pending().await,
+            }
+        };
+        let finished = async {
+            match connections.next().await {
+                Some(()) => None,
+                None => pending().await,
+            }
+        };
+        if let Some(stream) = or(arrived, finished).await {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+            tracing::debug!(core = ctx.core, peer = ?stream.peer_addr().ok(), "connection");
+            connections.push(connection::serve(stream, ctx.clone()));
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! One request: the engine call it maps to, and its answer.
+
+use keel_engine::mvcc::KvError;
+use keel_engine::shard::{Consistency, NodeError};
+use keel_proto::{
+    ErrorCode, LeaseStatus, LeaseTimeToLive, Request, Response, ResponseBody, WatchEvents,
+};
+
+use crate::server::connection::Connection;
+use crate::server::outbound::Closed;
+use crate::server::{convert, status, watch};
+
+/// Serves `request` and queues its answer (for a watch: its stream).
+pub(crate) async fn handle(
+    connection: &Connection,
+    id: u64,
+    request: Request,
+) -> Result<(), Closed> {
+    let client = connection.ctx.client();
+    let answer: Result<(u64, ResponseBody), NodeError> = match request {
+        Request::Range(range) => {
+            let consistency = if range.serializable {
+                Consistency::Serializable
+            } else {
+                Consistency::Linearizable
+            };
+            client
+                .range(convert::range_request(range), consistency)
+                .await
+                .map(|(revision, answer)| {
+                    (
+                        revision,
+                        ResponseBody::Range(convert::range_response(answer)),
+                    )
+                })
+        }
+        Request::Put(put) => client.put(convert::put_request(put)).await.map(applied),
+        Request::DeleteRange(delete) => client
+            .delete_range(convert::delete_request(delete))
+            .await
+            .map(applied),
+        Request::Txn(txn) => client.txn(convert::txn_request(txn)).await.map(applied),
+        Request::Compact { revision } => client.compact(revision).await.map(applied),
+        Request::WatchCreate(create) => return watch::run(connection, id, create).await,
+        Request::WatchCancel { watch_id } => {
+            let watch = connection.watches.borrow_mut().remove(&watch_id);
+            match watch {
+                Some(commands) => {
+                    let _ = commands.send(watch::WatchCommand::Cancel);
+                    Ok((0, canceled(watch_id)))
+                }
+                None => {
+                    let message = format!("watch {watch_id} not found on this connection");
+                    return connection
+                        .respond_error(id, ErrorCode::WatchNotFound, message)
+                        .await;
+                }
+            }
+        }
+        Request::WatchProgress => client.current_revision().await.map(|revision| {
+            for commands in connection.watches.borrow().values() {
+                let _ = commands.send(watch::WatchCommand::Progress);
+            }
+            (revision, ResponseBody::Watch(WatchEvents::default()))
+        }),
+        Request::LeaseGrant { id: lease, ttl } => client
+            .lease_grant(lease, ttl)
+            .await
+            .map(|granted| (0, ResponseBody::LeaseGrant { id: granted, ttl })),
+        Request::LeaseRevoke { id: lease } => client
+            .lease_revoke(lease)
+            .await
+            .map(|()| (0, ResponseBody::LeaseRevoke)),
+        // As etcd: a keep-alive of a lease that is gone answers TTL 0.
+        Request::LeaseKeepAlive { id: lease } => match client.lease_keep_alive(lease).await {
+            Ok(ttl) => Ok((0, ResponseBody::LeaseKeepAlive { id: lease, ttl })),
+            Err(NodeError::Kv(KvError::LeaseNotFound(_))) => {
+                Ok((0, ResponseBody::LeaseKeepAlive { id: lease, ttl: 0 }))
+            }
+            Err(error) => Err(error),
+        },
+        // As etcd: a lease that does not exist has TTL -1.
+        Request::LeaseTimeToLive { id: lease, keys } => {
+            client.lease_time_to_live(lease, keys).await.map(|found| {
+                let answer = match found {
+                    Some(status) => LeaseTimeToLive {
+                        id: lease,
+                        granted_ttl: status.granted_ttl,
+                        ttl: status.remaining,
+                        keys: status.keys,
+                    },
+                    None => LeaseTimeToLive {
+                        id: lease,
+                        granted_ttl: 0,
+                        ttl: -1,
+                        keys: Vec::new(),
+                    },
+                };
+                (0, ResponseBody::LeaseTimeToLive(answer))
+            })
+        }
+        Request::LeaseLeases => client.leases().await.map(|leases| {
+            let leases = leases
+                .into_iter()
+                .map(|info| LeaseStatus {
+                    id: info.id,
+                    ttl: info.ttl,
+                })
+                .collect();
+            (0, ResponseBody::LeaseLeases(leases))
+        }),
+        Request::Status => status::status(&connection.ctx, &client).await,
+    };
+    let response = match answer {
+        Ok((revision, body)) => Response { id, revision, body },
+        Err(error) => Response {
+            id,
+            revision: 0,
+            body: ResponseBody::Error(convert::error(&error)),
+        },
+    };
+    connection.respond(response).await
+}
+
+fn applied(applied: keel_engine::mvcc::Applied) -> (u64, ResponseBody) {
+    (applied.revision, convert::write_response(applied.response))
+}
+
+fn canceled(watch_id: u64) -> ResponseBody {
+    ResponseBody::Watch(WatchEvents {
+        watch_id,
+        canceled: true,
+        ..WatchEvents::default()
+    })
+}

@@ -1,0 +1,217 @@
+//! The keel server: a [`Node`] whose cores also serve clients over the
+//! protocol of `net/PROTOCOL.md` (docs/server.md).
+//!
+//! Every core accepts on the shared client port (SO_REUSEPORT: the kernel
+//! spreads connections over the cores) and on its own port, which the
+//! shard-aware client uses to reach the core that owns a shard directly.
+//! A connection is served on the core that accepted it; a request for a
+//! shard on another core crosses the node's mesh once.
+
+mod config;
+mod connection;
+mod convert;
+mod core;
+mod dispatch;
+mod outbound;
+mod status;
+mod watch;
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_engine::shard::{Node, NodeConfig};
+
+pub use self::config::{ConfigError, Limits, Overrides, ServerConfig, DEFAULT_CORE_PORT_BASE};
+use self::core::{Bound, CoreContext, ServerInfo};
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The node (storage, shards) failed to start.
+    #[error(transparent)]
+    Node(#[from] keel_engine::shard::NodeError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {address}: {error}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// A core went away while the server was starting.
+    #[error("core {0} stopped while the server was starting")]
+    CoreGone(usize),
+}
+
+/// A running server. [`Server::shutdown`] (or dropping it) stops it.
+pub struct Server {
+    node: Option<Arc<Node>>,
+    /// Dropping these tells each core to stop serving.
+    stop: Vec<flume::Sender<()>>,
+    /// Disconnects once every core has stopped serving.
+    served: flume::Receiver<()>,
+    client_address: SocketAddr,
+    core_addresses: Vec<SocketAddr>,
+}
+
+/// A stable id for the member, from its name (FNV-1a).
+fn member_id(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl Server {
+    /// Starts the node, then binds every core's listeners, then starts
+    /// accepting: once this returns, the addresses answer.
+    ///
+    /// # Errors
+    /// [`ServerError`] naming what failed; nothing keeps running.
+    pub fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let mut node_config = NodeConfig::new(&config.data_dir);
+        node_config.shards = config.shards;
+        node_config.cores = config.cores;
+        node_config.pin = config.pin;
+        let node = Arc::new(Node::start(node_config)?);
+        let cores = node.core_count();
+        let (served_in, served) = flume::bounded::<()>(0);
+        let mut server = Server {
+            node: Some(node.clone()),
+            stop: Vec::with_capacity(cores),
+            served,
+            client_address: config.client_address,
+            core_addresses: Vec::with_capacity(cores),
+        };
+        let mut go = Vec::with_capacity(cores);
+        for core in 0..cores {
+            // Core 0 may be asked for port 0; the others then share the
+            // port it got.
+            let client_address = server.client_address;
+            let own = SocketAddr::new(
+                client_address.ip(),
+                match config.core_port_base {
+                    0 => 0,
+                    base => base.saturating_add(core as u16),
+                },
+            );
+            let (bound_out, bound) = flume::bounded(1);
+            let (go_in, go_out) = flume::bounded::<Arc<ServerInfo>>(1);
+            let (stop_in, stop_out) = flume::bounded::<()>(0);
+            let task_node = node.clone();
+            let served_in = served_in.clone();
+            let limits = config.limits;
+            node.spawn_on(
+                core,
+                Box::new(move || {
+                    Box::pin(async move {
+                        let listeners = Bound::bind(client_address, own);
+                        let listeners = match listeners.and_then(|l| l.addresses().map(|a| (l, a)))
+                        {
+                            Ok((listeners, addresses)) => {
+                                let _ = bound_out.send(Ok(addresses));
+                                listeners
+                            }
+                            Err(error) => {
+                                let _ = bound_out.send(Err(error));
+                                return;
+                            }
+                        };
+                        let Ok(info) = go_out.recv_async().await else {
+                            return;
+                        };
+                        let ctx = Rc::new(CoreContext {
+                            node: task_node,
+                            core,
+                            limits,
+                            info,
+                        });
+                        let stopped = async {
+                            let _ = stop_out.recv_async().await;
+                        };
+                        futures_lite::future::or(core::serve(listeners, ctx), stopped).await;
+                        // Every connection is dropped by now, and with
+                        // them every handle on the node but the server's.
+                        drop(served_in);
+                    })
+                }),
+            )?;
+            server.stop.push(stop_in);
+            go.push(go_in);
+            match bound.recv() {
+                Ok(Ok((client, own))) => {
+                    server.client_address = client;
+                    server.core_addresses.push(own);
+                }
+                Ok(Err(error)) => {
+                    let address = if core == 0 { client_address } else { own };
+                    return Err(ServerError::Bind { address, error });
+                }
+                Err(_) => return Err(ServerError::CoreGone(core)),
+            }
+        }
+        drop(served_in);
+        let info = Arc::new(ServerInfo {
+            member_id: member_id(&config.name),
+            name: config.name,
+            client_address: server.client_address,
+            core_ports: server.core_addresses.iter().map(SocketAddr::port).collect(),
+        });
+        for core_go in go {
+            let _ = core_go.send(info.clone());
+        }
+        tracing::info!(
+            client = %server.client_address,
+            cores = ?server.core_addresses,
+            shards = node.shard_count(),
+            "serving clients"
+        );
+        Ok(server)
+    }
+
+    /// The address every core accepts clients on.
+    pub fn client_address(&self) -> SocketAddr {
+        self.client_address
+    }
+
+    /// Each core's own address, by core.
+    pub fn core_addresses(&self) -> &[SocketAddr] {
+        &self.core_addresses
+    }
+
+    /// The node underneath (for tests and embedding).
+    pub fn node(&self) -> Option<&Node> {
+        self.node.as_deref()
+    }
+
+    /// Stops accepting, closes every connection, then shuts the node down
+    /// (each shard syncs its tree and closes its WAL).
+    pub fn shutdown(mut self) {
+        self.stop_now();
+    }
+
+    fn stop_now(&mut self) {
+        self.stop.clear();
+        // Each core drops its handles on the node when it stops serving;
+        // wait for all of them so that the node is shut down here, on this
+        // thread, and not by the last core to let go (which would wait
+        // for itself).
+        let _ = self.served.recv_timeout(Duration::from_secs(30));
+        if let Some(node) = self.node.take() {
+            match Arc::try_unwrap(node) {
+                Ok(node) => node.shutdown(),
+                Err(node) => {
+                    tracing::error!("a core still holds the node; leaving it running");
+                    std::mem::forget(node);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop_now();
+    }
+}

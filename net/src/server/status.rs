@@ -1,0 +1,38 @@
+//! `Status`: the version, the shard map the shard-aware client routes by,
+//! and each shard's Raft and storage state.
+
+use keel_engine::shard::{NodeClient, NodeError};
+use keel_proto::{ResponseBody, ShardInfo, Status};
+
+use crate::server::core::CoreContext;
+
+pub(crate) async fn status(
+    ctx: &CoreContext,
+    client: &NodeClient<'_>,
+) -> Result<(u64, ResponseBody), NodeError> {
+    let shards = client.status().await?;
+    let revision = shards.iter().map(|s| s.revision).max().unwrap_or(0);
+    let cores = ctx.info.core_ports.len().max(1);
+    let shard_info = shards
+        .iter()
+        .map(|s| ShardInfo {
+            shard: s.shard as u32,
+            core: (s.shard % cores) as u32,
+            leader: s.leader,
+            raft_index: s.raft_index,
+            raft_term: s.raft_term,
+            db_size: s.db_size,
+        })
+        .collect();
+    let status = Status {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        shards: shards.len() as u32,
+        cores: cores as u32,
+        core_ports: ctx.info.core_ports.clone(),
+        shard_info,
+        member_id: ctx.info.member_id,
+        name: ctx.info.name.clone(),
+        client_address: ctx.info.client_address.to_string(),
+    };
+    Ok((revision, ResponseBody::Status(status)))
+}
