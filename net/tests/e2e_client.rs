@@ -1,0 +1,409 @@
+//! The client crate against the real `keel` binary: every operation and
+//! every error a client can meet, on 4 shards over 2 cores.
+
+mod support;
+
+use std::time::Duration;
+
+use keel_client::proto::{
+    DeleteRangeRequest, PutRequest, RangeRequest, SortOrder, SortTarget, WatchCreate,
+};
+use keel_client::{Client, Cmp, CompareResult, Error, ErrorCode, EventKind, Op, Txn};
+use support::{block_on, runtime, Server};
+
+fn code(error: Error) -> ErrorCode {
+    error
+        .code()
+        .unwrap_or_else(|| panic!("expected a server error, got {error:?}"))
+}
+
+#[test]
+fn keys_ranges_deletes_and_their_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 4, &[]);
+    let rt = runtime();
+    block_on(&rt, async {
+        let client = Client::connect(&[server.endpoint()]).await.unwrap();
+        let status = client.status().await.unwrap();
+        assert_eq!((status.shards, status.cores), (4, 2));
+        assert_eq!(status.core_ports, server.core_ports);
+        assert_eq!(status.shard_info.len(), 4);
+
+        let first = client.put("app/a", "1").await.unwrap();
+        let second = client.put("app/b", "2").await.unwrap();
+        assert!(second > first);
+        client.put("app/c", "3").await.unwrap();
+        client.put("other", "x").await.unwrap();
+        let kv = client.get("app/a").await.unwrap().unwrap();
+        assert_eq!(
+            (kv.value.as_slice(), kv.version, kv.create_revision),
+            (&b"1"[..], 1, first)
+        );
+        assert!(client.get("missing").await.unwrap().is_none());
+
+        let (_, all) = client.get_prefix("app/").await.unwrap();
+        let keys: Vec<_> = all.kvs.iter().map(|kv| kv.key.clone()).collect();
+        assert_eq!(
+            keys,
+            vec![b"app/a".to_vec(), b"app/b".to_vec(), b"app/c".to_vec()]
+        );
+
+        // limit, sort, keys_only, count_only, and a read at a past revision.
+        let request = RangeRequest {
+            key: b"app/".to_vec(),
+            range_end: keel_client::prefix_end(b"app/"),
+            limit: 2,
+            sort_order: SortOrder::Descend,
+            sort_target: SortTarget::Key,
+            keys_only: true,
+            ..RangeRequest::default()
+        };
+        let (_, page) = client.range(request).await.unwrap();
+        assert_eq!(page.kvs.len(), 2);
+        assert!(page.more);
+        assert_eq!(page.count, 3);
+        assert_eq!(page.kvs[0].key, b"app/c");
+        assert!(page.kvs[0].value.is_empty());
+        let (_, counted) = client
+            .range(RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                count_only: true,
+                ..RangeRequest::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!((counted.count, counted.kvs.len()), (4, 0));
+        client.put("app/a", "1b").await.unwrap();
+        let (at, old) = client
+            .range(RangeRequest {
+                key: b"app/a".to_vec(),
+                revision: first,
+                ..RangeRequest::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!((at, old.kvs[0].value.as_slice()), (first, &b"1"[..]));
+
+        // put with prev_kv; ignore_value on a missing key.
+        let (_, put) = client
+            .put_with(PutRequest {
+                key: b"app/b".to_vec(),
+                value: b"2b".to_vec(),
+                prev_kv: true,
+                ..PutRequest::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(put.prev_kv.unwrap().value, b"2");
+        let refused = client
+            .put_with(PutRequest {
+                key: b"nothing-here".to_vec(),
+                ignore_value: true,
+                ..PutRequest::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(code(refused), ErrorCode::KeyNotFound);
+        assert_eq!(
+            code(client.put("", "v").await.unwrap_err()),
+            ErrorCode::BadRequest
+        );
+        let huge = vec![b'k'; 3000];
+        assert_eq!(
+            code(client.put(huge, "v").await.unwrap_err()),
+            ErrorCode::TooLarge
+        );
+
+        // A delete over every shard, with the deleted pairs.
+        let (_, deleted) = client
+            .delete_range(DeleteRangeRequest {
+                key: b"app/".to_vec(),
+                range_end: keel_client::prefix_end(b"app/"),
+                prev_kv: true,
+            })
+            .await
+            .unwrap();
+        assert_eq!(deleted.deleted, 3);
+        assert_eq!(deleted.prev_kvs.len(), 3);
+        assert_eq!(client.delete("other").await.unwrap(), 1);
+        assert_eq!(client.delete("other").await.unwrap(), 0);
+
+        // Compaction, and the errors around it.
+        let now = client.put("k", "v").await.unwrap();
+        client.compact(now).await.unwrap();
+        let below = client
+            .range(RangeRequest {
+                key: b"k".to_vec(),
+                revision: first,
+                ..RangeRequest::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            below,
+            Error::Server { code: ErrorCode::Compacted, revision, .. } if revision == now
+        ));
+        assert_eq!(
+            code(client.compact(first).await.unwrap_err()),
+            ErrorCode::Compacted
+        );
+        let ahead = client.compact(now + (1 << 40)).await.unwrap_err();
+        assert_eq!(code(ahead), ErrorCode::FutureRevision);
+    });
+}
+
+#[test]
+fn transactions_and_their_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 4, &[]);
+    let rt = runtime();
+    block_on(&rt, async {
+        let client = Client::connect(&[server.endpoint()]).await.unwrap();
+        let created = client.put("{acct:1}/balance", "10").await.unwrap();
+        let txn = Txn::new()
+            .when([Cmp::key("{acct:1}/balance").value(CompareResult::Equal, "10")])
+            .and_then([
+                Op::put("{acct:1}/balance", "7"),
+                Op::put("{acct:1}/log", "-3"),
+                Op::get("{acct:1}/balance"),
+            ])
+            .or_else([Op::get("{acct:1}/balance")]);
+        let (_, answer) = client.txn(txn.clone().build()).await.unwrap();
+        assert!(answer.succeeded);
+        assert_eq!(answer.responses.len(), 3);
+        let (_, again) = client.txn(txn.build()).await.unwrap();
+        assert!(!again.succeeded, "the balance is 7 now");
+        let fenced = Txn::new()
+            .when([Cmp::key("{acct:1}/balance").create_revision(CompareResult::Equal, created)])
+            .and_then([Op::delete("{acct:1}/log")]);
+        assert!(client.txn(fenced.build()).await.unwrap().1.succeeded);
+
+        let across = Txn::new().and_then([Op::put("{a}/x", "1"), Op::put("{b}/x", "1")]);
+        let error = client.txn(across.build()).await.unwrap_err();
+        assert_eq!(code(error.clone()), ErrorCode::CrossShardTxn);
+        assert!(error.to_string().contains("hash tag"), "{error}");
+        let many = Txn::new().and_then((0..129).map(|i| Op::put(format!("{{t}}/{i}"), "v")));
+        assert_eq!(
+            code(client.txn(many.build()).await.unwrap_err()),
+            ErrorCode::TooManyOps
+        );
+        let twice = Txn::new().and_then([Op::put("{t}/k", "1"), Op::put("{t}/k", "2")]);
+        assert_eq!(
+            code(client.txn(twice.build()).await.unwrap_err()),
+            ErrorCode::DuplicateKey
+        );
+        // Nothing of the refused ones was written.
+        assert!(client.get("{t}/k").await.unwrap().is_none());
+        assert!(client.get("{a}/x").await.unwrap().is_none());
+    });
+}
+
+#[test]
+fn watches_report_every_event_and_resume_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), 4, &[]);
+    let rt = runtime();
+    block_on(&rt, async {
+        let client = Client::connect(&[server.endpoint()]).await.unwrap();
+        let mut watcher = client
+            .watch(WatchCreate {
+                key: b"svc/".to_vec(),
+                range_end: keel_client::prefix_end(b"svc/"),
+                prev_kv: true,
+                ..WatchCreate::default()
+            })
+            .await
+            .unwrap();
+        client.put("svc/a", "1").await.unwrap();
+        client.put("svc/a", "2").await.unwrap();
+        client.put("elsewhere", "x").await.unwrap();
+        client.delete("svc/a").await.unwrap();
+        let mut events = Vec::new();
+        while events.len() < 3 {
+            events.extend(watcher.next().await.unwrap().events);
+        }
+        let kinds: Vec<_> = events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Put, EventKind::Put, EventKind::Delete]);
+        assert_eq!(events[1].prev_kv.as_ref().unwrap().value, b"1");
+
+        // A progress notification: no events, at a revision past them.
+        watcher.request_progress().await.unwrap();
+        let progress = watcher.next().await.unwrap();
+        assert!(progress.events.is_empty());
+        assert!(progress.revision >= events[2].kv.mod_revision);
+
+        // Restart the server; writes made while it is back must all come.
+        server.restart();
+        let client2 = Client::connect(&[server.endpoint()]).await.unwrap();
+        let mut written = Vec::new();
+        for i in 0..5 {
+            written.push(client2.put(format!("svc/{i}"), "v").await.unwrap());
+        }
+        let mut seen = Vec::new();
+        while seen.len() < 5 {
+            let batch = watcher.next().await.unwrap();
+            seen.extend(batch.events.iter().map(|e| e.kv.mod_revision));
+        }
+        assert_eq!(seen, written);
+        assert!(watcher.reconnects() >= 1);
+
+        // Cancel; a watch below the compaction point is refused.
+        watcher.cancel().await.unwrap();
+        let now = client2.put("svc/z", "v").await.unwrap();
+        client2.compact(now).await.unwrap();
+        // As etcd: the watch is created, then cancelled as compacted.
+        let mut old = client2
+            .watch(WatchCreate {
+                key: b"svc/z".to_vec(),
+                start_revision: written[0],
+                ..WatchCreate::default()
+            })
+            .await
+            .unwrap();
+        let old = old.next().await;
+        assert!(
+            matches!(old, Err(Error::Compacted { compact_revision }) if compact_revision == now),
+            "{:?}",
+            old.err()
+        );
+    });
+}
+
+#[test]
+fn leases_expire_keys_unless_kept_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 4, &[]);
+    let rt = runtime();
+    block_on(&rt, async {
+        let client = Client::connect(&[server.endpoint()]).await.unwrap();
+        let (kept, ttl) = client.lease_grant(0, 2).await.unwrap();
+        assert_eq!(ttl, 2);
+        let (dropped, _) = client.lease_grant(0, 2).await.unwrap();
+        for (i, lease) in [kept, dropped].into_iter().enumerate() {
+            for shard_key in ["a", "b", "c", "d"] {
+                let request = PutRequest {
+                    key: format!("lease{i}/{shard_key}").into_bytes(),
+                    value: b"v".to_vec(),
+                    lease,
+                    ..PutRequest::default()
+                };
+                client.put_with(request).await.unwrap();
+            }
+        }
+        let status = client.lease_time_to_live(kept, true).await.unwrap();
+        assert_eq!((status.granted_ttl, status.keys.len()), (2, 4));
+        let listed: Vec<_> = client
+            .lease_leases()
+            .await
+            .unwrap()
+            .iter()
+            .map(|l| l.id)
+            .collect();
+        assert!(listed.contains(&kept) && listed.contains(&dropped));
+        let keep_alive = client.lease_keep_alive(kept, 2);
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        let (_, left) = client.get_prefix("lease").await.unwrap();
+        let keys: Vec<_> = left
+            .kvs
+            .iter()
+            .map(|kv| String::from_utf8_lossy(&kv.key).to_string())
+            .collect();
+        assert_eq!(keys, ["lease0/a", "lease0/b", "lease0/c", "lease0/d"]);
+        assert_eq!(
+            client.lease_time_to_live(dropped, false).await.unwrap().ttl,
+            -1
+        );
+        assert_eq!(client.lease_keep_alive_once(dropped).await.unwrap(), 0);
+        drop(keep_alive);
+        client.lease_revoke(kept).await.unwrap();
+        assert_eq!(client.get_prefix("lease").await.unwrap().1.count, 0);
+        let gone = client.lease_revoke(kept).await.unwrap_err();
+        assert_eq!(code(gone), ErrorCode::LeaseNotFound);
+        let missing = PutRequest {
+            key: b"k".to_vec(),
+            lease: kept,
+            ..PutRequest::default()
+        };
+        assert_eq!(
+            code(client.put_with(missing).await.unwrap_err()),
+            ErrorCode::LeaseNotFound
+        );
+        let (explicit, _) = client.lease_grant(77, 30).await.unwrap();
+        assert_eq!(explicit, 77);
+        assert_eq!(
+            code(client.lease_grant(77, 30).await.unwrap_err()),
+            ErrorCode::LeaseExists
+        );
+    });
+}
+
+#[test]
+fn locks_serialise_holders_and_elections_fail_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 4, &[]);
+    let rt = runtime();
+    block_on(&rt, async {
+        let client = Client::connect(&[server.endpoint()]).await.unwrap();
+        let (first_lease, _) = client.lease_grant(0, 30).await.unwrap();
+        let (second_lease, _) = client.lease_grant(0, 30).await.unwrap();
+        let first = client.lock("jobs", first_lease).await.unwrap();
+        let waiter = {
+            let client = client.clone();
+            tokio::spawn(async move { client.lock("jobs", second_lease).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!waiter.is_finished(), "the second holder must wait");
+        let fence = first.revision();
+        client.unlock(first).await.unwrap();
+        let second = waiter.await.unwrap().unwrap();
+        assert!(second.revision() > fence, "fencing revisions grow");
+
+        // Election: a leader, an observer, and failover when its lease goes.
+        let mut observer = client.observe("leader").await.unwrap();
+        let (lease_a, _) = client.lease_grant(0, 30).await.unwrap();
+        let (lease_b, _) = client.lease_grant(0, 30).await.unwrap();
+        let a = client.campaign("leader", lease_a, "node-a").await.unwrap();
+        assert_eq!(observer.next().await.unwrap().value, b"node-a");
+        let b = {
+            let client = client.clone();
+            tokio::spawn(async move { client.campaign("leader", lease_b, "node-b").await })
+        };
+        client.proclaim(&a, "node-a2").await.unwrap();
+        assert_eq!(observer.next().await.unwrap().value, b"node-a2");
+        let (_, leader) = client.leader("leader").await.unwrap();
+        assert_eq!(leader.unwrap().value, b"node-a2");
+        client.lease_revoke(lease_a).await.unwrap();
+        let b = b.await.unwrap().unwrap();
+        assert!(b.revision() > a.revision());
+        assert_eq!(observer.next().await.unwrap().value, b"node-b");
+        assert!(matches!(
+            client.proclaim(&a, "stale").await,
+            Err(Error::LeaseLost(_))
+        ));
+        client.resign(b).await.unwrap();
+        assert!(client.leader("leader").await.unwrap().1.is_none());
+    });
+}
+
+#[test]
+fn many_requests_in_flight_on_one_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 4, &[]);
+    let rt = runtime();
+    block_on(&rt, async {
+        let client = Client::connect(&[server.endpoint()]).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..500 {
+            let client = client.clone();
+            tasks.push(tokio::spawn(async move {
+                client.put(format!("p/{i}"), format!("{i}")).await
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        let (_, all) = client.get_prefix("p/").await.unwrap();
+        assert_eq!(all.count, 500);
+    });
+}

@@ -1,0 +1,203 @@
+//! keelctl against the real `keel` binary: each command's output, and a
+//! clear message with a non-zero exit status for each failure.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use support::{keelctl, Server};
+
+fn run(server: &Server, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(keelctl())
+        .args(["--endpoints", &server.endpoint()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Runs a command that must succeed; answers its stdout.
+fn ok(server: &Server, args: &[&str]) -> String {
+    let output = run(server, args, "");
+    assert!(
+        output.status.success(),
+        "keelctl {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs a command that must fail; answers its stderr.
+fn fails(server: &Server, args: &[&str], stdin: &str) -> String {
+    let output = run(server, args, stdin);
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "keelctl {args:?} must exit with 1"
+    );
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.starts_with("Error: "), "{stderr}");
+    stderr
+}
+
+#[test]
+fn every_command_against_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    assert_eq!(ok(&server, &["put", "a", "1"]), "OK\n");
+    assert_eq!(ok(&server, &["get", "a"]), "a\n1\n");
+    ok(&server, &["put", "app/x", "10"]);
+    ok(&server, &["put", "app/y", "20"]);
+    assert_eq!(
+        ok(&server, &["get", "--prefix", "app/"]),
+        "app/x\n10\napp/y\n20\n"
+    );
+    assert_eq!(
+        ok(&server, &["get", "--prefix", "app/", "--keys-only"]),
+        "app/x\napp/y\n"
+    );
+    assert_eq!(
+        ok(&server, &["get", "--prefix", "app/", "--count-only"]),
+        "2\n"
+    );
+    assert_eq!(
+        ok(
+            &server,
+            &[
+                "get",
+                "--prefix",
+                "app/",
+                "--sort-by",
+                "value",
+                "--order",
+                "descend",
+                "--limit",
+                "1",
+                "--print-value-only"
+            ]
+        ),
+        "20\n"
+    );
+    assert_eq!(
+        ok(&server, &["get", "app/", "app0"]),
+        "app/x\n10\napp/y\n20\n"
+    );
+    let json = ok(&server, &["get", "a", "-w", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["kvs"][0]["key"], "YQ==");
+    assert_eq!(value["kvs"][0]["value"], "MQ==");
+    let first = value["kvs"][0]["mod_revision"].as_u64().unwrap();
+    ok(&server, &["put", "a", "2"]);
+    assert_eq!(
+        ok(&server, &["get", "a", "--rev", &first.to_string()]),
+        "a\n1\n"
+    );
+    assert_eq!(ok(&server, &["put", "a", "3", "--prev-kv"]), "OK\na\n2\n");
+
+    // txn, etcdctl's syntax.
+    ok(&server, &["put", "{u}/name", "ann"]);
+    let txn =
+        "value(\"{u}/name\") = \"ann\"\n\nput {u}/name \"ann b\"\nget {u}/name\n\nget {u}/name\n";
+    let output = run(&server, &["txn"], txn);
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "SUCCESS\n\nOK\n\n{u}/name\nann b\n"
+    );
+
+    // del.
+    assert_eq!(ok(&server, &["del", "--prefix", "app/"]), "2\n");
+    assert_eq!(ok(&server, &["get", "--prefix", "app/"]), "");
+
+    // Leases.
+    let granted = ok(&server, &["lease", "grant", "60"]);
+    let id = granted.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(granted, format!("lease {id} granted with TTL(60s)\n"));
+    ok(&server, &["put", "leased", "v", "--lease", &id]);
+    assert!(
+        ok(&server, &["lease", "timetolive", &id, "--keys"]).contains("attached keys([leased])")
+    );
+    assert!(ok(&server, &["lease", "list"]).contains(&id));
+    assert!(
+        ok(&server, &["lease", "keep-alive", &id, "--once"]).contains("keepalived with TTL(60)")
+    );
+    assert_eq!(
+        ok(&server, &["lease", "revoke", &id]),
+        format!("lease {id} revoked\n")
+    );
+    assert_eq!(ok(&server, &["get", "leased"]), "");
+    assert!(ok(&server, &["lease", "timetolive", &id]).contains("already expired"));
+
+    // Watch from a past revision, until two events.
+    let watched = ok(
+        &server,
+        &["watch", "a", "--rev", &first.to_string(), "--count", "2"],
+    );
+    assert_eq!(watched, "PUT\na\n1\nPUT\na\n2\n");
+
+    // Lock around a command, election listen.
+    assert!(ok(&server, &["lock", "job", "true"]).starts_with("job/"));
+
+    // Status, members, compaction.
+    let status = ok(&server, &["endpoint", "status"]);
+    assert!(status.contains("2 shards on 2 cores"), "{status}");
+    assert!(ok(&server, &["endpoint", "health"]).contains("is healthy"));
+    assert!(ok(&server, &["member", "list"]).contains("started, default"));
+    assert_eq!(
+        ok(&server, &["compaction", &first.to_string()]),
+        format!("compacted revision {first}\n")
+    );
+}
+
+#[test]
+fn every_failure_says_why_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    ok(&server, &["put", "k", "v"]);
+    let compacted = ok(&server, &["get", "k", "-w", "json"]);
+    let value: serde_json::Value = serde_json::from_str(&compacted).unwrap();
+    let revision = value["header"]["revision"].as_u64().unwrap();
+    ok(&server, &["compaction", &revision.to_string()]);
+
+    assert!(fails(&server, &["get", "k", "--rev", "1"], "").contains("compacted"));
+    assert!(fails(&server, &["compaction", "1"], "").contains("Compacted"));
+    assert!(fails(
+        &server,
+        &["get", "k", "--rev", &(revision << 1).to_string()],
+        ""
+    )
+    .contains("FutureRevision"));
+    assert!(fails(&server, &["lease", "revoke", "zz"], "").contains("hex expected"));
+    assert!(fails(&server, &["lease", "revoke", "123"], "").contains("LeaseNotFound"));
+    assert!(fails(&server, &["put", "k", "v", "--lease", "abc"], "").contains("LeaseNotFound"));
+    assert!(fails(&server, &["put", "", "v"], "").contains("BadRequest"));
+    assert!(fails(&server, &["get", "k", "z", "--prefix"], "").contains("only one of"));
+    assert!(fails(&server, &["txn"], "size(\"k\") = \"1\"\n\n\n").contains("bad compare"));
+    let other = (0..)
+        .map(|i| format!("t{i}"))
+        .find(|tag| {
+            keel_proto::routing::shard_of(tag.as_bytes(), 2)
+                != keel_proto::routing::shard_of(b"a", 2)
+        })
+        .unwrap();
+    let across = format!("\nput {{a}}/k 1\nput {{{other}}}/k 2\n\n");
+    assert!(fails(&server, &["txn"], &across).contains("hash tag"));
+    assert!(fails(&server, &["elect", "e"], "").contains("proposal"));
+    // A server that is not there.
+    let gone = Command::new(keelctl())
+        .args(["--endpoints", "127.0.0.1:1", "get", "k"])
+        .output()
+        .unwrap();
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("cannot connect to 127.0.0.1:1"));
+}

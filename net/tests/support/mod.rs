@@ -1,0 +1,158 @@
+//! Starts the real `keel` binary on 127.0.0.1 ports chosen at runtime and
+//! stops it by its process id.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `keel` process.
+pub struct Server {
+    child: Option<Child>,
+    pub client: SocketAddr,
+    pub core_ports: Vec<u16>,
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+}
+
+fn keel() -> &'static str {
+    env!("CARGO_BIN_EXE_keel")
+}
+
+pub fn keelctl() -> &'static str {
+    env!("CARGO_BIN_EXE_keelctl")
+}
+
+impl Server {
+    /// A server of `shards` shards on 2 cores, unpinned (tests run side by
+    /// side), on free ports.
+    pub fn start(data_dir: &Path, shards: usize, extra: &[&str]) -> Server {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Server::launch(data_dir, shards, "127.0.0.1:0", 0, extra)
+    }
+
+    fn launch(
+        data_dir: &Path,
+        shards: usize,
+        client: &str,
+        core_base: u16,
+        extra: Vec<String>,
+    ) -> Server {
+        let mut child = Command::new(keel())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen-client", client])
+            .args(["--core-port-base", &core_base.to_string()])
+            .args(["--shards", &shards.to_string(), "--cores", "2", "--no-pin"])
+            .args(&extra)
+            .env(
+                "KEEL_LOG",
+                std::env::var("TEST_KEEL_LOG").unwrap_or("warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start keel");
+        let stdout = child.stdout.take().expect("keel's stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read keel's first line");
+        // keel: listening on 127.0.0.1:PORT (core ports A,B)
+        let rest = line
+            .strip_prefix("keel: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from keel: {line:?}"));
+        let (client, ports) = rest.split_once(" (core ports ").expect("core ports");
+        let core_ports = ports
+            .trim()
+            .trim_end_matches(')')
+            .split(',')
+            .map(|p| p.parse().expect("port"))
+            .collect();
+        Server {
+            child: Some(child),
+            client: client.parse().expect("client address"),
+            core_ports,
+            data_dir: data_dir.to_path_buf(),
+            extra,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.client.to_string()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// SIGTERM, then waits for a clean exit (SIGKILL after 30 s).
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        unsafe_free_kill(child.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops cleanly and starts again on the same directory and client
+    /// address (the core ports are picked anew; the client finds them in
+    /// the shard map, or goes through the client port).
+    pub fn restart(&mut self) {
+        let status = self.stop();
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "keel exited with {status:?}"
+        );
+        let client = self.client.to_string();
+        let extra = std::mem::take(&mut self.extra);
+        *self = Server::launch(&self.data_dir.clone(), 0, &client, 0, extra);
+    }
+}
+
+/// Sends a signal by pid with the `kill` command (no unsafe code in tests).
+fn unsafe_free_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status();
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A tokio runtime for a test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Runs `future` with a 60 s limit.
+pub fn block_on<T>(
+    runtime: &tokio::runtime::Runtime,
+    future: impl std::future::Future<Output = T>,
+) -> T {
+    runtime.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), future)
+            .await
+            .expect("the test took over 60 s")
+    })
+}
