@@ -136,8 +136,9 @@ pub(crate) enum Consistency {
     S,
 }
 
+/// A key, or a range given by an end, `--prefix` or `--from-key`.
 #[derive(Debug, Args)]
-pub(crate) struct GetArgs {
+pub(crate) struct KeyRange {
     pub(crate) key: String,
     /// The end of the range (exclusive).
     pub(crate) range_end: Option<String>,
@@ -147,6 +148,12 @@ pub(crate) struct GetArgs {
     /// Every key from KEY on.
     #[arg(long)]
     pub(crate) from_key: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GetArgs {
+    #[command(flatten)]
+    pub(crate) range: KeyRange,
     /// Read at this revision.
     #[arg(long, default_value_t = 0)]
     pub(crate) rev: u64,
@@ -175,15 +182,8 @@ pub(crate) struct GetArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct DelArgs {
-    pub(crate) key: String,
-    /// The end of the range (exclusive).
-    pub(crate) range_end: Option<String>,
-    /// Every key starting with KEY.
-    #[arg(long)]
-    pub(crate) prefix: bool,
-    /// Every key from KEY on.
-    #[arg(long)]
-    pub(crate) from_key: bool,
+    #[command(flatten)]
+    pub(crate) range: KeyRange,
     /// Print the deleted pairs.
     #[arg(long)]
     pub(crate) prev_kv: bool,
@@ -191,12 +191,8 @@ pub(crate) struct DelArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct WatchArgs {
-    pub(crate) key: String,
-    /// The end of the range (exclusive).
-    pub(crate) range_end: Option<String>,
-    /// Every key starting with KEY.
-    #[arg(long)]
-    pub(crate) prefix: bool,
+    #[command(flatten)]
+    pub(crate) range: KeyRange,
     /// Start at this revision (0: from now on).
     #[arg(long, default_value_t = 0)]
     pub(crate) rev: u64,

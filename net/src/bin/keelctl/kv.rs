@@ -9,26 +9,23 @@ use keel_client::proto::{
 use keel_client::{prefix_end, Client};
 use serde_json::json;
 
+use crate::cli::KeyRange;
 use crate::cli::{
     describe, parse_lease, timed, CommandResult, Consistency, DelArgs, GetArgs, Order, PutArgs,
     SortBy, WatchArgs,
 };
 use crate::output::{self, Format};
 
-/// The range end a command's flags ask for.
-fn range_end(
-    key: &str,
-    end: Option<&String>,
-    prefix: bool,
-    from_key: bool,
-) -> Result<Vec<u8>, String> {
-    match (end, prefix, from_key) {
-        (Some(end), false, false) => Ok(end.as_bytes().to_vec()),
-        (None, true, false) => Ok(prefix_end(key.as_bytes())),
-        (None, false, true) => Ok(vec![0]),
-        (None, false, false) => Ok(Vec::new()),
-        _ => Err("give only one of a range end, --prefix and --from-key".to_string()),
-    }
+/// The key and range end a command's arguments ask for.
+fn key_range(range: KeyRange) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let end = match (range.range_end, range.prefix, range.from_key) {
+        (Some(end), false, false) => end.into_bytes(),
+        (None, true, false) => prefix_end(range.key.as_bytes()),
+        (None, false, true) => vec![0],
+        (None, false, false) => Vec::new(),
+        _ => return Err("give only one of a range end, --prefix and --from-key".to_string()),
+    };
+    Ok((range.key.into_bytes(), end))
 }
 
 pub(crate) async fn put(
@@ -87,12 +84,7 @@ pub(crate) async fn get(
     format: Format,
     args: GetArgs,
 ) -> CommandResult {
-    let range_end = range_end(
-        &args.key,
-        args.range_end.as_ref(),
-        args.prefix,
-        args.from_key,
-    )?;
+    let (key, range_end) = key_range(args.range)?;
     let sort_target = match args.sort_by {
         None | Some(SortBy::Key) => SortTarget::Key,
         Some(SortBy::Version) => SortTarget::Version,
@@ -106,7 +98,7 @@ pub(crate) async fn get(
         (None, None) => SortOrder::None,
     };
     let request = RangeRequest {
-        key: args.key.into_bytes(),
+        key,
         range_end,
         limit: args.limit,
         revision: args.rev,
@@ -146,14 +138,10 @@ pub(crate) async fn del(
     format: Format,
     args: DelArgs,
 ) -> CommandResult {
+    let (key, range_end) = key_range(args.range)?;
     let request = DeleteRangeRequest {
-        range_end: range_end(
-            &args.key,
-            args.range_end.as_ref(),
-            args.prefix,
-            args.from_key,
-        )?,
-        key: args.key.into_bytes(),
+        key,
+        range_end,
         prev_kv: args.prev_kv,
     };
     let (revision, answer) = timed(timeout, client.delete_range(request)).await?;
@@ -178,9 +166,13 @@ pub(crate) async fn del(
 }
 
 pub(crate) async fn watch(client: &Client, format: Format, args: WatchArgs) -> CommandResult {
+    if args.range.from_key {
+        return Err("watch takes a range end or --prefix, not --from-key".to_string());
+    }
+    let (key, range_end) = key_range(args.range)?;
     let request = WatchCreate {
-        range_end: range_end(&args.key, args.range_end.as_ref(), args.prefix, false)?,
-        key: args.key.into_bytes(),
+        key,
+        range_end,
         start_revision: args.rev,
         prev_kv: args.prev_kv,
         progress_notify: args.progress_notify,
