@@ -63,6 +63,12 @@ pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     vec![0]
 }
 
+/// The core that serves `shard` on a node of `cores` cores (0 is taken
+/// as 1): shard `s` lives on core `s % cores`.
+pub fn core_of(shard: usize, cores: usize) -> usize {
+    shard % cores.max(1)
+}
+
 /// The home shard of lease `id`: where it is granted first, revoked first,
 /// and where its timer runs (keys on every shard attach to it through the
 /// copies the other shards keep). The shard-aware client sends a lease's

@@ -330,7 +330,7 @@ impl NodeClient<'_> {
     pub(crate) fn send_only(&self, shard: usize, call: ShardCall) {
         let core = self
             .entry_core
-            .unwrap_or(shard % self.node.cores.len().max(1));
+            .unwrap_or(crate::routing::core_of(shard, self.node.cores.len()));
         if let Some(sender) = self.node.cores.get(core) {
             let _ = sender.send(Ingress::Call(CoreCall { shard, call }));
         }
@@ -344,7 +344,7 @@ impl NodeClient<'_> {
         let (reply, answer) = flume::bounded(1);
         let core = self
             .entry_core
-            .unwrap_or(shard % self.node.cores.len().max(1));
+            .unwrap_or(crate::routing::core_of(shard, self.node.cores.len()));
         let sender = self.node.cores.get(core).ok_or(NodeError::Shutdown)?;
         sender
             .send(Ingress::Call(CoreCall {

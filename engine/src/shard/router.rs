@@ -48,7 +48,7 @@ impl CoreRouter {
 
     /// The core that owns `shard`.
     pub(crate) fn owner(&self, shard: usize) -> usize {
-        shard % self.core_count.max(1)
+        crate::routing::core_of(shard, self.core_count)
     }
 
     /// Hands a call to one of this core's shards.

@@ -96,11 +96,16 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response<'_>, FrameError> {
 }
 
 /// Splits a byte stream into frames. Feed it what the socket gives; take
-/// whole frames out. It buffers at most one frame (plus its header), so a
-/// peer cannot make it hold more than [`MAX_FRAME_LEN`].
+/// whole frames out. A length prefix over the limit is refused before its
+/// body is buffered, so a peer cannot make it hold more than one frame's
+/// limit beyond what a single read returned.
 #[derive(Debug)]
 pub struct FrameDecoder {
     buffer: Vec<u8>,
+    /// Bytes of `buffer` already handed out; dropped at the next `extend`,
+    /// so each byte is moved at most once however many frames one read
+    /// holds.
+    consumed: usize,
     max_len: usize,
 }
 
@@ -121,18 +126,21 @@ impl FrameDecoder {
     pub fn with_limit(max_len: usize) -> FrameDecoder {
         FrameDecoder {
             buffer: Vec::new(),
+            consumed: 0,
             max_len,
         }
     }
 
     /// Adds bytes read from the stream.
     pub fn extend(&mut self, bytes: &[u8]) {
+        self.buffer.drain(..self.consumed);
+        self.consumed = 0;
         self.buffer.extend_from_slice(bytes);
     }
 
     /// Bytes buffered and not yet handed out.
     pub fn buffered(&self) -> usize {
-        self.buffer.len()
+        self.buffer.len() - self.consumed
     }
 
     /// The next whole frame's body, `Ok(None)` when more bytes are needed.
@@ -142,7 +150,8 @@ impl FrameDecoder {
     /// prefix; the stream cannot be resynchronised after it, so the caller
     /// should close the connection.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let Some(header) = self.buffer.first_chunk::<FRAME_HEADER_LEN>() else {
+        let unread = self.buffer.get(self.consumed..).unwrap_or_default();
+        let Some(header) = unread.first_chunk::<FRAME_HEADER_LEN>() else {
             return Ok(None);
         };
         let len = u32::from_le_bytes(*header) as usize;
@@ -155,12 +164,11 @@ impl FrameDecoder {
                 max: self.max_len,
             });
         }
-        if self.buffer.len() < FRAME_HEADER_LEN + len {
+        let Some(body) = unread.get(FRAME_HEADER_LEN..FRAME_HEADER_LEN + len) else {
             return Ok(None);
-        }
-        let rest = self.buffer.split_off(FRAME_HEADER_LEN + len);
-        let mut frame = std::mem::replace(&mut self.buffer, rest);
-        frame.drain(..FRAME_HEADER_LEN);
+        };
+        let frame = body.to_vec();
+        self.consumed += FRAME_HEADER_LEN + len;
         Ok(Some(frame))
     }
 }

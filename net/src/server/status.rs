@@ -12,12 +12,12 @@ pub(crate) async fn status(
 ) -> Result<(u64, ResponseBody), NodeError> {
     let shards = client.status().await?;
     let revision = shards.iter().map(|s| s.revision).max().unwrap_or(0);
-    let cores = ctx.info.core_ports.len().max(1);
+    let cores = ctx.node.core_count();
     let shard_info = shards
         .iter()
         .map(|s| ShardInfo {
             shard: s.shard as u32,
-            core: (s.shard % cores) as u32,
+            core: keel_proto::routing::core_of(s.shard, cores) as u32,
             leader: s.leader,
             raft_index: s.raft_index,
             raft_term: s.raft_term,

@@ -30,21 +30,15 @@ impl Server {
     /// side), on free ports.
     pub fn start(data_dir: &Path, shards: usize, extra: &[&str]) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        Server::launch(data_dir, shards, "127.0.0.1:0", 0, extra)
+        Server::launch(data_dir, shards, "127.0.0.1:0", extra)
     }
 
-    fn launch(
-        data_dir: &Path,
-        shards: usize,
-        client: &str,
-        core_base: u16,
-        extra: Vec<String>,
-    ) -> Server {
+    fn launch(data_dir: &Path, shards: usize, client: &str, extra: Vec<String>) -> Server {
         let mut child = Command::new(keel())
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen-client", client])
-            .args(["--core-port-base", &core_base.to_string()])
+            .args(["--core-port-base", "0"])
             .args(["--shards", &shards.to_string(), "--cores", "2", "--no-pin"])
             .args(&extra)
             .env(
@@ -84,14 +78,10 @@ impl Server {
         self.client.to_string()
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
     /// SIGTERM, then waits for a clean exit (SIGKILL after 30 s).
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        unsafe_free_kill(child.id(), "TERM");
+        signal(child.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -116,12 +106,12 @@ impl Server {
         );
         let client = self.client.to_string();
         let extra = std::mem::take(&mut self.extra);
-        *self = Server::launch(&self.data_dir.clone(), 0, &client, 0, extra);
+        *self = Server::launch(&self.data_dir.clone(), 0, &client, extra);
     }
 }
 
 /// Sends a signal by pid with the `kill` command (no unsafe code in tests).
-fn unsafe_free_kill(pid: u32, signal: &str) {
+fn signal(pid: u32, signal: &str) {
     let _ = Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
         .status();

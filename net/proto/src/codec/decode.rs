@@ -317,9 +317,7 @@ fn response_body(r: &fb::Response<'_>) -> Decoded<ResponseBody> {
             .map(|s| ResponseBody::Status(status(s))),
         B::Error => r
             .body_as_error()
-            .map(error_body)
-            .transpose()?
-            .map(ResponseBody::Error),
+            .map(|e| ResponseBody::Error(error_body(e))),
         other => return Err(format!("unknown response {}", other.0)),
     };
     decoded.ok_or_else(|| missing("the response"))
@@ -443,7 +441,7 @@ fn status(s: fb::StatusResponse<'_>) -> Status {
     }
 }
 
-fn error_body(e: fb::Error<'_>) -> Decoded<ErrorBody> {
+fn error_body(e: fb::Error<'_>) -> ErrorBody {
     let code = match e.code() {
         fb::ErrorCode::Unknown => ErrorCode::Unknown,
         fb::ErrorCode::BadRequest => ErrorCode::BadRequest,
@@ -464,9 +462,9 @@ fn error_body(e: fb::Error<'_>) -> Decoded<ErrorBody> {
         // does not name.
         _ => ErrorCode::Unknown,
     };
-    Ok(ErrorBody {
+    ErrorBody {
         code,
         message: e.message().unwrap_or_default().to_string(),
         revision: e.revision(),
-    })
+    }
 }
