@@ -303,6 +303,7 @@ fn leases_expire_keys_unless_kept_alive() {
         assert!(listed.contains(&kept) && listed.contains(&dropped));
         let keep_alive = client.lease_keep_alive(kept, 2);
         tokio::time::sleep(Duration::from_millis(4500)).await;
+        assert_eq!(keep_alive.state(), keel_client::LeaseState::Alive(2));
         let (_, left) = client.get_prefix("lease").await.unwrap();
         let keys: Vec<_> = left
             .kvs
@@ -405,5 +406,86 @@ fn many_requests_in_flight_on_one_client() {
         }
         let (_, all) = client.get_prefix("p/").await.unwrap();
         assert_eq!(all.count, 500);
+    });
+}
+
+#[test]
+fn a_revision_larger_than_one_watch_response_arrives_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    let rt = runtime();
+    block_on(&rt, async {
+        let client = Client::connect(&[server.endpoint()]).await.unwrap();
+        let value = vec![b'v'; 20_000];
+        for i in 0..100 {
+            client
+                .put(format!("{{big}}/{i:03}"), value.clone())
+                .await
+                .unwrap();
+        }
+        let mut watcher = client
+            .watch(WatchCreate {
+                key: b"{big}/".to_vec(),
+                range_end: keel_client::prefix_end(b"{big}/"),
+                prev_kv: true,
+                ..WatchCreate::default()
+            })
+            .await
+            .unwrap();
+        // One delete: 100 events at one revision, about 2 MB with their
+        // previous values, more than one response's 1 MiB.
+        let (revision, _) = client
+            .delete_range(DeleteRangeRequest {
+                key: b"{big}/".to_vec(),
+                range_end: keel_client::prefix_end(b"{big}/"),
+                prev_kv: false,
+            })
+            .await
+            .unwrap();
+        let batch = watcher.next().await.unwrap();
+        assert_eq!(batch.revision, revision);
+        assert_eq!(batch.events.len(), 100, "a revision must not be split");
+        assert!(watcher.next_revision() > revision);
+    });
+}
+
+#[test]
+fn a_waiter_whose_lease_expired_does_not_get_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    let rt = runtime();
+    block_on(&rt, async {
+        let client = Client::connect(&[server.endpoint()]).await.unwrap();
+        let (holder_lease, _) = client.lease_grant(0, 30).await.unwrap();
+        let holder = client.lock("expiring", holder_lease).await.unwrap();
+        // A waiter whose lease nobody keeps alive.
+        let (waiter_lease, _) = client.lease_grant(0, 1).await.unwrap();
+        let waiter = {
+            let client = client.clone();
+            tokio::spawn(async move { client.lock("expiring", waiter_lease).await })
+        };
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        client.unlock(holder).await.unwrap();
+        let outcome = waiter.await.unwrap();
+        assert!(
+            matches!(outcome, Err(Error::LeaseLost(lease)) if lease == waiter_lease),
+            "{outcome:?}"
+        );
+    });
+}
+
+#[test]
+fn a_keep_alive_that_cannot_reach_the_server_reports_the_lease_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), 2, &[]);
+    let rt = runtime();
+    block_on(&rt, async {
+        let client = Client::connect(&[server.endpoint()]).await.unwrap();
+        let (lease, ttl) = client.lease_grant(0, 2).await.unwrap();
+        let mut keep_alive = client.lease_keep_alive(lease, ttl);
+        server.stop();
+        let lost = tokio::time::timeout(Duration::from_secs(10), keep_alive.lost()).await;
+        assert!(matches!(lost, Ok(Error::LeaseLost(id)) if id == lease));
+        assert_eq!(keep_alive.state(), keel_client::LeaseState::Lost);
     });
 }

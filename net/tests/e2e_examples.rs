@@ -27,7 +27,7 @@ fn every_example_runs_against_a_server() {
     let server = Server::start(dir.path(), 4, &[]);
     let endpoint = server.endpoint();
     let rt = runtime();
-    block_on(&rt, service_registration::run(&endpoint)).unwrap();
+    assert!(block_on(&rt, service_registration::run(&endpoint)).unwrap());
     let instances = block_on(&rt, service_discovery::run(&endpoint)).unwrap();
     assert_eq!(instances.keys().collect::<Vec<_>>(), ["services/api/b"]);
     let leaders = block_on(&rt, leader_election::run(&endpoint)).unwrap();

@@ -145,7 +145,7 @@ fn every_command_against_a_running_server() {
     );
     assert_eq!(watched, "PUT\na\n1\nPUT\na\n2\n");
 
-    // Lock around a command, election listen.
+    // Lock around a command.
     assert!(ok(&server, &["lock", "job", "true"]).starts_with("job/"));
 
     // Status, members, compaction.

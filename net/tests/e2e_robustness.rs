@@ -271,3 +271,47 @@ fn a_client_that_stops_reading_is_disconnected_and_others_carry_on() {
     );
     status_works(&server);
 }
+
+#[test]
+fn a_second_server_on_the_same_port_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(&dir.path().join("first"), 2, &[]);
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .arg("--data-dir")
+        .arg(dir.path().join("second"))
+        .args([
+            "--listen-client",
+            &first.endpoint(),
+            "--core-port-base",
+            "0",
+        ])
+        .args(["--cores", "2", "--no-pin"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            panic!("a second server started on a port the first listens on");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    second
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains("another server is listening there"),
+        "{stderr}"
+    );
+    status_works(&first);
+}

@@ -10,8 +10,10 @@ use std::time::Duration;
 use keel_client::proto::PutRequest;
 use keel_client::Client;
 
-/// Registers `instance`, stays up for a moment, then deregisters.
-pub async fn run(endpoint: &str) -> keel_client::Result<()> {
+/// Registers an instance, stays up for a moment, then deregisters;
+/// answers whether the registration was there while serving and gone
+/// after.
+pub async fn run(endpoint: &str) -> keel_client::Result<bool> {
     let client = Client::connect(&[endpoint]).await?;
     let (lease, ttl) = client.lease_grant(0, 5).await?;
     let keep_alive = client.lease_keep_alive(lease, ttl);
@@ -33,17 +35,18 @@ pub async fn run(endpoint: &str) -> keel_client::Result<()> {
         status.ttl,
         status.keys.len()
     );
+    let registered = client.get(key).await?.is_some();
     // A graceful stop revokes the lease: the registration goes at once.
     drop(keep_alive);
     client.lease_revoke(lease).await?;
     let gone = client.get(key).await?.is_none();
     println!("deregistered: {gone}");
-    Ok(())
+    Ok(registered && gone)
 }
 
 #[allow(dead_code)]
 #[tokio::main]
 async fn main() -> keel_client::Result<()> {
     let endpoint = std::env::var("KEEL_ENDPOINT").unwrap_or_else(|_| "127.0.0.1:2379".into());
-    run(&endpoint).await
+    run(&endpoint).await.map(|_| ())
 }

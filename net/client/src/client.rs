@@ -12,14 +12,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use keel_proto::routing::prefix_end;
-use keel_proto::routing::{home_of_lease, shard_of, shard_of_range};
+use keel_proto::routing::{core_of, home_of_lease, shard_of, shard_of_range};
 use keel_proto::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     Request, Response, ResponseBody, Revision, Status, TxnRequest, TxnResponse,
 };
 use tokio::sync::Mutex as AsyncMutex;
 
-use crate::connection::{Connection, StreamReceiver};
+use crate::connection::{Connection, Subscription};
 use crate::error::{Error, Result};
 
 /// Where requests go.
@@ -33,8 +33,8 @@ struct ShardMap {
 struct Inner {
     endpoints: Vec<String>,
     map: Mutex<ShardMap>,
-    /// The connection to the client port.
-    main: AsyncMutex<Option<Connection>>,
+    /// The connection to the client port, with the endpoint it reached.
+    main: AsyncMutex<Option<(Connection, String)>>,
     /// Connections to each core's port, by core.
     direct: AsyncMutex<Vec<Option<Connection>>>,
     next_id: AtomicU64,
@@ -109,9 +109,13 @@ impl Client {
         Ok(status)
     }
 
-    /// The host of the endpoint the main connection uses.
+    /// The host of the endpoint the main connection reached: the cores'
+    /// own ports are on the same host.
     async fn main_host(&self) -> String {
-        let endpoint = self.inner.endpoints.first().cloned().unwrap_or_default();
+        let endpoint = match self.inner.main.lock().await.as_ref() {
+            Some((_, endpoint)) => endpoint.clone(),
+            None => self.inner.endpoints.first().cloned().unwrap_or_default(),
+        };
         match endpoint.rsplit_once(':') {
             Some((host, _)) => host.to_string(),
             None => endpoint,
@@ -129,14 +133,14 @@ impl Client {
 
     async fn main_connection(&self) -> Result<Connection> {
         let mut main = self.inner.main.lock().await;
-        if let Some(connection) = main.as_ref().filter(|c| !c.is_closed()) {
+        if let Some((connection, _)) = main.as_ref().filter(|(c, _)| !c.is_closed()) {
             return Ok(connection.clone());
         }
         let mut last_error = String::new();
         for endpoint in &self.inner.endpoints {
             match Connection::open(endpoint).await {
                 Ok(connection) => {
-                    *main = Some(connection.clone());
+                    *main = Some((connection.clone(), endpoint.clone()));
                     return Ok(connection);
                 }
                 Err(error) => last_error = error.to_string(),
@@ -154,14 +158,8 @@ impl Client {
         };
         let address = {
             let map = self.inner.map.lock().map_err(|_| Error::Disconnected)?;
-            match map.cores.len() {
-                0 => None,
-                cores => map
-                    .cores
-                    .get(shard % cores)
-                    .cloned()
-                    .map(|a| (shard % cores, a)),
-            }
+            let core = core_of(shard, map.cores.len());
+            map.cores.get(core).cloned().map(|address| (core, address))
         };
         let Some((core, address)) = address else {
             return self.main_connection().await;
@@ -202,16 +200,10 @@ impl Client {
         }
     }
 
-    /// Opens a stream (a watch) whose id is the request's id.
-    pub(crate) async fn open_stream(
-        &self,
-        route: Route,
-        id: u64,
-        request: Request,
-    ) -> Result<(Connection, StreamReceiver)> {
+    /// Opens a stream (a watch) under a fresh request id.
+    pub(crate) async fn open_stream(&self, route: Route, request: Request) -> Result<Subscription> {
         let connection = self.connection(route).await?;
-        let receiver = connection.stream(id, &request)?;
-        Ok((connection, receiver))
+        connection.stream(self.next_id(), &request)
     }
 
     /// The shard holding all of `[key, range_end)`, if one does.

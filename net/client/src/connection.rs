@@ -3,7 +3,6 @@
 //! response carrying their id until they are dropped.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keel_proto::{
@@ -30,11 +29,42 @@ pub(crate) struct Connection {
     frames: mpsc::UnboundedSender<Vec<u8>>,
     /// `None` once the connection is gone: nothing more can wait on it.
     waiters: Waiters,
-    closed: Arc<AtomicBool>,
 }
 
-/// Answers waiting on a stream request.
-pub(crate) type StreamReceiver = mpsc::UnboundedReceiver<Result<Response>>;
+/// The responses of one stream request (a watch). Dropping it stops their
+/// delivery.
+pub(crate) struct Subscription {
+    connection: Connection,
+    id: u64,
+    receiver: mpsc::UnboundedReceiver<Result<Response>>,
+}
+
+impl Subscription {
+    /// The stream's id (its request's).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The connection it runs on.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
+    /// The next response; [`Error::Disconnected`] once the connection is
+    /// gone.
+    pub(crate) async fn next(&mut self) -> Result<Response> {
+        self.receiver
+            .recv()
+            .await
+            .unwrap_or(Err(Error::Disconnected))
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.connection.forget(self.id);
+    }
+}
 
 impl Connection {
     /// Connects to `address` and starts its reader and writer tasks on the
@@ -45,7 +75,6 @@ impl Connection {
         let (mut reader, mut writer) = stream.into_split();
         let (frames, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
         let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
-        let closed = Arc::new(AtomicBool::new(false));
         tokio::spawn(async move {
             while let Some(frame) = outgoing.recv().await {
                 let mut batch = frame;
@@ -61,7 +90,6 @@ impl Connection {
             }
         });
         let reading = waiters.clone();
-        let reader_closed = closed.clone();
         tokio::spawn(async move {
             let mut decoder = FrameDecoder::with_limit(MAX_RESPONSE_FRAME_LEN);
             let mut chunk = vec![0u8; 64 << 10];
@@ -81,8 +109,8 @@ impl Connection {
                     Ok(read) => decoder.extend(chunk.get(..read).unwrap_or_default()),
                 }
             }
-            reader_closed.store(true, Ordering::Release);
-            // Everyone still waiting hears that the connection is gone.
+            // Everyone still waiting hears that the connection is gone, and
+            // the connection counts as closed from now on.
             let gone = reading.lock().ok().and_then(|mut w| w.take());
             for waiter in gone.into_iter().flat_map(HashMap::into_values) {
                 match waiter {
@@ -91,15 +119,11 @@ impl Connection {
                 }
             }
         });
-        Ok(Connection {
-            frames,
-            waiters,
-            closed,
-        })
+        Ok(Connection { frames, waiters })
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire) || self.frames.is_closed()
+        self.frames.is_closed() || self.waiters.lock().map_or(true, |w| w.is_none())
     }
 
     fn send(&self, id: u64, request: &Request, waiter: Waiter) -> Result<()> {
@@ -125,15 +149,19 @@ impl Connection {
     }
 
     /// Sends `request` as `id`; every response with that id arrives on the
-    /// returned receiver until [`Connection::forget`].
-    pub(crate) fn stream(&self, id: u64, request: &Request) -> Result<StreamReceiver> {
+    /// returned subscription until it is dropped.
+    pub(crate) fn stream(&self, id: u64, request: &Request) -> Result<Subscription> {
         let (sender, receiver) = mpsc::unbounded_channel();
         self.send(id, request, Waiter::Stream(sender))?;
-        Ok(receiver)
+        Ok(Subscription {
+            connection: self.clone(),
+            id,
+            receiver,
+        })
     }
 
     /// Stops routing responses with `id`.
-    pub(crate) fn forget(&self, id: u64) {
+    fn forget(&self, id: u64) {
         if let Ok(mut waiters) = self.waiters.lock() {
             if let Some(waiters) = waiters.as_mut() {
                 waiters.remove(&id);

@@ -8,8 +8,9 @@ use keel_proto::{
     CompareResult, KeyValue, LeaseId, RangeRequest, Revision, SortOrder, SortTarget, WatchCreate,
 };
 
-use crate::client::{prefix_end, Client};
+use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::lock::contenders;
 use crate::txn::{Cmp, Op, Txn};
 
 /// What a successful campaign holds.
@@ -56,17 +57,19 @@ impl Client {
         value: impl AsRef<[u8]>,
     ) -> Result<Leadership> {
         let name = name.as_ref();
-        let (key, revision) = self.enqueue(name, lease, value.as_ref()).await?;
+        let contender = self.enqueue(name, lease, value.as_ref()).await?;
         let leadership = Leadership {
             name: name.to_vec(),
-            key,
-            revision,
+            key: contender.key.clone(),
+            revision: contender.revision,
             lease,
         };
         // A candidate found from an earlier campaign keeps its place but
         // takes the new value.
-        self.proclaim(&leadership, value).await?;
-        self.wait_for_turn(name, revision).await?;
+        if !contender.created {
+            self.proclaim(&leadership, value).await?;
+        }
+        self.wait_for_turn(name, &contender, lease).await?;
         Ok(leadership)
     }
 
@@ -108,11 +111,10 @@ impl Client {
     /// # Errors
     /// As any call.
     pub async fn leader(&self, name: impl AsRef<[u8]>) -> Result<(Revision, Option<KeyValue>)> {
-        let mut start = name.as_ref().to_vec();
-        start.push(b'/');
+        let (key, range_end) = contenders(name.as_ref());
         let request = RangeRequest {
-            range_end: prefix_end(&start),
-            key: start,
+            key,
+            range_end,
             sort_order: SortOrder::Ascend,
             sort_target: SortTarget::Create,
             limit: 1,
@@ -123,19 +125,18 @@ impl Client {
     }
 
     /// Follows election `name`: each call of [`Observer::next`] answers the
-    /// leader when it changes (its key or its value).
+    /// leader when it changes (a new leadership, or a new value).
     ///
     /// # Errors
     /// As any call.
     pub async fn observe(&self, name: impl AsRef<[u8]>) -> Result<Observer> {
         let name = name.as_ref().to_vec();
-        let mut start = name.clone();
-        start.push(b'/');
+        let (start, end) = contenders(&name);
         let (revision, leader) = self.leader(&name).await?;
         let watcher = self
             .watch(WatchCreate {
-                range_end: prefix_end(&start),
                 key: start,
+                range_end: end,
                 start_revision: revision.saturating_add(1),
                 ..WatchCreate::default()
             })
@@ -167,10 +168,11 @@ impl Observer {
     pub async fn next(&mut self) -> Result<KeyValue> {
         loop {
             if let Some(leader) = self.pending.take() {
-                let changed = self
-                    .last
-                    .as_ref()
-                    .is_none_or(|last| last.key != leader.key || last.value != leader.value);
+                let changed = self.last.as_ref().is_none_or(|last| {
+                    last.key != leader.key
+                        || last.create_revision != leader.create_revision
+                        || last.value != leader.value
+                });
                 if changed {
                     self.last = Some(leader.clone());
                     return Ok(leader);

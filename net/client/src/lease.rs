@@ -1,7 +1,7 @@
 //! Leases: grant, revoke, time-to-live, list, and a background keep-alive
 //! that renews a lease at a third of its TTL until it is dropped.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use keel_proto::{LeaseId, LeaseStatus, LeaseTimeToLive, Request, ResponseBody};
 use tokio::sync::watch;
@@ -81,35 +81,46 @@ impl Client {
     }
 
     /// Keeps lease `id` alive in the background, renewing it every third
-    /// of `ttl` seconds, until the returned handle is dropped.
+    /// of `ttl` seconds, until the returned handle is dropped. When no
+    /// renewal has succeeded for a whole TTL (the server is unreachable),
+    /// the lease must be taken as lost, and the handle says so.
     pub fn lease_keep_alive(&self, id: LeaseId, ttl: i64) -> KeepAlive {
         let (state_in, state) = watch::channel(LeaseState::Alive(ttl));
         let client = self.clone();
         let task = tokio::spawn(async move {
+            let mut ttl = ttl;
             let mut period = renewal_period(ttl);
+            let mut renewed = Instant::now();
             loop {
                 tokio::time::sleep(period).await;
                 match client.lease_keep_alive_once(id).await {
-                    Ok(0) => {
-                        let _ = state_in.send(LeaseState::Lost);
-                        return;
-                    }
-                    Ok(ttl) => {
+                    Ok(0) => break,
+                    Ok(granted) => {
+                        ttl = granted;
                         period = renewal_period(ttl);
+                        renewed = Instant::now();
                         let _ = state_in.send(LeaseState::Alive(ttl));
                     }
+                    // The lease may have expired on the server by now.
+                    Err(_) if renewed.elapsed() >= ttl_duration(ttl) => break,
                     // A lost connection: try again soon, the lease may
                     // still be alive.
                     Err(_) => period = Duration::from_millis(200).min(renewal_period(ttl)),
                 }
             }
+            let _ = state_in.send(LeaseState::Lost);
         });
         KeepAlive { id, state, task }
     }
 }
 
-fn renewal_period(ttl: i64) -> Duration {
-    Duration::from_millis((ttl.max(1) as u64).saturating_mul(1000) / 3)
+fn ttl_duration(ttl: i64) -> Duration {
+    Duration::from_secs(ttl.max(1) as u64)
+}
+
+/// A third of the TTL: two renewals may fail before the lease expires.
+pub(crate) fn renewal_period(ttl: i64) -> Duration {
+    ttl_duration(ttl) / 3
 }
 
 /// What the keep-alive last heard of its lease.
@@ -140,10 +151,8 @@ impl KeepAlive {
         *self.state.borrow()
     }
 
-    /// Resolves once the lease is found gone.
-    ///
-    /// # Errors
-    /// Never in practice; [`Error::LeaseLost`] is what it resolves with.
+    /// Resolves, with [`Error::LeaseLost`], once the lease is found gone
+    /// or no renewal has succeeded for a whole TTL.
     pub async fn lost(&mut self) -> Error {
         let _ = self.state.wait_for(|s| *s == LeaseState::Lost).await;
         Error::LeaseLost(self.id)

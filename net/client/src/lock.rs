@@ -31,6 +31,24 @@ impl LockGuard {
     }
 }
 
+/// The range `[prefix/, prefix0)` that holds every contender's key.
+pub(crate) fn contenders(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut start = prefix.to_vec();
+    start.push(b'/');
+    let end = prefix_end(&start);
+    (start, end)
+}
+
+/// A contender's place in line.
+pub(crate) struct Contender {
+    /// Its key.
+    pub(crate) key: Vec<u8>,
+    /// The key's create revision: its place, and the fencing token.
+    pub(crate) revision: Revision,
+    /// Whether this call created the key (else an earlier one did).
+    pub(crate) created: bool,
+}
+
 /// The key a contender with `lease` puts under `prefix`.
 pub(crate) fn contender_key(prefix: &[u8], lease: LeaseId) -> Vec<u8> {
     let mut key = prefix.to_vec();
@@ -46,9 +64,12 @@ impl Client {
     /// # Errors
     /// As any call; [`Error::LeaseLost`] when the lease is gone.
     pub async fn lock(&self, name: impl AsRef<[u8]>, lease: LeaseId) -> Result<LockGuard> {
-        let (key, revision) = self.enqueue(name.as_ref(), lease, b"").await?;
-        self.wait_for_turn(name.as_ref(), revision).await?;
-        Ok(LockGuard { key, revision })
+        let contender = self.enqueue(name.as_ref(), lease, b"").await?;
+        self.wait_for_turn(name.as_ref(), &contender, lease).await?;
+        Ok(LockGuard {
+            key: contender.key,
+            revision: contender.revision,
+        })
     }
 
     /// Releases a lock.
@@ -60,13 +81,13 @@ impl Client {
     }
 
     /// Puts this contender's key (once; a second call with the same lease
-    /// finds it) and answers it with its create revision.
+    /// finds it).
     pub(crate) async fn enqueue(
         &self,
         prefix: &[u8],
         lease: LeaseId,
         value: &[u8],
-    ) -> Result<(Vec<u8>, Revision)> {
+    ) -> Result<Contender> {
         let key = contender_key(prefix, lease);
         let txn = Txn::new()
             .when([Cmp::key(key.clone()).create_revision(CompareResult::Equal, 0)])
@@ -80,11 +101,19 @@ impl Client {
             other => other?,
         };
         if answer.succeeded {
-            return Ok((key, revision));
+            return Ok(Contender {
+                key,
+                revision,
+                created: true,
+            });
         }
         match answer.responses.into_iter().next() {
             Some(keel_proto::ResponseOp::Range(range)) => match range.kvs.into_iter().next() {
-                Some(kv) => Ok((key, kv.create_revision)),
+                Some(kv) => Ok(Contender {
+                    key,
+                    revision: kv.create_revision,
+                    created: false,
+                }),
                 None => Err(Error::LeaseLost(lease)),
             },
             _ => Err(Error::Protocol(
@@ -93,16 +122,22 @@ impl Client {
         }
     }
 
-    /// Waits until no key under `prefix` was created before `revision`.
-    pub(crate) async fn wait_for_turn(&self, prefix: &[u8], revision: Revision) -> Result<()> {
-        let mut start = prefix.to_vec();
-        start.push(b'/');
+    /// Waits until no key under `prefix` was created before the
+    /// contender's, then checks that its own key is still there: a lease
+    /// that expired while waiting took it away, and the turn is not its.
+    pub(crate) async fn wait_for_turn(
+        &self,
+        prefix: &[u8],
+        contender: &Contender,
+        lease: LeaseId,
+    ) -> Result<()> {
+        let (start, end) = contenders(prefix);
         loop {
             // The newest contender before this one.
             let request = RangeRequest {
-                range_end: prefix_end(&start),
                 key: start.clone(),
-                max_create_revision: revision.saturating_sub(1),
+                range_end: end.clone(),
+                max_create_revision: contender.revision.saturating_sub(1),
                 sort_order: SortOrder::Descend,
                 sort_target: SortTarget::Create,
                 limit: 1,
@@ -110,9 +145,13 @@ impl Client {
             };
             let (at, answer) = self.range(request).await?;
             let Some(before) = answer.kvs.into_iter().next() else {
-                return Ok(());
+                break;
             };
             wait_for_delete(self, &before.key, at).await?;
+        }
+        match self.get(contender.key.clone()).await? {
+            Some(kv) if kv.create_revision == contender.revision => Ok(()),
+            _ => Err(Error::LeaseLost(lease)),
         }
     }
 }

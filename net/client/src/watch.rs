@@ -5,8 +5,8 @@
 
 use keel_proto::{Event, Request, ResponseBody, Revision, WatchCreate};
 
-use crate::client::{Client, Route};
-use crate::connection::{Connection, StreamReceiver};
+use crate::client::Client;
+use crate::connection::Subscription;
 use crate::error::{Error, Result};
 
 /// What a watch hands out.
@@ -22,13 +22,16 @@ pub struct WatchResponse {
 pub struct Watcher {
     client: Client,
     request: WatchCreate,
-    route: Route,
     /// The next revision to ask for after a reconnect.
     next_revision: Revision,
-    current: Option<(Connection, u64, StreamReceiver)>,
-    /// Reconnects made so far (for tests and metrics).
+    /// The watch on the server, `None` while it must be created again.
+    current: Option<Subscription>,
+    /// Successful reconnects so far (for tests and metrics).
     reconnects: u64,
 }
+
+/// Longest wait between two attempts to reach the server again.
+const MAX_RECONNECT_DELAY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Client {
     /// Watches `request.key` (or its range) from `request.start_revision`
@@ -37,12 +40,10 @@ impl Client {
     /// # Errors
     /// As any call; `Compacted` when the start is below the compaction.
     pub async fn watch(&self, request: WatchCreate) -> Result<Watcher> {
-        let route = self.route_range(&request.key, &request.range_end);
         let mut watcher = Watcher {
             client: self.clone(),
             next_revision: request.start_revision,
             request,
-            route,
             current: None,
             reconnects: 0,
         };
@@ -68,13 +69,15 @@ impl Client {
 impl Watcher {
     /// Creates the watch on the server, from `next_revision`.
     async fn open(&mut self) -> Result<()> {
-        let id = self.client.next_id();
         let request = Request::WatchCreate(WatchCreate {
             start_revision: self.next_revision,
             ..self.request.clone()
         });
-        let (connection, mut receiver) = self.client.open_stream(self.route, id, request).await?;
-        let created = receiver.recv().await.ok_or(Error::Disconnected)??;
+        let route = self
+            .client
+            .route_range(&self.request.key, &self.request.range_end);
+        let mut subscription = self.client.open_stream(route, request).await?;
+        let created = subscription.next().await?;
         match created.body {
             ResponseBody::Watch(w) if w.created => {
                 // From now on, resume after what this watch starts at.
@@ -82,41 +85,33 @@ impl Watcher {
                     self.next_revision = created.revision.saturating_add(1);
                 }
             }
-            ResponseBody::Watch(w) if w.canceled => {
-                connection.forget(id);
-                return Err(Error::Compacted {
-                    compact_revision: w.compact_revision,
-                });
-            }
-            ResponseBody::Error(body) => {
-                connection.forget(id);
-                return Err(body.into());
-            }
+            ResponseBody::Error(body) => return Err(body.into()),
             other => return Err(crate::client::unexpected("watch", &other)),
         }
-        self.current = Some((connection, id, receiver));
+        self.current = Some(subscription);
         Ok(())
     }
 
-    /// The next events (or progress notification). Reconnects as needed.
+    /// The next events (or progress notification). Reconnects as needed,
+    /// for as long as it takes; every response holds whole revisions, so
+    /// resuming after the last one delivered misses nothing.
     ///
     /// # Errors
     /// [`Error::Compacted`] when the history it must resume from was
-    /// compacted away; server errors; [`Error::Connect`] when no endpoint
-    /// can be reached again.
+    /// compacted away; other server errors.
     pub async fn next(&mut self) -> Result<WatchResponse> {
         loop {
-            let Some((_, _, receiver)) = self.current.as_mut() else {
+            let Some(subscription) = self.current.as_mut() else {
                 self.reconnect().await?;
                 continue;
             };
-            let message = match receiver.recv().await {
-                Some(Ok(message)) => message,
-                Some(Err(Error::Disconnected)) | None => {
+            let message = match subscription.next().await {
+                Ok(message) => message,
+                Err(Error::Disconnected) => {
                     self.current = None;
                     continue;
                 }
-                Some(Err(error)) => return Err(error),
+                Err(error) => return Err(error),
             };
             match message.body {
                 ResponseBody::Watch(w) if w.canceled => {
@@ -141,15 +136,19 @@ impl Watcher {
         }
     }
 
+    /// Creates the watch again, retrying with backoff while the server
+    /// cannot be reached.
     async fn reconnect(&mut self) -> Result<()> {
         let mut delay = std::time::Duration::from_millis(50);
         loop {
-            self.reconnects += 1;
             match self.open().await {
-                Ok(()) => return Ok(()),
-                Err(Error::Disconnected | Error::Connect { .. }) if delay.as_secs() < 5 => {
+                Ok(()) => {
+                    self.reconnects += 1;
+                    return Ok(());
+                }
+                Err(Error::Disconnected | Error::Connect { .. }) => {
                     tokio::time::sleep(delay).await;
-                    delay *= 2;
+                    delay = (delay * 2).min(MAX_RECONNECT_DELAY);
                 }
                 Err(error) => return Err(error),
             }
@@ -157,17 +156,26 @@ impl Watcher {
     }
 
     /// Asks the server for a progress notification: a response with no
-    /// events, after every event up to its revision.
+    /// events, after every event up to its revision. Reconnects first
+    /// when the watch is between connections.
     ///
     /// # Errors
     /// As any call.
-    pub async fn request_progress(&self) -> Result<()> {
-        if let Some((connection, _, _)) = &self.current {
-            connection
-                .call(self.client.next_id(), &Request::WatchProgress)
-                .await?;
+    pub async fn request_progress(&mut self) -> Result<()> {
+        if self.current.is_none() {
+            self.reconnect().await?;
         }
-        Ok(())
+        let Some(subscription) = &self.current else {
+            return Err(Error::Disconnected);
+        };
+        let answer = subscription
+            .connection()
+            .call(self.client.next_id(), &Request::WatchProgress)
+            .await?;
+        match answer.body {
+            ResponseBody::Error(body) => Err(body.into()),
+            _ => Ok(()),
+        }
     }
 
     /// The revision a reconnect would resume from.
@@ -185,32 +193,38 @@ impl Watcher {
     /// # Errors
     /// As any call.
     pub async fn cancel(mut self) -> Result<()> {
-        if let Some((connection, watch_id, _)) = self.current.take() {
-            connection.forget(watch_id);
-            let answer = connection
-                .call(self.client.next_id(), &Request::WatchCancel { watch_id })
-                .await?;
-            if let ResponseBody::Error(body) = answer.body {
-                return Err(body.into());
-            }
+        let Some(subscription) = self.current.take() else {
+            return Ok(());
+        };
+        let watch_id = subscription.id();
+        let connection = subscription.connection().clone();
+        drop(subscription);
+        let answer = connection
+            .call(self.client.next_id(), &Request::WatchCancel { watch_id })
+            .await?;
+        match answer.body {
+            ResponseBody::Error(body) => Err(body.into()),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
 impl Drop for Watcher {
     fn drop(&mut self) {
-        if let Some((connection, watch_id, _)) = self.current.take() {
-            connection.forget(watch_id);
-            // Best effort: tell the server, without waiting for the answer.
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                let id = self.client.next_id();
-                handle.spawn(async move {
-                    let _ = connection
-                        .call(id, &Request::WatchCancel { watch_id })
-                        .await;
-                });
-            }
+        let Some(subscription) = self.current.take() else {
+            return;
+        };
+        let watch_id = subscription.id();
+        let connection = subscription.connection().clone();
+        drop(subscription);
+        // Best effort: tell the server, without waiting for the answer.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let id = self.client.next_id();
+            handle.spawn(async move {
+                let _ = connection
+                    .call(id, &Request::WatchCancel { watch_id })
+                    .await;
+            });
         }
     }
 }

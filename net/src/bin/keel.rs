@@ -15,7 +15,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 #[derive(Debug, Parser)]
 #[command(name = "keel", version)]
 struct Flags {
-    /// A TOML file of settings (keys as the long flags, with underscores).
+    /// A TOML file of settings (keys as in docs/server.md: name, data_dir,
+    /// client_address, core_port_base, shards, cores, pin, outbound_bytes,
+    /// stall_timeout_ms, max_in_flight, watch_progress_interval_ms).
     #[arg(long)]
     config: Option<PathBuf>,
     /// This member's name.

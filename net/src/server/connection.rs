@@ -17,8 +17,8 @@ use futures_lite::future::{or, pending};
 use futures_lite::{AsyncRead, AsyncReadExt, StreamExt};
 use futures_util::stream::FuturesUnordered;
 use keel_proto::{
-    decode_request, encode_frame_within, encode_response, ErrorBody, ErrorCode, FrameDecoder,
-    FrameError, Request, Response, ResponseBody, MAX_RESPONSE_FRAME_LEN,
+    decode_request, encode_frame_within, encode_response, DecodeError, ErrorBody, ErrorCode,
+    FrameDecoder, FrameError, Request, Response, ResponseBody, MAX_RESPONSE_FRAME_LEN,
 };
 
 use crate::server::core::CoreContext;
@@ -35,7 +35,7 @@ pub(crate) struct Connection {
     pub(crate) ctx: Rc<CoreContext>,
     pub(crate) outbound: Outbound,
     /// This connection's live watches, by id.
-    pub(crate) watches: RefCell<HashMap<u64, flume::Sender<WatchCommand>>>,
+    pub(crate) watches: RefCell<HashMap<u64, Rc<flume::Sender<WatchCommand>>>>,
 }
 
 impl Connection {
@@ -143,10 +143,12 @@ async fn read_requests(
                     }
                 }
                 // Well framed and verified, but meaningless: answer it.
-                Err(error) if error.id.is_some() => {
-                    let id = error.id.unwrap_or_default();
+                Err(DecodeError {
+                    id: Some(id),
+                    message,
+                }) => {
                     let refused = connection
-                        .respond_error(id, ErrorCode::BadRequest, error.message)
+                        .respond_error(id, ErrorCode::BadRequest, message)
                         .await;
                     if refused.is_err() {
                         return None;

@@ -42,6 +42,9 @@ impl CoreContext {
     }
 }
 
+/// A listener that could not be bound (or read back), and why.
+pub(crate) type BindError = (SocketAddr, std::io::Error);
+
 /// The two listeners of one core, bound.
 pub(crate) struct Bound {
     client: TcpListener,
@@ -50,22 +53,27 @@ pub(crate) struct Bound {
 
 impl Bound {
     /// Binds the client address (shared by every core through
-    /// SO_REUSEPORT) and this core's own address.
-    pub(crate) fn bind(client: SocketAddr, own: SocketAddr) -> std::io::Result<Bound> {
+    /// SO_REUSEPORT) and this core's own address; an error names the
+    /// address that failed.
+    pub(crate) fn bind(client: SocketAddr, own: SocketAddr) -> Result<Bound, BindError> {
+        let listen =
+            |address: SocketAddr| TcpListener::bind(address).map_err(|e| (address, e.into()));
         Ok(Bound {
-            client: TcpListener::bind(client)?,
-            own: TcpListener::bind(own)?,
+            client: listen(client)?,
+            own: listen(own)?,
         })
     }
 
+    /// The addresses bound (with the ports the system picked for port 0).
     pub(crate) fn addresses(&self) -> std::io::Result<(SocketAddr, SocketAddr)> {
         Ok((self.client.local_addr()?, self.own.local_addr()?))
     }
 }
 
-/// Accepts on `listener` and hands each connection over. A detached
-/// task: it holds no handle on the node, so it may outlive the server's
-/// own future by a moment without keeping the node alive.
+/// Accepts on `listener` and hands each connection over. It runs as a
+/// task of its own, cancelled when the core's server future drops its
+/// handle; it holds no handle on the node, so the moment it may outlive
+/// that future keeps nothing alive.
 async fn accept_loop(listener: TcpListener, accepted: flume::Sender<TcpStream>) {
     loop {
         match listener.accept().await {

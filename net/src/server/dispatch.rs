@@ -44,22 +44,19 @@ pub(crate) async fn handle(
         Request::WatchCreate(create) => return watch::run(connection, id, create).await,
         Request::WatchCancel { watch_id } => {
             let watch = connection.watches.borrow_mut().remove(&watch_id);
-            match watch {
-                Some(commands) => {
-                    let _ = commands.send(watch::WatchCommand::Cancel);
-                    Ok((0, canceled(watch_id)))
-                }
-                None => {
-                    let message = format!("watch {watch_id} not found on this connection");
-                    return connection
-                        .respond_error(id, ErrorCode::WatchNotFound, message)
-                        .await;
-                }
+            // The watch answers the cancel itself once it has stopped.
+            let cancel = watch::WatchCommand::Cancel { request_id: id };
+            if watch.is_some_and(|commands| commands.send(cancel).is_ok()) {
+                return Ok(());
             }
+            let message = format!("watch {watch_id} not found on this connection");
+            return connection
+                .respond_error(id, ErrorCode::WatchNotFound, message)
+                .await;
         }
         Request::WatchProgress => client.current_revision().await.map(|revision| {
             for commands in connection.watches.borrow().values() {
-                let _ = commands.send(watch::WatchCommand::Progress);
+                let _ = commands.send(watch::WatchCommand::Progress(revision));
             }
             (revision, ResponseBody::Watch(WatchEvents::default()))
         }),
@@ -124,12 +121,4 @@ pub(crate) async fn handle(
 
 fn applied(applied: keel_engine::mvcc::Applied) -> (u64, ResponseBody) {
     (applied.revision, convert::write_response(applied.response))
-}
-
-fn canceled(watch_id: u64) -> ResponseBody {
-    ResponseBody::Watch(WatchEvents {
-        watch_id,
-        canceled: true,
-        ..WatchEvents::default()
-    })
 }

@@ -56,6 +56,36 @@ pub struct Server {
     core_addresses: Vec<SocketAddr>,
 }
 
+/// Refuses ports another server listens on. glommio binds with
+/// SO_REUSEPORT, so a second server of the same user would otherwise bind
+/// the same ports and the kernel would split clients between two data
+/// directories. A connection attempt finds a listener; a plain bind would
+/// also fail on the sockets of connections a previous run left closing.
+/// Port 0 is picked by the system and needs no check.
+fn refuse_taken_ports(
+    client: SocketAddr,
+    own: impl Iterator<Item = SocketAddr>,
+) -> Result<(), ServerError> {
+    for address in std::iter::once(client).chain(own) {
+        if address.port() == 0 {
+            continue;
+        }
+        let mut target = address;
+        if target.ip().is_unspecified() {
+            target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let probe = std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200));
+        if probe.is_ok() {
+            let error = std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another server is listening there",
+            );
+            return Err(ServerError::Bind { address, error });
+        }
+    }
+    Ok(())
+}
+
 /// A stable id for the member, from its name (FNV-1a).
 fn member_id(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
@@ -76,6 +106,14 @@ impl Server {
         node_config.pin = config.pin;
         let node = Arc::new(Node::start(node_config)?);
         let cores = node.core_count();
+        let own_address = |core: usize| {
+            let port = match config.core_port_base {
+                0 => 0,
+                base => base.saturating_add(core as u16),
+            };
+            SocketAddr::new(config.client_address.ip(), port)
+        };
+        refuse_taken_ports(config.client_address, (0..cores).map(own_address))?;
         let (served_in, served) = flume::bounded::<()>(0);
         let mut server = Server {
             node: Some(node.clone()),
@@ -85,31 +123,29 @@ impl Server {
             core_addresses: Vec::with_capacity(cores),
         };
         let mut go = Vec::with_capacity(cores);
+        let mut failure = None;
         for core in 0..cores {
             // Core 0 may be asked for port 0; the others then share the
             // port it got.
             let client_address = server.client_address;
-            let own = SocketAddr::new(
-                client_address.ip(),
-                match config.core_port_base {
-                    0 => 0,
-                    base => base.saturating_add(core as u16),
-                },
-            );
+            let own = own_address(core);
             let (bound_out, bound) = flume::bounded(1);
             let (go_in, go_out) = flume::bounded::<Arc<ServerInfo>>(1);
             let (stop_in, stop_out) = flume::bounded::<()>(0);
             let task_node = node.clone();
             let served_in = served_in.clone();
             let limits = config.limits;
-            node.spawn_on(
+            let spawned = node.spawn_on(
                 core,
                 Box::new(move || {
                     Box::pin(async move {
                         let listeners = Bound::bind(client_address, own);
-                        let listeners = match listeners.and_then(|l| l.addresses().map(|a| (l, a)))
-                        {
-                            Ok((listeners, addresses)) => {
+                        let listeners = listeners.and_then(|l| match l.addresses() {
+                            Ok(addresses) => Ok((addresses, l)),
+                            Err(error) => Err((own, error)),
+                        });
+                        let listeners = match listeners {
+                            Ok((addresses, listeners)) => {
                                 let _ = bound_out.send(Ok(addresses));
                                 listeners
                             }
@@ -136,7 +172,11 @@ impl Server {
                         drop(served_in);
                     })
                 }),
-            )?;
+            );
+            if let Err(error) = spawned {
+                failure = Some(error.into());
+                break;
+            }
             server.stop.push(stop_in);
             go.push(go_in);
             match bound.recv() {
@@ -144,14 +184,25 @@ impl Server {
                     server.client_address = client;
                     server.core_addresses.push(own);
                 }
-                Ok(Err(error)) => {
-                    let address = if core == 0 { client_address } else { own };
-                    return Err(ServerError::Bind { address, error });
+                Ok(Err((address, error))) => {
+                    failure = Some(ServerError::Bind { address, error });
+                    break;
                 }
-                Err(_) => return Err(ServerError::CoreGone(core)),
+                Err(_) => {
+                    failure = Some(ServerError::CoreGone(core));
+                    break;
+                }
             }
         }
         drop(served_in);
+        if let Some(failure) = failure {
+            // Cores waiting for the go-ahead end now, dropping their
+            // handles on the node; `server`, dropped on return, then
+            // shuts the node down here.
+            drop(go);
+            drop(node);
+            return Err(failure);
+        }
         let info = Arc::new(ServerInfo {
             member_id: member_id(&config.name),
             name: config.name,

@@ -13,7 +13,9 @@ use std::time::Duration;
 use futures_lite::future::{or, poll_fn};
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 
-/// Wakes every waiter on `notify_all`. Single-threaded (one core).
+/// Wakes every waiter on `notify_all`. Single-threaded (one core). A
+/// waiter polled again before the notification keeps one entry: futures
+/// such as `or` poll both sides on every wake-up.
 #[derive(Default)]
 pub(crate) struct LocalNotify {
     generation: Cell<u64>,
@@ -35,7 +37,10 @@ impl LocalNotify {
             if self.generation.get() != start {
                 return Poll::Ready(());
             }
-            self.waiters.borrow_mut().push(cx.waker().clone());
+            let mut waiters = self.waiters.borrow_mut();
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
             Poll::Pending
         })
     }

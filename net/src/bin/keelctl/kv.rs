@@ -166,9 +166,6 @@ pub(crate) async fn del(
 }
 
 pub(crate) async fn watch(client: &Client, format: Format, args: WatchArgs) -> CommandResult {
-    if args.range.from_key {
-        return Err("watch takes a range end or --prefix, not --from-key".to_string());
-    }
     let (key, range_end) = key_range(args.range)?;
     let request = WatchCreate {
         key,

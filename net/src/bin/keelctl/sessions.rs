@@ -111,26 +111,28 @@ pub(crate) async fn lock(
     let lease = keep_alive.id();
     let guard = client.lock(name, lease).await.map_err(describe)?;
     println!("{}", output::text(guard.key()));
-    if let Some((program, arguments)) = command.split_first() {
-        let status = tokio::process::Command::new(program)
-            .args(arguments)
-            .status()
-            .await
-            .map_err(|e| format!("cannot run {program}: {e}"))?;
-        timed(timeout, client.unlock(guard)).await?;
-        let _ = client.lease_revoke(lease).await;
-        return match status.code() {
-            Some(0) => Ok(()),
-            code => Err(format!("{program} exited with {code:?}")),
-        };
-    }
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        lost = keep_alive.lost() => return Err(describe(lost)),
-    }
-    timed(timeout, client.unlock(guard)).await?;
-    let _ = client.lease_revoke(lease).await;
-    Ok(())
+    let holding = match command.split_first() {
+        Some((program, arguments)) => {
+            match tokio::process::Command::new(program)
+                .args(arguments)
+                .status()
+                .await
+            {
+                Ok(status) if status.success() => Ok(()),
+                Ok(status) => Err(format!("{program} exited with {:?}", status.code())),
+                Err(e) => Err(format!("cannot run {program}: {e}")),
+            }
+        }
+        None => tokio::select! {
+            _ = tokio::signal::ctrl_c() => Ok(()),
+            lost = keep_alive.lost() => Err(describe(lost)),
+        },
+    };
+    drop(keep_alive);
+    // Revoking the session's lease deletes the lock's key: the lock is
+    // released whatever happened while it was held.
+    let released = timed(timeout, client.lease_revoke(lease)).await;
+    holding.and(released)
 }
 
 pub(crate) async fn elect(
