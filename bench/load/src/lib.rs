@@ -1,0 +1,21 @@
+//! keel's load generator, the `bench` binary: one workload, driven against
+//! keel (through `keel-client`) or a real etcd (through its gRPC API), with
+//! latency measured from each request's intended send time.
+//!
+//! - [`args`]: the command line;
+//! - [`target`]: keel or etcd behind one set of calls;
+//! - [`keys`]: the keyspace and its uniform or zipfian choice;
+//! - [`schedule`]: open-loop pacing;
+//! - [`record`]: histograms per kind of operation;
+//! - [`workload`]: kv (reads, writes, ranges), watch fan-out, lease churn;
+//! - [`report`], [`plot`] and [`progress`]: what a run shows.
+
+pub mod args;
+pub mod keys;
+pub mod plot;
+pub mod progress;
+pub mod record;
+pub mod report;
+pub mod schedule;
+pub mod target;
+pub mod workload;

@@ -1,0 +1,411 @@
+//! The system under load: keel through its client crate, or a real etcd
+//! through its v3 gRPC API. Both offer the same few calls, so a workload
+//! is written once and runs against either.
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{anyhow, bail, Context, Result};
+use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
+use keel_proto::{EventKind, PutRequest, RangeRequest};
+
+/// Which system, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetUrl {
+    /// The system.
+    pub kind: TargetKind,
+    /// `host:port` of its client endpoint.
+    pub address: String,
+}
+
+/// The systems the load generator drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetKind {
+    /// keel, through `keel-client`.
+    Keel,
+    /// etcd v3, through `etcd-client` (gRPC).
+    Etcd,
+}
+
+impl TargetKind {
+    /// The URL scheme, also the default label of a run.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            TargetKind::Keel => "keel",
+            TargetKind::Etcd => "etcd",
+        }
+    }
+}
+
+impl FromStr for TargetUrl {
+    type Err = anyhow::Error;
+
+    fn from_str(text: &str) -> Result<TargetUrl> {
+        let (scheme, address) = text.split_once("://").ok_or_else(|| {
+            anyhow!("a target is keel://HOST:PORT or etcd://HOST:PORT, not {text:?}")
+        })?;
+        let kind = match scheme {
+            "keel" => TargetKind::Keel,
+            "etcd" => TargetKind::Etcd,
+            other => bail!("unknown target system {other:?}: use keel:// or etcd://"),
+        };
+        let address = address.trim_end_matches('/');
+        if address
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            bail!("a target address is HOST:PORT, not {address:?}");
+        }
+        Ok(TargetUrl {
+            kind,
+            address: address.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for TargetUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.kind.scheme(), self.address)
+    }
+}
+
+/// Open connections to one system. Each call names the connection it uses
+/// (any number; it wraps), so a workload spreads its load over them.
+pub enum Target {
+    /// keel clients, one per connection.
+    Keel(Vec<keel_client::Client>),
+    /// etcd clients, one per connection (one HTTP/2 connection each).
+    Etcd(Vec<EtcdConnection>),
+}
+
+/// One etcd client, with its KV service handle kept apart: cloning that
+/// per call is cheaper than cloning the whole client.
+pub struct EtcdConnection {
+    client: etcd_client::Client,
+    kv: etcd_client::KvClient,
+}
+
+/// A stream of watch events, reduced to what the workloads need.
+pub enum EventStream {
+    /// A keel watch.
+    Keel(keel_client::Watcher),
+    /// An etcd watch stream.
+    Etcd(etcd_client::WatchStream),
+}
+
+/// One event of a watch, as the workloads see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenEvent {
+    /// A put (else a delete).
+    pub is_put: bool,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The value (empty for a delete).
+    pub value: Vec<u8>,
+}
+
+impl Target {
+    /// Opens `connections` connections to `url`.
+    ///
+    /// # Errors
+    /// When the system cannot be reached.
+    pub async fn connect(url: &TargetUrl, connections: usize) -> Result<Target> {
+        let connections = connections.max(1);
+        match url.kind {
+            TargetKind::Keel => {
+                let mut clients = Vec::with_capacity(connections);
+                for _ in 0..connections {
+                    let client = keel_client::Client::connect(&[url.address.as_str()])
+                        .await
+                        .with_context(|| format!("connect to {url}"))?;
+                    clients.push(client);
+                }
+                Ok(Target::Keel(clients))
+            }
+            TargetKind::Etcd => {
+                let mut clients = Vec::with_capacity(connections);
+                for _ in 0..connections {
+                    let client = etcd_client::Client::connect([url.address.as_str()], None)
+                        .await
+                        .with_context(|| format!("connect to {url}"))?;
+                    let kv = client.kv_client();
+                    clients.push(EtcdConnection { client, kv });
+                }
+                Ok(Target::Etcd(clients))
+            }
+        }
+    }
+
+    /// How many connections are open.
+    pub fn connections(&self) -> usize {
+        match self {
+            Target::Keel(clients) => clients.len(),
+            Target::Etcd(clients) => clients.len(),
+        }
+    }
+
+    fn keel(clients: &[keel_client::Client], connection: usize) -> Result<&keel_client::Client> {
+        clients
+            .get(connection % clients.len().max(1))
+            .ok_or_else(|| anyhow!("no connection open"))
+    }
+
+    fn etcd(clients: &[EtcdConnection], connection: usize) -> Result<&EtcdConnection> {
+        clients
+            .get(connection % clients.len().max(1))
+            .ok_or_else(|| anyhow!("no connection open"))
+    }
+
+    /// Reads `key`; answers whether it exists. A serializable read is served
+    /// from the replica's state without a Raft round.
+    ///
+    /// # Errors
+    /// When the system fails the read.
+    pub async fn get(&self, connection: usize, key: &[u8], serializable: bool) -> Result<bool> {
+        match self {
+            Target::Keel(clients) => {
+                let request = RangeRequest {
+                    key: key.to_vec(),
+                    serializable,
+                    ..RangeRequest::default()
+                };
+                let (_, answer) = Self::keel(clients, connection)?.range(request).await?;
+                Ok(!answer.kvs.is_empty())
+            }
+            Target::Etcd(clients) => {
+                let options = serializable.then(|| GetOptions::new().with_serializable());
+                let answer = Self::etcd(clients, connection)?
+                    .kv
+                    .clone()
+                    .get(key, options)
+                    .await?;
+                Ok(!answer.kvs().is_empty())
+            }
+        }
+    }
+
+    /// Stores `value` under `key`, durably, with an optional lease.
+    ///
+    /// # Errors
+    /// When the system fails the write.
+    pub async fn put(
+        &self,
+        connection: usize,
+        key: &[u8],
+        value: &[u8],
+        lease: Option<i64>,
+    ) -> Result<()> {
+        match self {
+            Target::Keel(clients) => {
+                let request = PutRequest {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    lease: lease.unwrap_or(0),
+                    ..PutRequest::default()
+                };
+                Self::keel(clients, connection)?.put_with(request).await?;
+            }
+            Target::Etcd(clients) => {
+                let options = lease.map(|id| PutOptions::new().with_lease(id));
+                Self::etcd(clients, connection)?
+                    .kv
+                    .clone()
+                    .put(key, value, options)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads up to `limit` keys of `[start, end)`; answers how many came.
+    ///
+    /// # Errors
+    /// When the system fails the read.
+    pub async fn range(
+        &self,
+        connection: usize,
+        start: &[u8],
+        end: &[u8],
+        limit: u64,
+        serializable: bool,
+    ) -> Result<usize> {
+        match self {
+            Target::Keel(clients) => {
+                let request = RangeRequest {
+                    key: start.to_vec(),
+                    range_end: end.to_vec(),
+                    limit,
+                    serializable,
+                    ..RangeRequest::default()
+                };
+                let (_, answer) = Self::keel(clients, connection)?.range(request).await?;
+                Ok(answer.kvs.len())
+            }
+            Target::Etcd(clients) => {
+                let mut options = GetOptions::new().with_range(end).with_limit(limit as i64);
+                if serializable {
+                    options = options.with_serializable();
+                }
+                let answer = Self::etcd(clients, connection)?
+                    .kv
+                    .clone()
+                    .get(start, Some(options))
+                    .await?;
+                Ok(answer.kvs().len())
+            }
+        }
+    }
+
+    /// Grants a lease of `ttl_seconds`; answers its id.
+    ///
+    /// # Errors
+    /// When the system refuses the lease.
+    pub async fn lease_grant(&self, connection: usize, ttl_seconds: i64) -> Result<i64> {
+        match self {
+            Target::Keel(clients) => {
+                let (id, _) = Self::keel(clients, connection)?
+                    .lease_grant(0, ttl_seconds)
+                    .await?;
+                Ok(id)
+            }
+            Target::Etcd(clients) => {
+                let answer = Self::etcd(clients, connection)?
+                    .client
+                    .clone()
+                    .lease_grant(ttl_seconds, None)
+                    .await?;
+                Ok(answer.id())
+            }
+        }
+    }
+
+    /// Renews lease `id` once, as a keep-alive stream's tick would.
+    ///
+    /// # Errors
+    /// When the lease is gone or the system fails the renewal.
+    pub async fn lease_keep_alive_once(&self, connection: usize, id: i64) -> Result<()> {
+        match self {
+            Target::Keel(clients) => {
+                let ttl = Self::keel(clients, connection)?
+                    .lease_keep_alive_once(id)
+                    .await?;
+                if ttl <= 0 {
+                    bail!("lease {id} has expired");
+                }
+            }
+            Target::Etcd(clients) => {
+                // etcd renews over a stream. Opening it sends the first
+                // renewal and waits for its answer; a lease that is gone
+                // is an error there.
+                Self::etcd(clients, connection)?
+                    .client
+                    .clone()
+                    .lease_keep_alive(id)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Watches every key that starts with `prefix`, from now on. The watch
+    /// is in place when this returns.
+    ///
+    /// # Errors
+    /// When the system refuses the watch.
+    pub async fn watch_prefix(&self, connection: usize, prefix: &[u8]) -> Result<EventStream> {
+        match self {
+            Target::Keel(clients) => {
+                let watcher = Self::keel(clients, connection)?
+                    .watch_prefix(prefix)
+                    .await?;
+                Ok(EventStream::Keel(watcher))
+            }
+            Target::Etcd(clients) => {
+                let mut stream = Self::etcd(clients, connection)?
+                    .client
+                    .clone()
+                    .watch(prefix, Some(WatchOptions::new().with_prefix()))
+                    .await?;
+                // The first message says the watch was created.
+                let created = stream
+                    .message()
+                    .await?
+                    .ok_or_else(|| anyhow!("watch stream ended before it was created"))?;
+                if !created.created() {
+                    bail!("the first watch message was not its creation");
+                }
+                Ok(EventStream::Etcd(stream))
+            }
+        }
+    }
+}
+
+impl EventStream {
+    /// The next events (an empty list for a message without any).
+    ///
+    /// # Errors
+    /// When the watch fails or ends.
+    pub async fn next(&mut self) -> Result<Vec<SeenEvent>> {
+        match self {
+            EventStream::Keel(watcher) => {
+                let answer = watcher.next().await?;
+                Ok(answer
+                    .events
+                    .into_iter()
+                    .map(|event| SeenEvent {
+                        is_put: event.kind == EventKind::Put,
+                        key: event.kv.key,
+                        value: event.kv.value,
+                    })
+                    .collect())
+            }
+            EventStream::Etcd(stream) => {
+                let answer = stream
+                    .message()
+                    .await?
+                    .ok_or_else(|| anyhow!("the watch stream ended"))?;
+                if answer.canceled() {
+                    bail!("etcd canceled the watch: {}", answer.cancel_reason());
+                }
+                Ok(answer
+                    .events()
+                    .iter()
+                    .filter_map(|event| {
+                        let kv = event.kv()?;
+                        Some(SeenEvent {
+                            is_put: event.event_type() == EventType::Put,
+                            key: kv.key().to_vec(),
+                            value: kv.value().to_vec(),
+                        })
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_url_names_its_system_and_address() {
+        let url: TargetUrl = "etcd://127.0.0.1:2379".parse().unwrap();
+        assert_eq!(url.kind, TargetKind::Etcd);
+        assert_eq!(url.address, "127.0.0.1:2379");
+        assert_eq!(url.to_string(), "etcd://127.0.0.1:2379");
+        let url: TargetUrl = "keel://localhost:1/".parse().unwrap();
+        assert_eq!(url.kind, TargetKind::Keel);
+        assert_eq!(url.address, "localhost:1");
+    }
+
+    #[test]
+    fn a_bad_target_url_is_refused_with_the_reason() {
+        let error = |text: &str| text.parse::<TargetUrl>().unwrap_err().to_string();
+        assert!(error("127.0.0.1:2379").contains("keel://HOST:PORT"));
+        assert!(error("redis://127.0.0.1:6379").contains("unknown target system"));
+        assert!(error("keel://127.0.0.1").contains("HOST:PORT"));
+        assert!(error("keel://:2379").contains("HOST:PORT"));
+        assert!(error("keel://h:99999").contains("HOST:PORT"));
+    }
+}

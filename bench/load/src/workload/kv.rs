@@ -1,0 +1,263 @@
+//! Point reads, durable writes and range reads, either open loop (each kind
+//! at its own rate) or closed loop (`--concurrency` workers, flat out).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Result};
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use super::{prefill, value_with_sequence, Context, REQUEST_TIMEOUT};
+use crate::args::MaxOps;
+use crate::keys::{worker_rng, KeySpace};
+use crate::record::{Op, Recorder};
+use crate::report::{OpReport, RunReport};
+use crate::schedule::{pace, InFlight};
+use crate::target::Target;
+
+/// Writers of the prefill.
+const PREFILL_WORKERS: usize = 64;
+
+/// What one operation needs, shared by every task.
+struct KvOps {
+    target: Arc<Target>,
+    keys: KeySpace,
+    value: Vec<u8>,
+    serializable: bool,
+    range_size: u64,
+    /// Every key exists, so a read that finds nothing is an error.
+    prefilled: bool,
+}
+
+impl KvOps {
+    async fn perform(&self, op: Op, rng: &mut StdRng, connection: usize) -> Result<()> {
+        match op {
+            Op::Read => {
+                let key = self.keys.pick(rng);
+                let found = self.target.get(connection, &key, self.serializable).await?;
+                if self.prefilled && !found {
+                    bail!("key {} not found", String::from_utf8_lossy(&key));
+                }
+            }
+            Op::Write => {
+                let key = self.keys.pick(rng);
+                self.target.put(connection, &key, &self.value, None).await?;
+            }
+            Op::Range => {
+                let start = self.keys.prefix();
+                let end = keel_proto::routing::prefix_end(start);
+                let read = self
+                    .target
+                    .range(connection, start, &end, self.range_size, self.serializable)
+                    .await?;
+                let expected = self.range_size.min(self.keys.count());
+                if self.prefilled && (read as u64) < expected {
+                    bail!("a range read {read} keys of {expected}");
+                }
+            }
+            other => bail!("{} is not a kv operation", other.name()),
+        }
+        Ok(())
+    }
+
+    /// `perform`, failed when the answer takes longer than the timeout.
+    async fn perform_in_time(&self, op: Op, rng: &mut StdRng, connection: usize) -> Result<()> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.perform(op, rng, connection))
+            .await
+            .map_err(|_| anyhow!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))?
+    }
+}
+
+/// The measured window: operations that start (or are due) in
+/// `[from, end)` count.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    from: Instant,
+    end: Instant,
+}
+
+impl Window {
+    fn contains(&self, at: Instant) -> bool {
+        at >= self.from && at < self.end
+    }
+}
+
+pub(super) async fn run(context: &Context) -> Result<RunReport> {
+    let args = &context.args;
+    let keys = KeySpace::new(
+        "bench/k/",
+        args.keys,
+        args.key_size,
+        args.distribution,
+        args.zipf_exponent,
+    )?;
+    if !args.no_prefill {
+        prefill(context, &keys, PREFILL_WORKERS).await?;
+    }
+    let ops = Arc::new(KvOps {
+        target: context.target.clone(),
+        keys,
+        value: value_with_sequence(0, args.value_size),
+        serializable: args.serializable,
+        range_size: args.range_size,
+        prefilled: !args.no_prefill,
+    });
+    let start = Instant::now();
+    let window = Window {
+        from: start + args.warmup,
+        end: start + args.warmup + args.duration,
+    };
+    context.progress.phase("warm-up");
+    let phases = {
+        let progress_window = window;
+        let recorder = context.recorder.clone();
+        async move {
+            tokio::time::sleep_until(progress_window.from.into()).await;
+            recorder.start_measuring();
+        }
+    };
+    let (mode, rates) = match args.max {
+        Some(max) => {
+            let workers = closed_loop(context, &ops, max, window);
+            let ((), results) = tokio::join!(
+                async {
+                    phases.await;
+                    context.progress.phase("measure");
+                },
+                workers
+            );
+            results?;
+            (
+                format!("closed loop, concurrency {}", args.concurrency),
+                Vec::new(),
+            )
+        }
+        None => {
+            let rates: Vec<(Op, f64)> = [
+                (Op::Read, args.reads),
+                (Op::Write, args.writes),
+                (Op::Range, args.ranges),
+            ]
+            .into_iter()
+            .filter_map(|(op, rate)| rate.map(|r| (op, r)))
+            .collect();
+            let opened = open_loop(context, &ops, &rates, start, window);
+            let ((), results) = tokio::join!(
+                async {
+                    phases.await;
+                    context.progress.phase("measure");
+                },
+                opened
+            );
+            results?;
+            ("open loop".to_string(), rates)
+        }
+    };
+    context.recorder.stop_measuring();
+    let ops = context
+        .recorder
+        .totals()
+        .iter()
+        .map(|totals| {
+            let asked = rates
+                .iter()
+                .find(|(op, _)| *op == totals.op)
+                .map(|(_, r)| *r);
+            OpReport::from_totals(totals, args.duration, asked)
+        })
+        .collect();
+    Ok(RunReport {
+        name: args.run_name(),
+        label: args.run_label(),
+        target: args.target.to_string(),
+        mode,
+        connections: context.target.connections(),
+        seconds: args.duration.as_secs_f64(),
+        ops,
+        notes: Vec::new(),
+        plot: None,
+    })
+}
+
+/// One pacer per kind at its rate; each request is its own task, timed
+/// from when it was due.
+async fn open_loop(
+    context: &Context,
+    ops: &Arc<KvOps>,
+    rates: &[(Op, f64)],
+    start: Instant,
+    window: Window,
+) -> Result<()> {
+    let runtime = tokio::runtime::Handle::current();
+    let in_flight = InFlight::default();
+    let mut pacers = Vec::new();
+    for (kind, (op, rate)) in rates.iter().copied().enumerate() {
+        let ops = ops.clone();
+        let recorder = context.recorder.clone();
+        let runtime = runtime.clone();
+        let in_flight = in_flight.clone();
+        let seed = context.args.seed ^ ((kind as u64) << 56);
+        let pacer = pace(rate, start, window.end, move |n, due| {
+            let ops = ops.clone();
+            let recorder = recorder.clone();
+            let guard = in_flight.enter();
+            runtime.spawn(async move {
+                let mut rng = worker_rng(seed, n);
+                let outcome = ops.perform_in_time(op, &mut rng, n as usize).await;
+                recorder.record(op, due.elapsed(), &outcome, window.contains(due));
+                drop(guard);
+            });
+        })?;
+        pacers.push(pacer);
+    }
+    for pacer in pacers {
+        tokio::task::spawn_blocking(move || pacer.join())
+            .await?
+            .map_err(|_| anyhow!("a pacer thread panicked"))?;
+    }
+    // Every request was given a timeout, so this does not wait long.
+    in_flight
+        .drained(REQUEST_TIMEOUT + Duration::from_secs(5))
+        .await;
+    Ok(())
+}
+
+/// `--concurrency` workers, each with one request in flight at a time.
+async fn closed_loop(
+    context: &Context,
+    ops: &Arc<KvOps>,
+    max: MaxOps,
+    window: Window,
+) -> Result<()> {
+    let args = &context.args;
+    let mut workers = tokio::task::JoinSet::new();
+    for worker in 0..args.concurrency {
+        let ops = ops.clone();
+        let recorder: Arc<Recorder> = context.recorder.clone();
+        let seed = args.seed;
+        let read_percent = args.read_percent;
+        workers.spawn(async move {
+            let mut rng = worker_rng(seed, worker as u64);
+            loop {
+                let began = Instant::now();
+                if began >= window.end {
+                    return;
+                }
+                let op = match max {
+                    MaxOps::Writes => Op::Write,
+                    MaxOps::Reads => Op::Read,
+                    MaxOps::Ranges => Op::Range,
+                    MaxOps::Mix if rng.gen_range(0..100u8) < read_percent => Op::Read,
+                    MaxOps::Mix => Op::Write,
+                };
+                let outcome = ops.perform_in_time(op, &mut rng, worker).await;
+                recorder.record(op, began.elapsed(), &outcome, window.contains(began));
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done?;
+    }
+    Ok(())
+}

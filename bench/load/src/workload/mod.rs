@@ -1,0 +1,116 @@
+//! The workloads: what a run does between connecting and reporting.
+
+mod kv;
+mod lease;
+mod watch;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+
+use crate::args::{RunArgs, Workload};
+use crate::keys::KeySpace;
+use crate::progress::Progress;
+use crate::record::Recorder;
+use crate::report::RunReport;
+use crate::target::Target;
+
+/// How long the end of a run waits for answers still outstanding; a
+/// request not answered by then counts as an error.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every workload shares.
+pub(crate) struct Context {
+    pub(crate) args: RunArgs,
+    pub(crate) target: Arc<Target>,
+    pub(crate) recorder: Arc<Recorder>,
+    pub(crate) progress: Progress,
+}
+
+/// Connects, runs the workload `args` describe, and reports.
+///
+/// # Errors
+/// When the target cannot be reached, the options are inconsistent, or
+/// the setup (prefill, watches) fails.
+pub async fn run(args: RunArgs) -> Result<RunReport> {
+    args.validate()?;
+    let target = Arc::new(Target::connect(&args.target, args.connections).await?);
+    let recorder = Arc::new(Recorder::new());
+    let progress = Progress::start(recorder.clone());
+    let context = Context {
+        args,
+        target,
+        recorder,
+        progress,
+    };
+    match context.args.workload {
+        Workload::Kv => kv::run(&context).await,
+        Workload::Watch => watch::run(&context).await,
+        Workload::Lease => lease::run(&context).await,
+    }
+}
+
+/// A value of `size` bytes that starts with `sequence` (8 bytes, little
+/// endian), so a watcher can tell which put an event came from.
+pub(crate) fn value_with_sequence(sequence: u64, size: usize) -> Vec<u8> {
+    let mut value = sequence.to_le_bytes().to_vec();
+    value.resize(size.max(8), b'v');
+    value
+}
+
+/// The sequence number a value from [`value_with_sequence`] carries.
+pub(crate) fn sequence_of(value: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = value.get(..8)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// Writes every key of `keys` once, with `workers` writers.
+///
+/// # Errors
+/// On the first failed write: reads of a half-written keyspace would
+/// measure the wrong thing.
+pub(crate) async fn prefill(context: &Context, keys: &KeySpace, workers: usize) -> Result<()> {
+    context.progress.phase("prefill");
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..workers.max(1) {
+        let target = context.target.clone();
+        let keys = keys.clone();
+        let next = next.clone();
+        let value = value_with_sequence(0, context.args.value_size);
+        tasks.spawn(async move {
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= keys.count() {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                target.put(worker, &keys.key(index), &value, None).await?;
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => bail!("prefill failed: {e:#}"),
+            Err(e) => bail!("prefill task failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_carries_its_sequence_and_has_the_asked_size() {
+        let value = value_with_sequence(123_456, 256);
+        assert_eq!(value.len(), 256);
+        assert_eq!(sequence_of(&value), Some(123_456));
+        // Values shorter than the sequence grow to hold it.
+        assert_eq!(value_with_sequence(5, 3).len(), 8);
+        assert_eq!(sequence_of(b"short"), None);
+    }
+}

@@ -1,0 +1,217 @@
+//! Watch fan-out: `--watchers` watch one prefix while puts go to it at
+//! `--writes` per second. An event's latency is from its put's
+//! acknowledgement to its receipt by the watcher (zero when the event
+//! beats the acknowledgement). Every watcher must see every put of the
+//! measured window; a missing event is an error.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+
+use super::{sequence_of, value_with_sequence, Context, REQUEST_TIMEOUT};
+use crate::keys::{worker_rng, KeySpace};
+use crate::record::Op;
+use crate::report::{OpReport, RunReport};
+use crate::schedule::{pace, InFlight};
+use crate::target::EventStream;
+
+/// The put rate when `--writes` is not given.
+const DEFAULT_WRITES_PER_SECOND: f64 = 100.0;
+/// Watches created at once while setting up.
+const WATCH_SETUP_BATCH: usize = 64;
+
+/// What one watcher received: (sequence, receipt time).
+type Received = Arc<Mutex<Vec<(u64, Instant)>>>;
+
+pub(super) async fn run(context: &Context) -> Result<RunReport> {
+    let args = &context.args;
+    let keys = KeySpace::new(
+        "bench/w/",
+        args.keys,
+        args.key_size,
+        args.distribution,
+        args.zipf_exponent,
+    )?;
+    let rate = args.writes.unwrap_or(DEFAULT_WRITES_PER_SECOND);
+
+    context.progress.phase("watches");
+    let received: Vec<Received> = (0..args.watchers).map(|_| Received::default()).collect();
+    let mut watchers = tokio::task::JoinSet::new();
+    for batch in received.chunks(WATCH_SETUP_BATCH).enumerate() {
+        let (batch_index, batch) = batch;
+        let mut opening = tokio::task::JoinSet::new();
+        for (i, sink) in batch.iter().enumerate() {
+            let target = context.target.clone();
+            let prefix = keys.prefix().to_vec();
+            let connection = batch_index * WATCH_SETUP_BATCH + i;
+            let sink = sink.clone();
+            opening.spawn(async move {
+                let stream = target.watch_prefix(connection, &prefix).await?;
+                Ok::<_, anyhow::Error>((stream, sink))
+            });
+        }
+        while let Some(opened) = opening.join_next().await {
+            let (stream, sink) = opened??;
+            watchers.spawn(collect_events(stream, sink));
+        }
+    }
+
+    // The writer: puts paced at `rate`, each carrying its sequence number;
+    // acknowledgement times by sequence.
+    let acknowledged: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let start = Instant::now();
+    let from = start + args.warmup;
+    let end = from + args.duration;
+    context.progress.phase("warm-up");
+    let in_flight = InFlight::default();
+    let pacer = {
+        let runtime = tokio::runtime::Handle::current();
+        let target = context.target.clone();
+        let recorder = context.recorder.clone();
+        let acknowledged = acknowledged.clone();
+        let in_flight = in_flight.clone();
+        let value_size = args.value_size;
+        let seed = args.seed;
+        pace(rate, start, end, move |n, due| {
+            let target = target.clone();
+            let recorder = recorder.clone();
+            let acknowledged = acknowledged.clone();
+            let key = keys.pick(&mut worker_rng(seed, n));
+            let guard = in_flight.enter();
+            runtime.spawn(async move {
+                let value = value_with_sequence(n, value_size);
+                let outcome = tokio::time::timeout(
+                    REQUEST_TIMEOUT,
+                    target.put(n as usize, &key, &value, None),
+                )
+                .await
+                .map_err(|_| anyhow!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))
+                .and_then(|put| put);
+                let now = Instant::now();
+                let measured = due >= from;
+                if outcome.is_ok() && measured {
+                    if let Ok(mut acknowledged) = acknowledged.lock() {
+                        acknowledged.insert(n, now);
+                    }
+                }
+                recorder.record(Op::Write, now.duration_since(due), &outcome, measured);
+                drop(guard);
+            });
+        })?
+    };
+    let phase_switch = async {
+        tokio::time::sleep_until(from.into()).await;
+        context.recorder.start_measuring();
+        context.progress.phase("measure");
+    };
+    let (joined, ()) = tokio::join!(
+        tokio::task::spawn_blocking(move || pacer.join()),
+        phase_switch
+    );
+    joined?.map_err(|_| anyhow!("the pacer thread panicked"))?;
+    in_flight
+        .drained(REQUEST_TIMEOUT + Duration::from_secs(5))
+        .await;
+
+    // Let the last events arrive: until every watcher holds every
+    // acknowledged put, or the timeout.
+    context.progress.phase("delivery");
+    let acknowledged = acknowledged
+        .lock()
+        .map_err(|_| anyhow!("poisoned"))?
+        .clone();
+    let deadline = Instant::now() + REQUEST_TIMEOUT;
+    while Instant::now() < deadline {
+        let complete = received.iter().all(|sink| {
+            sink.lock().is_ok_and(|seen| {
+                seen.iter()
+                    .filter(|(s, _)| acknowledged.contains_key(s))
+                    .count()
+                    >= acknowledged.len()
+            })
+        });
+        if complete {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut failed_watch = None;
+    while let Some(ended) = watchers.try_join_next() {
+        if let Ok(Err(error)) = ended {
+            failed_watch.get_or_insert(error);
+        }
+    }
+    watchers.abort_all();
+
+    let mut missing = 0u64;
+    for sink in &received {
+        let seen = sink.lock().map_err(|_| anyhow!("poisoned"))?;
+        let mut delivered = 0u64;
+        for (sequence, at) in seen.iter() {
+            if let Some(acked) = acknowledged.get(sequence) {
+                context
+                    .recorder
+                    .success(Op::Event, at.saturating_duration_since(*acked));
+                delivered += 1;
+            }
+        }
+        missing += (acknowledged.len() as u64).saturating_sub(delivered);
+    }
+    for _ in 0..missing {
+        context.recorder.failure(
+            Op::Event,
+            &format!(
+                "an event was not delivered within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            ),
+        );
+    }
+    context.recorder.stop_measuring();
+
+    let ops = context
+        .recorder
+        .totals()
+        .iter()
+        .map(|totals| {
+            let asked = (totals.op == Op::Write).then_some(rate);
+            OpReport::from_totals(totals, args.duration, asked)
+        })
+        .collect();
+    let mut notes = vec![format!(
+        "{} watchers x {} puts = {} events expected, {missing} missing",
+        args.watchers,
+        acknowledged.len(),
+        args.watchers as u64 * acknowledged.len() as u64
+    )];
+    if let Some(error) = failed_watch {
+        notes.push(format!("a watch failed: {error:#}"));
+    }
+    Ok(RunReport {
+        name: args.run_name(),
+        label: args.run_label(),
+        target: args.target.to_string(),
+        mode: format!("open loop, {} watchers", args.watchers),
+        connections: context.target.connections(),
+        seconds: args.duration.as_secs_f64(),
+        ops,
+        notes,
+        plot: None,
+    })
+}
+
+/// Receives events until the watch fails, noting each put's sequence and
+/// when it arrived.
+async fn collect_events(mut stream: EventStream, sink: Received) -> Result<()> {
+    loop {
+        let events = stream.next().await?;
+        let now = Instant::now();
+        let mut sink = sink.lock().map_err(|_| anyhow!("poisoned"))?;
+        for event in events.iter().filter(|e| e.is_put) {
+            if let Some(sequence) = sequence_of(&event.value) {
+                sink.push((sequence, now));
+            }
+        }
+    }
+}
