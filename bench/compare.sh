@@ -3,7 +3,7 @@
 # against each in turn, then RESULTS.md with one table per workload (keel,
 # etcd, the ratio) and a latency plot per workload.
 #
-#   bench/compare.sh              full run (about 10 minutes on 2 cores),
+#   bench/compare.sh              full run (about 6 minutes on 2 cores),
 #                                 writes bench/RESULTS.md and bench/plots/
 #   bench/compare.sh --smoke      a second or so per workload, into a
 #                                 temporary directory (what CI runs)
