@@ -50,6 +50,9 @@ fi
 KEEL_BIN="$(realpath "$KEEL_BIN")"
 BENCH_BIN="$(realpath "$BENCH_BIN")"
 
+# Named before this script writes its outputs, which may be in the tree.
+keel_commit="$(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown)"
+
 base="${COMPARE_PORT_BASE:-24300}"
 keel_port=$((base + 79)); keel_cores=$((base + 90))
 etcd_port=$((base + 179)); etcd_peer=$((base + 180))
@@ -60,39 +63,58 @@ mkdir -p "$data" "$out/runs" "$out/plots"
 pids=()
 stop_servers() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do
+    # A server that has not stopped 10 s after SIGTERM is killed.
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$data"
 }
 trap stop_servers EXIT
 
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+for port in "$keel_port" "$keel_cores" $((keel_cores + 1)) "$etcd_port" "$etcd_peer"; do
+  if port_taken "$port"; then
+    echo "127.0.0.1:$port is already taken (a server left from another run?); set COMPARE_PORT_BASE" >&2
+    exit 1
+  fi
+done
+
+# Waits until server `pid` listens on `port`; fails if it exits first.
 wait_for_port() {
+  local port=$1 pid=$2 log=$3
   for _ in $(seq 1 200); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    if ! kill -0 "$pid" 2>/dev/null; then echo "the server stopped; see $log" >&2; exit 1; fi
+    if port_taken "$port"; then return 0; fi
     sleep 0.05
   done
-  echo "nothing listens on 127.0.0.1:$1 after 10 s; see $2" >&2
+  echo "nothing listens on 127.0.0.1:$port after 10 s; see $log" >&2
   exit 1
 }
 
 echo "== starting keel on 127.0.0.1:$keel_port and etcd on 127.0.0.1:$etcd_port"
 "$KEEL_BIN" --data-dir "$data/keel" --listen-client "127.0.0.1:$keel_port" \
   --core-port-base "$keel_cores" >"$out/runs/keel.log" 2>&1 &
-pids+=($!)
+keel_pid=$!
+pids+=("$keel_pid")
 etcd --name compare --data-dir "$data/etcd" \
   --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
   --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
   --initial-cluster "compare=http://127.0.0.1:$etcd_peer" --quota-backend-bytes $((8 << 30)) \
   >"$out/runs/etcd.log" 2>&1 &
-pids+=($!)
-wait_for_port "$keel_port" "$out/runs/keel.log"
-wait_for_port "$etcd_port" "$out/runs/etcd.log"
+etcd_pid=$!
+pids+=("$etcd_pid")
+wait_for_port "$keel_port" "$keel_pid" "$out/runs/keel.log"
+wait_for_port "$etcd_port" "$etcd_pid" "$out/runs/etcd.log"
 
 # The standard suite: file name | bench options.
 if [ "$mode" = smoke ]; then
-  timing=(--duration 1s --warmup 200ms); keys=1000
+  timing=(--duration 1s --warmup 200ms); keys=1000; measured="1 s after a 0.2 s warm-up"
   watchers=20; leases=200; ttl=2s
 else
-  timing=(--duration 10s --warmup 2s); keys=10000
+  timing=(--duration 10s --warmup 2s); keys=10000; measured="10 s after a 2 s warm-up"
   watchers=1000; leases=10000; ttl=10s
 fi
 suite=(
@@ -141,11 +163,13 @@ elapsed=$(( $(date +%s) - started ))
   echo
   echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) of memory, Linux $(uname -r)"
   echo "- data on $(df -T "$data" | awk 'NR==2 {print $2}') ($(df -h "$data" | awk 'NR==2 {print $1}'))"
-  echo "- keel $(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown): $("$KEEL_BIN" --version 2>/dev/null), default settings (a shard per core, every write synced before it is answered)"
+  echo "- keel $keel_commit: $("$KEEL_BIN" --version 2>/dev/null), default settings (a shard per core, every write synced before it is answered)"
   echo "- etcd $(etcd --version 2>/dev/null | head -1 | awk '{print $3}'), single member, default settings (its WAL fsynced before every answer) but an 8 GiB quota"
-  echo "- the load generator: \`bench\` (bench/load), on the same 2 CPUs, $( [ "$mode" = smoke ] && echo "1 s" || echo "10 s") measured after a warm-up; 8 connections, 10,000 keys of 16 bytes, 256-byte values, uniform"
+  echo "- the load generator: \`bench\` (bench/load), on the same $(nproc) CPUs, 8 connections; kv runs $measured,"
+  echo "  over $keys keys (1,000 for the ranges) of 16 bytes with 256-byte values, uniform; the lease run has no warm-up"
   echo
-  echo "Latencies are from each request's intended send time (open loop) or its send time (closed loop)."
+  echo "Latencies are timed from each request's due time (open loop), its send time (closed loop),"
+  echo "the put's answer (watch events; an event that beats the answer counts as 0) or the lease's deadline (expiry)."
   echo "\"keel vs etcd\" says how keel's rate and latencies compare with etcd's in the same workload."
   echo
   echo "## Results"
@@ -153,6 +177,8 @@ elapsed=$(( $(date +%s) - started ))
   ordered=()
   for entry in "${suite[@]}"; do ordered+=("runs/${entry%%|*}.keel.json" "runs/${entry%%|*}.etcd.json"); done
   "$BENCH_BIN" report "${ordered[@]}"
-} >RESULTS.md
+} >RESULTS.md.new
+# Replaced whole, so a failed run leaves the last results as they were.
+mv RESULTS.md.new RESULTS.md
 
 echo "== wrote $out/RESULTS.md"

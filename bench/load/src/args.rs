@@ -216,7 +216,7 @@ impl RunArgs {
             Workload::Watch => format!(
                 "watch: {} watchers, {} writes/s",
                 self.watchers,
-                self.writes.unwrap_or(0.0)
+                self.watch_write_rate()
             ),
             Workload::Lease => format!("lease churn: {} leases", self.leases),
             Workload::Kv => match self.max {
@@ -246,6 +246,11 @@ impl RunArgs {
                 }
             },
         }
+    }
+
+    /// The watch workload's put rate: `--writes`, else 100 a second.
+    pub fn watch_write_rate(&self) -> f64 {
+        self.writes.unwrap_or(100.0)
     }
 
     /// The run's label: `--label`, or the target's system.
@@ -346,6 +351,8 @@ mod tests {
         .unwrap();
         assert_eq!(run.run_name(), "max reads serializable, concurrency 64");
         assert_eq!(run.run_label(), "etcd");
+        let run = parse(&["--workload", "watch"]).unwrap();
+        assert_eq!(run.run_name(), "watch: 1000 watchers, 100 writes/s");
     }
 
     #[test]

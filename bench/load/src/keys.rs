@@ -83,6 +83,15 @@ impl KeySpace {
         key
     }
 
+    /// `[first, end)` holding exactly this keyspace's keys among the keys
+    /// of the same width under the prefix: a larger keyspace written by an
+    /// earlier run (same key size) does not leak into a range over it.
+    pub fn bounds(&self) -> (Vec<u8>, Vec<u8>) {
+        let mut end = self.key(self.count - 1);
+        end.push(0);
+        (self.key(0), end)
+    }
+
     /// The number of a key drawn by the distribution.
     pub fn pick_index(&self, rng: &mut StdRng) -> u64 {
         match &self.picker {
@@ -118,6 +127,17 @@ mod tests {
         // A key size too small for the numbers grows to fit them.
         let keys = KeySpace::new("prefix/", 100_000, 4, Distribution::Uniform, 0.99).unwrap();
         assert_eq!(keys.key(99_999), b"prefix/99999".to_vec());
+    }
+
+    #[test]
+    fn the_bounds_hold_exactly_the_keyspace() {
+        let keys = KeySpace::new("k/", 1000, 8, Distribution::Uniform, 0.99).unwrap();
+        let (start, end) = keys.bounds();
+        let inside = |key: &[u8]| start.as_slice() <= key && key < end.as_slice();
+        assert!((0..1000).all(|i| inside(&keys.key(i))));
+        let larger = KeySpace::new("k/", 10_000, 8, Distribution::Uniform, 0.99).unwrap();
+        assert!((1000..10_000).all(|i| !inside(&larger.key(i))));
+        assert!(!inside(b"k/"));
     }
 
     #[test]

@@ -273,7 +273,7 @@ mod tests {
                 op: "read".to_string(),
                 target_rate: None,
                 count: 1,
-                rate: 1.0,
+                rate: Some(1.0),
                 errors: 0,
                 first_error: None,
                 latency_us: crate::report::Percentiles {

@@ -73,6 +73,7 @@ struct OpRecord {
     /// Latencies since the progress line last looked.
     interval: Mutex<Histogram<u64>>,
     errors: AtomicU64,
+    timeouts: AtomicU64,
     interval_errors: AtomicU64,
     first_error: Mutex<Option<String>>,
 }
@@ -83,8 +84,11 @@ pub struct OpTotals {
     pub op: Op,
     /// Latencies of the successful operations, in nanoseconds.
     pub latencies: Histogram<u64>,
-    /// Failed operations.
+    /// Failed operations (timeouts included).
     pub errors: u64,
+    /// Operations that got no answer in time: errors whose wait is in
+    /// `latencies` too, so that a stalled target is not rewarded.
+    pub timeouts: u64,
     /// The first failure's message.
     pub first_error: Option<String>,
 }
@@ -123,6 +127,7 @@ impl Recorder {
                     total: Mutex::new(new_histogram()),
                     interval: Mutex::new(new_histogram()),
                     errors: AtomicU64::new(0),
+                    timeouts: AtomicU64::new(0),
                     interval_errors: AtomicU64::new(0),
                     first_error: Mutex::new(None),
                 })
@@ -159,6 +164,18 @@ impl Recorder {
     /// A failure of `op`; it counts in the totals while measuring.
     pub fn failure(&self, op: Op, error: &dyn std::fmt::Display) {
         self.record::<(), _>(op, Duration::ZERO, &Err(error), self.is_measuring());
+    }
+
+    /// A request of `op` that got no answer within `waited`: an error, and
+    /// its wait goes into the latencies (a stalled target must not look
+    /// faster for the requests it never answered).
+    pub fn timeout(&self, op: Op, waited: Duration, measured: bool) {
+        self.record::<(), &str>(op, waited, &Ok(()), measured);
+        let message = format!("no answer within {} s", waited.as_secs());
+        self.record::<(), _>(op, Duration::ZERO, &Err(message), measured);
+        if let Some(record) = self.op(op).filter(|_| measured) {
+            record.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Records the outcome of `op`: always in the progress interval, and in
@@ -243,6 +260,7 @@ impl Recorder {
                 op: *op,
                 latencies,
                 errors,
+                timeouts: record.timeouts.load(Ordering::Relaxed),
                 first_error: record.first_error.lock().ok().and_then(|e| e.clone()),
             });
         }
@@ -302,6 +320,21 @@ mod tests {
         assert!(first[0].p99 < Duration::from_micros(101));
         assert!(recorder.take_interval().is_empty());
         assert_eq!(recorder.totals()[0].latencies.len(), 100);
+    }
+
+    #[test]
+    fn a_timeout_is_an_error_whose_wait_is_in_the_latencies() {
+        let recorder = Recorder::new();
+        recorder.timeout(Op::Read, Duration::from_secs(10), true);
+        recorder.timeout(Op::Read, Duration::from_secs(10), false);
+        let totals = recorder.totals();
+        assert_eq!((totals[0].errors, totals[0].timeouts), (1, 1));
+        assert_eq!(totals[0].latencies.len(), 1);
+        assert!(totals[0].latencies.max() >= 9_990_000_000);
+        assert_eq!(
+            totals[0].first_error.as_deref(),
+            Some("no answer within 10 s")
+        );
     }
 
     #[test]

@@ -42,8 +42,9 @@ pub struct OpReport {
     pub target_rate: Option<f64>,
     /// Successful operations.
     pub count: u64,
-    /// Successful operations per second.
-    pub rate: f64,
+    /// Successful operations per second (`None` where a rate means
+    /// nothing, as for lease expiries, which happen when they are due).
+    pub rate: Option<f64>,
     /// Failed operations.
     pub errors: u64,
     /// The first failure.
@@ -70,8 +71,13 @@ pub struct Percentiles {
 }
 
 impl OpReport {
-    /// Summarises `totals` over `elapsed`, with the asked rate if any.
-    pub fn from_totals(totals: &OpTotals, elapsed: Duration, target_rate: Option<f64>) -> OpReport {
+    /// Summarises `totals` over `elapsed` (`None`: no rate), with the
+    /// asked rate if any.
+    pub fn from_totals(
+        totals: &OpTotals,
+        elapsed: Option<Duration>,
+        target_rate: Option<f64>,
+    ) -> OpReport {
         let h = &totals.latencies;
         let micros = |nanos: u64| nanos as f64 / 1000.0;
         let curve = if h.is_empty() {
@@ -90,7 +96,11 @@ impl OpReport {
             op: totals.op.name().to_string(),
             target_rate,
             count: h.len(),
-            rate: h.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+            // Timed-out requests are in the histogram (at their time) but
+            // are not successes.
+            rate: elapsed.map(|e| {
+                h.len().saturating_sub(totals.timeouts) as f64 / e.as_secs_f64().max(1e-9)
+            }),
             errors: totals.errors,
             first_error: totals.first_error.clone(),
             latency_us: Percentiles {
@@ -143,7 +153,7 @@ impl RunReport {
             rows.push(vec![
                 op.op.clone(),
                 op.target_rate.map_or("-".to_string(), format_rate),
-                format_rate(op.rate),
+                op.rate.map_or("-".to_string(), format_rate),
                 op.errors.to_string(),
                 format_latency(l.p50),
                 format_latency(l.p90),
@@ -212,7 +222,7 @@ pub fn markdown(runs: &[RunReport]) -> String {
                     "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                     run.label,
                     op.op,
-                    format_rate(op.rate),
+                    op.rate.map_or("-".to_string(), format_rate),
                     op.errors,
                     format_latency(l.p50),
                     format_latency(l.p90),
@@ -234,12 +244,7 @@ pub fn markdown(runs: &[RunReport]) -> String {
                     ours.label,
                     theirs.label,
                     op.op,
-                    // Open loop: both ran at the asked rate.
-                    if op.target_rate.is_some() {
-                        "same rate".to_string()
-                    } else {
-                        rate_ratio(op.rate, other.rate)
-                    },
+                    rate_comparison(op, other),
                     latency_ratio(a.p50, b.p50),
                     latency_ratio(a.p90, b.p90),
                     latency_ratio(a.p99, b.p99),
@@ -267,6 +272,22 @@ pub fn markdown(runs: &[RunReport]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// The rate cell of a comparison: "same rate" when both kept up with an
+/// open loop's asked rate without errors, else the ratio of the rates.
+fn rate_comparison(ours: &OpReport, theirs: &OpReport) -> String {
+    let (Some(a), Some(b)) = (ours.rate, theirs.rate) else {
+        return "-".to_string();
+    };
+    let kept_up = |op: &OpReport, rate: f64| {
+        op.errors == 0 && op.target_rate.is_some_and(|asked| rate >= asked * 0.99)
+    };
+    if kept_up(ours, a) && kept_up(theirs, b) {
+        "same rate".to_string()
+    } else {
+        rate_ratio(a, b)
+    }
 }
 
 /// How `ours` compares with `theirs`, where more is better (a rate):
@@ -314,6 +335,7 @@ mod tests {
             op,
             latencies,
             errors,
+            timeouts: 0,
             first_error: (errors > 0).then(|| "refused".to_string()),
         }
     }
@@ -329,7 +351,7 @@ mod tests {
             seconds: 1.0,
             ops: vec![OpReport::from_totals(
                 &totals(Op::Read, &micros, 0),
-                Duration::from_secs(1),
+                Some(Duration::from_secs(1)),
                 Some(2000.0),
             )],
             notes: Vec::new(),
@@ -340,10 +362,13 @@ mod tests {
     #[test]
     fn percentiles_rate_and_curve_come_from_the_histogram() {
         let micros: Vec<u64> = (1..=1000).collect();
-        let report =
-            OpReport::from_totals(&totals(Op::Write, &micros, 3), Duration::from_secs(2), None);
+        let report = OpReport::from_totals(
+            &totals(Op::Write, &micros, 3),
+            Some(Duration::from_secs(2)),
+            None,
+        );
         assert_eq!(report.count, 1000);
-        assert_eq!(report.rate, 500.0);
+        assert_eq!(report.rate, Some(500.0));
         assert_eq!(report.errors, 3);
         let near = |value: f64, expected: f64| (value - expected).abs() <= expected * 0.002;
         assert!(
@@ -393,10 +418,10 @@ mod tests {
 
     #[test]
     fn markdown_sets_two_runs_of_a_workload_side_by_side_with_ratios() {
-        let text = markdown(&[run("keel", 100, 4000), run("etcd", 500, 1000)]);
+        let text = markdown(&[run("keel", 100, 2000), run("etcd", 500, 2000)]);
         assert_eq!(text.matches("### 2000 reads/s").count(), 1);
-        assert!(text.contains("| keel | read | 4000 |"));
-        assert!(text.contains("| etcd | read | 1000 |"));
+        assert!(text.contains("| keel | read | 2000 |"));
+        assert!(text.contains("| etcd | read | 2000 |"));
         assert!(
             text.contains("| **keel vs etcd** | read | **same rate** |"),
             "{text}"
@@ -407,6 +432,31 @@ mod tests {
             text.matches("![latency by percentile: 2000 reads/s](plots/reads.svg)")
                 .count(),
             1
+        );
+    }
+
+    #[test]
+    fn an_open_loop_that_fell_short_or_failed_gets_a_real_rate_ratio() {
+        let keel = run("keel", 100, 2000);
+        let mut etcd = run("etcd", 500, 1000);
+        let text = markdown(&[keel.clone(), etcd.clone()]);
+        assert!(
+            text.contains("| **keel vs etcd** | read | **2.00x more** |"),
+            "{text}"
+        );
+        etcd = run("etcd", 500, 2000);
+        etcd.ops[0].errors = 1;
+        let text = markdown(&[keel, etcd]);
+        assert!(
+            text.contains("| **keel vs etcd** | read | **1.00x more** |"),
+            "{text}"
+        );
+        let mut no_rate = run("keel", 100, 10);
+        no_rate.ops[0].rate = None;
+        assert!(
+            no_rate.table().lines().nth(2).unwrap().contains("  -  "),
+            "{}",
+            no_rate.table()
         );
     }
 

@@ -69,6 +69,10 @@ impl fmt::Display for TargetUrl {
     }
 }
 
+/// How long connecting, or creating a watch, may take before the run gives
+/// up on the target.
+const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Open connections to one system. Each call names the connection it uses
 /// (any number; it wraps), so a workload spreads its load over them.
 pub enum Target {
@@ -83,6 +87,45 @@ pub enum Target {
 pub struct EtcdConnection {
     client: etcd_client::Client,
     kv: etcd_client::KvClient,
+}
+
+/// What renews one lease: a keel client, or an open etcd keep-alive stream.
+pub enum KeepAlive {
+    /// keel renews with one request per renewal.
+    Keel {
+        /// The connection.
+        client: keel_client::Client,
+        /// The lease.
+        id: i64,
+    },
+    /// etcd renews over a stream kept open, one message per renewal:
+    /// what sends renewals, and their answers.
+    Etcd(Box<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>),
+}
+
+impl KeepAlive {
+    /// Renews the lease once and waits for the answer.
+    ///
+    /// # Errors
+    /// When the lease is gone or the renewal fails.
+    pub async fn renew(&mut self) -> Result<()> {
+        let ttl = match self {
+            KeepAlive::Keel { client, id } => client.lease_keep_alive_once(*id).await?,
+            KeepAlive::Etcd(stream) => {
+                let (keeper, answers) = &mut **stream;
+                keeper.keep_alive().await?;
+                answers
+                    .message()
+                    .await?
+                    .ok_or_else(|| anyhow!("the keep-alive stream of lease {} ended", keeper.id()))?
+                    .ttl()
+            }
+        };
+        if ttl <= 0 {
+            bail!("the lease has expired");
+        }
+        Ok(())
+    }
 }
 
 /// A stream of watch events, reduced to what the workloads need.
@@ -110,6 +153,12 @@ impl Target {
     /// # Errors
     /// When the system cannot be reached.
     pub async fn connect(url: &TargetUrl, connections: usize) -> Result<Target> {
+        tokio::time::timeout(SETUP_TIMEOUT, Self::connect_now(url, connections))
+            .await
+            .map_err(|_| anyhow!("{url} did not answer within {} s", SETUP_TIMEOUT.as_secs()))?
+    }
+
+    async fn connect_now(url: &TargetUrl, connections: usize) -> Result<Target> {
         let connections = connections.max(1);
         match url.kind {
             TargetKind::Keel => {
@@ -279,32 +328,27 @@ impl Target {
         }
     }
 
-    /// Renews lease `id` once, as a keep-alive stream's tick would.
+    /// Readies the renewal of lease `id`, as a client that keeps it alive
+    /// would: for etcd, a keep-alive stream (opening it renews the lease
+    /// once); keel renews with plain requests and needs nothing.
     ///
     /// # Errors
-    /// When the lease is gone or the system fails the renewal.
-    pub async fn lease_keep_alive_once(&self, connection: usize, id: i64) -> Result<()> {
+    /// When the system refuses the stream.
+    pub async fn keep_alive_handle(&self, connection: usize, id: i64) -> Result<KeepAlive> {
         match self {
-            Target::Keel(clients) => {
-                let ttl = Self::keel(clients, connection)?
-                    .lease_keep_alive_once(id)
-                    .await?;
-                if ttl <= 0 {
-                    bail!("lease {id} has expired");
-                }
-            }
+            Target::Keel(clients) => Ok(KeepAlive::Keel {
+                client: Self::keel(clients, connection)?.clone(),
+                id,
+            }),
             Target::Etcd(clients) => {
-                // etcd renews over a stream. Opening it sends the first
-                // renewal and waits for its answer; a lease that is gone
-                // is an error there.
-                Self::etcd(clients, connection)?
+                let (keeper, answers) = Self::etcd(clients, connection)?
                     .client
                     .clone()
                     .lease_keep_alive(id)
                     .await?;
+                Ok(KeepAlive::Etcd(Box::new((keeper, answers))))
             }
         }
-        Ok(())
     }
 
     /// Watches every key that starts with `prefix`, from now on. The watch
@@ -313,6 +357,17 @@ impl Target {
     /// # Errors
     /// When the system refuses the watch.
     pub async fn watch_prefix(&self, connection: usize, prefix: &[u8]) -> Result<EventStream> {
+        tokio::time::timeout(SETUP_TIMEOUT, self.watch_prefix_now(connection, prefix))
+            .await
+            .map_err(|_| {
+                anyhow!(
+                    "a watch was not created within {} s",
+                    SETUP_TIMEOUT.as_secs()
+                )
+            })?
+    }
+
+    async fn watch_prefix_now(&self, connection: usize, prefix: &[u8]) -> Result<EventStream> {
         match self {
             Target::Keel(clients) => {
                 let watcher = Self::keel(clients, connection)?

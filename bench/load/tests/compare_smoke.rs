@@ -15,13 +15,20 @@ use keel_load::report::RunReport;
 
 const WORKLOADS: usize = 13;
 
-/// The `keel` server binary of this build, built if need be.
+/// The `keel` server binary of this build (same profile as `bench`),
+/// built if need be.
 fn keel_binary(bench: &Path) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let status = Command::new(cargo)
-        .args(["build", "-q", "-p", "keel-net", "--bin", "keel"])
-        .status()
-        .expect("run cargo build for keel");
+    let release = bench
+        .parent()
+        .and_then(Path::file_name)
+        .is_some_and(|profile| profile == "release");
+    let mut build = Command::new(cargo);
+    build.args(["build", "-q", "-p", "keel-net", "--bin", "keel"]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build for keel");
     assert!(
         status.success(),
         "cargo build -p keel-net --bin keel failed"

@@ -1,28 +1,37 @@
 //! Lease churn, the way service registration uses leases: `--leases`
-//! leases are granted, each with a key attached, then each is renewed once,
-//! then all are left to expire. Grants, attaching puts and renewals are
-//! timed like any request; an expiry is timed from the lease's deadline
-//! (its renewal's acknowledgement plus the TTL) to the receipt of its key's
-//! delete event by a watcher. A key never deleted is an error.
+//! leases are granted, each with a key attached and a keep-alive readied
+//! (for etcd, its keep-alive stream opened, as a client keeping the lease
+//! would); then each is renewed once; then all are left to expire.
+//! Grants, attaching puts and renewals are timed like any request. An
+//! expiry is timed from the lease's deadline (its renewal's acknowledgement
+//! plus the TTL) to the receipt of its key's delete event by a watcher; it
+//! has no rate, since leases expire when they are due. A renewed key never
+//! deleted is an error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 
-use super::{value_with_sequence, Context, REQUEST_TIMEOUT};
+use super::{timed, value_with_sequence, Context};
 use crate::keys::{Distribution, KeySpace};
 use crate::record::Op;
 use crate::report::{OpReport, RunReport};
-use crate::target::{EventStream, Target};
+use crate::target::{EventStream, KeepAlive, Target};
 
 /// How long after the last deadline the run waits for the last expiry.
 const EXPIRY_GRACE: Duration = Duration::from_secs(60);
 
 /// When each leased key's delete event arrived.
 type Deleted = Arc<Mutex<HashMap<Vec<u8>, Instant>>>;
+
+/// A granted lease with its key attached, ready to be renewed.
+struct Granted {
+    keep_alive: KeepAlive,
+}
 
 pub(super) async fn run(context: &Context) -> Result<RunReport> {
     let args = &context.args;
@@ -31,72 +40,103 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
     // than asked.
     let ttl_seconds = args.lease_ttl.as_secs_f64().ceil() as i64;
     let ttl = Duration::from_secs(ttl_seconds.unsigned_abs());
-    let keys = KeySpace::new(
+    let keys = Arc::new(KeySpace::new(
         "bench/l/",
         count as u64,
         args.key_size,
         Distribution::Uniform,
         1.0,
-    )?;
-    let target = context.target.clone();
+    )?);
     context.recorder.start_measuring();
 
     // The watcher of the leased keys' deletions is in place first.
     let deleted: Deleted = Arc::default();
-    let watch = target.watch_prefix(0, keys.prefix()).await?;
+    let watch = context.target.watch_prefix(0, keys.prefix()).await?;
     let watcher = tokio::spawn(collect_deletes(watch, deleted.clone()));
 
     context.progress.phase("grant");
-    let value = value_with_sequence(0, args.value_size);
+    let value = Arc::new(value_with_sequence(0, args.value_size));
     let granted_from = Instant::now();
-    let leases: Vec<Option<i64>> = for_each_lease(context, count, |target, i, connection| {
-        let key = keys.key(i as u64);
-        let value = value.clone();
+    let granted: Vec<Option<Granted>> = for_each_lease(context, count, {
         let recorder = context.recorder.clone();
-        async move {
-            let began = Instant::now();
-            let grant = in_time(target.lease_grant(connection, ttl_seconds)).await;
-            recorder.record(Op::Grant, began.elapsed(), &grant, true);
-            let id = grant.ok()?;
-            let began = Instant::now();
-            let put = in_time(target.put(connection, &key, &value, Some(id))).await;
-            recorder.record(Op::Write, began.elapsed(), &put, true);
-            put.ok().map(|()| id)
+        let keys = keys.clone();
+        move |target, i, connection| {
+            let recorder = recorder.clone();
+            let key = keys.key(i as u64);
+            let value = value.clone();
+            async move {
+                let began = Instant::now();
+                let grant = target.lease_grant(connection, ttl_seconds);
+                let id = timed(&recorder, Op::Grant, began, true, grant).await?;
+                let began = Instant::now();
+                let put = target.put(connection, &key, &value, Some(id));
+                timed(&recorder, Op::Write, began, true, put).await?;
+                // Not timed: readying the renewal is setup.
+                let ready = target.keep_alive_handle(connection, id);
+                let keep_alive = tokio::time::timeout(super::REQUEST_TIMEOUT, ready)
+                    .await
+                    .ok()?
+                    .ok()?;
+                Some(Granted { keep_alive })
+            }
         }
     })
     .await?;
     let grant_phase = granted_from.elapsed();
 
     context.progress.phase("keep-alive");
-    let leases = Arc::new(leases);
+    let granted: Arc<Vec<Mutex<Option<Granted>>>> =
+        Arc::new(granted.into_iter().map(Mutex::new).collect());
     let renewed_from = Instant::now();
-    let deadlines: Vec<Option<Instant>> =
-        for_each_lease(context, count, |target, i, connection| {
-            let lease = leases.get(i).copied().flatten();
-            let recorder = context.recorder.clone();
+    let deadlines: Vec<Option<Instant>> = for_each_lease(context, count, {
+        let recorder = context.recorder.clone();
+        let granted = granted.clone();
+        move |_target, i, _connection| {
+            let recorder = recorder.clone();
+            let lease = granted
+                .get(i)
+                .and_then(|slot| slot.lock().ok().and_then(|mut g| g.take()));
             async move {
-                let id = lease?;
+                let mut lease = lease?;
                 let began = Instant::now();
-                let renewal = in_time(target.lease_keep_alive_once(connection, id)).await;
-                let now = Instant::now();
-                recorder.record(Op::KeepAlive, now.duration_since(began), &renewal, true);
-                renewal.ok().map(|()| now + ttl)
+                let renewal = lease.keep_alive.renew();
+                timed(&recorder, Op::KeepAlive, began, true, renewal).await?;
+                Some(Instant::now() + ttl)
             }
-        })
-        .await?;
+        }
+    })
+    .await?;
     let keep_alive_phase = renewed_from.elapsed();
+    // The etcd streams are no longer needed; closing them renews nothing.
+    drop(granted);
 
     context.progress.phase("expiry");
+    let renewed: HashSet<Vec<u8>> = deadlines
+        .iter()
+        .enumerate()
+        .filter(|(_, deadline)| deadline.is_some())
+        .map(|(i, _)| keys.key(i as u64))
+        .collect();
     let last_deadline = deadlines.iter().flatten().max().copied();
     let wait_until = last_deadline.unwrap_or_else(Instant::now) + EXPIRY_GRACE;
-    let expected = deadlines.iter().flatten().count();
-    while Instant::now() < wait_until {
-        if deleted.lock().map_or(0, |d| d.len()) >= expected {
+    while Instant::now() < wait_until && !watcher.is_finished() {
+        let gone = deleted
+            .lock()
+            .map_or(0, |d| d.keys().filter(|k| renewed.contains(*k)).count());
+        if gone >= renewed.len() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    watcher.abort();
+    let watch_failure = if watcher.is_finished() {
+        match watcher.await {
+            Ok(Err(error)) => Some(format!("the watch of the leased keys failed: {error:#}")),
+            Ok(Ok(())) | Err(_) => None,
+        }
+    } else {
+        watcher.abort();
+        None
+    };
 
     let deleted = deleted.lock().map_err(|_| anyhow!("poisoned"))?.clone();
     let mut early = 0u64;
@@ -127,19 +167,15 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
     context.recorder.stop_measuring();
 
     let first_deadline = deadlines.iter().flatten().min().copied();
-    let expiry_phase = match (first_deadline, last_delete) {
-        (Some(first), Some(last)) => last.saturating_duration_since(first),
-        _ => Duration::ZERO,
-    };
     let ops = context
         .recorder
         .totals()
         .iter()
         .map(|totals| {
             let phase = match totals.op {
-                Op::Grant | Op::Write => grant_phase,
-                Op::KeepAlive => keep_alive_phase,
-                _ => expiry_phase,
+                Op::Grant | Op::Write => Some(grant_phase),
+                Op::KeepAlive => Some(keep_alive_phase),
+                _ => None,
             };
             OpReport::from_totals(totals, phase, None)
         })
@@ -164,15 +200,14 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
              (the server starts the TTL when it takes the renewal, a little before the client hears back)"
         ));
     }
+    notes.extend(watch_failure);
     Ok(RunReport {
         name: args.run_name(),
         label: args.run_label(),
         target: args.target.to_string(),
         mode: format!("{} workers", args.concurrency),
         connections: context.target.connections(),
-        seconds: grant_phase.as_secs_f64()
-            + keep_alive_phase.as_secs_f64()
-            + expiry_phase.as_secs_f64(),
+        seconds: grant_phase.as_secs_f64() + keep_alive_phase.as_secs_f64(),
         ops,
         notes,
         plot: None,
@@ -180,28 +215,29 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
 }
 
 /// Runs `step(target, i, connection)` for every lease `i` on
-/// `--concurrency` workers; answers the results in lease order.
+/// `--concurrency` worker tasks (spread over the runtime's threads);
+/// answers the results in lease order.
 async fn for_each_lease<T, F, Fut>(
     context: &Context,
     count: usize,
     step: F,
 ) -> Result<Vec<Option<T>>>
 where
-    F: Fn(Arc<Target>, usize, usize) -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
+    T: Send + 'static,
+    F: Fn(Arc<Target>, usize, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Option<T>> + Send,
 {
     let next = Arc::new(AtomicUsize::new(0));
     let results: Arc<Mutex<Vec<Option<T>>>> =
         Arc::new(Mutex::new((0..count).map(|_| None).collect()));
-    let mut workers = Vec::new();
+    let step = Arc::new(step);
+    let mut workers = tokio::task::JoinSet::new();
     for worker in 0..context.args.concurrency {
         let next = next.clone();
         let results = results.clone();
         let target = context.target.clone();
-        let step = &step;
-        // The workers run concurrently on this task (join_all below), so
-        // steps may borrow from the caller.
-        workers.push(async move {
+        let step = step.clone();
+        workers.spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= count {
@@ -216,16 +252,11 @@ where
             }
         });
     }
-    futures_util::future::join_all(workers).await;
+    while let Some(done) = workers.join_next().await {
+        done?;
+    }
     let mut results = results.lock().map_err(|_| anyhow!("poisoned"))?;
     Ok(std::mem::take(&mut *results))
-}
-
-/// `request`, failed when its answer takes longer than the timeout.
-async fn in_time<T>(request: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    tokio::time::timeout(REQUEST_TIMEOUT, request)
-        .await
-        .map_err(|_| anyhow!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))?
 }
 
 /// Notes when each key's delete event arrives, until the watch fails.

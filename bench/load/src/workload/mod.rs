@@ -4,17 +4,19 @@ mod kv;
 mod lease;
 mod watch;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
 use crate::args::{RunArgs, Workload};
 use crate::keys::KeySpace;
 use crate::progress::Progress;
-use crate::record::Recorder;
+use crate::record::{Op, Recorder};
 use crate::report::RunReport;
+use crate::schedule::InFlight;
 use crate::target::Target;
 
 /// How long the end of a run waits for answers still outstanding; a
@@ -52,6 +54,48 @@ pub async fn run(args: RunArgs) -> Result<RunReport> {
     }
 }
 
+/// Runs `request` with the request timeout and records it as `op`, timed
+/// from `since`, in the totals when `measured`. A request that gets no
+/// answer in time is recorded as a timeout: an error whose wait counts.
+/// Answers the request's value when it succeeded.
+pub(crate) async fn timed<T>(
+    recorder: &Recorder,
+    op: Op,
+    since: Instant,
+    measured: bool,
+    request: impl Future<Output = Result<T>>,
+) -> Option<T> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+        Ok(outcome) => {
+            recorder.record(op, since.elapsed(), &outcome, measured);
+            outcome.ok()
+        }
+        Err(_) => {
+            recorder.timeout(op, since.elapsed(), measured);
+            None
+        }
+    }
+}
+
+/// Waits for the requests still in flight at the end of a run. Each has
+/// its own timeout, so this ends soon after it; any left then (which would
+/// mean a request's task hung past its timeout) are errors of `op`.
+pub(crate) async fn drain(recorder: &Recorder, in_flight: &InFlight, op: Op) {
+    if !in_flight
+        .drained(REQUEST_TIMEOUT + Duration::from_secs(5))
+        .await
+    {
+        for _ in 0..in_flight.count() {
+            recorder.record::<(), _>(
+                op,
+                Duration::ZERO,
+                &Err("still unanswered at the end of the run"),
+                true,
+            );
+        }
+    }
+}
+
 /// A value of `size` bytes that starts with `sequence` (8 bytes, little
 /// endian), so a watcher can tell which put an event came from.
 pub(crate) fn value_with_sequence(sequence: u64, size: usize) -> Vec<u8> {
@@ -86,7 +130,13 @@ pub(crate) async fn prefill(context: &Context, keys: &KeySpace, workers: usize) 
                 if index >= keys.count() {
                     return Ok::<(), anyhow::Error>(());
                 }
-                target.put(worker, &keys.key(index), &value, None).await?;
+                let key = keys.key(index);
+                let put = target.put(worker, &key, &value, None);
+                tokio::time::timeout(REQUEST_TIMEOUT, put)
+                    .await
+                    .map_err(|_| {
+                        anyhow::anyhow!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
+                    })??;
             }
         });
     }

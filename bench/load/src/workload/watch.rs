@@ -4,21 +4,19 @@
 //! beats the acknowledgement). Every watcher must see every put of the
 //! measured window; a missing event is an error.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 
-use super::{sequence_of, value_with_sequence, Context, REQUEST_TIMEOUT};
+use super::{drain, sequence_of, timed, value_with_sequence, Context, REQUEST_TIMEOUT};
 use crate::keys::{worker_rng, KeySpace};
 use crate::record::Op;
 use crate::report::{OpReport, RunReport};
 use crate::schedule::{pace, InFlight};
 use crate::target::EventStream;
 
-/// The put rate when `--writes` is not given.
-const DEFAULT_WRITES_PER_SECOND: f64 = 100.0;
 /// Watches created at once while setting up.
 const WATCH_SETUP_BATCH: usize = 64;
 
@@ -34,7 +32,7 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
         args.distribution,
         args.zipf_exponent,
     )?;
-    let rate = args.writes.unwrap_or(DEFAULT_WRITES_PER_SECOND);
+    let rate = args.watch_write_rate();
 
     context.progress.phase("watches");
     let received: Vec<Received> = (0..args.watchers).map(|_| Received::default()).collect();
@@ -82,21 +80,15 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
             let guard = in_flight.enter();
             runtime.spawn(async move {
                 let value = value_with_sequence(n, value_size);
-                let outcome = tokio::time::timeout(
-                    REQUEST_TIMEOUT,
-                    target.put(n as usize, &key, &value, None),
-                )
-                .await
-                .map_err(|_| anyhow!("no answer within {} s", REQUEST_TIMEOUT.as_secs()))
-                .and_then(|put| put);
-                let now = Instant::now();
                 let measured = due >= from;
-                if outcome.is_ok() && measured {
+                let put = target.put(n as usize, &key, &value, None);
+                let done = timed(&recorder, Op::Write, due, measured, put).await;
+                let now = Instant::now();
+                if done.is_some() && measured {
                     if let Ok(mut acknowledged) = acknowledged.lock() {
                         acknowledged.insert(n, now);
                     }
                 }
-                recorder.record(Op::Write, now.duration_since(due), &outcome, measured);
                 drop(guard);
             });
         })?
@@ -111,9 +103,7 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
         phase_switch
     );
     joined?.map_err(|_| anyhow!("the pacer thread panicked"))?;
-    in_flight
-        .drained(REQUEST_TIMEOUT + Duration::from_secs(5))
-        .await;
+    drain(&context.recorder, &in_flight, Op::Write).await;
 
     // Let the last events arrive: until every watcher holds every
     // acknowledged put, or the timeout.
@@ -126,10 +116,12 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
     while Instant::now() < deadline {
         let complete = received.iter().all(|sink| {
             sink.lock().is_ok_and(|seen| {
-                seen.iter()
-                    .filter(|(s, _)| acknowledged.contains_key(s))
-                    .count()
-                    >= acknowledged.len()
+                let delivered: HashSet<u64> = seen
+                    .iter()
+                    .map(|(s, _)| *s)
+                    .filter(|s| acknowledged.contains_key(s))
+                    .collect();
+                delivered.len() >= acknowledged.len()
             })
         });
         if complete {
@@ -146,18 +138,28 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
     watchers.abort_all();
 
     let mut missing = 0u64;
+    let mut duplicates = 0u64;
     for sink in &received {
         let seen = sink.lock().map_err(|_| anyhow!("poisoned"))?;
-        let mut delivered = 0u64;
+        let mut delivered = HashSet::new();
         for (sequence, at) in seen.iter() {
-            if let Some(acked) = acknowledged.get(sequence) {
-                context
-                    .recorder
-                    .success(Op::Event, at.saturating_duration_since(*acked));
-                delivered += 1;
+            let Some(acked) = acknowledged.get(sequence) else {
+                continue;
+            };
+            if !delivered.insert(*sequence) {
+                duplicates += 1;
+                continue;
             }
+            context
+                .recorder
+                .success(Op::Event, at.saturating_duration_since(*acked));
         }
-        missing += (acknowledged.len() as u64).saturating_sub(delivered);
+        missing += (acknowledged.len() as u64).saturating_sub(delivered.len() as u64);
+    }
+    for _ in 0..duplicates {
+        context
+            .recorder
+            .failure(Op::Event, &"an event was delivered twice to one watcher");
     }
     for _ in 0..missing {
         context.recorder.failure(
@@ -176,11 +178,11 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
         .iter()
         .map(|totals| {
             let asked = (totals.op == Op::Write).then_some(rate);
-            OpReport::from_totals(totals, args.duration, asked)
+            OpReport::from_totals(totals, Some(args.duration), asked)
         })
         .collect();
     let mut notes = vec![format!(
-        "{} watchers x {} puts = {} events expected, {missing} missing",
+        "{} watchers x {} puts = {} events expected, {missing} missing, {duplicates} delivered twice",
         args.watchers,
         acknowledged.len(),
         args.watchers as u64 * acknowledged.len() as u64
