@@ -11,6 +11,8 @@
 //! - [`report`], [`plot`] and [`progress`]: what a run shows.
 
 pub mod args;
+#[cfg(test)]
+pub(crate) mod fake_target;
 pub mod keys;
 pub mod plot;
 pub mod progress;

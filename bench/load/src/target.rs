@@ -80,6 +80,9 @@ pub enum Target {
     Keel(Vec<keel_client::Client>),
     /// etcd clients, one per connection (one HTTP/2 connection each).
     Etcd(Vec<EtcdConnection>),
+    /// The workloads' own tests: an in-memory map.
+    #[cfg(test)]
+    Fake(crate::fake_target::FakeTarget),
 }
 
 /// One etcd client, with its KV service handle kept apart: cloning that
@@ -190,6 +193,8 @@ impl Target {
         match self {
             Target::Keel(clients) => clients.len(),
             Target::Etcd(clients) => clients.len(),
+            #[cfg(test)]
+            Target::Fake(_) => 1,
         }
     }
 
@@ -230,6 +235,8 @@ impl Target {
                     .await?;
                 Ok(!answer.kvs().is_empty())
             }
+            #[cfg(test)]
+            Target::Fake(fake) => Ok(fake.get(key).await),
         }
     }
 
@@ -262,6 +269,8 @@ impl Target {
                     .put(key, value, options)
                     .await?;
             }
+            #[cfg(test)]
+            Target::Fake(fake) => fake.put(key, value).await,
         }
         Ok(())
     }
@@ -302,6 +311,8 @@ impl Target {
                     .await?;
                 Ok(answer.kvs().len())
             }
+            #[cfg(test)]
+            Target::Fake(fake) => Ok(fake.range(start, end, limit).await),
         }
     }
 
@@ -325,6 +336,8 @@ impl Target {
                     .await?;
                 Ok(answer.id())
             }
+            #[cfg(test)]
+            Target::Fake(_) => bail!("the fake target has only kv calls"),
         }
     }
 
@@ -348,6 +361,8 @@ impl Target {
                     .await?;
                 Ok(KeepAlive::Etcd(Box::new((keeper, answers))))
             }
+            #[cfg(test)]
+            Target::Fake(_) => bail!("the fake target has only kv calls"),
         }
     }
 
@@ -391,6 +406,8 @@ impl Target {
                 }
                 Ok(EventStream::Etcd(stream))
             }
+            #[cfg(test)]
+            Target::Fake(_) => bail!("the fake target has only kv calls"),
         }
     }
 }

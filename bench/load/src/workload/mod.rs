@@ -38,7 +38,13 @@ pub(crate) struct Context {
 /// the setup (prefill, watches) fails.
 pub async fn run(args: RunArgs) -> Result<RunReport> {
     args.validate()?;
-    let target = Arc::new(Target::connect(&args.target, args.connections).await?);
+    let target = Target::connect(&args.target, args.connections).await?;
+    run_on(args, target).await
+}
+
+/// Runs the workload `args` describe against `target`.
+async fn run_on(args: RunArgs, target: Target) -> Result<RunReport> {
+    let target = Arc::new(target);
     let recorder = Arc::new(Recorder::new());
     let progress = Progress::start(recorder.clone());
     let context = Context {
@@ -153,6 +159,104 @@ pub(crate) async fn prefill(context: &Context, keys: &KeySpace, workers: usize) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::Cli;
+    use crate::fake_target::FakeTarget;
+    use clap::Parser;
+
+    fn args(options: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(std::iter::once("bench").chain(options.iter().copied()));
+        cli.unwrap().run
+    }
+
+    fn reads(report: &RunReport) -> &crate::report::OpReport {
+        report.ops.iter().find(|op| op.op == "read").unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_open_loop_charges_a_stall_to_every_request_due_during_it() {
+        // 1,000 reads a second for 1 s; the target stops answering for
+        // 200 ms in the middle. Every read due in the stall waits for its
+        // end, so about 150 of them take 50 ms or more (15%), the slowest
+        // about 200 ms. A generator that waited for answers before sending
+        // would have sent a handful of requests during the stall instead
+        // and reported a p90 of microseconds.
+        let fake = FakeTarget::default();
+        let start = Instant::now();
+        fake.stall(
+            start + Duration::from_millis(400),
+            start + Duration::from_millis(600),
+        );
+        let options = [
+            "--reads",
+            "1000/s",
+            "--duration",
+            "1s",
+            "--warmup",
+            "0s",
+            "--no-prefill",
+        ];
+        let report = run_on(args(&options), Target::Fake(fake)).await.unwrap();
+        let read = reads(&report);
+        assert_eq!(read.count, 1000, "every due request is sent, stall or not");
+        assert_eq!(read.errors, 0);
+        assert!(read.latency_us.p90 >= 40_000.0, "{:?}", read.latency_us);
+        assert!(
+            (150_000.0..400_000.0).contains(&read.latency_us.max),
+            "{:?}",
+            read.latency_us
+        );
+        assert!(read.latency_us.p50 < 10_000.0, "{:?}", read.latency_us);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_requests_due_in_the_measured_window_count() {
+        let options = [
+            "--reads",
+            "1000/s",
+            "--writes",
+            "200/s",
+            "--duration",
+            "500ms",
+            "--warmup",
+            "300ms",
+            "--keys",
+            "100",
+        ];
+        let report = run_on(args(&options), Target::Fake(FakeTarget::default()))
+            .await
+            .unwrap();
+        let count = |name: &str| report.ops.iter().find(|op| op.op == name).unwrap().count;
+        // Due at start + n / rate: reads 300..800, writes 60..160.
+        assert_eq!(count("read"), 500);
+        assert_eq!(count("write"), 100);
+        assert_eq!(reads(&report).errors, 0, "the prefill wrote every key read");
+        assert_eq!(reads(&report).rate, Some(1000.0));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ranges_over_a_prefilled_keyspace_read_every_key_asked_for() {
+        // A range that read fewer keys than the prefill wrote would be an
+        // error; 5 of the 10 keys are asked for and found.
+        let fake = FakeTarget::default();
+        let options = [
+            "--max",
+            "ranges",
+            "--duration",
+            "200ms",
+            "--warmup",
+            "0s",
+            "--keys",
+            "10",
+            "--range-size",
+            "5",
+            "--concurrency",
+            "2",
+        ];
+        let report = run_on(args(&options), Target::Fake(fake)).await.unwrap();
+        let range = report.ops.iter().find(|op| op.op == "range").unwrap();
+        assert_eq!(range.errors, 0, "{:?}", range.first_error);
+        assert!(range.count > 0);
+    }
 
     #[test]
     fn a_value_carries_its_sequence_and_has_the_asked_size() {
