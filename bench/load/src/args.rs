@@ -248,6 +248,20 @@ impl RunArgs {
         }
     }
 
+    /// The keyspace the options describe, under `prefix`.
+    ///
+    /// # Errors
+    /// When `--keys` is 0 or the zipfian exponent is not positive.
+    pub fn keyspace(&self, prefix: &str) -> Result<crate::keys::KeySpace> {
+        crate::keys::KeySpace::new(
+            prefix,
+            self.keys,
+            self.key_size,
+            self.distribution,
+            self.zipf_exponent,
+        )
+    }
+
     /// The watch workload's put rate: `--writes`, else 100 a second.
     pub fn watch_write_rate(&self) -> f64 {
         self.writes.unwrap_or(100.0)

@@ -11,7 +11,7 @@ use rand::Rng;
 use super::{drain, prefill, timed, value_with_sequence, Context};
 use crate::args::MaxOps;
 use crate::keys::{worker_rng, KeySpace};
-use crate::record::{Op, Recorder};
+use crate::record::{Op, OpTotals, Recorder};
 use crate::report::{OpReport, RunReport};
 use crate::schedule::{pace, InFlight};
 use crate::target::Target;
@@ -79,13 +79,7 @@ impl Window {
 
 pub(super) async fn run(context: &Context) -> Result<RunReport> {
     let args = &context.args;
-    let keys = KeySpace::new(
-        "bench/k/",
-        args.keys,
-        args.key_size,
-        args.distribution,
-        args.zipf_exponent,
-    )?;
+    let keys = args.keyspace("bench/k/")?;
     if !args.no_prefill {
         prefill(context, &keys, PREFILL_WORKERS).await?;
     }
@@ -103,75 +97,40 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
         end: start + args.warmup + args.duration,
     };
     context.progress.phase("warm-up");
-    let phases = {
-        let progress_window = window;
-        let recorder = context.recorder.clone();
-        async move {
-            tokio::time::sleep_until(progress_window.from.into()).await;
-            recorder.start_measuring();
+    let rates: Vec<(Op, f64)> = [
+        (Op::Read, args.reads),
+        (Op::Write, args.writes),
+        (Op::Range, args.ranges),
+    ]
+    .into_iter()
+    .filter_map(|(op, rate)| rate.map(|r| (op, r)))
+    .collect();
+    let measuring = async {
+        tokio::time::sleep_until(window.from.into()).await;
+        context.recorder.start_measuring();
+        context.progress.phase("measure");
+    };
+    let work = async {
+        match args.max {
+            Some(max) => closed_loop(context, &ops, max, window).await,
+            None => open_loop(context, &ops, &rates, start, window).await,
         }
     };
-    let (mode, rates) = match args.max {
-        Some(max) => {
-            let workers = closed_loop(context, &ops, max, window);
-            let ((), results) = tokio::join!(
-                async {
-                    phases.await;
-                    context.progress.phase("measure");
-                },
-                workers
-            );
-            results?;
-            (
-                format!("closed loop, concurrency {}", args.concurrency),
-                Vec::new(),
-            )
-        }
-        None => {
-            let rates: Vec<(Op, f64)> = [
-                (Op::Read, args.reads),
-                (Op::Write, args.writes),
-                (Op::Range, args.ranges),
-            ]
-            .into_iter()
-            .filter_map(|(op, rate)| rate.map(|r| (op, r)))
-            .collect();
-            let opened = open_loop(context, &ops, &rates, start, window);
-            let ((), results) = tokio::join!(
-                async {
-                    phases.await;
-                    context.progress.phase("measure");
-                },
-                opened
-            );
-            results?;
-            ("open loop".to_string(), rates)
-        }
+    let ((), worked) = tokio::join!(measuring, work);
+    worked?;
+    let mode = match args.max {
+        Some(_) => format!("closed loop, concurrency {}", args.concurrency),
+        None => "open loop".to_string(),
     };
-    context.recorder.stop_measuring();
-    let ops = context
-        .recorder
-        .totals()
-        .iter()
-        .map(|totals| {
-            let asked = rates
-                .iter()
-                .find(|(op, _)| *op == totals.op)
-                .map(|(_, r)| *r);
-            OpReport::from_totals(totals, Some(args.duration), asked)
-        })
-        .collect();
-    Ok(RunReport {
-        name: args.run_name(),
-        label: args.run_label(),
-        target: args.target.to_string(),
-        mode,
-        connections: context.target.connections(),
-        seconds: args.duration.as_secs_f64(),
-        ops,
-        notes: Vec::new(),
-        plot: None,
-    })
+    let seconds = args.duration.as_secs_f64();
+    let row = |totals: &OpTotals| {
+        let asked = rates
+            .iter()
+            .find(|(op, _)| *op == totals.op)
+            .map(|(_, r)| *r);
+        OpReport::from_totals(totals, Some(args.duration), asked)
+    };
+    Ok(context.report(mode, seconds, row, Vec::new()))
 }
 
 /// One pacer per kind at its rate; each request is its own task, timed

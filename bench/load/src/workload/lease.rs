@@ -18,7 +18,7 @@ use anyhow::{anyhow, Result};
 
 use super::{timed, value_with_sequence, Context};
 use crate::keys::{Distribution, KeySpace};
-use crate::record::Op;
+use crate::record::{Op, OpTotals};
 use crate::report::{OpReport, RunReport};
 use crate::target::{EventStream, KeepAlive, Target};
 
@@ -164,22 +164,16 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
             ),
         }
     }
-    context.recorder.stop_measuring();
 
     let first_deadline = deadlines.iter().flatten().min().copied();
-    let ops = context
-        .recorder
-        .totals()
-        .iter()
-        .map(|totals| {
-            let phase = match totals.op {
-                Op::Grant | Op::Write => Some(grant_phase),
-                Op::KeepAlive => Some(keep_alive_phase),
-                _ => None,
-            };
-            OpReport::from_totals(totals, phase, None)
-        })
-        .collect();
+    let row = |totals: &OpTotals| {
+        let phase = match totals.op {
+            Op::Grant | Op::Write => Some(grant_phase),
+            Op::KeepAlive => Some(keep_alive_phase),
+            _ => None,
+        };
+        OpReport::from_totals(totals, phase, None)
+    };
     let mut notes = vec![format!(
         "{count} leases of {ttl_seconds} s: granted with their keys in {:.2} s, renewed in {:.2} s; \
          the deadlines spanned {:.2} s and the last key went {:.2} s after the last deadline",
@@ -201,17 +195,9 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
         ));
     }
     notes.extend(watch_failure);
-    Ok(RunReport {
-        name: args.run_name(),
-        label: args.run_label(),
-        target: args.target.to_string(),
-        mode: format!("{} workers", args.concurrency),
-        connections: context.target.connections(),
-        seconds: grant_phase.as_secs_f64() + keep_alive_phase.as_secs_f64(),
-        ops,
-        notes,
-        plot: None,
-    })
+    let mode = format!("{} workers", args.concurrency);
+    let seconds = grant_phase.as_secs_f64() + keep_alive_phase.as_secs_f64();
+    Ok(context.report(mode, seconds, row, notes))
 }
 
 /// Runs `step(target, i, connection)` for every lease `i` on

@@ -14,8 +14,8 @@ use anyhow::{bail, Result};
 use crate::args::{RunArgs, Workload};
 use crate::keys::KeySpace;
 use crate::progress::Progress;
-use crate::record::{Op, Recorder};
-use crate::report::RunReport;
+use crate::record::{Op, OpTotals, Recorder};
+use crate::report::{OpReport, RunReport};
 use crate::schedule::InFlight;
 use crate::target::Target;
 
@@ -29,6 +29,32 @@ pub(crate) struct Context {
     pub(crate) target: Arc<Target>,
     pub(crate) recorder: Arc<Recorder>,
     pub(crate) progress: Progress,
+}
+
+impl Context {
+    /// Stops measuring and makes the run's report: its `mode`, the
+    /// `seconds` measured, a row per kind of operation (made by `row` from
+    /// the recorder's totals) and `notes`.
+    pub(crate) fn report(
+        &self,
+        mode: String,
+        seconds: f64,
+        row: impl Fn(&OpTotals) -> OpReport,
+        notes: Vec<String>,
+    ) -> RunReport {
+        self.recorder.stop_measuring();
+        RunReport {
+            name: self.args.run_name(),
+            label: self.args.run_label(),
+            target: self.args.target.to_string(),
+            mode,
+            connections: self.target.connections(),
+            seconds,
+            ops: self.recorder.totals().iter().map(row).collect(),
+            notes,
+            plot: None,
+        }
+    }
 }
 
 /// Connects, runs the workload `args` describe, and reports.

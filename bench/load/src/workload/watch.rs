@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 
 use super::{drain, sequence_of, timed, value_with_sequence, Context, REQUEST_TIMEOUT};
-use crate::keys::{worker_rng, KeySpace};
-use crate::record::Op;
+use crate::keys::worker_rng;
+use crate::record::{Op, OpTotals};
 use crate::report::{OpReport, RunReport};
 use crate::schedule::{pace, InFlight};
 use crate::target::EventStream;
@@ -25,13 +25,7 @@ type Received = Arc<Mutex<Vec<(u64, Instant)>>>;
 
 pub(super) async fn run(context: &Context) -> Result<RunReport> {
     let args = &context.args;
-    let keys = KeySpace::new(
-        "bench/w/",
-        args.keys,
-        args.key_size,
-        args.distribution,
-        args.zipf_exponent,
-    )?;
+    let keys = args.keyspace("bench/w/")?;
     let rate = args.watch_write_rate();
 
     context.progress.phase("watches");
@@ -170,17 +164,6 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
             ),
         );
     }
-    context.recorder.stop_measuring();
-
-    let ops = context
-        .recorder
-        .totals()
-        .iter()
-        .map(|totals| {
-            let asked = (totals.op == Op::Write).then_some(rate);
-            OpReport::from_totals(totals, Some(args.duration), asked)
-        })
-        .collect();
     let mut notes = vec![format!(
         "{} watchers x {} puts = {} events expected, {missing} missing, {duplicates} delivered twice",
         args.watchers,
@@ -190,17 +173,12 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
     if let Some(error) = failed_watch {
         notes.push(format!("a watch failed: {error:#}"));
     }
-    Ok(RunReport {
-        name: args.run_name(),
-        label: args.run_label(),
-        target: args.target.to_string(),
-        mode: format!("open loop, {} watchers", args.watchers),
-        connections: context.target.connections(),
-        seconds: args.duration.as_secs_f64(),
-        ops,
-        notes,
-        plot: None,
-    })
+    let row = |totals: &OpTotals| {
+        let asked = (totals.op == Op::Write).then_some(rate);
+        OpReport::from_totals(totals, Some(args.duration), asked)
+    };
+    let mode = format!("open loop, {} watchers", args.watchers);
+    Ok(context.report(mode, args.duration.as_secs_f64(), row, notes))
 }
 
 /// Receives events until the watch fails, noting each put's sequence and
