@@ -9,6 +9,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
 use keel_proto::{
     decode_response, encode_frame, encode_request, fb, ErrorCode, PutRequest, Request, Response,
     ResponseBody, WatchCreate,
@@ -128,19 +131,6 @@ fn bad_frames_get_a_typed_error_or_a_clean_close() {
     status_works(&server);
 }
 
-/// A small deterministic generator.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
 #[test]
 fn random_and_mutated_frames_never_disturb_the_server() {
     let dir = tempfile::tempdir().unwrap();
@@ -161,32 +151,34 @@ fn random_and_mutated_frames_never_disturb_the_server() {
     .iter()
     .map(|r| encode_request(1, r))
     .collect();
-    let mut rng = Lcg(11);
+    let mut rng = StdRng::seed_from_u64(11);
     for round in 0..300 {
         let mut stream = connect(&server);
         stream
             .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let mut message = valid[round % valid.len()].clone();
-        let frame = match rng.next() % 4 {
+        let frame = match rng.next_u64() % 4 {
             0 => {
-                for _ in 0..1 + rng.next() % 6 {
-                    let at = rng.next() as usize % message.len();
-                    message[at] = rng.next() as u8;
+                for _ in 0..1 + rng.next_u64() % 6 {
+                    let at = rng.next_u64() as usize % message.len();
+                    message[at] = rng.next_u64() as u8;
                 }
                 encode_frame(&message).unwrap()
             }
             1 => {
                 // A frame whose length prefix lies.
                 let mut frame = encode_frame(&message).unwrap();
-                frame[0] = rng.next() as u8;
-                frame[1] = rng.next() as u8;
+                frame[0] = rng.next_u64() as u8;
+                frame[1] = rng.next_u64() as u8;
                 frame
             }
-            2 => (0..rng.next() % 300).map(|_| rng.next() as u8).collect(),
+            2 => (0..rng.next_u64() % 300)
+                .map(|_| rng.next_u64() as u8)
+                .collect(),
             _ => {
                 let mut frame = encode_frame(&message).unwrap();
-                frame.truncate(rng.next() as usize % frame.len());
+                frame.truncate(rng.next_u64() as usize % frame.len());
                 frame
             }
         };

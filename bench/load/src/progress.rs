@@ -50,6 +50,12 @@ impl Progress {
         }
     }
 
+    /// Names the phase `name` once `at` comes.
+    pub async fn phase_from(&self, name: &str, at: Instant) {
+        tokio::time::sleep_until(at.into()).await;
+        self.phase(name);
+    }
+
     /// Names the phase the run is in (prefill, warm-up, measure, ...).
     pub fn phase(&self, name: &str) {
         if let Ok(mut phase) = self.phase.lock() {

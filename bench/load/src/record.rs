@@ -1,8 +1,8 @@
 //! Latency and error counts per kind of operation, shared by every task of
-//! a run. The progress line sees everything; the totals only what falls
-//! in the measured window (not the warm-up).
+//! a run. The progress line sees everything; the totals only what the
+//! caller says falls in the measured window (not the warm-up).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -108,7 +108,6 @@ pub struct OpInterval {
 /// The shared recorder of a run.
 pub struct Recorder {
     ops: Vec<OpRecord>,
-    measuring: AtomicBool,
 }
 
 impl Default for Recorder {
@@ -118,7 +117,7 @@ impl Default for Recorder {
 }
 
 impl Recorder {
-    /// A recorder that is not yet measuring.
+    /// An empty recorder.
     pub fn new() -> Recorder {
         Recorder {
             ops: Op::ALL
@@ -132,38 +131,21 @@ impl Recorder {
                     first_error: Mutex::new(None),
                 })
                 .collect(),
-            measuring: AtomicBool::new(false),
         }
-    }
-
-    /// From now on, outcomes count (the warm-up is over).
-    pub fn start_measuring(&self) {
-        self.measuring.store(true, Ordering::Release);
-    }
-
-    /// From now on, outcomes are dropped (the measurement is over).
-    pub fn stop_measuring(&self) {
-        self.measuring.store(false, Ordering::Release);
-    }
-
-    /// Whether outcomes count now.
-    pub fn is_measuring(&self) -> bool {
-        self.measuring.load(Ordering::Acquire)
     }
 
     fn op(&self, op: Op) -> Option<&OpRecord> {
         self.ops.get(op.index())
     }
 
-    /// A success of `op` that took `latency`; it counts in the totals
-    /// while measuring.
+    /// A measured success of `op` that took `latency`.
     pub fn success(&self, op: Op, latency: Duration) {
-        self.record::<(), &str>(op, latency, &Ok(()), self.is_measuring());
+        self.record::<(), &str>(op, latency, &Ok(()), true);
     }
 
-    /// A failure of `op`; it counts in the totals while measuring.
+    /// A measured failure of `op`.
     pub fn failure(&self, op: Op, error: &dyn std::fmt::Display) {
-        self.record::<(), _>(op, Duration::ZERO, &Err(error), self.is_measuring());
+        self.record::<(), _>(op, Duration::ZERO, &Err(error), true);
     }
 
     /// A request of `op` that got no answer within `waited`: an error, and
@@ -273,15 +255,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn nothing_counts_before_measuring_starts_or_after_it_stops() {
+    fn nothing_outside_the_measured_window_counts_in_the_totals() {
         let recorder = Recorder::new();
-        recorder.success(Op::Read, Duration::from_millis(1));
-        recorder.failure(Op::Write, &"refused");
+        let outside = |latency| recorder.record::<(), &str>(Op::Read, latency, &Ok(()), false);
+        outside(Duration::from_millis(1));
+        recorder.record::<(), _>(Op::Write, Duration::ZERO, &Err("refused"), false);
         assert!(recorder.totals().is_empty());
-        recorder.start_measuring();
         recorder.success(Op::Read, Duration::from_millis(2));
-        recorder.stop_measuring();
-        recorder.success(Op::Read, Duration::from_millis(3));
+        outside(Duration::from_millis(3));
         let totals = recorder.totals();
         assert_eq!(totals.len(), 1);
         assert_eq!(totals[0].latencies.len(), 1);
@@ -291,7 +272,6 @@ mod tests {
     #[test]
     fn failures_are_counted_and_the_first_message_kept() {
         let recorder = Recorder::new();
-        recorder.start_measuring();
         recorder.record::<(), _>(Op::Write, Duration::ZERO, &Err("first"), true);
         recorder.record::<(), _>(Op::Write, Duration::ZERO, &Err("second"), true);
         recorder.record::<_, String>(Op::Write, Duration::from_micros(5), &Ok(()), true);
@@ -308,7 +288,6 @@ mod tests {
     #[test]
     fn an_interval_holds_only_what_happened_since_the_last_one() {
         let recorder = Recorder::new();
-        recorder.start_measuring();
         for _ in 0..99 {
             recorder.success(Op::Read, Duration::from_micros(100));
         }
@@ -340,7 +319,6 @@ mod tests {
     #[test]
     fn latencies_outside_the_bounds_are_clamped_not_lost() {
         let recorder = Recorder::new();
-        recorder.start_measuring();
         recorder.success(Op::Range, Duration::ZERO);
         recorder.success(Op::Range, Duration::from_secs(3600));
         let totals = recorder.totals();

@@ -377,7 +377,7 @@ impl Replica {
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + TICK;
                 self.raw.tick();
-                self.lease_timers();
+                self.lease_checkpoints();
             }
             self.request_read_index();
             if let Err(reason) = self.drive().await {
@@ -879,16 +879,13 @@ impl Replica {
         }
     }
 
-    /// The leader proposes expiries and checkpoints when they are due.
-    fn lease_timers(&mut self) {
+    /// The leader proposes checkpoints when they are due. (Expiries are
+    /// proposed after every drive, by `propose_due_expiry`.)
+    fn lease_checkpoints(&mut self) {
         if !self.is_leader() || self.failure.is_some() {
             return;
         }
-        let now = self.now();
-        for entry in [self.lessor.expired(now), self.lessor.checkpoints(now)]
-            .into_iter()
-            .flatten()
-        {
+        if let Some(entry) = self.lessor.checkpoints(self.now()) {
             let (reply, _ignored) = flume::bounded(1);
             self.propose(entry, reply);
         }

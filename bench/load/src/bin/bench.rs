@@ -18,7 +18,6 @@ fn main() {
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    args.validate()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .enable_all()

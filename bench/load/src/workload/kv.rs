@@ -105,18 +105,13 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
     .into_iter()
     .filter_map(|(op, rate)| rate.map(|r| (op, r)))
     .collect();
-    let measuring = async {
-        tokio::time::sleep_until(window.from.into()).await;
-        context.recorder.start_measuring();
-        context.progress.phase("measure");
-    };
     let work = async {
         match args.max {
             Some(max) => closed_loop(context, &ops, max, window).await,
             None => open_loop(context, &ops, &rates, start, window).await,
         }
     };
-    let ((), worked) = tokio::join!(measuring, work);
+    let ((), worked) = tokio::join!(context.progress.phase_from("measure", window.from), work);
     worked?;
     let mode = match args.max {
         Some(_) => format!("closed loop, concurrency {}", args.concurrency),

@@ -47,7 +47,6 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
         Distribution::Uniform,
         1.0,
     )?);
-    context.recorder.start_measuring();
 
     // The watcher of the leased keys' deletions is in place first.
     let deleted: Deleted = Arc::default();

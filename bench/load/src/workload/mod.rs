@@ -19,8 +19,8 @@ use crate::report::{OpReport, RunReport};
 use crate::schedule::InFlight;
 use crate::target::Target;
 
-/// How long the end of a run waits for answers still outstanding; a
-/// request not answered by then counts as an error.
+/// How long one request may wait for its answer; one not answered by
+/// then is a timeout (an error whose wait counts in the latencies).
 pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What every workload shares.
@@ -32,7 +32,7 @@ pub(crate) struct Context {
 }
 
 impl Context {
-    /// Stops measuring and makes the run's report: its `mode`, the
+    /// The run's report: its `mode`, the
     /// `seconds` measured, a row per kind of operation (made by `row` from
     /// the recorder's totals) and `notes`.
     pub(crate) fn report(
@@ -42,7 +42,6 @@ impl Context {
         row: impl Fn(&OpTotals) -> OpReport,
         notes: Vec<String>,
     ) -> RunReport {
-        self.recorder.stop_measuring();
         RunReport {
             name: self.args.run_name(),
             label: self.args.run_label(),

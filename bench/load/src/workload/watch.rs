@@ -87,14 +87,9 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
             });
         })?
     };
-    let phase_switch = async {
-        tokio::time::sleep_until(from.into()).await;
-        context.recorder.start_measuring();
-        context.progress.phase("measure");
-    };
     let (joined, ()) = tokio::join!(
         tokio::task::spawn_blocking(move || pacer.join()),
-        phase_switch
+        context.progress.phase_from("measure", from)
     );
     joined?.map_err(|_| anyhow!("the pacer thread panicked"))?;
     drain(&context.recorder, &in_flight, Op::Write).await;

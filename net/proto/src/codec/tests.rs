@@ -1,6 +1,8 @@
 use super::*;
 use crate::frame::FrameDecoder;
 use crate::types::*;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
 
 fn kv(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -255,22 +257,9 @@ fn a_request_of_an_unknown_operation_is_refused_with_its_id() {
     assert_eq!(error.id, Some(78));
 }
 
-/// A small deterministic generator, so that the test needs no crate.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-}
-
 #[test]
 fn mutated_and_random_messages_decode_or_fail_without_panicking() {
-    let mut rng = Lcg(7);
+    let mut rng = StdRng::seed_from_u64(7);
     let originals: Vec<Vec<u8>> = every_request()
         .iter()
         .map(|r| encode_request(1, r))
@@ -278,17 +267,17 @@ fn mutated_and_random_messages_decode_or_fail_without_panicking() {
     let mut decoded = 0;
     for round in 0..20_000 {
         let mut bytes = originals[round % originals.len()].clone();
-        match rng.next() % 3 {
+        match rng.next_u64() % 3 {
             0 => {
-                for _ in 0..1 + rng.next() % 4 {
-                    let at = rng.next() as usize % bytes.len();
-                    bytes[at] = rng.next() as u8;
+                for _ in 0..1 + rng.next_u64() % 4 {
+                    let at = rng.next_u64() as usize % bytes.len();
+                    bytes[at] = rng.next_u64() as u8;
                 }
             }
-            1 => bytes.truncate(rng.next() as usize % bytes.len()),
+            1 => bytes.truncate(rng.next_u64() as usize % bytes.len()),
             _ => {
-                let len = rng.next() as usize % 200;
-                bytes = (0..len).map(|_| rng.next() as u8).collect();
+                let len = rng.next_u64() as usize % 200;
+                bytes = (0..len).map(|_| rng.next_u64() as u8).collect();
             }
         }
         if decode_request(&bytes).is_ok() {
