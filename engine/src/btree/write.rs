@@ -234,9 +234,11 @@ impl<S: Storage> WriteTxn<S> {
             return Ok((NodeRef::Dirty(self.push(leaf)), None));
         };
         let mut root_id = self.make_dirty(root)?;
-        let old = self.insert_below(root_id, key, value)?;
+        let (old, appended) = self.insert_at_depth(root_id, key, value, 0, true)?;
+        let mut shape = Split::for_insert(appended);
         loop {
-            let parts = self.split(root_id)?;
+            let parts = self.split(root_id, shape)?;
+            shape = Split::Halves;
             if parts.is_empty() {
                 break;
             }
@@ -251,25 +253,29 @@ impl<S: Storage> WriteTxn<S> {
         Ok((NodeRef::Dirty(root_id), old))
     }
 
-    fn insert_below(&mut self, id: usize, key: &[u8], value: Value) -> Result<Option<Value>> {
-        self.insert_at_depth(id, key, value, 0)
-    }
-
+    /// Inserts below dirty node `id`. Returns the value replaced and
+    /// whether the key went in after every key of the tree (`rightmost`
+    /// says whether `id` is on the tree's right edge).
     fn insert_at_depth(
         &mut self,
         id: usize,
         key: &[u8],
         value: Value,
         depth: usize,
-    ) -> Result<Option<Value>> {
-        let (slot, child_id) = match self.step_towards(id, key, depth)? {
+        rightmost: bool,
+    ) -> Result<(Option<Value>, bool)> {
+        let (slot, child_id, child_rightmost) = match self.step_towards(id, key, depth)? {
             Step::Leaf(entries) => {
                 return Ok(
                     match entries.binary_search_by(|e| e.key.as_slice().cmp(key)) {
-                        Ok(i) => entries
-                            .get_mut(i)
-                            .map(|e| std::mem::replace(&mut e.value, value)),
+                        Ok(i) => (
+                            entries
+                                .get_mut(i)
+                                .map(|e| std::mem::replace(&mut e.value, value)),
+                            false,
+                        ),
                         Err(i) => {
+                            let appended = rightmost && i == entries.len();
                             entries.insert(
                                 i,
                                 LeafEntry {
@@ -277,15 +283,20 @@ impl<S: Storage> WriteTxn<S> {
                                     value,
                                 },
                             );
-                            None
+                            (None, appended)
                         }
                     },
                 );
             }
-            Step::Child { slot, child_id } => (slot, child_id),
+            Step::Child {
+                slot,
+                child_id,
+                last,
+            } => (slot, child_id, rightmost && last),
         };
-        let old = self.insert_at_depth(child_id, key, value, depth + 1)?;
-        let parts = self.split(child_id)?;
+        let (old, appended) =
+            self.insert_at_depth(child_id, key, value, depth + 1, child_rightmost)?;
+        let parts = self.split(child_id, Split::for_insert(appended))?;
         if !parts.is_empty() {
             if let Dirty::Branch { keys, children } = self.node_mut(id)? {
                 for (n, (sep, part)) in parts.into_iter().enumerate() {
@@ -294,7 +305,7 @@ impl<S: Storage> WriteTxn<S> {
                 }
             }
         }
-        Ok(old)
+        Ok((old, appended))
     }
 
     /// One step from dirty node `id` towards `key`: a leaf's entries, or
@@ -306,12 +317,13 @@ impl<S: Storage> WriteTxn<S> {
                 NodeRef::Dirty(id),
             ));
         }
-        let (slot, child) = match self.node_mut(id)? {
+        let (slot, child, last) = match self.node_mut(id)? {
             Dirty::Branch { keys, children } => {
                 let slot = keys.partition_point(|k| k.as_slice() <= key);
                 (
                     slot,
                     children.get(slot).copied().unwrap_or(NodeRef::Clean(0)),
+                    slot + 1 == children.len(),
                 )
             }
             Dirty::Leaf(_) => {
@@ -323,7 +335,11 @@ impl<S: Storage> WriteTxn<S> {
         };
         let child_id = self.make_dirty(child)?;
         self.set_child(id, slot, NodeRef::Dirty(child_id))?;
-        Ok(Step::Child { slot, child_id })
+        Ok(Step::Child {
+            slot,
+            child_id,
+            last,
+        })
     }
 
     fn set_child(&mut self, id: usize, slot: usize, child: NodeRef) -> Result<()> {
@@ -338,15 +354,19 @@ impl<S: Storage> WriteTxn<S> {
     /// Splits an oversized node into parts that fit a page where possible.
     /// The node keeps the first part; returns `(separator, node)` for the
     /// others, in key order.
-    fn split(&mut self, id: usize) -> Result<Vec<(Vec<u8>, usize)>> {
+    fn split(&mut self, id: usize, shape: Split) -> Result<Vec<(Vec<u8>, usize)>> {
         if !self.node_mut(id)?.needs_split() {
             return Ok(Vec::new());
         }
-        let (sep, right) = split_half(self.node_mut(id)?);
+        let node = self.node_mut(id)?;
+        let (sep, right) = match shape {
+            Split::Halves => split_half(node),
+            Split::OffTheEnd => split_off_last(node),
+        };
         let right_id = self.push(right);
-        let mut parts = self.split(id)?;
+        let mut parts = self.split(id, Split::Halves)?;
         parts.push((sep, right_id));
-        parts.extend(self.split(right_id)?);
+        parts.extend(self.split(right_id, Split::Halves)?);
         Ok(parts)
     }
 
@@ -402,7 +422,7 @@ impl<S: Storage> WriteTxn<S> {
                     },
                 );
             }
-            Step::Child { slot, child_id } => (slot, child_id),
+            Step::Child { slot, child_id, .. } => (slot, child_id),
         };
         let old = self.remove_at_depth(child_id, key, depth + 1)?;
         self.fix_child(id, slot, child_id)?;
@@ -518,7 +538,7 @@ impl<S: Storage> WriteTxn<S> {
             }
         }
         // The merged node may exceed a page by a little; split it again.
-        let parts = self.split(left_id)?;
+        let parts = self.split(left_id, Split::Halves)?;
         if let Dirty::Branch { keys, children } = self.node_mut(parent)? {
             for (n, (sep, part)) in parts.into_iter().enumerate() {
                 keys.insert(left_slot + n, sep);
@@ -539,8 +559,36 @@ impl<S: Storage> Drop for WriteTxn<S> {
 enum Step<'a> {
     /// The node is a leaf: its entries.
     Leaf(&'a mut Vec<LeafEntry>),
-    /// The node is a branch: the child covering the key, dirty, at `slot`.
-    Child { slot: usize, child_id: usize },
+    /// The node is a branch: the child covering the key, dirty, at `slot`;
+    /// `last` when it is the branch's last child.
+    Child {
+        slot: usize,
+        child_id: usize,
+        last: bool,
+    },
+}
+
+/// Where an oversized node is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// Into halves by bytes: random inserts then find room on both sides.
+    Halves,
+    /// Just before its last entry (a branch: its last two children). For a
+    /// node on the tree's right edge that overflowed because a key went in
+    /// past every other: keys that only ever grow (keel's history, keyed by
+    /// revision) would otherwise leave every node half empty, and each
+    /// commit would write twice the pages its rows need.
+    OffTheEnd,
+}
+
+impl Split {
+    fn for_insert(appended: bool) -> Split {
+        if appended {
+            Split::OffTheEnd
+        } else {
+            Split::Halves
+        }
+    }
 }
 
 /// Splits a node in two halves by bytes; the node keeps the left half.
@@ -581,6 +629,34 @@ fn split_half(node: &mut Dirty) -> (Vec<u8>, Dirty) {
             let right_keys = keys.split_off(mid + 1);
             let sep = keys.pop().unwrap_or_default();
             let right_children = children.split_off(mid + 1);
+            (
+                sep,
+                Dirty::Branch {
+                    keys: right_keys,
+                    children: right_children,
+                },
+            )
+        }
+    }
+}
+
+/// Splits a node before its last entry (a branch before its last two
+/// children, so both sides keep a key); the node keeps the rest. Callers
+/// check [`Dirty::needs_split`], so a leaf has two entries, a branch three
+/// keys.
+fn split_off_last(node: &mut Dirty) -> (Vec<u8>, Dirty) {
+    match node {
+        Dirty::Leaf(entries) => {
+            let at = entries.len().saturating_sub(1).max(1);
+            let right = entries.split_off(at);
+            let sep = right.first().map(|e| e.key.clone()).unwrap_or_default();
+            (sep, Dirty::Leaf(right))
+        }
+        Dirty::Branch { keys, children } => {
+            let at = children.len().saturating_sub(2).max(1);
+            let right_children = children.split_off(at);
+            let right_keys = keys.split_off(at);
+            let sep = keys.pop().unwrap_or_default();
             (
                 sep,
                 Dirty::Branch {
