@@ -93,6 +93,15 @@ pub enum Error {
         limit: u64,
     },
 
+    /// The file's keyspace has a layout this version does not read.
+    #[error("{file} holds a keyspace this keel cannot read: {reason}")]
+    UnsupportedLayout {
+        /// The file.
+        file: std::path::PathBuf,
+        /// What it has that this keel does not read.
+        reason: String,
+    },
+
     /// A write transaction is already open (one writer at a time).
     #[error("a write transaction is already open")]
     WriterBusy,

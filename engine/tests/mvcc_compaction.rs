@@ -1,7 +1,7 @@
 //! Compaction trims history exactly, whatever the step size, including keys
 //! whose older version survived an earlier compaction and that change at
-//! exactly the new compaction revision (their only trigger is a `revlog`
-//! row at C, which must stay for watches from C).
+//! exactly the new compaction revision (that change must stay, for watches
+//! from C, while the version before it goes).
 
 use keel_engine::btree::Options;
 use keel_engine::mvcc::*;
@@ -43,7 +43,7 @@ fn versions_overwritten_exactly_at_the_compaction_revision_are_removed() {
             store.apply(i, i, &put(&format!("k{i:02}"))).unwrap();
         }
         compact_fully(&mut store, 51, 50, max_rows);
-        assert_eq!(rows(&store, "hist"), 50);
+        assert_eq!(rows(&store, "history"), 50);
         // Revision 52 deletes all 50 keys at once; compacting at exactly 52
         // leaves only the 50 tombstones of 52 (a read at 52 needs them).
         store
@@ -58,13 +58,14 @@ fn versions_overwritten_exactly_at_the_compaction_revision_are_removed() {
             )
             .unwrap();
         compact_fully(&mut store, 53, 52, max_rows);
-        assert_eq!(rows(&store, "hist"), 50, "max_rows {max_rows}");
-        assert_eq!(rows(&store, "revlog"), 50, "max_rows {max_rows}");
-        // One more compaction above them drops the tombstones and their log.
+        assert_eq!(rows(&store, "history"), 50, "max_rows {max_rows}");
+        assert_eq!(rows(&store, "gone"), 50, "max_rows {max_rows}");
+        // One more compaction above them drops the tombstones and the
+        // keys' `gone` rows.
         store.apply(54, 54, &put("other")).unwrap();
         compact_fully(&mut store, 55, 54, max_rows);
-        assert_eq!(rows(&store, "hist"), 1, "max_rows {max_rows}");
-        assert_eq!(rows(&store, "revlog"), 1, "max_rows {max_rows}");
+        assert_eq!(rows(&store, "history"), 1, "max_rows {max_rows}");
+        assert_eq!(rows(&store, "gone"), 0, "max_rows {max_rows}");
     }
 }
 
@@ -84,8 +85,7 @@ fn a_reopen_in_the_middle_of_compaction_finishes_it_exactly() {
     let mut store = Store::open(&path, Options::default()).unwrap();
     while !store.compact_step(3).unwrap().done {}
     // Keys k00..k04 each keep their newest version at or below 20.
-    assert_eq!(rows(&store, "hist"), 5);
-    assert_eq!(rows(&store, "revlog"), 1);
+    assert_eq!(rows(&store, "history"), 5);
 }
 
 #[test]
@@ -120,10 +120,31 @@ fn compaction_steps_ride_along_with_apply_batches() {
             break;
         }
     }
-    // 150 superseded versions and 199 log rows below the compaction point,
-    // about 10 rows per batch. Left: each key's newest version, the log
-    // row at the compaction point, and every put of "other" above it.
+    // 200 changes to visit and 150 superseded versions to remove, about 10
+    // rows per batch. Left: each key's newest version and every put of
+    // "other" above the compaction point.
     assert!(batches >= 30, "{batches} batches");
-    assert_eq!(rows(&store, "hist"), 50 + batches);
-    assert_eq!(rows(&store, "revlog"), 1 + batches);
+    assert_eq!(rows(&store, "history"), 50 + batches);
+}
+
+#[test]
+fn a_file_with_history_keyed_by_key_is_refused_unchanged() {
+    // Files of keel before history was keyed by revision have `hist` and
+    // `revlog` trees; their `kv` rows have no history links either.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kv.db");
+    {
+        let db = keel_engine::btree::Database::open(&path, Options::default()).unwrap();
+        let mut txn = db.begin_write().unwrap();
+        txn.tree(b"hist").unwrap().insert(b"a", b"1").unwrap();
+        txn.commit().unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let refusal = Store::open(&path, Options::default()).err().unwrap();
+    let message = refusal.to_string();
+    assert!(
+        message.contains("cannot read") && message.contains("`hist`"),
+        "{message}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "the file changed");
 }

@@ -208,6 +208,10 @@ impl<S: Storage> Database<S> {
     pub fn durable_applied_index(&self) -> u64 {
         self.inner.state.borrow().durable.applied_index
     }
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        self.inner.pages.storage.path()
+    }
 
     /// Sizes of the file, for monitoring and tests.
     pub fn space(&self) -> SpaceStats {

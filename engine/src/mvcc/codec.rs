@@ -10,18 +10,23 @@ pub(crate) const ROW_VERSION: u8 = 1;
 
 /// Tree names inside `kv.db`.
 pub(crate) mod tree {
-    /// User key -> the key's current state.
+    /// User key -> the key's current state, with where its history goes on.
     pub(crate) const KV: &[u8] = b"kv";
-    /// Escaped user key ++ terminator ++ revision -> a version or tombstone.
-    pub(crate) const HIST: &[u8] = b"hist";
-    /// Revision ++ sequence -> which key changed and how.
-    pub(crate) const REVLOG: &[u8] = b"revlog";
+    /// Revision ++ sequence -> one change: the key, how it changed, the
+    /// version it wrote, and where the key's previous change is.
+    pub(crate) const HISTORY: &[u8] = b"history";
+    /// User key -> where its delete is in `history`, for keys deleted and
+    /// not written since (until compaction passes the delete).
+    pub(crate) const GONE: &[u8] = b"gone";
     /// Lease id -> lease.
     pub(crate) const LEASES: &[u8] = b"leases";
     /// Lease id ++ user key -> nothing.
     pub(crate) const LEASE_KEYS: &[u8] = b"lease_keys";
     /// Name -> number.
     pub(crate) const META: &[u8] = b"meta";
+    /// Trees of the layout before `history` (history keyed by user key);
+    /// a file that has them is refused.
+    pub(crate) const OLD_LAYOUT: [&[u8]; 2] = [b"hist", b"revlog"];
 }
 
 /// Names of the numbers in the `meta` tree.
@@ -35,16 +40,13 @@ pub(crate) mod meta_key {
 }
 
 /// Bytes before the value in a `kv` row.
-const KV_HEADER: usize = 1 + 8 + 8 + 8 + 8;
-/// Bytes before the value in a `hist` put row.
-const HIST_PUT_HEADER: usize = 1 + 1 + 8 + 8 + 8;
-const HIST_PUT: u8 = 1;
-const HIST_TOMBSTONE: u8 = 2;
-const EVENT_PUT: u8 = 1;
-const EVENT_DELETE: u8 = 2;
-/// Ends an escaped key inside a `hist` row key; sorts below an escaped zero
-/// byte (`00 ff`) and below every other byte, so escaped keys keep order.
-const TERMINATOR: [u8; 2] = [0, 1];
+const KV_HEADER: usize = 1 + 8 + 8 + 8 + 8 + 4 + 8 + 4;
+/// Bytes of a `history` row before the key.
+const CHANGE_HEADER: usize = 1 + 1 + 8 + 4 + 4;
+/// Bytes of a put's version fields after the key.
+const VERSION_FIELDS: usize = 8 + 8 + 8;
+const CHANGE_PUT: u8 = 1;
+const CHANGE_DELETE: u8 = 2;
 
 fn bad(tree: &'static str, reason: impl Into<String>) -> Error {
     Error::BadRow {
@@ -58,6 +60,13 @@ fn u64_le(bytes: &[u8], at: usize) -> Option<u64> {
     let mut array = [0u8; 8];
     array.copy_from_slice(slice);
     Some(u64::from_le_bytes(array))
+}
+
+fn u32_le(bytes: &[u8], at: usize) -> Option<u32> {
+    let slice = bytes.get(at..at + 4)?;
+    let mut array = [0u8; 4];
+    array.copy_from_slice(slice);
+    Some(u32::from_le_bytes(array))
 }
 
 fn u64_be(bytes: &[u8], at: usize) -> Option<u64> {
@@ -75,16 +84,50 @@ fn check_version(tree: &'static str, bytes: &[u8]) -> Result<()> {
     }
 }
 
-/// A key's current state, the value of a `kv` row.
-pub(crate) fn encode_kv(kv: &KeyValue) -> Vec<u8> {
-    let mut out = Vec::with_capacity(KV_HEADER + kv.value.len());
-    out.push(ROW_VERSION);
-    out.extend_from_slice(&kv.create_revision.to_le_bytes());
-    out.extend_from_slice(&kv.mod_revision.to_le_bytes());
-    out.extend_from_slice(&kv.version.to_le_bytes());
-    out.extend_from_slice(&kv.lease.to_le_bytes());
-    out.extend_from_slice(&kv.value);
-    out
+/// Where a change is in `history`: its revision and its sequence within
+/// the revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct At {
+    pub(crate) rev: Revision,
+    pub(crate) seq: u32,
+}
+
+impl At {
+    /// The `history` row key: revision and sequence, big-endian.
+    pub(crate) fn key(self) -> [u8; 12] {
+        let mut out = [0u8; 12];
+        out[..8].copy_from_slice(&self.rev.to_be_bytes());
+        out[8..].copy_from_slice(&self.seq.to_be_bytes());
+        out
+    }
+
+    /// Reads a `history` row key back.
+    pub(crate) fn from_key(row_key: &[u8]) -> Result<At> {
+        match (row_key.len(), u64_be(row_key, 0), row_key.get(8..12)) {
+            (12, Some(rev), Some(seq)) => {
+                let mut array = [0u8; 4];
+                array.copy_from_slice(seq);
+                Ok(At {
+                    rev,
+                    seq: u32::from_be_bytes(array),
+                })
+            }
+            _ => Err(bad("history", "row key is not 12 bytes")),
+        }
+    }
+
+    /// A link as stored: revision 0 (never a change's) for none.
+    fn encode_link(link: Option<At>, out: &mut Vec<u8>) {
+        let at = link.unwrap_or(At { rev: 0, seq: 0 });
+        out.extend_from_slice(&at.rev.to_le_bytes());
+        out.extend_from_slice(&at.seq.to_le_bytes());
+    }
+
+    fn decode_link(tree: &'static str, row: &[u8], at: usize) -> Result<Option<At>> {
+        let rev = u64_le(row, at).ok_or_else(|| bad(tree, "row too short"))?;
+        let seq = u32_le(row, at + 8).ok_or_else(|| bad(tree, "row too short"))?;
+        Ok((rev != 0).then_some(At { rev, seq }))
+    }
 }
 
 /// A key's metadata, as stored with each version.
@@ -109,8 +152,34 @@ impl KvMeta {
     }
 }
 
-/// A `kv` row's metadata and value, read in place.
-pub(crate) fn kv_view(row: &[u8]) -> Result<(KvMeta, &[u8])> {
+/// A `kv` row, read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KvRow<'a> {
+    pub(crate) meta: KvMeta,
+    /// Where this version is in `history` (its revision is `mod_revision`).
+    pub(crate) at: At,
+    /// Where the key's change before this version is, if any is kept.
+    pub(crate) prev: Option<At>,
+    pub(crate) value: &'a [u8],
+}
+
+/// A key's current state, the value of a `kv` row: the version, where it
+/// is in `history` (`seq`) and the change before it (`prev`).
+pub(crate) fn encode_kv(kv: &KeyValue, seq: u32, prev: Option<At>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(KV_HEADER + kv.value.len());
+    out.push(ROW_VERSION);
+    out.extend_from_slice(&kv.create_revision.to_le_bytes());
+    out.extend_from_slice(&kv.mod_revision.to_le_bytes());
+    out.extend_from_slice(&kv.version.to_le_bytes());
+    out.extend_from_slice(&kv.lease.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    At::encode_link(prev, &mut out);
+    out.extend_from_slice(&kv.value);
+    out
+}
+
+/// Reads a `kv` row in place.
+pub(crate) fn kv_row(row: &[u8]) -> Result<KvRow<'_>> {
     check_version("kv", row)?;
     let field = |at| u64_le(row, at).ok_or_else(|| bad("kv", "row too short"));
     let value = row
@@ -122,165 +191,108 @@ pub(crate) fn kv_view(row: &[u8]) -> Result<(KvMeta, &[u8])> {
         version: field(17)?,
         lease: field(25)? as LeaseId,
     };
-    Ok((meta, value))
+    let seq = u32_le(row, 33).ok_or_else(|| bad("kv", "row too short"))?;
+    Ok(KvRow {
+        meta,
+        at: At {
+            rev: meta.mod_revision,
+            seq,
+        },
+        prev: At::decode_link("kv", row, 37)?,
+        value,
+    })
 }
 
-/// Reads a `kv` row back as a pair.
-pub(crate) fn decode_kv(key: &[u8], row: &[u8]) -> Result<KeyValue> {
-    let (meta, value) = kv_view(row)?;
-    Ok(meta.with(key, value))
+/// A `kv` row's metadata and value, read in place.
+pub(crate) fn kv_view(row: &[u8]) -> Result<(KvMeta, &[u8])> {
+    let row = kv_row(row)?;
+    Ok((row.meta, row.value))
 }
 
-/// Appends `key` escaped (`00` becomes `00 ff`) and terminated (`00 01`).
-fn push_escaped(out: &mut Vec<u8>, key: &[u8]) {
-    for &byte in key {
-        out.push(byte);
-        if byte == 0 {
-            out.push(0xff);
-        }
-    }
-    out.extend_from_slice(&TERMINATOR);
+/// One change of `history`, read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Change<'a> {
+    pub(crate) key: &'a [u8],
+    /// The key's change before this one, if any is kept.
+    pub(crate) prev: Option<At>,
+    /// The version a put wrote; `None` for a delete.
+    pub(crate) version: Option<(KvMeta, &'a [u8])>,
 }
 
-/// `key` escaped without the terminator: every history row of a key at or
-/// after `key` sorts at or after it, every row of a key before it sorts
-/// before it. Used as a range bound.
-pub(crate) fn hist_bound(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 2);
-    push_escaped(&mut out, key);
-    out.truncate(out.len() - TERMINATOR.len());
-    out
-}
-
-/// The `hist` row key of `key`'s version written at `rev`.
-pub(crate) fn hist_key(key: &[u8], rev: Revision) -> Vec<u8> {
-    let mut out = Vec::with_capacity(key.len() + 10);
-    push_escaped(&mut out, key);
-    out.extend_from_slice(&rev.to_be_bytes());
-    out
-}
-
-/// The first `hist` row key past every row of `key`.
-pub(crate) fn hist_key_after(key: &[u8]) -> Vec<u8> {
-    let mut out = hist_bound(key);
-    out.extend_from_slice(&[0, 2]);
-    out
-}
-
-/// Splits a `hist` row key into the user key and the revision.
-pub(crate) fn split_hist_key(row_key: &[u8]) -> Result<(Vec<u8>, Revision)> {
-    let mut key = Vec::with_capacity(row_key.len());
-    let mut at = 0;
-    loop {
-        match (row_key.get(at), row_key.get(at + 1)) {
-            (Some(0), Some(0xff)) => {
-                key.push(0);
-                at += 2;
-            }
-            (Some(0), Some(1)) => break,
-            (Some(0), _) => return Err(bad("hist", "bad escape in row key")),
-            (Some(&byte), _) => {
-                key.push(byte);
-                at += 1;
-            }
-            (None, _) => return Err(bad("hist", "row key has no terminator")),
-        }
-    }
-    let rev = u64_be(row_key, at + 2).ok_or_else(|| bad("hist", "row key too short"))?;
-    if row_key.len() != at + 10 {
-        return Err(bad("hist", "row key too long"));
-    }
-    Ok((key, rev))
-}
-
-/// A `hist` row: a version, or `None` for a tombstone.
-pub(crate) fn encode_hist(kv: Option<&KeyValue>) -> Vec<u8> {
-    match kv {
-        None => vec![ROW_VERSION, HIST_TOMBSTONE],
-        Some(kv) => {
-            let mut out = Vec::with_capacity(HIST_PUT_HEADER + kv.value.len());
-            out.push(ROW_VERSION);
-            out.push(HIST_PUT);
-            out.extend_from_slice(&kv.create_revision.to_le_bytes());
-            out.extend_from_slice(&kv.version.to_le_bytes());
-            out.extend_from_slice(&kv.lease.to_le_bytes());
-            out.extend_from_slice(&kv.value);
-            out
+impl Change<'_> {
+    pub(crate) fn kind(&self) -> EventKind {
+        match self.version {
+            Some(_) => EventKind::Put,
+            None => EventKind::Delete,
         }
     }
 }
 
-/// A `hist` row's version written at `rev`, read in place, or `None` for
-/// a tombstone.
-pub(crate) fn hist_view(rev: Revision, row: &[u8]) -> Result<Option<(KvMeta, &[u8])>> {
-    check_version("hist", row)?;
-    match row.get(1) {
-        Some(&HIST_TOMBSTONE) if row.len() == 2 => Ok(None),
-        Some(&HIST_PUT) => {
-            let field = |at| u64_le(row, at).ok_or_else(|| bad("hist", "row too short"));
-            let value = row
-                .get(HIST_PUT_HEADER..)
-                .ok_or_else(|| bad("hist", "row too short"))?;
-            let meta = KvMeta {
-                create_revision: field(2)?,
-                mod_revision: rev,
-                version: field(10)?,
-                lease: field(18)? as LeaseId,
-            };
-            Ok(Some((meta, value)))
-        }
-        _ => Err(bad("hist", "unknown row kind")),
-    }
-}
-
-/// Whether a `hist` row is a tombstone.
-pub(crate) fn hist_is_tombstone(row: &[u8]) -> Result<bool> {
-    check_version("hist", row)?;
-    Ok(row.get(1) == Some(&HIST_TOMBSTONE))
-}
-
-/// The `revlog` row key of the `seq`th change at `rev`.
-pub(crate) fn revlog_key(rev: Revision, seq: u32) -> [u8; 12] {
-    let mut out = [0u8; 12];
-    out[..8].copy_from_slice(&rev.to_be_bytes());
-    out[8..].copy_from_slice(&seq.to_be_bytes());
-    out
-}
-
-/// The revision and sequence of a `revlog` row key.
-pub(crate) fn split_revlog_key(row_key: &[u8]) -> Result<(Revision, u32)> {
-    match (row_key.len(), u64_be(row_key, 0), row_key.get(8..12)) {
-        (12, Some(rev), Some(seq)) => {
-            let mut array = [0u8; 4];
-            array.copy_from_slice(seq);
-            Ok((rev, u32::from_be_bytes(array)))
-        }
-        _ => Err(bad("revlog", "row key is not 12 bytes")),
-    }
-}
-
-/// A `revlog` row value: how `key` changed.
-pub(crate) fn encode_event(kind: EventKind, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(2 + key.len());
+/// A `history` row: `kv` written (`Some`) or deleted (`None`) for `key`,
+/// after the key's change at `prev`.
+pub(crate) fn encode_change(key: &[u8], version: Option<&KeyValue>, prev: Option<At>) -> Vec<u8> {
+    let value_len = version.map_or(0, |kv| VERSION_FIELDS + kv.value.len());
+    let mut out = Vec::with_capacity(CHANGE_HEADER + key.len() + value_len);
     out.push(ROW_VERSION);
-    out.push(match kind {
-        EventKind::Put => EVENT_PUT,
-        EventKind::Delete => EVENT_DELETE,
+    out.push(match version {
+        Some(_) => CHANGE_PUT,
+        None => CHANGE_DELETE,
     });
+    At::encode_link(prev, &mut out);
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
     out.extend_from_slice(key);
+    if let Some(kv) = version {
+        out.extend_from_slice(&kv.create_revision.to_le_bytes());
+        out.extend_from_slice(&kv.version.to_le_bytes());
+        out.extend_from_slice(&kv.lease.to_le_bytes());
+        out.extend_from_slice(&kv.value);
+    }
     out
 }
 
-/// Reads a `revlog` row value back.
-pub(crate) fn decode_event(row: &[u8]) -> Result<(EventKind, &[u8])> {
-    check_version("revlog", row)?;
-    let kind = match row.get(1) {
-        Some(&EVENT_PUT) => EventKind::Put,
-        Some(&EVENT_DELETE) => EventKind::Delete,
-        _ => return Err(bad("revlog", "unknown event kind")),
+/// Reads the `history` row of the change at `at` in place.
+pub(crate) fn decode_change(at: At, row: &[u8]) -> Result<Change<'_>> {
+    check_version("history", row)?;
+    let short = || bad("history", "row too short");
+    let kind = *row.get(1).ok_or_else(short)?;
+    let prev = At::decode_link("history", row, 2)?;
+    let key_len = u32_le(row, 14).ok_or_else(short)? as usize;
+    let key_end = CHANGE_HEADER.checked_add(key_len).ok_or_else(short)?;
+    let key = row.get(CHANGE_HEADER..key_end).ok_or_else(short)?;
+    let version = match kind {
+        CHANGE_DELETE if row.len() == key_end => None,
+        CHANGE_DELETE => return Err(bad("history", "delete row too long")),
+        CHANGE_PUT => {
+            let field = |n: usize| u64_le(row, key_end + 8 * n).ok_or_else(short);
+            let value = row.get(key_end + VERSION_FIELDS..).ok_or_else(short)?;
+            let meta = KvMeta {
+                create_revision: field(0)?,
+                mod_revision: at.rev,
+                version: field(1)?,
+                lease: field(2)? as LeaseId,
+            };
+            Some((meta, value))
+        }
+        _ => return Err(bad("history", "unknown change kind")),
     };
-    let key = row.get(2..).ok_or_else(|| bad("revlog", "row too short"))?;
-    Ok((kind, key))
+    Ok(Change { key, prev, version })
+}
+
+/// A `gone` row: where the key's delete is in `history`.
+pub(crate) fn encode_gone(delete: At) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13);
+    out.push(ROW_VERSION);
+    At::encode_link(Some(delete), &mut out);
+    out
+}
+
+/// Reads a `gone` row back.
+pub(crate) fn decode_gone(row: &[u8]) -> Result<At> {
+    check_version("gone", row)?;
+    if row.len() != 13 {
+        return Err(bad("gone", "row is not 13 bytes"));
+    }
+    At::decode_link("gone", row, 1)?.ok_or_else(|| bad("gone", "no delete named"))
 }
 
 /// A lease as stored.
@@ -361,65 +373,91 @@ pub(crate) fn decode_meta(row: &[u8]) -> Result<u64> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn escaped_keys_keep_their_order() {
-        let keys: Vec<&[u8]> = vec![
-            b"",
-            b"\x00",
-            b"\x00\x00",
-            b"\x00\x01",
-            b"a",
-            b"a\x00",
-            b"a\x00b",
-            b"a\x01",
-            b"ab",
-            b"b",
-        ];
-        let mut rows = Vec::new();
-        for key in &keys {
-            for rev in [1u64, 256, u64::MAX] {
-                rows.push((hist_key(key, rev), key.to_vec(), rev));
-            }
-        }
-        let mut sorted = rows.clone();
-        sorted.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(rows, sorted, "row keys sort by user key, then revision");
-        for (row, key, rev) in &rows {
-            assert_eq!(split_hist_key(row).unwrap(), (key.clone(), *rev));
-            assert!(hist_bound(key) <= *row);
-            assert!(*row < hist_key_after(key));
-            for other in &keys {
-                let bound = hist_bound(other);
-                assert_eq!(
-                    row < &bound,
-                    key.as_slice() < *other,
-                    "{key:?} vs {other:?}"
-                );
-            }
+    fn sample() -> KeyValue {
+        KeyValue {
+            key: b"k".to_vec(),
+            create_revision: 0x0102,
+            mod_revision: 0x0304,
+            version: 5,
+            lease: 6,
+            value: b"v".to_vec(),
         }
     }
 
     #[test]
+    fn history_keys_sort_by_revision_then_sequence() {
+        let places = [
+            (1u64, 0u32),
+            (1, 1),
+            (1, 256),
+            (2, 0),
+            (256, 0),
+            (u64::MAX, u32::MAX),
+        ];
+        let keys: Vec<[u8; 12]> = places
+            .iter()
+            .map(|&(rev, seq)| At { rev, seq }.key())
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        for (&(rev, seq), key) in places.iter().zip(&keys) {
+            assert_eq!(At::from_key(key).unwrap(), At { rev, seq });
+        }
+        assert!(At::from_key(b"short").is_err());
+    }
+
+    #[test]
     fn rows_round_trip_and_reject_damage() {
-        let kv = KeyValue {
-            key: b"k".to_vec(),
-            create_revision: 3,
-            mod_revision: 9,
-            version: 4,
-            lease: 77,
-            value: b"value".to_vec(),
-        };
-        assert_eq!(decode_kv(b"k", &encode_kv(&kv)).unwrap(), kv);
-        let row = encode_hist(Some(&kv));
-        let (meta, value) = hist_view(9, &row).unwrap().unwrap();
-        assert_eq!(meta.with(b"k", value), kv);
-        assert_eq!(hist_view(9, &encode_hist(None)).unwrap(), None);
-        let mut wrong_version = encode_kv(&kv);
+        let kv = sample();
+        let prev = Some(At {
+            rev: 0x0200,
+            seq: 3,
+        });
+        let row = encode_kv(&kv, 9, prev);
+        let read = kv_row(&row).unwrap();
+        assert_eq!(read.meta.with(b"k", read.value), kv);
+        assert_eq!(
+            read.at,
+            At {
+                rev: 0x0304,
+                seq: 9
+            }
+        );
+        assert_eq!(read.prev, prev);
+        assert_eq!(kv_row(&encode_kv(&kv, 0, None)).unwrap().prev, None);
+        let mut wrong_version = row.clone();
         wrong_version[0] = 2;
-        assert!(decode_kv(b"k", &wrong_version).is_err());
-        assert!(decode_kv(b"k", &encode_kv(&kv)[..20]).is_err());
-        assert!(split_hist_key(b"abc").is_err());
-        assert!(split_hist_key(b"a\x00\x01short").is_err());
+        assert!(kv_row(&wrong_version).is_err());
+        assert!(kv_row(&row[..40]).is_err());
+
+        let at = At {
+            rev: 0x0304,
+            seq: 9,
+        };
+        let put = encode_change(b"k", Some(&kv), prev);
+        let change = decode_change(at, &put).unwrap();
+        assert_eq!(change.key, b"k");
+        assert_eq!(change.prev, prev);
+        assert_eq!(change.kind(), EventKind::Put);
+        let (meta, value) = change.version.unwrap();
+        assert_eq!(meta.with(b"k", value), kv);
+        let delete = encode_change(b"k", None, prev);
+        let change = decode_change(at, &delete).unwrap();
+        assert_eq!((change.kind(), change.version), (EventKind::Delete, None));
+        for cut in 0..put.len() - b"v".len() {
+            assert!(decode_change(at, &put[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut long_delete = delete.clone();
+        long_delete.push(0);
+        assert!(decode_change(at, &long_delete).is_err());
+        let mut unknown_kind = delete;
+        unknown_kind[1] = 3;
+        assert!(decode_change(at, &unknown_kind).is_err());
+
+        assert_eq!(decode_gone(&encode_gone(at)).unwrap(), at);
+        assert!(decode_gone(&encode_gone(at)[..12]).is_err());
+        assert!(decode_gone(&[ROW_VERSION, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
         assert!(decode_meta(&encode_meta(5)[..5]).is_err());
         let lease = LeaseRow {
             ttl: 10,
@@ -427,41 +465,59 @@ mod tests {
             granted_rev: 2,
         };
         assert_eq!(decode_lease(&encode_lease(&lease)).unwrap(), lease);
-        assert_eq!(
-            decode_event(&encode_event(EventKind::Delete, b"x")).unwrap(),
-            (EventKind::Delete, &b"x"[..])
-        );
     }
 
     #[test]
     fn rows_have_the_documented_bytes() {
-        let kv = KeyValue {
-            key: b"k".to_vec(),
-            create_revision: 0x0102,
-            mod_revision: 0x0304,
-            version: 5,
-            lease: 6,
-            value: b"v".to_vec(),
-        };
+        let kv = sample();
+        let prev = Some(At {
+            rev: 0x0200,
+            seq: 3,
+        });
         let mut expected = vec![1];
         for n in [0x0102u64, 0x0304, 5, 6] {
             expected.extend_from_slice(&n.to_le_bytes());
         }
+        expected.extend_from_slice(&9u32.to_le_bytes());
+        expected.extend_from_slice(&0x0200u64.to_le_bytes());
+        expected.extend_from_slice(&3u32.to_le_bytes());
         expected.push(b'v');
-        assert_eq!(encode_kv(&kv), expected);
-        let mut hist = vec![1, 1];
+        assert_eq!(encode_kv(&kv, 9, prev), expected);
+
+        let mut put = vec![1, 1];
+        put.extend_from_slice(&0x0200u64.to_le_bytes());
+        put.extend_from_slice(&3u32.to_le_bytes());
+        put.extend_from_slice(&1u32.to_le_bytes());
+        put.push(b'k');
         for n in [0x0102u64, 5, 6] {
-            hist.extend_from_slice(&n.to_le_bytes());
+            put.extend_from_slice(&n.to_le_bytes());
         }
-        hist.push(b'v');
-        assert_eq!(encode_hist(Some(&kv)), hist);
-        assert_eq!(encode_hist(None), vec![1, 2]);
+        put.push(b'v');
+        assert_eq!(encode_change(b"k", Some(&kv), prev), put);
+        let mut delete = vec![1, 2];
+        delete.extend_from_slice(&[0; 12]);
+        delete.extend_from_slice(&1u32.to_le_bytes());
+        delete.push(b'k');
+        assert_eq!(encode_change(b"k", None, None), delete);
         assert_eq!(
-            hist_key(b"a\x00", 0x0102),
-            vec![b'a', 0, 0xff, 0, 1, 0, 0, 0, 0, 0, 0, 1, 2]
+            At {
+                rev: 0x0102,
+                seq: 3
+            }
+            .key(),
+            [0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 3]
         );
-        assert_eq!(revlog_key(0x0102, 3), [0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 3]);
-        assert_eq!(encode_event(EventKind::Put, b"k"), vec![1, 1, b'k']);
+        let mut gone = vec![1];
+        gone.extend_from_slice(&0x0102u64.to_le_bytes());
+        gone.extend_from_slice(&3u32.to_le_bytes());
+        assert_eq!(
+            encode_gone(At {
+                rev: 0x0102,
+                seq: 3
+            }),
+            gone
+        );
+
         let lease = LeaseRow {
             ttl: 10,
             remaining_ttl: 4,

@@ -1,12 +1,13 @@
-//! Ranges: at the head from `kv`, at an older revision from `hist`, in key
-//! order or reversed, streamed so that a read holds at most one page of
-//! answers (or, for sorts by something other than the key, at most twice
-//! its limit).
+//! Ranges: at the head from `kv`; at an older revision from `kv` and `gone`
+//! (every key that may have existed then), following each key's `history`
+//! links back to its version at that revision. In key order or reversed,
+//! streamed so that a read holds at most one page of answers (or, for sorts
+//! by something other than the key, at most twice its limit).
 
 use std::borrow::Cow;
 use std::ops::{Bound, ControlFlow};
 
-use crate::mvcc::codec::{self, tree, KvMeta};
+use crate::mvcc::codec::{self, tree, At, Change, KvMeta, KvRow};
 use crate::mvcc::error::{KvError, KvResult};
 use crate::mvcc::snapshot::Snapshot;
 use crate::mvcc::types::{KeyValue, RangeRequest, Revision, SortOrder, SortTarget, MAX_KEY_LEN};
@@ -25,8 +26,9 @@ pub(crate) struct Revisions {
 pub(crate) enum ReadAt {
     /// The latest: the `kv` tree.
     Head,
-    /// The version at this revision: the `hist` tree.
-    Revision(Revision),
+    /// The version at `rev`, through `history`. Changes below `floor` (the
+    /// compaction revision) may be gone.
+    Revision { rev: Revision, floor: Revision },
 }
 
 impl Revisions {
@@ -49,7 +51,10 @@ impl Revisions {
         if requested == 0 {
             Ok(ReadAt::Head)
         } else {
-            Ok(ReadAt::Revision(requested))
+            Ok(ReadAt::Revision {
+                rev: requested,
+                floor: self.compact,
+            })
         }
     }
 }
@@ -113,23 +118,76 @@ impl Found<'_> {
     }
 }
 
-/// The version of `key` at `rev`: the newest `hist` row at or below it,
-/// unless that is a tombstone.
-pub(crate) fn version_at<'a, S: Snapshot>(
+/// Where a key's history starts, newest first.
+enum Newest<'a> {
+    /// The key is alive: its `kv` row.
+    Alive(KvRow<'a>),
+    /// The key was deleted: where the delete is.
+    Gone(At),
+}
+
+/// The change at `at`, which `key`'s history links to; `None` when
+/// compaction removed it (only changes below `floor` go).
+pub(crate) fn linked_change<'a, S: Snapshot>(
     snap: &'a S,
     key: &[u8],
-    rev: Revision,
-) -> KvResult<Option<(KvMeta, &'a [u8])>> {
-    let first = codec::hist_key(key, 0);
-    let last = codec::hist_key(key, rev);
-    let mut rows = snap.rows(tree::HIST, Bound::Included(&first), Bound::Included(&last))?;
-    match rows.next_back().transpose()? {
-        None => Ok(None),
-        Some((row_key, row)) => {
-            let (_, at) = codec::split_hist_key(row_key)?;
-            Ok(codec::hist_view(at, row)?)
+    at: At,
+    floor: Revision,
+) -> KvResult<Option<Change<'a>>> {
+    let Some(row) = snap.row(tree::HISTORY, &at.key())? else {
+        if at.rev < floor {
+            return Ok(None);
         }
+        return Err(broken_link(key, at, "names a change that is not there"));
+    };
+    let change = codec::decode_change(at, row)?;
+    if change.key != key {
+        return Err(broken_link(key, at, "names another key's change"));
     }
+    Ok(Some(change))
+}
+
+fn broken_link(key: &[u8], at: At, what: &str) -> KvError {
+    KvError::Storage(crate::Error::BadRow {
+        tree: "history",
+        reason: format!(
+            "the history of {key:?} {what} (revision {}, seq {})",
+            at.rev, at.seq
+        ),
+    })
+}
+
+/// The version of `key` at `rev`, walking back from its newest change;
+/// `None` when the key did not exist then.
+fn version_from<'a, S: Snapshot>(
+    snap: &'a S,
+    key: &[u8],
+    newest: Newest<'a>,
+    rev: Revision,
+    floor: Revision,
+) -> KvResult<Option<(KvMeta, &'a [u8])>> {
+    let mut next = match newest {
+        Newest::Alive(row) if row.meta.mod_revision <= rev => {
+            return Ok(Some((row.meta, row.value)))
+        }
+        Newest::Alive(row) => row.prev,
+        Newest::Gone(delete) if delete.rev <= rev => return Ok(None),
+        Newest::Gone(delete) => Some(delete),
+    };
+    while let Some(at) = next {
+        let Some(change) = linked_change(snap, key, at, floor)? else {
+            return Ok(None);
+        };
+        if at.rev <= rev {
+            return Ok(change.version);
+        }
+        // Links go strictly back in time; anything else would loop.
+        if change.prev.is_some_and(|prev| prev >= at) {
+            return Err(broken_link(key, at, "links forward"));
+        }
+        next = change.prev;
+    }
+    Ok(None)
 }
 
 /// Calls `visit` for each key of `range` that exists at `at`, in key order
@@ -143,23 +201,23 @@ pub(crate) fn walk<S: Snapshot>(
     resume: Option<&[u8]>,
     mut visit: impl FnMut(Found<'_>) -> KvResult<ControlFlow<()>>,
 ) -> KvResult<bool> {
+    let end = range.end.as_deref();
+    let (start, end) = match (resume, reverse) {
+        (Some(after), false) => (
+            Bound::Excluded(after),
+            end.map_or(Bound::Unbounded, Bound::Excluded),
+        ),
+        (Some(before), true) => (
+            Bound::Included(range.start.as_slice()),
+            Bound::Excluded(before),
+        ),
+        (None, _) => (
+            Bound::Included(range.start.as_slice()),
+            end.map_or(Bound::Unbounded, Bound::Excluded),
+        ),
+    };
     match at {
         ReadAt::Head => {
-            let end = range.end.as_deref();
-            let (start, end) = match (resume, reverse) {
-                (Some(after), false) => (
-                    Bound::Excluded(after),
-                    end.map_or(Bound::Unbounded, Bound::Excluded),
-                ),
-                (Some(before), true) => (
-                    Bound::Included(range.start.as_slice()),
-                    Bound::Excluded(before),
-                ),
-                (None, _) => (
-                    Bound::Included(range.start.as_slice()),
-                    end.map_or(Bound::Unbounded, Bound::Excluded),
-                ),
-            };
             let rows = snap.rows(tree::KV, start, end)?;
             let mut step = |row: crate::Result<(&[u8], &[u8])>| -> KvResult<bool> {
                 let (key, row) = row?;
@@ -186,57 +244,70 @@ pub(crate) fn walk<S: Snapshot>(
             }
             Ok(false)
         }
-        ReadAt::Revision(rev) => walk_history(snap, range, rev, reverse, resume, visit),
+        ReadAt::Revision { rev, floor } => {
+            let alive = snap.rows(tree::KV, start, end)?;
+            let gone = snap.rows(tree::GONE, start, end)?;
+            let at = Past { rev, floor };
+            if reverse {
+                at.walk(snap, alive.rev(), gone.rev(), true, visit)
+            } else {
+                at.walk(snap, alive, gone, false, visit)
+            }
+        }
     }
 }
 
-/// The walk at an older revision: two seeks per key, one for its version at
-/// `rev`, one to skip its other versions.
-fn walk_history<S: Snapshot>(
-    snap: &S,
-    range: &KeyRange,
+/// A read at an older revision.
+struct Past {
     rev: Revision,
-    reverse: bool,
-    resume: Option<&[u8]>,
-    mut visit: impl FnMut(Found<'_>) -> KvResult<ControlFlow<()>>,
-) -> KvResult<bool> {
-    let low = codec::hist_bound(&range.start);
-    let high = range.end.as_deref().map(codec::hist_bound);
-    // Forward: the next row at or after `cursor`; reverse: the last below it.
-    let mut cursor = match (resume, reverse) {
-        (Some(key), false) => Some(codec::hist_key_after(key)),
-        (Some(key), true) => Some(codec::hist_key(key, 0)),
-        (None, false) => Some(low.clone()),
-        (None, true) => high.clone(),
-    };
-    loop {
-        let next = {
-            let mut rows = if reverse {
-                let upper = cursor.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-                snap.rows(tree::HIST, Bound::Included(&low), upper)?
-            } else {
-                let lower = cursor.as_deref().map_or(Bound::Unbounded, Bound::Included);
-                let upper = high.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-                snap.rows(tree::HIST, lower, upper)?
+    floor: Revision,
+}
+
+impl Past {
+    /// Merges the `kv` and `gone` rows of the range (a key is in one of
+    /// them at most) in walk order, and visits each key's version at
+    /// `self.rev`.
+    fn walk<'a, S: Snapshot>(
+        &self,
+        snap: &'a S,
+        alive: impl Iterator<Item = crate::Result<(&'a [u8], &'a [u8])>>,
+        gone: impl Iterator<Item = crate::Result<(&'a [u8], &'a [u8])>>,
+        reverse: bool,
+        mut visit: impl FnMut(Found<'_>) -> KvResult<ControlFlow<()>>,
+    ) -> KvResult<bool> {
+        let mut alive = alive.peekable();
+        let mut gone = gone.peekable();
+        loop {
+            let take_alive = match (alive.peek(), gone.peek()) {
+                (None, None) => return Ok(false),
+                (Some(_), None) | (Some(Err(_)), _) => true,
+                (None, Some(_)) | (_, Some(Err(_))) => false,
+                (Some(Ok((a, _))), Some(Ok((g, _)))) if a == g => {
+                    return Err(KvError::Storage(crate::Error::BadRow {
+                        tree: "gone",
+                        reason: format!("{a:?} is both alive and deleted"),
+                    }));
+                }
+                (Some(Ok((a, _))), Some(Ok((g, _)))) => (a < g) != reverse,
             };
-            let row = if reverse {
-                rows.next_back()
+            let (key, newest) = if take_alive {
+                let Some(row) = alive.next() else {
+                    return Ok(false);
+                };
+                let (key, row) = row?;
+                (key, Newest::Alive(codec::kv_row(row)?))
             } else {
-                rows.next()
+                let Some(row) = gone.next() else {
+                    return Ok(false);
+                };
+                let (key, row) = row?;
+                (key, Newest::Gone(codec::decode_gone(row)?))
             };
-            match row.transpose()? {
-                None => return Ok(false),
-                Some((row_key, _)) => codec::split_hist_key(row_key)?.0,
-            }
-        };
-        cursor = Some(if reverse {
-            codec::hist_key(&next, 0)
-        } else {
-            codec::hist_key_after(&next)
-        });
-        if let Some((meta, value)) = version_at(snap, &next, rev)? {
+            let Some((meta, value)) = version_from(snap, key, newest, self.rev, self.floor)? else {
+                continue;
+            };
             let flow = visit(Found {
-                key: Cow::Borrowed(&next),
+                key: Cow::Borrowed(key),
                 meta,
                 value,
             })?;

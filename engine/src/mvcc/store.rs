@@ -5,7 +5,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 use crate::btree::{Database, FileStorage, Options, ReadTxn, Storage, WriteTxn};
-use crate::mvcc::codec::{self, meta_key, tree, LeaseRow};
+use crate::mvcc::codec::{self, meta_key, tree, At, LeaseRow};
 use crate::mvcc::compact;
 use crate::mvcc::error::{KvError, KvResult};
 use crate::mvcc::read::{self, RangePage, RangePlan, RangeProgress, Revisions};
@@ -21,8 +21,8 @@ pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 /// Every tree of the keyspace, created when a store is first opened.
 const TREES: [&[u8]; 6] = [
     tree::KV,
-    tree::HIST,
-    tree::REVLOG,
+    tree::HISTORY,
+    tree::GONE,
     tree::LEASES,
     tree::LEASE_KEYS,
     tree::META,
@@ -66,7 +66,7 @@ pub struct LeaseInfo {
 /// How much a compaction step did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CompactStep {
-    /// Rows removed from `hist` and `revlog`.
+    /// Rows removed from `history` and `gone`.
     pub removed: usize,
     /// Whether history below the compaction revision is all gone.
     pub done: bool,
@@ -79,10 +79,10 @@ pub struct Store<S: Storage = FileStorage> {
     /// History below this is all removed; below `revisions.compact` it is
     /// being removed.
     compacted: Revision,
-    /// Where compaction's second phase (changes at exactly the compaction
-    /// revision, see `compact.rs`) goes on: (target, seq). Kept in memory
-    /// only: after a reopen or a new target it starts over at seq 0.
-    compact_cursor: (Revision, u32),
+    /// Where compaction goes on: (target, next change to visit). Kept in
+    /// memory only: after a reopen or for a new target it starts over at
+    /// `compacted` (visiting a change twice does nothing more).
+    compact_cursor: (Revision, At),
     /// Batches go into a write transaction held open across them;
     /// [`Store::sync`] makes them durable.
     defer_syncs: bool,
@@ -115,6 +115,20 @@ impl<S: Storage> Store<S> {
         let snap = db.begin_read()?;
         let missing = {
             let names = snap.tree_names()?;
+            if let Some(old) = tree::OLD_LAYOUT
+                .iter()
+                .find(|t| names.iter().any(|n| n == *t))
+            {
+                return Err(crate::Error::UnsupportedLayout {
+                    file: db.path().to_path_buf(),
+                    reason: format!(
+                        "it has a `{}` tree: history keyed by key, before keel \
+                         keyed it by revision; start from an empty data directory",
+                        String::from_utf8_lossy(old)
+                    ),
+                }
+                .into());
+            }
             TREES.iter().any(|t| !names.iter().any(|n| n == t))
         };
         let revisions = Revisions {
@@ -134,7 +148,7 @@ impl<S: Storage> Store<S> {
             db,
             revisions,
             compacted,
-            compact_cursor: (0, 0),
+            compact_cursor: (0, At { rev: 0, seq: 0 }),
             defer_syncs: false,
             held: None,
             failure: None,
@@ -457,11 +471,14 @@ impl<S: Storage> Store<S> {
         if self.compacted >= target {
             return Ok(None);
         }
-        let seq_at_target = match self.compact_cursor {
-            (cursor_target, seq) if cursor_target == target => seq,
-            _ => 0,
+        let from = match self.compact_cursor {
+            (cursor_target, next) if cursor_target == target => next,
+            _ => At {
+                rev: self.compacted,
+                seq: 0,
+            },
         };
-        let progress = compact::step(txn, target, seq_at_target, max_rows)?;
+        let progress = compact::step(txn, target, from, max_rows)?;
         if progress.done {
             txn.tree(tree::META)?
                 .insert(meta_key::COMPACTED_REV, &codec::encode_meta(target))?;
@@ -481,7 +498,7 @@ impl<S: Storage> Store<S> {
                 done: self.compacted >= target,
             },
             Some(progress) => {
-                self.compact_cursor = (target, progress.next_seq_at_target);
+                self.compact_cursor = (target, progress.next);
                 if progress.done {
                     self.compacted = target;
                 }

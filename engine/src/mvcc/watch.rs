@@ -21,9 +21,9 @@ use std::ops::Bound;
 use std::rc::Rc;
 
 use crate::btree::Storage;
-use crate::mvcc::codec::{self, tree};
+use crate::mvcc::codec::{self, tree, At};
 use crate::mvcc::error::{KvError, KvResult};
-use crate::mvcc::read::{version_at, KeyRange};
+use crate::mvcc::read::{linked_change, KeyRange};
 use crate::mvcc::snapshot::{Snapshot, View};
 use crate::mvcc::store::Store;
 use crate::mvcc::types::{Event, EventKind, KeyValue, Revision};
@@ -39,7 +39,7 @@ pub const MAX_BUFFERED_EVENTS: usize = 1000;
 /// Most bytes of events a watcher may have queued.
 pub const MAX_BUFFERED_BYTES: usize = 1 << 20;
 
-/// Most `revlog` rows one catch-up poll reads.
+/// Most `history` rows one catch-up poll reads.
 const MAX_CATCH_UP_ROWS: usize = 4096;
 
 /// What to watch.
@@ -418,17 +418,22 @@ fn catch_up<T: Snapshot>(
     max_bytes: usize,
     compact: Revision,
 ) -> KvResult<CatchUpPage> {
-    let start = codec::revlog_key(w.from.0, w.from.1);
+    let start = At {
+        rev: w.from.0,
+        seq: w.from.1,
+    }
+    .key();
     let mut events = Vec::new();
     let mut bytes = 0;
     let mut revision_bytes = 0;
     let mut revision_rows = 0;
     let mut revision_events = 0;
     let mut last_revision = None;
-    let rows = snap.rows(tree::REVLOG, Bound::Included(&start), Bound::Unbounded)?;
+    let rows = snap.rows(tree::HISTORY, Bound::Included(&start), Bound::Unbounded)?;
     for (rows_read, row) in rows.enumerate() {
         let (row_key, row) = row?;
-        let (revision, seq) = codec::split_revlog_key(row_key)?;
+        let at = At::from_key(row_key)?;
+        let (revision, seq) = (at.rev, at.seq);
         if last_revision != Some(revision) {
             if bytes >= max_bytes || rows_read >= MAX_CATCH_UP_ROWS {
                 return Ok(CatchUpPage {
@@ -449,34 +454,31 @@ fn catch_up<T: Snapshot>(
             });
         }
         revision_rows += 1;
-        let (kind, key) = codec::decode_event(row)?;
+        let change = codec::decode_change(at, row)?;
+        let (kind, key) = (change.kind(), change.key);
         let skip = !w.range.contains(key)
             || (w.no_put && kind == EventKind::Put)
             || (w.no_delete && kind == EventKind::Delete);
         if skip {
             continue;
         }
-        let kv = match kind {
-            EventKind::Put => {
-                let row = snap
-                    .row(tree::HIST, &codec::hist_key(key, revision))?
-                    .ok_or_else(|| missing_version(key, revision))?;
-                let (meta, value) = codec::hist_view(revision, row)?
-                    .ok_or_else(|| missing_version(key, revision))?;
-                meta.with(key, value)
-            }
-            EventKind::Delete => KeyValue {
+        let kv = match change.version {
+            Some((meta, value)) => meta.with(key, value),
+            None => KeyValue {
                 key: key.to_vec(),
                 mod_revision: revision,
                 ..KeyValue::default()
             },
         };
-        let prev_kv = if w.prev_kv && revision > 1 {
-            version_at(snap, key, revision - 1)?
-                .filter(|(meta, _)| meta.mod_revision >= compact)
-                .map(|(meta, value)| meta.with(key, value))
-        } else {
-            None
+        // The version before: the key's previous change, when it is a put
+        // at or above the compaction point.
+        let prev_kv = match change.prev {
+            Some(prev) if w.prev_kv && prev.rev >= compact => {
+                linked_change(snap, key, prev, compact)?
+                    .and_then(|before| before.version)
+                    .map(|(meta, value)| meta.with(key, value))
+            }
+            _ => None,
         };
         let event = Event { kind, kv, prev_kv };
         let size = event.size();
@@ -489,13 +491,6 @@ fn catch_up<T: Snapshot>(
         events,
         fragment: false,
         resume: None,
-    })
-}
-
-fn missing_version(key: &[u8], revision: Revision) -> KvError {
-    KvError::Storage(crate::Error::BadRow {
-        tree: "hist",
-        reason: format!("revision log names {key:?} at {revision}, history has no put there"),
     })
 }
 

@@ -1,12 +1,16 @@
 //! Changes at one revision: puts, deletes and lease changes, each written
-//! to `kv`, `hist`, `revlog` and the lease trees together. Callers check
-//! requests first ([`crate::mvcc::txn`]); past the checks, only a storage
-//! failure can stop a change.
+//! to `kv` (or `gone`), `history` and the lease trees together. Callers
+//! check requests first ([`crate::mvcc::txn`]); past the checks, only a
+//! storage failure can stop a change.
+//!
+//! `history` is keyed by revision, so every change appends to it; a key's
+//! changes are chained backwards through their `prev` links, starting from
+//! its `kv` row (or its `gone` row once deleted).
 
 use std::ops::Bound;
 
 use crate::btree::{Storage, WriteTxn};
-use crate::mvcc::codec::{self, tree, LeaseRow};
+use crate::mvcc::codec::{self, tree, At, LeaseRow};
 use crate::mvcc::error::KvResult;
 use crate::mvcc::read::KeyRange;
 use crate::mvcc::snapshot::Snapshot;
@@ -21,11 +25,11 @@ use crate::mvcc::types::{
 const DELETE_BATCH: usize = 1024;
 
 /// Events one revision may hold in memory for watchers; past this the
-/// watchers catch up from `revlog` instead.
+/// watchers catch up from `history` instead.
 pub(crate) const MAX_EVENTS_IN_MEMORY: usize = 4096;
 
 /// Bytes of events (keys, values and previous values) a whole batch may
-/// hold in memory for watchers; past this they catch up from `revlog`.
+/// hold in memory for watchers; past this they catch up from `history`.
 /// Without it a batch of large deletes would hold every deleted value.
 pub(crate) const MAX_EVENT_BYTES_IN_MEMORY: usize = 16 << 20;
 
@@ -76,7 +80,7 @@ impl EventLog {
 pub(crate) struct Writer<'t, S: Storage> {
     pub(crate) txn: &'t mut WriteTxn<S>,
     pub(crate) rev: Revision,
-    /// Changes written so far at this revision: the next `revlog` sequence.
+    /// Changes written so far at this revision: the next `history` sequence.
     pub(crate) seq: u32,
     /// Whether anything was written at this revision.
     pub(crate) wrote: bool,
@@ -84,27 +88,40 @@ pub(crate) struct Writer<'t, S: Storage> {
 }
 
 impl<S: Storage> Writer<'_, S> {
-    /// The current pair under `key`, as this transaction sees it.
-    pub(crate) fn current(&self, key: &[u8]) -> KvResult<Option<KeyValue>> {
+    /// The current pair under `key` and where it is in `history`.
+    fn current_at(&self, key: &[u8]) -> KvResult<Option<(KeyValue, At)>> {
         match self.txn.row(tree::KV, key)? {
-            Some(row) => Ok(Some(codec::decode_kv(key, row)?)),
+            Some(row) => {
+                let row = codec::kv_row(row)?;
+                Ok(Some((row.meta.with(key, row.value), row.at)))
+            }
             None => Ok(None),
         }
     }
 
-    fn log(&mut self, kind: EventKind, key: &[u8]) -> KvResult<()> {
-        let row_key = codec::revlog_key(self.rev, self.seq);
+    /// Appends the next change of this revision to `history`; returns
+    /// where it went.
+    fn record(&mut self, key: &[u8], version: Option<&KeyValue>, prev: Option<At>) -> KvResult<At> {
+        let at = At {
+            rev: self.rev,
+            seq: self.seq,
+        };
         self.txn
-            .tree(tree::REVLOG)?
-            .insert(&row_key, &codec::encode_event(kind, key))?;
+            .tree(tree::HISTORY)?
+            .insert(&at.key(), &codec::encode_change(key, version, prev))?;
         self.seq = self.seq.saturating_add(1);
         self.wrote = true;
-        Ok(())
+        Ok(at)
     }
 
     /// A checked put.
     pub(crate) fn put(&mut self, request: &PutRequest) -> KvResult<PutResponse> {
-        let old = self.current(&request.key)?;
+        let (old, prev) = match self.current_at(&request.key)? {
+            Some((old, at)) => (Some(old), Some(at)),
+            // A deleted key's history goes on from its delete; its `gone`
+            // row goes, as the key is alive again.
+            None => (None, self.take_gone(&request.key)?),
+        };
         let value = match (&old, request.ignore_value) {
             (Some(old), true) => old.value.clone(),
             _ => request.value.clone(),
@@ -125,14 +142,10 @@ impl<S: Storage> Writer<'_, S> {
             lease,
             value,
         };
+        let at = self.record(&kv.key, Some(&kv), prev)?;
         self.txn
             .tree(tree::KV)?
-            .insert(&kv.key, &codec::encode_kv(&kv))?;
-        self.txn.tree(tree::HIST)?.insert(
-            &codec::hist_key(&kv.key, self.rev),
-            &codec::encode_hist(Some(&kv)),
-        )?;
-        self.log(EventKind::Put, &kv.key)?;
+            .insert(&kv.key, &codec::encode_kv(&kv, at.seq, prev))?;
         let old_lease = old.as_ref().map_or(0, |o| o.lease);
         if old_lease != 0 && old_lease != lease {
             self.txn
@@ -156,14 +169,23 @@ impl<S: Storage> Writer<'_, S> {
         Ok(PutResponse { prev_kv })
     }
 
-    /// Deletes one existing key.
-    fn delete_key(&mut self, old: KeyValue) -> KvResult<()> {
+    /// Removes `key`'s `gone` row; returns where its delete is.
+    fn take_gone(&mut self, key: &[u8]) -> KvResult<Option<At>> {
+        let Some(row) = self.txn.row(tree::GONE, key)? else {
+            return Ok(None);
+        };
+        let delete = codec::decode_gone(row)?;
+        self.txn.tree(tree::GONE)?.remove(key)?;
+        Ok(Some(delete))
+    }
+
+    /// Deletes one existing key, whose current version is at `old_at`.
+    fn delete_key(&mut self, old: KeyValue, old_at: At) -> KvResult<()> {
         self.txn.tree(tree::KV)?.remove(&old.key)?;
-        self.txn.tree(tree::HIST)?.insert(
-            &codec::hist_key(&old.key, self.rev),
-            &codec::encode_hist(None),
-        )?;
-        self.log(EventKind::Delete, &old.key)?;
+        let at = self.record(&old.key, None, Some(old_at))?;
+        self.txn
+            .tree(tree::GONE)?
+            .insert(&old.key, &codec::encode_gone(at))?;
         if old.lease != 0 {
             self.txn
                 .tree(tree::LEASE_KEYS)?
@@ -207,20 +229,21 @@ impl<S: Storage> Writer<'_, S> {
                 .take(DELETE_BATCH)
                 .map(|row| {
                     let (key, row) = row?;
-                    Ok(codec::decode_kv(key, row)?)
+                    let row = codec::kv_row(row)?;
+                    Ok((row.meta.with(key, row.value), row.at))
                 })
-                .collect::<KvResult<Vec<KeyValue>>>()?;
-            let Some(last) = batch.last() else {
+                .collect::<KvResult<Vec<(KeyValue, At)>>>()?;
+            let Some((last, _)) = batch.last() else {
                 return Ok(response);
             };
             after = Some(last.key.clone());
             let full = batch.len() == DELETE_BATCH;
-            for old in batch {
+            for (old, old_at) in batch {
                 response.deleted += 1;
                 if request.prev_kv {
                     response.prev_kvs.push(old.clone());
                 }
-                self.delete_key(old)?;
+                self.delete_key(old, old_at)?;
             }
             if !full {
                 return Ok(response);
@@ -237,8 +260,8 @@ impl<S: Storage> Writer<'_, S> {
                 break;
             }
             for key in keys {
-                match self.current(&key)? {
-                    Some(old) => self.delete_key(old)?,
+                match self.current_at(&key)? {
+                    Some((old, old_at)) => self.delete_key(old, old_at)?,
                     // Cannot happen while `lease_keys` follows `kv`; drop
                     // the stray row so the loop ends either way.
                     None => {
