@@ -33,9 +33,10 @@ pub(crate) mod tree {
 pub(crate) mod meta_key {
     /// Revision of the last applied entry.
     pub(crate) const CURRENT_REV: &[u8] = b"current_rev";
-    /// Reads below this revision fail; history below it is being removed.
+    /// Reads below this revision fail; history below it is being trimmed.
     pub(crate) const COMPACT_REV: &[u8] = b"compact_rev";
-    /// History below this revision is all removed.
+    /// Compaction has visited every change below this revision: history
+    /// below it holds only each key's newest change.
     pub(crate) const COMPACTED_REV: &[u8] = b"compacted_rev";
 }
 

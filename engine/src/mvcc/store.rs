@@ -68,7 +68,7 @@ pub struct LeaseInfo {
 pub struct CompactStep {
     /// Rows removed from `history` and `gone`.
     pub removed: usize,
-    /// Whether history below the compaction revision is all gone.
+    /// Whether history below the compaction revision is all trimmed.
     pub done: bool,
 }
 
@@ -76,8 +76,8 @@ pub struct CompactStep {
 pub struct Store<S: Storage = FileStorage> {
     pub(crate) db: Database<S>,
     revisions: Revisions,
-    /// History below this is all removed; below `revisions.compact` it is
-    /// being removed.
+    /// History below this is trimmed (each key keeps its newest change);
+    /// below `revisions.compact` it is being trimmed.
     compacted: Revision,
     /// Where compaction goes on: (target, next change to visit). Kept in
     /// memory only: after a reopen or for a new target it starts over at
@@ -461,7 +461,7 @@ impl<S: Storage> Store<S> {
     }
 
     /// One compaction step toward `target` inside `txn`; `None` when
-    /// history below `target` is already all removed.
+    /// history below `target` is already all trimmed.
     fn compact_in(
         &self,
         txn: &mut WriteTxn<S>,
