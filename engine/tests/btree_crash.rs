@@ -84,7 +84,19 @@ struct Recording {
 }
 
 /// Runs random commits, half of them unsynced when `unsynced` is set.
-fn record(path: &Path, seed: u64, commit_sync: CommitSync, unsynced: bool) -> Recording {
+/// How the recorded workload commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Commits {
+    /// Every commit durable.
+    Durable,
+    /// Half durable, half unsynced.
+    SomeUnsynced,
+    /// Deferred durable commits (their syncs and meta write run later, as
+    /// on a shard's blocking thread) with unsynced commits made meanwhile.
+    Deferred,
+}
+
+fn record(path: &Path, seed: u64, commit_sync: CommitSync, commits: Commits) -> Recording {
     let log = Rc::new(RefCell::new(Vec::new()));
     let storage = Recorder {
         file: FileStorage::open(path, 1 << 30).expect("file"),
@@ -99,6 +111,18 @@ fn record(path: &Path, seed: u64, commit_sync: CommitSync, unsynced: bool) -> Re
     let mut model = Model::new();
     let mut models = vec![model.clone()];
     let mut commit_of_txn = BTreeMap::from([(0, 0)]);
+    let newest_meta = |log: &Rc<RefCell<Vec<Event>>>| {
+        log.borrow()
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                Event::Write(offset, data) => meta_txn(*offset, data),
+                _ => None,
+            })
+            .expect("a durable commit writes its meta")
+    };
+    // A deferred commit not yet made durable, and the commit it is.
+    let mut in_flight = None;
     for _ in 0..30 {
         let mut txn = db.begin_write().expect("write");
         for _ in 0..rng.gen_range(1..40) {
@@ -121,20 +145,29 @@ fn record(path: &Path, seed: u64, commit_sync: CommitSync, unsynced: bool) -> Re
             }
         }
         txn.set_applied_index(models.len() as u64);
-        if unsynced && rng.gen_bool(0.5) {
-            txn.commit_unsynced().expect("unsynced commit");
-        } else {
-            txn.commit().expect("commit");
-            let meta = log.borrow().iter().rev().find_map(|e| match e {
-                Event::Write(offset, data) => meta_txn(*offset, data),
-                _ => None,
-            });
-            commit_of_txn.insert(
-                meta.expect("a durable commit writes its meta"),
-                models.len() as u64,
-            );
+        match commits {
+            Commits::Deferred if in_flight.is_none() && rng.gen_bool(0.5) => {
+                let deferred = txn.commit_deferred().expect("deferred commit");
+                in_flight = Some((deferred, models.len() as u64));
+            }
+            Commits::Deferred | Commits::SomeUnsynced if rng.gen_bool(0.5) => {
+                txn.commit_unsynced().expect("unsynced commit");
+            }
+            Commits::Deferred => txn.commit_unsynced().expect("unsynced commit"),
+            Commits::Durable | Commits::SomeUnsynced => {
+                txn.commit().expect("commit");
+                commit_of_txn.insert(newest_meta(&log), models.len() as u64);
+            }
         }
         models.push(model.clone());
+        if in_flight.is_some() && (rng.gen_bool(0.4) || models.len() == 31) {
+            if let Some((deferred, commit)) = in_flight.take() {
+                // Only one at a time: a second durable commit is refused.
+                assert!(db.begin_write().expect("write").commit().is_err());
+                db.complete_deferred(&deferred).expect("complete");
+                commit_of_txn.insert(newest_meta(&log), commit);
+            }
+        }
     }
     drop(db);
     let events = log.borrow().clone();
@@ -205,12 +238,12 @@ fn reopen(image: &[u8], path: &PathBuf, commit_sync: CommitSync) -> (Model, u64)
 
 #[test]
 fn every_crash_image_reopens_to_the_last_committed_state_two_syncs() {
-    crash_images(CommitSync::TwoSyncs, false);
+    crash_images(CommitSync::TwoSyncs, Commits::Durable);
 }
 
 #[test]
 fn every_crash_image_reopens_to_the_last_committed_state_one_sync() {
-    crash_images(CommitSync::OneSync, false);
+    crash_images(CommitSync::OneSync, Commits::Durable);
 }
 
 /// Unsynced commits in between: a crash returns to the last durable commit
@@ -218,15 +251,22 @@ fn every_crash_image_reopens_to_the_last_committed_state_one_sync() {
 /// a file whose pages an unsynced commit overwrote.
 #[test]
 fn unsynced_commits_never_damage_the_last_durable_commit_two_syncs() {
-    crash_images(CommitSync::TwoSyncs, true);
+    crash_images(CommitSync::TwoSyncs, Commits::SomeUnsynced);
 }
 
 #[test]
 fn unsynced_commits_never_damage_the_last_durable_commit_one_sync() {
-    crash_images(CommitSync::OneSync, true);
+    crash_images(CommitSync::OneSync, Commits::SomeUnsynced);
 }
 
-fn crash_images(commit_sync: CommitSync, unsynced: bool) {
+/// As a shard syncs its tree: the syncs and meta write of a durable commit
+/// run later (on another thread), with unsynced commits made meanwhile.
+#[test]
+fn deferred_syncs_with_unsynced_commits_meanwhile_never_damage_the_last_durable_commit() {
+    crash_images(CommitSync::TwoSyncs, Commits::Deferred);
+}
+
+fn crash_images(commit_sync: CommitSync, commits: Commits) {
     let dir = tempfile::tempdir().expect("dir");
     let image_path = dir.path().join("image.db");
     let mut images = 0;
@@ -239,7 +279,7 @@ fn crash_images(commit_sync: CommitSync, unsynced: bool) {
             &dir.path().join(format!("run-{seed}.db")),
             seed,
             commit_sync,
-            unsynced,
+            commits,
         );
         let mut rng = StdRng::seed_from_u64(seed + 100);
         for crash in 0..=events.len() {

@@ -17,6 +17,11 @@
 //! An unsynced commit does steps 1-4 without the sync and skips step 5:
 //! readers see it, the disk still names the last durable commit. Pages it
 //! frees wait for a durable commit before reuse (see `WriteTxn::begin`).
+//!
+//! A deferred commit ([`WriteTxn::commit_deferred`]) is an unsynced commit
+//! that also picks its meta slot: the syncs and the meta write of steps 4-5
+//! are left to the caller ([`DeferredDurability`]), which may run them on
+//! another thread while new transactions go on, unsynced, on top of it.
 
 /// What a written extent is, for the bookkeeping after the commit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,10 +40,36 @@ enum Mode {
     OneSync,
     /// Pages written, no sync, no meta slot.
     Unsynced,
+    /// Pages written and a meta slot picked; the syncs and the meta write
+    /// are the caller's.
+    Deferred,
+}
+
+/// What is left of a deferred commit to make it durable, in this order:
+/// sync the file, write [`DeferredDurability::meta_page`] at
+/// [`DeferredDurability::meta_offset`], sync again; then report it with
+/// [`crate::btree::Database::durable_done`] (or a failure with
+/// [`crate::btree::Database::durable_failed`]). Until then a crash returns
+/// the file to the last durable commit, and no other durable commit may
+/// start.
+#[derive(Debug, Clone)]
+pub struct DeferredDurability {
+    pub(crate) meta: Meta,
+    /// The meta slot's bytes.
+    pub meta_page: Vec<u8>,
+    /// Where they go in the file.
+    pub meta_offset: u64,
+}
+
+impl DeferredDurability {
+    /// The applied index the commit records.
+    pub fn applied_index(&self) -> u64 {
+        self.meta.applied_index
+    }
 }
 
 use crate::btree::commit_list::{self, Written, ENTRIES_PER_PAGE};
-use crate::btree::db::{encode_tree_root, CommitSync};
+use crate::btree::db::{encode_tree_root, CommitSync, Inner};
 use crate::btree::free_space::{encode_page, EXTENTS_PER_PAGE};
 use crate::btree::meta::Meta;
 use crate::btree::node::{
@@ -77,7 +108,7 @@ impl<S: Storage> WriteTxn<S> {
             CommitSync::OneSync if caught_up => Mode::OneSync,
             _ => Mode::TwoSyncs,
         };
-        self.finish(mode)
+        self.finish(mode).map(drop)
     }
 
     /// Makes every change visible to new readers without making it durable:
@@ -92,14 +123,39 @@ impl<S: Storage> WriteTxn<S> {
     /// # Errors
     /// As [`WriteTxn::commit`].
     pub fn commit_unsynced(self) -> Result<()> {
-        self.finish(Mode::Unsynced)
+        self.finish(Mode::Unsynced).map(drop)
     }
 
-    fn finish(mut self, mode: Mode) -> Result<()> {
+    /// Makes every change visible to new readers, as
+    /// [`WriteTxn::commit_unsynced`], and returns what is left to make this
+    /// commit (and the unsynced ones before it) durable: two syncs and a
+    /// meta write, which the caller runs where it likes, then reports.
+    /// Transactions may begin and commit unsynced meanwhile.
+    ///
+    /// # Errors
+    /// As [`WriteTxn::commit`]; [`Error::InvalidArgument`] while another
+    /// deferred commit is not yet reported.
+    pub fn commit_deferred(self) -> Result<DeferredDurability> {
+        let meta = self.finish(Mode::Deferred)?;
+        Ok(DeferredDurability {
+            meta,
+            meta_page: meta.encode(),
+            meta_offset: meta.slot() * PAGE_SIZE as u64,
+        })
+    }
+
+    fn finish(mut self, mode: Mode) -> Result<Meta> {
         if let Some(reason) = &self.poisoned {
             return Err(Error::Failed(format!(
                 "transaction cannot commit after an error: {reason}"
             )));
+        }
+        if mode != Mode::Unsynced && self.inner.state.borrow().deferred.is_some() {
+            // Its slot is not yet the durable one: a second durable commit
+            // could pick the same slot.
+            return Err(Error::InvalidArgument(
+                "a deferred commit is not yet durable".to_string(),
+            ));
         }
         let mut txn_id = self
             .base
@@ -134,8 +190,10 @@ impl<S: Storage> WriteTxn<S> {
             Ok(()) => {
                 let mut state = inner.state.borrow_mut();
                 state.committed = meta;
-                if mode != Mode::Unsynced {
-                    state.durable = meta;
+                match mode {
+                    Mode::Unsynced => {}
+                    Mode::Deferred => state.deferred = Some(meta.txn_id),
+                    Mode::TwoSyncs | Mode::OneSync => state.durable = meta,
                 }
                 state.reusable = std::mem::take(&mut self.space);
                 let of_role =
@@ -149,12 +207,12 @@ impl<S: Storage> WriteTxn<S> {
                 for (extent, _, _) in &writes {
                     inner.pages.mark_verified(extent.page);
                 }
-                if mode != Mode::Unsynced {
+                if matches!(mode, Mode::TwoSyncs | Mode::OneSync) {
                     // The durable commit's tail may still be reachable from
                     // the last durable commit until this one is durable.
-                    self.give_back_tail(&meta);
+                    give_back_tail(&inner, &meta);
                 }
-                Ok(())
+                Ok(meta)
             }
             Err(error) => {
                 inner.state.borrow_mut().failure = Some(error.to_string());
@@ -363,23 +421,27 @@ impl<S: Storage> WriteTxn<S> {
             storage.write_at(run_start * PAGE_SIZE as u64, &run)?;
         }
         match mode {
-            Mode::Unsynced => return Ok(()),
+            Mode::Unsynced | Mode::Deferred => return Ok(()),
             Mode::TwoSyncs => storage.sync_data()?,
             Mode::OneSync => {}
         }
         storage.write_at(meta.slot() * PAGE_SIZE as u64, &meta.encode())?;
         storage.sync_data()
     }
+}
 
-    /// After a commit that freed the file's tail, returns it to the file
-    /// system. Best effort: a failure leaves the file longer, nothing else.
-    fn give_back_tail(&self, meta: &Meta) {
-        let storage = &self.inner.pages.storage;
-        let used = meta.total_pages * PAGE_SIZE as u64;
-        if storage.len() > used + GROWTH_STEP.max(storage.len() / 8)
-            && storage.set_len(used.next_multiple_of(GROWTH_STEP)).is_ok()
-        {
-            self.inner.pages.forget_from(meta.total_pages);
-        }
+/// After a durable commit that freed the file's tail, returns it to the
+/// file system. Best effort: a failure leaves the file longer, nothing
+/// else. Only for the last commit: a later one may have allocated there.
+pub(crate) fn give_back_tail<S: Storage>(inner: &Inner<S>, meta: &Meta) {
+    if inner.state.borrow().committed.txn_id != meta.txn_id {
+        return;
+    }
+    let storage = &inner.pages.storage;
+    let used = meta.total_pages * PAGE_SIZE as u64;
+    if storage.len() > used + GROWTH_STEP.max(storage.len() / 8)
+        && storage.set_len(used.next_multiple_of(GROWTH_STEP)).is_ok()
+    {
+        inner.pages.forget_from(meta.total_pages);
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use crate::btree::access::{self, NodeSource, NodeView, PageReader};
+use crate::btree::commit::DeferredDurability;
 use crate::btree::cursor::Range;
 use crate::btree::free_space::{decode_page, FreeSpace};
 use crate::btree::meta::Meta;
@@ -63,6 +64,8 @@ pub(crate) struct State {
     /// Open read snapshots: txn id -> count.
     pub(crate) readers: BTreeMap<u64, usize>,
     pub(crate) writer_active: bool,
+    /// A deferred commit (its txn id) not yet reported durable.
+    pub(crate) deferred: Option<u64>,
     /// Set by a failed write or sync: every later call fails.
     pub(crate) failure: Option<String>,
 }
@@ -90,6 +93,27 @@ pub struct Database<S: Storage = FileStorage> {
 }
 
 impl Database<FileStorage> {
+    /// What is left of a deferred commit, as a job for another thread: sync
+    /// the file, write the meta slot, sync again, on a copy of the file
+    /// handle. Report its outcome with [`Database::durable_done`] or
+    /// [`Database::durable_failed`].
+    ///
+    /// # Errors
+    /// The file handle could not be copied.
+    pub fn deferred_job(
+        &self,
+        deferred: &DeferredDurability,
+    ) -> Result<impl FnOnce() -> std::io::Result<()> + Send + 'static> {
+        use std::os::unix::fs::FileExt;
+        let file = self.inner.pages.storage.clone_file()?;
+        let (page, offset) = (deferred.meta_page.clone(), deferred.meta_offset);
+        Ok(move || {
+            file.sync_data()?;
+            file.write_all_at(&page, offset)?;
+            file.sync_data()
+        })
+    }
+
     /// Opens (creating if needed) the file at `path`.
     ///
     /// # Errors
@@ -150,6 +174,7 @@ impl<S: Storage> Database<S> {
                     pending: BTreeMap::new(),
                     readers: BTreeMap::new(),
                     writer_active: false,
+                    deferred: None,
                     failure: None,
                 }),
             }),
@@ -194,6 +219,60 @@ impl<S: Storage> Database<S> {
             return Ok(());
         }
         self.begin_write()?.commit()
+    }
+
+    /// Records that a deferred commit's syncs and meta write are done: a
+    /// crash now returns to it, and the pages it freed may be reused once
+    /// no reader needs them.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `done` is not the deferred commit in
+    /// flight.
+    pub fn durable_done(&self, done: &DeferredDurability) -> Result<()> {
+        {
+            let mut state = self.inner.state.borrow_mut();
+            if state.deferred != Some(done.meta.txn_id) {
+                return Err(Error::InvalidArgument(format!(
+                    "commit {} is not the deferred commit in flight",
+                    done.meta.txn_id
+                )));
+            }
+            state.deferred = None;
+            state.durable = done.meta;
+        }
+        crate::btree::commit::give_back_tail(&self.inner, &done.meta);
+        Ok(())
+    }
+
+    /// Records that a deferred commit's syncs or meta write failed: the
+    /// database stops, as after any failed sync (fail-stop).
+    pub fn durable_failed(&self, reason: &str) {
+        let mut state = self.inner.state.borrow_mut();
+        state.deferred = None;
+        state
+            .failure
+            .get_or_insert_with(|| format!("deferred sync: {reason}"));
+    }
+
+    /// Runs what is left of a deferred commit here, through the storage,
+    /// and reports it: the same steps another thread would run on a copy
+    /// of the file handle.
+    ///
+    /// # Errors
+    /// I/O errors, which stop the database.
+    pub fn complete_deferred(&self, deferred: &DeferredDurability) -> Result<()> {
+        let storage = &self.inner.pages.storage;
+        let result = storage
+            .sync_data()
+            .and_then(|()| storage.write_at(deferred.meta_offset, &deferred.meta_page))
+            .and_then(|()| storage.sync_data());
+        match result {
+            Ok(()) => self.durable_done(deferred),
+            Err(error) => {
+                self.durable_failed(&error.to_string());
+                Err(error)
+            }
+        }
     }
 
     /// Whether the last commit is durable (no unsynced commit since).

@@ -50,6 +50,7 @@ mod page;
 mod storage;
 mod write;
 
+pub use commit::DeferredDurability;
 pub use cursor::Range;
 pub use db::{
     CommitSync, Database, Options, PageAudit, ReadTree, ReadTxn, SnapshotSource, SpaceStats,

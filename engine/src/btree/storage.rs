@@ -74,6 +74,16 @@ impl FileStorage {
     }
 }
 
+impl FileStorage {
+    /// Another handle on the file, for syncs and a meta write run on
+    /// another thread (see `DeferredDurability`).
+    pub(crate) fn clone_file(&self) -> Result<std::fs::File> {
+        self.file
+            .try_clone()
+            .map_err(|e| Error::io("dup", &self.path, e))
+    }
+}
+
 impl Storage for FileStorage {
     fn len(&self) -> u64 {
         self.len.get()

@@ -4,7 +4,9 @@
 use std::ops::Bound;
 use std::path::Path;
 
-use crate::btree::{Database, FileStorage, Options, ReadTxn, Storage, WriteTxn};
+use crate::btree::{
+    Database, DeferredDurability, FileStorage, Options, ReadTxn, Storage, WriteTxn,
+};
 use crate::mvcc::codec::{self, meta_key, tree, At, LeaseRow};
 use crate::mvcc::compact;
 use crate::mvcc::error::{KvError, KvResult};
@@ -178,6 +180,47 @@ impl<S: Storage> Store<S> {
         let result = match self.held.take() {
             Some(txn) => txn.commit(),
             None => self.db.sync(),
+        };
+        self.note(result.map_err(KvError::from))
+    }
+
+    /// Starts making every applied batch durable without waiting for the
+    /// disk: the held transaction is committed with its syncs and meta
+    /// write left to the caller (see [`DeferredDurability`]), and batches
+    /// go on into a new one meanwhile. `None` when everything is durable.
+    /// Report the outcome with [`Store::sync_finished`].
+    ///
+    /// # Errors
+    /// [`KvError::Storage`]: the shard must stop.
+    pub fn sync_deferred(&mut self) -> KvResult<Option<DeferredDurability>> {
+        self.check_usable()?;
+        let result = match self.held.take() {
+            Some(txn) => txn.commit_deferred().map(Some),
+            None if self.db.is_durable() => Ok(None),
+            None => self
+                .db
+                .begin_write()
+                .and_then(WriteTxn::commit_deferred)
+                .map(Some),
+        };
+        self.note(result.map_err(KvError::from))
+    }
+
+    /// Records how the syncs and meta write of a deferred commit went.
+    ///
+    /// # Errors
+    /// [`KvError::Storage`] if they failed: the shard must stop.
+    pub fn sync_finished(
+        &mut self,
+        deferred: &DeferredDurability,
+        outcome: std::io::Result<()>,
+    ) -> KvResult<()> {
+        let result = match outcome {
+            Ok(()) => self.db.durable_done(deferred),
+            Err(error) => {
+                self.db.durable_failed(&error.to_string());
+                Err(crate::Error::io("deferred sync", self.db.path(), error))
+            }
         };
         self.note(result.map_err(KvError::from))
     }

@@ -10,10 +10,14 @@
 //!    hard state to the WAL, await their one group-commit sync, advance,
 //!    apply what that committed, answer the writers;
 //! 3. every `TREE_SYNC_*`, make the tree durable and release WAL segments
-//!    below its applied index.
+//!    below its applied index. The shard's thread places and writes the
+//!    dirty pages; the two syncs and the meta write run on a blocking
+//!    thread while the loop goes on (`TreeSyncing`).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 use raft::eraftpb::{ConfState, EntryType, HardState, Message};
 use raft::{RawNode, StateRole};
 
-use crate::btree::{CommitSync, Options};
+use crate::btree::{CommitSync, DeferredDurability, Options};
 use crate::hlc::Clock;
 use crate::mvcc::{
     Applied, Entry, Indexed, KvError, LeaseId, LeaseInfo, Lessor, LessorConfig, RangeRequest,
@@ -54,6 +58,12 @@ const MAX_CALLS_PER_ROUND: usize = 4096;
 /// entries with client calls taken between rounds, instead of one batch
 /// per tick (which held etcd-like storms to 1,000 leases a second).
 const EXPIRY_BATCHES_PER_ROUND: usize = 10;
+/// A tree sync whose syncs and meta write run on a blocking thread.
+struct TreeSyncing {
+    durability: DeferredDurability,
+    job: Pin<Box<dyn Future<Output = std::io::Result<()>>>>,
+}
+
 /// The one voter of a single-node group.
 const REPLICA_ID: u64 = 1;
 
@@ -218,6 +228,8 @@ pub(crate) struct Replica {
     unsynced_entries: u64,
     unsynced_since: Option<Instant>,
     was_leader: bool,
+    /// The tree sync in flight, if any (one at a time).
+    tree_syncing: Option<TreeSyncing>,
     failure: Option<String>,
 }
 
@@ -337,6 +349,7 @@ impl Replica {
             unsynced_entries: 0,
             unsynced_since: None,
             was_leader: false,
+            tree_syncing: None,
             failure: None,
         })
     }
@@ -905,9 +918,15 @@ impl Replica {
         true
     }
 
-    /// Makes the tree durable when enough is not yet durable (or `force`), then
-    /// releases the WAL segments it no longer needs.
+    /// Makes the tree durable when enough is not yet durable (or `force`),
+    /// then releases the WAL segments it no longer needs. The syncs run on
+    /// a blocking thread: this only finishes one that is done and starts
+    /// the next, unless `force`, which waits until all is durable.
     async fn maybe_sync_tree(&mut self, force: bool) -> Result<(), String> {
+        if !self.finish_tree_sync(force).await? {
+            // One at a time: the next starts once this one is done.
+            return Ok(());
+        }
         let due = self.unsynced_entries >= self.tree_sync.entries
             || self.store.held_nodes() >= TREE_SYNC_NODES
             || self
@@ -916,9 +935,50 @@ impl Replica {
         if self.unsynced_entries == 0 || !(due || force) {
             return Ok(());
         }
-        self.store.sync().map_err(|e| format!("tree sync: {e}"))?;
+        let started = self
+            .store
+            .sync_deferred()
+            .map_err(|e| format!("tree sync: {e}"))?;
         self.unsynced_entries = 0;
         self.unsynced_since = None;
+        if let Some(durability) = started {
+            let job = self
+                .store
+                .database()
+                .deferred_job(&durability)
+                .map_err(|e| format!("tree sync: {e}"))?;
+            let job = glommio::executor().spawn_blocking(job);
+            self.tree_syncing = Some(TreeSyncing {
+                durability,
+                job: Box::pin(job),
+            });
+        }
+        if force {
+            self.finish_tree_sync(true).await?;
+        }
+        Ok(())
+    }
+
+    /// Reports the tree sync in flight if it is done (or, with `wait`, once
+    /// it is), and releases the WAL below what is now durable. Answers
+    /// whether none is left in flight.
+    async fn finish_tree_sync(&mut self, wait: bool) -> Result<bool, String> {
+        let Some(syncing) = self.tree_syncing.as_mut() else {
+            return Ok(true);
+        };
+        let outcome = if wait {
+            (&mut syncing.job).await
+        } else {
+            match futures_lite::future::poll_once(&mut syncing.job).await {
+                Some(outcome) => outcome,
+                None => return Ok(false),
+            }
+        };
+        let durability = syncing.durability.clone();
+        self.tree_syncing = None;
+        self.store
+            .sync_finished(&durability, outcome)
+            .map_err(|e| format!("tree sync: {e}"))?;
         // Replay starts after the durable applied index and needs that
         // entry's term, so it stays.
         let keep_from = self.store.durable_applied_index();
@@ -926,7 +986,7 @@ impl Replica {
             .release_below(keep_from)
             .await
             .map_err(|e| format!("WAL release: {e}"))?;
-        Ok(())
+        Ok(true)
     }
 
     /// Stops the shard: every waiting caller gets the reason.
