@@ -126,25 +126,3 @@ fn compaction_steps_ride_along_with_apply_batches() {
     assert!(batches >= 30, "{batches} batches");
     assert_eq!(rows(&store, "history"), 50 + batches);
 }
-
-#[test]
-fn a_file_with_history_keyed_by_key_is_refused_unchanged() {
-    // Files of keel before history was keyed by revision have `hist` and
-    // `revlog` trees; their `kv` rows have no history links either.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("kv.db");
-    {
-        let db = keel_engine::btree::Database::open(&path, Options::default()).unwrap();
-        let mut txn = db.begin_write().unwrap();
-        txn.tree(b"hist").unwrap().insert(b"a", b"1").unwrap();
-        txn.commit().unwrap();
-    }
-    let before = std::fs::read(&path).unwrap();
-    let refusal = Store::open(&path, Options::default()).err().unwrap();
-    let message = refusal.to_string();
-    assert!(
-        message.contains("cannot read") && message.contains("`hist`"),
-        "{message}"
-    );
-    assert_eq!(std::fs::read(&path).unwrap(), before, "the file changed");
-}
