@@ -513,3 +513,40 @@ fn a_watcher_from_a_future_revision_gets_nothing_before_it_after_an_overflow() {
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].kv.mod_revision, start);
 }
+
+#[test]
+fn catch_up_above_the_compaction_point_gives_the_previous_version_below_it() {
+    // Compaction keeps each key's newest change at or below its revision,
+    // so an event above it has its previous version, as a live watcher
+    // (and etcd) would see it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path().join("kv.db"), Options::default()).unwrap();
+    let put = |value: &str| {
+        Entry::Put(PutRequest {
+            key: b"k".to_vec(),
+            value: value.as_bytes().to_vec(),
+            ..Default::default()
+        })
+    };
+    store.apply(1, 5, &put("v1")).unwrap();
+    store
+        .apply(2, 10, &Entry::Compact { revision: 10 })
+        .unwrap();
+    while !store.compact_step(100).unwrap().done {}
+    store.apply(3, 15, &put("v2")).unwrap();
+    let id = store
+        .watch(&WatchRequest {
+            key: b"k".to_vec(),
+            start_revision: 11,
+            prev_kv: true,
+            ..Default::default()
+        })
+        .unwrap();
+    let Some(WatchUpdate::Events { events, .. }) = store.watch_poll(id, 1 << 20).unwrap() else {
+        panic!("the event at 15")
+    };
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kv.value, b"v2");
+    let prev = events[0].prev_kv.as_ref().expect("the version before");
+    assert_eq!((prev.value.as_slice(), prev.mod_revision), (&b"v1"[..], 5));
+}

@@ -145,6 +145,10 @@ impl<S: Storage> WriteTxn<S> {
     }
 
     fn finish(mut self, mode: Mode) -> Result<Meta> {
+        // A sync may have failed since this transaction began (a deferred
+        // commit's, on another thread): its pages may be lost, so nothing
+        // may build on them.
+        self.inner.check_usable()?;
         if let Some(reason) = &self.poisoned {
             return Err(Error::Failed(format!(
                 "transaction cannot commit after an error: {reason}"

@@ -275,6 +275,11 @@ impl<S: Storage> Database<S> {
         }
     }
 
+    /// Whether a deferred commit is waiting for its report.
+    pub fn deferred_in_flight(&self) -> bool {
+        self.inner.state.borrow().deferred.is_some()
+    }
+
     /// Whether the last commit is durable (no unsynced commit since).
     pub fn is_durable(&self) -> bool {
         let state = self.inner.state.borrow();

@@ -91,6 +91,10 @@ pub enum KvError {
     /// No watcher with this id.
     #[error("watch {0} not found")]
     WatchNotFound(u64),
+    /// A durable commit was asked for while a deferred one is not yet
+    /// reported ([`crate::mvcc::Store::sync_finished`]); nothing changed.
+    #[error("a tree sync is in flight; report it before starting another")]
+    SyncInFlight,
     /// The storage underneath failed; the shard must stop (see
     /// [`crate::Error`]).
     #[error(transparent)]

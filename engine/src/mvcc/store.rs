@@ -177,6 +177,9 @@ impl<S: Storage> Store<S> {
     /// [`KvError::Storage`]: the shard must stop.
     pub fn sync(&mut self) -> KvResult<()> {
         self.check_usable()?;
+        if self.db.deferred_in_flight() {
+            return Err(KvError::SyncInFlight);
+        }
         let result = match self.held.take() {
             Some(txn) => txn.commit(),
             None => self.db.sync(),
@@ -191,9 +194,13 @@ impl<S: Storage> Store<S> {
     /// Report the outcome with [`Store::sync_finished`].
     ///
     /// # Errors
-    /// [`KvError::Storage`]: the shard must stop.
+    /// [`KvError::SyncInFlight`] while the last one is not reported
+    /// (nothing changes); [`KvError::Storage`]: the shard must stop.
     pub fn sync_deferred(&mut self) -> KvResult<Option<DeferredDurability>> {
         self.check_usable()?;
+        if self.db.deferred_in_flight() {
+            return Err(KvError::SyncInFlight);
+        }
         let result = match self.held.take() {
             Some(txn) => txn.commit_deferred().map(Some),
             None if self.db.is_durable() => Ok(None),

@@ -410,8 +410,10 @@ struct CatchUpPage {
 /// until about `max_bytes` of its events or [`MAX_CATCH_UP_ROWS`] rows, a
 /// revision split only when it alone is larger.
 ///
-/// A previous pair is attached only when it is at or above the compaction
-/// point, so the answer does not depend on how far compaction has got.
+/// A previous pair is attached to every change above the compaction point
+/// (it is the key's newest change at or below it, or later, and compaction
+/// keeps those), never to one at the point itself, so the answer does not
+/// depend on how far compaction has got.
 fn catch_up<T: Snapshot>(
     snap: &T,
     w: &Watcher,
@@ -470,10 +472,13 @@ fn catch_up<T: Snapshot>(
                 ..KeyValue::default()
             },
         };
-        // The version before: the key's previous change, when it is a put
-        // at or above the compaction point.
+        // The version before: the key's previous change, when it is a put.
+        // For a change above the compaction point that is the key's newest
+        // change at or below it, which compaction keeps, so the answer does
+        // not depend on how far compaction got. At the compaction point
+        // itself it may be going, so none is given there.
         let prev_kv = match change.prev {
-            Some(prev) if w.prev_kv && prev.rev >= compact => {
+            Some(prev) if w.prev_kv && revision > compact => {
                 linked_change(snap, key, prev, compact)?
                     .and_then(|before| before.version)
                     .map(|(meta, value)| meta.with(key, value))

@@ -417,6 +417,12 @@ impl Replica {
         if self.failure.is_none() {
             let _ = self.maybe_sync_tree(true).await;
         }
+        // A stopped shard never reports its tree sync, but the job must not
+        // outlive the replica: a late meta write could land after the
+        // directory is opened again.
+        if let Some(syncing) = self.tree_syncing.take() {
+            let _ = syncing.job.await;
+        }
         self.fail("the node is shutting down".to_string());
         let _ = self.wal.close().await;
     }
