@@ -46,8 +46,9 @@ enum Mode {
 }
 
 /// What is left of a deferred commit to make it durable, in this order:
-/// sync the file, write [`DeferredDurability::meta_page`] at
-/// [`DeferredDurability::meta_offset`], sync again; then report it with
+/// sync the file, write the meta slot, sync again (run by
+/// [`crate::btree::Database::deferred_job`] or
+/// [`crate::btree::Database::complete_deferred`]); then report it with
 /// [`crate::btree::Database::durable_done`] (or a failure with
 /// [`crate::btree::Database::durable_failed`]). Until then a crash returns
 /// the file to the last durable commit, and no other durable commit may
@@ -56,16 +57,9 @@ enum Mode {
 pub struct DeferredDurability {
     pub(crate) meta: Meta,
     /// The meta slot's bytes.
-    pub meta_page: Vec<u8>,
+    pub(crate) meta_page: Vec<u8>,
     /// Where they go in the file.
-    pub meta_offset: u64,
-}
-
-impl DeferredDurability {
-    /// The applied index the commit records.
-    pub fn applied_index(&self) -> u64 {
-        self.meta.applied_index
-    }
+    pub(crate) meta_offset: u64,
 }
 
 use crate::btree::commit_list::{self, Written, ENTRIES_PER_PAGE};

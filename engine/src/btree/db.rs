@@ -292,6 +292,7 @@ impl<S: Storage> Database<S> {
     pub fn durable_applied_index(&self) -> u64 {
         self.inner.state.borrow().durable.applied_index
     }
+
     /// The file's path.
     pub fn path(&self) -> &Path {
         self.inner.pages.storage.path()

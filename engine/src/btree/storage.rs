@@ -72,9 +72,7 @@ impl FileStorage {
             len: std::cell::Cell::new(len),
         })
     }
-}
 
-impl FileStorage {
     /// Another handle on the file, for syncs and a meta write run on
     /// another thread (see `DeferredDurability`).
     pub(crate) fn clone_file(&self) -> Result<std::fs::File> {

@@ -21,6 +21,7 @@ use std::ops::Bound;
 use crate::btree::{Storage, WriteTxn};
 use crate::mvcc::codec::{self, tree, At};
 use crate::mvcc::error::KvResult;
+use crate::mvcc::read::linked_change;
 use crate::mvcc::snapshot::Snapshot;
 use crate::mvcc::types::Revision;
 
@@ -60,7 +61,7 @@ pub(crate) fn step<S: Storage>(
     let mut work = 0;
     let mut removed = 0;
     for visit in &visits {
-        let mut gone = forget_before(txn, &visit.key, visit.prev)?;
+        let mut gone = forget_before(txn, &visit.key, visit.prev, target)?;
         if visit.delete && visit.at.rev < target {
             gone += forget_delete(txn, visit)?;
         }
@@ -117,30 +118,21 @@ fn read_changes<S: Storage>(
 }
 
 /// Removes the chain of `key`'s changes from `prev` back, up to the first
-/// one already gone. Returns how many went.
+/// one already gone. They all lie below `target` (each is older than a
+/// change at or below it). Returns how many went.
 fn forget_before<S: Storage>(
     txn: &mut WriteTxn<S>,
     key: &[u8],
     mut prev: Option<At>,
+    target: Revision,
 ) -> KvResult<usize> {
     let mut removed = 0;
     while let Some(at) = prev {
-        let row_key = at.key();
-        let earlier = match txn.row(tree::HISTORY, &row_key)? {
-            None => break,
-            Some(row) => {
-                let change = codec::decode_change(at, row)?;
-                if change.key != key || change.prev.is_some_and(|p| p >= at) {
-                    return Err(crate::Error::BadRow {
-                        tree: "history",
-                        reason: format!("a broken link in the history of {key:?}"),
-                    }
-                    .into());
-                }
-                change.prev
-            }
+        let Some(change) = linked_change(&*txn, key, at, target)? else {
+            break;
         };
-        txn.tree(tree::HISTORY)?.remove(&row_key)?;
+        let earlier = change.prev;
+        txn.tree(tree::HISTORY)?.remove(&at.key())?;
         removed += 1;
         prev = earlier;
     }

@@ -4,7 +4,6 @@
 //! streamed so that a read holds at most one page of answers (or, for sorts
 //! by something other than the key, at most twice its limit).
 
-use std::borrow::Cow;
 use std::ops::{Bound, ControlFlow};
 
 use crate::mvcc::codec::{self, tree, At, Change, KvMeta, KvRow};
@@ -106,7 +105,7 @@ pub(crate) fn check_key_len(key: &[u8]) -> KvResult<()> {
 
 /// A key found by a walk, read in place where it can be.
 pub(crate) struct Found<'a> {
-    pub(crate) key: Cow<'a, [u8]>,
+    pub(crate) key: &'a [u8],
     pub(crate) meta: KvMeta,
     pub(crate) value: &'a [u8],
 }
@@ -114,7 +113,7 @@ pub(crate) struct Found<'a> {
 impl Found<'_> {
     pub(crate) fn to_key_value(&self, with_value: bool) -> KeyValue {
         self.meta
-            .with(&self.key, if with_value { self.value } else { &[] })
+            .with(self.key, if with_value { self.value } else { &[] })
     }
 }
 
@@ -127,7 +126,9 @@ enum Newest<'a> {
 }
 
 /// The change at `at`, which `key`'s history links to; `None` when
-/// compaction removed it (only changes below `floor` go).
+/// compaction removed it (only changes below `floor` go). Checks the link:
+/// the change is `key`'s, and its own link goes strictly back in time
+/// (anything else could loop).
 pub(crate) fn linked_change<'a, S: Snapshot>(
     snap: &'a S,
     key: &[u8],
@@ -143,6 +144,9 @@ pub(crate) fn linked_change<'a, S: Snapshot>(
     let change = codec::decode_change(at, row)?;
     if change.key != key {
         return Err(broken_link(key, at, "names another key's change"));
+    }
+    if change.prev.is_some_and(|prev| prev >= at) {
+        return Err(broken_link(key, at, "links forward"));
     }
     Ok(Some(change))
 }
@@ -181,10 +185,6 @@ fn version_from<'a, S: Snapshot>(
         if at.rev <= rev {
             return Ok(change.version);
         }
-        // Links go strictly back in time; anything else would loop.
-        if change.prev.is_some_and(|prev| prev >= at) {
-            return Err(broken_link(key, at, "links forward"));
-        }
         next = change.prev;
     }
     Ok(None)
@@ -222,11 +222,7 @@ pub(crate) fn walk<S: Snapshot>(
             let mut step = |row: crate::Result<(&[u8], &[u8])>| -> KvResult<bool> {
                 let (key, row) = row?;
                 let (meta, value) = codec::kv_view(row)?;
-                let flow = visit(Found {
-                    key: Cow::Borrowed(key),
-                    meta,
-                    value,
-                })?;
+                let flow = visit(Found { key, meta, value })?;
                 Ok(flow.is_break())
             };
             if reverse {
@@ -306,11 +302,7 @@ impl Past {
             let Some((meta, value)) = version_from(snap, key, newest, self.rev, self.floor)? else {
                 continue;
             };
-            let flow = visit(Found {
-                key: Cow::Borrowed(key),
-                meta,
-                value,
-            })?;
+            let flow = visit(Found { key, meta, value })?;
             if flow.is_break() {
                 return Ok(true);
             }
@@ -465,7 +457,7 @@ fn key_order_page<S: Snapshot>(
             // The last key counted; its buffer is reused from key to key.
             let last = progress.resume.get_or_insert_with(Vec::new);
             last.clear();
-            last.extend_from_slice(&found.key);
+            last.extend_from_slice(found.key);
             if request.count_only || !plan.passes(&found.meta) {
                 return Ok(ControlFlow::Continue(()));
             }

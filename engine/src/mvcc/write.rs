@@ -91,10 +91,7 @@ impl<S: Storage> Writer<'_, S> {
     /// The current pair under `key` and where it is in `history`.
     fn current_at(&self, key: &[u8]) -> KvResult<Option<(KeyValue, At)>> {
         match self.txn.row(tree::KV, key)? {
-            Some(row) => {
-                let row = codec::kv_row(row)?;
-                Ok(Some((row.meta.with(key, row.value), row.at)))
-            }
+            Some(row) => Ok(Some(pair_at(key, row)?)),
             None => Ok(None),
         }
     }
@@ -229,8 +226,7 @@ impl<S: Storage> Writer<'_, S> {
                 .take(DELETE_BATCH)
                 .map(|row| {
                     let (key, row) = row?;
-                    let row = codec::kv_row(row)?;
-                    Ok((row.meta.with(key, row.value), row.at))
+                    pair_at(key, row)
                 })
                 .collect::<KvResult<Vec<(KeyValue, At)>>>()?;
             let Some((last, _)) = batch.last() else {
@@ -286,6 +282,12 @@ impl<S: Storage> Writer<'_, S> {
             .insert(&codec::lease_key(id), &codec::encode_lease(lease))?;
         Ok(())
     }
+}
+
+/// A `kv` row as the pair it holds and where that version is in `history`.
+fn pair_at(key: &[u8], row: &[u8]) -> KvResult<(KeyValue, At)> {
+    let row = codec::kv_row(row)?;
+    Ok((row.meta.with(key, row.value), row.at))
 }
 
 /// The lease `id`, as `snap` sees it.

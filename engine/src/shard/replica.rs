@@ -58,14 +58,14 @@ const MAX_CALLS_PER_ROUND: usize = 4096;
 /// entries with client calls taken between rounds, instead of one batch
 /// per tick (which held etcd-like storms to 1,000 leases a second).
 const EXPIRY_BATCHES_PER_ROUND: usize = 10;
+/// The one voter of a single-node group.
+const REPLICA_ID: u64 = 1;
+
 /// A tree sync whose syncs and meta write run on a blocking thread.
 struct TreeSyncing {
     durability: DeferredDurability,
     job: Pin<Box<dyn Future<Output = std::io::Result<()>>>>,
 }
-
-/// The one voter of a single-node group.
-const REPLICA_ID: u64 = 1;
 
 /// What a core asks of one of its shards.
 pub(crate) enum ShardCall {
@@ -980,8 +980,9 @@ impl Replica {
                 None => return Ok(false),
             }
         };
-        let durability = syncing.durability.clone();
-        self.tree_syncing = None;
+        let Some(TreeSyncing { durability, .. }) = self.tree_syncing.take() else {
+            return Ok(true);
+        };
         self.store
             .sync_finished(&durability, outcome)
             .map_err(|e| format!("tree sync: {e}"))?;
