@@ -35,8 +35,12 @@ struct Inner {
     map: Mutex<ShardMap>,
     /// The connection to the client port, with the endpoint it reached.
     main: AsyncMutex<Option<(Connection, String)>>,
-    /// Connections to each core's port, by core.
-    direct: AsyncMutex<Vec<Option<Connection>>>,
+    /// Connections to each core's port, by core. Looked up by every call,
+    /// so a plain mutex, never held across an await.
+    direct: Mutex<Vec<Option<Connection>>>,
+    /// Held while a connection to a core's port opens, so that calls that
+    /// find none open one, not one each.
+    opening: AsyncMutex<()>,
     next_id: AtomicU64,
 }
 
@@ -74,7 +78,8 @@ impl Client {
                     cores: Vec::new(),
                 }),
                 main: AsyncMutex::new(None),
-                direct: AsyncMutex::new(Vec::new()),
+                direct: Mutex::new(Vec::new()),
+                opening: AsyncMutex::new(()),
                 next_id: AtomicU64::new(1),
             }),
         };
@@ -104,7 +109,9 @@ impl Client {
             changed
         };
         if changed {
-            self.inner.direct.lock().await.clear();
+            if let Ok(mut direct) = self.inner.direct.lock() {
+                direct.clear();
+            }
         }
         Ok(status)
     }
@@ -164,17 +171,20 @@ impl Client {
         let Some((core, address)) = address else {
             return self.main_connection().await;
         };
-        let mut direct = self.inner.direct.lock().await;
-        if direct.len() <= core {
-            direct.resize(core + 1, None);
+        if let Some(connection) = self.open_direct(core) {
+            return Ok(connection);
         }
-        if let Some(Some(connection)) = direct.get(core) {
-            if !connection.is_closed() {
-                return Ok(connection.clone());
-            }
+        let _opening = self.inner.opening.lock().await;
+        // Another call may have opened it while this one waited.
+        if let Some(connection) = self.open_direct(core) {
+            return Ok(connection);
         }
         match Connection::open(&address).await {
             Ok(connection) => {
+                let mut direct = self.inner.direct.lock().map_err(|_| Error::Disconnected)?;
+                if direct.len() <= core {
+                    direct.resize(core + 1, None);
+                }
                 if let Some(slot) = direct.get_mut(core) {
                     *slot = Some(connection.clone());
                 }
@@ -182,11 +192,18 @@ impl Client {
             }
             // The core's port is unreachable (a firewall, a proxy): the
             // client port serves every shard too, one hop further.
-            Err(_) => {
-                drop(direct);
-                self.main_connection().await
-            }
+            Err(_) => self.main_connection().await,
         }
+    }
+
+    /// The open connection to `core`'s port, if there is one.
+    fn open_direct(&self, core: usize) -> Option<Connection> {
+        let direct = self.inner.direct.lock().ok()?;
+        direct
+            .get(core)?
+            .as_ref()
+            .filter(|connection| !connection.is_closed())
+            .cloned()
     }
 
     /// Sends `request` where `route` says and returns its answer, turning

@@ -3,11 +3,11 @@
 //! response carrying their id until they are dropped.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keel_proto::{
-    decode_response, encode_frame, encode_request, FrameDecoder, Request, Response,
-    MAX_RESPONSE_FRAME_LEN,
+    decode_response, encode_request_frame, FrameDecoder, Request, Response, MAX_RESPONSE_FRAME_LEN,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -21,6 +21,13 @@ enum Waiter {
     Stream(mpsc::UnboundedSender<Result<Response>>),
 }
 
+/// Most bytes handed to the socket at once.
+const WRITE_BATCH: usize = 256 << 10;
+
+/// Times the writer lets other tasks run before it sends, while they keep
+/// queueing frames.
+const COALESCE_ROUNDS: usize = 4;
+
 type Waiters = Arc<Mutex<Option<HashMap<u64, Waiter>>>>;
 
 /// A connection's shared state. Cloning shares the connection.
@@ -29,6 +36,9 @@ pub(crate) struct Connection {
     frames: mpsc::UnboundedSender<Vec<u8>>,
     /// `None` once the connection is gone: nothing more can wait on it.
     waiters: Waiters,
+    /// Set when the reader stops (and `waiters` becomes `None`): read
+    /// before every call, so it is not behind the mutex.
+    closed: Arc<AtomicBool>,
 }
 
 /// The responses of one stream request (a watch). Dropping it stops their
@@ -78,9 +88,16 @@ impl Connection {
         tokio::spawn(async move {
             while let Some(frame) = outgoing.recv().await {
                 let mut batch = frame;
-                while let Ok(more) = outgoing.try_recv() {
-                    batch.extend_from_slice(&more);
-                    if batch.len() > 256 << 10 {
+                for _ in 0..COALESCE_ROUNDS {
+                    tokio::task::yield_now().await;
+                    let before = batch.len();
+                    while let Ok(more) = outgoing.try_recv() {
+                        batch.extend_from_slice(&more);
+                        if batch.len() > WRITE_BATCH {
+                            break;
+                        }
+                    }
+                    if batch.len() == before || batch.len() > WRITE_BATCH {
                         break;
                     }
                 }
@@ -90,6 +107,8 @@ impl Connection {
             }
         });
         let reading = waiters.clone();
+        let closed = Arc::new(AtomicBool::new(false));
+        let reader_closed = closed.clone();
         tokio::spawn(async move {
             let mut decoder = FrameDecoder::with_limit(MAX_RESPONSE_FRAME_LEN);
             let mut chunk = vec![0u8; 64 << 10];
@@ -111,6 +130,7 @@ impl Connection {
             }
             // Everyone still waiting hears that the connection is gone, and
             // the connection counts as closed from now on.
+            reader_closed.store(true, Ordering::Release);
             let gone = reading.lock().ok().and_then(|mut w| w.take());
             for waiter in gone.into_iter().flat_map(HashMap::into_values) {
                 match waiter {
@@ -119,16 +139,20 @@ impl Connection {
                 }
             }
         });
-        Ok(Connection { frames, waiters })
+        Ok(Connection {
+            frames,
+            waiters,
+            closed,
+        })
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.frames.is_closed() || self.waiters.lock().map_or(true, |w| w.is_none())
+        self.frames.is_closed() || self.closed.load(Ordering::Acquire)
     }
 
     fn send(&self, id: u64, request: &Request, waiter: Waiter) -> Result<()> {
-        let message = encode_request(id, request);
-        let frame = encode_frame(&message).map_err(|e| Error::InvalidRequest(e.to_string()))?;
+        let frame =
+            encode_request_frame(id, request).map_err(|e| Error::InvalidRequest(e.to_string()))?;
         {
             let mut waiters = self.waiters.lock().map_err(|_| Error::Disconnected)?;
             let waiters = waiters.as_mut().ok_or(Error::Disconnected)?;
