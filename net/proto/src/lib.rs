@@ -36,7 +36,10 @@ mod generated {
     include!("generated/keel_generated.rs");
 }
 
-pub use codec::{decode_request, decode_response, encode_request, encode_response, DecodeError};
+pub use codec::{
+    decode_request, decode_response, encode_request, encode_request_frame, encode_response,
+    encode_response_frame_within, DecodeError,
+};
 pub use frame::{
     encode_frame, encode_frame_within, FrameDecoder, FrameError, FRAME_HEADER_LEN, MAX_FRAME_LEN,
     MAX_NESTING, MAX_RESPONSE_FRAME_LEN,

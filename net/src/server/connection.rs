@@ -17,8 +17,8 @@ use futures_lite::future::{or, pending};
 use futures_lite::{AsyncRead, AsyncReadExt, StreamExt};
 use futures_util::stream::FuturesUnordered;
 use keel_proto::{
-    decode_request, encode_frame_within, encode_response, DecodeError, ErrorBody, ErrorCode,
-    FrameDecoder, FrameError, Request, Response, ResponseBody, MAX_RESPONSE_FRAME_LEN,
+    decode_request, encode_response_frame_within, DecodeError, ErrorBody, ErrorCode, FrameDecoder,
+    FrameError, Request, Response, ResponseBody, MAX_RESPONSE_FRAME_LEN,
 };
 
 use crate::server::core::CoreContext;
@@ -40,23 +40,14 @@ pub(crate) struct Connection {
 
 impl Connection {
     /// Queues a response, replacing one too large for a frame with an
-    /// error that says so.
-    pub(crate) async fn respond(&self, response: Response) -> Result<(), Closed> {
-        let id = response.id;
-        let message = encode_response(&response);
-        let frame = match encode_frame_within(&message, MAX_RESPONSE_FRAME_LEN) {
-            Ok(frame) => frame,
-            Err(error) => {
-                let refusal = error_response(
-                    id,
-                    ErrorCode::TooLarge,
-                    format!("the answer is too large ({error}); ask for less, e.g. with a limit"),
-                );
-                let message = encode_response(&refusal);
-                encode_frame_within(&message, MAX_RESPONSE_FRAME_LEN).map_err(|_| Closed)?
-            }
-        };
-        self.outbound.push(frame).await
+    /// error that says so. It is encoded before the wait for room, so the
+    /// future that waits holds only its frame.
+    pub(crate) fn respond(
+        &self,
+        response: Response,
+    ) -> impl Future<Output = Result<(), Closed>> + '_ {
+        let frame = response_frame(&response);
+        async move { self.outbound.push(frame.ok_or(Closed)?).await }
     }
 
     pub(crate) async fn respond_error(
@@ -66,6 +57,21 @@ impl Connection {
         message: String,
     ) -> Result<(), Closed> {
         self.respond(error_response(id, code, message)).await
+    }
+}
+
+/// `response` framed, or a refusal that says it is too large.
+fn response_frame(response: &Response) -> Option<Vec<u8>> {
+    match encode_response_frame_within(response, MAX_RESPONSE_FRAME_LEN) {
+        Ok(frame) => Some(frame),
+        Err(error) => {
+            let refusal = error_response(
+                response.id,
+                ErrorCode::TooLarge,
+                format!("the answer is too large ({error}); ask for less, e.g. with a limit"),
+            );
+            encode_response_frame_within(&refusal, MAX_RESPONSE_FRAME_LEN).ok()
+        }
     }
 }
 

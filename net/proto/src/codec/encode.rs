@@ -1,8 +1,11 @@
 //! Plain messages into flatbuffers. Children are built before the tables
 //! that point at them, as flatbuffers requires.
 
+use std::cell::RefCell;
+
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
+use crate::frame::{encode_frame_within, FrameError, MAX_FRAME_LEN};
 use crate::generated::keel::proto as fb;
 use crate::types::*;
 
@@ -15,13 +18,41 @@ fn bytes<'a>(
     (!bytes.is_empty()).then(|| fbb.create_vector(bytes))
 }
 
-/// The request `request` with id `id`, as a flatbuffer (without its frame
-/// header).
-pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
-    let mut fbb = Builder::with_capacity(256);
-    let (body_type, body) = request_body(&mut fbb, request);
+thread_local! {
+    /// One builder per thread, reset for each message: building a message
+    /// then costs no allocation of the builder's own buffers.
+    static BUILDER: RefCell<Builder<'static>> = RefCell::new(Builder::with_capacity(1024));
+}
+
+/// A builder that built a message larger than this is dropped, so that
+/// one large answer does not keep its buffer for good.
+const KEPT_BUILDER_BYTES: usize = 64 << 10;
+
+/// Builds a message with the thread's builder (a fresh one if it is busy)
+/// and hands its bytes to `take`.
+fn build<R>(message: impl FnOnce(&mut Builder<'static>), take: impl FnOnce(&[u8]) -> R) -> R {
+    BUILDER.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut fbb) => {
+            fbb.reset();
+            message(&mut fbb);
+            let out = take(fbb.finished_data());
+            if fbb.finished_data().len() > KEPT_BUILDER_BYTES {
+                *fbb = Builder::with_capacity(1024);
+            }
+            out
+        }
+        Err(_) => {
+            let mut fbb = Builder::with_capacity(256);
+            message(&mut fbb);
+            take(fbb.finished_data())
+        }
+    })
+}
+
+fn request_message(fbb: &mut Builder<'_>, id: u64, request: &Request) {
+    let (body_type, body) = request_body(fbb, request);
     let root = fb::Request::create(
-        &mut fbb,
+        fbb,
         &fb::RequestArgs {
             id,
             body_type,
@@ -29,7 +60,23 @@ pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
         },
     );
     fbb.finish(root, None);
-    fbb.finished_data().to_vec()
+}
+
+/// The request `request` with id `id`, as a flatbuffer (without its frame
+/// header).
+pub fn encode_request(id: u64, request: &Request) -> Vec<u8> {
+    build(|fbb| request_message(fbb, id, request), <[u8]>::to_vec)
+}
+
+/// The request `request` with id `id`, framed.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] when it does not fit a frame.
+pub fn encode_request_frame(id: u64, request: &Request) -> Result<Vec<u8>, FrameError> {
+    build(
+        |fbb| request_message(fbb, id, request),
+        |message| encode_frame_within(message, MAX_FRAME_LEN),
+    )
 }
 
 fn request_body(
@@ -271,12 +318,10 @@ fn txn_request<'a>(fbb: &mut Builder<'a>, r: &TxnRequest) -> WIPOffset<fb::TxnRe
     fb::TxnRequest::create(fbb, &args)
 }
 
-/// The response `response` as a flatbuffer (without its frame header).
-pub fn encode_response(response: &Response) -> Vec<u8> {
-    let mut fbb = Builder::with_capacity(256);
-    let (body_type, body) = response_body(&mut fbb, &response.body);
+fn response_message(fbb: &mut Builder<'_>, response: &Response) {
+    let (body_type, body) = response_body(fbb, &response.body);
     let root = fb::Response::create(
-        &mut fbb,
+        fbb,
         &fb::ResponseArgs {
             id: response.id,
             revision: response.revision,
@@ -285,7 +330,25 @@ pub fn encode_response(response: &Response) -> Vec<u8> {
         },
     );
     fbb.finish(root, None);
-    fbb.finished_data().to_vec()
+}
+
+/// The response `response` as a flatbuffer (without its frame header).
+pub fn encode_response(response: &Response) -> Vec<u8> {
+    build(|fbb| response_message(fbb, response), <[u8]>::to_vec)
+}
+
+/// The response `response`, framed, refused above `max` bytes.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] when it is longer than `max`.
+pub fn encode_response_frame_within(
+    response: &Response,
+    max: usize,
+) -> Result<Vec<u8>, FrameError> {
+    build(
+        |fbb| response_message(fbb, response),
+        |message| encode_frame_within(message, max),
+    )
 }
 
 fn response_body(

@@ -4,7 +4,9 @@ mod decode;
 mod encode;
 
 pub use decode::{decode_request, decode_response};
-pub use encode::{encode_request, encode_response};
+pub use encode::{
+    encode_request, encode_request_frame, encode_response, encode_response_frame_within,
+};
 
 /// A message that cannot be used. `id` is the request's (or response's)
 /// id when the bytes verified far enough to carry one: the server answers

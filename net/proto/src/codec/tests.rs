@@ -1,5 +1,5 @@
 use super::*;
-use crate::frame::FrameDecoder;
+use crate::frame::{FrameDecoder, FRAME_HEADER_LEN};
 use crate::types::*;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -222,6 +222,46 @@ fn every_response_round_trips() {
         };
         let bytes = encode_response(&response);
         assert_eq!(decode_response(&bytes), Ok(response));
+    }
+}
+
+#[test]
+fn framed_messages_are_the_messages_with_their_length_whatever_came_before() {
+    // The thread's builder is reused: a message built after a large one,
+    // or after one of another kind, must not carry anything of it.
+    let large = Response {
+        id: 1,
+        revision: 2,
+        body: ResponseBody::Range(RangeResponse {
+            kvs: vec![kv("big", &"x".repeat(200 << 10))],
+            more: false,
+            count: 1,
+        }),
+    };
+    let small = Response {
+        id: 3,
+        revision: 4,
+        body: ResponseBody::Range(RangeResponse::default()),
+    };
+    for response in [&large, &small, &large, &small] {
+        let frame = encode_response_frame_within(response, 1 << 20).unwrap();
+        let mut frames = FrameDecoder::with_limit(1 << 20);
+        frames.extend(&frame);
+        let message = frames.next_frame().unwrap().unwrap();
+        assert_eq!(decode_response(&message), Ok(response.clone()));
+        assert_eq!(frames.next_frame(), Ok(None));
+    }
+    assert!(encode_response_frame_within(&large, 100 << 10).is_err());
+    for (id, request) in every_request().into_iter().enumerate() {
+        let frame = encode_request_frame(id as u64, &request).unwrap();
+        assert_eq!(
+            frame.len(),
+            FRAME_HEADER_LEN + encode_request(id as u64, &request).len()
+        );
+        let mut frames = FrameDecoder::new();
+        frames.extend(&frame);
+        let message = frames.next_frame().unwrap().unwrap();
+        assert_eq!(decode_request(&message), Ok((id as u64, request)));
     }
 }
 
