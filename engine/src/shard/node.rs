@@ -437,6 +437,19 @@ impl NodeClient<'_> {
                 })
                 .await;
         }
+        // Boxed: this path's future is several times the size of the one
+        // above, which every point read in flight would otherwise carry.
+        Box::pin(self.range_at_one_revision(request, one_shard)).await
+    }
+
+    /// A range read at one revision on every shard it spans (see
+    /// [`NodeClient::range`]).
+    async fn range_at_one_revision(
+        &self,
+        request: RangeRequest,
+        one_shard: Option<usize>,
+    ) -> NodeResult<(Revision, RangeResponse)> {
+        let shards = self.node.shards;
         // A bad key is refused before the revision is looked at, as a
         // single keyspace would.
         crate::mvcc::KeyRange::new(&request.key, &request.range_end)?;

@@ -11,11 +11,41 @@ use crate::server::outbound::Closed;
 use crate::server::{convert, status, watch};
 
 /// Serves `request` and queues its answer (for a watch: its stream).
+///
+/// Every request in flight holds its future, so the common ones (puts and
+/// reads) are served by a future of their own size; the rest, whose
+/// futures are several times larger, are boxed when they come.
 pub(crate) async fn handle(
     connection: &Connection,
     id: u64,
     request: Request,
 ) -> Result<(), Closed> {
+    let client = connection.ctx.client();
+    let answer = match request {
+        Request::Put(put) => client.put(convert::put_request(put)).await.map(applied),
+        Request::Range(range) if range.revision == 0 => {
+            let consistency = if range.serializable {
+                Consistency::Serializable
+            } else {
+                Consistency::Linearizable
+            };
+            client
+                .range(convert::range_request(range), consistency)
+                .await
+                .map(|(revision, answer)| {
+                    (
+                        revision,
+                        ResponseBody::Range(convert::range_response(answer)),
+                    )
+                })
+        }
+        other => return Box::pin(handle_any(connection, id, other)).await,
+    };
+    connection.respond(answer_to(id, answer)).await
+}
+
+/// Serves any request (see [`handle`]).
+async fn handle_any(connection: &Connection, id: u64, request: Request) -> Result<(), Closed> {
     let client = connection.ctx.client();
     let answer: Result<(u64, ResponseBody), NodeError> = match request {
         Request::Range(range) => {
@@ -108,15 +138,18 @@ pub(crate) async fn handle(
         }),
         Request::Status => status::status(&connection.ctx, &client).await,
     };
-    let response = match answer {
+    connection.respond(answer_to(id, answer)).await
+}
+
+fn answer_to(id: u64, answer: Result<(u64, ResponseBody), NodeError>) -> Response {
+    match answer {
         Ok((revision, body)) => Response { id, revision, body },
         Err(error) => Response {
             id,
             revision: 0,
             body: ResponseBody::Error(convert::error(&error)),
         },
-    };
-    connection.respond(response).await
+    }
 }
 
 fn applied(applied: keel_engine::mvcc::Applied) -> (u64, ResponseBody) {
