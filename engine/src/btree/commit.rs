@@ -77,6 +77,9 @@ use crate::error::{Error, Result};
 /// The file grows in steps of at least this much, so that most commits do
 /// not change its size (a size change makes fdatasync commit metadata).
 const GROWTH_STEP: u64 = 1 << 20;
+
+/// Bytes of adjacent pages gathered into one write.
+const WRITE_RUN_BYTES: usize = 1 << 20;
 /// The free tail of the file is given back once it is this many pages and
 /// an eighth of the file.
 const MIN_TAIL_PAGES: u64 = 256;
@@ -402,11 +405,14 @@ impl<S: Storage> WriteTxn<S> {
             storage.set_len(grown)?;
         }
         writes.sort_by_key(|(extent, _, _)| extent.page);
-        // Adjacent extents go out as one write.
-        let mut run: Vec<u8> = Vec::new();
+        // Adjacent extents go out as one write of at most about
+        // `WRITE_RUN_BYTES`: a longer one would cost a buffer as large as
+        // the commit, allocated (and faulted in) anew for each.
+        let mut run: Vec<u8> = Vec::with_capacity(WRITE_RUN_BYTES);
         let mut run_start = 0u64;
         for (extent, bytes, _) in writes.iter() {
-            if !run.is_empty() && run_start + (run.len() / PAGE_SIZE) as u64 != extent.page {
+            let adjacent = run_start + (run.len() / PAGE_SIZE) as u64 == extent.page;
+            if !run.is_empty() && (!adjacent || run.len() >= WRITE_RUN_BYTES) {
                 storage.write_at(run_start * PAGE_SIZE as u64, &run)?;
                 run.clear();
             }
