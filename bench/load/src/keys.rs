@@ -76,10 +76,19 @@ impl KeySpace {
 
     /// Key number `index` (taken modulo the count).
     pub fn key(&self, index: u64) -> Vec<u8> {
-        let mut key = self.prefix.clone();
-        key.extend_from_slice(
-            format!("{:0width$}", index % self.count, width = self.width).as_bytes(),
-        );
+        // Digits written by hand: this runs for every request, and
+        // `format!` took about 4% of the generator's time.
+        let mut key = Vec::with_capacity(self.prefix.len() + self.width);
+        key.extend_from_slice(&self.prefix);
+        key.resize(self.prefix.len() + self.width, b'0');
+        let mut number = index % self.count;
+        for digit in key.iter_mut().rev().take(self.width) {
+            if number == 0 {
+                break;
+            }
+            *digit = b'0' + (number % 10) as u8;
+            number /= 10;
+        }
         key
     }
 

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::{drain, prefill, timed, value_with_sequence, Context};
+use super::{drain, prefill, timed, value_with_sequence, Context, WorkerTimer};
 use crate::args::MaxOps;
 use crate::keys::{worker_rng, KeySpace};
 use crate::record::{Op, OpTotals, Recorder};
@@ -187,6 +187,7 @@ async fn closed_loop(
         let read_percent = args.read_percent;
         workers.spawn(async move {
             let mut rng = worker_rng(seed, worker as u64);
+            let mut timer = WorkerTimer::new();
             loop {
                 let began = Instant::now();
                 if began >= window.end {
@@ -200,7 +201,8 @@ async fn closed_loop(
                     MaxOps::Mix => Op::Write,
                 };
                 let request = ops.perform(op, &mut rng, worker);
-                timed(&recorder, op, began, window.contains(began), request).await;
+                let measured = window.contains(began);
+                timer.timed(&recorder, op, began, measured, request).await;
             }
         });
     }

@@ -96,15 +96,69 @@ pub(crate) async fn timed<T>(
     measured: bool,
     request: impl Future<Output = Result<T>>,
 ) -> Option<T> {
-    match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
-        Ok(outcome) => {
+    let outcome = tokio::time::timeout(REQUEST_TIMEOUT, request).await.ok();
+    record(recorder, op, since, measured, outcome)
+}
+
+/// Records a request's `outcome` (`None`: it timed out) as [`timed`] does.
+fn record<T>(
+    recorder: &Recorder,
+    op: Op,
+    since: Instant,
+    measured: bool,
+    outcome: Option<Result<T>>,
+) -> Option<T> {
+    match outcome {
+        Some(outcome) => {
             recorder.record(op, since.elapsed(), &outcome, measured);
             outcome.ok()
         }
-        Err(_) => {
+        None => {
             recorder.timeout(op, since.elapsed(), measured);
             None
         }
+    }
+}
+
+/// How much earlier than [`REQUEST_TIMEOUT`] a [`WorkerTimer`] may give up.
+const TIMER_SLACK: Duration = Duration::from_secs(1);
+
+/// The timeout of a worker that sends one request after another: one
+/// timer, moved on only when it falls more than [`TIMER_SLACK`] behind the
+/// request's own deadline, so most requests cost no timer of their own (a
+/// timer each took about a tenth of the generator's time at full load). A
+/// request times out between `REQUEST_TIMEOUT - TIMER_SLACK` and
+/// `REQUEST_TIMEOUT` after it began.
+pub(crate) struct WorkerTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl WorkerTimer {
+    pub(crate) fn new() -> WorkerTimer {
+        WorkerTimer {
+            sleep: Box::pin(tokio::time::sleep(REQUEST_TIMEOUT)),
+        }
+    }
+
+    /// As [`timed`], with this worker's timer.
+    pub(crate) async fn timed<T>(
+        &mut self,
+        recorder: &Recorder,
+        op: Op,
+        since: Instant,
+        measured: bool,
+        request: impl Future<Output = Result<T>>,
+    ) -> Option<T> {
+        let deadline = tokio::time::Instant::from_std(since) + REQUEST_TIMEOUT;
+        if self.sleep.deadline() + TIMER_SLACK < deadline {
+            self.sleep.as_mut().reset(deadline);
+        }
+        let outcome = tokio::select! {
+            biased;
+            outcome = request => Some(outcome),
+            () = self.sleep.as_mut() => None,
+        };
+        record(recorder, op, since, measured, outcome)
     }
 }
 
@@ -195,6 +249,29 @@ mod tests {
 
     fn reads(report: &RunReport) -> &crate::report::OpReport {
         report.ops.iter().find(|op| op.op == "read").unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_timer_times_out_each_request_that_hangs_near_its_own_deadline() {
+        let recorder = Recorder::new();
+        let mut timer = WorkerTimer::new();
+        let now = || tokio::time::Instant::now().into_std();
+        let answered = timer.timed(&recorder, Op::Read, now(), true, async { Ok(7) });
+        assert_eq!(answered.await, Some(7));
+        for pause in [3, 0, 5] {
+            tokio::time::sleep(Duration::from_secs(pause)).await;
+            let began = tokio::time::Instant::now();
+            let hung = std::future::pending::<Result<u8>>();
+            let outcome = timer.timed(&recorder, Op::Read, began.into_std(), true, hung);
+            assert_eq!(outcome.await, None);
+            let waited = began.elapsed();
+            assert!(
+                waited >= REQUEST_TIMEOUT - TIMER_SLACK && waited <= REQUEST_TIMEOUT,
+                "timed out after {waited:?}"
+            );
+        }
+        let totals = recorder.totals();
+        assert_eq!((totals[0].errors, totals[0].timeouts), (3, 3));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
