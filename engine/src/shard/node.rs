@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
@@ -22,7 +22,7 @@ use crate::shard::error::{NodeError, NodeResult};
 use crate::shard::merge::{merge_ranges, per_shard_request};
 use crate::shard::node_meta;
 use crate::shard::replica::{Replica, ReplicaConfig, ShardCall};
-use crate::shard::router::{CoreCall, CoreRouter};
+use crate::shard::router::{self, CoreCall, CoreRouter};
 
 /// Calls queued between two cores before the sender waits.
 const MESH_CAPACITY: usize = 1024;
@@ -94,8 +94,13 @@ pub enum Consistency {
     Serializable,
 }
 
+/// Ids of the nodes started in this process.
+static NEXT_NODE_ID: AtomicU64 = AtomicU64::new(0);
+
 /// The running node. Dropping it shuts the node down (as [`Node::shutdown`]).
 pub struct Node {
+    /// Unique in the process: tells this node's cores from another's.
+    id: u64,
     shards: usize,
     next_lease_home: std::sync::atomic::AtomicUsize,
     cores: Vec<flume::Sender<Ingress>>,
@@ -150,6 +155,7 @@ impl Node {
             }
         }
         let (ready_tx, ready_rx) = flume::unbounded();
+        let node_id = NEXT_NODE_ID.fetch_add(1, Ordering::Relaxed);
         let mut cores = Vec::new();
         let mut threads = Vec::new();
         for (core, (core_senders, core_receivers)) in senders.into_iter().zip(receivers).enumerate()
@@ -158,6 +164,7 @@ impl Node {
             cores.push(tx);
             let owned: Vec<usize> = (core..shards).step_by(core_count).collect();
             let setup = CoreSetup {
+                node_id,
                 core,
                 core_count,
                 owned,
@@ -183,6 +190,7 @@ impl Node {
         }
         drop(ready_tx);
         let node = Node {
+            id: node_id,
             shards,
             next_lease_home: std::sync::atomic::AtomicUsize::new(0),
             cores,
@@ -341,7 +349,13 @@ impl NodeClient<'_> {
         shard: usize,
         make: impl FnOnce(crate::shard::replica::Reply<T>) -> ShardCall,
     ) -> NodeResult<T> {
-        let (reply, answer) = flume::bounded(1);
+        if let Some(router) = self
+            .entry_core
+            .and_then(|core| router::router_here(self.node.id, core))
+        {
+            return router.call(shard, make).await;
+        }
+        let (reply, answer) = futures_channel::oneshot::channel();
         let core = self
             .entry_core
             .unwrap_or(crate::routing::core_of(shard, self.node.cores.len()));
@@ -352,7 +366,7 @@ impl NodeClient<'_> {
                 call: make(reply),
             }))
             .map_err(|_| NodeError::Shutdown)?;
-        answer.recv_async().await.map_err(|_| NodeError::Shutdown)?
+        answer.await.map_err(|_| NodeError::Shutdown)?
     }
 
     /// Proposes `entry` on `shard` as it is.
@@ -575,6 +589,7 @@ pub type CoreTask =
 
 /// What one core starts with.
 struct CoreSetup {
+    node_id: u64,
     core: usize,
     core_count: usize,
     owned: Vec<usize>,
@@ -594,6 +609,7 @@ fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
 /// One core's life: open its shards, serve, shut them down.
 async fn run_core(setup: CoreSetup) {
     let CoreSetup {
+        node_id,
         core,
         core_count,
         owned,
@@ -624,6 +640,7 @@ async fn run_core(setup: CoreSetup) {
         inbound.push(receiver.await);
     }
     let router = Rc::new(CoreRouter::new(core, core_count, peers));
+    router::enter_core(node_id, core, router.clone());
     let mut replicas = Vec::new();
     let mut failed = false;
     for shard in owned {
@@ -670,6 +687,7 @@ async fn run_core(setup: CoreSetup) {
     }
     // Shutting down: close the mesh so peers' forwarders end, and this
     // core's shard channels so its replicas drain and stop.
+    router::leave_core();
     router.close();
     for forwarder in forwarders {
         forwarder.await;

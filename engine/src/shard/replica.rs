@@ -41,7 +41,7 @@ use crate::shard::router::CoreRouter;
 use crate::shard::watch_feed::{Subscriber, WatchFeeds};
 
 /// How a caller gets its answer; the receiving end may be on any thread.
-pub(crate) type Reply<T> = flume::Sender<NodeResult<T>>;
+pub(crate) type Reply<T> = futures_channel::oneshot::Sender<NodeResult<T>>;
 
 /// Raft ticks this often; elections take 10 ticks, heartbeats 3.
 const TICK: Duration = Duration::from_millis(100);
@@ -905,7 +905,7 @@ impl Replica {
             return;
         }
         if let Some(entry) = self.lessor.checkpoints(self.now()) {
-            let (reply, _ignored) = flume::bounded(1);
+            let (reply, _ignored) = futures_channel::oneshot::channel();
             self.propose(entry, reply);
         }
     }
@@ -919,7 +919,7 @@ impl Replica {
         let Some(entry) = self.lessor.expired(self.now()) else {
             return false;
         };
-        let (reply, _ignored) = flume::bounded(1);
+        let (reply, _ignored) = futures_channel::oneshot::channel();
         self.propose(entry, reply);
         true
     }
