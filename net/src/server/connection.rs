@@ -16,6 +16,7 @@ use std::rc::Rc;
 use futures_lite::future::{or, pending};
 use futures_lite::{AsyncRead, AsyncReadExt, StreamExt};
 use futures_util::stream::FuturesUnordered;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use keel_proto::{
     decode_request, encode_response_frame_within, DecodeError, ErrorBody, ErrorCode, FrameDecoder,
     FrameError, Request, Response, ResponseBody, MAX_RESPONSE_FRAME_LEN,
@@ -101,7 +102,7 @@ where
         watches: RefCell::new(HashMap::new()),
     };
     let work = async {
-        let (decoded, requests) = flume::bounded(DECODED_QUEUE);
+        let (decoded, requests) = local_channel::new_bounded(DECODED_QUEUE);
         let violation = or(read_requests(&mut reader, &connection, decoded), async {
             dispatch(&connection, requests).await;
             None
@@ -124,7 +125,7 @@ where
 async fn read_requests(
     reader: &mut (impl AsyncRead + Unpin),
     connection: &Connection,
-    decoded: flume::Sender<(u64, Request)>,
+    decoded: LocalSender<(u64, Request)>,
 ) -> Option<Response> {
     let mut frames = FrameDecoder::new();
     let mut chunk = vec![0; READ_CHUNK];
@@ -144,7 +145,7 @@ async fn read_requests(
             };
             match decode_request(&frame) {
                 Ok(request) => {
-                    if decoded.send_async(request).await.is_err() {
+                    if decoded.send(request).await.is_err() {
                         return None;
                     }
                 }
@@ -178,7 +179,7 @@ async fn read_requests(
 type InFlight<'a> = Pin<Box<dyn Future<Output = Result<(), Closed>> + 'a>>;
 
 /// Runs decoded requests concurrently, at most `max_in_flight` at once.
-async fn dispatch(connection: &Connection, requests: flume::Receiver<(u64, Request)>) {
+async fn dispatch(connection: &Connection, requests: LocalReceiver<(u64, Request)>) {
     enum Step {
         Arrived((u64, Request)),
         Finished(Result<(), Closed>),
@@ -192,9 +193,9 @@ async fn dispatch(connection: &Connection, requests: flume::Receiver<(u64, Reque
             if !room {
                 return pending().await;
             }
-            match requests.recv_async().await {
-                Ok(request) => Step::Arrived(request),
-                Err(_) => Step::ReaderGone,
+            match requests.recv().await {
+                Some(request) => Step::Arrived(request),
+                None => Step::ReaderGone,
             }
         };
         let finished = async {

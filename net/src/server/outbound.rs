@@ -51,47 +51,57 @@ impl LocalNotify {
 pub(crate) struct Closed;
 
 pub(crate) struct Outbound {
-    sender: RefCell<Option<flume::Sender<Vec<u8>>>>,
-    receiver: flume::Receiver<Vec<u8>>,
-    queued_bytes: Cell<usize>,
+    /// Frames queued and not yet handed to the socket, back to back.
+    queued: RefCell<Vec<u8>>,
+    /// Bytes the writer has taken and not yet written.
+    writing: Cell<usize>,
     limit: usize,
     stall_timeout: Duration,
+    /// Frames were queued, or the queue closed.
+    ready: LocalNotify,
+    closed: Cell<bool>,
+    /// The writer wrote what it took.
     room: LocalNotify,
     aborted: Cell<bool>,
     abort: LocalNotify,
 }
 
-/// Most bytes the writer hands the socket at once.
-const WRITE_BATCH: usize = 256 << 10;
+/// A write buffer grown past this is let go once written, so a burst of
+/// large answers does not keep its memory on an idle connection.
+const KEPT_BUFFER_BYTES: usize = 1 << 20;
 
 impl Outbound {
     pub(crate) fn new(limit: usize, stall_timeout: Duration) -> Outbound {
-        let (sender, receiver) = flume::unbounded();
         Outbound {
-            sender: RefCell::new(Some(sender)),
-            receiver,
-            queued_bytes: Cell::new(0),
+            queued: RefCell::new(Vec::new()),
+            writing: Cell::new(0),
             limit,
             stall_timeout,
+            ready: LocalNotify::default(),
+            closed: Cell::new(false),
             room: LocalNotify::default(),
             aborted: Cell::new(false),
             abort: LocalNotify::default(),
         }
     }
 
+    /// Bytes queued or being written.
+    fn held(&self) -> usize {
+        self.queued.borrow().len() + self.writing.get()
+    }
+
     /// Queues `frame`, waiting for room. A frame larger than the whole
     /// buffer goes out alone, once the queue is empty.
     pub(crate) async fn push(&self, frame: Vec<u8>) -> Result<(), Closed> {
         loop {
-            if self.aborted.get() {
+            if self.aborted.get() || self.closed.get() {
                 return Err(Closed);
             }
-            let queued = self.queued_bytes.get();
-            if queued == 0 || queued + frame.len() <= self.limit {
-                let sender = self.sender.borrow();
-                let sender = sender.as_ref().ok_or(Closed)?;
-                self.queued_bytes.set(queued + frame.len());
-                return sender.send(frame).map_err(|_| Closed);
+            let held = self.held();
+            if held == 0 || held + frame.len() <= self.limit {
+                self.queued.borrow_mut().extend_from_slice(&frame);
+                self.ready.notify_all();
+                return Ok(());
             }
             let room = or(
                 async {
@@ -105,7 +115,7 @@ impl Outbound {
             );
             if !room.await {
                 tracing::warn!(
-                    queued,
+                    held,
                     "closing a connection whose client stopped reading its responses"
                 );
                 self.abort();
@@ -116,7 +126,8 @@ impl Outbound {
 
     /// No more frames: the writer sends what is queued, then ends.
     pub(crate) fn close(&self) {
-        self.sender.borrow_mut().take();
+        self.closed.set(true);
+        self.ready.notify_all();
     }
 
     /// Drop everything; the connection ends now.
@@ -127,20 +138,23 @@ impl Outbound {
         self.room.notify_all();
     }
 
-    /// Writes queued frames to `socket` in batches until the queue is closed
-    /// and empty, the socket fails, or the connection is aborted.
+    /// Writes queued frames to `socket`, all that is queued at each write,
+    /// until the queue is closed and empty, the socket fails, or the
+    /// connection is aborted.
     pub(crate) async fn write_to(&self, socket: &mut (impl AsyncWrite + Unpin)) {
         let writing = async {
-            let mut batch = Vec::with_capacity(64 << 10);
-            while let Ok(first) = self.receiver.recv_async().await {
-                batch.clear();
-                batch.extend_from_slice(&first);
-                while batch.len() < WRITE_BATCH {
-                    match self.receiver.try_recv() {
-                        Ok(frame) => batch.extend_from_slice(&frame),
-                        Err(_) => break,
+            let mut batch = Vec::new();
+            loop {
+                // Single-threaded: nothing queues between this check and
+                // the wait, so no wake-up is missed.
+                while self.queued.borrow().is_empty() {
+                    if self.closed.get() {
+                        return;
                     }
+                    self.ready.notified().await;
                 }
+                std::mem::swap(&mut batch, &mut *self.queued.borrow_mut());
+                self.writing.set(batch.len());
                 if let Err(error) = socket.write_all(&batch).await {
                     tracing::debug!(%error, "writing to a client failed");
                     return;
@@ -148,8 +162,11 @@ impl Outbound {
                 if socket.flush().await.is_err() {
                     return;
                 }
-                let left = self.queued_bytes.get().saturating_sub(batch.len());
-                self.queued_bytes.set(left);
+                self.writing.set(0);
+                batch.clear();
+                if batch.capacity() > KEPT_BUFFER_BYTES {
+                    batch = Vec::new();
+                }
                 self.room.notify_all();
             }
         };
