@@ -49,11 +49,12 @@ pub(crate) enum Value {
 }
 
 impl Value {
-    pub(crate) fn new(bytes: &[u8]) -> Value {
+    /// A value that takes `bytes` without copying them.
+    pub(crate) fn owned(bytes: Vec<u8>) -> Value {
         if bytes.len() > INLINE_VALUE_MAX {
-            Value::PendingOverflow(bytes.to_vec())
+            Value::PendingOverflow(bytes)
         } else {
-            Value::Inline(bytes.to_vec())
+            Value::Inline(bytes)
         }
     }
 

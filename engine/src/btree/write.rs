@@ -714,12 +714,28 @@ pub struct TreeMut<'a, S: Storage> {
 }
 
 impl<S: Storage> TreeMut<'_, S> {
+    /// Records this tree's new root and length (its entry exists: `tree`
+    /// made it).
+    fn set_state(&mut self, state: TreeState) {
+        match self.txn.trees.get_mut(&self.name) {
+            Some(slot) => *slot = state,
+            None => {
+                self.txn.trees.insert(self.name.clone(), state);
+            }
+        }
+    }
+
     /// Stores `value` under `key`; returns whether a value was replaced.
     ///
     /// # Errors
     /// [`Error::KeyTooLarge`] beyond 4 KiB, [`Error::ValueTooLarge`] beyond
     /// 1.5 MiB; nothing is changed.
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Result<bool> {
+        self.insert_owned(key, value.to_vec())
+    }
+
+    /// As [`TreeMut::insert`], taking the value's bytes instead of a copy.
+    pub fn insert_owned(&mut self, key: &[u8], value: Vec<u8>) -> Result<bool> {
         check_key(key)?;
         if value.len() > MAX_VALUE_LEN {
             return Err(Error::ValueTooLarge {
@@ -728,7 +744,7 @@ impl<S: Storage> TreeMut<'_, S> {
             });
         }
         let mut state = self.txn.state(&self.name)?;
-        let result = self.txn.insert_at(state.root, key, Value::new(value));
+        let result = self.txn.insert_at(state.root, key, Value::owned(value));
         let (root, old) = self.txn.poison_on_error(result)?;
         let replaced = old.is_some();
         if let Some(old) = old {
@@ -739,7 +755,7 @@ impl<S: Storage> TreeMut<'_, S> {
         }
         state.root = Some(root);
         state.changed = true;
-        self.txn.trees.insert(self.name.clone(), state);
+        self.set_state(state);
         Ok(replaced)
     }
 
@@ -756,7 +772,7 @@ impl<S: Storage> TreeMut<'_, S> {
         state.len = state.len.saturating_sub(1);
         state.root = root;
         state.changed = true;
-        self.txn.trees.insert(self.name.clone(), state);
+        self.set_state(state);
         Ok(true)
     }
 

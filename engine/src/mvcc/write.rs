@@ -105,7 +105,7 @@ impl<S: Storage> Writer<'_, S> {
         };
         self.txn
             .tree(tree::HISTORY)?
-            .insert(&at.key(), &codec::encode_change(key, version, prev))?;
+            .insert_owned(&at.key(), codec::encode_change(key, version, prev))?;
         self.seq = self.seq.saturating_add(1);
         self.wrote = true;
         Ok(at)
@@ -142,7 +142,7 @@ impl<S: Storage> Writer<'_, S> {
         let at = self.record(&kv.key, Some(&kv), prev)?;
         self.txn
             .tree(tree::KV)?
-            .insert(&kv.key, &codec::encode_kv(&kv, at.seq, prev))?;
+            .insert_owned(&kv.key, codec::encode_kv(&kv, at.seq, prev))?;
         let old_lease = old.as_ref().map_or(0, |o| o.lease);
         if old_lease != 0 && old_lease != lease {
             self.txn
