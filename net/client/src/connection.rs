@@ -1,6 +1,8 @@
 //! One TCP connection to a server: many requests in flight, answers
 //! matched to requests by id, and streams (watches) that receive every
-//! response carrying their id until they are dropped.
+//! response carrying their id until they are dropped. A writer task sends
+//! the queued requests; before each send it lets the tasks it woke queue
+//! theirs, so that under load one send carries many requests.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
