@@ -408,7 +408,8 @@ impl<S: Storage> WriteTxn<S> {
         // Adjacent extents go out as one write of at most about
         // `WRITE_RUN_BYTES`: a longer one would cost a buffer as large as
         // the commit, allocated (and faulted in) anew for each.
-        let mut run: Vec<u8> = Vec::with_capacity(WRITE_RUN_BYTES);
+        let total: usize = writes.iter().map(|(_, bytes, _)| bytes.len()).sum();
+        let mut run: Vec<u8> = Vec::with_capacity(total.min(WRITE_RUN_BYTES));
         let mut run_start = 0u64;
         for (extent, bytes, _) in writes.iter() {
             let adjacent = run_start + (run.len() / PAGE_SIZE) as u64 == extent.page;

@@ -558,8 +558,8 @@ impl NodeClient<'_> {
         }
         let mut last = None;
         for shard in 0..self.node.shards {
-            // Each shard's entry gets a revision above the compaction point.
-            self.send_only(shard, ShardCall::Observe { revision });
+            // Each shard's entry gets a revision above the compaction point
+            // (the replica observes it when it proposes the entry).
             let applied = self.write_to(shard, Entry::Compact { revision }).await?;
             last = Some(match last {
                 Some(Applied {

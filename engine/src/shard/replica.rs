@@ -114,8 +114,6 @@ pub(crate) enum ShardCall {
     WatchProgress { id: WatchId, revision: Revision },
     /// The merged watch is gone.
     WatchCancel { id: WatchId },
-    /// HLC receive: never assign `revision` or below again.
-    Observe { revision: Revision },
     /// The shard's Raft and storage state.
     Status { reply: Reply<ShardStatus> },
 }
@@ -153,9 +151,7 @@ impl ShardCall {
             ShardCall::Leases { reply } => drop(reply.send(Err(error))),
             ShardCall::Watch { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::Status { reply } => drop(reply.send(Err(error))),
-            ShardCall::WatchProgress { .. }
-            | ShardCall::WatchCancel { .. }
-            | ShardCall::Observe { .. } => {}
+            ShardCall::WatchProgress { .. } | ShardCall::WatchCancel { .. } => {}
         }
     }
 }
@@ -528,7 +524,6 @@ impl Replica {
                 self.feeds.want_progress(id, revision);
             }
             ShardCall::WatchCancel { id } => self.feeds.cancel(&mut self.store, id),
-            ShardCall::Observe { revision } => self.clock.observe(revision),
         }
     }
 
@@ -559,6 +554,12 @@ impl Replica {
             return;
         }
         self.clock.observe(self.floor.load(Ordering::Relaxed));
+        // A compaction's entry gets a revision above the point it compacts
+        // to, which may be another shard's (HLC receive). Taken here, with
+        // the entry, so no message can overtake it.
+        if let Entry::Compact { revision } = &entry {
+            self.clock.observe(*revision);
+        }
         let revision = match self.clock.next(unix_millis()) {
             Ok(revision) => revision,
             Err(e) => {

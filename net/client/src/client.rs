@@ -35,9 +35,13 @@ struct Inner {
     map: Mutex<ShardMap>,
     /// The connection to the client port, with the endpoint it reached.
     main: AsyncMutex<Option<(Connection, String)>>,
-    /// Connections to each core's port, by core. Looked up by every call,
-    /// so a plain mutex, never held across an await.
-    direct: Mutex<Vec<Option<Connection>>>,
+    /// Connections to each core's port, by core, each with the generation
+    /// of the shard map it was opened for. Looked up by every call, so a
+    /// plain mutex, never held across an await.
+    direct: Mutex<Vec<Option<(u64, Connection)>>>,
+    /// Counts changes of the shard map: a connection opened for an older
+    /// map (say while the map changed) is not used.
+    map_generation: AtomicU64,
     /// Held while a connection to a core's port opens, so that calls that
     /// find none open one, not one each.
     opening: AsyncMutex<()>,
@@ -79,6 +83,7 @@ impl Client {
                 }),
                 main: AsyncMutex::new(None),
                 direct: Mutex::new(Vec::new()),
+                map_generation: AtomicU64::new(0),
                 opening: AsyncMutex::new(()),
                 next_id: AtomicU64::new(1),
             }),
@@ -105,6 +110,9 @@ impl Client {
         let changed = {
             let mut current = self.inner.map.lock().map_err(|_| Error::Disconnected)?;
             let changed = *current != map;
+            if changed {
+                self.inner.map_generation.fetch_add(1, Ordering::AcqRel);
+            }
             *current = map;
             changed
         };
@@ -163,22 +171,37 @@ impl Client {
         let Route::Shard(shard) = route else {
             return self.main_connection().await;
         };
-        let address = {
+        let core = {
             let map = self.inner.map.lock().map_err(|_| Error::Disconnected)?;
             let core = core_of(shard, map.cores.len());
-            map.cores.get(core).cloned().map(|address| (core, address))
+            (core < map.cores.len()).then_some(core)
         };
-        let Some((core, address)) = address else {
+        let Some(core) = core else {
             return self.main_connection().await;
         };
         if let Some(connection) = self.open_direct(core) {
             return Ok(connection);
         }
-        let _opening = self.inner.opening.lock().await;
+        let opening = self.inner.opening.lock().await;
         // Another call may have opened it while this one waited.
         if let Some(connection) = self.open_direct(core) {
             return Ok(connection);
         }
+        // The address and generation are read together, after the wait:
+        // if the map changes while this connects, the connection is kept
+        // under the old generation, which no call uses.
+        let target = {
+            let map = self.inner.map.lock().map_err(|_| Error::Disconnected)?;
+            let generation = self.inner.map_generation.load(Ordering::Acquire);
+            map.cores
+                .get(core)
+                .cloned()
+                .map(|address| (address, generation))
+        };
+        let Some((address, generation)) = target else {
+            drop(opening);
+            return self.main_connection().await;
+        };
         match Connection::open(&address).await {
             Ok(connection) => {
                 let mut direct = self.inner.direct.lock().map_err(|_| Error::Disconnected)?;
@@ -186,24 +209,30 @@ impl Client {
                     direct.resize(core + 1, None);
                 }
                 if let Some(slot) = direct.get_mut(core) {
-                    *slot = Some(connection.clone());
+                    *slot = Some((generation, connection.clone()));
                 }
                 Ok(connection)
             }
             // The core's port is unreachable (a firewall, a proxy): the
-            // client port serves every shard too, one hop further.
-            Err(_) => self.main_connection().await,
+            // client port serves every shard too, one hop further. Other
+            // cores' connections need not wait for that.
+            Err(_) => {
+                drop(opening);
+                self.main_connection().await
+            }
         }
     }
 
-    /// The open connection to `core`'s port, if there is one.
+    /// The open connection to `core`'s port for the current shard map, if
+    /// there is one.
     fn open_direct(&self, core: usize) -> Option<Connection> {
+        let generation = self.inner.map_generation.load(Ordering::Acquire);
         let direct = self.inner.direct.lock().ok()?;
         direct
             .get(core)?
             .as_ref()
-            .filter(|connection| !connection.is_closed())
-            .cloned()
+            .filter(|(opened_for, connection)| *opened_for == generation && !connection.is_closed())
+            .map(|(_, connection)| connection.clone())
     }
 
     /// Sends `request` where `route` says and returns its answer, turning

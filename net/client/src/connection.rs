@@ -149,7 +149,7 @@ impl Connection {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.frames.is_closed() || self.closed.load(Ordering::Acquire)
+        self.frames.is_closed() || self.closed.load(Ordering::Acquire) || self.waiters.is_poisoned()
     }
 
     fn send(&self, id: u64, request: &Request, waiter: Waiter) -> Result<()> {

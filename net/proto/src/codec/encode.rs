@@ -18,10 +18,21 @@ fn bytes<'a>(
     (!bytes.is_empty()).then(|| fbb.create_vector(bytes))
 }
 
+/// The thread's builder, and whether the last message built with it got
+/// to the end. `reset` does not clear a table left half-built, so after a
+/// build that panicked (and was caught) the builder is replaced.
+struct Reusable {
+    fbb: Builder<'static>,
+    finished: bool,
+}
+
 thread_local! {
     /// One builder per thread, reset for each message: building a message
     /// then costs no allocation of the builder's own buffers.
-    static BUILDER: RefCell<Builder<'static>> = RefCell::new(Builder::with_capacity(1024));
+    static BUILDER: RefCell<Reusable> = RefCell::new(Reusable {
+        fbb: Builder::with_capacity(1024),
+        finished: true,
+    });
 }
 
 /// A builder that built a message larger than this is dropped, so that
@@ -32,13 +43,19 @@ const KEPT_BUILDER_BYTES: usize = 64 << 10;
 /// and hands its bytes to `take`.
 fn build<R>(message: impl FnOnce(&mut Builder<'static>), take: impl FnOnce(&[u8]) -> R) -> R {
     BUILDER.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut fbb) => {
-            fbb.reset();
-            message(&mut fbb);
-            let out = take(fbb.finished_data());
-            if fbb.finished_data().len() > KEPT_BUILDER_BYTES {
-                *fbb = Builder::with_capacity(1024);
+        Ok(mut reusable) => {
+            if reusable.finished {
+                reusable.fbb.reset();
+            } else {
+                reusable.fbb = Builder::with_capacity(1024);
             }
+            reusable.finished = false;
+            message(&mut reusable.fbb);
+            let out = take(reusable.fbb.finished_data());
+            if reusable.fbb.finished_data().len() > KEPT_BUILDER_BYTES {
+                reusable.fbb = Builder::with_capacity(1024);
+            }
+            reusable.finished = true;
             out
         }
         Err(_) => {
@@ -614,4 +631,36 @@ fn txn_response<'a>(fbb: &mut Builder<'a>, r: &TxnResponse) -> WIPOffset<fb::Txn
         responses,
     };
     fb::TxnResponse::create(fbb, &args)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_that_panicked_leaves_nothing_to_the_next_message() {
+        let request = Request::Put(PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ..PutRequest::default()
+        });
+        let mut fresh = Builder::with_capacity(64);
+        request_message(&mut fresh, 7, &request);
+        let expected = fresh.finished_data().to_vec();
+        // A table left half-built by a panic that someone caught, with a
+        // field (slot 60) that no request table has.
+        let caught = std::panic::catch_unwind(|| {
+            build(
+                |fbb| {
+                    let _table = fbb.start_table();
+                    fbb.push_slot::<u64>(60, 99, 0);
+                    panic!("half-built");
+                },
+                |_| (),
+            )
+        });
+        assert!(caught.is_err());
+        assert_eq!(encode_request(7, &request), expected);
+    }
 }
