@@ -1,7 +1,7 @@
 //! One request: the engine call it maps to, and its answer.
 
 use keel_engine::mvcc::KvError;
-use keel_engine::shard::{Consistency, NodeError};
+use keel_engine::shard::{Consistency, NodeClient, NodeError};
 use keel_proto::{
     ErrorCode, LeaseStatus, LeaseTimeToLive, Request, Response, ResponseBody, WatchEvents,
 };
@@ -23,47 +23,36 @@ pub(crate) async fn handle(
     let client = connection.ctx.client();
     let answer = match request {
         Request::Put(put) => client.put(convert::put_request(put)).await.map(applied),
-        Request::Range(range) if range.revision == 0 => {
-            let consistency = if range.serializable {
-                Consistency::Serializable
-            } else {
-                Consistency::Linearizable
-            };
-            client
-                .range(convert::range_request(range), consistency)
-                .await
-                .map(|(revision, answer)| {
-                    (
-                        revision,
-                        ResponseBody::Range(convert::range_response(answer)),
-                    )
-                })
-        }
+        Request::Range(range) if range.revision == 0 => read(&client, range).await,
         other => return Box::pin(handle_any(connection, id, other)).await,
     };
     connection.respond(answer_to(id, answer)).await
+}
+
+/// A range read, at the consistency it asks for.
+async fn read(
+    client: &NodeClient<'_>,
+    range: keel_proto::RangeRequest,
+) -> Result<(u64, ResponseBody), NodeError> {
+    let consistency = if range.serializable {
+        Consistency::Serializable
+    } else {
+        Consistency::Linearizable
+    };
+    let (revision, answer) = client
+        .range(convert::range_request(range), consistency)
+        .await?;
+    Ok((
+        revision,
+        ResponseBody::Range(convert::range_response(answer)),
+    ))
 }
 
 /// Serves any request (see [`handle`]).
 async fn handle_any(connection: &Connection, id: u64, request: Request) -> Result<(), Closed> {
     let client = connection.ctx.client();
     let answer: Result<(u64, ResponseBody), NodeError> = match request {
-        Request::Range(range) => {
-            let consistency = if range.serializable {
-                Consistency::Serializable
-            } else {
-                Consistency::Linearizable
-            };
-            client
-                .range(convert::range_request(range), consistency)
-                .await
-                .map(|(revision, answer)| {
-                    (
-                        revision,
-                        ResponseBody::Range(convert::range_response(answer)),
-                    )
-                })
-        }
+        Request::Range(range) => read(&client, range).await,
         Request::Put(put) => client.put(convert::put_request(put)).await.map(applied),
         Request::DeleteRange(delete) => client
             .delete_range(convert::delete_request(delete))
