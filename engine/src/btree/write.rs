@@ -714,14 +714,11 @@ pub struct TreeMut<'a, S: Storage> {
 }
 
 impl<S: Storage> TreeMut<'_, S> {
-    /// Records this tree's new root and length (its entry exists: `tree`
-    /// made it).
+    /// Records this tree's new root and length. Its entry exists: `tree`
+    /// made it, and every caller read it with `state` first.
     fn set_state(&mut self, state: TreeState) {
-        match self.txn.trees.get_mut(&self.name) {
-            Some(slot) => *slot = state,
-            None => {
-                self.txn.trees.insert(self.name.clone(), state);
-            }
+        if let Some(slot) = self.txn.trees.get_mut(&self.name) {
+            *slot = state;
         }
     }
 
