@@ -5,10 +5,14 @@
 use crate::error::{Error, Result};
 use crate::mvcc::types::{EventKind, KeyValue, LeaseId, Revision};
 
-/// Version byte of every value written today: the keyspace layout. 2 since
-/// history is keyed by revision (engine/FORMAT.md); rows of layout 1 are
-/// refused.
-pub(crate) const ROW_VERSION: u8 = 2;
+/// Version byte of every value written today: the keyspace layout. 3 since
+/// revisions are below 2^53 and name their shard (engine/FORMAT.md); rows
+/// of earlier layouts are refused.
+pub(crate) const ROW_VERSION: u8 = 3;
+
+/// The layout whose revisions were `unix_millis << 16` (history keyed by
+/// revision already); a file of it is refused at open.
+pub(crate) const ROW_VERSION_WIDE_REVISIONS: u8 = 2;
 
 /// Tree names inside `kv.db`.
 pub(crate) mod tree {
@@ -477,7 +481,7 @@ mod tests {
             rev: 0x0200,
             seq: 3,
         });
-        let mut expected = vec![2];
+        let mut expected = vec![3];
         for n in [0x0102u64, 0x0304, 5, 6] {
             expected.extend_from_slice(&n.to_le_bytes());
         }
@@ -487,7 +491,7 @@ mod tests {
         expected.push(b'v');
         assert_eq!(encode_kv(&kv, 9, prev), expected);
 
-        let mut put = vec![2, 1];
+        let mut put = vec![3, 1];
         put.extend_from_slice(&0x0200u64.to_le_bytes());
         put.extend_from_slice(&3u32.to_le_bytes());
         put.extend_from_slice(&1u32.to_le_bytes());
@@ -497,7 +501,7 @@ mod tests {
         }
         put.push(b'v');
         assert_eq!(encode_change(b"k", Some(&kv), prev), put);
-        let mut delete = vec![2, 2];
+        let mut delete = vec![3, 2];
         delete.extend_from_slice(&[0; 12]);
         delete.extend_from_slice(&1u32.to_le_bytes());
         delete.push(b'k');
@@ -510,7 +514,7 @@ mod tests {
             .key(),
             [0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 3]
         );
-        let mut gone = vec![2];
+        let mut gone = vec![3];
         gone.extend_from_slice(&0x0102u64.to_le_bytes());
         gone.extend_from_slice(&3u32.to_le_bytes());
         assert_eq!(
@@ -526,7 +530,7 @@ mod tests {
             remaining_ttl: 4,
             granted_rev: 2,
         };
-        let mut lease_bytes = vec![2];
+        let mut lease_bytes = vec![3];
         for n in [10u64, 4, 2] {
             lease_bytes.extend_from_slice(&n.to_le_bytes());
         }
@@ -535,7 +539,7 @@ mod tests {
             lease_key_row(0x0102, b"k"),
             vec![0, 0, 0, 0, 0, 0, 1, 2, b'k']
         );
-        assert_eq!(encode_meta(7), vec![2, 7, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(encode_meta(7), vec![3, 7, 0, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]

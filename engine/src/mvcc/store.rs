@@ -131,6 +131,19 @@ impl<S: Storage> Store<S> {
                 }
                 .into());
             }
+            // Layout 2 had today's trees, but revisions of another size.
+            if let Some(row) = snap.row(tree::META, meta_key::CURRENT_REV)? {
+                if row.first() == Some(&codec::ROW_VERSION_WIDE_REVISIONS) {
+                    return Err(crate::Error::UnsupportedLayout {
+                        file: db.path().to_path_buf(),
+                        reason: "its revisions are unix_millis << 16 (layout 2), \
+                                 above the 2^53 that revisions now stay below; start \
+                                 from an empty data directory"
+                            .to_string(),
+                    }
+                    .into());
+                }
+            }
             TREES.iter().any(|t| !names.iter().any(|n| n == t))
         };
         let revisions = Revisions {

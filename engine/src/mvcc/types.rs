@@ -3,8 +3,9 @@
 //! entry encoding (issue 5) map onto them.
 
 /// A revision: a hybrid logical clock value chosen by the shard leader
-/// (`unix_millis << 16 | logical`). Within a shard every entry carries a
-/// strictly greater revision than the one before.
+/// (milliseconds since 2026 `<< 13 | logical`, below 2^53; see
+/// `crate::hlc`). Within a shard every entry carries a strictly greater
+/// revision than the one before.
 pub type Revision = u64;
 
 /// A lease id. Ids are positive; 0 means "no lease".

@@ -9,8 +9,10 @@ use crate::mvcc::{
     RequestOp, Revision, SortOrder, SortTarget, TxnRequest,
 };
 
-/// Version byte of every command written today.
-const COMMAND_VERSION: u8 = 1;
+/// Version byte of every command written today: 2 since revisions are
+/// below 2^53 (version 1 carried `unix_millis << 16` revisions and is
+/// refused).
+const COMMAND_VERSION: u8 = 2;
 /// Transactions nest at most this deep in a command. The keyspace refuses
 /// (with `TooManyOps`) anything nested deeper than its op budget allows,
 /// about 130 levels, but only when it applies the entry; the proposer
@@ -537,7 +539,7 @@ mod tests {
             prev_kv: true,
             ..PutRequest::default()
         });
-        let mut expected = vec![1];
+        let mut expected = vec![2];
         expected.extend_from_slice(&0x0102u64.to_le_bytes());
         expected.push(1);
         expected.extend_from_slice(&[1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v']);

@@ -44,6 +44,10 @@ pub enum NodeError {
     /// Starting the node failed.
     #[error("node start failed: {0}")]
     Start(String),
+    /// The shard's revisions have reached 2^53 (docs/node.md, "Revisions");
+    /// nothing was logged.
+    #[error(transparent)]
+    RevisionsExhausted(#[from] crate::hlc::ClockExhausted),
     /// The request itself was malformed.
     #[error("invalid request: {0}")]
     InvalidRequest(String),

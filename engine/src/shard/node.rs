@@ -13,6 +13,7 @@ use std::sync::Arc;
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 
 use crate::btree::Options;
+use crate::hlc::{SystemClock, WallClock};
 use crate::mvcc::{
     Applied, DeleteRangeRequest, Entry, KvError, PutRequest, RangeRequest, RangeResponse, Response,
     Revision, TxnRequest, MAX_REQUEST_BYTES,
@@ -45,6 +46,8 @@ pub struct NodeConfig {
     pub tree: Options,
     /// When each shard makes its tree durable.
     pub tree_sync: TreeSync,
+    /// The wall clock revisions are stamped from (tests freeze it).
+    pub clock: Arc<dyn WallClock>,
 }
 
 /// When a shard makes its B+-tree durable (and releases the WAL below it):
@@ -80,6 +83,7 @@ impl NodeConfig {
             wal: keel_wal::WalConfig::default(),
             tree: Options::default(),
             tree_sync: TreeSync::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -650,6 +654,7 @@ async fn run_core(setup: CoreSetup) {
             tree_sync: config.tree_sync,
             wal: config.wal.clone(),
             tree: config.tree.clone(),
+            clock: config.clock.clone(),
         };
         let dir = shard_dir(&config.data_dir, shard);
         match Replica::open(&dir, replica_config, floor.clone(), router.clone()).await {

@@ -3,6 +3,11 @@
 //! `KEELNODE`, version `u32`, shards `u32`, CRC-32 of the 16 bytes before,
 //! all little-endian. Written to a temporary file, synced, renamed, and the
 //! directory synced, so it is either whole or absent.
+//!
+//! The version is the data directory's: version 2 has revisions below 2^53
+//! that name their shard (`hlc.rs`). A directory of version 1 (revisions
+//! `unix_millis << 16`, about 1.2e17) is refused with an error that says
+//! so: its revisions cannot be carried over.
 
 use std::io::Write;
 use std::path::Path;
@@ -10,11 +15,13 @@ use std::path::Path;
 use crate::shard::error::{NodeError, NodeResult};
 
 const MAGIC: &[u8; 8] = b"KEELNODE";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// The version before revisions below 2^53.
+const VERSION_WIDE_REVISIONS: u32 = 1;
 const FILE: &str = "node.meta";
-/// Shard counts above this are refused (a shard is a directory, a WAL, a
-/// tree and a Raft group; thousands per node would be a misconfiguration).
-pub(crate) const MAX_SHARDS: usize = 4096;
+/// Shard counts above this are refused: shards share out the logical part
+/// of a revision (`hlc.rs`).
+pub(crate) const MAX_SHARDS: usize = crate::hlc::MAX_SHARDS;
 
 fn encode(shards: u32) -> [u8; 20] {
     let mut bytes = [0u8; 20];
@@ -40,10 +47,21 @@ fn decode(bytes: &[u8]) -> Result<usize, String> {
     }
     let (version, shards) = rest.split_at(4);
     let word = |b: &[u8]| b.try_into().map(u32::from_le_bytes).unwrap_or(0);
-    if word(version) != VERSION {
-        return Err(format!("unknown version {}", word(version)));
+    match word(version) {
+        VERSION => {}
+        VERSION_WIDE_REVISIONS => {
+            return Err("the directory was written by a keel whose revisions were \
+                 unix_millis << 16 (version 1); revisions are now below 2^53 and \
+                 cannot be carried over: start from an empty data directory"
+                .to_string())
+        }
+        other => return Err(format!("unknown version {other}")),
     }
-    Ok(word(shards) as usize)
+    let shards = word(shards) as usize;
+    if !(1..=MAX_SHARDS).contains(&shards) {
+        return Err(format!("{shards} shards; 1 to {MAX_SHARDS} allowed"));
+    }
+    Ok(shards)
 }
 
 /// The directory's shard count: read back, or recorded now as `requested`

@@ -27,7 +27,7 @@ use raft::eraftpb::{ConfState, EntryType, HardState, Message};
 use raft::{RawNode, StateRole};
 
 use crate::btree::{CommitSync, DeferredDurability, Options};
-use crate::hlc::Clock;
+use crate::hlc::{Clock, WallClock};
 use crate::mvcc::{
     Applied, Entry, Indexed, KvError, LeaseId, LeaseInfo, Lessor, LessorConfig, RangeRequest,
     RangeResponse, Response, Revision, Store, WatchId, WatchRequest,
@@ -186,6 +186,7 @@ pub(crate) struct ReplicaConfig {
     pub(crate) tree_sync: TreeSync,
     pub(crate) wal: keel_wal::WalConfig,
     pub(crate) tree: Options,
+    pub(crate) clock: Arc<dyn WallClock>,
 }
 
 /// One shard's replica. Not `Send`: it lives on its core.
@@ -194,7 +195,11 @@ pub(crate) struct Replica {
     raw: RawNode<LogStore>,
     wal: keel_wal::Wal,
     store: Store,
+    /// Stamps this shard's revisions: strictly increasing, and (by their
+    /// logical part) never another shard's.
     clock: Clock,
+    /// The time `clock` is given.
+    wall: Arc<dyn WallClock>,
     lessor: Lessor,
     /// The node's shard count (lease homes depend on it).
     shards: usize,
@@ -234,12 +239,6 @@ fn stopped(shard: usize, reason: &str) -> NodeError {
         shard,
         reason: reason.to_string(),
     }
-}
-
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn start_error(shard: usize, what: &str, error: impl std::fmt::Display) -> NodeError {
@@ -325,7 +324,8 @@ impl Replica {
             raw,
             wal,
             store,
-            clock: Clock::after(highest),
+            clock: Clock::new(shard, config.shards, highest),
+            wall: config.clock,
             lessor: Lessor::new(LessorConfig::default()),
             shards: config.shards,
             router,
@@ -560,10 +560,10 @@ impl Replica {
         if let Entry::Compact { revision } = &entry {
             self.clock.observe(*revision);
         }
-        let revision = match self.clock.next(unix_millis()) {
+        let revision = match self.clock.next(self.wall.unix_millis()) {
             Ok(revision) => revision,
             Err(e) => {
-                let _ = reply.send(Err(stopped(self.shard, &e.to_string())));
+                let _ = reply.send(Err(NodeError::RevisionsExhausted(e)));
                 return;
             }
         };

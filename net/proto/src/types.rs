@@ -3,7 +3,8 @@
 //! meanings follow etcd v3 (see `schema/keel.fbs` and `net/PROTOCOL.md`);
 //! [`crate::codec`] turns them into flatbuffers and back.
 
-/// A revision (keel's hybrid logical clock: `unix_millis << 16 | logical`).
+/// A revision (keel's hybrid logical clock: milliseconds since 2026-01-01
+/// `<< 13 | logical`, below 2^53, unique across shards).
 pub type Revision = u64;
 
 /// A lease id; 0 is "no lease".

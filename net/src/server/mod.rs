@@ -21,6 +21,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use keel_engine::hlc::{SystemClock, WallClock};
 use keel_engine::shard::{Node, NodeConfig};
 
 pub use self::config::{ConfigError, Limits, Overrides, ServerConfig, DEFAULT_CORE_PORT_BASE};
@@ -100,10 +101,23 @@ impl Server {
     /// # Errors
     /// [`ServerError`] naming what failed; nothing keeps running.
     pub fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        Server::start_with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// [`Server::start`], with revisions stamped from `clock` instead of
+    /// the system's (tests freeze it).
+    ///
+    /// # Errors
+    /// As [`Server::start`].
+    pub fn start_with_clock(
+        config: ServerConfig,
+        clock: Arc<dyn WallClock>,
+    ) -> Result<Server, ServerError> {
         let mut node_config = NodeConfig::new(&config.data_dir);
         node_config.shards = config.shards;
         node_config.cores = config.cores;
         node_config.pin = config.pin;
+        node_config.clock = clock;
         let node = Arc::new(Node::start(node_config)?);
         let cores = node.core_count();
         let own_address = |core: usize| {

@@ -1,0 +1,161 @@
+//! Revisions are unique across shards: writes on every shard at once, with
+//! the wall clock frozen in one millisecond or running, never share a
+//! revision, and every one is below 2^53.
+//!
+//! Regression: revisions were `unix_millis << 16 | logical`, per shard, so
+//! two idle shards stamped the first write of a millisecond alike. Lock and
+//! election then gave two holders the same fencing revision (issue 17).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future::block_on;
+use keel_engine::hlc::{self, ManualClock, WallClock, KEEL_EPOCH_UNIX_MILLIS, REVISION_LIMIT};
+use keel_engine::mvcc::{
+    Compare, CompareResult, CompareTarget, PutRequest, RangeRequest, RequestOp, TxnRequest,
+};
+use keel_engine::routing::shard_of;
+use keel_engine::shard::{Consistency, Node};
+use keel_tests::node_config;
+
+const SHARDS: usize = 4;
+const WRITERS: usize = 8;
+
+/// A key of `writer`'s own on `shard`.
+fn key_on(shard: usize, writer: usize, seq: u64) -> Vec<u8> {
+    (0u32..)
+        .map(|salt| format!("w{writer}/{seq}/{salt}").into_bytes())
+        .find(|key| shard_of(key, SHARDS) == shard)
+        .unwrap_or_default()
+}
+
+/// Writes from `WRITERS` threads for `how_long`, each writer going round
+/// the shards, half puts and half transactions; answers every
+/// acknowledged revision with what wrote it.
+fn write_everywhere(node: &Node, how_long: Duration) -> Vec<(u64, Vec<u8>)> {
+    let deadline = Instant::now() + how_long;
+    std::thread::scope(|scope| {
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|writer| {
+                scope.spawn(move || {
+                    let mut acked = Vec::new();
+                    let mut seq = 0u64;
+                    while Instant::now() < deadline && seq < 100_000 {
+                        let key = key_on(seq as usize % SHARDS, writer, seq);
+                        let put = PutRequest {
+                            key: key.clone(),
+                            value: b"v".to_vec(),
+                            ..PutRequest::default()
+                        };
+                        let applied = if seq.is_multiple_of(2) {
+                            block_on(node.put(put))
+                        } else {
+                            block_on(node.txn(TxnRequest {
+                                compare: vec![Compare {
+                                    key: key.clone(),
+                                    range_end: Vec::new(),
+                                    target: CompareTarget::Version(0),
+                                    result: CompareResult::Equal,
+                                }],
+                                success: vec![RequestOp::Put(put)],
+                                failure: Vec::new(),
+                            }))
+                        };
+                        acked.push((applied.expect("write").revision, key));
+                        seq += 1;
+                    }
+                    acked
+                })
+            })
+            .collect();
+        writers
+            .into_iter()
+            .flat_map(|w| w.join().expect("writer"))
+            .collect()
+    })
+}
+
+/// Checks that no two acknowledged writes share a revision, that each is
+/// below 2^53 and names the shard that stamped it, and that the stored
+/// keys carry the same revisions.
+fn check_unique(node: &Node, acked: &[(u64, Vec<u8>)], label: &str) {
+    let mut by_revision: BTreeMap<u64, &[u8]> = BTreeMap::new();
+    for (revision, key) in acked {
+        if let Some(other) = by_revision.insert(*revision, key) {
+            panic!(
+                "{label}: revision {revision} given to {} and {}",
+                String::from_utf8_lossy(other),
+                String::from_utf8_lossy(key)
+            );
+        }
+        assert!(*revision < REVISION_LIMIT, "{label}: {revision} >= 2^53");
+        assert_eq!(
+            hlc::shard_of_revision(*revision, SHARDS),
+            shard_of(key, SHARDS),
+            "{label}: revision {revision} names another shard"
+        );
+    }
+    let all = RangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        ..RangeRequest::default()
+    };
+    let (_, found) = block_on(node.range(all, Consistency::Linearizable)).expect("read");
+    let mut mod_revisions = BTreeMap::new();
+    for kv in &found.kvs {
+        assert_eq!(kv.create_revision, kv.mod_revision, "{label}: written once");
+        if let Some(other) = mod_revisions.insert(kv.mod_revision, kv.key.clone()) {
+            panic!(
+                "{label}: {} and {} share mod revision {}",
+                String::from_utf8_lossy(&other),
+                String::from_utf8_lossy(&kv.key),
+                kv.mod_revision
+            );
+        }
+    }
+    assert_eq!(found.kvs.len(), acked.len(), "{label}: every write stored");
+}
+
+#[test]
+fn concurrent_writes_on_every_shard_never_share_a_revision() {
+    // A frozen clock: every shard stamps in the same millisecond, and
+    // bursts run past its logical part.
+    let dir = tempfile::tempdir().unwrap();
+    let frozen = Arc::new(ManualClock::at(KEEL_EPOCH_UNIX_MILLIS + 86_400_000));
+    let mut config = node_config(dir.path(), SHARDS, 2);
+    config.clock = frozen.clone();
+    let node = Node::start(config).unwrap();
+    let acked = write_everywhere(&node, Duration::from_secs(2));
+    assert!(acked.len() > 100, "only {} writes", acked.len());
+    check_unique(&node, &acked, "frozen clock");
+    let highest = acked.iter().map(|(r, _)| *r).max().unwrap_or(0);
+    // More writes than one millisecond holds: the clock ran ahead.
+    if acked.len() > 8192 {
+        assert!(hlc::unix_millis_of(highest) > frozen.unix_millis());
+    }
+    drop(node);
+
+    // The system clock.
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(node_config(dir.path(), SHARDS, 2)).unwrap();
+    let acked = write_everywhere(&node, Duration::from_secs(2));
+    check_unique(&node, &acked, "system clock");
+}
+
+#[test]
+fn thirty_years_ahead_a_node_stamps_below_2_to_the_53() {
+    let dir = tempfile::tempdir().unwrap();
+    let thirty_years_ms = 30 * 36_525 * 86_400 * 10;
+    let clock = Arc::new(ManualClock::at(
+        hlc::SystemClock.unix_millis() + thirty_years_ms,
+    ));
+    let mut config = node_config(dir.path(), SHARDS, 2);
+    config.clock = clock.clone();
+    let node = Node::start(config).unwrap();
+    let acked = write_everywhere(&node, Duration::from_millis(300));
+    check_unique(&node, &acked, "thirty years ahead");
+    for (revision, _) in &acked {
+        assert!(hlc::unix_millis_of(*revision) >= clock.unix_millis());
+    }
+}
