@@ -201,3 +201,36 @@ fn every_failure_says_why_and_exits_non_zero() {
     assert_eq!(gone.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&gone.stderr).contains("cannot connect to 127.0.0.1:1"));
 }
+
+/// `endpoint status` names a shard that stopped and why, and the node
+/// serves its other shards.
+#[test]
+fn endpoint_status_names_a_stopped_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), 2, &[]);
+    ok(&server, &["put", "a", "1"]);
+    server.stop();
+    // Both meta slots of shard 1's tree file damaged: it cannot be opened.
+    let tree = dir.path().join("shard-001/kv.db");
+    let mut bytes = std::fs::read(&tree).unwrap();
+    bytes[..8192].fill(0xa5);
+    std::fs::write(&tree, &bytes).unwrap();
+    let server = Server::start(dir.path(), 0, &[]);
+    let status = ok(&server, &["endpoint", "status"]);
+    let stopped: Vec<&str> = status.lines().filter(|l| l.contains("stopped:")).collect();
+    assert_eq!(stopped.len(), 1, "{status}");
+    assert!(
+        stopped[0].starts_with("1 ") && stopped[0].contains("kv.db"),
+        "{status}"
+    );
+    let json = ok(&server, &["endpoint", "status", "-w", "json"]);
+    assert!(json.contains("\"stopped\""), "{json}");
+    // A key of shard 0 still answers ("a" lives on one of them; find one
+    // that answers).
+    let answered = (0..8).any(|i| {
+        run(&server, &["put", &format!("k{i}"), "v"], "")
+            .status
+            .success()
+    });
+    assert!(answered, "no shard answers a put");
+}

@@ -307,3 +307,48 @@ fn a_second_server_on_the_same_port_is_refused() {
     );
     status_works(&first);
 }
+
+/// A put whose key and value fit the request limit but not the rows the
+/// shard stores is refused with a typed error; the node keeps serving the
+/// same shard and key, and starts again cleanly after a clean stop and
+/// after kill -9.
+///
+/// Regression: the put of a 40-byte key and a 1,572,800-byte value was
+/// logged, then failed to apply: its shard stopped, every later put on the
+/// node failed, and every restart replayed it and stopped again (issue 17).
+#[test]
+fn a_put_too_large_to_store_is_refused_and_the_node_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), 2, &[]);
+    let rt = support::runtime();
+    let key = vec![b'p'; 40];
+    let put = |client: keel_client::Client, value: Vec<u8>| {
+        let key = key.clone();
+        async move { client.put(key, value).await }
+    };
+    support::block_on(&rt, async {
+        let client = keel_client::Client::connect(&[server.endpoint()])
+            .await
+            .unwrap();
+        let refused = put(client.clone(), vec![b'v'; 1_572_800])
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Some(ErrorCode::TooLarge), "{refused:?}");
+        put(client.clone(), b"small".to_vec()).await.unwrap();
+        client.put("elsewhere", "x").await.unwrap();
+    });
+    for (restart, expected, next) in [("clean", "small", "again"), ("kill -9", "again", "more")] {
+        match restart {
+            "clean" => server.restart(),
+            _ => server.kill_and_restart(),
+        }
+        support::block_on(&rt, async {
+            let client = keel_client::Client::connect(&[server.endpoint()])
+                .await
+                .unwrap();
+            let kv = client.get(key.clone()).await.unwrap().expect("the key");
+            assert_eq!(kv.value, expected.as_bytes(), "after a {restart} restart");
+            put(client.clone(), next.into()).await.unwrap();
+        });
+    }
+}

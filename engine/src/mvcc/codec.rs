@@ -53,6 +53,23 @@ const CHANGE_HEADER: usize = 1 + 1 + 8 + 4 + 4;
 /// Bytes of a put's version fields after the key.
 const VERSION_FIELDS: usize = 8 + 8 + 8;
 const CHANGE_PUT: u8 = 1;
+
+/// Bytes of the largest row a put of a `key_len`-byte key and a
+/// `value_len`-byte value writes: its `history` row or its `kv` row,
+/// whichever is longer. Both must fit the B+-tree's value limit; a put
+/// is checked against it before it is logged, so apply never meets a
+/// row too large (see `txn::check_put_static`).
+pub(crate) fn put_row_len(key_len: usize, value_len: usize) -> usize {
+    let change = CHANGE_HEADER + key_len + VERSION_FIELDS + value_len;
+    change.max(KV_HEADER + value_len)
+}
+
+// Keys are row keys of `kv` and `gone`, and follow a lease id in
+// `lease_keys`: every one must fit the B+-tree's key limit.
+const _: () = assert!(
+    crate::mvcc::types::MAX_KEY_LEN + 8 <= crate::btree::MAX_KEY_LEN,
+    "a lease_keys row key must fit the B+-tree"
+);
 const CHANGE_DELETE: u8 = 2;
 
 fn bad(tree: &'static str, reason: impl Into<String>) -> Error {

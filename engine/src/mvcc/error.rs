@@ -59,6 +59,21 @@ pub enum KvError {
         /// The limit.
         max: usize,
     },
+    /// A put whose key and value together are too large for the rows it
+    /// would store ([`crate::mvcc::MAX_PUT_BYTES`] of key and value,
+    /// [`crate::mvcc::MAX_VALUE_LEN`] of value).
+    #[error(
+        "a put of a {key}-byte key and a {value}-byte value exceeds what one key may hold \
+         ({} bytes of key and value, {} of value)",
+        crate::mvcc::MAX_PUT_BYTES,
+        crate::mvcc::MAX_VALUE_LEN
+    )]
+    PutTooLarge {
+        /// Bytes of the key.
+        key: usize,
+        /// Bytes of the value.
+        value: usize,
+    },
     /// An empty key.
     #[error("key is not provided")]
     EmptyKey,

@@ -623,7 +623,16 @@ fn apply_entry<S: Storage>(
         wrote: false,
         events,
     };
-    let result = run_entry(&mut writer, before, revisions, item.entry);
+    let result = match run_entry(&mut writer, before, revisions, item.entry) {
+        // The tree refused a row before the entry wrote anything: a
+        // refusal like any other (`check_entry` should have caught it).
+        // After a write it stays fatal: undoing the entry's earlier rows
+        // would need the batch restarted, which only prepared batches can.
+        Err(KvError::Storage(
+            crate::Error::KeyTooLarge { len, max } | crate::Error::ValueTooLarge { len, max },
+        )) if !writer.wrote => Err(KvError::RequestTooLarge { len, max }),
+        other => other,
+    };
     let wrote = writer.wrote;
     match &result {
         Ok(_) => revisions.current = rev,
@@ -685,13 +694,8 @@ fn run_entry<S: Storage>(
             Ok(Response::Compact)
         }
         Entry::LeaseGrant { id, ttl } => {
-            if !(1..=MAX_LEASE_TTL).contains(ttl) {
-                return Err(KvError::InvalidLease(format!(
-                    "TTL {ttl} is outside 1..={MAX_LEASE_TTL} seconds"
-                )));
-            }
+            check_grant(*id, *ttl)?;
             let id = match *id {
-                id if id < 0 => return Err(KvError::InvalidLease(format!("id {id} is negative"))),
                 0 => free_lease_id(&*writer.txn, writer.rev)?,
                 id if lease_row(&*writer.txn, id)?.is_some() => {
                     return Err(KvError::LeaseExists(id))
@@ -733,6 +737,38 @@ fn run_entry<S: Storage>(
             Ok(Response::LeaseCheckpoint)
         }
     }
+}
+
+/// The checks of an entry that need no state: what every replica refuses
+/// whatever its state (sizes, counts, empty keys, TTLs). A proposer runs
+/// them before it logs an entry, so that nothing it logs is refused for
+/// them; apply runs them again, before it writes anything.
+///
+/// # Errors
+/// The refusal, as apply would give it.
+pub fn check_entry(entry: &Entry) -> KvResult<()> {
+    match entry {
+        Entry::Put(put) => txn::check_put_static(put),
+        Entry::DeleteRange(delete) => txn::check_delete_static(delete),
+        Entry::Txn(request) => txn::check_txn_static(request),
+        Entry::LeaseGrant { id, ttl } => check_grant(*id, *ttl),
+        Entry::Compact { .. }
+        | Entry::LeaseRevoke { .. }
+        | Entry::LeaseExpire { .. }
+        | Entry::LeaseCheckpoint { .. } => Ok(()),
+    }
+}
+
+fn check_grant(id: LeaseId, ttl: i64) -> KvResult<()> {
+    if !(1..=MAX_LEASE_TTL).contains(&ttl) {
+        return Err(KvError::InvalidLease(format!(
+            "TTL {ttl} is outside 1..={MAX_LEASE_TTL} seconds"
+        )));
+    }
+    if id < 0 {
+        return Err(KvError::InvalidLease(format!("id {id} is negative")));
+    }
+    Ok(())
 }
 
 /// The id a grant without one gets: the revision's low 63 bits, or the

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use crate::btree::Storage;
+use crate::mvcc::codec;
 use crate::mvcc::error::{KvError, KvResult};
 use crate::mvcc::read::{
     self, check_key_len, KeyRange, RangePlan, RangeProgress, ReadAt, Revisions,
@@ -16,7 +17,6 @@ use crate::mvcc::snapshot::Snapshot;
 use crate::mvcc::types::{
     Compare, CompareResult, CompareTarget, DeleteRangeRequest, KeyValue, PutRequest, RangeRequest,
     RangeResponse, RequestOp, ResponseOp, TxnRequest, TxnResponse, MAX_REQUEST_BYTES, MAX_TXN_OPS,
-    MAX_VALUE_LEN,
 };
 use crate::mvcc::write::{lease_row, Writer};
 
@@ -79,10 +79,12 @@ pub(crate) fn check_put_static(put: &PutRequest) -> KvResult<()> {
         return Err(KvError::LeaseNotFound(put.lease));
     }
     check_size(put.key.len() + put.value.len())?;
-    if put.value.len() > MAX_VALUE_LEN {
-        return Err(KvError::RequestTooLarge {
-            len: put.value.len(),
-            max: MAX_VALUE_LEN,
+    // The rows apply writes must fit the tree; refused here, before the
+    // put is logged, never when it applies.
+    if codec::put_row_len(put.key.len(), put.value.len()) > crate::btree::MAX_VALUE_LEN {
+        return Err(KvError::PutTooLarge {
+            key: put.key.len(),
+            value: put.value.len(),
         });
     }
     Ok(())

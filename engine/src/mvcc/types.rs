@@ -19,9 +19,17 @@ pub const MAX_KEY_LEN: usize = 2040;
 /// Largest request, in bytes of keys and values (etcd's default).
 pub const MAX_REQUEST_BYTES: usize = 1536 * 1024;
 
-/// Largest value, in bytes: a stored row adds a header of up to 33 bytes
-/// and must stay within the B+-tree's value limit of 1.5 MiB.
-pub const MAX_VALUE_LEN: usize = MAX_REQUEST_BYTES - 64;
+/// Largest value, in bytes, of a put with a key of up to 7 bytes. A put's
+/// stored rows must each fit the B+-tree's value limit of 1.5 MiB: its
+/// `kv` row adds 49 bytes to the value, its `history` row 42 bytes to the
+/// key and value. So a put holds at most [`MAX_PUT_BYTES`] of key and
+/// value together, and a value of at most this.
+pub const MAX_VALUE_LEN: usize = crate::btree::MAX_VALUE_LEN - 49;
+
+/// Most bytes of key and value together in one put (see
+/// [`MAX_VALUE_LEN`]); a request as a whole is held to
+/// [`MAX_REQUEST_BYTES`].
+pub const MAX_PUT_BYTES: usize = crate::btree::MAX_VALUE_LEN - 42;
 
 /// Most operations in one transaction branch, at any nesting level (etcd's
 /// default `--max-txn-ops`).

@@ -126,11 +126,17 @@ impl NodeClient<'_> {
     pub async fn repair_leases(&self) -> NodeResult<(usize, usize)> {
         let shards = self.shard_count();
         let mut held: Vec<Vec<LeaseInfo>> = Vec::with_capacity(shards);
+        let mut stopped = BTreeSet::new();
         for shard in 0..shards {
-            held.push(
-                self.call(shard, |reply| ShardCall::Leases { reply })
-                    .await?,
-            );
+            match self.call(shard, |reply| ShardCall::Leases { reply }).await {
+                Ok(leases) => held.push(leases),
+                // A stopped shard is left as it is; the rest are repaired.
+                Err(NodeError::ShardStopped { .. }) => {
+                    stopped.insert(shard);
+                    held.push(Vec::new());
+                }
+                Err(e) => return Err(e),
+            }
         }
         let ids: Vec<BTreeSet<LeaseId>> = held
             .iter()
@@ -143,7 +149,8 @@ impl NodeClient<'_> {
                 let home = home_of_lease(lease.id, shards);
                 if home == shard {
                     for (other, other_ids) in ids.iter().enumerate() {
-                        if other != home && !other_ids.contains(&lease.id) {
+                        let unknown = stopped.contains(&other);
+                        if other != home && !unknown && !other_ids.contains(&lease.id) {
                             let grant = Entry::LeaseGrant {
                                 id: lease.id,
                                 ttl: lease.ttl,
@@ -152,7 +159,9 @@ impl NodeClient<'_> {
                             granted += 1;
                         }
                     }
-                } else if !ids.get(home).is_some_and(|h| h.contains(&lease.id)) {
+                } else if !stopped.contains(&home)
+                    && !ids.get(home).is_some_and(|h| h.contains(&lease.id))
+                {
                     orphans.push(lease.id);
                 }
             }

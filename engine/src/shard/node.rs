@@ -22,7 +22,7 @@ use crate::routing::{shard_of, shard_of_range};
 use crate::shard::error::{NodeError, NodeResult};
 use crate::shard::merge::{merge_ranges, per_shard_request};
 use crate::shard::node_meta;
-use crate::shard::replica::{Replica, ReplicaConfig, ShardCall};
+use crate::shard::replica::{self, Replica, ReplicaConfig, ShardCall};
 use crate::shard::router::{self, CoreCall, CoreRouter};
 
 /// Calls queued between two cores before the sender waits.
@@ -646,7 +646,6 @@ async fn run_core(setup: CoreSetup) {
     let router = Rc::new(CoreRouter::new(core, core_count, peers));
     router::enter_core(node_id, core, router.clone());
     let mut replicas = Vec::new();
-    let mut failed = false;
     for shard in owned {
         let replica_config = ReplicaConfig {
             shard,
@@ -657,22 +656,22 @@ async fn run_core(setup: CoreSetup) {
             clock: config.clock.clone(),
         };
         let dir = shard_dir(&config.data_dir, shard);
+        let (tx, rx) = flume::unbounded();
+        router.add_local(shard, tx);
         match Replica::open(&dir, replica_config, floor.clone(), router.clone()).await {
-            Ok(replica) => {
-                let (tx, rx) = flume::unbounded();
-                router.add_local(shard, tx);
-                replicas.push(glommio::spawn_local(replica.run(rx)));
-            }
+            Ok(replica) => replicas.push(glommio::spawn_local(replica.run(rx))),
+            // The node still starts: its other shards serve, and this one
+            // answers every call with why it stopped.
             Err(error) => {
-                failed = true;
-                let _ = ready.send(Err(error));
-                break;
+                let reason = error.to_string();
+                tracing::error!(shard, %reason, "shard stopped at start");
+                replicas.push(glommio::spawn_local(replica::serve_stopped(
+                    shard, reason, rx,
+                )));
             }
         }
     }
-    if !failed {
-        let _ = ready.send(Ok(()));
-    }
+    let _ = ready.send(Ok(()));
     // Serve (even after a failed start, so the mesh stays whole until the
     // node drops its handle and every core shuts down together).
     let mut forwarders = Vec::new();

@@ -119,7 +119,7 @@ pub(crate) enum ShardCall {
 }
 
 /// One shard's state, for `endpoint status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardStatus {
     /// The shard.
     pub shard: usize,
@@ -135,6 +135,25 @@ pub struct ShardStatus {
     pub revision: Revision,
     /// Bytes of its B+-tree file.
     pub db_size: u64,
+    /// Why the shard stopped, if it did (an I/O failure, or a failure to
+    /// open it at start); it then answers nothing else.
+    pub stopped: Option<String>,
+}
+
+impl ShardStatus {
+    /// The status of a shard that stopped for `reason`.
+    pub(crate) fn stopped(shard: usize, reason: &str) -> ShardStatus {
+        ShardStatus {
+            shard,
+            leader: 0,
+            raft_term: 0,
+            raft_index: 0,
+            applied_index: 0,
+            revision: 0,
+            db_size: 0,
+            stopped: Some(reason.to_string()),
+        }
+    }
 }
 
 impl ShardCall {
@@ -423,6 +442,19 @@ impl Replica {
         let _ = self.wal.close().await;
     }
 
+    fn status(&self) -> ShardStatus {
+        ShardStatus {
+            shard: self.shard,
+            leader: self.raw.raft.leader_id,
+            raft_term: self.raw.raft.term,
+            raft_index: self.raw.raft.raft_log.last_index(),
+            applied_index: self.applied,
+            revision: self.store.current_revision(),
+            db_size: self.store.database().space().file_bytes,
+            stopped: None,
+        }
+    }
+
     fn now(&self) -> Duration {
         self.started.elapsed()
     }
@@ -434,7 +466,15 @@ impl Replica {
     /// Takes one call: proposes, answers, or queues it.
     fn take(&mut self, call: ShardCall) {
         if let Some(reason) = &self.failure {
-            call.answer_error(stopped(self.shard, reason));
+            match call {
+                ShardCall::Status { reply } => {
+                    let _ = reply.send(Ok(ShardStatus {
+                        stopped: Some(reason.clone()),
+                        ..self.status()
+                    }));
+                }
+                call => call.answer_error(stopped(self.shard, reason)),
+            }
             return;
         }
         match call {
@@ -494,15 +534,7 @@ impl Replica {
                 let _ = reply.send(self.store.leases().map_err(NodeError::from));
             }
             ShardCall::Status { reply } => {
-                let _ = reply.send(Ok(ShardStatus {
-                    shard: self.shard,
-                    leader: self.raw.raft.leader_id,
-                    raft_term: self.raw.raft.term,
-                    raft_index: self.raw.raft.raft_log.last_index(),
-                    applied_index: self.applied,
-                    revision: self.store.current_revision(),
-                    db_size: self.store.database().space().file_bytes,
-                }));
+                let _ = reply.send(Ok(self.status()));
             }
             ShardCall::Watch {
                 request,
@@ -551,6 +583,11 @@ impl Replica {
                 count: depth,
                 max: entry_codec::MAX_NESTING,
             })));
+            return;
+        }
+        // Refused now rather than logged and refused by every replica.
+        if let Err(refusal) = crate::mvcc::check_entry(&entry) {
+            let _ = reply.send(Err(NodeError::Kv(refusal)));
             return;
         }
         self.clock.observe(self.floor.load(Ordering::Relaxed));
@@ -777,13 +814,12 @@ impl Replica {
         let Some(last) = entries.last().map(|e| e.index) else {
             return Ok(());
         };
-        let mut decoded = Vec::with_capacity(entries.len());
+        // The entries in log order: each command, or why it did not decode.
+        let mut commands = Vec::with_capacity(entries.len());
         for entry in &entries {
             match entry.entry_type {
                 EntryType::EntryNormal if !entry.data.is_empty() => {
-                    let (revision, command) = entry_codec::decode(&entry.data)
-                        .map_err(|e| format!("entry {}: {e}", entry.index))?;
-                    decoded.push((entry.index, entry.term, revision, command));
+                    commands.push((entry.index, entry.term, entry_codec::decode(&entry.data)));
                 }
                 // The leader's empty entry; membership changes come with
                 // multi-node clusters.
@@ -796,12 +832,15 @@ impl Replica {
                 }
             }
         }
-        let batch: Vec<Indexed> = decoded
+        let batch: Vec<Indexed> = commands
             .iter()
-            .map(|(index, _, revision, entry)| Indexed {
-                index: *index,
-                revision: *revision,
-                entry,
+            .filter_map(|(index, _, command)| {
+                let (revision, entry) = command.as_ref().ok()?;
+                Some(Indexed {
+                    index: *index,
+                    revision: *revision,
+                    entry,
+                })
             })
             .collect();
         let results = if batch.is_empty() {
@@ -816,11 +855,29 @@ impl Replica {
         let now = self.now();
         // Raised before any writer hears back, so a write that starts after
         // this answer gets a higher revision on every shard.
-        let highest = decoded.iter().map(|d| d.2).max().unwrap_or(0);
+        let highest = batch.iter().map(|b| b.revision).max().unwrap_or(0);
         self.clock.observe(highest);
         self.floor.fetch_max(highest, Ordering::Relaxed);
-        for ((index, term, _, entry), result) in decoded.iter().zip(results) {
+        let mut results = results.into_iter();
+        for (index, term, command) in &commands {
             let writer = self.take_writer(*index, *term);
+            let entry = match command {
+                Ok((_, entry)) => entry,
+                // Every replica meets the same bytes (the log is
+                // checksummed), so every one skips the entry alike: it
+                // changes nothing, and its writer hears why.
+                Err(e) => {
+                    tracing::warn!(shard = self.shard, index, "skipped: {e}");
+                    if let Some(writer) = writer {
+                        let refusal = format!("entry {index}: {e}");
+                        let _ = writer.send(Err(NodeError::InvalidRequest(refusal)));
+                    }
+                    continue;
+                }
+            };
+            let Some(result) = results.next() else {
+                return Err(format!("entry {index}: the keyspace gave no answer"));
+            };
             let fan_out = match &result {
                 Ok(applied) => self.track_leases(*index, entry, &applied.response, now),
                 Err(_) => None,
@@ -1018,6 +1075,20 @@ impl Replica {
         }
         self.feeds.fail_all(self.shard, &reason);
         self.failure.get_or_insert(reason);
+    }
+}
+
+/// Serves a shard that could not be opened: every call is answered with
+/// why (and `Status` with a stopped status), so the node serves its other
+/// shards and says which one stopped.
+pub(crate) async fn serve_stopped(shard: usize, reason: String, calls: flume::Receiver<ShardCall>) {
+    while let Ok(call) = calls.recv_async().await {
+        match call {
+            ShardCall::Status { reply } => {
+                let _ = reply.send(Ok(ShardStatus::stopped(shard, &reason)));
+            }
+            call => call.answer_error(stopped(shard, &reason)),
+        }
     }
 }
 

@@ -89,10 +89,12 @@ fn put_static(p: &PutRequest) -> Result<(), String> {
         return Err(normal(&KvError::LeaseNotFound(p.lease)));
     }
     size_check(p.key.len() + p.value.len())?;
-    if p.value.len() > MAX_VALUE_LEN {
-        return Err(normal(&KvError::RequestTooLarge {
-            len: p.value.len(),
-            max: MAX_VALUE_LEN,
+    // The stored rows' limits, as documented (not as the codec computes
+    // them): key and value together, and the value alone.
+    if p.key.len() + p.value.len() > MAX_PUT_BYTES || p.value.len() > MAX_VALUE_LEN {
+        return Err(normal(&KvError::PutTooLarge {
+            key: p.key.len(),
+            value: p.value.len(),
         }));
     }
     Ok(())

@@ -339,14 +339,17 @@ impl Gen {
                     .collect(),
             },
             _ if self.rng.gen_bool(0.2) => {
+                let key = self.key();
                 let len = [
                     MAX_REQUEST_BYTES,
                     MAX_REQUEST_BYTES - 1,
                     MAX_VALUE_LEN,
                     MAX_VALUE_LEN + 1,
-                ][self.rng.gen_range(0..4)];
+                    MAX_PUT_BYTES - key.len(),
+                    MAX_PUT_BYTES + 1 - key.len(),
+                ][self.rng.gen_range(0..6)];
                 Entry::Put(PutRequest {
-                    key: self.key(),
+                    key,
                     value: vec![b'x'; len],
                     ..Default::default()
                 })

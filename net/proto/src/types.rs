@@ -361,7 +361,7 @@ pub struct LeaseStatus {
 }
 
 /// One shard's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ShardInfo {
     /// The shard.
     pub shard: u32,
@@ -375,6 +375,8 @@ pub struct ShardInfo {
     pub raft_term: u64,
     /// Bytes of its B+-tree file.
     pub db_size: u64,
+    /// Why the shard stopped; empty while it runs.
+    pub stopped: String,
 }
 
 /// The server's status.

@@ -197,6 +197,7 @@ pub(crate) fn error(error: &NodeError) -> proto::ErrorBody {
             kv::KvError::TooManyOps { .. } => (Code::TooManyOps, 0),
             kv::KvError::DuplicateKey { .. } => (Code::DuplicateKey, 0),
             kv::KvError::RequestTooLarge { .. }
+            | kv::KvError::PutTooLarge { .. }
             | kv::KvError::KeyTooLarge { .. }
             | kv::KvError::ResultTooLarge(_) => (Code::TooLarge, 0),
             kv::KvError::InvalidLease(_)

@@ -22,6 +22,7 @@ pub(crate) async fn status(
             raft_index: s.raft_index,
             raft_term: s.raft_term,
             db_size: s.db_size,
+            stopped: s.stopped.clone().unwrap_or_default(),
         })
         .collect();
     let status = Status {

@@ -110,6 +110,20 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGKILL (nothing is flushed or synced), then starts again on the
+    /// same directory and client address.
+    pub fn kill_and_restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "KILL");
+            let _ = child.wait();
+        }
+        let client = self.client.to_string();
+        let extra = std::mem::take(&mut self.extra);
+        *self = Server::launch(&self.data_dir.clone(), 0, &client, extra);
+    }
+}
+
 /// Sends a signal by pid with the `kill` command (no unsafe code in tests).
 fn signal(pid: u32, signal: &str) {
     let _ = Command::new("kill")

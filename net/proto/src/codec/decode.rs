@@ -431,6 +431,7 @@ fn status(s: fb::StatusResponse<'_>) -> Status {
                         raft_index: i.raft_index(),
                         raft_term: i.raft_term(),
                         db_size: i.db_size(),
+                        stopped: i.stopped().unwrap_or_default().to_string(),
                     })
                     .collect()
             })

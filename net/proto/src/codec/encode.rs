@@ -488,6 +488,7 @@ fn status<'a>(fbb: &mut Builder<'a>, s: &Status) -> WIPOffset<fb::StatusResponse
         .shard_info
         .iter()
         .map(|i| {
+            let stopped = (!i.stopped.is_empty()).then(|| fbb.create_string(&i.stopped));
             let args = fb::ShardInfoArgs {
                 shard: i.shard,
                 core: i.core,
@@ -495,6 +496,7 @@ fn status<'a>(fbb: &mut Builder<'a>, s: &Status) -> WIPOffset<fb::StatusResponse
                 raft_index: i.raft_index,
                 raft_term: i.raft_term,
                 db_size: i.db_size,
+                stopped,
             };
             fb::ShardInfo::create(fbb, &args)
         })

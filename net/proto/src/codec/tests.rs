@@ -184,14 +184,22 @@ fn every_response_body() -> Vec<ResponseBody> {
             shards: 4,
             cores: 2,
             core_ports: vec![2380, 2381],
-            shard_info: vec![ShardInfo {
-                shard: 1,
-                core: 1,
-                leader: 1,
-                raft_index: 100,
-                raft_term: 2,
-                db_size: 4096,
-            }],
+            shard_info: vec![
+                ShardInfo {
+                    shard: 1,
+                    core: 1,
+                    leader: 1,
+                    raft_index: 100,
+                    raft_term: 2,
+                    db_size: 4096,
+                    stopped: String::new(),
+                },
+                ShardInfo {
+                    shard: 2,
+                    stopped: "WAL: fdatasync failed".into(),
+                    ..ShardInfo::default()
+                },
+            ],
             member_id: 1,
             name: "default".into(),
             client_address: "127.0.0.1:2379".into(),

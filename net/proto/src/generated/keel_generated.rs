@@ -5198,6 +5198,7 @@ impl<'a> ShardInfo<'a> {
   pub const VT_RAFT_INDEX: ::flatbuffers::VOffsetT = 10;
   pub const VT_RAFT_TERM: ::flatbuffers::VOffsetT = 12;
   pub const VT_DB_SIZE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_STOPPED: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5206,13 +5207,14 @@ impl<'a> ShardInfo<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args ShardInfoArgs
+    args: &'args ShardInfoArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ShardInfo<'bldr>> {
     let mut builder = ShardInfoBuilder::new(_fbb);
     builder.add_db_size(args.db_size);
     builder.add_raft_term(args.raft_term);
     builder.add_raft_index(args.raft_index);
     builder.add_leader(args.leader);
+    if let Some(x) = args.stopped { builder.add_stopped(x); }
     builder.add_core(args.core);
     builder.add_shard(args.shard);
     builder.finish()
@@ -5261,6 +5263,13 @@ impl<'a> ShardInfo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(ShardInfo::VT_DB_SIZE, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn stopped(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ShardInfo::VT_STOPPED, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ShardInfo<'_> {
@@ -5275,19 +5284,21 @@ impl ::flatbuffers::Verifiable for ShardInfo<'_> {
      .visit_field::<u64>("raft_index", Self::VT_RAFT_INDEX, false)?
      .visit_field::<u64>("raft_term", Self::VT_RAFT_TERM, false)?
      .visit_field::<u64>("db_size", Self::VT_DB_SIZE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("stopped", Self::VT_STOPPED, false)?
      .finish();
     Ok(())
   }
 }
-pub struct ShardInfoArgs {
+pub struct ShardInfoArgs<'a> {
     pub shard: u32,
     pub core: u32,
     pub leader: u64,
     pub raft_index: u64,
     pub raft_term: u64,
     pub db_size: u64,
+    pub stopped: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
-impl<'a> Default for ShardInfoArgs {
+impl<'a> Default for ShardInfoArgs<'a> {
   #[inline]
   fn default() -> Self {
     ShardInfoArgs {
@@ -5297,6 +5308,7 @@ impl<'a> Default for ShardInfoArgs {
       raft_index: 0,
       raft_term: 0,
       db_size: 0,
+      stopped: None,
     }
   }
 }
@@ -5331,6 +5343,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ShardInfoBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(ShardInfo::VT_DB_SIZE, db_size, 0);
   }
   #[inline]
+  pub fn add_stopped(&mut self, stopped: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ShardInfo::VT_STOPPED, stopped);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ShardInfoBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ShardInfoBuilder {
@@ -5354,6 +5370,7 @@ impl ::core::fmt::Debug for ShardInfo<'_> {
       ds.field("raft_index", &self.raft_index());
       ds.field("raft_term", &self.raft_term());
       ds.field("db_size", &self.db_size());
+      ds.field("stopped", &self.stopped());
       ds.finish()
   }
 }

@@ -122,6 +122,13 @@ pub(crate) fn status(format: Format, endpoints: &str, status: &Status) {
                     .get(shard.core as usize)
                     .copied()
                     .unwrap_or_default();
+                if !shard.stopped.is_empty() {
+                    println!(
+                        "{:<6} {:<5} {:<6} stopped: {}",
+                        shard.shard, shard.core, port, shard.stopped
+                    );
+                    continue;
+                }
                 println!(
                     "{:<6} {:<5} {:<6} {:<7} {:<10} {:<11} {}",
                     shard.shard,
@@ -139,10 +146,14 @@ pub(crate) fn status(format: Format, endpoints: &str, status: &Status) {
                 .shard_info
                 .iter()
                 .map(|s| {
-                    json!({
+                    let mut shard = json!({
                         "shard": s.shard, "core": s.core, "leader": s.leader,
                         "raft_term": s.raft_term, "raft_index": s.raft_index, "db_size": s.db_size,
-                    })
+                    });
+                    if !s.stopped.is_empty() {
+                        shard["stopped"] = json!(s.stopped);
+                    }
+                    shard
                 })
                 .collect();
             print_json(&json!({
