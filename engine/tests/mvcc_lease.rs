@@ -125,7 +125,7 @@ fn keep_alive_extends_but_cannot_revive_an_expired_lease() {
     let mut shard = Shard::new();
     let mut lessor = leader(&shard, secs(0));
     shard.grant(&mut lessor, 1, 10, secs(0));
-    assert_eq!(lessor.keep_alive(1, secs(8)).unwrap(), 10);
+    assert_eq!(lessor.keep_alive(1, secs(8)).unwrap().ttl, 10);
     assert_eq!(lessor.expired(secs(17)), None);
     assert_eq!(lessor.remaining(1, secs(17)), Some(1));
     assert!(lessor.expired(secs(18)).is_some());
@@ -346,4 +346,176 @@ fn unbounded_intervals_mean_never_not_a_panic() {
     assert_eq!(lessor.checkpoints(secs(5)), None, "never due by time");
     assert!(lessor.expired(secs(10)).is_some());
     assert_eq!(lessor.expired(secs(1000)), None, "never proposed again");
+}
+
+/// A renewal of a lease whose stored row holds a checkpointed remaining
+/// TTL carries the entry that clears it, once: the replica answers the
+/// keep-alive only after that entry applied. Without it, a crash right
+/// after the answer would restart the lease from the old, shorter TTL.
+#[test]
+fn a_keep_alive_of_a_checkpointed_lease_carries_the_reset() {
+    let mut shard = Shard::new();
+    let mut old = leader(&shard, secs(0));
+    shard.grant(&mut old, 1, 100, secs(0));
+    shard.grant(&mut old, 2, 100, secs(0));
+    shard
+        .apply(&Entry::LeaseCheckpoint {
+            checkpoints: vec![(1, 40)],
+        })
+        .unwrap();
+    let mut lessor = leader(&shard, secs(10));
+    let renewal = lessor.keep_alive(1, secs(11)).unwrap();
+    assert_eq!(renewal.ttl, 100);
+    let reset = renewal.reset.expect("the checkpoint must be cleared first");
+    assert_eq!(
+        reset,
+        Entry::LeaseCheckpoint {
+            checkpoints: vec![(1, 0)]
+        }
+    );
+    shard.apply(&reset).unwrap();
+    assert_eq!(shard.store.lease(1).unwrap().unwrap().remaining_ttl, 0);
+    // Once cleared, and for a lease never checkpointed: nothing to log.
+    assert_eq!(lessor.keep_alive(1, secs(12)).unwrap().reset, None);
+    assert_eq!(lessor.keep_alive(2, secs(12)).unwrap().reset, None);
+    // A checkpoint this leader records sets it again.
+    let due = lessor
+        .checkpoints(secs(50))
+        .expect("renewed leases are due");
+    shard.apply(&due).unwrap();
+    assert!(shard.store.lease(1).unwrap().unwrap().remaining_ttl > 0);
+    assert!(lessor.keep_alive(1, secs(51)).unwrap().reset.is_some());
+}
+
+/// The shard of a node with three shards that is the home of `home`'s
+/// leases and mirrors the rest.
+fn shard_of_three(home: usize) -> Shard {
+    let mut shard = Shard::new();
+    shard.store.set_lease_homes(LeaseHomes {
+        shard: home,
+        shards: 3,
+    });
+    shard
+}
+
+/// A lease id whose home is `shard` of three.
+fn homed_on(shard: usize, from: LeaseId) -> LeaseId {
+    (from..)
+        .find(|id| LeaseHomes { shard, shards: 3 }.is_home(*id))
+        .unwrap()
+}
+
+#[test]
+fn a_home_records_a_task_with_every_grant_revoke_and_expiry() {
+    let mut home = shard_of_three(0);
+    let (a, b) = (homed_on(0, 10), homed_on(0, 100));
+    let elsewhere = homed_on(1, 10);
+    home.apply(&Entry::LeaseGrant { id: a, ttl: 30 }).unwrap();
+    home.apply(&Entry::LeaseGrant { id: b, ttl: 40 }).unwrap();
+    let granted_a = home.store.lease(a).unwrap().unwrap().granted_revision;
+    let tasks = home.store.lease_tasks(None, 10).unwrap();
+    assert_eq!(
+        tasks,
+        vec![
+            LeaseTask {
+                id: a,
+                kind: LeaseTaskKind::Grant,
+                ttl: 30,
+                granted_revision: granted_a
+            },
+            LeaseTask {
+                id: b,
+                kind: LeaseTaskKind::Grant,
+                ttl: 40,
+                granted_revision: granted_a + 1
+            },
+        ]
+    );
+    // A grant of a lease homed elsewhere is refused here.
+    assert!(matches!(
+        home.apply(&Entry::LeaseGrant {
+            id: elsewhere,
+            ttl: 5
+        }),
+        Err(KvError::InvalidLease(_))
+    ));
+    // The revoke replaces the grant's task; done removes only what it
+    // names, as it still is.
+    home.apply(&Entry::LeaseRevoke { id: a }).unwrap();
+    let revoke_a = LeaseTask {
+        id: a,
+        kind: LeaseTaskKind::Revoke,
+        ttl: 30,
+        granted_revision: granted_a,
+    };
+    assert_eq!(home.store.lease_tasks(None, 10).unwrap()[0], revoke_a);
+    home.apply(&Entry::LeaseTasksDone {
+        tasks: vec![tasks[0], tasks[1]],
+    })
+    .unwrap();
+    assert_eq!(
+        home.store.lease_tasks(None, 10).unwrap(),
+        vec![revoke_a],
+        "the grant task of b went; a's revoke, newer than what was done, stays"
+    );
+    home.apply(&Entry::LeaseExpire {
+        ids: vec![b, elsewhere],
+    })
+    .unwrap();
+    let after_a = home.store.lease_tasks(Some(a), 10).unwrap();
+    assert_eq!(after_a.len(), 1);
+    assert_eq!(after_a[0].kind, LeaseTaskKind::Revoke);
+    assert_eq!(after_a[0].id, b);
+}
+
+#[test]
+fn a_mirror_follows_its_home_by_grant_revision_and_ignores_what_is_late() {
+    let mut mirror = shard_of_three(1);
+    let id = homed_on(0, 500);
+    let task = |kind, granted_revision| LeaseTask {
+        id,
+        kind,
+        ttl: 60,
+        granted_revision,
+    };
+    let carry = |shard: &mut Shard, tasks: Vec<LeaseTask>| {
+        shard.apply(&Entry::LeaseMirror { tasks }).unwrap();
+    };
+    carry(&mut mirror, vec![task(LeaseTaskKind::Grant, 1000)]);
+    mirror.put("svc/a", id);
+    // The same grant again, or an older one: nothing changes.
+    carry(&mut mirror, vec![task(LeaseTaskKind::Grant, 1000)]);
+    carry(&mut mirror, vec![task(LeaseTaskKind::Grant, 900)]);
+    assert_eq!(mirror.keys(), vec![b"svc/a".to_vec()]);
+    // A revoke of an older grant leaves the newer mirror and its keys.
+    carry(&mut mirror, vec![task(LeaseTaskKind::Revoke, 999)]);
+    assert_eq!(mirror.keys(), vec![b"svc/a".to_vec()]);
+    assert_eq!(
+        mirror.store.lease(id).unwrap().unwrap().granted_revision,
+        1000
+    );
+    // The revoke of this grant removes it with its keys, and a put naming
+    // it then fails here.
+    carry(&mut mirror, vec![task(LeaseTaskKind::Revoke, 1000)]);
+    assert!(mirror.keys().is_empty());
+    assert_eq!(mirror.store.lease(id).unwrap(), None);
+    // A newer grant of the same id replaces a stale mirror and its keys.
+    carry(&mut mirror, vec![task(LeaseTaskKind::Grant, 1100)]);
+    mirror.put("svc/b", id);
+    carry(&mut mirror, vec![task(LeaseTaskKind::Grant, 1200)]);
+    assert!(mirror.keys().is_empty(), "the stale mirror's keys went");
+    assert_eq!(
+        mirror.store.lease(id).unwrap().unwrap().granted_revision,
+        1200
+    );
+    // Tasks of leases homed on this shard are not mirror work.
+    let own = homed_on(1, 500);
+    carry(
+        &mut mirror,
+        vec![LeaseTask {
+            id: own,
+            ..task(LeaseTaskKind::Grant, 5)
+        }],
+    );
+    assert_eq!(mirror.store.lease(own).unwrap(), None);
 }

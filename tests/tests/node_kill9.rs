@@ -52,22 +52,20 @@ fn config(dir: &Path) -> keel_engine::shard::NodeConfig {
     }
 }
 
-/// WAL segment files of every shard.
-fn wal_segments(dir: &Path) -> usize {
+/// The shards whose first WAL segment is gone: segments were released.
+fn shards_that_released_segments(dir: &Path) -> usize {
     (0..4)
-        .map(|shard| {
+        .filter(|shard| {
             std::fs::read_dir(dir.join(format!("shard-{shard:03}/wal")))
                 .map(|entries| {
-                    entries
-                        .filter(|e| {
-                            e.as_ref()
-                                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".wal"))
-                        })
-                        .count()
+                    !entries.filter_map(Result::ok).any(|e| {
+                        let name = e.file_name().to_string_lossy().into_owned();
+                        name.starts_with("0000000000000001-") && name.ends_with(".wal")
+                    })
                 })
-                .unwrap_or(0)
+                .unwrap_or(false)
         })
-        .sum()
+        .count()
 }
 
 /// The child: write forever from many threads, reporting acknowledgements.
@@ -213,10 +211,12 @@ fn a_killed_node_keeps_every_acknowledged_write() {
         acknowledged.insert(after_key, after.revision);
         node.shutdown();
     }
+    // Each shard wrote about 5 MiB, more than a 4 MiB segment, and its
+    // tree was made durable many times since: its first segment went.
     let written: usize = acknowledged.len() * (8 << 10);
-    let segments = wal_segments(dir.path());
+    let released = shards_that_released_segments(dir.path());
     assert!(
-        segments * (4 << 20) < written / 2,
-        "{segments} WAL segments kept for {written} bytes written: none released"
+        released > 0,
+        "no shard released a WAL segment after {written} bytes written"
     );
 }

@@ -3,7 +3,7 @@
 //! must be numeric order. Every value starts with a format version byte.
 
 use crate::error::{Error, Result};
-use crate::mvcc::types::{EventKind, KeyValue, LeaseId, Revision};
+use crate::mvcc::types::{EventKind, KeyValue, LeaseId, LeaseTask, LeaseTaskKind, Revision};
 
 /// Version byte of every value written today: the keyspace layout. 3 since
 /// revisions are below 2^53 and name their shard (engine/FORMAT.md); rows
@@ -28,6 +28,9 @@ pub(crate) mod tree {
     pub(crate) const LEASES: &[u8] = b"leases";
     /// Lease id ++ user key -> nothing.
     pub(crate) const LEASE_KEYS: &[u8] = b"lease_keys";
+    /// Lease id -> what the lease's home must still tell its mirrors (on
+    /// the home shard of a node with several shards).
+    pub(crate) const LEASE_TASKS: &[u8] = b"lease_tasks";
     /// Name -> number.
     pub(crate) const META: &[u8] = b"meta";
     /// Trees of the layout before `history` (history keyed by user key);
@@ -369,6 +372,45 @@ pub(crate) fn decode_lease(row: &[u8]) -> Result<LeaseRow> {
     })
 }
 
+/// Bytes of a `lease_tasks` row.
+const LEASE_TASK_LEN: usize = 1 + 1 + 8 + 8;
+const TASK_GRANT: u8 = 1;
+const TASK_REVOKE: u8 = 2;
+
+/// A `lease_tasks` row: what the lease's mirrors must do (its key is the
+/// lease id, as [`lease_key`]).
+pub(crate) fn encode_lease_task(task: &LeaseTask) -> Vec<u8> {
+    let mut out = Vec::with_capacity(LEASE_TASK_LEN);
+    out.push(ROW_VERSION);
+    out.push(match task.kind {
+        LeaseTaskKind::Grant => TASK_GRANT,
+        LeaseTaskKind::Revoke => TASK_REVOKE,
+    });
+    out.extend_from_slice(&task.ttl.to_le_bytes());
+    out.extend_from_slice(&task.granted_revision.to_le_bytes());
+    out
+}
+
+/// Reads a `lease_tasks` row back.
+pub(crate) fn decode_lease_task(id: LeaseId, row: &[u8]) -> Result<LeaseTask> {
+    check_version("lease_tasks", row)?;
+    if row.len() != LEASE_TASK_LEN {
+        return Err(bad("lease_tasks", "row is not 18 bytes"));
+    }
+    let kind = match row.get(1) {
+        Some(&TASK_GRANT) => LeaseTaskKind::Grant,
+        Some(&TASK_REVOKE) => LeaseTaskKind::Revoke,
+        other => return Err(bad("lease_tasks", format!("unknown task kind {other:?}"))),
+    };
+    let field = |at| u64_le(row, at).ok_or_else(|| bad("lease_tasks", "row too short"));
+    Ok(LeaseTask {
+        id,
+        kind,
+        ttl: field(2)? as i64,
+        granted_revision: field(10)?,
+    })
+}
+
 /// The `lease_keys` row key tying `key` to `lease`.
 pub(crate) fn lease_key_row(lease: LeaseId, key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + key.len());
@@ -557,6 +599,20 @@ mod tests {
             vec![0, 0, 0, 0, 0, 0, 1, 2, b'k']
         );
         assert_eq!(encode_meta(7), vec![3, 7, 0, 0, 0, 0, 0, 0, 0]);
+
+        let task = LeaseTask {
+            id: 9,
+            kind: LeaseTaskKind::Revoke,
+            ttl: 10,
+            granted_revision: 0x0102,
+        };
+        let mut task_bytes = vec![3, 2];
+        task_bytes.extend_from_slice(&10u64.to_le_bytes());
+        task_bytes.extend_from_slice(&0x0102u64.to_le_bytes());
+        assert_eq!(encode_lease_task(&task), task_bytes);
+        assert_eq!(decode_lease_task(9, &task_bytes).unwrap(), task);
+        task_bytes[1] = 3;
+        assert!(decode_lease_task(9, &task_bytes).is_err());
     }
 
     #[test]

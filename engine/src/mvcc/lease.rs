@@ -44,6 +44,16 @@ impl Default for LessorConfig {
     }
 }
 
+/// A keep-alive's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Renewal {
+    /// The lease's TTL, seconds: it lives that long from now.
+    pub ttl: i64,
+    /// An entry to apply before the keep-alive is answered: it clears the
+    /// stored checkpoint (see [`Lessor::keep_alive`]).
+    pub reset: Option<Entry>,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Timer {
     ttl: i64,
@@ -52,6 +62,10 @@ struct Timer {
     checkpointed_at: Duration,
     /// A keep-alive reset it since the last checkpoint.
     renewed: bool,
+    /// The stored lease holds a remaining TTL (a checkpoint) that a
+    /// restart or a new leader would start it from: a keep-alive must
+    /// clear it durably before it is answered.
+    checkpointed: bool,
 }
 
 impl Timer {
@@ -66,7 +80,9 @@ impl Timer {
         let remaining = seconds_left(self.deadline, now);
         self.checkpointed_at = now;
         self.renewed = false;
-        Some(if remaining >= self.ttl { 0 } else { remaining })
+        let recorded = if remaining >= self.ttl { 0 } else { remaining };
+        self.checkpointed = recorded > 0;
+        Some(recorded)
     }
 }
 
@@ -123,7 +139,8 @@ impl Lessor {
             } else {
                 lease.ttl
             };
-            self.start(lease.id, lease.ttl, now + seconds(left), now);
+            let checkpointed = lease.remaining_ttl > 0;
+            self.start(lease.id, lease.ttl, now + seconds(left), now, checkpointed);
         }
     }
 
@@ -135,7 +152,14 @@ impl Lessor {
         self.primary = false;
     }
 
-    fn start(&mut self, id: LeaseId, ttl: i64, deadline: Duration, now: Duration) {
+    fn start(
+        &mut self,
+        id: LeaseId,
+        ttl: i64,
+        deadline: Duration,
+        now: Duration,
+        checkpointed: bool,
+    ) {
         let replaced = self.timers.insert(
             id,
             Timer {
@@ -143,6 +167,7 @@ impl Lessor {
                 deadline,
                 checkpointed_at: now,
                 renewed: false,
+                checkpointed,
             },
         );
         if let Some(old) = replaced {
@@ -154,7 +179,7 @@ impl Lessor {
     /// A grant was applied.
     pub fn granted(&mut self, id: LeaseId, ttl: i64, now: Duration) {
         if self.primary {
-            self.start(id, ttl, now + seconds(ttl), now);
+            self.start(id, ttl, now + seconds(ttl), now, false);
         }
     }
 
@@ -168,12 +193,18 @@ impl Lessor {
         }
     }
 
-    /// A keep-alive: the lease lives a full TTL from now. Returns the TTL.
+    /// A keep-alive: the lease lives a full TTL from now.
+    ///
+    /// When the stored lease holds a checkpointed remaining TTL, the
+    /// renewal carries the entry that clears it: the caller answers the
+    /// keep-alive only once that entry has applied, so that a crash or a
+    /// new leader right after the answer does not start the lease from the
+    /// old, shorter remaining TTL (etcd does the same).
     ///
     /// # Errors
     /// [`KvError::LeaseNotFound`] for an unknown lease or one already past
     /// its deadline (its expiry is decided; it cannot be revived).
-    pub fn keep_alive(&mut self, id: LeaseId, now: Duration) -> KvResult<i64> {
+    pub fn keep_alive(&mut self, id: LeaseId, now: Duration) -> KvResult<Renewal> {
         let timer = self
             .timers
             .get_mut(&id)
@@ -183,7 +214,13 @@ impl Lessor {
         timer.deadline = now + seconds(timer.ttl);
         timer.renewed = true;
         self.queue.insert((timer.deadline, id));
-        Ok(timer.ttl)
+        let reset = std::mem::take(&mut timer.checkpointed).then(|| Entry::LeaseCheckpoint {
+            checkpoints: vec![(id, 0)],
+        });
+        Ok(Renewal {
+            ttl: timer.ttl,
+            reset,
+        })
     }
 
     /// Seconds the lease has left (rounded up), or `None` if unknown.

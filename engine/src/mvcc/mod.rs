@@ -38,11 +38,12 @@ mod watch;
 mod write;
 
 pub use error::{KvError, KvResult};
-pub use lease::{Lessor, LessorConfig};
+pub use lease::{Lessor, LessorConfig, Renewal};
 pub use read::RangePage;
 pub(crate) use read::{sort_cmp, KeyRange};
 pub use store::{
-    check_entry, Applied, CompactStep, Indexed, LeaseInfo, RangePager, Store, MAX_LEASE_TTL,
+    check_entry, Applied, CompactStep, Indexed, LeaseHomes, LeaseInfo, RangePager, Store,
+    MAX_LEASE_TTL,
 };
 pub use types::*;
 pub use watch::{WatchId, WatchRequest, WatchUpdate, MAX_BUFFERED_BYTES, MAX_BUFFERED_EVENTS};

@@ -13,22 +13,63 @@ use crate::mvcc::error::{KvError, KvResult};
 use crate::mvcc::read::{self, RangePage, RangePlan, RangeProgress, Revisions};
 use crate::mvcc::snapshot::{Snapshot, View};
 use crate::mvcc::txn;
-use crate::mvcc::types::{Entry, LeaseId, RangeRequest, RangeResponse, Response, Revision};
+use crate::mvcc::types::{
+    Entry, LeaseId, LeaseTask, LeaseTaskKind, RangeRequest, RangeResponse, Response, Revision,
+};
 use crate::mvcc::watch::WatchHub;
-use crate::mvcc::write::{attached_keys, lease_row, EventLog, Writer};
+use crate::mvcc::write::{attached_keys, lease_row, lease_task, EventLog, Writer};
 
 /// Largest TTL a lease may have, in seconds (etcd's `MaxLeaseTTL`).
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
 /// Every tree of the keyspace, created when a store is first opened.
-const TREES: [&[u8]; 6] = [
+const TREES: [&[u8]; 7] = [
     tree::KV,
     tree::HISTORY,
     tree::GONE,
     tree::LEASES,
     tree::LEASE_KEYS,
+    tree::LEASE_TASKS,
     tree::META,
 ];
+
+/// Which leases a store is the home of: those whose
+/// [`crate::routing::home_of_lease`] among `shards` is `shard`. The
+/// others it only mirrors. With one shard (the default) it is the home of
+/// every lease and has no mirrors to tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaseHomes {
+    /// This store's shard.
+    pub shard: usize,
+    /// The node's shard count.
+    pub shards: usize,
+}
+
+impl Default for LeaseHomes {
+    fn default() -> LeaseHomes {
+        LeaseHomes {
+            shard: 0,
+            shards: 1,
+        }
+    }
+}
+
+impl LeaseHomes {
+    /// The shard lease `id` lives on.
+    pub fn home_of(&self, id: LeaseId) -> usize {
+        crate::routing::home_of_lease(id, self.shards.max(1))
+    }
+
+    /// Whether this store is lease `id`'s home.
+    pub fn is_home(&self, id: LeaseId) -> bool {
+        self.home_of(id) == self.shard
+    }
+
+    /// Whether other shards mirror this store's leases.
+    fn has_mirrors(&self) -> bool {
+        self.shards > 1
+    }
+}
 
 /// An entry to apply: its Raft index, the revision the leader gave it,
 /// and what it does.
@@ -95,6 +136,9 @@ pub struct Store<S: Storage = FileStorage> {
     /// from then on (reopen to recover).
     failure: Option<String>,
     pub(crate) watches: WatchHub,
+    /// Which leases this store is the home of; fixed for the life of the
+    /// shard (every replica of it has the same).
+    homes: LeaseHomes,
 }
 
 impl Store<FileStorage> {
@@ -168,7 +212,19 @@ impl<S: Storage> Store<S> {
             held: None,
             failure: None,
             watches: WatchHub::default(),
+            homes: LeaseHomes::default(),
         })
+    }
+
+    /// Sets which leases this store is the home of (before the first
+    /// apply; every replica of a shard must set the same).
+    pub fn set_lease_homes(&mut self, homes: LeaseHomes) {
+        self.homes = homes;
+    }
+
+    /// Which leases this store is the home of.
+    pub fn lease_homes(&self) -> LeaseHomes {
+        self.homes
     }
 
     /// With `true`, apply batches (and compaction steps) go into one write
@@ -393,7 +449,8 @@ impl<S: Storage> Store<S> {
         let mut txn = self.writer()?;
         let mut results = Vec::with_capacity(batch.len());
         for (at, item) in batch.iter().enumerate() {
-            let (result, wrote) = apply_entry(&mut txn, &mut events, &mut revisions, item);
+            let (result, wrote) =
+                apply_entry(&mut txn, &mut events, &mut revisions, self.homes, item);
             match result {
                 Ok(response) => results.push(Ok(Applied {
                     revision: item.revision,
@@ -413,8 +470,13 @@ impl<S: Storage> Store<S> {
                         revisions = start;
                         for (earlier, outcome) in batch.iter().zip(&results).take(at) {
                             if outcome.is_ok() {
-                                let (replayed, _) =
-                                    apply_entry(&mut txn, &mut events, &mut revisions, earlier);
+                                let (replayed, _) = apply_entry(
+                                    &mut txn,
+                                    &mut events,
+                                    &mut revisions,
+                                    self.homes,
+                                    earlier,
+                                );
                                 if let Err(e) = replayed {
                                     return Err(replay_diverged(e));
                                 }
@@ -496,6 +558,27 @@ impl<S: Storage> Store<S> {
                     codec::decode_lease_key(key)?,
                     codec::decode_lease(row)?,
                 ))
+            })
+            .collect()
+    }
+
+    /// Up to `limit` tasks this shard, as the home of their leases, must
+    /// still carry to its mirrors, in lease id order from `after`
+    /// (exclusive).
+    pub fn lease_tasks(&self, after: Option<LeaseId>, limit: usize) -> KvResult<Vec<LeaseTask>> {
+        let view = self.view()?;
+        let from = after.map(codec::lease_key);
+        let start = from
+            .as_ref()
+            .map_or(Bound::Unbounded, |k| Bound::Excluded(k.as_slice()));
+        view.rows(tree::LEASE_TASKS, start, Bound::Unbounded)?
+            .take(limit)
+            .map(|row| {
+                let (key, row) = row?;
+                Ok(codec::decode_lease_task(
+                    codec::decode_lease_key(key)?,
+                    row,
+                )?)
             })
             .collect()
     }
@@ -605,6 +688,7 @@ fn apply_entry<S: Storage>(
     txn: &mut WriteTxn<S>,
     events: &mut EventLog,
     revisions: &mut Revisions,
+    homes: LeaseHomes,
     item: &Indexed<'_>,
 ) -> (KvResult<Response>, bool) {
     let rev = item.revision;
@@ -623,7 +707,7 @@ fn apply_entry<S: Storage>(
         wrote: false,
         events,
     };
-    let result = match run_entry(&mut writer, before, revisions, item.entry) {
+    let result = match run_entry(&mut writer, before, revisions, homes, item.entry) {
         // The tree refused a row before the entry wrote anything: a
         // refusal like any other (`check_entry` should have caught it).
         // After a write it stays fatal: undoing the entry's earlier rows
@@ -650,6 +734,7 @@ fn run_entry<S: Storage>(
     writer: &mut Writer<'_, S>,
     before: Revisions,
     revisions: &mut Revisions,
+    homes: LeaseHomes,
     entry: &Entry,
 ) -> KvResult<Response> {
     match entry {
@@ -696,7 +781,8 @@ fn run_entry<S: Storage>(
         Entry::LeaseGrant { id, ttl } => {
             check_grant(*id, *ttl)?;
             let id = match *id {
-                0 => free_lease_id(&*writer.txn, writer.rev)?,
+                0 => free_lease_id(&*writer.txn, writer.rev, homes)?,
+                id if !homes.is_home(id) => return Err(not_home(homes, id)),
                 id if lease_row(&*writer.txn, id)?.is_some() => {
                     return Err(KvError::LeaseExists(id))
                 }
@@ -708,24 +794,52 @@ fn run_entry<S: Storage>(
                 granted_rev: writer.rev,
             };
             writer.store_lease(id, &row)?;
+            if homes.has_mirrors() {
+                writer.store_task(&LeaseTask {
+                    id,
+                    kind: LeaseTaskKind::Grant,
+                    ttl: *ttl,
+                    granted_revision: writer.rev,
+                })?;
+            }
             Ok(Response::LeaseGrant { id, ttl: *ttl })
         }
         Entry::LeaseRevoke { id } => {
-            if lease_row(&*writer.txn, *id)?.is_none() {
-                return Err(KvError::LeaseNotFound(*id));
+            if !homes.is_home(*id) {
+                return Err(not_home(homes, *id));
             }
-            writer.revoke(*id)?;
+            let Some(row) = lease_row(&*writer.txn, *id)? else {
+                return Err(KvError::LeaseNotFound(*id));
+            };
+            revoke_at_home(writer, homes, *id, row)?;
             Ok(Response::LeaseRevoke)
         }
         Entry::LeaseExpire { ids } => {
             let mut revoked = Vec::new();
             for &id in ids {
-                if lease_row(&*writer.txn, id)?.is_some() {
-                    writer.revoke(id)?;
+                if !homes.is_home(id) {
+                    continue;
+                }
+                if let Some(row) = lease_row(&*writer.txn, id)? {
+                    revoke_at_home(writer, homes, id, row)?;
                     revoked.push(id);
                 }
             }
             Ok(Response::LeaseExpire { revoked })
+        }
+        Entry::LeaseMirror { tasks } => {
+            for task in tasks.iter().filter(|t| !homes.is_home(t.id)) {
+                mirror(writer, task)?;
+            }
+            Ok(Response::LeaseMirror)
+        }
+        Entry::LeaseTasksDone { tasks } => {
+            for task in tasks.iter().filter(|t| homes.is_home(t.id)) {
+                if lease_task(&*writer.txn, task.id)?.as_ref() == Some(task) {
+                    writer.remove_task(task.id)?;
+                }
+            }
+            Ok(Response::LeaseTasksDone)
         }
         Entry::LeaseCheckpoint { checkpoints } => {
             for &(id, remaining) in checkpoints {
@@ -755,7 +869,9 @@ pub fn check_entry(entry: &Entry) -> KvResult<()> {
         Entry::Compact { .. }
         | Entry::LeaseRevoke { .. }
         | Entry::LeaseExpire { .. }
-        | Entry::LeaseCheckpoint { .. } => Ok(()),
+        | Entry::LeaseCheckpoint { .. }
+        | Entry::LeaseMirror { .. }
+        | Entry::LeaseTasksDone { .. } => Ok(()),
     }
 }
 
@@ -771,11 +887,69 @@ fn check_grant(id: LeaseId, ttl: i64) -> KvResult<()> {
     Ok(())
 }
 
+fn not_home(homes: LeaseHomes, id: LeaseId) -> KvError {
+    KvError::InvalidLease(format!(
+        "lease {id} lives on shard {}, not shard {}",
+        homes.home_of(id),
+        homes.shard
+    ))
+}
+
+/// Removes a lease on its home, with its keys here; its mirrors must then
+/// go too (a task, when there are mirrors).
+fn revoke_at_home<S: Storage>(
+    writer: &mut Writer<'_, S>,
+    homes: LeaseHomes,
+    id: LeaseId,
+    row: LeaseRow,
+) -> KvResult<()> {
+    writer.revoke(id)?;
+    if homes.has_mirrors() {
+        writer.store_task(&LeaseTask {
+            id,
+            kind: LeaseTaskKind::Revoke,
+            ttl: row.ttl,
+            granted_revision: row.granted_rev,
+        })?;
+    }
+    Ok(())
+}
+
+/// Brings the mirror of `task.id` here to what its home says. A grant
+/// newer than the mirror replaces it (an older mirror is a lease whose
+/// revoke never reached this shard: it goes with its keys); a revoke
+/// removes the mirror of that grant or an older one. Anything older than
+/// the mirror does nothing, so tasks may come twice or late.
+fn mirror<S: Storage>(writer: &mut Writer<'_, S>, task: &LeaseTask) -> KvResult<()> {
+    let held = lease_row(&*writer.txn, task.id)?.map(|row| row.granted_rev);
+    match task.kind {
+        LeaseTaskKind::Grant => {
+            if held.is_some_and(|held| held >= task.granted_revision) {
+                return Ok(());
+            }
+            if held.is_some() {
+                writer.revoke(task.id)?;
+            }
+            let row = LeaseRow {
+                ttl: task.ttl,
+                remaining_ttl: 0,
+                granted_rev: task.granted_revision,
+            };
+            writer.store_lease(task.id, &row)
+        }
+        LeaseTaskKind::Revoke => match held {
+            Some(held) if held <= task.granted_revision => writer.revoke(task.id),
+            _ => Ok(()),
+        },
+    }
+}
+
 /// The id a grant without one gets: the revision's low 63 bits, or the
-/// next free id above them. Every replica picks the same.
-fn free_lease_id<T: Snapshot>(snap: &T, rev: Revision) -> KvResult<LeaseId> {
+/// next id above them that is free and homed here. Every replica picks the
+/// same.
+fn free_lease_id<T: Snapshot>(snap: &T, rev: Revision, homes: LeaseHomes) -> KvResult<LeaseId> {
     let mut id = ((rev & (i64::MAX as u64)) as LeaseId).max(1);
-    while lease_row(snap, id)?.is_some() {
+    while !homes.is_home(id) || lease_row(snap, id)?.is_some() {
         id = if id == i64::MAX { 1 } else { id + 1 };
     }
     Ok(id)

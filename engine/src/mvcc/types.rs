@@ -248,6 +248,47 @@ pub enum Entry {
         /// `(lease, remaining seconds)`.
         checkpoints: Vec<(LeaseId, i64)>,
     },
+    /// On a shard that mirrors leases homed elsewhere: bring each mirror to
+    /// what its home says (a grant copied, or a lease gone with its keys
+    /// here). Idempotent, and ordered by each task's grant revision: a task
+    /// older than the mirror does nothing.
+    LeaseMirror {
+        /// What the homes say, one task per lease.
+        tasks: Vec<LeaseTask>,
+    },
+    /// On a lease's home: every mirror has done these tasks; each task row
+    /// that still says the same goes.
+    LeaseTasksDone {
+        /// The tasks carried out.
+        tasks: Vec<LeaseTask>,
+    },
+}
+
+/// What a lease's home shard must still tell the other shards (its
+/// mirrors): recorded with the grant, revoke or expiry that made it, in
+/// the home's own state, and carried out until every mirror has done it
+/// (docs/node.md, "Leases across shards").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LeaseTask {
+    /// The lease.
+    pub id: LeaseId,
+    /// Copy the grant, or remove the mirror with its keys.
+    pub kind: LeaseTaskKind,
+    /// The TTL granted (for a revoke, the one it had).
+    pub ttl: i64,
+    /// The revision of the home's grant: a mirror takes a grant only if it
+    /// is newer than what it holds, and a revoke removes only mirrors of
+    /// that grant or older ones.
+    pub granted_revision: Revision,
+}
+
+/// See [`LeaseTask::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LeaseTaskKind {
+    /// The lease is granted: every mirror holds it.
+    Grant,
+    /// The lease is gone: no mirror holds it or its keys.
+    Revoke,
 }
 
 /// The answer to a range.
@@ -327,6 +368,10 @@ pub enum Response {
     },
     /// To a checkpoint.
     LeaseCheckpoint,
+    /// To mirror tasks.
+    LeaseMirror,
+    /// To finished tasks.
+    LeaseTasksDone,
 }
 
 /// What changed a key.

@@ -15,8 +15,8 @@ use crate::mvcc::error::KvResult;
 use crate::mvcc::read::KeyRange;
 use crate::mvcc::snapshot::Snapshot;
 use crate::mvcc::types::{
-    DeleteRangeRequest, DeleteRangeResponse, Event, EventKind, KeyValue, LeaseId, PutRequest,
-    PutResponse, Revision,
+    DeleteRangeRequest, DeleteRangeResponse, Event, EventKind, KeyValue, LeaseId, LeaseTask,
+    PutRequest, PutResponse, Revision,
 };
 
 /// Keys a delete collects before deleting them, so a huge delete holds
@@ -274,6 +274,24 @@ impl<S: Storage> Writer<'_, S> {
         Ok(())
     }
 
+    /// Records what a lease's mirrors must do (replacing what was there).
+    pub(crate) fn store_task(&mut self, task: &LeaseTask) -> KvResult<()> {
+        self.wrote = true;
+        self.txn
+            .tree(tree::LEASE_TASKS)?
+            .insert(&codec::lease_key(task.id), &codec::encode_lease_task(task))?;
+        Ok(())
+    }
+
+    /// Forgets a lease's task: every mirror has done it.
+    pub(crate) fn remove_task(&mut self, id: LeaseId) -> KvResult<()> {
+        self.wrote = true;
+        self.txn
+            .tree(tree::LEASE_TASKS)?
+            .remove(&codec::lease_key(id))?;
+        Ok(())
+    }
+
     /// Stores a lease.
     pub(crate) fn store_lease(&mut self, id: LeaseId, lease: &LeaseRow) -> KvResult<()> {
         self.wrote = true;
@@ -297,6 +315,14 @@ pub(crate) fn lease_row<T: Snapshot>(snap: &T, id: LeaseId) -> KvResult<Option<L
     }
     match snap.row(tree::LEASES, &codec::lease_key(id))? {
         Some(row) => Ok(Some(codec::decode_lease(row)?)),
+        None => Ok(None),
+    }
+}
+
+/// The task lease `id`'s home must still carry to its mirrors.
+pub(crate) fn lease_task<T: Snapshot>(snap: &T, id: LeaseId) -> KvResult<Option<LeaseTask>> {
+    match snap.row(tree::LEASE_TASKS, &codec::lease_key(id))? {
+        Some(row) => Ok(Some(codec::decode_lease_task(id, row)?)),
         None => Ok(None),
     }
 }

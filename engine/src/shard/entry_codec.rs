@@ -5,8 +5,8 @@
 //! an error, never a panic or a huge allocation.
 
 use crate::mvcc::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, Entry, PutRequest, RangeRequest,
-    RequestOp, Revision, SortOrder, SortTarget, TxnRequest,
+    Compare, CompareResult, CompareTarget, DeleteRangeRequest, Entry, LeaseTask, LeaseTaskKind,
+    PutRequest, RangeRequest, RequestOp, Revision, SortOrder, SortTarget, TxnRequest,
 };
 
 /// Version byte of every command written today: 2 since revisions are
@@ -96,6 +96,14 @@ pub fn encode(revision: Revision, entry: &Entry) -> Vec<u8> {
                 out.i64(*remaining);
             }
         }
+        Entry::LeaseMirror { tasks } => {
+            out.u8(9);
+            out.tasks(tasks);
+        }
+        Entry::LeaseTasksDone { tasks } => {
+            out.u8(10);
+            out.tasks(tasks);
+        }
     }
     out.0
 }
@@ -136,6 +144,12 @@ pub fn decode(bytes: &[u8]) -> Decoded<(Revision, Entry)> {
                 .collect::<Decoded<_>>()?;
             Entry::LeaseCheckpoint { checkpoints }
         }
+        9 => Entry::LeaseMirror {
+            tasks: input.tasks()?,
+        },
+        10 => Entry::LeaseTasksDone {
+            tasks: input.tasks()?,
+        },
         tag => return Err(DecodeError(format!("unknown command tag {tag}"))),
     };
     if !input.0.is_empty() {
@@ -172,6 +186,19 @@ impl Writer {
             v |= u8::from(*bit) << i;
         }
         self.u8(v);
+    }
+
+    fn tasks(&mut self, tasks: &[LeaseTask]) {
+        self.u32(tasks.len() as u32);
+        for task in tasks {
+            self.i64(task.id);
+            self.u8(match task.kind {
+                LeaseTaskKind::Grant => 1,
+                LeaseTaskKind::Revoke => 2,
+            });
+            self.i64(task.ttl);
+            self.u64(task.granted_revision);
+        }
     }
 
     fn put(&mut self, put: &PutRequest) {
@@ -324,6 +351,26 @@ impl Reader<'_> {
             return Err(DecodeError(format!("unknown flags {v:#x}")));
         }
         Ok(std::array::from_fn(|i| v & (1 << i) != 0))
+    }
+
+    fn tasks(&mut self) -> Decoded<Vec<LeaseTask>> {
+        let count = self.count(25)?;
+        (0..count)
+            .map(|_| {
+                let id = self.i64()?;
+                let kind = match self.u8()? {
+                    1 => LeaseTaskKind::Grant,
+                    2 => LeaseTaskKind::Revoke,
+                    v => return Err(DecodeError(format!("unknown lease task kind {v}"))),
+                };
+                Ok(LeaseTask {
+                    id,
+                    kind,
+                    ttl: self.i64()?,
+                    granted_revision: self.u64()?,
+                })
+            })
+            .collect()
     }
 
     fn put(&mut self) -> Decoded<PutRequest> {
@@ -518,6 +565,30 @@ mod tests {
             Entry::LeaseExpire { ids: vec![1, 2] },
             Entry::LeaseCheckpoint {
                 checkpoints: vec![(1, 5), (2, 0)],
+            },
+            Entry::LeaseMirror {
+                tasks: vec![
+                    LeaseTask {
+                        id: 4,
+                        kind: LeaseTaskKind::Grant,
+                        ttl: 30,
+                        granted_revision: 77,
+                    },
+                    LeaseTask {
+                        id: 5,
+                        kind: LeaseTaskKind::Revoke,
+                        ttl: 10,
+                        granted_revision: 66,
+                    },
+                ],
+            },
+            Entry::LeaseTasksDone {
+                tasks: vec![LeaseTask {
+                    id: 4,
+                    kind: LeaseTaskKind::Grant,
+                    ttl: 30,
+                    granted_revision: 77,
+                }],
             },
         ]
     }

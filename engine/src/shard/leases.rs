@@ -3,14 +3,12 @@
 //! runs there. Every other shard keeps a copy (a "mirror"), so a put on any
 //! shard can attach a key to it and a put naming a dead lease fails there.
 //!
-//! The home is the truth: a mirror without its home lease is garbage, a
-//! home lease without a mirror is an unfinished grant. A grant, a revoke or
-//! an expiry applies on the home, which then tells the mirrors and only
-//! then answers (`lease_fan_out.rs`). A crash part-way is repaired when the
-//! node starts ([`NodeClient::repair_leases`]): missing mirrors are
-//! granted, orphan mirrors are revoked, with their keys.
-
-use std::collections::BTreeSet;
+//! The home is the truth. A grant, a revoke or an expiry applies on the
+//! home together with a task for the mirrors, in the home's own state; the
+//! home's leader carries the task to every mirror, and only then answers
+//! the writer (`lease_tasks.rs`). A crash part-way leaves the task in the
+//! home's log and tree, and the home carries it again once it has
+//! replayed.
 
 use crate::mvcc::{Entry, LeaseId, LeaseInfo, Response};
 use crate::shard::error::{NodeError, NodeResult};
@@ -120,57 +118,13 @@ impl NodeClient<'_> {
         Ok(all)
     }
 
-    /// Makes the mirrors agree with the homes after a crash: grants missing
-    /// mirrors, revokes (with their keys) mirrors whose home lease is gone.
-    /// Returns how many mirrors it granted and revoked.
-    pub async fn repair_leases(&self) -> NodeResult<(usize, usize)> {
-        let shards = self.shard_count();
-        let mut held: Vec<Vec<LeaseInfo>> = Vec::with_capacity(shards);
-        let mut stopped = BTreeSet::new();
-        for shard in 0..shards {
-            match self.call(shard, |reply| ShardCall::Leases { reply }).await {
-                Ok(leases) => held.push(leases),
-                // A stopped shard is left as it is; the rest are repaired.
-                Err(NodeError::ShardStopped { .. }) => {
-                    stopped.insert(shard);
-                    held.push(Vec::new());
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        let ids: Vec<BTreeSet<LeaseId>> = held
-            .iter()
-            .map(|leases| leases.iter().map(|l| l.id).collect())
-            .collect();
-        let (mut granted, mut revoked) = (0, 0);
-        for (shard, leases) in held.iter().enumerate() {
-            let mut orphans = Vec::new();
-            for lease in leases {
-                let home = home_of_lease(lease.id, shards);
-                if home == shard {
-                    for (other, other_ids) in ids.iter().enumerate() {
-                        let unknown = stopped.contains(&other);
-                        if other != home && !unknown && !other_ids.contains(&lease.id) {
-                            let grant = Entry::LeaseGrant {
-                                id: lease.id,
-                                ttl: lease.ttl,
-                            };
-                            self.write_to(other, grant).await?;
-                            granted += 1;
-                        }
-                    }
-                } else if !stopped.contains(&home)
-                    && !ids.get(home).is_some_and(|h| h.contains(&lease.id))
-                {
-                    orphans.push(lease.id);
-                }
-            }
-            if !orphans.is_empty() {
-                revoked += orphans.len();
-                self.write_to(shard, Entry::LeaseExpire { ids: orphans })
-                    .await?;
-            }
-        }
-        Ok((granted, revoked))
+    /// The leases shard `shard` holds: those homed there and the mirrors
+    /// of those homed elsewhere (for audits: every mirror should match its
+    /// home once the home's tasks are done).
+    ///
+    /// # Errors
+    /// A stopped shard, or the node shutting down.
+    pub async fn shard_leases(&self, shard: usize) -> NodeResult<Vec<LeaseInfo>> {
+        self.call(shard, |reply| ShardCall::Leases { reply }).await
     }
 }

@@ -5,7 +5,7 @@
 
 pub mod entry_codec;
 mod error;
-mod lease_fan_out;
+mod lease_tasks;
 mod leases;
 pub mod log_store;
 mod merge;

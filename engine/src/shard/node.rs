@@ -208,8 +208,6 @@ impl Node {
                 Err(_) => return Err(NodeError::Start("a core exited while starting".into())),
             }
         }
-        // Finish lease grants and revokes a crash interrupted.
-        futures_lite::future::block_on(node.client().repair_leases())?;
         Ok(node)
     }
 
@@ -659,7 +657,10 @@ async fn run_core(setup: CoreSetup) {
         let (tx, rx) = flume::unbounded();
         router.add_local(shard, tx);
         match Replica::open(&dir, replica_config, floor.clone(), router.clone()).await {
-            Ok(replica) => replicas.push(glommio::spawn_local(replica.run(rx))),
+            Ok(mut replica) => {
+                replica.replay().await;
+                replicas.push(glommio::spawn_local(replica.run(rx)));
+            }
             // The node still starts: its other shards serve, and this one
             // answers every call with why it stopped.
             Err(error) => {

@@ -29,12 +29,13 @@ use raft::{RawNode, StateRole};
 use crate::btree::{CommitSync, DeferredDurability, Options};
 use crate::hlc::{Clock, WallClock};
 use crate::mvcc::{
-    Applied, Entry, Indexed, KvError, LeaseId, LeaseInfo, Lessor, LessorConfig, RangeRequest,
-    RangeResponse, Response, Revision, Store, WatchId, WatchRequest,
+    Applied, Entry, Indexed, KvError, LeaseHomes, LeaseId, LeaseInfo, LeaseTask, Lessor,
+    LessorConfig, RangeRequest, RangeResponse, Renewal, Response, Revision, Store, WatchId,
+    WatchRequest,
 };
 use crate::shard::entry_codec;
 use crate::shard::error::{NodeError, NodeResult};
-use crate::shard::lease_fan_out::{self, FanOut};
+use crate::shard::lease_tasks::LeaseTasks;
 use crate::shard::log_store::{self, LogStore, RAFT_ENTRY_KIND};
 use crate::shard::node::TreeSync;
 use crate::shard::router::CoreRouter;
@@ -116,6 +117,12 @@ pub(crate) enum ShardCall {
     WatchCancel { id: WatchId },
     /// The shard's Raft and storage state.
     Status { reply: Reply<ShardStatus> },
+    /// A round of this shard's lease tasks reached every mirror, or failed
+    /// (`lease_tasks.rs`).
+    LeaseRound {
+        tasks: Vec<LeaseTask>,
+        outcome: NodeResult<()>,
+    },
 }
 
 /// One shard's state, for `endpoint status`.
@@ -170,7 +177,9 @@ impl ShardCall {
             ShardCall::Leases { reply } => drop(reply.send(Err(error))),
             ShardCall::Watch { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::Status { reply } => drop(reply.send(Err(error))),
-            ShardCall::WatchProgress { .. } | ShardCall::WatchCancel { .. } => {}
+            ShardCall::WatchProgress { .. }
+            | ShardCall::WatchCancel { .. }
+            | ShardCall::LeaseRound { .. } => {}
         }
     }
 }
@@ -224,6 +233,9 @@ pub(crate) struct Replica {
     shards: usize,
     /// This core's way to other shards.
     router: Rc<CoreRouter>,
+    /// This shard's lease tasks in flight to its mirrors, and the writers
+    /// waiting for them (driven by the leader once replay is done).
+    lease_tasks: LeaseTasks,
     last_lease_id: LeaseId,
     feeds: WatchFeeds,
     /// The largest WAL payload.
@@ -283,6 +295,10 @@ impl Replica {
         };
         let mut store = Store::open(dir.join("kv.db"), options)?;
         store.defer_syncs(true);
+        store.set_lease_homes(LeaseHomes {
+            shard,
+            shards: config.shards,
+        });
         let max_entry_bytes = config.wal.max_payload();
         let wal = keel_wal::Wal::open(dir.join("wal"), config.wal)
             .await
@@ -348,6 +364,7 @@ impl Replica {
             lessor: Lessor::new(LessorConfig::default()),
             shards: config.shards,
             router,
+            lease_tasks: LeaseTasks::new(shard, config.shards),
             last_lease_id: 0,
             feeds: WatchFeeds::default(),
             max_entry_bytes,
@@ -367,6 +384,29 @@ impl Replica {
             tree_syncing: None,
             failure: None,
         })
+    }
+
+    /// Applies what the WAL holds past the tree (the entries replayed at
+    /// start), so that the shard answers nothing, and drives no lease task,
+    /// from before them. A single voter commits them with its first entry
+    /// as leader, in a round or two; whatever is left (a group that needs
+    /// its peers) the loop goes on with. A failure stops the shard.
+    ///
+    /// At least one round runs, even with nothing to replay: it handles
+    /// the campaign's Ready, so the new leader has promoted its lessor
+    /// (every lease's timer) before the first call is taken.
+    pub(crate) async fn replay(&mut self) {
+        loop {
+            let before = self.applied;
+            if let Err(reason) = self.drive().await {
+                self.fail(format!("replay: {reason}"));
+                return;
+            }
+            let stalled = self.applied == before && !self.raw.has_ready();
+            if self.applied >= self.replayed_up_to || stalled {
+                return;
+            }
+        }
     }
 
     /// Serves calls until the channel closes, then makes the tree durable
@@ -423,6 +463,7 @@ impl Replica {
                     break;
                 }
             }
+            self.drive_lease_tasks();
             let safe = self.safe_revision();
             self.feeds.pump(&mut self.store, self.shard, safe);
             if let Err(reason) = self.maybe_sync_tree(false).await {
@@ -507,16 +548,7 @@ impl Replica {
                 };
                 self.wait_for(index, waiter);
             }
-            ShardCall::LeaseKeepAlive { id, reply } => {
-                let answer = if self.is_leader() {
-                    self.lessor
-                        .keep_alive(id, self.now())
-                        .map_err(NodeError::from)
-                } else {
-                    Err(NodeError::NotLeader { shard: self.shard })
-                };
-                let _ = reply.send(answer);
-            }
+            ShardCall::LeaseKeepAlive { id, reply } => self.keep_alive(id, reply),
             ShardCall::LeaseStatus { id, reply } => {
                 let now = self.now();
                 let answer = self.store.lease(id).map_err(NodeError::from).map(|found| {
@@ -556,6 +588,41 @@ impl Replica {
                 self.feeds.want_progress(id, revision);
             }
             ShardCall::WatchCancel { id } => self.feeds.cancel(&mut self.store, id),
+            ShardCall::LeaseRound { tasks, outcome } => {
+                if let Some(done) = self.lease_tasks.round_finished(tasks, outcome) {
+                    let (reply, _ignored) = futures_channel::oneshot::channel();
+                    self.propose(done, reply);
+                }
+            }
+        }
+    }
+
+    /// Renews a lease on its home's leader; answered once a checkpoint the
+    /// renewal clears is durably cleared (see `Lessor::keep_alive`).
+    fn keep_alive(&mut self, id: LeaseId, reply: Reply<i64>) {
+        if !self.is_leader() {
+            let _ = reply.send(Err(NodeError::NotLeader { shard: self.shard }));
+            return;
+        }
+        match self.lessor.keep_alive(id, self.now()) {
+            Err(refused) => drop(reply.send(Err(refused.into()))),
+            Ok(Renewal { ttl, reset: None }) => drop(reply.send(Ok(ttl))),
+            Ok(Renewal {
+                ttl,
+                reset: Some(reset),
+            }) => {
+                let (applied, answer) = futures_channel::oneshot::channel();
+                self.propose(reset, applied);
+                glommio::spawn_local(async move {
+                    let outcome = match answer.await {
+                        Ok(Ok(_)) => Ok(ttl),
+                        Ok(Err(e)) => Err(e),
+                        Err(_) => Err(NodeError::Shutdown),
+                    };
+                    let _ = reply.send(outcome);
+                })
+                .detach();
+            }
         }
     }
 
@@ -806,6 +873,9 @@ impl Replica {
         } else {
             self.lessor.demote();
         }
+        let shard = self.shard;
+        self.lease_tasks
+            .leadership_changed(leader, || NodeError::NotLeader { shard });
     }
 
     /// Applies committed entries into the held tree transaction and answers
@@ -878,15 +948,14 @@ impl Replica {
             let Some(result) = results.next() else {
                 return Err(format!("entry {index}: the keyspace gave no answer"));
             };
-            let fan_out = match &result {
-                Ok(applied) => self.track_leases(*index, entry, &applied.response, now),
+            let task_of = match &result {
+                Ok(applied) => self.track_leases(entry, &applied.response, now),
                 Err(_) => None,
             };
-            match (fan_out, writer) {
-                (Some(fan_out), writer) => {
-                    let mirrors = (0..self.shards).filter(|s| *s != self.shard).collect();
-                    lease_fan_out::spawn(self.router.clone(), mirrors, fan_out, writer, result);
-                }
+            match (task_of, writer) {
+                // A home lease change: the writer hears back once the
+                // mirrors have it too.
+                (Some(id), writer) => self.lease_tasks.changed(id, writer, result),
                 (None, Some(writer)) => drop(writer.send(result.map_err(NodeError::from))),
                 (None, None) => {}
             }
@@ -922,37 +991,52 @@ impl Replica {
         None
     }
 
-    /// Keeps the lessor in step with applied lease entries. On the home
-    /// shard's leader, answers what the mirrors must hear: a grant, a
-    /// revoke or an expiry of leases homed here. Not for entries replayed
-    /// at start: the mirrors heard them before (or `repair_leases` finishes
-    /// the job), and the id may have been granted again since.
+    /// Keeps the lessor and the lease tasks in step with applied lease
+    /// entries. Answers the lease whose task a home grant or revoke
+    /// changed, when other shards mirror it (its writer waits for them).
     fn track_leases(
         &mut self,
-        index: u64,
         entry: &Entry,
         response: &Response,
         now: Duration,
-    ) -> Option<FanOut> {
+    ) -> Option<LeaseId> {
         let homed = |id: LeaseId| home_of_lease(id, self.shards) == self.shard;
-        let tell = self.is_leader() && index > self.replayed_up_to && self.shards > 1;
+        let mirrored = self.lease_tasks.has_mirrors();
         match (entry, response) {
             (Entry::LeaseGrant { .. }, Response::LeaseGrant { id, ttl }) if homed(*id) => {
                 if self.lessor.is_primary() {
                     self.lessor.granted(*id, *ttl, now);
                 }
-                tell.then_some(FanOut::Grant { id: *id, ttl: *ttl })
+                mirrored.then_some(*id)
             }
             (Entry::LeaseRevoke { id }, _) => {
                 self.lessor.revoked(&[*id]);
-                (tell && homed(*id)).then(|| FanOut::Expire { ids: vec![*id] })
+                mirrored.then_some(*id)
             }
             (Entry::LeaseExpire { ids }, Response::LeaseExpire { revoked }) => {
                 self.lessor.revoked(ids);
-                let ids: Vec<LeaseId> = revoked.iter().copied().filter(|id| homed(*id)).collect();
-                (tell && !ids.is_empty()).then_some(FanOut::Expire { ids })
+                if !revoked.is_empty() {
+                    self.lease_tasks.mark_dirty();
+                }
+                None
+            }
+            (Entry::LeaseTasksDone { tasks }, _) => {
+                self.lease_tasks.done_applied(tasks);
+                None
             }
             _ => None,
+        }
+    }
+
+    /// Starts the next round of this shard's lease tasks if one is due:
+    /// on the leader, once every entry replayed at start has applied (the
+    /// tasks it wrote are then all in the store).
+    fn drive_lease_tasks(&mut self) {
+        if !self.is_leader() || self.applied < self.replayed_up_to || self.failure.is_some() {
+            return;
+        }
+        if let Err(e) = self.lease_tasks.start_round(&self.store, &self.router) {
+            self.fail(e.to_string());
         }
     }
 
@@ -1073,6 +1157,7 @@ impl Replica {
                 ReadWaiter::At { reply, .. } => drop(reply.send(Err(error()))),
             }
         }
+        self.lease_tasks.fail_waiting(|_| true, &error);
         self.feeds.fail_all(self.shard, &reason);
         self.failure.get_or_insert(reason);
     }

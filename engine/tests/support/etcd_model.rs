@@ -529,6 +529,10 @@ impl Model {
                 }
                 Ok(Response::LeaseCheckpoint)
             }
+            // One shard is the home of every lease: nothing is mirrored,
+            // and no task is ever written.
+            Entry::LeaseMirror { .. } => Ok(Response::LeaseMirror),
+            Entry::LeaseTasksDone { .. } => Ok(Response::LeaseTasksDone),
         }
     }
 }
