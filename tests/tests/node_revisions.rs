@@ -159,3 +159,72 @@ fn thirty_years_ahead_a_node_stamps_below_2_to_the_53() {
         assert!(hlc::unix_millis_of(*revision) >= clock.unix_millis());
     }
 }
+
+/// The header of a read of one shard is a node-wide high-water mark: after
+/// a write on one shard is acknowledged, a read of an idle shard reports a
+/// header at or above the write's revision, linearizable or serializable
+/// (etcd: the header never goes back for a client that reads after it
+/// wrote). And a watch from the header onwards sees exactly the later
+/// changes of what was read.
+///
+/// Regression: a read of one shard reported that shard's own current
+/// revision, below the write just acknowledged on another (issue 17).
+#[test]
+fn a_read_after_a_write_elsewhere_never_reports_an_older_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(node_config(dir.path(), SHARDS, 2)).unwrap();
+    let read_key = key_on(1, 99, 0);
+    block_on(node.put(PutRequest {
+        key: read_key.clone(),
+        value: b"first".to_vec(),
+        ..PutRequest::default()
+    }))
+    .unwrap();
+    for round in 0..40u64 {
+        let written = block_on(node.put(PutRequest {
+            key: key_on(0, 98, round),
+            value: b"v".to_vec(),
+            ..PutRequest::default()
+        }))
+        .unwrap()
+        .revision;
+        for consistency in [Consistency::Linearizable, Consistency::Serializable] {
+            let read = RangeRequest {
+                key: read_key.clone(),
+                ..RangeRequest::default()
+            };
+            let (header, found) = block_on(node.range(read, consistency)).unwrap();
+            assert!(
+                header >= written,
+                "round {round} {consistency:?}: header {header} below the write at {written}"
+            );
+            assert_eq!(found.kvs.len(), 1);
+        }
+    }
+    // Resuming from the header misses nothing and repeats nothing.
+    let (header, _) = block_on(node.range(
+        RangeRequest {
+            key: read_key.clone(),
+            ..RangeRequest::default()
+        },
+        Consistency::Linearizable,
+    ))
+    .unwrap();
+    let later = block_on(node.put(PutRequest {
+        key: read_key.clone(),
+        value: b"second".to_vec(),
+        ..PutRequest::default()
+    }))
+    .unwrap()
+    .revision;
+    let mut watch = block_on(node.watch(keel_engine::mvcc::WatchRequest {
+        key: read_key.clone(),
+        start_revision: header + 1,
+        ..keel_engine::mvcc::WatchRequest::default()
+    }))
+    .unwrap();
+    let events = keel_tests::watch_events(&mut watch, 1, "resume from the header");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kv.mod_revision, later);
+    assert_eq!(events[0].kv.value, b"second");
+}

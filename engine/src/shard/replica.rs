@@ -186,10 +186,24 @@ impl ShardCall {
 
 pub use crate::routing::home_of_lease;
 
+/// How a read of a shard's head chooses its header revision (see
+/// [`Replica::header_revision`]).
+#[derive(Debug, Clone, Copy)]
+enum Header {
+    /// Served at once: the highest revision that is safe now.
+    Serializable,
+    /// The node's floor, taken when the read is first ready (`None` until
+    /// then), once this shard's writes stamped at or below it applied.
+    Linearizable(Option<Revision>),
+}
+
 /// Answers waiting for applies to reach a Raft index.
 enum ReadWaiter {
+    /// A read of this shard's head, answered with a header revision.
     Head {
         request: RangeRequest,
+        /// How its header revision is chosen.
+        header: Header,
         reply: Reply<(Revision, RangeResponse)>,
     },
     At {
@@ -203,6 +217,8 @@ enum ReadWaiter {
 struct Pending {
     index: u64,
     term: u64,
+    /// The revision it was stamped with.
+    revision: Revision,
     reply: Reply<Applied>,
 }
 
@@ -524,9 +540,17 @@ impl Replica {
                 request,
                 linearizable: false,
                 reply,
-            } => self.serve(ReadWaiter::Head { request, reply }),
+            } => self.serve(ReadWaiter::Head {
+                request,
+                header: Header::Serializable,
+                reply,
+            }),
             ShardCall::Range { request, reply, .. } => {
-                self.unindexed.push(ReadWaiter::Head { request, reply });
+                self.unindexed.push(ReadWaiter::Head {
+                    request,
+                    header: Header::Linearizable(None),
+                    reply,
+                });
             }
             ShardCall::LastRevision { reply } => {
                 let _ = reply.send(Ok(self.clock.last()));
@@ -705,6 +729,7 @@ impl Replica {
         self.pending.push_back(Pending {
             index: self.raw.raft.raft_log.last_index(),
             term: self.raw.raft.term,
+            revision,
             reply,
         });
     }
@@ -749,14 +774,64 @@ impl Replica {
         }
     }
 
+    /// The header revision of a read of this shard's head: a node-wide
+    /// high-water mark, as etcd's header is its store's revision. It is the
+    /// node's floor (the highest revision any shard has applied) when no
+    /// write this shard stamped at or below the floor is still in flight:
+    /// every revision up to it that this shard will ever apply is then
+    /// applied (later stamps observe the floor), so a watch from the
+    /// header onwards misses nothing the read did not see. Otherwise it is
+    /// the revision just below the first write in flight; a linearizable
+    /// read waits for those writes instead (`serve`).
+    fn header_revision(&self) -> Revision {
+        let floor = self.floor.load(Ordering::Relaxed);
+        let unapplied = self.pending.front().map(|p| p.revision);
+        let safe = unapplied.map_or(floor, |first| floor.min(first.saturating_sub(1)));
+        self.store.current_revision().max(safe)
+    }
+
+    /// The last write in flight stamped at or below `revision`, if any: a
+    /// linearizable read waits for it so that its header can be
+    /// `revision`.
+    fn in_flight_at_or_below(&self, revision: Revision) -> Option<u64> {
+        self.pending
+            .iter()
+            .take_while(|p| p.revision <= revision)
+            .last()
+            .map(|p| p.index)
+            .filter(|index| *index > self.applied)
+    }
+
     /// Answers a read from the applied state.
-    fn serve(&self, waiter: ReadWaiter) {
+    fn serve(&mut self, waiter: ReadWaiter) {
         match waiter {
-            ReadWaiter::Head { request, reply } => {
+            ReadWaiter::Head {
+                request,
+                header,
+                reply,
+            } => {
+                let header = match header {
+                    Header::Serializable => self.header_revision(),
+                    Header::Linearizable(claimed) => {
+                        // The floor when the read is first ready: at least
+                        // every write acknowledged before the read began.
+                        let claimed = claimed.unwrap_or_else(|| self.floor.load(Ordering::Relaxed));
+                        if let Some(index) = self.in_flight_at_or_below(claimed) {
+                            let waiter = ReadWaiter::Head {
+                                request,
+                                header: Header::Linearizable(Some(claimed)),
+                                reply,
+                            };
+                            self.waiting.push((index, waiter));
+                            return;
+                        }
+                        self.store.current_revision().max(claimed)
+                    }
+                };
                 let answer = self
                     .store
                     .range(&request)
-                    .map(|r| (self.store.current_revision(), r))
+                    .map(|r| (header, r))
                     .map_err(NodeError::from);
                 let _ = reply.send(answer);
             }
