@@ -47,6 +47,7 @@ fn config(dir: &Path) -> keel_engine::shard::NodeConfig {
         tree_sync: TreeSync {
             entries: 300,
             interval: Duration::from_millis(50),
+            ..TreeSync::default()
         },
         ..node_config(dir, 4, 2)
     }

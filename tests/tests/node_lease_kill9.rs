@@ -62,6 +62,7 @@ fn config(dir: &Path, round: usize) -> NodeConfig {
         tree_sync: TreeSync {
             entries: 200 + 100 * (round as u64 % 3),
             interval: Duration::from_millis(150),
+            ..TreeSync::default()
         },
         ..node_config(dir, SHARDS, 2)
     }

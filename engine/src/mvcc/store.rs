@@ -367,6 +367,13 @@ impl<S: Storage> Store<S> {
         self.revisions.compact
     }
 
+    /// History below this revision is trimmed (compaction steps have
+    /// visited all of it); below [`Store::compact_revision`] it is being
+    /// trimmed.
+    pub fn compacted_revision(&self) -> Revision {
+        self.compacted
+    }
+
     /// Raft index of the last applied entry.
     pub fn applied_index(&self) -> u64 {
         self.held

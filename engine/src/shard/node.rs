@@ -51,16 +51,20 @@ pub struct NodeConfig {
 }
 
 /// When a shard makes its B+-tree durable (and releases the WAL below it):
-/// after `entries` applied entries, or `interval` after the first one not
-/// yet durable, whichever comes first. More between syncs means fewer page
-/// writes (a page many entries change is written once) and more WAL to
-/// replay after a crash.
+/// after `entries` applied entries, `bytes` of applied entries, or
+/// `interval` after the first one not yet durable, whichever comes first.
+/// More between syncs means fewer page writes (a page many entries change
+/// is written once), and more memory held and WAL to replay after a crash:
+/// the bytes bound both (a sync still in flight when the next is due by
+/// bytes is waited for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TreeSync {
     /// Applied entries between syncs.
     pub entries: u64,
     /// Longest time an applied entry waits to be durable in the tree.
     pub interval: std::time::Duration,
+    /// Bytes of applied entries (their Raft data) between syncs.
+    pub bytes: u64,
 }
 
 impl Default for TreeSync {
@@ -68,6 +72,7 @@ impl Default for TreeSync {
         TreeSync {
             entries: 20_000,
             interval: std::time::Duration::from_secs(1),
+            bytes: 64 << 20,
         }
     }
 }

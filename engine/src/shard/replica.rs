@@ -49,6 +49,8 @@ const TICK: Duration = Duration::from_millis(100);
 /// The tree is also made durable once the held transaction has changed
 /// this many nodes (about a page of memory each).
 const TREE_SYNC_NODES: usize = 16_384;
+/// Bytes of WAL entries a replay reads and applies at a time.
+const REPLAY_CHUNK_BYTES: u64 = 16 << 20;
 /// Rows of history a compaction step removes inside each apply batch.
 const COMPACT_STEP_ROWS: usize = 500;
 /// Calls taken per wake-up before Ready is handled, to bound latency.
@@ -140,6 +142,9 @@ pub struct ShardStatus {
     pub applied_index: u64,
     /// Its current revision.
     pub revision: Revision,
+    /// History below this revision is trimmed; below the compaction
+    /// revision it is being trimmed, a step at a time.
+    pub compacted_revision: Revision,
     /// Bytes of its B+-tree file.
     pub db_size: u64,
     /// Why the shard stopped, if it did (an I/O failure, or a failure to
@@ -157,6 +162,7 @@ impl ShardStatus {
             raft_index: 0,
             applied_index: 0,
             revision: 0,
+            compacted_revision: 0,
             db_size: 0,
             stopped: Some(reason.to_string()),
         }
@@ -258,6 +264,10 @@ pub(crate) struct Replica {
     max_entry_bytes: usize,
     /// The last log index at start: entries up to it are replays.
     replayed_up_to: u64,
+    /// The commit index at start: entries up to it are replayed from the
+    /// WAL straight into the store, in chunks (`replay`), not through
+    /// raft-rs.
+    committed_at_start: u64,
     tree_sync: TreeSync,
     /// The node's highest acknowledged revision: every shard proposes above
     /// it, so a write that starts after another was acknowledged gets a
@@ -274,6 +284,8 @@ pub(crate) struct Replica {
     waiting: Vec<(u64, ReadWaiter)>,
     applied: u64,
     unsynced_entries: u64,
+    /// Bytes of the entries applied since the last tree sync began.
+    unsynced_bytes: u64,
     unsynced_since: Option<Instant>,
     was_leader: bool,
     /// The tree sync in flight, if any (one at a time).
@@ -336,20 +348,29 @@ impl Replica {
             }
         };
         let applied = store.applied_index();
-        let (compacted, entries) = read_tail(&wal, applied)
-            .await
-            .map_err(|e| start_error(shard, "read WAL", e))?;
+        let last = wal.last_index();
+        if applied > last {
+            let error = format!("the tree applied entry {applied} but the WAL ends at {last}");
+            return Err(start_error(shard, "read WAL", error));
+        }
         let mut hard_state = hard_state;
-        let last = compacted.0 + entries.len() as u64;
         // The commit index is saved lazily; whatever the tree applied was
         // committed, and nothing past the log can be.
         hard_state.commit = hard_state.commit.max(applied).min(last);
+        let commit = hard_state.commit;
+        // Entries up to the commit index are applied before the shard
+        // serves, a bounded chunk at a time (`replay`); raft-rs holds only
+        // those after it, and starts as if it had applied up to it.
+        let (compacted, entries) = read_tail(&wal, applied, commit)
+            .await
+            .map_err(|e| start_error(shard, "read WAL", e))?;
         let mut highest = store.current_revision();
         for entry in &entries {
             if entry.entry_type == EntryType::EntryNormal && !entry.data.is_empty() {
-                let (revision, _) = entry_codec::decode(&entry.data)
-                    .map_err(|e| start_error(shard, "decode WAL entry", e))?;
-                highest = highest.max(revision);
+                // One that does not decode is skipped when it applies.
+                if let Ok((revision, _)) = entry_codec::decode(&entry.data) {
+                    highest = highest.max(revision);
+                }
             }
         }
         let log = LogStore::new(hard_state, conf_state, compacted, entries);
@@ -357,7 +378,7 @@ impl Replica {
             id: REPLICA_ID,
             election_tick: 10,
             heartbeat_tick: 3,
-            applied,
+            applied: commit,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             pre_vote: true,
@@ -385,6 +406,7 @@ impl Replica {
             feeds: WatchFeeds::default(),
             max_entry_bytes,
             replayed_up_to: last,
+            committed_at_start: commit,
             tree_sync: config.tree_sync,
             floor,
             started: Instant::now(),
@@ -395,6 +417,7 @@ impl Replica {
             waiting: Vec::new(),
             applied,
             unsynced_entries: 0,
+            unsynced_bytes: 0,
             unsynced_since: None,
             was_leader: false,
             tree_syncing: None,
@@ -412,6 +435,10 @@ impl Replica {
     /// the campaign's Ready, so the new leader has promoted its lessor
     /// (every lease's timer) before the first call is taken.
     pub(crate) async fn replay(&mut self) {
+        if let Err(reason) = self.replay_committed().await {
+            self.fail(format!("replay: {reason}"));
+            return;
+        }
         loop {
             let before = self.applied;
             if let Err(reason) = self.drive().await {
@@ -425,14 +452,42 @@ impl Replica {
         }
     }
 
+    /// Applies the entries the WAL holds past the tree up to the commit
+    /// index at start, straight from the WAL, [`REPLAY_CHUNK_BYTES`] at a
+    /// time, with tree syncs in between as they fall due: the memory a
+    /// replay holds is bounded in bytes, however long the WAL's tail.
+    async fn replay_committed(&mut self) -> Result<(), String> {
+        while self.applied < self.committed_at_start {
+            let range = self.applied + 1..self.committed_at_start + 1;
+            let records = self
+                .wal
+                .read_limited(range, REPLAY_CHUNK_BYTES)
+                .await
+                .map_err(|e| format!("read WAL: {e}"))?;
+            let entries = records
+                .into_iter()
+                .map(decode_record)
+                .collect::<Result<Vec<_>, String>>()?;
+            if entries.is_empty() {
+                return Err(format!("the WAL ends before entry {}", self.applied + 1));
+            }
+            self.apply(entries)?;
+            self.maybe_sync_tree(false).await?;
+        }
+        Ok(())
+    }
+
     /// Serves calls until the channel closes, then makes the tree durable
     /// and closes the WAL.
     pub(crate) async fn run(mut self, calls: flume::Receiver<ShardCall>) {
         let mut next_tick = Instant::now() + TICK;
         // Expiries still due after the last round: do not sleep.
+        // Expiries or compaction still due after the last round: the loop
+        // goes round again at once, taking calls in between.
         let mut expiring = false;
+        let mut compacting = false;
         loop {
-            let wait = if expiring {
+            let wait = if expiring || compacting {
                 Duration::ZERO
             } else {
                 next_tick.saturating_duration_since(Instant::now())
@@ -458,6 +513,7 @@ impl Replica {
             if self.failure.is_some() {
                 continue;
             }
+            let applied_before = self.applied;
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + TICK;
                 self.raw.tick();
@@ -480,6 +536,7 @@ impl Replica {
                 }
             }
             self.drive_lease_tasks();
+            compacting = self.applied == applied_before && self.compact_while_idle();
             let safe = self.safe_revision();
             self.feeds.pump(&mut self.store, self.shard, safe);
             if let Err(reason) = self.maybe_sync_tree(false).await {
@@ -507,6 +564,7 @@ impl Replica {
             raft_index: self.raw.raft.raft_log.last_index(),
             applied_index: self.applied,
             revision: self.store.current_revision(),
+            compacted_revision: self.store.compacted_revision(),
             db_size: self.store.database().space().file_bytes,
             stopped: None,
         }
@@ -1040,6 +1098,7 @@ impl Replica {
         // again on a single voter; the WAL keeps them until the tree is durable.
         self.raw.mut_store().compact_to(last);
         self.unsynced_entries += entries.len() as u64;
+        self.unsynced_bytes += entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
         self.unsynced_since.get_or_insert_with(Instant::now);
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
             .into_iter()
@@ -1115,6 +1174,29 @@ impl Replica {
         }
     }
 
+    /// A round that applied nothing takes a compaction step, if history
+    /// below the compaction revision is not all trimmed yet: compaction
+    /// goes on on a shard that no write reaches (each replica trims its own
+    /// history; reads below the compaction revision fail everywhere alike).
+    /// Answers whether more steps remain.
+    fn compact_while_idle(&mut self) -> bool {
+        if self.store.compacted_revision() >= self.store.compact_revision() {
+            return false;
+        }
+        match self.store.compact_step(COMPACT_STEP_ROWS) {
+            Ok(step) => {
+                // The held transaction changed: it must become durable.
+                self.unsynced_entries += 1;
+                self.unsynced_since.get_or_insert_with(Instant::now);
+                !step.done
+            }
+            Err(e) => {
+                self.fail(format!("compaction: {e}"));
+                false
+            }
+        }
+    }
+
     /// The leader proposes checkpoints when they are due. (Expiries are
     /// proposed after every drive, by `propose_due_expiry`.)
     fn lease_checkpoints(&mut self) {
@@ -1146,11 +1228,16 @@ impl Replica {
     /// a blocking thread: this only finishes one that is done and starts
     /// the next, unless `force`, which waits until all is durable.
     async fn maybe_sync_tree(&mut self, force: bool) -> Result<(), String> {
-        if !self.finish_tree_sync(force).await? {
+        // Past the byte bound a sync in flight is waited for, so that the
+        // held transaction (and the WAL a crash leaves to replay) holds at
+        // most about two bounds' worth.
+        let over_bytes = self.unsynced_bytes >= self.tree_sync.bytes;
+        if !self.finish_tree_sync(force || over_bytes).await? {
             // One at a time: the next starts once this one is done.
             return Ok(());
         }
-        let due = self.unsynced_entries >= self.tree_sync.entries
+        let due = over_bytes
+            || self.unsynced_entries >= self.tree_sync.entries
             || self.store.held_nodes() >= TREE_SYNC_NODES
             || self
                 .unsynced_since
@@ -1163,6 +1250,7 @@ impl Replica {
             .sync_deferred()
             .map_err(|e| format!("tree sync: {e}"))?;
         self.unsynced_entries = 0;
+        self.unsynced_bytes = 0;
         self.unsynced_since = None;
         if let Some(durability) = started {
             let job = self
@@ -1252,45 +1340,47 @@ pub(crate) async fn serve_stopped(shard: usize, reason: String, calls: flume::Re
     }
 }
 
-/// The WAL entries after `applied`, with `(applied, term of applied)`.
+/// The WAL entries after `commit`, with `(commit, term of commit)`;
+/// checks that the WAL still holds everything after `applied`.
 async fn read_tail(
     wal: &keel_wal::Wal,
     applied: u64,
+    commit: u64,
 ) -> Result<((u64, u64), Vec<raft::eraftpb::Entry>), String> {
     let last = wal.last_index();
-    if applied > last {
+    if applied == 0 && wal.first_index() > 1 || applied != 0 && applied < wal.first_index() {
         return Err(format!(
-            "the tree applied entry {applied} but the WAL ends at {last}"
+            "the WAL starts at {} but replay needs entry {}",
+            wal.first_index(),
+            applied.max(1)
         ));
     }
-    let from = if applied == 0 {
+    let from = if commit == 0 {
         wal.first_index()
     } else {
-        applied
+        commit
     };
-    if from < wal.first_index() || (applied == 0 && wal.first_index() > 1) {
-        return Err(format!(
-            "the WAL starts at {} but replay needs entry {from}",
-            wal.first_index()
-        ));
-    }
     let records = wal.read(from..last + 1).await.map_err(|e| e.to_string())?;
     let mut compacted = (0, 0);
     let mut entries = Vec::with_capacity(records.len());
     for record in records {
-        if record.kind != RAFT_ENTRY_KIND {
-            return Err(format!(
-                "WAL record {} of unknown type {}",
-                record.index, record.kind
-            ));
-        }
-        let entry =
-            log_store::decode_entry(record.index, &record.payload).map_err(|e| e.to_string())?;
-        if record.index == applied {
-            compacted = (applied, entry.term);
+        let entry = decode_record(record)?;
+        if entry.index == commit {
+            compacted = (commit, entry.term);
         } else {
             entries.push(entry);
         }
     }
     Ok((compacted, entries))
+}
+
+/// A WAL record as the Raft entry it holds.
+fn decode_record(record: keel_wal::Entry) -> Result<raft::eraftpb::Entry, String> {
+    if record.kind != RAFT_ENTRY_KIND {
+        return Err(format!(
+            "WAL record {} of unknown type {}",
+            record.index, record.kind
+        ));
+    }
+    log_store::decode_entry(record.index, &record.payload).map_err(|e| e.to_string())
 }

@@ -9,7 +9,6 @@
 //! history from there, so a watcher can resume from any revision.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::mvcc::{Event, Revision, WatchId, WatchRequest};
@@ -17,7 +16,7 @@ use crate::routing::shard_of_range;
 use crate::shard::error::{NodeError, NodeResult};
 use crate::shard::node::NodeClient;
 use crate::shard::replica::ShardCall;
-use crate::shard::watch_feed::{Subscriber, WatchBody, WatchMessage};
+use crate::shard::watch_feed::{Credit, Subscriber, WatchBody, WatchMessage};
 
 /// What a merged watch hands out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,7 +37,8 @@ pub enum WatchBatch {
 struct Part {
     shard: usize,
     id: WatchId,
-    unread: Arc<AtomicUsize>,
+    /// Flow control with the shard's feed (`watch_feed.rs`).
+    credit: Arc<Credit>,
     /// Everything up to here has arrived from this shard.
     closed: Revision,
     /// The highest revision this shard was asked to close.
@@ -89,10 +89,10 @@ impl<'a> NodeClient<'a> {
             progress_wanted: None,
         };
         for shard in targets {
-            let unread = Arc::new(AtomicUsize::new(0));
+            let credit = Arc::new(Credit::default());
             let subscriber = Subscriber {
                 sender: sender.clone(),
-                unread: unread.clone(),
+                credit: credit.clone(),
             };
             let request = WatchRequest {
                 start_revision: start,
@@ -109,7 +109,7 @@ impl<'a> NodeClient<'a> {
             stream.parts.push(Part {
                 shard,
                 id,
-                unread,
+                credit,
                 closed: start.saturating_sub(1),
                 asked: 0,
             });
@@ -149,10 +149,20 @@ impl WatchStream<'_> {
                 return done;
             }
             let release = self.parts.iter().map(|p| p.closed).min().unwrap_or(0);
+            self.mark_laggards(release);
             let later = self.held.split_off(&(release.saturating_add(1), 0, 0));
             let ready = std::mem::replace(&mut self.held, later);
             if !ready.is_empty() {
-                return Ok(WatchBatch::Events(ready.into_values().collect()));
+                let events: Vec<Event> = ready
+                    .into_iter()
+                    .map(|((_, shard, _), event)| {
+                        if let Some(part) = self.parts.iter().find(|p| p.shard == shard) {
+                            part.credit.released(event.size());
+                        }
+                        event
+                    })
+                    .collect();
+                return Ok(WatchBatch::Events(events));
             }
             // Everything up to `release` is out, and nothing held is at or
             // below it.
@@ -173,6 +183,27 @@ impl WatchStream<'_> {
                 self.take(message);
             }
         }
+    }
+
+    /// Tells each part whether the stream is waiting on it (its closed
+    /// revision is the lowest): such a part may send past its byte limit,
+    /// since nothing can be handed out until it does. A part that becomes
+    /// one is asked again, so that its shard feeds it at once.
+    fn mark_laggards(&mut self, release: Revision) {
+        for part in &mut self.parts {
+            let laggard = part.closed == release;
+            let was = part.credit.set_laggard(laggard);
+            if laggard && !was {
+                part.asked = 0;
+            }
+        }
+    }
+
+    /// Bytes of events this stream holds, or its shards have sent it, and
+    /// has not handed out: at most about `PART_BYTES` (1 MiB) plus one
+    /// message for each part ahead of the slowest.
+    pub fn held_bytes(&self) -> usize {
+        self.parts.iter().map(|p| p.credit.unreleased()).sum()
     }
 
     /// Asks shards behind the newest held revision to close up to it.
@@ -201,7 +232,8 @@ impl WatchStream<'_> {
         let Some(part) = self.parts.iter_mut().find(|p| p.shard == message.shard) else {
             return;
         };
-        part.unread.fetch_sub(1, Ordering::Relaxed);
+        // The message is taken; its events stay counted until handed out.
+        part.credit.released(1);
         match message.body {
             WatchBody::Events { events, closed } => {
                 for event in events {

@@ -3,20 +3,25 @@
 //! hands out into the watch's channel, with the revision up to which it has
 //! said everything ("closed"). The merging side is `shard/watch.rs`.
 //!
-//! Flow control: a shard sends at most [`MAX_UNREAD`] messages the reader
-//! has not taken; past that the store watcher keeps its events (bounded:
-//! it falls back to reading the revision log), and the shard tries again
-//! on its next round.
+//! Flow control ([`Credit`]): a shard stops sending once the events it sent
+//! and the stream has not handed out reach [`PART_BYTES`], unless the
+//! stream is waiting on this very shard (it is the laggard, whose closed
+//! revision holds everything back). Past that the store watcher keeps its
+//! events (bounded: it falls back to reading the revision log), and the
+//! shard tries again on its next round. So a merged watch holds at most
+//! about `PART_BYTES` plus one message for each part that runs ahead of
+//! the slowest, however far ahead it is.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::btree::Storage;
 use crate::mvcc::{Event, Revision, Store, WatchId, WatchUpdate};
 
-/// Messages a shard may have outstanding per watch.
-pub(crate) const MAX_UNREAD: usize = 16;
+/// Bytes of events (as `Event::size` counts them) one part of a merged
+/// watch may have sent and not yet had handed out by the stream.
+pub(crate) const PART_BYTES: usize = 1 << 20;
 /// About how many bytes of events one message carries.
 const MESSAGE_BYTES: usize = 256 << 10;
 
@@ -43,11 +48,59 @@ pub(crate) enum WatchBody {
     Failed(String),
 }
 
+/// Flow control between one shard's feed and the merged stream it feeds.
+#[derive(Debug, Default)]
+pub(crate) struct Credit {
+    /// One per message sent and not yet taken by the stream, plus the size
+    /// of every event sent and not yet handed out (`Event::size`).
+    unreleased: AtomicUsize,
+    /// The stream can hand out nothing more until this shard says more:
+    /// it may send past [`PART_BYTES`].
+    laggard: AtomicBool,
+}
+
+impl Credit {
+    /// The cost of a message with `events`: what [`Credit::sent`] adds and
+    /// the stream takes back as it takes the message and hands the events
+    /// out.
+    pub(crate) fn cost(events: &[Event]) -> usize {
+        1 + events.iter().map(Event::size).sum::<usize>()
+    }
+
+    fn may_send(&self) -> bool {
+        self.unreleased.load(Ordering::Relaxed) < PART_BYTES || self.laggard.load(Ordering::Relaxed)
+    }
+
+    fn sent(&self, cost: usize) {
+        self.unreleased.fetch_add(cost, Ordering::Relaxed);
+    }
+
+    /// The stream took a message, or handed out events: `cost` of them is
+    /// no longer held for this part.
+    pub(crate) fn released(&self, cost: usize) {
+        let _ = self
+            .unreleased
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                Some(held.saturating_sub(cost))
+            });
+    }
+
+    /// Marks whether the stream is waiting on this part.
+    pub(crate) fn set_laggard(&self, laggard: bool) -> bool {
+        self.laggard.swap(laggard, Ordering::Relaxed)
+    }
+
+    /// Bytes sent and not yet handed out (for audits and tests).
+    pub(crate) fn unreleased(&self) -> usize {
+        self.unreleased.load(Ordering::Relaxed)
+    }
+}
+
 /// Where one shard's part of a watch goes.
 pub(crate) struct Subscriber {
     pub(crate) sender: flume::Sender<WatchMessage>,
-    /// Messages sent and not yet taken by the reader.
-    pub(crate) unread: Arc<AtomicUsize>,
+    /// Flow control, shared with the stream.
+    pub(crate) credit: Arc<Credit>,
 }
 
 /// One shard's feeds into merged watches.
@@ -76,7 +129,7 @@ impl WatchFeeds {
     /// The shard stopped: every reader hears why, and the feeds end.
     pub(crate) fn fail_all(&mut self, shard: usize, reason: &str) {
         for subscriber in std::mem::take(&mut self.subscribers).into_values() {
-            subscriber.unread.fetch_add(1, Ordering::Relaxed);
+            subscriber.credit.sent(1);
             let body = WatchBody::Failed(reason.to_string());
             let _ = subscriber.sender.send(WatchMessage { shard, body });
         }
@@ -127,7 +180,7 @@ impl WatchFeeds {
     ) -> bool {
         let Some(subscriber) = self.subscribers.get(&id).map(|s| Subscriber {
             sender: s.sender.clone(),
-            unread: s.unread.clone(),
+            credit: s.credit.clone(),
         }) else {
             return true;
         };
@@ -135,11 +188,15 @@ impl WatchFeeds {
             return false;
         }
         let send = |body: WatchBody| {
-            subscriber.unread.fetch_add(1, Ordering::Relaxed);
+            let cost = match &body {
+                WatchBody::Events { events, .. } => Credit::cost(events),
+                _ => 1,
+            };
+            subscriber.credit.sent(cost);
             subscriber.sender.send(WatchMessage { shard, body }).is_ok()
         };
         loop {
-            if subscriber.unread.load(Ordering::Relaxed) >= MAX_UNREAD {
+            if !subscriber.credit.may_send() {
                 self.blocked.insert(id);
                 return true;
             }
