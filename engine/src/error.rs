@@ -112,6 +112,20 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether this is the file system running out of room (ENOSPC, EDQUOT)
+    /// or the file reaching its size limit ([`Error::Full`]): nothing was
+    /// written, and the database stays usable.
+    pub fn is_no_space(&self) -> bool {
+        match self {
+            Error::Full { .. } => true,
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ),
+            _ => false,
+        }
+    }
+
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Error {
         Error::Io {
             op,

@@ -65,3 +65,87 @@ pub fn watch_events(stream: &mut WatchStream<'_>, count: usize, label: &str) -> 
     }
     got
 }
+
+/// A small ext4 file system in a file, loop-mounted for one test, and
+/// unmounted and removed when dropped.
+pub struct SmallDisk {
+    /// Where it is mounted.
+    pub mount: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` (with a message) where a loop mount cannot be made: not
+    /// root, or no `mkfs.ext4`.
+    pub fn new(mib: u64) -> Option<SmallDisk> {
+        use std::process::Command;
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0"));
+        let mkfs = Command::new("mkfs.ext4").arg("-V").output().is_ok();
+        if !root || !mkfs {
+            eprintln!("skipped: a loop-mounted ext4 image needs root and mkfs.ext4 (e2fsprogs)");
+            return None;
+        }
+        let dir = tempfile::tempdir().ok()?;
+        let image = dir.path().join("disk.img");
+        let mount = dir.path().join("mnt");
+        std::fs::File::create(&image)
+            .ok()?
+            .set_len(mib << 20)
+            .ok()?;
+        std::fs::create_dir(&mount).ok()?;
+        // No blocks reserved for root: the test runs as root.
+        let made = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(&image)
+            .status()
+            .is_ok_and(|s| s.success());
+        let mounted = made
+            && Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&mount)
+                .status()
+                .is_ok_and(|s| s.success());
+        if !mounted {
+            eprintln!("skipped: mkfs.ext4 or mount -o loop failed");
+            return None;
+        }
+        Some(SmallDisk { mount, _dir: dir })
+    }
+}
+
+impl SmallDisk {
+    /// Remounts it read-only (`true`) or read-write: every write to it
+    /// fails with EROFS meanwhile.
+    pub fn set_read_only(&self, read_only: bool) -> bool {
+        let option = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
+        std::process::Command::new("mount")
+            .args(["-o", option])
+            .arg(&self.mount)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let unmounted = std::process::Command::new("umount")
+            .arg(&self.mount)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Something still holds a file there: detach it anyway.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.mount)
+                .status();
+        }
+    }
+}

@@ -77,6 +77,18 @@ impl Error {
     }
 
     /// Converts a glommio error on `path`, keeping the OS error.
+    /// Whether this is the file system running out of room (ENOSPC,
+    /// EDQUOT).
+    pub fn is_no_space(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { source, .. } if matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        )
+    }
+
     pub(crate) fn glommio<T>(
         op: &'static str,
         path: impl Into<PathBuf>,

@@ -49,6 +49,9 @@ pub struct WalStats {
 /// Owned by one executor; never borrowed across an `.await`.
 struct Shared {
     dir: PathBuf,
+    /// Set while the next segment could not be prepared for lack of space:
+    /// the segment being appended to is all the room left.
+    space_low: Rc<std::cell::Cell<bool>>,
     /// An exclusive lock on `DATA_DIR/LOCK`, held until the flusher and every
     /// handle are gone, so that two logs never write one directory.
     _lock: std::fs::File,
@@ -65,6 +68,10 @@ struct Inner {
     flusher_done: bool,
     /// Records accepted and not yet taken by the flusher.
     queue: Queue,
+    /// Asked to try again to prepare the next segment.
+    retry_prepare: bool,
+    /// Segment files the flusher let go of, for `close` to close.
+    to_close: Vec<Rc<SegmentFile>>,
     /// A spare queue whose buffers the flusher hands back for reuse.
     spare: Queue,
     /// The write generation the current `queue` will become. Invariant:
@@ -160,11 +167,13 @@ impl Wal {
             recovered.index.next_index(),
             recovered.state.clone(),
         );
+        let space_low = writer.space_low_flag();
         if active_seq.is_none() {
             writer.await_prepared().await?;
         }
         let shared = Rc::new(Shared {
             dir,
+            space_low,
             _lock: lock,
             config,
             inner: RefCell::new(Inner {
@@ -172,6 +181,8 @@ impl Wal {
                 closing: false,
                 flusher_done: false,
                 queue: Queue::default(),
+                retry_prepare: false,
+                to_close: Vec::new(),
                 spare: Queue::default(),
                 queue_generation: 1,
                 durable_generation: 0,
@@ -187,6 +198,25 @@ impl Wal {
         });
         glommio::spawn_local(run_flusher(shared.clone(), writer)).detach();
         Ok(Wal { shared })
+    }
+
+    /// Whether the log is short of room: the last attempt to prepare its
+    /// next segment failed for lack of space (and no other is under way),
+    /// so the segment being appended to is all the room left (a whole
+    /// segment, when it is first seen). Appends still work until it is
+    /// full; [`Wal::retry_prepare`] tries again.
+    pub fn space_low(&self) -> bool {
+        self.shared.space_low.get()
+    }
+
+    /// Tries again to prepare the next segment, in the background, if the
+    /// last attempt failed ([`Wal::space_low`] shows the outcome).
+    pub fn retry_prepare(&self) {
+        let mut inner = self.shared.inner.borrow_mut();
+        inner.retry_prepare = true;
+        if let Some(waker) = inner.flusher_waker.take() {
+            waker.wake();
+        }
     }
 
     /// Appends one entry. It must carry index [`Wal::next_index`]; `kind` is
@@ -448,10 +478,34 @@ impl Wal {
             }
         })
         .await;
+        let files: Vec<Rc<SegmentFile>> = {
+            let mut inner = self.shared.inner.borrow_mut();
+            let mut files = std::mem::take(&mut inner.to_close);
+            files.extend(std::mem::take(&mut inner.segments).into_values());
+            files
+        };
+        close_files(files).await;
         let failure = self.shared.inner.borrow().failure.clone();
         match failure {
             Some(failure) => Err(Error::Failed(failure)),
             None => Ok(()),
+        }
+    }
+}
+
+/// Closes each file no one else holds (a file still shared is closed
+/// when its last holder drops it).
+async fn close_files(files: Vec<Rc<SegmentFile>>) {
+    // The active segment is listed twice (the writer's and the map's).
+    let mut unique: Vec<Rc<SegmentFile>> = Vec::with_capacity(files.len());
+    for file in files {
+        if !unique.iter().any(|u| Rc::ptr_eq(u, &file)) {
+            unique.push(file);
+        }
+    }
+    for file in unique {
+        if let Ok(segment) = Rc::try_unwrap(file) {
+            let _ = segment.file.close().await;
         }
     }
 }
@@ -539,18 +593,24 @@ async fn read_run(run: &ReadRun, out: &mut Vec<Entry>) -> Result<()> {
 /// The flusher: one write + one fdatasync per batch of queued records.
 async fn run_flusher(shared: Rc<Shared>, mut writer: Writer) {
     loop {
+        let retry = std::mem::take(&mut shared.inner.borrow_mut().retry_prepare);
+        if retry {
+            writer.retry_prepare().await;
+        }
         let taken = poll_fn(|cx| {
             let mut guard = shared.inner.borrow_mut();
             let inner = &mut *guard;
             if inner.failure.is_some() {
                 // Fail-stop: never write, sync or acknowledge after a failure.
                 Poll::Ready(None)
+            } else if inner.retry_prepare {
+                Poll::Ready(Some(None))
             } else if !inner.queue.is_empty() {
                 let generation = inner.queue_generation;
                 inner.queue_generation += 1;
                 let mut batch = std::mem::take(&mut inner.spare);
                 std::mem::swap(&mut batch, &mut inner.queue);
-                Poll::Ready(Some((batch, generation)))
+                Poll::Ready(Some(Some((batch, generation))))
             } else if inner.closing {
                 Poll::Ready(None)
             } else {
@@ -559,8 +619,11 @@ async fn run_flusher(shared: Rc<Shared>, mut writer: Writer) {
             }
         })
         .await;
-        let Some((mut batch, generation)) = taken else {
+        let Some(taken) = taken else {
             break;
+        };
+        let Some((mut batch, generation)) = taken else {
+            continue;
         };
         let result = writer.flush(&batch).await;
         let (waiters, stop) = {
@@ -595,8 +658,14 @@ async fn run_flusher(shared: Rc<Shared>, mut writer: Writer) {
             break;
         }
     }
+    // The files are closed by `close`, explicitly: a dropped glommio file
+    // is closed only on a later I/O cycle, which an executor about to end
+    // may never run (the descriptor would stay open).
+    let (prepared, active) = writer.into_files().await;
     let waiters = {
         let mut inner = shared.inner.borrow_mut();
+        inner.to_close.extend(prepared.map(Rc::new));
+        inner.to_close.extend(active);
         inner.flusher_done = true;
         inner.wake_waiters()
     };

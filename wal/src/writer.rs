@@ -8,6 +8,7 @@
 //! durable bytes at the front of that first block are rewritten unchanged, so
 //! a write torn at sector granularity leaves them as they were.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -99,6 +100,9 @@ pub(crate) struct Writer {
     state: Option<Vec<u8>>,
     /// The next segment, under its temporary name.
     prepared: Option<NextSegment>,
+    /// Set while the last attempt to prepare the next segment failed for
+    /// lack of space (shared with the log's handle).
+    space_low: Rc<Cell<bool>>,
 }
 
 /// The segment the next roll switches to.
@@ -127,9 +131,16 @@ impl Writer {
             next_index,
             state,
             prepared: None,
+            space_low: Rc::new(Cell::new(false)),
         };
         writer.prepare_next();
         writer
+    }
+
+    /// The flag set while the next segment cannot be prepared for lack of
+    /// space, for the log's handle to read.
+    pub(crate) fn space_low_flag(&self) -> Rc<Cell<bool>> {
+        self.space_low.clone()
     }
 
     /// Seq of the segment being appended to, if any.
@@ -147,13 +158,51 @@ impl Writer {
         Ok(())
     }
 
-    /// Starts creating the next segment in the background.
+    /// Starts creating the next segment in the background. A failure for
+    /// lack of space is kept (the segment being appended to is the room
+    /// left) and shown by `space_low`, until [`Writer::retry_prepare`].
     fn prepare_next(&mut self) {
         let path = self.dir.join(prepared_file_name(self.next_seq));
         let (seq, size) = (self.next_seq, self.segment_size);
-        self.prepared = Some(NextSegment::Preparing(glommio::spawn_local(
-            prepare_segment(seq, path, size),
-        )));
+        let space_low = self.space_low.clone();
+        self.prepared = Some(NextSegment::Preparing(glommio::spawn_local(async move {
+            let prepared = prepare_segment(seq, path, size).await;
+            space_low.set(matches!(&prepared, Err(e) if e.is_no_space()));
+            prepared
+        })));
+    }
+
+    /// Hands over the segment files it holds, so that they can be closed:
+    /// the prepared one and its share of the active one. A preparation
+    /// still under way is dropped (its temporary file is removed by the
+    /// next open), so that a log that stops does not wait for it.
+    pub(crate) async fn into_files(mut self) -> (Option<SegmentFile>, Option<Rc<SegmentFile>>) {
+        let prepared = match self.prepared.take() {
+            Some(NextSegment::Preparing(mut task)) => {
+                futures_lite::future::poll_once(&mut task)
+                    .await
+                    .and_then(Result::ok)
+            }
+            Some(NextSegment::Ready(segment)) => Some(segment),
+            None => None,
+        };
+        (prepared, self.active.take().map(|a| a.segment))
+    }
+
+    /// If preparing the next segment failed, tries again (room may have
+    /// been freed since).
+    pub(crate) async fn retry_prepare(&mut self) {
+        if let Some(NextSegment::Preparing(task)) = self.prepared.as_mut() {
+            match futures_lite::future::poll_once(task).await {
+                Some(Ok(segment)) => self.prepared = Some(NextSegment::Ready(segment)),
+                Some(Err(_)) => {
+                    // Unknown until this attempt is done.
+                    self.space_low.set(false);
+                    self.prepare_next();
+                }
+                None => {}
+            }
+        }
     }
 
     /// Encodes every queued record, rolling segments as they fill, and makes
@@ -232,9 +281,14 @@ impl Writer {
         } else {
             next_record_index
         };
-        let prepared = match self.prepared.take() {
-            Some(NextSegment::Preparing(task)) => task.await?,
-            Some(NextSegment::Ready(segment)) => segment,
+        let ready = match self.prepared.take() {
+            Some(NextSegment::Preparing(task)) => task.await.ok(),
+            Some(NextSegment::Ready(segment)) => Some(segment),
+            None => None,
+        };
+        let prepared = match ready {
+            Some(segment) => segment,
+            // One more try, now; failing it, the log has no room left.
             None => {
                 let path = self.dir.join(prepared_file_name(self.next_seq));
                 prepare_segment(self.next_seq, path, self.segment_size).await?
@@ -337,7 +391,18 @@ const ZERO_FILL_CHUNK: usize = 1 << 20;
 /// commit. Once the blocks hold real zeros, an append is a pure overwrite and
 /// its sync only flushes data. This runs in the background,
 /// ahead of need, on the log's own executor.
+///
+/// On failure the file is removed (best effort), giving back what it took.
 async fn prepare_segment(seq: u64, path: PathBuf, size: u64) -> Result<SegmentFile> {
+    let prepared = create_zeroed(seq, &path, size).await;
+    if prepared.is_err() {
+        let _ = std::fs::remove_file(&path);
+    }
+    prepared
+}
+
+async fn create_zeroed(seq: u64, path: &Path, size: u64) -> Result<SegmentFile> {
+    let path = path.to_path_buf();
     let file = OpenOptions::new()
         .read(true)
         .write(true)

@@ -78,6 +78,9 @@ use crate::error::{Error, Result};
 /// not change its size (a size change makes fdatasync commit metadata).
 const GROWTH_STEP: u64 = 1 << 20;
 
+/// Pages a commit's catalog changes may take, counted from above.
+const CATALOG_PAGES: u64 = 8;
+
 /// Bytes of adjacent pages gathered into one write.
 const WRITE_RUN_BYTES: usize = 1 << 20;
 /// The free tail of the file is given back once it is this many pages and
@@ -139,6 +142,79 @@ impl<S: Storage> WriteTxn<S> {
             meta_page: meta.encode(),
             meta_offset: meta.slot() * PAGE_SIZE as u64,
         })
+    }
+
+    /// Makes sure the file has room for this transaction's commit and
+    /// `headroom` bytes more, growing it if not: the new bytes are
+    /// allocated, so a full file system shows here. Nothing else changes,
+    /// so a refusal leaves the transaction and the database as they were,
+    /// and a commit after a success needs no room it does not have.
+    ///
+    /// The room a commit needs is counted from above: every changed node
+    /// and new long value placed anew, a new free list, and a few pages for
+    /// the catalog. Runs of several pages are counted against the file's
+    /// unused tail only; single pages may also come from free pages.
+    ///
+    /// # Errors
+    /// [`Error::Full`] when the file's capacity is too small; an I/O error
+    /// for which [`Error::is_no_space`] holds when the file system is full.
+    /// Either way nothing changed.
+    pub fn ensure_room(&self, headroom: u64) -> Result<()> {
+        let (single, runs) = self.pages_to_place();
+        let page = PAGE_SIZE as u64;
+        let storage = &self.inner.pages.storage;
+        let tail = (storage.len() / page).saturating_sub(self.total_pages);
+        let headroom_pages = headroom.div_ceil(page);
+        let fits = runs + headroom_pages <= tail
+            && single + runs + headroom_pages <= tail + self.space.pages();
+        if fits {
+            return Ok(());
+        }
+        let needed = (self.total_pages + single + runs + headroom_pages) * page;
+        if needed > storage.capacity() {
+            return Err(Error::Full {
+                file: storage.path().to_path_buf(),
+                needed,
+                limit: storage.capacity(),
+            });
+        }
+        let grown = needed
+            .max(storage.len() + storage.len() / 8)
+            .next_multiple_of(GROWTH_STEP)
+            .min(storage.capacity());
+        storage.set_len(grown)
+    }
+
+    /// Pages a commit would place, counted from above: `(single pages,
+    /// pages in runs of several)`.
+    fn pages_to_place(&self) -> (u64, u64) {
+        let (mut single, mut runs) = (0u64, 0u64);
+        for node in self.arena.iter().flatten() {
+            match pages_needed(node) {
+                1 => single += 1,
+                pages => runs += u64::from(pages),
+            }
+            if let Dirty::Leaf(entries) = node {
+                for entry in entries {
+                    if let Value::PendingOverflow(bytes) = &entry.value {
+                        runs += u64::from(pages_for(bytes.len()));
+                    }
+                }
+            }
+        }
+        // The free list lists every free extent (those freed now too), and
+        // the catalog changes at commit: a few pages more.
+        let pending: usize = self
+            .inner
+            .state
+            .borrow()
+            .pending
+            .values()
+            .map(Vec::len)
+            .sum();
+        let extents = self.space.len() + self.freed.len() + pending + 1;
+        single += extents.div_ceil(EXTENTS_PER_PAGE) as u64 + CATALOG_PAGES;
+        (single, runs)
     }
 
     fn finish(mut self, mode: Mode) -> Result<Meta> {

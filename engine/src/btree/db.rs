@@ -298,6 +298,11 @@ impl<S: Storage> Database<S> {
         self.inner.pages.storage.path()
     }
 
+    /// The most bytes the file may grow to (its mapping's size).
+    pub fn capacity(&self) -> u64 {
+        self.inner.pages.storage.capacity()
+    }
+
     /// Sizes of the file, for monitoring and tests.
     pub fn space(&self) -> SpaceStats {
         let state = self.inner.state.borrow();

@@ -18,7 +18,10 @@ pub trait Storage {
     fn len(&self) -> u64;
     /// The most bytes the file may grow to.
     fn capacity(&self) -> u64;
-    /// Grows or shrinks the file, never past [`Storage::capacity`].
+    /// Grows or shrinks the file, never past [`Storage::capacity`]. Growth
+    /// allocates the new bytes on the medium, so that a full disk shows
+    /// here, as an error before anything is written, and not in a later
+    /// write or sync.
     fn set_len(&self, len: u64) -> Result<()>;
     /// Writes `data` at `offset` (not yet durable).
     fn write_at(&self, offset: u64, data: &[u8]) -> Result<()>;
@@ -98,9 +101,23 @@ impl Storage for FileStorage {
                 self.map.len()
             )));
         }
-        self.file
-            .set_len(len)
-            .map_err(|e| Error::io("set_len", &self.path, e))?;
+        let current = self.len.get();
+        if len > current {
+            // Allocated, not sparse: a write into a hole can fail for lack
+            // of space when it is written back, after the caller was told
+            // it succeeded.
+            rustix::fs::fallocate(
+                &self.file,
+                rustix::fs::FallocateFlags::empty(),
+                current,
+                len - current,
+            )
+            .map_err(|e| Error::io("fallocate", &self.path, e.into()))?;
+        } else {
+            self.file
+                .set_len(len)
+                .map_err(|e| Error::io("set_len", &self.path, e))?;
+        }
         self.len.set(len);
         Ok(())
     }

@@ -3,7 +3,9 @@
 //! must be numeric order. Every value starts with a format version byte.
 
 use crate::error::{Error, Result};
-use crate::mvcc::types::{EventKind, KeyValue, LeaseId, LeaseTask, LeaseTaskKind, Revision};
+use crate::mvcc::types::{
+    AlarmKind, EventKind, KeyValue, LeaseId, LeaseTask, LeaseTaskKind, Revision,
+};
 
 /// Version byte of every value written today: the keyspace layout. 3 since
 /// revisions are below 2^53 and name their shard (engine/FORMAT.md); rows
@@ -47,6 +49,31 @@ pub(crate) mod meta_key {
     /// Compaction has visited every change below this revision: history
     /// below it holds only each key's newest change.
     pub(crate) const COMPACTED_REV: &[u8] = b"compacted_rev";
+    /// `alarm`, the alarm's kind byte, the member id (u64 BE): the revision
+    /// that raised it. One row per raised alarm.
+    pub(crate) const ALARM: &[u8] = b"alarm";
+}
+
+/// The `meta` row key of an alarm raised by `member`.
+pub(crate) fn alarm_key(kind: AlarmKind, member: u64) -> Vec<u8> {
+    let mut key = meta_key::ALARM.to_vec();
+    key.push(match kind {
+        AlarmKind::NoSpace => 1,
+    });
+    key.extend_from_slice(&member.to_be_bytes());
+    key
+}
+
+/// Reads an alarm's `meta` row key back (`None` for another row).
+pub(crate) fn decode_alarm_key(row_key: &[u8]) -> Option<(AlarmKind, u64)> {
+    let rest = row_key.strip_prefix(meta_key::ALARM)?;
+    let (&kind, member) = rest.split_first()?;
+    let kind = match kind {
+        1 => AlarmKind::NoSpace,
+        _ => return None,
+    };
+    let member: [u8; 8] = member.try_into().ok()?;
+    Some((kind, u64::from_be_bytes(member)))
 }
 
 /// Bytes before the value in a `kv` row.

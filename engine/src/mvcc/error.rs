@@ -74,6 +74,10 @@ pub enum KvError {
         /// Bytes of the value.
         value: usize,
     },
+    /// A NOSPACE alarm is raised: what takes space is refused until it is
+    /// cleared (etcd's "database space exceeded").
+    #[error("database space exceeded: a NOSPACE alarm is raised (free space, then disarm it)")]
+    NoSpace,
     /// An empty key.
     #[error("key is not provided")]
     EmptyKey,

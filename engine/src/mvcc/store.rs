@@ -14,7 +14,8 @@ use crate::mvcc::read::{self, RangePage, RangePlan, RangeProgress, Revisions};
 use crate::mvcc::snapshot::{Snapshot, View};
 use crate::mvcc::txn;
 use crate::mvcc::types::{
-    Entry, LeaseId, LeaseTask, LeaseTaskKind, RangeRequest, RangeResponse, Response, Revision,
+    AlarmAction, AlarmKind, Entry, LeaseId, LeaseTask, LeaseTaskKind, RangeRequest, RangeResponse,
+    Response, Revision,
 };
 use crate::mvcc::watch::WatchHub;
 use crate::mvcc::write::{attached_keys, lease_row, lease_task, EventLog, Writer};
@@ -448,9 +449,21 @@ impl<S: Storage> Store<S> {
         let risky = batch
             .iter()
             .any(|item| matches!(item.entry, Entry::Txn(t) if txn::reads_inside(t)));
+        // With the file system full the held transaction stays as it is:
+        // the batch then cannot be undone part-way, and an entry refused
+        // after it wrote stops the shard (a local failure; what every
+        // replica answers stays the same).
+        let mut undoable = true;
         if risky {
             if let Some(held) = self.held.take() {
-                held.commit_unsynced()?;
+                match held.ensure_room(0) {
+                    Ok(()) => held.commit_unsynced()?,
+                    Err(e) if e.is_no_space() => {
+                        undoable = false;
+                        self.held = Some(held);
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
         }
         let mut txn = self.writer()?;
@@ -465,6 +478,12 @@ impl<S: Storage> Store<S> {
                 })),
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => {
+                    if wrote && !undoable {
+                        return Err(KvError::Storage(crate::Error::Failed(format!(
+                            "an entry refused after it wrote ({e}) cannot be undone: \
+                             no room to set the batches before it apart"
+                        ))));
+                    }
                     if wrote {
                         // Refused part-way: start the batch's transaction
                         // over without this entry. Entries are
@@ -515,7 +534,7 @@ impl<S: Storage> Store<S> {
             0 => None,
             rows => self.compact_in(&mut txn, revisions.compact, rows)?,
         };
-        if risky && self.defer_syncs {
+        if risky && self.defer_syncs && undoable && txn.ensure_room(0).is_ok() {
             txn.commit_unsynced()?;
         } else {
             self.finish(txn)?;
@@ -567,6 +586,35 @@ impl<S: Storage> Store<S> {
                 ))
             })
             .collect()
+    }
+
+    /// Bytes of the tree file in use: its pages less the free ones (what a
+    /// backend quota counts; free pages are reused, so deletes and
+    /// compaction bring it down without a defragmentation).
+    pub fn used_bytes(&self) -> u64 {
+        let space = self.db.space();
+        let free = space.reusable_pages + space.pending_pages;
+        space.total_pages.saturating_sub(free) * crate::btree::PAGE_SIZE as u64
+    }
+
+    /// Makes sure the tree file has room for the next sync of the held
+    /// transaction and `headroom` bytes more (see
+    /// [`crate::btree::WriteTxn::ensure_room`]). Nothing changes on a
+    /// refusal.
+    ///
+    /// # Errors
+    /// A storage error; for a full file system or file,
+    /// [`crate::Error::is_no_space`] holds and the store stays usable.
+    pub fn ensure_sync_room(&self, headroom: u64) -> crate::Result<()> {
+        match &self.held {
+            Some(txn) => txn.ensure_room(headroom),
+            None => Ok(()),
+        }
+    }
+
+    /// Every alarm raised on this shard, by kind and member.
+    pub fn alarms(&self) -> KvResult<Vec<(AlarmKind, u64)>> {
+        alarms(&self.view()?)
     }
 
     /// Up to `limit` tasks this shard, as the home of their leases, must
@@ -747,6 +795,7 @@ fn run_entry<S: Storage>(
     match entry {
         Entry::Put(put) => {
             txn::check_put_static(put)?;
+            refuse_if_no_space(&*writer.txn)?;
             txn::check_put(&*writer.txn, put)?;
             Ok(Response::Put(writer.put(put)?))
         }
@@ -756,6 +805,9 @@ fn run_entry<S: Storage>(
         }
         Entry::Txn(request) => {
             txn::check_txn_static(request)?;
+            if request.has_puts() {
+                refuse_if_no_space(&*writer.txn)?;
+            }
             let path = txn::decide(&*writer.txn, request)?;
             // Ranges inside may read any revision below the transaction's
             // own: the shard's state there is its state before it, even when
@@ -787,6 +839,7 @@ fn run_entry<S: Storage>(
         }
         Entry::LeaseGrant { id, ttl } => {
             check_grant(*id, *ttl)?;
+            refuse_if_no_space(&*writer.txn)?;
             let id = match *id {
                 0 => free_lease_id(&*writer.txn, writer.rev, homes)?,
                 id if !homes.is_home(id) => return Err(not_home(homes, id)),
@@ -840,6 +893,20 @@ fn run_entry<S: Storage>(
             }
             Ok(Response::LeaseMirror)
         }
+        Entry::Alarm {
+            action,
+            kind,
+            member,
+        } => {
+            let key = codec::alarm_key(*kind, *member);
+            match action {
+                AlarmAction::Activate => {
+                    writer.set_meta(&key, writer.rev)?;
+                }
+                AlarmAction::Deactivate => writer.remove_meta(&key)?,
+            }
+            Ok(Response::Alarm)
+        }
         Entry::LeaseTasksDone { tasks } => {
             for task in tasks.iter().filter(|t| homes.is_home(t.id)) {
                 if lease_task(&*writer.txn, task.id)?.as_ref() == Some(task) {
@@ -878,7 +945,8 @@ pub fn check_entry(entry: &Entry) -> KvResult<()> {
         | Entry::LeaseExpire { .. }
         | Entry::LeaseCheckpoint { .. }
         | Entry::LeaseMirror { .. }
-        | Entry::LeaseTasksDone { .. } => Ok(()),
+        | Entry::LeaseTasksDone { .. }
+        | Entry::Alarm { .. } => Ok(()),
     }
 }
 
@@ -892,6 +960,33 @@ fn check_grant(id: LeaseId, ttl: i64) -> KvResult<()> {
         return Err(KvError::InvalidLease(format!("id {id} is negative")));
     }
     Ok(())
+}
+
+/// Refuses what takes space while a NOSPACE alarm is raised.
+fn refuse_if_no_space<T: Snapshot>(snap: &T) -> KvResult<()> {
+    if alarms(snap)?
+        .iter()
+        .any(|(kind, _)| *kind == AlarmKind::NoSpace)
+    {
+        return Err(KvError::NoSpace);
+    }
+    Ok(())
+}
+
+/// Every alarm raised, by kind and member.
+fn alarms<T: Snapshot>(snap: &T) -> KvResult<Vec<(AlarmKind, u64)>> {
+    let start = codec::meta_key::ALARM;
+    let mut raised = Vec::new();
+    for row in snap.rows(tree::META, Bound::Included(start), Bound::Unbounded)? {
+        let (key, _) = row?;
+        if !key.starts_with(start) {
+            break;
+        }
+        if let Some(alarm) = codec::decode_alarm_key(key) {
+            raised.push(alarm);
+        }
+    }
+    Ok(raised)
 }
 
 fn not_home(homes: LeaseHomes, id: LeaseId) -> KvError {

@@ -262,6 +262,58 @@ pub enum Entry {
         /// The tasks carried out.
         tasks: Vec<LeaseTask>,
     },
+    /// Raises or clears an alarm. While a NOSPACE alarm is raised the shard
+    /// refuses what takes space (puts, transactions with a put, lease
+    /// grants) with [`crate::mvcc::KvError::NoSpace`]; reads, deletes,
+    /// compaction and revokes go on (etcd's capped applier).
+    Alarm {
+        /// Raise or clear.
+        action: AlarmAction,
+        /// Which alarm.
+        kind: AlarmKind,
+        /// The member that raised it (etcd's member id).
+        member: u64,
+    },
+}
+
+impl TxnRequest {
+    /// Whether it has a put in either branch, at any depth: such a
+    /// transaction takes space (etcd's quota counts it).
+    pub fn has_puts(&self) -> bool {
+        self.success.iter().chain(&self.failure).any(|op| match op {
+            RequestOp::Put(_) => true,
+            RequestOp::Txn(nested) => nested.has_puts(),
+            RequestOp::Range(_) | RequestOp::DeleteRange(_) => false,
+        })
+    }
+}
+
+impl Entry {
+    /// Whether applying it takes space: what a NOSPACE alarm refuses (a
+    /// put, a transaction with a put, a lease grant), as etcd's quota does.
+    pub fn takes_space(&self) -> bool {
+        match self {
+            Entry::Put(_) | Entry::LeaseGrant { .. } => true,
+            Entry::Txn(txn) => txn.has_puts(),
+            _ => false,
+        }
+    }
+}
+
+/// What an [`Entry::Alarm`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlarmAction {
+    /// Raise the alarm.
+    Activate,
+    /// Clear it.
+    Deactivate,
+}
+
+/// An alarm, as etcd names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AlarmKind {
+    /// The backend quota is exceeded, or the disk is full.
+    NoSpace,
 }
 
 /// What a lease's home shard must still tell the other shards (its
@@ -372,6 +424,8 @@ pub enum Response {
     LeaseMirror,
     /// To finished tasks.
     LeaseTasksDone,
+    /// To an alarm change.
+    Alarm,
 }
 
 /// What changed a key.

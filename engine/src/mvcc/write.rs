@@ -292,6 +292,22 @@ impl<S: Storage> Writer<'_, S> {
         Ok(())
     }
 
+    /// Sets a `meta` number.
+    pub(crate) fn set_meta(&mut self, key: &[u8], value: u64) -> KvResult<()> {
+        self.wrote = true;
+        self.txn
+            .tree(tree::META)?
+            .insert(key, &codec::encode_meta(value))?;
+        Ok(())
+    }
+
+    /// Removes a `meta` row.
+    pub(crate) fn remove_meta(&mut self, key: &[u8]) -> KvResult<()> {
+        self.wrote = true;
+        self.txn.tree(tree::META)?.remove(key)?;
+        Ok(())
+    }
+
     /// Stores a lease.
     pub(crate) fn store_lease(&mut self, id: LeaseId, lease: &LeaseRow) -> KvResult<()> {
         self.wrote = true;

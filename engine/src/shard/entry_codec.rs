@@ -5,8 +5,9 @@
 //! an error, never a panic or a huge allocation.
 
 use crate::mvcc::{
-    Compare, CompareResult, CompareTarget, DeleteRangeRequest, Entry, LeaseTask, LeaseTaskKind,
-    PutRequest, RangeRequest, RequestOp, Revision, SortOrder, SortTarget, TxnRequest,
+    AlarmAction, AlarmKind, Compare, CompareResult, CompareTarget, DeleteRangeRequest, Entry,
+    LeaseTask, LeaseTaskKind, PutRequest, RangeRequest, RequestOp, Revision, SortOrder, SortTarget,
+    TxnRequest,
 };
 
 /// Version byte of every command written today: 2 since revisions are
@@ -104,6 +105,21 @@ pub fn encode(revision: Revision, entry: &Entry) -> Vec<u8> {
             out.u8(10);
             out.tasks(tasks);
         }
+        Entry::Alarm {
+            action,
+            kind,
+            member,
+        } => {
+            out.u8(11);
+            out.u8(match action {
+                AlarmAction::Activate => 1,
+                AlarmAction::Deactivate => 2,
+            });
+            out.u8(match kind {
+                AlarmKind::NoSpace => 1,
+            });
+            out.u64(*member);
+        }
     }
     out.0
 }
@@ -150,6 +166,22 @@ pub fn decode(bytes: &[u8]) -> Decoded<(Revision, Entry)> {
         10 => Entry::LeaseTasksDone {
             tasks: input.tasks()?,
         },
+        11 => {
+            let action = match input.u8()? {
+                1 => AlarmAction::Activate,
+                2 => AlarmAction::Deactivate,
+                v => return Err(DecodeError(format!("unknown alarm action {v}"))),
+            };
+            let kind = match input.u8()? {
+                1 => AlarmKind::NoSpace,
+                v => return Err(DecodeError(format!("unknown alarm {v}"))),
+            };
+            Entry::Alarm {
+                action,
+                kind,
+                member: input.u64()?,
+            }
+        }
         tag => return Err(DecodeError(format!("unknown command tag {tag}"))),
     };
     if !input.0.is_empty() {
@@ -589,6 +621,16 @@ mod tests {
                     ttl: 30,
                     granted_revision: 77,
                 }],
+            },
+            Entry::Alarm {
+                action: AlarmAction::Activate,
+                kind: AlarmKind::NoSpace,
+                member: 0x0102,
+            },
+            Entry::Alarm {
+                action: AlarmAction::Deactivate,
+                kind: AlarmKind::NoSpace,
+                member: 7,
             },
         ]
     }

@@ -3,6 +3,7 @@
 //! machine is its MVCC keyspace. How a write and a read travel through it
 //! is in docs/node.md.
 
+mod alarms;
 pub mod entry_codec;
 mod error;
 mod lease_tasks;
@@ -13,11 +14,15 @@ mod node;
 mod node_meta;
 mod replica;
 mod router;
+mod space;
 mod watch;
 mod watch_feed;
 
+pub use alarms::Alarm;
 pub use error::{NodeError, NodeResult};
 pub use leases::LeaseStatus;
-pub use node::{Consistency, CoreTask, Node, NodeClient, NodeConfig, TreeSync};
+pub use node::{
+    Consistency, CoreTask, Node, NodeClient, NodeConfig, TreeSync, DEFAULT_QUOTA_BACKEND_BYTES,
+};
 pub use replica::{home_of_lease, ShardStatus};
 pub use watch::{WatchBatch, WatchStream};

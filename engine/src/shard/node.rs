@@ -24,6 +24,7 @@ use crate::shard::merge::{merge_ranges, per_shard_request};
 use crate::shard::node_meta;
 use crate::shard::replica::{self, Replica, ReplicaConfig, ShardCall};
 use crate::shard::router::{self, CoreCall, CoreRouter};
+use crate::shard::space::NodeSpace;
 
 /// Calls queued between two cores before the sender waits.
 const MESH_CAPACITY: usize = 1024;
@@ -48,7 +49,18 @@ pub struct NodeConfig {
     pub tree_sync: TreeSync,
     /// The wall clock revisions are stamped from (tests freeze it).
     pub clock: Arc<dyn WallClock>,
+    /// Most bytes the shards' trees may hold in use together before a
+    /// NOSPACE alarm refuses what takes space (etcd's
+    /// `--quota-backend-bytes`); see docs/node.md, "NOSPACE".
+    pub quota_backend_bytes: u64,
+    /// This member's id, as alarms name it.
+    pub member_id: u64,
 }
+
+/// The default backend quota: 64 GiB, eight times etcd's largest
+/// recommended one. Each shard's tree file may also grow to
+/// [`crate::btree::Options::max_file_size`] (64 GiB).
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 64 << 30;
 
 /// When a shard makes its B+-tree durable (and releases the WAL below it):
 /// after `entries` applied entries, `bytes` of applied entries, or
@@ -89,6 +101,8 @@ impl NodeConfig {
             tree: Options::default(),
             tree_sync: TreeSync::default(),
             clock: Arc::new(SystemClock),
+            quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
+            member_id: 1,
         }
     }
 }
@@ -148,6 +162,11 @@ impl Node {
         let shards = node_meta::open_or_create(&config.data_dir, config.shards, core_count)?;
         let core_count = core_count.min(shards);
         let floor = Arc::new(AtomicU64::new(0));
+        let space = Arc::new(NodeSpace::new(
+            shards,
+            config.quota_backend_bytes,
+            config.member_id,
+        ));
         // The mesh: one bounded glommio channel per ordered pair of cores.
         let mut senders: Vec<Vec<Option<SharedSender<CoreCall>>>> = (0..core_count)
             .map(|_| (0..core_count).map(|_| None).collect())
@@ -180,6 +199,7 @@ impl Node {
                 shards,
                 config: config.clone(),
                 floor: floor.clone(),
+                space: space.clone(),
                 ingress: rx,
                 mesh_out: core_senders,
                 mesh_in: core_receivers,
@@ -603,6 +623,7 @@ struct CoreSetup {
     shards: usize,
     config: NodeConfig,
     floor: Arc<AtomicU64>,
+    space: Arc<NodeSpace>,
     ingress: flume::Receiver<Ingress>,
     mesh_out: Vec<Option<SharedSender<CoreCall>>>,
     mesh_in: Vec<SharedReceiver<CoreCall>>,
@@ -623,6 +644,7 @@ async fn run_core(setup: CoreSetup) {
         shards,
         config,
         floor,
+        space,
         ingress,
         mesh_out,
         mesh_in,
@@ -657,6 +679,7 @@ async fn run_core(setup: CoreSetup) {
             wal: config.wal.clone(),
             tree: config.tree.clone(),
             clock: config.clock.clone(),
+            space: space.clone(),
         };
         let dir = shard_dir(&config.data_dir, shard);
         let (tx, rx) = flume::unbounded();

@@ -29,9 +29,9 @@ use raft::{RawNode, StateRole};
 use crate::btree::{CommitSync, DeferredDurability, Options};
 use crate::hlc::{Clock, WallClock};
 use crate::mvcc::{
-    Applied, Entry, Indexed, KvError, LeaseHomes, LeaseId, LeaseInfo, LeaseTask, Lessor,
-    LessorConfig, RangeRequest, RangeResponse, Renewal, Response, Revision, Store, WatchId,
-    WatchRequest,
+    AlarmAction, AlarmKind, Applied, Entry, Indexed, KvError, LeaseHomes, LeaseId, LeaseInfo,
+    LeaseTask, Lessor, LessorConfig, RangeRequest, RangeResponse, Renewal, Response, Revision,
+    Store, WatchId, WatchRequest,
 };
 use crate::shard::entry_codec;
 use crate::shard::error::{NodeError, NodeResult};
@@ -39,6 +39,7 @@ use crate::shard::lease_tasks::LeaseTasks;
 use crate::shard::log_store::{self, LogStore, RAFT_ENTRY_KIND};
 use crate::shard::node::TreeSync;
 use crate::shard::router::CoreRouter;
+use crate::shard::space::NodeSpace;
 use crate::shard::watch_feed::{Subscriber, WatchFeeds};
 
 /// How a caller gets its answer; the receiving end may be on any thread.
@@ -49,6 +50,11 @@ const TICK: Duration = Duration::from_millis(100);
 /// The tree is also made durable once the held transaction has changed
 /// this many nodes (about a page of memory each).
 const TREE_SYNC_NODES: usize = 16_384;
+/// Room the tree file keeps beyond what its next sync needs, while no
+/// NOSPACE alarm is raised (a sixteenth of the file's capacity when that is
+/// less): what the syncs of deletes, compaction and the alarm's own
+/// entries may use once the disk is full.
+const TREE_HEADROOM: u64 = 8 << 20;
 /// Bytes of WAL entries a replay reads and applies at a time.
 const REPLAY_CHUNK_BYTES: u64 = 16 << 20;
 /// Rows of history a compaction step removes inside each apply batch.
@@ -104,6 +110,8 @@ pub(crate) enum ShardCall {
     },
     /// Every lease this shard holds (its own and mirrors).
     Leases { reply: Reply<Vec<LeaseInfo>> },
+    /// The alarms raised in this shard's state.
+    Alarms { reply: Reply<Vec<(AlarmKind, u64)>> },
     /// This shard's part of a merged watch: never assign `observe` or
     /// below again, then watch; answers the store watcher's id.
     Watch {
@@ -181,6 +189,7 @@ impl ShardCall {
             ShardCall::LeaseStatus { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::LeaseKeys { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::Leases { reply } => drop(reply.send(Err(error))),
+            ShardCall::Alarms { reply } => drop(reply.send(Err(error))),
             ShardCall::Watch { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::Status { reply } => drop(reply.send(Err(error))),
             ShardCall::WatchProgress { .. }
@@ -237,6 +246,7 @@ pub(crate) struct ReplicaConfig {
     pub(crate) wal: keel_wal::WalConfig,
     pub(crate) tree: Options,
     pub(crate) clock: Arc<dyn WallClock>,
+    pub(crate) space: Arc<NodeSpace>,
 }
 
 /// One shard's replica. Not `Send`: it lives on its core.
@@ -250,6 +260,13 @@ pub(crate) struct Replica {
     clock: Clock,
     /// The time `clock` is given.
     wall: Arc<dyn WallClock>,
+    /// The node's space: quota, use, alarms (`space.rs`).
+    space: Arc<NodeSpace>,
+    /// A tree sync found no room: none is tried again before then.
+    sync_blocked_until: Option<Instant>,
+    /// The WAL had no room for its next segment at the last tick (and a
+    /// new attempt was asked for).
+    wal_was_low: bool,
     lessor: Lessor,
     /// The node's shard count (lease homes depend on it).
     shards: usize,
@@ -391,6 +408,9 @@ impl Replica {
         raw.campaign()
             .map_err(|e| start_error(shard, "campaign", e))?;
         floor.fetch_max(highest, Ordering::Relaxed);
+        let space = &config.space;
+        space.set_used(shard, store.used_bytes());
+        space.set_alarmed(shard, has_no_space_alarm(&store)?);
         Ok(Replica {
             shard,
             raw,
@@ -398,6 +418,9 @@ impl Replica {
             store,
             clock: Clock::new(shard, config.shards, highest),
             wall: config.clock,
+            space: config.space,
+            sync_blocked_until: None,
+            wal_was_low: false,
             lessor: Lessor::new(LessorConfig::default()),
             shards: config.shards,
             router,
@@ -492,6 +515,11 @@ impl Replica {
             } else {
                 next_tick.saturating_duration_since(Instant::now())
             };
+            if wait.is_zero() {
+                // Going round again at once: let the core's other tasks
+                // (connections, the mesh, other shards) run first.
+                futures_lite::future::yield_now().await;
+            }
             let first = futures_lite::future::or(async { Some(calls.recv_async().await) }, async {
                 glommio::timer::sleep(wait).await;
                 None
@@ -509,8 +537,11 @@ impl Replica {
                 }
             }
             // A stopped shard only answers: applying or syncing on top of a
-            // failure could skip entries and then make the gap durable.
+            // failure could skip entries and then make the gap durable. It
+            // has nothing due, so it waits for calls.
             if self.failure.is_some() {
+                expiring = false;
+                compacting = false;
                 continue;
             }
             let applied_before = self.applied;
@@ -518,6 +549,7 @@ impl Replica {
                 next_tick = Instant::now() + TICK;
                 self.raw.tick();
                 self.lease_checkpoints();
+                self.check_wal_space();
             }
             self.request_read_index();
             if let Err(reason) = self.drive().await {
@@ -647,6 +679,9 @@ impl Replica {
             ShardCall::Leases { reply } => {
                 let _ = reply.send(self.store.leases().map_err(NodeError::from));
             }
+            ShardCall::Alarms { reply } => {
+                let _ = reply.send(self.store.alarms().map_err(NodeError::from));
+            }
             ShardCall::Status { reply } => {
                 let _ = reply.send(Ok(self.status()));
             }
@@ -737,6 +772,13 @@ impl Replica {
         // Refused now rather than logged and refused by every replica.
         if let Err(refusal) = crate::mvcc::check_entry(&entry) {
             let _ = reply.send(Err(NodeError::Kv(refusal)));
+            return;
+        }
+        if entry.takes_space() && (self.space.alarmed() || self.space.over_quota()) {
+            if !self.space.alarmed() {
+                self.raise_no_space("the backend quota is exceeded");
+            }
+            let _ = reply.send(Err(NodeError::Kv(KvError::NoSpace)));
             return;
         }
         self.clock.observe(self.floor.load(Ordering::Relaxed));
@@ -1158,6 +1200,17 @@ impl Replica {
                 self.lease_tasks.done_applied(tasks);
                 None
             }
+            (Entry::Alarm { kind, action, .. }, _) => {
+                if *kind == AlarmKind::NoSpace {
+                    match has_no_space_alarm(&self.store) {
+                        Ok(raised) => self.space.set_alarmed(self.shard, raised),
+                        Err(_) => self
+                            .space
+                            .set_alarmed(self.shard, *action == AlarmAction::Activate),
+                    }
+                }
+                None
+            }
             _ => None,
         }
     }
@@ -1172,6 +1225,51 @@ impl Replica {
         if let Err(e) = self.lease_tasks.start_round(&self.store, &self.router) {
             self.fail(e.to_string());
         }
+    }
+
+    /// Raises the NOSPACE alarm on every shard of the node (unless it is up
+    /// or going up): an `Entry::Alarm` on each, so that every one refuses
+    /// what takes space when it applies it, and the alarm stays across a
+    /// restart.
+    fn raise_no_space(&self, why: &str) {
+        if self.space.alarmed() || !self.space.begin_raise() {
+            return;
+        }
+        tracing::warn!(shard = self.shard, "raising the NOSPACE alarm: {why}");
+        let (router, space, shards) = (self.router.clone(), self.space.clone(), self.shards);
+        glommio::spawn_local(async move {
+            for shard in 0..shards {
+                let entry = Entry::Alarm {
+                    action: AlarmAction::Activate,
+                    kind: AlarmKind::NoSpace,
+                    member: space.member(),
+                };
+                let raised = router
+                    .call(shard, |reply| ShardCall::Write { entry, reply })
+                    .await;
+                if let Err(e) = raised {
+                    tracing::warn!(shard, "the NOSPACE alarm was not raised: {e}");
+                }
+            }
+            space.raised();
+        })
+        .detach();
+    }
+
+    /// On each tick: a WAL that found no room for its next segment raises
+    /// the alarm while the segment it appends to still has room, and is
+    /// asked to try again (room may have been freed). It is raised once
+    /// an attempt made after the last tick failed too.
+    fn check_wal_space(&mut self) {
+        if !self.wal.space_low() {
+            self.wal_was_low = false;
+            return;
+        }
+        if self.wal_was_low {
+            self.raise_no_space("the WAL has no room for its next segment");
+        }
+        self.wal.retry_prepare();
+        self.wal_was_low = true;
     }
 
     /// A round that applied nothing takes a compaction step, if history
@@ -1245,6 +1343,9 @@ impl Replica {
         if self.unsynced_entries == 0 || !(due || force) {
             return Ok(());
         }
+        if !self.room_for_tree_sync()? {
+            return Ok(());
+        }
         let started = self
             .store
             .sync_deferred()
@@ -1270,6 +1371,41 @@ impl Replica {
         Ok(())
     }
 
+    /// Whether the tree file has room for the next sync (it is grown, and
+    /// its blocks allocated, first). Short of room for the sync and
+    /// [`TREE_HEADROOM`] more, the NOSPACE alarm goes up and the sync may
+    /// use the headroom; short of room for the sync itself, the sync waits
+    /// (the WAL keeps everything) and is tried again a second later.
+    fn room_for_tree_sync(&mut self) -> Result<bool, String> {
+        if self
+            .sync_blocked_until
+            .is_some_and(|until| Instant::now() < until)
+        {
+            return Ok(false);
+        }
+        self.sync_blocked_until = None;
+        let headroom = if self.space.alarmed() {
+            0
+        } else {
+            TREE_HEADROOM.min(self.store.database().capacity() / 16)
+        };
+        match self.store.ensure_sync_room(headroom) {
+            Ok(()) => return Ok(true),
+            Err(e) if e.is_no_space() => {
+                self.raise_no_space(&format!("the tree file has no room: {e}"));
+            }
+            Err(e) => return Err(format!("tree sync: {e}")),
+        }
+        match self.store.ensure_sync_room(0) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is_no_space() => {
+                self.sync_blocked_until = Some(Instant::now() + Duration::from_secs(1));
+                Ok(false)
+            }
+            Err(e) => Err(format!("tree sync: {e}")),
+        }
+    }
+
     /// Reports the tree sync in flight if it is done (or, with `wait`, once
     /// it is), and releases the WAL below what is now durable. Answers
     /// whether none is left in flight.
@@ -1291,6 +1427,7 @@ impl Replica {
         self.store
             .sync_finished(&durability, outcome)
             .map_err(|e| format!("tree sync: {e}"))?;
+        self.space.set_used(self.shard, self.store.used_bytes());
         // Replay starts after the durable applied index and needs that
         // entry's term, so it stays.
         let keep_from = self.store.durable_applied_index();
@@ -1324,6 +1461,14 @@ impl Replica {
         self.feeds.fail_all(self.shard, &reason);
         self.failure.get_or_insert(reason);
     }
+}
+
+/// Whether the store's state has a NOSPACE alarm raised.
+fn has_no_space_alarm(store: &Store) -> NodeResult<bool> {
+    Ok(store
+        .alarms()?
+        .iter()
+        .any(|(kind, _)| *kind == AlarmKind::NoSpace))
 }
 
 /// Serves a shard that could not be opened: every call is answered with

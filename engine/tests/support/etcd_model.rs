@@ -533,6 +533,8 @@ impl Model {
             // and no task is ever written.
             Entry::LeaseMirror { .. } => Ok(Response::LeaseMirror),
             Entry::LeaseTasksDone { .. } => Ok(Response::LeaseTasksDone),
+            // The generator raises no alarm.
+            Entry::Alarm { .. } => Ok(Response::Alarm),
         }
     }
 }
