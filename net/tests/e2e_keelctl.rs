@@ -234,3 +234,62 @@ fn endpoint_status_names_a_stopped_shard() {
     });
     assert!(answered, "no shard answers a put");
 }
+
+/// `alarm list` and `alarm disarm` as etcdctl's: past the backend quota a
+/// NOSPACE alarm is listed, a put is refused with "database space
+/// exceeded", reads go on, `endpoint status` shows it, and once space is
+/// freed a disarm lets puts through again.
+#[test]
+fn alarm_list_and_disarm_as_etcdctl() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &["--quota-backend-bytes", "1048576"]);
+    let rt = support::runtime();
+    let client =
+        support::block_on(&rt, keel_client::Client::connect(&[server.endpoint()])).unwrap();
+    support::block_on(&rt, async {
+        for i in 0..20_000 {
+            match client.put(format!("fill/{i:05}"), vec![b'v'; 4096]).await {
+                Ok(_) => {}
+                Err(e) if e.code() == Some(keel_client::ErrorCode::NoSpace) => return,
+                Err(e) => panic!("put {i}: {e}"),
+            }
+        }
+        panic!("no NOSPACE after 20,000 puts past a 1 MiB quota");
+    });
+    assert!(ok(&server, &["alarm", "list"]).starts_with("memberID:"));
+    let list = ok(&server, &["alarm", "list"]);
+    assert_eq!(list.lines().count(), 1, "{list}");
+    assert!(list.trim_end().ends_with(" alarm:NOSPACE"), "{list}");
+    let refused = fails(&server, &["put", "x", "y"], "");
+    assert!(refused.contains("database space exceeded"), "{refused}");
+    assert_eq!(
+        ok(&server, &["get", "fill/00000", "--print-value-only"]).len(),
+        4097
+    );
+    assert!(ok(&server, &["endpoint", "status"]).contains("alarm:NOSPACE"));
+    // Free space: delete what filled it, and compact.
+    support::block_on(&rt, async {
+        let request = keel_client::proto::DeleteRangeRequest {
+            key: b"fill/".to_vec(),
+            range_end: b"fill0".to_vec(),
+            ..Default::default()
+        };
+        let (revision, _) = client.delete_range(request).await.unwrap();
+        client.compact(revision).await.unwrap();
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let disarmed = ok(&server, &["alarm", "disarm"]);
+        assert!(
+            disarmed.is_empty() || disarmed.contains("alarm:NOSPACE"),
+            "{disarmed}"
+        );
+        if run(&server, &["put", "x", "y"], "").status.success() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still refused");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    assert_eq!(ok(&server, &["alarm", "list"]), "");
+    assert_eq!(ok(&server, &["get", "x", "--print-value-only"]), "y\n");
+}

@@ -178,11 +178,9 @@ impl Writer {
     /// next open), so that a log that stops does not wait for it.
     pub(crate) async fn into_files(mut self) -> (Option<SegmentFile>, Option<Rc<SegmentFile>>) {
         let prepared = match self.prepared.take() {
-            Some(NextSegment::Preparing(mut task)) => {
-                futures_lite::future::poll_once(&mut task)
-                    .await
-                    .and_then(Result::ok)
-            }
+            Some(NextSegment::Preparing(mut task)) => futures_lite::future::poll_once(&mut task)
+                .await
+                .and_then(Result::ok),
             Some(NextSegment::Ready(segment)) => Some(segment),
             None => None,
         };

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 pub use keel_proto::routing::prefix_end;
 use keel_proto::routing::{core_of, home_of_lease, shard_of, shard_of_range};
 use keel_proto::{
-    DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    Request, Response, ResponseBody, Revision, Status, TxnRequest, TxnResponse,
+    AlarmAction, AlarmMember, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, Request, Response, ResponseBody, Revision, Status, TxnRequest,
+    TxnResponse,
 };
 use tokio::sync::Mutex as AsyncMutex;
 
@@ -280,6 +281,45 @@ impl Client {
         match response.body {
             ResponseBody::Status(status) => Ok(status),
             other => Err(unexpected("status", &other)),
+        }
+    }
+
+    /// The alarms raised (etcdctl's `alarm list`).
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn alarm_list(&self) -> Result<Vec<AlarmMember>> {
+        self.alarm(AlarmAction::Get, AlarmMember::default()).await
+    }
+
+    /// Clears every alarm raised (etcdctl's `alarm disarm`); answers what
+    /// it cleared. Clear a NOSPACE alarm once space is freed: if there is
+    /// still none, the next write that takes space raises it again.
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn alarm_disarm(&self) -> Result<Vec<AlarmMember>> {
+        let mut cleared = Vec::new();
+        for member in self.alarm_list().await? {
+            cleared.extend(self.alarm(AlarmAction::Deactivate, member).await?);
+        }
+        Ok(cleared)
+    }
+
+    /// Lists, raises or clears an alarm; answers the alarms it covered.
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn alarm(&self, action: AlarmAction, alarm: AlarmMember) -> Result<Vec<AlarmMember>> {
+        let request = Request::Alarm {
+            action,
+            member_id: alarm.member_id,
+            alarm: alarm.alarm,
+        };
+        let response = self.call(Route::Any, request).await?;
+        match response.body {
+            ResponseBody::Alarm(alarms) => Ok(alarms),
+            other => Err(unexpected("alarm", &other)),
         }
     }
 

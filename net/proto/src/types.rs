@@ -251,6 +251,47 @@ pub enum Request {
     LeaseLeases,
     /// The server's status and shard map.
     Status,
+    /// List, raise or clear alarms (etcd's `Maintenance.Alarm`).
+    Alarm {
+        /// What to do.
+        action: AlarmAction,
+        /// The member, for a raise or a clear.
+        member_id: u64,
+        /// The alarm, for a raise or a clear.
+        alarm: AlarmType,
+    },
+}
+
+/// What an alarm request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlarmAction {
+    /// List the alarms raised.
+    #[default]
+    Get,
+    /// Raise one.
+    Activate,
+    /// Clear one.
+    Deactivate,
+}
+
+/// An alarm, as etcd names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub enum AlarmType {
+    /// No alarm.
+    #[default]
+    None,
+    /// The backend quota is exceeded, or the disk is full: what takes space
+    /// is refused until it is cleared.
+    NoSpace,
+}
+
+/// A raised alarm and the member that raised it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, PartialOrd, Ord)]
+pub struct AlarmMember {
+    /// The member.
+    pub member_id: u64,
+    /// The alarm.
+    pub alarm: AlarmType,
 }
 
 /// The answer to a range.
@@ -398,6 +439,8 @@ pub struct Status {
     pub name: String,
     /// Its client address.
     pub client_address: String,
+    /// The alarms raised.
+    pub alarms: Vec<AlarmMember>,
 }
 
 /// Why a request failed.
@@ -433,6 +476,8 @@ pub enum ErrorCode {
     ShuttingDown,
     /// No such watch.
     WatchNotFound,
+    /// A NOSPACE alarm is raised: what takes space is refused.
+    NoSpace,
 }
 
 /// A failed request.
@@ -484,6 +529,8 @@ pub enum ResponseBody {
     LeaseLeases(Vec<LeaseStatus>),
     /// To a status request.
     Status(Status),
+    /// To an alarm request: the alarms it covered.
+    Alarm(Vec<AlarmMember>),
     /// The request failed.
     Error(ErrorBody),
 }

@@ -23,8 +23,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "keel", version)]
 struct Flags {
     /// A TOML file of settings (keys as in docs/server.md: name, data_dir,
-    /// client_address, core_port_base, shards, cores, pin, outbound_bytes,
-    /// stall_timeout_ms, max_in_flight, watch_progress_interval_ms).
+    /// client_address, core_port_base, shards, cores, pin,
+    /// quota_backend_bytes, outbound_bytes, stall_timeout_ms, max_in_flight,
+    /// watch_progress_interval_ms).
     #[arg(long)]
     config: Option<PathBuf>,
     /// This member's name.
@@ -50,6 +51,11 @@ struct Flags {
     /// Do not pin each core's thread to its CPU.
     #[arg(long)]
     no_pin: bool,
+    /// Bytes the shards' trees may hold in use together before a NOSPACE
+    /// alarm refuses writes that take space, as etcd's flag [default: 64
+    /// GiB].
+    #[arg(long)]
+    quota_backend_bytes: Option<u64>,
     /// Bytes of responses queued per connection before producers wait
     /// [default: 8 MiB].
     #[arg(long)]
@@ -77,6 +83,7 @@ impl Flags {
             shards: self.shards,
             cores: self.cores,
             pin: self.no_pin.then_some(false),
+            quota_backend_bytes: self.quota_backend_bytes,
             outbound_bytes: self.outbound_bytes,
             stall_timeout_ms: self.stall_timeout_ms,
             max_in_flight: self.max_in_flight,

@@ -29,6 +29,9 @@ pub struct ServerConfig {
     pub cores: usize,
     /// Pin each core's executor to its CPU.
     pub pin: bool,
+    /// Bytes the shards' trees may hold in use together before a NOSPACE
+    /// alarm refuses what takes space (etcd's `--quota-backend-bytes`).
+    pub quota_backend_bytes: u64,
     /// Limits that protect the server from its clients.
     pub limits: Limits,
 }
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             shards: 0,
             cores: 0,
             pin: true,
+            quota_backend_bytes: keel_engine::shard::DEFAULT_QUOTA_BACKEND_BYTES,
             limits: Limits::default(),
         }
     }
@@ -95,6 +99,8 @@ pub struct Overrides {
     pub cores: Option<usize>,
     /// See [`ServerConfig::pin`].
     pub pin: Option<bool>,
+    /// See [`ServerConfig::quota_backend_bytes`].
+    pub quota_backend_bytes: Option<u64>,
     /// See [`Limits::outbound_bytes`].
     pub outbound_bytes: Option<usize>,
     /// See [`Limits::stall_timeout`], in milliseconds.
@@ -162,6 +168,7 @@ impl Overrides {
         set(&mut config.shards, self.shards);
         set(&mut config.cores, self.cores);
         set(&mut config.pin, self.pin);
+        set(&mut config.quota_backend_bytes, self.quota_backend_bytes);
         let limits = &mut config.limits;
         set(&mut limits.outbound_bytes, self.outbound_bytes);
         set(
@@ -173,6 +180,12 @@ impl Overrides {
             &mut limits.watch_progress_interval,
             self.watch_progress_interval_ms.map(Duration::from_millis),
         );
+        if config.quota_backend_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "quota_backend_bytes must be at least 1".to_string(),
+            ));
+        }
+        let limits = &config.limits;
         if limits.outbound_bytes == 0 || limits.max_in_flight == 0 {
             return Err(ConfigError::Invalid(
                 "outbound_bytes and max_in_flight must be at least 1".to_string(),

@@ -8,7 +8,7 @@ use keel_proto::{
 
 use crate::server::connection::Connection;
 use crate::server::outbound::Closed;
-use crate::server::{convert, status, watch};
+use crate::server::{alarm, convert, status, watch};
 
 /// Serves `request` and queues its answer (for a watch: its stream).
 ///
@@ -126,6 +126,11 @@ async fn handle_any(connection: &Connection, id: u64, request: Request) -> Resul
             (0, ResponseBody::LeaseLeases(leases))
         }),
         Request::Status => status::status(&connection.ctx, &client).await,
+        Request::Alarm {
+            action,
+            member_id,
+            alarm,
+        } => alarm::alarm(&client, action, member_id, alarm).await,
     };
     connection.respond(answer_to(id, answer)).await
 }

@@ -7,6 +7,7 @@
 //! A connection is served on the core that accepted it; a request for a
 //! shard on another core crosses the node's mesh once.
 
+mod alarm;
 mod config;
 mod connection;
 mod convert;
@@ -118,6 +119,8 @@ impl Server {
         node_config.cores = config.cores;
         node_config.pin = config.pin;
         node_config.clock = clock;
+        node_config.quota_backend_bytes = config.quota_backend_bytes;
+        node_config.member_id = member_id(&config.name);
         let node = Arc::new(Node::start(node_config)?);
         let cores = node.core_count();
         let own_address = |core: usize| {

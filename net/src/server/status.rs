@@ -11,6 +11,7 @@ pub(crate) async fn status(
     client: &NodeClient<'_>,
 ) -> Result<(u64, ResponseBody), NodeError> {
     let shards = client.status().await?;
+    let alarms = crate::server::alarm::members(client.alarms().await?);
     let revision = shards.iter().map(|s| s.revision).max().unwrap_or(0);
     let cores = ctx.node.core_count();
     let shard_info = shards
@@ -34,6 +35,7 @@ pub(crate) async fn status(
         member_id: ctx.info.member_id,
         name: ctx.info.name.clone(),
         client_address: ctx.info.client_address.to_string(),
+        alarms,
     };
     Ok((revision, ResponseBody::Status(status)))
 }

@@ -96,6 +96,22 @@ fn request_body(r: &fb::Request<'_>) -> Decoded<Request> {
             }),
         B::LeaseLeases => r.body_as_lease_leases().map(|_| Request::LeaseLeases),
         B::StatusRequest => r.body_as_status_request().map(|_| Request::Status),
+        B::AlarmRequest => r
+            .body_as_alarm_request()
+            .map(|a| {
+                let action = match a.action() {
+                    fb::AlarmAction::Get => AlarmAction::Get,
+                    fb::AlarmAction::Activate => AlarmAction::Activate,
+                    fb::AlarmAction::Deactivate => AlarmAction::Deactivate,
+                    other => return Err(format!("unknown alarm action {}", other.0)),
+                };
+                Ok(Request::Alarm {
+                    action,
+                    member_id: a.member_id(),
+                    alarm: alarm_type(a.alarm())?,
+                })
+            })
+            .transpose()?,
         other => return Err(format!("unknown operation {}", other.0)),
     };
     decoded.ok_or_else(|| missing("the request"))
@@ -314,7 +330,14 @@ fn response_body(r: &fb::Response<'_>) -> Decoded<ResponseBody> {
         }),
         B::StatusResponse => r
             .body_as_status_response()
-            .map(|s| ResponseBody::Status(status(s))),
+            .map(status)
+            .transpose()?
+            .map(ResponseBody::Status),
+        B::AlarmResponse => r
+            .body_as_alarm_response()
+            .map(|a| alarm_members(a.alarms()))
+            .transpose()?
+            .map(ResponseBody::Alarm),
         B::Error => r
             .body_as_error()
             .map(|e| ResponseBody::Error(error_body(e))),
@@ -411,8 +434,33 @@ fn watch_events(w: fb::WatchEvents<'_>) -> Decoded<WatchEvents> {
     })
 }
 
-fn status(s: fb::StatusResponse<'_>) -> Status {
-    Status {
+fn alarm_type(alarm: fb::AlarmType) -> Result<AlarmType, String> {
+    match alarm {
+        fb::AlarmType::None => Ok(AlarmType::None),
+        fb::AlarmType::NoSpace => Ok(AlarmType::NoSpace),
+        other => Err(format!("unknown alarm {}", other.0)),
+    }
+}
+
+fn alarm_members(
+    members: Option<flatbuffers::Vector<'_, flatbuffers::ForwardsUOffset<fb::AlarmMember<'_>>>>,
+) -> Result<Vec<AlarmMember>, String> {
+    members
+        .map(|v| {
+            v.iter()
+                .map(|m| {
+                    Ok(AlarmMember {
+                        member_id: m.member_id(),
+                        alarm: alarm_type(m.alarm())?,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or(Ok(Vec::new()))
+}
+
+fn status(s: fb::StatusResponse<'_>) -> Result<Status, String> {
+    Ok(Status {
         version: s.version().unwrap_or_default().to_string(),
         shards: s.shards(),
         cores: s.cores(),
@@ -439,7 +487,8 @@ fn status(s: fb::StatusResponse<'_>) -> Status {
         member_id: s.member_id(),
         name: s.name().unwrap_or_default().to_string(),
         client_address: s.client_address().unwrap_or_default().to_string(),
-    }
+        alarms: alarm_members(s.alarms())?,
+    })
 }
 
 fn error_body(e: fb::Error<'_>) -> ErrorBody {
@@ -459,6 +508,7 @@ fn error_body(e: fb::Error<'_>) -> ErrorBody {
         fb::ErrorCode::NotLeader => ErrorCode::NotLeader,
         fb::ErrorCode::ShuttingDown => ErrorCode::ShuttingDown,
         fb::ErrorCode::WatchNotFound => ErrorCode::WatchNotFound,
+        fb::ErrorCode::NoSpace => ErrorCode::NoSpace,
         // A newer server's code: still an error, of a kind this client
         // does not name.
         _ => ErrorCode::Unknown,

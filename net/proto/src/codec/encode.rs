@@ -194,7 +194,50 @@ fn request_body(
                 fb::StatusRequest::create(fbb, &args).as_union_value(),
             )
         }
+        Request::Alarm {
+            action,
+            member_id,
+            alarm,
+        } => {
+            let args = fb::AlarmRequestArgs {
+                action: match action {
+                    AlarmAction::Get => fb::AlarmAction::Get,
+                    AlarmAction::Activate => fb::AlarmAction::Activate,
+                    AlarmAction::Deactivate => fb::AlarmAction::Deactivate,
+                },
+                member_id: *member_id,
+                alarm: alarm_type(*alarm),
+            };
+            (
+                B::AlarmRequest,
+                fb::AlarmRequest::create(fbb, &args).as_union_value(),
+            )
+        }
     }
+}
+
+fn alarm_type(alarm: AlarmType) -> fb::AlarmType {
+    match alarm {
+        AlarmType::None => fb::AlarmType::None,
+        AlarmType::NoSpace => fb::AlarmType::NoSpace,
+    }
+}
+
+fn alarm_members<'a>(
+    fbb: &mut Builder<'a>,
+    alarms: &[AlarmMember],
+) -> WIPOffset<flatbuffers::Vector<'a, flatbuffers::ForwardsUOffset<fb::AlarmMember<'a>>>> {
+    let members: Vec<_> = alarms
+        .iter()
+        .map(|a| {
+            let args = fb::AlarmMemberArgs {
+                member_id: a.member_id,
+                alarm: alarm_type(a.alarm),
+            };
+            fb::AlarmMember::create(fbb, &args)
+        })
+        .collect();
+    fbb.create_vector(&members)
 }
 
 fn sort_order(order: SortOrder) -> fb::SortOrder {
@@ -469,6 +512,14 @@ fn response_body(
             )
         }
         ResponseBody::Status(s) => (B::StatusResponse, status(fbb, s).as_union_value()),
+        ResponseBody::Alarm(alarms) => {
+            let alarms = Some(alarm_members(fbb, alarms));
+            let args = fb::AlarmResponseArgs { alarms };
+            (
+                B::AlarmResponse,
+                fb::AlarmResponse::create(fbb, &args).as_union_value(),
+            )
+        }
         ResponseBody::Error(e) => {
             let message = Some(fbb.create_string(&e.message));
             let args = fb::ErrorArgs {
@@ -504,6 +555,7 @@ fn status<'a>(fbb: &mut Builder<'a>, s: &Status) -> WIPOffset<fb::StatusResponse
     let shard_info = Some(fbb.create_vector(&shard_info));
     let name = Some(fbb.create_string(&s.name));
     let client_address = Some(fbb.create_string(&s.client_address));
+    let alarms = Some(alarm_members(fbb, &s.alarms));
     let args = fb::StatusResponseArgs {
         version,
         shards: s.shards,
@@ -513,6 +565,7 @@ fn status<'a>(fbb: &mut Builder<'a>, s: &Status) -> WIPOffset<fb::StatusResponse
         member_id: s.member_id,
         name,
         client_address,
+        alarms,
     };
     fb::StatusResponse::create(fbb, &args)
 }
@@ -534,6 +587,7 @@ fn error_code(code: ErrorCode) -> fb::ErrorCode {
         ErrorCode::NotLeader => fb::ErrorCode::NotLeader,
         ErrorCode::ShuttingDown => fb::ErrorCode::ShuttingDown,
         ErrorCode::WatchNotFound => fb::ErrorCode::WatchNotFound,
+        ErrorCode::NoSpace => fb::ErrorCode::NoSpace,
     }
 }
 

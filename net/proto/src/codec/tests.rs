@@ -114,6 +114,16 @@ fn every_request() -> Vec<Request> {
         Request::LeaseTimeToLive { id: 5, keys: true },
         Request::LeaseLeases,
         Request::Status,
+        Request::Alarm {
+            action: AlarmAction::Get,
+            member_id: 0,
+            alarm: AlarmType::None,
+        },
+        Request::Alarm {
+            action: AlarmAction::Deactivate,
+            member_id: 0x8e9e_05c5_2164_694d,
+            alarm: AlarmType::NoSpace,
+        },
     ]
 }
 
@@ -179,6 +189,11 @@ fn every_response_body() -> Vec<ResponseBody> {
         }),
         ResponseBody::LeaseLeases(vec![LeaseStatus { id: 1, ttl: 2 }]),
         ResponseBody::LeaseLeases(vec![]),
+        ResponseBody::Alarm(vec![]),
+        ResponseBody::Alarm(vec![AlarmMember {
+            member_id: 1,
+            alarm: AlarmType::NoSpace,
+        }]),
         ResponseBody::Status(Status {
             version: "0.1.0".into(),
             shards: 4,
@@ -203,6 +218,10 @@ fn every_response_body() -> Vec<ResponseBody> {
             member_id: 1,
             name: "default".into(),
             client_address: "127.0.0.1:2379".into(),
+            alarms: vec![AlarmMember {
+                member_id: 7,
+                alarm: AlarmType::NoSpace,
+            }],
         }),
         ResponseBody::Error(ErrorBody {
             code: ErrorCode::Compacted,

@@ -663,12 +663,184 @@ impl ::flatbuffers::SimpleToVerifyInSlice for OpResult {}
 pub struct OpResultUnionTableOffset {}
 
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+pub const ENUM_MIN_ALARM_TYPE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 14;
+pub const ENUM_MAX_ALARM_TYPE: u8 = 1;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 15] = [
+pub const ENUM_VALUES_ALARM_TYPE: [AlarmType; 2] = [
+  AlarmType::None,
+  AlarmType::NoSpace,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct AlarmType(pub u8);
+#[allow(non_upper_case_globals)]
+impl AlarmType {
+  pub const None: Self = Self(0);
+  pub const NoSpace: Self = Self(1);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::None,
+    Self::NoSpace,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::None => Some("None"),
+      Self::NoSpace => Some("NoSpace"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for AlarmType {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for AlarmType {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for AlarmType {
+    type Output = AlarmType;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for AlarmType {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for AlarmType {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for AlarmType {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_ALARM_ACTION: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_ALARM_ACTION: u8 = 2;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_ALARM_ACTION: [AlarmAction; 3] = [
+  AlarmAction::Get,
+  AlarmAction::Activate,
+  AlarmAction::Deactivate,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct AlarmAction(pub u8);
+#[allow(non_upper_case_globals)]
+impl AlarmAction {
+  pub const Get: Self = Self(0);
+  pub const Activate: Self = Self(1);
+  pub const Deactivate: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Get,
+    Self::Activate,
+    Self::Deactivate,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Get => Some("Get"),
+      Self::Activate => Some("Activate"),
+      Self::Deactivate => Some("Deactivate"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for AlarmAction {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for AlarmAction {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for AlarmAction {
+    type Output = AlarmAction;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for AlarmAction {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for AlarmAction {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for AlarmAction {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REQUEST_BODY: u8 = 15;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 16] = [
   RequestBody::NONE,
   RequestBody::RangeRequest,
   RequestBody::PutRequest,
@@ -684,6 +856,7 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 15] = [
   RequestBody::LeaseTimeToLive,
   RequestBody::LeaseLeases,
   RequestBody::StatusRequest,
+  RequestBody::AlarmRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -706,9 +879,10 @@ impl RequestBody {
   pub const LeaseTimeToLive: Self = Self(12);
   pub const LeaseLeases: Self = Self(13);
   pub const StatusRequest: Self = Self(14);
+  pub const AlarmRequest: Self = Self(15);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 14;
+  pub const ENUM_MAX: u8 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeRequest,
@@ -725,6 +899,7 @@ impl RequestBody {
     Self::LeaseTimeToLive,
     Self::LeaseLeases,
     Self::StatusRequest,
+    Self::AlarmRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -744,6 +919,7 @@ impl RequestBody {
       Self::LeaseTimeToLive => Some("LeaseTimeToLive"),
       Self::LeaseLeases => Some("LeaseLeases"),
       Self::StatusRequest => Some("StatusRequest"),
+      Self::AlarmRequest => Some("AlarmRequest"),
       _ => None,
     }
   }
@@ -803,10 +979,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 14;
+pub const ENUM_MAX_ERROR_CODE: u16 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 15] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 16] = [
   ErrorCode::Unknown,
   ErrorCode::BadRequest,
   ErrorCode::TooLarge,
@@ -822,6 +998,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 15] = [
   ErrorCode::NotLeader,
   ErrorCode::ShuttingDown,
   ErrorCode::WatchNotFound,
+  ErrorCode::NoSpace,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -844,9 +1021,10 @@ impl ErrorCode {
   pub const NotLeader: Self = Self(12);
   pub const ShuttingDown: Self = Self(13);
   pub const WatchNotFound: Self = Self(14);
+  pub const NoSpace: Self = Self(15);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 14;
+  pub const ENUM_MAX: u16 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::BadRequest,
@@ -863,6 +1041,7 @@ impl ErrorCode {
     Self::NotLeader,
     Self::ShuttingDown,
     Self::WatchNotFound,
+    Self::NoSpace,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -882,6 +1061,7 @@ impl ErrorCode {
       Self::NotLeader => Some("NotLeader"),
       Self::ShuttingDown => Some("ShuttingDown"),
       Self::WatchNotFound => Some("WatchNotFound"),
+      Self::NoSpace => Some("NoSpace"),
       _ => None,
     }
   }
@@ -939,10 +1119,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 13;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 14;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 14] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 15] = [
   ResponseBody::NONE,
   ResponseBody::RangeResponse,
   ResponseBody::PutResponse,
@@ -957,6 +1137,7 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 14] = [
   ResponseBody::LeaseLeasesResponse,
   ResponseBody::StatusResponse,
   ResponseBody::Error,
+  ResponseBody::AlarmResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -978,9 +1159,10 @@ impl ResponseBody {
   pub const LeaseLeasesResponse: Self = Self(11);
   pub const StatusResponse: Self = Self(12);
   pub const Error: Self = Self(13);
+  pub const AlarmResponse: Self = Self(14);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 13;
+  pub const ENUM_MAX: u8 = 14;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeResponse,
@@ -996,6 +1178,7 @@ impl ResponseBody {
     Self::LeaseLeasesResponse,
     Self::StatusResponse,
     Self::Error,
+    Self::AlarmResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1014,6 +1197,7 @@ impl ResponseBody {
       Self::LeaseLeasesResponse => Some("LeaseLeasesResponse"),
       Self::StatusResponse => Some("StatusResponse"),
       Self::Error => Some("Error"),
+      Self::AlarmResponse => Some("AlarmResponse"),
       _ => None,
     }
   }
@@ -5098,6 +5282,345 @@ impl ::core::fmt::Debug for LeaseLeasesResponse<'_> {
       ds.finish()
   }
 }
+pub enum AlarmMemberOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlarmMember<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AlarmMember<'a> {
+  type Inner = AlarmMember<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AlarmMember<'a> {
+  pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ALARM: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AlarmMember { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AlarmMemberArgs
+  ) -> ::flatbuffers::WIPOffset<AlarmMember<'bldr>> {
+    let mut builder = AlarmMemberBuilder::new(_fbb);
+    builder.add_member_id(args.member_id);
+    builder.add_alarm(args.alarm);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn member_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(AlarmMember::VT_MEMBER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn alarm(&self) -> AlarmType {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<AlarmType>(AlarmMember::VT_ALARM, Some(AlarmType::None)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AlarmMember<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<AlarmType>("alarm", Self::VT_ALARM, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlarmMemberArgs {
+    pub member_id: u64,
+    pub alarm: AlarmType,
+}
+impl<'a> Default for AlarmMemberArgs {
+  #[inline]
+  fn default() -> Self {
+    AlarmMemberArgs {
+      member_id: 0,
+      alarm: AlarmType::None,
+    }
+  }
+}
+
+pub struct AlarmMemberBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlarmMemberBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: u64) {
+    self.fbb_.push_slot::<u64>(AlarmMember::VT_MEMBER_ID, member_id, 0);
+  }
+  #[inline]
+  pub fn add_alarm(&mut self, alarm: AlarmType) {
+    self.fbb_.push_slot::<AlarmType>(AlarmMember::VT_ALARM, alarm, AlarmType::None);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlarmMemberBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AlarmMemberBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AlarmMember<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AlarmMember<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AlarmMember");
+      ds.field("member_id", &self.member_id());
+      ds.field("alarm", &self.alarm());
+      ds.finish()
+  }
+}
+pub enum AlarmRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlarmRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AlarmRequest<'a> {
+  type Inner = AlarmRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AlarmRequest<'a> {
+  pub const VT_ACTION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_ALARM: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AlarmRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AlarmRequestArgs
+  ) -> ::flatbuffers::WIPOffset<AlarmRequest<'bldr>> {
+    let mut builder = AlarmRequestBuilder::new(_fbb);
+    builder.add_member_id(args.member_id);
+    builder.add_alarm(args.alarm);
+    builder.add_action(args.action);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn action(&self) -> AlarmAction {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<AlarmAction>(AlarmRequest::VT_ACTION, Some(AlarmAction::Get)).unwrap()}
+  }
+  #[inline]
+  pub fn member_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(AlarmRequest::VT_MEMBER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn alarm(&self) -> AlarmType {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<AlarmType>(AlarmRequest::VT_ALARM, Some(AlarmType::None)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AlarmRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<AlarmAction>("action", Self::VT_ACTION, false)?
+     .visit_field::<u64>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<AlarmType>("alarm", Self::VT_ALARM, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlarmRequestArgs {
+    pub action: AlarmAction,
+    pub member_id: u64,
+    pub alarm: AlarmType,
+}
+impl<'a> Default for AlarmRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    AlarmRequestArgs {
+      action: AlarmAction::Get,
+      member_id: 0,
+      alarm: AlarmType::None,
+    }
+  }
+}
+
+pub struct AlarmRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlarmRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_action(&mut self, action: AlarmAction) {
+    self.fbb_.push_slot::<AlarmAction>(AlarmRequest::VT_ACTION, action, AlarmAction::Get);
+  }
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: u64) {
+    self.fbb_.push_slot::<u64>(AlarmRequest::VT_MEMBER_ID, member_id, 0);
+  }
+  #[inline]
+  pub fn add_alarm(&mut self, alarm: AlarmType) {
+    self.fbb_.push_slot::<AlarmType>(AlarmRequest::VT_ALARM, alarm, AlarmType::None);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlarmRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AlarmRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AlarmRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AlarmRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AlarmRequest");
+      ds.field("action", &self.action());
+      ds.field("member_id", &self.member_id());
+      ds.field("alarm", &self.alarm());
+      ds.finish()
+  }
+}
+pub enum AlarmResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AlarmResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AlarmResponse<'a> {
+  type Inner = AlarmResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AlarmResponse<'a> {
+  pub const VT_ALARMS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AlarmResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AlarmResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AlarmResponse<'bldr>> {
+    let mut builder = AlarmResponseBuilder::new(_fbb);
+    if let Some(x) = args.alarms { builder.add_alarms(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn alarms(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AlarmMember<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AlarmMember>>>>(AlarmResponse::VT_ALARMS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AlarmResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AlarmMember>>>>("alarms", Self::VT_ALARMS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AlarmResponseArgs<'a> {
+    pub alarms: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AlarmMember<'a>>>>>,
+}
+impl<'a> Default for AlarmResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AlarmResponseArgs {
+      alarms: None,
+    }
+  }
+}
+
+pub struct AlarmResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AlarmResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_alarms(&mut self, alarms: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<AlarmMember<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AlarmResponse::VT_ALARMS, alarms);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AlarmResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AlarmResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AlarmResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AlarmResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AlarmResponse");
+      ds.field("alarms", &self.alarms());
+      ds.finish()
+  }
+}
 pub enum StatusRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -5398,6 +5921,7 @@ impl<'a> StatusResponse<'a> {
   pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 14;
   pub const VT_NAME: ::flatbuffers::VOffsetT = 16;
   pub const VT_CLIENT_ADDRESS: ::flatbuffers::VOffsetT = 18;
+  pub const VT_ALARMS: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5410,6 +5934,7 @@ impl<'a> StatusResponse<'a> {
   ) -> ::flatbuffers::WIPOffset<StatusResponse<'bldr>> {
     let mut builder = StatusResponseBuilder::new(_fbb);
     builder.add_member_id(args.member_id);
+    if let Some(x) = args.alarms { builder.add_alarms(x); }
     if let Some(x) = args.client_address { builder.add_client_address(x); }
     if let Some(x) = args.name { builder.add_name(x); }
     if let Some(x) = args.shard_info { builder.add_shard_info(x); }
@@ -5477,6 +6002,13 @@ impl<'a> StatusResponse<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(StatusResponse::VT_CLIENT_ADDRESS, None)}
   }
+  #[inline]
+  pub fn alarms(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AlarmMember<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AlarmMember>>>>(StatusResponse::VT_ALARMS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatusResponse<'_> {
@@ -5493,6 +6025,7 @@ impl ::flatbuffers::Verifiable for StatusResponse<'_> {
      .visit_field::<u64>("member_id", Self::VT_MEMBER_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_address", Self::VT_CLIENT_ADDRESS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<AlarmMember>>>>("alarms", Self::VT_ALARMS, false)?
      .finish();
     Ok(())
   }
@@ -5506,6 +6039,7 @@ pub struct StatusResponseArgs<'a> {
     pub member_id: u64,
     pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub client_address: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub alarms: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<AlarmMember<'a>>>>>,
 }
 impl<'a> Default for StatusResponseArgs<'a> {
   #[inline]
@@ -5519,6 +6053,7 @@ impl<'a> Default for StatusResponseArgs<'a> {
       member_id: 0,
       name: None,
       client_address: None,
+      alarms: None,
     }
   }
 }
@@ -5561,6 +6096,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatusResponseBuilder<'a, 'b,
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_CLIENT_ADDRESS, client_address);
   }
   #[inline]
+  pub fn add_alarms(&mut self, alarms: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<AlarmMember<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(StatusResponse::VT_ALARMS, alarms);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatusResponseBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StatusResponseBuilder {
@@ -5586,6 +6125,7 @@ impl ::core::fmt::Debug for StatusResponse<'_> {
       ds.field("member_id", &self.member_id());
       ds.field("name", &self.name());
       ds.field("client_address", &self.client_address());
+      ds.field("alarms", &self.alarms());
       ds.finish()
   }
 }
@@ -5857,6 +6397,21 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_alarm_request(&self) -> Option<AlarmRequest<'a>> {
+    if self.body_type() == RequestBody::AlarmRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlarmRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -5882,6 +6437,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::LeaseTimeToLive => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseTimeToLive>>("RequestBody::LeaseTimeToLive", pos),
           RequestBody::LeaseLeases => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseLeases>>("RequestBody::LeaseLeases", pos),
           RequestBody::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("RequestBody::StatusRequest", pos),
+          RequestBody::AlarmRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmRequest>>("RequestBody::AlarmRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -6036,6 +6592,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::StatusRequest => {
           if let Some(x) = self.body_as_status_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::AlarmRequest => {
+          if let Some(x) = self.body_as_alarm_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -6441,6 +7004,21 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_alarm_response(&self) -> Option<AlarmResponse<'a>> {
+    if self.body_type() == ResponseBody::AlarmResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AlarmResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -6466,6 +7044,7 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           ResponseBody::LeaseLeasesResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseLeasesResponse>>("ResponseBody::LeaseLeasesResponse", pos),
           ResponseBody::StatusResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusResponse>>("ResponseBody::StatusResponse", pos),
           ResponseBody::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("ResponseBody::Error", pos),
+          ResponseBody::AlarmResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmResponse>>("ResponseBody::AlarmResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -6620,6 +7199,13 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         ResponseBody::Error => {
           if let Some(x) = self.body_as_error() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::AlarmResponse => {
+          if let Some(x) = self.body_as_alarm_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

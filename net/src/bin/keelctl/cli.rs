@@ -93,6 +93,19 @@ pub(crate) enum Command {
     /// Member commands.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Alarm commands (NOSPACE: the backend quota is exceeded, or the disk
+    /// is full).
+    #[command(subcommand)]
+    Alarm(AlarmCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AlarmCommand {
+    /// Lists the alarms raised.
+    List,
+    /// Clears every alarm raised (free space first: with none, the next
+    /// write that takes space raises NOSPACE again).
+    Disarm,
 }
 
 #[derive(Debug, Args)]
@@ -323,6 +336,14 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
         Command::Member(MemberCommand::List) => {
             let status = timed(timeout, client.status()).await?;
             crate::output::members(format, &status);
+            Ok(())
+        }
+        Command::Alarm(command) => {
+            let alarms = match command {
+                AlarmCommand::List => timed(timeout, client.alarm_list()).await?,
+                AlarmCommand::Disarm => timed(timeout, client.alarm_disarm()).await?,
+            };
+            crate::output::alarms(format, &alarms);
             Ok(())
         }
     }

@@ -2,7 +2,7 @@
 //! values in base64 (as etcdctl's JSON, so that any bytes survive).
 
 use clap::ValueEnum;
-use keel_client::proto::{KeyValue, Status};
+use keel_client::proto::{AlarmMember, AlarmType, KeyValue, Status};
 use keel_client::{Event, EventKind};
 use serde_json::{json, Value};
 
@@ -111,8 +111,13 @@ pub(crate) fn status(format: Format, endpoints: &str, status: &Status) {
     let db_size: u64 = status.shard_info.iter().map(|s| s.db_size).sum();
     match format {
         Format::Simple => {
+            let alarms: String = status
+                .alarms
+                .iter()
+                .map(|a| format!(", alarm:{}", alarm_name(a.alarm)))
+                .collect();
             println!(
-                "{endpoints}, {:x}, {}, {} bytes, {} shards on {} cores",
+                "{endpoints}, {:x}, {}, {} bytes, {} shards on {} cores{alarms}",
                 status.member_id, status.version, db_size, status.shards, status.cores
             );
             println!("shard  core  port   leader  raft term  raft index  db size");
@@ -165,7 +170,44 @@ pub(crate) fn status(format: Format, endpoints: &str, status: &Status) {
                 "cores": status.cores,
                 "core_ports": status.core_ports,
                 "shard_info": shards,
+                "alarms": status.alarms.iter().map(|a| alarm_name(a.alarm)).collect::<Vec<_>>(),
             }));
+        }
+    }
+}
+
+/// An alarm as etcdctl names it.
+fn alarm_name(alarm: AlarmType) -> &'static str {
+    match alarm {
+        AlarmType::None => "NONE",
+        AlarmType::NoSpace => "NOSPACE",
+    }
+}
+
+/// Alarms as etcdctl prints them: `memberID:<decimal id> alarm:NOSPACE`.
+pub(crate) fn alarms(format: Format, alarms: &[AlarmMember]) {
+    match format {
+        Format::Simple => {
+            for alarm in alarms {
+                println!(
+                    "memberID:{} alarm:{}",
+                    alarm.member_id,
+                    alarm_name(alarm.alarm)
+                );
+            }
+        }
+        Format::Json => {
+            let alarms: Vec<Value> = alarms
+                .iter()
+                .map(|a| {
+                    let code = match a.alarm {
+                        AlarmType::None => 0,
+                        AlarmType::NoSpace => 1,
+                    };
+                    json!({ "memberID": a.member_id, "alarm": code })
+                })
+                .collect();
+            print_json(&json!({ "alarms": alarms }));
         }
     }
 }
