@@ -149,3 +149,66 @@ impl Drop for SmallDisk {
         }
     }
 }
+
+/// A child process that is killed (SIGKILL) and reaped when this is
+/// dropped, so a test that panics leaves no node running; the child is
+/// also killed by the kernel if the test process itself dies.
+pub struct KilledOnDrop(pub std::process::Child);
+
+impl KilledOnDrop {
+    /// Spawns `command`, asking the kernel to SIGKILL the child when its
+    /// parent dies.
+    ///
+    /// # Panics
+    /// When the child cannot be spawned.
+    #[allow(unsafe_code)] // pre_exec: the one way to set the child's death signal
+    pub fn spawn(command: &mut std::process::Command) -> KilledOnDrop {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: prctl is async-signal-safe and touches only this process.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        KilledOnDrop(command.spawn().expect("spawn child"))
+    }
+
+    /// Runs the test `test` of this test binary again, alone, as a child
+    /// process with `var` set to `spec` (what the child is to do), its
+    /// standard output piped and its errors dropped.
+    ///
+    /// # Panics
+    /// When the child cannot be spawned.
+    pub fn test_child(test: &str, var: &str, spec: String) -> KilledOnDrop {
+        KilledOnDrop::spawn(
+            std::process::Command::new(std::env::current_exe().expect("test binary"))
+                .args([test, "--exact", "--nocapture", "--test-threads=1"])
+                .env(var, spec)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null()),
+        )
+    }
+
+    /// The child's standard output (once).
+    ///
+    /// # Panics
+    /// When it was taken already, or not piped.
+    pub fn stdout(&mut self) -> std::process::ChildStdout {
+        self.0.stdout.take().expect("stdout")
+    }
+
+    /// SIGKILL now, and reap.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -6,14 +6,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_lite::future::{block_on, or};
 use keel_engine::mvcc::{PutRequest, RangeRequest, WatchRequest};
 use keel_engine::routing::shard_of;
 use keel_engine::shard::{Consistency, Node, NodeConfig, TreeSync, WatchBatch};
-use keel_tests::{node_config, timeout};
+use keel_tests::{node_config, timeout, KilledOnDrop};
 
 fn put(node: &Node, key: &[u8], value: Vec<u8>) -> u64 {
     block_on(node.put(PutRequest {
@@ -97,29 +96,22 @@ fn peak_rss_kib() -> u64 {
 /// Runs this test as a child doing `what` on `dir`; answers its stdout
 /// lines once it printed `until` (then kills it), or once it exits.
 fn child(what: &str, dir: &Path, until: Option<&str>) -> Vec<String> {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "a_replay_reads_its_wal_a_bounded_chunk_at_a_time",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(REPLAY_CHILD, format!("{what}|{}", dir.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn child");
+    let mut child = KilledOnDrop::test_child(
+        "a_replay_reads_its_wal_a_bounded_chunk_at_a_time",
+        REPLAY_CHILD,
+        format!("{what}|{}", dir.display()),
+    );
     let mut lines = Vec::new();
-    for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
+    for line in BufReader::new(child.stdout()).lines() {
         let Ok(line) = line else { break };
         let done = until.is_some_and(|u| line.ends_with(u));
         lines.push(line);
         if done {
-            child.kill().expect("SIGKILL");
+            child.kill();
             break;
         }
     }
-    child.wait().expect("reap");
+    let _ = child.0.wait();
     lines
 }
 
@@ -214,7 +206,9 @@ fn compaction_goes_on_when_no_writes_come() {
 /// Shard 1's core is blocked while the watch reads shard 0's 20 MiB of
 /// history from its start: the stream may hold only a fixed number of
 /// bytes for shard 0 meanwhile, and once shard 1 answers, every event
-/// comes, in order.
+/// comes, in order. (Shard 1 is blocked before the watch is made, so that
+/// its part has never said anything: a quiet shard that had would count
+/// as closed up to the node's floor, and hold nothing back.)
 #[test]
 fn a_merged_watch_holds_bounded_bytes_for_a_shard_that_runs_ahead() {
     let dir = tempfile::tempdir().unwrap();
@@ -228,13 +222,6 @@ fn a_merged_watch_holds_bounded_bytes_for_a_shard_that_runs_ahead() {
     for key in &keys[1..] {
         put(&node, key, vec![b'v'; 512 << 10]);
     }
-    let mut stream = block_on(node.watch(WatchRequest {
-        key: vec![0],
-        range_end: vec![0],
-        start_revision: first,
-        ..WatchRequest::default()
-    }))
-    .unwrap();
     // Block shard 1's core (its only shard) for a while.
     node.spawn_on(
         1,
@@ -245,10 +232,19 @@ fn a_merged_watch_holds_bounded_bytes_for_a_shard_that_runs_ahead() {
         }),
     )
     .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    std::thread::sleep(Duration::from_millis(100));
+    // Shard 0's part starts feeding at once; the watch is made once shard
+    // 1 takes its part, nearly 3 s later.
+    let mut stream = block_on(node.watch(WatchRequest {
+        key: vec![0],
+        range_end: vec![0],
+        start_revision: first,
+        ..WatchRequest::default()
+    }))
+    .unwrap();
     let mut got = Vec::new();
-    let mut most_held = 0;
-    let until = Instant::now() + Duration::from_millis(1500);
+    let mut most_held = stream.held_bytes();
+    let until = Instant::now() + Duration::from_millis(500);
     while Instant::now() < until {
         let next = block_on(or(async { Some(stream.next().await) }, async {
             timeout(Duration::from_millis(100)).await;
@@ -278,4 +274,56 @@ fn a_merged_watch_holds_bounded_bytes_for_a_shard_that_runs_ahead() {
     let expected: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
     assert_eq!(seen, expected, "every event, in order");
     eprintln!("merged watch: at most {most_held} bytes held for the shard ahead");
+}
+
+/// Regression (review of issue 17): a watch whose reader stops taking
+/// events (its connection waits for a slow client) held everything its
+/// shard wrote meanwhile. A watch of one shard has one part, which is
+/// always the part the stream waits on, and that part could send past
+/// its byte limit without end.
+#[test]
+fn a_watch_nobody_reads_holds_bounded_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(node_config(dir.path(), 2, 2)).unwrap();
+    let keys: Vec<Vec<u8>> = (0..)
+        .map(|i| format!("unread/{i:04}").into_bytes())
+        .filter(|k| shard_of(k, 2) == 0)
+        .take(40)
+        .collect();
+    let mut stream = block_on(node.watch(WatchRequest {
+        key: b"unread/".to_vec(),
+        range_end: keel_engine::routing::prefix_end(b"unread/"),
+        ..WatchRequest::default()
+    }))
+    .unwrap();
+    // Taken once, so that the stream has started and waits on its parts.
+    let first = put(&node, &keys[0], b"first".to_vec());
+    let started = block_on(stream.next()).unwrap();
+    assert!(
+        matches!(&started, WatchBatch::Events(e) if e[0].kv.mod_revision == first),
+        "{started:?}"
+    );
+    // 20 MiB written while nobody calls `next`.
+    for key in &keys[1..] {
+        put(&node, key, vec![b'v'; 512 << 10]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let held = stream.held_bytes();
+    assert!(
+        held <= 5 << 20,
+        "the stream held {held} bytes that nobody read"
+    );
+    // Read now: every event, in order.
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < keys.len() - 1 {
+        assert!(Instant::now() < deadline, "only {} events came", got.len());
+        if let WatchBatch::Events(events) = block_on(stream.next()).unwrap() {
+            got.extend(events);
+        }
+    }
+    let seen: Vec<&[u8]> = got.iter().map(|e| e.kv.key.as_slice()).collect();
+    let expected: Vec<&[u8]> = keys[1..].iter().map(Vec::as_slice).collect();
+    assert_eq!(seen, expected, "every event, in order");
+    eprintln!("unread watch: {held} bytes held");
 }

@@ -14,14 +14,13 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use futures_lite::future::block_on;
 use keel_engine::mvcc::{PutRequest, RangeRequest};
 use keel_engine::shard::{Consistency, Node, TreeSync};
-use keel_tests::node_config;
+use keel_tests::{node_config, KilledOnDrop};
 use rand::{Rng, SeedableRng};
 
 const ROUNDS: usize = 5;
@@ -101,19 +100,12 @@ fn child(dir: PathBuf, round: usize) {
 
 /// Runs a child until killed; returns what it acknowledged: key -> revision.
 fn run_child(dir: &Path, round: usize, rng: &mut impl Rng) -> BTreeMap<Vec<u8>, u64> {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "a_killed_node_keeps_every_acknowledged_write",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_VAR, format!("{}|{round}", dir.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn child");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut child = KilledOnDrop::test_child(
+        "a_killed_node_keeps_every_acknowledged_write",
+        CHILD_VAR,
+        format!("{}|{round}", dir.display()),
+    );
+    let stdout = child.stdout();
     let (started, first_ack) = mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut acked = BTreeMap::new();
@@ -136,8 +128,7 @@ fn run_child(dir: &Path, round: usize, rng: &mut impl Rng) -> BTreeMap<Vec<u8>, 
         .recv_timeout(Duration::from_secs(60))
         .expect("the child never acknowledged a write");
     std::thread::sleep(Duration::from_millis(rng.gen_range(20..600)));
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+    child.kill();
     reader.join().expect("reader")
 }
 

@@ -32,7 +32,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +39,7 @@ use futures_lite::future::block_on;
 use keel_engine::mvcc::{Entry, PutRequest, RangeRequest};
 use keel_engine::routing::home_of_lease;
 use keel_engine::shard::{Node, NodeClient, NodeConfig, TreeSync};
-use keel_tests::node_config;
+use keel_tests::{node_config, KilledOnDrop};
 use rand::{Rng, SeedableRng};
 
 const CHILD_VAR: &str = "KEEL_LEASE_KILL9_CHILD";
@@ -188,19 +187,12 @@ impl Acked {
 
 /// Runs a child until killed, at a random moment after it started.
 fn run_child(dir: &Path, round: usize, rng: &mut impl Rng) -> Acked {
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "leases_survive_kill_9_during_grants_revokes_and_expiry",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_VAR, format!("{}|{round}", dir.display()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn child");
-    let stdout = child.stdout.take().expect("stdout");
+    let mut child = KilledOnDrop::test_child(
+        "leases_survive_kill_9_during_grants_revokes_and_expiry",
+        CHILD_VAR,
+        format!("{}|{round}", dir.display()),
+    );
+    let stdout = child.stdout();
     let (started, first) = mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut acked = Acked::default();
@@ -217,8 +209,7 @@ fn run_child(dir: &Path, round: usize, rng: &mut impl Rng) -> Acked {
         .recv_timeout(Duration::from_secs(60))
         .expect("the child never started");
     std::thread::sleep(Duration::from_millis(rng.gen_range(300..2500)));
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+    child.kill();
     reader.join().expect("reader")
 }
 
@@ -422,22 +413,14 @@ fn a_keep_alive_that_clears_a_checkpoint_is_durable_when_answered() {
         lease
     };
     for attempt in 0..3 {
-        let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args([
-                "a_keep_alive_that_clears_a_checkpoint_is_durable_when_answered",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD, format!("{}|{lease}", dir.path().display()))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut child = KilledOnDrop::test_child(
+            "a_keep_alive_that_clears_a_checkpoint_is_durable_when_answered",
+            CHILD,
+            format!("{}|{lease}", dir.path().display()),
+        );
+        let mut lines = BufReader::new(child.stdout()).lines();
         let renewed = lines.any(|line| line.is_ok_and(|l| l.ends_with("renewed")));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        child.kill();
         assert!(renewed, "attempt {attempt}: the child never renewed");
         let node = Node::start(config(dir.path(), 0)).unwrap();
         let status = block_on(node.client().lease_time_to_live(lease, false))
@@ -453,6 +436,74 @@ fn a_keep_alive_that_clears_a_checkpoint_is_durable_when_answered() {
             checkpoints: vec![(lease, 3)],
         };
         block_on(node.write_to(home_of_lease(lease, SHARDS), checkpoint)).unwrap();
+        node.shutdown();
+    }
+}
+
+/// Two keep-alives of a checkpointed lease at once: the second is answered
+/// only once the reset the first proposed is durable. The child crashes
+/// (abort) the moment the second answer arrives; the lease must come back
+/// with its full TTL.
+///
+/// Regression (review of issue 17): the first keep-alive took the
+/// checkpoint flag, so the second was answered at once, before the reset
+/// was logged; a crash then brought the lease back with 3 s left.
+#[test]
+fn two_keep_alives_at_once_are_durable_when_answered() {
+    const CHILD: &str = "KEEL_LEASE_RESET_PAIR_CHILD";
+    if let Some(spec) = std::env::var_os(CHILD) {
+        let spec = spec.to_string_lossy().into_owned();
+        let (dir, lease) = spec.rsplit_once('|').expect("child spec");
+        let node = Node::start(config(Path::new(dir), 0)).expect("child node");
+        let lease: i64 = lease.parse().expect("lease");
+        let client = node.client();
+        block_on(futures_lite::future::zip(
+            async {
+                let _ = client.lease_keep_alive(lease).await;
+            },
+            async {
+                client.lease_keep_alive(lease).await.expect("keep-alive");
+                say("renewed".to_string());
+                // A crash, now: nothing after the answer gets to run.
+                std::process::abort();
+            },
+        ));
+        return;
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    let checkpoint = |node: &Node, lease: i64| {
+        let entry = Entry::LeaseCheckpoint {
+            checkpoints: vec![(lease, 3)],
+        };
+        block_on(node.write_to(home_of_lease(lease, SHARDS), entry)).unwrap();
+    };
+    let lease = {
+        let node = Node::start(config(dir.path(), 0)).unwrap();
+        let lease = block_on(node.client().lease_grant(0, 60)).unwrap();
+        checkpoint(&node, lease);
+        node.shutdown();
+        lease
+    };
+    for attempt in 0..5 {
+        let mut child = KilledOnDrop::test_child(
+            "two_keep_alives_at_once_are_durable_when_answered",
+            CHILD,
+            format!("{}|{lease}", dir.path().display()),
+        );
+        let mut lines = BufReader::new(child.stdout()).lines();
+        let renewed = lines.any(|line| line.is_ok_and(|l| l.ends_with("renewed")));
+        let _ = child.0.wait();
+        assert!(renewed, "attempt {attempt}: the child never renewed");
+        let node = Node::start(config(dir.path(), 0)).unwrap();
+        let status = block_on(node.client().lease_time_to_live(lease, false))
+            .unwrap()
+            .expect("the lease lives");
+        assert!(
+            status.remaining > 50,
+            "attempt {attempt}: back with {} s left, not its full 60",
+            status.remaining
+        );
+        checkpoint(&node, lease);
         node.shutdown();
     }
 }

@@ -71,7 +71,14 @@ fn fill(node: &Node, prefix: &str) -> Vec<String> {
 /// compaction work; every acknowledged key is there.
 fn check_alarm_up(node: &Node, acked: &[String]) {
     let client = node.client();
-    let alarms = block_on(client.alarms()).unwrap();
+    // The refusal comes first; the alarm is raised through the log (as in
+    // etcd), a moment later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut alarms = block_on(client.alarms()).unwrap();
+    while alarms.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        alarms = block_on(client.alarms()).unwrap();
+    }
     assert_eq!(alarms.len(), 1, "{alarms:?}");
     assert_eq!(alarms[0].kind, AlarmKind::NoSpace);
     assert!(is_no_space(&put(node, "refused", 10)));

@@ -200,6 +200,19 @@ fn a_read_after_a_write_elsewhere_never_reports_an_older_header() {
             );
             assert_eq!(found.kvs.len(), 1);
         }
+        // A watch from now on the other shard starts after the write too
+        // (regression, review of issue 17: it started after its own
+        // shard's last revision).
+        let watch = block_on(node.watch(keel_engine::mvcc::WatchRequest {
+            key: read_key.clone(),
+            ..keel_engine::mvcc::WatchRequest::default()
+        }))
+        .unwrap();
+        assert!(
+            watch.start_revision() > written,
+            "round {round}: a watch created after the write at {written} starts at {}",
+            watch.start_revision()
+        );
     }
     // Resuming from the header misses nothing and repeats nothing.
     let (header, _) = block_on(node.range(

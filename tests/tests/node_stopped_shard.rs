@@ -6,9 +6,9 @@
 //! whole node's start (issue 17).
 
 use futures_lite::future::block_on;
-use keel_engine::mvcc::{PutRequest, RangeRequest};
-use keel_engine::routing::shard_of;
-use keel_engine::shard::{Consistency, Node, NodeError};
+use keel_engine::mvcc::{AlarmAction, AlarmKind, KvError, PutRequest, RangeRequest};
+use keel_engine::routing::{home_of_lease, shard_of};
+use keel_engine::shard::{Alarm, Consistency, Node, NodeError};
 use keel_tests::node_config;
 
 const SHARDS: usize = 2;
@@ -79,4 +79,55 @@ fn a_node_with_a_shard_that_cannot_open_starts_and_serves_the_others() {
         block_on(node.range(everything, Consistency::Linearizable)),
         Err(NodeError::ShardStopped { shard: 1, .. })
     ));
+
+    // A NOSPACE alarm is raised and disarmed past the stopped shard.
+    // Regression (review of issue 17): raising and disarming stopped at
+    // the first stopped shard, and the alarm could not be cleared.
+    let client = node.client();
+    let alarm = Alarm {
+        member: 1,
+        kind: AlarmKind::NoSpace,
+    };
+    block_on(client.set_alarm(AlarmAction::Activate, alarm)).expect("raised");
+    assert!(matches!(
+        put(&node, &key_on(0, "refused")),
+        Err(NodeError::Kv(KvError::NoSpace))
+    ));
+    let cleared = block_on(client.disarm_alarms()).expect("disarmed");
+    assert_eq!(cleared, vec![alarm]);
+    put(&node, &key_on(0, "after disarm")).expect("writes again");
+
+    // Leases homed on the live shard are granted and revoked, and their
+    // keys there go. Regression (review of issue 17): the carry of a
+    // grant to the stopped mirror failed every round, so the grant was
+    // answered with an error after it had applied, and a revoke's keys
+    // were never taken.
+    for round in 0..3 {
+        let lease = (1..)
+            .map(|n| (n << 16) + round)
+            .find(|id| home_of_lease(*id, SHARDS) == 0)
+            .unwrap();
+        let granted = block_on(client.lease_grant(lease, 60)).expect("a grant on the live home");
+        let key = key_on(0, &format!("leased {round}"));
+        block_on(node.put(PutRequest {
+            key: key.clone(),
+            value: b"v".to_vec(),
+            lease: granted,
+            ..PutRequest::default()
+        }))
+        .expect("a put under the lease");
+        block_on(client.lease_revoke(granted)).expect("a revoke on the live home");
+        let (_, found) = block_on(node.range(
+            RangeRequest {
+                key,
+                ..RangeRequest::default()
+            },
+            Consistency::Linearizable,
+        ))
+        .unwrap();
+        assert!(
+            found.kvs.is_empty(),
+            "round {round}: the key outlived its lease"
+        );
+    }
 }

@@ -76,7 +76,6 @@ impl Error {
         }
     }
 
-    /// Converts a glommio error on `path`, keeping the OS error.
     /// Whether this is the file system running out of room (ENOSPC,
     /// EDQUOT).
     pub fn is_no_space(&self) -> bool {
@@ -89,6 +88,7 @@ impl Error {
         )
     }
 
+    /// Converts a glommio error on `path`, keeping the OS error.
     pub(crate) fn glommio<T>(
         op: &'static str,
         path: impl Into<PathBuf>,

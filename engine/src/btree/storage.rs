@@ -106,13 +106,22 @@ impl Storage for FileStorage {
             // Allocated, not sparse: a write into a hole can fail for lack
             // of space when it is written back, after the caller was told
             // it succeeded.
-            rustix::fs::fallocate(
+            match rustix::fs::fallocate(
                 &self.file,
                 rustix::fs::FallocateFlags::empty(),
                 current,
                 len - current,
-            )
-            .map_err(|e| Error::io("fallocate", &self.path, e.into()))?;
+            ) {
+                Ok(()) => {}
+                // A file system without fallocate (some network and FUSE
+                // ones): sparse growth, as before; a full disk then shows
+                // at write-back instead.
+                Err(rustix::io::Errno::OPNOTSUPP) => self
+                    .file
+                    .set_len(len)
+                    .map_err(|e| Error::io("set_len", &self.path, e))?,
+                Err(e) => return Err(Error::io("fallocate", &self.path, e.into())),
+            }
         } else {
             self.file
                 .set_len(len)

@@ -46,6 +46,9 @@ impl NodeClient<'_> {
     /// room (the quota exceeded, the disk full) the next such write or
     /// sync raises it again, as etcd does.
     ///
+    /// A stopped shard is passed over (as [`NodeClient::alarms`] does):
+    /// it refuses everything anyway, and its alarm no longer counts.
+    ///
     /// # Errors
     /// The first shard that did not take it.
     pub async fn set_alarm(&self, action: AlarmAction, alarm: Alarm) -> NodeResult<()> {
@@ -55,7 +58,10 @@ impl NodeClient<'_> {
                 kind: alarm.kind,
                 member: alarm.member,
             };
-            self.write_to(shard, entry).await?;
+            match self.write_to(shard, entry).await {
+                Ok(_) | Err(NodeError::ShardStopped { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }

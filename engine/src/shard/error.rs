@@ -52,3 +52,22 @@ pub enum NodeError {
     #[error("invalid request: {0}")]
     InvalidRequest(String),
 }
+
+impl NodeError {
+    /// The same error for another waiter of one outcome (a refusal from
+    /// the keyspace keeps its message, not its type).
+    pub(crate) fn copy(&self) -> NodeError {
+        match self {
+            NodeError::CrossShardTxn { shards } => NodeError::CrossShardTxn {
+                shards: shards.clone(),
+            },
+            NodeError::ShardStopped { shard, reason } => NodeError::ShardStopped {
+                shard: *shard,
+                reason: reason.clone(),
+            },
+            NodeError::NotLeader { shard } => NodeError::NotLeader { shard: *shard },
+            NodeError::Shutdown => NodeError::Shutdown,
+            other => NodeError::InvalidRequest(other.to_string()),
+        }
+    }
+}

@@ -54,6 +54,12 @@ pub(crate) struct LeaseTasks {
     /// Tasks every mirror has done, whose `LeaseTasksDone` entry has not
     /// applied yet: a scan skips them.
     done: BTreeSet<LeaseTask>,
+    /// Tasks every live mirror has done while another mirror had stopped
+    /// (after an I/O failure; it refuses everything until the node
+    /// restarts). They stay in the store, to be carried to it after a
+    /// restart, but a scan skips them meanwhile, so that newer tasks are
+    /// carried and their writers answered. Cleared with leadership.
+    parked: BTreeSet<LeaseTask>,
     /// Writers by lease, in the order they came.
     waiting: BTreeMap<LeaseId, Vec<Waiting>>,
     /// Counts writers as they start waiting.
@@ -70,6 +76,7 @@ impl LeaseTasks {
             dirty: true,
             in_flight: None,
             done: BTreeSet::new(),
+            parked: BTreeSet::new(),
             waiting: BTreeMap::new(),
             seq: 0,
             retry_at: None,
@@ -122,6 +129,7 @@ impl LeaseTasks {
     pub(crate) fn leadership_changed(&mut self, leader: bool, lost: impl Fn() -> NodeError) {
         self.in_flight = None;
         self.done.clear();
+        self.parked.clear();
         self.dirty = true;
         self.retry_at = None;
         if !leader {
@@ -156,7 +164,10 @@ impl LeaseTasks {
             let page = store.lease_tasks(after, ROUND_TASKS)?;
             let full = page.len() == ROUND_TASKS;
             after = page.last().map(|t| t.id);
-            tasks.extend(page.into_iter().filter(|t| !self.done.contains(t)));
+            tasks.extend(
+                page.into_iter()
+                    .filter(|t| !self.done.contains(t) && !self.parked.contains(t)),
+            );
             if tasks.len() >= ROUND_TASKS || !full {
                 break;
             }
@@ -186,27 +197,33 @@ impl LeaseTasks {
     }
 
     /// A round reported. On success, answers the writers it covers and
-    /// returns the done entry to propose; on failure they hear why, and
-    /// the round is tried again later.
+    /// returns the done entry to propose (none if a mirror had stopped:
+    /// the tasks are parked); on failure they hear why, and the round is
+    /// tried again later.
     pub(crate) fn round_finished(
         &mut self,
         tasks: Vec<LeaseTask>,
-        outcome: NodeResult<()>,
+        outcome: NodeResult<Carried>,
     ) -> Option<Entry> {
-        let Some((in_flight, started)) = self.in_flight.take() else {
-            // A round from before a leadership change: ignored.
-            return None;
-        };
-        if in_flight != tasks {
+        if self.in_flight.as_ref().is_none_or(|(t, _)| *t != tasks) {
+            // A round from before a leadership change: ignored, and the
+            // round in flight, if any, goes on.
             return None;
         }
+        let (_, started) = self.in_flight.take()?;
         let ids: BTreeSet<LeaseId> = tasks.iter().map(|t| t.id).collect();
         match outcome {
-            Ok(()) => {
+            Ok(Carried::Everywhere) => {
                 self.answer_waiting(|id| ids.contains(&id), started, None);
                 self.done.extend(tasks.iter().copied());
                 self.dirty = true;
                 Some(Entry::LeaseTasksDone { tasks })
+            }
+            Ok(Carried::LiveMirrorsOnly) => {
+                self.answer_waiting(|id| ids.contains(&id), started, None);
+                self.parked.extend(tasks.iter().copied());
+                self.dirty = true;
+                None
             }
             Err(error) => {
                 self.answer_waiting(|id| ids.contains(&id), started, Some(&error));
@@ -259,9 +276,20 @@ impl LeaseTasks {
     }
 }
 
+/// Where a round's tasks reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Carried {
+    /// Every mirror applied them.
+    Everywhere,
+    /// Every mirror but stopped ones applied them.
+    LiveMirrorsOnly,
+}
+
 /// Carries `tasks` to every mirror shard, one entry each, all sent before
-/// any answer is awaited; answers the first failure.
-async fn carry(router: &CoreRouter, mirrors: &[usize], tasks: &[LeaseTask]) -> NodeResult<()> {
+/// any answer is awaited; answers the first failure. A stopped mirror is
+/// not a failure: it refuses every request, so no key can be written on
+/// it under a lease it does not know yet.
+async fn carry(router: &CoreRouter, mirrors: &[usize], tasks: &[LeaseTask]) -> NodeResult<Carried> {
     let mut answers = Vec::with_capacity(mirrors.len());
     for &shard in mirrors {
         let (reply, answer) = futures_channel::oneshot::channel();
@@ -277,16 +305,21 @@ async fn carry(router: &CoreRouter, mirrors: &[usize], tasks: &[LeaseTask]) -> N
         answers.push(answer);
     }
     let mut failure = None;
+    let mut carried = Carried::Everywhere;
     for answer in answers {
         let outcome = answer
             .await
             .map_err(|_| NodeError::Shutdown)
             .and_then(|a| a);
-        if let Err(e) = outcome {
-            failure.get_or_insert(e);
+        match outcome {
+            Ok(_) => {}
+            Err(NodeError::ShardStopped { .. }) => carried = Carried::LiveMirrorsOnly,
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
         }
     }
-    failure.map_or(Ok(()), Err)
+    failure.map_or(Ok(carried), Err)
 }
 
 /// A copy of an error for each writer a failed round answers.

@@ -17,6 +17,7 @@ mod router;
 mod space;
 mod watch;
 mod watch_feed;
+mod watermarks;
 
 pub use alarms::Alarm;
 pub use error::{NodeError, NodeResult};

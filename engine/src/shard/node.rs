@@ -25,6 +25,7 @@ use crate::shard::node_meta;
 use crate::shard::replica::{self, Replica, ReplicaConfig, ShardCall};
 use crate::shard::router::{self, CoreCall, CoreRouter};
 use crate::shard::space::NodeSpace;
+use crate::shard::watermarks::Watermarks;
 
 /// Calls queued between two cores before the sender waits.
 const MESH_CAPACITY: usize = 1024;
@@ -130,6 +131,9 @@ pub struct Node {
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
     /// Where calls enter: `None` for the owner's core.
     entry_core: Option<usize>,
+    /// The floor and each shard's unpublished stamps (merged watches read
+    /// them).
+    marks: Arc<Watermarks>,
 }
 
 impl Node {
@@ -161,7 +165,7 @@ impl Node {
         };
         let shards = node_meta::open_or_create(&config.data_dir, config.shards, core_count)?;
         let core_count = core_count.min(shards);
-        let floor = Arc::new(AtomicU64::new(0));
+        let marks = Arc::new(Watermarks::new(shards));
         let space = Arc::new(NodeSpace::new(
             shards,
             config.quota_backend_bytes,
@@ -198,7 +202,7 @@ impl Node {
                 owned,
                 shards,
                 config: config.clone(),
-                floor: floor.clone(),
+                marks: marks.clone(),
                 space: space.clone(),
                 ingress: rx,
                 mesh_out: core_senders,
@@ -225,6 +229,7 @@ impl Node {
             cores,
             threads,
             entry_core: None,
+            marks,
         };
         for _ in 0..core_count {
             match ready_rx.recv() {
@@ -350,6 +355,10 @@ pub struct NodeClient<'a> {
 impl NodeClient<'_> {
     pub(crate) fn shard_count(&self) -> usize {
         self.node.shards
+    }
+
+    pub(crate) fn watermarks(&self) -> &Watermarks {
+        &self.node.marks
     }
 
     /// A home for a new lease: the shards in turn.
@@ -622,7 +631,7 @@ struct CoreSetup {
     owned: Vec<usize>,
     shards: usize,
     config: NodeConfig,
-    floor: Arc<AtomicU64>,
+    marks: Arc<Watermarks>,
     space: Arc<NodeSpace>,
     ingress: flume::Receiver<Ingress>,
     mesh_out: Vec<Option<SharedSender<CoreCall>>>,
@@ -643,7 +652,7 @@ async fn run_core(setup: CoreSetup) {
         owned,
         shards,
         config,
-        floor,
+        marks,
         space,
         ingress,
         mesh_out,
@@ -684,7 +693,7 @@ async fn run_core(setup: CoreSetup) {
         let dir = shard_dir(&config.data_dir, shard);
         let (tx, rx) = flume::unbounded();
         router.add_local(shard, tx);
-        match Replica::open(&dir, replica_config, floor.clone(), router.clone()).await {
+        match Replica::open(&dir, replica_config, marks.clone(), router.clone()).await {
             Ok(mut replica) => {
                 replica.replay().await;
                 replicas.push(glommio::spawn_local(replica.run(rx)));

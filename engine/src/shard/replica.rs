@@ -14,12 +14,12 @@
 //!    dirty pages; the two syncs and the meta write run on a blocking
 //!    thread while the loop goes on (`TreeSyncing`).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,9 +41,13 @@ use crate::shard::node::TreeSync;
 use crate::shard::router::CoreRouter;
 use crate::shard::space::NodeSpace;
 use crate::shard::watch_feed::{Subscriber, WatchFeeds};
+use crate::shard::watermarks::Watermarks;
 
 /// How a caller gets its answer; the receiving end may be on any thread.
 pub(crate) type Reply<T> = futures_channel::oneshot::Sender<NodeResult<T>>;
+
+/// Keep-alives waiting on a lease's reset in flight, each with its TTL.
+type ResetsInFlight = Rc<RefCell<HashMap<LeaseId, Vec<(Reply<i64>, i64)>>>>;
 
 /// Raft ticks this often; elections take 10 ticks, heartbeats 3.
 const TICK: Duration = Duration::from_millis(100);
@@ -131,7 +135,7 @@ pub(crate) enum ShardCall {
     /// (`lease_tasks.rs`).
     LeaseRound {
         tasks: Vec<LeaseTask>,
-        outcome: NodeResult<()>,
+        outcome: NodeResult<crate::shard::lease_tasks::Carried>,
     },
 }
 
@@ -268,6 +272,11 @@ pub(crate) struct Replica {
     /// new attempt was asked for).
     wal_was_low: bool,
     lessor: Lessor,
+    /// Keep-alives waiting for a lease's checkpoint reset in flight (with
+    /// the TTL each is answered with): the first keep-alive proposed it,
+    /// and every keep-alive that comes before it applies is answered with
+    /// it, not before (`keep_alive`).
+    resets_in_flight: ResetsInFlight,
     /// The node's shard count (lease homes depend on it).
     shards: usize,
     /// This core's way to other shards.
@@ -286,10 +295,13 @@ pub(crate) struct Replica {
     /// raft-rs.
     committed_at_start: u64,
     tree_sync: TreeSync,
-    /// The node's highest acknowledged revision: every shard proposes above
-    /// it, so a write that starts after another was acknowledged gets a
-    /// higher revision even on another shard.
-    floor: Arc<AtomicU64>,
+    /// The node's floor (the highest acknowledged revision: every shard
+    /// stamps above it) and each shard's unpublished stamps
+    /// (`watermarks.rs`).
+    marks: Arc<Watermarks>,
+    /// Stamps of this shard settled (applied, or never to be) since the
+    /// last pump of the watch feeds: uncounted in `marks` after it.
+    settled: u64,
     started: Instant,
     pending: VecDeque<Pending>,
     /// Linearizable reads not yet given a ReadIndex.
@@ -328,7 +340,7 @@ impl Replica {
     pub(crate) async fn open(
         dir: &Path,
         config: ReplicaConfig,
-        floor: Arc<AtomicU64>,
+        marks: Arc<Watermarks>,
         router: Rc<CoreRouter>,
     ) -> NodeResult<Replica> {
         let shard = config.shard;
@@ -407,7 +419,7 @@ impl Replica {
         // One voter: no need to wait for an election timeout.
         raw.campaign()
             .map_err(|e| start_error(shard, "campaign", e))?;
-        floor.fetch_max(highest, Ordering::Relaxed);
+        marks.raise_floor(highest);
         let space = &config.space;
         space.set_used(shard, store.used_bytes());
         space.set_alarmed(shard, has_no_space_alarm(&store)?);
@@ -422,6 +434,7 @@ impl Replica {
             sync_blocked_until: None,
             wal_was_low: false,
             lessor: Lessor::new(LessorConfig::default()),
+            resets_in_flight: Rc::default(),
             shards: config.shards,
             router,
             lease_tasks: LeaseTasks::new(shard, config.shards),
@@ -431,7 +444,8 @@ impl Replica {
             replayed_up_to: last,
             committed_at_start: commit,
             tree_sync: config.tree_sync,
-            floor,
+            marks,
+            settled: 0,
             started: Instant::now(),
             pending: VecDeque::new(),
             unindexed: Vec::new(),
@@ -569,8 +583,7 @@ impl Replica {
             }
             self.drive_lease_tasks();
             compacting = self.applied == applied_before && self.compact_while_idle();
-            let safe = self.safe_revision();
-            self.feeds.pump(&mut self.store, self.shard, safe);
+            self.pump_watches();
             if let Err(reason) = self.maybe_sync_tree(false).await {
                 self.fail(reason);
             }
@@ -714,6 +727,16 @@ impl Replica {
         }
     }
 
+    /// Hands the watch feeds what the store's watchers have (and the
+    /// progress they asked for), then uncounts the stamps settled so far:
+    /// their events are sent.
+    fn pump_watches(&mut self) {
+        let safe = self.safe_revision();
+        self.feeds.pump(&mut self.store, self.shard, safe);
+        self.marks
+            .published(self.shard, std::mem::take(&mut self.settled));
+    }
+
     /// Renews a lease on its home's leader; answered once a checkpoint the
     /// renewal clears is durably cleared (see `Lessor::keep_alive`).
     fn keep_alive(&mut self, id: LeaseId, reply: Reply<i64>) {
@@ -723,20 +746,35 @@ impl Replica {
         }
         match self.lessor.keep_alive(id, self.now()) {
             Err(refused) => drop(reply.send(Err(refused.into()))),
-            Ok(Renewal { ttl, reset: None }) => drop(reply.send(Ok(ttl))),
+            Ok(Renewal { ttl, reset: None }) => {
+                // A reset proposed by an earlier keep-alive and not yet
+                // applied: this one is durable only once that one is.
+                let mut waiting = self.resets_in_flight.borrow_mut();
+                match waiting.get_mut(&id) {
+                    Some(waiters) => waiters.push((reply, ttl)),
+                    None => drop(reply.send(Ok(ttl))),
+                }
+            }
             Ok(Renewal {
                 ttl,
                 reset: Some(reset),
             }) => {
                 let (applied, answer) = futures_channel::oneshot::channel();
+                self.resets_in_flight
+                    .borrow_mut()
+                    .insert(id, vec![(reply, ttl)]);
                 self.propose(reset, applied);
+                let waiting = self.resets_in_flight.clone();
                 glommio::spawn_local(async move {
-                    let outcome = match answer.await {
-                        Ok(Ok(_)) => Ok(ttl),
-                        Ok(Err(e)) => Err(e),
-                        Err(_) => Err(NodeError::Shutdown),
-                    };
-                    let _ = reply.send(outcome);
+                    let outcome = answer.await.unwrap_or(Err(NodeError::Shutdown));
+                    let waiters = waiting.borrow_mut().remove(&id).unwrap_or_default();
+                    for (reply, ttl) in waiters {
+                        let answer = match &outcome {
+                            Ok(_) => Ok(ttl),
+                            Err(e) => Err(e.copy()),
+                        };
+                        let _ = reply.send(answer);
+                    }
                 })
                 .detach();
             }
@@ -781,7 +819,16 @@ impl Replica {
             let _ = reply.send(Err(NodeError::Kv(KvError::NoSpace)));
             return;
         }
-        self.clock.observe(self.floor.load(Ordering::Relaxed));
+        // Counted before the floor is read (`watermarks.rs`, ordering).
+        self.clock.observe(self.marks.begin_stamp(self.shard));
+        if !self.propose_stamped(entry, reply) {
+            self.marks.published(self.shard, 1);
+        }
+    }
+
+    /// The rest of [`Replica::propose`], once the stamp is counted: answers
+    /// whether the entry was proposed (else its stamp is settled at once).
+    fn propose_stamped(&mut self, entry: Entry, reply: Reply<Applied>) -> bool {
         // A compaction's entry gets a revision above the point it compacts
         // to, which may be another shard's (HLC receive). Taken here, with
         // the entry, so no message can overtake it.
@@ -792,7 +839,7 @@ impl Replica {
             Ok(revision) => revision,
             Err(e) => {
                 let _ = reply.send(Err(NodeError::RevisionsExhausted(e)));
-                return;
+                return false;
             }
         };
         let entry = match entry {
@@ -802,7 +849,7 @@ impl Replica {
                     let _ = reply.send(Err(NodeError::InvalidRequest(
                         "no lease id left".to_string(),
                     )));
-                    return;
+                    return false;
                 }
             },
             other => other,
@@ -817,14 +864,14 @@ impl Replica {
                 len: data.len(),
                 max: self.max_entry_bytes - log_store::ENTRY_OVERHEAD,
             })));
-            return;
+            return false;
         }
         if let Err(e) = self.raw.propose(Vec::new(), data) {
             let _ = reply.send(Err(match e {
                 raft::Error::ProposalDropped => NodeError::NotLeader { shard: self.shard },
                 other => NodeError::InvalidRequest(other.to_string()),
             }));
-            return;
+            return false;
         }
         self.pending.push_back(Pending {
             index: self.raw.raft.raft_log.last_index(),
@@ -832,6 +879,7 @@ impl Replica {
             revision,
             reply,
         });
+        true
     }
 
     /// A new lease id for a grant on this shard: homed here, unused, and
@@ -884,7 +932,7 @@ impl Replica {
     /// the revision just below the first write in flight; a linearizable
     /// read waits for those writes instead (`serve`).
     fn header_revision(&self) -> Revision {
-        let floor = self.floor.load(Ordering::Relaxed);
+        let floor = self.marks.floor();
         let unapplied = self.pending.front().map(|p| p.revision);
         let safe = unapplied.map_or(floor, |first| floor.min(first.saturating_sub(1)));
         self.store.current_revision().max(safe)
@@ -915,7 +963,7 @@ impl Replica {
                     Header::Linearizable(claimed) => {
                         // The floor when the read is first ready: at least
                         // every write acknowledged before the read began.
-                        let claimed = claimed.unwrap_or_else(|| self.floor.load(Ordering::Relaxed));
+                        let claimed = claimed.unwrap_or_else(|| self.marks.floor());
                         if let Some(index) = self.in_flight_at_or_below(claimed) {
                             let waiter = ReadWaiter::Head {
                                 request,
@@ -1102,8 +1150,11 @@ impl Replica {
         // this answer gets a higher revision on every shard.
         let highest = batch.iter().map(|b| b.revision).max().unwrap_or(0);
         self.clock.observe(highest);
-        self.floor.fetch_max(highest, Ordering::Relaxed);
+        self.marks.raise_floor(highest);
         let mut results = results.into_iter();
+        // Answers go out after the watch feeds have the batch's events
+        // (below), as etcd notifies its watchers before it answers a put.
+        let mut answers = Vec::new();
         for (index, term, command) in &commands {
             let writer = self.take_writer(*index, *term);
             let entry = match command {
@@ -1131,11 +1182,22 @@ impl Replica {
                 // A home lease change: the writer hears back once the
                 // mirrors have it too.
                 (Some(id), writer) => self.lease_tasks.changed(id, writer, result),
-                (None, Some(writer)) => drop(writer.send(result.map_err(NodeError::from))),
+                (None, Some(writer)) => answers.push((writer, result)),
                 (None, None) => {}
             }
         }
         self.applied = last;
+        // Up-to-date watches get the events first (from memory; watches
+        // reading history are fed after the answers, by the loop).
+        let safe = self.safe_revision();
+        self.feeds.pump_live(&mut self.store, self.shard, safe);
+        // Sent to every live feed; a feed that is not live is never taken
+        // as quiet (`watermarks.rs`).
+        self.marks
+            .published(self.shard, std::mem::take(&mut self.settled));
+        for (writer, result) in answers {
+            let _ = writer.send(result.map_err(NodeError::from));
+        }
         // Entries the tree holds (durably or not) are not needed by raft-rs
         // again on a single voter; the WAL keeps them until the tree is durable.
         self.raw.mut_store().compact_to(last);
@@ -1157,6 +1219,8 @@ impl Replica {
     fn take_writer(&mut self, index: u64, term: u64) -> Option<Reply<Applied>> {
         while self.pending.front().is_some_and(|p| p.index <= index) {
             let pending = self.pending.pop_front()?;
+            // Applied now, or never (another leader's entry took its slot).
+            self.settled += 1;
             if pending.index == index && pending.term == term {
                 return Some(pending.reply);
             }
@@ -1440,6 +1504,9 @@ impl Replica {
 
     /// Stops the shard: every waiting caller gets the reason.
     fn fail(&mut self, reason: String) {
+        // A stopped shard's alarm no longer refuses the other shards'
+        // writes: nothing can disarm it until the node restarts.
+        self.space.set_alarmed(self.shard, false);
         // Calls still queued in the channel are answered by `take`.
         let error = || stopped(self.shard, &reason);
         for pending in self.pending.drain(..) {
@@ -1459,6 +1526,8 @@ impl Replica {
         }
         self.lease_tasks.fail_waiting(|_| true, &error);
         self.feeds.fail_all(self.shard, &reason);
+        // Nothing more will be sent: watches ask, and hear it stopped.
+        self.settled = 0;
         self.failure.get_or_insert(reason);
     }
 }

@@ -72,7 +72,14 @@ impl<'a> NodeClient<'a> {
             None => (0..shards).collect(),
         };
         let (observe, start) = if request.start_revision == 0 {
-            let now = self.highest_revision(targets.iter().copied()).await?;
+            // At least the node's floor: a watch created after a write was
+            // acknowledged, on any shard, starts after it (as a read's
+            // header does).
+            let floor = self.watermarks().floor();
+            let now = self
+                .highest_revision(targets.iter().copied())
+                .await?
+                .max(floor);
             (now, now.saturating_add(1))
         } else {
             (0, request.start_revision)
@@ -142,11 +149,20 @@ impl WatchStream<'_> {
     /// A shard failed, or the node is shutting down.
     pub async fn next(&mut self) -> NodeResult<WatchBatch> {
         loop {
+            // Quiet shards first (their floor read before the channel is
+            // drained), then what the channel holds.
+            let quiet = self.quiet_closes();
+            while let Ok(message) = self.receiver.try_recv() {
+                self.take(message);
+            }
             if let Some(done) = self.finished.take() {
                 self.finished = Some(Err(NodeError::InvalidRequest(
                     "the watch is over".to_string(),
                 )));
                 return done;
+            }
+            for (part, closed) in self.parts.iter_mut().zip(quiet) {
+                part.closed = part.closed.max(closed.unwrap_or(0));
             }
             let release = self.parts.iter().map(|p| p.closed).min().unwrap_or(0);
             self.mark_laggards(release);
@@ -179,10 +195,22 @@ impl WatchStream<'_> {
                 .await
                 .map_err(|_| NodeError::Shutdown)?;
             self.take(message);
-            while let Ok(message) = self.receiver.try_recv() {
-                self.take(message);
-            }
         }
+    }
+
+    /// For each part, the revision its shard is closed up to without being
+    /// asked, if it is quiet (nothing unpublished) and its feed live: the
+    /// node's floor (`watermarks.rs`).
+    fn quiet_closes(&self) -> Vec<Option<Revision>> {
+        let marks = self.client.watermarks();
+        self.parts
+            .iter()
+            .map(|part| {
+                let closed = marks.closed_if_quiet(part.shard);
+                // Read after the count (ordering), before the drain.
+                closed.filter(|_| part.credit.is_live())
+            })
+            .collect()
     }
 
     /// Tells each part whether the stream is waiting on it (its closed
@@ -193,7 +221,9 @@ impl WatchStream<'_> {
         for part in &mut self.parts {
             let laggard = part.closed == release;
             let was = part.credit.set_laggard(laggard);
-            if laggard && !was {
+            if laggard && !was && part.credit.is_held_back() {
+                // Held back by flow control: ask again, so that its shard
+                // feeds it at once (not at its next round).
                 part.asked = 0;
             }
         }
@@ -201,7 +231,9 @@ impl WatchStream<'_> {
 
     /// Bytes of events this stream holds, or its shards have sent it, and
     /// has not handed out: at most about `PART_BYTES` (1 MiB) plus one
-    /// message for each part ahead of the slowest.
+    /// message for each part ahead of the slowest, and `LAGGARD_BYTES`
+    /// (4 MiB) plus one message for each part it waits on
+    /// (`watch_feed.rs`).
     pub fn held_bytes(&self) -> usize {
         self.parts.iter().map(|p| p.credit.unreleased()).sum()
     }

@@ -4,13 +4,16 @@
 //! said everything ("closed"). The merging side is `shard/watch.rs`.
 //!
 //! Flow control ([`Credit`]): a shard stops sending once the events it sent
-//! and the stream has not handed out reach [`PART_BYTES`], unless the
-//! stream is waiting on this very shard (it is the laggard, whose closed
-//! revision holds everything back). Past that the store watcher keeps its
-//! events (bounded: it falls back to reading the revision log), and the
-//! shard tries again on its next round. So a merged watch holds at most
-//! about `PART_BYTES` plus one message for each part that runs ahead of
-//! the slowest, however far ahead it is.
+//! and the stream has not handed out reach [`PART_BYTES`], or
+//! [`LAGGARD_BYTES`] while the stream is waiting on this very shard (it is
+//! the laggard, whose closed revision holds everything back: it may run a
+//! little further so that the stream is not kept waiting for the shard's
+//! next round). Past that the store watcher keeps its events (bounded: it
+//! falls back to reading the revision log), and the shard tries again on
+//! its next round. So a merged watch holds at most about `PART_BYTES` plus
+//! one message for each part that runs ahead of the slowest, however far
+//! ahead it is, and `LAGGARD_BYTES` plus one message for the parts it
+//! waits on, even when nobody reads it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,6 +25,10 @@ use crate::mvcc::{Event, Revision, Store, WatchId, WatchUpdate};
 /// Bytes of events (as `Event::size` counts them) one part of a merged
 /// watch may have sent and not yet had handed out by the stream.
 pub(crate) const PART_BYTES: usize = 1 << 20;
+/// The same bound for a part the stream waits on. A laggard's events are
+/// all ready to hand out, so it holds this much only while the stream's
+/// reader does not read (its connection waits for a slow client).
+pub(crate) const LAGGARD_BYTES: usize = 4 * PART_BYTES;
 /// About how many bytes of events one message carries.
 const MESSAGE_BYTES: usize = 256 << 10;
 
@@ -55,8 +62,16 @@ pub(crate) struct Credit {
     /// of every event sent and not yet handed out (`Event::size`).
     unreleased: AtomicUsize,
     /// The stream can hand out nothing more until this shard says more:
-    /// it may send past [`PART_BYTES`].
+    /// it may send up to [`LAGGARD_BYTES`].
     laggard: AtomicBool,
+    /// At its last pump the feed sent everything its store watcher had and
+    /// the watcher is live (not reading history, not held back): the
+    /// stream may then take the shard as closed up to the node's floor
+    /// while the shard has nothing unpublished (`watermarks.rs`).
+    live: AtomicBool,
+    /// Flow control stopped the feed at its last pump: the stream asks
+    /// its shard again, at once, when it comes to wait on it.
+    held_back: AtomicBool,
 }
 
 impl Credit {
@@ -68,7 +83,12 @@ impl Credit {
     }
 
     fn may_send(&self) -> bool {
-        self.unreleased.load(Ordering::Relaxed) < PART_BYTES || self.laggard.load(Ordering::Relaxed)
+        let limit = if self.laggard.load(Ordering::Relaxed) {
+            LAGGARD_BYTES
+        } else {
+            PART_BYTES
+        };
+        self.unreleased.load(Ordering::Relaxed) < limit
     }
 
     fn sent(&self, cost: usize) {
@@ -88,6 +108,21 @@ impl Credit {
     /// Marks whether the stream is waiting on this part.
     pub(crate) fn set_laggard(&self, laggard: bool) -> bool {
         self.laggard.swap(laggard, Ordering::Relaxed)
+    }
+
+    fn set_live(&self, live: bool) {
+        self.live.store(live, Ordering::SeqCst);
+    }
+
+    /// See `live`: read after the shard's unpublished count, and before
+    /// the channel is drained.
+    pub(crate) fn is_live(&self) -> bool {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// See `held_back`.
+    pub(crate) fn is_held_back(&self) -> bool {
+        self.held_back.load(Ordering::Relaxed)
     }
 
     /// Bytes sent and not yet handed out (for audits and tests).
@@ -151,6 +186,39 @@ impl WatchFeeds {
         let mut due: BTreeSet<WatchId> = store.watches_ready().into_iter().collect();
         due.append(&mut self.blocked);
         due.extend(self.progress_wanted.keys().copied());
+        self.feed_all(store, shard, safe, due);
+    }
+
+    /// Like [`WatchFeeds::pump`], for the feeds that were live at their
+    /// last pump only: what the last apply gave them, from memory. Run
+    /// before writers are answered, so that a watch that is up to date
+    /// gets a write's events no later than its writer, while a watch
+    /// reading history (or held back) is fed after the answers and never
+    /// delays them.
+    pub(crate) fn pump_live<S: Storage>(
+        &mut self,
+        store: &mut Store<S>,
+        shard: usize,
+        safe: Revision,
+    ) {
+        let due: BTreeSet<WatchId> = store
+            .watches_ready()
+            .into_iter()
+            .filter(|id| {
+                !self.blocked.contains(id)
+                    && self.subscribers.get(id).is_some_and(|s| s.credit.is_live())
+            })
+            .collect();
+        self.feed_all(store, shard, safe, due);
+    }
+
+    fn feed_all<S: Storage>(
+        &mut self,
+        store: &mut Store<S>,
+        shard: usize,
+        safe: Revision,
+        due: BTreeSet<WatchId>,
+    ) {
         for id in due {
             if !self.feed(store, shard, safe, id) {
                 self.cancel(store, id);
@@ -195,11 +263,15 @@ impl WatchFeeds {
             subscriber.credit.sent(cost);
             subscriber.sender.send(WatchMessage { shard, body }).is_ok()
         };
+        // Not live until it ends drained below.
+        subscriber.credit.set_live(false);
         loop {
             if !subscriber.credit.may_send() {
+                subscriber.credit.held_back.store(true, Ordering::Relaxed);
                 self.blocked.insert(id);
                 return true;
             }
+            subscriber.credit.held_back.store(false, Ordering::Relaxed);
             match store.watch_poll(id, MESSAGE_BYTES) {
                 Ok(Some(WatchUpdate::Events { events, fragment })) => {
                     let last = events.last().map_or(0, |e| e.kv.mod_revision);
@@ -221,13 +293,13 @@ impl WatchFeeds {
                     return false;
                 }
                 Ok(None) => {
+                    let live = matches!(store.watch_progress(id), Ok(Some(_)));
+                    subscriber.credit.set_live(live);
                     // Drained: say where this shard stands, once that is as
                     // far as the reader asked (a busy shard's safe revision
                     // is its current one; it rises as the shard applies).
                     let asked = self.progress_wanted.get(&id).copied();
-                    if asked.is_some_and(|asked| safe >= asked)
-                        && matches!(store.watch_progress(id), Ok(Some(_)))
-                    {
+                    if asked.is_some_and(|asked| safe >= asked) && live {
                         self.progress_wanted.remove(&id);
                         return send(WatchBody::Progress { closed: safe });
                     }
