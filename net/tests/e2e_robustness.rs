@@ -13,34 +13,11 @@ use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
 use keel_proto::{
-    decode_response, encode_frame, encode_request, fb, ErrorCode, PutRequest, Request, Response,
-    ResponseBody, WatchCreate,
+    encode_frame, encode_request, fb, ErrorCode, PutRequest, Request, Response, ResponseBody,
+    WatchCreate,
 };
+use support::raw::{connect, read_response, send};
 use support::Server;
-
-fn connect(server: &Server) -> TcpStream {
-    let stream = TcpStream::connect(server.client).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    stream
-}
-
-/// The next response, or `None` at a clean close.
-fn read_response(stream: &mut TcpStream) -> Option<Response> {
-    let mut header = [0u8; 4];
-    if stream.read_exact(&mut header).is_err() {
-        return None;
-    }
-    let mut body = vec![0; u32::from_le_bytes(header) as usize];
-    stream.read_exact(&mut body).unwrap();
-    Some(decode_response(&body).unwrap())
-}
-
-fn send(stream: &mut TcpStream, id: u64, request: &Request) {
-    let frame = encode_frame(&encode_request(id, request)).unwrap();
-    stream.write_all(&frame).unwrap();
-}
 
 fn error_code(response: &Response) -> ErrorCode {
     match &response.body {

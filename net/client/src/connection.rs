@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keel_proto::{
-    decode_response, encode_request_frame, FrameDecoder, Request, Response, MAX_RESPONSE_FRAME_LEN,
+    decode_response, encode_request_frame, FrameDecoder, Request, Response, ResponseBody,
+    MAX_RESPONSE_FRAME_LEN,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -20,7 +21,17 @@ use crate::error::{Error, Result};
 /// Where the answer to a request goes.
 enum Waiter {
     Once(oneshot::Sender<Result<Response>>),
-    Stream(mpsc::UnboundedSender<Result<Response>>),
+    Stream(mpsc::UnboundedSender<Result<Streamed>>),
+}
+
+/// A stream's message as the reader hands it over.
+enum Streamed {
+    Own(Response),
+    /// A message the server sent once for several watches of the
+    /// connection (`also_watch_ids`). Each stream makes its own copy when
+    /// it takes it, so the reader's fan-out to many watches stays cheap
+    /// and the copying runs on the watches' tasks.
+    Shared(Arc<Response>),
 }
 
 /// Most bytes handed to the socket at once.
@@ -48,7 +59,7 @@ pub(crate) struct Connection {
 pub(crate) struct Subscription {
     connection: Connection,
     id: u64,
-    receiver: mpsc::UnboundedReceiver<Result<Response>>,
+    receiver: mpsc::UnboundedReceiver<Result<Streamed>>,
 }
 
 impl Subscription {
@@ -65,10 +76,22 @@ impl Subscription {
     /// The next response; [`Error::Disconnected`] once the connection is
     /// gone.
     pub(crate) async fn next(&mut self) -> Result<Response> {
-        self.receiver
+        let streamed = self
+            .receiver
             .recv()
             .await
-            .unwrap_or(Err(Error::Disconnected))
+            .unwrap_or(Err(Error::Disconnected))?;
+        Ok(match streamed {
+            Streamed::Own(response) => response,
+            Streamed::Shared(shared) => {
+                let mut response = Arc::try_unwrap(shared).unwrap_or_else(|s| (*s).clone());
+                response.id = self.id;
+                if let ResponseBody::Watch(watch) = &mut response.body {
+                    watch.watch_id = self.id;
+                }
+                response
+            }
+        })
     }
 }
 
@@ -196,22 +219,47 @@ impl Connection {
     }
 }
 
-fn deliver(waiters: &Waiters, response: Response) {
+fn deliver(waiters: &Waiters, mut response: Response) {
     let Ok(mut guard) = waiters.lock() else {
         return;
     };
     let Some(waiters) = guard.as_mut() else {
         return;
     };
-    match waiters.remove(&response.id) {
-        Some(Waiter::Once(sender)) => drop(sender.send(Ok(response))),
-        Some(Waiter::Stream(sender)) => {
-            let id = response.id;
-            if sender.send(Ok(response)).is_ok() {
-                waiters.insert(id, Waiter::Stream(sender));
+    // A watch message shared by several watches of this connection: each
+    // gets it as if it were its own.
+    let also = match &mut response.body {
+        ResponseBody::Watch(watch) => std::mem::take(&mut watch.also_watch_ids),
+        _ => Vec::new(),
+    };
+    if also.is_empty() {
+        return deliver_one(waiters, response);
+    }
+    let first = response.id;
+    let shared = Arc::new(response);
+    for id in std::iter::once(first).chain(also) {
+        if let Some(Waiter::Stream(sender)) = waiters.get(&id) {
+            if sender.send(Ok(Streamed::Shared(shared.clone()))).is_err() {
+                waiters.remove(&id);
             }
         }
+    }
+}
+
+fn deliver_one(waiters: &mut HashMap<u64, Waiter>, response: Response) {
+    let id = response.id;
+    let delivered = match waiters.get(&id) {
+        Some(Waiter::Stream(sender)) => sender.send(Ok(Streamed::Own(response))).is_ok(),
+        Some(Waiter::Once(_)) => {
+            if let Some(Waiter::Once(sender)) = waiters.remove(&id) {
+                drop(sender.send(Ok(response)));
+            }
+            true
+        }
         // A late answer to something nobody waits for any more.
-        None => {}
+        None => true,
+    };
+    if !delivered {
+        waiters.remove(&id);
     }
 }

@@ -69,8 +69,11 @@ impl Client {
 impl Watcher {
     /// Creates the watch on the server, from `next_revision`.
     async fn open(&mut self) -> Result<()> {
+        // `deliver` (connection.rs) hands a message for many watches to
+        // each of them, so the server may send shared ones.
         let request = Request::WatchCreate(WatchCreate {
             start_revision: self.next_revision,
+            shared_frames: true,
             ..self.request.clone()
         });
         let route = self

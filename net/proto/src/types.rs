@@ -196,6 +196,9 @@ pub struct WatchCreate {
     pub no_delete: bool,
     /// Send empty progress notifications while idle.
     pub progress_notify: bool,
+    /// The client handles [`WatchEvents::also_watch_ids`]: the server may
+    /// send one message for many of the connection's watches.
+    pub shared_frames: bool,
 }
 
 /// A client request.
@@ -377,6 +380,9 @@ pub struct WatchEvents {
     /// Changes in revision order; empty in a progress notification, whose
     /// response revision says everything up to it has been sent.
     pub events: Vec<Event>,
+    /// More watches of the connection this message is for, each as if it
+    /// were its own (only to watches created with `shared_frames`).
+    pub also_watch_ids: Vec<u64>,
 }
 
 /// A lease's state.

@@ -34,7 +34,8 @@ const DECODED_QUEUE: usize = 64;
 
 pub(crate) struct Connection {
     pub(crate) ctx: Rc<CoreContext>,
-    pub(crate) outbound: Outbound,
+    /// Shared with the watch groups that send to this connection.
+    pub(crate) outbound: Rc<Outbound>,
     /// This connection's live watches, by id.
     pub(crate) watches: RefCell<HashMap<u64, Rc<flume::Sender<WatchCommand>>>>,
 }
@@ -98,7 +99,7 @@ where
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let connection = Connection {
         ctx,
-        outbound: Outbound::new(limits.outbound_bytes, limits.stall_timeout),
+        outbound: Rc::new(Outbound::new(limits.outbound_bytes, limits.stall_timeout)),
         watches: RefCell::new(HashMap::new()),
     };
     let work = async {

@@ -31,6 +31,8 @@ pub(crate) struct CoreContext {
     pub(crate) core: usize,
     pub(crate) limits: Limits,
     pub(crate) info: Arc<ServerInfo>,
+    /// This core's watch groups (`watch_group.rs`).
+    pub(crate) watch_groups: crate::server::watch_group::WatchGroups,
 }
 
 impl CoreContext {

@@ -22,11 +22,27 @@ pub(crate) async fn handle(
 ) -> Result<(), Closed> {
     let client = connection.ctx.client();
     let answer = match request {
-        Request::Put(put) => client.put(convert::put_request(put)).await.map(applied),
+        Request::Put(put) => {
+            let answer = client.put(convert::put_request(put)).await.map(applied);
+            let_watch_groups_go_first(connection).await;
+            answer
+        }
         Request::Range(range) if range.revision == 0 => read(&client, range).await,
         other => return Box::pin(handle_any(connection, id, other)).await,
     };
     connection.respond(answer_to(id, answer)).await
+}
+
+/// Lets this core's watch groups send the events a write released before
+/// the write's answer is queued, as etcd hands events to its watchers
+/// before it answers (docs/server.md, "Watch groups"). The apply released
+/// them before it answered, so one turn of the core's queue is enough for
+/// the groups to queue their messages. Only where groups exist: without
+/// watchers a write pays nothing.
+async fn let_watch_groups_go_first(connection: &Connection) {
+    if connection.ctx.watch_groups.any() {
+        futures_lite::future::yield_now().await;
+    }
 }
 
 /// A range read, at the consistency it asks for.
@@ -53,12 +69,24 @@ async fn handle_any(connection: &Connection, id: u64, request: Request) -> Resul
     let client = connection.ctx.client();
     let answer: Result<(u64, ResponseBody), NodeError> = match request {
         Request::Range(range) => read(&client, range).await,
-        Request::Put(put) => client.put(convert::put_request(put)).await.map(applied),
-        Request::DeleteRange(delete) => client
-            .delete_range(convert::delete_request(delete))
-            .await
-            .map(applied),
-        Request::Txn(txn) => client.txn(convert::txn_request(txn)).await.map(applied),
+        Request::Put(put) => {
+            let answer = client.put(convert::put_request(put)).await.map(applied);
+            let_watch_groups_go_first(connection).await;
+            answer
+        }
+        Request::DeleteRange(delete) => {
+            let answer = client
+                .delete_range(convert::delete_request(delete))
+                .await
+                .map(applied);
+            let_watch_groups_go_first(connection).await;
+            answer
+        }
+        Request::Txn(txn) => {
+            let answer = client.txn(convert::txn_request(txn)).await.map(applied);
+            let_watch_groups_go_first(connection).await;
+            answer
+        }
         Request::Compact { revision } => client.compact(revision).await.map(applied),
         Request::WatchCreate(create) => return watch::run(connection, id, create).await,
         Request::WatchCancel { watch_id } => {

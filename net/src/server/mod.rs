@@ -16,6 +16,7 @@ mod dispatch;
 mod outbound;
 mod status;
 mod watch;
+mod watch_group;
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -179,6 +180,7 @@ impl Server {
                             core,
                             limits,
                             info,
+                            watch_groups: Default::default(),
                         });
                         let stopped = async {
                             let _ = stop_out.recv_async().await;

@@ -124,6 +124,25 @@ impl Outbound {
         }
     }
 
+    /// Queues `frame` if there is room now; answers whether it did. For a
+    /// producer that serves many connections and must not wait on one
+    /// (a watch group, `watch_group.rs`).
+    ///
+    /// # Errors
+    /// The connection is closing.
+    pub(crate) fn try_push(&self, frame: &[u8]) -> Result<bool, Closed> {
+        if self.aborted.get() || self.closed.get() {
+            return Err(Closed);
+        }
+        let held = self.held();
+        if held != 0 && held + frame.len() > self.limit {
+            return Ok(false);
+        }
+        self.queued.borrow_mut().extend_from_slice(frame);
+        self.ready.notify_all();
+        Ok(true)
+    }
+
     /// No more frames: the writer sends what is queued, then ends.
     pub(crate) fn close(&self) {
         self.closed.set(true);

@@ -10,17 +10,18 @@ use std::rc::Rc;
 use std::time::Instant;
 
 use futures_lite::future::{or, pending};
-use keel_engine::shard::{NodeResult, WatchBatch};
+use keel_engine::shard::{NodeError, NodeResult, WatchBatch, WatchStream};
 use keel_proto::{ErrorCode, Event, Response, ResponseBody, Revision, WatchCreate, WatchEvents};
 
 use crate::server::connection::Connection;
 use crate::server::convert;
 use crate::server::outbound::Closed;
+use crate::server::watch_group::{self, Delivery, Membership, WatchGroups};
 
 /// About how many bytes of events one response carries (a response always
 /// holds whole revisions, so a client that resumes after the last revision
 /// it saw misses nothing).
-const EVENTS_PER_RESPONSE_BYTES: usize = 1 << 20;
+pub(crate) const EVENTS_PER_RESPONSE_BYTES: usize = 1 << 20;
 
 /// What the connection tells a watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,8 +56,66 @@ impl Drop for Registered<'_> {
     }
 }
 
+/// Where a watch's events come from: its core's group for its shape
+/// (`watch_group.rs`), or an engine watch of its own.
+enum Source<'a> {
+    Group(Membership),
+    Own(WatchStream<'a>),
+}
+
+/// What a source hands the watch.
+enum Item {
+    Events(Vec<keel_engine::mvcc::Event>),
+    Progress(Revision),
+    Compacted(Revision),
+    Failed(NodeError),
+    /// The group dropped this watch for falling behind: go on alone.
+    Detached,
+}
+
+impl Source<'_> {
+    async fn next(&mut self, after: Revision) -> Item {
+        match self {
+            Source::Own(stream) => match stream.next().await {
+                Ok(WatchBatch::Events(events)) => Item::Events(events),
+                Ok(WatchBatch::Progress(revision)) => Item::Progress(revision),
+                Ok(WatchBatch::Compacted { compact_revision }) => Item::Compacted(compact_revision),
+                Err(error) => Item::Failed(error),
+            },
+            Source::Group(membership) => loop {
+                match membership.member.next().await {
+                    // Only what comes after this watch's start (and after
+                    // what it sent): a shared batch may hold earlier ones.
+                    Some(Delivery::Events(batch)) => {
+                        let events: Vec<_> = batch
+                            .iter()
+                            .filter(|e| e.kv.mod_revision > after)
+                            .cloned()
+                            .collect();
+                        if !events.is_empty() {
+                            return Item::Events(events);
+                        }
+                    }
+                    Some(Delivery::Progress(revision)) => return Item::Progress(revision),
+                    Some(Delivery::Failed(error)) => {
+                        return Item::Failed(watch_group::copy_error(&error))
+                    }
+                    None => return Item::Detached,
+                }
+            },
+        }
+    }
+
+    fn request_progress(&mut self, revision: Revision) {
+        match self {
+            Source::Own(stream) => stream.request_progress(revision),
+            Source::Group(membership) => membership.request_progress(revision),
+        }
+    }
+}
+
 enum Step {
-    Batch(NodeResult<WatchBatch>),
+    Item(Item),
     Command(Option<WatchCommand>),
     Idle,
 }
@@ -104,8 +163,19 @@ pub(crate) async fn run(
         commands: commands_in,
     };
     let client = connection.ctx.client();
-    let mut stream = match client.watch(convert::watch_request(&create)).await {
-        Ok(stream) => stream,
+    let opened = if WatchGroups::shares(&create) {
+        open_in_group(connection, &create).await
+    } else {
+        match client.watch(convert::watch_request(&create)).await {
+            Ok(stream) => {
+                let start = stream.start_revision().saturating_sub(1);
+                Ok((Source::Own(stream), start))
+            }
+            Err(failure) => Err(failure),
+        }
+    };
+    let (mut source, start) = match opened {
+        Ok(opened) => opened,
         Err(failure) => {
             connection.respond(error(watch_id, &failure)).await?;
             return answer_cancel(connection, &commands, watch_id).await;
@@ -116,13 +186,24 @@ pub(crate) async fn run(
         created: true,
         ..WatchEvents::default()
     };
-    let start = stream.start_revision().saturating_sub(1);
     connection
         .respond(response(watch_id, start, ResponseBody::Watch(created)))
         .await?;
+    // The last revision sent (or the start): a detached watch goes on
+    // after it.
+    let mut sent = start;
+    // A progress notification asked for and not yet given.
+    let mut wanted: Option<Revision> = None;
     let interval = connection.ctx.limits.watch_progress_interval;
     let mut last_sent = Instant::now();
+    // Whether its group writes its events itself ("Shared frames").
+    let mut direct = false;
     loop {
+        if let (Source::Group(membership), false, true) = (&source, direct, create.shared_frames) {
+            direct = membership
+                .member
+                .go_direct(&connection.outbound, watch_id, sent, wanted);
+        }
         let idle = async {
             if !create.progress_notify {
                 return pending().await;
@@ -132,7 +213,7 @@ pub(crate) async fn run(
             Step::Idle
         };
         let step = or(
-            async { Step::Batch(stream.next().await) },
+            async { Step::Item(source.next(sent).await) },
             or(
                 async { Step::Command(commands.recv_async().await.ok()) },
                 idle,
@@ -140,47 +221,109 @@ pub(crate) async fn run(
         )
         .await;
         match step {
-            Step::Batch(Ok(WatchBatch::Events(events))) => {
+            Step::Item(Item::Events(events)) => {
+                if let Some(last) = events.last() {
+                    sent = sent.max(last.kv.mod_revision);
+                }
                 send_events(connection, watch_id, events).await?;
                 last_sent = Instant::now();
             }
-            Step::Batch(Ok(WatchBatch::Progress(revision))) => {
-                let progress = ResponseBody::Watch(WatchEvents {
-                    watch_id,
-                    ..WatchEvents::default()
-                });
-                connection
-                    .respond(response(watch_id, revision, progress))
-                    .await?;
-                last_sent = Instant::now();
+            Step::Item(Item::Progress(revision)) => {
+                // A group's notification reaches every member; only those
+                // that asked for it send it.
+                let own = matches!(source, Source::Own(_));
+                if own || wanted.is_some_and(|w| revision >= w) {
+                    wanted = None;
+                    sent = sent.max(revision);
+                    let progress = ResponseBody::Watch(WatchEvents {
+                        watch_id,
+                        ..WatchEvents::default()
+                    });
+                    connection
+                        .respond(response(watch_id, revision, progress))
+                        .await?;
+                    last_sent = Instant::now();
+                }
             }
-            Step::Batch(Ok(WatchBatch::Compacted { compact_revision })) => {
+            Step::Item(Item::Compacted(compact_revision)) => {
                 let over = ResponseBody::Watch(WatchEvents {
                     watch_id,
                     canceled: true,
                     compact_revision,
                     ..WatchEvents::default()
                 });
+                drop(source);
                 connection.respond(response(watch_id, 0, over)).await?;
                 return answer_cancel(connection, &commands, watch_id).await;
             }
-            Step::Batch(Err(failure)) => {
+            Step::Item(Item::Failed(failure)) => {
+                // Out of its group before the last word (as for a cancel).
+                drop(source);
                 connection.respond(error(watch_id, &failure)).await?;
                 return answer_cancel(connection, &commands, watch_id).await;
             }
+            Step::Item(Item::Detached) => {
+                if let (Source::Group(membership), true) = (&source, direct) {
+                    // The group sent for it until now; a progress asked for
+                    // meanwhile (by the group or by this task) is still owed.
+                    sent = sent.max(membership.member.sent());
+                    wanted = match (wanted, membership.member.wanted()) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                direct = false;
+                // Too slow for the group: an engine watch of its own, from
+                // after what it sent (history first).
+                let resume = keel_engine::mvcc::WatchRequest {
+                    start_revision: sent + 1,
+                    ..convert::watch_request(&create)
+                };
+                match client.watch(resume).await {
+                    Ok(mut stream) => {
+                        if let Some(revision) = wanted {
+                            stream.request_progress(revision);
+                        }
+                        source = Source::Own(stream);
+                    }
+                    Err(failure) => {
+                        drop(source);
+                        connection.respond(error(watch_id, &failure)).await?;
+                        return answer_cancel(connection, &commands, watch_id).await;
+                    }
+                }
+            }
             Step::Command(Some(WatchCommand::Cancel { request_id })) => {
+                // Out of its group first: nothing of the watch may follow
+                // the answer.
+                drop(source);
                 return connection
                     .respond(response(request_id, 0, canceled(watch_id)))
                     .await;
             }
             Step::Command(None) => return Ok(()),
             Step::Command(Some(WatchCommand::Progress(revision))) => {
-                stream.request_progress(revision);
+                wanted = Some(wanted.map_or(revision, |w| w.max(revision)));
+                source.request_progress(revision);
             }
             Step::Idle => {
+                if let (Source::Group(membership), true) = (&source, direct) {
+                    let group_sent = membership.member.last_sent();
+                    if let Some(at) = group_sent.filter(|at| *at > last_sent) {
+                        // Its group sent to it meanwhile: not idle.
+                        last_sent = at;
+                        if Instant::now() < at + interval {
+                            continue;
+                        }
+                    }
+                }
                 match client.current_revision().await {
-                    Ok(revision) => stream.request_progress(revision),
+                    Ok(revision) => {
+                        wanted = Some(wanted.map_or(revision, |w| w.max(revision)));
+                        source.request_progress(revision);
+                    }
                     Err(failure) => {
+                        drop(source);
                         connection.respond(error(watch_id, &failure)).await?;
                         return answer_cancel(connection, &commands, watch_id).await;
                     }
@@ -190,6 +333,18 @@ pub(crate) async fn run(
             }
         }
     }
+}
+
+/// Joins the core's group for `create`'s shape; answers the source and the
+/// watch's start: the node's current revision, read once the group is in
+/// place (`watch_group.rs`, "Joining").
+async fn open_in_group<'a>(
+    connection: &'a Connection,
+    create: &WatchCreate,
+) -> NodeResult<(Source<'a>, Revision)> {
+    let membership = WatchGroups::join(&connection.ctx, create).await?;
+    let start = connection.ctx.client().current_revision().await?;
+    Ok((Source::Group(membership), start))
 }
 
 /// The `canceled` message of a watch.

@@ -72,6 +72,7 @@ fn request_body(r: &fb::Request<'_>) -> Decoded<Request> {
                 no_put: w.no_put(),
                 no_delete: w.no_delete(),
                 progress_notify: w.progress_notify(),
+                shared_frames: w.shared_frames(),
             })
         }),
         B::WatchCancel => r.body_as_watch_cancel().map(|w| Request::WatchCancel {
@@ -431,6 +432,10 @@ fn watch_events(w: fb::WatchEvents<'_>) -> Decoded<WatchEvents> {
         canceled: w.canceled(),
         compact_revision: w.compact_revision(),
         events,
+        also_watch_ids: w
+            .also_watch_ids()
+            .map(|ids| ids.iter().collect())
+            .unwrap_or_default(),
     })
 }
 

@@ -127,6 +127,7 @@ fn request_body(
                 no_put: w.no_put,
                 no_delete: w.no_delete,
                 progress_notify: w.progress_notify,
+                shared_frames: w.shared_frames,
             };
             (
                 B::WatchCreate,
@@ -434,12 +435,15 @@ fn response_body(
         ResponseBody::Watch(w) => {
             let events: Vec<_> = w.events.iter().map(|e| event(fbb, e)).collect();
             let events = (!events.is_empty()).then(|| fbb.create_vector(&events));
+            let also_watch_ids =
+                (!w.also_watch_ids.is_empty()).then(|| fbb.create_vector(&w.also_watch_ids));
             let args = fb::WatchEventsArgs {
                 watch_id: w.watch_id,
                 created: w.created,
                 canceled: w.canceled,
                 compact_revision: w.compact_revision,
                 events,
+                also_watch_ids,
             };
             (
                 B::WatchEvents,

@@ -105,6 +105,7 @@ fn every_request() -> Vec<Request> {
             no_put: true,
             no_delete: false,
             progress_notify: true,
+            shared_frames: true,
         }),
         Request::WatchCancel { watch_id: 8 },
         Request::WatchProgress,
@@ -161,6 +162,7 @@ fn every_response_body() -> Vec<ResponseBody> {
             created: true,
             canceled: true,
             compact_revision: 17,
+            also_watch_ids: vec![4, 9],
             events: vec![
                 Event {
                     kind: EventKind::Put,

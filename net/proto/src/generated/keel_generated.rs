@@ -3483,6 +3483,7 @@ impl<'a> WatchCreate<'a> {
   pub const VT_NO_PUT: ::flatbuffers::VOffsetT = 12;
   pub const VT_NO_DELETE: ::flatbuffers::VOffsetT = 14;
   pub const VT_PROGRESS_NOTIFY: ::flatbuffers::VOffsetT = 16;
+  pub const VT_SHARED_FRAMES: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3497,6 +3498,7 @@ impl<'a> WatchCreate<'a> {
     builder.add_start_revision(args.start_revision);
     if let Some(x) = args.range_end { builder.add_range_end(x); }
     if let Some(x) = args.key { builder.add_key(x); }
+    builder.add_shared_frames(args.shared_frames);
     builder.add_progress_notify(args.progress_notify);
     builder.add_no_delete(args.no_delete);
     builder.add_no_put(args.no_put);
@@ -3554,6 +3556,13 @@ impl<'a> WatchCreate<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(WatchCreate::VT_PROGRESS_NOTIFY, Some(false)).unwrap()}
   }
+  #[inline]
+  pub fn shared_frames(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(WatchCreate::VT_SHARED_FRAMES, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for WatchCreate<'_> {
@@ -3569,6 +3578,7 @@ impl ::flatbuffers::Verifiable for WatchCreate<'_> {
      .visit_field::<bool>("no_put", Self::VT_NO_PUT, false)?
      .visit_field::<bool>("no_delete", Self::VT_NO_DELETE, false)?
      .visit_field::<bool>("progress_notify", Self::VT_PROGRESS_NOTIFY, false)?
+     .visit_field::<bool>("shared_frames", Self::VT_SHARED_FRAMES, false)?
      .finish();
     Ok(())
   }
@@ -3581,6 +3591,7 @@ pub struct WatchCreateArgs<'a> {
     pub no_put: bool,
     pub no_delete: bool,
     pub progress_notify: bool,
+    pub shared_frames: bool,
 }
 impl<'a> Default for WatchCreateArgs<'a> {
   #[inline]
@@ -3593,6 +3604,7 @@ impl<'a> Default for WatchCreateArgs<'a> {
       no_put: false,
       no_delete: false,
       progress_notify: false,
+      shared_frames: false,
     }
   }
 }
@@ -3631,6 +3643,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchCreateBuilder<'a, 'b, A>
     self.fbb_.push_slot::<bool>(WatchCreate::VT_PROGRESS_NOTIFY, progress_notify, false);
   }
   #[inline]
+  pub fn add_shared_frames(&mut self, shared_frames: bool) {
+    self.fbb_.push_slot::<bool>(WatchCreate::VT_SHARED_FRAMES, shared_frames, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WatchCreateBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     WatchCreateBuilder {
@@ -3655,6 +3671,7 @@ impl ::core::fmt::Debug for WatchCreate<'_> {
       ds.field("no_put", &self.no_put());
       ds.field("no_delete", &self.no_delete());
       ds.field("progress_notify", &self.progress_notify());
+      ds.field("shared_frames", &self.shared_frames());
       ds.finish()
   }
 }
@@ -3983,6 +4000,7 @@ impl<'a> WatchEvents<'a> {
   pub const VT_CANCELED: ::flatbuffers::VOffsetT = 8;
   pub const VT_COMPACT_REVISION: ::flatbuffers::VOffsetT = 10;
   pub const VT_EVENTS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ALSO_WATCH_IDS: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -3996,6 +4014,7 @@ impl<'a> WatchEvents<'a> {
     let mut builder = WatchEventsBuilder::new(_fbb);
     builder.add_compact_revision(args.compact_revision);
     builder.add_watch_id(args.watch_id);
+    if let Some(x) = args.also_watch_ids { builder.add_also_watch_ids(x); }
     if let Some(x) = args.events { builder.add_events(x); }
     builder.add_canceled(args.canceled);
     builder.add_created(args.created);
@@ -4038,6 +4057,13 @@ impl<'a> WatchEvents<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event>>>>(WatchEvents::VT_EVENTS, None)}
   }
+  #[inline]
+  pub fn also_watch_ids(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(WatchEvents::VT_ALSO_WATCH_IDS, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for WatchEvents<'_> {
@@ -4051,6 +4077,7 @@ impl ::flatbuffers::Verifiable for WatchEvents<'_> {
      .visit_field::<bool>("canceled", Self::VT_CANCELED, false)?
      .visit_field::<u64>("compact_revision", Self::VT_COMPACT_REVISION, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<Event>>>>("events", Self::VT_EVENTS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("also_watch_ids", Self::VT_ALSO_WATCH_IDS, false)?
      .finish();
     Ok(())
   }
@@ -4061,6 +4088,7 @@ pub struct WatchEventsArgs<'a> {
     pub canceled: bool,
     pub compact_revision: u64,
     pub events: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<Event<'a>>>>>,
+    pub also_watch_ids: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
 }
 impl<'a> Default for WatchEventsArgs<'a> {
   #[inline]
@@ -4071,6 +4099,7 @@ impl<'a> Default for WatchEventsArgs<'a> {
       canceled: false,
       compact_revision: 0,
       events: None,
+      also_watch_ids: None,
     }
   }
 }
@@ -4101,6 +4130,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> WatchEventsBuilder<'a, 'b, A>
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(WatchEvents::VT_EVENTS, events);
   }
   #[inline]
+  pub fn add_also_watch_ids(&mut self, also_watch_ids: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(WatchEvents::VT_ALSO_WATCH_IDS, also_watch_ids);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> WatchEventsBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     WatchEventsBuilder {
@@ -4123,6 +4156,7 @@ impl ::core::fmt::Debug for WatchEvents<'_> {
       ds.field("canceled", &self.canceled());
       ds.field("compact_revision", &self.compact_revision());
       ds.field("events", &self.events());
+      ds.field("also_watch_ids", &self.also_watch_ids());
       ds.finish()
   }
 }
