@@ -29,7 +29,12 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
     let rate = args.watch_write_rate();
 
     context.progress.phase("watches");
-    let received: Vec<Received> = (0..args.watchers).map(|_| Received::default()).collect();
+    // Room for every put of the run up front: 1,000 sinks growing (and
+    // copying) during the measurement would stall the generator itself.
+    let puts = rate * (args.warmup + args.duration).as_secs_f64() * 1.1 + 64.0;
+    let received: Vec<Received> = (0..args.watchers)
+        .map(|_| Arc::new(Mutex::new(Vec::with_capacity(puts as usize))))
+        .collect();
     let mut watchers = tokio::task::JoinSet::new();
     for batch in received.chunks(WATCH_SETUP_BATCH).enumerate() {
         let (batch_index, batch) = batch;
