@@ -489,3 +489,44 @@ fn a_keep_alive_that_cannot_reach_the_server_reports_the_lease_lost() {
         assert_eq!(keep_alive.state(), keel_client::LeaseState::Lost);
     });
 }
+
+/// A server that stops answering without closing anything (SIGSTOP: the
+/// connection stays up, the renewal hangs): the keep-alive reports the
+/// lease lost by its deadline, the last acknowledged renewal's send time
+/// plus its TTL, whatever the renewal call is doing.
+///
+/// Regression (review of net/ at 6e310c5): the keep-alive awaited the
+/// hanging renewal with no deadline, so `lost()` stayed pending until TCP
+/// gave up (about 15 minutes) while the server would have expired the
+/// lease after its TTL: two lock holders.
+#[test]
+fn a_keep_alive_reports_the_lease_lost_by_its_deadline_when_the_server_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), 2, &[]);
+    let rt = runtime();
+    const TTL: i64 = 3;
+    block_on(&rt, async {
+        let client = Client::connect(&[server.endpoint()]).await.unwrap();
+        let (lease, ttl) = client.lease_grant(0, TTL).await.unwrap();
+        assert_eq!(ttl, TTL);
+        let mut keep_alive = client.lease_keep_alive(lease, ttl);
+        // Renewed at least once (every TTL / 3).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(keep_alive.state(), keel_client::LeaseState::Alive(TTL));
+        server.signal("STOP");
+        let stopped = std::time::Instant::now();
+        let lost = tokio::time::timeout(Duration::from_secs(30), keep_alive.lost()).await;
+        let after = stopped.elapsed();
+        server.signal("CONT");
+        assert!(
+            matches!(lost, Ok(Error::LeaseLost(id)) if id == lease),
+            "{lost:?} after {after:?}"
+        );
+        assert!(
+            after <= Duration::from_secs(TTL as u64 + 1),
+            "lost {after:?} after the server stopped, past TTL + 1 s"
+        );
+        eprintln!("keep-alive: lease lost {after:?} after SIGSTOP (TTL {TTL} s)");
+    });
+    server.stop();
+}

@@ -81,31 +81,42 @@ impl Client {
     }
 
     /// Keeps lease `id` alive in the background, renewing it every third
-    /// of `ttl` seconds, until the returned handle is dropped. When no
-    /// renewal has succeeded for a whole TTL (the server is unreachable),
-    /// the lease must be taken as lost, and the handle says so.
+    /// of `ttl` seconds, until the returned handle is dropped. Start it
+    /// right after the grant: the lease's first deadline is `ttl` from now.
+    ///
+    /// The lease is reported lost at its **deadline**: the send time of
+    /// the last renewal the server acknowledged, plus the TTL it answered
+    /// (the server started its timer after that send, so it expires the
+    /// lease no earlier). This holds whatever the renewal in flight is
+    /// doing: one that hangs (a partition that drops packets, a stopped
+    /// server) is abandoned at the deadline, as etcd's client closes its
+    /// keep-alive channel at the deadline.
     pub fn lease_keep_alive(&self, id: LeaseId, ttl: i64) -> KeepAlive {
         let (state_in, state) = watch::channel(LeaseState::Alive(ttl));
         let client = self.clone();
         let task = tokio::spawn(async move {
-            let mut ttl = ttl;
+            let mut deadline = Instant::now() + ttl_duration(ttl);
             let mut period = renewal_period(ttl);
-            let mut renewed = Instant::now();
             loop {
-                tokio::time::sleep(period).await;
-                match client.lease_keep_alive_once(id).await {
-                    Ok(0) => break,
-                    Ok(granted) => {
-                        ttl = granted;
-                        period = renewal_period(ttl);
-                        renewed = Instant::now();
-                        let _ = state_in.send(LeaseState::Alive(ttl));
+                let due = (Instant::now() + period).min(deadline);
+                tokio::time::sleep_until(due.into()).await;
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let sent = Instant::now();
+                let renewal = client.lease_keep_alive_once(id);
+                match tokio::time::timeout_at(deadline.into(), renewal).await {
+                    // The deadline passed with the renewal unanswered.
+                    Err(_) => break,
+                    Ok(Ok(0)) => break,
+                    Ok(Ok(granted)) => {
+                        deadline = sent + ttl_duration(granted);
+                        period = renewal_period(granted);
+                        let _ = state_in.send(LeaseState::Alive(granted));
                     }
-                    // The lease may have expired on the server by now.
-                    Err(_) if renewed.elapsed() >= ttl_duration(ttl) => break,
                     // A lost connection: try again soon, the lease may
-                    // still be alive.
-                    Err(_) => period = Duration::from_millis(200).min(renewal_period(ttl)),
+                    // still be alive (the loop ends at the deadline).
+                    Ok(Err(_)) => period = Duration::from_millis(200).min(period),
                 }
             }
             let _ = state_in.send(LeaseState::Lost);
@@ -152,7 +163,8 @@ impl KeepAlive {
     }
 
     /// Resolves, with [`Error::LeaseLost`], once the lease is found gone
-    /// or no renewal has succeeded for a whole TTL.
+    /// or its deadline passed with no renewal acknowledged (see
+    /// [`Client::lease_keep_alive`]).
     pub async fn lost(&mut self) -> Error {
         let _ = self.state.wait_for(|s| *s == LeaseState::Lost).await;
         Error::LeaseLost(self.id)

@@ -80,6 +80,13 @@ impl Server {
         self.client.to_string()
     }
 
+    /// Sends `signal` (a name such as `STOP` or `CONT`) to the server.
+    pub fn signal(&self, name: &str) {
+        if let Some(child) = &self.child {
+            signal(child.id(), name);
+        }
+    }
+
     /// SIGTERM, then waits for a clean exit (SIGKILL after 30 s).
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
