@@ -329,3 +329,202 @@ fn a_put_too_large_to_store_is_refused_and_the_node_goes_on() {
         });
     }
 }
+
+/// Raises this process's open-file limit to `want` (or the hard limit);
+/// the server, started after, inherits it.
+#[allow(unsafe_code)] // getrlimit/setrlimit: no safe wrapper in std
+fn raise_open_files(want: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain system calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// A thousand connections each announce a 2 MiB request and send all but
+/// its last byte, as fast as the server takes it, and never finish. The
+/// server reads no request body it has not reserved from its core's
+/// inbound budget (64 MiB per core), so its memory stays bounded (the
+/// budgets, plus a read's worth and what was read before a frame's length
+/// came per connection: under 256 KiB each); it closes each such
+/// connection at the frame deadline; and another client's puts keep being
+/// answered meanwhile.
+///
+/// Regression (review of net/ at 6e310c5): each connection buffered its
+/// partial frame with no deadline: 300 such connections took keel from
+/// 29 MiB to 713 MiB, held for good. Without the budget this test saw
+/// 2,400 MiB and a put wait 3.9 s; with it, 322 MiB and 0.48 s at the
+/// moment the thousand connections start sending (issue 18 asks for
+/// 100 ms: not there yet).
+#[test]
+fn a_thousand_slow_large_frames_hold_bounded_memory_and_are_cut_off() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const CONNECTIONS: usize = 1000;
+    const FRAME: usize = 2 << 20;
+    raise_open_files(4096);
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &["--frame-timeout-ms", "4000"]);
+    let baseline = server.rss_bytes();
+
+    // Another client puts every 10 ms and times each answer.
+    let done = Arc::new(AtomicBool::new(false));
+    let mut writer = connect(&server);
+    let putter = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut slowest = Duration::ZERO;
+            let began = std::time::Instant::now();
+            let mut id = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                id += 1;
+                let put = Request::Put(PutRequest {
+                    key: format!("steady/{id}").into_bytes(),
+                    value: b"v".to_vec(),
+                    ..PutRequest::default()
+                });
+                let sent = std::time::Instant::now();
+                send(&mut writer, id, &put);
+                let answer = read_response(&mut writer).expect("a put answer");
+                assert!(matches!(answer.body, ResponseBody::Put(_)), "{answer:?}");
+                if sent.elapsed() > slowest {
+                    slowest = sent.elapsed();
+                    eprintln!("put {id}: {slowest:?}, {:?} into the test", sent - began);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (id, slowest)
+        })
+    };
+
+    let mut header = Vec::from((FRAME as u32).to_le_bytes());
+    header.extend(vec![0x5a; FRAME - 1]);
+    let mut streams: Vec<(TcpStream, usize)> = (0..CONNECTIONS)
+        .map(|i| {
+            if i % 100 == 99 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // Small kernel buffers on this side, so that this process's own
+            // copying does not take the machine's CPUs from the server.
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.set_send_buffer_size(32 << 10).unwrap();
+            socket.connect(&server.client.into()).expect("connect");
+            let stream: TcpStream = socket.into();
+            stream.set_nonblocking(true).unwrap();
+            (stream, 0)
+        })
+        .collect();
+    // Feed them for 3 s, as fast as the server takes the bytes.
+    let mut most_rss = 0;
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    while std::time::Instant::now() < until {
+        for (stream, sent) in streams.iter_mut() {
+            if *sent < header.len() {
+                if let Ok(wrote) = stream.write(&header[*sent..]) {
+                    *sent += wrote;
+                }
+            }
+        }
+        most_rss = most_rss.max(server.rss_bytes());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let delivered: usize = streams.iter().map(|(_, sent)| *sent).sum();
+    // Past the frame deadline every one of them is closed.
+    let closing = std::time::Instant::now() + Duration::from_secs(10);
+    let mut open = CONNECTIONS;
+    while open > 0 && std::time::Instant::now() < closing {
+        open = 0;
+        for (stream, _) in streams.iter_mut() {
+            let mut buffer = [0u8; 4096];
+            match stream.read(&mut buffer) {
+                Ok(0) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => open += 1,
+                Err(_) => {}
+                // The refusal that says why.
+                Ok(_) => open += 1,
+            }
+        }
+        most_rss = most_rss.max(server.rss_bytes());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    done.store(true, Ordering::Relaxed);
+    let (puts, slowest) = putter.join().unwrap();
+    let grew = most_rss.saturating_sub(baseline);
+    eprintln!(
+        "{CONNECTIONS} slow 2 MiB frames ({} MiB sent): RSS {} -> at most {} MiB; {puts} puts, slowest {slowest:?}; {open} still open",
+        delivered >> 20,
+        baseline >> 20,
+        most_rss >> 20
+    );
+    assert_eq!(open, 0, "connections past the frame deadline still open");
+    // Two cores' budgets (128 MiB) and, per connection, a read chunk, the
+    // bytes read before the frame's length was known and the allocator's
+    // share (256 KiB each).
+    let bound = (128 << 20) + CONNECTIONS as u64 * (256 << 10);
+    assert!(
+        grew < bound,
+        "RSS grew by {} MiB, past {} MiB",
+        grew >> 20,
+        bound >> 20
+    );
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a put took {slowest:?} meanwhile"
+    );
+    status_works(&server);
+}
+
+/// A core serves at most `--max-connections` connections; past it, a new
+/// connection is closed at once, and those it serves go on.
+#[test]
+fn a_core_closes_connections_past_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &["--max-connections", "3"]);
+    let core0 = std::net::SocketAddr::from(([127, 0, 0, 1], server.core_ports[0]));
+    let mut served: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut stream = TcpStream::connect(core0).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .unwrap();
+            send(&mut stream, 1, &Request::Status);
+            assert!(read_response(&mut stream).is_some(), "served");
+            stream
+        })
+        .collect();
+    let mut refused = TcpStream::connect(core0).unwrap();
+    refused
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let _ = refused.write_all(&encode_frame(&encode_request(1, &Request::Status)).unwrap());
+    assert_closed(&mut refused);
+    for stream in &mut served {
+        send(stream, 2, &Request::Status);
+        assert!(read_response(stream).is_some(), "still served");
+    }
+    drop(served);
+    // Room again once they are gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut stream = TcpStream::connect(core0).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        send(&mut stream, 3, &Request::Status);
+        if read_response(&mut stream).is_some() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no room after they left"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -12,6 +12,10 @@ pub const FRAME_HEADER_LEN: usize = 4;
 /// the flatbuffer's own tables.
 pub const MAX_FRAME_LEN: usize = 2 << 20;
 
+/// A decoder's buffer grown past this (by a large frame) is let go once it
+/// is empty.
+const KEPT_CAPACITY: usize = 256 << 10;
+
 /// The largest response frame body. Answers can be much larger than
 /// requests (a range over many keys); the server refuses to build one
 /// larger than this and answers `TooLarge` instead, asking for a limit.
@@ -138,6 +142,34 @@ impl FrameDecoder {
         self.buffer.extend_from_slice(bytes);
     }
 
+    /// Makes room for the whole of the next frame, whose length has come,
+    /// at once and at its size (not by doubling as its bytes come). A
+    /// server calls it once it has budgeted the frame.
+    pub fn make_room_for_next(&mut self) {
+        if let Some(len) = self.announced().filter(|len| *len <= self.max_len) {
+            self.buffer.drain(..self.consumed);
+            self.consumed = 0;
+            let whole = FRAME_HEADER_LEN + len;
+            self.buffer
+                .reserve_exact(whole.saturating_sub(self.buffer.len()));
+        }
+    }
+
+    /// Whether the next frame is all here.
+    pub fn next_is_whole(&self) -> bool {
+        self.announced()
+            .is_some_and(|len| self.buffered() >= FRAME_HEADER_LEN + len)
+    }
+
+    /// The body length the next frame's header announces, once the header
+    /// has arrived (whether or not the body has).
+    pub fn announced(&self) -> Option<usize> {
+        let unread = self.buffer.get(self.consumed..).unwrap_or_default();
+        unread
+            .first_chunk::<FRAME_HEADER_LEN>()
+            .map(|header| u32::from_le_bytes(*header) as usize)
+    }
+
     /// Bytes buffered and not yet handed out.
     pub fn buffered(&self) -> usize {
         self.buffer.len() - self.consumed
@@ -169,6 +201,11 @@ impl FrameDecoder {
         };
         let frame = body.to_vec();
         self.consumed += FRAME_HEADER_LEN + len;
+        if self.consumed == self.buffer.len() && self.buffer.capacity() > KEPT_CAPACITY {
+            // A large frame's buffer is not kept by an idle connection.
+            self.buffer = Vec::new();
+            self.consumed = 0;
+        }
         Ok(Some(frame))
     }
 }

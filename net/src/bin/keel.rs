@@ -25,7 +25,8 @@ struct Flags {
     /// A TOML file of settings (keys as in docs/server.md: name, data_dir,
     /// client_address, core_port_base, shards, cores, pin,
     /// quota_backend_bytes, outbound_bytes, stall_timeout_ms, max_in_flight,
-    /// watch_progress_interval_ms).
+    /// watch_progress_interval_ms, inbound_bytes, frame_timeout_ms,
+    /// max_connections).
     #[arg(long)]
     config: Option<PathBuf>,
     /// This member's name.
@@ -71,6 +72,17 @@ struct Flags {
     /// asked for them [default: 600000].
     #[arg(long)]
     watch_progress_interval_ms: Option<u64>,
+    /// Bytes of requests, partly read or not yet answered, that one core's
+    /// connections may hold together [default: 64 MiB].
+    #[arg(long)]
+    inbound_bytes: Option<usize>,
+    /// Milliseconds a request frame may take to arrive once its length
+    /// came, before the connection is closed [default: 10000].
+    #[arg(long)]
+    frame_timeout_ms: Option<u64>,
+    /// Connections one core serves at once [default: 16384].
+    #[arg(long)]
+    max_connections: Option<usize>,
 }
 
 impl Flags {
@@ -88,6 +100,9 @@ impl Flags {
             stall_timeout_ms: self.stall_timeout_ms,
             max_in_flight: self.max_in_flight,
             watch_progress_interval_ms: self.watch_progress_interval_ms,
+            inbound_bytes: self.inbound_bytes,
+            frame_timeout_ms: self.frame_timeout_ms,
+            max_connections: self.max_connections,
         }
     }
 }

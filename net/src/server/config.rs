@@ -50,6 +50,15 @@ pub struct Limits {
     /// How often an idle watch that asked for progress notifications
     /// gets one (etcd's default is 10 minutes).
     pub watch_progress_interval: Duration,
+    /// Bytes of requests, read in part or whole and not yet answered, that
+    /// the connections of one core may hold together (docs/server.md,
+    /// "Inbound memory").
+    pub inbound_bytes: usize,
+    /// How long a request frame may take to arrive once its length came;
+    /// a connection that takes longer is closed.
+    pub frame_timeout: Duration,
+    /// Connections one core serves at once; it closes those past it.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -59,6 +68,9 @@ impl Default for Limits {
             stall_timeout: Duration::from_secs(10),
             max_in_flight: 4096,
             watch_progress_interval: Duration::from_secs(600),
+            inbound_bytes: 64 << 20,
+            frame_timeout: Duration::from_secs(10),
+            max_connections: 16_384,
         }
     }
 }
@@ -109,6 +121,12 @@ pub struct Overrides {
     pub max_in_flight: Option<usize>,
     /// See [`Limits::watch_progress_interval`], in milliseconds.
     pub watch_progress_interval_ms: Option<u64>,
+    /// See [`Limits::inbound_bytes`].
+    pub inbound_bytes: Option<usize>,
+    /// See [`Limits::frame_timeout`], in milliseconds.
+    pub frame_timeout_ms: Option<u64>,
+    /// See [`Limits::max_connections`].
+    pub max_connections: Option<usize>,
 }
 
 /// A config file that cannot be used.
@@ -180,20 +198,37 @@ impl Overrides {
             &mut limits.watch_progress_interval,
             self.watch_progress_interval_ms.map(Duration::from_millis),
         );
+        set(&mut limits.inbound_bytes, self.inbound_bytes);
+        set(
+            &mut limits.frame_timeout,
+            self.frame_timeout_ms.map(Duration::from_millis),
+        );
+        set(&mut limits.max_connections, self.max_connections);
         if config.quota_backend_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "quota_backend_bytes must be at least 1".to_string(),
             ));
         }
         let limits = &config.limits;
-        if limits.outbound_bytes == 0 || limits.max_in_flight == 0 {
+        if limits.outbound_bytes == 0
+            || limits.max_in_flight == 0
+            || limits.inbound_bytes == 0
+            || limits.max_connections == 0
+        {
             return Err(ConfigError::Invalid(
-                "outbound_bytes and max_in_flight must be at least 1".to_string(),
+                "outbound_bytes, max_in_flight, inbound_bytes and max_connections must be at \
+                 least 1"
+                    .to_string(),
             ));
         }
-        if limits.stall_timeout.is_zero() || limits.watch_progress_interval.is_zero() {
+        if limits.stall_timeout.is_zero()
+            || limits.watch_progress_interval.is_zero()
+            || limits.frame_timeout.is_zero()
+        {
             return Err(ConfigError::Invalid(
-                "stall_timeout_ms and watch_progress_interval_ms must be at least 1".to_string(),
+                "stall_timeout_ms, watch_progress_interval_ms and frame_timeout_ms must be at \
+                 least 1"
+                    .to_string(),
             ));
         }
         Ok(config)

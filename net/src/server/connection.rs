@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::time::Instant;
 
 use futures_lite::future::{or, pending};
 use futures_lite::{AsyncRead, AsyncReadExt, StreamExt};
@@ -19,10 +20,11 @@ use futures_util::stream::FuturesUnordered;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use keel_proto::{
     decode_request, encode_response_frame_within, DecodeError, ErrorBody, ErrorCode, FrameDecoder,
-    FrameError, Request, Response, ResponseBody, MAX_RESPONSE_FRAME_LEN,
+    FrameError, Request, Response, ResponseBody, MAX_FRAME_LEN, MAX_RESPONSE_FRAME_LEN,
 };
 
 use crate::server::core::CoreContext;
+use crate::server::inbound::Reservation;
 use crate::server::outbound::{Closed, Outbound};
 use crate::server::watch::WatchCommand;
 
@@ -121,17 +123,56 @@ where
     or(work, connection.outbound.write_to(&mut writer)).await;
 }
 
+/// A decoded request, with its bytes of the core's budget.
+type Decoded = (u64, Request, Reservation);
+
 /// Reads frames and decodes them. Returns the refusal to send before
-/// closing when the client broke the protocol, `None` when it left.
+/// closing when the client broke the protocol or sent a frame too slowly,
+/// `None` when it left.
+///
+/// Every frame's announced length is reserved from the core's budget
+/// (`inbound.rs`) before its body is read or it is decoded, and the
+/// reservation goes with the request until it is answered. A frame whose
+/// length has come must be whole within `frame_timeout`.
 async fn read_requests(
     reader: &mut (impl AsyncRead + Unpin),
     connection: &Connection,
-    decoded: LocalSender<(u64, Request)>,
+    decoded: LocalSender<Decoded>,
 ) -> Option<Response> {
+    let budget = connection.ctx.inbound.clone();
+    let frame_timeout = connection.ctx.limits.frame_timeout;
     let mut frames = FrameDecoder::new();
     let mut chunk = vec![0; READ_CHUNK];
+    // The frame under way: its reservation and its deadline.
+    let mut held: Option<Reservation> = None;
+    let mut deadline: Option<Instant> = None;
     loop {
         loop {
+            // Reserve the next frame's bytes (the frame's body may be here
+            // already: reading stops until the budget has room for it).
+            // (A length past the limit is refused below, not reserved.)
+            let announced = frames.announced().filter(|len| *len <= MAX_FRAME_LEN);
+            if let (Some(len), None, true) = (announced, held.as_ref(), frames.next_is_whole()) {
+                // Already read whole: counted, never waited for, so a
+                // client's small requests are not held up behind other
+                // clients' large frames.
+                held = Some(budget.take(len));
+            }
+            if let (Some(len), None) = (announced, held.as_ref()) {
+                let due = *deadline.get_or_insert_with(|| Instant::now() + frame_timeout);
+                let reserved = or(async { Some(budget.reserve(len).await) }, async {
+                    glommio::timer::sleep(due.saturating_duration_since(Instant::now())).await;
+                    None
+                })
+                .await;
+                match reserved {
+                    Some(reservation) => {
+                        held = Some(reservation);
+                        frames.make_room_for_next();
+                    }
+                    None => return Some(too_slow(frame_timeout)),
+                }
+            }
             let frame = match frames.next_frame() {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
@@ -144,9 +185,13 @@ async fn read_requests(
                     return Some(error_response(0, code, error.to_string()));
                 }
             };
+            deadline = None;
+            // Reserved above: its length had come.
+            let reservation = held.take()?;
             match decode_request(&frame) {
-                Ok(request) => {
-                    if decoded.send(request).await.is_err() {
+                Ok((id, request)) => {
+                    drop(frame);
+                    if decoded.send((id, request, reservation)).await.is_err() {
                         return None;
                     }
                 }
@@ -169,20 +214,52 @@ async fn read_requests(
                 }
             }
         }
-        let read = match reader.read(&mut chunk).await {
+        // A frame under way must be whole by its deadline; between frames
+        // a connection may wait as long as it likes.
+        let read = match deadline {
+            Some(due) => {
+                let timed = or(async { Some(reader.read(&mut chunk).await) }, async {
+                    glommio::timer::sleep(due.saturating_duration_since(Instant::now())).await;
+                    None
+                })
+                .await;
+                match timed {
+                    Some(read) => read,
+                    None => return Some(too_slow(frame_timeout)),
+                }
+            }
+            None => reader.read(&mut chunk).await,
+        };
+        let read = match read {
             Ok(0) | Err(_) => return None,
             Ok(read) => read,
         };
         frames.extend(chunk.get(..read).unwrap_or_default());
+        if frames.announced().is_some() && deadline.is_none() {
+            deadline = Some(Instant::now() + frame_timeout);
+        }
     }
+}
+
+/// The refusal for a frame that did not arrive in time.
+fn too_slow(frame_timeout: std::time::Duration) -> Response {
+    tracing::debug!("closing a connection whose frame did not arrive in time");
+    let message = format!(
+        "a request frame did not arrive within {} ms of its length",
+        frame_timeout.as_millis()
+    );
+    error_response(0, ErrorCode::BadRequest, message)
 }
 
 type InFlight<'a> = Pin<Box<dyn Future<Output = Result<(), Closed>> + 'a>>;
 
-/// Runs decoded requests concurrently, at most `max_in_flight` at once.
-async fn dispatch(connection: &Connection, requests: LocalReceiver<(u64, Request)>) {
+/// Runs decoded requests concurrently, at most `max_in_flight` at once;
+/// each holds its bytes of the core's budget until it is answered (a
+/// watch gives them back as it starts: it lives on, and its request is
+/// small).
+async fn dispatch(connection: &Connection, requests: LocalReceiver<Decoded>) {
     enum Step {
-        Arrived((u64, Request)),
+        Arrived(Decoded),
         Finished(Result<(), Closed>),
         ReaderGone,
     }
@@ -206,10 +283,14 @@ async fn dispatch(connection: &Connection, requests: LocalReceiver<(u64, Request
             }
         };
         match or(arrived, finished).await {
-            Step::Arrived((id, request)) => {
-                in_flight.push(Box::pin(crate::server::dispatch::handle(
-                    connection, id, request,
-                )));
+            Step::Arrived((id, request, reservation)) => {
+                let held = (!matches!(request, Request::WatchCreate(_))).then_some(reservation);
+                let handled = crate::server::dispatch::handle(connection, id, request);
+                in_flight.push(Box::pin(async move {
+                    let answered = handled.await;
+                    drop(held);
+                    answered
+                }));
             }
             Step::Finished(Ok(())) => {}
             Step::Finished(Err(Closed)) | Step::ReaderGone => return,

@@ -33,6 +33,8 @@ pub(crate) struct CoreContext {
     pub(crate) info: Arc<ServerInfo>,
     /// This core's watch groups (`watch_group.rs`).
     pub(crate) watch_groups: crate::server::watch_group::WatchGroups,
+    /// This core's budget of request bytes (`inbound.rs`).
+    pub(crate) inbound: Rc<crate::server::inbound::InboundBudget>,
 }
 
 impl CoreContext {
@@ -116,6 +118,14 @@ pub(crate) async fn serve(bound: Bound, ctx: Rc<CoreContext>) {
             }
         };
         if let Some(stream) = or(arrived, finished).await {
+            if connections.len() >= ctx.limits.max_connections {
+                tracing::warn!(
+                    core = ctx.core,
+                    max = ctx.limits.max_connections,
+                    "closing a connection past max_connections"
+                );
+                continue;
+            }
             if let Err(error) = stream.set_nodelay(true) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }

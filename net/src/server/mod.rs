@@ -13,6 +13,7 @@ mod connection;
 mod convert;
 mod core;
 mod dispatch;
+mod inbound;
 mod outbound;
 mod status;
 mod watch;
@@ -181,6 +182,7 @@ impl Server {
                             limits,
                             info,
                             watch_groups: Default::default(),
+                            inbound: inbound::InboundBudget::new(limits.inbound_bytes),
                         });
                         let stopped = async {
                             let _ = stop_out.recv_async().await;
