@@ -530,3 +530,72 @@ fn a_keep_alive_reports_the_lease_lost_by_its_deadline_when_the_server_hangs() {
     });
     server.stop();
 }
+
+/// A lock or campaign given up while it waits (a timeout drops it) takes
+/// its key out of the line, so the next contender gets its turn when the
+/// holder leaves.
+///
+/// Regression (review of net/ at 6e310c5): the key stayed under its live
+/// lease, and when its turn came it held the lock (or led) for nobody,
+/// blocking everyone after it for as long as the lease lived.
+#[test]
+fn a_lock_or_campaign_given_up_while_waiting_leaves_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 4, &[]);
+    let rt = runtime();
+    block_on(&rt, async {
+        let client = Client::connect(&[server.endpoint()]).await.unwrap();
+        let mut leases = Vec::new();
+        for _ in 0..6 {
+            leases.push(client.lease_grant(0, 60).await.unwrap().0);
+        }
+        // Lock: a holder, one that gives up, and one that comes after.
+        let holder = client.lock("{queue}/lock", leases[0]).await.unwrap();
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(300),
+            client.lock("{queue}/lock", leases[1]),
+        )
+        .await;
+        assert!(gave_up.is_err(), "it had to wait");
+        let next = {
+            let client = client.clone();
+            let lease = leases[2];
+            tokio::spawn(async move { client.lock("{queue}/lock", lease).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client.unlock(holder).await.unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), next)
+            .await
+            .expect("the next contender gets the lock once the holder leaves")
+            .unwrap()
+            .unwrap();
+        client.unlock(next).await.unwrap();
+
+        // Election: the same with candidates.
+        let leader = client
+            .campaign("{queue}/leader", leases[3], "a")
+            .await
+            .unwrap();
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(300),
+            client.campaign("{queue}/leader", leases[4], "b"),
+        )
+        .await;
+        assert!(gave_up.is_err(), "it had to wait");
+        let next = {
+            let client = client.clone();
+            let lease = leases[5];
+            tokio::spawn(async move { client.campaign("{queue}/leader", lease, "c").await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client.resign(leader).await.unwrap();
+        let next = tokio::time::timeout(Duration::from_secs(5), next)
+            .await
+            .expect("the next candidate leads once the leader resigns")
+            .unwrap()
+            .unwrap();
+        let (_, shown) = client.leader("{queue}/leader").await.unwrap();
+        assert_eq!(shown.unwrap().value, b"c");
+        client.resign(next).await.unwrap();
+    });
+}

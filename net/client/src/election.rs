@@ -10,7 +10,7 @@ use keel_proto::{
 
 use crate::client::Client;
 use crate::error::{Error, Result};
-use crate::lock::contenders;
+use crate::lock::{contenders, InLine};
 use crate::txn::{Cmp, Op, Txn};
 
 /// What a successful campaign holds.
@@ -46,7 +46,9 @@ impl Leadership {
 
 impl Client {
     /// Campaigns in election `name` with `value`, under `lease` (keep it
-    /// alive), and returns once this candidate leads.
+    /// alive), and returns once this candidate leads. A campaign that fails
+    /// or is given up (its future dropped) withdraws its candidacy, as
+    /// etcd's `Campaign` resigns.
     ///
     /// # Errors
     /// As any call; [`Error::LeaseLost`] when the lease is gone.
@@ -64,13 +66,27 @@ impl Client {
             revision: contender.revision,
             lease,
         };
-        // A candidate found from an earlier campaign keeps its place but
-        // takes the new value.
-        if !contender.created {
-            self.proclaim(&leadership, value).await?;
+        // Failed or given up, the candidacy is withdrawn (etcd's Campaign
+        // resigns), so that it never leads for nobody.
+        let in_line = InLine::new(self, &contender);
+        let waited = async {
+            // A candidate found from an earlier campaign keeps its place
+            // but takes the new value.
+            if !contender.created {
+                self.proclaim(&leadership, value).await?;
+            }
+            self.wait_for_turn(name, &contender, lease).await
+        };
+        match waited.await {
+            Ok(()) => {
+                in_line.keep();
+                Ok(leadership)
+            }
+            Err(error) => {
+                in_line.leave().await;
+                Err(error)
+            }
         }
-        self.wait_for_turn(name, &contender, lease).await?;
-        Ok(leadership)
     }
 
     /// Sets the leader's value, if `leadership` still holds.

@@ -49,6 +49,61 @@ pub(crate) struct Contender {
     pub(crate) created: bool,
 }
 
+/// A contender's key while it waits for its turn: taken out of the line
+/// if the wait fails or is given up, unless kept once the turn came.
+pub(crate) struct InLine {
+    client: Client,
+    key: Vec<u8>,
+    revision: Revision,
+    armed: bool,
+}
+
+impl InLine {
+    pub(crate) fn new(client: &Client, contender: &Contender) -> InLine {
+        InLine {
+            client: client.clone(),
+            key: contender.key.clone(),
+            revision: contender.revision,
+            armed: true,
+        }
+    }
+
+    /// Its turn came: the key stays.
+    pub(crate) fn keep(mut self) {
+        self.armed = false;
+    }
+
+    /// Takes the key out of the line now (best effort: the lease's expiry
+    /// takes it otherwise).
+    pub(crate) async fn leave(mut self) {
+        self.armed = false;
+        let _ = self
+            .client
+            .delete_if_created(&self.key, self.revision)
+            .await;
+    }
+}
+
+impl Drop for InLine {
+    /// Given up while waiting (the caller's future was dropped): the key
+    /// is taken out of the line in the background.
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let (client, key, revision) = (
+                self.client.clone(),
+                std::mem::take(&mut self.key),
+                self.revision,
+            );
+            runtime.spawn(async move {
+                let _ = client.delete_if_created(&key, revision).await;
+            });
+        }
+    }
+}
+
 /// The key a contender with `lease` puts under `prefix`.
 pub(crate) fn contender_key(prefix: &[u8], lease: LeaseId) -> Vec<u8> {
     let mut key = prefix.to_vec();
@@ -63,13 +118,36 @@ impl Client {
     ///
     /// # Errors
     /// As any call; [`Error::LeaseLost`] when the lease is gone.
+    ///
+    /// A call that fails, or is given up (its future dropped, e.g. by a
+    /// timeout), takes its key out of the line, as etcd's `Mutex.Lock`
+    /// does: left there, it would hold the lock for nobody once its turn
+    /// came, for as long as the lease lives.
     pub async fn lock(&self, name: impl AsRef<[u8]>, lease: LeaseId) -> Result<LockGuard> {
         let contender = self.enqueue(name.as_ref(), lease, b"").await?;
-        self.wait_for_turn(name.as_ref(), &contender, lease).await?;
-        Ok(LockGuard {
-            key: contender.key,
-            revision: contender.revision,
-        })
+        let in_line = InLine::new(self, &contender);
+        match self.wait_for_turn(name.as_ref(), &contender, lease).await {
+            Ok(()) => {
+                in_line.keep();
+                Ok(LockGuard {
+                    key: contender.key,
+                    revision: contender.revision,
+                })
+            }
+            Err(error) => {
+                in_line.leave().await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Deletes `key` if it is still the one created at `revision` (not a
+    /// newer key of the same name).
+    pub(crate) async fn delete_if_created(&self, key: &[u8], revision: Revision) -> Result<()> {
+        let txn = Txn::new()
+            .when([Cmp::key(key.to_vec()).create_revision(CompareResult::Equal, revision)])
+            .and_then([Op::delete(key.to_vec())]);
+        self.txn(txn.build()).await.map(|_| ())
     }
 
     /// Releases a lock.
