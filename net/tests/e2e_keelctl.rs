@@ -293,3 +293,65 @@ fn alarm_list_and_disarm_as_etcdctl() {
     assert_eq!(ok(&server, &["alarm", "list"]), "");
     assert_eq!(ok(&server, &["get", "x", "--print-value-only"]), "y\n");
 }
+
+/// etcdctl's spellings of what keelctl has (issue 18, from etcdctl's
+/// documentation): every key with `get "" --prefix` and `get "" --from-key`,
+/// upper-case `--sort-by` and `--order` values, `--command-timeout 5s`,
+/// and hex lease ids and the `c` and `m` targets in `txn` compares.
+///
+/// Regression (review of net/ at 6e310c5): each of these failed.
+#[test]
+fn etcdctl_spellings_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    ok(&server, &["put", "b", "1"]);
+    ok(&server, &["put", "a", "2"]);
+    ok(&server, &["put", "c", "3"]);
+    let all = "a\n2\nb\n1\nc\n3\n";
+    assert_eq!(ok(&server, &["get", "", "--prefix"]), all);
+    assert_eq!(ok(&server, &["get", "", "--from-key"]), all);
+    assert_eq!(
+        ok(
+            &server,
+            &[
+                "get",
+                "",
+                "--prefix",
+                "--sort-by",
+                "VALUE",
+                "--order",
+                "DESCEND"
+            ]
+        ),
+        "c\n3\na\n2\nb\n1\n"
+    );
+    assert_eq!(
+        ok(
+            &server,
+            &["get", "a", "--consistency", "S", "--command-timeout", "5s"]
+        ),
+        "a\n2\n"
+    );
+    assert_eq!(
+        ok(&server, &["--command-timeout=1500ms", "get", "a"]),
+        "a\n2\n"
+    );
+    // A lease id as etcdctl prints it (hex), in a txn compare.
+    let granted = ok(&server, &["lease", "grant", "60"]);
+    let lease = granted.split_whitespace().nth(1).unwrap().to_string();
+    ok(&server, &["put", "{t}/k", "v", "--lease", &lease]);
+    let txn = format!(
+        "lease(\"{{t}}/k\") = \"{lease}\"\nc(\"{{t}}/k\") > \"0\"\nm(\"{{t}}/k\") > \"0\"\n\nput {{t}}/k w\n\nput {{t}}/k x\n\n"
+    );
+    let output = run(&server, &["txn"], &txn);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "SUCCESS\n\nOK\n");
+    assert_eq!(ok(&server, &["get", "{t}/k", "--print-value-only"]), "w\n");
+    // Everything goes with `del "" --prefix`.
+    ok(&server, &["del", "", "--prefix"]);
+    assert_eq!(ok(&server, &["get", "", "--prefix"]), "");
+}

@@ -12,6 +12,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 pub use keel_proto::routing::prefix_end;
+
+/// The key and range end of every key starting with `prefix`. The empty
+/// prefix is every key: `("\0", "\0")`, as etcd's `WithPrefix` makes it
+/// (an empty key alone is refused).
+pub fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    if prefix.is_empty() {
+        return (vec![0], vec![0]);
+    }
+    (prefix.to_vec(), prefix_end(prefix))
+}
 use keel_proto::routing::{core_of, home_of_lease, shard_of, shard_of_range};
 use keel_proto::{
     AlarmAction, AlarmMember, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
@@ -375,10 +385,10 @@ impl Client {
         &self,
         prefix: impl Into<Vec<u8>>,
     ) -> Result<(Revision, RangeResponse)> {
-        let key = prefix.into();
+        let (key, range_end) = prefix_range(&prefix.into());
         let request = RangeRequest {
-            range_end: prefix_end(&key),
             key,
+            range_end,
             ..RangeRequest::default()
         };
         self.range(request).await

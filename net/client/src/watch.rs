@@ -56,10 +56,10 @@ impl Client {
     /// # Errors
     /// As [`Client::watch`].
     pub async fn watch_prefix(&self, prefix: impl Into<Vec<u8>>) -> Result<Watcher> {
-        let key = prefix.into();
+        let (key, range_end) = crate::client::prefix_range(&prefix.into());
         self.watch(WatchCreate {
-            range_end: crate::prefix_end(&key),
             key,
+            range_end,
             ..WatchCreate::default()
         })
         .await

@@ -28,10 +28,11 @@ pub(crate) struct Cli {
         default_value = "simple"
     )]
     pub(crate) format: Format,
-    /// Seconds to wait for a connection and each answer (not for watch,
-    /// lock, elect or keep-alive, which wait as long as they run).
-    #[arg(long, global = true, default_value_t = 5)]
-    pub(crate) command_timeout: u64,
+    /// How long to wait for a connection and each answer, as etcdctl's
+    /// (`5s`, `500ms`, `1m`; a bare number is seconds); not for watch,
+    /// lock, elect or keep-alive, which wait as long as they run.
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration)]
+    pub(crate) command_timeout: Duration,
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -182,14 +183,14 @@ pub(crate) struct GetArgs {
     /// Print only values.
     #[arg(long)]
     pub(crate) print_value_only: bool,
-    /// Sort by.
-    #[arg(long, value_enum)]
+    /// Sort by (any case, as etcdctl's `--sort-by=VALUE`).
+    #[arg(long, value_enum, ignore_case = true)]
     pub(crate) sort_by: Option<SortBy>,
-    /// Sort order.
-    #[arg(long, value_enum)]
+    /// Sort order (any case, as etcdctl's `--order=DESCEND`).
+    #[arg(long, value_enum, ignore_case = true)]
     pub(crate) order: Option<Order>,
     /// Linearizable (l) or serializable (s).
-    #[arg(long, value_enum, default_value = "l")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "l")]
     pub(crate) consistency: Consistency,
 }
 
@@ -263,6 +264,28 @@ pub(crate) enum MemberCommand {
     List,
 }
 
+/// A duration as etcdctl takes one (Go's form for the common units:
+/// `5s`, `500ms`, `1m`, `1h`, `1.5s`); a bare number is seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}: expected e.g. 5s, 500ms, 1m"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "us" | "µs" => number / 1_000_000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(format!("bad duration {text:?}: unknown unit {unit:?}")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("bad duration {text:?}: {e}"))
+}
+
 /// A lease id from its hex form (as etcdctl prints them).
 pub(crate) fn parse_lease(text: &str) -> Result<i64, String> {
     i64::from_str_radix(text.trim_start_matches("0x"), 16)
@@ -292,7 +315,7 @@ pub(crate) fn describe(error: keel_client::Error) -> String {
 
 pub(crate) async fn run(cli: Cli) -> CommandResult {
     let endpoints: Vec<&str> = cli.endpoints.split(',').map(str::trim).collect();
-    let timeout = Duration::from_secs(cli.command_timeout.max(1));
+    let timeout = cli.command_timeout.max(Duration::from_millis(1));
     let client: Client = timed(timeout, Client::connect(&endpoints)).await?;
     let format = cli.format;
     match cli.command {
@@ -346,5 +369,24 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
             crate::output::alarms(format, &alarms);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_are_read_as_etcdctl_writes_them() {
+        let read = |text: &str| parse_duration(text).unwrap();
+        assert_eq!(read("5s"), Duration::from_secs(5));
+        assert_eq!(read("5"), Duration::from_secs(5));
+        assert_eq!(read("500ms"), Duration::from_millis(500));
+        assert_eq!(read("1.5s"), Duration::from_millis(1500));
+        assert_eq!(read("2m"), Duration::from_secs(120));
+        assert_eq!(read("1h"), Duration::from_secs(3600));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-1s").is_err());
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use keel_client::proto::{
     DeleteRangeRequest, PutRequest, RangeRequest, SortOrder, SortTarget, WatchCreate,
 };
-use keel_client::{prefix_end, Client};
+use keel_client::{prefix_range, Client};
 use serde_json::json;
 
 use crate::cli::KeyRange;
@@ -17,15 +17,18 @@ use crate::cli::{
 use crate::output::{self, Format};
 
 /// The key and range end a command's arguments ask for.
+/// As etcdctl: `"" --prefix` and `"" --from-key` are every key (key and
+/// end `"\0"`).
 fn key_range(range: KeyRange) -> Result<(Vec<u8>, Vec<u8>), String> {
-    let end = match (range.range_end, range.prefix, range.from_key) {
-        (Some(end), false, false) => end.into_bytes(),
-        (None, true, false) => prefix_end(range.key.as_bytes()),
-        (None, false, true) => vec![0],
-        (None, false, false) => Vec::new(),
-        _ => return Err("give only one of a range end, --prefix and --from-key".to_string()),
-    };
-    Ok((range.key.into_bytes(), end))
+    let key = range.key.into_bytes();
+    match (range.range_end, range.prefix, range.from_key) {
+        (Some(end), false, false) => Ok((key, end.into_bytes())),
+        (None, true, false) => Ok(prefix_range(&key)),
+        (None, false, true) if key.is_empty() => Ok((vec![0], vec![0])),
+        (None, false, true) => Ok((key, vec![0])),
+        (None, false, false) => Ok((key, Vec::new())),
+        _ => Err("give only one of a range end, --prefix and --from-key".to_string()),
+    }
 }
 
 pub(crate) async fn put(

@@ -85,13 +85,12 @@ pub(crate) fn parse_compare(line: &str) -> Result<Compare, String> {
     };
     let target = match target {
         "value" | "val" => CompareTarget::Value(operand.as_bytes().to_vec()),
-        "mod" => CompareTarget::Mod(number("revision")?),
-        "create" | "crt" => CompareTarget::Create(number("revision")?),
+        "mod" | "m" => CompareTarget::Mod(number("revision")?),
+        "create" | "crt" | "c" => CompareTarget::Create(number("revision")?),
         "version" | "ver" => CompareTarget::Version(number("version")?),
+        // Hex, as etcdctl parses it and as lease ids are printed.
         "lease" => CompareTarget::Lease(
-            operand
-                .parse::<i64>()
-                .map_err(|e| format!("bad lease {operand:?} in {line:?}: {e}"))?,
+            crate::cli::parse_lease(operand).map_err(|e| format!("{e} in {line:?}"))?,
         ),
         _ => return Err(bad()),
     };
