@@ -599,3 +599,80 @@ fn a_lock_or_campaign_given_up_while_waiting_leaves_the_line() {
         client.resign(next).await.unwrap();
     });
 }
+
+/// Forwards connections to `127.0.0.2:port` (the port returned) to
+/// `target`, as a load balancer in front of the client port would.
+fn forward(target: std::net::SocketAddr) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for inbound in listener.incoming() {
+            let Ok(inbound) = inbound else { return };
+            let Ok(outbound) = std::net::TcpStream::connect(target) else {
+                continue;
+            };
+            let (mut in_read, mut out_write) =
+                (inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
+            let (mut out_read, mut in_write) = (outbound, inbound);
+            std::thread::spawn(move || std::io::copy(&mut in_read, &mut out_write));
+            std::thread::spawn(move || std::io::copy(&mut out_read, &mut in_write));
+        }
+    });
+    port
+}
+
+/// A listener on `127.0.0.2:port` whose queue is full: a connection to it
+/// gets no answer at all, as behind a firewall that drops packets.
+fn black_hole(port: u16) -> (socket2::Socket, Vec<std::net::TcpStream>) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let address: std::net::SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+    socket.bind(&address.into()).unwrap();
+    socket.listen(0).unwrap();
+    let mut queued = Vec::new();
+    while let Ok(stream) =
+        std::net::TcpStream::connect_timeout(&address, Duration::from_millis(200))
+    {
+        queued.push(stream);
+        assert!(queued.len() < 16, "the queue never filled");
+    }
+    (socket, queued)
+}
+
+/// The client reaches the server through the client port only; the cores'
+/// own ports drop every connection (a Kubernetes Service, a firewall).
+/// Each call then completes within one connect timeout, and the client
+/// remembers the failure instead of dialling again on every call.
+///
+/// Regression (review of net/ at 6e310c5): a connect had no timeout (the
+/// kernel gives up on a SYN after about 127 s) and its failure was not
+/// remembered, so every single-shard call waited that long again.
+#[test]
+fn unreachable_core_ports_cost_one_connect_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    let front = forward(server.client);
+    let _holes: Vec<_> = server.core_ports.iter().map(|p| black_hole(*p)).collect();
+    let rt = runtime();
+    block_on(&rt, async {
+        let options = keel_client::ClientOptions {
+            connect_timeout: Duration::from_millis(300),
+            core_retry: Duration::from_secs(60),
+            ..keel_client::ClientOptions::default()
+        };
+        let client = Client::connect_with(&[format!("127.0.0.2:{front}")], options)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut slowest = Duration::ZERO;
+        for i in 0..20 {
+            let call = std::time::Instant::now();
+            client.put(format!("through/{i}"), "v").await.unwrap();
+            slowest = slowest.max(call.elapsed());
+        }
+        let total = started.elapsed();
+        eprintln!("20 puts with the core ports dropped: {total:?}, slowest {slowest:?}");
+        assert!(slowest < Duration::from_secs(1), "a put took {slowest:?}");
+        // One connect timeout per core at most, not one per call.
+        assert!(total < Duration::from_millis(2 * 300 + 700), "{total:?}");
+    });
+}

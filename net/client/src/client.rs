@@ -10,6 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub use keel_proto::routing::prefix_end;
 
@@ -41,8 +42,47 @@ struct ShardMap {
     cores: Vec<String>,
 }
 
+/// How a [`Client`] connects ([`Client::connect_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientOptions {
+    /// How long a connection may take to open (etcd's dial timeout).
+    pub connect_timeout: Duration,
+    /// Idle time before the kernel probes a connection, and the time
+    /// between probes: a peer gone silent is found out in about
+    /// `keepalive_time + 9 * keepalive_interval`.
+    pub keepalive_time: Duration,
+    /// See `keepalive_time`.
+    pub keepalive_interval: Duration,
+    /// After a core's port could not be reached, calls go through the
+    /// client port for this long before the core's port is tried again
+    /// (doubling, up to 64 times this, while it keeps failing).
+    pub core_retry: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> ClientOptions {
+        ClientOptions {
+            connect_timeout: Duration::from_secs(2),
+            keepalive_time: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(5),
+            core_retry: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A core's port that could not be reached: not before `retry_at`, and
+/// how long to wait after the next failure.
+#[derive(Debug, Clone, Copy)]
+struct Unreachable {
+    retry_at: Instant,
+    backoff: Duration,
+}
+
 struct Inner {
     endpoints: Vec<String>,
+    options: ClientOptions,
+    /// Cores whose port could not be reached lately, by core.
+    unreachable: Mutex<Vec<Option<Unreachable>>>,
     map: Mutex<ShardMap>,
     /// The connection to the client port, with the endpoint it reached.
     main: AsyncMutex<Option<(Connection, String)>>,
@@ -81,6 +121,17 @@ impl Client {
     /// # Errors
     /// [`Error::Connect`] when none answers.
     pub async fn connect<S: AsRef<str>>(endpoints: &[S]) -> Result<Client> {
+        Client::connect_with(endpoints, ClientOptions::default()).await
+    }
+
+    /// [`Client::connect`] with `options`.
+    ///
+    /// # Errors
+    /// [`Error::Connect`] when none answers.
+    pub async fn connect_with<S: AsRef<str>>(
+        endpoints: &[S],
+        options: ClientOptions,
+    ) -> Result<Client> {
         let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_string()).collect();
         if endpoints.is_empty() {
             return Err(Error::InvalidRequest("no endpoints given".to_string()));
@@ -88,6 +139,8 @@ impl Client {
         let client = Client {
             inner: Arc::new(Inner {
                 endpoints,
+                options,
+                unreachable: Mutex::new(Vec::new()),
                 map: Mutex::new(ShardMap {
                     shards: 1,
                     cores: Vec::new(),
@@ -164,7 +217,7 @@ impl Client {
         }
         let mut last_error = String::new();
         for endpoint in &self.inner.endpoints {
-            match Connection::open(endpoint).await {
+            match Connection::open(endpoint, &self.inner.options).await {
                 Ok(connection) => {
                     *main = Some((connection.clone(), endpoint.clone()));
                     return Ok(connection);
@@ -193,6 +246,9 @@ impl Client {
         if let Some(connection) = self.open_direct(core) {
             return Ok(connection);
         }
+        if self.core_unreachable(core) {
+            return self.main_connection().await;
+        }
         let opening = self.inner.opening.lock().await;
         // Another call may have opened it while this one waited.
         if let Some(connection) = self.open_direct(core) {
@@ -213,8 +269,9 @@ impl Client {
             drop(opening);
             return self.main_connection().await;
         };
-        match Connection::open(&address).await {
+        match Connection::open(&address, &self.inner.options).await {
             Ok(connection) => {
+                self.core_reached(core);
                 let mut direct = self.inner.direct.lock().map_err(|_| Error::Disconnected)?;
                 if direct.len() <= core {
                     direct.resize(core + 1, None);
@@ -227,9 +284,50 @@ impl Client {
             // The core's port is unreachable (a firewall, a proxy): the
             // client port serves every shard too, one hop further. Other
             // cores' connections need not wait for that.
+            // It is remembered, so that the next calls do not wait for it
+            // again.
             Err(_) => {
+                self.core_failed(core);
                 drop(opening);
                 self.main_connection().await
+            }
+        }
+    }
+
+    /// Whether `core`'s port failed lately and is not to be tried yet.
+    fn core_unreachable(&self, core: usize) -> bool {
+        let now = Instant::now();
+        self.inner.unreachable.lock().is_ok_and(|unreachable| {
+            unreachable
+                .get(core)
+                .copied()
+                .flatten()
+                .is_some_and(|u| now < u.retry_at)
+        })
+    }
+
+    fn core_failed(&self, core: usize) {
+        let options = &self.inner.options;
+        if let Ok(mut unreachable) = self.inner.unreachable.lock() {
+            if unreachable.len() <= core {
+                unreachable.resize(core + 1, None);
+            }
+            if let Some(slot) = unreachable.get_mut(core) {
+                let backoff = slot.map_or(options.core_retry, |u| {
+                    (u.backoff * 2).min(options.core_retry * 64)
+                });
+                *slot = Some(Unreachable {
+                    retry_at: Instant::now() + backoff,
+                    backoff,
+                });
+            }
+        }
+    }
+
+    fn core_reached(&self, core: usize) {
+        if let Ok(mut unreachable) = self.inner.unreachable.lock() {
+            if let Some(slot) = unreachable.get_mut(core) {
+                *slot = None;
             }
         }
     }

@@ -16,6 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::client::ClientOptions;
 use crate::error::{Error, Result};
 
 /// Where the answer to a request goes.
@@ -104,9 +105,28 @@ impl Drop for Subscription {
 impl Connection {
     /// Connects to `address` and starts its reader and writer tasks on the
     /// current tokio runtime.
-    pub(crate) async fn open(address: &str) -> std::io::Result<Connection> {
-        let stream = TcpStream::connect(address).await?;
+    pub(crate) async fn open(
+        address: &str,
+        options: &ClientOptions,
+    ) -> std::io::Result<Connection> {
+        let stream = tokio::time::timeout(options.connect_timeout, TcpStream::connect(address))
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no connection to {address} within {} ms",
+                        options.connect_timeout.as_millis()
+                    ),
+                )
+            })??;
         stream.set_nodelay(true)?;
+        // A peer that vanishes without a word (a partition, a dead
+        // machine) is found out by the kernel's probes.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(options.keepalive_time)
+            .with_interval(options.keepalive_interval);
+        socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
         let (mut reader, mut writer) = stream.into_split();
         let (frames, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
         let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));

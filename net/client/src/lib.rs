@@ -30,7 +30,7 @@ mod lock;
 mod txn;
 mod watch;
 
-pub use client::{prefix_end, prefix_range, Client};
+pub use client::{prefix_end, prefix_range, Client, ClientOptions};
 pub use election::{Leadership, Observer};
 pub use error::{Error, Result};
 pub use lease::{KeepAlive, LeaseState};
