@@ -25,8 +25,8 @@ struct Flags {
     /// A TOML file of settings (keys as in docs/server.md: name, data_dir,
     /// client_address, core_port_base, shards, cores, pin,
     /// quota_backend_bytes, outbound_bytes, stall_timeout_ms, max_in_flight,
-    /// watch_progress_interval_ms, inbound_bytes, frame_timeout_ms,
-    /// max_connections).
+    /// max_watches, watch_progress_interval_ms, inbound_bytes,
+    /// frame_timeout_ms, max_connections).
     #[arg(long)]
     config: Option<PathBuf>,
     /// This member's name.
@@ -65,9 +65,12 @@ struct Flags {
     /// closed as a client that stopped reading [default: 10000].
     #[arg(long)]
     stall_timeout_ms: Option<u64>,
-    /// Requests in flight per connection [default: 4096].
+    /// Requests in flight per connection, watches apart [default: 4096].
     #[arg(long)]
     max_in_flight: Option<usize>,
+    /// Watches open per connection [default: 100000].
+    #[arg(long)]
+    max_watches: Option<usize>,
     /// Milliseconds between progress notifications of an idle watch that
     /// asked for them [default: 600000].
     #[arg(long)]
@@ -99,6 +102,7 @@ impl Flags {
             outbound_bytes: self.outbound_bytes,
             stall_timeout_ms: self.stall_timeout_ms,
             max_in_flight: self.max_in_flight,
+            max_watches: self.max_watches,
             watch_progress_interval_ms: self.watch_progress_interval_ms,
             inbound_bytes: self.inbound_bytes,
             frame_timeout_ms: self.frame_timeout_ms,

@@ -44,9 +44,12 @@ pub struct Limits {
     /// How long a response may wait for room in a full queue before the
     /// connection is closed as a client that stopped reading.
     pub stall_timeout: Duration,
-    /// Requests (watches included) one connection may have in flight;
-    /// past it the server stops reading that connection.
+    /// Requests (watches apart) one connection may have in flight; past it
+    /// the server stops reading that connection.
     pub max_in_flight: usize,
+    /// Watches one connection may have open; past it a new one is refused
+    /// (the connection's other requests go on).
+    pub max_watches: usize,
     /// How often an idle watch that asked for progress notifications
     /// gets one (etcd's default is 10 minutes).
     pub watch_progress_interval: Duration,
@@ -67,6 +70,7 @@ impl Default for Limits {
             outbound_bytes: 8 << 20,
             stall_timeout: Duration::from_secs(10),
             max_in_flight: 4096,
+            max_watches: 100_000,
             watch_progress_interval: Duration::from_secs(600),
             inbound_bytes: 64 << 20,
             frame_timeout: Duration::from_secs(10),
@@ -119,6 +123,8 @@ pub struct Overrides {
     pub stall_timeout_ms: Option<u64>,
     /// See [`Limits::max_in_flight`].
     pub max_in_flight: Option<usize>,
+    /// See [`Limits::max_watches`].
+    pub max_watches: Option<usize>,
     /// See [`Limits::watch_progress_interval`], in milliseconds.
     pub watch_progress_interval_ms: Option<u64>,
     /// See [`Limits::inbound_bytes`].
@@ -194,6 +200,7 @@ impl Overrides {
             self.stall_timeout_ms.map(Duration::from_millis),
         );
         set(&mut limits.max_in_flight, self.max_in_flight);
+        set(&mut limits.max_watches, self.max_watches);
         set(
             &mut limits.watch_progress_interval,
             self.watch_progress_interval_ms.map(Duration::from_millis),
@@ -214,10 +221,11 @@ impl Overrides {
             || limits.max_in_flight == 0
             || limits.inbound_bytes == 0
             || limits.max_connections == 0
+            || limits.max_watches == 0
         {
             return Err(ConfigError::Invalid(
-                "outbound_bytes, max_in_flight, inbound_bytes and max_connections must be at \
-                 least 1"
+                "outbound_bytes, max_in_flight, max_watches, inbound_bytes and max_connections \
+                 must be at least 1"
                     .to_string(),
             ));
         }

@@ -7,7 +7,7 @@
 //! future (no detached tasks), so dropping it, when the client goes or
 //! the server stops, ends all its requests and watches at once.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -253,20 +253,24 @@ fn too_slow(frame_timeout: std::time::Duration) -> Response {
 
 type InFlight<'a> = Pin<Box<dyn Future<Output = Result<(), Closed>> + 'a>>;
 
-/// Runs decoded requests concurrently, at most `max_in_flight` at once;
-/// each holds its bytes of the core's budget until it is answered (a
-/// watch gives them back as it starts: it lives on, and its request is
-/// small).
+/// Runs decoded requests concurrently, at most `max_in_flight` at once
+/// (watches apart: they live on, and count against `max_watches`, so
+/// that however many a connection holds, its other requests, cancels
+/// included, are still read); each holds its bytes of the core's budget
+/// until it is answered (a watch gives them back as it starts: its
+/// request is small).
 async fn dispatch(connection: &Connection, requests: LocalReceiver<Decoded>) {
     enum Step {
         Arrived(Decoded),
         Finished(Result<(), Closed>),
         ReaderGone,
     }
-    let max_in_flight = connection.ctx.limits.max_in_flight;
+    let limits = connection.ctx.limits;
     let mut in_flight: FuturesUnordered<InFlight<'_>> = FuturesUnordered::new();
+    // Requests in flight that are not watches.
+    let requests_in_flight = Rc::new(Cell::new(0usize));
     loop {
-        let room = in_flight.len() < max_in_flight;
+        let room = requests_in_flight.get() < limits.max_in_flight;
         let arrived = async {
             if !room {
                 return pending().await;
@@ -284,11 +288,29 @@ async fn dispatch(connection: &Connection, requests: LocalReceiver<Decoded>) {
         };
         match or(arrived, finished).await {
             Step::Arrived((id, request, reservation)) => {
-                let held = (!matches!(request, Request::WatchCreate(_))).then_some(reservation);
+                let watch = matches!(request, Request::WatchCreate(_));
+                if watch && connection.watches.borrow().len() >= limits.max_watches {
+                    let message = format!(
+                        "this connection has {} watches, the most it may (max_watches); \
+                         cancel some or open another connection",
+                        limits.max_watches
+                    );
+                    let refused = connection.respond_error(id, ErrorCode::BadRequest, message);
+                    in_flight.push(Box::pin(refused));
+                    continue;
+                }
+                let held = (!watch).then_some(reservation);
+                let counted = (!watch).then(|| {
+                    requests_in_flight.set(requests_in_flight.get() + 1);
+                    requests_in_flight.clone()
+                });
                 let handled = crate::server::dispatch::handle(connection, id, request);
                 in_flight.push(Box::pin(async move {
                     let answered = handled.await;
                     drop(held);
+                    if let Some(count) = counted {
+                        count.set(count.get().saturating_sub(1));
+                    }
                     answered
                 }));
             }
