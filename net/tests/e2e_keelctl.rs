@@ -355,3 +355,73 @@ fn etcdctl_spellings_work() {
     ok(&server, &["del", "", "--prefix"]);
     assert_eq!(ok(&server, &["get", "", "--prefix"]), "");
 }
+
+/// `keelctl lock NAME COMMAND` tells the command what it holds
+/// (KEEL_LOCK_KEY, KEEL_LOCK_REV, as etcdctl's ETCD_LOCK_*); a `lock`
+/// interrupted while it waits leaves the line, so the next one gets the
+/// lock as soon as the holder lets go.
+///
+/// Regression (review of net/ at 6e310c5): no variables were set, and an
+/// interrupted waiter died with its lease alive for its TTL (60 s), its key
+/// in line, holding up everyone after it.
+#[test]
+fn lock_sets_its_variables_and_an_interrupted_waiter_leaves_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    let output = ok(
+        &server,
+        &[
+            "lock",
+            "jobs",
+            "sh",
+            "-c",
+            "echo \"$KEEL_LOCK_KEY $KEEL_LOCK_REV\"",
+        ],
+    );
+    let mut lines = output.lines();
+    let key = lines.next().unwrap();
+    assert!(key.starts_with("jobs/"), "{output}");
+    let told = lines.next().unwrap();
+    let (told_key, told_rev) = told.split_once(' ').unwrap();
+    assert_eq!(told_key, key);
+    assert!(told_rev.parse::<u64>().unwrap() > 0, "{told}");
+
+    let spawn = |args: &[&str]| {
+        Command::new(keelctl())
+            .args(["--endpoints", &server.endpoint()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let interrupt = |child: &std::process::Child| {
+        let _ = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status();
+    };
+    let holder = spawn(&["lock", "jobs"]);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let waiter = spawn(&["lock", "jobs"]);
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    interrupt(&waiter);
+    let waited = waiter.wait_with_output().unwrap();
+    assert!(
+        !waited.status.success(),
+        "an interrupted waiter does not get the lock"
+    );
+    interrupt(&holder);
+    assert!(holder.wait_with_output().unwrap().status.success());
+    // The next one gets it at once (not after the waiter's lease expired).
+    let started = std::time::Instant::now();
+    let next = ok(
+        &server,
+        &["--command-timeout", "10s", "lock", "jobs", "true"],
+    );
+    assert!(next.starts_with("jobs/"), "{next}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the next lock waited {:?}",
+        started.elapsed()
+    );
+}

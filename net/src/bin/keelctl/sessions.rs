@@ -109,22 +109,51 @@ pub(crate) async fn lock(
 ) -> CommandResult {
     let mut keep_alive = session(client, timeout, ttl).await?;
     let lease = keep_alive.id();
-    let guard = client.lock(name, lease).await.map_err(describe)?;
+    // Interrupted while waiting, the session's lease is revoked, which
+    // takes this contender's key out of the line (as etcdctl cleans up).
+    let waited = tokio::select! {
+        guard = client.lock(name, lease) => guard.map_err(describe),
+        () = interrupted() => Err("interrupted while waiting for the lock".to_string()),
+        lost = keep_alive.lost() => Err(describe(lost)),
+    };
+    let guard = match waited {
+        Ok(guard) => guard,
+        Err(error) => {
+            drop(keep_alive);
+            let _ = timed(timeout, client.lease_revoke(lease)).await;
+            return Err(error);
+        }
+    };
     println!("{}", output::text(guard.key()));
     let holding = match command.split_first() {
         Some((program, arguments)) => {
-            match tokio::process::Command::new(program)
+            // The command learns what it holds (etcdctl's ETCD_LOCK_KEY
+            // and ETCD_LOCK_REV, under keel's names), and is stopped if
+            // the lease is lost while it runs.
+            let child = tokio::process::Command::new(program)
                 .args(arguments)
-                .status()
-                .await
-            {
-                Ok(status) if status.success() => Ok(()),
-                Ok(status) => Err(format!("{program} exited with {:?}", status.code())),
+                .env(
+                    "KEEL_LOCK_KEY",
+                    String::from_utf8_lossy(guard.key()).as_ref(),
+                )
+                .env("KEEL_LOCK_REV", guard.revision().to_string())
+                .kill_on_drop(true)
+                .spawn();
+            match child {
                 Err(e) => Err(format!("cannot run {program}: {e}")),
+                Ok(mut child) => tokio::select! {
+                    status = child.wait() => match status {
+                        Ok(status) if status.success() => Ok(()),
+                        Ok(status) => Err(format!("{program} exited with {:?}", status.code())),
+                        Err(e) => Err(format!("waiting for {program}: {e}")),
+                    },
+                    lost = keep_alive.lost() => Err(format!("{}; {program} was stopped", describe(lost))),
+                    () = interrupted() => Err(format!("interrupted; {program} was stopped")),
+                },
             }
         }
         None => tokio::select! {
-            _ = tokio::signal::ctrl_c() => Ok(()),
+            () = interrupted() => Ok(()),
             lost = keep_alive.lost() => Err(describe(lost)),
         },
     };
@@ -157,17 +186,43 @@ pub(crate) async fn elect(
     let proposal = proposal.ok_or("a proposal is needed to campaign (or use --listen)")?;
     let mut keep_alive = session(client, timeout, ttl).await?;
     let lease = keep_alive.id();
-    let leadership = client
-        .campaign(name, lease, &proposal)
-        .await
-        .map_err(describe)?;
+    // Interrupted while campaigning, the candidacy goes with the lease.
+    let campaigned = tokio::select! {
+        leadership = client.campaign(name, lease, &proposal) => leadership.map_err(describe),
+        () = interrupted() => Err("interrupted while campaigning".to_string()),
+        lost = keep_alive.lost() => Err(describe(lost)),
+    };
+    let leadership = match campaigned {
+        Ok(leadership) => leadership,
+        Err(error) => {
+            drop(keep_alive);
+            let _ = timed(timeout, client.lease_revoke(lease)).await;
+            return Err(error);
+        }
+    };
     println!("{}", output::text(leadership.key()));
     println!("{proposal}");
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        () = interrupted() => {}
         lost = keep_alive.lost() => return Err(describe(lost)),
     }
     timed(timeout, client.resign(leadership)).await?;
     let _ = client.lease_revoke(lease).await;
     Ok(())
+}
+
+/// Resolves at SIGINT (Ctrl-C) or SIGTERM.
+async fn interrupted() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
