@@ -594,3 +594,57 @@ fn many_watches_do_not_wedge_their_connection() {
     let answer = read_response(&mut stream).unwrap();
     assert!(matches!(answer.body, ResponseBody::Put(_)), "{answer:?}");
 }
+
+/// A client that asks for one large answer and never reads it is cut off
+/// after the stall timeout, though no producer is left waiting for room.
+///
+/// Regression (review of net/ at 6e310c5): the stall timer ran only while
+/// a producer waited; the writer waited on the socket with no deadline, so
+/// such a client pinned its answer (and its connection) for good.
+#[test]
+fn a_client_that_never_reads_one_large_answer_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &["--stall-timeout-ms", "500"]);
+    let mut writer = connect(&server);
+    for i in 0..6u64 {
+        let put = Request::Put(PutRequest {
+            key: format!("{{big}}/{i}").into_bytes(),
+            value: vec![b'v'; 1 << 20],
+            ..PutRequest::default()
+        });
+        send(&mut writer, i, &put);
+        let answer = read_response(&mut writer).unwrap();
+        assert!(matches!(answer.body, ResponseBody::Put(_)), "{answer:?}");
+    }
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(16 << 10).unwrap();
+    socket.connect(&server.client.into()).unwrap();
+    let mut stalled: TcpStream = socket.into();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let range = Request::Range(keel_proto::RangeRequest {
+        key: b"{big}/".to_vec(),
+        range_end: b"{big}0".to_vec(),
+        ..keel_proto::RangeRequest::default()
+    });
+    send(&mut stalled, 1, &range);
+    std::thread::sleep(Duration::from_secs(2));
+    // Cut off: what the kernels buffered, then the close, well short of
+    // the 6 MiB answer.
+    let mut drained = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        match stalled.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => drained += read,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("the server must close the connection (read {drained} bytes): {e}"),
+        }
+    }
+    assert!(
+        drained < 6 << 20,
+        "{drained} bytes reached a client that stopped reading"
+    );
+    status_works(&server);
+}

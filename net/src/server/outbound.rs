@@ -174,9 +174,31 @@ impl Outbound {
                 }
                 std::mem::swap(&mut batch, &mut *self.queued.borrow_mut());
                 self.writing.set(batch.len());
-                if let Err(error) = socket.write_all(&batch).await {
-                    tracing::debug!(%error, "writing to a client failed");
-                    return;
+                // Every write must make progress within the stall timeout:
+                // a client that stops reading is cut off even when no
+                // producer waits (one large answer, sent and never read).
+                let mut written = 0;
+                while written < batch.len() {
+                    let rest = batch.get(written..).unwrap_or_default();
+                    let wrote = or(async { Some(socket.write(rest).await) }, async {
+                        glommio::timer::sleep(self.stall_timeout).await;
+                        None
+                    })
+                    .await;
+                    match wrote {
+                        Some(Ok(0)) | Some(Err(_)) => return,
+                        Some(Ok(n)) => {
+                            written += n;
+                            self.writing.set(batch.len() - written);
+                        }
+                        None => {
+                            tracing::warn!(
+                                unwritten = batch.len() - written,
+                                "closing a connection whose client stopped reading its responses"
+                            );
+                            return;
+                        }
+                    }
                 }
                 if socket.flush().await.is_err() {
                     return;
