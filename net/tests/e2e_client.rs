@@ -676,3 +676,55 @@ fn unreachable_core_ports_cost_one_connect_timeout() {
         assert!(total < Duration::from_millis(2 * 300 + 700), "{total:?}");
     });
 }
+
+/// A watcher the application does not read holds a bounded buffer: past
+/// it the watch resumes from history when read, and every event still
+/// comes, in order, once.
+///
+/// Regression (review of net/ at 6e310c5): every watch's channel in the
+/// client was unbounded, and the reader took everything the server sent,
+/// so the server's flow control never engaged and memory grew without end.
+#[test]
+fn an_unread_watcher_holds_a_bounded_buffer_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    let rt = runtime();
+    block_on(&rt, async {
+        let client = Client::connect(&[server.endpoint()]).await.unwrap();
+        let mut watcher = client.watch_prefix("flood/").await.unwrap();
+        const PUTS: usize = 2000;
+        let value = vec![b'x'; 16 << 10];
+        let mut puts = tokio::task::JoinSet::new();
+        for i in 0..PUTS {
+            let client = client.clone();
+            let value = value.clone();
+            puts.spawn(async move { client.put(format!("flood/{i:05}"), value).await });
+            if puts.len() >= 32 {
+                puts.join_next().await.unwrap().unwrap().unwrap();
+            }
+        }
+        while let Some(done) = puts.join_next().await {
+            done.unwrap().unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let held = watcher.buffered_bytes();
+        assert!(
+            held <= 10 << 20,
+            "{held} bytes wait for a watcher nobody reads (32 MiB were written)"
+        );
+        let mut seen = std::collections::BTreeSet::new();
+        let mut last = 0;
+        while seen.len() < PUTS {
+            let batch = watcher.next().await.unwrap();
+            for event in batch.events {
+                assert!(event.kv.mod_revision > last, "in order");
+                last = event.kv.mod_revision;
+                assert!(seen.insert(event.kv.key), "once");
+            }
+        }
+        eprintln!(
+            "unread watcher: {held} bytes held; {} reconnects",
+            watcher.reconnects()
+        );
+    });
+}

@@ -5,7 +5,7 @@
 //! theirs, so that under load one send carries many requests.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keel_proto::{
@@ -22,7 +22,56 @@ use crate::error::{Error, Result};
 /// Where the answer to a request goes.
 enum Waiter {
     Once(oneshot::Sender<Result<Response>>),
-    Stream(mpsc::UnboundedSender<Result<Streamed>>),
+    /// A stream's channel, and the bytes waiting in it.
+    Stream(mpsc::UnboundedSender<Result<Streamed>>, Arc<AtomicUsize>),
+}
+
+/// Bytes of messages one stream (a watch) may have waiting for its reader.
+/// Past it the stream is told it fell behind ([`Error::WatchLagged`]) and
+/// gets nothing more: a watcher resumes from history (`watch.rs`), so
+/// memory stays bounded whether or not the application reads, and nothing
+/// is lost.
+pub(crate) const STREAM_BUFFER_BYTES: usize = 8 << 20;
+
+/// About what a stream message holds in memory.
+fn stream_bytes(response: &Response) -> usize {
+    match &response.body {
+        ResponseBody::Watch(watch) => {
+            64 + watch
+                .events
+                .iter()
+                .map(|e| {
+                    64 + e.kv.key.len()
+                        + e.kv.value.len()
+                        + e.prev_kv
+                            .as_ref()
+                            .map_or(0, |p| p.key.len() + p.value.len())
+                })
+                .sum::<usize>()
+        }
+        _ => 64,
+    }
+}
+
+/// Hands `message` to a stream unless that would put it past its buffer
+/// (a message always fits an empty one); answers whether the stream
+/// goes on.
+fn send_stream(
+    sender: &mpsc::UnboundedSender<Result<Streamed>>,
+    buffered: &AtomicUsize,
+    message: Streamed,
+) -> bool {
+    let size = match &message {
+        Streamed::Own(response) => stream_bytes(response),
+        Streamed::Shared(response) => stream_bytes(response),
+    };
+    let before = buffered.fetch_add(size, Ordering::AcqRel);
+    if before > 0 && before + size > STREAM_BUFFER_BYTES {
+        buffered.fetch_sub(size, Ordering::AcqRel);
+        let _ = sender.send(Err(Error::WatchLagged));
+        return false;
+    }
+    sender.send(Ok(message)).is_ok()
 }
 
 /// A stream's message as the reader hands it over.
@@ -61,6 +110,8 @@ pub(crate) struct Subscription {
     connection: Connection,
     id: u64,
     receiver: mpsc::UnboundedReceiver<Result<Streamed>>,
+    /// Bytes waiting in `receiver`.
+    buffered: Arc<AtomicUsize>,
 }
 
 impl Subscription {
@@ -74,6 +125,11 @@ impl Subscription {
         &self.connection
     }
 
+    /// Bytes of messages waiting to be taken.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.buffered.load(Ordering::Acquire)
+    }
+
     /// The next response; [`Error::Disconnected`] once the connection is
     /// gone.
     pub(crate) async fn next(&mut self) -> Result<Response> {
@@ -82,6 +138,15 @@ impl Subscription {
             .recv()
             .await
             .unwrap_or(Err(Error::Disconnected))?;
+        let size = match &streamed {
+            Streamed::Own(response) => stream_bytes(response),
+            Streamed::Shared(response) => stream_bytes(response),
+        };
+        let _ = self
+            .buffered
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(size))
+            });
         Ok(match streamed {
             Streamed::Own(response) => response,
             Streamed::Shared(shared) => {
@@ -180,7 +245,7 @@ impl Connection {
             for waiter in gone.into_iter().flat_map(HashMap::into_values) {
                 match waiter {
                     Waiter::Once(sender) => drop(sender.send(Err(Error::Disconnected))),
-                    Waiter::Stream(sender) => drop(sender.send(Err(Error::Disconnected))),
+                    Waiter::Stream(sender, _) => drop(sender.send(Err(Error::Disconnected))),
                 }
             }
         });
@@ -221,11 +286,13 @@ impl Connection {
     /// returned subscription until it is dropped.
     pub(crate) fn stream(&self, id: u64, request: &Request) -> Result<Subscription> {
         let (sender, receiver) = mpsc::unbounded_channel();
-        self.send(id, request, Waiter::Stream(sender))?;
+        let buffered = Arc::new(AtomicUsize::new(0));
+        self.send(id, request, Waiter::Stream(sender, buffered.clone()))?;
         Ok(Subscription {
             connection: self.clone(),
             id,
             receiver,
+            buffered,
         })
     }
 
@@ -258,8 +325,8 @@ fn deliver(waiters: &Waiters, mut response: Response) {
     let first = response.id;
     let shared = Arc::new(response);
     for id in std::iter::once(first).chain(also) {
-        if let Some(Waiter::Stream(sender)) = waiters.get(&id) {
-            if sender.send(Ok(Streamed::Shared(shared.clone()))).is_err() {
+        if let Some(Waiter::Stream(sender, buffered)) = waiters.get(&id) {
+            if !send_stream(sender, buffered, Streamed::Shared(shared.clone())) {
                 waiters.remove(&id);
             }
         }
@@ -269,7 +336,9 @@ fn deliver(waiters: &Waiters, mut response: Response) {
 fn deliver_one(waiters: &mut HashMap<u64, Waiter>, response: Response) {
     let id = response.id;
     let delivered = match waiters.get(&id) {
-        Some(Waiter::Stream(sender)) => sender.send(Ok(Streamed::Own(response))).is_ok(),
+        Some(Waiter::Stream(sender, buffered)) => {
+            send_stream(sender, buffered, Streamed::Own(response))
+        }
         Some(Waiter::Once(_)) => {
             if let Some(Waiter::Once(sender)) = waiters.remove(&id) {
                 drop(sender.send(Ok(response)));

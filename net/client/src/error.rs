@@ -21,6 +21,10 @@ pub enum Error {
     /// it was applied is unknown.
     #[error("the connection to the server was lost")]
     Disconnected,
+    /// A stream's reader fell behind its bounded buffer; the stream gets
+    /// nothing more (a `Watcher` resumes from history on its own).
+    #[error("the watch fell behind its buffer")]
+    WatchLagged,
     /// The server refused or failed the request.
     #[error("{message}")]
     Server {

@@ -114,6 +114,13 @@ impl Watcher {
                     self.current = None;
                     continue;
                 }
+                // Read too slowly: this server watch is dropped (and
+                // cancelled), and a new one resumes after the last
+                // revision handed out, from history.
+                Err(Error::WatchLagged) => {
+                    self.cancel_in_background();
+                    continue;
+                }
                 Err(error) => return Err(error),
             };
             match message.body {
@@ -212,8 +219,19 @@ impl Watcher {
     }
 }
 
-impl Drop for Watcher {
-    fn drop(&mut self) {
+impl Watcher {
+    /// Bytes of events received for this watcher and not yet taken by
+    /// [`Watcher::next`]: at most about 8 MiB and one message, however
+    /// slowly it is read (past that it resumes from history).
+    pub fn buffered_bytes(&self) -> usize {
+        self.current
+            .as_ref()
+            .map_or(0, crate::connection::Subscription::buffered_bytes)
+    }
+
+    /// Drops the server watch in use and tells the server, without waiting
+    /// for its answer.
+    fn cancel_in_background(&mut self) {
         let Some(subscription) = self.current.take() else {
             return;
         };
@@ -229,5 +247,11 @@ impl Drop for Watcher {
                     .await;
             });
         }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.cancel_in_background();
     }
 }
