@@ -728,3 +728,34 @@ fn an_unread_watcher_holds_a_bounded_buffer_and_loses_nothing() {
         );
     });
 }
+
+/// A call to a server that hangs (SIGSTOP: the connection stays up) fails
+/// with `Timeout` at its deadline instead of waiting forever.
+///
+/// Regression (review of net/ at 6e310c5): calls had no deadline.
+#[test]
+fn a_call_to_a_hung_server_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(dir.path(), 2, &[]);
+    let rt = runtime();
+    block_on(&rt, async {
+        let options = keel_client::ClientOptions {
+            request_timeout: Some(Duration::from_secs(1)),
+            ..keel_client::ClientOptions::default()
+        };
+        let client = Client::connect_with(&[server.endpoint()], options)
+            .await
+            .unwrap();
+        client.put("before", "v").await.unwrap();
+        server.signal("STOP");
+        let started = std::time::Instant::now();
+        let outcome = client.put("during", "v").await;
+        let took = started.elapsed();
+        server.signal("CONT");
+        assert!(matches!(outcome, Err(Error::Timeout(_))), "{outcome:?}");
+        assert!(took < Duration::from_millis(1500), "{took:?}");
+        // The server back, calls go on.
+        client.put("after", "v").await.unwrap();
+    });
+    server.stop();
+}

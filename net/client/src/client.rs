@@ -53,6 +53,10 @@ pub struct ClientOptions {
     pub keepalive_time: Duration,
     /// See `keepalive_time`.
     pub keepalive_interval: Duration,
+    /// How long a call (a request and its answer) may take before it
+    /// fails with [`Error::Timeout`]; `None` waits as long as it takes.
+    /// (A watch's stream and a lease keep-alive have their own rules.)
+    pub request_timeout: Option<Duration>,
     /// After a core's port could not be reached, calls go through the
     /// client port for this long before the core's port is tried again
     /// (doubling, up to 64 times this, while it keeps failing).
@@ -65,6 +69,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(2),
             keepalive_time: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(5),
+            request_timeout: Some(Duration::from_secs(30)),
             core_retry: Duration::from_secs(1),
         }
     }
@@ -348,7 +353,13 @@ impl Client {
     /// an error response into [`Error::Server`].
     pub(crate) async fn call(&self, route: Route, request: Request) -> Result<Response> {
         let connection = self.connection(route).await?;
-        let response = connection.call(self.next_id(), &request).await?;
+        let call = connection.call(self.next_id(), &request);
+        let response = match self.inner.options.request_timeout {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .map_err(|_| Error::Timeout(limit))??,
+            None => call.await?,
+        };
         match response.body {
             ResponseBody::Error(body) => Err(body.into()),
             _ => Ok(response),

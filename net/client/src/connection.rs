@@ -104,6 +104,19 @@ pub(crate) struct Connection {
     closed: Arc<AtomicBool>,
 }
 
+/// A call's place among the waiters, given up when the call is dropped
+/// (after its answer came, there is nothing left to give up).
+struct Waiting<'a> {
+    connection: &'a Connection,
+    id: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.connection.forget(self.id);
+    }
+}
+
 /// The responses of one stream request (a watch). Dropping it stops their
 /// delivery.
 pub(crate) struct Subscription {
@@ -279,6 +292,11 @@ impl Connection {
     pub(crate) async fn call(&self, id: u64, request: &Request) -> Result<Response> {
         let (sender, answer) = oneshot::channel();
         self.send(id, request, Waiter::Once(sender))?;
+        // Given up (a deadline dropped this future): nobody waits any more.
+        let _waiting = Waiting {
+            connection: self,
+            id,
+        };
         answer.await.map_err(|_| Error::Disconnected)?
     }
 

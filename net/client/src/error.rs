@@ -21,6 +21,11 @@ pub enum Error {
     /// it was applied is unknown.
     #[error("the connection to the server was lost")]
     Disconnected,
+    /// No answer came within the call's deadline
+    /// (`ClientOptions::request_timeout`). For a write, whether it was
+    /// applied is unknown.
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
     /// A stream's reader fell behind its bounded buffer; the stream gets
     /// nothing more (a `Watcher` resumes from history on its own).
     #[error("the watch fell behind its buffer")]
