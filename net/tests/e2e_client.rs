@@ -674,6 +674,28 @@ fn unreachable_core_ports_cost_one_connect_timeout() {
         assert!(slowest < Duration::from_secs(1), "a put took {slowest:?}");
         // One connect timeout per core at most, not one per call.
         assert!(total < Duration::from_millis(2 * 300 + 700), "{total:?}");
+
+        // Calls at once: those that waited while one tried the core's port
+        // learn that it failed (review of issue 18: each tried it again,
+        // one after another).
+        let fresh = Client::connect_with(&[format!("127.0.0.2:{front}")], options)
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..20 {
+            let client = fresh.clone();
+            calls.spawn(async move { client.put(format!("together/{i}"), "v").await });
+        }
+        while let Some(done) = calls.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let together = started.elapsed();
+        eprintln!("20 puts at once with the core ports dropped: {together:?}");
+        assert!(
+            together < Duration::from_millis(2 * 300 + 700),
+            "{together:?}"
+        );
     });
 }
 

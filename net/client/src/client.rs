@@ -255,9 +255,14 @@ impl Client {
             return self.main_connection().await;
         }
         let opening = self.inner.opening.lock().await;
-        // Another call may have opened it while this one waited.
+        // Another call may have opened it, or found it unreachable, while
+        // this one waited.
         if let Some(connection) = self.open_direct(core) {
             return Ok(connection);
+        }
+        if self.core_unreachable(core) {
+            drop(opening);
+            return self.main_connection().await;
         }
         // The address and generation are read together, after the wait:
         // if the map changes while this connects, the connection is kept
@@ -318,11 +323,13 @@ impl Client {
                 unreachable.resize(core + 1, None);
             }
             if let Some(slot) = unreachable.get_mut(core) {
+                let most = options.core_retry.saturating_mul(64);
                 let backoff = slot.map_or(options.core_retry, |u| {
-                    (u.backoff * 2).min(options.core_retry * 64)
+                    u.backoff.saturating_mul(2).min(most)
                 });
+                let now = Instant::now();
                 *slot = Some(Unreachable {
-                    retry_at: Instant::now() + backoff,
+                    retry_at: now.checked_add(backoff).unwrap_or(now),
                     backoff,
                 });
             }
@@ -352,8 +359,11 @@ impl Client {
     /// Sends `request` where `route` says and returns its answer, turning
     /// an error response into [`Error::Server`].
     pub(crate) async fn call(&self, route: Route, request: Request) -> Result<Response> {
-        let connection = self.connection(route).await?;
-        let call = connection.call(self.next_id(), &request);
+        // The deadline covers finding a connection too.
+        let call = async {
+            let connection = self.connection(route).await?;
+            connection.call(self.next_id(), &request).await
+        };
         let response = match self.inner.options.request_timeout {
             Some(limit) => tokio::time::timeout(limit, call)
                 .await

@@ -81,8 +81,8 @@ impl Client {
     }
 
     /// Keeps lease `id` alive in the background, renewing it every third
-    /// of `ttl` seconds, until the returned handle is dropped. Start it
-    /// right after the grant: the lease's first deadline is `ttl` from now.
+    /// of `ttl` seconds (the first at once), until the returned handle is
+    /// dropped.
     ///
     /// The lease is reported lost at its **deadline**: the send time of
     /// the last renewal the server acknowledged, plus the TTL it answered
@@ -95,8 +95,11 @@ impl Client {
         let (state_in, state) = watch::channel(LeaseState::Alive(ttl));
         let client = self.clone();
         let task = tokio::spawn(async move {
-            let mut deadline = Instant::now() + ttl_duration(ttl);
-            let mut period = renewal_period(ttl);
+            // Renewed at once: the deadline then counts from a send this
+            // task made, not from a grant it does not know the time of.
+            let start = Instant::now();
+            let mut deadline = start.checked_add(ttl_duration(ttl)).unwrap_or(start);
+            let mut period = Duration::ZERO;
             loop {
                 let due = (Instant::now() + period).min(deadline);
                 tokio::time::sleep_until(due.into()).await;
@@ -110,7 +113,7 @@ impl Client {
                     Err(_) => break,
                     Ok(Ok(0)) => break,
                     Ok(Ok(granted)) => {
-                        deadline = sent + ttl_duration(granted);
+                        deadline = sent.checked_add(ttl_duration(granted)).unwrap_or(sent);
                         period = renewal_period(granted);
                         let _ = state_in.send(LeaseState::Alive(granted));
                     }
@@ -126,7 +129,7 @@ impl Client {
 }
 
 fn ttl_duration(ttl: i64) -> Duration {
-    Duration::from_secs(ttl.max(1) as u64)
+    Duration::from_secs(u64::try_from(ttl.max(1)).unwrap_or(1))
 }
 
 /// A third of the TTL: two renewals may fail before the lease expires.

@@ -50,7 +50,9 @@ pub(crate) struct Contender {
 }
 
 /// A contender's key while it waits for its turn: taken out of the line
-/// if the wait fails or is given up, unless kept once the turn came.
+/// if the wait fails or is given up, unless kept once the turn came. Only
+/// a key this call created: one found from an earlier call (the same
+/// lease) may hold the lock already, and is that call's to release.
 pub(crate) struct InLine {
     client: Client,
     key: Vec<u8>,
@@ -64,7 +66,7 @@ impl InLine {
             client: client.clone(),
             key: contender.key.clone(),
             revision: contender.revision,
-            armed: true,
+            armed: contender.created,
         }
     }
 
