@@ -769,13 +769,23 @@ fn a_call_to_a_hung_server_times_out() {
             .await
             .unwrap();
         client.put("before", "v").await.unwrap();
+        let mut watcher = client.watch_prefix("during").await.unwrap();
         server.signal("STOP");
         let started = std::time::Instant::now();
         let outcome = client.put("during", "v").await;
         let took = started.elapsed();
+        // A watcher's own calls keep the deadline too.
+        let started = std::time::Instant::now();
+        let progress = watcher.request_progress().await;
+        let progress_took = started.elapsed();
         server.signal("CONT");
         assert!(matches!(outcome, Err(Error::Timeout(_))), "{outcome:?}");
         assert!(took < Duration::from_millis(1500), "{took:?}");
+        assert!(matches!(progress, Err(Error::Timeout(_))), "{progress:?}");
+        assert!(
+            progress_took < Duration::from_millis(1500),
+            "{progress_took:?}"
+        );
         // The server back, calls go on.
         client.put("after", "v").await.unwrap();
     });

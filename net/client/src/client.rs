@@ -356,6 +356,20 @@ impl Client {
             .map(|(_, connection)| connection.clone())
     }
 
+    /// `call` within the client's call deadline
+    /// ([`ClientOptions::request_timeout`]).
+    pub(crate) async fn within_deadline<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match self.inner.options.request_timeout {
+            Some(limit) => tokio::time::timeout(limit, call)
+                .await
+                .map_err(|_| Error::Timeout(limit))?,
+            None => call.await,
+        }
+    }
+
     /// Sends `request` where `route` says and returns its answer, turning
     /// an error response into [`Error::Server`].
     pub(crate) async fn call(&self, route: Route, request: Request) -> Result<Response> {
@@ -364,12 +378,7 @@ impl Client {
             let connection = self.connection(route).await?;
             connection.call(self.next_id(), &request).await
         };
-        let response = match self.inner.options.request_timeout {
-            Some(limit) => tokio::time::timeout(limit, call)
-                .await
-                .map_err(|_| Error::Timeout(limit))??,
-            None => call.await?,
-        };
+        let response = self.within_deadline(call).await?;
         match response.body {
             ResponseBody::Error(body) => Err(body.into()),
             _ => Ok(response),

@@ -178,10 +178,10 @@ impl Watcher {
         let Some(subscription) = &self.current else {
             return Err(Error::Disconnected);
         };
-        let answer = subscription
+        let call = subscription
             .connection()
-            .call(self.client.next_id(), &Request::WatchProgress)
-            .await?;
+            .call(self.client.next_id(), &Request::WatchProgress);
+        let answer = self.client.within_deadline(call).await?;
         match answer.body {
             ResponseBody::Error(body) => Err(body.into()),
             _ => Ok(()),
@@ -209,9 +209,9 @@ impl Watcher {
         let watch_id = subscription.id();
         let connection = subscription.connection().clone();
         drop(subscription);
-        let answer = connection
-            .call(self.client.next_id(), &Request::WatchCancel { watch_id })
-            .await?;
+        let cancel = Request::WatchCancel { watch_id };
+        let call = connection.call(self.client.next_id(), &cancel);
+        let answer = self.client.within_deadline(call).await?;
         match answer.body {
             ResponseBody::Error(body) => Err(body.into()),
             _ => Ok(()),

@@ -264,26 +264,43 @@ pub(crate) enum MemberCommand {
     List,
 }
 
-/// A duration as etcdctl takes one (Go's form for the common units:
-/// `5s`, `500ms`, `1m`, `1h`, `1.5s`); a bare number is seconds.
+/// A duration as etcdctl takes one (Go's `time.ParseDuration`: `5s`,
+/// `500ms`, `1m30s`, `1.5h`, units `ns`, `us`/`µs`, `ms`, `s`, `m`,
+/// `h`); a bare number is seconds, as keelctl took before.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = |why: &str| format!("bad duration {text:?}: {why} (e.g. 5s, 500ms, 1m30s)");
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("bad duration {text:?}: expected e.g. 5s, 500ms, 1m"))?;
-    let seconds = match unit {
-        "" | "s" => number,
-        "ms" => number / 1000.0,
-        "us" | "µs" => number / 1_000_000.0,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return Err(format!("bad duration {text:?}: unknown unit {unit:?}")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("bad duration {text:?}: {e}"))
+    if text.is_empty() {
+        return Err(bad("empty"));
+    }
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(seconds).map_err(|e| bad(&e.to_string()));
+    }
+    let mut rest = text;
+    let mut seconds = 0.0;
+    while !rest.is_empty() {
+        let number_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(|| bad("a number without a unit"))?;
+        let (number, tail) = rest.split_at(number_end);
+        let number: f64 = number.parse().map_err(|_| bad("expected a number"))?;
+        let unit_end = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_end);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad(&format!("unknown unit {unit:?}"))),
+        };
+        seconds += number * scale;
+        rest = tail;
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|e| bad(&e.to_string()))
 }
 
 /// A lease id from its hex form (as etcdctl prints them).
@@ -385,7 +402,13 @@ mod tests {
         assert_eq!(read("1.5s"), Duration::from_millis(1500));
         assert_eq!(read("2m"), Duration::from_secs(120));
         assert_eq!(read("1h"), Duration::from_secs(3600));
+        assert_eq!(read("1m30s"), Duration::from_secs(90));
+        assert_eq!(read("1h2m3s"), Duration::from_secs(3723));
+        assert_eq!(read("250000us"), Duration::from_millis(250));
+        assert_eq!(read("1000000ns"), Duration::from_millis(1));
         assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("1m30").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("-1s").is_err());
     }
