@@ -401,17 +401,7 @@ fn a_keep_alive_that_clears_a_checkpoint_is_durable_when_answered() {
         return;
     }
     let dir = tempfile::tempdir().expect("dir");
-    let lease = {
-        let node = Node::start(config(dir.path(), 0)).unwrap();
-        let lease = block_on(node.client().lease_grant(0, 60)).unwrap();
-        let home = home_of_lease(lease, SHARDS);
-        let checkpoint = Entry::LeaseCheckpoint {
-            checkpoints: vec![(lease, 3)],
-        };
-        block_on(node.write_to(home, checkpoint)).unwrap();
-        node.shutdown();
-        lease
-    };
+    let lease = checkpointed_lease(dir.path());
     for attempt in 0..3 {
         let mut child = KilledOnDrop::test_child(
             "a_keep_alive_that_clears_a_checkpoint_is_durable_when_answered",
@@ -422,21 +412,7 @@ fn a_keep_alive_that_clears_a_checkpoint_is_durable_when_answered() {
         let renewed = lines.any(|line| line.is_ok_and(|l| l.ends_with("renewed")));
         child.kill();
         assert!(renewed, "attempt {attempt}: the child never renewed");
-        let node = Node::start(config(dir.path(), 0)).unwrap();
-        let status = block_on(node.client().lease_time_to_live(lease, false))
-            .unwrap()
-            .expect("the lease lives");
-        assert!(
-            status.remaining > 50,
-            "attempt {attempt}: back with {} s left, not its full 60",
-            status.remaining
-        );
-        // Checkpointed again for the next attempt.
-        let checkpoint = Entry::LeaseCheckpoint {
-            checkpoints: vec![(lease, 3)],
-        };
-        block_on(node.write_to(home_of_lease(lease, SHARDS), checkpoint)).unwrap();
-        node.shutdown();
+        back_with_its_full_ttl(dir.path(), lease, attempt);
     }
 }
 
@@ -471,19 +447,7 @@ fn two_keep_alives_at_once_are_durable_when_answered() {
         return;
     }
     let dir = tempfile::tempdir().expect("dir");
-    let checkpoint = |node: &Node, lease: i64| {
-        let entry = Entry::LeaseCheckpoint {
-            checkpoints: vec![(lease, 3)],
-        };
-        block_on(node.write_to(home_of_lease(lease, SHARDS), entry)).unwrap();
-    };
-    let lease = {
-        let node = Node::start(config(dir.path(), 0)).unwrap();
-        let lease = block_on(node.client().lease_grant(0, 60)).unwrap();
-        checkpoint(&node, lease);
-        node.shutdown();
-        lease
-    };
+    let lease = checkpointed_lease(dir.path());
     for attempt in 0..5 {
         let mut child = KilledOnDrop::test_child(
             "two_keep_alives_at_once_are_durable_when_answered",
@@ -494,16 +458,41 @@ fn two_keep_alives_at_once_are_durable_when_answered() {
         let renewed = lines.any(|line| line.is_ok_and(|l| l.ends_with("renewed")));
         let _ = child.0.wait();
         assert!(renewed, "attempt {attempt}: the child never renewed");
-        let node = Node::start(config(dir.path(), 0)).unwrap();
-        let status = block_on(node.client().lease_time_to_live(lease, false))
-            .unwrap()
-            .expect("the lease lives");
-        assert!(
-            status.remaining > 50,
-            "attempt {attempt}: back with {} s left, not its full 60",
-            status.remaining
-        );
-        checkpoint(&node, lease);
-        node.shutdown();
+        back_with_its_full_ttl(dir.path(), lease, attempt);
     }
+}
+
+/// Records a remaining TTL of 3 s for `lease` on its home, as a
+/// checkpoint does.
+fn checkpoint(node: &Node, lease: i64) {
+    let entry = Entry::LeaseCheckpoint {
+        checkpoints: vec![(lease, 3)],
+    };
+    block_on(node.write_to(home_of_lease(lease, SHARDS), entry)).unwrap();
+}
+
+/// A lease of 60 s on a node on `dir`, checkpointed with 3 s left.
+fn checkpointed_lease(dir: &Path) -> i64 {
+    let node = Node::start(config(dir, 0)).unwrap();
+    let lease = block_on(node.client().lease_grant(0, 60)).unwrap();
+    checkpoint(&node, lease);
+    node.shutdown();
+    lease
+}
+
+/// After the child's renewal and crash: the node on `dir` brings `lease`
+/// back with its full TTL, not the checkpointed 3 s; then checkpoints it
+/// again for the next attempt.
+fn back_with_its_full_ttl(dir: &Path, lease: i64, attempt: usize) {
+    let node = Node::start(config(dir, 0)).unwrap();
+    let status = block_on(node.client().lease_time_to_live(lease, false))
+        .unwrap()
+        .expect("the lease lives");
+    assert!(
+        status.remaining > 50,
+        "attempt {attempt}: back with {} s left, not its full 60",
+        status.remaining
+    );
+    checkpoint(&node, lease);
+    node.shutdown();
 }

@@ -128,6 +128,14 @@ fn free_space(node: &Node, acked: &[String]) -> Vec<String> {
     kept
 }
 
+/// Every key in `kept` is there.
+fn assert_kept(node: &Node, kept: &[String]) {
+    let found = everything(node);
+    for key in kept {
+        assert!(found.iter().any(|(k, _)| k == key), "{key} is missing");
+    }
+}
+
 /// Disarms until a write goes through (the freed space shows once the
 /// trees have synced).
 fn disarm_and_write(node: &Node) {
@@ -178,10 +186,7 @@ fn the_backend_quota_raises_nospace_and_a_disarm_after_freeing_lifts_it() {
 
     let kept = free_space(&node, &acked);
     disarm_and_write(&node);
-    let found = everything(&node);
-    for key in &kept {
-        assert!(found.iter().any(|(k, _)| k == key), "{key} is missing");
-    }
+    assert_kept(&node, &kept);
 }
 
 #[test]
@@ -198,10 +203,7 @@ fn a_full_tree_file_raises_nospace_and_a_disarm_after_freeing_lifts_it() {
     check_alarm_up(&node, &acked);
     let kept = free_space(&node, &acked);
     disarm_and_write(&node);
-    let found = everything(&node);
-    for key in &kept {
-        assert!(found.iter().any(|(k, _)| k == key), "{key} is missing");
-    }
+    assert_kept(&node, &kept);
     // Watches report what was written after the disarm, too.
     let mut watch = block_on(node.watch(WatchRequest {
         key: b"after/".to_vec(),
@@ -258,10 +260,7 @@ fn a_full_disk_raises_nospace_and_a_disarm_after_freeing_lifts_it() {
     check_alarm_up(&node, &kept);
     std::fs::remove_file(disk.mount.join("filler")).unwrap();
     disarm_and_write(&node);
-    let found = everything(&node);
-    for key in &kept {
-        assert!(found.iter().any(|(k, _)| k == key), "{key} is missing");
-    }
+    assert_kept(&node, &kept);
     for i in 0..50 {
         put(&node, &format!("after/{i}"), 4096).expect("writes after the disarm");
     }

@@ -56,7 +56,7 @@ pub enum NodeError {
 impl NodeError {
     /// The same error for another waiter of one outcome (a refusal from
     /// the keyspace keeps its message, not its type).
-    pub(crate) fn copy(&self) -> NodeError {
+    pub fn copy(&self) -> NodeError {
         match self {
             NodeError::CrossShardTxn { shards } => NodeError::CrossShardTxn {
                 shards: shards.clone(),

@@ -322,15 +322,13 @@ async fn carry(router: &CoreRouter, mirrors: &[usize], tasks: &[LeaseTask]) -> N
     failure.map_or(Ok(carried), Err)
 }
 
-/// A copy of an error for each writer a failed round answers.
+/// A copy of an error for each writer a failed round answers, saying
+/// what it was about when it is not one of the kinds kept.
 fn copy_error(error: &NodeError) -> NodeError {
-    match error {
-        NodeError::ShardStopped { shard, reason } => NodeError::ShardStopped {
-            shard: *shard,
-            reason: reason.clone(),
-        },
-        NodeError::NotLeader { shard } => NodeError::NotLeader { shard: *shard },
-        NodeError::Shutdown => NodeError::Shutdown,
-        other => NodeError::InvalidRequest(format!("a lease's mirrors were not updated: {other}")),
+    match error.copy() {
+        NodeError::InvalidRequest(message) if !matches!(error, NodeError::InvalidRequest(_)) => {
+            NodeError::InvalidRequest(format!("a lease's mirrors were not updated: {message}"))
+        }
+        copied => copied,
     }
 }

@@ -109,11 +109,15 @@ pub(crate) struct Connection {
 struct Waiting<'a> {
     connection: &'a Connection,
     id: u64,
+    /// The answer came (the reader took the waiter out already).
+    answered: bool,
 }
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.connection.forget(self.id);
+        if !self.answered {
+            self.connection.forget(self.id);
+        }
     }
 }
 
@@ -293,11 +297,14 @@ impl Connection {
         let (sender, answer) = oneshot::channel();
         self.send(id, request, Waiter::Once(sender))?;
         // Given up (a deadline dropped this future): nobody waits any more.
-        let _waiting = Waiting {
+        let mut waiting = Waiting {
             connection: self,
             id,
+            answered: false,
         };
-        answer.await.map_err(|_| Error::Disconnected)?
+        let answer = answer.await.map_err(|_| Error::Disconnected)?;
+        waiting.answered = true;
+        answer
     }
 
     /// Sends `request` as `id`; every response with that id arrives on the

@@ -16,7 +16,7 @@ use keel_proto::{ErrorCode, Event, Response, ResponseBody, Revision, WatchCreate
 use crate::server::connection::Connection;
 use crate::server::convert;
 use crate::server::outbound::Closed;
-use crate::server::watch_group::{self, Delivery, Membership, WatchGroups};
+use crate::server::watch_group::{Delivery, Membership, WatchGroups};
 
 /// About how many bytes of events one response carries (a response always
 /// holds whole revisions, so a client that resumes after the last revision
@@ -97,9 +97,7 @@ impl Source<'_> {
                         }
                     }
                     Some(Delivery::Progress(revision)) => return Item::Progress(revision),
-                    Some(Delivery::Failed(error)) => {
-                        return Item::Failed(watch_group::copy_error(&error))
-                    }
+                    Some(Delivery::Failed(error)) => return Item::Failed(error.copy()),
                     None => return Item::Detached,
                 }
             },

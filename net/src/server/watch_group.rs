@@ -86,6 +86,7 @@ impl Shape {
 }
 
 /// What a member takes from its queue.
+#[derive(Clone)]
 pub(crate) enum Delivery {
     /// A batch of events, shared by every member.
     Events(Rc<Vec<Event>>),
@@ -100,14 +101,6 @@ impl Delivery {
         match self {
             Delivery::Events(events) => events.iter().map(event_bytes).sum(),
             _ => 16,
-        }
-    }
-
-    fn copy(&self) -> Delivery {
-        match self {
-            Delivery::Events(events) => Delivery::Events(events.clone()),
-            Delivery::Progress(revision) => Delivery::Progress(*revision),
-            Delivery::Failed(error) => Delivery::Failed(error.clone()),
         }
     }
 }
@@ -156,7 +149,7 @@ impl Member {
             return false;
         }
         self.bytes.set(self.bytes.get() + size);
-        self.queue.borrow_mut().push_back(delivery.copy());
+        self.queue.borrow_mut().push_back(delivery.clone());
         self.wake();
         true
     }
@@ -354,7 +347,7 @@ impl WatchGroups {
                 Poll::Pending
             }
             Start::Started => Poll::Ready(Ok(())),
-            Start::Failed(error) => Poll::Ready(Err(copy_error(error))),
+            Start::Failed(error) => Poll::Ready(Err(error.copy())),
         })
         .await?;
         Ok(membership)
@@ -596,17 +589,5 @@ fn forget(ctx: &CoreContext, shape: &Shape, group: &Weak<Group>) {
     let mut groups = ctx.watch_groups.groups.borrow_mut();
     if groups.get(shape).is_some_and(|g| g.ptr_eq(group)) {
         groups.remove(shape);
-    }
-}
-
-/// A copy of the group's error for one member.
-pub(crate) fn copy_error(error: &NodeError) -> NodeError {
-    match error {
-        NodeError::ShardStopped { shard, reason } => NodeError::ShardStopped {
-            shard: *shard,
-            reason: reason.clone(),
-        },
-        NodeError::Shutdown => NodeError::Shutdown,
-        other => NodeError::InvalidRequest(other.to_string()),
     }
 }
