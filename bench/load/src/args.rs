@@ -114,6 +114,12 @@ pub struct RunArgs {
     /// Watch workload: watchers of the prefix the writes go to.
     #[arg(long, default_value_t = 1000)]
     pub watchers: usize,
+    /// Watch workload: how an etcd client carries its watches: a gRPC
+    /// stream per watcher, or one stream per connection carrying all of
+    /// its watchers (what etcd's Go client does). keel's client carries a
+    /// connection's watches on its sockets either way.
+    #[arg(long, value_enum, default_value_t = WatchStreams::PerWatcher)]
+    pub watch_streams: WatchStreams,
     /// Lease workload: leases granted, renewed once and left to expire.
     #[arg(long, default_value_t = 10_000)]
     pub leases: usize,
@@ -145,6 +151,15 @@ pub enum Workload {
     Watch,
     /// --leases leases with a key each: granted, renewed once, expired.
     Lease,
+}
+
+/// How an etcd client carries its watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WatchStreams {
+    /// A gRPC stream per watcher.
+    PerWatcher,
+    /// One gRPC stream per connection, carrying all of its watchers.
+    PerConnection,
 }
 
 /// What a closed-loop run issues.
@@ -214,8 +229,12 @@ impl RunArgs {
         };
         match self.workload {
             Workload::Watch => format!(
-                "watch: {} watchers, {} writes/s",
+                "watch: {} watchers{}, {} writes/s",
                 self.watchers,
+                match self.watch_streams {
+                    WatchStreams::PerWatcher => "",
+                    WatchStreams::PerConnection => " on a stream per connection",
+                },
                 self.watch_write_rate()
             ),
             Workload::Lease => format!("lease churn: {} leases", self.leases),

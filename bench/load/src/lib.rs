@@ -4,6 +4,7 @@
 //!
 //! - [`args`]: the command line;
 //! - [`target`]: keel or etcd behind one set of calls;
+//! - [`etcd`]: the client of etcd's gRPC API;
 //! - [`keys`]: the keyspace and its uniform or zipfian choice;
 //! - [`schedule`]: open-loop pacing;
 //! - [`record`]: histograms per kind of operation;
@@ -11,6 +12,7 @@
 //! - [`report`], [`plot`] and [`progress`]: what a run shows.
 
 pub mod args;
+pub mod etcd;
 #[cfg(test)]
 pub(crate) mod fake_target;
 pub mod keys;

@@ -4,10 +4,12 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
-use etcd_client::{EventType, GetOptions, PutOptions, WatchOptions};
 use keel_proto::{EventKind, PutRequest, RangeRequest};
+
+use crate::etcd::{etcdserverpb, mvccpb, EtcdConnection, EtcdWatch};
 
 /// Which system, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +25,7 @@ pub struct TargetUrl {
 pub enum TargetKind {
     /// keel, through `keel-client`.
     Keel,
-    /// etcd v3, through `etcd-client` (gRPC).
+    /// etcd v3, through its gRPC API ([`crate::etcd`]).
     Etcd,
 }
 
@@ -78,18 +80,11 @@ const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub enum Target {
     /// keel clients, one per connection.
     Keel(Vec<keel_client::Client>),
-    /// etcd clients, one per connection (one HTTP/2 connection each).
-    Etcd(Vec<EtcdConnection>),
+    /// etcd connections (one HTTP/2 connection each).
+    Etcd(Vec<Arc<EtcdConnection>>),
     /// The workloads' own tests: an in-memory map.
     #[cfg(test)]
     Fake(crate::fake_target::FakeTarget),
-}
-
-/// One etcd client, with its KV service handle kept apart: cloning that
-/// per call is cheaper than cloning the whole client.
-pub struct EtcdConnection {
-    client: etcd_client::Client,
-    kv: etcd_client::KvClient,
 }
 
 /// What renews one lease: a keel client, or an open etcd keep-alive stream.
@@ -101,9 +96,14 @@ pub enum KeepAlive {
         /// The lease.
         id: i64,
     },
-    /// etcd renews over a stream kept open, one message per renewal:
-    /// what sends renewals, and their answers.
-    Etcd(Box<(etcd_client::LeaseKeeper, etcd_client::LeaseKeepAliveStream)>),
+    /// etcd renews over its connection's keep-alive stream, one message
+    /// per renewal, as etcd's Go client does.
+    Etcd {
+        /// The connection.
+        connection: Arc<EtcdConnection>,
+        /// The lease.
+        id: i64,
+    },
 }
 
 impl KeepAlive {
@@ -114,15 +114,7 @@ impl KeepAlive {
     pub async fn renew(&mut self) -> Result<()> {
         let ttl = match self {
             KeepAlive::Keel { client, id } => client.lease_keep_alive_once(*id).await?,
-            KeepAlive::Etcd(stream) => {
-                let (keeper, answers) = &mut **stream;
-                keeper.keep_alive().await?;
-                answers
-                    .message()
-                    .await?
-                    .ok_or_else(|| anyhow!("the keep-alive stream of lease {} ended", keeper.id()))?
-                    .ttl()
-            }
+            KeepAlive::Etcd { connection, id } => connection.keep_alive(*id).await?,
         };
         if ttl <= 0 {
             bail!("the lease has expired");
@@ -135,8 +127,8 @@ impl KeepAlive {
 pub enum EventStream {
     /// A keel watch.
     Keel(keel_client::Watcher),
-    /// An etcd watch stream.
-    Etcd(etcd_client::WatchStream),
+    /// An etcd watch.
+    Etcd(EtcdWatch),
 }
 
 /// One event of a watch, as the workloads see it.
@@ -177,11 +169,10 @@ impl Target {
             TargetKind::Etcd => {
                 let mut clients = Vec::with_capacity(connections);
                 for _ in 0..connections {
-                    let client = etcd_client::Client::connect([url.address.as_str()], None)
+                    let connection = EtcdConnection::connect(&url.address)
                         .await
                         .with_context(|| format!("connect to {url}"))?;
-                    let kv = client.kv_client();
-                    clients.push(EtcdConnection { client, kv });
+                    clients.push(Arc::new(connection));
                 }
                 Ok(Target::Etcd(clients))
             }
@@ -204,7 +195,7 @@ impl Target {
             .ok_or_else(|| anyhow!("no connection open"))
     }
 
-    fn etcd(clients: &[EtcdConnection], connection: usize) -> Result<&EtcdConnection> {
+    fn etcd(clients: &[Arc<EtcdConnection>], connection: usize) -> Result<&Arc<EtcdConnection>> {
         clients
             .get(connection % clients.len().max(1))
             .ok_or_else(|| anyhow!("no connection open"))
@@ -227,13 +218,13 @@ impl Target {
                 Ok(!answer.kvs.is_empty())
             }
             Target::Etcd(clients) => {
-                let options = serializable.then(|| GetOptions::new().with_serializable());
-                let answer = Self::etcd(clients, connection)?
-                    .kv
-                    .clone()
-                    .get(key, options)
-                    .await?;
-                Ok(!answer.kvs().is_empty())
+                let request = etcdserverpb::RangeRequest {
+                    key: key.to_vec(),
+                    serializable,
+                    ..etcdserverpb::RangeRequest::default()
+                };
+                let answer = Self::etcd(clients, connection)?.range(request).await?;
+                Ok(!answer.kvs.is_empty())
             }
             #[cfg(test)]
             Target::Fake(fake) => Ok(fake.get(key).await),
@@ -262,12 +253,13 @@ impl Target {
                 Self::keel(clients, connection)?.put_with(request).await?;
             }
             Target::Etcd(clients) => {
-                let options = lease.map(|id| PutOptions::new().with_lease(id));
-                Self::etcd(clients, connection)?
-                    .kv
-                    .clone()
-                    .put(key, value, options)
-                    .await?;
+                let request = etcdserverpb::PutRequest {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                    lease: lease.unwrap_or(0),
+                    ..etcdserverpb::PutRequest::default()
+                };
+                Self::etcd(clients, connection)?.put(request).await?;
             }
             #[cfg(test)]
             Target::Fake(fake) => fake.put(key, value).await,
@@ -300,16 +292,15 @@ impl Target {
                 Ok(answer.kvs.len())
             }
             Target::Etcd(clients) => {
-                let mut options = GetOptions::new().with_range(end).with_limit(limit as i64);
-                if serializable {
-                    options = options.with_serializable();
-                }
-                let answer = Self::etcd(clients, connection)?
-                    .kv
-                    .clone()
-                    .get(start, Some(options))
-                    .await?;
-                Ok(answer.kvs().len())
+                let request = etcdserverpb::RangeRequest {
+                    key: start.to_vec(),
+                    range_end: end.to_vec(),
+                    limit: i64::try_from(limit).unwrap_or(i64::MAX),
+                    serializable,
+                    ..etcdserverpb::RangeRequest::default()
+                };
+                let answer = Self::etcd(clients, connection)?.range(request).await?;
+                Ok(answer.kvs.len())
             }
             #[cfg(test)]
             Target::Fake(fake) => Ok(fake.range(start, end, limit).await),
@@ -329,60 +320,70 @@ impl Target {
                 Ok(id)
             }
             Target::Etcd(clients) => {
-                let answer = Self::etcd(clients, connection)?
-                    .client
-                    .clone()
-                    .lease_grant(ttl_seconds, None)
-                    .await?;
-                Ok(answer.id())
+                Self::etcd(clients, connection)?
+                    .lease_grant(ttl_seconds)
+                    .await
             }
             #[cfg(test)]
             Target::Fake(_) => bail!("the fake target has only kv calls"),
         }
     }
 
-    /// Readies the renewal of lease `id`, as a client that keeps it alive
-    /// would: for etcd, a keep-alive stream (opening it renews the lease
-    /// once); keel renews with plain requests and needs nothing.
+    /// What renews lease `id` over `connection`: keel renews with plain
+    /// requests; etcd over the connection's one keep-alive stream, opened
+    /// when the connection was.
     ///
     /// # Errors
-    /// When the system refuses the stream.
+    /// When no connection is open.
     pub async fn keep_alive_handle(&self, connection: usize, id: i64) -> Result<KeepAlive> {
         match self {
             Target::Keel(clients) => Ok(KeepAlive::Keel {
                 client: Self::keel(clients, connection)?.clone(),
                 id,
             }),
-            Target::Etcd(clients) => {
-                let (keeper, answers) = Self::etcd(clients, connection)?
-                    .client
-                    .clone()
-                    .lease_keep_alive(id)
-                    .await?;
-                Ok(KeepAlive::Etcd(Box::new((keeper, answers))))
-            }
+            Target::Etcd(clients) => Ok(KeepAlive::Etcd {
+                connection: Self::etcd(clients, connection)?.clone(),
+                id,
+            }),
             #[cfg(test)]
             Target::Fake(_) => bail!("the fake target has only kv calls"),
         }
     }
 
     /// Watches every key that starts with `prefix`, from now on. The watch
-    /// is in place when this returns.
+    /// is in place when this returns. An etcd watch goes on its
+    /// connection's one watch stream when `shared` (as etcd's Go client
+    /// puts a connection's watches), else on a gRPC stream of its own; a
+    /// keel client carries every watch of a connection on its sockets
+    /// either way.
     ///
     /// # Errors
     /// When the system refuses the watch.
-    pub async fn watch_prefix(&self, connection: usize, prefix: &[u8]) -> Result<EventStream> {
-        tokio::time::timeout(SETUP_TIMEOUT, self.watch_prefix_now(connection, prefix))
-            .await
-            .map_err(|_| {
-                anyhow!(
-                    "a watch was not created within {} s",
-                    SETUP_TIMEOUT.as_secs()
-                )
-            })?
+    pub async fn watch_prefix(
+        &self,
+        connection: usize,
+        prefix: &[u8],
+        shared: bool,
+    ) -> Result<EventStream> {
+        tokio::time::timeout(
+            SETUP_TIMEOUT,
+            self.watch_prefix_now(connection, prefix, shared),
+        )
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "a watch was not created within {} s",
+                SETUP_TIMEOUT.as_secs()
+            )
+        })?
     }
 
-    async fn watch_prefix_now(&self, connection: usize, prefix: &[u8]) -> Result<EventStream> {
+    async fn watch_prefix_now(
+        &self,
+        connection: usize,
+        prefix: &[u8],
+        shared: bool,
+    ) -> Result<EventStream> {
         match self {
             Target::Keel(clients) => {
                 let watcher = Self::keel(clients, connection)?
@@ -391,20 +392,11 @@ impl Target {
                 Ok(EventStream::Keel(watcher))
             }
             Target::Etcd(clients) => {
-                let mut stream = Self::etcd(clients, connection)?
-                    .client
-                    .clone()
-                    .watch(prefix, Some(WatchOptions::new().with_prefix()))
+                let (start, end) = keel_client::prefix_range(prefix);
+                let watch = Self::etcd(clients, connection)?
+                    .watch(&start, &end, shared)
                     .await?;
-                // The first message says the watch was created.
-                let created = stream
-                    .message()
-                    .await?
-                    .ok_or_else(|| anyhow!("watch stream ended before it was created"))?;
-                if !created.created() {
-                    bail!("the first watch message was not its creation");
-                }
-                Ok(EventStream::Etcd(stream))
+                Ok(EventStream::Etcd(watch))
             }
             #[cfg(test)]
             Target::Fake(_) => bail!("the fake target has only kv calls"),
@@ -431,23 +423,18 @@ impl EventStream {
                     })
                     .collect())
             }
-            EventStream::Etcd(stream) => {
-                let answer = stream
-                    .message()
-                    .await?
-                    .ok_or_else(|| anyhow!("the watch stream ended"))?;
-                if answer.canceled() {
-                    bail!("etcd canceled the watch: {}", answer.cancel_reason());
-                }
+            EventStream::Etcd(watch) => {
+                let answer = watch.next().await?;
                 Ok(answer
-                    .events()
-                    .iter()
+                    .events
+                    .into_iter()
                     .filter_map(|event| {
-                        let kv = event.kv()?;
+                        let is_put = event.r#type == mvccpb::event::EventType::Put as i32;
+                        let kv = event.kv?;
                         Some(SeenEvent {
-                            is_put: event.event_type() == EventType::Put,
-                            key: kv.key().to_vec(),
-                            value: kv.value().to_vec(),
+                            is_put,
+                            key: kv.key,
+                            value: kv.value,
                         })
                     })
                     .collect())

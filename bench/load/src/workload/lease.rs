@@ -1,7 +1,7 @@
 //! Lease churn, the way service registration uses leases: `--leases`
-//! leases are granted, each with a key attached and a keep-alive readied
-//! (for etcd, its keep-alive stream opened, as a client keeping the lease
-//! would); then each is renewed once; then all are left to expire.
+//! leases are granted, each with a key attached; then each is renewed once
+//! (etcd's over its connection's one keep-alive stream, as etcd's Go
+//! client renews); then all are left to expire.
 //! Grants, attaching puts and renewals are timed like any request. An
 //! expiry is timed from the lease's deadline (its renewal's acknowledgement
 //! plus the TTL) to the receipt of its key's delete event by a watcher; it
@@ -50,7 +50,7 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
 
     // The watcher of the leased keys' deletions is in place first.
     let deleted: Deleted = Arc::default();
-    let watch = context.target.watch_prefix(0, keys.prefix()).await?;
+    let watch = context.target.watch_prefix(0, keys.prefix(), false).await?;
     let watcher = tokio::spawn(collect_deletes(watch, deleted.clone()));
 
     context.progress.phase("grant");
@@ -70,13 +70,16 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
                 let began = Instant::now();
                 let put = target.put(connection, &key, &value, Some(id));
                 timed(&recorder, Op::Write, began, true, put).await?;
-                // Not timed: readying the renewal is setup.
-                let ready = target.keep_alive_handle(connection, id);
-                let keep_alive = tokio::time::timeout(super::REQUEST_TIMEOUT, ready)
-                    .await
-                    .ok()?
-                    .ok()?;
-                Some(Granted { keep_alive })
+                // Not timed: readying the renewal is setup (and no I/O:
+                // etcd's keep-alive stream opened with the connection).
+                // A failure still counts, as a failed renewal.
+                match target.keep_alive_handle(connection, id).await {
+                    Ok(keep_alive) => Some(Granted { keep_alive }),
+                    Err(error) => {
+                        recorder.failure(Op::KeepAlive, &error);
+                        None
+                    }
+                }
             }
         }
     })

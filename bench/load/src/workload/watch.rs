@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Result};
 
 use super::{drain, sequence_of, timed, value_with_sequence, Context, REQUEST_TIMEOUT};
+use crate::args::WatchStreams;
 use crate::keys::worker_rng;
 use crate::record::{Op, OpTotals};
 use crate::report::{OpReport, RunReport};
@@ -43,9 +44,10 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
             let target = context.target.clone();
             let prefix = keys.prefix().to_vec();
             let connection = batch_index * WATCH_SETUP_BATCH + i;
+            let shared = args.watch_streams == WatchStreams::PerConnection;
             let sink = sink.clone();
             opening.spawn(async move {
-                let stream = target.watch_prefix(connection, &prefix).await?;
+                let stream = target.watch_prefix(connection, &prefix, shared).await?;
                 Ok::<_, anyhow::Error>((stream, sink))
             });
         }
