@@ -358,3 +358,45 @@ fn apply_one(store: &mut Store, index: u64, entry: &Entry) -> KvResult<Applied> 
     let mut results = store.apply_batch(&batch).expect("the keyspace failed");
     results.pop().expect("one answer")
 }
+
+/// A read with an answer limit is refused once its answer passes the
+/// limit, whatever its order; under the limit, or cut short by a count
+/// limit, it answers whole.
+#[test]
+fn a_read_past_its_answer_limit_is_refused_before_it_gathers_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path().join("kv.db"), Options::default()).unwrap();
+    store.defer_syncs(true);
+    for i in 0..100u64 {
+        let put = Entry::Put(PutRequest {
+            key: format!("k{i:03}").into_bytes(),
+            value: vec![b'v'; 1000],
+            ..PutRequest::default()
+        });
+        apply_one(&mut store, i + 1, &put).unwrap();
+    }
+    // Each pair: 4 bytes of key, 1,000 of value, and the frame's share.
+    let pair = 4 + 1000 + ANSWER_BYTES_PER_PAIR;
+    let every = |answer_limit: usize, sort_target: SortTarget, limit: u64| RangeRequest {
+        key: b"k".to_vec(),
+        range_end: b"l".to_vec(),
+        sort_target,
+        sort_order: SortOrder::Descend,
+        limit,
+        answer_limit,
+        ..RangeRequest::default()
+    };
+    for target in [SortTarget::Key, SortTarget::Value] {
+        let whole = store.range(&every(100 * pair, target, 0)).unwrap();
+        assert_eq!(whole.kvs.len(), 100, "{target:?}");
+        let refused = store.range(&every(100 * pair - 1, target, 0));
+        assert!(
+            matches!(refused, Err(KvError::AnswerTooLarge { limit }) if limit == 100 * pair - 1),
+            "{target:?}: {refused:?}"
+        );
+        let limited = store.range(&every(10 * pair, target, 10)).unwrap();
+        assert_eq!((limited.kvs.len(), limited.count), (10, 100), "{target:?}");
+        let unlimited = store.range(&every(0, target, 0)).unwrap();
+        assert_eq!(unlimited.kvs.len(), 100, "{target:?}");
+    }
+}

@@ -95,6 +95,12 @@ pub enum KvError {
     /// A lease given together with `ignore_lease`.
     #[error("lease is provided together with ignore_lease")]
     LeaseProvided,
+    /// A read's answer would be larger than its `answer_limit`.
+    #[error("the answer is larger than {limit} bytes, the most one answer may be; ask for less (with a limit, a narrower range, or keys only)")]
+    AnswerTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// A range sorted by something other than the key would need more
     /// memory than a read may hold; ask with a limit, or sort by key.
     #[error("range sorted by {0} matches more than a read may hold; add a limit")]

@@ -39,7 +39,7 @@ mod write;
 
 pub use error::{KvError, KvResult};
 pub use lease::{Lessor, LessorConfig, Renewal};
-pub use read::RangePage;
+pub use read::{answer_size, RangePage, ANSWER_BYTES_PER_PAIR};
 pub(crate) use read::{sort_cmp, KeyRange};
 pub use store::{
     check_entry, Applied, CompactStep, Indexed, LeaseHomes, LeaseInfo, RangePager, Store,

@@ -350,8 +350,23 @@ impl RangePlan {
 }
 
 /// Bytes a pair takes in an answer, for paging.
-fn answer_size(kv: &KeyValue) -> usize {
-    kv.key.len() + kv.value.len() + 32
+/// The bytes `kv` takes in an answer, at most: its key and value, and a
+/// bound on what a response frame spends around them (revisions, version,
+/// lease, lengths, offsets and padding).
+pub fn answer_size(kv: &KeyValue) -> usize {
+    kv.key.len() + kv.value.len() + ANSWER_BYTES_PER_PAIR
+}
+
+/// A bound on a response frame's bytes per pair besides its key and value.
+pub const ANSWER_BYTES_PER_PAIR: usize = 96;
+
+/// `Err(AnswerTooLarge)` when `bytes` of answer are past `request`'s limit.
+pub(crate) fn check_answer_limit(request: &RangeRequest, bytes: usize) -> KvResult<()> {
+    match request.answer_limit {
+        0 => Ok(()),
+        limit if bytes > limit => Err(KvError::AnswerTooLarge { limit }),
+        _ => Ok(()),
+    }
 }
 
 /// One page of a range answer.
@@ -370,6 +385,8 @@ pub struct RangePage {
 /// Where a paged range stands between pages.
 #[derive(Debug, Default)]
 pub(crate) struct RangeProgress {
+    /// Bytes of pairs handed out so far, by [`answer_size`].
+    gathered: usize,
     /// The last key walked, for key-order answers.
     resume: Option<Vec<u8>>,
     /// Keys counted so far.
@@ -465,6 +482,12 @@ fn key_order_page<S: Snapshot>(
                 progress.more = true;
                 return Ok(ControlFlow::Continue(()));
             }
+            // Past the answer limit before the pair is copied: a read
+            // refused for its size costs no more than its limit.
+            let value_len = if with_value { found.value.len() } else { 0 };
+            let size = found.key.len() + value_len + ANSWER_BYTES_PER_PAIR;
+            check_answer_limit(request, progress.gathered + size)?;
+            progress.gathered += size;
             let kv = found.to_key_value(with_value);
             bytes += answer_size(&kv);
             kvs.push(kv);
@@ -553,6 +576,10 @@ fn sorted_answer<S: Snapshot>(
         }
         if bytes > MAX_SORTED_BYTES {
             return Err(KvError::ResultTooLarge(target_name(target)));
+        }
+        // Without a limit, every pair gathered is in the answer.
+        if limit == 0 {
+            check_answer_limit(request, bytes)?;
         }
         Ok(ControlFlow::Continue(()))
     })?;

@@ -295,8 +295,21 @@ pub(crate) fn range_all<T: Snapshot>(
     let plan = RangePlan::new(request, revisions)?;
     let mut progress = RangeProgress::default();
     let mut response = RangeResponse::default();
+    // With a limit, pages of it, so that a read past it stops as soon as
+    // it has gathered too much.
+    let page_bytes = match request.answer_limit {
+        0 => usize::MAX,
+        limit => limit.saturating_add(1),
+    };
+    let mut bytes = 0usize;
     loop {
-        let page = read::next_page(snap, &plan, &mut progress, usize::MAX)?;
+        let page = read::next_page(snap, &plan, &mut progress, page_bytes)?;
+        bytes = page
+            .kvs
+            .iter()
+            .map(read::answer_size)
+            .fold(bytes, usize::saturating_add);
+        read::check_answer_limit(request, bytes)?;
         response.kvs.extend(page.kvs);
         if page.last {
             response.count = page.count;

@@ -136,6 +136,14 @@ pub struct RangeRequest {
     pub min_create_revision: Revision,
     /// Only pairs with `create_revision <=` this (0: no bound).
     pub max_create_revision: Revision,
+    /// Most bytes the answer's pairs may take, each counted as
+    /// [`answer_size`](crate::mvcc::answer_size) counts it; 0: no limit. A
+    /// read whose answer would be larger is refused with
+    /// [`KvError::AnswerTooLarge`](crate::mvcc::KvError::AnswerTooLarge)
+    /// once it has gathered this much, before it gathers more. A server's
+    /// setting, not part of the log: a range inside a transaction is
+    /// logged without it.
+    pub answer_limit: usize,
 }
 
 pub use keel_routing::prefix_end;

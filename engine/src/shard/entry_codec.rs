@@ -464,6 +464,7 @@ impl Reader<'_> {
             max_mod_revision: self.u64()?,
             min_create_revision: self.u64()?,
             max_create_revision: self.u64()?,
+            answer_limit: 0,
         })
     }
 
@@ -555,6 +556,7 @@ mod tests {
             max_mod_revision: 2,
             min_create_revision: 3,
             max_create_revision: 4,
+            answer_limit: 0,
         };
         let inner = TxnRequest {
             compare: vec![Compare {

@@ -521,7 +521,19 @@ impl NodeClient<'_> {
                 .await?;
             parts.push(part);
         }
-        Ok((revision, merge_ranges(&request, parts)))
+        let merged = merge_ranges(&request, parts);
+        let bytes = merged
+            .kvs
+            .iter()
+            .map(crate::mvcc::answer_size)
+            .fold(0, usize::saturating_add);
+        if request.answer_limit != 0 && bytes > request.answer_limit {
+            return Err(crate::mvcc::KvError::AnswerTooLarge {
+                limit: request.answer_limit,
+            }
+            .into());
+        }
+        Ok((revision, merged))
     }
 }
 

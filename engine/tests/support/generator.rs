@@ -233,6 +233,8 @@ impl Gen {
             max_mod_revision: bound(self),
             min_create_revision: bound(self),
             max_create_revision: bound(self),
+            // The server's bound on an answer's bytes; the model has none.
+            answer_limit: 0,
         }
     }
 

@@ -26,7 +26,7 @@ struct Flags {
     /// client_address, core_port_base, shards, cores, pin,
     /// quota_backend_bytes, outbound_bytes, stall_timeout_ms, max_in_flight,
     /// max_watches, watch_progress_interval_ms, inbound_bytes,
-    /// frame_timeout_ms, max_connections).
+    /// frame_timeout_ms, max_connections, answer_bytes, idle_timeout_ms).
     #[arg(long)]
     config: Option<PathBuf>,
     /// This member's name.
@@ -86,6 +86,16 @@ struct Flags {
     /// Connections one core serves at once [default: 16384].
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Bytes of large answers (ranges past 16 KiB, transactions, answers
+    /// with previous values, lease lists) that one core's connections may
+    /// hold together, from before they are read until they are written
+    /// [default: 64 MiB].
+    #[arg(long)]
+    answer_bytes: Option<usize>,
+    /// Milliseconds a connection with nothing in flight and no watch may
+    /// stay silent before it is closed; 0 never closes it [default: 0].
+    #[arg(long)]
+    idle_timeout_ms: Option<u64>,
 }
 
 impl Flags {
@@ -107,6 +117,8 @@ impl Flags {
             inbound_bytes: self.inbound_bytes,
             frame_timeout_ms: self.frame_timeout_ms,
             max_connections: self.max_connections,
+            answer_bytes: self.answer_bytes,
+            idle_timeout_ms: self.idle_timeout_ms,
         }
     }
 }

@@ -39,7 +39,9 @@ pub struct ServerConfig {
 /// Per-connection limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Bytes of responses queued for one connection before producers wait.
+    /// Bytes of responses one connection may hold, queued or being
+    /// produced, before its producers wait: also the largest answer
+    /// (docs/server.md, "Outbound memory").
     pub outbound_bytes: usize,
     /// How long a response may wait for room in a full queue before the
     /// connection is closed as a client that stopped reading.
@@ -62,6 +64,13 @@ pub struct Limits {
     pub frame_timeout: Duration,
     /// Connections one core serves at once; it closes those past it.
     pub max_connections: usize,
+    /// Bytes of large answers that the connections of one core may hold
+    /// together, reserved before the request runs and held until the
+    /// answer is written (docs/server.md, "Outbound memory").
+    pub answer_bytes: usize,
+    /// How long a connection with no request in flight and no watch may
+    /// stay silent before it is closed; `None` never closes it.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -75,6 +84,8 @@ impl Default for Limits {
             inbound_bytes: 64 << 20,
             frame_timeout: Duration::from_secs(10),
             max_connections: 16_384,
+            answer_bytes: 64 << 20,
+            idle_timeout: None,
         }
     }
 }
@@ -133,6 +144,10 @@ pub struct Overrides {
     pub frame_timeout_ms: Option<u64>,
     /// See [`Limits::max_connections`].
     pub max_connections: Option<usize>,
+    /// See [`Limits::answer_bytes`].
+    pub answer_bytes: Option<usize>,
+    /// See [`Limits::idle_timeout`], in milliseconds; 0 is none.
+    pub idle_timeout_ms: Option<u64>,
 }
 
 /// A config file that cannot be used.
@@ -211,6 +226,10 @@ impl Overrides {
             self.frame_timeout_ms.map(Duration::from_millis),
         );
         set(&mut limits.max_connections, self.max_connections);
+        set(&mut limits.answer_bytes, self.answer_bytes);
+        if let Some(ms) = self.idle_timeout_ms {
+            limits.idle_timeout = (ms > 0).then(|| Duration::from_millis(ms));
+        }
         if config.quota_backend_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "quota_backend_bytes must be at least 1".to_string(),
@@ -222,10 +241,11 @@ impl Overrides {
             || limits.inbound_bytes == 0
             || limits.max_connections == 0
             || limits.max_watches == 0
+            || limits.answer_bytes == 0
         {
             return Err(ConfigError::Invalid(
-                "outbound_bytes, max_in_flight, max_watches, inbound_bytes and max_connections \
-                 must be at least 1"
+                "outbound_bytes, max_in_flight, max_watches, inbound_bytes, max_connections and \
+                 answer_bytes must be at least 1"
                     .to_string(),
             ));
         }

@@ -23,8 +23,9 @@ use keel_proto::{
     FrameError, Request, Response, ResponseBody, MAX_FRAME_LEN, MAX_RESPONSE_FRAME_LEN,
 };
 
+use crate::server::answers::{AnswerRoom, AnswerSize, ConnectionAnswers};
+use crate::server::budget::Reservation;
 use crate::server::core::CoreContext;
-use crate::server::inbound::Reservation;
 use crate::server::outbound::{Closed, Outbound};
 use crate::server::watch::WatchCommand;
 
@@ -36,10 +37,14 @@ const DECODED_QUEUE: usize = 64;
 
 pub(crate) struct Connection {
     pub(crate) ctx: Rc<CoreContext>,
+    /// Room for answers, reserved before each request runs.
+    pub(crate) answers: ConnectionAnswers,
     /// Shared with the watch groups that send to this connection.
     pub(crate) outbound: Rc<Outbound>,
     /// This connection's live watches, by id.
     pub(crate) watches: RefCell<HashMap<u64, Rc<flume::Sender<WatchCommand>>>>,
+    /// Requests in flight that are not watches.
+    requests_in_flight: Cell<usize>,
 }
 
 impl Connection {
@@ -54,6 +59,13 @@ impl Connection {
         async move { self.outbound.push(frame.ok_or(Closed)?).await }
     }
 
+    /// Queues the answer to a request that reserved `room` before it ran.
+    /// An answer larger than its room is replaced by an error that says so.
+    pub(crate) fn respond_in(&self, response: Response, room: AnswerRoom) -> Result<(), Closed> {
+        let frame = response_frame_within(&response, room.frame_limit()).ok_or(Closed)?;
+        self.outbound.push_answer(frame, room)
+    }
+
     pub(crate) async fn respond_error(
         &self,
         id: u64,
@@ -66,7 +78,13 @@ impl Connection {
 
 /// `response` framed, or a refusal that says it is too large.
 fn response_frame(response: &Response) -> Option<Vec<u8>> {
-    match encode_response_frame_within(response, MAX_RESPONSE_FRAME_LEN) {
+    response_frame_within(response, MAX_RESPONSE_FRAME_LEN)
+}
+
+/// `response` framed in at most `limit` bytes, or a refusal that says it
+/// is too large.
+fn response_frame_within(response: &Response, limit: usize) -> Option<Vec<u8>> {
+    match encode_response_frame_within(response, limit) {
         Ok(frame) => Some(frame),
         Err(error) => {
             let refusal = error_response(
@@ -74,7 +92,7 @@ fn response_frame(response: &Response) -> Option<Vec<u8>> {
                 ErrorCode::TooLarge,
                 format!("the answer is too large ({error}); ask for less, e.g. with a limit"),
             );
-            encode_response_frame_within(&refusal, MAX_RESPONSE_FRAME_LEN).ok()
+            encode_response_frame_within(&refusal, limit.max(1 << 10)).ok()
         }
     }
 }
@@ -100,9 +118,11 @@ where
     let limits = ctx.limits;
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let connection = Connection {
+        answers: ConnectionAnswers::new(limits.outbound_bytes, ctx.answers.clone()),
         ctx,
         outbound: Rc::new(Outbound::new(limits.outbound_bytes, limits.stall_timeout)),
         watches: RefCell::new(HashMap::new()),
+        requests_in_flight: Cell::new(0),
     };
     let work = async {
         let (decoded, requests) = local_channel::new_bounded(DECODED_QUEUE);
@@ -228,7 +248,7 @@ async fn read_requests(
                     None => return Some(too_slow(frame_timeout)),
                 }
             }
-            None => reader.read(&mut chunk).await,
+            None => read_unless_idle(reader, &mut chunk, connection).await?,
         };
         let read = match read {
             Ok(0) | Err(_) => return None,
@@ -237,6 +257,37 @@ async fn read_requests(
         frames.extend(chunk.get(..read).unwrap_or_default());
         if frames.announced().is_some() && deadline.is_none() {
             deadline = Some(Instant::now() + frame_timeout);
+        }
+    }
+}
+
+/// Reads between frames. With an idle timeout, a connection that has sent
+/// nothing for that long while it had no request in flight, no watch and
+/// nothing left to write is closed (`None`).
+async fn read_unless_idle(
+    reader: &mut (impl AsyncRead + Unpin),
+    chunk: &mut [u8],
+    connection: &Connection,
+) -> Option<std::io::Result<usize>> {
+    let Some(idle_timeout) = connection.ctx.limits.idle_timeout else {
+        return Some(reader.read(chunk).await);
+    };
+    let mut read = Box::pin(reader.read(chunk));
+    loop {
+        let timed = or(async { Some((&mut read).await) }, async {
+            glommio::timer::sleep(idle_timeout).await;
+            None
+        })
+        .await;
+        if let Some(read) = timed {
+            return Some(read);
+        }
+        let busy = connection.requests_in_flight.get() > 0
+            || !connection.watches.borrow().is_empty()
+            || connection.outbound.holds_any();
+        if !busy {
+            tracing::debug!("closing a connection idle for its idle timeout");
+            return None;
         }
     }
 }
@@ -267,10 +318,9 @@ async fn dispatch(connection: &Connection, requests: LocalReceiver<Decoded>) {
     }
     let limits = connection.ctx.limits;
     let mut in_flight: FuturesUnordered<InFlight<'_>> = FuturesUnordered::new();
-    // Requests in flight that are not watches.
-    let requests_in_flight = Rc::new(Cell::new(0usize));
     loop {
-        let room = requests_in_flight.get() < limits.max_in_flight;
+        let in_flight_count = &connection.requests_in_flight;
+        let room = in_flight_count.get() < limits.max_in_flight;
         let arrived = async {
             if !room {
                 return pending().await;
@@ -300,15 +350,24 @@ async fn dispatch(connection: &Connection, requests: LocalReceiver<Decoded>) {
                     continue;
                 }
                 let held = (!watch).then_some(reservation);
-                let counted = (!watch).then(|| {
-                    requests_in_flight.set(requests_in_flight.get() + 1);
-                    requests_in_flight.clone()
-                });
-                let handled = crate::server::dispatch::handle(connection, id, request);
+                if !watch {
+                    in_flight_count.set(in_flight_count.get() + 1);
+                }
                 in_flight.push(Box::pin(async move {
-                    let answered = handled.await;
+                    let answered = match request {
+                        Request::WatchCreate(create) => {
+                            crate::server::watch::run(connection, id, create).await
+                        }
+                        request => {
+                            // Room for the answer first: nothing is
+                            // gathered that the connection could not hold.
+                            let room = connection.answers.reserve(AnswerSize::of(&request)).await;
+                            crate::server::dispatch::handle(connection, id, request, room).await
+                        }
+                    };
                     drop(held);
-                    if let Some(count) = counted {
+                    if !watch {
+                        let count = &connection.requests_in_flight;
                         count.set(count.get().saturating_sub(1));
                     }
                     answered

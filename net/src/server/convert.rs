@@ -30,6 +30,8 @@ pub(crate) fn range_request(r: proto::RangeRequest) -> kv::RangeRequest {
         max_mod_revision: r.max_mod_revision,
         min_create_revision: r.min_create_revision,
         max_create_revision: r.max_create_revision,
+        // The connection sets its own (`connection.rs`).
+        answer_limit: 0,
     }
 }
 
@@ -199,7 +201,8 @@ pub(crate) fn error(error: &NodeError) -> proto::ErrorBody {
             kv::KvError::RequestTooLarge { .. }
             | kv::KvError::PutTooLarge { .. }
             | kv::KvError::KeyTooLarge { .. }
-            | kv::KvError::ResultTooLarge(_) => (Code::TooLarge, 0),
+            | kv::KvError::ResultTooLarge(_)
+            | kv::KvError::AnswerTooLarge { .. } => (Code::TooLarge, 0),
             kv::KvError::InvalidLease(_)
             | kv::KvError::EmptyKey
             | kv::KvError::ValueProvided

@@ -33,8 +33,10 @@ pub(crate) struct CoreContext {
     pub(crate) info: Arc<ServerInfo>,
     /// This core's watch groups (`watch_group.rs`).
     pub(crate) watch_groups: crate::server::watch_group::WatchGroups,
-    /// This core's budget of request bytes (`inbound.rs`).
-    pub(crate) inbound: Rc<crate::server::inbound::InboundBudget>,
+    /// This core's budget of request bytes (`budget.rs`).
+    pub(crate) inbound: Rc<crate::server::budget::ByteBudget>,
+    /// This core's budget of large answers (`answers.rs`).
+    pub(crate) answers: Rc<crate::server::budget::ByteBudget>,
 }
 
 impl CoreContext {

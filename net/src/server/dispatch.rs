@@ -1,16 +1,18 @@
 //! One request: the engine call it maps to, and its answer.
 
 use keel_engine::mvcc::KvError;
-use keel_engine::shard::{Consistency, NodeClient, NodeError};
+use keel_engine::shard::{Consistency, NodeError};
 use keel_proto::{
     ErrorCode, LeaseStatus, LeaseTimeToLive, Request, Response, ResponseBody, WatchEvents,
 };
 
-use crate::server::connection::Connection;
+use crate::server::answers::{AnswerRoom, AnswerSize};
+use crate::server::connection::{error_response, Connection};
 use crate::server::outbound::Closed;
 use crate::server::{alarm, convert, status, watch};
 
-/// Serves `request` and queues its answer (for a watch: its stream).
+/// Serves `request` and queues its answer in `room`, reserved for it
+/// before it ran (`answers.rs`; for a watch: its stream).
 ///
 /// Every request in flight holds its future, so the common ones (puts and
 /// reads) are served by a future of their own size; the rest, whose
@@ -19,18 +21,18 @@ pub(crate) async fn handle(
     connection: &Connection,
     id: u64,
     request: Request,
+    room: AnswerRoom,
 ) -> Result<(), Closed> {
-    let client = connection.ctx.client();
-    let answer = match request {
+    match request {
         Request::Put(put) => {
+            let client = connection.ctx.client();
             let answer = client.put(convert::put_request(put)).await.map(applied);
             let_watch_groups_go_first(connection).await;
-            answer
+            connection.respond_in(answer_to(id, answer), room)
         }
-        Request::Range(range) if range.revision == 0 => read(&client, range).await,
-        other => return Box::pin(handle_any(connection, id, other)).await,
-    };
-    connection.respond(answer_to(id, answer)).await
+        Request::Range(range) if range.revision == 0 => read(connection, id, range, room).await,
+        other => Box::pin(handle_any(connection, id, other, room)).await,
+    }
 }
 
 /// Lets this core's watch groups send the events a write released before
@@ -45,30 +47,57 @@ async fn let_watch_groups_go_first(connection: &Connection) {
     }
 }
 
-/// A range read, at the consistency it asks for.
+/// A range read, at the consistency it asks for, answered in `room`. The
+/// engine stops a read whose answer outgrows its room; one that outgrew a
+/// small room runs again in a large one (`answers.rs`).
 async fn read(
-    client: &NodeClient<'_>,
+    connection: &Connection,
+    id: u64,
     range: keel_proto::RangeRequest,
-) -> Result<(u64, ResponseBody), NodeError> {
+    room: AnswerRoom,
+) -> Result<(), Closed> {
     let consistency = if range.serializable {
         Consistency::Serializable
     } else {
         Consistency::Linearizable
     };
-    let (revision, answer) = client
-        .range(convert::range_request(range), consistency)
-        .await?;
-    Ok((
-        revision,
-        ResponseBody::Range(convert::range_response(answer)),
-    ))
+    let request = convert::range_request(range);
+    let client = connection.ctx.client();
+    let mut room = Some(room);
+    loop {
+        let Some(held) = room.take() else {
+            return Err(Closed);
+        };
+        let mut attempt = request.clone();
+        attempt.answer_limit = held.answer_limit();
+        let answer = client.range(attempt, consistency).await;
+        if let Err(NodeError::Kv(KvError::AnswerTooLarge { .. })) = &answer {
+            if held.is_small() {
+                drop(held);
+                room = Some(connection.answers.reserve(AnswerSize::Large).await);
+                continue;
+            }
+        }
+        let answer = answer.map(|(revision, answer)| {
+            (
+                revision,
+                ResponseBody::Range(convert::range_response(answer)),
+            )
+        });
+        return connection.respond_in(answer_to(id, answer), held);
+    }
 }
 
 /// Serves any request (see [`handle`]).
-async fn handle_any(connection: &Connection, id: u64, request: Request) -> Result<(), Closed> {
+async fn handle_any(
+    connection: &Connection,
+    id: u64,
+    request: Request,
+    room: AnswerRoom,
+) -> Result<(), Closed> {
     let client = connection.ctx.client();
     let answer: Result<(u64, ResponseBody), NodeError> = match request {
-        Request::Range(range) => read(&client, range).await,
+        Request::Range(range) => return read(connection, id, range, room).await,
         Request::Put(put) => {
             let answer = client.put(convert::put_request(put)).await.map(applied);
             let_watch_groups_go_first(connection).await;
@@ -88,7 +117,10 @@ async fn handle_any(connection: &Connection, id: u64, request: Request) -> Resul
             answer
         }
         Request::Compact { revision } => client.compact(revision).await.map(applied),
-        Request::WatchCreate(create) => return watch::run(connection, id, create).await,
+        Request::WatchCreate(create) => {
+            drop(room);
+            return watch::run(connection, id, create).await;
+        }
         Request::WatchCancel { watch_id } => {
             let watch = connection.watches.borrow_mut().remove(&watch_id);
             // The watch answers the cancel itself once it has stopped.
@@ -97,9 +129,8 @@ async fn handle_any(connection: &Connection, id: u64, request: Request) -> Resul
                 return Ok(());
             }
             let message = format!("watch {watch_id} not found on this connection");
-            return connection
-                .respond_error(id, ErrorCode::WatchNotFound, message)
-                .await;
+            let refusal = error_response(id, ErrorCode::WatchNotFound, message);
+            return connection.respond_in(refusal, room);
         }
         Request::WatchProgress => client.current_revision().await.map(|revision| {
             for commands in connection.watches.borrow().values() {
@@ -160,7 +191,7 @@ async fn handle_any(connection: &Connection, id: u64, request: Request) -> Resul
             alarm,
         } => alarm::alarm(&client, action, member_id, alarm).await,
     };
-    connection.respond(answer_to(id, answer)).await
+    connection.respond_in(answer_to(id, answer), room)
 }
 
 fn answer_to(id: u64, answer: Result<(u64, ResponseBody), NodeError>) -> Response {

@@ -8,12 +8,13 @@
 //! shard on another core crosses the node's mesh once.
 
 mod alarm;
+mod answers;
+mod budget;
 mod config;
 mod connection;
 mod convert;
 mod core;
 mod dispatch;
-mod inbound;
 mod outbound;
 mod status;
 mod watch;
@@ -182,7 +183,8 @@ impl Server {
                             limits,
                             info,
                             watch_groups: Default::default(),
-                            inbound: inbound::InboundBudget::new(limits.inbound_bytes),
+                            inbound: budget::ByteBudget::new(limits.inbound_bytes),
+                            answers: budget::ByteBudget::new(limits.answer_bytes),
                         });
                         let stopped = async {
                             let _ = stop_out.recv_async().await;

@@ -13,6 +13,8 @@ use std::time::Duration;
 use futures_lite::future::{or, poll_fn};
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 
+use crate::server::answers::AnswerRoom;
+
 /// Wakes every waiter on `notify_all`. Single-threaded (one core). A
 /// waiter polled again before the notification keeps one entry: futures
 /// such as `or` poll both sides on every wake-up.
@@ -53,6 +55,9 @@ pub(crate) struct Closed;
 pub(crate) struct Outbound {
     /// Frames queued and not yet handed to the socket, back to back.
     queued: RefCell<Vec<u8>>,
+    /// The room reserved for the answers among them (`answers.rs`), given
+    /// back once they are written.
+    queued_rooms: RefCell<Vec<AnswerRoom>>,
     /// Bytes the writer has taken and not yet written.
     writing: Cell<usize>,
     limit: usize,
@@ -74,6 +79,7 @@ impl Outbound {
     pub(crate) fn new(limit: usize, stall_timeout: Duration) -> Outbound {
         Outbound {
             queued: RefCell::new(Vec::new()),
+            queued_rooms: RefCell::new(Vec::new()),
             writing: Cell::new(0),
             limit,
             stall_timeout,
@@ -88,6 +94,11 @@ impl Outbound {
     /// Bytes queued or being written.
     fn held(&self) -> usize {
         self.queued.borrow().len() + self.writing.get()
+    }
+
+    /// Whether anything is queued or being written.
+    pub(crate) fn holds_any(&self) -> bool {
+        self.held() > 0
     }
 
     /// Queues `frame`, waiting for room. A frame larger than the whole
@@ -124,6 +135,19 @@ impl Outbound {
         }
     }
 
+    /// Queues an answer's `frame`, whose `room` was reserved before the
+    /// request ran: it does not wait for room in the queue (the reservation
+    /// bounds it), and holds `room` until it is written.
+    pub(crate) fn push_answer(&self, frame: Vec<u8>, room: AnswerRoom) -> Result<(), Closed> {
+        if self.aborted.get() || self.closed.get() {
+            return Err(Closed);
+        }
+        self.queued.borrow_mut().extend_from_slice(&frame);
+        self.queued_rooms.borrow_mut().push(room);
+        self.ready.notify_all();
+        Ok(())
+    }
+
     /// Queues `frame` if there is room now; answers whether it did. For a
     /// producer that serves many connections and must not wait on one
     /// (a watch group, `watch_group.rs`).
@@ -152,6 +176,10 @@ impl Outbound {
     /// Drop everything; the connection ends now.
     pub(crate) fn abort(&self) {
         self.aborted.set(true);
+        // Watch groups may hold this queue a while longer; what it holds
+        // goes now.
+        self.queued.borrow_mut().clear();
+        self.queued_rooms.borrow_mut().clear();
         self.close();
         self.abort.notify_all();
         self.room.notify_all();
@@ -163,6 +191,7 @@ impl Outbound {
     pub(crate) async fn write_to(&self, socket: &mut (impl AsyncWrite + Unpin)) {
         let writing = async {
             let mut batch = Vec::new();
+            let mut rooms = Vec::new();
             loop {
                 // Single-threaded: nothing queues between this check and
                 // the wait, so no wake-up is missed.
@@ -173,6 +202,7 @@ impl Outbound {
                     self.ready.notified().await;
                 }
                 std::mem::swap(&mut batch, &mut *self.queued.borrow_mut());
+                std::mem::swap(&mut rooms, &mut *self.queued_rooms.borrow_mut());
                 self.writing.set(batch.len());
                 // Every write must make progress within the stall timeout:
                 // a client that stops reading is cut off even when no
@@ -205,6 +235,8 @@ impl Outbound {
                 }
                 self.writing.set(0);
                 batch.clear();
+                // Written: the answers' room goes back.
+                rooms.clear();
                 if batch.capacity() > KEPT_BUFFER_BYTES {
                     batch = Vec::new();
                 }

@@ -1,10 +1,16 @@
-//! A core's budget for request bytes (docs/server.md, "Inbound memory"):
-//! a connection reserves a frame's announced length from its core's budget
-//! before it reads the frame's body, and holds it until the request is
-//! answered. So the partial and decoded requests of every connection of a
-//! core hold at most the budget (and a read's worth per connection),
-//! whatever clients announce; a client that announces a frame and sends it
-//! slowly, or never, is cut off at the frame deadline.
+//! A budget of bytes that futures reserve before they spend memory, and
+//! give back when they drop what they reserved. Three are used:
+//!
+//! - a core's request bytes (docs/server.md, "Inbound memory"): a
+//!   connection reserves a frame's announced length before it reads the
+//!   frame's body, and holds it until the request is answered. So the
+//!   partial and decoded requests of every connection of a core hold at
+//!   most the budget (and a read's worth per connection), whatever clients
+//!   announce; a client that announces a frame and sends it slowly, or
+//!   never, is cut off at the frame deadline;
+//! - a core's large answers, and each connection's answers ("Outbound
+//!   memory", `answers.rs`): a request reserves room for its answer before
+//!   it runs, and the answer holds it until it is written to the socket.
 //!
 //! Waiters are served first come, first served, and a release wakes only
 //! the first waiter, once its bytes are free: a thousand connections
@@ -18,7 +24,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 /// One core's request bytes: what is free, and who waits for it.
-pub(crate) struct InboundBudget {
+pub(crate) struct ByteBudget {
     total: usize,
     /// Below zero while frames taken whole exceed the budget.
     free: Cell<isize>,
@@ -35,13 +41,13 @@ struct Ticket {
 
 /// Bytes of a core's budget held for one request; given back when dropped.
 pub(crate) struct Reservation {
-    budget: Rc<InboundBudget>,
+    budget: Rc<ByteBudget>,
     bytes: usize,
 }
 
-impl InboundBudget {
-    pub(crate) fn new(total: usize) -> Rc<InboundBudget> {
-        Rc::new(InboundBudget {
+impl ByteBudget {
+    pub(crate) fn new(total: usize) -> Rc<ByteBudget> {
+        Rc::new(ByteBudget {
             total,
             free: Cell::new(signed(total)),
             queue: RefCell::new(VecDeque::new()),
@@ -85,7 +91,7 @@ impl InboundBudget {
 /// A reservation being waited for; dropped before it is granted, it
 /// leaves the queue.
 pub(crate) struct Reserve {
-    budget: Rc<InboundBudget>,
+    budget: Rc<ByteBudget>,
     bytes: usize,
     ticket: Option<u64>,
 }
@@ -174,7 +180,7 @@ mod tests {
 
     #[test]
     fn waiters_are_served_in_order_as_bytes_come_back() {
-        let budget = InboundBudget::new(100);
+        let budget = ByteBudget::new(100);
         let held = block_on(budget.reserve(80));
         let mut big = Box::pin(budget.reserve(50));
         let mut small = Box::pin(budget.reserve(10));
@@ -190,7 +196,7 @@ mod tests {
 
     #[test]
     fn a_release_wakes_no_one_whose_bytes_are_not_free() {
-        let budget = InboundBudget::new(100);
+        let budget = ByteBudget::new(100);
         let held = block_on(budget.reserve(90));
         let mut waiting = Box::pin(budget.reserve(50));
         assert!(block_on(poll_once(&mut waiting)).is_none());
@@ -203,7 +209,7 @@ mod tests {
 
     #[test]
     fn a_waiter_that_gives_up_leaves_the_queue() {
-        let budget = InboundBudget::new(100);
+        let budget = ByteBudget::new(100);
         let held = block_on(budget.reserve(100));
         let mut first = Box::pin(budget.reserve(60));
         let mut second = Box::pin(budget.reserve(30));
@@ -216,7 +222,7 @@ mod tests {
 
     #[test]
     fn a_whole_frame_is_counted_without_waiting() {
-        let budget = InboundBudget::new(100);
+        let budget = ByteBudget::new(100);
         let held = block_on(budget.reserve(100));
         let taken = budget.take(40);
         assert_eq!(budget.free.get(), -40);
