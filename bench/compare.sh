@@ -1,13 +1,23 @@
 #!/usr/bin/env bash
 # keel and etcd side by side on this machine: the standard suite of `bench`
-# against each in turn, then RESULTS.md with one table per workload (keel,
-# etcd, the ratio) and a latency plot per workload.
+# against each, every workload repeated, then RESULTS.md with one table per
+# workload (each system's median and range over the repeats, and the ratio
+# of the medians) and a latency plot per workload.
 #
-#   bench/compare.sh              full run (about 6 minutes on 2 cores),
+#   bench/compare.sh              full run (about 21 minutes on 2 cores),
 #                                 writes bench/RESULTS.md and bench/plots/
-#   bench/compare.sh --smoke      a second or so per workload, into a
+#   bench/compare.sh --smoke      a second or so per workload, once, into a
 #                                 temporary directory (what CI runs)
+#   bench/compare.sh --repeats N  runs of each workload per system (default
+#                                 3; 1 with --smoke)
 #   bench/compare.sh --out DIR    write RESULTS.md, plots/ and runs/ to DIR
+#
+# Every run starts its server anew on an empty data directory and stops it
+# afterwards, so that no run inherits another's keys, leases, compaction
+# or caches (the kernel's page cache aside). Repeats alternate which system
+# goes first: keel in odd repeats, etcd in even ones. Each run gives bench
+# its server's pid, so the report has the server's CPU time per request
+# over the measured window.
 #
 # Both servers listen on 127.0.0.1 only and both sync to disk before they
 # acknowledge a write: etcd always fsyncs its WAL, keel always syncs its
@@ -21,14 +31,23 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 mode=full
 out="$root/bench"
+repeats=""
+usage="usage: $0 [--smoke] [--repeats N] [--out DIR]"
 while [ $# -gt 0 ]; do
   case "$1" in
     --smoke) mode=smoke; out="" ;;
-    --out) out="$2"; shift ;;
-    *) echo "usage: $0 [--smoke] [--out DIR]" >&2; exit 2 ;;
+    --out) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; out="$2"; shift ;;
+    --repeats) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; repeats="$2"; shift ;;
+    *) echo "$usage" >&2; exit 2 ;;
   esac
   shift
 done
+if [ -z "$repeats" ]; then
+  if [ "$mode" = smoke ]; then repeats=1; else repeats=3; fi
+fi
+case "$repeats" in
+  ''|*[!0-9]*|0) echo "--repeats takes a number of runs, at least 1, not '$repeats'" >&2; exit 2 ;;
+esac
 if [ -z "$out" ]; then out="$(mktemp -d -t keel-compare.XXXXXX)"; fi
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
@@ -60,27 +79,32 @@ data="${KEEL_BENCH_DIR:-$out}/compare-data"
 rm -rf "$data" "$out/runs" "$out/plots"
 mkdir -p "$data" "$out/runs" "$out/plots"
 
-pids=()
-stop_servers() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
+# The server of the run under way, if any.
+server_pid=""
+stop_server() {
+  if [ -n "$server_pid" ]; then
+    kill "$server_pid" 2>/dev/null || true
     # A server that has not stopped 10 s after SIGTERM is killed.
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  rm -rf "$data"
+    for _ in $(seq 1 100); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=""
+  fi
+  rm -rf "$data/server"
 }
-trap stop_servers EXIT
+trap 'stop_server; rm -rf "$data"' EXIT
 
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-for port in "$keel_port" "$keel_cores" $((keel_cores + 1)) "$etcd_port" "$etcd_peer"; do
-  if port_taken "$port"; then
-    echo "127.0.0.1:$port is already taken (a server left from another run?); set COMPARE_PORT_BASE" >&2
-    exit 1
+cores=$(nproc)
+ports_of() {
+  if [ "$1" = keel ]; then
+    echo "$keel_port"
+    for core in $(seq 0 $((cores - 1))); do echo $((keel_cores + core)); done
+  else
+    echo "$etcd_port" "$etcd_peer"
   fi
-done
+}
 
 # Waits until server `pid` listens on `port`; fails if it exits first.
 wait_for_port() {
@@ -94,29 +118,50 @@ wait_for_port() {
   exit 1
 }
 
-echo "== starting keel on 127.0.0.1:$keel_port and etcd on 127.0.0.1:$etcd_port"
-"$KEEL_BIN" --data-dir "$data/keel" --listen-client "127.0.0.1:$keel_port" \
-  --core-port-base "$keel_cores" >"$out/runs/keel.log" 2>&1 &
-keel_pid=$!
-pids+=("$keel_pid")
-etcd --name compare --data-dir "$data/etcd" \
-  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-  --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
-  --initial-cluster "compare=http://127.0.0.1:$etcd_peer" --quota-backend-bytes $((8 << 30)) \
-  >"$out/runs/etcd.log" 2>&1 &
-etcd_pid=$!
-pids+=("$etcd_pid")
-wait_for_port "$keel_port" "$keel_pid" "$out/runs/keel.log"
-wait_for_port "$etcd_port" "$etcd_pid" "$out/runs/etcd.log"
+# Starts `system` on an empty data directory, logging to `log`; sets
+# server_pid and port. bench itself waits until the server answers a read
+# (etcd listens before it has elected itself leader).
+start_server() {
+  local system=$1 log=$2
+  for p in $(ports_of "$system"); do
+    if port_taken "$p"; then
+      echo "127.0.0.1:$p is already taken (a server left from another run?); set COMPARE_PORT_BASE" >&2
+      exit 1
+    fi
+  done
+  rm -rf "$data/server"
+  mkdir -p "$data/server"
+  if [ "$system" = keel ]; then
+    port=$keel_port
+    "$KEEL_BIN" --data-dir "$data/server" --listen-client "127.0.0.1:$keel_port" \
+      --core-port-base "$keel_cores" >"$log" 2>&1 &
+  else
+    port=$etcd_port
+    etcd --name compare --data-dir "$data/server" \
+      --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+      --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+      --initial-cluster "compare=http://127.0.0.1:$etcd_peer" --quota-backend-bytes $((8 << 30)) \
+      >"$log" 2>&1 &
+  fi
+  server_pid=$!
+  if [ "$system" = keel ]; then
+    # Its cores' own ports too: a client that found one closed would send
+    # that core's requests through the client port for a while.
+    for p in $(ports_of keel); do wait_for_port "$p" "$server_pid" "$log"; done
+  else
+    wait_for_port "$port" "$server_pid" "$log"
+  fi
+}
 
 # The standard suite: file name | bench options.
 if [ "$mode" = smoke ]; then
   timing=(--duration 1s --warmup 200ms); keys=1000; measured="1 s after a 0.2 s warm-up"
-  watchers=20; leases=200; ttl=2s
+  watchers=20; leases=200; ttl=2s; grants=50/s; churn_ttl=2s
 else
   timing=(--duration 10s --warmup 2s); keys=10000; measured="10 s after a 2 s warm-up"
-  watchers=1000; leases=10000; ttl=10s
+  watchers=1000; leases=10000; ttl=10s; grants=500/s; churn_ttl=3s
 fi
+connections=8
 suite=(
   "01-reads-2000|--reads 2000/s"
   "02-writes-2000|--writes 2000/s"
@@ -129,53 +174,100 @@ suite=(
   "09-max-serializable-reads-512|--max reads --serializable --concurrency 512"
   "10-mix-90-10|--max mix --read-percent 90 --concurrency 64"
   "11-watch-fan-out|--workload watch --watchers $watchers --writes 100/s"
-  "12-lease-churn|--workload lease --leases $leases --lease-ttl $ttl"
-  "13-range-1000|--max ranges --range-size 1000 --concurrency 16"
+  "12-watch-fan-out-shared|--workload watch --watchers $watchers --writes 100/s --watch-streams per-connection"
+  "13-lease-burst|--workload lease --leases $leases --lease-ttl $ttl"
+  "14-lease-churn|--workload lease-churn --grants $grants --lease-ttl $churn_ttl --revoke-percent 50"
+  "15-range-1000|--max ranges --range-size 1000 --concurrency 16"
 )
 
 started=$(date +%s)
 cd "$out"
+ordered=()
 for entry in "${suite[@]}"; do
   file="${entry%%|*}"
   read -r -a options <<<"${entry#*|}"
   case "$file" in
     *range-1000) extra=("${timing[@]}" --keys 1000) ;;
-    *lease-churn) extra=() ;;
+    *lease-burst) extra=() ;;
+    *lease-churn) extra=("${timing[@]}") ;;
     *) extra=("${timing[@]}" --keys "$keys") ;;
   esac
+  for repeat in $(seq 1 "$repeats"); do
+    if [ $((repeat % 2)) = 1 ]; then systems=(keel etcd); else systems=(etcd keel); fi
+    for system in "${systems[@]}"; do
+      run="runs/$file.$system.$repeat"
+      # The first repeat's curves make the chart; more would crowd it.
+      plot=()
+      if [ "$repeat" = 1 ]; then plot=(--plot "plots/$file.svg"); fi
+      echo "== $file, run $repeat of $repeats: $system"
+      start_server "$system" "$run.log"
+      "$BENCH_BIN" --target "$system://127.0.0.1:$port" --connections "$connections" \
+        --server-pid "$server_pid" "${options[@]}" "${extra[@]}" \
+        --json "${plot[@]}" >"$run.json"
+      stop_server
+    done
+  done
+  # Each system's runs in repeat order, keel's first: the report compares
+  # the first label with the second.
   for system in keel etcd; do
-    if [ "$system" = keel ]; then port=$keel_port; else port=$etcd_port; fi
-    echo "== $file: $system"
-    "$BENCH_BIN" --target "$system://127.0.0.1:$port" "${options[@]}" "${extra[@]}" \
-      --json --plot "plots/$file.svg" >"runs/$file.$system.json"
+    for repeat in $(seq 1 "$repeats"); do ordered+=("runs/$file.$system.$repeat.json"); done
   done
 done
 elapsed=$(( $(date +%s) - started ))
 
+# The machine, as far as this script can tell.
+cpu_model="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+memory="$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+mkdir -p "$data"
+filesystem="$(df -T "$data" | awk 'NR==2 {print $2}')"
+device="$(df "$data" | awk 'NR==2 {print $1}')"
+disk="$filesystem on $device"
+if command -v lsblk >/dev/null && rotational="$(lsblk -ndo ROTA "$device" 2>/dev/null)"; then
+  case "$rotational" in
+    0) disk="$disk, not rotational (an SSD, or a virtual disk)" ;;
+    1) disk="$disk, rotational" ;;
+  esac
+fi
+etcd_version="$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p')"
+etcd_go="$(etcd --version 2>/dev/null | sed -n 's/^Go Version: //p')"
+runs_word="runs"; [ "$repeats" = 1 ] && runs_word="run"
+
 {
   echo "# keel beside etcd"
   echo
-  echo "Written by \`bench/compare.sh$( [ "$mode" = smoke ] && echo " --smoke")\` on $(date -u +%Y-%m-%d) in ${elapsed} s."
-  echo "Every figure below comes from that one run: both servers were up on the same machine,"
-  echo "and the suite ran against keel, then etcd, workload by workload."
+  echo "Written by \`bench/compare.sh$( [ "$mode" = smoke ] && echo " --smoke")\` on $(date -u +%Y-%m-%d):"
+  echo "${#suite[@]} workloads, $repeats $runs_word of each per system, $((elapsed / 60)) min $((elapsed % 60)) s in all."
+  echo "Both servers ran on this machine, one at a time: every run started its server on an empty"
+  echo "data directory and stopped it afterwards, and the repeats alternated which system went first"
+  echo "(keel in odd repeats, etcd in even ones)."
+  if [ "$repeats" -gt 1 ]; then
+    echo "Each figure is the median of a system's $repeats runs, with their range (lowest–highest) in brackets."
+  fi
   echo
-  echo "## The machine"
+  echo "## The machine and the software"
   echo
-  echo "- $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo) of memory, Linux $(uname -r)"
-  echo "- data on $(df -T "$data" | awk 'NR==2 {print $2}') ($(df -h "$data" | awk 'NR==2 {print $1}'))"
+  echo "- CPU: $cores cores ($cpu_model); $memory of memory; Linux $(uname -r)"
+  echo "- disk: the data directories on $disk"
   echo "- keel $keel_commit: $("$KEEL_BIN" --version 2>/dev/null), default settings (a shard per core, every write synced before it is answered)"
-  echo "- etcd $(etcd --version 2>/dev/null | head -1 | awk '{print $3}'), single member, default settings (its WAL fsynced before every answer) but an 8 GiB quota"
-  echo "- the load generator: \`bench\` (bench/load), on the same $(nproc) CPUs, 8 connections; kv runs $measured,"
-  echo "  over $keys keys (1,000 for the ranges) of 16 bytes with 256-byte values, uniform; the lease run has no warm-up"
+  echo "- etcd ${etcd_version:-(version unknown)}${etcd_go:+ (built with $etcd_go)}, single member, default settings (its WAL fsynced before every answer) but an 8 GiB quota"
+  echo "- the clients: keel was driven through keel-client (net/client), etcd through bench's own"
+  echo "  gRPC client (tonic, HTTP/2; bench/load/src/etcd.rs), renewing a connection's leases over one"
+  echo "  keep-alive stream as etcd's Go client does. Each of the $connections \`--connections\` is one"
+  echo "  HTTP/2 connection (one socket) to etcd, and a keel-client \`Client\` to keel, with a socket to"
+  echo "  the client port and one to each core's port: the tables say how many sockets each system had"
+  echo "- the load generator: \`bench\` (bench/load), on the same $cores CPUs as the server; kv runs $measured,"
+  echo "  over $keys keys (1,000 for the ranges) of 16 bytes with 256-byte values, uniform; the lease burst has"
+  echo "  no warm-up and is measured over its grants and renewals"
   echo
   echo "Latencies are timed from each request's due time (open loop), its send time (closed loop),"
   echo "the put's answer (watch events; an event that beats the answer counts as 0) or the lease's deadline (expiry)."
-  echo "\"keel vs etcd\" says how keel's rate and latencies compare with etcd's in the same workload."
+  echo "\"server CPU/op\" is the server's CPU time (user and system, from /proc/PID/stat) over the measured"
+  echo "window, divided by every request of any kind the run completed in that window (a mix's reads and"
+  echo "writes together; a watch's puts, with their events)."
+  echo "\"keel vs etcd\" says how keel's median rate, CPU and latencies compare with etcd's in the same workload."
   echo
   echo "## Results"
   echo
-  ordered=()
-  for entry in "${suite[@]}"; do ordered+=("runs/${entry%%|*}.keel.json" "runs/${entry%%|*}.etcd.json"); done
   "$BENCH_BIN" report "${ordered[@]}"
 } >RESULTS.md.new
 # Replaced whole, so a failed run leaves the last results as they were.

@@ -43,7 +43,7 @@ pub struct RunArgs {
     pub target: TargetUrl,
 
     /// The workload: kv operations (reads, writes, ranges), watch fan-out,
-    /// or lease churn.
+    /// a burst of leases expiring together, or lease churn at a steady rate.
     #[arg(long, value_enum, default_value_t = Workload::Kv)]
     pub workload: Workload,
 
@@ -123,9 +123,22 @@ pub struct RunArgs {
     /// Lease workload: leases granted, renewed once and left to expire.
     #[arg(long, default_value_t = 10_000)]
     pub leases: usize,
-    /// Lease workload: their time to live.
+    /// Lease and lease-churn workloads: the leases' time to live.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
     pub lease_ttl: Duration,
+    /// Lease-churn workload: leases granted per second, open loop
+    /// (default 500/s).
+    #[arg(long, value_parser = parse_rate, value_name = "N/s")]
+    pub grants: Option<f64>,
+    /// Lease-churn workload: the share of leases revoked after half their
+    /// TTL, in percent; the rest are left to expire.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub revoke_percent: u8,
+
+    /// The server's process id, when it runs on this machine: its CPU time
+    /// over the measured window (from /proc/PID/stat) goes into the report.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
 
     /// The run's name in reports (default: from the workload).
     #[arg(long)]
@@ -149,8 +162,12 @@ pub enum Workload {
     Kv,
     /// --watchers watch one prefix; --writes puts per second go to it.
     Watch,
-    /// --leases leases with a key each: granted, renewed once, expired.
+    /// --leases leases with a key each: granted, renewed once, expired
+    /// together.
     Lease,
+    /// --grants leases a second with a key each, each revoked after half
+    /// its TTL or left to expire.
+    LeaseChurn,
 }
 
 /// How an etcd client carries its watches.
@@ -182,6 +199,9 @@ impl RunArgs {
     /// Names the conflict or the missing option.
     pub fn validate(&self) -> Result<()> {
         let open_loop = self.reads.is_some() || self.writes.is_some() || self.ranges.is_some();
+        if self.grants.is_some() && self.workload != Workload::LeaseChurn {
+            bail!("--grants is the lease-churn workload's rate (--workload lease-churn)");
+        }
         match self.workload {
             Workload::Kv => {
                 if open_loop && self.max.is_some() {
@@ -203,9 +223,13 @@ impl RunArgs {
                 if open_loop || self.max.is_some() {
                     bail!("the lease workload takes --leases, --lease-ttl and --concurrency only");
                 }
-                if self.lease_ttl < Duration::from_secs(2) {
-                    bail!("--lease-ttl must be at least 2s (etcd's shortest is about 1.5s)");
+                check_lease_ttl(self.lease_ttl)?;
+            }
+            Workload::LeaseChurn => {
+                if open_loop || self.max.is_some() {
+                    bail!("the lease-churn workload takes --grants, --lease-ttl and --revoke-percent only");
                 }
+                check_lease_ttl(self.lease_ttl)?;
             }
         }
         if self.concurrency == 0 || self.connections == 0 || self.threads == 0 {
@@ -237,7 +261,13 @@ impl RunArgs {
                 },
                 self.watch_write_rate()
             ),
-            Workload::Lease => format!("lease churn: {} leases", self.leases),
+            Workload::Lease => format!("lease burst: {} leases", self.leases),
+            Workload::LeaseChurn => format!(
+                "lease churn: {} grants/s, {} s TTL, {}% revoked",
+                self.churn_grant_rate(),
+                self.lease_ttl_seconds(),
+                self.revoke_percent
+            ),
             Workload::Kv => match self.max {
                 Some(ops) => format!(
                     "max {}{serializable}, concurrency {}",
@@ -286,12 +316,33 @@ impl RunArgs {
         self.writes.unwrap_or(100.0)
     }
 
+    /// The lease-churn workload's grant rate: `--grants`, else 500 a
+    /// second (half of etcd's limit of 1,000 expiry revokes a second).
+    pub fn churn_grant_rate(&self) -> f64 {
+        self.grants.unwrap_or(500.0)
+    }
+
+    /// `--lease-ttl` in the whole seconds a lease is granted for, rounded
+    /// up so that a lease never lives shorter than asked.
+    pub fn lease_ttl_seconds(&self) -> i64 {
+        i64::try_from(self.lease_ttl.as_secs() + u64::from(self.lease_ttl.subsec_nanos() > 0))
+            .unwrap_or(i64::MAX)
+    }
+
     /// The run's label: `--label`, or the target's system.
     pub fn run_label(&self) -> String {
         self.label
             .clone()
             .unwrap_or_else(|| self.target.kind.scheme().to_string())
     }
+}
+
+/// etcd refuses TTLs under about 1.5 s (it raises them to its minimum).
+fn check_lease_ttl(ttl: Duration) -> Result<()> {
+    if ttl < Duration::from_secs(2) {
+        bail!("--lease-ttl must be at least 2s (etcd's shortest is about 1.5s)");
+    }
+    Ok(())
 }
 
 /// Parses a rate: `2000/s`, `2000`, or `120/m`.
@@ -386,6 +437,35 @@ mod tests {
         assert_eq!(run.run_label(), "etcd");
         let run = parse(&["--workload", "watch"]).unwrap();
         assert_eq!(run.run_name(), "watch: 1000 watchers, 100 writes/s");
+        let run = parse(&["--workload", "lease"]).unwrap();
+        assert_eq!(run.run_name(), "lease burst: 10000 leases");
+    }
+
+    #[test]
+    fn lease_churn_defaults_to_half_of_etcds_expiry_limit() {
+        let run = parse(&["--workload", "lease-churn", "--lease-ttl", "3s"]).unwrap();
+        assert_eq!(run.churn_grant_rate(), 500.0);
+        assert_eq!(run.revoke_percent, 50);
+        assert_eq!(
+            run.run_name(),
+            "lease churn: 500 grants/s, 3 s TTL, 50% revoked"
+        );
+        let run = parse(&[
+            "--workload",
+            "lease-churn",
+            "--grants",
+            "200/s",
+            "--lease-ttl",
+            "2.5s",
+            "--revoke-percent",
+            "0",
+            "--server-pid",
+            "42",
+        ])
+        .unwrap();
+        assert_eq!(run.churn_grant_rate(), 200.0);
+        assert_eq!(run.lease_ttl_seconds(), 3, "TTLs round up to whole seconds");
+        assert_eq!(run.server_pid, Some(42));
     }
 
     #[test]
@@ -396,6 +476,20 @@ mod tests {
         assert!(refused(&["--workload", "watch", "--reads", "10/s"]).contains("watch workload"));
         assert!(refused(&["--workload", "lease", "--lease-ttl", "1s"]).contains("at least 2s"));
         assert!(refused(&["--max", "--connections", "0"]).contains("at least 1"));
+        assert!(refused(&["--max", "--grants", "10/s"]).contains("lease-churn"));
+        assert!(refused(&["--workload", "lease-churn", "--writes", "10/s"]).contains("lease-churn"));
+        assert!(refused(&["--workload", "lease-churn", "--max"]).contains("lease-churn"));
+        assert!(
+            refused(&["--workload", "lease-churn", "--lease-ttl", "1s"]).contains("at least 2s")
+        );
+        assert!(Cli::try_parse_from([
+            "bench",
+            "--workload",
+            "lease-churn",
+            "--revoke-percent",
+            "101"
+        ])
+        .is_err());
         assert!(refused(&["--max", "--target", "keel:/x"]).contains("keel://HOST:PORT"));
     }
 }

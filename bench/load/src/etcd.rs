@@ -36,8 +36,8 @@ use etcdserverpb::lease_client::LeaseClient;
 use etcdserverpb::watch_client::WatchClient;
 use etcdserverpb::watch_request::RequestUnion;
 use etcdserverpb::{
-    LeaseGrantRequest, LeaseKeepAliveRequest, PutRequest, RangeRequest, RangeResponse,
-    WatchCreateRequest, WatchRequest, WatchResponse,
+    LeaseGrantRequest, LeaseKeepAliveRequest, LeaseRevokeRequest, PutRequest, RangeRequest,
+    RangeResponse, WatchCreateRequest, WatchRequest, WatchResponse,
 };
 
 /// One HTTP/2 connection to an etcd member, with its lease keep-alive
@@ -105,6 +105,18 @@ impl EtcdConnection {
             bail!("etcd refused the lease: {}", answer.error);
         }
         Ok(answer.id)
+    }
+
+    /// Revokes lease `id`, deleting the keys attached to it.
+    ///
+    /// # Errors
+    /// When etcd fails the call (the lease not found among others).
+    pub async fn lease_revoke(&self, id: i64) -> Result<()> {
+        self.lease
+            .clone()
+            .lease_revoke(LeaseRevokeRequest { id })
+            .await?;
+        Ok(())
     }
 
     /// Renews lease `id` once over the connection's keep-alive stream;

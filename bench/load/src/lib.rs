@@ -6,12 +6,15 @@
 //! - [`target`]: keel or etcd behind one set of calls;
 //! - [`etcd`]: the client of etcd's gRPC API;
 //! - [`keys`]: the keyspace and its uniform or zipfian choice;
+//! - [`cpu`]: the server's CPU time, from `/proc`;
 //! - [`schedule`]: open-loop pacing;
 //! - [`record`]: histograms per kind of operation;
-//! - [`workload`]: kv (reads, writes, ranges), watch fan-out, lease churn;
+//! - [`workload`]: kv (reads, writes, ranges), watch fan-out, a burst of
+//!   expiring leases, lease churn;
 //! - [`report`], [`plot`] and [`progress`]: what a run shows.
 
 pub mod args;
+pub mod cpu;
 pub mod etcd;
 #[cfg(test)]
 pub(crate) mod fake_target;

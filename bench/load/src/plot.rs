@@ -268,6 +268,8 @@ mod tests {
             target: String::new(),
             mode: String::new(),
             connections: 1,
+            sockets: None,
+            server_cpu_seconds: None,
             seconds: 1.0,
             ops: vec![crate::report::OpReport {
                 op: "read".to_string(),
@@ -276,6 +278,7 @@ mod tests {
                 rate: Some(1.0),
                 errors: 0,
                 first_error: None,
+                server_cpu_us: None,
                 latency_us: crate::report::Percentiles {
                     p50: 1.0,
                     p90: 1.0,

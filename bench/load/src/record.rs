@@ -23,19 +23,22 @@ pub enum Op {
     Grant,
     /// One lease renewal.
     KeepAlive,
+    /// A lease revoked by its client.
+    Revoke,
     /// A leased key's deletion event, from its lease's deadline.
     Expiry,
 }
 
 impl Op {
     /// Every kind, in report order.
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; 8] = [
         Op::Read,
         Op::Write,
         Op::Range,
         Op::Event,
         Op::Grant,
         Op::KeepAlive,
+        Op::Revoke,
         Op::Expiry,
     ];
 
@@ -48,8 +51,16 @@ impl Op {
             Op::Event => "watch event",
             Op::Grant => "lease grant",
             Op::KeepAlive => "keep-alive",
+            Op::Revoke => "lease revoke",
             Op::Expiry => "expiry",
         }
+    }
+
+    /// Whether it is a request the client sends (else something the
+    /// server does on its own account: a watch event, an expiry). The
+    /// server's CPU per operation is per request.
+    pub fn is_request(self) -> bool {
+        !matches!(self, Op::Event | Op::Expiry)
     }
 
     fn index(self) -> usize {

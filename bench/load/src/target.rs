@@ -75,6 +75,10 @@ impl fmt::Display for TargetUrl {
 /// up on the target.
 const SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long one readiness probe may wait for its answer, and the pause
+/// between probes.
+const READY_PROBE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Open connections to one system. Each call names the connection it uses
 /// (any number; it wraps), so a workload spreads its load over them.
 pub enum Target {
@@ -129,6 +133,9 @@ pub enum EventStream {
     Keel(keel_client::Watcher),
     /// An etcd watch.
     Etcd(EtcdWatch),
+    /// A watch of the fake target.
+    #[cfg(test)]
+    Fake(crate::fake_target::FakeWatch),
 }
 
 /// One event of a watch, as the workloads see it.
@@ -148,9 +155,31 @@ impl Target {
     /// # Errors
     /// When the system cannot be reached.
     pub async fn connect(url: &TargetUrl, connections: usize) -> Result<Target> {
-        tokio::time::timeout(SETUP_TIMEOUT, Self::connect_now(url, connections))
-            .await
-            .map_err(|_| anyhow!("{url} did not answer within {} s", SETUP_TIMEOUT.as_secs()))?
+        tokio::time::timeout(SETUP_TIMEOUT, async {
+            let target = Self::connect_now(url, connections).await?;
+            target.wait_ready().await;
+            Ok(target)
+        })
+        .await
+        .map_err(|_| {
+            anyhow!(
+                "{url} did not answer a read within {} s",
+                SETUP_TIMEOUT.as_secs()
+            )
+        })?
+    }
+
+    /// Waits until the system answers a linearizable read. etcd opens its
+    /// client port before its member has elected itself leader, and a
+    /// workload without a warm-up would otherwise time that election.
+    async fn wait_ready(&self) {
+        loop {
+            let probe = self.get(0, b"bench/ready", false);
+            if let Ok(Ok(_)) = tokio::time::timeout(READY_PROBE, probe).await {
+                return;
+            }
+            tokio::time::sleep(READY_PROBE / 10).await;
+        }
     }
 
     async fn connect_now(url: &TargetUrl, connections: usize) -> Result<Target> {
@@ -176,6 +205,29 @@ impl Target {
                 }
                 Ok(Target::Etcd(clients))
             }
+        }
+    }
+
+    /// How many sockets the connections open: one each for etcd (an
+    /// HTTP/2 connection carries every call and stream); for keel, each
+    /// client's socket to the client port plus one to each core's own port
+    /// (a client opens a core's socket when it first sends a request
+    /// there, so this is how many there are once every core has had one).
+    ///
+    /// # Errors
+    /// When keel does not say how many cores it has.
+    pub async fn sockets(&self) -> Result<usize> {
+        match self {
+            Target::Keel(clients) => {
+                let status = Self::keel(clients, 0)?
+                    .status()
+                    .await
+                    .context("ask keel for its cores")?;
+                Ok(clients.len() * (1 + status.core_ports.len()))
+            }
+            Target::Etcd(clients) => Ok(clients.len()),
+            #[cfg(test)]
+            Target::Fake(_) => Ok(1),
         }
     }
 
@@ -262,7 +314,7 @@ impl Target {
                 Self::etcd(clients, connection)?.put(request).await?;
             }
             #[cfg(test)]
-            Target::Fake(fake) => fake.put(key, value).await,
+            Target::Fake(fake) => fake.put(key, value, lease).await?,
         }
         Ok(())
     }
@@ -325,7 +377,20 @@ impl Target {
                     .await
             }
             #[cfg(test)]
-            Target::Fake(_) => bail!("the fake target has only kv calls"),
+            Target::Fake(fake) => fake.lease_grant(ttl_seconds).await,
+        }
+    }
+
+    /// Revokes lease `id`, deleting the keys attached to it.
+    ///
+    /// # Errors
+    /// When the lease does not exist or the system fails the call.
+    pub async fn lease_revoke(&self, connection: usize, id: i64) -> Result<()> {
+        match self {
+            Target::Keel(clients) => Ok(Self::keel(clients, connection)?.lease_revoke(id).await?),
+            Target::Etcd(clients) => Self::etcd(clients, connection)?.lease_revoke(id).await,
+            #[cfg(test)]
+            Target::Fake(fake) => fake.lease_revoke(id).await,
         }
     }
 
@@ -346,7 +411,7 @@ impl Target {
                 id,
             }),
             #[cfg(test)]
-            Target::Fake(_) => bail!("the fake target has only kv calls"),
+            Target::Fake(_) => bail!("the fake target has no keep-alives"),
         }
     }
 
@@ -399,7 +464,7 @@ impl Target {
                 Ok(EventStream::Etcd(watch))
             }
             #[cfg(test)]
-            Target::Fake(_) => bail!("the fake target has only kv calls"),
+            Target::Fake(fake) => Ok(EventStream::Fake(fake.watch_prefix(prefix).await?)),
         }
     }
 }
@@ -439,6 +504,8 @@ impl EventStream {
                     })
                     .collect())
             }
+            #[cfg(test)]
+            EventStream::Fake(watch) => watch.next().await,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `bench/compare.sh --smoke`, as CI runs it: every workload of the
-//! standard suite against a real keel and a real etcd, a second or so
-//! each, and a RESULTS.md with a table and a chart per workload. This is
+//! standard suite against a real keel and a real etcd, once each, a second
+//! or so each, every run on a server started for it, and a RESULTS.md with
+//! a table and a chart per workload. This is
 //! what keeps the load generator and the comparison script working; the
 //! figures of a smoke run (debug binaries, one second each) mean nothing.
 //!
@@ -13,7 +14,8 @@ use std::process::Command;
 use keel_load::plot::series_in;
 use keel_load::report::RunReport;
 
-const WORKLOADS: usize = 13;
+/// The standard suite's workloads (compare.sh's `suite`).
+const WORKLOADS: usize = 15;
 
 /// The `keel` server binary of this build (same profile as `bench`),
 /// built if need be.
@@ -75,6 +77,18 @@ fn the_smoke_comparison_runs_every_workload_against_keel_and_etcd_without_errors
             run.name,
             run.label
         );
+        assert!(
+            run.server_cpu_seconds.is_some_and(|cpu| cpu >= 0.0),
+            "{} against {}: no server CPU time",
+            run.name,
+            run.label
+        );
+        let sockets = run.sockets.expect("every run counts its sockets");
+        if run.label == "etcd" {
+            assert_eq!(sockets, run.connections, "{}", run.name);
+        } else {
+            assert!(sockets > run.connections, "{}: {sockets}", run.name);
+        }
         for op in &run.ops {
             assert!(
                 op.count > 0,
@@ -88,7 +102,22 @@ fn the_smoke_comparison_runs_every_workload_against_keel_and_etcd_without_errors
                 "{} {} against {}: {:?}",
                 run.name, op.op, run.label, op.first_error
             );
+            let request = op.op != "watch event" && op.op != "expiry";
+            assert_eq!(
+                op.server_cpu_us.is_some(),
+                request,
+                "{} {} against {}: CPU per request on requests only",
+                run.name,
+                op.op,
+                run.label
+            );
         }
+    }
+    for workload in ["lease churn", "lease burst", "on a stream per connection"] {
+        assert!(
+            runs.iter().any(|r| r.name.contains(workload)),
+            "no {workload} run"
+        );
     }
     for label in ["keel", "etcd"] {
         assert_eq!(runs.iter().filter(|r| r.label == label).count(), WORKLOADS);
@@ -100,8 +129,11 @@ fn the_smoke_comparison_runs_every_workload_against_keel_and_etcd_without_errors
         results.matches("| **keel vs etcd** |").count() >= WORKLOADS,
         "{results}"
     );
+    assert!(results.contains("etcd 3."), "the etcd version is named");
+    assert!(results.contains("keel: 8 connections, "), "{results}");
+    // One repeat in a smoke run: each run makes its workload's chart.
     for run in runs.iter().filter(|r| r.label == "keel") {
-        let chart = run.plot.as_deref().expect("every run is plotted");
+        let chart = run.plot.as_deref().expect("every first repeat is plotted");
         assert!(
             results.contains(&format!("]({chart})")),
             "{chart} is not linked"

@@ -1,4 +1,4 @@
-//! `bench`: keel's load generator. See `bench --help` and bench/README.md.
+//! `bench`: keel's load generator. See `bench --help` and docs/bench.md.
 
 use anyhow::{Context, Result};
 use clap::Parser;

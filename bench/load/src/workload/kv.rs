@@ -111,8 +111,10 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
             None => open_loop(context, &ops, &rates, start, window).await,
         }
     };
+    let server_cpu = context.measure_server_cpu(window.from, window.end);
     let ((), worked) = tokio::join!(context.progress.phase_from("measure", window.from), work);
     worked?;
+    let server_cpu = server_cpu.await??;
     let mode = match args.max {
         Some(_) => format!("closed loop, concurrency {}", args.concurrency),
         None => "open loop".to_string(),
@@ -125,7 +127,7 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
             .map(|(_, r)| *r);
         OpReport::from_totals(totals, Some(args.duration), asked)
     };
-    Ok(context.report(mode, seconds, row, Vec::new()))
+    Ok(context.report(mode, seconds, row, Vec::new(), server_cpu))
 }
 
 /// One pacer per kind at its rate; each request is its own task, timed

@@ -1,7 +1,9 @@
-//! Lease churn, the way service registration uses leases: `--leases`
-//! leases are granted, each with a key attached; then each is renewed once
-//! (etcd's over its connection's one keep-alive stream, as etcd's Go
-//! client renews); then all are left to expire.
+//! A lease burst, the way service registration uses leases when many
+//! clients start at once: `--leases` leases are granted, each with a key
+//! attached; then each is renewed once (etcd's over its connection's one
+//! keep-alive stream, as etcd's Go client renews); then all are left to
+//! expire together, so etcd's limit of 1,000 expiries a second shows.
+//! (`lease_churn` is the steady-state counterpart, under that limit.)
 //! Grants, attaching puts and renewals are timed like any request. An
 //! expiry is timed from the lease's deadline (its renewal's acknowledgement
 //! plus the TTL) to the receipt of its key's delete event by a watcher; it
@@ -26,7 +28,7 @@ use crate::target::{EventStream, KeepAlive, Target};
 const EXPIRY_GRACE: Duration = Duration::from_secs(60);
 
 /// When each leased key's delete event arrived.
-type Deleted = Arc<Mutex<HashMap<Vec<u8>, Instant>>>;
+pub(super) type Deleted = Arc<Mutex<HashMap<Vec<u8>, Instant>>>;
 
 /// A granted lease with its key attached, ready to be renewed.
 struct Granted {
@@ -36,9 +38,7 @@ struct Granted {
 pub(super) async fn run(context: &Context) -> Result<RunReport> {
     let args = &context.args;
     let count = args.leases;
-    // TTLs are whole seconds; round up so a lease never lives shorter
-    // than asked.
-    let ttl_seconds = args.lease_ttl.as_secs_f64().ceil() as i64;
+    let ttl_seconds = args.lease_ttl_seconds();
     let ttl = Duration::from_secs(ttl_seconds.unsigned_abs());
     let keys = Arc::new(KeySpace::new(
         "bench/l/",
@@ -56,6 +56,7 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
     context.progress.phase("grant");
     let value = Arc::new(value_with_sequence(0, args.value_size));
     let granted_from = Instant::now();
+    let cpu_before = context.server_cpu_now()?;
     let granted: Vec<Option<Granted>> = for_each_lease(context, count, {
         let recorder = context.recorder.clone();
         let keys = keys.clone();
@@ -109,6 +110,11 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
     })
     .await?;
     let keep_alive_phase = renewed_from.elapsed();
+    // The measured window is the two phases; the expiries come after it.
+    let server_cpu = match (cpu_before, context.server_cpu_now()?) {
+        (Some(before), Some(after)) => Some(after - before),
+        _ => None,
+    };
     // The etcd streams are no longer needed; closing them renews nothing.
     drop(granted);
 
@@ -199,7 +205,7 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
     notes.extend(watch_failure);
     let mode = format!("{} workers", args.concurrency);
     let seconds = grant_phase.as_secs_f64() + keep_alive_phase.as_secs_f64();
-    Ok(context.report(mode, seconds, row, notes))
+    Ok(context.report(mode, seconds, row, notes, server_cpu))
 }
 
 /// Runs `step(target, i, connection)` for every lease `i` on
@@ -248,7 +254,7 @@ where
 }
 
 /// Notes when each key's delete event arrives, until the watch fails.
-async fn collect_deletes(mut stream: EventStream, deleted: Deleted) -> Result<()> {
+pub(super) async fn collect_deletes(mut stream: EventStream, deleted: Deleted) -> Result<()> {
     loop {
         let events = stream.next().await?;
         let now = Instant::now();

@@ -2,6 +2,7 @@
 
 mod kv;
 mod lease;
+mod lease_churn;
 mod watch;
 
 use std::future::Future;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use crate::args::{RunArgs, Workload};
+use crate::cpu::ProcessCpu;
 use crate::keys::KeySpace;
 use crate::progress::Progress;
 use crate::record::{Op, OpTotals, Recorder};
@@ -29,30 +31,81 @@ pub(crate) struct Context {
     pub(crate) target: Arc<Target>,
     pub(crate) recorder: Arc<Recorder>,
     pub(crate) progress: Progress,
+    /// The sockets the target's connections open, when known.
+    pub(crate) sockets: Option<usize>,
+    /// The server's process (`--server-pid`).
+    pub(crate) server_cpu: Option<ProcessCpu>,
 }
 
 impl Context {
-    /// The run's report: its `mode`, the
-    /// `seconds` measured, a row per kind of operation (made by `row` from
-    /// the recorder's totals) and `notes`.
+    /// The run's report: its `mode`, the `seconds` measured, a row per
+    /// kind of operation (made by `row` from the recorder's totals),
+    /// `notes`, and the server's CPU seconds over the measured window,
+    /// which the rows of requests get as CPU per request.
     pub(crate) fn report(
         &self,
         mode: String,
         seconds: f64,
         row: impl Fn(&OpTotals) -> OpReport,
         notes: Vec<String>,
+        server_cpu_seconds: Option<f64>,
     ) -> RunReport {
+        let totals = self.recorder.totals();
+        let requests: u64 = totals
+            .iter()
+            .filter(|t| t.op.is_request())
+            .map(|t| t.latencies.len().saturating_sub(t.timeouts))
+            .sum();
+        let cpu_per_request = server_cpu_seconds
+            .filter(|_| requests > 0)
+            .map(|seconds| seconds * 1e6 / requests as f64);
+        let ops = totals
+            .iter()
+            .map(|t| OpReport {
+                server_cpu_us: cpu_per_request.filter(|_| t.op.is_request()),
+                ..row(t)
+            })
+            .collect();
         RunReport {
             name: self.args.run_name(),
             label: self.args.run_label(),
             target: self.args.target.to_string(),
             mode,
             connections: self.target.connections(),
+            sockets: self.sockets,
+            server_cpu_seconds,
             seconds,
-            ops: self.recorder.totals().iter().map(row).collect(),
+            ops,
             notes,
             plot: None,
         }
+    }
+
+    /// The server's CPU seconds from `from` to `end`, sampled beside the
+    /// work when each comes; `None` without `--server-pid`.
+    pub(crate) fn measure_server_cpu(
+        &self,
+        from: Instant,
+        end: Instant,
+    ) -> tokio::task::JoinHandle<Result<Option<f64>>> {
+        let cpu = self.server_cpu.clone();
+        tokio::spawn(async move {
+            match cpu {
+                Some(cpu) => cpu.between(from, end).await.map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    /// The server's CPU seconds so far; `None` without `--server-pid`.
+    ///
+    /// # Errors
+    /// When the server's process has gone.
+    pub(crate) fn server_cpu_now(&self) -> Result<Option<f64>> {
+        self.server_cpu
+            .as_ref()
+            .map(ProcessCpu::seconds)
+            .transpose()
     }
 }
 
@@ -69,6 +122,8 @@ pub async fn run(args: RunArgs) -> Result<RunReport> {
 
 /// Runs the workload `args` describe against `target`.
 async fn run_on(args: RunArgs, target: Target) -> Result<RunReport> {
+    let server_cpu = crate::cpu::open(args.server_pid)?;
+    let sockets = Some(target.sockets().await?);
     let target = Arc::new(target);
     let recorder = Arc::new(Recorder::new());
     let progress = Progress::start(recorder.clone());
@@ -77,11 +132,14 @@ async fn run_on(args: RunArgs, target: Target) -> Result<RunReport> {
         target,
         recorder,
         progress,
+        sockets,
+        server_cpu,
     };
     match context.args.workload {
         Workload::Kv => kv::run(&context).await,
         Workload::Watch => watch::run(&context).await,
         Workload::Lease => lease::run(&context).await,
+        Workload::LeaseChurn => lease_churn::run(&context).await,
     }
 }
 
@@ -358,6 +416,55 @@ mod tests {
         let range = report.ops.iter().find(|op| op.op == "range").unwrap();
         assert_eq!(range.errors, 0, "{:?}", range.first_error);
         assert!(range.count > 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_with_the_servers_pid_reports_its_cpu_per_request() {
+        // The "server" is this process: the fake target runs in it.
+        let pid = std::process::id().to_string();
+        let options = [
+            "--max",
+            "writes",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "0s",
+            "--keys",
+            "100",
+            "--concurrency",
+            "4",
+            "--server-pid",
+            &pid,
+        ];
+        let report = run_on(args(&options), Target::Fake(FakeTarget::default()))
+            .await
+            .unwrap();
+        assert_eq!(report.sockets, Some(1));
+        let cpu = report.server_cpu_seconds.unwrap();
+        let writes = report.ops.iter().find(|op| op.op == "write").unwrap();
+        let per_write = writes.server_cpu_us.unwrap();
+        let done = writes.rate.unwrap() * 0.3;
+        assert!(
+            (per_write * done / 1e6 - cpu).abs() <= cpu * 0.01 + 1e-9,
+            "{per_write} us x {done} writes is not {cpu} s"
+        );
+        let without = run_on(
+            args(&options[..options.len() - 2]),
+            Target::Fake(FakeTarget::default()),
+        )
+        .await
+        .unwrap();
+        assert_eq!(without.server_cpu_seconds, None);
+        assert!(without.ops.iter().all(|op| op.server_cpu_us.is_none()));
+    }
+
+    #[tokio::test]
+    async fn a_server_pid_that_is_no_process_is_refused_before_the_run() {
+        let options = ["--reads", "10/s", "--server-pid", "4294967295"];
+        let error = run_on(args(&options), Target::Fake(FakeTarget::default()))
+            .await
+            .unwrap_err();
+        assert!(format!("{error:#}").contains("--server-pid"), "{error:#}");
     }
 
     #[test]

@@ -94,6 +94,7 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
             });
         })?
     };
+    let server_cpu = context.measure_server_cpu(from, end);
     let (joined, ()) = tokio::join!(
         tokio::task::spawn_blocking(move || pacer.join()),
         context.progress.phase_from("measure", from)
@@ -180,7 +181,8 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
         OpReport::from_totals(totals, Some(args.duration), asked)
     };
     let mode = format!("open loop, {} watchers", args.watchers);
-    Ok(context.report(mode, args.duration.as_secs_f64(), row, notes))
+    let server_cpu = server_cpu.await??;
+    Ok(context.report(mode, args.duration.as_secs_f64(), row, notes, server_cpu))
 }
 
 /// Receives events until the watch fails, noting each put's sequence and
@@ -194,6 +196,45 @@ async fn collect_events(mut stream: EventStream, sink: Received) -> Result<()> {
             if let Some(sequence) = sequence_of(&event.value) {
                 sink.push((sequence, now));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::run_on;
+    use crate::args::Cli;
+    use crate::fake_target::FakeTarget;
+    use crate::target::Target;
+    use clap::Parser;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_watcher_gets_every_measured_put_once_on_either_kind_of_stream() {
+        for streams in ["per-watcher", "per-connection"] {
+            let options = [
+                "bench",
+                "--workload",
+                "watch",
+                "--watchers",
+                "3",
+                "--writes",
+                "100/s",
+                "--duration",
+                "500ms",
+                "--warmup",
+                "100ms",
+                "--watch-streams",
+                streams,
+            ];
+            let args = Cli::try_parse_from(options).unwrap().run;
+            let report = run_on(args, Target::Fake(FakeTarget::default()))
+                .await
+                .unwrap();
+            let op = |name: &str| report.ops.iter().find(|op| op.op == name).unwrap();
+            assert_eq!(op("write").count, 50, "{streams}");
+            assert_eq!(op("watch event").count, 150, "{streams}");
+            assert_eq!(op("watch event").errors, 0, "{streams}");
+            assert!(op("watch event").server_cpu_us.is_none());
         }
     }
 }
