@@ -256,3 +256,44 @@ fn deeply_nested_transactions_are_refused_and_the_node_restarts() {
     assert_eq!(pairs(&found), vec![("after".to_string(), "ok".to_string())]);
     node.shutdown();
 }
+
+/// A range over four shards with an answer limit: the parts add up to the
+/// limit, not to the limit on each shard; with a count limit, the parts
+/// are cut to it as they come, so the limit holds for what is returned.
+#[test]
+fn an_answer_limit_holds_for_a_range_over_every_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(node_config(dir.path(), 4, 2)).unwrap();
+    for i in 0..40 {
+        let value = "v".repeat(1000);
+        block_on(node.put(put(&format!("k{i:02}"), &value))).unwrap();
+    }
+    let pair = 3 + 1000 + ANSWER_BYTES_PER_PAIR;
+    let ranged = |answer_limit: usize, limit: u64| {
+        block_on(node.range(
+            RangeRequest {
+                answer_limit,
+                limit,
+                ..all()
+            },
+            Consistency::Linearizable,
+        ))
+    };
+    assert_eq!(ranged(40 * pair, 0).unwrap().1.kvs.len(), 40);
+    // Each shard holds about 10 pairs: 15 pairs' worth fits every shard's
+    // part alone, not their sum.
+    let refused = ranged(15 * pair, 0);
+    assert!(
+        matches!(refused, Err(NodeError::Kv(KvError::AnswerTooLarge { .. }))),
+        "{refused:?}"
+    );
+    let (_, limited) = ranged(15 * pair, 12).unwrap();
+    assert_eq!(
+        (limited.kvs.len(), limited.count, limited.more),
+        (12, 40, true)
+    );
+    let keys: Vec<String> = pairs(&limited).into_iter().map(|(k, _)| k).collect();
+    let expected: Vec<String> = (0..12).map(|i| format!("k{i:02}")).collect();
+    assert_eq!(keys, expected, "the first twelve keys in order");
+    node.shutdown();
+}

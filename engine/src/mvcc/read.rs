@@ -560,6 +560,8 @@ fn sorted_answer<S: Snapshot>(
     let mut kvs: Vec<KeyValue> = Vec::new();
     let mut matched: u64 = 0;
     let mut bytes = 0usize;
+    // What the answer itself takes: without values when it has keys only.
+    let mut answer_bytes = 0usize;
     walk(snap, &plan.keys, plan.at, false, None, |found| {
         progress.count += 1;
         if request.count_only || !plan.passes(&found.meta) {
@@ -568,6 +570,11 @@ fn sorted_answer<S: Snapshot>(
         matched += 1;
         let kv = found.to_key_value(with_value);
         bytes += answer_size(&kv);
+        answer_bytes += if request.keys_only {
+            kv.key.len() + ANSWER_BYTES_PER_PAIR
+        } else {
+            answer_size(&kv)
+        };
         kvs.push(kv);
         if limit != 0 && kvs.len() >= limit.saturating_mul(2) {
             sort(&mut kvs);
@@ -579,7 +586,7 @@ fn sorted_answer<S: Snapshot>(
         }
         // Without a limit, every pair gathered is in the answer.
         if limit == 0 {
-            check_answer_limit(request, bytes)?;
+            check_answer_limit(request, answer_bytes)?;
         }
         Ok(ControlFlow::Continue(()))
     })?;

@@ -510,24 +510,39 @@ impl NodeClient<'_> {
         };
         let mut parts = Vec::with_capacity(targets.len());
         let per_shard = per_shard_request(&request);
+        // An answer limit bounds what the parts gather together: without a
+        // count limit the parts add up, so each shard gets what is left;
+        // with one, the parts are merged and cut to it after each shard.
+        // (A sort by value of keys only needs the values, which the answer
+        // leaves out: its shards gather unlimited, within the sort's own
+        // bound, and the merged answer is checked.)
+        let limited = request.answer_limit != 0 && per_shard.keys_only == request.keys_only;
+        let mut left = request.answer_limit;
         for shard in targets {
-            let request = per_shard.clone();
+            let mut part_request = per_shard.clone();
+            if !limited {
+                part_request.answer_limit = 0;
+            } else if request.limit == 0 {
+                part_request.answer_limit = left.max(1);
+            }
             let part = self
                 .call(shard, |reply| ShardCall::RangeAt {
-                    request,
+                    request: part_request,
                     revision,
                     reply,
                 })
                 .await?;
+            if limited && request.limit == 0 {
+                left = left.saturating_sub(answer_bytes(&part));
+            }
             parts.push(part);
+            if request.limit != 0 && parts.len() > 1 {
+                let merged = merge_ranges(&per_shard, std::mem::take(&mut parts));
+                parts.push(merged);
+            }
         }
         let merged = merge_ranges(&request, parts);
-        let bytes = merged
-            .kvs
-            .iter()
-            .map(crate::mvcc::answer_size)
-            .fold(0, usize::saturating_add);
-        if request.answer_limit != 0 && bytes > request.answer_limit {
+        if request.answer_limit != 0 && answer_bytes(&merged) > request.answer_limit {
             return Err(crate::mvcc::KvError::AnswerTooLarge {
                 limit: request.answer_limit,
             }
@@ -749,4 +764,13 @@ async fn run_core(setup: CoreSetup) {
     for replica in replicas {
         replica.await;
     }
+}
+
+/// The bytes of a range answer's pairs, as an answer limit counts them.
+fn answer_bytes(answer: &RangeResponse) -> usize {
+    answer
+        .kvs
+        .iter()
+        .map(crate::mvcc::answer_size)
+        .fold(0, usize::saturating_add)
 }

@@ -57,7 +57,8 @@ struct Flags {
     /// GiB].
     #[arg(long)]
     quota_backend_bytes: Option<u64>,
-    /// Bytes of responses queued per connection before producers wait
+    /// Bytes of responses queued per connection before watches wait; also
+    /// the largest answer, and a connection's room for large answers
     /// [default: 8 MiB].
     #[arg(long)]
     outbound_bytes: Option<usize>,

@@ -19,7 +19,7 @@
 
 use std::rc::Rc;
 
-use keel_proto::Request;
+use keel_proto::{Request, RequestOp, TxnRequest};
 
 use crate::server::budget::{ByteBudget, Reservation};
 
@@ -45,16 +45,31 @@ pub(crate) enum AnswerSize {
 
 impl AnswerSize {
     /// The room `request` asks for before it runs. Writes cannot be run
-    /// twice, so one that may answer with values asks for a large room.
+    /// twice, so one that may answer with values asks for a large room;
+    /// so do the answers that grow with the keyspace or the node (lease
+    /// lists, a lease's keys, the status of every shard).
     pub(crate) fn of(request: &Request) -> AnswerSize {
         match request {
             Request::Put(put) if put.prev_kv => AnswerSize::Large,
             Request::DeleteRange(delete) if delete.prev_kv => AnswerSize::Large,
-            Request::Txn(_) | Request::LeaseLeases => AnswerSize::Large,
+            Request::Txn(txn) if may_answer_values(txn) => AnswerSize::Large,
+            Request::LeaseLeases | Request::Status => AnswerSize::Large,
             Request::LeaseTimeToLive { keys: true, .. } => AnswerSize::Large,
             _ => AnswerSize::Small,
         }
     }
+}
+
+/// Whether a transaction's answer may carry values: a read, or a write
+/// with `prev_kv`, in either branch, at any depth. Others (compare and
+/// swap, a lock's or an election's writes) answer in a few hundred bytes.
+fn may_answer_values(txn: &TxnRequest) -> bool {
+    txn.success.iter().chain(&txn.failure).any(|op| match op {
+        RequestOp::Range(_) => true,
+        RequestOp::Put(put) => put.prev_kv,
+        RequestOp::DeleteRange(delete) => delete.prev_kv,
+        RequestOp::Txn(nested) => may_answer_values(nested),
+    })
 }
 
 /// One connection's room for answers.
@@ -69,9 +84,10 @@ pub(crate) struct ConnectionAnswers {
 
 impl ConnectionAnswers {
     /// The room of a connection whose largest answer is `largest` bytes,
-    /// on a core whose large answers share `core`.
+    /// on a core whose large answers share `core` (no answer is larger
+    /// than the core's whole budget).
     pub(crate) fn new(largest: usize, core: Rc<ByteBudget>) -> ConnectionAnswers {
-        let largest = largest.max(SMALL_ANSWER_BYTES);
+        let largest = largest.min(core.total()).max(SMALL_ANSWER_BYTES);
         ConnectionAnswers {
             small: ByteBudget::new(SMALL_ANSWER_BYTES * SMALL_ANSWERS_PER_CONNECTION),
             large: ByteBudget::new(largest),
@@ -86,6 +102,7 @@ impl ConnectionAnswers {
     pub(crate) async fn reserve(&self, size: AnswerSize) -> AnswerRoom {
         match size {
             AnswerSize::Small => AnswerRoom {
+                size,
                 bytes: SMALL_ANSWER_BYTES,
                 _connection: self.small.reserve(SMALL_ANSWER_BYTES).await,
                 _core: None,
@@ -94,6 +111,7 @@ impl ConnectionAnswers {
                 let connection = self.large.reserve(self.largest).await;
                 let core = self.core.reserve(self.largest).await;
                 AnswerRoom {
+                    size,
                     bytes: self.largest,
                     _connection: connection,
                     _core: Some(core),
@@ -106,6 +124,9 @@ impl ConnectionAnswers {
 /// Room held for one answer; given back when dropped (by the writer, once
 /// the answer's frame is written).
 pub(crate) struct AnswerRoom {
+    /// Which room it is (a large one may be as small as a small one when
+    /// `outbound_bytes` is that small).
+    size: AnswerSize,
     bytes: usize,
     /// Held until the room is dropped: the connection's part, and for a
     /// large answer the core's.
@@ -127,7 +148,7 @@ impl AnswerRoom {
 
     /// Whether this is a small answer's room.
     pub(crate) fn is_small(&self) -> bool {
-        self.bytes <= SMALL_ANSWER_BYTES
+        self.size == AnswerSize::Small
     }
 
     /// How many budgets it holds a part of (tests).
@@ -162,6 +183,50 @@ mod tests {
         // First come, first served: the other connection's was first in
         // the core's line.
         assert!(block_on(poll_once(&mut other)).is_some());
+    }
+
+    #[test]
+    fn only_transactions_that_may_answer_values_ask_for_a_large_room() {
+        use keel_proto::{PutRequest, RangeRequest};
+        let put = |prev_kv| {
+            RequestOp::Put(PutRequest {
+                key: b"k".to_vec(),
+                prev_kv,
+                ..PutRequest::default()
+            })
+        };
+        let txn = |success: Vec<RequestOp>| {
+            Request::Txn(TxnRequest {
+                success,
+                ..TxnRequest::default()
+            })
+        };
+        assert_eq!(AnswerSize::of(&txn(vec![put(false)])), AnswerSize::Small);
+        assert_eq!(AnswerSize::of(&txn(vec![put(true)])), AnswerSize::Large);
+        let read = RequestOp::Range(RangeRequest::default());
+        assert_eq!(
+            AnswerSize::of(&txn(vec![put(false), read])),
+            AnswerSize::Large
+        );
+        let nested = RequestOp::Txn(TxnRequest {
+            failure: vec![put(true)],
+            ..TxnRequest::default()
+        });
+        assert_eq!(AnswerSize::of(&txn(vec![nested])), AnswerSize::Large);
+        assert_eq!(AnswerSize::of(&Request::Status), AnswerSize::Large);
+    }
+
+    #[test]
+    fn a_large_room_is_large_however_few_its_bytes() {
+        // outbound_bytes at or below a small room's size: the range that
+        // outgrew its small room must not retry for ever.
+        let answers = ConnectionAnswers::new(1 << 10, ByteBudget::new(1 << 20));
+        let room = block_on(answers.reserve(AnswerSize::Large));
+        assert!(!room.is_small());
+        // And no room is larger than the core's whole budget.
+        let answers = ConnectionAnswers::new(8 << 20, ByteBudget::new(1 << 20));
+        let room = block_on(answers.reserve(AnswerSize::Large));
+        assert_eq!(room.frame_limit(), 1 << 20);
     }
 
     #[test]

@@ -55,6 +55,11 @@ impl ByteBudget {
         })
     }
 
+    /// The budget's size.
+    pub(crate) fn total(&self) -> usize {
+        self.total
+    }
+
     /// Takes `bytes` now, even past the budget: for a frame already read
     /// whole, whose memory is spent (at most a read's worth per
     /// connection). Counting it makes frames still to be read wait.

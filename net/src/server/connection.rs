@@ -87,11 +87,19 @@ fn response_frame_within(response: &Response, limit: usize) -> Option<Vec<u8>> {
     match encode_response_frame_within(response, limit) {
         Ok(frame) => Some(frame),
         Err(error) => {
-            let refusal = error_response(
-                response.id,
-                ErrorCode::TooLarge,
-                format!("the answer is too large ({error}); ask for less, e.g. with a limit"),
-            );
+            // A write's answer comes after the write is applied: say so,
+            // so that the client does not take the write for failed.
+            let message = match response.body {
+                ResponseBody::Put(_) | ResponseBody::DeleteRange(_) | ResponseBody::Txn(_) => {
+                    format!(
+                        "the write was applied at revision {}, but its answer is too large \
+                         ({error}); ask without prev_kv or reads to learn what it replaced",
+                        response.revision
+                    )
+                }
+                _ => format!("the answer is too large ({error}); ask for less, e.g. with a limit"),
+            };
+            let refusal = error_response(response.id, ErrorCode::TooLarge, message);
             encode_response_frame_within(&refusal, limit.max(1 << 10)).ok()
         }
     }
@@ -151,7 +159,7 @@ type Decoded = (u64, Request, Reservation);
 /// `None` when it left.
 ///
 /// Every frame's announced length is reserved from the core's budget
-/// (`inbound.rs`) before its body is read or it is decoded, and the
+/// (`budget.rs`) before its body is read or it is decoded, and the
 /// reservation goes with the request until it is answered. A frame whose
 /// length has come must be whole within `frame_timeout`.
 async fn read_requests(
