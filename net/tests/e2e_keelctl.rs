@@ -37,13 +37,20 @@ fn ok(server: &Server, args: &[&str]) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
-/// Runs a command that must fail; answers its stderr.
+/// Runs a command that must fail with status 1 (a failed call, as
+/// etcdctl's); answers its stderr.
 fn fails(server: &Server, args: &[&str], stdin: &str) -> String {
+    fails_with(server, 1, args, stdin)
+}
+
+/// Runs a command that must fail with etcdctl's `status` for it; answers
+/// its stderr.
+fn fails_with(server: &Server, status: i32, args: &[&str], stdin: &str) -> String {
     let output = run(server, args, stdin);
     assert_eq!(
         output.status.code(),
-        Some(1),
-        "keelctl {args:?} must exit with 1"
+        Some(status),
+        "keelctl {args:?} must exit with {status}"
     );
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.starts_with("Error: "), "{stderr}");
@@ -64,7 +71,7 @@ fn every_command_against_a_running_server() {
     );
     assert_eq!(
         ok(&server, &["get", "--prefix", "app/", "--keys-only"]),
-        "app/x\napp/y\n"
+        "app/x\n\napp/y\n\n"
     );
     assert_eq!(
         ok(&server, &["get", "--prefix", "app/", "--count-only"]),
@@ -143,15 +150,24 @@ fn every_command_against_a_running_server() {
         &server,
         &["watch", "a", "--rev", &first.to_string(), "--count", "2"],
     );
-    assert_eq!(watched, "PUT\na\n1\nPUT\na\n2\n");
+    // An empty line after each answer's events, as etcdctl prints them.
+    assert!(watched.ends_with("\n\n"), "{watched:?}");
+    let events: Vec<&str> = watched.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(events, ["PUT", "a", "1", "PUT", "a", "2"]);
 
-    // Lock around a command.
-    assert!(ok(&server, &["lock", "job", "true"]).starts_with("job/"));
+    // Lock around a command: only the command prints.
+    assert_eq!(ok(&server, &["lock", "job", "echo", "held"]), "held\n");
 
-    // Status, members, compaction.
+    // Status (etcdctl's columns), health (on stderr, as etcdctl's),
+    // members, compaction.
     let status = ok(&server, &["endpoint", "status"]);
-    assert!(status.contains("2 shards on 2 cores"), "{status}");
-    assert!(ok(&server, &["endpoint", "health"]).contains("is healthy"));
+    assert!(
+        status.contains(", 0.1.0, ") && status.contains(", true, false, "),
+        "{status}"
+    );
+    let health = run(&server, &["endpoint", "health"], "");
+    assert!(health.status.success());
+    assert!(String::from_utf8_lossy(&health.stderr).contains("is healthy"));
     assert!(ok(&server, &["member", "list"]).contains("started, default"));
     assert_eq!(
         ok(&server, &["compaction", &first.to_string()]),
@@ -177,12 +193,27 @@ fn every_failure_says_why_and_exits_non_zero() {
         ""
     )
     .contains("FutureRevision"));
-    assert!(fails(&server, &["lease", "revoke", "zz"], "").contains("hex expected"));
+    assert!(
+        fails_with(&server, 128, &["lease", "revoke", "zz"], "").contains("expecting ID in Hex")
+    );
     assert!(fails(&server, &["lease", "revoke", "123"], "").contains("LeaseNotFound"));
     assert!(fails(&server, &["put", "k", "v", "--lease", "abc"], "").contains("LeaseNotFound"));
     assert!(fails(&server, &["put", "", "v"], "").contains("BadRequest"));
-    assert!(fails(&server, &["get", "k", "z", "--prefix"], "").contains("only one of"));
-    assert!(fails(&server, &["txn"], "size(\"k\") = \"1\"\n\n\n").contains("bad compare"));
+    assert!(
+        fails_with(&server, 128, &["get", "k", "z", "--prefix"], "").contains("too many arguments")
+    );
+    assert!(fails_with(&server, 3, &["txn"], "size(\"k\") = \"1\"\n\n\n").contains("bad compare"));
+    assert!(fails_with(&server, 128, &["put", "k"], "").contains("input from stdin"));
+    assert!(fails_with(
+        &server,
+        2,
+        &["lease", "keep-alive", "--once", "1234abcd"],
+        ""
+    )
+    .contains("expired or revoked"));
+    assert!(
+        fails_with(&server, 4, &["get", "k", "-w", "table"], "").contains("table not supported")
+    );
     let other = (0..)
         .map(|i| format!("t{i}"))
         .find(|tag| {
@@ -192,7 +223,7 @@ fn every_failure_says_why_and_exits_non_zero() {
         .unwrap();
     let across = format!("\nput {{a}}/k 1\nput {{{other}}}/k 2\n\n");
     assert!(fails(&server, &["txn"], &across).contains("hash tag"));
-    assert!(fails(&server, &["elect", "e"], "").contains("proposal"));
+    assert!(fails_with(&server, 128, &["elect", "e"], "").contains("proposal"));
     // A server that is not there.
     let gone = Command::new(keelctl())
         .args(["--endpoints", "127.0.0.1:1", "get", "k"])
@@ -216,11 +247,11 @@ fn endpoint_status_names_a_stopped_shard() {
     bytes[..8192].fill(0xa5);
     std::fs::write(&tree, &bytes).unwrap();
     let server = Server::start(dir.path(), 0, &[]);
+    // etcdctl's one line, the stopped shard in its errors column.
     let status = ok(&server, &["endpoint", "status"]);
-    let stopped: Vec<&str> = status.lines().filter(|l| l.contains("stopped:")).collect();
-    assert_eq!(stopped.len(), 1, "{status}");
+    assert_eq!(status.lines().count(), 1, "{status}");
     assert!(
-        stopped[0].starts_with("1 ") && stopped[0].contains("kv.db"),
+        status.contains(", shard 1 stopped: ") && status.contains("kv.db"),
         "{status}"
     );
     let json = ok(&server, &["endpoint", "status", "-w", "json"]);
@@ -294,7 +325,7 @@ fn alarm_list_and_disarm_as_etcdctl() {
     assert_eq!(ok(&server, &["get", "x", "--print-value-only"]), "y\n");
 }
 
-/// etcdctl's spellings of what keelctl has (issue 18, from etcdctl's
+/// etcdctl's spellings of what keelctl has (from etcdctl's
 /// documentation): every key with `get "" --prefix` and `get "" --from-key`,
 /// upper-case `--sort-by` and `--order` values, `--command-timeout 5s`,
 /// and hex lease ids and the `c` and `m` targets in `txn` compares.
@@ -378,12 +409,10 @@ fn lock_sets_its_variables_and_an_interrupted_waiter_leaves_the_line() {
             "echo \"$KEEL_LOCK_KEY $KEEL_LOCK_REV\"",
         ],
     );
-    let mut lines = output.lines();
-    let key = lines.next().unwrap();
-    assert!(key.starts_with("jobs/"), "{output}");
-    let told = lines.next().unwrap();
+    // Only the command prints (as etcdctl's lock with a command).
+    let told = output.lines().next().unwrap();
     let (told_key, told_rev) = told.split_once(' ').unwrap();
-    assert_eq!(told_key, key);
+    assert!(told_key.starts_with("jobs/"), "{output}");
     assert!(told_rev.parse::<u64>().unwrap() > 0, "{told}");
 
     let spawn = |args: &[&str]| {
@@ -418,7 +447,7 @@ fn lock_sets_its_variables_and_an_interrupted_waiter_leaves_the_line() {
         &server,
         &["--command-timeout", "10s", "lock", "jobs", "true"],
     );
-    assert!(next.starts_with("jobs/"), "{next}");
+    assert!(next.is_empty(), "only the command prints: {next}");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(5),
         "the next lock waited {:?}",

@@ -19,12 +19,15 @@ pub struct Server {
     extra: Vec<String>,
 }
 
-fn keel() -> &'static str {
-    env!("CARGO_BIN_EXE_keel")
+/// The `keel` of this build, or the one `TEST_KEEL_BIN` names (to run a
+/// test against a release build).
+fn keel() -> String {
+    std::env::var("TEST_KEEL_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keel").to_string())
 }
 
-pub fn keelctl() -> &'static str {
-    env!("CARGO_BIN_EXE_keelctl")
+/// The `keelctl` of this build, or the one `TEST_KEELCTL_BIN` names.
+pub fn keelctl() -> String {
+    std::env::var("TEST_KEELCTL_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_keelctl").to_string())
 }
 
 impl Server {

@@ -11,7 +11,9 @@ use crate::output::Format;
 #[derive(Debug, Parser)]
 #[command(name = "keelctl", version)]
 pub(crate) struct Cli {
-    /// Servers to try, comma-separated.
+    /// Servers to try, comma-separated (`host:port`, or etcdctl's
+    /// `http://host:port`); also from `KEELCTL_ENDPOINTS` or etcdctl's
+    /// `ETCDCTL_ENDPOINTS`.
     #[arg(
         long,
         global = true,
@@ -87,6 +89,11 @@ pub(crate) enum Command {
     Compaction {
         /// The revision.
         revision: u64,
+        /// Accepted as etcdctl's: keel's answer comes once the compaction
+        /// is applied; the space of the history it removes is reused in
+        /// the background, in bounded steps.
+        #[arg(long)]
+        physical: bool,
     },
     /// Endpoint commands.
     #[command(subcommand)]
@@ -303,13 +310,85 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| bad(&e.to_string()))
 }
 
-/// A lease id from its hex form (as etcdctl prints them).
-pub(crate) fn parse_lease(text: &str) -> Result<i64, String> {
-    i64::from_str_radix(text.trim_start_matches("0x"), 16)
-        .map_err(|e| format!("bad lease id {text:?} (hex expected): {e}"))
+/// A lease id from its hex form (as etcdctl prints them); a bad one is a
+/// bad argument, as in etcdctl.
+pub(crate) fn parse_lease(text: &str) -> Result<i64, Failure> {
+    i64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(|e| {
+        Failure::bad_args(format!(
+            "bad lease ID arg ({e}: {text:?}), expecting ID in Hex"
+        ))
+    })
 }
 
-pub(crate) type CommandResult = Result<(), String>;
+/// A failure, and the exit status etcdctl gives it (etcdctl's
+/// `ctlv3/command/error.go`).
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) status: u8,
+    /// Printed as `Error: {message}`; nothing when empty.
+    pub(crate) message: String,
+}
+
+impl Failure {
+    /// Any failure of a call or of the command (1).
+    pub(crate) const ERROR: u8 = 1;
+    /// A lost connection or lease (etcdctl's `ExitBadConnection`, 2).
+    pub(crate) const BAD_CONNECTION: u8 = 2;
+    /// Input that cannot be read (`ExitInvalidInput`, 3: a txn's).
+    pub(crate) const INVALID_INPUT: u8 = 3;
+    /// A feature not offered (`ExitBadFeature`, 4: an output format).
+    pub(crate) const BAD_FEATURE: u8 = 4;
+    /// A watch the server cancelled (`ExitInterrupted`, 5).
+    pub(crate) const INTERRUPTED: u8 = 5;
+    /// Wrong arguments (`ExitBadArgs`, 128).
+    pub(crate) const BAD_ARGS: u8 = 128;
+    /// Stopped by SIGINT (Ctrl-C), as a shell reports it (130).
+    pub(crate) const SIGINT: u8 = 130;
+
+    pub(crate) fn new(status: u8, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad_args(message: impl Into<String>) -> Failure {
+        Failure::new(Failure::BAD_ARGS, message)
+    }
+
+    /// Stopped by SIGINT: nothing to say.
+    pub(crate) fn sigint() -> Failure {
+        Failure::new(Failure::SIGINT, "")
+    }
+
+    /// etcdctl's refusal of an output format a command does not have.
+    pub(crate) fn unsupported(format: Format) -> Failure {
+        let name = match format {
+            Format::Simple => "simple",
+            Format::Json => "json",
+            Format::Table => "table",
+            Format::Fields => "fields",
+        };
+        Failure::new(
+            Failure::BAD_FEATURE,
+            format!("{name} not supported as output format"),
+        )
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure::new(Failure::ERROR, message)
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Failure {
+        Failure::new(Failure::ERROR, message)
+    }
+}
+
+pub(crate) type CommandResult = Result<(), Failure>;
 
 /// Bounds a call by the command timeout.
 pub(crate) async fn timed<T>(
@@ -331,7 +410,20 @@ pub(crate) fn describe(error: keel_client::Error) -> String {
 }
 
 pub(crate) async fn run(cli: Cli) -> CommandResult {
-    let endpoints: Vec<&str> = cli.endpoints.split(',').map(str::trim).collect();
+    // etcdctl's endpoints are URLs; keel's client takes host:port.
+    let endpoints: Vec<&str> = cli
+        .endpoints
+        .split(',')
+        .map(|endpoint| {
+            let endpoint = endpoint.trim();
+            let endpoint = endpoint
+                .strip_prefix("http://")
+                .or_else(|| endpoint.strip_prefix("https://"))
+                .unwrap_or(endpoint);
+            endpoint.trim_end_matches('/')
+        })
+        .collect();
+    let shown = endpoints.join(",");
     let timeout = cli.command_timeout.max(Duration::from_millis(1));
     let client: Client = timed(timeout, Client::connect(&endpoints)).await?;
     let format = cli.format;
@@ -343,34 +435,29 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
             crate::txn::run(&client, timeout, format, interactive).await
         }
         Command::Watch(args) => crate::kv::watch(&client, format, args).await,
-        Command::Compaction { revision } => {
+        Command::Compaction { revision, .. } => {
             let at = timed(timeout, client.compact(revision)).await?;
-            crate::output::compacted(format, revision, at);
-            Ok(())
+            crate::output::compacted(format, revision, at)
         }
         Command::Lease(command) => crate::sessions::lease(&client, timeout, format, command).await,
         Command::Lock { name, ttl, command } => {
-            crate::sessions::lock(&client, timeout, &name, ttl, command).await
+            crate::sessions::lock(&client, timeout, format, &name, ttl, command).await
         }
         Command::Elect {
             name,
             proposal,
             listen,
             ttl,
-        } => crate::sessions::elect(&client, timeout, &name, proposal, listen, ttl).await,
+        } => crate::sessions::elect(&client, timeout, format, &name, proposal, listen, ttl).await,
         Command::Endpoint(EndpointCommand::Status) => {
             let status = timed(timeout, client.status()).await?;
-            crate::output::status(format, &cli.endpoints, &status);
+            crate::output::status(format, &shown, &status);
             Ok(())
         }
         Command::Endpoint(EndpointCommand::Health) => {
             let started = std::time::Instant::now();
             timed(timeout, client.get("health")).await?;
-            println!(
-                "{} is healthy: successfully committed proposal: took = {:?}",
-                cli.endpoints,
-                started.elapsed()
-            );
+            crate::output::health(format, &shown, started.elapsed());
             Ok(())
         }
         Command::Member(MemberCommand::List) => {
@@ -383,8 +470,7 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
                 AlarmCommand::List => timed(timeout, client.alarm_list()).await?,
                 AlarmCommand::Disarm => timed(timeout, client.alarm_disarm()).await?,
             };
-            crate::output::alarms(format, &alarms);
-            Ok(())
+            crate::output::alarms(format, &alarms)
         }
     }
 }

@@ -3,10 +3,11 @@
 //! `keelctl put a 1`, `keelctl get a`, `keelctl get --prefix app/ -w json`,
 //! `keelctl txn -i`, `keelctl watch --prefix app/`, `keelctl lease grant 60`,
 //! `keelctl lock my-lock`, `keelctl elect my-election me`,
-//! `keelctl endpoint status`. Every failure prints `Error: ...` on stderr
-//! and exits with status 1.
+//! `keelctl endpoint status`. A failure prints `Error: ...` on stderr and
+//! exits with etcdctl's status for it (`cli::Failure`).
 
 mod cli;
+mod etcd_format;
 mod kv;
 mod output;
 mod sessions;
@@ -14,25 +15,77 @@ mod txn;
 
 use std::process::ExitCode;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::Parser;
 
+use crate::cli::Failure;
+
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    // etcdctl's variable, when keelctl's own is not set.
+    if std::env::var_os("KEELCTL_ENDPOINTS").is_none() {
+        if let Some(endpoints) = std::env::var_os("ETCDCTL_ENDPOINTS") {
+            std::env::set_var("KEELCTL_ENDPOINTS", endpoints);
+        }
+    }
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => return exit(usage_failure(&error)),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("Error: cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+        Err(error) => return exit(Failure::from(format!("cannot start the runtime: {error}"))),
     };
     match runtime.block_on(cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("Error: {error}");
-            ExitCode::FAILURE
+        Err(failure) => exit(failure),
+    }
+}
+
+fn exit(failure: Failure) -> ExitCode {
+    if !failure.message.is_empty() {
+        eprintln!("Error: {}", failure.message);
+    }
+    ExitCode::from(failure.status)
+}
+
+/// What etcdctl does with a command line it cannot take: help asked for,
+/// or a command group without its subcommand, prints the help on stdout
+/// and succeeds; missing or extra arguments are bad arguments (128); an
+/// unknown output format, sort target or order is a missing feature (4);
+/// any other bad flag is an error (1).
+fn usage_failure(error: &clap::Error) -> Failure {
+    match error.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            print!("{}", error.render());
+            Failure::new(0, "")
         }
+        kind => {
+            let status = match kind {
+                ErrorKind::MissingRequiredArgument
+                | ErrorKind::TooFewValues
+                | ErrorKind::WrongNumberOfValues => Failure::BAD_ARGS,
+                ErrorKind::InvalidValue if names_a_feature(error) => Failure::BAD_FEATURE,
+                _ => Failure::ERROR,
+            };
+            eprint!("{}", error.render());
+            Failure::new(status, "")
+        }
+    }
+}
+
+/// Whether a bad value was given to a flag that picks a feature.
+fn names_a_feature(error: &clap::Error) -> bool {
+    match error.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(flag)) => {
+            ["--write-out", "--sort-by", "--order", "--consistency"]
+                .iter()
+                .any(|feature| flag.contains(feature))
+        }
+        _ => false,
     }
 }

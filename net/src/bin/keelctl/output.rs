@@ -1,15 +1,26 @@
-//! Printing answers: `simple` as etcdctl prints them, `json` with keys and
-//! values in base64 (as etcdctl's JSON, so that any bytes survive).
+//! Printing answers as etcdctl prints them: `simple` text; `json` with
+//! keys and values in base64 (so that any bytes survive) and fields that
+//! are zero left out, as Go's encoding of etcd's messages leaves them out;
+//! `fields` and `table` (`etcd_format.rs`).
+
+use std::time::Duration;
 
 use clap::ValueEnum;
 use keel_client::proto::{AlarmMember, AlarmType, KeyValue, Status};
 use keel_client::{Event, EventKind};
 use serde_json::{json, Value};
 
+use crate::cli::{CommandResult, Failure};
+use crate::etcd_format::{fields_header, fields_kv, go_quote, humanize_bytes, table};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Format {
     Simple,
     Json,
+    /// etcdctl's table: for endpoint status and health, and member list.
+    Table,
+    /// etcdctl's `"Name" : value` lines.
+    Fields,
 }
 
 /// Standard base64 with padding.
@@ -60,26 +71,38 @@ pub(crate) fn print_json(value: &Value) {
     println!("{value}");
 }
 
-/// A pair as etcdctl prints it: the key, then the value.
-pub(crate) fn print_kv(kv: &KeyValue, keys_only: bool, value_only: bool) {
+/// A pair as etcdctl prints it: the key, then the value (an empty line
+/// for a read with keys only).
+pub(crate) fn print_kv(kv: &KeyValue, value_only: bool) {
     if !value_only {
         println!("{}", text(&kv.key));
     }
-    if !keys_only {
-        println!("{}", text(&kv.value));
-    }
+    println!("{}", text(&kv.value));
 }
 
+/// One event of a watch answer at `revision`.
 pub(crate) fn event(format: Format, revision: u64, event: &Event) {
     match format {
-        Format::Simple => {
+        Format::Fields => {
+            fields_header(0, revision);
+            let kind = match event.kind {
+                EventKind::Put => "PUT",
+                EventKind::Delete => "DELETE",
+            };
+            println!("\"Type\" : {kind}");
+            if let Some(prev) = &event.prev_kv {
+                fields_kv("Prev", prev);
+            }
+            fields_kv("", &event.kv);
+        }
+        Format::Simple | Format::Table => {
             let kind = match event.kind {
                 EventKind::Put => "PUT",
                 EventKind::Delete => "DELETE",
             };
             println!("{kind}");
             if let Some(prev) = &event.prev_kv {
-                print_kv(prev, false, false);
+                print_kv(prev, false);
             }
             println!("{}", text(&event.kv.key));
             if event.kind == EventKind::Put {
@@ -100,51 +123,102 @@ pub(crate) fn event(format: Format, revision: u64, event: &Event) {
     }
 }
 
-pub(crate) fn compacted(format: Format, revision: u64, at: u64) {
-    match format {
-        Format::Simple => println!("compacted revision {revision}"),
-        Format::Json => print_json(&json!({ "header": header(at), "compacted": revision })),
+/// etcdctl prints the compaction's line whatever the output format.
+pub(crate) fn compacted(_format: Format, revision: u64, _at: u64) -> CommandResult {
+    println!("compacted revision {revision}");
+    Ok(())
+}
+
+/// What `endpoint status` shows of a keel node in etcdctl's columns: its
+/// shards' highest Raft term and their Raft indexes summed (every shard is
+/// a Raft group of its own), and one error per stopped shard or alarm.
+struct StatusColumns {
+    db_size: u64,
+    raft_term: u64,
+    raft_index: u64,
+    errors: Vec<String>,
+}
+
+impl StatusColumns {
+    fn of(status: &Status) -> StatusColumns {
+        StatusColumns {
+            db_size: status.shard_info.iter().map(|s| s.db_size).sum(),
+            raft_term: status
+                .shard_info
+                .iter()
+                .map(|s| s.raft_term)
+                .max()
+                .unwrap_or(0),
+            raft_index: status.shard_info.iter().map(|s| s.raft_index).sum(),
+            errors: status
+                .shard_info
+                .iter()
+                .filter(|s| !s.stopped.is_empty())
+                .map(|s| format!("shard {} stopped: {}", s.shard, s.stopped))
+                .chain(
+                    status
+                        .alarms
+                        .iter()
+                        .map(|a| format!("alarm:{}", alarm_name(a.alarm))),
+                )
+                .collect(),
+        }
+    }
+
+    /// etcdctl's columns: endpoint, ID, version, db size, is leader, is
+    /// learner, raft term, raft index, raft applied index, errors.
+    fn row(&self, endpoint: &str, status: &Status) -> Vec<String> {
+        vec![
+            endpoint.to_string(),
+            format!("{:x}", status.member_id),
+            status.version.clone(),
+            humanize_bytes(self.db_size),
+            "true".to_string(),
+            "false".to_string(),
+            self.raft_term.to_string(),
+            self.raft_index.to_string(),
+            self.raft_index.to_string(),
+            self.errors.join(", "),
+        ]
     }
 }
 
+/// `endpoint status`: etcdctl's columns; `-w json` adds keel's shards.
 pub(crate) fn status(format: Format, endpoints: &str, status: &Status) {
-    let db_size: u64 = status.shard_info.iter().map(|s| s.db_size).sum();
+    let columns = StatusColumns::of(status);
+    let db_size = columns.db_size;
     match format {
-        Format::Simple => {
-            let alarms: String = status
-                .alarms
-                .iter()
-                .map(|a| format!(", alarm:{}", alarm_name(a.alarm)))
-                .collect();
-            println!(
-                "{endpoints}, {:x}, {}, {} bytes, {} shards on {} cores{alarms}",
-                status.member_id, status.version, db_size, status.shards, status.cores
-            );
-            println!("shard  core  port   leader  raft term  raft index  db size");
-            for shard in &status.shard_info {
-                let port = status
-                    .core_ports
-                    .get(shard.core as usize)
-                    .copied()
-                    .unwrap_or_default();
-                if !shard.stopped.is_empty() {
-                    println!(
-                        "{:<6} {:<5} {:<6} stopped: {}",
-                        shard.shard, shard.core, port, shard.stopped
-                    );
-                    continue;
-                }
-                println!(
-                    "{:<6} {:<5} {:<6} {:<7} {:<10} {:<11} {}",
-                    shard.shard,
-                    shard.core,
-                    port,
-                    shard.leader,
-                    shard.raft_term,
-                    shard.raft_index,
-                    shard.db_size
-                );
-            }
+        Format::Simple => println!("{}", columns.row(endpoints, status).join(", ")),
+        Format::Table => print!(
+            "{}",
+            table(
+                &[
+                    "endpoint",
+                    "ID",
+                    "version",
+                    "db size",
+                    "is leader",
+                    "is learner",
+                    "raft term",
+                    "raft index",
+                    "raft applied index",
+                    "errors",
+                ],
+                &[columns.row(endpoints, status)],
+            )
+        ),
+        Format::Fields => {
+            fields_header(status.member_id, 0);
+            println!("\"Version\" : {}", go_quote(status.version.as_bytes()));
+            println!("\"DBSize\" : {db_size}");
+            println!("\"Leader\" : {}", status.member_id);
+            println!("\"IsLearner\" : false");
+            println!("\"RaftIndex\" : {}", columns.raft_index);
+            println!("\"RaftTerm\" : {}", columns.raft_term);
+            println!("\"RaftAppliedIndex\" : {}", columns.raft_index);
+            println!("\"Errors\" : [{}]", columns.errors.join(" "));
+            println!("\"Endpoint\" : {}", go_quote(endpoints.as_bytes()));
+            println!();
         }
         Format::Json => {
             let shards: Vec<Value> = status
@@ -161,17 +235,30 @@ pub(crate) fn status(format: Format, endpoints: &str, status: &Status) {
                     shard
                 })
                 .collect();
-            print_json(&json!({
-                "endpoint": endpoints,
-                "member_id": status.member_id,
+            // etcdctl's shape, with keel's shards beside it.
+            let mut answer = json!({
+                "header": { "member_id": status.member_id },
                 "version": status.version,
-                "db_size": db_size,
-                "shards": status.shards,
-                "cores": status.cores,
-                "core_ports": status.core_ports,
-                "shard_info": shards,
-                "alarms": status.alarms.iter().map(|a| alarm_name(a.alarm)).collect::<Vec<_>>(),
-            }));
+                "dbSize": db_size,
+                "leader": status.member_id,
+                "raftIndex": columns.raft_index,
+                "raftTerm": columns.raft_term,
+                "raftAppliedIndex": columns.raft_index,
+                "dbSizeInUse": db_size,
+            });
+            if !columns.errors.is_empty() {
+                answer["errors"] = json!(columns.errors);
+            }
+            print_json(&json!([{
+                "Endpoint": endpoints,
+                "Status": answer,
+                "Keel": {
+                    "shards": status.shards,
+                    "cores": status.cores,
+                    "core_ports": status.core_ports,
+                    "shard_info": shards,
+                },
+            }]));
         }
     }
 }
@@ -184,9 +271,51 @@ fn alarm_name(alarm: AlarmType) -> &'static str {
     }
 }
 
-/// Alarms as etcdctl prints them: `memberID:<decimal id> alarm:NOSPACE`.
-pub(crate) fn alarms(format: Format, alarms: &[AlarmMember]) {
+/// Whether the endpoint answered, and how fast: etcdctl writes the simple
+/// form on stderr.
+pub(crate) fn health(format: Format, endpoint: &str, took: Duration) {
+    let took = format!("{took:?}");
     match format {
+        Format::Simple => {
+            eprintln!("{endpoint} is healthy: successfully committed proposal: took = {took}")
+        }
+        Format::Json => print_json(&json!([
+            { "endpoint": endpoint, "health": true, "took": took }
+        ])),
+        Format::Table => print!(
+            "{}",
+            table(
+                &["endpoint", "health", "took", "error"],
+                &[vec![
+                    endpoint.to_string(),
+                    "true".into(),
+                    took,
+                    String::new()
+                ]],
+            )
+        ),
+        Format::Fields => {
+            println!("\"Endpoint\" : {}", go_quote(endpoint.as_bytes()));
+            println!("\"Health\" : true");
+            println!("\"Took\" : {took}");
+            println!("\"Error\" : ");
+            println!();
+        }
+    }
+}
+
+/// Alarms as etcdctl prints them: `memberID:<decimal id> alarm:NOSPACE`.
+pub(crate) fn alarms(format: Format, alarms: &[AlarmMember]) -> CommandResult {
+    match format {
+        Format::Table => return Err(Failure::unsupported(format)),
+        Format::Fields => {
+            fields_header(0, 0);
+            for alarm in alarms {
+                println!("\"MemberID\" : {}", alarm.member_id);
+                println!("\"AlarmType\" : {}", alarm_name(alarm.alarm));
+                println!();
+            }
+        }
         Format::Simple => {
             for alarm in alarms {
                 println!(
@@ -207,23 +336,61 @@ pub(crate) fn alarms(format: Format, alarms: &[AlarmMember]) {
                     json!({ "memberID": a.member_id, "alarm": code })
                 })
                 .collect();
-            print_json(&json!({ "alarms": alarms }));
+            // As etcd's: no alarms, no field.
+            if alarms.is_empty() {
+                print_json(&json!({}));
+            } else {
+                print_json(&json!({ "alarms": alarms }));
+            }
         }
     }
+    Ok(())
 }
 
+/// The members: keel is one node, with no peer URL yet.
 pub(crate) fn members(format: Format, status: &Status) {
+    let client_url = format!("http://{}", status.client_address);
     match format {
         Format::Simple => println!(
-            "{:x}, started, {}, , http://{}",
-            status.member_id, status.name, status.client_address
+            "{:x}, started, {}, , {client_url}, false",
+            status.member_id, status.name
         ),
         Format::Json => print_json(&json!({
+            "header": { "member_id": status.member_id },
             "members": [{
                 "ID": status.member_id,
                 "name": status.name,
-                "clientURLs": [format!("http://{}", status.client_address)],
+                "clientURLs": [client_url],
             }]
         })),
+        Format::Table => print!(
+            "{}",
+            table(
+                &[
+                    "ID",
+                    "Status",
+                    "Name",
+                    "Peer Addrs",
+                    "Client Addrs",
+                    "Is Learner",
+                ],
+                &[vec![
+                    format!("{:x}", status.member_id),
+                    "started".into(),
+                    status.name.clone(),
+                    String::new(),
+                    client_url,
+                    "false".into(),
+                ]],
+            )
+        ),
+        Format::Fields => {
+            fields_header(status.member_id, 0);
+            println!("\"ID\" : {}", status.member_id);
+            println!("\"Name\" : {}", go_quote(status.name.as_bytes()));
+            println!("\"ClientURL\" : {}", go_quote(client_url.as_bytes()));
+            println!("\"IsLearner\" : false");
+            println!();
+        }
     }
 }

@@ -5,7 +5,8 @@ use std::time::Duration;
 use keel_client::Client;
 use serde_json::json;
 
-use crate::cli::{describe, parse_lease, timed, CommandResult, LeaseCommand};
+use crate::cli::{describe, parse_lease, timed, CommandResult, Failure, LeaseCommand};
+use crate::etcd_format::{fields_header, go_quote};
 use crate::output::{self, Format};
 
 pub(crate) async fn lease(
@@ -14,35 +15,65 @@ pub(crate) async fn lease(
     format: Format,
     command: LeaseCommand,
 ) -> CommandResult {
+    // etcdctl's lease answers flatten their header into the answer; keel's
+    // lease answers carry no revision (0).
+    if format == Format::Table {
+        return Err(Failure::unsupported(format));
+    }
     match command {
         LeaseCommand::Grant { ttl, id } => {
             let id = id.as_deref().map(parse_lease).transpose()?.unwrap_or(0);
             let (id, ttl) = timed(timeout, client.lease_grant(id, ttl)).await?;
             match format {
-                Format::Simple => println!("lease {id:016x} granted with TTL({ttl}s)"),
-                Format::Json => output::print_json(&json!({ "ID": id, "TTL": ttl })),
+                Format::Json => output::print_json(&json!({ "ID": id, "TTL": ttl, "Error": "" })),
+                Format::Fields => {
+                    fields_header(0, 0);
+                    println!("\"ID\" : {id}");
+                    println!("\"TTL\" : {ttl}");
+                }
+                Format::Simple | Format::Table => {
+                    println!("lease {id:016x} granted with TTL({ttl}s)")
+                }
             }
         }
         LeaseCommand::Revoke { id } => {
             let id = parse_lease(&id)?;
             timed(timeout, client.lease_revoke(id)).await?;
-            println!("lease {id:016x} revoked");
+            match format {
+                Format::Json => output::print_json(&json!({ "header": output::header(0) })),
+                Format::Fields => fields_header(0, 0),
+                Format::Simple | Format::Table => println!("lease {id:016x} revoked"),
+            }
         }
         LeaseCommand::KeepAlive { id, once } => {
             let id = parse_lease(&id)?;
             loop {
                 let ttl = timed(timeout, client.lease_keep_alive_once(id)).await?;
+                // As etcdctl: a lease gone is a lost connection (2).
                 if ttl <= 0 {
-                    return Err(format!("lease {id:016x} expired or revoked"));
+                    return Err(Failure::new(
+                        Failure::BAD_CONNECTION,
+                        format!("lease {id:016x} expired or revoked"),
+                    ));
                 }
-                println!("lease {id:016x} keepalived with TTL({ttl})");
+                match format {
+                    Format::Json => output::print_json(&json!({ "ID": id, "TTL": ttl })),
+                    Format::Fields => {
+                        fields_header(0, 0);
+                        println!("\"ID\" : {id}");
+                        println!("\"TTL\" : {ttl}");
+                    }
+                    Format::Simple | Format::Table => {
+                        println!("lease {id:016x} keepalived with TTL({ttl})")
+                    }
+                }
                 if once {
                     return Ok(());
                 }
                 let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
                 tokio::select! {
                     _ = tokio::time::sleep(period) => {}
-                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                    _ = tokio::signal::ctrl_c() => return Err(Failure::sigint()),
                 }
             }
         }
@@ -50,8 +81,10 @@ pub(crate) async fn lease(
             let id = parse_lease(&id)?;
             let answer = timed(timeout, client.lease_time_to_live(id, keys)).await?;
             match format {
-                Format::Simple if answer.ttl < 0 => println!("lease {id:016x} already expired"),
-                Format::Simple => {
+                Format::Simple | Format::Table if answer.ttl < 0 => {
+                    println!("lease {id:016x} already expired")
+                }
+                Format::Simple | Format::Table => {
                     print!(
                         "lease {id:016x} granted with TTL({}s), remaining({}s)",
                         answer.granted_ttl, answer.ttl
@@ -63,26 +96,53 @@ pub(crate) async fn lease(
                     }
                     println!();
                 }
-                Format::Json => output::print_json(&json!({
-                    "id": id,
-                    "ttl": answer.ttl,
-                    "granted-ttl": answer.granted_ttl,
-                    "keys": answer.keys.iter().map(|k| output::base64(k)).collect::<Vec<_>>(),
-                })),
+                Format::Json => {
+                    // Go's encoding of a nil list: null.
+                    let keys = if answer.keys.is_empty() {
+                        serde_json::Value::Null
+                    } else {
+                        json!(answer
+                            .keys
+                            .iter()
+                            .map(|k| output::base64(k))
+                            .collect::<Vec<_>>())
+                    };
+                    output::print_json(&json!({
+                        "id": id,
+                        "ttl": answer.ttl,
+                        "granted-ttl": answer.granted_ttl,
+                        "keys": keys,
+                    }))
+                }
+                Format::Fields => {
+                    fields_header(0, 0);
+                    println!("\"ID\" : {id}");
+                    println!("\"TTL\" : {}", answer.ttl);
+                    println!("\"GrantedTTL\" : {}", answer.granted_ttl);
+                    for key in &answer.keys {
+                        println!("\"Key\" : {}", go_quote(key));
+                    }
+                }
             }
         }
         LeaseCommand::List => {
             let leases = timed(timeout, client.lease_leases()).await?;
             match format {
-                Format::Simple => {
+                Format::Simple | Format::Table => {
                     println!("found {} leases", leases.len());
                     for lease in &leases {
                         println!("{:016x}", lease.id);
                     }
                 }
                 Format::Json => output::print_json(&json!({
-                    "leases": leases.iter().map(|l| json!({ "ID": l.id, "TTL": l.ttl })).collect::<Vec<_>>(),
+                    "leases": leases.iter().map(|l| json!({ "id": l.id })).collect::<Vec<_>>(),
                 })),
+                Format::Fields => {
+                    fields_header(0, 0);
+                    for lease in &leases {
+                        println!("\"ID\" : {}", lease.id);
+                    }
+                }
             }
         }
     }
@@ -100,9 +160,14 @@ async fn session(
     Ok(client.lease_keep_alive(id, ttl))
 }
 
+/// Takes the lock `name`. With a command, runs it holding the lock (and
+/// prints nothing of its own); without one, prints the lock's key as
+/// etcdctl does (as a get prints it: the key, then its empty value) and
+/// holds it until interrupted.
 pub(crate) async fn lock(
     client: &Client,
     timeout: Duration,
+    format: Format,
     name: &str,
     ttl: i64,
     command: Vec<String>,
@@ -121,22 +186,22 @@ pub(crate) async fn lock(
         Err(error) => {
             drop(keep_alive);
             let _ = timed(timeout, client.lease_revoke(lease)).await;
-            return Err(error);
+            return Err(error.into());
         }
     };
-    println!("{}", output::text(guard.key()));
     let holding = match command.split_first() {
         Some((program, arguments)) => {
-            // The command learns what it holds (etcdctl's ETCD_LOCK_KEY
-            // and ETCD_LOCK_REV, under keel's names), and is stopped if
-            // the lease is lost while it runs.
+            // The command learns what it holds (KEEL_LOCK_KEY and
+            // KEEL_LOCK_REV, and etcdctl's names for scripts written for
+            // it), and is stopped if the lease is lost while it runs.
+            let key = String::from_utf8_lossy(guard.key()).into_owned();
+            let revision = guard.revision().to_string();
             let child = tokio::process::Command::new(program)
                 .args(arguments)
-                .env(
-                    "KEEL_LOCK_KEY",
-                    String::from_utf8_lossy(guard.key()).as_ref(),
-                )
-                .env("KEEL_LOCK_REV", guard.revision().to_string())
+                .env("KEEL_LOCK_KEY", &key)
+                .env("KEEL_LOCK_REV", &revision)
+                .env("ETCD_LOCK_KEY", &key)
+                .env("ETCD_LOCK_REV", &revision)
                 .kill_on_drop(true)
                 .spawn();
             match child {
@@ -152,21 +217,46 @@ pub(crate) async fn lock(
                 },
             }
         }
-        None => tokio::select! {
-            () = interrupted() => Ok(()),
-            lost = keep_alive.lost() => Err(describe(lost)),
-        },
+        None => {
+            print_holder(format, guard.key(), guard.revision(), lease);
+            tokio::select! {
+                () = interrupted() => Ok(()),
+                lost = keep_alive.lost() => Err(describe(lost)),
+            }
+        }
     };
     drop(keep_alive);
     // Revoking the session's lease deletes the lock's key: the lock is
     // released whatever happened while it was held.
     let released = timed(timeout, client.lease_revoke(lease)).await;
-    holding.and(released)
+    holding.and(released).map_err(Failure::from)
+}
+
+/// The holder's key of a lock or election, as etcdctl prints it: as a get
+/// of that key prints it.
+fn print_holder(format: Format, key: &[u8], revision: u64, lease: i64) {
+    let kv = keel_client::proto::KeyValue {
+        key: key.to_vec(),
+        create_revision: revision,
+        mod_revision: revision,
+        version: 1,
+        value: Vec::new(),
+        lease,
+    };
+    match format {
+        Format::Json => output::print_json(&json!({
+            "header": output::header(revision),
+            "kvs": [output::kv_json(&kv)],
+            "count": 1,
+        })),
+        _ => output::print_kv(&kv, false),
+    }
 }
 
 pub(crate) async fn elect(
     client: &Client,
     timeout: Duration,
+    _format: Format,
     name: &str,
     proposal: Option<String>,
     listen: bool,
@@ -177,13 +267,14 @@ pub(crate) async fn elect(
         loop {
             let leader = tokio::select! {
                 leader = observer.next() => leader.map_err(describe)?,
-                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = tokio::signal::ctrl_c() => return Err(Failure::sigint()),
             };
             println!("{}", output::text(&leader.key));
             println!("{}", output::text(&leader.value));
         }
     }
-    let proposal = proposal.ok_or("a proposal is needed to campaign (or use --listen)")?;
+    let proposal =
+        proposal.ok_or_else(|| Failure::bad_args("no proposal argument but -l not set"))?;
     let mut keep_alive = session(client, timeout, ttl).await?;
     let lease = keep_alive.id();
     // Interrupted while campaigning, the candidacy goes with the lease.
@@ -197,14 +288,14 @@ pub(crate) async fn elect(
         Err(error) => {
             drop(keep_alive);
             let _ = timed(timeout, client.lease_revoke(lease)).await;
-            return Err(error);
+            return Err(error.into());
         }
     };
     println!("{}", output::text(leadership.key()));
     println!("{proposal}");
     tokio::select! {
         () = interrupted() => {}
-        lost = keep_alive.lost() => return Err(describe(lost)),
+        lost = keep_alive.lost() => return Err(describe(lost).into()),
     }
     timed(timeout, client.resign(leadership)).await?;
     let _ = client.lease_revoke(lease).await;

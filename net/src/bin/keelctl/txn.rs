@@ -8,6 +8,10 @@
 //!                           (blank line)
 //! get k                     failure operations
 //! ```
+//!
+//! Operations take etcdctl's flags: `get k --prefix`, `get k --limit 2`,
+//! `put k v --prev-kv`, `put k v --lease 1a2b`, `del k --from-key`, ... An
+//! input that cannot be read fails with etcdctl's status 3.
 
 use std::io::BufRead;
 use std::time::Duration;
@@ -19,7 +23,8 @@ use keel_client::proto::{
 use keel_client::Client;
 use serde_json::json;
 
-use crate::cli::{timed, CommandResult};
+use crate::cli::{timed, CommandResult, Failure};
+use crate::etcd_format::fields_header;
 use crate::output::{self, Format};
 
 /// Splits a line into words; double quotes group words and `\"` escapes.
@@ -90,7 +95,7 @@ pub(crate) fn parse_compare(line: &str) -> Result<Compare, String> {
         "version" | "ver" => CompareTarget::Version(number("version")?),
         // Hex, as etcdctl parses it and as lease ids are printed.
         "lease" => CompareTarget::Lease(
-            crate::cli::parse_lease(operand).map_err(|e| format!("{e} in {line:?}"))?,
+            crate::cli::parse_lease(operand).map_err(|e| format!("{} in {line:?}", e.message))?,
         ),
         _ => return Err(bad()),
     };
@@ -102,33 +107,164 @@ pub(crate) fn parse_compare(line: &str) -> Result<Compare, String> {
     })
 }
 
-/// `put k v`, `get k [end]`, `del k [end]`.
+/// An operation's words split into its arguments and its flags
+/// (`--name` or `--name=value`, or `--name value` for a flag that takes
+/// one).
+struct OpWords {
+    arguments: Vec<String>,
+    flags: Vec<(String, Option<String>)>,
+}
+
+/// Flags whose value is the next word.
+const FLAGS_WITH_VALUES: [&str; 6] = ["lease", "limit", "rev", "sort-by", "order", "consistency"];
+
+impl OpWords {
+    fn split(words: Vec<String>) -> OpWords {
+        let mut arguments = Vec::new();
+        let mut flags = Vec::new();
+        let mut words = words.into_iter();
+        while let Some(word) = words.next() {
+            match word.strip_prefix("--") {
+                Some(flag) => match flag.split_once('=') {
+                    Some((name, value)) => flags.push((name.to_string(), Some(value.to_string()))),
+                    None if FLAGS_WITH_VALUES.contains(&flag) => {
+                        flags.push((flag.to_string(), words.next()));
+                    }
+                    None => flags.push((flag.to_string(), None)),
+                },
+                None => arguments.push(word),
+            }
+        }
+        OpWords { arguments, flags }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.flags.iter().any(|(flag, _)| flag == name)
+    }
+
+    fn value(&self, name: &str) -> Option<&str> {
+        self.flags
+            .iter()
+            .find(|(flag, _)| flag == name)
+            .and_then(|(_, value)| value.as_deref())
+    }
+
+    fn number(&self, name: &str) -> Result<u64, String> {
+        self.value(name)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|e| format!("bad --{name} {v:?}: {e}"))
+            })
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    /// Refuses flags the operation does not take.
+    fn only(&self, allowed: &[&str], line: &str) -> Result<(), String> {
+        match self
+            .flags
+            .iter()
+            .find(|(flag, _)| !allowed.contains(&flag.as_str()))
+        {
+            Some((flag, _)) => Err(format!("unknown flag --{flag} in {line:?}")),
+            None => Ok(()),
+        }
+    }
+
+    /// The key and range end, with `--prefix` or `--from-key` as etcdctl
+    /// takes them.
+    fn range(&self, key: &str, end: Option<&String>) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let key = key.as_bytes().to_vec();
+        match (end, self.has("prefix"), self.has("from-key")) {
+            (Some(end), false, false) => Ok((key, end.as_bytes().to_vec())),
+            (None, true, false) => Ok(keel_client::prefix_range(&key)),
+            (None, false, true) if key.is_empty() => Ok((vec![0], vec![0])),
+            (None, false, true) => Ok((key, vec![0])),
+            (None, false, false) => Ok((key, Vec::new())),
+            _ => Err("give only one of a range end, --prefix and --from-key".to_string()),
+        }
+    }
+}
+
+/// `put k v`, `get k [end]`, `del k [end]`, each with etcdctl's flags.
 pub(crate) fn parse_op(line: &str) -> Result<RequestOp, String> {
-    let words = words(line)?;
-    let bytes = |s: &String| s.as_bytes().to_vec();
-    match words.as_slice() {
-        [put, key, value] if put == "put" => Ok(RequestOp::Put(PutRequest {
-            key: bytes(key),
-            value: bytes(value),
-            ..PutRequest::default()
-        })),
-        [get, key, rest @ ..] if get == "get" && rest.len() <= 1 => {
+    let words = OpWords::split(words(line)?);
+    let bad = || format!("bad operation {line:?}: expected put K V, get K [END], or del K [END]");
+    let Some((verb, arguments)) = words.arguments.split_first() else {
+        return Err(bad());
+    };
+    match (verb.as_str(), arguments) {
+        ("put", [key, value]) => {
+            words.only(&["prev-kv", "lease", "ignore-value", "ignore-lease"], line)?;
+            let lease = match words.value("lease") {
+                Some(id) => crate::cli::parse_lease(id).map_err(|f| f.message)?,
+                None => 0,
+            };
+            Ok(RequestOp::Put(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: value.as_bytes().to_vec(),
+                lease,
+                prev_kv: words.has("prev-kv"),
+                ignore_value: words.has("ignore-value"),
+                ignore_lease: words.has("ignore-lease"),
+            }))
+        }
+        ("get", [key, end @ ..]) if end.len() <= 1 => {
+            words.only(
+                &[
+                    "prefix",
+                    "from-key",
+                    "limit",
+                    "rev",
+                    "keys-only",
+                    "count-only",
+                    "sort-by",
+                    "order",
+                ],
+                line,
+            )?;
+            let (key, range_end) = words.range(key, end.first())?;
+            let sort_target = match words
+                .value("sort-by")
+                .map(str::to_ascii_uppercase)
+                .as_deref()
+            {
+                None | Some("KEY") => keel_client::proto::SortTarget::Key,
+                Some("VERSION") => keel_client::proto::SortTarget::Version,
+                Some("CREATE") => keel_client::proto::SortTarget::Create,
+                Some("MODIFY") => keel_client::proto::SortTarget::Mod,
+                Some("VALUE") => keel_client::proto::SortTarget::Value,
+                Some(other) => return Err(format!("bad sort target {other}")),
+            };
+            let sort_order = match words.value("order").map(str::to_ascii_uppercase).as_deref() {
+                Some("DESCEND") => keel_client::proto::SortOrder::Descend,
+                Some("ASCEND") => keel_client::proto::SortOrder::Ascend,
+                None if words.has("sort-by") => keel_client::proto::SortOrder::Ascend,
+                None => keel_client::proto::SortOrder::None,
+                Some(other) => return Err(format!("bad sort order {other}")),
+            };
             Ok(RequestOp::Range(RangeRequest {
-                key: bytes(key),
-                range_end: rest.first().map(bytes).unwrap_or_default(),
+                key,
+                range_end,
+                limit: words.number("limit")?,
+                revision: words.number("rev")?,
+                keys_only: words.has("keys-only"),
+                count_only: words.has("count-only"),
+                sort_target,
+                sort_order,
                 ..RangeRequest::default()
             }))
         }
-        [del, key, rest @ ..] if (del == "del" || del == "delete") && rest.len() <= 1 => {
+        ("del" | "delete", [key, end @ ..]) if end.len() <= 1 => {
+            words.only(&["prefix", "from-key", "prev-kv"], line)?;
+            let (key, range_end) = words.range(key, end.first())?;
             Ok(RequestOp::DeleteRange(DeleteRangeRequest {
-                key: bytes(key),
-                range_end: rest.first().map(bytes).unwrap_or_default(),
-                ..DeleteRangeRequest::default()
+                key,
+                range_end,
+                prev_kv: words.has("prev-kv"),
             }))
         }
-        _ => Err(format!(
-            "bad operation {line:?}: expected put K V, get K, or del K"
-        )),
+        _ => Err(bad()),
     }
 }
 
@@ -162,17 +298,24 @@ pub(crate) async fn run(
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     let prompt = |text| interactive.then_some(text);
-    let compare = section(&mut lines, prompt("compares:"), parse_compare)?;
+    if format == Format::Table {
+        return Err(Failure::unsupported(format));
+    }
+    // Input that cannot be read is etcdctl's ExitInvalidInput.
+    let invalid = |message: String| Failure::new(Failure::INVALID_INPUT, message);
+    let compare = section(&mut lines, prompt("compares:"), parse_compare).map_err(invalid)?;
     let success = section(
         &mut lines,
         prompt("success requests (get, put, del):"),
         parse_op,
-    )?;
+    )
+    .map_err(invalid)?;
     let failure = section(
         &mut lines,
         prompt("failure requests (get, put, del):"),
         parse_op,
-    )?;
+    )
+    .map_err(invalid)?;
     let request = TxnRequest {
         compare,
         success,
@@ -180,7 +323,7 @@ pub(crate) async fn run(
     };
     let (revision, answer) = timed(timeout, client.txn(request)).await?;
     match format {
-        Format::Simple => {
+        Format::Simple | Format::Table => {
             println!(
                 "{}",
                 if answer.succeeded {
@@ -192,24 +335,82 @@ pub(crate) async fn run(
             for response in &answer.responses {
                 println!();
                 match response {
-                    ResponseOp::Put(_) => println!("OK"),
-                    ResponseOp::Range(range) => {
-                        for kv in &range.kvs {
-                            output::print_kv(kv, false, false);
+                    ResponseOp::Put(put) => {
+                        println!("OK");
+                        if let Some(prev) = &put.prev_kv {
+                            output::print_kv(prev, false);
                         }
                     }
-                    ResponseOp::DeleteRange(delete) => println!("{}", delete.deleted),
+                    ResponseOp::Range(range) => {
+                        for kv in &range.kvs {
+                            output::print_kv(kv, false);
+                        }
+                    }
+                    ResponseOp::DeleteRange(delete) => {
+                        println!("{}", delete.deleted);
+                        for kv in &delete.prev_kvs {
+                            output::print_kv(kv, false);
+                        }
+                    }
                     ResponseOp::Txn(_) => println!("(nested transaction)"),
                 }
             }
         }
-        Format::Json => output::print_json(&json!({
-            "header": output::header(revision),
-            "succeeded": answer.succeeded,
-            "responses": answer.responses.len(),
-        })),
+        Format::Json => output::print_json(&txn_json(revision, &answer)),
+        Format::Fields => {
+            fields_header(0, revision);
+            println!("\"Succeeded\" : {}", answer.succeeded);
+            for response in &answer.responses {
+                match response {
+                    ResponseOp::Put(put) => {
+                        fields_header(0, revision);
+                        if let Some(prev) = &put.prev_kv {
+                            crate::etcd_format::fields_kv("Prev", prev);
+                        }
+                    }
+                    ResponseOp::Range(range) => crate::kv::range_fields(revision, range),
+                    ResponseOp::DeleteRange(delete) => crate::kv::delete_fields(revision, delete),
+                    ResponseOp::Txn(_) => println!("\"Unknown\" : \"nested transaction\""),
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// A transaction's answer as etcdctl's JSON: each operation's answer
+/// under `Response`, named by its kind; `succeeded` left out when false.
+fn txn_json(revision: u64, answer: &keel_client::proto::TxnResponse) -> serde_json::Value {
+    let responses: Vec<serde_json::Value> = answer
+        .responses
+        .iter()
+        .map(|response| match response {
+            ResponseOp::Put(put) => {
+                let mut value = json!({ "header": output::header(revision) });
+                if let Some(prev) = &put.prev_kv {
+                    value["prev_kv"] = output::kv_json(prev);
+                }
+                json!({ "Response": { "ResponsePut": value } })
+            }
+            ResponseOp::Range(range) => {
+                json!({ "Response": { "ResponseRange": crate::kv::range_json(revision, range) } })
+            }
+            ResponseOp::DeleteRange(delete) => json!({
+                "Response": { "ResponseDeleteRange": crate::kv::delete_json(revision, delete) }
+            }),
+            ResponseOp::Txn(nested) => {
+                json!({ "Response": { "ResponseTxn": txn_json(revision, nested) } })
+            }
+        })
+        .collect();
+    let mut value = json!({ "header": output::header(revision) });
+    if answer.succeeded {
+        value["succeeded"] = json!(true);
+    }
+    if !responses.is_empty() {
+        value["responses"] = json!(responses);
+    }
+    value
 }
 
 #[cfg(test)]
@@ -233,5 +434,33 @@ mod tests {
         assert!(matches!(parse_op("get k"), Ok(RequestOp::Range(_))));
         assert!(matches!(parse_op("del k"), Ok(RequestOp::DeleteRange(_))));
         assert!(parse_op("put k").is_err());
+    }
+
+    #[test]
+    fn operations_take_etcdctls_flags() {
+        let Ok(RequestOp::Range(get)) = parse_op("get app/ --prefix --limit 2 --keys-only") else {
+            panic!("a get with flags");
+        };
+        assert_eq!(
+            (
+                get.key.as_slice(),
+                get.range_end.as_slice(),
+                get.limit,
+                get.keys_only
+            ),
+            (&b"app/"[..], &b"app0"[..], 2, true)
+        );
+        let Ok(RequestOp::Put(put)) = parse_op("put k v --prev-kv --lease=1f") else {
+            panic!("a put with flags");
+        };
+        assert!(put.prev_kv);
+        assert_eq!(put.lease, 0x1f);
+        let Ok(RequestOp::DeleteRange(del)) = parse_op("del k --from-key --prev-kv") else {
+            panic!("a del with flags");
+        };
+        assert_eq!((del.range_end.as_slice(), del.prev_kv), (&[0u8][..], true));
+        // Not taken as a range end, as before.
+        assert!(parse_op("get k --bogus").is_err());
+        assert!(parse_op("put k v --prefix").is_err());
     }
 }

@@ -1,0 +1,615 @@
+//! keelctl against keel beside etcdctl against a real etcd, over the same
+//! command lines (taken from etcd's documentation of etcdctl): after
+//! masking what legitimately differs (revisions, lease and member ids,
+//! timings), the two print the same text and exit with the same status.
+//!
+//! Needs Debian's etcd 3.4 (`etcd-server`, `etcd-client`): installed here
+//! when missing, as root; without root and without them, the test says so
+//! and passes without running.
+//!
+//! JSON is compared as parsed values (serde_json keeps 64-bit integers
+//! exact: keel's member id is above 2^63). Error texts differ (etcd's
+//! start with `etcdserver:`), so an error is compared by its status and by
+//! whether stderr says `Error:`.
+
+mod support;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{keelctl, Server};
+
+/// Installs etcd and etcdctl if missing; false when they cannot be had.
+fn etcd_installed() -> bool {
+    let present = |program: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if present("etcd") && present("etcdctl") {
+        return true;
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+    if !root {
+        eprintln!("etcd or etcdctl is missing and this is not root: apt-get install etcd-server etcd-client; skipping");
+        return false;
+    }
+    let install = "export DEBIAN_FRONTEND=noninteractive; \
+        apt-get install -y -q etcd-server etcd-client >/dev/null \
+        || { apt-get update -q >/dev/null && apt-get install -y -q etcd-server etcd-client >/dev/null; }";
+    let installed = Command::new("sh")
+        .args(["-c", install])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(installed, "apt-get install etcd-server etcd-client failed");
+    true
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A real etcd, stopped when dropped.
+struct Etcd {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Etcd {
+    fn start(dir: &Path) -> Etcd {
+        let (client, peer) = (free_port(), free_port());
+        let child = Command::new("etcd")
+            .args([
+                "--name",
+                "default",
+                "--data-dir",
+                &dir.display().to_string(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{client}"),
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer}"),
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{peer}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start etcd");
+        let etcd = Etcd {
+            child,
+            endpoint: format!("127.0.0.1:{client}"),
+        };
+        // Ready when it answers a linearizable read (it has a leader).
+        for _ in 0..100 {
+            let probe = run(
+                System::Etcd,
+                &etcd.endpoint,
+                &["get", "probe"],
+                None,
+                &HashMap::new(),
+            );
+            if probe.status == 0 {
+                return etcd;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("etcd did not answer within 10 s");
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum System {
+    Etcd,
+    Keel,
+}
+
+/// What one command printed.
+#[derive(Debug)]
+struct Ran {
+    stdout: String,
+    stderr: String,
+    status: i32,
+}
+
+/// Runs one command line; `$NAME` words are replaced from `vars`.
+fn run(
+    system: System,
+    endpoint: &str,
+    line: &[&str],
+    stdin: Option<&str>,
+    vars: &HashMap<&str, String>,
+) -> Ran {
+    let words: Vec<String> = line
+        .iter()
+        .map(|word| {
+            let mut word = word.to_string();
+            for (name, value) in vars {
+                word = word.replace(name, value);
+            }
+            word
+        })
+        .collect();
+    // A command that runs until interrupted gets SIGINT after 2 s.
+    let until_interrupted = matches!(words.first().map(String::as_str), Some("watch"));
+    let (program, mut arguments) = match system {
+        System::Etcd => ("etcdctl".to_string(), Vec::new()),
+        System::Keel => (keelctl().to_string(), Vec::new()),
+    };
+    arguments.push(format!("--endpoints={endpoint}"));
+    arguments.extend(words);
+    let mut command = if until_interrupted {
+        let mut command = Command::new("timeout");
+        command.args(["--preserve-status", "-s", "INT", "2", &program]);
+        command
+    } else {
+        Command::new(&program)
+    };
+    command
+        .args(&arguments)
+        .env("ETCDCTL_API", "3")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("run the client");
+    let mut input = child.stdin.take().expect("stdin");
+    if let Some(stdin) = stdin {
+        input.write_all(stdin.as_bytes()).expect("write stdin");
+    }
+    drop(input);
+    let output = child.wait_with_output().expect("wait for the client");
+    Ran {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        status: output.status.code().unwrap_or(-1),
+    }
+}
+
+/// JSON with what legitimately differs masked: header ids and terms
+/// dropped, revisions and timings masked, lease ids named, and the
+/// create/mod revisions of one output replaced by their rank (so that
+/// equal ones stay equal and order is kept).
+fn normalise_json(mut value: Value, lease: i64) -> Value {
+    fn collect_revisions(value: &Value, into: &mut BTreeSet<i64>) {
+        match value {
+            Value::Object(map) => {
+                for (key, child) in map {
+                    if key == "create_revision" || key == "mod_revision" {
+                        into.extend(child.as_i64());
+                    } else {
+                        collect_revisions(child, into);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| collect_revisions(v, into)),
+            _ => {}
+        }
+    }
+    fn mask(value: &mut Value, ranks: &HashMap<i64, usize>, lease: i64) {
+        match value {
+            Value::Object(map) => {
+                for key in ["cluster_id", "member_id", "raft_term", "revision"] {
+                    map.remove(key);
+                }
+                for (key, child) in map.iter_mut() {
+                    match key.as_str() {
+                        "header" | "Header" => *child = Value::String("<HEADER>".into()),
+                        "create_revision" | "mod_revision" => {
+                            let rank = child.as_i64().and_then(|r| ranks.get(&r));
+                            *child = Value::String(format!("<R{}>", rank.copied().unwrap_or(0)));
+                        }
+                        "lease" | "ID" | "id" => {
+                            *child = Value::String(if child.as_i64() == Some(lease) {
+                                "<LEASE>".into()
+                            } else {
+                                "<ID>".into()
+                            })
+                        }
+                        "ttl" | "took" => *child = Value::String("<MASKED>".into()),
+                        // etcd lists a lease's keys in no order.
+                        "keys" => {
+                            if let Value::Array(keys) = child {
+                                keys.sort_by_key(|k| k.to_string());
+                            }
+                        }
+                        _ => mask(child, ranks, lease),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| mask(v, ranks, lease)),
+            _ => {}
+        }
+    }
+    let mut revisions = BTreeSet::new();
+    collect_revisions(&value, &mut revisions);
+    let ranks = revisions
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| (r, i))
+        .collect();
+    mask(&mut value, &ranks, lease);
+    value
+}
+
+/// Text with what legitimately differs masked.
+fn normalise_text(text: &str, lease: i64) -> String {
+    let lease_hex = format!("{lease:016x}");
+    let mut lines = Vec::new();
+    let mut table_header_seen = false;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('{') || trimmed.starts_with('[') {
+            if let Ok(value) = serde_json::from_str::<Value>(trimmed) {
+                lines.push(normalise_json(value, lease).to_string());
+                continue;
+            }
+        }
+        let mut line = line.replace(&lease_hex, "<LEASE>");
+        if let Some(at) = line.find("took = ") {
+            line.truncate(at + "took = ".len());
+            line.push_str("<DUR>");
+        }
+        if let Some(at) = line.find("remaining(") {
+            if let Some(end) = line[at..].find("s)") {
+                line.replace_range(at + "remaining(".len()..at + end, "<N>");
+            }
+        }
+        if let Some(rest) = line.strip_prefix("compacted revision ") {
+            if rest.parse::<u64>().is_ok() {
+                line = "compacted revision <REV>".into();
+            }
+        }
+        // A lock's or an election's key: the name, then the session's id.
+        for name in ["{c}/lk/", "{c}/el/"] {
+            if line.starts_with(name) {
+                line = format!("{name}<ID>");
+            }
+        }
+        if let (Some(open), Some(close)) = (line.find("attached keys(["), line.rfind("])")) {
+            let start = open + "attached keys([".len();
+            if start <= close {
+                let mut keys: Vec<&str> = line[start..close].split(' ').collect();
+                keys.sort_unstable();
+                line = format!("{}{}{}", &line[..start], keys.join(" "), &line[close..]);
+            }
+        }
+        // A table: its header row's names only (cells differ in width).
+        if line.starts_with('+') {
+            continue;
+        }
+        if line.starts_with('|') {
+            if !table_header_seen {
+                table_header_seen = true;
+                let names: Vec<&str> = line.split('|').map(str::trim).collect();
+                lines.push(names.join("|"));
+            }
+            continue;
+        }
+        lines.push(line);
+    }
+    lines.join("\n")
+}
+
+/// A fields answer's lines with numbers that differ masked.
+fn normalise_fields(text: &str, lease: i64) -> String {
+    text.lines()
+        .map(|line| {
+            for name in [
+                "\"ClusterID\"",
+                "\"MemberID\"",
+                "\"Revision\"",
+                "\"RaftTerm\"",
+                "\"CreateRevision\"",
+                "\"ModRevision\"",
+                "\"PrevCreateRevision\"",
+                "\"PrevModRevision\"",
+            ] {
+                if line.starts_with(name) {
+                    return format!("{name} : <N>");
+                }
+            }
+            if line.starts_with("\"Lease\"") || line.starts_with("\"ID\"") {
+                let masked = if line.ends_with(&format!(": {lease}")) {
+                    "<LEASE>"
+                } else if line.ends_with(": 0") {
+                    "0"
+                } else {
+                    "<ID>"
+                };
+                return format!("{} : {masked}", line.split(" :").next().unwrap_or(""));
+            }
+            line.to_string()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One step of the comparison.
+struct Step {
+    line: &'static [&'static str],
+    stdin: Option<&'static str>,
+}
+
+const fn step(line: &'static [&'static str]) -> Step {
+    Step { line, stdin: None }
+}
+
+const fn with_stdin(line: &'static [&'static str], stdin: &'static str) -> Step {
+    Step {
+        line,
+        stdin: Some(stdin),
+    }
+}
+
+const TXN_OK: &str =
+    "value(\"{c}/c\") = \"3\"\n\nput {c}/t1 v1\nget {c}/c\ndel {c}/nosuch\n\nput {c}/t2 v2\n\n";
+const TXN_FAIL: &str =
+    "value(\"{c}/c\") = \"nope\"\n\nput {c}/t3 v3\n\nput {c}/t4 v4\nget {c}/t4\n\n";
+const TXN_FLAGS: &str =
+    "version(\"{c}/t4\") > \"0\"\n\nget {c}/t --prefix --keys-only\nput {c}/t1 v9 --prev-kv\ndel {c}/t1 --prev-kv\n\n\n";
+
+/// The command lines, in order; every one of them prints the same (after
+/// masking) from both.
+const STEPS: &[Step] = &[
+    step(&["put", "{c}/a", "1"]),
+    step(&["put", "{c}/b", "22"]),
+    step(&["put", "{c}/c", "3"]),
+    step(&["put", "{c}/d", "10"]),
+    step(&["capture-rev", "$REV_B1", "{c}/b"]),
+    step(&["put", "{c}/b", "2", "--prev-kv"]),
+    step(&["put", "{c}/e", "hello world"]),
+    step(&["put", "{c}/f", "--", "-dash"]),
+    with_stdin(&["put", "{c}/g"], "line1\nline2\n"),
+    step(&["put", "{c}/h"]),
+    step(&["put", "{c}/a", "x", "--ignore-value"]),
+    step(&["put", "{c}/a", "--ignore-lease"]),
+    step(&["get", "{c}/a"]),
+    step(&["get", "{c}/a", "-w", "json"]),
+    step(&["get", "{c}/a", "-w", "fields"]),
+    step(&["get", "{c}/nosuch"]),
+    step(&["get", "{c}/nosuch", "-w", "json"]),
+    step(&["get", "{c}/", "--prefix"]),
+    step(&["get", "{c}/e", "--from-key", "--keys-only", "--limit", "3"]),
+    step(&["get", "{c}/a", "{c}/c"]),
+    step(&["get", "{c}/", "--prefix", "--limit", "2"]),
+    step(&["get", "{c}/", "--prefix", "--limit", "2", "-w", "json"]),
+    step(&["get", "{c}/", "--prefix", "--keys-only"]),
+    step(&["get", "{c}/", "--prefix", "--print-value-only"]),
+    step(&[
+        "get",
+        "{c}/",
+        "--prefix",
+        "--sort-by",
+        "VALUE",
+        "--order",
+        "DESCEND",
+    ]),
+    step(&[
+        "get",
+        "{c}/",
+        "--prefix",
+        "--sort-by",
+        "MODIFY",
+        "--order",
+        "DESCEND",
+        "--keys-only",
+    ]),
+    step(&[
+        "get",
+        "{c}/",
+        "--prefix",
+        "--sort-by",
+        "VERSION",
+        "--order",
+        "ASCEND",
+    ]),
+    step(&[
+        "get",
+        "{c}/",
+        "--prefix",
+        "--sort-by=CREATE",
+        "--order=DESCEND",
+    ]),
+    step(&[
+        "get", "{c}/", "--prefix", "--order", "DESCEND", "--limit", "3",
+    ]),
+    step(&["get", "{c}/b", "--rev", "$REV_B1"]),
+    step(&[
+        "get",
+        "{c}/",
+        "--prefix",
+        "--consistency",
+        "s",
+        "--command-timeout",
+        "5s",
+    ]),
+    step(&["get", "", "--prefix", "--keys-only", "--limit", "1"]),
+    step(&["get", "{c}/", "--prefix", "--from-key"]),
+    step(&["get"]),
+    step(&["get", "{c}/a", "--sort-by", "SIZE"]),
+    step(&["get", "{c}/a", "-w", "yaml"]),
+    step(&["get", "{c}/a", "-w", "table"]),
+    step(&["del", "{c}/nosuch"]),
+    step(&["del", "{c}/nosuch", "-w", "json"]),
+    step(&["del", "{c}/a", "--prev-kv"]),
+    step(&["del", "{c}/b", "{c}/d", "--prev-kv", "-w", "json"]),
+    step(&["del", "{c}/g", "-w", "fields"]),
+    with_stdin(&["txn"], TXN_OK),
+    with_stdin(&["txn"], TXN_FAIL),
+    with_stdin(&["txn", "-w", "json"], TXN_OK),
+    with_stdin(&["txn", "-w", "json"], TXN_FAIL),
+    with_stdin(&["txn"], TXN_FLAGS),
+    with_stdin(&["txn", "-w", "json"], TXN_FLAGS),
+    with_stdin(&["txn", "-i"], TXN_FAIL),
+    step(&["capture-lease", "300"]),
+    step(&["put", "{c}/l1", "x", "--lease", "$LEASE"]),
+    step(&["put", "{c}/l2", "y", "--lease=$LEASE"]),
+    step(&["get", "{c}/l1", "-w", "json"]),
+    step(&["lease", "timetolive", "$LEASE"]),
+    step(&["lease", "timetolive", "$LEASE", "--keys"]),
+    step(&["lease", "timetolive", "$LEASE", "--keys", "-w", "json"]),
+    step(&["lease", "keep-alive", "--once", "$LEASE"]),
+    step(&["lease", "keep-alive", "--once", "$LEASE", "-w", "json"]),
+    step(&["lease", "revoke", "$LEASE"]),
+    step(&["get", "{c}/l", "--prefix"]),
+    step(&["lease", "timetolive", "$LEASE"]),
+    step(&["lease", "keep-alive", "--once", "$LEASE"]),
+    step(&["lease", "list"]),
+    step(&["lease", "timetolive", "zz"]),
+    step(&["lease", "revoke"]),
+    step(&["put", "{c}/z", "1", "--lease", "zz"]),
+    step(&["capture-rev", "$REV_E", "{c}/e"]),
+    step(&["compaction", "$REV_E"]),
+    step(&["get", "{c}/b", "--rev", "$REV_B1"]),
+    step(&["compaction"]),
+    step(&["put", "{c}/w", "1"]),
+    step(&["capture-rev", "$REV_W", "{c}/w"]),
+    step(&["put", "{c}/w", "2"]),
+    step(&["del", "{c}/w"]),
+    step(&["watch", "--rev", "$REV_W", "{c}/w", "--prefix"]),
+    step(&["watch", "--rev", "$REV_W", "{c}/w", "--prev-kv"]),
+    step(&["lock", "{c}/lk", "echo", "locked"]),
+    step(&[
+        "lock",
+        "{c}/lk",
+        "--",
+        "sh",
+        "-c",
+        "test -n \"$ETCD_LOCK_KEY\" && exit 3",
+    ]),
+    step(&["elect", "{c}/el"]),
+    step(&["endpoint", "health"]),
+    step(&["endpoint", "health", "-w", "table"]),
+    step(&["endpoint", "status", "-w", "table"]),
+    step(&["member", "list", "-w", "table"]),
+    step(&["alarm", "list"]),
+    step(&["alarm", "list", "-w", "json"]),
+];
+
+#[test]
+fn keelctl_prints_what_etcdctl_prints_for_the_same_command_lines() {
+    if !etcd_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = Etcd::start(&dir.path().join("etcd"));
+    let keel = Server::start(&dir.path().join("keel"), 2, &[]);
+    let endpoints = [
+        (System::Etcd, etcd.endpoint.clone()),
+        (System::Keel, keel.endpoint()),
+    ];
+    let mut vars: [HashMap<&str, String>; 2] = [HashMap::new(), HashMap::new()];
+    let mut leases = [0i64; 2];
+    let mut differences = Vec::new();
+    for (number, step) in STEPS.iter().enumerate() {
+        // Steps that capture a value from each system.
+        match step.line {
+            ["capture-rev", name, key] => {
+                for (i, (system, endpoint)) in endpoints.iter().enumerate() {
+                    let got = run(
+                        *system,
+                        endpoint,
+                        &["get", *key, "-w", "json"],
+                        None,
+                        &vars[i],
+                    );
+                    let value: Value = serde_json::from_str(got.stdout.trim()).expect("get's JSON");
+                    let revision = value["kvs"][0]["mod_revision"]
+                        .as_u64()
+                        .unwrap_or_else(|| panic!("{system:?}: no revision in {value}"));
+                    vars[i].insert(*name, revision.to_string());
+                }
+                continue;
+            }
+            ["capture-lease", ttl] => {
+                for (i, (system, endpoint)) in endpoints.iter().enumerate() {
+                    let got = run(*system, endpoint, &["lease", "grant", *ttl], None, &vars[i]);
+                    let id = got.stdout.split_whitespace().nth(1).unwrap_or_default();
+                    let id = i64::from_str_radix(id, 16)
+                        .unwrap_or_else(|_| panic!("{system:?}: no lease in {got:?}"));
+                    leases[i] = id;
+                    vars[i].insert("$LEASE", format!("{id:x}"));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        let outputs: Vec<(Ran, String)> = endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, (system, endpoint))| {
+                let ran = run(*system, endpoint, step.line, step.stdin, &vars[i]);
+                let mut shown = if step.line.contains(&"fields") {
+                    normalise_fields(&ran.stdout, leases[i])
+                } else {
+                    normalise_text(&ran.stdout, leases[i])
+                };
+                // etcdctl ends each watch answer with an empty line, and
+                // how events are batched into answers is timing.
+                if step.line.first() == Some(&"watch") {
+                    shown = shown
+                        .lines()
+                        .filter(|l| !l.is_empty())
+                        .collect::<Vec<_>>()
+                        .join("\n");
+                }
+                (ran, shown)
+            })
+            .collect();
+        let [(etcd_ran, etcd_shown), (keel_ran, keel_shown)] = &outputs[..] else {
+            unreachable!("two systems");
+        };
+        // Errors: the status, and whether stderr says so (the texts differ).
+        let says_error = |ran: &Ran| {
+            ran.stderr
+                .lines()
+                .any(|l| l.starts_with("Error:") || l.starts_with("error:"))
+        };
+        let same = etcd_ran.status == keel_ran.status
+            && etcd_shown == keel_shown
+            && says_error(etcd_ran) == says_error(keel_ran);
+        if !same {
+            differences.push(format!(
+                "step {number}: {:?}\n  etcdctl (status {}): {:?}\n    stderr: {:?}\n  keelctl (status {}): {:?}\n    stderr: {:?}",
+                step.line,
+                etcd_ran.status,
+                etcd_shown,
+                etcd_ran.stderr.lines().last().unwrap_or(""),
+                keel_ran.status,
+                keel_shown,
+                keel_ran.stderr.lines().last().unwrap_or(""),
+            ));
+        }
+    }
+    drop(etcd);
+    assert!(
+        differences.is_empty(),
+        "{} of {} command lines differ:\n{}",
+        differences.len(),
+        STEPS.len(),
+        differences.join("\n")
+    );
+}
