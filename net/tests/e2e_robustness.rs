@@ -332,6 +332,22 @@ fn a_put_too_large_to_store_is_refused_and_the_node_goes_on() {
 
 /// Raises this process's open-file limit to `want` (or the hard limit);
 /// the server, started after, inherits it.
+/// Puts `count` values of 1 MiB under `{big}/0`, `{big}/1`, ... (one
+/// shard, by their hash tag).
+fn put_big_values(server: &Server, count: u64) {
+    let mut loader = connect(server);
+    for i in 0..count {
+        let put = Request::Put(PutRequest {
+            key: format!("{{big}}/{i}").into_bytes(),
+            value: vec![b'v'; 1 << 20],
+            ..PutRequest::default()
+        });
+        send(&mut loader, i, &put);
+        let answer = read_response(&mut loader).unwrap();
+        assert!(matches!(answer.body, ResponseBody::Put(_)), "{answer:?}");
+    }
+}
+
 #[allow(unsafe_code)] // getrlimit/setrlimit: no safe wrapper in std
 fn raise_open_files(want: u64) {
     let mut limit = libc::rlimit {
@@ -379,17 +395,7 @@ fn a_thousand_slow_large_frames_hold_bounded_memory_and_are_cut_off() {
         &["--frame-timeout-ms", "4000", "--stall-timeout-ms", "3000"],
     );
     // Seven values of 1 MiB on one shard: a range of them answers 7 MiB.
-    let mut loader = connect(&server);
-    for i in 0..7u64 {
-        let put = Request::Put(PutRequest {
-            key: format!("{{big}}/{i}").into_bytes(),
-            value: vec![b'v'; 1 << 20],
-            ..PutRequest::default()
-        });
-        send(&mut loader, i, &put);
-        let answer = read_response(&mut loader).unwrap();
-        assert!(matches!(answer.body, ResponseBody::Put(_)), "{answer:?}");
-    }
+    put_big_values(&server, 7);
     let big_range = Request::Range(keel_proto::RangeRequest {
         key: b"{big}/".to_vec(),
         range_end: b"{big}0".to_vec(),
@@ -668,17 +674,7 @@ fn many_watches_do_not_wedge_their_connection() {
 fn a_client_that_never_reads_one_large_answer_is_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), 2, &["--stall-timeout-ms", "500"]);
-    let mut writer = connect(&server);
-    for i in 0..6u64 {
-        let put = Request::Put(PutRequest {
-            key: format!("{{big}}/{i}").into_bytes(),
-            value: vec![b'v'; 1 << 20],
-            ..PutRequest::default()
-        });
-        send(&mut writer, i, &put);
-        let answer = read_response(&mut writer).unwrap();
-        assert!(matches!(answer.body, ResponseBody::Put(_)), "{answer:?}");
-    }
+    put_big_values(&server, 6);
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(16 << 10).unwrap();
     socket.connect(&server.client.into()).unwrap();
