@@ -34,7 +34,7 @@ fn etcd_installed() -> bool {
             .is_ok_and(|s| s.success())
     };
     if present("etcd") && present("etcdctl") {
-        return true;
+        return etcdctl_is_3_4();
     }
     let root = Command::new("id")
         .arg("-u")
@@ -52,6 +52,22 @@ fn etcd_installed() -> bool {
         .status()
         .is_ok_and(|s| s.success());
     assert!(installed, "apt-get install etcd-server etcd-client failed");
+    etcdctl_is_3_4()
+}
+
+/// The comparison is with etcdctl 3.4 (Debian's): another version prints
+/// other things.
+fn etcdctl_is_3_4() -> bool {
+    let version = Command::new("etcdctl")
+        .arg("version")
+        .env("ETCDCTL_API", "3")
+        .output()
+        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        version.starts_with("etcdctl version: 3.4."),
+        "the comparison is with etcdctl 3.4 (Debian's etcd-client); this one says {version:?}"
+    );
     true
 }
 
@@ -153,8 +169,16 @@ fn run(
             word
         })
         .collect();
-    // A command that runs until interrupted gets SIGINT after 2 s.
-    let until_interrupted = matches!(words.first().map(String::as_str), Some("watch"));
+    // A command that runs until interrupted gets SIGINT after 2 s (and
+    // SIGKILL 5 s later, should it ignore SIGINT).
+    let until_interrupted = matches!(
+        words
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        ["watch", ..] | ["elect", "-l", ..]
+    );
     let (program, mut arguments) = match system {
         System::Etcd => ("etcdctl".to_string(), Vec::new()),
         System::Keel => (keelctl().to_string(), Vec::new()),
@@ -163,11 +187,17 @@ fn run(
     arguments.extend(words);
     let mut command = if until_interrupted {
         let mut command = Command::new("timeout");
-        command.args(["--preserve-status", "-s", "INT", "2", &program]);
+        command.args(["--preserve-status", "-k", "5", "-s", "INT", "2", &program]);
         command
     } else {
         Command::new(&program)
     };
+    // Only the command line speaks: no settings from the environment.
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ETCDCTL_") || name.starts_with("KEELCTL_") {
+            command.env_remove(name);
+        }
+    }
     command
         .args(&arguments)
         .env("ETCDCTL_API", "3")
@@ -369,7 +399,7 @@ const TXN_OK: &str =
 const TXN_FAIL: &str =
     "value(\"{c}/c\") = \"nope\"\n\nput {c}/t3 v3\n\nput {c}/t4 v4\nget {c}/t4\n\n";
 const TXN_FLAGS: &str =
-    "version(\"{c}/t4\") > \"0\"\n\nget {c}/t --prefix --keys-only\nput {c}/t1 v9 --prev-kv\ndel {c}/t1 --prev-kv\n\n\n";
+    "version(\"{c}/t4\") > \"0\"\n\nget {c}/t --prefix --keys-only\nput {c}/t1 v9 --prev-kv\ndel {c}/t2 --prev-kv\n\n\n";
 
 /// The command lines, in order; every one of them prints the same (after
 /// masking) from both.
@@ -457,6 +487,9 @@ const STEPS: &[Step] = &[
     step(&["del", "{c}/a", "--prev-kv"]),
     step(&["del", "{c}/b", "{c}/d", "--prev-kv", "-w", "json"]),
     step(&["del", "{c}/g", "-w", "fields"]),
+    // The failure branch first, then (with {c}/c back) the success branch.
+    with_stdin(&["txn"], TXN_OK),
+    step(&["put", "{c}/c", "3"]),
     with_stdin(&["txn"], TXN_OK),
     with_stdin(&["txn"], TXN_FAIL),
     with_stdin(&["txn", "-w", "json"], TXN_OK),
@@ -477,13 +510,16 @@ const STEPS: &[Step] = &[
     step(&["get", "{c}/l", "--prefix"]),
     step(&["lease", "timetolive", "$LEASE"]),
     step(&["lease", "keep-alive", "--once", "$LEASE"]),
+    step(&["lease", "keep-alive", "$LEASE"]),
     step(&["lease", "list"]),
+    step(&["lease", "grant", "abc"]),
     step(&["lease", "timetolive", "zz"]),
     step(&["lease", "revoke"]),
     step(&["put", "{c}/z", "1", "--lease", "zz"]),
     step(&["capture-rev", "$REV_E", "{c}/e"]),
     step(&["compaction", "$REV_E"]),
     step(&["get", "{c}/b", "--rev", "$REV_B1"]),
+    step(&["watch", "--rev", "$REV_B1", "{c}/b"]),
     step(&["compaction"]),
     step(&["put", "{c}/w", "1"]),
     step(&["capture-rev", "$REV_W", "{c}/w"]),
@@ -498,9 +534,11 @@ const STEPS: &[Step] = &[
         "--",
         "sh",
         "-c",
-        "test -n \"$ETCD_LOCK_KEY\" && exit 3",
+        "echo \"${ETCD_LOCK_KEY%/*} ${ETCD_LOCK_REV:+a revision}\"",
     ]),
+    step(&["lock", "{c}/lk", "--", "sh", "-c", "exit 3"]),
     step(&["elect", "{c}/el"]),
+    step(&["elect", "-l", "{c}/el"]),
     step(&["endpoint", "health"]),
     step(&["endpoint", "health", "-w", "table"]),
     step(&["endpoint", "status", "-w", "table"]),
@@ -562,20 +600,12 @@ fn keelctl_prints_what_etcdctl_prints_for_the_same_command_lines() {
             .enumerate()
             .map(|(i, (system, endpoint))| {
                 let ran = run(*system, endpoint, step.line, step.stdin, &vars[i]);
-                let mut shown = if step.line.contains(&"fields") {
+                let shown = if step.line.contains(&"fields") {
                     normalise_fields(&ran.stdout, leases[i])
                 } else {
                     normalise_text(&ran.stdout, leases[i])
                 };
-                // etcdctl ends each watch answer with an empty line, and
-                // how events are batched into answers is timing.
-                if step.line.first() == Some(&"watch") {
-                    shown = shown
-                        .lines()
-                        .filter(|l| !l.is_empty())
-                        .collect::<Vec<_>>()
-                        .join("\n");
-                }
+
                 (ran, shown)
             })
             .collect();

@@ -64,8 +64,8 @@ pub(crate) enum Command {
     Lock {
         /// The lock's name.
         name: String,
-        /// The session's lease TTL, seconds.
-        #[arg(long, default_value_t = 60)]
+        /// The session's lease TTL, seconds (etcdctl's default).
+        #[arg(long, default_value_t = 10)]
         ttl: i64,
         /// A command to run while holding the lock.
         #[arg(trailing_var_arg = true)]
@@ -232,7 +232,8 @@ pub(crate) struct WatchArgs {
 pub(crate) enum LeaseCommand {
     /// Grants a lease of TTL seconds.
     Grant {
-        ttl: i64,
+        /// Read here, not by clap: a bad one is etcdctl's bad argument.
+        ttl: String,
         /// Ask for this id (hex) instead of one the server picks.
         #[arg(long)]
         id: Option<String>,
@@ -390,6 +391,38 @@ impl From<&str> for Failure {
 
 pub(crate) type CommandResult = Result<(), Failure>;
 
+/// SIGINT from now on. Made once, before a command's loop: a signal that
+/// comes while the loop prints or waits on the server is kept, not lost.
+pub(crate) fn sigint_stream() -> Result<tokio::signal::unix::Signal, Failure> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| Failure::from(format!("cannot listen for SIGINT: {e}")))
+}
+
+/// SIGINT or SIGTERM from now on (see [`sigint_stream`]).
+pub(crate) struct Interrupts {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    pub(crate) fn new() -> Result<Interrupts, Failure> {
+        let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| Failure::from(format!("cannot listen for SIGTERM: {e}")))?;
+        Ok(Interrupts {
+            interrupt: sigint_stream()?,
+            terminate,
+        })
+    }
+
+    /// Resolves at the next SIGINT or SIGTERM.
+    pub(crate) async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
+}
+
 /// Bounds a call by the command timeout.
 pub(crate) async fn timed<T>(
     timeout: Duration,
@@ -411,15 +444,17 @@ pub(crate) fn describe(error: keel_client::Error) -> String {
 
 pub(crate) async fn run(cli: Cli) -> CommandResult {
     // etcdctl's endpoints are URLs; keel's client takes host:port.
+    if cli.endpoints.contains("https://") {
+        return Err(Failure::bad_args(
+            "keel has no TLS yet: give endpoints as host:port or http://host:port",
+        ));
+    }
     let endpoints: Vec<&str> = cli
         .endpoints
         .split(',')
         .map(|endpoint| {
             let endpoint = endpoint.trim();
-            let endpoint = endpoint
-                .strip_prefix("http://")
-                .or_else(|| endpoint.strip_prefix("https://"))
-                .unwrap_or(endpoint);
+            let endpoint = endpoint.strip_prefix("http://").unwrap_or(endpoint);
             endpoint.trim_end_matches('/')
         })
         .collect();

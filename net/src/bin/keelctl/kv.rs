@@ -242,9 +242,8 @@ pub(crate) async fn del(
     Ok(())
 }
 
-/// Prints each answer's events, and after each answer (simple form) an
-/// empty line, as etcdctl does. Ctrl-C ends it with status 130; a watch
-/// the server cancels (compacted history) with 5, as etcdctl's.
+/// Prints each event as etcdctl does. Ctrl-C ends it with status 130; a
+/// watch the server cancels (its history compacted) with 5, as etcdctl's.
 pub(crate) async fn watch(client: &Client, format: Format, args: WatchArgs) -> CommandResult {
     no_table(format)?;
     let (key, range_end) = key_range(args.range)?;
@@ -256,19 +255,20 @@ pub(crate) async fn watch(client: &Client, format: Format, args: WatchArgs) -> C
         progress_notify: args.progress_notify,
         ..WatchCreate::default()
     };
-    let cancelled = |error: keel_client::Error| {
-        let status = match error {
-            keel_client::Error::Server { .. } => Failure::INTERRUPTED,
-            _ => Failure::ERROR,
-        };
-        Failure::new(status, describe(error))
+    let cancelled = |error: keel_client::Error| match error {
+        keel_client::Error::Server { .. } | keel_client::Error::Compacted { .. } => {
+            eprintln!("watch was canceled ({})", describe(error));
+            Failure::new(Failure::INTERRUPTED, "watch is canceled by the server")
+        }
+        error => Failure::from(describe(error)),
     };
+    let mut sigint = crate::cli::sigint_stream()?;
     let mut watcher = client.watch(request).await.map_err(cancelled)?;
     let mut seen = 0;
     loop {
         let batch = tokio::select! {
             batch = watcher.next() => batch.map_err(cancelled)?,
-            _ = tokio::signal::ctrl_c() => return Err(Failure::sigint()),
+            _ = sigint.recv() => return Err(Failure::sigint()),
         };
         if batch.events.is_empty() && format == Format::Simple {
             println!("progress notify: revision {}", batch.revision);
@@ -277,14 +277,8 @@ pub(crate) async fn watch(client: &Client, format: Format, args: WatchArgs) -> C
             output::event(format, batch.revision, event);
             seen += 1;
             if args.count > 0 && seen >= args.count {
-                break;
+                return Ok(());
             }
-        }
-        if format == Format::Simple && !batch.events.is_empty() {
-            println!();
-        }
-        if args.count > 0 && seen >= args.count {
-            return Ok(());
         }
     }
 }

@@ -100,14 +100,13 @@ pub(crate) fn event(format: Format, revision: u64, event: &Event) {
                 EventKind::Put => "PUT",
                 EventKind::Delete => "DELETE",
             };
+            // As etcdctl: the kind, the previous pair if asked for, then
+            // the key and its value (empty for a delete).
             println!("{kind}");
             if let Some(prev) = &event.prev_kv {
                 print_kv(prev, false);
             }
-            println!("{}", text(&event.kv.key));
-            if event.kind == EventKind::Put {
-                println!("{}", text(&event.kv.value));
-            }
+            print_kv(&event.kv, false);
         }
         Format::Json => {
             let mut value = json!({

@@ -22,6 +22,9 @@ pub(crate) async fn lease(
     }
     match command {
         LeaseCommand::Grant { ttl, id } => {
+            let ttl: i64 = ttl
+                .parse()
+                .map_err(|e| Failure::bad_args(format!("bad TTL ({e})")))?;
             let id = id.as_deref().map(parse_lease).transpose()?.unwrap_or(0);
             let (id, ttl) = timed(timeout, client.lease_grant(id, ttl)).await?;
             match format {
@@ -47,14 +50,20 @@ pub(crate) async fn lease(
         }
         LeaseCommand::KeepAlive { id, once } => {
             let id = parse_lease(&id)?;
+            let mut sigint = crate::cli::sigint_stream()?;
             loop {
                 let ttl = timed(timeout, client.lease_keep_alive_once(id)).await?;
-                // As etcdctl: a lease gone is a lost connection (2).
+                // As etcdctl: for --once, a lease gone is a lost connection
+                // (2); kept alive, its end is news, and the command is done.
                 if ttl <= 0 {
-                    return Err(Failure::new(
-                        Failure::BAD_CONNECTION,
-                        format!("lease {id:016x} expired or revoked"),
-                    ));
+                    if once {
+                        return Err(Failure::new(
+                            Failure::BAD_CONNECTION,
+                            format!("lease {id:016x} expired or revoked"),
+                        ));
+                    }
+                    println!("lease {id:016x} expired or revoked.");
+                    return Ok(());
                 }
                 match format {
                     Format::Json => output::print_json(&json!({ "ID": id, "TTL": ttl })),
@@ -73,7 +82,7 @@ pub(crate) async fn lease(
                 let period = Duration::from_millis((ttl as u64 * 1000 / 3).max(100));
                 tokio::select! {
                     _ = tokio::time::sleep(period) => {}
-                    _ = tokio::signal::ctrl_c() => return Err(Failure::sigint()),
+                    _ = sigint.recv() => return Err(Failure::sigint()),
                 }
             }
         }
@@ -263,11 +272,13 @@ pub(crate) async fn elect(
     ttl: i64,
 ) -> CommandResult {
     if listen {
+        let mut interrupts = crate::cli::Interrupts::new()?;
         let mut observer = client.observe(name).await.map_err(describe)?;
         loop {
+            // As etcdctl: an observer stopped by a signal has done its job.
             let leader = tokio::select! {
                 leader = observer.next() => leader.map_err(describe)?,
-                _ = tokio::signal::ctrl_c() => return Err(Failure::sigint()),
+                () = interrupts.next() => return Ok(()),
             };
             println!("{}", output::text(&leader.key));
             println!("{}", output::text(&leader.value));
