@@ -137,13 +137,7 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
             });
         })?
     };
-    let server_cpu = context.measure_server_cpu(from, end);
-    let (joined, ()) = tokio::join!(
-        tokio::task::spawn_blocking(move || pacer.join()),
-        context.progress.phase_from("measure", from)
-    );
-    joined?.map_err(|_| anyhow!("the pacer thread panicked"))?;
-    let server_cpu = server_cpu.await??;
+    let server_cpu = context.run_pacer(pacer, from, end).await?;
     // The last grants' revokes are still to come, half a TTL on.
     context.progress.phase("revokes");
     drain(&context.recorder, &in_flight, Op::Revoke).await;

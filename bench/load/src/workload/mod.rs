@@ -97,6 +97,28 @@ impl Context {
         })
     }
 
+    /// Waits for `pacer` (from [`crate::schedule::pace`]) to have issued
+    /// its last request, showing the measure phase from `from`; answers
+    /// the server's CPU seconds over `[from, end)` (`None` without
+    /// `--server-pid`).
+    ///
+    /// # Errors
+    /// When the pacer thread panicked or a CPU sample failed.
+    pub(crate) async fn run_pacer(
+        &self,
+        pacer: std::thread::JoinHandle<u64>,
+        from: Instant,
+        end: Instant,
+    ) -> Result<Option<f64>> {
+        let server_cpu = self.measure_server_cpu(from, end);
+        let (joined, ()) = tokio::join!(
+            tokio::task::spawn_blocking(move || pacer.join()),
+            self.progress.phase_from("measure", from)
+        );
+        joined?.map_err(|_| anyhow::anyhow!("the pacer thread panicked"))?;
+        server_cpu.await?
+    }
+
     /// The server's CPU seconds so far; `None` without `--server-pid`.
     ///
     /// # Errors

@@ -94,12 +94,7 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
             });
         })?
     };
-    let server_cpu = context.measure_server_cpu(from, end);
-    let (joined, ()) = tokio::join!(
-        tokio::task::spawn_blocking(move || pacer.join()),
-        context.progress.phase_from("measure", from)
-    );
-    joined?.map_err(|_| anyhow!("the pacer thread panicked"))?;
+    let server_cpu = context.run_pacer(pacer, from, end).await?;
     drain(&context.recorder, &in_flight, Op::Write).await;
 
     // Let the last events arrive: until every watcher holds every
@@ -181,7 +176,6 @@ pub(super) async fn run(context: &Context) -> Result<RunReport> {
         OpReport::from_totals(totals, Some(args.duration), asked)
     };
     let mode = format!("open loop, {} watchers", args.watchers);
-    let server_cpu = server_cpu.await??;
     Ok(context.report(mode, args.duration.as_secs_f64(), row, notes, server_cpu))
 }
 

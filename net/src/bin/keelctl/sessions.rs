@@ -169,6 +169,28 @@ async fn session(
     Ok(client.lease_keep_alive(id, ttl))
 }
 
+/// Waits for `turn` (a lock, a leadership) while the session lives. If it
+/// fails, is interrupted (SIGINT, SIGTERM: `interrupted_while` says what
+/// was waited for) or the session is lost, the session's lease is revoked,
+/// which takes this contender's key out of the line (as etcdctl cleans up).
+async fn wait_for_turn<T>(
+    client: &Client,
+    timeout: Duration,
+    keep_alive: &mut keel_client::KeepAlive,
+    turn: impl std::future::Future<Output = keel_client::Result<T>>,
+    interrupted_while: &str,
+) -> Result<T, Failure> {
+    let waited = tokio::select! {
+        turn = turn => turn.map_err(describe),
+        () = interrupted() => Err(format!("interrupted while {interrupted_while}")),
+        lost = keep_alive.lost() => Err(describe(lost)),
+    };
+    if waited.is_err() {
+        let _ = timed(timeout, client.lease_revoke(keep_alive.id())).await;
+    }
+    waited.map_err(Failure::from)
+}
+
 /// Takes the lock `name`. With a command, runs it holding the lock (and
 /// prints nothing of its own); without one, prints the lock's key as
 /// etcdctl does (as a get prints it: the key, then its empty value) and
@@ -183,21 +205,15 @@ pub(crate) async fn lock(
 ) -> CommandResult {
     let mut keep_alive = session(client, timeout, ttl).await?;
     let lease = keep_alive.id();
-    // Interrupted while waiting, the session's lease is revoked, which
-    // takes this contender's key out of the line (as etcdctl cleans up).
-    let waited = tokio::select! {
-        guard = client.lock(name, lease) => guard.map_err(describe),
-        () = interrupted() => Err("interrupted while waiting for the lock".to_string()),
-        lost = keep_alive.lost() => Err(describe(lost)),
-    };
-    let guard = match waited {
-        Ok(guard) => guard,
-        Err(error) => {
-            drop(keep_alive);
-            let _ = timed(timeout, client.lease_revoke(lease)).await;
-            return Err(error.into());
-        }
-    };
+    let taking = client.lock(name, lease);
+    let guard = wait_for_turn(
+        client,
+        timeout,
+        &mut keep_alive,
+        taking,
+        "waiting for the lock",
+    )
+    .await?;
     let holding = match command.split_first() {
         Some((program, arguments)) => {
             // The command learns what it holds (KEEL_LOCK_KEY and
@@ -288,20 +304,9 @@ pub(crate) async fn elect(
         proposal.ok_or_else(|| Failure::bad_args("no proposal argument but -l not set"))?;
     let mut keep_alive = session(client, timeout, ttl).await?;
     let lease = keep_alive.id();
-    // Interrupted while campaigning, the candidacy goes with the lease.
-    let campaigned = tokio::select! {
-        leadership = client.campaign(name, lease, &proposal) => leadership.map_err(describe),
-        () = interrupted() => Err("interrupted while campaigning".to_string()),
-        lost = keep_alive.lost() => Err(describe(lost)),
-    };
-    let leadership = match campaigned {
-        Ok(leadership) => leadership,
-        Err(error) => {
-            drop(keep_alive);
-            let _ = timed(timeout, client.lease_revoke(lease)).await;
-            return Err(error.into());
-        }
-    };
+    let campaign = client.campaign(name, lease, &proposal);
+    let leadership =
+        wait_for_turn(client, timeout, &mut keep_alive, campaign, "campaigning").await?;
     println!("{}", output::text(leadership.key()));
     println!("{proposal}");
     tokio::select! {
