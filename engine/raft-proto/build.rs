@@ -3,8 +3,10 @@
 //! raft-proto runs protoc, and fails if `$PROTOC` names a missing program).
 //!
 //! The generated code is the same rust-protobuf 2.28 code that upstream
-//! generates, with one change upstream makes too: a message whose enum field
-//! holds an unknown number is refused instead of read as the enum's default.
+//! generates (only the embedded descriptor differs: no source comments),
+//! with the one change upstream's protobuf-build makes too: a message whose
+//! enum field holds an unknown number is refused instead of read as the
+//! enum's default.
 //! For raft messages from a peer, the default of `MessageType` is `MsgHup`
 //! (start an election), so garbage must be an error, never a default.
 

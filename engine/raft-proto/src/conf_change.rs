@@ -20,7 +20,8 @@ pub fn new_conf_change_single(node_id: u64, ty: ConfChangeType) -> ConfChangeSin
 /// Reads changes written as space-separated words: `v<id>` makes a voter,
 /// `l<id>` a learner, `r<id>` removes the member. An empty text is no change.
 pub fn parse_conf_change(text: &str) -> Result<Vec<ConfChangeSingle>, String> {
-    text.split_ascii_whitespace()
+    text.trim()
+        .split_ascii_whitespace()
         .map(|word| {
             let mut chars = word.chars();
             let ty = match chars.next() {
@@ -136,9 +137,18 @@ mod tests {
     #[test]
     fn text_form_round_trips_and_rejects_garbage() {
         let changes = parse_conf_change(" v1 l2  r3 ").unwrap();
-        assert_eq!(changes.len(), 3);
-        assert_eq!(changes[1].get_change_type(), ConfChangeType::AddLearnerNode);
-        assert_eq!(changes[2].node_id, 3);
+        let kinds: Vec<_> = changes
+            .iter()
+            .map(|c| (c.get_change_type(), c.node_id))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (ConfChangeType::AddNode, 1),
+                (ConfChangeType::AddLearnerNode, 2),
+                (ConfChangeType::RemoveNode, 3)
+            ]
+        );
         assert_eq!(stringify_conf_change(&changes), "v1 l2 r3");
         assert!(parse_conf_change("").unwrap().is_empty());
         for bad in ["x1", "v", "vx", "v-1", "u4"] {
@@ -167,6 +177,16 @@ mod tests {
         let mut cc = ConfChangeV2::default();
         assert!(cc.leave_joint());
         assert_eq!(cc.enter_joint(), None);
+        // Empty but with a transition asked for: enters, does not leave.
+        for (transition, auto) in [
+            (ConfChangeTransition::Explicit, false),
+            (ConfChangeTransition::Implicit, true),
+        ] {
+            cc.set_transition(transition);
+            assert!(!cc.leave_joint());
+            assert_eq!(cc.enter_joint(), Some(auto));
+        }
+        cc.set_transition(ConfChangeTransition::Auto);
         cc.set_changes(parse_conf_change("v2").unwrap().into());
         assert!(!cc.leave_joint());
         assert_eq!(cc.enter_joint(), None);

@@ -49,6 +49,24 @@ mod tests {
     }
 
     #[test]
+    fn every_list_is_compared_as_a_set() {
+        let mut lhs = state(&[1, 2, 3], &[4, 5]);
+        lhs.set_voters_outgoing(vec![1, 2, 6]);
+        lhs.set_learners_next(vec![7, 8]);
+        let mut rhs = state(&[3, 2, 1], &[5, 4]);
+        rhs.set_voters_outgoing(vec![6, 1, 2]);
+        rhs.set_learners_next(vec![8, 7]);
+        assert!(conf_state_eq(&lhs, &rhs));
+        // Repeats do not change a set.
+        assert!(conf_state_eq(
+            &state(&[1, 1, 2], &[]),
+            &state(&[1, 2, 2], &[])
+        ));
+        rhs.set_learners_next(vec![8, 9]);
+        assert!(!conf_state_eq(&lhs, &rhs));
+    }
+
+    #[test]
     fn joint_halves_and_auto_leave_count() {
         let mut joint = state(&[1, 2, 3], &[]);
         joint.set_voters_outgoing(vec![1, 2]);
