@@ -605,7 +605,6 @@ fn keelctl_prints_what_etcdctl_prints_for_the_same_command_lines() {
                 } else {
                     normalise_text(&ran.stdout, leases[i])
                 };
-
                 (ran, shown)
             })
             .collect();

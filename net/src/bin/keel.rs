@@ -198,11 +198,9 @@ fn main() -> ExitCode {
 /// the first touch of fresh heap makes the kernel zero a whole 2 MiB page
 /// on the core that touched it, while that core's connections and shards
 /// wait: under a flood of large frames and answers this took half and more
-/// of each core. In net/tests/e2e_robustness.rs (`a_thousand_slow_large_frames`,
-/// release build, 5 runs each, alternating) another client's slowest put
-/// was 0.32 to 0.73 s (median 0.40) with them on, 0.10 to 0.26 s (median
-/// 0.15) with them off. keel's own heap is small; the tree files are
-/// mapped files, which this does not touch.
+/// of each core, and another client's slowest put was two to three times
+/// slower (docs/server.md, "Known limits"). keel's own heap is small; the
+/// tree files are mapped files, which this does not touch.
 #[allow(unsafe_code)] // prctl: no safe wrapper in std
 fn disable_transparent_huge_pages() -> std::io::Result<()> {
     // SAFETY: PR_SET_THP_DISABLE takes integer arguments only and changes

@@ -318,18 +318,11 @@ pub(crate) async fn elect(
     Ok(())
 }
 
-/// Resolves at SIGINT (Ctrl-C) or SIGTERM.
+/// Resolves at SIGINT (Ctrl-C) or SIGTERM from now on; never, if they
+/// cannot be listened for.
 async fn interrupted() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
+    match crate::cli::Interrupts::new() {
+        Ok(mut interrupts) => interrupts.next().await,
+        Err(_) => std::future::pending().await,
     }
 }
