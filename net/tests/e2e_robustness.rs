@@ -425,10 +425,12 @@ fn a_thousand_slow_large_frames_hold_bounded_memory_and_are_cut_off() {
                 assert!(matches!(answer.body, ResponseBody::Put(_)), "{answer:?}");
                 let took = sent.elapsed();
                 latencies.push(took);
-                if took > slowest {
-                    slowest = took;
-                    eprintln!("put {id}: {slowest:?}, {:?} into the test", sent - began);
+                // Each slow put with its time: outliers cluster where the
+                // flood acts at once (connecting, being cut off).
+                if took > Duration::from_millis(50) {
+                    eprintln!("put {id}: {took:?}, {:?} into the test", sent - began);
                 }
+                slowest = slowest.max(took);
                 std::thread::sleep(Duration::from_millis(10));
             }
             // The slowest put is a rare outlier (p99 has been 5 to 10 ms

@@ -46,6 +46,52 @@ pub enum FrameError {
     Malformed(String),
 }
 
+/// An encoded frame (length prefix, then message) in a buffer it owns,
+/// from `start` on. A large answer is built in place, behind room for its
+/// prefix, so its bytes are written once and never copied afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Frame {
+    buffer: Vec<u8>,
+    start: usize,
+}
+
+impl Frame {
+    /// A frame that is the whole of `bytes`.
+    pub fn from_vec(bytes: Vec<u8>) -> Frame {
+        Frame {
+            buffer: bytes,
+            start: 0,
+        }
+    }
+
+    /// The frame of `buffer` from `start` on (all of it is framed there
+    /// already; a `start` past the end leaves it empty).
+    pub(crate) fn starting_at(buffer: Vec<u8>, start: usize) -> Frame {
+        Frame { buffer, start }
+    }
+
+    /// The frame's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buffer.get(self.start..).unwrap_or_default()
+    }
+
+    /// The frame's bytes in a vector of their own (moved when the frame
+    /// starts its buffer).
+    pub fn into_vec(mut self) -> Vec<u8> {
+        let start = self.start.min(self.buffer.len());
+        self.buffer.drain(..start);
+        self.buffer
+    }
+}
+
+impl std::ops::Deref for Frame {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.as_bytes()
+    }
+}
+
 /// `message` with its length prefix.
 ///
 /// # Errors

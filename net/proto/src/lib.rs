@@ -41,8 +41,8 @@ pub use codec::{
     encode_response_frame_within, DecodeError,
 };
 pub use frame::{
-    encode_frame, encode_frame_within, FrameDecoder, FrameError, FRAME_HEADER_LEN, MAX_FRAME_LEN,
-    MAX_NESTING, MAX_RESPONSE_FRAME_LEN,
+    encode_frame, encode_frame_within, Frame, FrameDecoder, FrameError, FRAME_HEADER_LEN,
+    MAX_FRAME_LEN, MAX_NESTING, MAX_RESPONSE_FRAME_LEN,
 };
 pub use keel_routing as routing;
 pub use types::*;

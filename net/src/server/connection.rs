@@ -19,8 +19,9 @@ use futures_lite::{AsyncRead, AsyncReadExt, StreamExt};
 use futures_util::stream::FuturesUnordered;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use keel_proto::{
-    decode_request, encode_response_frame_within, DecodeError, ErrorBody, ErrorCode, FrameDecoder,
-    FrameError, Request, Response, ResponseBody, MAX_FRAME_LEN, MAX_RESPONSE_FRAME_LEN,
+    decode_request, encode_response_frame_within, DecodeError, ErrorBody, ErrorCode, Frame,
+    FrameDecoder, FrameError, Request, Response, ResponseBody, MAX_FRAME_LEN,
+    MAX_RESPONSE_FRAME_LEN,
 };
 
 use crate::server::answers::{AnswerRoom, AnswerSize, ConnectionAnswers};
@@ -77,13 +78,13 @@ impl Connection {
 }
 
 /// `response` framed, or a refusal that says it is too large.
-fn response_frame(response: &Response) -> Option<Vec<u8>> {
+fn response_frame(response: &Response) -> Option<Frame> {
     response_frame_within(response, MAX_RESPONSE_FRAME_LEN)
 }
 
 /// `response` framed in at most `limit` bytes, or a refusal that says it
 /// is too large.
-fn response_frame_within(response: &Response, limit: usize) -> Option<Vec<u8>> {
+fn response_frame_within(response: &Response, limit: usize) -> Option<Frame> {
     match encode_response_frame_within(response, limit) {
         Ok(frame) => Some(frame),
         Err(error) => {

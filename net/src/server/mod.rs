@@ -15,6 +15,7 @@ mod connection;
 mod convert;
 mod core;
 mod dispatch;
+mod frame_queue;
 mod outbound;
 mod status;
 mod watch;

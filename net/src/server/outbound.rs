@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use futures_lite::future::{or, poll_fn};
 use futures_lite::{AsyncWrite, AsyncWriteExt};
+use keel_proto::Frame;
 
 use crate::server::answers::AnswerRoom;
+use crate::server::frame_queue::FrameQueue;
 
 /// Wakes every waiter on `notify_all`. Single-threaded (one core). A
 /// waiter polled again before the notification keeps one entry: futures
@@ -53,8 +55,8 @@ impl LocalNotify {
 pub(crate) struct Closed;
 
 pub(crate) struct Outbound {
-    /// Frames queued and not yet handed to the socket, back to back.
-    queued: RefCell<Vec<u8>>,
+    /// Frames queued and not yet handed to the socket.
+    queued: RefCell<FrameQueue>,
     /// The room reserved for the answers among them (`answers.rs`), given
     /// back once they are written.
     queued_rooms: RefCell<Vec<AnswerRoom>>,
@@ -78,7 +80,7 @@ const KEPT_BUFFER_BYTES: usize = 1 << 20;
 impl Outbound {
     pub(crate) fn new(limit: usize, stall_timeout: Duration) -> Outbound {
         Outbound {
-            queued: RefCell::new(Vec::new()),
+            queued: RefCell::new(FrameQueue::default()),
             queued_rooms: RefCell::new(Vec::new()),
             writing: Cell::new(0),
             limit,
@@ -103,14 +105,14 @@ impl Outbound {
 
     /// Queues `frame`, waiting for room. A frame larger than the whole
     /// buffer goes out alone, once the queue is empty.
-    pub(crate) async fn push(&self, frame: Vec<u8>) -> Result<(), Closed> {
+    pub(crate) async fn push(&self, frame: Frame) -> Result<(), Closed> {
         loop {
             if self.aborted.get() || self.closed.get() {
                 return Err(Closed);
             }
             let held = self.held();
             if held == 0 || held + frame.len() <= self.limit {
-                self.queued.borrow_mut().extend_from_slice(&frame);
+                self.queued.borrow_mut().push(frame);
                 self.ready.notify_all();
                 return Ok(());
             }
@@ -138,11 +140,11 @@ impl Outbound {
     /// Queues an answer's `frame`, whose `room` was reserved before the
     /// request ran: it does not wait for room in the queue (the reservation
     /// bounds it), and holds `room` until it is written.
-    pub(crate) fn push_answer(&self, frame: Vec<u8>, room: AnswerRoom) -> Result<(), Closed> {
+    pub(crate) fn push_answer(&self, frame: Frame, room: AnswerRoom) -> Result<(), Closed> {
         if self.aborted.get() || self.closed.get() {
             return Err(Closed);
         }
-        self.queued.borrow_mut().extend_from_slice(&frame);
+        self.queued.borrow_mut().push(frame);
         self.queued_rooms.borrow_mut().push(room);
         self.ready.notify_all();
         Ok(())
@@ -162,7 +164,7 @@ impl Outbound {
         if held != 0 && held + frame.len() > self.limit {
             return Ok(false);
         }
-        self.queued.borrow_mut().extend_from_slice(frame);
+        self.queued.borrow_mut().push_copy(frame);
         self.ready.notify_all();
         Ok(true)
     }
@@ -190,7 +192,6 @@ impl Outbound {
     /// connection is aborted.
     pub(crate) async fn write_to(&self, socket: &mut (impl AsyncWrite + Unpin)) {
         let writing = async {
-            let mut batch = Vec::new();
             let mut rooms = Vec::new();
             loop {
                 // Single-threaded: nothing queues between this check and
@@ -201,45 +202,22 @@ impl Outbound {
                     }
                     self.ready.notified().await;
                 }
-                std::mem::swap(&mut batch, &mut *self.queued.borrow_mut());
+                let batch = self.queued.borrow_mut().take();
                 std::mem::swap(&mut rooms, &mut *self.queued_rooms.borrow_mut());
-                self.writing.set(batch.len());
-                // Every write must make progress within the stall timeout:
-                // a client that stops reading is cut off even when no
-                // producer waits (one large answer, sent and never read).
-                let mut written = 0;
-                while written < batch.len() {
-                    let rest = batch.get(written..).unwrap_or_default();
-                    let wrote = or(async { Some(socket.write(rest).await) }, async {
-                        glommio::timer::sleep(self.stall_timeout).await;
-                        None
-                    })
-                    .await;
-                    match wrote {
-                        Some(Ok(0)) | Some(Err(_)) => return,
-                        Some(Ok(n)) => {
-                            written += n;
-                            self.writing.set(batch.len() - written);
-                        }
-                        None => {
-                            tracing::warn!(
-                                unwritten = batch.len() - written,
-                                "closing a connection whose client stopped reading its responses"
-                            );
-                            return;
-                        }
+                let mut unwritten = batch.len();
+                self.writing.set(unwritten);
+                for chunk in batch.slices() {
+                    if !self.write_all(socket, chunk, &mut unwritten).await {
+                        return;
                     }
                 }
                 if socket.flush().await.is_err() {
                     return;
                 }
                 self.writing.set(0);
-                batch.clear();
+                self.queued.borrow_mut().recycle(batch, KEPT_BUFFER_BYTES);
                 // Written: the answers' room goes back.
                 rooms.clear();
-                if batch.capacity() > KEPT_BUFFER_BYTES {
-                    batch = Vec::new();
-                }
                 self.room.notify_all();
             }
         };
@@ -249,5 +227,42 @@ impl Outbound {
             }
         };
         or(writing, aborted).await;
+    }
+
+    /// Writes `bytes` whole, counting them off `unwritten`. Every write
+    /// must make progress within the stall timeout: a client that stops
+    /// reading is cut off even when no producer waits (one large answer,
+    /// sent and never read). Answers whether the socket took it all.
+    async fn write_all(
+        &self,
+        socket: &mut (impl AsyncWrite + Unpin),
+        bytes: &[u8],
+        unwritten: &mut usize,
+    ) -> bool {
+        let mut written = 0;
+        while written < bytes.len() {
+            let rest = bytes.get(written..).unwrap_or_default();
+            let wrote = or(async { Some(socket.write(rest).await) }, async {
+                glommio::timer::sleep(self.stall_timeout).await;
+                None
+            })
+            .await;
+            match wrote {
+                Some(Ok(0)) | Some(Err(_)) => return false,
+                Some(Ok(n)) => {
+                    written += n;
+                    *unwritten = unwritten.saturating_sub(n);
+                    self.writing.set(*unwritten);
+                }
+                None => {
+                    tracing::warn!(
+                        unwritten = *unwritten,
+                        "closing a connection whose client stopped reading its responses"
+                    );
+                    return false;
+                }
+            }
+        }
+        true
     }
 }

@@ -2,6 +2,7 @@
 
 mod decode;
 mod encode;
+mod size_hint;
 
 pub use decode::{decode_request, decode_response};
 pub use encode::{

@@ -1,5 +1,5 @@
 use super::*;
-use crate::frame::{FrameDecoder, FRAME_HEADER_LEN};
+use crate::frame::{FrameDecoder, FrameError, FRAME_HEADER_LEN};
 use crate::types::*;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -361,4 +361,105 @@ fn mutated_and_random_messages_decode_or_fail_without_panicking() {
     }
     // Some single-byte changes leave a valid message (a changed flag).
     assert!(decoded > 0);
+}
+
+/// Large answers of every kind that carries keys and values, with keys and
+/// values of odd lengths (so padding shows).
+fn large_response_bodies() -> Vec<ResponseBody> {
+    let big = |i: usize| kv(&"k".repeat(i * 7 + 1), &"v".repeat((40 << 10) + i * 13));
+    let kvs: Vec<KeyValue> = (0..5).map(big).collect();
+    let range = RangeResponse {
+        kvs: kvs.clone(),
+        more: true,
+        count: 9,
+    };
+    let put = PutResponse {
+        prev_kv: Some(kv("p", &"o".repeat((96 << 10) + 3))),
+    };
+    let delete = DeleteRangeResponse {
+        deleted: 5,
+        prev_kvs: kvs.clone(),
+    };
+    let nested = TxnResponse {
+        succeeded: false,
+        responses: vec![ResponseOp::DeleteRange(delete.clone())],
+    };
+    vec![
+        ResponseBody::Range(range.clone()),
+        ResponseBody::Put(put.clone()),
+        ResponseBody::DeleteRange(delete),
+        ResponseBody::Txn(TxnResponse {
+            succeeded: true,
+            responses: vec![
+                ResponseOp::Range(range),
+                ResponseOp::Put(put),
+                ResponseOp::Txn(nested),
+            ],
+        }),
+        ResponseBody::Watch(WatchEvents {
+            watch_id: 1,
+            events: kvs
+                .iter()
+                .map(|kv| Event {
+                    kind: EventKind::Put,
+                    kv: kv.clone(),
+                    prev_kv: Some(kv.clone()),
+                })
+                .collect(),
+            ..WatchEvents::default()
+        }),
+    ]
+}
+
+#[test]
+fn large_answers_are_sized_once_and_framed_in_place() {
+    for (id, body) in large_response_bodies().into_iter().enumerate() {
+        let hint = size_hint::response_bytes(&body);
+        let response = Response {
+            id: id as u64,
+            revision: 7,
+            body,
+        };
+        let message = encode_response(&response);
+        assert!(hint >= 64 << 10, "{id}: takes the in-place path");
+        // Never low: a low hint makes the builder double and copy.
+        assert!(hint >= message.len(), "{id}: {hint} < {}", message.len());
+        assert!(hint < message.len() + (4 << 10), "{id}: {hint} far above");
+        let frame = encode_response_frame_within(&response, 1 << 20).unwrap();
+        assert_eq!(frame.len(), FRAME_HEADER_LEN + message.len());
+        let mut frames = FrameDecoder::with_limit(1 << 20);
+        frames.extend(&frame);
+        let decoded = frames.next_frame().unwrap().unwrap();
+        assert_eq!(decode_response(&decoded), Ok(response.clone()));
+        assert_eq!(frame.clone().into_vec(), frame.as_bytes());
+        let refused = encode_response_frame_within(&response, message.len() - 1);
+        assert!(matches!(refused, Err(FrameError::TooLarge { .. })));
+    }
+}
+
+#[test]
+fn an_answer_larger_than_its_hint_still_frames_whole() {
+    // Many short keys of odd lengths: the hint counts less padding than
+    // the builder adds, so the builder grows on the way.
+    let keys: Vec<Vec<u8>> = (0..12_000u32)
+        .map(|i| format!("{i:0>5}").into_bytes())
+        .collect();
+    let response = Response {
+        id: 1,
+        revision: 2,
+        body: ResponseBody::LeaseTimeToLive(LeaseTimeToLive {
+            id: 3,
+            granted_ttl: 4,
+            ttl: 5,
+            keys,
+        }),
+    };
+    let message = encode_response(&response);
+    assert!(size_hint::response_bytes(&response.body) >= 64 << 10);
+    assert!(size_hint::response_bytes(&response.body) < message.len());
+    let frame = encode_response_frame_within(&response, 1 << 20).unwrap();
+    let mut frames = FrameDecoder::with_limit(1 << 20);
+    frames.extend(&frame);
+    let decoded = frames.next_frame().unwrap().unwrap();
+    assert_eq!(decode_response(&decoded), Ok(response));
 }
