@@ -49,7 +49,7 @@ pub enum FrameError {
 /// An encoded frame (length prefix, then message) in a buffer it owns,
 /// from `start` on. A large answer is built in place, behind room for its
 /// prefix, so its bytes are written once and never copied afterwards.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Default)]
 pub struct Frame {
     buffer: Vec<u8>,
     start: usize,

@@ -52,8 +52,10 @@ impl FrameQueue {
         self.bytes == 0
     }
 
-    /// Queues a copy of `frame`.
-    pub(crate) fn push_copy(&mut self, frame: &[u8]) {
+    /// Queues a copy of `frame`, a small one (the shared buffers stay
+    /// within [`SHARED_BUFFER_BYTES`] when every copied frame is within
+    /// [`COPIED_FRAME_BYTES`]).
+    fn push_copy(&mut self, frame: &[u8]) {
         let shared = match self.chunks.back_mut() {
             Some(Chunk::Shared(bytes)) if bytes.len() + frame.len() <= SHARED_BUFFER_BYTES => bytes,
             _ => {

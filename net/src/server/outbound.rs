@@ -156,7 +156,7 @@ impl Outbound {
     ///
     /// # Errors
     /// The connection is closing.
-    pub(crate) fn try_push(&self, frame: &[u8]) -> Result<bool, Closed> {
+    pub(crate) fn try_push(&self, frame: Frame) -> Result<bool, Closed> {
         if self.aborted.get() || self.closed.get() {
             return Err(Closed);
         }
@@ -164,7 +164,7 @@ impl Outbound {
         if held != 0 && held + frame.len() > self.limit {
             return Ok(false);
         }
-        self.queued.borrow_mut().push_copy(frame);
+        self.queued.borrow_mut().push(frame);
         self.ready.notify_all();
         Ok(true)
     }

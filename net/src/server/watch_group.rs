@@ -516,7 +516,7 @@ fn send_to(outbound: &Outbound, members: &[Rc<Member>], chunks: &[(Revision, Vec
         // Too large for one frame (a single revision of over 64 MiB): the
         // members go on alone, where each is told so.
         let queued = encode_response_frame_within(&message, MAX_RESPONSE_FRAME_LEN)
-            .is_ok_and(|frame| outbound.try_push(&frame) == Ok(true));
+            .is_ok_and(|frame| outbound.try_push(frame) == Ok(true));
         if !queued {
             members.iter().for_each(|m| m.detach());
             return;
@@ -549,7 +549,7 @@ fn send_progress(revision: Revision, members: &[Rc<Member>]) {
             }),
         };
         let queued = encode_response_frame_within(&message, MAX_RESPONSE_FRAME_LEN)
-            .is_ok_and(|frame| outbound.try_push(&frame) == Ok(true));
+            .is_ok_and(|frame| outbound.try_push(frame) == Ok(true));
         if !queued {
             member.detach();
             continue;

@@ -403,6 +403,10 @@ pub fn encode_response(response: &Response) -> Vec<u8> {
 /// built in place (see [`encode_response_frame_within`]).
 const IN_PLACE_BYTES: usize = 64 << 10;
 
+/// The largest buffer an answer is built in at once (flatbuffers' own
+/// limit is 2 GiB); a larger one grows as it is built.
+const MOST_PRESIZED_BYTES: usize = 1 << 30;
+
 /// The response `response`, framed, refused above `max` bytes.
 ///
 /// A large answer (a range of large values) is built in a buffer sized for
@@ -427,7 +431,18 @@ pub fn encode_response_frame_within(response: &Response, max: usize) -> Result<F
     // Room for the prefix in front; never more than a refusable frame.
     let capacity = expected
         .min(max.saturating_add(IN_PLACE_BYTES))
-        .saturating_add(FRAME_HEADER_LEN);
+        .saturating_add(FRAME_HEADER_LEN)
+        .min(MOST_PRESIZED_BYTES);
+    frame_in_place(response, max, capacity)
+}
+
+/// `response` built in a buffer of `capacity` bytes (grown if it needs
+/// more), framed where it lies when there is room for the prefix in front.
+pub(super) fn frame_in_place(
+    response: &Response,
+    max: usize,
+    capacity: usize,
+) -> Result<Frame, FrameError> {
     let mut fbb = Builder::with_capacity(capacity);
     response_message(&mut fbb, response);
     let len = fbb.finished_data().len();
@@ -445,7 +460,8 @@ pub fn encode_response_frame_within(response: &Response, max: usize) -> Result<F
             room.copy_from_slice(&prefix);
             Ok(Frame::starting_at(buffer, start))
         }
-        // The hint was exact to the byte: no room in front, copy it out.
+        // Less than a prefix in front (the message filled its buffer, or
+        // nearly): copy it out.
         None => {
             encode_frame_within(buffer.get(head..).unwrap_or_default(), max).map(Frame::from_vec)
         }

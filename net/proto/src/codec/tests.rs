@@ -363,11 +363,21 @@ fn mutated_and_random_messages_decode_or_fail_without_panicking() {
     assert!(decoded > 0);
 }
 
-/// Large answers of every kind that carries keys and values, with keys and
-/// values of odd lengths (so padding shows).
+/// Large answers of every kind that carries keys, with keys and values of
+/// odd lengths (so padding shows), few large or many small.
 fn large_response_bodies() -> Vec<ResponseBody> {
     let big = |i: usize| kv(&"k".repeat(i * 7 + 1), &"v".repeat((40 << 10) + i * 13));
     let kvs: Vec<KeyValue> = (0..5).map(big).collect();
+    let small: Vec<KeyValue> = (0..3_000u64)
+        .map(|i| KeyValue {
+            key: format!("{i}").into_bytes(),
+            create_revision: i,
+            mod_revision: i + 1,
+            version: 1,
+            lease: 7,
+            value: vec![b'v'; (i % 3) as usize],
+        })
+        .collect();
     let range = RangeResponse {
         kvs: kvs.clone(),
         more: true,
@@ -386,6 +396,11 @@ fn large_response_bodies() -> Vec<ResponseBody> {
     };
     vec![
         ResponseBody::Range(range.clone()),
+        ResponseBody::Range(RangeResponse {
+            kvs: small,
+            more: false,
+            count: 3_000,
+        }),
         ResponseBody::Put(put.clone()),
         ResponseBody::DeleteRange(delete),
         ResponseBody::Txn(TxnResponse {
@@ -408,7 +423,22 @@ fn large_response_bodies() -> Vec<ResponseBody> {
                 .collect(),
             ..WatchEvents::default()
         }),
+        ResponseBody::LeaseTimeToLive(LeaseTimeToLive {
+            id: 3,
+            granted_ttl: 4,
+            ttl: 5,
+            keys: (0..12_000u32)
+                .map(|i| format!("{i:0>5}").into_bytes())
+                .collect(),
+        }),
     ]
+}
+
+/// `message` with its length prefix, as a frame must read.
+fn framed(message: &[u8]) -> Vec<u8> {
+    let mut frame = (message.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(message);
+    frame
 }
 
 #[test]
@@ -422,44 +452,48 @@ fn large_answers_are_sized_once_and_framed_in_place() {
         };
         let message = encode_response(&response);
         assert!(hint >= 64 << 10, "{id}: takes the in-place path");
-        // Never low: a low hint makes the builder double and copy.
+        // Never low: a low hint makes the builder double and copy; only a
+        // little high: the excess is memory the answer holds.
         assert!(hint >= message.len(), "{id}: {hint} < {}", message.len());
-        assert!(hint < message.len() + (4 << 10), "{id}: {hint} far above");
+        assert!(
+            hint <= message.len() + message.len() / 4 + (1 << 10),
+            "{id}: {hint} far above {}",
+            message.len()
+        );
         let frame = encode_response_frame_within(&response, 1 << 20).unwrap();
-        assert_eq!(frame.len(), FRAME_HEADER_LEN + message.len());
+        assert_eq!(frame.as_bytes(), framed(&message), "{id}");
         let mut frames = FrameDecoder::with_limit(1 << 20);
         frames.extend(&frame);
         let decoded = frames.next_frame().unwrap().unwrap();
         assert_eq!(decode_response(&decoded), Ok(response.clone()));
-        assert_eq!(frame.clone().into_vec(), frame.as_bytes());
+        let bytes = frame.as_bytes().to_vec();
+        assert_eq!(frame.into_vec(), bytes);
         let refused = encode_response_frame_within(&response, message.len() - 1);
         assert!(matches!(refused, Err(FrameError::TooLarge { .. })));
     }
 }
 
 #[test]
-fn an_answer_larger_than_its_hint_still_frames_whole() {
-    // Many short keys of odd lengths: the hint counts less padding than
-    // the builder adds, so the builder grows on the way.
-    let keys: Vec<Vec<u8>> = (0..12_000u32)
-        .map(|i| format!("{i:0>5}").into_bytes())
-        .collect();
+fn a_frame_built_in_place_is_the_same_whatever_room_its_buffer_had() {
     let response = Response {
         id: 1,
         revision: 2,
-        body: ResponseBody::LeaseTimeToLive(LeaseTimeToLive {
-            id: 3,
-            granted_ttl: 4,
-            ttl: 5,
-            keys,
-        }),
+        body: large_response_bodies().swap_remove(0),
     };
     let message = encode_response(&response);
-    assert!(size_hint::response_bytes(&response.body) >= 64 << 10);
-    assert!(size_hint::response_bytes(&response.body) < message.len());
-    let frame = encode_response_frame_within(&response, 1 << 20).unwrap();
-    let mut frames = FrameDecoder::with_limit(1 << 20);
-    frames.extend(&frame);
-    let decoded = frames.next_frame().unwrap().unwrap();
-    assert_eq!(decode_response(&decoded), Ok(response));
+    let expected = framed(&message);
+    // Too small (the builder grows), exactly the message (no room for the
+    // prefix), short of the prefix, just enough, and more.
+    for capacity in [
+        1 << 10,
+        message.len(),
+        message.len() + 2,
+        message.len() + 4,
+        1 << 20,
+    ] {
+        let frame = super::encode::frame_in_place(&response, 1 << 20, capacity).unwrap();
+        assert_eq!(frame.as_bytes(), expected, "capacity {capacity}");
+    }
+    let refused = super::encode::frame_in_place(&response, message.len() - 1, 1 << 20);
+    assert!(matches!(refused, Err(FrameError::TooLarge { .. })));
 }
