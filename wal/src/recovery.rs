@@ -34,8 +34,8 @@ pub(crate) struct Recovered {
 
 pub(crate) async fn recover(dir: &Path) -> Result<Recovered> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
-    probe_device(dir).await?;
     let names = list_segments(dir)?;
+    probe_device(dir, &names).await?;
     let mut recovered = Recovered {
         index: LogIndex::for_replay(),
         state: None,
@@ -153,16 +153,36 @@ async fn make_recovered_durable(dir: &Path, recovered: &Recovered) -> Result<()>
 /// opened there. For an empty file (a fresh segment) that read succeeds
 /// without reaching the device, the device is wrongly marked pollable, and
 /// every later read fails with EOPNOTSUPP on devices without polled I/O.
-async fn probe_device(dir: &Path) -> Result<()> {
-    let path = dir.join("device-probe.tmp");
-    std::fs::write(&path, [0u8; BLOCK_SIZE as usize]).map_err(|e| Error::io("write", &path, e))?;
-    let file = DmaFile::open(&path)
+///
+/// An existing segment of a block or more serves; only a log without one
+/// writes a probe file. So a log reopens on a full disk (its node then
+/// raises NOSPACE rather than failing to start).
+async fn probe_device(dir: &Path, segments: &[(u64, u64, PathBuf)]) -> Result<()> {
+    // (One left behind by a failed probe is gone: `list_segments` deletes
+    // every `.tmp` file first.)
+    let probe = dir.join("device-probe.tmp");
+    for (_, _, path) in segments {
+        let long_enough = std::fs::metadata(path)
+            .map_err(|e| Error::io("stat", path, e))?
+            .len()
+            >= BLOCK_SIZE;
+        if long_enough {
+            return open_and_close(path).await;
+        }
+    }
+    std::fs::write(&probe, [0u8; BLOCK_SIZE as usize])
+        .map_err(|e| Error::io("write", &probe, e))?;
+    open_and_close(&probe).await?;
+    std::fs::remove_file(&probe).map_err(|e| Error::io("remove", &probe, e))
+}
+
+async fn open_and_close(path: &Path) -> Result<()> {
+    let file = DmaFile::open(path)
         .await
-        .map_err(|e| Error::glommio("open", &path, e))?;
+        .map_err(|e| Error::glommio("open", path, e))?;
     file.close()
         .await
-        .map_err(|e| Error::glommio("close", &path, e))?;
-    std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))
+        .map_err(|e| Error::glommio("close", path, e))
 }
 
 /// Lists segments in seq order and deletes leftover prepared files.
