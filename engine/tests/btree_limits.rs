@@ -141,3 +141,50 @@ fn a_file_larger_than_the_limit_is_refused_at_open() {
     );
     Database::open(&path, Options::default()).expect("opens with a larger limit");
 }
+
+/// Room freed in the middle of a full file counts as headroom: the NOSPACE
+/// alarm asks for headroom after every sync, and freed room that only the
+/// file's unused tail could give came back as an alarm raised again after
+/// the operator had freed half the file and disarmed it.
+#[test]
+fn pages_freed_inside_a_full_file_count_as_headroom() {
+    let dir = tempfile::tempdir().expect("dir");
+    let options = Options {
+        max_file_size: 4 << 20,
+        ..Options::default()
+    };
+    let db = Database::open(dir.path().join("kv.db"), options).expect("open");
+    let value = vec![7u8; 64 << 10];
+    let mut stored = 0u32;
+    loop {
+        let mut txn = db.begin_write().expect("write");
+        let mut tree = txn.tree(b"t").expect("tree");
+        tree.insert(&stored.to_be_bytes(), &value).expect("insert");
+        if txn.commit().is_err() {
+            break;
+        }
+        stored += 1;
+        assert!(stored < 1000, "the limit was never reached");
+    }
+    // Every other value goes, in the middle of the file: about half of it.
+    let mut txn = db.begin_write().expect("write");
+    let mut tree = txn.tree(b"t").expect("tree");
+    for i in (0..stored).step_by(2) {
+        tree.remove(&i.to_be_bytes()).expect("remove");
+    }
+    txn.commit().expect("a commit that frees space");
+    // Freed pages are reusable once no snapshot can see them: a few small
+    // commits later.
+    for i in 0..3u32 {
+        let mut txn = db.begin_write().expect("write");
+        let mut tree = txn.tree(b"small").expect("tree");
+        tree.insert(&i.to_be_bytes(), b"v").expect("insert");
+        txn.commit().expect("a small commit");
+    }
+    let mut txn = db.begin_write().expect("write");
+    let mut tree = txn.tree(b"small").expect("tree");
+    tree.insert(b"next", b"v").expect("insert");
+    drop(tree);
+    txn.ensure_room(256 << 10)
+        .expect("a quarter MiB of headroom in a half-free file");
+}

@@ -153,7 +153,8 @@ impl<S: Storage> WriteTxn<S> {
     /// The room a commit needs is counted from above: every changed node
     /// and new long value placed anew, a new free list, and a few pages for
     /// the catalog. Runs of several pages are counted against the file's
-    /// unused tail only; single pages may also come from free pages.
+    /// unused tail only; single pages and the headroom may also come from
+    /// free pages.
     ///
     /// # Errors
     /// [`Error::Full`] when the file's capacity is too small; an I/O error
@@ -165,8 +166,9 @@ impl<S: Storage> WriteTxn<S> {
         let storage = &self.inner.pages.storage;
         let tail = (storage.len() / page).saturating_sub(self.total_pages);
         let headroom_pages = headroom.div_ceil(page);
-        let fits = runs + headroom_pages <= tail
-            && single + runs + headroom_pages <= tail + self.space.pages();
+        // Headroom is for later commits' pages, which free pages serve as
+        // well as the tail does.
+        let fits = runs <= tail && single + runs + headroom_pages <= tail + self.space.pages();
         if fits {
             return Ok(());
         }
