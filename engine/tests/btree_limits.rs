@@ -173,18 +173,28 @@ fn pages_freed_inside_a_full_file_count_as_headroom() {
         tree.remove(&i.to_be_bytes()).expect("remove");
     }
     txn.commit().expect("a commit that frees space");
-    // Freed pages are reusable once no snapshot can see them: a few small
-    // commits later.
-    for i in 0..3u32 {
+    // Freed pages are reusable once a commit after the one that freed
+    // them is durable.
+    let mut txn = db.begin_write().expect("write");
+    txn.tree(b"small")
+        .expect("tree")
+        .insert(b"0", b"v")
+        .expect("insert");
+    txn.commit().expect("a small commit");
+    // Small values, and values of several pages (runs, which first fit
+    // places in the freed extents): room for them and a quarter MiB more,
+    // and the commits that follow really fit.
+    for (round, len) in [(0u32, 10usize), (1, 9000), (2, 30_000)] {
         let mut txn = db.begin_write().expect("write");
         let mut tree = txn.tree(b"small").expect("tree");
-        tree.insert(&i.to_be_bytes(), b"v").expect("insert");
-        txn.commit().expect("a small commit");
+        for i in 0..8u32 {
+            tree.insert(&(round * 100 + i).to_be_bytes(), &vec![1u8; len])
+                .expect("insert");
+        }
+        drop(tree);
+        txn.ensure_room(256 << 10)
+            .unwrap_or_else(|e| panic!("values of {len} B in a half-free file: {e:?}"));
+        txn.commit().expect("a commit that had room");
     }
-    let mut txn = db.begin_write().expect("write");
-    let mut tree = txn.tree(b"small").expect("tree");
-    tree.insert(b"next", b"v").expect("insert");
-    drop(tree);
-    txn.ensure_room(256 << 10)
-        .expect("a quarter MiB of headroom in a half-free file");
+    db.audit().expect("audit");
 }

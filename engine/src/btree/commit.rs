@@ -152,23 +152,28 @@ impl<S: Storage> WriteTxn<S> {
     ///
     /// The room a commit needs is counted from above: every changed node
     /// and new long value placed anew, a new free list, and a few pages for
-    /// the catalog. Runs of several pages are counted against the file's
-    /// unused tail only; single pages and the headroom may also come from
-    /// free pages.
+    /// the catalog. Runs of several pages fit if the file's unused tail
+    /// takes them all, or if with single pages they fit the tail and the
+    /// free pages any order of placement is sure to use
+    /// ([`WriteTxn::surely_usable`]); single pages and the headroom may
+    /// come from any free page.
     ///
     /// # Errors
     /// [`Error::Full`] when the file's capacity is too small; an I/O error
     /// for which [`Error::is_no_space`] holds when the file system is full.
     /// Either way nothing changed.
     pub fn ensure_room(&self, headroom: u64) -> Result<()> {
-        let (single, runs) = self.pages_to_place();
+        let (single, runs, longest_run) = self.pages_to_place();
         let page = PAGE_SIZE as u64;
         let storage = &self.inner.pages.storage;
         let tail = (storage.len() / page).saturating_sub(self.total_pages);
         let headroom_pages = headroom.div_ceil(page);
-        // Headroom is for later commits' pages, which free pages serve as
-        // well as the tail does.
-        let fits = runs <= tail && single + runs + headroom_pages <= tail + self.space.pages();
+        let wanted = single + runs + headroom_pages;
+        // Either bound makes every placement fit: runs all in the tail and
+        // singles anywhere, or everything in the tail and the free pages
+        // any order of placement fills.
+        let fits = (runs <= tail && wanted <= tail + self.space.pages())
+            || wanted <= tail + self.surely_usable(longest_run);
         if fits {
             return Ok(());
         }
@@ -187,19 +192,42 @@ impl<S: Storage> WriteTxn<S> {
         storage.set_len(grown)
     }
 
+    /// Free pages a commit is sure to fill before it takes any of the
+    /// tail, when no run it places is longer than `longest_run` pages.
+    ///
+    /// Every placement takes the first free extent it fits in, else the
+    /// tail. A single page goes to the tail only once no free page is
+    /// left. A run goes there only when every extent has fewer pages left
+    /// than it, so fewer than `longest_run`; an extent's leftovers only
+    /// shrink, so each wastes at most `longest_run - 1` pages. Whatever the
+    /// order, at least this many free pages are used first.
+    fn surely_usable(&self, longest_run: u64) -> u64 {
+        let wasted = longest_run.saturating_sub(1);
+        self.space
+            .extents()
+            .map(|extent| u64::from(extent.pages).saturating_sub(wasted))
+            .sum()
+    }
+
     /// Pages a commit would place, counted from above: `(single pages,
-    /// pages in runs of several)`.
-    fn pages_to_place(&self) -> (u64, u64) {
-        let (mut single, mut runs) = (0u64, 0u64);
-        for node in self.arena.iter().flatten() {
-            match pages_needed(node) {
-                1 => single += 1,
-                pages => runs += u64::from(pages),
+    /// pages in runs of several, the longest run)`.
+    fn pages_to_place(&self) -> (u64, u64, u64) {
+        let (mut single, mut runs, mut longest) = (0u64, 0u64, 1u64);
+        let mut count = |pages: u32| {
+            let pages = u64::from(pages);
+            if pages <= 1 {
+                single += pages;
+            } else {
+                runs += pages;
+                longest = longest.max(pages);
             }
+        };
+        for node in self.arena.iter().flatten() {
+            count(pages_needed(node));
             if let Dirty::Leaf(entries) = node {
                 for entry in entries {
                     if let Value::PendingOverflow(bytes) = &entry.value {
-                        runs += u64::from(pages_for(bytes.len()));
+                        count(pages_for(bytes.len()));
                     }
                 }
             }
@@ -216,7 +244,7 @@ impl<S: Storage> WriteTxn<S> {
             .sum();
         let extents = self.space.len() + self.freed.len() + pending + 1;
         single += extents.div_ceil(EXTENTS_PER_PAGE) as u64 + CATALOG_PAGES;
-        (single, runs)
+        (single, runs, longest)
     }
 
     fn finish(mut self, mode: Mode) -> Result<Meta> {
