@@ -103,9 +103,9 @@ fn check_alarm_up(node: &Node, acked: &[String]) {
     }
 }
 
-/// Deletes every other acknowledged key (a watch sees it) and compacts:
-/// answers the keys kept.
-fn free_space(node: &Node, acked: &[String]) -> Vec<String> {
+/// Deletes all but one in `keep_one_in` of the acknowledged keys (a watch
+/// sees it) and compacts: answers the keys kept.
+fn free_space(node: &Node, acked: &[String], keep_one_in: usize) -> Vec<String> {
     let mut watch = block_on(node.watch(WatchRequest {
         key: acked[0].as_bytes().to_vec(),
         ..WatchRequest::default()
@@ -113,7 +113,7 @@ fn free_space(node: &Node, acked: &[String]) -> Vec<String> {
     .unwrap();
     let mut kept = Vec::new();
     for (i, key) in acked.iter().enumerate() {
-        if i % 2 == 0 {
+        if i % keep_one_in != keep_one_in - 1 {
             block_on(node.delete_range(DeleteRangeRequest {
                 key: key.as_bytes().to_vec(),
                 ..DeleteRangeRequest::default()
@@ -152,7 +152,8 @@ fn disarm_and_write(node: &Node) {
         }
         assert!(
             Instant::now() < deadline,
-            "still no room after freeing half"
+            "still no room after freeing half: {:?}",
+            block_on(node.client().status())
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -188,7 +189,10 @@ fn the_backend_quota_raises_nospace_and_a_disarm_after_freeing_lifts_it() {
     let node = Node::start(config(dir.path())).unwrap();
     check_alarm_up(&node, &acked);
 
-    let kept = free_space(&node, &acked);
+    // The quota is checked against what the last tree sync counted, so
+    // the fill can pass it by up to one sync's writes (twice the quota
+    // here, at times): freeing half is not always enough.
+    let kept = free_space(&node, &acked, 4);
     disarm_and_write(&node);
     assert_kept(&node, &kept);
 }
@@ -205,7 +209,7 @@ fn a_full_tree_file_raises_nospace_and_a_disarm_after_freeing_lifts_it() {
     node.shutdown();
     let node = Node::start(config).unwrap();
     check_alarm_up(&node, &acked);
-    let kept = free_space(&node, &acked);
+    let kept = free_space(&node, &acked, 2);
     disarm_and_write(&node);
     assert_kept(&node, &kept);
     // Watches report what was written after the disarm, too.
@@ -257,7 +261,7 @@ fn a_full_disk_raises_nospace_and_a_disarm_after_freeing_lifts_it() {
         .unwrap_or_default();
     eprintln!("NOSPACE after {} puts of 4 KiB:\n{df}", acked.len());
     check_alarm_up(&node, &acked);
-    let kept = free_space(&node, &acked);
+    let kept = free_space(&node, &acked, 2);
     node.shutdown();
     // Whatever the shutdown gave back (WAL segments the tree made
     // redundant) is taken again: the start is on a disk with no block free.
