@@ -74,14 +74,6 @@ impl Frame {
     pub fn as_bytes(&self) -> &[u8] {
         self.buffer.get(self.start..).unwrap_or_default()
     }
-
-    /// The frame's bytes in a vector of their own (moved when the frame
-    /// starts its buffer).
-    pub fn into_vec(mut self) -> Vec<u8> {
-        let start = self.start.min(self.buffer.len());
-        self.buffer.drain(..start);
-        self.buffer
-    }
 }
 
 impl std::ops::Deref for Frame {

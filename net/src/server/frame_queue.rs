@@ -56,20 +56,16 @@ impl FrameQueue {
     /// within [`SHARED_BUFFER_BYTES`] when every copied frame is within
     /// [`COPIED_FRAME_BYTES`]).
     fn push_copy(&mut self, frame: &[u8]) {
-        let shared = match self.chunks.back_mut() {
-            Some(Chunk::Shared(bytes)) if bytes.len() + frame.len() <= SHARED_BUFFER_BYTES => bytes,
-            _ => {
-                let buffer = std::mem::take(&mut self.spare);
-                self.chunks.push_back(Chunk::Shared(buffer));
-                match self.chunks.back_mut() {
-                    Some(Chunk::Shared(bytes)) => bytes,
-                    // Just pushed.
-                    _ => return,
-                }
-            }
-        };
-        shared.extend_from_slice(frame);
-        self.bytes += frame.len();
+        let fits_last = matches!(self.chunks.back(),
+            Some(Chunk::Shared(bytes)) if bytes.len() + frame.len() <= SHARED_BUFFER_BYTES);
+        if !fits_last {
+            let buffer = std::mem::take(&mut self.spare);
+            self.chunks.push_back(Chunk::Shared(buffer));
+        }
+        if let Some(Chunk::Shared(bytes)) = self.chunks.back_mut() {
+            bytes.extend_from_slice(frame);
+            self.bytes += frame.len();
+        }
     }
 
     /// Queues `frame`: moved when it is large, copied when it is small.
@@ -102,16 +98,16 @@ impl FrameQueue {
         self.chunks.iter().map(Chunk::bytes)
     }
 
-    /// Takes back the shared buffers of `written` (emptied) for later
-    /// small frames; one is kept, if it is not large.
-    pub(crate) fn recycle(&mut self, written: FrameQueue, kept_capacity: usize) {
-        for chunk in written.chunks {
-            if let Chunk::Shared(mut bytes) = chunk {
-                if self.spare.capacity() == 0 && bytes.capacity() <= kept_capacity {
-                    bytes.clear();
-                    self.spare = bytes;
-                }
-            }
+    /// Takes back a shared buffer of `written` (emptied) for later small
+    /// frames. It is never large: it holds at most [`SHARED_BUFFER_BYTES`].
+    pub(crate) fn recycle(&mut self, written: FrameQueue) {
+        let shared = written.chunks.into_iter().find_map(|chunk| match chunk {
+            Chunk::Shared(bytes) => Some(bytes),
+            Chunk::Whole(_) => None,
+        });
+        if let (Some(mut bytes), 0) = (shared, self.spare.capacity()) {
+            bytes.clear();
+            self.spare = bytes;
         }
     }
 }
@@ -161,7 +157,7 @@ mod tests {
         let written = queue.take();
         assert!(queue.is_empty() && queue.slices().next().is_none());
         let first = written.slices().next().map(<[u8]>::as_ptr);
-        queue.recycle(written, SHARED_BUFFER_BYTES);
+        queue.recycle(written);
         queue.push_copy(b"x");
         assert_eq!(queue.slices().next().map(<[u8]>::as_ptr), first);
         assert_eq!(collected(&queue), b"x");

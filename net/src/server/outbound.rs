@@ -73,10 +73,6 @@ pub(crate) struct Outbound {
     abort: LocalNotify,
 }
 
-/// A write buffer grown past this is let go once written, so a burst of
-/// large answers does not keep its memory on an idle connection.
-const KEPT_BUFFER_BYTES: usize = 1 << 20;
-
 impl Outbound {
     pub(crate) fn new(limit: usize, stall_timeout: Duration) -> Outbound {
         Outbound {
@@ -215,7 +211,7 @@ impl Outbound {
                     return;
                 }
                 self.writing.set(0);
-                self.queued.borrow_mut().recycle(batch, KEPT_BUFFER_BYTES);
+                self.queued.borrow_mut().recycle(batch);
                 // Written: the answers' room goes back.
                 rooms.clear();
                 self.room.notify_all();

@@ -428,9 +428,10 @@ pub fn encode_response_frame_within(response: &Response, max: usize) -> Result<F
         )
         .map(Frame::from_vec);
     }
-    // Room for the prefix in front; never more than a refusable frame.
+    // Room for the prefix in front; no more than the largest frame that
+    // is not refused.
     let capacity = expected
-        .min(max.saturating_add(IN_PLACE_BYTES))
+        .min(max)
         .saturating_add(FRAME_HEADER_LEN)
         .min(MOST_PRESIZED_BYTES);
     frame_in_place(response, max, capacity)
