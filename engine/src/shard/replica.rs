@@ -9,7 +9,9 @@
 //! 2. handle Ready: apply committed entries, queue new entries and the
 //!    hard state to the WAL, await their one group-commit sync, advance,
 //!    apply what that committed, answer the writers;
-//! 3. every `TREE_SYNC_*`, make the tree durable and release WAL segments
+//! 3. serve the reads that are ready, a bounded number of bytes per round
+//!    (the rest after the core's next I/O poll);
+//! 4. every `TREE_SYNC_*`, make the tree durable and release WAL segments
 //!    below its applied index. The shard's thread places and writes the
 //!    dirty pages; the two syncs and the meta write run on a blocking
 //!    thread while the loop goes on (`TreeSyncing`).
@@ -71,6 +73,19 @@ const MAX_CALLS_PER_ROUND: usize = 4096;
 /// entries with client calls taken between rounds, instead of one batch
 /// per tick (which held etcd-like storms to 1,000 leases a second).
 const EXPIRY_BATCHES_PER_ROUND: usize = 10;
+/// Answer bytes of reads served in one loop round. A round that reaches
+/// it leaves the rest of the ready reads for the next round, which waits
+/// for the core's next I/O poll ([`READ_ROUND_PAUSE`]): glommio reaps I/O
+/// only between passes over its task queue, so a round that copied
+/// hundreds of MiB of large answers would hold back every write's WAL
+/// completion on this core behind it.
+const READ_BYTES_PER_ROUND: usize = 2 << 20;
+/// Reads served in one loop round, whatever their size (a read refused
+/// for its room still walks the tree).
+const READS_PER_ROUND: usize = 256;
+/// How long a round that left reads ready waits before the next: enough
+/// for the wait to be a timer, so that the core polls its I/O between them.
+const READ_ROUND_PAUSE: Duration = Duration::from_micros(50);
 /// The one voter of a single-node group.
 const REPLICA_ID: u64 = 1;
 
@@ -311,6 +326,9 @@ pub(crate) struct Replica {
     next_read_context: u64,
     /// Reads waiting for applies to reach an index.
     waiting: Vec<(u64, ReadWaiter)>,
+    /// Reads that may be served now, in arrival order, a bounded number
+    /// of bytes per loop round (`serve_ready_reads`).
+    ready_reads: VecDeque<ReadWaiter>,
     applied: u64,
     unsynced_entries: u64,
     /// Bytes of the entries applied since the last tree sync began.
@@ -452,6 +470,7 @@ impl Replica {
             indexing: BTreeMap::new(),
             next_read_context: 1,
             waiting: Vec::new(),
+            ready_reads: VecDeque::new(),
             applied,
             unsynced_entries: 0,
             unsynced_bytes: 0,
@@ -526,6 +545,8 @@ impl Replica {
         loop {
             let wait = if expiring || compacting {
                 Duration::ZERO
+            } else if !self.ready_reads.is_empty() {
+                READ_ROUND_PAUSE
             } else {
                 next_tick.saturating_duration_since(Instant::now())
             };
@@ -581,6 +602,7 @@ impl Replica {
                     break;
                 }
             }
+            self.serve_ready_reads();
             self.drive_lease_tasks();
             compacting = self.applied == applied_before && self.compact_while_idle();
             self.pump_watches();
@@ -643,7 +665,7 @@ impl Replica {
                 request,
                 linearizable: false,
                 reply,
-            } => self.serve(ReadWaiter::Head {
+            } => self.ready_reads.push_back(ReadWaiter::Head {
                 request,
                 header: Header::Serializable,
                 reply,
@@ -916,7 +938,7 @@ impl Replica {
 
     fn wait_for(&mut self, index: u64, waiter: ReadWaiter) {
         if index <= self.applied {
-            self.serve(waiter);
+            self.ready_reads.push_back(waiter);
         } else {
             self.waiting.push((index, waiter));
         }
@@ -950,8 +972,24 @@ impl Replica {
             .filter(|index| *index > self.applied)
     }
 
-    /// Answers a read from the applied state.
-    fn serve(&mut self, waiter: ReadWaiter) {
+    /// Serves ready reads in arrival order until a round's worth of answer
+    /// bytes or reads; the rest wait for the next round.
+    fn serve_ready_reads(&mut self) {
+        let mut bytes = 0;
+        for _ in 0..READS_PER_ROUND {
+            if bytes >= READ_BYTES_PER_ROUND {
+                break;
+            }
+            let Some(waiter) = self.ready_reads.pop_front() else {
+                break;
+            };
+            bytes += self.serve(waiter);
+        }
+    }
+
+    /// Answers a read from the applied state; returns the bytes of its
+    /// pairs (none when it waits on, or fails).
+    fn serve(&mut self, waiter: ReadWaiter) -> usize {
         match waiter {
             ReadWaiter::Head {
                 request,
@@ -971,7 +1009,7 @@ impl Replica {
                                 reply,
                             };
                             self.waiting.push((index, waiter));
-                            return;
+                            return 0;
                         }
                         self.store.current_revision().max(claimed)
                     }
@@ -981,7 +1019,9 @@ impl Replica {
                     .range(&request)
                     .map(|r| (header, r))
                     .map_err(NodeError::from);
+                let bytes = answer.as_ref().map_or(0, |(_, r)| pair_bytes(r));
                 let _ = reply.send(answer);
+                bytes
             }
             ReadWaiter::At {
                 mut request,
@@ -995,7 +1035,10 @@ impl Replica {
                 } else {
                     revision
                 };
-                let _ = reply.send(self.store.range(&request).map_err(NodeError::from));
+                let answer = self.store.range(&request).map_err(NodeError::from);
+                let bytes = answer.as_ref().map_or(0, pair_bytes);
+                let _ = reply.send(answer);
+                bytes
             }
         }
     }
@@ -1208,9 +1251,8 @@ impl Replica {
             .into_iter()
             .partition(|(index, _)| *index <= last);
         self.waiting = waiting;
-        for (_, waiter) in ready {
-            self.serve(waiter);
-        }
+        self.ready_reads
+            .extend(ready.into_iter().map(|(_, waiter)| waiter));
         Ok(())
     }
 
@@ -1517,6 +1559,7 @@ impl Replica {
             .drain(..)
             .chain(std::mem::take(&mut self.indexing).into_values().flatten())
             .chain(self.waiting.drain(..).map(|(_, w)| w))
+            .chain(self.ready_reads.drain(..))
             .collect::<Vec<_>>();
         for waiter in waiters {
             match waiter {
@@ -1533,6 +1576,15 @@ impl Replica {
 }
 
 /// Whether the store's state has a NOSPACE alarm raised.
+/// The bytes of a read's pairs: what serving it copied.
+fn pair_bytes(answer: &RangeResponse) -> usize {
+    answer
+        .kvs
+        .iter()
+        .map(|kv| kv.key.len() + kv.value.len())
+        .sum()
+}
+
 fn has_no_space_alarm(store: &Store) -> NodeResult<bool> {
     Ok(store
         .alarms()?
