@@ -38,7 +38,7 @@ mod generated {
 
 pub use codec::{
     decode_request, decode_response, encode_request, encode_request_frame, encode_response,
-    encode_response_frame_within, DecodeError,
+    encode_response_frame_within, response_size_hint, DecodeError,
 };
 pub use frame::{
     encode_frame, encode_frame_within, Frame, FrameDecoder, FrameError, FRAME_HEADER_LEN,

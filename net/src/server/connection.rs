@@ -60,9 +60,15 @@ impl Connection {
         async move { self.outbound.push(frame.ok_or(Closed)?).await }
     }
 
-    /// Queues the answer to a request that reserved `room` before it ran.
-    /// An answer larger than its room is replaced by an error that says so.
-    pub(crate) fn respond_in(&self, response: Response, room: AnswerRoom) -> Result<(), Closed> {
+    /// Queues the answer to a request that reserved `room` before it ran,
+    /// a heavy one in its turn (`heavy_answers.rs`). An answer larger than
+    /// its room is replaced by an error that says so.
+    pub(crate) async fn respond_in(
+        &self,
+        response: Response,
+        room: AnswerRoom,
+    ) -> Result<(), Closed> {
+        let _turn = self.ctx.heavy_answers.turn_for(&response.body).await;
         let frame = response_frame_within(&response, room.frame_limit()).ok_or(Closed)?;
         self.outbound.push_answer(frame, room)
     }

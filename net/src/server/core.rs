@@ -37,6 +37,8 @@ pub(crate) struct CoreContext {
     pub(crate) inbound: Rc<crate::server::budget::ByteBudget>,
     /// This core's budget of large answers (`answers.rs`).
     pub(crate) answers: Rc<crate::server::budget::ByteBudget>,
+    /// This core's turns for heavy answers (`heavy_answers.rs`).
+    pub(crate) heavy_answers: crate::server::heavy_answers::HeavyAnswers,
 }
 
 impl CoreContext {

@@ -28,7 +28,7 @@ pub(crate) async fn handle(
             let client = connection.ctx.client();
             let answer = client.put(convert::put_request(put)).await.map(applied);
             let_watch_groups_go_first(connection).await;
-            connection.respond_in(answer_to(id, answer), room)
+            connection.respond_in(answer_to(id, answer), room).await
         }
         Request::Range(range) if range.revision == 0 => read(connection, id, range, room).await,
         other => Box::pin(handle_any(connection, id, other, room)).await,
@@ -84,7 +84,7 @@ async fn read(
                 ResponseBody::Range(convert::range_response(answer)),
             )
         });
-        return connection.respond_in(answer_to(id, answer), held);
+        return connection.respond_in(answer_to(id, answer), held).await;
     }
 }
 
@@ -130,7 +130,7 @@ async fn handle_any(
             }
             let message = format!("watch {watch_id} not found on this connection");
             let refusal = error_response(id, ErrorCode::WatchNotFound, message);
-            return connection.respond_in(refusal, room);
+            return connection.respond_in(refusal, room).await;
         }
         Request::WatchProgress => client.current_revision().await.map(|revision| {
             for commands in connection.watches.borrow().values() {
@@ -191,7 +191,7 @@ async fn handle_any(
             alarm,
         } => alarm::alarm(&client, action, member_id, alarm).await,
     };
-    connection.respond_in(answer_to(id, answer), room)
+    connection.respond_in(answer_to(id, answer), room).await
 }
 
 fn answer_to(id: u64, answer: Result<(u64, ResponseBody), NodeError>) -> Response {

@@ -16,6 +16,7 @@ mod convert;
 mod core;
 mod dispatch;
 mod frame_queue;
+mod heavy_answers;
 mod outbound;
 mod status;
 mod watch;
@@ -186,6 +187,7 @@ impl Server {
                             watch_groups: Default::default(),
                             inbound: budget::ByteBudget::new(limits.inbound_bytes),
                             answers: budget::ByteBudget::new(limits.answer_bytes),
+                            heavy_answers: heavy_answers::HeavyAnswers::new(),
                         });
                         let stopped = async {
                             let _ = stop_out.recv_async().await;
