@@ -370,10 +370,10 @@ fn raise_open_files(want: u64) {
 /// has not reserved from its core's inbound budget (64 MiB per core), and
 /// gathers no large answer it has not reserved room for (one per
 /// connection, 64 MiB per core, held until written), so its memory stays
-/// bounded: the budgets, plus per connection a read's worth, what was read
-/// before a frame's length came and its small answers (under 256 KiB
-/// each). It closes each connection at the frame or write deadline; and
-/// another client's puts keep being answered meanwhile.
+/// bounded: the budgets, plus per connection what was read before a
+/// frame's length came and its small answers (under 128 KiB each). It
+/// closes each connection at the frame or write deadline; and another
+/// client's puts keep being answered meanwhile.
 ///
 /// Regression (review of net/ at 6e310c5): each connection buffered its
 /// partial frame with no deadline: 300 such connections took keel from
@@ -528,22 +528,27 @@ fn a_thousand_slow_large_frames_hold_bounded_memory_and_are_cut_off() {
     );
     assert_eq!(open, 0, "connections past the frame deadline still open");
     // Two cores' inbound and answer budgets (256 MiB) and, per connection,
-    // a read chunk, the bytes read before the frame's length was known,
-    // its small answers and the allocator's share (256 KiB each).
-    let bound = (256 << 20) + CONNECTIONS as u64 * (256 << 10);
+    // the bytes read before the frame's length was known (16 KiB), its
+    // small answers and the allocator's share (128 KiB each).
+    let bound = (256 << 20) + CONNECTIONS as u64 * (128 << 10);
     assert!(
         grew < bound,
         "RSS grew by {} MiB, past {} MiB",
         grew >> 20,
         bound >> 20
     );
-    // The aim is 100 ms; on two cores shared with this test's own flood
-    // the slowest put has taken 106 to 172 ms with this debug build, 40 to
-    // 195 ms (median 68) with a release one (docs/server.md, "Known
-    // limits"): the bound here catches a regression, not the aim.
+    // The aim is 100 ms, which a release build meets on two cores shared
+    // with this test's own flood (the slowest put 29 to 80 ms over 30
+    // runs; docs/server.md, "Flood"): the README's fault runs check it
+    // with KEEL_FLOOD_PUT_MS=100. This debug build's slowest put has taken
+    // 97 to 131 ms, so by default the bound catches a regression.
+    let most_ms = std::env::var("KEEL_FLOOD_PUT_MS")
+        .ok()
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(500);
     assert!(
-        slowest < Duration::from_secs(1),
-        "a put took {slowest:?} meanwhile"
+        slowest < Duration::from_millis(most_ms),
+        "a put took {slowest:?} meanwhile, past {most_ms} ms"
     );
     // The pipeliner was cut off too, well short of its 4,096 answers.
     pipeliner
@@ -561,6 +566,99 @@ fn a_thousand_slow_large_frames_hold_bounded_memory_and_are_cut_off() {
     }
     assert!(drained < 64 << 20, "the pipeliner was never cut off");
     status_works(&server);
+}
+
+/// A connection whose large frame waits for the core's inbound budget holds
+/// only what one small read brought, not a read buffer of its own beside
+/// the frame's.
+///
+/// Regression: each connection kept a 64 KiB read buffer for its whole
+/// life and copied every read into the frame's buffer; 400 connections
+/// waiting for the budget with 60 KiB of their frames sent held 124 KiB
+/// each, and a thousand arriving at once spent ~100 ms of a core in page
+/// faults, stalling its puts.
+#[test]
+fn connections_waiting_for_the_inbound_budget_hold_little() {
+    const CONNECTIONS: u64 = 400;
+    const SENT: usize = 60 << 10;
+    raise_open_files(1024);
+    let dir = tempfile::tempdir().unwrap();
+    // Room for two 2 MiB frames a core: the rest wait.
+    let server = Server::start(dir.path(), 2, &["--inbound-bytes", "4194304"]);
+    status_works(&server);
+    let baseline = server.rss_bytes();
+    let mut frame = Vec::from((2u32 << 20).to_le_bytes());
+    frame.extend(vec![0x5a; SENT]);
+    let streams: Vec<TcpStream> = (0..CONNECTIONS)
+        .map(|_| {
+            let mut stream = connect(&server);
+            stream.write_all(&frame).unwrap();
+            stream
+        })
+        .collect();
+    // Until the server has read what it will, and its memory settles.
+    let mut held = 0;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        held = server.rss_bytes().saturating_sub(baseline);
+    }
+    status_works(&server);
+    let each = held / CONNECTIONS;
+    eprintln!(
+        "{CONNECTIONS} connections waiting for the inbound budget: {} MiB more, {} KiB each",
+        held >> 20,
+        each >> 10
+    );
+    // Four frames under way hold up to 2 MiB each of it.
+    assert!(
+        held < (4 << 20) + CONNECTIONS * (40 << 10),
+        "{CONNECTIONS} connections waiting for the inbound budget hold {} KiB each",
+        each >> 10
+    );
+    drop(streams);
+}
+
+/// A frame must be whole by its deadline as the server reads it: bytes
+/// that are waiting in the socket when the deadline passes (here because
+/// the server was stopped) are not read to finish it.
+///
+/// Regression: a read that was ready at once won the race with the frame's
+/// deadline however late it was; when a thousand slow frames were cut off
+/// together, the next connections to get the inbound budget each read
+/// megabytes past their own deadlines, stalling the core for ~90 ms.
+#[test]
+fn a_frame_is_not_read_past_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 1, &["--frame-timeout-ms", "1000"]);
+    let put = Request::Put(PutRequest {
+        key: b"late".to_vec(),
+        value: vec![b'v'; 64 << 10],
+        ..PutRequest::default()
+    });
+    let frame = encode_frame(&encode_request(1, &put)).unwrap();
+    let mut stream = connect(&server);
+    stream.write_all(&frame[..4]).unwrap();
+    // The length has come: the deadline runs. The rest arrives while the
+    // server is stopped, and it is resumed only after the deadline.
+    std::thread::sleep(Duration::from_millis(200));
+    server.signal("STOP");
+    stream.write_all(&frame[4..]).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    server.signal("CONT");
+    let answer = read_response(&mut stream).expect("an answer before the close");
+    assert_eq!(error_code(&answer), ErrorCode::BadRequest, "{answer:?}");
+    assert_closed(&mut stream);
+    // Nothing of it was applied.
+    let mut reader = connect(&server);
+    let get = Request::Range(keel_proto::RangeRequest {
+        key: b"late".to_vec(),
+        ..keel_proto::RangeRequest::default()
+    });
+    send(&mut reader, 2, &get);
+    match read_response(&mut reader).map(|r| r.body) {
+        Some(ResponseBody::Range(range)) => assert!(range.kvs.is_empty(), "{range:?}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// A core serves at most `--max-connections` connections; past it, a new

@@ -148,6 +148,9 @@ pub struct FrameDecoder {
     /// so each byte is moved at most once however many frames one read
     /// holds.
     consumed: usize,
+    /// Zeroed bytes at the end of `buffer` offered to a read
+    /// ([`FrameDecoder::read_room`]) and not yet filled: never data.
+    unfilled: usize,
     max_len: usize,
 }
 
@@ -169,15 +172,60 @@ impl FrameDecoder {
         FrameDecoder {
             buffer: Vec::new(),
             consumed: 0,
+            unfilled: 0,
             max_len,
         }
     }
 
     /// Adds bytes read from the stream.
     pub fn extend(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// Room for the stream's next read, of `at_most` bytes, at the end of
+    /// the buffer itself (so a read lands where the frame is kept, with no
+    /// buffer of its own). Say how much the read filled with
+    /// [`FrameDecoder::filled`]; until then none of it is data.
+    ///
+    /// The room is zeroed (a read needs initialised bytes): only what the
+    /// read may fill is touched, so a connection that reads little holds
+    /// little.
+    pub fn read_room(&mut self, at_most: usize) -> &mut [u8] {
+        self.compact();
+        let end = self.buffer.len();
+        self.buffer.resize(end + at_most, 0);
+        self.unfilled = at_most;
+        self.buffer.get_mut(end..).unwrap_or_default()
+    }
+
+    /// The last [`FrameDecoder::read_room`] got `read` bytes.
+    pub fn filled(&mut self, read: usize) {
+        let unfilled = self.unfilled.saturating_sub(read);
+        self.buffer
+            .truncate(self.buffer.len().saturating_sub(unfilled));
+        self.unfilled = 0;
+    }
+
+    /// Bytes still to come of the next frame, once its length has come.
+    pub fn rest_of_next(&self) -> Option<usize> {
+        self.announced()
+            .map(|len| (FRAME_HEADER_LEN + len).saturating_sub(self.buffered()))
+    }
+
+    /// Drops what was handed out and any room a read did not fill.
+    fn compact(&mut self) {
+        self.buffer
+            .truncate(self.buffer.len().saturating_sub(self.unfilled));
+        self.unfilled = 0;
         self.buffer.drain(..self.consumed);
         self.consumed = 0;
-        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The bytes buffered and not yet handed out.
+    fn unread(&self) -> &[u8] {
+        let end = self.buffer.len().saturating_sub(self.unfilled);
+        self.buffer.get(self.consumed..end).unwrap_or_default()
     }
 
     /// Makes room for the whole of the next frame, whose length has come,
@@ -185,8 +233,7 @@ impl FrameDecoder {
     /// server calls it once it has budgeted the frame.
     pub fn make_room_for_next(&mut self) {
         if let Some(len) = self.announced().filter(|len| *len <= self.max_len) {
-            self.buffer.drain(..self.consumed);
-            self.consumed = 0;
+            self.compact();
             let whole = FRAME_HEADER_LEN + len;
             self.buffer
                 .reserve_exact(whole.saturating_sub(self.buffer.len()));
@@ -202,15 +249,14 @@ impl FrameDecoder {
     /// The body length the next frame's header announces, once the header
     /// has arrived (whether or not the body has).
     pub fn announced(&self) -> Option<usize> {
-        let unread = self.buffer.get(self.consumed..).unwrap_or_default();
-        unread
+        self.unread()
             .first_chunk::<FRAME_HEADER_LEN>()
             .map(|header| u32::from_le_bytes(*header) as usize)
     }
 
     /// Bytes buffered and not yet handed out.
     pub fn buffered(&self) -> usize {
-        self.buffer.len() - self.consumed
+        self.unread().len()
     }
 
     /// The next whole frame's body, `Ok(None)` when more bytes are needed.
@@ -220,7 +266,7 @@ impl FrameDecoder {
     /// prefix; the stream cannot be resynchronised after it, so the caller
     /// should close the connection.
     pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        let unread = self.buffer.get(self.consumed..).unwrap_or_default();
+        let unread = self.unread();
         let Some(header) = unread.first_chunk::<FRAME_HEADER_LEN>() else {
             return Ok(None);
         };
@@ -239,10 +285,13 @@ impl FrameDecoder {
         };
         let frame = body.to_vec();
         self.consumed += FRAME_HEADER_LEN + len;
-        if self.consumed == self.buffer.len() && self.buffer.capacity() > KEPT_CAPACITY {
+        if self.consumed == self.buffer.len().saturating_sub(self.unfilled)
+            && self.buffer.capacity() > KEPT_CAPACITY
+        {
             // A large frame's buffer is not kept by an idle connection.
             self.buffer = Vec::new();
             self.consumed = 0;
+            self.unfilled = 0;
         }
         Ok(Some(frame))
     }
@@ -277,6 +326,41 @@ mod tests {
         );
         fbb.finish(request, None);
         fbb.finished_data().to_vec()
+    }
+
+    /// Reads straight into the decoder's room: only what a read filled is
+    /// data; room a read did not fill (or a read that never completed)
+    /// is dropped.
+    #[test]
+    fn reads_into_the_decoders_room_keep_only_what_they_filled() {
+        let mut stream = encode_frame(&put_request(7, b"k", b"v")).unwrap();
+        stream.extend(encode_frame(&put_request(8, b"k2", &[9; 3000])).unwrap());
+        for step in [1, 3, 7, 64, 4096] {
+            let mut decoder = FrameDecoder::new();
+            let mut ids = Vec::new();
+            for part in stream.chunks(step) {
+                // A read offered room and cancelled: nothing of it counts.
+                let _ = decoder.read_room(step * 2);
+                let room = decoder.read_room(step * 2);
+                room[..part.len()].copy_from_slice(part);
+                decoder.filled(part.len());
+                while let Some(frame) = decoder.next_frame().unwrap() {
+                    ids.push(decode_request(&frame).unwrap().id());
+                }
+            }
+            assert_eq!(ids, [7, 8], "reads of {step} bytes");
+            assert_eq!(decoder.buffered(), 0);
+        }
+        // Room offered and not filled is never read as a header.
+        let mut decoder = FrameDecoder::new();
+        let _ = decoder.read_room(16);
+        assert_eq!(decoder.announced(), None);
+        assert_eq!(decoder.buffered(), 0);
+        // A large frame's rest is what its room must take, no more.
+        decoder.filled(0);
+        decoder.extend(&(100_000u32).to_le_bytes());
+        decoder.extend(&[1; 1000]);
+        assert_eq!(decoder.rest_of_next(), Some(99_000));
     }
 
     #[test]

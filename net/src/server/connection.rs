@@ -30,8 +30,13 @@ use crate::server::core::CoreContext;
 use crate::server::outbound::{Closed, Outbound};
 use crate::server::watch::WatchCommand;
 
-/// Bytes asked of the socket per read.
+/// Bytes asked of the socket per read of a frame under way.
 const READ_CHUNK: usize = 64 << 10;
+
+/// Bytes asked of the socket per read between frames: enough for many
+/// small requests, and all a connection holds while its next large frame
+/// waits for the budget.
+const SMALL_READ: usize = 16 << 10;
 
 /// Requests decoded and not yet taken by the dispatcher.
 const DECODED_QUEUE: usize = 64;
@@ -177,7 +182,6 @@ async fn read_requests(
     let budget = connection.ctx.inbound.clone();
     let frame_timeout = connection.ctx.limits.frame_timeout;
     let mut frames = FrameDecoder::new();
-    let mut chunk = vec![0; READ_CHUNK];
     // The frame under way: its reservation and its deadline.
     let mut held: Option<Reservation> = None;
     let mut deadline: Option<Instant> = None;
@@ -201,11 +205,13 @@ async fn read_requests(
                 })
                 .await;
                 match reserved {
-                    Some(reservation) => {
+                    // Room that came too late is not used: the frame's
+                    // bytes are not read past its deadline.
+                    Some(reservation) if Instant::now() < due => {
                         held = Some(reservation);
                         frames.make_room_for_next();
                     }
-                    None => return Some(too_slow(frame_timeout)),
+                    _ => return Some(too_slow(frame_timeout)),
                 }
             }
             let frame = match frames.next_frame() {
@@ -249,11 +255,23 @@ async fn read_requests(
                 }
             }
         }
+        // A large frame under way (its bytes reserved above) is read into
+        // the room made for it, no further: its buffer was sized once.
+        let wanted = match (frames.announced(), frames.rest_of_next()) {
+            (Some(len), Some(rest)) if len > SMALL_READ => rest.clamp(1, READ_CHUNK),
+            _ => SMALL_READ,
+        };
+        let room = frames.read_room(wanted);
         // A frame under way must be whole by its deadline; between frames
         // a connection may wait as long as it likes.
         let read = match deadline {
+            // A read that is ready at once would win the race below
+            // however late it is: a frame past its deadline is not read
+            // further (when many are cut off together, the next ones to
+            // get the budget would each read megabytes for nothing).
+            Some(due) if Instant::now() >= due => return Some(too_slow(frame_timeout)),
             Some(due) => {
-                let timed = or(async { Some(reader.read(&mut chunk).await) }, async {
+                let timed = or(async { Some(reader.read(room).await) }, async {
                     glommio::timer::sleep(due.saturating_duration_since(Instant::now())).await;
                     None
                 })
@@ -263,13 +281,13 @@ async fn read_requests(
                     None => return Some(too_slow(frame_timeout)),
                 }
             }
-            None => read_unless_idle(reader, &mut chunk, connection).await?,
+            None => read_unless_idle(reader, room, connection).await?,
         };
         let read = match read {
             Ok(0) | Err(_) => return None,
             Ok(read) => read,
         };
-        frames.extend(chunk.get(..read).unwrap_or_default());
+        frames.filled(read);
         if frames.announced().is_some() && deadline.is_none() {
             deadline = Some(Instant::now() + frame_timeout);
         }
