@@ -80,9 +80,10 @@ const EXPIRY_BATCHES_PER_ROUND: usize = 10;
 /// hundreds of MiB of large answers would hold back every write's WAL
 /// completion on this core behind it.
 const READ_BYTES_PER_ROUND: usize = 2 << 20;
-/// Reads served in one loop round, whatever their size (a read refused
-/// for its room still walks the tree).
-const READS_PER_ROUND: usize = 256;
+/// Time a loop round spends serving reads, whatever their size (a read
+/// refused for its room still walks the tree): a thousand point reads
+/// take about 2 ms, so a busy shard still serves hundreds per round.
+const READ_TIME_PER_ROUND: Duration = Duration::from_millis(2);
 /// How long a round that left reads ready waits before the next: enough
 /// for the wait to be a timer, so that the core polls its I/O between them.
 const READ_ROUND_PAUSE: Duration = Duration::from_micros(50);
@@ -329,6 +330,8 @@ pub(crate) struct Replica {
     /// Reads that may be served now, in arrival order, a bounded number
     /// of bytes per loop round (`serve_ready_reads`).
     ready_reads: VecDeque<ReadWaiter>,
+    /// What this loop round's reads took so far.
+    read_round: ReadRound,
     applied: u64,
     unsynced_entries: u64,
     /// Bytes of the entries applied since the last tree sync began.
@@ -471,6 +474,7 @@ impl Replica {
             next_read_context: 1,
             waiting: Vec::new(),
             ready_reads: VecDeque::new(),
+            read_round: ReadRound::new(),
             applied,
             unsynced_entries: 0,
             unsynced_bytes: 0,
@@ -545,21 +549,28 @@ impl Replica {
         loop {
             let wait = if expiring || compacting {
                 Duration::ZERO
-            } else if !self.ready_reads.is_empty() {
-                READ_ROUND_PAUSE
             } else {
                 next_tick.saturating_duration_since(Instant::now())
             };
-            if wait.is_zero() {
-                // Going round again at once: let the core's other tasks
-                // (connections, the mesh, other shards) run first.
-                futures_lite::future::yield_now().await;
-            }
-            let first = futures_lite::future::or(async { Some(calls.recv_async().await) }, async {
-                glommio::timer::sleep(wait).await;
+            let first = if !self.ready_reads.is_empty() {
+                // Reads left over from the last round: the core polls its
+                // I/O before the next, however many calls are waiting
+                // (they are taken below).
+                glommio::timer::sleep(READ_ROUND_PAUSE).await;
                 None
-            })
-            .await;
+            } else {
+                if wait.is_zero() {
+                    // Going round again at once: let the core's other tasks
+                    // (connections, the mesh, other shards) run first.
+                    futures_lite::future::yield_now().await;
+                }
+                futures_lite::future::or(async { Some(calls.recv_async().await) }, async {
+                    glommio::timer::sleep(wait).await;
+                    None
+                })
+                .await
+            };
+            self.read_round = ReadRound::new();
             match first {
                 Some(Ok(call)) => self.take(call),
                 Some(Err(_closed)) => break,
@@ -611,6 +622,11 @@ impl Replica {
             }
         }
         if self.failure.is_none() {
+            // Reads already ready are answered, not refused.
+            while !self.ready_reads.is_empty() {
+                self.read_round = ReadRound::new();
+                self.serve_ready_reads();
+            }
             let _ = self.maybe_sync_tree(true).await;
         }
         // A stopped shard never reports its tree sync, but the job must not
@@ -665,7 +681,7 @@ impl Replica {
                 request,
                 linearizable: false,
                 reply,
-            } => self.ready_reads.push_back(ReadWaiter::Head {
+            } => self.make_ready(ReadWaiter::Head {
                 request,
                 header: Header::Serializable,
                 reply,
@@ -938,7 +954,7 @@ impl Replica {
 
     fn wait_for(&mut self, index: u64, waiter: ReadWaiter) {
         if index <= self.applied {
-            self.ready_reads.push_back(waiter);
+            self.make_ready(waiter);
         } else {
             self.waiting.push((index, waiter));
         }
@@ -972,19 +988,48 @@ impl Replica {
             .filter(|index| *index > self.applied)
     }
 
+    /// A read that may be served now: served at once while this round's
+    /// reads have room and none is queued before it, else queued. A
+    /// linearizable read of the head takes the node's floor when it is
+    /// first ready, so that the time it then waits in the queue adds
+    /// nothing to what it must see (and no write that came meanwhile can
+    /// send it back to wait).
+    fn make_ready(&mut self, waiter: ReadWaiter) {
+        if self.ready_reads.is_empty() && self.read_round.has_room() {
+            self.serve_in_round(waiter);
+            return;
+        }
+        let waiter = match waiter {
+            ReadWaiter::Head {
+                request,
+                header: Header::Linearizable(None),
+                reply,
+            } => ReadWaiter::Head {
+                request,
+                header: Header::Linearizable(Some(self.marks.floor())),
+                reply,
+            },
+            other => other,
+        };
+        self.ready_reads.push_back(waiter);
+    }
+
     /// Serves ready reads in arrival order until a round's worth of answer
-    /// bytes or reads; the rest wait for the next round.
+    /// bytes or time; the rest wait for the next round.
     fn serve_ready_reads(&mut self) {
-        let mut bytes = 0;
-        for _ in 0..READS_PER_ROUND {
-            if bytes >= READ_BYTES_PER_ROUND {
-                break;
-            }
+        while self.read_round.has_room() {
             let Some(waiter) = self.ready_reads.pop_front() else {
                 break;
             };
-            bytes += self.serve(waiter);
+            self.serve_in_round(waiter);
         }
+    }
+
+    /// Serves a read and counts what it took against the round.
+    fn serve_in_round(&mut self, waiter: ReadWaiter) {
+        let began = Instant::now();
+        self.read_round.bytes += self.serve(waiter);
+        self.read_round.spent += began.elapsed();
     }
 
     /// Answers a read from the applied state; returns the bytes of its
@@ -999,8 +1044,9 @@ impl Replica {
                 let header = match header {
                     Header::Serializable => self.header_revision(),
                     Header::Linearizable(claimed) => {
-                        // The floor when the read is first ready: at least
-                        // every write acknowledged before the read began.
+                        // The floor when the read was first ready
+                        // (`make_ready`): at least every write acknowledged
+                        // before the read began.
                         let claimed = claimed.unwrap_or_else(|| self.marks.floor());
                         if let Some(index) = self.in_flight_at_or_below(claimed) {
                             let waiter = ReadWaiter::Head {
@@ -1251,8 +1297,9 @@ impl Replica {
             .into_iter()
             .partition(|(index, _)| *index <= last);
         self.waiting = waiting;
-        self.ready_reads
-            .extend(ready.into_iter().map(|(_, waiter)| waiter));
+        for (_, waiter) in ready {
+            self.make_ready(waiter);
+        }
         Ok(())
     }
 
@@ -1575,7 +1622,25 @@ impl Replica {
     }
 }
 
-/// Whether the store's state has a NOSPACE alarm raised.
+/// What one loop round's reads took: the time spent serving them (not the
+/// round's own waits) and the bytes of their answers.
+#[derive(Default)]
+struct ReadRound {
+    spent: Duration,
+    bytes: usize,
+}
+
+impl ReadRound {
+    fn new() -> ReadRound {
+        ReadRound::default()
+    }
+
+    /// Whether another read may be served in this round.
+    fn has_room(&self) -> bool {
+        self.bytes < READ_BYTES_PER_ROUND && self.spent < READ_TIME_PER_ROUND
+    }
+}
+
 /// The bytes of a read's pairs: what serving it copied.
 fn pair_bytes(answer: &RangeResponse) -> usize {
     answer
@@ -1585,6 +1650,7 @@ fn pair_bytes(answer: &RangeResponse) -> usize {
         .sum()
 }
 
+/// Whether the store's state has a NOSPACE alarm raised.
 fn has_no_space_alarm(store: &Store) -> NodeResult<bool> {
     Ok(store
         .alarms()?
