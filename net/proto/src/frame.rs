@@ -13,8 +13,8 @@ pub const FRAME_HEADER_LEN: usize = 4;
 pub const MAX_FRAME_LEN: usize = 2 << 20;
 
 /// A decoder's buffer grown past this (by a large frame) is let go once it
-/// is empty.
-const KEPT_CAPACITY: usize = 256 << 10;
+/// is empty: an idle connection keeps at most this much.
+const KEPT_CAPACITY: usize = 32 << 10;
 
 /// The largest response frame body. Answers can be much larger than
 /// requests (a range over many keys); the server refuses to build one
@@ -144,12 +144,13 @@ pub fn decode_response(bytes: &[u8]) -> Result<Response<'_>, FrameError> {
 #[derive(Debug)]
 pub struct FrameDecoder {
     buffer: Vec<u8>,
-    /// Bytes of `buffer` already handed out; dropped at the next `extend`,
-    /// so each byte is moved at most once however many frames one read
-    /// holds.
+    /// Bytes of `buffer` already handed out; dropped when more bytes come
+    /// (`extend`, `read_room`) or room is made, so each byte is moved at
+    /// most once however many frames one read holds.
     consumed: usize,
-    /// Zeroed bytes at the end of `buffer` offered to a read
-    /// ([`FrameDecoder::read_room`]) and not yet filled: never data.
+    /// Initialised bytes at the end of `buffer` past the data: room for
+    /// reads ([`FrameDecoder::read_room`]), kept from one read to the next
+    /// so that it is zeroed once, not per read. Never data.
     unfilled: usize,
     max_len: usize,
 }
@@ -188,23 +189,28 @@ impl FrameDecoder {
     /// buffer of its own). Say how much the read filled with
     /// [`FrameDecoder::filled`]; until then none of it is data.
     ///
-    /// The room is zeroed (a read needs initialised bytes): only what the
-    /// read may fill is touched, so a connection that reads little holds
-    /// little.
+    /// A read needs initialised bytes: room is zeroed when the buffer
+    /// first grows to it, then reused. Only what reads may fill is
+    /// touched, so a connection that reads little holds little.
     pub fn read_room(&mut self, at_most: usize) -> &mut [u8] {
-        self.compact();
-        let end = self.buffer.len();
-        self.buffer.resize(end + at_most, 0);
-        self.unfilled = at_most;
-        self.buffer.get_mut(end..).unwrap_or_default()
+        // What was handed out goes; the room behind the data stays.
+        let data_end = self.data_end();
+        if self.consumed > 0 && self.consumed <= data_end {
+            self.buffer.copy_within(self.consumed..data_end, 0);
+        }
+        let data_end = data_end.saturating_sub(self.consumed);
+        self.consumed = 0;
+        let room_end = data_end + at_most;
+        if self.buffer.len() < room_end {
+            self.buffer.resize(room_end, 0);
+        }
+        self.unfilled = self.buffer.len() - data_end;
+        self.buffer.get_mut(data_end..room_end).unwrap_or_default()
     }
 
     /// The last [`FrameDecoder::read_room`] got `read` bytes.
     pub fn filled(&mut self, read: usize) {
-        let unfilled = self.unfilled.saturating_sub(read);
-        self.buffer
-            .truncate(self.buffer.len().saturating_sub(unfilled));
-        self.unfilled = 0;
+        self.unfilled = self.unfilled.saturating_sub(read);
     }
 
     /// Bytes still to come of the next frame, once its length has come.
@@ -213,19 +219,24 @@ impl FrameDecoder {
             .map(|len| (FRAME_HEADER_LEN + len).saturating_sub(self.buffered()))
     }
 
-    /// Drops what was handed out and any room a read did not fill.
+    /// Drops what was handed out and the room behind the data.
     fn compact(&mut self) {
-        self.buffer
-            .truncate(self.buffer.len().saturating_sub(self.unfilled));
+        self.buffer.truncate(self.data_end());
         self.unfilled = 0;
         self.buffer.drain(..self.consumed);
         self.consumed = 0;
     }
 
+    /// Where the data ends and the room for reads begins.
+    fn data_end(&self) -> usize {
+        self.buffer.len().saturating_sub(self.unfilled)
+    }
+
     /// The bytes buffered and not yet handed out.
     fn unread(&self) -> &[u8] {
-        let end = self.buffer.len().saturating_sub(self.unfilled);
-        self.buffer.get(self.consumed..end).unwrap_or_default()
+        self.buffer
+            .get(self.consumed..self.data_end())
+            .unwrap_or_default()
     }
 
     /// Makes room for the whole of the next frame, whose length has come,
@@ -285,9 +296,7 @@ impl FrameDecoder {
         };
         let frame = body.to_vec();
         self.consumed += FRAME_HEADER_LEN + len;
-        if self.consumed == self.buffer.len().saturating_sub(self.unfilled)
-            && self.buffer.capacity() > KEPT_CAPACITY
-        {
+        if self.consumed == self.data_end() && self.buffer.capacity() > KEPT_CAPACITY {
             // A large frame's buffer is not kept by an idle connection.
             self.buffer = Vec::new();
             self.consumed = 0;
@@ -326,6 +335,22 @@ mod tests {
         );
         fbb.finish(request, None);
         fbb.finished_data().to_vec()
+    }
+
+    /// Regression: a connection that once sent a frame of up to 256 KiB
+    /// kept that buffer, touched, for the rest of its life, outside every
+    /// budget.
+    #[test]
+    fn an_idle_decoder_keeps_a_small_buffer() {
+        let mut decoder = FrameDecoder::new();
+        let big = encode_frame(&put_request(1, b"k", &[7; 200 << 10])).unwrap();
+        decoder.extend(&big);
+        assert!(decoder.next_frame().unwrap().is_some());
+        assert!(
+            decoder.buffer.capacity() <= 32 << 10,
+            "an idle decoder keeps {} bytes",
+            decoder.buffer.capacity()
+        );
     }
 
     /// Reads straight into the decoder's room: only what a read filled is

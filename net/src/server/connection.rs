@@ -265,10 +265,11 @@ async fn read_requests(
         // A frame under way must be whole by its deadline; between frames
         // a connection may wait as long as it likes.
         let read = match deadline {
-            // A read that is ready at once would win the race below
-            // however late it is: a frame past its deadline is not read
-            // further (when many are cut off together, the next ones to
-            // get the budget would each read megabytes for nothing).
+            // A read that is ready wins the race below however late it
+            // is, so a frame past its deadline is neither read further nor
+            // finished by what a late read brought (when many are cut off
+            // together, the next ones to get the budget would each read
+            // megabytes for nothing).
             Some(due) if Instant::now() >= due => return Some(too_slow(frame_timeout)),
             Some(due) => {
                 let timed = or(async { Some(reader.read(room).await) }, async {
@@ -277,8 +278,8 @@ async fn read_requests(
                 })
                 .await;
                 match timed {
-                    Some(read) => read,
-                    None => return Some(too_slow(frame_timeout)),
+                    Some(read) if Instant::now() < due => read,
+                    _ => return Some(too_slow(frame_timeout)),
                 }
             }
             None => read_unless_idle(reader, room, connection).await?,

@@ -100,8 +100,11 @@ mod tests {
                     (polls.get(), first_over.get())
                 })
             };
-            // Let the second ask while the first holds the turn.
+            // Let the second ask while the first holds the turn; then let
+            // whatever that timer's poll woke (the counter, maybe) run
+            // before the count is read, so that only a later poll counts.
             glommio::timer::sleep(Duration::from_millis(1)).await;
+            futures_lite::future::yield_now().await;
             let before = polls.get();
             first_over.set(true);
             drop(first);
