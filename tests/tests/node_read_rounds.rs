@@ -1,7 +1,8 @@
-//! A shard serves its ready reads a bounded number of bytes per loop round,
-//! so that a write is not held behind a backlog of large reads: the copies
-//! of their answers would otherwise run before the write's answer, and on
-//! the shard's core nothing else (not even its I/O) would run meanwhile.
+//! A shard serves its ready reads a bounded number of bytes (and time) per
+//! loop round, so that a write is not held behind a backlog of large
+//! reads: the copies of their answers would otherwise run before the
+//! write's answer, and on the shard's core nothing else (not even its I/O)
+//! would run meanwhile.
 
 use std::pin::Pin;
 

@@ -5,12 +5,13 @@
 //!
 //! The loop, once per wake-up (see docs/node.md, "Write path"):
 //! 1. take every queued call: writes are proposed (the leader stamps each
-//!    with the next HLC revision), linearizable reads share one ReadIndex;
+//!    with the next HLC revision), linearizable reads share one ReadIndex,
+//!    serializable reads are served at once while the round has room;
 //! 2. handle Ready: apply committed entries, queue new entries and the
 //!    hard state to the WAL, await their one group-commit sync, advance,
 //!    apply what that committed, answer the writers;
-//! 3. serve the reads that are ready, a bounded number of bytes per round
-//!    (the rest after the core's next I/O poll);
+//! 3. serve the reads that are ready, up to a round's bytes or time (the
+//!    rest after the core's next I/O poll);
 //! 4. every `TREE_SYNC_*`, make the tree durable and release WAL segments
 //!    below its applied index. The shard's thread places and writes the
 //!    dirty pages; the two syncs and the meta write run on a blocking
@@ -552,10 +553,12 @@ impl Replica {
             } else {
                 next_tick.saturating_duration_since(Instant::now())
             };
-            let first = if !self.ready_reads.is_empty() {
+            let first = if !self.ready_reads.is_empty() && self.failure.is_none() {
                 // Reads left over from the last round: the core polls its
                 // I/O before the next, however many calls are waiting
-                // (they are taken below).
+                // (they are taken below). The channel's close is seen
+                // once they are all served, so reads ready at shutdown are
+                // answered, not refused.
                 glommio::timer::sleep(READ_ROUND_PAUSE).await;
                 None
             } else {
@@ -622,11 +625,6 @@ impl Replica {
             }
         }
         if self.failure.is_none() {
-            // Reads already ready are answered, not refused.
-            while !self.ready_reads.is_empty() {
-                self.read_round = ReadRound::new();
-                self.serve_ready_reads();
-            }
             let _ = self.maybe_sync_tree(true).await;
         }
         // A stopped shard never reports its tree sync, but the job must not
@@ -681,7 +679,7 @@ impl Replica {
                 request,
                 linearizable: false,
                 reply,
-            } => self.make_ready(ReadWaiter::Head {
+            } => self.serve_or_queue(ReadWaiter::Head {
                 request,
                 header: Header::Serializable,
                 reply,
@@ -988,17 +986,24 @@ impl Replica {
             .filter(|index| *index > self.applied)
     }
 
-    /// A read that may be served now: served at once while this round's
-    /// reads have room and none is queued before it, else queued. A
-    /// linearizable read of the head takes the node's floor when it is
-    /// first ready, so that the time it then waits in the queue adds
-    /// nothing to what it must see (and no write that came meanwhile can
-    /// send it back to wait).
-    fn make_ready(&mut self, waiter: ReadWaiter) {
+    /// A read taken from the channel that may be served now: served at
+    /// once while this round's reads have room and none is queued before
+    /// it (its answer goes out while the round takes the next calls),
+    /// else queued. Reads made ready inside `drive` are always queued, so
+    /// the writers of the same Ready are answered first.
+    fn serve_or_queue(&mut self, waiter: ReadWaiter) {
         if self.ready_reads.is_empty() && self.read_round.has_room() {
             self.serve_in_round(waiter);
-            return;
+        } else {
+            self.make_ready(waiter);
         }
+    }
+
+    /// Queues a read that may be served now. A linearizable read of the
+    /// head takes the node's floor when it is first ready, so that the
+    /// time it then waits in the queue adds nothing to what it must see
+    /// (and no write that came meanwhile can send it back to wait).
+    fn make_ready(&mut self, waiter: ReadWaiter) {
         let waiter = match waiter {
             ReadWaiter::Head {
                 request,
