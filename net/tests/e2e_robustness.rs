@@ -538,7 +538,7 @@ fn a_thousand_slow_large_frames_hold_bounded_memory_and_are_cut_off() {
         bound >> 20
     );
     // The aim is 100 ms, which a release build meets on two cores shared
-    // with this test's own flood (the slowest put 21 to 91 ms over 52
+    // with this test's own flood (the slowest put 21 to 91 ms over 60
     // runs; docs/server.md, "Flood"): the README's fault runs check it
     // with KEEL_FLOOD_PUT_MS=100. This debug build's slowest put has taken
     // 97 to 131 ms, so by default the bound catches a regression.
