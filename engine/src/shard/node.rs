@@ -767,7 +767,7 @@ async fn run_core(setup: CoreSetup) {
 }
 
 /// The bytes of a range answer's pairs, as an answer limit counts them.
-fn answer_bytes(answer: &RangeResponse) -> usize {
+pub(crate) fn answer_bytes(answer: &RangeResponse) -> usize {
     answer
         .kvs
         .iter()

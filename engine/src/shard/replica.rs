@@ -40,7 +40,7 @@ use crate::shard::entry_codec;
 use crate::shard::error::{NodeError, NodeResult};
 use crate::shard::lease_tasks::LeaseTasks;
 use crate::shard::log_store::{self, LogStore, RAFT_ENTRY_KIND};
-use crate::shard::node::TreeSync;
+use crate::shard::node::{answer_bytes, TreeSync};
 use crate::shard::router::CoreRouter;
 use crate::shard::space::NodeSpace;
 use crate::shard::watch_feed::{Subscriber, WatchFeeds};
@@ -475,7 +475,7 @@ impl Replica {
             next_read_context: 1,
             waiting: Vec::new(),
             ready_reads: VecDeque::new(),
-            read_round: ReadRound::new(),
+            read_round: ReadRound::default(),
             applied,
             unsynced_entries: 0,
             unsynced_bytes: 0,
@@ -573,7 +573,7 @@ impl Replica {
                 })
                 .await
             };
-            self.read_round = ReadRound::new();
+            self.read_round = ReadRound::default();
             match first {
                 Some(Ok(call)) => self.take(call),
                 Some(Err(_closed)) => break,
@@ -1037,8 +1037,8 @@ impl Replica {
         self.read_round.spent += began.elapsed();
     }
 
-    /// Answers a read from the applied state; returns the bytes of its
-    /// pairs (none when it waits on, or fails).
+    /// Answers a read from the applied state; returns its answer's bytes
+    /// (none when it waits on, or fails).
     fn serve(&mut self, waiter: ReadWaiter) -> usize {
         match waiter {
             ReadWaiter::Head {
@@ -1070,7 +1070,7 @@ impl Replica {
                     .range(&request)
                     .map(|r| (header, r))
                     .map_err(NodeError::from);
-                let bytes = answer.as_ref().map_or(0, |(_, r)| pair_bytes(r));
+                let bytes = answer.as_ref().map_or(0, |(_, r)| answer_bytes(r));
                 let _ = reply.send(answer);
                 bytes
             }
@@ -1087,7 +1087,7 @@ impl Replica {
                     revision
                 };
                 let answer = self.store.range(&request).map_err(NodeError::from);
-                let bytes = answer.as_ref().map_or(0, pair_bytes);
+                let bytes = answer.as_ref().map_or(0, answer_bytes);
                 let _ = reply.send(answer);
                 bytes
             }
@@ -1636,23 +1636,10 @@ struct ReadRound {
 }
 
 impl ReadRound {
-    fn new() -> ReadRound {
-        ReadRound::default()
-    }
-
     /// Whether another read may be served in this round.
     fn has_room(&self) -> bool {
         self.bytes < READ_BYTES_PER_ROUND && self.spent < READ_TIME_PER_ROUND
     }
-}
-
-/// The bytes of a read's pairs: what serving it copied.
-fn pair_bytes(answer: &RangeResponse) -> usize {
-    answer
-        .kvs
-        .iter()
-        .map(|kv| kv.key.len() + kv.value.len())
-        .sum()
 }
 
 /// Whether the store's state has a NOSPACE alarm raised.

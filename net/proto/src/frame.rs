@@ -307,10 +307,7 @@ impl FrameDecoder {
         self.consumed += FRAME_HEADER_LEN + len;
         if self.consumed == self.data_end() && self.buffer.capacity() > KEPT_CAPACITY {
             // A large frame's buffer is not kept by an idle connection.
-            self.buffer = Vec::new();
-            self.consumed = 0;
-            self.unfilled = 0;
-            self.offered = 0;
+            *self = FrameDecoder::with_limit(self.max_len);
         }
         Ok(Some(frame))
     }

@@ -73,8 +73,9 @@ impl Connection {
         response: Response,
         room: AnswerRoom,
     ) -> Result<(), Closed> {
-        let _turn = self.ctx.heavy_answers.turn_for(&response.body).await;
-        let frame = response_frame_within(&response, room.frame_limit()).ok_or(Closed)?;
+        let limit = room.frame_limit();
+        let _turn = self.ctx.heavy_answers.turn_for(&response.body, limit).await;
+        let frame = response_frame_within(&response, limit).ok_or(Closed)?;
         self.outbound.push_answer(frame, room)
     }
 

@@ -35,8 +35,16 @@ impl HeavyAnswers {
     }
 
     /// Waits for `body`'s turn if it is heavy; it is held until dropped.
-    pub(crate) async fn turn_for(&self, body: &ResponseBody) -> Option<Turn<'_>> {
-        if keel_proto::response_size_hint(body) < HEAVY_ANSWER_BYTES {
+    /// An answer whose frame may not reach [`HEAVY_ANSWER_BYTES`] (a small
+    /// room's) is never heavy, and is not even measured.
+    pub(crate) async fn turn_for(
+        &self,
+        body: &ResponseBody,
+        frame_limit: usize,
+    ) -> Option<Turn<'_>> {
+        if frame_limit < HEAVY_ANSWER_BYTES
+            || keel_proto::response_size_hint(body) < HEAVY_ANSWER_BYTES
+        {
             return None;
         }
         Some(self.turn().await)
@@ -131,10 +139,11 @@ mod tests {
         };
         run_local(move || async move {
             let heavy = HeavyAnswers::new();
-            let held = heavy.turn_for(&answer(HEAVY_ANSWER_BYTES)).await;
+            let room = 8 << 20;
+            let held = heavy.turn_for(&answer(HEAVY_ANSWER_BYTES), room).await;
             assert!(held.is_some());
             // Light answers pass while a heavy one holds the turn.
-            assert!(heavy.turn_for(&answer(64 << 10)).await.is_none());
+            assert!(heavy.turn_for(&answer(64 << 10), room).await.is_none());
         });
     }
 }
