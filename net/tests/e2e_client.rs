@@ -791,3 +791,83 @@ fn a_call_to_a_hung_server_times_out() {
     });
     server.stop();
 }
+
+/// The client's sockets probe a silent peer: TCP keepalive is on, with the
+/// configured idle time and interval, so a server that vanishes without a
+/// word (a partition, a dead machine) is found out by the kernel.
+#[test]
+fn the_clients_sockets_have_tcp_keepalive() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    let rt = runtime();
+    block_on(&rt, async {
+        let options = keel_client::ClientOptions {
+            keepalive_time: Duration::from_secs(7),
+            keepalive_interval: Duration::from_secs(3),
+            ..keel_client::ClientOptions::default()
+        };
+        let client = Client::connect_with(&[server.endpoint()], options)
+            .await
+            .unwrap();
+        client.put("k", "v").await.unwrap();
+        // Every socket of this process connected to the server's ports.
+        let ports: Vec<u16> = std::iter::once(server.client.port())
+            .chain(server.core_ports.iter().copied())
+            .collect();
+        let mut checked = 0;
+        for entry in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
+            let Ok(fd) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if !peer_port(fd).is_some_and(|port| ports.contains(&port)) {
+                continue;
+            }
+            let on = socket_option(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE);
+            let idle = socket_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE);
+            let interval = socket_option(fd, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL);
+            assert_eq!(
+                (on, idle, interval),
+                (Some(1), Some(7), Some(3)),
+                "socket {fd}"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 1, "no client socket to the server found");
+        drop(client);
+    });
+}
+
+/// The peer port of socket `fd`, if it is a connected IPv4 socket.
+#[allow(unsafe_code)] // getpeername on this process's own fd: no safe wrapper in std
+fn peer_port(fd: i32) -> Option<u16> {
+    // SAFETY: a plain system call writing into a local struct of the size given.
+    unsafe {
+        let mut address: libc::sockaddr_in = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let done = libc::getpeername(
+            fd,
+            (&mut address as *mut libc::sockaddr_in).cast(),
+            &mut len,
+        );
+        (done == 0 && i32::from(address.sin_family) == libc::AF_INET)
+            .then(|| u16::from_be(address.sin_port))
+    }
+}
+
+/// An integer socket option of `fd`.
+#[allow(unsafe_code)] // getsockopt: no safe wrapper in std
+fn socket_option(fd: i32, level: i32, name: i32) -> Option<i32> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a plain system call writing into a local int of the size given.
+    let done = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (done == 0).then_some(value)
+}

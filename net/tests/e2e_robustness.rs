@@ -638,10 +638,16 @@ fn a_frame_is_not_read_past_its_deadline() {
     });
     let frame = encode_frame(&encode_request(1, &put)).unwrap();
     let mut stream = connect(&server);
-    stream.write_all(&frame[..4]).unwrap();
-    // The length has come: the deadline runs. The rest arrives while the
-    // server is stopped, and it is resumed only after the deadline.
-    std::thread::sleep(Duration::from_millis(200));
+    // A status request and, in the same write, the length of the put: once
+    // the status is answered, the server has read the length (one read
+    // takes both), so the deadline runs, however loaded the machine is.
+    let mut first = encode_frame(&encode_request(0, &Request::Status)).unwrap();
+    first.extend_from_slice(&frame[..4]);
+    stream.write_all(&first).unwrap();
+    let status = read_response(&mut stream).expect("the status answer");
+    assert!(matches!(status.body, ResponseBody::Status(_)), "{status:?}");
+    // The rest arrives while the server is stopped, and it is resumed only
+    // after the deadline.
     server.signal("STOP");
     stream.write_all(&frame[4..]).unwrap();
     std::thread::sleep(Duration::from_millis(1500));
@@ -660,6 +666,43 @@ fn a_frame_is_not_read_past_its_deadline() {
         Some(ResponseBody::Range(range)) => assert!(range.kvs.is_empty(), "{range:?}"),
         other => panic!("{other:?}"),
     }
+}
+
+/// With `--idle-timeout-ms`, a connection that has been silent that long
+/// with nothing in flight is closed; one that holds a watch is not, and
+/// neither is one that keeps talking.
+#[test]
+fn idle_connections_are_closed_and_watching_ones_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &["--idle-timeout-ms", "500"]);
+    let mut idle = connect(&server);
+    send(&mut idle, 1, &Request::Status);
+    assert!(read_response(&mut idle).is_some(), "served");
+    let mut watching = connect(&server);
+    let watch = Request::WatchCreate(WatchCreate {
+        key: b"idle/".to_vec(),
+        ..WatchCreate::default()
+    });
+    send(&mut watching, 1, &watch);
+    let created = read_response(&mut watching).expect("a watch created");
+    assert!(
+        matches!(&created.body, ResponseBody::Watch(w) if w.created),
+        "{created:?}"
+    );
+    let mut talking = connect(&server);
+    for id in 0..8 {
+        std::thread::sleep(Duration::from_millis(250));
+        send(&mut talking, id, &Request::Status);
+        assert!(
+            read_response(&mut talking).is_some(),
+            "a talking connection is served"
+        );
+    }
+    // Two seconds on: the silent one is gone, the others are served.
+    assert_closed(&mut idle);
+    send(&mut watching, 2, &Request::Status);
+    let answer = read_response(&mut watching).expect("a watching connection is served");
+    assert!(matches!(answer.body, ResponseBody::Status(_)), "{answer:?}");
 }
 
 /// A core serves at most `--max-connections` connections; past it, a new
