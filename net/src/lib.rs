@@ -6,4 +6,5 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod peer;
 pub mod server;

@@ -9,6 +9,12 @@ use futures_lite::future::{block_on, or};
 use keel_engine::mvcc::{Event, WatchRequest};
 use keel_engine::shard::{NodeConfig, WatchBatch, WatchStream};
 
+pub mod cluster;
+pub mod fault_proxy;
+pub mod kv_history;
+pub mod linearizability;
+pub mod mem_net;
+
 /// A node on `dir` with `shards` shards over `cores` unpinned cores (tests
 /// share the machine with each other), with 4 MiB WAL segments (the least
 /// that holds the largest request) so that
@@ -34,16 +40,66 @@ pub fn everything() -> WatchRequest {
     }
 }
 
-/// Resolves after `after` (a thread sleeps; works under any executor).
+/// Resolves after `after` (one timer thread serves every caller; works
+/// under any executor).
 pub fn timeout(after: Duration) -> impl Future<Output = ()> {
     let (tx, rx) = flume::bounded::<()>(1);
-    std::thread::spawn(move || {
-        std::thread::sleep(after);
-        let _ = tx.send(());
-    });
+    let due = std::time::Instant::now() + after;
+    // Without a timer thread it resolves at once rather than never.
+    let queued = timer_thread().send((due, tx)).is_ok();
     async move {
-        let _ = rx.recv_async().await;
+        if queued {
+            let _ = rx.recv_async().await;
+        }
     }
+}
+
+type TimerRequest = (std::time::Instant, flume::Sender<()>);
+
+/// The one thread that wakes [`timeout`]s, earliest first.
+fn timer_thread() -> &'static flume::Sender<TimerRequest> {
+    static TIMER: std::sync::OnceLock<flume::Sender<TimerRequest>> = std::sync::OnceLock::new();
+    TIMER.get_or_init(|| {
+        let (requests, incoming) = flume::unbounded::<TimerRequest>();
+        std::thread::spawn(move || {
+            let mut due: std::collections::BinaryHeap<
+                std::cmp::Reverse<(std::time::Instant, u64)>,
+            > = std::collections::BinaryHeap::new();
+            let mut waiting = std::collections::HashMap::new();
+            let mut next_id = 0u64;
+            loop {
+                let now = std::time::Instant::now();
+                while let Some(std::cmp::Reverse((at, id))) = due.peek().copied() {
+                    if at > now {
+                        break;
+                    }
+                    due.pop();
+                    if let Some(waker) = waiting.remove(&id) {
+                        let _: Result<(), _> = flume::Sender::send(&waker, ());
+                    }
+                }
+                let request = match due.peek() {
+                    Some(std::cmp::Reverse((at, _))) => {
+                        match incoming.recv_timeout(at.saturating_duration_since(now)) {
+                            Ok(request) => Some(request),
+                            Err(flume::RecvTimeoutError::Timeout) => None,
+                            Err(flume::RecvTimeoutError::Disconnected) => return,
+                        }
+                    }
+                    None => match incoming.recv() {
+                        Ok(request) => Some(request),
+                        Err(_) => return,
+                    },
+                };
+                if let Some((at, waker)) = request {
+                    due.push(std::cmp::Reverse((at, next_id)));
+                    waiting.insert(next_id, waker);
+                    next_id += 1;
+                }
+            }
+        });
+        requests
+    })
 }
 
 /// Reads at least `count` events from `stream`.

@@ -124,6 +124,16 @@ pub fn encode(revision: Revision, entry: &Entry) -> Vec<u8> {
     out.0
 }
 
+/// The revision an encoded command was stamped with, read without
+/// decoding the rest (followers observe it as they append).
+pub fn revision_of(bytes: &[u8]) -> Option<Revision> {
+    let mut input = Reader(bytes);
+    if input.u8().ok()? != COMMAND_VERSION {
+        return None;
+    }
+    input.u64().ok()
+}
+
 /// Decodes what [`encode`] wrote.
 ///
 /// # Errors

@@ -31,10 +31,21 @@ pub enum NodeError {
         /// The failure that stopped it.
         reason: String,
     },
-    /// This replica is not the shard's leader (or lost leadership before
-    /// the request was committed); the outcome of a write is unknown.
-    #[error("shard {shard} is not led here")]
+    /// This replica is not the shard's leader: the write was not
+    /// proposed here, or its slot in the log went to another leader's
+    /// entry. Either way it did not take effect; the client may retry it
+    /// at `leader`.
+    #[error("shard {shard} is not led here (leader: {leader:x})")]
     NotLeader {
+        /// The shard.
+        shard: usize,
+        /// The leader's member id as this replica knows it (0: unknown).
+        leader: u64,
+    },
+    /// A linearizable read found no leader it could reach in time (the
+    /// member is cut off from a majority, or an election is going on).
+    #[error("shard {shard} has no leader that answers")]
+    NoLeader {
         /// The shard.
         shard: usize,
     },
@@ -65,7 +76,11 @@ impl NodeError {
                 shard: *shard,
                 reason: reason.clone(),
             },
-            NodeError::NotLeader { shard } => NodeError::NotLeader { shard: *shard },
+            NodeError::NotLeader { shard, leader } => NodeError::NotLeader {
+                shard: *shard,
+                leader: *leader,
+            },
+            NodeError::NoLeader { shard } => NodeError::NoLeader { shard: *shard },
             NodeError::Shutdown => NodeError::Shutdown,
             other => NodeError::InvalidRequest(other.to_string()),
         }

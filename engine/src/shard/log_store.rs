@@ -1,13 +1,22 @@
 //! The Raft log as raft-rs sees it: an in-memory copy of the WAL's tail
-//! (raft-rs reads its log synchronously; the WAL reads through io_uring),
-//! and the bytes of Raft entries and Raft state inside WAL records
+//! (the entries not yet applied), the terms of every entry the WAL still
+//! holds, and the bytes of Raft entries and Raft state inside WAL records
 //! (engine/FORMAT.md, "Raft log").
 //!
-//! Invariant: every entry here is in the WAL, or queued to it ahead of any
-//! acknowledgement that depends on it; entries at or below `compacted` are
-//! applied, and may be gone from both.
+//! raft-rs reads its log synchronously; the WAL reads through io_uring.
+//! Entries below the in-memory tail (applied, kept in the WAL as a
+//! catch-up tail for followers) are read back asynchronously: `entries`
+//! answers `LogTemporarilyUnavailable` and queues a [`Fetch`]; the replica
+//! reads the WAL, hands the entries back ([`LogStore::fetched`]) and tells
+//! raft-rs (`on_entries_fetched`), which asks again and gets them.
+//!
+//! Invariants: every entry here is in the WAL, or queued to it ahead of any
+//! acknowledgement that depends on it; `terms` covers `floor.0..=last`;
+//! the in-memory tail is `tail_start..=last`, and every entry below it is
+//! applied; entries at or below `floor.0` are gone.
 
-use std::collections::VecDeque;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 
 use raft::eraftpb::{ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
@@ -19,36 +28,120 @@ pub(crate) const RAFT_ENTRY_KIND: u8 = 1;
 pub const ENTRY_OVERHEAD: usize = 8 + 1 + 4;
 /// Version byte of the state blob.
 const STATE_VERSION: u8 = 1;
+/// Reads of the WAL queued at once for followers: one per peer and shard
+/// is all raft-rs asks for; more would be a bug, and are refused.
+const MAX_FETCHES: usize = 64;
 
 /// A WAL record or state blob that does not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bad Raft record in the WAL: {0}")]
 pub struct RecordError(pub String);
 
+/// Entries raft-rs asked for that only the WAL holds.
+#[derive(Debug)]
+pub struct Fetch {
+    /// The first index wanted.
+    pub low: u64,
+    /// One past the last index wanted.
+    pub high: u64,
+    /// Bytes wanted at most (at least one entry is returned).
+    pub max_size: u64,
+    /// What raft-rs is told once they are here.
+    pub context: GetEntriesContext,
+}
+
+/// The term of every entry from a first index on, as runs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct TermRuns {
+    /// `(first index, term)`, indexes increasing.
+    runs: Vec<(u64, u64)>,
+}
+
+impl TermRuns {
+    fn term(&self, index: u64) -> Option<u64> {
+        let at = self.runs.partition_point(|(first, _)| *first <= index);
+        at.checked_sub(1)
+            .and_then(|i| self.runs.get(i))
+            .map(|(_, term)| *term)
+    }
+
+    /// Records `term` for `index`, forgetting every index above it.
+    fn set(&mut self, index: u64, term: u64) {
+        let keep = self.runs.partition_point(|(first, _)| *first <= index);
+        self.runs.truncate(keep);
+        if self.runs.last().map(|(_, t)| *t) != Some(term) {
+            self.runs.push((index, term));
+        }
+    }
+
+    /// Forgets indexes below `index` (its own term stays).
+    fn forget_below(&mut self, index: u64) {
+        let Some(term) = self.term(index) else {
+            return;
+        };
+        let from = self.runs.partition_point(|(first, _)| *first <= index);
+        self.runs.drain(..from);
+        self.runs.insert(0, (index, term));
+    }
+}
+
 /// The log raft-rs reads.
 #[derive(Debug, Default)]
 pub struct LogStore {
     hard_state: HardState,
     conf_state: ConfState,
-    /// The index below the first entry kept, and its term.
-    compacted: (u64, u64),
+    /// The last index whose entry is gone (from memory and the WAL); its
+    /// term is still known.
+    floor: u64,
+    terms: TermRuns,
+    /// The in-memory tail, from `tail_start`.
+    tail_start: u64,
     entries: VecDeque<Entry>,
+    /// WAL reads raft-rs is waiting for.
+    fetches: RefCell<Vec<Fetch>>,
+    /// WAL reads done, by first index, until raft-rs asks again.
+    fetched: RefCell<HashMap<u64, Vec<Entry>>>,
 }
 
 impl LogStore {
-    /// A log holding `entries` (consecutive) after `compacted = (index, term)`.
+    /// A log whose entries after `floor = (index, term)` are `older` (in
+    /// the WAL only: their index and term) and then `entries` (kept in
+    /// memory), all consecutive.
+    ///
+    /// # Errors
+    /// When the indexes are not consecutive.
     pub fn new(
         hard_state: HardState,
         conf_state: ConfState,
-        compacted: (u64, u64),
+        floor: (u64, u64),
+        older: &[(u64, u64)],
         entries: Vec<Entry>,
-    ) -> LogStore {
-        LogStore {
+    ) -> Result<LogStore, RecordError> {
+        let mut terms = TermRuns::default();
+        terms.set(floor.0, floor.1);
+        let all = older
+            .iter()
+            .copied()
+            .chain(entries.iter().map(|e| (e.index, e.term)));
+        for (next, (index, term)) in (floor.0 + 1..).zip(all) {
+            if index != next {
+                return Err(RecordError(format!(
+                    "entry {index} follows entry {}",
+                    next - 1
+                )));
+            }
+            terms.set(index, term);
+        }
+        Ok(LogStore {
             hard_state,
             conf_state,
-            compacted,
+            floor: floor.0,
+            terms,
+            tail_start: floor.0 + older.len() as u64 + 1,
             entries: entries.into(),
-        }
+            fetches: RefCell::default(),
+            fetched: RefCell::default(),
+        })
     }
 
     /// The persisted hard state.
@@ -72,45 +165,75 @@ impl LogStore {
     }
 
     fn last(&self) -> u64 {
-        self.compacted.0 + self.entries.len() as u64
+        self.tail_start + self.entries.len() as u64 - 1
     }
 
     /// Appends `entries`, first dropping any kept entry at or above the
     /// first one's index (a conflict the leader resolved).
     ///
     /// # Errors
-    /// When `entries` would leave a gap or rewrite compacted entries.
+    /// When `entries` would leave a gap or rewrite applied entries.
     pub fn append(&mut self, entries: &[Entry]) -> Result<(), RecordError> {
         let Some(first) = entries.first() else {
             return Ok(());
         };
-        if first.index <= self.compacted.0 || first.index > self.last() + 1 {
+        if first.index < self.tail_start || first.index > self.last() + 1 {
             return Err(RecordError(format!(
-                "append at {} to a log holding {}..={}",
+                "append at {} to a log holding {}..={} (applied below {})",
                 first.index,
-                self.compacted.0 + 1,
-                self.last()
+                self.floor + 1,
+                self.last(),
+                self.tail_start
             )));
         }
         self.entries
-            .truncate((first.index - self.compacted.0 - 1) as usize);
+            .truncate((first.index - self.tail_start) as usize);
+        for entry in entries {
+            self.terms.set(entry.index, entry.term);
+        }
         self.entries.extend(entries.iter().cloned());
         Ok(())
     }
 
-    /// Forgets entries at or below `index` (applied, and durable in the
-    /// state machine or no longer needed by any peer).
+    /// Drops entries at or below `index` from memory: they are applied,
+    /// and the WAL keeps them while followers may need them.
     pub fn compact_to(&mut self, index: u64) {
-        if index <= self.compacted.0 || index > self.last() {
+        if index < self.tail_start || index > self.last() {
             return;
         }
-        let drop = (index - self.compacted.0) as usize;
-        let term = self
-            .entries
-            .get(drop - 1)
-            .map_or(self.compacted.1, |e| e.term);
+        let drop = (index + 1 - self.tail_start) as usize;
         self.entries.drain(..drop);
-        self.compacted = (index, term);
+        self.tail_start = index + 1;
+    }
+
+    /// The WAL no longer holds entries below `first`: they are gone for
+    /// good (a follower that needs them needs a snapshot).
+    pub fn forget_below(&mut self, first: u64) {
+        // The entry before the first one kept stays as the floor: its term
+        // is what the next append to a follower checks.
+        let floor = first.saturating_sub(1).min(self.tail_start - 1);
+        if floor <= self.floor {
+            return;
+        }
+        self.terms.forget_below(floor);
+        self.floor = floor;
+        self.fetched.borrow_mut().retain(|low, _| *low > floor);
+    }
+
+    /// Takes the WAL reads raft-rs is waiting for.
+    pub fn take_fetches(&self) -> Vec<Fetch> {
+        std::mem::take(&mut *self.fetches.borrow_mut())
+    }
+
+    /// Hands over entries read from the WAL for a fetch from `low`.
+    pub fn fetched(&self, low: u64, entries: Vec<Entry>) {
+        let mut fetched = self.fetched.borrow_mut();
+        // One raft-rs did not ask for again (the follower moved on) is
+        // dropped with the rest once there are too many.
+        if fetched.len() >= MAX_FETCHES {
+            fetched.clear();
+        }
+        fetched.insert(low, entries);
     }
 
     /// How many entries are kept in memory.
@@ -121,6 +244,11 @@ impl LogStore {
     /// Whether no entry is kept in memory.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// The first index kept in memory.
+    pub fn tail_start(&self) -> u64 {
+        self.tail_start
     }
 }
 
@@ -137,36 +265,55 @@ impl raft::Storage for LogStore {
         low: u64,
         high: u64,
         max_size: impl Into<Option<u64>>,
-        _context: GetEntriesContext,
+        context: GetEntriesContext,
     ) -> raft::Result<Vec<Entry>> {
-        if low <= self.compacted.0 {
+        let max_size = max_size.into();
+        if low <= self.floor {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
         if high > self.last() + 1 || low > high {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }
-        let from = (low - self.compacted.0 - 1) as usize;
-        let to = (high - self.compacted.0 - 1) as usize;
+        if low < self.tail_start {
+            if let Some(mut found) = self.fetched.borrow_mut().remove(&low) {
+                found.retain(|e| e.index < high);
+                raft::util::limit_size(&mut found, max_size);
+                return Ok(found);
+            }
+            // Only a send to a follower reads below the tail; it can wait.
+            let mut fetches = self.fetches.borrow_mut();
+            if !context.can_async() || fetches.len() >= MAX_FETCHES {
+                return Err(raft::Error::Store(StorageError::Compacted));
+            }
+            fetches.push(Fetch {
+                low,
+                high: high.min(self.tail_start),
+                max_size: max_size.unwrap_or(u64::MAX),
+                context,
+            });
+            return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable));
+        }
+        let from = (low - self.tail_start) as usize;
+        let to = (high - self.tail_start) as usize;
         let mut out: Vec<Entry> = self.entries.range(from..to).cloned().collect();
-        raft::util::limit_size(&mut out, max_size.into());
+        raft::util::limit_size(&mut out, max_size);
         Ok(out)
     }
 
     fn term(&self, index: u64) -> raft::Result<u64> {
-        if index == self.compacted.0 {
-            return Ok(self.compacted.1);
-        }
-        if index < self.compacted.0 {
+        if index < self.floor {
             return Err(raft::Error::Store(StorageError::Compacted));
         }
-        self.entries
-            .get((index - self.compacted.0 - 1) as usize)
-            .map(|e| e.term)
+        if index > self.last() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        self.terms
+            .term(index)
             .ok_or(raft::Error::Store(StorageError::Unavailable))
     }
 
     fn first_index(&self) -> raft::Result<u64> {
-        Ok(self.compacted.0 + 1)
+        Ok(self.floor + 1)
     }
 
     fn last_index(&self) -> raft::Result<u64> {
@@ -174,8 +321,8 @@ impl raft::Storage for LogStore {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // A single-voter group never sends one. Streaming the tree file to
-        // a follower comes with multi-node clusters.
+        // Streaming the tree file to a follower that fell past the WAL's
+        // catch-up tail is not built yet: raft-rs asks again later.
         Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))
@@ -356,8 +503,10 @@ mod tests {
             HardState::default(),
             ConfState::default(),
             (5, 2),
+            &[],
             vec![entry(6, 2, b"a"), entry(7, 2, b"b")],
-        );
+        )
+        .unwrap();
         assert_eq!(
             (log.first_index().unwrap(), log.last_index().unwrap()),
             (6, 7)
@@ -377,11 +526,59 @@ mod tests {
         assert!(log.append(&[entry(10, 3, b"gap")]).is_err());
         assert!(log.append(&[entry(5, 3, b"old")]).is_err());
         log.compact_to(7);
-        assert_eq!(log.first_index().unwrap(), 8);
-        assert_eq!(log.term(7).unwrap(), 3);
+        // Applied entries leave memory, not the log: their terms stay, and
+        // reading them is a fetch from the WAL.
+        assert_eq!(log.first_index().unwrap(), 6);
+        assert_eq!((log.term(6).unwrap(), log.term(7).unwrap()), (2, 3));
+        assert!(log.append(&[entry(7, 4, b"applied")]).is_err());
         assert!(log
             .entries(7, 9, None, GetEntriesContext::empty(false))
             .is_err());
         assert_eq!(log.len(), 1);
+        log.forget_below(8);
+        assert_eq!(log.first_index().unwrap(), 8);
+        assert_eq!(log.term(7).unwrap(), 3);
+        assert!(log.term(6).is_err());
+    }
+
+    #[test]
+    fn entries_below_the_tail_are_fetched_from_the_wal_and_handed_back() {
+        let log = LogStore::new(
+            HardState::default(),
+            ConfState::default(),
+            (1, 1),
+            &[(2, 1), (3, 2)],
+            vec![entry(4, 2, b"d")],
+        )
+        .unwrap();
+        assert_eq!(log.tail_start(), 4);
+        assert_eq!(log.term(3).unwrap(), 2);
+        let asked = log.entries(2, 5, Some(100), GetEntriesContext::empty(true));
+        assert_eq!(
+            asked,
+            Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
+        );
+        let fetches = log.take_fetches();
+        assert_eq!(fetches.len(), 1);
+        assert_eq!((fetches[0].low, fetches[0].high), (2, 4));
+        assert!(log.take_fetches().is_empty());
+        log.fetched(2, vec![entry(2, 1, b"b"), entry(3, 2, b"c")]);
+        let got = log
+            .entries(2, 5, Some(100), GetEntriesContext::empty(true))
+            .unwrap();
+        assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![2, 3]);
+        // A caller that cannot wait is told the entries are gone.
+        assert_eq!(
+            log.entries(2, 5, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        );
+        assert!(LogStore::new(
+            HardState::default(),
+            ConfState::default(),
+            (1, 1),
+            &[(3, 1)],
+            Vec::new()
+        )
+        .is_err());
     }
 }

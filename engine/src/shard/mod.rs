@@ -4,6 +4,7 @@
 //! is in docs/node.md.
 
 mod alarms;
+mod cluster;
 pub mod entry_codec;
 mod error;
 mod lease_tasks;
@@ -15,15 +16,22 @@ mod node_meta;
 mod replica;
 mod router;
 mod space;
+mod transport;
 mod watch;
 mod watch_feed;
 mod watermarks;
 
 pub use alarms::Alarm;
+pub use cluster::{member_id, Cluster, Member, DEFAULT_NAME, DEFAULT_TOKEN};
 pub use error::{NodeError, NodeResult};
 pub use leases::LeaseStatus;
 pub use node::{
     Consistency, CoreTask, Node, NodeClient, NodeConfig, TreeSync, DEFAULT_QUOTA_BACKEND_BYTES,
 };
+/// A Raft message between replicas, as a [`Transport`] carries it.
+pub use raft::eraftpb::{Message as RaftMessage, MessageType as RaftMessageType};
 pub use replica::{home_of_lease, ShardStatus};
+pub use transport::{
+    decode_message, encode_message, PeerInbox, PeerRefusal, Transport, TransportFactory,
+};
 pub use watch::{WatchBatch, WatchStream};

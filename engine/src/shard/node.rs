@@ -19,12 +19,14 @@ use crate::mvcc::{
     Revision, TxnRequest, MAX_REQUEST_BYTES,
 };
 use crate::routing::{shard_of, shard_of_range};
+use crate::shard::cluster::Cluster;
 use crate::shard::error::{NodeError, NodeResult};
 use crate::shard::merge::{merge_ranges, per_shard_request};
 use crate::shard::node_meta;
 use crate::shard::replica::{self, Replica, ReplicaConfig, ShardCall};
 use crate::shard::router::{self, CoreCall, CoreRouter};
 use crate::shard::space::NodeSpace;
+use crate::shard::transport::{PeerInbox, TransportFactory};
 use crate::shard::watermarks::Watermarks;
 
 /// Calls queued between two cores before the sender waits.
@@ -54,8 +56,11 @@ pub struct NodeConfig {
     /// NOSPACE alarm refuses what takes space (etcd's
     /// `--quota-backend-bytes`); see docs/node.md, "NOSPACE".
     pub quota_backend_bytes: u64,
-    /// This member's id, as alarms name it.
-    pub member_id: u64,
+    /// The cluster and this node's place in it; one member by default.
+    pub cluster: Cluster,
+    /// How the shards reach the other members: required when the cluster
+    /// has more than one.
+    pub transport: Option<Arc<dyn TransportFactory>>,
 }
 
 /// The default backend quota: 64 GiB, eight times etcd's largest
@@ -103,7 +108,8 @@ impl NodeConfig {
             tree_sync: TreeSync::default(),
             clock: Arc::new(SystemClock),
             quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
-            member_id: 1,
+            cluster: Cluster::single(crate::shard::cluster::DEFAULT_NAME),
+            transport: None,
         }
     }
 }
@@ -163,13 +169,24 @@ impl Node {
         } else {
             config.cores
         };
-        let shards = node_meta::open_or_create(&config.data_dir, config.shards, core_count)?;
+        if !config.cluster.is_single() && config.transport.is_none() {
+            return Err(NodeError::Start(format!(
+                "a cluster of {} members needs a peer transport",
+                config.cluster.members.len()
+            )));
+        }
+        let shards = node_meta::open_or_create(
+            &config.data_dir,
+            config.shards,
+            core_count,
+            &config.cluster,
+        )?;
         let core_count = core_count.min(shards);
         let marks = Arc::new(Watermarks::new(shards));
         let space = Arc::new(NodeSpace::new(
             shards,
             config.quota_backend_bytes,
-            config.member_id,
+            config.cluster.me,
         ));
         // The mesh: one bounded glommio channel per ordered pair of cores.
         let mut senders: Vec<Vec<Option<SharedSender<CoreCall>>>> = (0..core_count)
@@ -706,6 +723,25 @@ async fn run_core(setup: CoreSetup) {
     }
     let router = Rc::new(CoreRouter::new(core, core_count, peers));
     router::enter_core(node_id, core, router.clone());
+    let cluster = Arc::new(config.cluster.clone());
+    // Before any shard opens: replay may already send.
+    let transport = match &config.transport {
+        None => None,
+        Some(factory) => {
+            let inbox = PeerInbox::new(router.clone(), cluster.clone(), shards);
+            match factory.start(core, inbox) {
+                Ok(transport) => Some(transport),
+                Err(error) => {
+                    // The node does not start; the other cores stop once
+                    // it drops their channels.
+                    let _ = ready.send(Err(NodeError::Start(format!("core {core}: {error}"))));
+                    router::leave_core();
+                    router.close();
+                    return;
+                }
+            }
+        }
+    };
     let mut replicas = Vec::new();
     for shard in owned {
         let replica_config = ReplicaConfig {
@@ -716,11 +752,19 @@ async fn run_core(setup: CoreSetup) {
             tree: config.tree.clone(),
             clock: config.clock.clone(),
             space: space.clone(),
+            cluster: cluster.clone(),
         };
         let dir = shard_dir(&config.data_dir, shard);
         let (tx, rx) = flume::unbounded();
         router.add_local(shard, tx);
-        match Replica::open(&dir, replica_config, marks.clone(), router.clone()).await {
+        let opened = Replica::open(
+            &dir,
+            replica_config,
+            marks.clone(),
+            router.clone(),
+            transport.clone(),
+        );
+        match opened.await {
             Ok(mut replica) => {
                 replica.replay().await;
                 replicas.push(glommio::spawn_local(replica.run(rx)));

@@ -36,6 +36,7 @@ use crate::mvcc::{
     LeaseTask, Lessor, LessorConfig, RangeRequest, RangeResponse, Renewal, Response, Revision,
     Store, WatchId, WatchRequest,
 };
+use crate::shard::cluster::Cluster;
 use crate::shard::entry_codec;
 use crate::shard::error::{NodeError, NodeResult};
 use crate::shard::lease_tasks::LeaseTasks;
@@ -43,6 +44,7 @@ use crate::shard::log_store::{self, LogStore, RAFT_ENTRY_KIND};
 use crate::shard::node::{answer_bytes, TreeSync};
 use crate::shard::router::CoreRouter;
 use crate::shard::space::NodeSpace;
+use crate::shard::transport::Transport;
 use crate::shard::watch_feed::{Subscriber, WatchFeeds};
 use crate::shard::watermarks::Watermarks;
 
@@ -52,7 +54,7 @@ pub(crate) type Reply<T> = futures_channel::oneshot::Sender<NodeResult<T>>;
 /// Keep-alives waiting on a lease's reset in flight, each with its TTL.
 type ResetsInFlight = Rc<RefCell<HashMap<LeaseId, Vec<(Reply<i64>, i64)>>>>;
 
-/// Raft ticks this often; elections take 10 ticks, heartbeats 3.
+/// Raft ticks this often (docs/cluster.md, "Raft settings").
 const TICK: Duration = Duration::from_millis(100);
 /// The tree is also made durable once the held transaction has changed
 /// this many nodes (about a page of memory each).
@@ -88,8 +90,31 @@ const READ_TIME_PER_ROUND: Duration = Duration::from_millis(2);
 /// How long a round that left reads ready waits before the next: enough
 /// for the wait to be a timer, so that the core polls its I/O between them.
 const READ_ROUND_PAUSE: Duration = Duration::from_micros(50);
-/// The one voter of a single-node group.
-const REPLICA_ID: u64 = 1;
+/// Ticks without a leader's heartbeat before a follower campaigns: raft-rs
+/// picks each election's timeout in `[ELECTION_TICKS, 2 * ELECTION_TICKS)`,
+/// 0.8 to 1.6 s, so that two followers rarely campaign at once and a dead
+/// leader is replaced within 2 s.
+const ELECTION_TICKS: usize = 8;
+/// Ticks between a leader's heartbeats: four go out in the shortest
+/// election timeout, so one late or lost heartbeat starts no election.
+const HEARTBEAT_TICKS: usize = 2;
+/// Bytes of proposals a leader holds uncommitted before it drops more
+/// (answered as not led here): a leader cut off from its followers stops
+/// taking writes instead of growing without bound.
+const MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
+/// Bytes of committed entries handed to apply in one Ready.
+const MAX_COMMITTED_BYTES_PER_READY: u64 = 16 << 20;
+/// Applied entries the WAL keeps for followers that fell behind, as etcd
+/// keeps 5,000 (`SnapshotCatchUpEntries`): a follower further behind needs
+/// a snapshot.
+const CATCH_UP_ENTRIES: u64 = 5_000;
+/// Ticks a ReadIndex may go unanswered before it is asked again: raft-rs
+/// drops one silently when no leader is known, or the leader has not yet
+/// committed in its term.
+const READ_INDEX_RETRY_TICKS: u64 = 10;
+/// Ticks a linearizable read may wait for its ReadIndex before it fails
+/// (the shard has no leader it can reach).
+const READ_INDEX_GIVE_UP_TICKS: u64 = 50;
 
 /// A tree sync whose syncs and meta write run on a blocking thread.
 struct TreeSyncing {
@@ -148,6 +173,10 @@ pub(crate) enum ShardCall {
     WatchCancel { id: WatchId },
     /// The shard's Raft and storage state.
     Status { reply: Reply<ShardStatus> },
+    /// A Raft message from a peer (checked by the `PeerInbox`).
+    Peer(Box<Message>),
+    /// A message to `peer` was dropped by the transport.
+    Unreachable { peer: u64 },
     /// A round of this shard's lease tasks reached every mirror, or failed
     /// (`lease_tasks.rs`).
     LeaseRound {
@@ -215,7 +244,9 @@ impl ShardCall {
             ShardCall::Status { reply } => drop(reply.send(Err(error))),
             ShardCall::WatchProgress { .. }
             | ShardCall::WatchCancel { .. }
-            | ShardCall::LeaseRound { .. } => {}
+            | ShardCall::LeaseRound { .. }
+            | ShardCall::Peer(_)
+            | ShardCall::Unreachable { .. } => {}
         }
     }
 }
@@ -249,6 +280,24 @@ enum ReadWaiter {
     },
 }
 
+/// Linearizable reads that share one ReadIndex request.
+struct Indexing {
+    /// The tick it was asked at.
+    asked: u64,
+    /// The tick its first read was taken at (it fails once too old).
+    since: u64,
+    waiters: Vec<ReadWaiter>,
+}
+
+impl ReadWaiter {
+    fn answer_error(self, error: NodeError) {
+        match self {
+            ReadWaiter::Head { reply, .. } => drop(reply.send(Err(error))),
+            ReadWaiter::At { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
+}
+
 /// A proposed write waiting for its entry to apply.
 struct Pending {
     index: u64,
@@ -268,12 +317,19 @@ pub(crate) struct ReplicaConfig {
     pub(crate) tree: Options,
     pub(crate) clock: Arc<dyn WallClock>,
     pub(crate) space: Arc<NodeSpace>,
+    pub(crate) cluster: Arc<Cluster>,
 }
 
 /// One shard's replica. Not `Send`: it lives on its core.
 pub(crate) struct Replica {
     shard: usize,
     raw: RawNode<LogStore>,
+    /// Where messages to the other members go (none for a single member).
+    transport: Option<Rc<dyn Transport>>,
+    /// Whether this shard's group has other voters.
+    replicated: bool,
+    /// Ticks since the replica started (ReadIndex retries count them).
+    ticks: u64,
     wal: keel_wal::Wal,
     store: Store,
     /// Stamps this shard's revisions: strictly increasing, and (by their
@@ -323,8 +379,10 @@ pub(crate) struct Replica {
     pending: VecDeque<Pending>,
     /// Linearizable reads not yet given a ReadIndex.
     unindexed: Vec<ReadWaiter>,
+    /// The tick the oldest of them was taken at.
+    unindexed_since: u64,
     /// ReadIndex requests in flight, by context.
-    indexing: BTreeMap<u64, Vec<ReadWaiter>>,
+    indexing: BTreeMap<u64, Indexing>,
     next_read_context: u64,
     /// Reads waiting for applies to reach an index.
     waiting: Vec<(u64, ReadWaiter)>,
@@ -364,6 +422,7 @@ impl Replica {
         config: ReplicaConfig,
         marks: Arc<Watermarks>,
         router: Rc<CoreRouter>,
+        transport: Option<Rc<dyn Transport>>,
     ) -> NodeResult<Replica> {
         let shard = config.shard;
         std::fs::create_dir_all(dir).map_err(|e| start_error(shard, "create dir", e))?;
@@ -387,8 +446,10 @@ impl Replica {
                 log_store::decode_state(&blob).map_err(|e| start_error(shard, "WAL state", e))?
             }
             None => {
+                // Every member starts every shard's group with the same
+                // voters and an empty log, as etcd's static bootstrap does.
                 let conf_state = ConfState {
-                    voters: vec![REPLICA_ID],
+                    voters: config.cluster.voters(),
                     ..ConfState::default()
                 };
                 let hard_state = HardState::default();
@@ -398,6 +459,15 @@ impl Replica {
                 (hard_state, conf_state)
             }
         };
+        let mut voters = conf_state.voters.clone();
+        voters.sort_unstable();
+        if voters != config.cluster.voters() {
+            let error = format!(
+                "the shard's voters are {voters:x?}, the cluster's members {:x?}",
+                config.cluster.voters()
+            );
+            return Err(start_error(shard, "membership", error));
+        }
         let applied = store.applied_index();
         let last = wal.last_index();
         if applied > last {
@@ -412,7 +482,8 @@ impl Replica {
         // Entries up to the commit index are applied before the shard
         // serves, a bounded chunk at a time (`replay`); raft-rs holds only
         // those after it, and starts as if it had applied up to it.
-        let (compacted, entries) = read_tail(&wal, applied, commit)
+        let replicated = !config.cluster.is_single();
+        let (floor, older, entries) = read_tail(&wal, applied, commit, replicated)
             .await
             .map_err(|e| start_error(shard, "read WAL", e))?;
         let mut highest = store.current_revision();
@@ -424,23 +495,33 @@ impl Replica {
                 }
             }
         }
-        let log = LogStore::new(hard_state, conf_state, compacted, entries);
+        let log = LogStore::new(hard_state, conf_state, floor, &older, entries)
+            .map_err(|e| start_error(shard, "read WAL", e))?;
         let raft_config = raft::Config {
-            id: REPLICA_ID,
-            election_tick: 10,
-            heartbeat_tick: 3,
+            id: config.cluster.me,
+            election_tick: ELECTION_TICKS,
+            heartbeat_tick: HEARTBEAT_TICKS,
             applied: commit,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            // A leader that cannot hear a quorum steps down (so a minority
+            // never answers), and a member that rejoins does not depose a
+            // working leader: pre-vote alone does not give that
+            // (docs/cluster.md, "Raft settings").
+            check_quorum: replicated,
             pre_vote: true,
+            max_uncommitted_size: MAX_UNCOMMITTED_BYTES,
+            max_committed_size_per_ready: MAX_COMMITTED_BYTES_PER_READY,
             ..raft::Config::default()
         };
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut raw =
             RawNode::new(&raft_config, log, &logger).map_err(|e| start_error(shard, "raft", e))?;
-        // One voter: no need to wait for an election timeout.
-        raw.campaign()
-            .map_err(|e| start_error(shard, "campaign", e))?;
+        if !replicated {
+            // One voter: no need to wait for an election timeout.
+            raw.campaign()
+                .map_err(|e| start_error(shard, "campaign", e))?;
+        }
         marks.raise_floor(highest);
         let space = &config.space;
         space.set_used(shard, store.used_bytes());
@@ -448,6 +529,9 @@ impl Replica {
         Ok(Replica {
             shard,
             raw,
+            transport,
+            replicated,
+            ticks: 0,
             wal,
             store,
             clock: Clock::new(shard, config.shards, highest),
@@ -471,6 +555,7 @@ impl Replica {
             started: Instant::now(),
             pending: VecDeque::new(),
             unindexed: Vec::new(),
+            unindexed_since: 0,
             indexing: BTreeMap::new(),
             next_read_context: 1,
             waiting: Vec::new(),
@@ -596,7 +681,9 @@ impl Replica {
             let applied_before = self.applied;
             if Instant::now() >= next_tick {
                 next_tick = Instant::now() + TICK;
+                self.ticks += 1;
                 self.raw.tick();
+                self.retry_read_index();
                 self.lease_checkpoints();
                 self.check_wal_space();
             }
@@ -604,6 +691,13 @@ impl Replica {
             if let Err(reason) = self.drive().await {
                 self.fail(reason);
                 continue;
+            }
+            if self.replicated {
+                self.serve_fetches().await;
+                if let Err(reason) = self.drive().await {
+                    self.fail(reason);
+                    continue;
+                }
             }
             expiring = false;
             for _ in 0..EXPIRY_BATCHES_PER_ROUND {
@@ -659,6 +753,15 @@ impl Replica {
         self.raw.raft.state == StateRole::Leader
     }
 
+    /// The refusal of a write this replica cannot propose, naming the
+    /// leader it knows of.
+    fn not_leader(&self) -> NodeError {
+        NodeError::NotLeader {
+            shard: self.shard,
+            leader: self.raw.raft.leader_id,
+        }
+    }
+
     /// Takes one call: proposes, answers, or queues it.
     fn take(&mut self, call: ShardCall) {
         if let Some(reason) = &self.failure {
@@ -685,6 +788,9 @@ impl Replica {
                 reply,
             }),
             ShardCall::Range { request, reply, .. } => {
+                if self.unindexed.is_empty() {
+                    self.unindexed_since = self.ticks;
+                }
                 self.unindexed.push(ReadWaiter::Head {
                     request,
                     header: Header::Linearizable(None),
@@ -754,6 +860,14 @@ impl Replica {
                 self.feeds.want_progress(id, revision);
             }
             ShardCall::WatchCancel { id } => self.feeds.cancel(&mut self.store, id),
+            ShardCall::Peer(message) => {
+                // raft-rs ignores what does not fit its state (a stale
+                // term, a response from a removed peer) and says so.
+                if let Err(e) = self.raw.step(*message) {
+                    tracing::debug!(shard = self.shard, "peer message ignored: {e}");
+                }
+            }
+            ShardCall::Unreachable { peer } => self.raw.report_unreachable(peer),
             ShardCall::LeaseRound { tasks, outcome } => {
                 if let Some(done) = self.lease_tasks.round_finished(tasks, outcome) {
                     let (reply, _ignored) = futures_channel::oneshot::channel();
@@ -777,7 +891,7 @@ impl Replica {
     /// renewal clears is durably cleared (see `Lessor::keep_alive`).
     fn keep_alive(&mut self, id: LeaseId, reply: Reply<i64>) {
         if !self.is_leader() {
-            let _ = reply.send(Err(NodeError::NotLeader { shard: self.shard }));
+            let _ = reply.send(Err(self.not_leader()));
             return;
         }
         match self.lessor.keep_alive(id, self.now()) {
@@ -831,7 +945,7 @@ impl Replica {
 
     fn propose(&mut self, entry: Entry, reply: Reply<Applied>) {
         if !self.is_leader() {
-            let _ = reply.send(Err(NodeError::NotLeader { shard: self.shard }));
+            let _ = reply.send(Err(self.not_leader()));
             return;
         }
         // Anything logged must decode, or the shard could not replay it.
@@ -904,7 +1018,7 @@ impl Replica {
         }
         if let Err(e) = self.raw.propose(Vec::new(), data) {
             let _ = reply.send(Err(match e {
-                raft::Error::ProposalDropped => NodeError::NotLeader { shard: self.shard },
+                raft::Error::ProposalDropped => self.not_leader(),
                 other => NodeError::InvalidRequest(other.to_string()),
             }));
             return false;
@@ -935,19 +1049,93 @@ impl Replica {
         }
     }
 
-    /// Gives every linearizable read taken this round one ReadIndex.
+    /// Gives every linearizable read taken this round one ReadIndex. A
+    /// follower asks its leader (raft-rs forwards the request).
     fn request_read_index(&mut self) {
-        // raft-rs drops a ReadIndex silently until the leader has committed
-        // an entry of its own term, so reads wait here until then.
-        if self.unindexed.is_empty() || !self.is_leader() || !self.raw.raft.commit_to_current_term()
-        {
+        if self.unindexed.is_empty() {
             return;
         }
+        // raft-rs drops a ReadIndex silently until the leader has committed
+        // an entry of its own term, or while no leader is known, so reads
+        // wait here until then (and `retry_read_index` asks again for
+        // requests dropped on the way).
+        let ready = if self.is_leader() {
+            self.raw.raft.commit_to_current_term()
+        } else {
+            self.raw.raft.leader_id != raft::INVALID_ID
+        };
+        if !ready {
+            return;
+        }
+        let waiters = std::mem::take(&mut self.unindexed);
+        let since = self.unindexed_since;
+        self.ask_read_index(Indexing {
+            asked: since,
+            since,
+            waiters,
+        });
+    }
+
+    fn ask_read_index(&mut self, indexing: Indexing) {
         let context = self.next_read_context;
         self.next_read_context += 1;
-        self.indexing
-            .insert(context, std::mem::take(&mut self.unindexed));
-        self.raw.read_index(context.to_le_bytes().to_vec());
+        self.indexing.insert(context, indexing);
+        // The leader keys pending reads by context: it names this member
+        // too, or two followers' reads would collide.
+        let mut bytes = self.raw.raft.id.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&context.to_le_bytes());
+        self.raw.read_index(bytes);
+    }
+
+    /// On each tick: a ReadIndex unanswered for a while is asked again
+    /// under a new context (the old answer, if it comes, finds nobody), and
+    /// reads that waited too long fail as unavailable.
+    fn retry_read_index(&mut self) {
+        let now = self.ticks;
+        let stale: Vec<u64> = self
+            .indexing
+            .iter()
+            .filter(|(_, i)| now - i.asked >= READ_INDEX_RETRY_TICKS)
+            .map(|(context, _)| *context)
+            .collect();
+        let mut retry = Vec::new();
+        for context in stale {
+            let Some(indexing) = self.indexing.remove(&context) else {
+                continue;
+            };
+            if now - indexing.since >= READ_INDEX_GIVE_UP_TICKS {
+                for waiter in indexing.waiters {
+                    waiter.answer_error(self.no_leader());
+                }
+            } else {
+                retry.push(indexing);
+            }
+        }
+        let gave_up = now - self.unindexed_since >= READ_INDEX_GIVE_UP_TICKS;
+        if gave_up && !self.unindexed.is_empty() {
+            for waiter in std::mem::take(&mut self.unindexed) {
+                waiter.answer_error(self.no_leader());
+            }
+        }
+        for mut indexing in retry {
+            let ready = self.is_leader() || self.raw.raft.leader_id != raft::INVALID_ID;
+            if ready {
+                indexing.asked = now;
+                self.ask_read_index(indexing);
+            } else {
+                // Back to waiting for a leader, keeping its age.
+                if self.unindexed.is_empty() {
+                    self.unindexed_since = indexing.since;
+                }
+                self.unindexed_since = self.unindexed_since.min(indexing.since);
+                self.unindexed.extend(indexing.waiters);
+            }
+        }
+    }
+
+    /// The refusal of a read that found no leader in time.
+    fn no_leader(&self) -> NodeError {
+        NodeError::NoLeader { shard: self.shard }
     }
 
     fn wait_for(&mut self, index: u64, waiter: ReadWaiter) {
@@ -978,6 +1166,11 @@ impl Replica {
     /// linearizable read waits for it so that its header can be
     /// `revision`.
     fn in_flight_at_or_below(&self, revision: Revision) -> Option<u64> {
+        // A follower's ReadIndex covers every write that committed before
+        // the read; writes it proposed as an old leader are not waited for.
+        if !self.is_leader() {
+            return None;
+        }
         self.pending
             .iter()
             .take_while(|p| p.revision <= revision)
@@ -1109,6 +1302,7 @@ impl Replica {
             if let Some(first) = entries.first() {
                 if first.index <= self.wal.last_index() {
                     syncs.push(self.wal.truncate_after(first.index - 1));
+                    self.lose_proposals_from(first.index);
                 }
                 let payloads: Vec<Vec<u8>> = entries.iter().map(log_store::encode_entry).collect();
                 syncs.push(
@@ -1123,6 +1317,16 @@ impl Replica {
                     .mut_store()
                     .append(&entries)
                     .map_err(|e| e.to_string())?;
+                // A follower that becomes leader stamps above every entry
+                // in its log, committed or not (another leader stamped
+                // them): it observes their revisions as they arrive.
+                if !self.is_leader() {
+                    for entry in &entries {
+                        if let Some(revision) = entry_codec::revision_of(&entry.data) {
+                            self.clock.observe(revision);
+                        }
+                    }
+                }
             }
             if let Some(hard_state) = ready.hs() {
                 let store = self.raw.mut_store();
@@ -1155,18 +1359,62 @@ impl Replica {
         Ok(())
     }
 
-    /// Peer transport comes with multi-node clusters; a single voter has
-    /// no one to send to.
+    /// Reads from the WAL the applied entries raft-rs wants to send to a
+    /// follower that fell behind the in-memory tail, then lets it send
+    /// them (`log_store.rs`). A read that fails (the segment was released
+    /// meanwhile) is dropped: raft-rs asks again at the follower's next
+    /// answer, and sends a snapshot once the entries are gone.
+    async fn serve_fetches(&mut self) {
+        for fetch in self.raw.store().take_fetches() {
+            let read = self
+                .wal
+                .read_limited(fetch.low..fetch.high, fetch.max_size.max(1))
+                .await;
+            let entries = match read {
+                Ok(records) => records
+                    .into_iter()
+                    .map(decode_record)
+                    .collect::<Result<Vec<_>, String>>(),
+                Err(e) => Err(e.to_string()),
+            };
+            match entries {
+                Ok(entries) if entries.first().is_some_and(|e| e.index == fetch.low) => {
+                    self.raw.store().fetched(fetch.low, entries);
+                    self.raw.on_entries_fetched(fetch.context);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(shard = self.shard, low = fetch.low, "catch-up read: {e}");
+                }
+            }
+        }
+    }
+
+    /// Hands messages to the transport; it never waits (a message it
+    /// cannot take comes back as an unreachable report). A single member
+    /// has no one to send to.
     fn send(&mut self, messages: Vec<Message>) {
-        debug_assert!(messages.is_empty(), "a single voter sent a message");
+        let Some(transport) = &self.transport else {
+            return;
+        };
+        for message in messages {
+            transport.send(self.shard, message);
+        }
     }
 
     fn read_state(&mut self, state: raft::ReadState) {
-        let Ok(context) = <[u8; 8]>::try_from(state.request_ctx.as_slice()) else {
+        let Ok(context) = <[u8; 16]>::try_from(state.request_ctx.as_slice()) else {
             return;
         };
-        if let Some(waiters) = self.indexing.remove(&u64::from_le_bytes(context)) {
-            for waiter in waiters {
+        let (member, context) = context.split_at(8);
+        if member != self.raw.raft.id.to_le_bytes() {
+            return;
+        }
+        let Ok(context) = <[u8; 8]>::try_from(context) else {
+            return;
+        };
+        if let Some(indexing) = self.indexing.remove(&u64::from_le_bytes(context)) {
+            for waiter in indexing.waiters {
                 self.wait_for(state.index, waiter);
             }
         }
@@ -1191,8 +1439,12 @@ impl Replica {
             self.lessor.demote();
         }
         let shard = self.shard;
+        let hint = self.raw.raft.leader_id;
         self.lease_tasks
-            .leadership_changed(leader, || NodeError::NotLeader { shard });
+            .leadership_changed(leader, || NodeError::NotLeader {
+                shard,
+                leader: hint,
+            });
     }
 
     /// Applies committed entries into the held tree transaction and answers
@@ -1308,6 +1560,20 @@ impl Replica {
         Ok(())
     }
 
+    /// Another leader's entries replace this log's from `index` on: writes
+    /// proposed here at or past it never take effect (an entry of an old
+    /// term past a conflict is in no leader's log), and hear so now rather
+    /// than when something applies at their index.
+    fn lose_proposals_from(&mut self, index: u64) {
+        while self.pending.back().is_some_and(|p| p.index >= index) {
+            let Some(lost) = self.pending.pop_back() else {
+                break;
+            };
+            self.settled += 1;
+            let _ = lost.reply.send(Err(self.not_leader()));
+        }
+    }
+
     /// The writer of the entry at `index`, if it was proposed here; writers
     /// of earlier slots that another leader's entries took learn they lost.
     fn take_writer(&mut self, index: u64, term: u64) -> Option<Reply<Applied>> {
@@ -1318,9 +1584,7 @@ impl Replica {
             if pending.index == index && pending.term == term {
                 return Some(pending.reply);
             }
-            let _ = pending
-                .reply
-                .send(Err(NodeError::NotLeader { shard: self.shard }));
+            let _ = pending.reply.send(Err(self.not_leader()));
         }
         None
     }
@@ -1587,12 +1851,20 @@ impl Replica {
             .map_err(|e| format!("tree sync: {e}"))?;
         self.space.set_used(self.shard, self.store.used_bytes());
         // Replay starts after the durable applied index and needs that
-        // entry's term, so it stays.
-        let keep_from = self.store.durable_applied_index();
+        // entry's term, so it stays; a replicated shard also keeps a
+        // catch-up tail for followers that fell behind.
+        let durable = self.store.durable_applied_index();
+        let keep_from = if self.replicated {
+            durable.min(self.applied.saturating_sub(CATCH_UP_ENTRIES))
+        } else {
+            durable
+        };
         self.wal
             .release_below(keep_from)
             .await
             .map_err(|e| format!("WAL release: {e}"))?;
+        let first = self.wal.first_index();
+        self.raw.mut_store().forget_below(first);
         Ok(true)
     }
 
@@ -1609,15 +1881,16 @@ impl Replica {
         let waiters = self
             .unindexed
             .drain(..)
-            .chain(std::mem::take(&mut self.indexing).into_values().flatten())
+            .chain(
+                std::mem::take(&mut self.indexing)
+                    .into_values()
+                    .flat_map(|i| i.waiters),
+            )
             .chain(self.waiting.drain(..).map(|(_, w)| w))
             .chain(self.ready_reads.drain(..))
             .collect::<Vec<_>>();
         for waiter in waiters {
-            match waiter {
-                ReadWaiter::Head { reply, .. } => drop(reply.send(Err(error()))),
-                ReadWaiter::At { reply, .. } => drop(reply.send(Err(error()))),
-            }
+            waiter.answer_error(error());
         }
         self.lease_tasks.fail_waiting(|_| true, &error);
         self.feeds.fail_all(self.shard, &reason);
@@ -1664,39 +1937,74 @@ pub(crate) async fn serve_stopped(shard: usize, reason: String, calls: flume::Re
     }
 }
 
-/// The WAL entries after `commit`, with `(commit, term of commit)`;
-/// checks that the WAL still holds everything after `applied`.
+/// What raft-rs starts with from the WAL: the floor (an entry whose
+/// index and term are known but which is not read again, or `(0, 0)` for
+/// a log that starts at 1), the index and term of every entry after it up
+/// to `commit` (applied, or applied by replay; read a chunk at a time and
+/// not kept), and the entries after `commit`, kept in memory.
+///
+/// With `catch_up` the floor is the WAL's first entry, so that followers
+/// can be sent every entry after it (that reads the replayed entries
+/// twice); without, the floor is the commit index's entry.
 async fn read_tail(
     wal: &keel_wal::Wal,
     applied: u64,
     commit: u64,
-) -> Result<((u64, u64), Vec<raft::eraftpb::Entry>), String> {
+    catch_up: bool,
+) -> Result<TailRead, String> {
+    let first = wal.first_index();
     let last = wal.last_index();
-    if applied == 0 && wal.first_index() > 1 || applied != 0 && applied < wal.first_index() {
+    if applied == 0 && first > 1 || applied != 0 && applied < first {
         return Err(format!(
-            "the WAL starts at {} but replay needs entry {}",
-            wal.first_index(),
+            "the WAL starts at {first} but replay needs entry {}",
             applied.max(1)
         ));
     }
-    let from = if commit == 0 {
-        wal.first_index()
+    if first > last {
+        return match last {
+            0 => Ok(((0, 0), Vec::new(), Vec::new())),
+            _ => Err(format!("the WAL holds no entry, and ends at {last}")),
+        };
+    }
+    let from = if catch_up || commit == 0 {
+        first
     } else {
         commit
     };
-    let records = wal.read(from..last + 1).await.map_err(|e| e.to_string())?;
-    let mut compacted = (0, 0);
-    let mut entries = Vec::with_capacity(records.len());
-    for record in records {
-        let entry = decode_record(record)?;
-        if entry.index == commit {
-            compacted = (commit, entry.term);
-        } else {
-            entries.push(entry);
+    let floor_index = match (catch_up, commit) {
+        (false, 1..) => commit,
+        _ if first > 1 => first,
+        _ => 0,
+    };
+    let mut floor = (0, 0);
+    let mut older = Vec::new();
+    let mut entries = Vec::new();
+    let mut next = from;
+    while next <= last {
+        let records = wal
+            .read_limited(next..last + 1, REPLAY_CHUNK_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
+        if records.is_empty() {
+            return Err(format!("the WAL ends before entry {next}"));
+        }
+        for record in records {
+            let entry = decode_record(record)?;
+            next = entry.index + 1;
+            if entry.index == floor_index {
+                floor = (entry.index, entry.term);
+            } else if entry.index <= commit {
+                older.push((entry.index, entry.term));
+            } else {
+                entries.push(entry);
+            }
         }
     }
-    Ok((compacted, entries))
+    Ok((floor, older, entries))
 }
+
+/// [`read_tail`]'s answer.
+type TailRead = ((u64, u64), Vec<(u64, u64)>, Vec<raft::eraftpb::Entry>);
 
 /// A WAL record as the Raft entry it holds.
 fn decode_record(record: keel_wal::Entry) -> Result<raft::eraftpb::Entry, String> {

@@ -46,6 +46,11 @@ impl CoreRouter {
         self.locals.borrow_mut().insert(shard, sender);
     }
 
+    /// The core this router routes from.
+    pub(crate) fn core(&self) -> usize {
+        self.core
+    }
+
     /// The core that owns `shard`.
     pub(crate) fn owner(&self, shard: usize) -> usize {
         crate::routing::core_of(shard, self.core_count)

@@ -40,6 +40,9 @@ pub enum Error {
         /// For `Compacted`, the compaction revision; for
         /// `FutureRevision`, the current revision.
         revision: Revision,
+        /// For `NotLeader`, the leader's member id as the server knew it
+        /// (0: none known).
+        leader: u64,
     },
     /// The server answered with something that does not fit the request.
     #[error("protocol error: {0}")]
@@ -60,6 +63,19 @@ pub enum Error {
 }
 
 impl Error {
+    /// The member the server named as its shard's leader, when it
+    /// refused a request as not led there.
+    pub fn leader_hint(&self) -> Option<u64> {
+        match self {
+            Error::Server {
+                code: ErrorCode::NotLeader,
+                leader,
+                ..
+            } if *leader != 0 => Some(*leader),
+            _ => None,
+        }
+    }
+
     /// The server's error code, when the server refused the request.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
@@ -75,6 +91,7 @@ impl From<ErrorBody> for Error {
             code: body.code,
             message: body.message,
             revision: body.revision,
+            leader: body.leader,
         }
     }
 }

@@ -484,6 +484,10 @@ pub enum ErrorCode {
     WatchNotFound,
     /// A NOSPACE alarm is raised: what takes space is refused.
     NoSpace,
+    /// No leader answered in time (an election is going on, or this
+    /// member is cut off from the majority): the read may be retried,
+    /// here or on another member.
+    NoLeader,
 }
 
 /// A failed request.
@@ -496,6 +500,9 @@ pub struct ErrorBody {
     /// For [`ErrorCode::Compacted`], the compaction revision; for
     /// [`ErrorCode::FutureRevision`], the current revision.
     pub revision: Revision,
+    /// For [`ErrorCode::NotLeader`], the leader's member id as the server
+    /// knows it (0: none known).
+    pub leader: u64,
 }
 
 /// What a response carries.

@@ -26,7 +26,9 @@ struct Flags {
     /// client_address, core_port_base, shards, cores, pin,
     /// quota_backend_bytes, outbound_bytes, stall_timeout_ms, max_in_flight,
     /// max_watches, watch_progress_interval_ms, inbound_bytes,
-    /// frame_timeout_ms, max_connections, answer_bytes, idle_timeout_ms).
+    /// frame_timeout_ms, max_connections, answer_bytes, idle_timeout_ms,
+    /// initial_cluster, initial_cluster_token, initial_cluster_state,
+    /// listen_peer, advertise_peer).
     #[arg(long)]
     config: Option<PathBuf>,
     /// This member's name.
@@ -97,6 +99,26 @@ struct Flags {
     /// stay silent before it is closed; 0 never closes it [default: 0].
     #[arg(long)]
     idle_timeout_ms: Option<u64>,
+    /// Every member of a new cluster, as etcd's flag: `name=host:port,...`
+    /// (peer addresses; `http://` is accepted and ignored). Without it the
+    /// member is a cluster of one.
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// Tells apart clusters with the same members [default: keel-cluster].
+    #[arg(long)]
+    initial_cluster_token: Option<String>,
+    /// `new` [default: new].
+    #[arg(long)]
+    initial_cluster_state: Option<String>,
+    /// Where core 0 takes connections from peers; core i listens on this
+    /// port + i [default: 127.0.0.1:2380].
+    #[arg(long)]
+    listen_peer: Option<SocketAddr>,
+    /// The peer address the other members reach this one at, when not
+    /// --listen-peer (a proxy stands between); it must be this member's
+    /// address in --initial-cluster.
+    #[arg(long)]
+    advertise_peer: Option<SocketAddr>,
 }
 
 impl Flags {
@@ -120,6 +142,11 @@ impl Flags {
             max_connections: self.max_connections,
             answer_bytes: self.answer_bytes,
             idle_timeout_ms: self.idle_timeout_ms,
+            initial_cluster: self.initial_cluster.clone(),
+            initial_cluster_token: self.initial_cluster_token.clone(),
+            initial_cluster_state: self.initial_cluster_state.clone(),
+            listen_peer: self.listen_peer,
+            advertise_peer: self.advertise_peer,
         }
     }
 }

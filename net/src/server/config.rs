@@ -34,6 +34,79 @@ pub struct ServerConfig {
     pub quota_backend_bytes: u64,
     /// Limits that protect the server from its clients.
     pub limits: Limits,
+    /// The cluster this member starts or belongs to.
+    pub cluster: ClusterSettings,
+}
+
+/// etcd's bootstrap flags (docs/cluster.md, "Starting a cluster").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `name=host:port,...`: every member's name and peer address; empty
+    /// for a cluster of this member alone.
+    pub initial_cluster: String,
+    /// Tells clusters with the same members apart.
+    pub initial_cluster_token: String,
+    /// `new`: the cluster is being created (the only state before members
+    /// can be added to a running cluster).
+    pub initial_cluster_state: String,
+    /// Where core 0 takes peer connections; core `c` listens on the port
+    /// plus `c`.
+    pub listen_peer: SocketAddr,
+    /// The address the other members reach this one at, as given in the
+    /// initial cluster (a proxy or NAT may stand between): `None` is
+    /// `listen_peer`.
+    pub advertise_peer: Option<SocketAddr>,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> ClusterSettings {
+        ClusterSettings {
+            initial_cluster: String::new(),
+            initial_cluster_token: keel_engine::shard::DEFAULT_TOKEN.to_string(),
+            initial_cluster_state: "new".to_string(),
+            listen_peer: SocketAddr::from(([127, 0, 0, 1], 2380)),
+            advertise_peer: None,
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// The cluster these settings describe, as member `name`.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the problem.
+    pub fn cluster(&self, name: &str) -> Result<keel_engine::shard::Cluster, ConfigError> {
+        use keel_engine::shard::Cluster;
+        if self.initial_cluster_state != "new" {
+            return Err(ConfigError::Invalid(format!(
+                "initial_cluster_state {:?}: only \"new\" is supported (joining a running \
+                 cluster comes with membership changes)",
+                self.initial_cluster_state
+            )));
+        }
+        if self.initial_cluster.trim().is_empty() {
+            return Ok(Cluster::single(name));
+        }
+        let initial =
+            Cluster::parse_initial(&self.initial_cluster).map_err(ConfigError::Invalid)?;
+        let cluster = Cluster::bootstrap(name, &initial, &self.initial_cluster_token)
+            .map_err(ConfigError::Invalid)?;
+        let mine = cluster
+            .member(cluster.me)
+            .map(|m| m.peer_address.clone())
+            .unwrap_or_default();
+        let advertised = self.advertise_peer.unwrap_or(self.listen_peer);
+        let port = mine
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok());
+        if !cluster.is_single() && port != Some(advertised.port()) {
+            return Err(ConfigError::Invalid(format!(
+                "this member is {name}={mine} in the initial cluster, but advertises \
+                 {advertised} to its peers: the ports must match"
+            )));
+        }
+        Ok(cluster)
+    }
 }
 
 /// Per-connection limits.
@@ -103,6 +176,7 @@ impl Default for ServerConfig {
             pin: true,
             quota_backend_bytes: keel_engine::shard::DEFAULT_QUOTA_BACKEND_BYTES,
             limits: Limits::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -148,6 +222,16 @@ pub struct Overrides {
     pub answer_bytes: Option<usize>,
     /// See [`Limits::idle_timeout`], in milliseconds; 0 is none.
     pub idle_timeout_ms: Option<u64>,
+    /// See [`ClusterSettings::initial_cluster`].
+    pub initial_cluster: Option<String>,
+    /// See [`ClusterSettings::initial_cluster_token`].
+    pub initial_cluster_token: Option<String>,
+    /// See [`ClusterSettings::initial_cluster_state`].
+    pub initial_cluster_state: Option<String>,
+    /// See [`ClusterSettings::listen_peer`].
+    pub listen_peer: Option<SocketAddr>,
+    /// See [`ClusterSettings::advertise_peer`].
+    pub advertise_peer: Option<SocketAddr>,
 }
 
 /// A config file that cannot be used.
@@ -208,6 +292,20 @@ impl Overrides {
         set(&mut config.cores, self.cores);
         set(&mut config.pin, self.pin);
         set(&mut config.quota_backend_bytes, self.quota_backend_bytes);
+        let cluster = &mut config.cluster;
+        set(&mut cluster.initial_cluster, self.initial_cluster);
+        set(
+            &mut cluster.initial_cluster_token,
+            self.initial_cluster_token,
+        );
+        set(
+            &mut cluster.initial_cluster_state,
+            self.initial_cluster_state,
+        );
+        set(&mut cluster.listen_peer, self.listen_peer);
+        if self.advertise_peer.is_some() {
+            cluster.advertise_peer = self.advertise_peer;
+        }
         let limits = &mut config.limits;
         set(&mut limits.outbound_bytes, self.outbound_bytes);
         set(

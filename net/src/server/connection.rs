@@ -126,6 +126,7 @@ pub(crate) fn error_response(id: u64, code: ErrorCode, message: String) -> Respo
             code,
             message,
             revision: 0,
+            leader: 0,
         }),
     }
 }

@@ -171,6 +171,7 @@ pub(crate) fn write_response(response: kv::Response) -> proto::ResponseBody {
             code: proto::ErrorCode::Unknown,
             message: format!("unexpected answer to a write: {other:?}"),
             revision: 0,
+            leader: 0,
         }),
     }
 }
@@ -215,13 +216,19 @@ pub(crate) fn error(error: &NodeError) -> proto::ErrorBody {
         NodeError::CrossShardTxn { .. } => (Code::CrossShardTxn, 0),
         NodeError::ShardStopped { .. } => (Code::ShardStopped, 0),
         NodeError::NotLeader { .. } => (Code::NotLeader, 0),
+        NodeError::NoLeader { .. } => (Code::NoLeader, 0),
         NodeError::Shutdown => (Code::ShuttingDown, 0),
         NodeError::InvalidRequest(_) => (Code::BadRequest, 0),
         _ => (Code::Unknown, 0),
+    };
+    let leader = match error {
+        NodeError::NotLeader { leader, .. } => *leader,
+        _ => 0,
     };
     proto::ErrorBody {
         code,
         message: error.to_string(),
         revision,
+        leader,
     }
 }

@@ -47,6 +47,9 @@ pub enum ServerError {
         /// Why.
         error: std::io::Error,
     },
+    /// The settings describe no cluster this member can be in.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
     /// A core went away while the server was starting.
     #[error("core {0} stopped while the server was starting")]
     CoreGone(usize),
@@ -93,13 +96,6 @@ fn refuse_taken_ports(
     Ok(())
 }
 
-/// A stable id for the member, from its name (FNV-1a).
-fn member_id(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 impl Server {
     /// Starts the node, then binds every core's listeners, then starts
     /// accepting: once this returns, the addresses answer.
@@ -125,7 +121,24 @@ impl Server {
         node_config.pin = config.pin;
         node_config.clock = clock;
         node_config.quota_backend_bytes = config.quota_backend_bytes;
-        node_config.member_id = member_id(&config.name);
+        node_config.cluster = config.cluster.cluster(&config.name)?;
+        if !node_config.cluster.is_single() {
+            // As many cores as the node may run (it runs no more than its
+            // shards): each has a peer port.
+            let cores = match node_config.cores {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                cores => cores,
+            };
+            let peer_ports = (0..cores).map(|core| {
+                let mut address = config.cluster.listen_peer;
+                address.set_port(address.port().saturating_add(core as u16));
+                address
+            });
+            refuse_taken_ports(config.cluster.listen_peer, peer_ports)?;
+            node_config.transport = Some(Arc::new(crate::peer::PeerTransport {
+                listen: config.cluster.listen_peer,
+            }));
+        }
         let node = Arc::new(Node::start(node_config)?);
         let cores = node.core_count();
         let own_address = |core: usize| {
@@ -230,7 +243,7 @@ impl Server {
             return Err(failure);
         }
         let info = Arc::new(ServerInfo {
-            member_id: member_id(&config.name),
+            member_id: keel_engine::shard::member_id(&config.name),
             name: config.name,
             client_address: server.client_address,
             core_ports: server.core_addresses.iter().map(SocketAddr::port).collect(),

@@ -514,6 +514,7 @@ fn error_body(e: fb::Error<'_>) -> ErrorBody {
         fb::ErrorCode::ShuttingDown => ErrorCode::ShuttingDown,
         fb::ErrorCode::WatchNotFound => ErrorCode::WatchNotFound,
         fb::ErrorCode::NoSpace => ErrorCode::NoSpace,
+        fb::ErrorCode::NoLeader => ErrorCode::NoLeader,
         // A newer server's code: still an error, of a kind this client
         // does not name.
         _ => ErrorCode::Unknown,
@@ -522,5 +523,6 @@ fn error_body(e: fb::Error<'_>) -> ErrorBody {
         code,
         message: e.message().unwrap_or_default().to_string(),
         revision: e.revision(),
+        leader: e.leader(),
     }
 }

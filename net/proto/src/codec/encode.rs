@@ -587,6 +587,7 @@ fn response_body(
                 code: error_code(e.code),
                 message,
                 revision: e.revision,
+                leader: e.leader,
             };
             (B::Error, fb::Error::create(fbb, &args).as_union_value())
         }
@@ -649,6 +650,7 @@ fn error_code(code: ErrorCode) -> fb::ErrorCode {
         ErrorCode::ShuttingDown => fb::ErrorCode::ShuttingDown,
         ErrorCode::WatchNotFound => fb::ErrorCode::WatchNotFound,
         ErrorCode::NoSpace => fb::ErrorCode::NoSpace,
+        ErrorCode::NoLeader => fb::ErrorCode::NoLeader,
     }
 }
 

@@ -229,6 +229,13 @@ fn every_response_body() -> Vec<ResponseBody> {
             code: ErrorCode::Compacted,
             message: "compacted".into(),
             revision: 12,
+            leader: 0,
+        }),
+        ResponseBody::Error(ErrorBody {
+            code: ErrorCode::NotLeader,
+            message: "not led here".into(),
+            revision: 0,
+            leader: 0xfeed_f00d,
         }),
     ]
 }

@@ -979,10 +979,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 15;
+pub const ENUM_MAX_ERROR_CODE: u16 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 16] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
   ErrorCode::Unknown,
   ErrorCode::BadRequest,
   ErrorCode::TooLarge,
@@ -999,6 +999,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 16] = [
   ErrorCode::ShuttingDown,
   ErrorCode::WatchNotFound,
   ErrorCode::NoSpace,
+  ErrorCode::NoLeader,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1022,9 +1023,10 @@ impl ErrorCode {
   pub const ShuttingDown: Self = Self(13);
   pub const WatchNotFound: Self = Self(14);
   pub const NoSpace: Self = Self(15);
+  pub const NoLeader: Self = Self(16);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 15;
+  pub const ENUM_MAX: u16 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::BadRequest,
@@ -1042,6 +1044,7 @@ impl ErrorCode {
     Self::ShuttingDown,
     Self::WatchNotFound,
     Self::NoSpace,
+    Self::NoLeader,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1062,6 +1065,7 @@ impl ErrorCode {
       Self::ShuttingDown => Some("ShuttingDown"),
       Self::WatchNotFound => Some("WatchNotFound"),
       Self::NoSpace => Some("NoSpace"),
+      Self::NoLeader => Some("NoLeader"),
       _ => None,
     }
   }
@@ -6665,6 +6669,7 @@ impl<'a> Error<'a> {
   pub const VT_CODE: ::flatbuffers::VOffsetT = 4;
   pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 6;
   pub const VT_REVISION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LEADER: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6676,6 +6681,7 @@ impl<'a> Error<'a> {
     args: &'args ErrorArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Error<'bldr>> {
     let mut builder = ErrorBuilder::new(_fbb);
+    builder.add_leader(args.leader);
     builder.add_revision(args.revision);
     if let Some(x) = args.message { builder.add_message(x); }
     builder.add_code(args.code);
@@ -6704,6 +6710,13 @@ impl<'a> Error<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(Error::VT_REVISION, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn leader(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Error::VT_LEADER, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Error<'_> {
@@ -6715,6 +6728,7 @@ impl ::flatbuffers::Verifiable for Error<'_> {
      .visit_field::<ErrorCode>("code", Self::VT_CODE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
      .visit_field::<u64>("revision", Self::VT_REVISION, false)?
+     .visit_field::<u64>("leader", Self::VT_LEADER, false)?
      .finish();
     Ok(())
   }
@@ -6723,6 +6737,7 @@ pub struct ErrorArgs<'a> {
     pub code: ErrorCode,
     pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub revision: u64,
+    pub leader: u64,
 }
 impl<'a> Default for ErrorArgs<'a> {
   #[inline]
@@ -6731,6 +6746,7 @@ impl<'a> Default for ErrorArgs<'a> {
       code: ErrorCode::Unknown,
       message: None,
       revision: 0,
+      leader: 0,
     }
   }
 }
@@ -6753,6 +6769,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ErrorBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(Error::VT_REVISION, revision, 0);
   }
   #[inline]
+  pub fn add_leader(&mut self, leader: u64) {
+    self.fbb_.push_slot::<u64>(Error::VT_LEADER, leader, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ErrorBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ErrorBuilder {
@@ -6773,6 +6793,7 @@ impl ::core::fmt::Debug for Error<'_> {
       ds.field("code", &self.code());
       ds.field("message", &self.message());
       ds.field("revision", &self.revision());
+      ds.field("leader", &self.leader());
       ds.finish()
   }
 }

@@ -1,0 +1,220 @@
+//! Who is in the cluster: its id and its members, fixed at bootstrap
+//! (docs/cluster.md, "Identity"). Every member derives the same ids from
+//! the same `--initial-cluster` and token, as etcd does, so a cluster
+//! starts without any member telling another its id.
+//!
+//! Invariants: member ids are nonzero and distinct, names are distinct,
+//! and `me` is one of the members. Each member holds one replica of every
+//! shard, and its Raft id in every shard's group is its member id.
+
+/// One member of the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its id: the Raft id of its replicas.
+    pub id: u64,
+    /// Its name (`--name`).
+    pub name: String,
+    /// Where its core 0 takes peer connections (`host:port`); core `c`
+    /// listens on the port plus `c`.
+    pub peer_address: String,
+}
+
+/// The cluster a node belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    /// Its id, from the token and the members: frames naming another are
+    /// refused.
+    pub id: u64,
+    /// This node's member id.
+    pub me: u64,
+    /// Every member, this node included, ordered by id.
+    pub members: Vec<Member>,
+}
+
+/// The token a cluster is created with when none is given (etcd's
+/// default `--initial-cluster-token` is `etcd-cluster`).
+pub const DEFAULT_TOKEN: &str = "keel-cluster";
+
+/// The name of a member started without `--name`.
+pub const DEFAULT_NAME: &str = "default";
+
+/// FNV-1a over the parts, each followed by a zero byte so that
+/// `("ab", "c")` and `("a", "bc")` differ.
+fn fnv1a<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &byte in part.iter().chain(std::iter::once(&0u8)) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+/// A member's id: from its name alone, so that a member keeps its id
+/// whatever address it moves to. Never 0 (Raft's "none").
+pub fn member_id(name: &str) -> u64 {
+    fnv1a([name.as_bytes()]).max(1)
+}
+
+/// A cluster's id: from its token and its members (ordered by id).
+fn cluster_id(token: &str, members: &[Member]) -> u64 {
+    let mut parts: Vec<&[u8]> = vec![token.as_bytes()];
+    for member in members {
+        parts.push(member.name.as_bytes());
+        parts.push(member.peer_address.as_bytes());
+    }
+    fnv1a(parts).max(1)
+}
+
+impl Cluster {
+    /// A cluster of this one member (no `--initial-cluster`): what `keel`
+    /// runs with no flags.
+    pub fn single(name: &str) -> Cluster {
+        let members = vec![Member {
+            id: member_id(name),
+            name: name.to_string(),
+            peer_address: String::new(),
+        }];
+        Cluster {
+            id: cluster_id(DEFAULT_TOKEN, &members),
+            me: member_id(name),
+            members,
+        }
+    }
+
+    /// The cluster `--initial-cluster name=address,...` describes, as
+    /// member `name`, created with `token`.
+    ///
+    /// # Errors
+    /// A message naming the problem: no members, a repeated or empty
+    /// name, two names with one id, or `name` not among them.
+    pub fn bootstrap(
+        name: &str,
+        initial: &[(String, String)],
+        token: &str,
+    ) -> Result<Cluster, String> {
+        if initial.is_empty() {
+            return Err("the initial cluster has no members".to_string());
+        }
+        let mut members: Vec<Member> = Vec::with_capacity(initial.len());
+        for (member_name, address) in initial {
+            if member_name.is_empty() {
+                return Err("a member of the initial cluster has no name".to_string());
+            }
+            let id = member_id(member_name);
+            if let Some(other) = members
+                .iter()
+                .find(|m| m.name == *member_name || m.id == id)
+            {
+                return Err(format!(
+                    "members {:?} and {member_name:?} of the initial cluster have one id: \
+                     give every member its own name",
+                    other.name
+                ));
+            }
+            members.push(Member {
+                id,
+                name: member_name.clone(),
+                peer_address: address.clone(),
+            });
+        }
+        members.sort_by_key(|m| m.id);
+        let me = members
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.id)
+            .ok_or_else(|| format!("this member's name {name:?} is not in the initial cluster"))?;
+        Ok(Cluster {
+            id: cluster_id(token, &members),
+            me,
+            members,
+        })
+    }
+
+    /// Parses etcd's `--initial-cluster` form, `name=host:port,...`
+    /// (a scheme such as `http://` before the address is dropped).
+    ///
+    /// # Errors
+    /// A part without `=`.
+    pub fn parse_initial(text: &str) -> Result<Vec<(String, String)>, String> {
+        text.split(',')
+            .filter(|part| !part.trim().is_empty())
+            .map(|part| {
+                let (name, address) = part.trim().split_once('=').ok_or_else(|| {
+                    format!("{part:?} in the initial cluster is not name=host:port")
+                })?;
+                let address = address
+                    .split_once("://")
+                    .map_or(address, |(_, rest)| rest)
+                    .trim_end_matches('/');
+                Ok((name.trim().to_string(), address.to_string()))
+            })
+            .collect()
+    }
+
+    /// The Raft ids of the voters every shard's group starts with.
+    pub fn voters(&self) -> Vec<u64> {
+        self.members.iter().map(|m| m.id).collect()
+    }
+
+    /// Whether this node is the only member.
+    pub fn is_single(&self) -> bool {
+        self.members.len() == 1
+    }
+
+    /// The member with id `id`.
+    pub fn member(&self, id: u64) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// The other members.
+    pub fn peers(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(move |m| m.id != self.me)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three() -> Vec<(String, String)> {
+        Cluster::parse_initial("a=127.0.0.1:2380,b=http://127.0.0.1:2480,c=127.0.0.1:2580/")
+            .unwrap()
+    }
+
+    #[test]
+    fn every_member_derives_the_same_ids() {
+        let a = Cluster::bootstrap("a", &three(), "t").unwrap();
+        let b = Cluster::bootstrap("b", &three(), "t").unwrap();
+        assert_eq!(a.id, b.id);
+        assert_eq!(a.members, b.members);
+        assert_ne!(a.me, b.me);
+        assert_eq!(a.member(b.me).unwrap().peer_address, "127.0.0.1:2480");
+        assert_eq!(a.peers().count(), 2);
+        // Another token or another address is another cluster.
+        assert_ne!(Cluster::bootstrap("a", &three(), "u").unwrap().id, a.id);
+        let mut moved = three();
+        moved[2].1 = "127.0.0.1:2680".to_string();
+        assert_ne!(Cluster::bootstrap("a", &moved, "t").unwrap().id, a.id);
+    }
+
+    #[test]
+    fn a_bad_initial_cluster_is_refused_with_a_reason() {
+        let err = Cluster::bootstrap("d", &three(), "t").unwrap_err();
+        assert!(err.contains("not in the initial cluster"), "{err}");
+        let mut twice = three();
+        twice[1].0 = "a".to_string();
+        let err = Cluster::bootstrap("a", &twice, "t").unwrap_err();
+        assert!(err.contains("one id"), "{err}");
+        assert!(Cluster::parse_initial("a=x,b").is_err());
+        assert!(Cluster::bootstrap("a", &[], "t").is_err());
+    }
+
+    #[test]
+    fn a_single_member_keeps_the_id_its_name_gave_it() {
+        let single = Cluster::single(DEFAULT_NAME);
+        assert!(single.is_single());
+        assert_eq!(single.me, member_id(DEFAULT_NAME));
+        assert_eq!(single.voters(), vec![single.me]);
+    }
+}

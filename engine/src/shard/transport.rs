@@ -1,0 +1,187 @@
+//! The seam between the shards and the network (DESIGN.md, "Raft"): the
+//! engine hands each core's outgoing Raft messages to a [`Transport`] and
+//! takes what peers sent through a [`PeerInbox`]. keel's server implements
+//! it over TCP (net/); tests implement it in memory with seeded faults. The
+//! engine knows no sockets.
+//!
+//! Contract: `send` never waits. A message the transport cannot take (no
+//! connection, a full queue) is dropped and the shard is told its peer is
+//! unreachable (`PeerInbox::unreachable`), so Raft probes and resends
+//! instead of streaming into the void. Messages of one shard to one peer
+//! leave in the order given; Raft tolerates loss, duplication and
+//! reordering, so nothing more is promised.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use raft::eraftpb::Message;
+
+use crate::shard::cluster::Cluster;
+use crate::shard::replica::ShardCall;
+use crate::shard::router::{CoreCall, CoreRouter};
+
+/// One core's way to its peers; lives on that core.
+pub trait Transport {
+    /// Queues `message` of `shard` for member `message.to`. Never waits.
+    fn send(&self, shard: usize, message: Message);
+}
+
+/// Starts each core's transport, on the core's own thread, once the core
+/// can take messages.
+pub trait TransportFactory: Send + Sync + std::fmt::Debug {
+    /// The transport of `core`, which hands what arrives to `inbox`.
+    ///
+    /// # Errors
+    /// Why it cannot run (a peer port that cannot be bound): the node does
+    /// not start.
+    fn start(&self, core: usize, inbox: PeerInbox) -> Result<Rc<dyn Transport>, String>;
+}
+
+/// Why a peer's message was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeerRefusal {
+    /// The frame named another cluster.
+    #[error("the message is for cluster {got:x}, this is cluster {want:x}")]
+    OtherCluster {
+        /// The cluster it named.
+        got: u64,
+        /// This node's cluster.
+        want: u64,
+    },
+    /// The sender is not a member.
+    #[error("member {0:x} is not in the cluster")]
+    UnknownMember(u64),
+    /// The message is addressed to another member.
+    #[error("the message is for member {got:x}, this is {want:x}")]
+    NotForMe {
+        /// Its addressee.
+        got: u64,
+        /// This member.
+        want: u64,
+    },
+    /// The bytes are not a Raft message.
+    #[error("a malformed Raft message: {0}")]
+    Malformed(String),
+    /// No such shard.
+    #[error("shard {shard} of {shards}")]
+    UnknownShard {
+        /// The shard it named.
+        shard: usize,
+        /// The node's shard count.
+        shards: usize,
+    },
+}
+
+/// A Raft message's bytes on the wire (its protobuf encoding, as raft-rs
+/// defines it).
+pub fn encode_message(message: &Message) -> Vec<u8> {
+    use protobuf::Message as _;
+    // Encoding a message held in memory fails only for a missing required
+    // field, which proto3 messages do not have.
+    message.write_to_bytes().unwrap_or_default()
+}
+
+/// Reads what [`encode_message`] wrote.
+///
+/// # Errors
+/// [`PeerRefusal::Malformed`] for bytes that are not a Raft message.
+pub fn decode_message(bytes: &[u8]) -> Result<Message, PeerRefusal> {
+    use protobuf::Message as _;
+    Message::parse_from_bytes(bytes).map_err(|e| PeerRefusal::Malformed(e.to_string()))
+}
+
+/// How a core's transport hands its shards what peers sent. Checks every
+/// message's sender, addressee and shard first: a message from outside the
+/// cluster changes nothing.
+#[derive(Clone)]
+pub struct PeerInbox {
+    router: Rc<CoreRouter>,
+    cluster: Arc<Cluster>,
+    shards: usize,
+}
+
+impl PeerInbox {
+    pub(crate) fn new(router: Rc<CoreRouter>, cluster: Arc<Cluster>, shards: usize) -> PeerInbox {
+        PeerInbox {
+            router,
+            cluster,
+            shards,
+        }
+    }
+
+    /// The cluster this node is a member of.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    /// The node's shard count.
+    pub fn shard_count(&self) -> usize {
+        self.shards
+    }
+
+    /// Checks that a frame from `from` in cluster `cluster` may be taken.
+    ///
+    /// # Errors
+    /// [`PeerRefusal`] naming the mismatch.
+    pub fn check_sender(&self, cluster: u64, from: u64) -> Result<(), PeerRefusal> {
+        if cluster != self.cluster.id {
+            return Err(PeerRefusal::OtherCluster {
+                got: cluster,
+                want: self.cluster.id,
+            });
+        }
+        if from == self.cluster.me || self.cluster.member(from).is_none() {
+            return Err(PeerRefusal::UnknownMember(from));
+        }
+        Ok(())
+    }
+
+    /// Hands `message` to `shard`'s replica, once it is checked.
+    ///
+    /// # Errors
+    /// [`PeerRefusal`] when the message is not for this node's shards.
+    pub fn deliver(&self, shard: usize, message: Message) -> Result<(), PeerRefusal> {
+        if shard >= self.shards {
+            return Err(PeerRefusal::UnknownShard {
+                shard,
+                shards: self.shards,
+            });
+        }
+        if message.to != self.cluster.me {
+            return Err(PeerRefusal::NotForMe {
+                got: message.to,
+                want: self.cluster.me,
+            });
+        }
+        if message.from == self.cluster.me || self.cluster.member(message.from).is_none() {
+            return Err(PeerRefusal::UnknownMember(message.from));
+        }
+        self.hand_over(CoreCall {
+            shard,
+            call: ShardCall::Peer(Box::new(message)),
+        });
+        Ok(())
+    }
+
+    /// Tells `shard` that `peer` could not be reached (a message to it was
+    /// dropped).
+    pub fn unreachable(&self, shard: usize, peer: u64) {
+        if shard < self.shards {
+            self.hand_over(CoreCall {
+                shard,
+                call: ShardCall::Unreachable { peer },
+            });
+        }
+    }
+
+    fn hand_over(&self, call: CoreCall) {
+        // Core c talks to core c, so the shard is normally this core's;
+        // with another core count on the peer it goes over the mesh.
+        if self.router.owner(call.shard) == self.router.core() {
+            self.router.deliver_local(call);
+        } else {
+            let router = self.router.clone();
+            glommio::spawn_local(async move { router.route(call).await }).detach();
+        }
+    }
+}

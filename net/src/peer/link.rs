@@ -1,0 +1,180 @@
+//! One core's connection to one peer's same core, for the messages this
+//! core's shards send it. `send` only queues; a writer task drains the
+//! whole queue into one frame each time it runs, so every message of every
+//! shard queued during one pass of the core (heartbeats of all its shards
+//! included) leaves in one frame. The queue is bounded; a message that
+//! does not fit, or comes while there is no connection, is dropped and
+//! reported unreachable to its shard, so the Ready loop never waits on a
+//! peer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+use keel_engine::shard::PeerInbox;
+
+use crate::peer::wire::{self, Hello};
+
+/// Bytes of encoded messages queued for one peer before more are dropped.
+pub(crate) const QUEUE_BYTES: usize = 64 << 20;
+/// A frame is closed once it holds this many bytes (it holds at least one
+/// message, whatever its size).
+const FRAME_TARGET_BYTES: usize = 4 << 20;
+/// How long a connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long one frame's write may take before the connection is given up
+/// (a peer that stopped reading).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The first and the longest wait between failed connects.
+const BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// A queued message: its shard and its bytes.
+type Queued = (u32, Vec<u8>);
+
+/// The link to one peer.
+pub(crate) struct Link {
+    peer: u64,
+    address: SocketAddr,
+    hello: Hello,
+    inbox: PeerInbox,
+    queue: RefCell<VecDeque<Queued>>,
+    queued_bytes: Cell<usize>,
+    connected: Cell<bool>,
+    /// Wakes the writer when the queue was empty.
+    kick: flume::Sender<()>,
+}
+
+impl Link {
+    /// A link to `peer` at `address`, whose writer runs as a task on this
+    /// core until the executor ends.
+    pub(crate) fn start(
+        peer: u64,
+        address: SocketAddr,
+        hello: Hello,
+        inbox: PeerInbox,
+    ) -> Rc<Link> {
+        let (kick, kicked) = flume::bounded(1);
+        let link = Rc::new(Link {
+            peer,
+            address,
+            hello,
+            inbox,
+            queue: RefCell::default(),
+            queued_bytes: Cell::new(0),
+            connected: Cell::new(false),
+            kick,
+        });
+        glommio::spawn_local(write_loop(link.clone(), kicked)).detach();
+        link
+    }
+
+    /// Queues one message of `shard`, or drops it and reports the peer
+    /// unreachable.
+    pub(crate) fn send(&self, shard: usize, bytes: Vec<u8>) {
+        let fits = self.queued_bytes.get() + bytes.len() <= QUEUE_BYTES;
+        if !self.connected.get() || !fits {
+            self.inbox.unreachable(shard, self.peer);
+            return;
+        }
+        self.queued_bytes.set(self.queued_bytes.get() + bytes.len());
+        let was_empty = {
+            let mut queue = self.queue.borrow_mut();
+            queue.push_back((shard as u32, bytes));
+            queue.len() == 1
+        };
+        if was_empty {
+            let _ = self.kick.try_send(());
+        }
+    }
+
+    /// Takes queued messages into one frame body.
+    fn take_frame(&self) -> Vec<u8> {
+        let mut body = Vec::new();
+        let mut queue = self.queue.borrow_mut();
+        while let Some((shard, bytes)) = queue.pop_front() {
+            self.queued_bytes
+                .set(self.queued_bytes.get().saturating_sub(bytes.len()));
+            wire::push_message(&mut body, shard, &bytes);
+            if body.len() >= FRAME_TARGET_BYTES {
+                break;
+            }
+        }
+        body
+    }
+
+    /// The connection is gone: what was queued is dropped, and each shard
+    /// that had something queued hears the peer is unreachable.
+    fn drop_queue(&self) {
+        let dropped: BTreeSet<u32> = self
+            .queue
+            .borrow_mut()
+            .drain(..)
+            .map(|(shard, _)| shard)
+            .collect();
+        self.queued_bytes.set(0);
+        for shard in dropped {
+            self.inbox.unreachable(shard as usize, self.peer);
+        }
+    }
+}
+
+/// Connects, says hello, and writes frames until the connection fails;
+/// then again, after a backoff.
+async fn write_loop(link: Rc<Link>, kicked: flume::Receiver<()>) {
+    let mut backoff = BACKOFF_FIRST;
+    loop {
+        match connect(&link).await {
+            Ok(mut stream) => {
+                backoff = BACKOFF_FIRST;
+                link.connected.set(true);
+                let error = write_frames(&link, &mut stream, &kicked).await;
+                link.connected.set(false);
+                link.drop_queue();
+                tracing::debug!(peer = %format!("{:x}", link.peer), %error, "peer connection lost");
+            }
+            Err(error) => {
+                tracing::trace!(peer = %format!("{:x}", link.peer), %error, "peer connect failed");
+            }
+        }
+        glommio::timer::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn connect(link: &Link) -> std::io::Result<TcpStream> {
+    let mut stream = TcpStream::connect_timeout(link.address, CONNECT_TIMEOUT).await?;
+    stream.set_nodelay(true)?;
+    stream
+        .set_write_timeout(Some(WRITE_TIMEOUT))
+        .map_err(std::io::Error::from)?;
+    stream.write_all(&link.hello.encode()).await?;
+    Ok(stream)
+}
+
+async fn write_frames(
+    link: &Link,
+    stream: &mut TcpStream,
+    kicked: &flume::Receiver<()>,
+) -> std::io::Error {
+    loop {
+        if link.queue.borrow().is_empty() && kicked.recv_async().await.is_err() {
+            return std::io::Error::other("the transport is gone");
+        }
+        let body = link.take_frame();
+        if body.is_empty() {
+            continue;
+        }
+        let header = wire::frame_header(&body);
+        if let Err(error) = stream.write_all(&header).await {
+            return error;
+        }
+        if let Err(error) = stream.write_all(&body).await {
+            return error;
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The peer transport: the engine's [`Transport`] over TCP (DESIGN.md,
+//! "Raft"; net/PROTOCOL.md, "Peer protocol"). Core `c` of every member
+//! listens on its peer port plus `c` and connects to the same core of each
+//! other member, so a shard's messages never hop between cores: one
+//! connection per (peer, core) and direction.
+
+mod link;
+pub mod wire;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::AsyncReadExt;
+use glommio::net::{TcpListener, TcpStream};
+use keel_engine::shard::{
+    encode_message, Cluster, PeerInbox, RaftMessage, Transport, TransportFactory,
+};
+
+use self::link::Link;
+use self::wire::{Hello, WireError, HEADER_BYTES, HELLO_BYTES};
+
+/// How long a peer has to send its hello once connected.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Peer connections one core reads at once; more are closed at accept
+/// (each member opens one per core, so this is room for many members and
+/// strangers that never say hello).
+const MAX_INBOUND: usize = 64;
+
+/// The address of core `core` of a member whose peer port is `base`.
+///
+/// # Errors
+/// An address that does not resolve, or a port past 65535.
+pub fn core_address(base: &str, core: usize) -> Result<SocketAddr, String> {
+    let address = base
+        .to_socket_addrs()
+        .map_err(|e| format!("peer address {base:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("peer address {base:?} resolves to nothing"))?;
+    let port = usize::from(address.port()) + core;
+    let port = u16::try_from(port).map_err(|_| format!("peer port {port} of core {core}"))?;
+    Ok(SocketAddr::new(address.ip(), port))
+}
+
+/// Starts each core's TCP transport.
+#[derive(Debug)]
+pub struct PeerTransport {
+    /// This member's peer address: core `c` listens on its port plus `c`.
+    pub listen: SocketAddr,
+}
+
+impl TransportFactory for PeerTransport {
+    fn start(&self, core: usize, inbox: PeerInbox) -> Result<Rc<dyn Transport>, String> {
+        let listen = core_address(&self.listen.to_string(), core)?;
+        let listener = TcpListener::bind(listen).map_err(|e| format!("peer port {listen}: {e}"))?;
+        let cluster = inbox.cluster().clone();
+        let mut links = HashMap::new();
+        for peer in cluster.peers() {
+            let address = core_address(&peer.peer_address, core)?;
+            let hello = Hello {
+                core: core as u16,
+                cluster: cluster.id,
+                from: cluster.me,
+                to: peer.id,
+            };
+            links.insert(peer.id, Link::start(peer.id, address, hello, inbox.clone()));
+        }
+        glommio::spawn_local(accept_loop(listener, core, inbox)).detach();
+        Ok(Rc::new(TcpTransport { links }))
+    }
+}
+
+/// One core's links to its peers.
+struct TcpTransport {
+    links: HashMap<u64, Rc<Link>>,
+}
+
+impl Transport for TcpTransport {
+    fn send(&self, shard: usize, message: RaftMessage) {
+        // A message to a non-member is a bug upstream; dropping it is all
+        // a transport can do.
+        if let Some(link) = self.links.get(&message.to) {
+            link.send(shard, encode_message(&message));
+        }
+    }
+}
+
+/// Takes peer connections on this core's peer port.
+async fn accept_loop(listener: TcpListener, core: usize, inbox: PeerInbox) {
+    let open = Rc::new(RefCell::new(0usize));
+    loop {
+        let stream = match listener.accept().await {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(core, %error, "peer accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if *open.borrow() >= MAX_INBOUND {
+            drop(stream);
+            continue;
+        }
+        *open.borrow_mut() += 1;
+        let (open, inbox) = (open.clone(), inbox.clone());
+        glommio::spawn_local(async move {
+            if let Err(error) = read_peer(stream, core, &inbox).await {
+                tracing::debug!(core, %error, "peer connection closed");
+            }
+            *open.borrow_mut() -= 1;
+        })
+        .detach();
+    }
+}
+
+/// Why an inbound peer connection was closed.
+#[derive(Debug, thiserror::Error)]
+enum InboundError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+/// Reads one peer's hello, then its frames, handing each message to its
+/// shard. Anything wrong closes the connection; nothing of a frame that
+/// fails its checksum, does not parse or names another sender is
+/// delivered.
+async fn read_peer(
+    mut stream: TcpStream,
+    core: usize,
+    inbox: &PeerInbox,
+) -> Result<(), InboundError> {
+    stream
+        .set_read_timeout(Some(HELLO_TIMEOUT))
+        .map_err(std::io::Error::from)?;
+    let mut hello = [0u8; HELLO_BYTES];
+    stream.read_exact(&mut hello).await?;
+    let hello = Hello::decode(&hello)?;
+    inbox
+        .check_sender(hello.cluster, hello.from)
+        .map_err(|e| InboundError::Refused(e.to_string()))?;
+    if hello.to != inbox.cluster().me || usize::from(hello.core) != core {
+        return Err(InboundError::Refused(format!(
+            "a hello for member {:x} core {}, this is member {:x} core {core}",
+            hello.to,
+            hello.core,
+            inbox.cluster().me
+        )));
+    }
+    // Once known, a peer may stay silent as long as it likes: heartbeats
+    // are Raft's business.
+    stream
+        .set_read_timeout(None)
+        .map_err(std::io::Error::from)?;
+    loop {
+        let mut header = [0u8; HEADER_BYTES];
+        stream.read_exact(&mut header).await?;
+        let (len, crc) = wire::read_header(&header)?;
+        let mut body = vec![0u8; len];
+        stream.read_exact(&mut body).await?;
+        let messages = wire::decode_frame(&body, crc)?;
+        if let Some((_, stranger)) = messages.iter().find(|(_, m)| m.from != hello.from) {
+            return Err(InboundError::Refused(format!(
+                "a message from {:x} on {:x}'s connection",
+                stranger.from, hello.from
+            )));
+        }
+        for (shard, message) in messages {
+            inbox
+                .deliver(shard as usize, message)
+                .map_err(|e| InboundError::Refused(e.to_string()))?;
+        }
+    }
+}
+
+/// The members' addresses must resolve and be distinct per core.
+///
+/// # Errors
+/// The first address that does not resolve.
+pub fn check_addresses(cluster: &Cluster, cores: usize) -> Result<(), String> {
+    for member in &cluster.members {
+        for core in 0..cores {
+            core_address(&member.peer_address, core)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! A cluster of [`Node`]s in one process over a [`MemNet`]: each member
+//! has its own data directory and executors, and can be stopped and
+//! started again. Writes follow the not-leader hints the way a client
+//! does.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use futures_lite::future::block_on;
+use keel_engine::mvcc::{Applied, PutRequest, RangeRequest, RangeResponse, Revision};
+use keel_engine::shard::{Cluster, Consistency, Node, NodeError, ShardStatus};
+
+use crate::mem_net::MemNet;
+use crate::{node_config, timeout};
+
+/// How long one call may take before the cluster's helpers give up on
+/// it (the write's outcome is then unknown).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The members' names, in order: `m0`, `m1`, ...
+fn name(i: usize) -> String {
+    format!("m{i}")
+}
+
+/// A cluster of in-process members.
+pub struct InProcessCluster {
+    /// The network between them.
+    pub net: MemNet,
+    /// Every member's view of the cluster, by member index.
+    pub members: Vec<Cluster>,
+    dirs: Vec<PathBuf>,
+    nodes: Vec<Option<Node>>,
+    shards: usize,
+    cores: usize,
+    _root: tempfile::TempDir,
+}
+
+/// What a write through the cluster came to.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Acknowledged.
+    Applied(Applied),
+    /// Refused before it could take effect (no leader took it).
+    Refused(NodeError),
+    /// It may or may not take effect: no answer in time.
+    Unknown,
+}
+
+impl InProcessCluster {
+    /// Starts `size` members with `shards` shards over `cores` cores each.
+    ///
+    /// # Panics
+    /// When a member does not start.
+    pub fn start(size: usize, shards: usize, cores: usize, seed: u64) -> InProcessCluster {
+        let root = tempfile::tempdir().expect("temp dir");
+        let initial: Vec<(String, String)> =
+            (0..size).map(|i| (name(i), format!("mem:{i}"))).collect();
+        let members: Vec<Cluster> = (0..size)
+            .map(|i| Cluster::bootstrap(&name(i), &initial, "test").expect("bootstrap"))
+            .collect();
+        let dirs = (0..size).map(|i| root.path().join(name(i))).collect();
+        let mut cluster = InProcessCluster {
+            net: MemNet::new(seed),
+            members,
+            dirs,
+            nodes: (0..size).map(|_| None).collect(),
+            shards,
+            cores,
+            _root: root,
+        };
+        for i in 0..size {
+            cluster.start_member(i);
+        }
+        cluster
+    }
+
+    /// The number of members.
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The shard count.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Member `i`'s id.
+    pub fn id(&self, i: usize) -> u64 {
+        self.members[i].me
+    }
+
+    /// Every member's id.
+    pub fn ids(&self) -> Vec<u64> {
+        (0..self.size()).map(|i| self.id(i)).collect()
+    }
+
+    /// The index of the member with id `id`.
+    pub fn index_of(&self, id: u64) -> Option<usize> {
+        (0..self.size()).find(|i| self.id(*i) == id)
+    }
+
+    /// Starts member `i` (again) on its directory.
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn start_member(&mut self, i: usize) {
+        let config = keel_engine::shard::NodeConfig {
+            cluster: self.members[i].clone(),
+            transport: Some(self.net.factory(self.members[i].me)),
+            ..node_config(&self.dirs[i], self.shards, self.cores)
+        };
+        self.nodes[i] = Some(Node::start(config).expect("member starts"));
+    }
+
+    /// Stops member `i` (its shards make their trees durable first).
+    pub fn stop_member(&mut self, i: usize) {
+        if let Some(node) = self.nodes[i].take() {
+            node.shutdown();
+        }
+    }
+
+    /// Member `i`'s node, if running.
+    pub fn node(&self, i: usize) -> Option<&Node> {
+        self.nodes[i].as_ref()
+    }
+
+    /// Member `i`'s shard statuses, if it runs and answers in time.
+    pub fn status(&self, i: usize) -> Option<Vec<ShardStatus>> {
+        let node = self.node(i)?;
+        with_timeout(node.client().status()).and_then(Result::ok)
+    }
+
+    /// The member index leading `shard` as a majority of the running
+    /// members sees it.
+    pub fn leader_of(&self, shard: usize) -> Option<usize> {
+        let mut votes: Vec<(u64, usize)> = Vec::new();
+        for i in 0..self.size() {
+            let Some(statuses) = self.status(i) else {
+                continue;
+            };
+            let Some(status) = statuses.get(shard) else {
+                continue;
+            };
+            if status.leader == 0 {
+                continue;
+            }
+            match votes.iter_mut().find(|(id, _)| *id == status.leader) {
+                Some((_, n)) => *n += 1,
+                None => votes.push((status.leader, 1)),
+            }
+        }
+        let (leader, count) = votes.into_iter().max_by_key(|(_, n)| *n)?;
+        let leader = self.index_of(leader)?;
+        (count > self.size() / 2 && self.node(leader).is_some()).then_some(leader)
+    }
+
+    /// Waits until every shard has a leader a majority agrees on.
+    ///
+    /// # Panics
+    /// After `within` without.
+    pub fn wait_for_leaders(&self, within: Duration) -> Vec<usize> {
+        let deadline = Instant::now() + within;
+        loop {
+            let leaders: Vec<Option<usize>> = (0..self.shards).map(|s| self.leader_of(s)).collect();
+            if leaders.iter().all(Option::is_some) {
+                return leaders.into_iter().flatten().collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader for every shard after {within:?}: {leaders:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Puts `key = value` through member `first`, following not-leader
+    /// hints to other running members, until `deadline`.
+    pub fn put(&self, first: usize, key: &[u8], value: &[u8], deadline: Instant) -> Outcome {
+        let mut at = first;
+        let mut last_refusal = None;
+        while Instant::now() < deadline {
+            let Some(node) = self.node(at) else {
+                at = (at + 1) % self.size();
+                continue;
+            };
+            let request = PutRequest {
+                key: key.to_vec(),
+                value: value.to_vec(),
+                ..PutRequest::default()
+            };
+            match with_timeout(node.put(request)) {
+                Some(Ok(applied)) => return Outcome::Applied(applied),
+                // The write may still take effect: its outcome is unknown.
+                None => return Outcome::Unknown,
+                Some(Err(NodeError::NotLeader { leader, .. })) => {
+                    let hinted = self.index_of(leader).filter(|i| self.node(*i).is_some());
+                    at = hinted.unwrap_or((at + 1) % self.size());
+                    if hinted.is_none() {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    last_refusal = Some(NodeError::NotLeader { shard: 0, leader });
+                }
+                Some(Err(other)) => return Outcome::Refused(other),
+            }
+        }
+        match last_refusal {
+            Some(refusal) => Outcome::Refused(refusal),
+            None => Outcome::Unknown,
+        }
+    }
+
+    /// Reads `key` on member `i`.
+    pub fn get(
+        &self,
+        i: usize,
+        key: &[u8],
+        consistency: Consistency,
+    ) -> Option<Result<(Revision, RangeResponse), NodeError>> {
+        let node = self.node(i)?;
+        let request = RangeRequest {
+            key: key.to_vec(),
+            ..RangeRequest::default()
+        };
+        with_timeout(node.range(request, consistency))
+    }
+}
+
+impl Drop for InProcessCluster {
+    fn drop(&mut self) {
+        for i in 0..self.size() {
+            self.stop_member(i);
+        }
+    }
+}
+
+/// Runs `call`, or gives up after [`CALL_TIMEOUT`].
+fn with_timeout<T>(call: impl std::future::Future<Output = T>) -> Option<T> {
+    block_on(futures_lite::future::or(
+        async { Some(call.await) },
+        async {
+            timeout(CALL_TIMEOUT).await;
+            None
+        },
+    ))
+}

@@ -1,0 +1,191 @@
+//! A TCP proxy in front of one member's peer ports, for fault tests
+//! (`tc netem` is not available on these machines; etcd's robustness suite
+//! proxies peer traffic the same way). Core `c`'s proxy port forwards to the
+//! member's peer port plus `c`. Each connection's hello names its sender
+//! (net/PROTOCOL.md, "Peer protocol"), so faults are set per directed link
+//! `from -> to`:
+//!
+//! - **blackhole**: bytes are read and thrown away (the sender's writes
+//!   succeed until its buffers fill, then time out);
+//! - **delay**: every chunk waits before it is forwarded (order is kept);
+//! - **drop**: each chunk is lost with a chance, which breaks the stream's
+//!   framing (the receiver's checksum finds it and closes the connection);
+//! - **reset**: open connections are cut at once.
+//!
+//! Threads only: a proxy needs no runtime.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+
+/// Bytes of a peer hello (net/PROTOCOL.md).
+const HELLO_BYTES: usize = 40;
+
+/// What happens to one directed link's bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LinkFault {
+    /// Throw every byte away.
+    pub blackhole: bool,
+    /// Hold each chunk this long.
+    pub delay: Duration,
+    /// Chance a chunk is lost.
+    pub drop: f64,
+}
+
+#[derive(Default)]
+struct Shared {
+    /// Faults by sender (this proxy's member is the addressee).
+    faults: Mutex<HashMap<u64, LinkFault>>,
+    /// Open connections by sender, to reset.
+    open: Mutex<Vec<(u64, TcpStream)>>,
+    stopped: AtomicBool,
+    forwarded: AtomicU64,
+    lost: AtomicU64,
+}
+
+/// The proxy of one member.
+pub struct FaultProxy {
+    shared: Arc<Shared>,
+    /// The ports it listens on, by core.
+    pub ports: Vec<u16>,
+}
+
+impl FaultProxy {
+    /// Takes connections on `listen` (one listener per core) and forwards
+    /// core `c`'s to `target`'s port plus `c`.
+    ///
+    /// # Panics
+    /// When a listener's port cannot be read.
+    pub fn start(listen: Vec<TcpListener>, target: SocketAddr, seed: u64) -> FaultProxy {
+        let shared = Arc::new(Shared::default());
+        let mut ports = Vec::new();
+        for (core, listener) in listen.into_iter().enumerate() {
+            ports.push(listener.local_addr().expect("proxy port").port());
+            let mut upstream = target;
+            upstream.set_port(target.port() + core as u16);
+            let shared = shared.clone();
+            let seed = seed.wrapping_add(core as u64);
+            std::thread::spawn(move || accept_loop(listener, upstream, shared, seed));
+        }
+        FaultProxy { shared, ports }
+    }
+
+    /// Sets the fault of the link from member `from` to this one.
+    pub fn set_fault(&self, from: u64, fault: LinkFault) {
+        let mut faults = self.shared.faults.lock().unwrap_or_else(|e| e.into_inner());
+        if fault == LinkFault::default() {
+            faults.remove(&from);
+        } else {
+            faults.insert(from, fault);
+        }
+    }
+
+    /// Clears every fault.
+    pub fn heal(&self) {
+        self.shared
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Cuts every open connection from `from` (all senders: `None`).
+    pub fn reset(&self, from: Option<u64>) {
+        let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.retain(|(sender, stream)| {
+            if from.is_none_or(|f| f == *sender) {
+                let _ = stream.shutdown(Shutdown::Both);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Bytes forwarded and chunks lost so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.shared.forwarded.load(Ordering::Relaxed),
+            self.shared.lost.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Relaxed);
+        self.reset(None);
+    }
+}
+
+fn accept_loop(listener: TcpListener, upstream: SocketAddr, shared: Arc<Shared>, seed: u64) {
+    let _ = listener.set_nonblocking(true);
+    let mut n = 0u64;
+    while !shared.stopped.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((client, _)) => {
+                let _ = client.set_nonblocking(false);
+                let shared = shared.clone();
+                n += 1;
+                let seed = seed.wrapping_mul(1_000_003).wrapping_add(n);
+                std::thread::spawn(move || {
+                    let _ = forward(client, upstream, &shared, seed);
+                });
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+    }
+}
+
+/// Forwards one connection: its hello, then chunks, each through the
+/// link's fault.
+fn forward(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    shared: &Shared,
+    seed: u64,
+) -> std::io::Result<()> {
+    let mut hello = [0u8; HELLO_BYTES];
+    client.read_exact(&mut hello)?;
+    let mut from = [0u8; 8];
+    from.copy_from_slice(&hello[12..20]);
+    let from = u64::from_le_bytes(from);
+    let mut server = TcpStream::connect_timeout(&upstream, Duration::from_secs(1))?;
+    server.set_nodelay(true)?;
+    server.write_all(&hello)?;
+    {
+        let mut open = shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.push((from, client.try_clone()?));
+        open.push((from, server.try_clone()?));
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = client.read(&mut chunk)?;
+        if n == 0 || shared.stopped.load(Ordering::Relaxed) {
+            let _ = server.shutdown(Shutdown::Both);
+            return Ok(());
+        }
+        let fault = shared
+            .faults
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&from)
+            .copied()
+            .unwrap_or_default();
+        if fault.blackhole || (fault.drop > 0.0 && rng.gen_bool(fault.drop.min(1.0))) {
+            shared.lost.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        if !fault.delay.is_zero() {
+            std::thread::sleep(fault.delay);
+        }
+        server.write_all(&chunk[..n])?;
+        shared.forwarded.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,242 @@
+//! An in-memory network for in-process clusters: every core's
+//! [`Transport`] sends through one [`MemNet`], which drops, duplicates,
+//! delays (and so reorders) messages from a seeded random source, and cuts
+//! directed links on demand.
+//!
+//! The fault schedule is seeded; the thread schedule is not (each node runs
+//! its own executors), so a seed reproduces the faults' rates and order of
+//! draws, not one exact interleaving.
+
+use std::collections::{HashMap, HashSet};
+use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use keel_engine::shard::{PeerInbox, RaftMessage, Transport, TransportFactory};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Messages queued for one core before more are dropped (as a full
+/// connection queue drops them).
+const QUEUE: usize = 16_384;
+
+/// How often each fault strikes a message that is not cut off.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Faults {
+    /// Chance a message is lost.
+    pub drop: f64,
+    /// Chance a message arrives twice.
+    pub duplicate: f64,
+    /// Chance a message is held back, for up to `max_delay`.
+    pub delay: f64,
+    /// The longest hold-back.
+    pub max_delay: Duration,
+}
+
+/// What the network did, for tests to check that their faults happened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Messages handed to the network.
+    pub sent: u64,
+    /// Lost to `Faults::drop`.
+    pub dropped: u64,
+    /// Lost to a cut link.
+    pub cut: u64,
+    /// Sent twice.
+    pub duplicated: u64,
+    /// Held back.
+    pub delayed: u64,
+    /// Reported unreachable (no such endpoint, or its queue full).
+    pub unreachable: u64,
+}
+
+struct Delivery {
+    shard: usize,
+    message: RaftMessage,
+}
+
+struct NetState {
+    rng: StdRng,
+    faults: Faults,
+    /// Directed links `(from, to)` that lose everything.
+    cut: HashSet<(u64, u64)>,
+    /// Each running core's queue, by `(member, core)`.
+    endpoints: HashMap<(u64, usize), flume::Sender<Delivery>>,
+    stats: NetStats,
+}
+
+/// The network; clones share it.
+#[derive(Clone)]
+pub struct MemNet {
+    state: Arc<Mutex<NetState>>,
+}
+
+impl std::fmt::Debug for MemNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemNet").finish_non_exhaustive()
+    }
+}
+
+impl MemNet {
+    /// A network with no faults, drawing from `seed` once they are set.
+    pub fn new(seed: u64) -> MemNet {
+        MemNet {
+            state: Arc::new(Mutex::new(NetState {
+                rng: StdRng::seed_from_u64(seed),
+                faults: Faults::default(),
+                cut: HashSet::new(),
+                endpoints: HashMap::new(),
+                stats: NetStats::default(),
+            })),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, NetState> {
+        // A test thread that panicked holding the lock leaves sound state.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the fault rates.
+    pub fn set_faults(&self, faults: Faults) {
+        self.lock().faults = faults;
+    }
+
+    /// Cuts (or with `false`, mends) the directed link `from -> to`.
+    pub fn set_cut(&self, from: u64, to: u64, cut: bool) {
+        let mut state = self.lock();
+        if cut {
+            state.cut.insert((from, to));
+        } else {
+            state.cut.remove(&(from, to));
+        }
+    }
+
+    /// Cuts `member` off from every one of `others`, both ways (or mends).
+    pub fn isolate(&self, member: u64, others: &[u64], cut: bool) {
+        for &other in others.iter().filter(|o| **o != member) {
+            self.set_cut(member, other, cut);
+            self.set_cut(other, member, cut);
+        }
+    }
+
+    /// Mends every link and clears every fault.
+    pub fn heal(&self) {
+        let mut state = self.lock();
+        state.cut.clear();
+        state.faults = Faults::default();
+    }
+
+    /// What the network did so far.
+    pub fn stats(&self) -> NetStats {
+        self.lock().stats
+    }
+
+    /// The transport factory of member `member`.
+    pub fn factory(&self, member: u64) -> Arc<dyn TransportFactory> {
+        Arc::new(MemFactory {
+            net: self.clone(),
+            member,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct MemFactory {
+    net: MemNet,
+    member: u64,
+}
+
+impl TransportFactory for MemFactory {
+    fn start(&self, core: usize, inbox: PeerInbox) -> Result<Rc<dyn Transport>, String> {
+        let (sender, receiver) = flume::bounded::<Delivery>(QUEUE);
+        // A restarted member replaces its old queue.
+        self.net
+            .lock()
+            .endpoints
+            .insert((self.member, core), sender);
+        let taker = inbox.clone();
+        glommio::spawn_local(async move {
+            while let Ok(delivery) = receiver.recv_async().await {
+                // What a peer would refuse is dropped, as the TCP
+                // transport drops a frame it refuses.
+                let _ = taker.deliver(delivery.shard, delivery.message);
+            }
+        })
+        .detach();
+        Ok(Rc::new(MemTransport {
+            net: self.net.clone(),
+            member: self.member,
+            core,
+            inbox,
+        }))
+    }
+}
+
+struct MemTransport {
+    net: MemNet,
+    member: u64,
+    core: usize,
+    inbox: PeerInbox,
+}
+
+impl Transport for MemTransport {
+    fn send(&self, shard: usize, message: RaftMessage) {
+        let to = message.to;
+        let (sender, copies, delay) = {
+            let mut state = self.net.lock();
+            state.stats.sent += 1;
+            if state.cut.contains(&(self.member, to)) {
+                state.stats.cut += 1;
+                return;
+            }
+            let faults = state.faults;
+            if state.rng.gen_bool(faults.drop.clamp(0.0, 1.0)) {
+                state.stats.dropped += 1;
+                return;
+            }
+            let copies = if state.rng.gen_bool(faults.duplicate.clamp(0.0, 1.0)) {
+                state.stats.duplicated += 1;
+                2
+            } else {
+                1
+            };
+            let delay = if !faults.max_delay.is_zero()
+                && state.rng.gen_bool(faults.delay.clamp(0.0, 1.0))
+            {
+                state.stats.delayed += 1;
+                Some(state.rng.gen_range(Duration::ZERO..faults.max_delay))
+            } else {
+                None
+            };
+            let Some(sender) = state.endpoints.get(&(to, self.core)).cloned() else {
+                state.stats.unreachable += 1;
+                drop(state);
+                self.inbox.unreachable(shard, to);
+                return;
+            };
+            (sender, copies, delay)
+        };
+        for _ in 0..copies {
+            let delivery = Delivery {
+                shard,
+                message: message.clone(),
+            };
+            match delay {
+                None => {
+                    if sender.try_send(delivery).is_err() {
+                        self.net.lock().stats.unreachable += 1;
+                        self.inbox.unreachable(shard, to);
+                    }
+                }
+                Some(delay) => {
+                    let sender = sender.clone();
+                    glommio::spawn_local(async move {
+                        glommio::timer::sleep(delay).await;
+                        let _ = sender.try_send(delivery);
+                    })
+                    .detach();
+                }
+            }
+        }
+    }
+}
