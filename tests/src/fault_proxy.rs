@@ -5,8 +5,10 @@
 //! (net/PROTOCOL.md, "Peer protocol"), so faults are set per directed link
 //! `from -> to`:
 //!
-//! - **blackhole**: bytes are read and thrown away (the sender's writes
-//!   succeed until its buffers fill, then time out);
+//! - **blackhole**: nothing more is read from the sender until the link
+//!   mends, as a partition does to TCP (the sender's writes succeed until
+//!   its buffers fill, then block; after the partition the stream goes on
+//!   where it stopped);
 //! - **delay**: every chunk waits before it is forwarded (order is kept);
 //! - **drop**: each chunk is lost with a chance, which breaks the stream's
 //!   framing (the receiver's checksum finds it and closes the connection);
@@ -29,7 +31,7 @@ const HELLO_BYTES: usize = 40;
 /// What happens to one directed link's bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct LinkFault {
-    /// Throw every byte away.
+    /// Pass nothing on until the link mends.
     pub blackhole: bool,
     /// Hold each chunk this long.
     pub delay: Duration,
@@ -152,8 +154,9 @@ fn forward(
 ) -> std::io::Result<()> {
     let mut hello = [0u8; HELLO_BYTES];
     client.read_exact(&mut hello)?;
+    // magic 8, version 2, core 2, cluster 8, then the sender's id.
     let mut from = [0u8; 8];
-    from.copy_from_slice(&hello[12..20]);
+    from.copy_from_slice(&hello[20..28]);
     let from = u64::from_le_bytes(from);
     let mut server = TcpStream::connect_timeout(&upstream, Duration::from_secs(1))?;
     server.set_nodelay(true)?;
@@ -163,22 +166,54 @@ fn forward(
         open.push((from, client.try_clone()?));
         open.push((from, server.try_clone()?));
     }
+    let pumped = pump(&mut client, &mut server, from, shared, seed);
+    // Both ends close, whichever failed: the copies kept for `reset` would
+    // otherwise hold the sender's connection open with nobody reading it.
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = server.shutdown(Shutdown::Both);
+    pumped
+}
+
+/// Copies the sender's bytes to the member through the link's fault, until
+/// either end closes.
+fn pump(
+    client: &mut TcpStream,
+    server: &mut TcpStream,
+    from: u64,
+    shared: &Shared,
+    seed: u64,
+) -> std::io::Result<()> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut chunk = vec![0u8; 64 << 10];
-    loop {
-        let n = client.read(&mut chunk)?;
-        if n == 0 || shared.stopped.load(Ordering::Relaxed) {
-            let _ = server.shutdown(Shutdown::Both);
-            return Ok(());
-        }
-        let fault = shared
+    let fault_now = || {
+        shared
             .faults
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&from)
             .copied()
-            .unwrap_or_default();
-        if fault.blackhole || (fault.drop > 0.0 && rng.gen_bool(fault.drop.min(1.0))) {
+            .unwrap_or_default()
+    };
+    loop {
+        // A partition: the sender's bytes wait in the network.
+        while fault_now().blackhole {
+            if shared.stopped.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let n = client.read(&mut chunk)?;
+        if n == 0 || shared.stopped.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let fault = fault_now();
+        if fault.blackhole {
+            // Read just before the partition began: it waits with the rest.
+            while fault_now().blackhole && !shared.stopped.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if fault.drop > 0.0 && rng.gen_bool(fault.drop.min(1.0)) {
             shared.lost.fetch_add(1, Ordering::Relaxed);
             continue;
         }

@@ -71,7 +71,14 @@ pub struct KvState {
 }
 
 impl KvState {
-    fn new(model: etcd_model::Model) -> KvState {
+    fn new(mut model: etcd_model::Model) -> KvState {
+        // Histories here read only the head: older versions and the change
+        // log are dropped, so a step clones a few keys, not the history.
+        for versions in model.versions.values_mut() {
+            let keep = versions.len().saturating_sub(1);
+            versions.drain(..keep);
+        }
+        model.log.clear();
         let seen = model
             .head()
             .into_iter()

@@ -10,10 +10,12 @@ use keel_engine::mvcc::{Event, WatchRequest};
 use keel_engine::shard::{NodeConfig, WatchBatch, WatchStream};
 
 pub mod cluster;
+pub mod cluster_load;
 pub mod fault_proxy;
 pub mod kv_history;
 pub mod linearizability;
 pub mod mem_net;
+pub mod process_cluster;
 
 /// A node on `dir` with `shards` shards over `cores` unpinned cores (tests
 /// share the machine with each other), with 4 MiB WAL segments (the least

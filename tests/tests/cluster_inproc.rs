@@ -315,3 +315,24 @@ fn no_acknowledged_write_is_lost_under_drops_duplicates_delays_and_cuts() {
         }
     }
 }
+
+#[test]
+fn a_leader_nobody_hears_is_replaced_though_it_hears_everybody() {
+    let cluster = InProcessCluster::start(3, 1, 1, 5);
+    let leader = cluster.wait_for_leaders(Duration::from_secs(20))[0];
+    let ids = cluster.ids();
+    for &other in ids.iter().filter(|id| **id != cluster.id(leader)) {
+        cluster.net.set_cut(cluster.id(leader), other, true);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let majority = (leader + 1) % 3;
+        match cluster.put(majority, b"k", b"v", deadline) {
+            Outcome::Applied(_) => break,
+            Outcome::Unknown if Instant::now() < deadline => {}
+            other => panic!("no new leader took the write: {other:?}"),
+        }
+    }
+    let new_leader = cluster.leader_of(0);
+    assert!(new_leader.is_some_and(|l| l != leader), "{new_leader:?}");
+}

@@ -24,6 +24,10 @@ use self::wire::{Hello, WireError, HEADER_BYTES, HELLO_BYTES};
 
 /// How long a peer has to send its hello once connected.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a frame's body may stall once its header came: a length
+/// damaged on the way (and not yet caught by the body's checksum) would
+/// otherwise hold the connection waiting for bytes that never come.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Peer connections one core reads at once; more are closed at accept
 /// (each member opens one per core, so this is room for many members and
 /// strangers that never say hello).
@@ -152,15 +156,18 @@ async fn read_peer(
             inbox.cluster().me
         )));
     }
-    // Once known, a peer may stay silent as long as it likes: heartbeats
-    // are Raft's business.
-    stream
-        .set_read_timeout(None)
-        .map_err(std::io::Error::from)?;
     loop {
+        // Between frames a peer may stay silent as long as it likes:
+        // heartbeats are Raft's business.
+        stream
+            .set_read_timeout(None)
+            .map_err(std::io::Error::from)?;
         let mut header = [0u8; HEADER_BYTES];
         stream.read_exact(&mut header).await?;
         let (len, crc) = wire::read_header(&header)?;
+        stream
+            .set_read_timeout(Some(BODY_TIMEOUT))
+            .map_err(std::io::Error::from)?;
         let mut body = vec![0u8; len];
         stream.read_exact(&mut body).await?;
         let messages = wire::decode_frame(&body, crc)?;

@@ -1,0 +1,509 @@
+//! A cluster of `keel` processes on 127.0.0.1, for fault tests: each member
+//! has its own data directory and ports, and a [`FaultProxy`] in front of
+//! its peer ports (the address the others have for it), so that a test can
+//! blackhole, delay, drop or reset any directed link, and SIGKILL, SIGSTOP
+//! or restart any member.
+//!
+//! Writes follow not-leader hints, and a write with no answer is reported
+//! as of unknown outcome, as a client must.
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use keel_client::{Client, ClientOptions, Error as ClientError};
+use keel_proto::ErrorCode;
+
+use crate::fault_proxy::FaultProxy;
+use crate::KilledOnDrop;
+
+/// How long one call may take before its outcome counts as unknown.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// The `keel` binary to run: `TEST_KEEL_BIN`, or the one `cargo build`
+/// makes for this test binary's profile.
+///
+/// # Panics
+/// When it cannot be built.
+pub fn keel_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TEST_KEEL_BIN") {
+        return PathBuf::from(path);
+    }
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().expect("test binary");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory")
+        .to_path_buf();
+    let release = profile_dir.file_name().is_some_and(|p| p == "release");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut build = Command::new(cargo);
+    build.args(["build", "-q", "-p", "keel-net", "--bin", "keel"]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().expect("run cargo build");
+    assert!(
+        status.success(),
+        "cargo build -p keel-net --bin keel failed"
+    );
+    profile_dir.join("keel")
+}
+
+/// `n` consecutive free ports on 127.0.0.1, held as listeners (drop them
+/// to free them).
+fn port_block(n: usize) -> Vec<TcpListener> {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let base: u16 = rng.gen_range(20_000..60_000);
+        let block: Result<Vec<TcpListener>, _> = (0..n as u16)
+            .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
+            .collect();
+        if let Ok(block) = block {
+            return block;
+        }
+    }
+    panic!("no block of {n} free ports");
+}
+
+/// One member.
+pub struct ProcessMember {
+    /// Its name.
+    pub name: String,
+    /// Its member id.
+    pub id: u64,
+    /// Its client address.
+    pub client_address: SocketAddr,
+    core_port_base: u16,
+    listen_peer: SocketAddr,
+    /// The proxy in front of its peer ports.
+    pub proxy: FaultProxy,
+    data_dir: PathBuf,
+    log: PathBuf,
+    process: Mutex<Option<KilledOnDrop>>,
+    paused: AtomicBool,
+}
+
+impl ProcessMember {
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|p| p.0.id())
+    }
+}
+
+/// What a write came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WriteOutcome {
+    /// Acknowledged at this revision.
+    Applied(u64),
+    /// Refused: it did not take effect.
+    Refused(String),
+    /// No answer: it may or may not take effect.
+    Unknown,
+}
+
+/// A cluster of keel processes.
+pub struct ProcessCluster {
+    keel: PathBuf,
+    /// The members, by index.
+    pub members: Vec<ProcessMember>,
+    initial_cluster: String,
+    shards: usize,
+    cores: usize,
+    runtime: tokio::runtime::Runtime,
+    clients: Mutex<HashMap<usize, Client>>,
+    /// Each shard's leader as last learnt (member index).
+    leaders: Mutex<HashMap<usize, usize>>,
+    _root: tempfile::TempDir,
+}
+
+impl ProcessCluster {
+    /// Starts `size` members with `shards` shards over `cores` cores each,
+    /// and waits until every shard has a leader.
+    ///
+    /// # Panics
+    /// When a member does not start or no leader is elected in 20 s.
+    pub fn start(size: usize, shards: usize, cores: usize) -> ProcessCluster {
+        let root = tempfile::tempdir().expect("temp dir");
+        let keel = keel_binary();
+        let mut members = Vec::new();
+        for i in 0..size {
+            // client, core ports, real peer ports, proxy ports
+            let mut block = port_block(1 + 3 * cores);
+            let proxy_listeners = block.split_off(1 + 2 * cores);
+            let port = |l: &TcpListener| l.local_addr().expect("port").port();
+            let client_address = SocketAddr::from(([127, 0, 0, 1], port(&block[0])));
+            let core_port_base = port(&block[1]);
+            let listen_peer = SocketAddr::from(([127, 0, 0, 1], port(&block[1 + cores])));
+            drop(block);
+            let proxy = FaultProxy::start(proxy_listeners, listen_peer, i as u64);
+            let name = format!("m{i}");
+            members.push(ProcessMember {
+                id: keel_engine::shard::member_id(&name),
+                data_dir: root.path().join(&name),
+                log: root.path().join(format!("{name}.log")),
+                name,
+                client_address,
+                core_port_base,
+                listen_peer,
+                proxy,
+                process: Mutex::new(None),
+                paused: AtomicBool::new(false),
+            });
+        }
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=127.0.0.1:{}", m.name, m.proxy.ports[0]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let cluster = ProcessCluster {
+            keel,
+            members,
+            initial_cluster,
+            shards,
+            cores,
+            runtime,
+            clients: Mutex::default(),
+            leaders: Mutex::default(),
+            _root: root,
+        };
+        for i in 0..size {
+            cluster.start_member(i);
+        }
+        cluster.wait_for_leaders(Duration::from_secs(20));
+        cluster
+    }
+
+    /// The number of members.
+    pub fn size(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The shard count.
+    pub fn shards(&self) -> usize {
+        self.shards
+    }
+
+    /// Member ids, by index.
+    pub fn ids(&self) -> Vec<u64> {
+        self.members.iter().map(|m| m.id).collect()
+    }
+
+    /// Starts member `i` on its directory and waits until it listens.
+    ///
+    /// # Panics
+    /// When it exits or says nothing in 30 s.
+    pub fn start_member(&self, i: usize) {
+        let member = &self.members[i];
+        let advertise = SocketAddr::from(([127, 0, 0, 1], member.proxy.ports[0]));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&member.log)
+            .expect("member log");
+        let mut process = KilledOnDrop::spawn(
+            Command::new(&self.keel)
+                .arg("--name")
+                .arg(&member.name)
+                .arg("--data-dir")
+                .arg(&member.data_dir)
+                .arg("--listen-client")
+                .arg(member.client_address.to_string())
+                .arg("--core-port-base")
+                .arg(member.core_port_base.to_string())
+                .arg("--listen-peer")
+                .arg(member.listen_peer.to_string())
+                .arg("--advertise-peer")
+                .arg(advertise.to_string())
+                .arg("--initial-cluster")
+                .arg(&self.initial_cluster)
+                .arg("--shards")
+                .arg(self.shards.to_string())
+                .arg("--cores")
+                .arg(self.cores.to_string())
+                .arg("--no-pin")
+                .env("KEEL_LOG", "warn")
+                .stdout(Stdio::piped())
+                .stderr(log),
+        );
+        let stdout = process.stdout();
+        let (tx, rx) = flume::bounded(1);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        assert!(
+            line.contains("listening"),
+            "member {i} did not start: {line:?}; log: {}",
+            std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
+        );
+        *self.members[i]
+            .process
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(process);
+        self.members[i].paused.store(false, Ordering::Relaxed);
+        self.forget_client(i);
+    }
+
+    /// SIGKILL member `i`.
+    pub fn kill(&self, i: usize) {
+        let process = self.members[i]
+            .process
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut process) = process {
+            process.kill();
+        }
+        self.forget_client(i);
+    }
+
+    /// SIGSTOP (`true`) or SIGCONT member `i`.
+    pub fn pause(&self, i: usize, paused: bool) {
+        if let Some(pid) = self.members[i].pid() {
+            let signal = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+            // SAFETY: kill(2) on a child this harness spawned and reaps.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid as libc::pid_t, signal);
+            }
+            self.members[i].paused.store(paused, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether member `i` runs (and is not paused).
+    pub fn is_up(&self, i: usize) -> bool {
+        self.members[i].pid().is_some() && !self.members[i].paused.load(Ordering::Relaxed)
+    }
+
+    fn forget_client(&self, i: usize) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&i);
+    }
+
+    /// A client of member `i` (connected once, kept).
+    fn client(&self, i: usize) -> Option<Client> {
+        if let Some(client) = self
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&i)
+        {
+            return Some(client.clone());
+        }
+        if !self.is_up(i) {
+            return None;
+        }
+        let options = ClientOptions {
+            connect_timeout: Duration::from_millis(300),
+            request_timeout: Some(CALL_TIMEOUT),
+            ..ClientOptions::default()
+        };
+        let endpoint = self.members[i].client_address.to_string();
+        let client = self
+            .runtime
+            .block_on(Client::connect_with(&[endpoint], options))
+            .ok()?;
+        self.clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(i, client.clone());
+        Some(client)
+    }
+
+    /// Member `i`'s view of each shard's leader (member ids; 0 for none).
+    pub fn leaders_seen_by(&self, i: usize) -> Option<Vec<u64>> {
+        let client = self.client(i)?;
+        let status = self
+            .runtime
+            .block_on(async { tokio::time::timeout(CALL_TIMEOUT, client.status()).await })
+            .ok()?
+            .ok()?;
+        Some(status.shard_info.iter().map(|s| s.leader).collect())
+    }
+
+    /// Member `i`'s view of each shard: `(leader, term, last index)`.
+    pub fn shard_views(&self, i: usize) -> Option<Vec<(u64, u64, u64)>> {
+        let client = self.client(i)?;
+        let status = self
+            .runtime
+            .block_on(async { tokio::time::timeout(CALL_TIMEOUT, client.status()).await })
+            .ok()?
+            .ok()?;
+        Some(
+            status
+                .shard_info
+                .iter()
+                .map(|s| (s.leader, s.raft_term, s.raft_index))
+                .collect(),
+        )
+    }
+
+    /// Each shard's leader (member index) as a majority of members sees
+    /// it, for the shards that have one.
+    pub fn leaders(&self) -> Vec<Option<usize>> {
+        let views: Vec<Vec<u64>> = (0..self.size())
+            .filter_map(|i| self.leaders_seen_by(i))
+            .collect();
+        (0..self.shards)
+            .map(|shard| {
+                let mut counts: HashMap<u64, usize> = HashMap::new();
+                for view in &views {
+                    if let Some(&leader) = view.get(shard).filter(|l| **l != 0) {
+                        *counts.entry(leader).or_default() += 1;
+                    }
+                }
+                let (leader, n) = counts.into_iter().max_by_key(|(_, n)| *n)?;
+                let index = self.members.iter().position(|m| m.id == leader)?;
+                (n > self.size() / 2 && self.is_up(index)).then_some(index)
+            })
+            .collect()
+    }
+
+    /// Waits until every shard has a leader a majority agrees on.
+    ///
+    /// # Panics
+    /// After `within` without.
+    pub fn wait_for_leaders(&self, within: Duration) -> Vec<usize> {
+        let deadline = Instant::now() + within;
+        loop {
+            let leaders = self.leaders();
+            if leaders.iter().all(Option::is_some) {
+                return leaders.into_iter().flatten().collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no leader for every shard: {leaders:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The member leading the most shards, and how many.
+    pub fn busiest_leader(&self) -> Option<(usize, usize)> {
+        let mut counts = vec![0usize; self.size()];
+        for leader in self.leaders().into_iter().flatten() {
+            counts[leader] += 1;
+        }
+        counts
+            .into_iter()
+            .enumerate()
+            .max_by_key(|(_, n)| *n)
+            .filter(|(_, n)| *n > 0)
+    }
+
+    /// A key of `shard` (by its hash tag).
+    pub fn key_of_shard(&self, shard: usize, name: &str) -> String {
+        (0u64..)
+            .map(|n| format!("{{{shard}-{n}}}{name}"))
+            .find(|key| keel_proto::routing::shard_of(key.as_bytes(), self.shards) == shard)
+            .unwrap_or_default()
+    }
+
+    /// Puts `key = value`, following not-leader hints between running
+    /// members, once per member at most before `deadline`.
+    pub fn put(&self, key: &str, value: &str, deadline: Instant) -> WriteOutcome {
+        let shard = keel_proto::routing::shard_of(key.as_bytes(), self.shards);
+        let guess = self
+            .leaders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&shard)
+            .copied()
+            .unwrap_or(0);
+        let mut at = guess;
+        let mut last = WriteOutcome::Refused("no member answered".to_string());
+        while Instant::now() < deadline {
+            let Some(client) = self.client(at) else {
+                at = (at + 1) % self.size();
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            };
+            let put = self
+                .runtime
+                .block_on(client.put(key.as_bytes().to_vec(), value.as_bytes().to_vec()));
+            match put {
+                Ok(revision) => {
+                    self.leaders
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(shard, at);
+                    return WriteOutcome::Applied(revision);
+                }
+                Err(error) => {
+                    let text = error.to_string();
+                    if let Some(hint) = error.leader_hint() {
+                        if let Some(i) = self.members.iter().position(|m| m.id == hint) {
+                            at = i;
+                            last = WriteOutcome::Refused(text);
+                            continue;
+                        }
+                    }
+                    match error {
+                        // Sent and not answered: it may take effect.
+                        ClientError::Timeout(_) | ClientError::Disconnected => {
+                            self.forget_client(at);
+                            return WriteOutcome::Unknown;
+                        }
+                        ClientError::Connect { .. } => self.forget_client(at),
+                        ClientError::Server {
+                            code: ErrorCode::NotLeader | ErrorCode::NoLeader,
+                            ..
+                        } => {}
+                        other => return WriteOutcome::Refused(other.to_string()),
+                    }
+                    last = WriteOutcome::Refused(text);
+                    at = (at + 1) % self.size();
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+        last
+    }
+
+    /// Reads `key` linearizably on member `i`: its value and modification
+    /// revision, or `Err` when the read failed (a failed read tells
+    /// nothing).
+    pub fn get(&self, i: usize, key: &str) -> Result<Option<(String, u64)>, String> {
+        let client = self.client(i).ok_or("member down")?;
+        match self.runtime.block_on(client.get(key.as_bytes().to_vec())) {
+            Ok(found) => Ok(found.map(|kv| {
+                (
+                    String::from_utf8_lossy(&kv.value).into_owned(),
+                    kv.mod_revision,
+                )
+            })),
+            Err(error) => {
+                if matches!(error, ClientError::Timeout(_) | ClientError::Disconnected) {
+                    self.forget_client(i);
+                }
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// Member `i`'s log so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(&self.members[i].log).unwrap_or_default()
+    }
+}

@@ -1,0 +1,276 @@
+//! Three `keel` processes on 127.0.0.1 under a steady, recorded load,
+//! with faults a real cluster meets: the node leading the most shards
+//! SIGKILLed again and again (and restarted), a leader cut off from the
+//! majority, a leader paused past the election timeout, a one-way
+//! blackhole, slow and lossy peer links, and a full-cluster restart. After
+//! each run every recorded operation is checked for linearizability per
+//! shard (`keel_tests::kv_history`), and every shard must have taken writes
+//! again after every fault.
+//!
+//! Short in CI. Longer runs:
+//! - `KEEL_KILL_ROUNDS=20 KEEL_KILL_BOUND_MS=2000 cargo test --release -p
+//!   keel-tests --test cluster_processes killing -- --nocapture` measures
+//!   the unavailability after each SIGKILL (p50 and max are printed);
+//! - `KEEL_FAULT_ROUNDS=N` repeats the fault sequence N times.
+
+use std::time::{Duration, Instant};
+
+use keel_tests::cluster_load::{Load, Recorded};
+use keel_tests::fault_proxy::LinkFault;
+use keel_tests::kv_history;
+use keel_tests::linearizability::Verdict;
+use keel_tests::process_cluster::ProcessCluster;
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Checks the record: enough happened, and it is linearizable per shard.
+fn check(recorded: Recorded, shards: usize, label: &str) {
+    let [acknowledged, unknown, refused, reads, failed_reads] = recorded.counts;
+    eprintln!(
+        "{label}: {acknowledged} writes acknowledged, {unknown} unknown, {refused} refused; \
+         {reads} reads, {failed_reads} failed; {} operations checked",
+        recorded.history.len()
+    );
+    assert!(
+        acknowledged >= 50,
+        "{label}: too little load to mean anything"
+    );
+    assert!(reads >= 20, "{label}: too few reads to mean anything");
+    let began = Instant::now();
+    let verdict = kv_history::check(
+        recorded.history,
+        |key| keel_proto::routing::shard_of(key, shards),
+        Duration::from_secs(120),
+    );
+    eprintln!("{label}: checked in {:?}: {verdict:?}", began.elapsed());
+    assert_eq!(verdict, Verdict::Linearizable, "{label}");
+}
+
+/// Stops the load when dropped, so that a failing assertion inside the
+/// scope does not leave its threads (and the scope) running for good.
+struct StopOnDrop<'a>(&'a Load);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
+/// Waits until every shard took a write called after `at`; answers how long
+/// that took at worst.
+///
+/// # Panics
+/// After `within`, with every member's view of the leaders and the tail of
+/// its log.
+fn wait_until_writable(
+    cluster: &ProcessCluster,
+    load: &Load,
+    at: u64,
+    within: Duration,
+    label: &str,
+) -> Duration {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(gap) = load.unavailable_after(at, cluster.shards()) {
+            return gap;
+        }
+        if Instant::now() >= deadline {
+            for i in 0..cluster.size() {
+                let log = cluster.log(i);
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                eprintln!(
+                    "m{i} ({:x}) up {} sees (leader, term, index) {:x?}; log tail:\n{}",
+                    cluster.members[i].id,
+                    cluster.is_up(i),
+                    cluster.shard_views(i),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            if std::env::var_os("KEEL_DEBUG_STACKS").is_some() {
+                for member in &cluster.members {
+                    if let Some(pid) = member.pid() {
+                        let stacks = std::process::Command::new("gdb")
+                            .args([
+                                "-p",
+                                &pid.to_string(),
+                                "-batch",
+                                "-ex",
+                                "thread apply all bt 12",
+                            ])
+                            .output();
+                        if let Ok(out) = stacks {
+                            eprintln!(
+                                "{} stacks:\n{}",
+                                member.name,
+                                String::from_utf8_lossy(&out.stdout)
+                            );
+                        }
+                    }
+                }
+            }
+            panic!("{label}: a shard took no write in {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+#[test]
+fn killing_the_leader_of_the_most_shards_loses_nothing_and_writes_resume() {
+    let rounds = env_u64("KEEL_KILL_ROUNDS", 3);
+    let bound = Duration::from_millis(env_u64("KEEL_KILL_BOUND_MS", 5000));
+    let cluster = ProcessCluster::start(3, 4, 2);
+    let load = Load::new();
+    let mut gaps = Vec::new();
+    std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&load);
+        load.run(scope, &cluster, 7);
+        std::thread::sleep(Duration::from_secs(2));
+        for round in 0..rounds {
+            cluster.wait_for_leaders(Duration::from_secs(20));
+            let (victim, led) = cluster.busiest_leader().expect("a leader");
+            let at = load.now();
+            cluster.kill(victim);
+            let gap = wait_until_writable(&cluster, &load, at, Duration::from_secs(20), "kill");
+            eprintln!(
+                "round {round}: killed m{victim} (leading {led} shards); writes to every shard \
+                 again after {gap:?}"
+            );
+            gaps.push(gap);
+            cluster.start_member(victim);
+            cluster.wait_for_leaders(Duration::from_secs(20));
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        load.stop();
+    });
+    gaps.sort();
+    eprintln!(
+        "unavailability after {} kills: p50 {:?}, max {:?}",
+        gaps.len(),
+        percentile(&gaps, 0.5),
+        percentile(&gaps, 1.0)
+    );
+    assert!(
+        gaps.iter().all(|g| *g < bound),
+        "a kill left a shard without writes for longer than {bound:?}: {gaps:?}"
+    );
+    check(load.finish(), cluster.shards(), "kills");
+}
+
+/// Cuts member `victim` off: everything it sends and everything sent to it
+/// is thrown away (`both`), or only what it sends (`!both`).
+fn isolate(cluster: &ProcessCluster, victim: usize, both: bool, cut: bool) {
+    let fault = LinkFault {
+        blackhole: cut,
+        ..LinkFault::default()
+    };
+    for other in (0..cluster.size()).filter(|o| *o != victim) {
+        cluster.members[other]
+            .proxy
+            .set_fault(cluster.members[victim].id, fault);
+        if both {
+            cluster.members[victim]
+                .proxy
+                .set_fault(cluster.members[other].id, fault);
+        }
+    }
+}
+
+/// The member leading the most shards, once every shard has a leader.
+fn busiest(cluster: &ProcessCluster) -> usize {
+    cluster.wait_for_leaders(Duration::from_secs(20));
+    cluster.busiest_leader().expect("a leader").0
+}
+
+/// Makes every peer link slow and lossy (or mends them).
+fn degrade(cluster: &ProcessCluster, on: bool) {
+    let fault = if on {
+        LinkFault {
+            delay: Duration::from_millis(20),
+            drop: 0.02,
+            ..LinkFault::default()
+        }
+    } else {
+        LinkFault::default()
+    };
+    for to in 0..cluster.size() {
+        for from in (0..cluster.size()).filter(|f| *f != to) {
+            cluster.members[to]
+                .proxy
+                .set_fault(cluster.members[from].id, fault);
+        }
+    }
+}
+
+#[test]
+fn cut_paused_one_way_and_lossy_links_and_a_full_restart_lose_nothing() {
+    let rounds = env_u64("KEEL_FAULT_ROUNDS", 1);
+    let hold = Duration::from_secs(3);
+    let within = Duration::from_secs(10);
+    let cluster = ProcessCluster::start(3, 4, 2);
+    let load = Load::new();
+    std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&load);
+        load.run(scope, &cluster, 11);
+        std::thread::sleep(Duration::from_secs(1));
+        for round in 0..rounds {
+            // A leader cut off from the majority: the majority goes on.
+            let victim = busiest(&cluster);
+            isolate(&cluster, victim, true, true);
+            let at = load.now();
+            let gap = wait_until_writable(&cluster, &load, at, within, "partition");
+            eprintln!("round {round}: m{victim} cut off; writes everywhere after {gap:?}");
+            std::thread::sleep(hold.saturating_sub(gap));
+            isolate(&cluster, victim, true, false);
+
+            // A leader paused past the election timeout.
+            let victim = busiest(&cluster);
+            cluster.pause(victim, true);
+            let at = load.now();
+            let gap = wait_until_writable(&cluster, &load, at, within, "pause");
+            eprintln!("round {round}: m{victim} paused; writes everywhere after {gap:?}");
+            std::thread::sleep(hold.saturating_sub(gap));
+            cluster.pause(victim, false);
+
+            // A leader nobody hears, which hears everybody.
+            let victim = busiest(&cluster);
+            isolate(&cluster, victim, false, true);
+            let at = load.now();
+            let gap = wait_until_writable(&cluster, &load, at, within, "one-way");
+            eprintln!("round {round}: m{victim} unheard; writes everywhere after {gap:?}");
+            std::thread::sleep(hold.saturating_sub(gap));
+            isolate(&cluster, victim, false, false);
+
+            // Slow, lossy links everywhere.
+            degrade(&cluster, true);
+            let at = load.now();
+            let gap = wait_until_writable(&cluster, &load, at, within, "lossy");
+            eprintln!("round {round}: links slow and lossy; writes everywhere after {gap:?}");
+            std::thread::sleep(hold);
+            degrade(&cluster, false);
+
+            // Every member at once.
+            for i in 0..cluster.size() {
+                cluster.kill(i);
+            }
+            for i in 0..cluster.size() {
+                cluster.start_member(i);
+            }
+            let at = load.now();
+            let gap = wait_until_writable(&cluster, &load, at, within, "restart");
+            eprintln!("round {round}: full restart; writes everywhere after {gap:?}");
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        load.stop();
+    });
+    check(load.finish(), cluster.shards(), "faults");
+}
