@@ -7,15 +7,15 @@
 #   scripts/cluster.sh stop     stop them (SIGTERM, by pid), keep the data
 #   scripts/cluster.sh clean    stop them and delete the data
 #
-# Member i (0, 1, 2) serves clients on 127.0.0.1:<B>379, its cores on
-# <B>390 + core, and peers on <B>380 + core, where B is "", "22", "32" as in
+# Member i (0, 1, 2) serves clients on 127.0.0.1:<B>2379, its cores on
+# <B>2390 + core, and peers on <B>2380 + core, where B is "", "2", "3" as in
 # etcd's Procfile. Data and logs go to $KEEL_CLUSTER_DIR (./keel-cluster).
 # KEEL_CLUSTER_CORES (default 2) sets each member's cores and shards.
 set -euo pipefail
 
 dir=${KEEL_CLUSTER_DIR:-keel-cluster}
 cores=${KEEL_CLUSTER_CORES:-2}
-prefixes=("" "22" "32")
+prefixes=("" "2" "3")
 root=$(cd "$(dirname "$0")/.." && pwd)
 keel="$root/target/release/keel"
 keelctl="$root/target/release/keelctl"

@@ -196,6 +196,8 @@ pub struct ShardStatus {
     pub raft_term: u64,
     /// Its last Raft log index.
     pub raft_index: u64,
+    /// Its Raft commit index as this replica knows it.
+    pub commit_index: u64,
     /// The last index applied to its tree.
     pub applied_index: u64,
     /// Its current revision.
@@ -218,6 +220,7 @@ impl ShardStatus {
             leader: 0,
             raft_term: 0,
             raft_index: 0,
+            commit_index: 0,
             applied_index: 0,
             revision: 0,
             compacted_revision: 0,
@@ -737,6 +740,7 @@ impl Replica {
             leader: self.raw.raft.leader_id,
             raft_term: self.raw.raft.term,
             raft_index: self.raw.raft.raft_log.last_index(),
+            commit_index: self.raw.raft.raft_log.committed,
             applied_index: self.applied,
             revision: self.store.current_revision(),
             compacted_revision: self.store.compacted_revision(),

@@ -424,6 +424,10 @@ pub struct ShardInfo {
     pub db_size: u64,
     /// Why the shard stopped; empty while it runs.
     pub stopped: String,
+    /// Its Raft commit index as this member knows it.
+    pub commit_index: u64,
+    /// The last index this member applied.
+    pub applied_index: u64,
 }
 
 /// The server's status.

@@ -24,6 +24,8 @@ pub(crate) async fn status(
             raft_term: s.raft_term,
             db_size: s.db_size,
             stopped: s.stopped.clone().unwrap_or_default(),
+            commit_index: s.commit_index,
+            applied_index: s.applied_index,
         })
         .collect();
     let status = Status {

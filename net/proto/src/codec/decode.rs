@@ -485,6 +485,8 @@ fn status(s: fb::StatusResponse<'_>) -> Result<Status, String> {
                         raft_term: i.raft_term(),
                         db_size: i.db_size(),
                         stopped: i.stopped().unwrap_or_default().to_string(),
+                        commit_index: i.commit_index(),
+                        applied_index: i.applied_index(),
                     })
                     .collect()
             })

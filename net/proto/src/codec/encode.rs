@@ -610,6 +610,8 @@ fn status<'a>(fbb: &mut Builder<'a>, s: &Status) -> WIPOffset<fb::StatusResponse
                 raft_term: i.raft_term,
                 db_size: i.db_size,
                 stopped,
+                commit_index: i.commit_index,
+                applied_index: i.applied_index,
             };
             fb::ShardInfo::create(fbb, &args)
         })

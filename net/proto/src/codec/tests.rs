@@ -210,6 +210,8 @@ fn every_response_body() -> Vec<ResponseBody> {
                     raft_term: 2,
                     db_size: 4096,
                     stopped: String::new(),
+                    commit_index: 99,
+                    applied_index: 98,
                 },
                 ShardInfo {
                     shard: 2,

@@ -5760,6 +5760,8 @@ impl<'a> ShardInfo<'a> {
   pub const VT_RAFT_TERM: ::flatbuffers::VOffsetT = 12;
   pub const VT_DB_SIZE: ::flatbuffers::VOffsetT = 14;
   pub const VT_STOPPED: ::flatbuffers::VOffsetT = 16;
+  pub const VT_COMMIT_INDEX: ::flatbuffers::VOffsetT = 18;
+  pub const VT_APPLIED_INDEX: ::flatbuffers::VOffsetT = 20;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -5771,6 +5773,8 @@ impl<'a> ShardInfo<'a> {
     args: &'args ShardInfoArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ShardInfo<'bldr>> {
     let mut builder = ShardInfoBuilder::new(_fbb);
+    builder.add_applied_index(args.applied_index);
+    builder.add_commit_index(args.commit_index);
     builder.add_db_size(args.db_size);
     builder.add_raft_term(args.raft_term);
     builder.add_raft_index(args.raft_index);
@@ -5831,6 +5835,20 @@ impl<'a> ShardInfo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(ShardInfo::VT_STOPPED, None)}
   }
+  #[inline]
+  pub fn commit_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ShardInfo::VT_COMMIT_INDEX, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn applied_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ShardInfo::VT_APPLIED_INDEX, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ShardInfo<'_> {
@@ -5846,6 +5864,8 @@ impl ::flatbuffers::Verifiable for ShardInfo<'_> {
      .visit_field::<u64>("raft_term", Self::VT_RAFT_TERM, false)?
      .visit_field::<u64>("db_size", Self::VT_DB_SIZE, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("stopped", Self::VT_STOPPED, false)?
+     .visit_field::<u64>("commit_index", Self::VT_COMMIT_INDEX, false)?
+     .visit_field::<u64>("applied_index", Self::VT_APPLIED_INDEX, false)?
      .finish();
     Ok(())
   }
@@ -5858,6 +5878,8 @@ pub struct ShardInfoArgs<'a> {
     pub raft_term: u64,
     pub db_size: u64,
     pub stopped: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub commit_index: u64,
+    pub applied_index: u64,
 }
 impl<'a> Default for ShardInfoArgs<'a> {
   #[inline]
@@ -5870,6 +5892,8 @@ impl<'a> Default for ShardInfoArgs<'a> {
       raft_term: 0,
       db_size: 0,
       stopped: None,
+      commit_index: 0,
+      applied_index: 0,
     }
   }
 }
@@ -5908,6 +5932,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ShardInfoBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ShardInfo::VT_STOPPED, stopped);
   }
   #[inline]
+  pub fn add_commit_index(&mut self, commit_index: u64) {
+    self.fbb_.push_slot::<u64>(ShardInfo::VT_COMMIT_INDEX, commit_index, 0);
+  }
+  #[inline]
+  pub fn add_applied_index(&mut self, applied_index: u64) {
+    self.fbb_.push_slot::<u64>(ShardInfo::VT_APPLIED_INDEX, applied_index, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ShardInfoBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ShardInfoBuilder {
@@ -5932,6 +5964,8 @@ impl ::core::fmt::Debug for ShardInfo<'_> {
       ds.field("raft_term", &self.raft_term());
       ds.field("db_size", &self.db_size());
       ds.field("stopped", &self.stopped());
+      ds.field("commit_index", &self.commit_index());
+      ds.field("applied_index", &self.applied_index());
       ds.finish()
   }
 }

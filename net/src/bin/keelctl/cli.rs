@@ -261,7 +261,12 @@ pub(crate) enum LeaseCommand {
 #[derive(Debug, Subcommand)]
 pub(crate) enum EndpointCommand {
     /// The server's version, shards and their Raft state.
-    Status,
+    Status {
+        /// Ask every endpoint given, one row per member and shard: its
+        /// leader, term, last, committed and applied index.
+        #[arg(long)]
+        cluster: bool,
+    },
     /// Whether the endpoint answers a linearizable read.
     Health,
 }
@@ -484,9 +489,22 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
             listen,
             ttl,
         } => crate::sessions::elect(&client, timeout, format, &name, proposal, listen, ttl).await,
-        Command::Endpoint(EndpointCommand::Status) => {
+        Command::Endpoint(EndpointCommand::Status { cluster: false }) => {
             let status = timed(timeout, client.status()).await?;
             crate::output::status(format, &shown, &status);
+            Ok(())
+        }
+        Command::Endpoint(EndpointCommand::Status { cluster: true }) => {
+            let mut members = Vec::new();
+            for endpoint in &endpoints {
+                let status = async {
+                    let client = Client::connect(&[endpoint]).await?;
+                    client.status().await
+                };
+                // A member that does not answer is shown as such.
+                members.push((endpoint.to_string(), timed(timeout, status).await.ok()));
+            }
+            crate::output::cluster_status(format, &members);
             Ok(())
         }
         Command::Endpoint(EndpointCommand::Health) => {

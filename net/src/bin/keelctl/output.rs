@@ -129,12 +129,15 @@ pub(crate) fn compacted(_format: Format, revision: u64, _at: u64) -> CommandResu
 }
 
 /// What `endpoint status` shows of a keel node in etcdctl's columns: its
-/// shards' highest Raft term and their Raft indexes summed (every shard is
-/// a Raft group of its own), and one error per stopped shard or alarm.
+/// shards' highest Raft term and their Raft and applied indexes summed
+/// (every shard is a Raft group of its own), whether it leads every shard,
+/// and one error per stopped shard or alarm.
 struct StatusColumns {
     db_size: u64,
     raft_term: u64,
     raft_index: u64,
+    applied_index: u64,
+    leads_all: bool,
     errors: Vec<String>,
 }
 
@@ -149,6 +152,11 @@ impl StatusColumns {
                 .max()
                 .unwrap_or(0),
             raft_index: status.shard_info.iter().map(|s| s.raft_index).sum(),
+            applied_index: status.shard_info.iter().map(|s| s.applied_index).sum(),
+            leads_all: status
+                .shard_info
+                .iter()
+                .all(|s| s.leader == status.member_id),
             errors: status
                 .shard_info
                 .iter()
@@ -172,13 +180,96 @@ impl StatusColumns {
             format!("{:x}", status.member_id),
             status.version.clone(),
             humanize_bytes(self.db_size),
-            "true".to_string(),
+            self.leads_all.to_string(),
             "false".to_string(),
             self.raft_term.to_string(),
             self.raft_index.to_string(),
-            self.raft_index.to_string(),
+            self.applied_index.to_string(),
             self.errors.join(", "),
         ]
+    }
+}
+
+/// The member id of the leader etcdctl's `leader` field names: this member
+/// when it leads every shard, else the leader of shard 0 (each shard has
+/// its own; `-w json` and `--cluster` show them all).
+fn leader_of_all(status: &Status) -> u64 {
+    status
+        .shard_info
+        .first()
+        .map_or(status.member_id, |s| s.leader)
+}
+
+/// `endpoint status --cluster`: one row per member and shard, with how far
+/// each member's replica of the shard is (a member that did not answer has
+/// one row saying so).
+pub(crate) fn cluster_status(format: Format, members: &[(String, Option<Status>)]) {
+    let mut rows = Vec::new();
+    let mut json_members = Vec::new();
+    for (endpoint, status) in members {
+        let Some(status) = status else {
+            rows.push(vec![
+                endpoint.clone(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                "no answer".to_string(),
+            ]);
+            json_members.push(json!({ "Endpoint": endpoint, "Error": "no answer" }));
+            continue;
+        };
+        let mut shards = Vec::new();
+        for shard in &status.shard_info {
+            rows.push(vec![
+                endpoint.clone(),
+                format!("{:x}", status.member_id),
+                shard.shard.to_string(),
+                format!("{:x}", shard.leader),
+                shard.raft_term.to_string(),
+                shard.raft_index.to_string(),
+                shard.commit_index.to_string(),
+                shard.applied_index.to_string(),
+                shard.stopped.clone(),
+            ]);
+            shards.push(json!({
+                "shard": shard.shard, "leader": shard.leader, "raft_term": shard.raft_term,
+                "raft_index": shard.raft_index, "commit_index": shard.commit_index,
+                "applied_index": shard.applied_index, "stopped": shard.stopped,
+            }));
+        }
+        json_members.push(json!({
+            "Endpoint": endpoint, "member_id": status.member_id, "name": status.name,
+            "shards": shards,
+        }));
+    }
+    match format {
+        Format::Json => print_json(&Value::Array(json_members)),
+        Format::Table => print!(
+            "{}",
+            table(
+                &[
+                    "endpoint",
+                    "ID",
+                    "shard",
+                    "leader",
+                    "raft term",
+                    "raft index",
+                    "commit index",
+                    "applied index",
+                    "errors",
+                ],
+                &rows,
+            )
+        ),
+        Format::Simple | Format::Fields => {
+            for row in rows {
+                println!("{}", row.join(", "));
+            }
+        }
     }
 }
 
@@ -210,11 +301,11 @@ pub(crate) fn status(format: Format, endpoints: &str, status: &Status) {
             fields_header(status.member_id, 0);
             println!("\"Version\" : {}", go_quote(status.version.as_bytes()));
             println!("\"DBSize\" : {db_size}");
-            println!("\"Leader\" : {}", status.member_id);
+            println!("\"Leader\" : {}", leader_of_all(status));
             println!("\"IsLearner\" : false");
             println!("\"RaftIndex\" : {}", columns.raft_index);
             println!("\"RaftTerm\" : {}", columns.raft_term);
-            println!("\"RaftAppliedIndex\" : {}", columns.raft_index);
+            println!("\"RaftAppliedIndex\" : {}", columns.applied_index);
             println!("\"Errors\" : [{}]", columns.errors.join(" "));
             println!("\"Endpoint\" : {}", go_quote(endpoints.as_bytes()));
             println!();
@@ -226,7 +317,9 @@ pub(crate) fn status(format: Format, endpoints: &str, status: &Status) {
                 .map(|s| {
                     let mut shard = json!({
                         "shard": s.shard, "core": s.core, "leader": s.leader,
-                        "raft_term": s.raft_term, "raft_index": s.raft_index, "db_size": s.db_size,
+                        "raft_term": s.raft_term, "raft_index": s.raft_index,
+                        "commit_index": s.commit_index, "applied_index": s.applied_index,
+                        "db_size": s.db_size,
                     });
                     if !s.stopped.is_empty() {
                         shard["stopped"] = json!(s.stopped);
@@ -239,10 +332,10 @@ pub(crate) fn status(format: Format, endpoints: &str, status: &Status) {
                 "header": { "member_id": status.member_id },
                 "version": status.version,
                 "dbSize": db_size,
-                "leader": status.member_id,
+                "leader": leader_of_all(status),
                 "raftIndex": columns.raft_index,
                 "raftTerm": columns.raft_term,
-                "raftAppliedIndex": columns.raft_index,
+                "raftAppliedIndex": columns.applied_index,
                 "dbSizeInUse": db_size,
             });
             if !columns.errors.is_empty() {
