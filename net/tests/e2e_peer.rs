@@ -9,8 +9,12 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use keel_engine::shard::{member_id, Cluster, DEFAULT_TOKEN};
-use keel_net::peer::wire::{frame_header, Hello};
+use std::process::Command;
+
+use keel_engine::shard::{
+    encode_message, member_id, Cluster, RaftMessage, RaftMessageType, DEFAULT_TOKEN,
+};
+use keel_net::peer::wire::{frame_header, push_message, Hello};
 use support::Server;
 
 /// Two free consecutive ports (core 0's and core 1's peer ports).
@@ -41,7 +45,7 @@ fn misbehaving_peers_are_cut_off_and_a_stalled_frame_does_not_hold_the_port() {
     let port = free_peer_port();
     let initial = format!("a=127.0.0.1:{port},b=127.0.0.1:1");
     let listen = format!("127.0.0.1:{port}");
-    let _server = Server::start(
+    let server = Server::start(
         dir.path(),
         2,
         &[
@@ -57,6 +61,8 @@ fn misbehaving_peers_are_cut_off_and_a_stalled_frame_does_not_hold_the_port() {
     let cluster = Cluster::bootstrap("a", &parts, DEFAULT_TOKEN).unwrap();
     let hello = |cluster_id: u64, from: u64| Hello {
         core: 0,
+        shards: 2,
+        cores: 2,
         cluster: cluster_id,
         from,
         to: member_id("a"),
@@ -72,6 +78,45 @@ fn misbehaving_peers_are_cut_off_and_a_stalled_frame_does_not_hold_the_port() {
     assert!(closed_within(&mut stranger, Duration::from_secs(5)));
     let mut other_cluster = open(hello(cluster.id ^ 1, member_id("b")));
     assert!(closed_within(&mut other_cluster, Duration::from_secs(5)));
+
+    // A member started with another shard count: refused (it would route
+    // keys to other groups).
+    let mut other_layout = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut mismatched = hello(cluster.id, member_id("b"));
+    mismatched.shards = 4;
+    other_layout.write_all(&mismatched.encode()).unwrap();
+    assert!(closed_within(&mut other_layout, Duration::from_secs(5)));
+
+    // A heartbeat that commits past the end of the log, which raft-rs
+    // would panic on: dropped, and the shard goes on serving.
+    let mut liar = open(hello(cluster.id, member_id("b")));
+    let mut heartbeat = RaftMessage::default();
+    heartbeat.set_msg_type(RaftMessageType::MsgHeartbeat);
+    heartbeat.from = member_id("b");
+    heartbeat.to = member_id("a");
+    heartbeat.term = 5;
+    heartbeat.commit = 1_000;
+    let mut body = Vec::new();
+    push_message(&mut body, 0, &encode_message(&heartbeat));
+    liar.write_all(&frame_header(&body)).unwrap();
+    liar.write_all(&body).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let status = Command::new(support::keelctl())
+        .args([
+            "--endpoints",
+            &server.endpoint(),
+            "endpoint",
+            "status",
+            "-w",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "the node stopped answering after a bad heartbeat: {}",
+        String::from_utf8_lossy(&status.stderr)
+    );
 
     // A frame whose body does not match its checksum.
     let mut damaged = open(hello(cluster.id, member_id("b")));

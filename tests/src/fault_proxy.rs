@@ -26,7 +26,7 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 
 /// Bytes of a peer hello (net/PROTOCOL.md).
-const HELLO_BYTES: usize = 40;
+const HELLO_BYTES: usize = 44;
 
 /// What happens to one directed link's bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -154,9 +154,10 @@ fn forward(
 ) -> std::io::Result<()> {
     let mut hello = [0u8; HELLO_BYTES];
     client.read_exact(&mut hello)?;
-    // magic 8, version 2, core 2, cluster 8, then the sender's id.
+    // magic 8, version 2, core 2, shards 2, cores 2, cluster 8, then the
+    // sender's id.
     let mut from = [0u8; 8];
-    from.copy_from_slice(&hello[20..28]);
+    from.copy_from_slice(&hello[24..32]);
     let from = u64::from_le_bytes(from);
     let mut server = TcpStream::connect_timeout(&upstream, Duration::from_secs(1))?;
     server.set_nodelay(true)?;

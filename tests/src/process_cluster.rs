@@ -460,8 +460,14 @@ impl ProcessCluster {
                         }
                     }
                     match error {
-                        // Sent and not answered: it may take effect.
-                        ClientError::Timeout(_) | ClientError::Disconnected => {
+                        // Sent and not answered, or in flight when its shard
+                        // stopped: it may take effect.
+                        ClientError::Timeout(_)
+                        | ClientError::Disconnected
+                        | ClientError::Server {
+                            code: ErrorCode::ShardStopped,
+                            ..
+                        } => {
                             self.forget_client(at);
                             return WriteOutcome::Unknown;
                         }

@@ -336,3 +336,64 @@ fn a_leader_nobody_hears_is_replaced_though_it_hears_everybody() {
     let new_leader = cluster.leader_of(0);
     assert!(new_leader.is_some_and(|l| l != leader), "{new_leader:?}");
 }
+
+#[test]
+fn a_member_past_the_catch_up_tail_fails_its_reads_instead_of_holding_them() {
+    // Snapshots are not built yet: a member that missed more than the
+    // leader's WAL keeps cannot catch up. Its linearizable reads must fail
+    // in bounded time, not wait (and hold memory) for good.
+    let mut cluster = InProcessCluster::start(3, 1, 1, 6);
+    let leader = cluster.wait_for_leaders(Duration::from_secs(20))[0];
+    let away = (leader + 1) % 3;
+    cluster.stop_member(away);
+    let value = vec![b'x'; 2048];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    std::thread::scope(|scope| {
+        for writer in 0..4 {
+            let (cluster, value) = (&cluster, &value);
+            scope.spawn(move || {
+                for n in 0..1_750 {
+                    let key = format!("w{writer}/{n}");
+                    match cluster.put(leader, key.as_bytes(), value, deadline) {
+                        Outcome::Applied(_) => {}
+                        other => panic!("{key}: {other:?}"),
+                    }
+                }
+            });
+        }
+    });
+    // Long enough for a tree sync to release the WAL below the tail.
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = cluster.put(
+        leader,
+        b"last",
+        b"x",
+        Instant::now() + Duration::from_secs(10),
+    );
+    cluster.start_member(away);
+    std::thread::sleep(Duration::from_secs(1));
+    let node = cluster.node(away).unwrap();
+    let read = futures_lite::future::block_on(futures_lite::future::or(
+        async {
+            Some(
+                node.range(
+                    keel_engine::mvcc::RangeRequest {
+                        key: b"last".to_vec(),
+                        ..Default::default()
+                    },
+                    Consistency::Linearizable,
+                )
+                .await,
+            )
+        },
+        async {
+            keel_tests::timeout(Duration::from_secs(15)).await;
+            None
+        },
+    ));
+    match read {
+        Some(Err(NodeError::Behind { .. } | NodeError::NoLeader { .. })) => {}
+        Some(other) => panic!("a member past the tail answered {other:?}"),
+        None => panic!("a read on a member past the tail was held for 15 s"),
+    }
+}

@@ -23,7 +23,9 @@ pub enum NodeError {
         shards: Vec<usize>,
     },
     /// The shard stopped after a storage failure (fail-stop) and refuses
-    /// everything until the node restarts.
+    /// everything until the node restarts. A write that was in flight when
+    /// it stopped may still take effect on the other members: its outcome
+    /// is unknown.
     #[error("shard {shard} has stopped: {reason}")]
     ShardStopped {
         /// The shard.
@@ -46,6 +48,14 @@ pub enum NodeError {
     /// member is cut off from a majority, or an election is going on).
     #[error("shard {shard} has no leader that answers")]
     NoLeader {
+        /// The shard.
+        shard: usize,
+    },
+    /// A linearizable read got its index from the leader, but this replica
+    /// did not apply that far in time (it is catching up): another member
+    /// may answer.
+    #[error("shard {shard}'s replica here is too far behind its leader to answer in time")]
+    Behind {
         /// The shard.
         shard: usize,
     },
@@ -81,6 +91,7 @@ impl NodeError {
                 leader: *leader,
             },
             NodeError::NoLeader { shard } => NodeError::NoLeader { shard: *shard },
+            NodeError::Behind { shard } => NodeError::Behind { shard: *shard },
             NodeError::Shutdown => NodeError::Shutdown,
             other => NodeError::InvalidRequest(other.to_string()),
         }

@@ -283,13 +283,18 @@ enum ReadWaiter {
     },
 }
 
+/// A read with the tick it was taken at: it fails once it has waited
+/// [`READ_INDEX_GIVE_UP_TICKS`].
+type Aged = (u64, ReadWaiter);
+
+/// A read waiting for applies to reach an index.
+type Waiting = (u64, Aged);
+
 /// Linearizable reads that share one ReadIndex request.
 struct Indexing {
     /// The tick it was asked at.
     asked: u64,
-    /// The tick its first read was taken at (it fails once too old).
-    since: u64,
-    waiters: Vec<ReadWaiter>,
+    waiters: Vec<Aged>,
 }
 
 impl ReadWaiter {
@@ -381,14 +386,16 @@ pub(crate) struct Replica {
     started: Instant,
     pending: VecDeque<Pending>,
     /// Linearizable reads not yet given a ReadIndex.
-    unindexed: Vec<ReadWaiter>,
-    /// The tick the oldest of them was taken at.
-    unindexed_since: u64,
+    unindexed: Vec<Aged>,
     /// ReadIndex requests in flight, by context.
     indexing: BTreeMap<u64, Indexing>,
     next_read_context: u64,
-    /// Reads waiting for applies to reach an index.
-    waiting: Vec<(u64, ReadWaiter)>,
+    /// Names this replica's ReadIndex contexts apart from those it asked
+    /// before a restart, which a leader may still hold (raft-rs drops a
+    /// request whose context is pending, and answers the old one).
+    incarnation: u64,
+    /// Reads waiting for applies to reach an index, with their age.
+    waiting: Vec<Waiting>,
     /// Reads that may be served now, in arrival order, a bounded number
     /// of bytes per loop round (`serve_ready_reads`).
     ready_reads: VecDeque<ReadWaiter>,
@@ -558,9 +565,9 @@ impl Replica {
             started: Instant::now(),
             pending: VecDeque::new(),
             unindexed: Vec::new(),
-            unindexed_since: 0,
             indexing: BTreeMap::new(),
             next_read_context: 1,
+            incarnation: random_u64(),
             waiting: Vec::new(),
             ready_reads: VecDeque::new(),
             read_round: ReadRound::default(),
@@ -757,6 +764,41 @@ impl Replica {
         self.raw.raft.state == StateRole::Leader
     }
 
+    /// Why raft-rs would panic on `message`, if it would: it trusts its
+    /// peers to send only what its own code sends, and a member of another
+    /// version, or a damaged one, must not take the core down.
+    fn insane(&self, message: &Message) -> Option<String> {
+        use raft::eraftpb::MessageType;
+        match message.get_msg_type() {
+            MessageType::MsgReadIndex | MessageType::MsgReadIndexResp
+                if message.entries.len() != 1 =>
+            {
+                Some(format!(
+                    "a read index with {} entries",
+                    message.entries.len()
+                ))
+            }
+            MessageType::MsgHeartbeat
+                if message.commit > self.raw.raft.raft_log.last_index()
+                    && message.term >= self.raw.raft.term =>
+            {
+                // A leader sends min(its commit, what this replica matched).
+                Some(format!(
+                    "a heartbeat committing {} past the last index {}",
+                    message.commit,
+                    self.raw.raft.raft_log.last_index()
+                ))
+            }
+            MessageType::MsgHup
+            | MessageType::MsgBeat
+            | MessageType::MsgPropose
+            | MessageType::MsgUnreachable
+            | MessageType::MsgSnapStatus
+            | MessageType::MsgCheckQuorum => Some("a local message from a peer".to_string()),
+            _ => None,
+        }
+    }
+
     /// The refusal of a write this replica cannot propose, naming the
     /// leader it knows of.
     fn not_leader(&self) -> NodeError {
@@ -792,14 +834,12 @@ impl Replica {
                 reply,
             }),
             ShardCall::Range { request, reply, .. } => {
-                if self.unindexed.is_empty() {
-                    self.unindexed_since = self.ticks;
-                }
-                self.unindexed.push(ReadWaiter::Head {
+                let waiter = ReadWaiter::Head {
                     request,
                     header: Header::Linearizable(None),
                     reply,
-                });
+                };
+                self.unindexed.push((self.ticks, waiter));
             }
             ShardCall::LastRevision { reply } => {
                 let _ = reply.send(Ok(self.clock.last()));
@@ -819,7 +859,7 @@ impl Replica {
                     revision,
                     reply,
                 };
-                self.wait_for(index, waiter);
+                self.wait_for(index, (self.ticks, waiter));
             }
             ShardCall::LeaseKeepAlive { id, reply } => self.keep_alive(id, reply),
             ShardCall::LeaseStatus { id, reply } => {
@@ -865,6 +905,14 @@ impl Replica {
             }
             ShardCall::WatchCancel { id } => self.feeds.cancel(&mut self.store, id),
             ShardCall::Peer(message) => {
+                if let Some(why) = self.insane(&message) {
+                    tracing::warn!(
+                        shard = self.shard,
+                        from = message.from,
+                        "peer message dropped: {why}"
+                    );
+                    return;
+                }
                 // raft-rs ignores what does not fit its state (a stale
                 // term, a response from a removed peer) and says so.
                 if let Err(e) = self.raw.step(*message) {
@@ -1072,10 +1120,8 @@ impl Replica {
             return;
         }
         let waiters = std::mem::take(&mut self.unindexed);
-        let since = self.unindexed_since;
         self.ask_read_index(Indexing {
-            asked: since,
-            since,
+            asked: self.ticks,
             waiters,
         });
     }
@@ -1085,17 +1131,21 @@ impl Replica {
         self.next_read_context += 1;
         self.indexing.insert(context, indexing);
         // The leader keys pending reads by context: it names this member
-        // too, or two followers' reads would collide.
+        // and incarnation too, or two followers' reads (or this one's before
+        // and after a restart) would collide.
         let mut bytes = self.raw.raft.id.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&self.incarnation.to_le_bytes());
         bytes.extend_from_slice(&context.to_le_bytes());
         self.raw.read_index(bytes);
     }
 
     /// On each tick: a ReadIndex unanswered for a while is asked again
     /// under a new context (the old answer, if it comes, finds nobody), and
-    /// reads that waited too long fail as unavailable.
+    /// reads that waited too long fail: for their ReadIndex as finding no
+    /// leader, for applies as a replica too far behind.
     fn retry_read_index(&mut self) {
         let now = self.ticks;
+        let too_old = |(since, _): &Aged| now - *since >= READ_INDEX_GIVE_UP_TICKS;
         let stale: Vec<u64> = self
             .indexing
             .iter()
@@ -1103,37 +1153,40 @@ impl Replica {
             .map(|(context, _)| *context)
             .collect();
         let mut retry = Vec::new();
+        let mut expired = Vec::new();
         for context in stale {
-            let Some(indexing) = self.indexing.remove(&context) else {
-                continue;
-            };
-            if now - indexing.since >= READ_INDEX_GIVE_UP_TICKS {
-                for waiter in indexing.waiters {
-                    waiter.answer_error(self.no_leader());
-                }
-            } else {
-                retry.push(indexing);
+            if let Some(indexing) = self.indexing.remove(&context) {
+                let (old, young): (Vec<Aged>, Vec<Aged>) =
+                    indexing.waiters.into_iter().partition(too_old);
+                expired.extend(old);
+                retry.extend(young);
             }
         }
-        let gave_up = now - self.unindexed_since >= READ_INDEX_GIVE_UP_TICKS;
-        if gave_up && !self.unindexed.is_empty() {
-            for waiter in std::mem::take(&mut self.unindexed) {
-                waiter.answer_error(self.no_leader());
+        let (old, young): (Vec<Aged>, Vec<Aged>) = std::mem::take(&mut self.unindexed)
+            .into_iter()
+            .partition(too_old);
+        expired.extend(old);
+        self.unindexed = young;
+        for (_, waiter) in expired {
+            waiter.answer_error(self.no_leader());
+        }
+        if !retry.is_empty() {
+            if self.is_leader() || self.raw.raft.leader_id != raft::INVALID_ID {
+                self.ask_read_index(Indexing {
+                    asked: now,
+                    waiters: retry,
+                });
+            } else {
+                // Back to waiting for a leader, each keeping its age.
+                self.unindexed.extend(retry);
             }
         }
-        for mut indexing in retry {
-            let ready = self.is_leader() || self.raw.raft.leader_id != raft::INVALID_ID;
-            if ready {
-                indexing.asked = now;
-                self.ask_read_index(indexing);
-            } else {
-                // Back to waiting for a leader, keeping its age.
-                if self.unindexed.is_empty() {
-                    self.unindexed_since = indexing.since;
-                }
-                self.unindexed_since = self.unindexed_since.min(indexing.since);
-                self.unindexed.extend(indexing.waiters);
-            }
+        let (old, young): (Vec<Waiting>, Vec<Waiting>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|(_, aged)| too_old(aged));
+        self.waiting = young;
+        for (_, (_, waiter)) in old {
+            waiter.answer_error(NodeError::Behind { shard: self.shard });
         }
     }
 
@@ -1142,11 +1195,11 @@ impl Replica {
         NodeError::NoLeader { shard: self.shard }
     }
 
-    fn wait_for(&mut self, index: u64, waiter: ReadWaiter) {
+    fn wait_for(&mut self, index: u64, (since, waiter): Aged) {
         if index <= self.applied {
             self.make_ready(waiter);
         } else {
-            self.waiting.push((index, waiter));
+            self.waiting.push((index, (since, waiter)));
         }
     }
 
@@ -1256,7 +1309,9 @@ impl Replica {
                                 header: Header::Linearizable(Some(claimed)),
                                 reply,
                             };
-                            self.waiting.push((index, waiter));
+                            // Ready reads are served within a round: this one
+                            // waits as if it had just come.
+                            self.waiting.push((index, (self.ticks, waiter)));
                             return 0;
                         }
                         self.store.current_revision().max(claimed)
@@ -1307,6 +1362,9 @@ impl Replica {
                 if first.index <= self.wal.last_index() {
                     syncs.push(self.wal.truncate_after(first.index - 1));
                     self.lose_proposals_from(first.index);
+                    // Entries read at start past here are gone: the lease
+                    // tasks wait for the replay to apply only what is left.
+                    self.replayed_up_to = self.replayed_up_to.min(first.index - 1);
                 }
                 let payloads: Vec<Vec<u8>> = entries.iter().map(log_store::encode_entry).collect();
                 syncs.push(
@@ -1407,19 +1465,21 @@ impl Replica {
     }
 
     fn read_state(&mut self, state: raft::ReadState) {
-        let Ok(context) = <[u8; 16]>::try_from(state.request_ctx.as_slice()) else {
+        let Ok(context) = <[u8; 24]>::try_from(state.request_ctx.as_slice()) else {
             return;
         };
-        let (member, context) = context.split_at(8);
-        if member != self.raw.raft.id.to_le_bytes() {
+        let (asker, context) = context.split_at(16);
+        let mut mine = self.raw.raft.id.to_le_bytes().to_vec();
+        mine.extend_from_slice(&self.incarnation.to_le_bytes());
+        if asker != mine.as_slice() {
             return;
         }
         let Ok(context) = <[u8; 8]>::try_from(context) else {
             return;
         };
         if let Some(indexing) = self.indexing.remove(&u64::from_le_bytes(context)) {
-            for waiter in indexing.waiters {
-                self.wait_for(state.index, waiter);
+            for aged in indexing.waiters {
+                self.wait_for(state.index, aged);
             }
         }
     }
@@ -1558,7 +1618,7 @@ impl Replica {
             .into_iter()
             .partition(|(index, _)| *index <= last);
         self.waiting = waiting;
-        for (_, waiter) in ready {
+        for (_, (_, waiter)) in ready {
             self.make_ready(waiter);
         }
         Ok(())
@@ -1890,7 +1950,8 @@ impl Replica {
                     .into_values()
                     .flat_map(|i| i.waiters),
             )
-            .chain(self.waiting.drain(..).map(|(_, w)| w))
+            .chain(self.waiting.drain(..).map(|(_, aged)| aged))
+            .map(|(_, waiter)| waiter)
             .chain(self.ready_reads.drain(..))
             .collect::<Vec<_>>();
         for waiter in waiters {
@@ -2005,6 +2066,19 @@ async fn read_tail(
         }
     }
     Ok((floor, older, entries))
+}
+
+/// A random 64-bit number from the standard library's per-process keys
+/// (no need for more: it only tells this replica's lifetimes apart).
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
 }
 
 /// [`read_tail`]'s answer.

@@ -46,6 +46,11 @@ impl CoreRouter {
         self.locals.borrow_mut().insert(shard, sender);
     }
 
+    /// How many cores the node runs.
+    pub(crate) fn core_count(&self) -> usize {
+        self.core_count
+    }
+
     /// The core this router routes from.
     pub(crate) fn core(&self) -> usize {
         self.core

@@ -119,6 +119,11 @@ impl PeerInbox {
         self.shards
     }
 
+    /// The node's core count.
+    pub fn core_count(&self) -> usize {
+        self.router.core_count()
+    }
+
     /// Checks that a frame from `from` in cluster `cluster` may be taken.
     ///
     /// # Errors

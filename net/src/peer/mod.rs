@@ -24,6 +24,11 @@ use self::wire::{Hello, WireError, HEADER_BYTES, HELLO_BYTES};
 
 /// How long a peer has to send its hello once connected.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an inbound connection may carry nothing before it is closed:
+/// one from a crashed host, or left from before a partition, would
+/// otherwise hold its slot for good. A live sender that was merely quiet
+/// connects again when it next has a message.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a frame's body may stall once its header came: a length
 /// damaged on the way (and not yet caught by the body's checksum) would
 /// otherwise hold the connection waiting for bytes that never come.
@@ -65,6 +70,8 @@ impl TransportFactory for PeerTransport {
             let address = core_address(&peer.peer_address, core)?;
             let hello = Hello {
                 core: core as u16,
+                shards: inbox.shard_count() as u16,
+                cores: inbox.core_count() as u16,
                 cluster: cluster.id,
                 from: cluster.me,
                 to: peer.id,
@@ -156,11 +163,24 @@ async fn read_peer(
             inbox.cluster().me
         )));
     }
+    let (shards, cores) = (inbox.shard_count(), inbox.core_count());
+    if usize::from(hello.shards) != shards || usize::from(hello.cores) != cores {
+        // Said loudly: the members were started with different --shards or
+        // --cores, and cannot work together until they are not.
+        tracing::error!(
+            peer = %format!("{:x}", hello.from),
+            "a member runs {} shards on {} cores, this one {shards} on {cores}: every member \
+             must have the same (give --shards and --cores alike)",
+            hello.shards,
+            hello.cores
+        );
+        return Err(InboundError::Refused(
+            "another shard or core count".to_string(),
+        ));
+    }
     loop {
-        // Between frames a peer may stay silent as long as it likes:
-        // heartbeats are Raft's business.
         stream
-            .set_read_timeout(None)
+            .set_read_timeout(Some(IDLE_TIMEOUT))
             .map_err(std::io::Error::from)?;
         let mut header = [0u8; HEADER_BYTES];
         stream.read_exact(&mut header).await?;

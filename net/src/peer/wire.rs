@@ -10,7 +10,7 @@ pub const MAGIC: &[u8; 8] = b"KEELPEER";
 /// The peer protocol's version.
 pub const VERSION: u16 = 1;
 /// Bytes of a hello.
-pub const HELLO_BYTES: usize = 40;
+pub const HELLO_BYTES: usize = 44;
 /// Bytes of a frame's header: body length and CRC-32.
 pub const HEADER_BYTES: usize = 8;
 /// The largest frame body taken: a Raft message carries at least one
@@ -43,6 +43,11 @@ pub enum WireError {
 pub struct Hello {
     /// The sender's core; it talks to the same core of the receiver.
     pub core: u16,
+    /// The sender's shard count: every member must have the same.
+    pub shards: u16,
+    /// The sender's core count: every member must have the same, so that
+    /// core `c` of one serves the same shards as core `c` of another.
+    pub cores: u16,
     /// The cluster id.
     pub cluster: u64,
     /// The sending member.
@@ -60,6 +65,8 @@ impl Hello {
             &MAGIC[..],
             &VERSION.to_le_bytes(),
             &self.core.to_le_bytes(),
+            &self.shards.to_le_bytes(),
+            &self.cores.to_le_bytes(),
             &self.cluster.to_le_bytes(),
             &self.from.to_le_bytes(),
             &self.to.to_le_bytes(),
@@ -95,6 +102,8 @@ impl Hello {
         }
         Ok(Hello {
             core: reader.u16()?,
+            shards: reader.u16()?,
+            cores: reader.u16()?,
             cluster: reader.u64()?,
             from: reader.u64()?,
             to: reader.u64()?,
@@ -211,6 +220,8 @@ mod tests {
     fn a_hello_round_trips_and_refuses_damage() {
         let hello = Hello {
             core: 3,
+            shards: 8,
+            cores: 4,
             cluster: 0xfeed,
             from: 1,
             to: 2,

@@ -216,7 +216,7 @@ pub(crate) fn error(error: &NodeError) -> proto::ErrorBody {
         NodeError::CrossShardTxn { .. } => (Code::CrossShardTxn, 0),
         NodeError::ShardStopped { .. } => (Code::ShardStopped, 0),
         NodeError::NotLeader { .. } => (Code::NotLeader, 0),
-        NodeError::NoLeader { .. } => (Code::NoLeader, 0),
+        NodeError::NoLeader { .. } | NodeError::Behind { .. } => (Code::NoLeader, 0),
         NodeError::Shutdown => (Code::ShuttingDown, 0),
         NodeError::InvalidRequest(_) => (Code::BadRequest, 0),
         _ => (Code::Unknown, 0),
