@@ -60,6 +60,7 @@ fn misbehaving_peers_are_cut_off_and_a_stalled_frame_does_not_hold_the_port() {
     let parts = Cluster::parse_initial(&initial).unwrap();
     let cluster = Cluster::bootstrap("a", &parts, DEFAULT_TOKEN).unwrap();
     let hello = |cluster_id: u64, from: u64| Hello {
+        snapshot: false,
         core: 0,
         shards: 2,
         cores: 2,
@@ -140,4 +141,138 @@ fn misbehaving_peers_are_cut_off_and_a_stalled_frame_does_not_hold_the_port() {
         "a frame that never completes held its connection for {:?}",
         began.elapsed()
     );
+}
+
+/// Serializable value of `key` on `server`, if it answers with one.
+fn local_value(server: &Server, key: &str) -> Option<String> {
+    let out = Command::new(support::keelctl())
+        .args([
+            "--endpoints",
+            &server.endpoint(),
+            "get",
+            key,
+            "--consistency",
+            "s",
+            "--print-value-only",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !text.is_empty()).then_some(text)
+}
+
+#[test]
+fn a_snapshot_streamed_to_the_peer_port_is_installed_and_survives_a_restart() {
+    // The tree file of a one-member keel holding a key is the snapshot.
+    let source_dir = tempfile::tempdir().unwrap();
+    let mut source = Server::start(source_dir.path(), 2, &[]);
+    let runtime = support::runtime();
+    let client =
+        support::block_on(&runtime, keel_client::Client::connect(&[source.endpoint()])).unwrap();
+    support::block_on(&runtime, client.put("snap-key", "from-snapshot")).unwrap();
+    let shard = keel_proto::routing::shard_of(b"snap-key", 2);
+    let status = support::block_on(&runtime, client.status()).unwrap();
+    // Nothing more is applied before the clean stop makes the tree durable.
+    let applied = status.shard_info[shard].applied_index;
+    drop(client);
+    assert!(source.stop().is_some_and(|s| s.success()));
+    let file = source_dir
+        .path()
+        .join(format!("shard-{shard:03}"))
+        .join("kv.db");
+    let bytes = std::fs::read(&file).unwrap();
+
+    // Member a of {a, b}; the test speaks for b.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_peer_port();
+    let initial = format!("a=127.0.0.1:{port},b=127.0.0.1:1");
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Server::start(
+        dir.path(),
+        2,
+        &[
+            "--name",
+            "a",
+            "--initial-cluster",
+            &initial,
+            "--listen-peer",
+            &listen,
+        ],
+    );
+    let parts = Cluster::parse_initial(&initial).unwrap();
+    let cluster = Cluster::bootstrap("a", &parts, DEFAULT_TOKEN).unwrap();
+    let core = shard % 2;
+    let hello = Hello {
+        snapshot: true,
+        core: core as u16,
+        shards: 2,
+        cores: 2,
+        cluster: cluster.id,
+        from: member_id("b"),
+        to: member_id("a"),
+    };
+    let mut message = RaftMessage::default();
+    message.set_msg_type(RaftMessageType::MsgSnapshot);
+    message.from = member_id("b");
+    message.to = member_id("a");
+    message.term = 5;
+    let metadata = message.mut_snapshot().mut_metadata();
+    metadata.index = applied;
+    metadata.term = 5;
+    metadata.mut_conf_state().voters = cluster.voters();
+    let encoded = encode_message(&message);
+    let mut stream = TcpStream::connect(("127.0.0.1", port + core as u16)).unwrap();
+    stream.write_all(&hello.encode()).unwrap();
+    stream.write_all(&(shard as u32).to_le_bytes()).unwrap();
+    stream
+        .write_all(&(encoded.len() as u32).to_le_bytes())
+        .unwrap();
+    stream
+        .write_all(&crc32fast::hash(&encoded).to_le_bytes())
+        .unwrap();
+    stream.write_all(&encoded).unwrap();
+    stream
+        .write_all(&(bytes.len() as u64).to_le_bytes())
+        .unwrap();
+    for chunk in bytes.chunks(300_000) {
+        stream
+            .write_all(&(chunk.len() as u32).to_le_bytes())
+            .unwrap();
+        stream
+            .write_all(&crc32fast::hash(chunk).to_le_bytes())
+            .unwrap();
+        stream.write_all(chunk).unwrap();
+    }
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).unwrap();
+    assert_eq!(answer, [1], "the snapshot was refused");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while local_value(&server, "snap-key").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot's key never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        local_value(&server, "snap-key").as_deref(),
+        Some("from-snapshot")
+    );
+    // The tree is in place and the WAL starts after it.
+    server.restart();
+    assert_eq!(
+        local_value(&server, "snap-key").as_deref(),
+        Some("from-snapshot")
+    );
+    let leftovers: Vec<String> = std::fs::read_dir(dir.path().join(format!("shard-{shard:03}")))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("snapshot-") || name == "install.pending")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }

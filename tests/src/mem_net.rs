@@ -48,11 +48,16 @@ pub struct NetStats {
     pub delayed: u64,
     /// Reported unreachable (no such endpoint, or its queue full).
     pub unreachable: u64,
+    /// Snapshots sent.
+    pub snapshots: u64,
 }
 
 struct Delivery {
     shard: usize,
     message: RaftMessage,
+    /// For a snapshot: its file on the sender's side, and where to say
+    /// how the send ended.
+    snapshot: Option<(std::path::PathBuf, flume::Sender<bool>)>,
 }
 
 struct NetState {
@@ -63,6 +68,8 @@ struct NetState {
     /// Each running core's queue, by `(member, core)`.
     endpoints: HashMap<(u64, usize), flume::Sender<Delivery>>,
     stats: NetStats,
+    /// Snapshots fail instead of arriving.
+    refuse_snapshots: bool,
 }
 
 /// The network; clones share it.
@@ -87,6 +94,7 @@ impl MemNet {
                 cut: HashSet::new(),
                 endpoints: HashMap::new(),
                 stats: NetStats::default(),
+                refuse_snapshots: false,
             })),
         }
     }
@@ -117,6 +125,11 @@ impl MemNet {
             self.set_cut(member, other, cut);
             self.set_cut(other, member, cut);
         }
+    }
+
+    /// Makes every snapshot send fail (or work again).
+    pub fn refuse_snapshots(&self, refuse: bool) {
+        self.lock().refuse_snapshots = refuse;
     }
 
     /// Mends every link and clears every fault.
@@ -157,9 +170,16 @@ impl TransportFactory for MemFactory {
         let taker = inbox.clone();
         glommio::spawn_local(async move {
             while let Ok(delivery) = receiver.recv_async().await {
-                // What a peer would refuse is dropped, as the TCP
-                // transport drops a frame it refuses.
-                let _ = taker.deliver(delivery.shard, delivery.message);
+                match delivery.snapshot {
+                    // What a peer would refuse is dropped, as the TCP
+                    // transport drops a frame it refuses.
+                    None => drop(taker.deliver(delivery.shard, delivery.message)),
+                    Some((source, done)) => {
+                        let delivered =
+                            receive_snapshot(&taker, delivery.shard, delivery.message, &source);
+                        let _ = done.send(delivered);
+                    }
+                }
             }
         })
         .detach();
@@ -172,6 +192,27 @@ impl TransportFactory for MemFactory {
     }
 }
 
+/// Copies a snapshot's file to where the receiving member takes it, syncs
+/// it, and hands it over: what the TCP transport does over its stream.
+fn receive_snapshot(
+    inbox: &PeerInbox,
+    shard: usize,
+    message: RaftMessage,
+    source: &std::path::Path,
+) -> bool {
+    let index = message.get_snapshot().get_metadata().index;
+    let Some(target) = inbox.snapshot_path(shard, message.from, index) else {
+        return false;
+    };
+    let copied =
+        std::fs::copy(source, &target).and_then(|_| std::fs::File::open(&target)?.sync_all());
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&target);
+        return false;
+    }
+    inbox.deliver_snapshot(shard, message, target).is_ok()
+}
+
 struct MemTransport {
     net: MemNet,
     member: u64,
@@ -180,6 +221,43 @@ struct MemTransport {
 }
 
 impl Transport for MemTransport {
+    fn send_snapshot(&self, shard: usize, message: RaftMessage, file: std::path::PathBuf) {
+        let to = message.to;
+        let sender = {
+            let mut state = self.net.lock();
+            state.stats.snapshots += 1;
+            let cut = state.cut.contains(&(self.member, to)) || state.refuse_snapshots;
+            let sender = state.endpoints.get(&(to, self.core)).cloned();
+            sender.filter(|_| !cut)
+        };
+        let (done, outcome) = flume::bounded(1);
+        let sent = sender.is_some_and(|sender| {
+            sender
+                .try_send(Delivery {
+                    shard,
+                    message,
+                    snapshot: Some((file, done)),
+                })
+                .is_ok()
+        });
+        let inbox = self.inbox.clone();
+        glommio::spawn_local(async move {
+            // Bounded, as a real send is: a member that never answers
+            // counts as a failure.
+            let delivered = sent
+                && futures_lite::future::or(
+                    async { outcome.recv_async().await.unwrap_or(false) },
+                    async {
+                        glommio::timer::sleep(Duration::from_secs(30)).await;
+                        false
+                    },
+                )
+                .await;
+            inbox.snapshot_sent(shard, to, delivered);
+        })
+        .detach();
+    }
+
     fn send(&self, shard: usize, message: RaftMessage) {
         let to = message.to;
         let (sender, copies, delay) = {
@@ -220,6 +298,7 @@ impl Transport for MemTransport {
             let delivery = Delivery {
                 shard,
                 message: message.clone(),
+                snapshot: None,
             };
             match delay {
                 None => {

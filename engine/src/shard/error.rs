@@ -59,6 +59,14 @@ pub enum NodeError {
         /// The shard.
         shard: usize,
     },
+    /// The write was proposed, and what became of it cannot be told here:
+    /// it may or may not have taken effect (the replica installed a
+    /// snapshot past it). The client must read to find out.
+    #[error("shard {shard}: the write may or may not have taken effect")]
+    OutcomeUnknown {
+        /// The shard.
+        shard: usize,
+    },
     /// The node is shutting down or gone.
     #[error("the node is shutting down")]
     Shutdown,
@@ -92,6 +100,7 @@ impl NodeError {
             },
             NodeError::NoLeader { shard } => NodeError::NoLeader { shard: *shard },
             NodeError::Behind { shard } => NodeError::Behind { shard: *shard },
+            NodeError::OutcomeUnknown { shard } => NodeError::OutcomeUnknown { shard: *shard },
             NodeError::Shutdown => NodeError::Shutdown,
             other => NodeError::InvalidRequest(other.to_string()),
         }

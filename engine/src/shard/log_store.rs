@@ -26,8 +26,10 @@ pub(crate) const RAFT_ENTRY_KIND: u8 = 1;
 /// Bytes a WAL payload adds to a Raft entry's data (term, type, context
 /// length; keel proposes no context).
 pub const ENTRY_OVERHEAD: usize = 8 + 1 + 4;
-/// Version byte of the state blob.
-const STATE_VERSION: u8 = 1;
+/// Version byte of the state blob: 2 adds the last snapshot installed.
+const STATE_VERSION: u8 = 2;
+/// The state blob before snapshots.
+const STATE_VERSION_NO_SNAPSHOT: u8 = 1;
 /// Reads of the WAL queued at once for followers: one per peer and shard
 /// is all raft-rs asks for; more would be a bug, and are refused.
 const MAX_FETCHES: usize = 64;
@@ -101,6 +103,13 @@ pub struct LogStore {
     fetches: RefCell<Vec<Fetch>>,
     /// WAL reads done, by first index, until raft-rs asks again.
     fetched: RefCell<HashMap<u64, Vec<Entry>>>,
+    /// The last snapshot installed here: `(index, term)`, `(0, 0)` for none.
+    /// Saved in the state blob, because the WAL is empty right after one.
+    installed: (u64, u64),
+    /// The highest index raft-rs asked a snapshot for and did not get.
+    wanted: std::cell::Cell<Option<u64>>,
+    /// The snapshot this replica made for followers, once made.
+    made: Option<Snapshot>,
 }
 
 impl LogStore {
@@ -141,6 +150,9 @@ impl LogStore {
             entries: entries.into(),
             fetches: RefCell::default(),
             fetched: RefCell::default(),
+            installed: (0, 0),
+            wanted: std::cell::Cell::new(None),
+            made: None,
         })
     }
 
@@ -250,6 +262,42 @@ impl LogStore {
     pub fn tail_start(&self) -> u64 {
         self.tail_start
     }
+
+    /// Records the last snapshot installed (read back from the state blob).
+    pub fn set_installed(&mut self, installed: (u64, u64)) {
+        self.installed = installed;
+    }
+
+    /// The state blob to save: hard state, membership, last snapshot.
+    pub fn state_blob(&self) -> Vec<u8> {
+        encode_state(&self.hard_state, &self.conf_state, self.installed)
+    }
+
+    /// The index raft-rs wants a snapshot at (or above), once: the replica
+    /// makes one and hands it over with [`LogStore::set_made`].
+    pub fn take_wanted(&self) -> Option<u64> {
+        self.wanted.take()
+    }
+
+    /// A snapshot made for followers; raft-rs gets it when it asks again.
+    pub fn set_made(&mut self, snapshot: Snapshot) {
+        self.made = Some(snapshot);
+    }
+
+    /// The log after installing a snapshot that ends at `(index, term)`:
+    /// every entry at or below it is gone, and so is every entry above it
+    /// (the leader sends those after the snapshot).
+    pub fn apply_snapshot(&mut self, index: u64, term: u64) {
+        self.floor = index;
+        self.terms = TermRuns::default();
+        self.terms.set(index, term);
+        self.tail_start = index + 1;
+        self.entries.clear();
+        self.fetched.borrow_mut().clear();
+        self.fetches.borrow_mut().clear();
+        self.hard_state.commit = self.hard_state.commit.max(index);
+        self.installed = (index, term);
+    }
 }
 
 impl raft::Storage for LogStore {
@@ -320,9 +368,23 @@ impl raft::Storage for LogStore {
         Ok(self.last())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Streaming the tree file to a follower that fell past the WAL's
-        // catch-up tail is not built yet: raft-rs asks again later.
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // A follower fell past the WAL's catch-up tail. The replica makes a
+        // snapshot after this Ready (a copy of the tree at one commit); until
+        // then raft-rs is told to ask again later.
+        // One made before will do if it is recent enough for the follower,
+        // and the log still goes on from it.
+        if let Some(made) = self.made.as_ref() {
+            let index = made.get_metadata().index;
+            if index >= request_index && index >= self.floor {
+                return Ok(made.clone());
+            }
+        }
+        let wanted = self
+            .wanted
+            .get()
+            .map_or(request_index, |w| w.max(request_index));
+        self.wanted.set(Some(wanted));
         Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))
@@ -373,8 +435,13 @@ pub fn decode_entry(index: u64, payload: &[u8]) -> Result<Entry, RecordError> {
     })
 }
 
-/// The WAL state blob: the hard state and the membership.
-pub fn encode_state(hard_state: &HardState, conf_state: &ConfState) -> Vec<u8> {
+/// The WAL state blob: the hard state, the membership, and the last
+/// snapshot installed `(index, term)`.
+pub fn encode_state(
+    hard_state: &HardState,
+    conf_state: &ConfState,
+    installed: (u64, u64),
+) -> Vec<u8> {
     let mut out = vec![STATE_VERSION];
     for v in [hard_state.term, hard_state.vote, hard_state.commit] {
         out.extend_from_slice(&v.to_le_bytes());
@@ -391,17 +458,23 @@ pub fn encode_state(hard_state: &HardState, conf_state: &ConfState) -> Vec<u8> {
         }
     }
     out.push(u8::from(conf_state.auto_leave));
+    out.extend_from_slice(&installed.0.to_le_bytes());
+    out.extend_from_slice(&installed.1.to_le_bytes());
     out
 }
 
-/// Reads what [`encode_state`] wrote.
+/// What the state blob holds.
+pub type SavedState = (HardState, ConfState, (u64, u64));
+
+/// Reads what [`encode_state`] wrote (or its version 1, without a
+/// snapshot).
 ///
 /// # Errors
 /// [`RecordError`] for a short or unknown blob.
-pub fn decode_state(blob: &[u8]) -> Result<(HardState, ConfState), RecordError> {
+pub fn decode_state(blob: &[u8]) -> Result<SavedState, RecordError> {
     let bad = |what: &str| RecordError(format!("state blob of {} bytes: {what}", blob.len()));
     let (&version, mut rest) = blob.split_first().ok_or_else(|| bad("empty"))?;
-    if version != STATE_VERSION {
+    if version != STATE_VERSION && version != STATE_VERSION_NO_SNAPSHOT {
         return Err(bad("unknown version"));
     }
     let mut numbers = [0u64; 3];
@@ -431,8 +504,18 @@ pub fn decode_state(blob: &[u8]) -> Result<(HardState, ConfState), RecordError> 
         }
     }
     let [voters, learners, voters_outgoing, learners_next] = lists;
-    let auto_leave = match rest {
-        [flag] => *flag != 0,
+    let (&flag, rest) = rest.split_first().ok_or_else(|| bad("short"))?;
+    let auto_leave = flag != 0;
+    let installed = match (version, rest) {
+        (STATE_VERSION_NO_SNAPSHOT, []) => (0, 0),
+        (STATE_VERSION, rest) => {
+            let (index, rest) = split_u64(rest).ok_or_else(|| bad("short"))?;
+            let (term, rest) = split_u64(rest).ok_or_else(|| bad("short"))?;
+            if !rest.is_empty() {
+                return Err(bad("bad tail"));
+            }
+            (index, term)
+        }
         _ => return Err(bad("bad tail")),
     };
     let conf_state = ConfState {
@@ -443,7 +526,7 @@ pub fn decode_state(blob: &[u8]) -> Result<(HardState, ConfState), RecordError> 
         auto_leave,
         ..ConfState::default()
     };
-    Ok((hard_state, conf_state))
+    Ok((hard_state, conf_state, installed))
 }
 
 fn split_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
@@ -490,8 +573,12 @@ mod tests {
             learners: vec![4],
             ..ConfState::default()
         };
-        let blob = encode_state(&hs, &cs);
-        assert_eq!(decode_state(&blob), Ok((hs, cs)));
+        let blob = encode_state(&hs, &cs, (40, 3));
+        assert_eq!(decode_state(&blob), Ok((hs.clone(), cs.clone(), (40, 3))));
+        // Version 1, before snapshots, still reads.
+        let mut old = blob[..blob.len() - 16].to_vec();
+        old[0] = STATE_VERSION_NO_SNAPSHOT;
+        assert_eq!(decode_state(&old), Ok((hs, cs, (0, 0))));
         for len in 0..blob.len() {
             assert!(decode_state(&blob[..len]).is_err());
         }

@@ -15,6 +15,7 @@ mod node;
 mod node_meta;
 mod replica;
 mod router;
+mod snapshot;
 mod space;
 mod transport;
 mod watch;

@@ -683,7 +683,7 @@ struct CoreSetup {
     ready: flume::Sender<NodeResult<()>>,
 }
 
-fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
+pub(crate) fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
     data_dir.join(format!("shard-{shard:03}"))
 }
 
@@ -728,7 +728,7 @@ async fn run_core(setup: CoreSetup) {
     let transport = match &config.transport {
         None => None,
         Some(factory) => {
-            let inbox = PeerInbox::new(router.clone(), cluster.clone(), shards);
+            let inbox = PeerInbox::new(router.clone(), cluster.clone(), shards, &config.data_dir);
             match factory.start(core, inbox) {
                 Ok(transport) => Some(transport),
                 Err(error) => {

@@ -43,6 +43,7 @@ use crate::shard::lease_tasks::LeaseTasks;
 use crate::shard::log_store::{self, LogStore, RAFT_ENTRY_KIND};
 use crate::shard::node::{answer_bytes, TreeSync};
 use crate::shard::router::CoreRouter;
+use crate::shard::snapshot;
 use crate::shard::space::NodeSpace;
 use crate::shard::transport::Transport;
 use crate::shard::watch_feed::{Subscriber, WatchFeeds};
@@ -177,6 +178,14 @@ pub(crate) enum ShardCall {
     Peer(Box<Message>),
     /// A message to `peer` was dropped by the transport.
     Unreachable { peer: u64 },
+    /// A snapshot from a peer: its message and the tree file, received
+    /// whole and synced.
+    Snapshot {
+        message: Box<Message>,
+        file: std::path::PathBuf,
+    },
+    /// How sending a snapshot to `peer` ended.
+    SnapshotSent { peer: u64, delivered: bool },
     /// A round of this shard's lease tasks reached every mirror, or failed
     /// (`lease_tasks.rs`).
     LeaseRound {
@@ -249,7 +258,9 @@ impl ShardCall {
             | ShardCall::WatchCancel { .. }
             | ShardCall::LeaseRound { .. }
             | ShardCall::Peer(_)
-            | ShardCall::Unreachable { .. } => {}
+            | ShardCall::Unreachable { .. }
+            | ShardCall::Snapshot { .. }
+            | ShardCall::SnapshotSent { .. } => {}
         }
     }
 }
@@ -336,6 +347,14 @@ pub(crate) struct Replica {
     transport: Option<Rc<dyn Transport>>,
     /// Whether this shard's group has other voters.
     replicated: bool,
+    /// The shard's directory (`kv.db`, `wal/`, snapshot files).
+    dir: std::path::PathBuf,
+    /// How its tree file is opened (again, after a snapshot install).
+    tree_options: Options,
+    /// The snapshot received last, not yet installed: `(index, file)`.
+    received: Option<(u64, std::path::PathBuf)>,
+    /// The snapshot this replica made for followers: its file.
+    made: Option<std::path::PathBuf>,
     /// Ticks since the replica started (ReadIndex retries count them).
     ticks: u64,
     wal: keel_wal::Wal,
@@ -441,17 +460,12 @@ impl Replica {
             commit_sync: CommitSync::TwoSyncs,
             ..config.tree
         };
-        let mut store = Store::open(dir.join("kv.db"), options)?;
-        store.defer_syncs(true);
-        store.set_lease_homes(LeaseHomes {
-            shard,
-            shards: config.shards,
-        });
+        let store = open_store(dir, options.clone(), shard, config.shards)?;
         let max_entry_bytes = config.wal.max_payload();
         let wal = keel_wal::Wal::open(dir.join("wal"), config.wal)
             .await
             .map_err(|e| start_error(shard, "open WAL", e))?;
-        let (hard_state, conf_state) = match wal.state() {
+        let (hard_state, conf_state, installed) = match wal.state() {
             Some(blob) => {
                 log_store::decode_state(&blob).map_err(|e| start_error(shard, "WAL state", e))?
             }
@@ -463,12 +477,39 @@ impl Replica {
                     ..ConfState::default()
                 };
                 let hard_state = HardState::default();
-                wal.save_state(&log_store::encode_state(&hard_state, &conf_state))
+                wal.save_state(&log_store::encode_state(&hard_state, &conf_state, (0, 0)))
                     .await
                     .map_err(|e| start_error(shard, "bootstrap", e))?;
-                (hard_state, conf_state)
+                (hard_state, conf_state, (0, 0))
             }
         };
+        // A snapshot install cut short after its tree was put in place: the
+        // WAL is reset to it now (`snapshot.rs`).
+        let (hard_state, installed) = match snapshot::interrupted(dir, store.applied_index())
+            .map_err(|e| start_error(shard, "snapshot", e))?
+        {
+            Some((index, term)) => {
+                let mut hard_state = hard_state;
+                hard_state.commit = hard_state.commit.max(index);
+                hard_state.term = hard_state.term.max(term);
+                let reset = wal.reset(index);
+                let saved = wal.save_state(&log_store::encode_state(
+                    &hard_state,
+                    &conf_state,
+                    (index, term),
+                ));
+                reset
+                    .await
+                    .map_err(|e| start_error(shard, "snapshot WAL reset", e))?;
+                saved
+                    .await
+                    .map_err(|e| start_error(shard, "snapshot WAL reset", e))?;
+                snapshot::finish(dir).map_err(|e| start_error(shard, "snapshot", e))?;
+                (hard_state, (index, term))
+            }
+            None => (hard_state, installed),
+        };
+        snapshot::remove_others(dir, None);
         let mut voters = conf_state.voters.clone();
         voters.sort_unstable();
         if voters != config.cluster.voters() {
@@ -493,7 +534,7 @@ impl Replica {
         // serves, a bounded chunk at a time (`replay`); raft-rs holds only
         // those after it, and starts as if it had applied up to it.
         let replicated = !config.cluster.is_single();
-        let (floor, older, entries) = read_tail(&wal, applied, commit, replicated)
+        let (floor, older, entries) = read_tail(&wal, applied, commit, replicated, installed)
             .await
             .map_err(|e| start_error(shard, "read WAL", e))?;
         let mut highest = store.current_revision();
@@ -505,8 +546,9 @@ impl Replica {
                 }
             }
         }
-        let log = LogStore::new(hard_state, conf_state, floor, &older, entries)
+        let mut log = LogStore::new(hard_state, conf_state, floor, &older, entries)
             .map_err(|e| start_error(shard, "read WAL", e))?;
+        log.set_installed(installed);
         let raft_config = raft::Config {
             id: config.cluster.me,
             election_tick: ELECTION_TICKS,
@@ -541,6 +583,10 @@ impl Replica {
             raw,
             transport,
             replicated,
+            dir: dir.to_path_buf(),
+            tree_options: options,
+            received: None,
+            made: None,
             ticks: 0,
             wal,
             store,
@@ -703,6 +749,7 @@ impl Replica {
                 continue;
             }
             if self.replicated {
+                self.make_snapshot();
                 self.serve_fetches().await;
                 if let Err(reason) = self.drive().await {
                     self.fail(reason);
@@ -920,6 +967,28 @@ impl Replica {
                 }
             }
             ShardCall::Unreachable { peer } => self.raw.report_unreachable(peer),
+            ShardCall::Snapshot { message, file } => {
+                let index = message.get_snapshot().get_metadata().index;
+                if index <= self.applied {
+                    // Stale: raft-rs would ignore it too.
+                    let _ = std::fs::remove_file(&file);
+                    return;
+                }
+                if let Some((_, older)) = self.received.replace((index, file)) {
+                    let _ = std::fs::remove_file(older);
+                }
+                if let Err(e) = self.raw.step(*message) {
+                    tracing::debug!(shard = self.shard, "snapshot ignored: {e}");
+                }
+            }
+            ShardCall::SnapshotSent { peer, delivered } => {
+                let status = if delivered {
+                    raft::SnapshotStatus::Finish
+                } else {
+                    raft::SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(peer, status);
+            }
             ShardCall::LeaseRound { tasks, outcome } => {
                 if let Some(done) = self.lease_tasks.round_finished(tasks, outcome) {
                     let (reply, _ignored) = futures_channel::oneshot::channel();
@@ -1353,7 +1422,8 @@ impl Replica {
             let mut ready = self.raw.ready();
             self.send(ready.take_messages());
             if !ready.snapshot().is_empty() {
-                return Err("installing a snapshot is not supported yet".to_string());
+                let snapshot = ready.snapshot().clone();
+                self.install_snapshot(&snapshot).await?;
             }
             self.apply(ready.take_committed_entries())?;
             let entries = ready.take_entries();
@@ -1393,7 +1463,7 @@ impl Replica {
             if let Some(hard_state) = ready.hs() {
                 let store = self.raw.mut_store();
                 store.set_hard_state(hard_state.clone());
-                let blob = log_store::encode_state(store.hard_state(), store.conf_state());
+                let blob = store.state_blob();
                 syncs.push(self.wal.save_state(&blob));
             }
             // All of these share the WAL's one group-commit sync.
@@ -1410,7 +1480,7 @@ impl Replica {
                 // and the next WAL sync carries it anyway.
                 let store = self.raw.mut_store();
                 store.set_commit(commit);
-                let blob = log_store::encode_state(store.hard_state(), store.conf_state());
+                let blob = store.state_blob();
                 drop(self.wal.save_state(&blob));
             }
             self.send(light.take_messages());
@@ -1460,8 +1530,118 @@ impl Replica {
             return;
         };
         for message in messages {
-            transport.send(self.shard, message);
+            if message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+                match &self.made {
+                    // The transport streams the file on its own connection.
+                    Some(file) => transport.send_snapshot(self.shard, message, file.clone()),
+                    None => self
+                        .raw
+                        .report_snapshot(message.to, raft::SnapshotStatus::Failure),
+                }
+            } else {
+                transport.send(self.shard, message);
+            }
         }
+    }
+
+    /// Makes the snapshot raft-rs asked for (a copy of the tree at its last
+    /// commit, `snapshot.rs`), if it did; it is sent when raft-rs next
+    /// tries the follower. The copy runs on this core: a large shard holds
+    /// its core while it is made.
+    fn make_snapshot(&mut self) {
+        // Wanted only when the one made before (if any) would not do.
+        if self.raw.store().take_wanted().is_none() {
+            return;
+        }
+        let (index, file) = match snapshot::make(&self.store, &self.dir, self.tree_options.clone())
+        {
+            Ok(made) => made,
+            Err(e) => {
+                tracing::warn!(shard = self.shard, "no snapshot: {e}");
+                return;
+            }
+        };
+        let Ok(term) = self.raw.raft.raft_log.term(index) else {
+            // Its term is gone from the log: the next request makes another.
+            let _ = std::fs::remove_file(&file);
+            return;
+        };
+        let mut made = raft::eraftpb::Snapshot::default();
+        let metadata = made.mut_metadata();
+        metadata.index = index;
+        metadata.term = term;
+        metadata.set_conf_state(self.raw.store().conf_state().clone());
+        snapshot::remove_others(&self.dir, Some(&file));
+        self.raw.mut_store().set_made(made);
+        self.made = Some(file);
+        tracing::info!(shard = self.shard, index, "snapshot made for a follower");
+    }
+
+    /// Installs the snapshot of a Ready (`snapshot.rs` has the steps and
+    /// why each is crash-safe): the received tree replaces this one, the
+    /// WAL starts after it, and what was built on the old tree (watches,
+    /// writes in flight) hears that it is gone.
+    async fn install_snapshot(&mut self, snapshot: &raft::eraftpb::Snapshot) -> Result<(), String> {
+        let (index, term) = (snapshot.get_metadata().index, snapshot.get_metadata().term);
+        let Some((received, file)) = self.received.take() else {
+            return Err(format!("a snapshot at {index} with no file received"));
+        };
+        if received != index {
+            return Err(format!(
+                "a snapshot at {index}, but the file received is at {received}"
+            ));
+        }
+        // The old tree's last writes need not be durable: the snapshot
+        // replaces them. Its sync in flight is waited for, so that no late
+        // meta write lands on the new file.
+        if let Some(syncing) = self.tree_syncing.take() {
+            let _ = syncing.job.await;
+        }
+        snapshot::put_in_place(&self.dir, &file, index, term)
+            .map_err(|e| format!("snapshot install: {e}"))?;
+        let store = open_store(
+            &self.dir,
+            self.tree_options.clone(),
+            self.shard,
+            self.shards,
+        )
+        .map_err(|e| format!("snapshot install: {e}"))?;
+        drop(std::mem::replace(&mut self.store, store));
+        self.raw.mut_store().apply_snapshot(index, term);
+        let blob = self.raw.store().state_blob();
+        let reset = self.wal.reset(index);
+        let saved = self.wal.save_state(&blob);
+        reset
+            .await
+            .map_err(|e| format!("snapshot WAL reset: {e}"))?;
+        saved
+            .await
+            .map_err(|e| format!("snapshot WAL reset: {e}"))?;
+        snapshot::finish(&self.dir).map_err(|e| format!("snapshot install: {e}"))?;
+        self.applied = index;
+        self.replayed_up_to = self.replayed_up_to.min(index);
+        self.unsynced_entries = 0;
+        self.unsynced_bytes = 0;
+        self.unsynced_since = None;
+        self.clock.observe(self.store.current_revision());
+        self.marks.raise_floor(self.store.current_revision());
+        self.space.set_used(self.shard, self.store.used_bytes());
+        // Writes proposed here as leader at or below the snapshot may or
+        // may not be in it.
+        while self.pending.front().is_some_and(|p| p.index <= index) {
+            if let Some(lost) = self.pending.pop_front() {
+                self.settled += 1;
+                let _ = lost
+                    .reply
+                    .send(Err(NodeError::OutcomeUnknown { shard: self.shard }));
+            }
+        }
+        // The watches read the old tree's history: their streams end, and
+        // their clients watch again from where they were.
+        self.feeds
+            .fail_all(self.shard, "the replica installed a snapshot; watch again");
+        tracing::info!(shard = self.shard, index, "snapshot installed");
+        Ok(())
     }
 
     fn read_state(&mut self, state: raft::ReadState) {
@@ -2016,32 +2196,39 @@ async fn read_tail(
     applied: u64,
     commit: u64,
     catch_up: bool,
+    installed: (u64, u64),
 ) -> Result<TailRead, String> {
     let first = wal.first_index();
     let last = wal.last_index();
-    if applied == 0 && first > 1 || applied != 0 && applied < first {
+    // The WAL starts right after the snapshot installed last, whose index
+    // and term stand in for the entry before it.
+    let after_snapshot = installed.0 != 0 && installed.0 + 1 == first;
+    if !after_snapshot && (applied == 0 && first > 1 || applied != 0 && applied < first) {
         return Err(format!(
             "the WAL starts at {first} but replay needs entry {}",
             applied.max(1)
         ));
     }
     if first > last {
+        // Empty: new, or reset to a snapshot that ends at `last`.
         return match last {
             0 => Ok(((0, 0), Vec::new(), Vec::new())),
+            last if installed.0 == last => Ok((installed, Vec::new(), Vec::new())),
             _ => Err(format!("the WAL holds no entry, and ends at {last}")),
         };
     }
     let from = if catch_up || commit == 0 {
         first
     } else {
-        commit
+        commit.max(first)
     };
     let floor_index = match (catch_up, commit) {
-        (false, 1..) => commit,
+        (false, 1..) if commit >= first => commit,
+        _ if after_snapshot => 0,
         _ if first > 1 => first,
         _ => 0,
     };
-    let mut floor = (0, 0);
+    let mut floor = if after_snapshot { installed } else { (0, 0) };
     let mut older = Vec::new();
     let mut entries = Vec::new();
     let mut next = from;
@@ -2066,6 +2253,15 @@ async fn read_tail(
         }
     }
     Ok((floor, older, entries))
+}
+
+/// Opens a shard's tree file as the replica uses it: syncs deferred to
+/// the loop, leases homed by shard.
+fn open_store(dir: &Path, options: Options, shard: usize, shards: usize) -> NodeResult<Store> {
+    let mut store = Store::open(dir.join("kv.db"), options)?;
+    store.defer_syncs(true);
+    store.set_lease_homes(LeaseHomes { shard, shards });
+    Ok(store)
 }
 
 /// A random 64-bit number from the standard library's per-process keys

@@ -11,6 +11,7 @@
 //! leave in the order given; Raft tolerates loss, duplication and
 //! reordering, so nothing more is promised.
 
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -24,6 +25,13 @@ use crate::shard::router::{CoreCall, CoreRouter};
 pub trait Transport {
     /// Queues `message` of `shard` for member `message.to`. Never waits.
     fn send(&self, shard: usize, message: Message);
+
+    /// Sends a snapshot: `message` (a `MsgSnapshot`) and the tree file at
+    /// `file`, which stays as it is until the send ends. The receiver gets
+    /// them through [`PeerInbox::deliver_snapshot`] once the whole file is
+    /// durable on its side; the sender's shard hears how it ended through
+    /// [`PeerInbox::snapshot_sent`], within a bounded time. Never waits.
+    fn send_snapshot(&self, shard: usize, message: Message, file: PathBuf);
 }
 
 /// Starts each core's transport, on the core's own thread, once the core
@@ -98,14 +106,68 @@ pub struct PeerInbox {
     router: Rc<CoreRouter>,
     cluster: Arc<Cluster>,
     shards: usize,
+    data_dir: Rc<PathBuf>,
 }
 
 impl PeerInbox {
-    pub(crate) fn new(router: Rc<CoreRouter>, cluster: Arc<Cluster>, shards: usize) -> PeerInbox {
+    pub(crate) fn new(
+        router: Rc<CoreRouter>,
+        cluster: Arc<Cluster>,
+        shards: usize,
+        data_dir: &Path,
+    ) -> PeerInbox {
         PeerInbox {
             router,
             cluster,
             shards,
+            data_dir: Rc::new(data_dir.to_path_buf()),
+        }
+    }
+
+    /// Where a snapshot of `shard` at `index` from member `from` is to be
+    /// received: beside the shard's tree file, on the same file system,
+    /// so that installing it is a rename. `None` for a shard this node
+    /// does not have.
+    pub fn snapshot_path(&self, shard: usize, from: u64, index: u64) -> Option<PathBuf> {
+        (shard < self.shards).then(|| {
+            crate::shard::node::shard_dir(&self.data_dir, shard)
+                .join(format!("snapshot-from-{from:x}-at-{index}.recv"))
+        })
+    }
+
+    /// Hands a received snapshot to its shard: `message` is its
+    /// `MsgSnapshot`, `file` the tree file, complete and synced.
+    ///
+    /// # Errors
+    /// [`PeerRefusal`] as for [`PeerInbox::deliver`], or a message that is
+    /// not a snapshot.
+    pub fn deliver_snapshot(
+        &self,
+        shard: usize,
+        message: Message,
+        file: PathBuf,
+    ) -> Result<(), PeerRefusal> {
+        self.check_message(shard, &message)?;
+        if message.get_msg_type() != raft::eraftpb::MessageType::MsgSnapshot {
+            return Err(PeerRefusal::Malformed("not a snapshot message".to_string()));
+        }
+        self.hand_over(CoreCall {
+            shard,
+            call: ShardCall::Snapshot {
+                message: Box::new(message),
+                file,
+            },
+        });
+        Ok(())
+    }
+
+    /// Tells `shard` how sending it a snapshot to `peer` ended.
+    pub fn snapshot_sent(&self, shard: usize, peer: u64, delivered: bool) {
+        if shard < self.shards {
+            self.hand_over(CoreCall {
+                shard,
+                call: ShardCall::SnapshotSent { peer, delivered },
+            });
         }
     }
 
@@ -146,6 +208,15 @@ impl PeerInbox {
     /// # Errors
     /// [`PeerRefusal`] when the message is not for this node's shards.
     pub fn deliver(&self, shard: usize, message: Message) -> Result<(), PeerRefusal> {
+        self.check_message(shard, &message)?;
+        self.hand_over(CoreCall {
+            shard,
+            call: ShardCall::Peer(Box::new(message)),
+        });
+        Ok(())
+    }
+
+    fn check_message(&self, shard: usize, message: &Message) -> Result<(), PeerRefusal> {
         if shard >= self.shards {
             return Err(PeerRefusal::UnknownShard {
                 shard,
@@ -161,10 +232,6 @@ impl PeerInbox {
         if message.from == self.cluster.me || self.cluster.member(message.from).is_none() {
             return Err(PeerRefusal::UnknownMember(message.from));
         }
-        self.hand_over(CoreCall {
-            shard,
-            call: ShardCall::Peer(Box::new(message)),
-        });
         Ok(())
     }
 

@@ -5,11 +5,13 @@
 //! connection per (peer, core) and direction.
 
 mod link;
+mod snapshot_stream;
 pub mod wire;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -69,6 +71,7 @@ impl TransportFactory for PeerTransport {
         for peer in cluster.peers() {
             let address = core_address(&peer.peer_address, core)?;
             let hello = Hello {
+                snapshot: false,
                 core: core as u16,
                 shards: inbox.shard_count() as u16,
                 cores: inbox.core_count() as u16,
@@ -76,25 +79,40 @@ impl TransportFactory for PeerTransport {
                 from: cluster.me,
                 to: peer.id,
             };
-            links.insert(peer.id, Link::start(peer.id, address, hello, inbox.clone()));
+            let link = Link::start(peer.id, address, hello, inbox.clone());
+            links.insert(peer.id, (link, address, hello));
         }
-        glommio::spawn_local(accept_loop(listener, core, inbox)).detach();
-        Ok(Rc::new(TcpTransport { links }))
+        glommio::spawn_local(accept_loop(listener, core, inbox.clone())).detach();
+        Ok(Rc::new(TcpTransport { links, inbox }))
     }
 }
 
-/// One core's links to its peers.
+/// One core's links to its peers, with each one's address and hello.
 struct TcpTransport {
-    links: HashMap<u64, Rc<Link>>,
+    links: HashMap<u64, (Rc<Link>, SocketAddr, Hello)>,
+    inbox: PeerInbox,
 }
 
 impl Transport for TcpTransport {
     fn send(&self, shard: usize, message: RaftMessage) {
         // A message to a non-member is a bug upstream; dropping it is all
         // a transport can do.
-        if let Some(link) = self.links.get(&message.to) {
+        if let Some((link, _, _)) = self.links.get(&message.to) {
             link.send(shard, encode_message(&message));
         }
+    }
+
+    fn send_snapshot(&self, shard: usize, message: RaftMessage, file: PathBuf) {
+        let Some((_, address, hello)) = self.links.get(&message.to) else {
+            self.inbox.snapshot_sent(shard, message.to, false);
+            return;
+        };
+        let hello = Hello {
+            snapshot: true,
+            ..*hello
+        };
+        let task = snapshot_stream::send(*address, hello, shard, message, file, self.inbox.clone());
+        glommio::spawn_local(task).detach();
     }
 }
 
@@ -177,6 +195,9 @@ async fn read_peer(
         return Err(InboundError::Refused(
             "another shard or core count".to_string(),
         ));
+    }
+    if hello.snapshot {
+        return Ok(snapshot_stream::receive(&mut stream, &hello, inbox).await?);
     }
     loop {
         stream

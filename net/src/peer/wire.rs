@@ -5,8 +5,12 @@
 
 use keel_engine::shard::{decode_message, RaftMessage};
 
-/// The first bytes of every peer connection.
+/// The first bytes of a peer connection that carries Raft messages.
 pub const MAGIC: &[u8; 8] = b"KEELPEER";
+/// The first bytes of a peer connection that carries one snapshot.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"KEELSNAP";
+/// Bytes of one snapshot chunk at most.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 /// The peer protocol's version.
 pub const VERSION: u16 = 1;
 /// Bytes of a hello.
@@ -38,9 +42,11 @@ pub enum WireError {
     Malformed(String),
 }
 
-/// Who opens a connection, and to whom.
+/// Who opens a connection, to whom, and for what.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
+    /// Whether the connection carries one snapshot rather than messages.
+    pub snapshot: bool,
     /// The sender's core; it talks to the same core of the receiver.
     pub core: u16,
     /// The sender's shard count: every member must have the same.
@@ -61,8 +67,9 @@ impl Hello {
     pub fn encode(&self) -> [u8; HELLO_BYTES] {
         let mut bytes = [0u8; HELLO_BYTES];
         let mut at = 0;
+        let magic = if self.snapshot { SNAPSHOT_MAGIC } else { MAGIC };
         for part in [
-            &MAGIC[..],
+            &magic[..],
             &VERSION.to_le_bytes(),
             &self.core.to_le_bytes(),
             &self.shards.to_le_bytes(),
@@ -90,9 +97,11 @@ impl Hello {
     pub fn decode(bytes: &[u8; HELLO_BYTES]) -> Result<Hello, WireError> {
         let (body, crc) = bytes.split_at(HELLO_BYTES - 4);
         let mut reader = Reader(body);
-        if reader.take(8)? != MAGIC {
-            return Err(WireError::BadMagic);
-        }
+        let snapshot = match reader.take(8)? {
+            magic if magic == MAGIC => false,
+            magic if magic == SNAPSHOT_MAGIC => true,
+            _ => return Err(WireError::BadMagic),
+        };
         let version = reader.u16()?;
         if version != VERSION {
             return Err(WireError::Version(version));
@@ -101,6 +110,7 @@ impl Hello {
             return Err(WireError::Checksum);
         }
         Ok(Hello {
+            snapshot,
             core: reader.u16()?,
             shards: reader.u16()?,
             cores: reader.u16()?,
@@ -219,6 +229,7 @@ mod tests {
     #[test]
     fn a_hello_round_trips_and_refuses_damage() {
         let hello = Hello {
+            snapshot: false,
             core: 3,
             shards: 8,
             cores: 4,
@@ -228,6 +239,11 @@ mod tests {
         };
         let bytes = hello.encode();
         assert_eq!(Hello::decode(&bytes), Ok(hello));
+        let snapshot = Hello {
+            snapshot: true,
+            ..hello
+        };
+        assert_eq!(Hello::decode(&snapshot.encode()), Ok(snapshot));
         for i in 0..HELLO_BYTES {
             let mut damaged = bytes;
             damaged[i] ^= 0x10;
