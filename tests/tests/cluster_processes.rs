@@ -100,7 +100,7 @@ fn wait_until_writable(
                                 &pid.to_string(),
                                 "-batch",
                                 "-ex",
-                                "thread apply all bt 12",
+                                "thread apply all bt 40",
                             ])
                             .output();
                         if let Ok(out) = stacks {
