@@ -82,7 +82,12 @@ fn wait_until_writable(
         if Instant::now() >= deadline {
             for i in 0..cluster.size() {
                 let log = cluster.log(i);
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                let tail: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains("panicked") || l.contains("ERROR") || l.contains("WARN"))
+                    .rev()
+                    .take(15)
+                    .collect();
                 eprintln!(
                     "m{i} ({:x}) up {} sees (leader, term, index) {:x?}; log tail:\n{}",
                     cluster.members[i].id,

@@ -109,6 +109,9 @@ const MAX_COMMITTED_BYTES_PER_READY: u64 = 16 << 20;
 /// keeps 5,000 (`SnapshotCatchUpEntries`): a follower further behind needs
 /// a snapshot.
 const CATCH_UP_ENTRIES: u64 = 5_000;
+/// How long a read of the WAL for a follower may take before it is given
+/// up (`serve_fetches`).
+const FETCH_TIMEOUT: Duration = Duration::from_millis(500);
 /// Ticks a ReadIndex may go unanswered before it is asked again: raft-rs
 /// drops one silently when no leader is known, or the leader has not yet
 /// committed in its term.
@@ -1498,16 +1501,31 @@ impl Replica {
     /// answer, and sends a snapshot once the entries are gone.
     async fn serve_fetches(&mut self) {
         for fetch in self.raw.store().take_fetches() {
-            let read = self
-                .wal
-                .read_limited(fetch.low..fetch.high, fetch.max_size.max(1))
-                .await;
+            // Bounded: a WAL read was seen never to complete under load (a
+            // release run of the kill test; cause not found yet), and the
+            // shard answered nothing while it waited. A read given up is
+            // asked for again at the follower's next answer.
+            let read = futures_lite::future::or(
+                async {
+                    Some(
+                        self.wal
+                            .read_limited(fetch.low..fetch.high, fetch.max_size.max(1))
+                            .await,
+                    )
+                },
+                async {
+                    glommio::timer::sleep(FETCH_TIMEOUT).await;
+                    None
+                },
+            )
+            .await;
             let entries = match read {
-                Ok(records) => records
+                Some(Ok(records)) => records
                     .into_iter()
                     .map(decode_record)
                     .collect::<Result<Vec<_>, String>>(),
-                Err(e) => Err(e.to_string()),
+                Some(Err(e)) => Err(e.to_string()),
+                None => Err(format!("no answer in {FETCH_TIMEOUT:?}")),
             };
             match entries {
                 Ok(entries) if entries.first().is_some_and(|e| e.index == fetch.low) => {
