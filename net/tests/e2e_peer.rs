@@ -39,14 +39,14 @@ fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
-#[test]
-fn misbehaving_peers_are_cut_off_and_a_stalled_frame_does_not_hold_the_port() {
-    let dir = tempfile::tempdir().unwrap();
+/// Member `a` of the cluster {a, b}, whose b the test speaks for: the
+/// server, its peer port, and the cluster as a sees it.
+fn member_a(dir: &std::path::Path) -> (Server, u16, Cluster) {
     let port = free_peer_port();
     let initial = format!("a=127.0.0.1:{port},b=127.0.0.1:1");
     let listen = format!("127.0.0.1:{port}");
     let server = Server::start(
-        dir.path(),
+        dir,
         2,
         &[
             "--name",
@@ -59,6 +59,13 @@ fn misbehaving_peers_are_cut_off_and_a_stalled_frame_does_not_hold_the_port() {
     );
     let parts = Cluster::parse_initial(&initial).unwrap();
     let cluster = Cluster::bootstrap("a", &parts, DEFAULT_TOKEN).unwrap();
+    (server, port, cluster)
+}
+
+#[test]
+fn misbehaving_peers_are_cut_off_and_a_stalled_frame_does_not_hold_the_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, port, cluster) = member_a(dir.path());
     let hello = |cluster_id: u64, from: u64| Hello {
         snapshot: false,
         core: 0,
@@ -184,23 +191,7 @@ fn a_snapshot_streamed_to_the_peer_port_is_installed_and_survives_a_restart() {
 
     // Member a of {a, b}; the test speaks for b.
     let dir = tempfile::tempdir().unwrap();
-    let port = free_peer_port();
-    let initial = format!("a=127.0.0.1:{port},b=127.0.0.1:1");
-    let listen = format!("127.0.0.1:{port}");
-    let mut server = Server::start(
-        dir.path(),
-        2,
-        &[
-            "--name",
-            "a",
-            "--initial-cluster",
-            &initial,
-            "--listen-peer",
-            &listen,
-        ],
-    );
-    let parts = Cluster::parse_initial(&initial).unwrap();
-    let cluster = Cluster::bootstrap("a", &parts, DEFAULT_TOKEN).unwrap();
+    let (mut server, port, cluster) = member_a(dir.path());
     let core = shard % 2;
     let hello = Hello {
         snapshot: true,

@@ -336,13 +336,8 @@ impl ProcessCluster {
 
     /// Member `i`'s view of each shard's leader (member ids; 0 for none).
     pub fn leaders_seen_by(&self, i: usize) -> Option<Vec<u64>> {
-        let client = self.client(i)?;
-        let status = self
-            .runtime
-            .block_on(async { tokio::time::timeout(CALL_TIMEOUT, client.status()).await })
-            .ok()?
-            .ok()?;
-        Some(status.shard_info.iter().map(|s| s.leader).collect())
+        let views = self.shard_views(i)?;
+        Some(views.into_iter().map(|(leader, _, _)| leader).collect())
     }
 
     /// Member `i`'s view of each shard: `(leader, term, last index)`.
