@@ -133,25 +133,11 @@ impl InProcessCluster {
     /// The member index leading `shard` as a majority of the running
     /// members sees it.
     pub fn leader_of(&self, shard: usize) -> Option<usize> {
-        let mut votes: Vec<(u64, usize)> = Vec::new();
-        for i in 0..self.size() {
-            let Some(statuses) = self.status(i) else {
-                continue;
-            };
-            let Some(status) = statuses.get(shard) else {
-                continue;
-            };
-            if status.leader == 0 {
-                continue;
-            }
-            match votes.iter_mut().find(|(id, _)| *id == status.leader) {
-                Some((_, n)) => *n += 1,
-                None => votes.push((status.leader, 1)),
-            }
-        }
-        let (leader, count) = votes.into_iter().max_by_key(|(_, n)| *n)?;
-        let leader = self.index_of(leader)?;
-        (count > self.size() / 2 && self.node(leader).is_some()).then_some(leader)
+        let named = (0..self.size())
+            .filter_map(|i| self.status(i))
+            .filter_map(|statuses| statuses.get(shard).map(|s| s.leader));
+        let leader = self.index_of(crate::majority_leader(named, self.size())?)?;
+        self.node(leader).is_some().then_some(leader)
     }
 
     /// Waits until every shard has a leader a majority agrees on.

@@ -33,6 +33,20 @@ pub fn node_config(dir: &Path, shards: usize, cores: usize) -> NodeConfig {
     }
 }
 
+/// The leader more than half of `size` members name, among `named` (each
+/// member's view of one shard's leader; 0 names none).
+pub fn majority_leader(named: impl IntoIterator<Item = u64>, size: usize) -> Option<u64> {
+    let mut votes: Vec<(u64, usize)> = Vec::new();
+    for leader in named.into_iter().filter(|l| *l != 0) {
+        match votes.iter_mut().find(|(id, _)| *id == leader) {
+            Some((_, n)) => *n += 1,
+            None => votes.push((leader, 1)),
+        }
+    }
+    let (leader, count) = votes.into_iter().max_by_key(|(_, n)| *n)?;
+    (count > size / 2).then_some(leader)
+}
+
 /// A watch of every key, from now.
 pub fn everything() -> WatchRequest {
     WatchRequest {

@@ -365,15 +365,10 @@ impl ProcessCluster {
             .collect();
         (0..self.shards)
             .map(|shard| {
-                let mut counts: HashMap<u64, usize> = HashMap::new();
-                for view in &views {
-                    if let Some(&leader) = view.get(shard).filter(|l| **l != 0) {
-                        *counts.entry(leader).or_default() += 1;
-                    }
-                }
-                let (leader, n) = counts.into_iter().max_by_key(|(_, n)| *n)?;
+                let named = views.iter().filter_map(|view| view.get(shard).copied());
+                let leader = crate::majority_leader(named, self.size())?;
                 let index = self.members.iter().position(|m| m.id == leader)?;
-                (n > self.size() / 2 && self.is_up(index)).then_some(index)
+                self.is_up(index).then_some(index)
             })
             .collect()
     }
