@@ -138,7 +138,12 @@ impl ProcessCluster {
     /// # Panics
     /// When a member does not start or no leader is elected in 20 s.
     pub fn start(size: usize, shards: usize, cores: usize) -> ProcessCluster {
-        let root = tempfile::tempdir().expect("temp dir");
+        let mut root = tempfile::tempdir().expect("temp dir");
+        // Kept for a post-mortem (members' logs and data) when asked.
+        if std::env::var_os("KEEL_KEEP_CLUSTER_DIR").is_some() {
+            root.disable_cleanup(true);
+            eprintln!("cluster directory kept: {}", root.path().display());
+        }
         let keel = keel_binary();
         let mut members = Vec::new();
         for i in 0..size {

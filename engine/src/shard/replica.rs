@@ -56,7 +56,7 @@ pub(crate) type Reply<T> = futures_channel::oneshot::Sender<NodeResult<T>>;
 type ResetsInFlight = Rc<RefCell<HashMap<LeaseId, Vec<(Reply<i64>, i64)>>>>;
 
 /// Raft ticks this often (docs/cluster.md, "Raft settings").
-const TICK: Duration = Duration::from_millis(100);
+const TICK: Duration = Duration::from_millis(50);
 /// The tree is also made durable once the held transaction has changed
 /// this many nodes (about a page of memory each).
 const TREE_SYNC_NODES: usize = 16_384;
@@ -92,12 +92,17 @@ const READ_TIME_PER_ROUND: Duration = Duration::from_millis(2);
 /// for the wait to be a timer, so that the core polls its I/O between them.
 const READ_ROUND_PAUSE: Duration = Duration::from_micros(50);
 /// Ticks without a leader's heartbeat before a follower campaigns: raft-rs
-/// picks each election's timeout in `[ELECTION_TICKS, 2 * ELECTION_TICKS)`,
-/// 0.8 to 1.6 s, so that two followers rarely campaign at once and a dead
-/// leader is replaced within 2 s.
-const ELECTION_TICKS: usize = 8;
-/// Ticks between a leader's heartbeats: four go out in the shortest
-/// election timeout, so one late or lost heartbeat starts no election.
+/// picks each election's timeout in `[ELECTION_TICKS, MAX_ELECTION_TICKS)`,
+/// 0.6 to 1.0 s in eight steps, so that two followers rarely campaign at
+/// once, and a dead leader is replaced within 2 s even when they do (a
+/// split vote costs one more timeout). With 0.8 to 1.6 s, 3 kills in 20
+/// left a shard without writes for 2.1 to 2.5 s.
+const ELECTION_TICKS: usize = 12;
+/// The end (exclusive) of the randomized election timeout.
+const MAX_ELECTION_TICKS: usize = 20;
+/// Ticks between a leader's heartbeats (100 ms, etcd's default): six go
+/// out in the shortest election timeout, so a late or lost heartbeat
+/// starts no election.
 const HEARTBEAT_TICKS: usize = 2;
 /// Bytes of proposals a leader holds uncommitted before it drops more
 /// (answered as not led here): a leader cut off from its followers stops
@@ -115,10 +120,10 @@ const FETCH_TIMEOUT: Duration = Duration::from_millis(500);
 /// Ticks a ReadIndex may go unanswered before it is asked again: raft-rs
 /// drops one silently when no leader is known, or the leader has not yet
 /// committed in its term.
-const READ_INDEX_RETRY_TICKS: u64 = 10;
+const READ_INDEX_RETRY_TICKS: u64 = 20;
 /// Ticks a linearizable read may wait for its ReadIndex before it fails
 /// (the shard has no leader it can reach).
-const READ_INDEX_GIVE_UP_TICKS: u64 = 50;
+const READ_INDEX_GIVE_UP_TICKS: u64 = 100;
 
 /// A tree sync whose syncs and meta write run on a blocking thread.
 struct TreeSyncing {
@@ -555,6 +560,8 @@ impl Replica {
         let raft_config = raft::Config {
             id: config.cluster.me,
             election_tick: ELECTION_TICKS,
+            min_election_tick: ELECTION_TICKS,
+            max_election_tick: MAX_ELECTION_TICKS,
             heartbeat_tick: HEARTBEAT_TICKS,
             applied: commit,
             max_size_per_msg: 1 << 20,
@@ -1501,10 +1508,10 @@ impl Replica {
     /// answer, and sends a snapshot once the entries are gone.
     async fn serve_fetches(&mut self) {
         for fetch in self.raw.store().take_fetches() {
-            // Bounded: a WAL read was seen never to complete under load (a
-            // release run of the kill test; cause not found yet), and the
-            // shard answered nothing while it waited. A read given up is
-            // asked for again at the follower's next answer.
+            // Bounded: the shard answers nothing while it waits (a read of
+            // a few thousand entries once took seconds, one I/O per entry,
+            // and was asked for again and again). A read given up is asked
+            // for again at the follower's next answer.
             let read = futures_lite::future::or(
                 async {
                     Some(
