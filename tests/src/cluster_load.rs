@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::kv_history::{KvInput, KvOperation, KvOutput};
 use crate::linearizability::Operation;
-use crate::process_cluster::{ProcessCluster, WriteOutcome, CALL_TIMEOUT};
+use crate::process_cluster::{ProcessCluster, WriteOutcome};
 
 /// Shared keys the random writers and readers use (etcd's robustness
 /// traffic uses 10).
@@ -100,7 +100,7 @@ impl Load {
     fn write(&self, cluster: &ProcessCluster, client: usize, key: &str, probe: Option<usize>) {
         let value = format!("v{}", self.next_value.fetch_add(1, Ordering::Relaxed));
         let call = self.now();
-        let outcome = cluster.put(key, &value, Instant::now() + CALL_TIMEOUT * 2);
+        let outcome = cluster.put(key, &value);
         let returned = self.now();
         let mut recorded = self.recorded.lock().unwrap_or_else(|e| e.into_inner());
         let returned = match outcome {

@@ -17,7 +17,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use keel_client::{Client, ClientOptions, Error as ClientError};
-use keel_proto::ErrorCode;
 
 use crate::fault_proxy::FaultProxy;
 use crate::KilledOnDrop;
@@ -126,8 +125,8 @@ pub struct ProcessCluster {
     cores: usize,
     runtime: tokio::runtime::Runtime,
     clients: Mutex<HashMap<usize, Client>>,
-    /// Each shard's leader as last learnt (member index).
-    leaders: Mutex<HashMap<usize, usize>>,
+    /// A client given every member: writes go through its leader routing.
+    cluster_client: Mutex<Option<Client>>,
     _root: tempfile::TempDir,
 }
 
@@ -188,7 +187,7 @@ impl ProcessCluster {
             cores,
             runtime,
             clients: Mutex::default(),
-            leaders: Mutex::default(),
+            cluster_client: Mutex::default(),
             _root: root,
         };
         for i in 0..size {
@@ -418,71 +417,49 @@ impl ProcessCluster {
             .unwrap_or_default()
     }
 
-    /// Puts `key = value`, following not-leader hints between running
-    /// members, once per member at most before `deadline`.
-    pub fn put(&self, key: &str, value: &str, deadline: Instant) -> WriteOutcome {
-        let shard = keel_proto::routing::shard_of(key.as_bytes(), self.shards);
-        let guess = self
-            .leaders
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&shard)
-            .copied()
-            .unwrap_or(0);
-        let mut at = guess;
-        let mut last = WriteOutcome::Refused("no member answered".to_string());
-        while Instant::now() < deadline {
-            let Some(client) = self.client(at) else {
-                at = (at + 1) % self.size();
-                std::thread::sleep(Duration::from_millis(5));
-                continue;
-            };
-            let put = self
-                .runtime
-                .block_on(client.put(key.as_bytes().to_vec(), value.as_bytes().to_vec()));
-            match put {
-                Ok(revision) => {
-                    self.leaders
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(shard, at);
-                    return WriteOutcome::Applied(revision);
-                }
-                Err(error) => {
-                    let text = error.to_string();
-                    if let Some(hint) = error.leader_hint() {
-                        if let Some(i) = self.members.iter().position(|m| m.id == hint) {
-                            at = i;
-                            last = WriteOutcome::Refused(text);
-                            continue;
-                        }
-                    }
-                    match error {
-                        // Sent and not answered, or in flight when its shard
-                        // stopped: it may take effect.
-                        ClientError::Timeout(_)
-                        | ClientError::Disconnected
-                        | ClientError::Server {
-                            code: ErrorCode::ShardStopped,
-                            ..
-                        } => {
-                            self.forget_client(at);
-                            return WriteOutcome::Unknown;
-                        }
-                        ClientError::Connect { .. } => self.forget_client(at),
-                        ClientError::Server {
-                            code: ErrorCode::NotLeader | ErrorCode::NoLeader,
-                            ..
-                        } => {}
-                        other => return WriteOutcome::Refused(other.to_string()),
-                    }
-                    last = WriteOutcome::Refused(text);
-                    at = (at + 1) % self.size();
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-            }
+    /// Puts `key = value` through a client given every member (it finds
+    /// the shard's leader, follows refusals and passes over dead members
+    /// within its call deadline, [`CALL_TIMEOUT`]).
+    pub fn put(&self, key: &str, value: &str) -> WriteOutcome {
+        let Some(client) = self.cluster_client() else {
+            return WriteOutcome::Refused("no member answered".to_string());
+        };
+        let put = self
+            .runtime
+            .block_on(client.put(key.as_bytes().to_vec(), value.as_bytes().to_vec()));
+        match put {
+            Ok(revision) => WriteOutcome::Applied(revision),
+            // Sent and not answered: it may take effect.
+            Err(error) if error.is_indeterminate() => WriteOutcome::Unknown,
+            Err(error) => WriteOutcome::Refused(error.to_string()),
         }
-        last
+    }
+
+    /// The client given every member (connected once, kept).
+    pub fn cluster_client(&self) -> Option<Client> {
+        let mut slot = self
+            .cluster_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = slot.as_ref() {
+            return Some(client.clone());
+        }
+        let options = ClientOptions {
+            connect_timeout: Duration::from_millis(300),
+            request_timeout: Some(CALL_TIMEOUT),
+            ..ClientOptions::default()
+        };
+        let endpoints: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| m.client_address.to_string())
+            .collect();
+        let client = self
+            .runtime
+            .block_on(Client::connect_with(&endpoints, options))
+            .ok()?;
+        *slot = Some(client.clone());
+        Some(client)
     }
 
     /// Reads `key` linearizably on member `i`: its value and modification

@@ -291,3 +291,78 @@ fn cut_paused_one_way_and_lossy_links_and_a_full_restart_lose_nothing() {
     });
     check(load.finish(), cluster.shards(), "faults");
 }
+
+/// A client given every member, the first of them a follower, writes to a
+/// shard through its leader, learns a new leader after the old one is
+/// killed without the caller seeing a refusal, and reports a write sent to
+/// a paused leader as indeterminate (never as a success or a failure).
+#[test]
+fn a_client_given_every_member_follows_leaders_and_reports_unknown_outcomes() {
+    use keel_client::{Client, ClientOptions};
+    let cluster = ProcessCluster::start(3, 2, 1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let leader = cluster.wait_for_leaders(Duration::from_secs(20))[0];
+    let leader_id = cluster.members[leader].id;
+    // A follower of shard 0 first: the client must find the leader.
+    let mut order: Vec<usize> = (0..cluster.size()).filter(|m| *m != leader).collect();
+    order.push(leader);
+    let endpoints: Vec<String> = order
+        .iter()
+        .map(|m| cluster.members[*m].client_address.to_string())
+        .collect();
+    let options = ClientOptions {
+        connect_timeout: Duration::from_millis(300),
+        request_timeout: Some(Duration::from_secs(10)),
+        ..ClientOptions::default()
+    };
+    let client = runtime
+        .block_on(Client::connect_with(&endpoints, options))
+        .unwrap();
+    let key = cluster.key_of_shard(0, "routed");
+    runtime.block_on(client.put(key.clone(), "1")).unwrap();
+    assert_eq!(client.leader_of(0), Some(leader_id));
+
+    cluster.kill(leader);
+    // Time for the client to see its connection to the dead leader close:
+    // a write sent on a connection whose end it has not seen yet is
+    // indeterminate, as it must be.
+    std::thread::sleep(Duration::from_millis(200));
+    let began = Instant::now();
+    runtime
+        .block_on(client.put(key.clone(), "2"))
+        .expect("the write goes to the new leader within the deadline");
+    eprintln!(
+        "first write after the kill answered in {:?}",
+        began.elapsed()
+    );
+    let new_leader = client.leader_of(0).expect("a leader learned");
+    assert_ne!(new_leader, leader_id);
+    let got = runtime.block_on(client.get(key.clone())).unwrap().unwrap();
+    assert_eq!(got.value, b"2");
+
+    // A write sent to a leader that never answers: outcome unknown.
+    let paused = cluster
+        .members
+        .iter()
+        .position(|m| m.id == new_leader)
+        .unwrap();
+    let short = ClientOptions {
+        request_timeout: Some(Duration::from_millis(500)),
+        ..options
+    };
+    let impatient = runtime
+        .block_on(Client::connect_with(&endpoints, short))
+        .unwrap();
+    runtime.block_on(impatient.put(key.clone(), "3")).unwrap();
+    cluster.pause(paused, true);
+    let outcome = runtime.block_on(impatient.put(key.clone(), "4"));
+    cluster.pause(paused, false);
+    assert!(
+        matches!(&outcome, Err(e) if e.is_indeterminate()),
+        "{outcome:?}"
+    );
+}

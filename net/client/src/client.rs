@@ -1,16 +1,23 @@
-//! The client: endpoints, the shard map, and the calls.
+//! The client: members, the shard map, leaders, and the calls.
 //!
-//! On connect it asks any endpoint for its status, which carries the
-//! shard map: S shards served by C cores, shard `s` by core `s % C`, each
-//! core on its own port. A request whose keys all live on one shard goes
-//! to that shard's core directly; anything else (a range over every
-//! shard, leases, status) goes to the client port. Connections are opened
-//! lazily and reopened after a failure; a request in flight on a
-//! connection that fails gets [`Error::Disconnected`].
+//! It is given one or more members' client addresses. On connect it asks
+//! one for its status, which carries the shard map: S shards served by C
+//! cores, shard `s` by core `s % C`, each core on its own port. A request
+//! whose keys all live on one shard goes to that shard's core on the
+//! member believed to lead the shard; anything else (a range over every
+//! shard, leases by id 0, status) goes to a member's client port.
+//!
+//! Leaders are learned per shard from statuses, from refusals that name
+//! the leader (`NotLeader`), and from writes that succeed. A refused
+//! request follows the named leader; with no leader known it waits (25 ms,
+//! doubling to 100 ms) and tries another member; an unreachable member is
+//! passed over for a while. A write that was sent and not answered is
+//! never sent again: it fails as [`Error::Indeterminate`] (`retry.rs`).
+//! Everything runs within the call's deadline.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use keel_proto::routing::prefix_end;
 
@@ -23,24 +30,17 @@ pub fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
     }
     (prefix.to_vec(), prefix_end(prefix))
 }
-use keel_proto::routing::{core_of, home_of_lease, shard_of, shard_of_range};
+use keel_proto::routing::{home_of_lease, shard_of, shard_of_range};
 use keel_proto::{
     AlarmAction, AlarmMember, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, Request, Response, ResponseBody, Revision, Status, TxnRequest,
     TxnResponse,
 };
-use tokio::sync::Mutex as AsyncMutex;
 
-use crate::connection::{Connection, Subscription};
+use crate::connection::Subscription;
 use crate::error::{Error, Result};
-
-/// Where requests go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct ShardMap {
-    shards: usize,
-    /// `host:port` of each core's own listener, by core.
-    cores: Vec<String>,
-}
+use crate::member::Member;
+use crate::retry::{self, Next};
 
 /// How a [`Client`] connects ([`Client::connect_with`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,13 +53,16 @@ pub struct ClientOptions {
     pub keepalive_time: Duration,
     /// See `keepalive_time`.
     pub keepalive_interval: Duration,
-    /// How long a call (a request and its answer) may take before it
-    /// fails with [`Error::Timeout`]; `None` waits as long as it takes.
-    /// (A watch's stream and a lease keep-alive have their own rules.)
+    /// How long a call (a request and its answer, with every retry on
+    /// other members) may take before it fails with [`Error::Timeout`]
+    /// (or, for a write that was sent, [`Error::Indeterminate`]); `None`
+    /// waits as long as it takes. (A watch's stream and a lease
+    /// keep-alive have their own rules.)
     pub request_timeout: Option<Duration>,
-    /// After a core's port could not be reached, calls go through the
-    /// client port for this long before the core's port is tried again
-    /// (doubling, up to 64 times this, while it keeps failing).
+    /// After a core's port (or a member's client port) could not be
+    /// reached, calls go elsewhere (the client port, other members) for
+    /// this long before it is tried again (doubling, up to 64 times this,
+    /// while it keeps failing).
     pub core_retry: Duration,
 }
 
@@ -75,36 +78,23 @@ impl Default for ClientOptions {
     }
 }
 
-/// A core's port that could not be reached: not before `retry_at`, and
-/// how long to wait after the next failure.
-#[derive(Debug, Clone, Copy)]
-struct Unreachable {
-    retry_at: Instant,
-    backoff: Duration,
-}
-
 struct Inner {
-    endpoints: Vec<String>,
+    /// The members given, in the order given.
+    members: Vec<Member>,
     options: ClientOptions,
-    /// Cores whose port could not be reached lately, by core.
-    unreachable: Mutex<Vec<Option<Unreachable>>>,
-    map: Mutex<ShardMap>,
-    /// The connection to the client port, with the endpoint it reached.
-    main: AsyncMutex<Option<(Connection, String)>>,
-    /// Connections to each core's port, by core, each with the generation
-    /// of the shard map it was opened for. Looked up by every call, so a
-    /// plain mutex, never held across an await.
-    direct: Mutex<Vec<Option<(u64, Connection)>>>,
-    /// Counts changes of the shard map: a connection opened for an older
-    /// map (say while the map changed) is not used.
-    map_generation: AtomicU64,
-    /// Held while a connection to a core's port opens, so that calls that
-    /// find none open one, not one each.
-    opening: AsyncMutex<()>,
+    /// Shards of the keyspace (the same on every member).
+    shards: AtomicUsize,
+    /// The member believed to lead each shard, by shard (an index into
+    /// `members`).
+    leaders: Mutex<Vec<Option<usize>>>,
+    /// The member calls with no known leader go to first: the last one
+    /// that answered.
+    preferred: AtomicUsize,
     next_id: AtomicU64,
 }
 
-/// A handle on a keel server. Cheap to clone; clones share connections.
+/// A handle on a keel cluster (or a single keel). Cheap to clone; clones
+/// share connections.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -113,15 +103,17 @@ pub struct Client {
 /// Where a request should go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Route {
-    /// The client port.
+    /// A member's client port.
     Any,
     /// The core that serves this shard.
     Shard(usize),
 }
 
 impl Client {
-    /// Connects to the first endpoint (`host:port`) that answers and
-    /// learns the shard map from it.
+    /// Connects to the first member (`host:port` of its client port) that
+    /// answers and learns the shard map from it. Give every member of a
+    /// cluster: calls go to each shard's leader, and on to other members
+    /// when one fails.
     ///
     /// # Errors
     /// [`Error::Connect`] when none answers.
@@ -137,223 +129,193 @@ impl Client {
         endpoints: &[S],
         options: ClientOptions,
     ) -> Result<Client> {
-        let endpoints: Vec<String> = endpoints.iter().map(|e| e.as_ref().to_string()).collect();
         if endpoints.is_empty() {
             return Err(Error::InvalidRequest("no endpoints given".to_string()));
         }
+        let members = endpoints
+            .iter()
+            .map(|e| Member::new(e.as_ref().to_string(), options))
+            .collect();
         let client = Client {
             inner: Arc::new(Inner {
-                endpoints,
+                members,
                 options,
-                unreachable: Mutex::new(Vec::new()),
-                map: Mutex::new(ShardMap {
-                    shards: 1,
-                    cores: Vec::new(),
-                }),
-                main: AsyncMutex::new(None),
-                direct: Mutex::new(Vec::new()),
-                map_generation: AtomicU64::new(0),
-                opening: AsyncMutex::new(()),
+                shards: AtomicUsize::new(1),
+                leaders: Mutex::new(Vec::new()),
+                preferred: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
             }),
         };
-        client.refresh_shard_map().await?;
-        Ok(client)
+        // Only a member that answers counts: the call itself goes round
+        // every member, without waiting for leaders.
+        match client.status().await {
+            Ok(_) => Ok(client),
+            Err(Error::Connect { reason, .. }) => Err(Error::Connect {
+                endpoints: endpoints
+                    .iter()
+                    .map(|e| e.as_ref())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                reason,
+            }),
+            Err(other) => Err(other),
+        }
     }
 
-    /// Asks the server for its status and routes by the shard map in it.
+    /// Asks a member for its status and routes by the shard map and the
+    /// leaders in it.
     ///
     /// # Errors
     /// As any call.
     pub async fn refresh_shard_map(&self) -> Result<Status> {
-        let status = self.status().await?;
-        let host = self.main_host().await;
-        let map = ShardMap {
-            shards: (status.shards as usize).max(1),
-            cores: status
-                .core_ports
-                .iter()
-                .map(|port| format!("{host}:{port}"))
-                .collect(),
-        };
-        let changed = {
-            let mut current = self.inner.map.lock().map_err(|_| Error::Disconnected)?;
-            let changed = *current != map;
-            if changed {
-                self.inner.map_generation.fetch_add(1, Ordering::AcqRel);
-            }
-            *current = map;
-            changed
-        };
-        if changed {
-            if let Ok(mut direct) = self.inner.direct.lock() {
-                direct.clear();
-            }
-        }
-        Ok(status)
+        self.status().await
     }
 
-    /// The host of the endpoint the main connection reached: the cores'
-    /// own ports are on the same host.
-    async fn main_host(&self) -> String {
-        let endpoint = match self.inner.main.lock().await.as_ref() {
-            Some((_, endpoint)) => endpoint.clone(),
-            None => self.inner.endpoints.first().cloned().unwrap_or_default(),
+    /// Member `at`'s own status, taken in.
+    async fn status_of(&self, at: usize) -> Result<Status> {
+        let member = self.member(at)?;
+        let call = async {
+            let connection = member.main_connection().await?;
+            connection.call(self.next_id(), &Request::Status).await
         };
-        match endpoint.rsplit_once(':') {
-            Some((host, _)) => host.to_string(),
-            None => endpoint,
+        let response = self.within_deadline(call).await?;
+        match response.body {
+            ResponseBody::Status(status) => {
+                self.learn(at, &status);
+                Ok(status)
+            }
+            ResponseBody::Error(body) => Err(body.into()),
+            other => Err(unexpected("status", &other)),
         }
+    }
+
+    /// Takes in member `at`'s status: its id and cores, the shard count,
+    /// and the leaders it names.
+    fn learn(&self, at: usize, status: &Status) {
+        let Some(member) = self.inner.members.get(at) else {
+            return;
+        };
+        member.learn(status);
+        let shards = (status.shards as usize).max(1);
+        self.inner.shards.store(shards, Ordering::Relaxed);
+        let named: Vec<(usize, Option<usize>)> = status
+            .shard_info
+            .iter()
+            .filter(|info| info.leader != 0)
+            .map(|info| (info.shard as usize, self.member_with_id(info.leader)))
+            .collect();
+        if let Ok(mut leaders) = self.inner.leaders.lock() {
+            leaders.resize(shards, None);
+            for (shard, leader) in named {
+                if let (Some(slot), Some(leader)) = (leaders.get_mut(shard), leader) {
+                    *slot = Some(leader);
+                }
+            }
+        }
+    }
+
+    fn member(&self, at: usize) -> Result<&Member> {
+        self.inner
+            .members
+            .get(at)
+            .ok_or_else(|| Error::InvalidRequest(format!("no member {at}")))
+    }
+
+    /// The index of the member with `id`, among those whose status was read.
+    fn member_with_id(&self, id: u64) -> Option<usize> {
+        self.inner.members.iter().position(|m| m.id() == Some(id))
+    }
+
+    /// The index of the member with `id`, reading the statuses of members
+    /// not known yet if need be.
+    async fn find_member(&self, id: u64) -> Option<usize> {
+        if let Some(at) = self.member_with_id(id) {
+            return Some(at);
+        }
+        for at in 0..self.inner.members.len() {
+            let unknown = self.inner.members.get(at).is_some_and(|m| !m.is_known());
+            if unknown && self.status_of(at).await.is_ok() {
+                if let Some(found) = self.member_with_id(id) {
+                    return Some(found);
+                }
+            }
+        }
+        None
     }
 
     /// The number of shards of the keyspace.
     pub fn shard_count(&self) -> usize {
-        self.inner.map.lock().map_or(1, |m| m.shards)
+        self.inner.shards.load(Ordering::Relaxed)
+    }
+
+    /// The member id of the member this client believes leads `shard`, if
+    /// it believes one does.
+    pub fn leader_of(&self, shard: usize) -> Option<u64> {
+        let at = self.inner.leaders.lock().ok()?.get(shard).copied()??;
+        self.inner.members.get(at)?.id()
     }
 
     pub(crate) fn next_id(&self) -> u64 {
         self.inner.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    async fn main_connection(&self) -> Result<Connection> {
-        let mut main = self.inner.main.lock().await;
-        if let Some((connection, _)) = main.as_ref().filter(|(c, _)| !c.is_closed()) {
-            return Ok(connection.clone());
-        }
-        let mut last_error = String::new();
-        for endpoint in &self.inner.endpoints {
-            match Connection::open(endpoint, &self.inner.options).await {
-                Ok(connection) => {
-                    *main = Some((connection.clone(), endpoint.clone()));
-                    return Ok(connection);
-                }
-                Err(error) => last_error = error.to_string(),
+    /// The member to try first for `route`: the shard's leader when one is
+    /// known and reachable, else the preferred member, else the next one
+    /// that is reachable (or the preferred one if none is).
+    fn first_member(&self, route: Route) -> usize {
+        if let Route::Shard(shard) = route {
+            let leader = self
+                .inner
+                .leaders
+                .lock()
+                .ok()
+                .and_then(|l| l.get(shard).copied().flatten());
+            if let Some(at) = leader.filter(|at| self.reachable(*at)) {
+                return at;
             }
         }
-        Err(Error::Connect {
-            endpoints: self.inner.endpoints.join(","),
-            reason: last_error,
-        })
+        let preferred = self.inner.preferred.load(Ordering::Relaxed);
+        if self.reachable(preferred) {
+            return preferred;
+        }
+        self.member_after(preferred)
     }
 
-    async fn connection(&self, route: Route) -> Result<Connection> {
-        let Route::Shard(shard) = route else {
-            return self.main_connection().await;
-        };
-        let core = {
-            let map = self.inner.map.lock().map_err(|_| Error::Disconnected)?;
-            let core = core_of(shard, map.cores.len());
-            (core < map.cores.len()).then_some(core)
-        };
-        let Some(core) = core else {
-            return self.main_connection().await;
-        };
-        if let Some(connection) = self.open_direct(core) {
-            return Ok(connection);
-        }
-        if self.core_unreachable(core) {
-            return self.main_connection().await;
-        }
-        let opening = self.inner.opening.lock().await;
-        // Another call may have opened it, or found it unreachable, while
-        // this one waited.
-        if let Some(connection) = self.open_direct(core) {
-            return Ok(connection);
-        }
-        if self.core_unreachable(core) {
-            drop(opening);
-            return self.main_connection().await;
-        }
-        // The address and generation are read together, after the wait:
-        // if the map changes while this connects, the connection is kept
-        // under the old generation, which no call uses.
-        let target = {
-            let map = self.inner.map.lock().map_err(|_| Error::Disconnected)?;
-            let generation = self.inner.map_generation.load(Ordering::Acquire);
-            map.cores
-                .get(core)
-                .cloned()
-                .map(|address| (address, generation))
-        };
-        let Some((address, generation)) = target else {
-            drop(opening);
-            return self.main_connection().await;
-        };
-        match Connection::open(&address, &self.inner.options).await {
-            Ok(connection) => {
-                self.core_reached(core);
-                let mut direct = self.inner.direct.lock().map_err(|_| Error::Disconnected)?;
-                if direct.len() <= core {
-                    direct.resize(core + 1, None);
-                }
-                if let Some(slot) = direct.get_mut(core) {
-                    *slot = Some((generation, connection.clone()));
-                }
-                Ok(connection)
-            }
-            // The core's port is unreachable (a firewall, a proxy): the
-            // client port serves every shard too, one hop further. Other
-            // cores' connections need not wait for that.
-            // It is remembered, so that the next calls do not wait for it
-            // again.
-            Err(_) => {
-                self.core_failed(core);
-                drop(opening);
-                self.main_connection().await
-            }
+    /// The next member after `at` that is reachable (`at` itself when no
+    /// other is).
+    fn member_after(&self, at: usize) -> usize {
+        let count = self.inner.members.len().max(1);
+        (1..count)
+            .map(|step| (at + step) % count)
+            .find(|next| self.reachable(*next))
+            .unwrap_or((at + 1) % count)
+    }
+
+    fn reachable(&self, at: usize) -> bool {
+        self.inner
+            .members
+            .get(at)
+            .is_some_and(|m| !m.is_unreachable())
+    }
+
+    /// Notes that member `at` answered `route`: it is preferred for calls
+    /// with no known leader, and leads the shard when it took a write.
+    fn answered(&self, route: Route, at: usize, wrote: bool) {
+        self.inner.preferred.store(at, Ordering::Relaxed);
+        if let (Route::Shard(shard), true) = (route, wrote) {
+            self.set_leader(shard, at);
         }
     }
 
-    /// Whether `core`'s port failed lately and is not to be tried yet.
-    fn core_unreachable(&self, core: usize) -> bool {
-        let now = Instant::now();
-        self.inner.unreachable.lock().is_ok_and(|unreachable| {
-            unreachable
-                .get(core)
-                .copied()
-                .flatten()
-                .is_some_and(|u| now < u.retry_at)
-        })
-    }
-
-    fn core_failed(&self, core: usize) {
-        let options = &self.inner.options;
-        if let Ok(mut unreachable) = self.inner.unreachable.lock() {
-            if unreachable.len() <= core {
-                unreachable.resize(core + 1, None);
+    fn set_leader(&self, shard: usize, at: usize) {
+        if let Ok(mut leaders) = self.inner.leaders.lock() {
+            if leaders.len() <= shard {
+                leaders.resize(shard + 1, None);
             }
-            if let Some(slot) = unreachable.get_mut(core) {
-                let most = options.core_retry.saturating_mul(64);
-                let backoff = slot.map_or(options.core_retry, |u| {
-                    u.backoff.saturating_mul(2).min(most)
-                });
-                let now = Instant::now();
-                *slot = Some(Unreachable {
-                    retry_at: now.checked_add(backoff).unwrap_or(now),
-                    backoff,
-                });
+            if let Some(slot) = leaders.get_mut(shard) {
+                *slot = Some(at);
             }
         }
-    }
-
-    fn core_reached(&self, core: usize) {
-        if let Ok(mut unreachable) = self.inner.unreachable.lock() {
-            if let Some(slot) = unreachable.get_mut(core) {
-                *slot = None;
-            }
-        }
-    }
-
-    /// The open connection to `core`'s port for the current shard map, if
-    /// there is one.
-    fn open_direct(&self, core: usize) -> Option<Connection> {
-        let generation = self.inner.map_generation.load(Ordering::Acquire);
-        let direct = self.inner.direct.lock().ok()?;
-        direct
-            .get(core)?
-            .as_ref()
-            .filter(|(opened_for, connection)| *opened_for == generation && !connection.is_closed())
-            .map(|(_, connection)| connection.clone())
     }
 
     /// `call` within the client's call deadline
@@ -370,25 +332,122 @@ impl Client {
         }
     }
 
-    /// Sends `request` where `route` says and returns its answer, turning
-    /// an error response into [`Error::Server`].
+    /// Sends `request` where `route` says, following leaders and trying
+    /// other members as `retry.rs` decides, and returns its answer, turning
+    /// an error response into [`Error::Server`]. A write that was sent and
+    /// got no answer it could trust fails as [`Error::Indeterminate`].
     pub(crate) async fn call(&self, route: Route, request: Request) -> Result<Response> {
-        // The deadline covers finding a connection too.
-        let call = async {
-            let connection = self.connection(route).await?;
-            connection.call(self.next_id(), &request).await
-        };
-        let response = self.within_deadline(call).await?;
-        match response.body {
-            ResponseBody::Error(body) => Err(body.into()),
-            _ => Ok(response),
+        let retry_safe = retry::is_retry_safe(&request);
+        // Set while a write is sent and not answered: if the deadline
+        // passes then, its outcome is unknown.
+        let unanswered = AtomicBool::new(false);
+        let outcome = self
+            .within_deadline(self.call_members(route, &request, retry_safe, &unanswered))
+            .await;
+        match outcome {
+            // The deadline passed: unknown only if the write was out.
+            Err(error @ Error::Timeout(_)) => {
+                if unanswered.load(Ordering::Relaxed) {
+                    Err(Error::Indeterminate(Box::new(error)))
+                } else {
+                    Err(error)
+                }
+            }
+            Err(error) if !retry_safe && retry::leaves_outcome_unknown(&error) => {
+                Err(Error::Indeterminate(Box::new(error)))
+            }
+            other => other,
         }
     }
 
-    /// Opens a stream (a watch) under a fresh request id.
+    async fn call_members(
+        &self,
+        route: Route,
+        request: &Request,
+        retry_safe: bool,
+        unanswered: &AtomicBool,
+    ) -> Result<Response> {
+        let mut at = self.first_member(route);
+        let mut backoff = retry::FIRST_BACKOFF;
+        // Attempts since the last wait: after two rounds of every member
+        // (refusals naming each other), wait.
+        let mut hops = 0usize;
+        // Members in a row that could not be reached: when none can, the
+        // call fails at once rather than at its deadline.
+        let mut unreachable = 0usize;
+        loop {
+            let member = self.member(at)?;
+            if !member.is_known() && matches!(route, Route::Shard(_)) {
+                // Its cores' ports, so that the shard's own core answers.
+                // A failure here shows again in the attempt.
+                let _ = self.status_of(at).await;
+            }
+            let attempt = async {
+                let connection = member.connection(route).await?;
+                unanswered.store(!retry_safe, Ordering::Relaxed);
+                connection.call(self.next_id(), request).await
+            };
+            let error = match attempt.await {
+                Ok(response) => match response.body {
+                    ResponseBody::Error(body) => {
+                        unanswered.store(false, Ordering::Relaxed);
+                        Error::from(body)
+                    }
+                    _ => {
+                        unanswered.store(false, Ordering::Relaxed);
+                        self.answered(route, at, !retry_safe);
+                        return Ok(response);
+                    }
+                },
+                Err(error) => error,
+            };
+            hops += 1;
+            let members = self.inner.members.len();
+            unreachable = match error {
+                Error::Connect { .. } => unreachable + 1,
+                _ => 0,
+            };
+            let next = retry::next(&error, retry_safe);
+            if next == Next::GiveUp || unreachable >= members {
+                return Err(error);
+            }
+            let wait = matches!(next, Next::OtherMember { wait: true }) || hops >= members * 2;
+            if wait {
+                tokio::time::sleep(backoff).await;
+                backoff = retry::grow(backoff);
+                hops = 0;
+            }
+            at = match next {
+                Next::Follow(id) => match self.find_member(id).await {
+                    Some(leader) => {
+                        if let Route::Shard(shard) = route {
+                            self.set_leader(shard, leader);
+                        }
+                        leader
+                    }
+                    // A leader this client was not given: any member
+                    // serves reads; writes keep being refused until one
+                    // of the given members leads.
+                    None => self.member_after(at),
+                },
+                _ => self.member_after(at),
+            };
+        }
+    }
+
+    /// Opens a stream (a watch) under a fresh request id, on the first
+    /// member that can be reached.
     pub(crate) async fn open_stream(&self, route: Route, request: Request) -> Result<Subscription> {
-        let connection = self.connection(route).await?;
-        connection.stream(self.next_id(), &request)
+        let mut at = self.first_member(route);
+        let mut last = None;
+        for _ in 0..self.inner.members.len() {
+            match self.member(at)?.connection(route).await {
+                Ok(connection) => return connection.stream(self.next_id(), &request),
+                Err(error) => last = Some(error),
+            }
+            at = self.member_after(at);
+        }
+        Err(last.unwrap_or(Error::Disconnected))
     }
 
     /// The shard holding all of `[key, range_end)`, if one does.
@@ -415,11 +474,21 @@ impl Client {
     /// # Errors
     /// As any call.
     pub async fn status(&self) -> Result<Status> {
-        let response = self.call(Route::Any, Request::Status).await?;
-        match response.body {
-            ResponseBody::Status(status) => Ok(status),
-            other => Err(unexpected("status", &other)),
+        // The preferred member's, or the next one's that answers.
+        let first = self.first_member(Route::Any);
+        let count = self.inner.members.len();
+        let mut last = Error::InvalidRequest("no endpoints given".to_string());
+        for step in 0..count {
+            let at = (first + step) % count;
+            match self.status_of(at).await {
+                Ok(status) => {
+                    self.inner.preferred.store(at, Ordering::Relaxed);
+                    return Ok(status);
+                }
+                Err(error) => last = error,
+            }
         }
+        Err(last)
     }
 
     /// The alarms raised (etcdctl's `alarm list`).

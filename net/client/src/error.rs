@@ -57,6 +57,12 @@ pub enum Error {
         /// History below this revision is gone.
         compact_revision: Revision,
     },
+    /// A write was sent and its effect cannot be known: the connection
+    /// was lost or the deadline passed before its answer, or the member
+    /// could not tell. It may or may not have taken effect; read to find
+    /// out. The client never sends such a write again on its own.
+    #[error("the write may or may not have taken effect: {0}")]
+    Indeterminate(Box<Error>),
     /// A lease the client relied on expired or was revoked.
     #[error("lease {0} is gone")]
     LeaseLost(i64),
@@ -74,6 +80,12 @@ impl Error {
             } if *leader != 0 => Some(*leader),
             _ => None,
         }
+    }
+
+    /// Whether this is [`Error::Indeterminate`]: a write that may or may
+    /// not have taken effect.
+    pub fn is_indeterminate(&self) -> bool {
+        matches!(self, Error::Indeterminate(_))
     }
 
     /// The server's error code, when the server refused the request.

@@ -9,8 +9,12 @@
 //! # Ok(()) }
 //! ```
 //!
-//! It learns the server's shard map and sends each request whose keys
-//! live on one shard straight to the core that serves that shard.
+//! It learns the shard map and sends each request whose keys live on one
+//! shard straight to the core that serves that shard, on the member that
+//! leads it: give it every member of a cluster. Refusals are followed to
+//! the leader and dead members passed over, within each call's deadline; a
+//! write that was sent and not answered fails as [`Error::Indeterminate`]
+//! and is never sent again on its own.
 //! Transactions take keys of one shard: put related keys under a common
 //! `{hash tag}` (`{user:42}/name`, `{user:42}/email`). Watches resume
 //! after a reconnect from the revision after the last one delivered;
@@ -27,6 +31,8 @@ mod election;
 mod error;
 mod lease;
 mod lock;
+mod member;
+mod retry;
 mod txn;
 mod watch;
 

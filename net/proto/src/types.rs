@@ -492,6 +492,10 @@ pub enum ErrorCode {
     /// member is cut off from the majority): the read may be retried,
     /// here or on another member.
     NoLeader,
+    /// The write was proposed, and this member cannot tell what became of
+    /// it (it installed a snapshot past it): it may or may not have taken
+    /// effect. Read to find out.
+    OutcomeUnknown,
 }
 
 /// A failed request.

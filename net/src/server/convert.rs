@@ -217,6 +217,7 @@ pub(crate) fn error(error: &NodeError) -> proto::ErrorBody {
         NodeError::ShardStopped { .. } => (Code::ShardStopped, 0),
         NodeError::NotLeader { .. } => (Code::NotLeader, 0),
         NodeError::NoLeader { .. } | NodeError::Behind { .. } => (Code::NoLeader, 0),
+        NodeError::OutcomeUnknown { .. } => (Code::OutcomeUnknown, 0),
         NodeError::Shutdown => (Code::ShuttingDown, 0),
         NodeError::InvalidRequest(_) => (Code::BadRequest, 0),
         _ => (Code::Unknown, 0),

@@ -517,6 +517,7 @@ fn error_body(e: fb::Error<'_>) -> ErrorBody {
         fb::ErrorCode::WatchNotFound => ErrorCode::WatchNotFound,
         fb::ErrorCode::NoSpace => ErrorCode::NoSpace,
         fb::ErrorCode::NoLeader => ErrorCode::NoLeader,
+        fb::ErrorCode::OutcomeUnknown => ErrorCode::OutcomeUnknown,
         // A newer server's code: still an error, of a kind this client
         // does not name.
         _ => ErrorCode::Unknown,

@@ -653,6 +653,7 @@ fn error_code(code: ErrorCode) -> fb::ErrorCode {
         ErrorCode::WatchNotFound => fb::ErrorCode::WatchNotFound,
         ErrorCode::NoSpace => fb::ErrorCode::NoSpace,
         ErrorCode::NoLeader => fb::ErrorCode::NoLeader,
+        ErrorCode::OutcomeUnknown => fb::ErrorCode::OutcomeUnknown,
     }
 }
 

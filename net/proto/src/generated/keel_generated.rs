@@ -979,10 +979,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 16;
+pub const ENUM_MAX_ERROR_CODE: u16 = 17;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 18] = [
   ErrorCode::Unknown,
   ErrorCode::BadRequest,
   ErrorCode::TooLarge,
@@ -1000,6 +1000,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 17] = [
   ErrorCode::WatchNotFound,
   ErrorCode::NoSpace,
   ErrorCode::NoLeader,
+  ErrorCode::OutcomeUnknown,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1024,9 +1025,10 @@ impl ErrorCode {
   pub const WatchNotFound: Self = Self(14);
   pub const NoSpace: Self = Self(15);
   pub const NoLeader: Self = Self(16);
+  pub const OutcomeUnknown: Self = Self(17);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 16;
+  pub const ENUM_MAX: u16 = 17;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::BadRequest,
@@ -1045,6 +1047,7 @@ impl ErrorCode {
     Self::WatchNotFound,
     Self::NoSpace,
     Self::NoLeader,
+    Self::OutcomeUnknown,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1066,6 +1069,7 @@ impl ErrorCode {
       Self::WatchNotFound => Some("WatchNotFound"),
       Self::NoSpace => Some("NoSpace"),
       Self::NoLeader => Some("NoLeader"),
+      Self::OutcomeUnknown => Some("OutcomeUnknown"),
       _ => None,
     }
   }
