@@ -449,3 +449,50 @@ fn a_member_that_cannot_catch_up_fails_its_reads_instead_of_holding_them() {
         None => panic!("a read on a member past the tail was held for 15 s"),
     }
 }
+
+/// Each member's count of led shards, by core: `counts[member][core]`.
+fn leadership_by_member_and_core(cluster: &InProcessCluster, cores: usize) -> Vec<Vec<usize>> {
+    let mut counts = vec![vec![0; cores]; cluster.size()];
+    for shard in 0..cluster.shards() {
+        if let Some(leader) = cluster.leader_of(shard) {
+            counts[leader][shard % cores] += 1;
+        }
+    }
+    counts
+}
+
+/// Waits until every member leads one shard on each of its cores (six
+/// shards over two cores and three members), answering how long it took.
+fn wait_until_spread(cluster: &InProcessCluster, within: Duration) -> Duration {
+    let began = Instant::now();
+    loop {
+        let counts = leadership_by_member_and_core(cluster, 2);
+        if counts.iter().flatten().all(|n| *n == 1) {
+            return began.elapsed();
+        }
+        assert!(
+            began.elapsed() < within,
+            "leadership not spread after {within:?}: {counts:?} (shards led, by member and core)"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Leadership is spread evenly over members and their cores once the
+/// cluster starts, and again after a member that was away comes back
+/// (elections alone leave it leading nothing).
+#[test]
+fn leadership_spreads_over_members_and_cores_and_returns_after_a_restart() {
+    let mut cluster = InProcessCluster::start(3, 6, 2, 11);
+    cluster.wait_for_leaders(Duration::from_secs(10));
+    let took = wait_until_spread(&cluster, Duration::from_secs(15));
+    eprintln!("spread {took:?} after the first leaders");
+    let away = cluster.leader_of(0).expect("a leader");
+    cluster.stop_member(away);
+    cluster.wait_for_leaders(Duration::from_secs(10));
+    let counts = leadership_by_member_and_core(&cluster, 2);
+    assert_eq!(counts[away], vec![0, 0], "{counts:?}");
+    cluster.start_member(away);
+    let took = wait_until_spread(&cluster, Duration::from_secs(20));
+    eprintln!("spread again {took:?} after the member came back");
+}

@@ -171,6 +171,20 @@ impl Cluster {
     pub fn peers(&self) -> impl Iterator<Item = &Member> {
         self.members.iter().filter(move |m| m.id != self.me)
     }
+
+    /// The member that should lead `shard` while it is up and caught up
+    /// (docs/cluster.md, "Leadership spread"): shard `s` is the `s / cores`th
+    /// shard of core `s % cores`, and the members take a core's shards in
+    /// turn, each core starting one member further on. So every member
+    /// leads about `shards / members` shards, spread over its cores, and
+    /// every member computes the same answer (members are sorted by id).
+    pub fn preferred_leader(&self, shard: usize, cores: usize) -> Option<u64> {
+        let cores = cores.max(1);
+        let turn = shard / cores + shard % cores;
+        self.members
+            .get(turn % self.members.len().max(1))
+            .map(|m| m.id)
+    }
 }
 
 #[cfg(test)]
@@ -180,6 +194,38 @@ mod tests {
     fn three() -> Vec<(String, String)> {
         Cluster::parse_initial("a=127.0.0.1:2380,b=http://127.0.0.1:2480,c=127.0.0.1:2580/")
             .unwrap()
+    }
+
+    #[test]
+    fn preferred_leaders_spread_over_members_and_their_cores() {
+        let cluster = Cluster::bootstrap("a", &three(), "t").unwrap();
+        for (shards, cores) in [(4, 2), (6, 2), (8, 2), (12, 4), (3, 1)] {
+            // Shards led, by member and core.
+            let mut led = std::collections::HashMap::<(u64, usize), usize>::new();
+            let mut per_member = std::collections::HashMap::<u64, usize>::new();
+            for shard in 0..shards {
+                let id = cluster.preferred_leader(shard, cores).unwrap();
+                *led.entry((id, shard % cores)).or_default() += 1;
+                *per_member.entry(id).or_default() += 1;
+            }
+            let fair = shards.div_ceil(3);
+            assert!(
+                per_member.values().all(|n| *n <= fair) && per_member.len() == 3.min(shards),
+                "{shards} shards on {cores} cores: {per_member:?}"
+            );
+            // No member leads two shards of one core while it leads none
+            // of another.
+            for member in per_member.keys() {
+                let counts: Vec<usize> = (0..cores)
+                    .map(|c| led.get(&(*member, c)).copied().unwrap_or(0))
+                    .collect();
+                let (least, most) = (counts.iter().min(), counts.iter().max());
+                assert!(
+                    most.unwrap() - least.unwrap() <= 1,
+                    "{shards} shards on {cores} cores: member {member:x} leads {counts:?}"
+                );
+            }
+        }
     }
 
     #[test]

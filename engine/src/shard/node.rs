@@ -747,6 +747,7 @@ async fn run_core(setup: CoreSetup) {
         let replica_config = ReplicaConfig {
             shard,
             shards,
+            cores: core_count,
             tree_sync: config.tree_sync,
             wal: config.wal.clone(),
             tree: config.tree.clone(),

@@ -117,6 +117,11 @@ const CATCH_UP_ENTRIES: u64 = 5_000;
 /// How long a read of the WAL for a follower may take before it is given
 /// up (`serve_fetches`).
 const FETCH_TIMEOUT: Duration = Duration::from_millis(500);
+/// Ticks between two checks of whether a leader should hand leadership to
+/// the shard's preferred member (1 s).
+const SPREAD_CHECK_TICKS: u64 = 20;
+/// Ticks before a leader whose hand-over did not happen tries again (10 s).
+const SPREAD_RETRY_TICKS: u64 = 200;
 /// Ticks a ReadIndex may go unanswered before it is asked again: raft-rs
 /// drops one silently when no leader is known, or the leader has not yet
 /// committed in its term.
@@ -339,6 +344,8 @@ struct Pending {
 pub(crate) struct ReplicaConfig {
     pub(crate) shard: usize,
     pub(crate) shards: usize,
+    /// Cores of the node (where leaders are spread, `Cluster::preferred_leader`).
+    pub(crate) cores: usize,
     pub(crate) tree_sync: TreeSync,
     pub(crate) wal: keel_wal::WalConfig,
     pub(crate) tree: Options,
@@ -365,6 +372,11 @@ pub(crate) struct Replica {
     made: Option<std::path::PathBuf>,
     /// Ticks since the replica started (ReadIndex retries count them).
     ticks: u64,
+    /// The member that should lead this shard while it is up and caught up
+    /// (`spread_leadership`); `None` for a single member.
+    preferred_leader: Option<u64>,
+    /// The tick of this leader's last leadership transfer, if any.
+    transferred_at: Option<u64>,
     wal: keel_wal::Wal,
     store: Store,
     /// Stamps this shard's revisions: strictly increasing, and (by their
@@ -598,6 +610,12 @@ impl Replica {
             received: None,
             made: None,
             ticks: 0,
+            preferred_leader: if replicated {
+                config.cluster.preferred_leader(shard, config.cores)
+            } else {
+                None
+            },
+            transferred_at: None,
             wal,
             store,
             clock: Clock::new(shard, config.shards, highest),
@@ -749,6 +767,7 @@ impl Replica {
                 next_tick = Instant::now() + TICK;
                 self.ticks += 1;
                 self.raw.tick();
+                self.spread_leadership();
                 self.retry_read_index();
                 self.lease_checkpoints();
                 self.check_wal_space();
@@ -861,7 +880,48 @@ impl Replica {
     fn not_leader(&self) -> NodeError {
         NodeError::NotLeader {
             shard: self.shard,
-            leader: self.raw.raft.leader_id,
+            // While it hands leadership over, the member it hands it to.
+            leader: self
+                .raw
+                .raft
+                .lead_transferee
+                .unwrap_or(self.raw.raft.leader_id),
+        }
+    }
+
+    /// On each tick: a leader that is not this shard's preferred member
+    /// hands leadership to it once it is reachable and has every entry
+    /// (so the hand-over takes one message, and writes pause for about a
+    /// round trip). Checked every [`SPREAD_CHECK_TICKS`]; after a hand-over
+    /// that did not happen (this member still leads), not again for
+    /// [`SPREAD_RETRY_TICKS`], so a member that cannot win does not make
+    /// elections over and over.
+    fn spread_leadership(&mut self) {
+        let Some(preferred) = self.preferred_leader else {
+            return;
+        };
+        if !self.is_leader()
+            || self.failure.is_some()
+            || preferred == self.raw.raft.id
+            || self.raw.raft.lead_transferee.is_some()
+            || self.ticks % SPREAD_CHECK_TICKS != 0
+            || self
+                .transferred_at
+                .is_some_and(|at| self.ticks - at < SPREAD_RETRY_TICKS)
+        {
+            return;
+        }
+        let last = self.raw.raft.raft_log.last_index();
+        let ready = self
+            .raw
+            .raft
+            .prs()
+            .get(preferred)
+            .is_some_and(|p| p.recent_active && p.matched == last);
+        if ready {
+            tracing::debug!(shard = self.shard, to = preferred, "leadership transfer");
+            self.transferred_at = Some(self.ticks);
+            self.raw.transfer_leader(preferred);
         }
     }
 

@@ -307,6 +307,26 @@ impl Client {
         }
     }
 
+    /// Member `at` left a call unanswered (it may be paused, cut off or
+    /// dead while its connection looks open): the next calls for `route`
+    /// start elsewhere, and come back to it only if it is named leader
+    /// again. Without this, every write to a shard whose leader was
+    /// paused went to it again, and timed out again.
+    fn suspect(&self, route: Route, at: usize) {
+        if let Route::Shard(shard) = route {
+            if let Ok(mut leaders) = self.inner.leaders.lock() {
+                if let Some(slot) = leaders.get_mut(shard).filter(|l| **l == Some(at)) {
+                    *slot = None;
+                }
+            }
+        }
+        if self.inner.preferred.load(Ordering::Relaxed) == at {
+            self.inner
+                .preferred
+                .store(self.member_after(at), Ordering::Relaxed);
+        }
+    }
+
     fn set_leader(&self, shard: usize, at: usize) {
         if let Ok(mut leaders) = self.inner.leaders.lock() {
             if leaders.len() <= shard {
@@ -341,9 +361,16 @@ impl Client {
         // Set while a write is sent and not answered: if the deadline
         // passes then, its outcome is unknown.
         let unanswered = AtomicBool::new(false);
+        // The member of the latest attempt.
+        let tried = AtomicUsize::new(usize::MAX);
         let outcome = self
-            .within_deadline(self.call_members(route, &request, retry_safe, &unanswered))
+            .within_deadline(self.call_members(route, &request, retry_safe, &unanswered, &tried))
             .await;
+        if let Err(error) = &outcome {
+            if retry::leaves_outcome_unknown(error) {
+                self.suspect(route, tried.load(Ordering::Relaxed));
+            }
+        }
         match outcome {
             // The deadline passed: unknown only if the write was out.
             Err(error @ Error::Timeout(_)) => {
@@ -366,6 +393,7 @@ impl Client {
         request: &Request,
         retry_safe: bool,
         unanswered: &AtomicBool,
+        tried: &AtomicUsize,
     ) -> Result<Response> {
         let mut at = self.first_member(route);
         let mut backoff = retry::FIRST_BACKOFF;
@@ -377,6 +405,7 @@ impl Client {
         let mut unreachable = 0usize;
         loop {
             let member = self.member(at)?;
+            tried.store(at, Ordering::Relaxed);
             if !member.is_known() && matches!(route, Route::Shard(_)) {
                 // Its cores' ports, so that the shard's own core answers.
                 // A failure here shows again in the attempt.
