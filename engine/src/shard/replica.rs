@@ -904,7 +904,7 @@ impl Replica {
             || self.failure.is_some()
             || preferred == self.raw.raft.id
             || self.raw.raft.lead_transferee.is_some()
-            || self.ticks % SPREAD_CHECK_TICKS != 0
+            || !self.ticks.is_multiple_of(SPREAD_CHECK_TICKS)
             || self
                 .transferred_at
                 .is_some_and(|at| self.ticks - at < SPREAD_RETRY_TICKS)
