@@ -72,6 +72,11 @@ pub struct Server {
 /// directories. A connection attempt finds a listener; a plain bind would
 /// also fail on the sockets of connections a previous run left closing.
 /// Port 0 is picked by the system and needs no check.
+///
+/// A listener that stops answering within [`TAKEN_PORT_GRACE`] is let be:
+/// a server killed a moment ago can leave its listener accepting for a
+/// while after its process is gone (seen when a cluster test restarted
+/// every member at once), and a restart must not fail on it.
 fn refuse_taken_ports(
     client: SocketAddr,
     own: impl Iterator<Item = SocketAddr>,
@@ -84,17 +89,24 @@ fn refuse_taken_ports(
         if target.ip().is_unspecified() {
             target.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
-        let probe = std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200));
-        if probe.is_ok() {
-            let error = std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                "another server is listening there",
-            );
-            return Err(ServerError::Bind { address, error });
+        let since = std::time::Instant::now();
+        while std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_ok() {
+            if since.elapsed() >= TAKEN_PORT_GRACE {
+                let error = std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another server is listening there",
+                );
+                return Err(ServerError::Bind { address, error });
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
     Ok(())
 }
+
+/// How long a port may go on answering before it is taken to be another
+/// server's (`refuse_taken_ports`).
+const TAKEN_PORT_GRACE: Duration = Duration::from_secs(2);
 
 impl Server {
     /// Starts the node, then binds every core's listeners, then starts
@@ -303,5 +315,38 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop_now();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod taken_port_tests {
+    use super::*;
+
+    fn free_listener() -> (std::net::TcpListener, SocketAddr) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        (listener, address)
+    }
+
+    #[test]
+    fn a_port_another_server_keeps_is_refused() {
+        let (_listener, address) = free_listener();
+        let refused = refuse_taken_ports(address, std::iter::empty());
+        assert!(
+            matches!(refused, Err(ServerError::Bind { .. })),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_listener_that_goes_away_soon_is_let_be() {
+        let (listener, address) = free_listener();
+        let closer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            drop(listener);
+        });
+        assert!(refuse_taken_ports(address, std::iter::empty()).is_ok());
+        closer.join().unwrap();
     }
 }
