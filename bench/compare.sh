@@ -29,6 +29,8 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+. "$root/bench/lib.sh"
 mode=full
 out="$root/bench"
 repeats=""
@@ -52,22 +54,8 @@ if [ -z "$out" ]; then out="$(mktemp -d -t keel-compare.XXXXXX)"; fi
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 
-if ! command -v etcd >/dev/null; then
-  echo "== installing etcd (Debian's etcd-server)"
-  if [ "$(id -u)" != 0 ]; then echo "etcd is missing and this is not root: apt-get install etcd-server" >&2; exit 1; fi
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >/dev/null \
-    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >/dev/null; }
-fi
-
-if [ -z "${KEEL_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
-  echo "== building keel and bench (release)"
-  (cd "$root" && cargo build --release -q -p keel-net --bin keel -p keel-load --bin bench)
-  KEEL_BIN="${KEEL_BIN:-$root/target/release/keel}"
-  BENCH_BIN="${BENCH_BIN:-$root/target/release/bench}"
-fi
-# The suite runs from the output directory.
-KEEL_BIN="$(realpath "$KEEL_BIN")"
-BENCH_BIN="$(realpath "$BENCH_BIN")"
+ensure_etcd
+build_binaries "$root"
 
 # Named before this script writes its outputs, which may be in the tree.
 keel_commit="$(cd "$root" && git describe --always --dirty 2>/dev/null || echo unknown)"
@@ -94,8 +82,6 @@ stop_server() {
 }
 trap 'stop_server; rm -rf "$data"' EXIT
 
-port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
 cores=$(nproc)
 ports_of() {
   if [ "$1" = keel ]; then
@@ -104,18 +90,6 @@ ports_of() {
   else
     echo "$etcd_port" "$etcd_peer"
   fi
-}
-
-# Waits until server `pid` listens on `port`; fails if it exits first.
-wait_for_port() {
-  local port=$1 pid=$2 log=$3
-  for _ in $(seq 1 200); do
-    if ! kill -0 "$pid" 2>/dev/null; then echo "the server stopped; see $log" >&2; exit 1; fi
-    if port_taken "$port"; then return 0; fi
-    sleep 0.05
-  done
-  echo "nothing listens on 127.0.0.1:$port after 10 s; see $log" >&2
-  exit 1
 }
 
 # Starts `system` on an empty data directory, logging to `log`; sets
@@ -215,21 +189,6 @@ for entry in "${suite[@]}"; do
 done
 elapsed=$(( $(date +%s) - started ))
 
-# The machine, as far as this script can tell.
-cpu_model="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-memory="$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
-mkdir -p "$data"
-filesystem="$(df -T "$data" | awk 'NR==2 {print $2}')"
-device="$(df "$data" | awk 'NR==2 {print $1}')"
-disk="$filesystem on $device"
-if command -v lsblk >/dev/null && rotational="$(lsblk -ndo ROTA "$device" 2>/dev/null)"; then
-  case "$rotational" in
-    0) disk="$disk, not rotational (an SSD, or a virtual disk)" ;;
-    1) disk="$disk, rotational" ;;
-  esac
-fi
-etcd_version="$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p')"
-etcd_go="$(etcd --version 2>/dev/null | sed -n 's/^Go Version: //p')"
 runs_word="runs"; [ "$repeats" = 1 ] && runs_word="run"
 
 {
@@ -246,10 +205,9 @@ runs_word="runs"; [ "$repeats" = 1 ] && runs_word="run"
   echo
   echo "## The machine and the software"
   echo
-  echo "- CPU: $cores cores ($cpu_model); $memory of memory; Linux $(uname -r)"
-  echo "- disk: the data directories on $disk"
+  describe_machine "$data"
   echo "- keel $keel_commit: $("$KEEL_BIN" --version 2>/dev/null), default settings (a shard per core, every write synced before it is answered)"
-  echo "- etcd ${etcd_version:-(version unknown)}${etcd_go:+ (built with $etcd_go)}, single member, default settings (its WAL fsynced before every answer) but an 8 GiB quota"
+  echo "- $(etcd_description), single member, default settings (its WAL fsynced before every answer) but an 8 GiB quota"
   echo "- the clients: keel was driven through keel-client (net/client), etcd through bench's own"
   echo "  gRPC client (tonic, HTTP/2; bench/load/src/etcd.rs), renewing a connection's leases over one"
   echo "  keep-alive stream as etcd's Go client does. Each of the $connections \`--connections\` is one"

@@ -137,8 +137,10 @@ pub struct RunArgs {
 
     /// The server's process id, when it runs on this machine: its CPU time
     /// over the measured window (from /proc/PID/stat) goes into the report.
-    #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    /// For a cluster on this machine, every member's, comma-separated: the
+    /// report has their sum.
+    #[arg(long, value_name = "PID,...", value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
 
     /// The run's name in reports (default: from the workload).
     #[arg(long)]
@@ -465,7 +467,7 @@ mod tests {
         .unwrap();
         assert_eq!(run.churn_grant_rate(), 200.0);
         assert_eq!(run.lease_ttl_seconds(), 3, "TTLs round up to whole seconds");
-        assert_eq!(run.server_pid, Some(42));
+        assert_eq!(run.server_pid, vec![42]);
     }
 
     #[test]

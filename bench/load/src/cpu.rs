@@ -1,5 +1,6 @@
 //! The CPU time of the server under load, when it runs on this machine
-//! (`--server-pid`): user plus system time of all its threads, from
+//! (`--server-pid`, one pid per member of a cluster): user plus system time
+//! of all its threads (of all its processes), from
 //! `/proc/PID/stat`, sampled at the start and the end of the measured
 //! window, so the report can give the server's CPU per operation over the
 //! same window as the rates.
@@ -13,37 +14,43 @@ use anyhow::{anyhow, bail, Context as _, Result};
 /// (`USER_HZ`); used when `getconf CLK_TCK` cannot be run.
 const DEFAULT_TICKS_PER_SECOND: f64 = 100.0;
 
-/// A process whose CPU time can be read.
+/// Processes whose CPU time can be read (a server's members).
 #[derive(Debug, Clone)]
 pub struct ProcessCpu {
-    stat: PathBuf,
+    stats: Vec<PathBuf>,
     ticks_per_second: f64,
 }
 
 impl ProcessCpu {
-    /// The process `pid`.
+    /// The processes `pids`.
     ///
     /// # Errors
-    /// When its `/proc/PID/stat` cannot be read (no such process, or not
+    /// When a `/proc/PID/stat` cannot be read (no such process, or not
     /// Linux).
-    pub fn new(pid: u32) -> Result<ProcessCpu> {
+    pub fn new(pids: &[u32]) -> Result<ProcessCpu> {
         let cpu = ProcessCpu {
-            stat: PathBuf::from(format!("/proc/{pid}/stat")),
+            stats: pids
+                .iter()
+                .map(|pid| PathBuf::from(format!("/proc/{pid}/stat")))
+                .collect(),
             ticks_per_second: ticks_per_second(),
         };
         cpu.seconds()
-            .with_context(|| format!("the CPU time of process {pid} (--server-pid)"))?;
+            .with_context(|| format!("the CPU time of processes {pids:?} (--server-pid)"))?;
         Ok(cpu)
     }
 
-    /// Its CPU time so far (user and system, all threads), in seconds.
+    /// Their CPU time so far (user and system, all threads), in seconds.
     ///
     /// # Errors
-    /// When the process has gone or its stat line cannot be parsed.
+    /// When a process has gone or its stat line cannot be parsed.
     pub fn seconds(&self) -> Result<f64> {
-        let line = std::fs::read_to_string(&self.stat)
-            .with_context(|| format!("read {}", self.stat.display()))?;
-        let ticks = cpu_ticks(&line).with_context(|| format!("parse {}", self.stat.display()))?;
+        let mut ticks = 0;
+        for stat in &self.stats {
+            let line = std::fs::read_to_string(stat)
+                .with_context(|| format!("read {}", stat.display()))?;
+            ticks += cpu_ticks(&line).with_context(|| format!("parse {}", stat.display()))?;
+        }
         Ok(ticks as f64 / self.ticks_per_second)
     }
 
@@ -100,12 +107,14 @@ fn ticks_per_second() -> f64 {
 ///
 /// # Errors
 /// As [`ProcessCpu::new`].
-pub fn open(pid: Option<u32>) -> Result<Option<ProcessCpu>> {
-    match pid {
-        Some(0) => bail!("--server-pid 0 is not a process"),
-        Some(pid) => ProcessCpu::new(pid).map(Some),
-        None => Ok(None),
+pub fn open(pids: &[u32]) -> Result<Option<ProcessCpu>> {
+    if pids.contains(&0) {
+        bail!("--server-pid 0 is not a process");
     }
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    ProcessCpu::new(pids).map(Some)
 }
 
 #[cfg(test)]
@@ -123,8 +132,19 @@ mod tests {
     }
 
     #[test]
+    fn several_processes_count_together() {
+        let one = ProcessCpu::new(&[std::process::id()]).unwrap();
+        let twice = ProcessCpu::new(&[std::process::id(), std::process::id()]).unwrap();
+        let (a, b) = (one.seconds().unwrap(), twice.seconds().unwrap());
+        // Read one after the other: the second may have grown a little.
+        assert!(b >= 2.0 * a && b < 2.0 * a + 0.5, "{a} then {b}");
+        assert!(open(&[0]).is_err());
+        assert!(open(&[]).unwrap().is_none());
+    }
+
+    #[test]
     fn this_process_has_a_cpu_time_that_grows() {
-        let cpu = ProcessCpu::new(std::process::id()).unwrap();
+        let cpu = ProcessCpu::new(&[std::process::id()]).unwrap();
         let before = cpu.seconds().unwrap();
         let mut spin = 0u64;
         let until = Instant::now() + std::time::Duration::from_millis(100);
@@ -133,7 +153,5 @@ mod tests {
         }
         assert!(spin > 0);
         assert!(cpu.seconds().unwrap() > before);
-        assert!(open(Some(0)).is_err());
-        assert!(open(None).unwrap().is_none());
     }
 }

@@ -16,8 +16,9 @@ use crate::etcd::{etcdserverpb, mvccpb, EtcdConnection, EtcdWatch};
 pub struct TargetUrl {
     /// The system.
     pub kind: TargetKind,
-    /// `host:port` of its client endpoint.
-    pub address: String,
+    /// `host:port` of its client endpoint: of each member's, for a
+    /// cluster (`keel://a:1,b:2,c:3`).
+    pub addresses: Vec<String>,
 }
 
 /// The systems the load generator drives.
@@ -43,7 +44,7 @@ impl FromStr for TargetUrl {
     type Err = anyhow::Error;
 
     fn from_str(text: &str) -> Result<TargetUrl> {
-        let (scheme, address) = text.split_once("://").ok_or_else(|| {
+        let (scheme, addresses) = text.split_once("://").ok_or_else(|| {
             anyhow!("a target is keel://HOST:PORT or etcd://HOST:PORT, not {text:?}")
         })?;
         let kind = match scheme {
@@ -51,23 +52,26 @@ impl FromStr for TargetUrl {
             "etcd" => TargetKind::Etcd,
             other => bail!("unknown target system {other:?}: use keel:// or etcd://"),
         };
-        let address = address.trim_end_matches('/');
-        if address
-            .rsplit_once(':')
-            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
-        {
-            bail!("a target address is HOST:PORT, not {address:?}");
+        let addresses: Vec<String> = addresses
+            .trim_end_matches('/')
+            .split(',')
+            .map(|a| a.trim_end_matches('/').to_string())
+            .collect();
+        for address in &addresses {
+            if address
+                .rsplit_once(':')
+                .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+            {
+                bail!("a target address is HOST:PORT (comma-separated for a cluster), not {address:?}");
+            }
         }
-        Ok(TargetUrl {
-            kind,
-            address: address.to_string(),
-        })
+        Ok(TargetUrl { kind, addresses })
     }
 }
 
 impl fmt::Display for TargetUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.kind.scheme(), self.address)
+        write!(f, "{}://{}", self.kind.scheme(), self.addresses.join(","))
     }
 }
 
@@ -185,22 +189,34 @@ impl Target {
     async fn connect_now(url: &TargetUrl, connections: usize) -> Result<Target> {
         let connections = connections.max(1);
         match url.kind {
+            // Each client is given every member, starting at another one,
+            // so that calls no leader routes spread over the members.
             TargetKind::Keel => {
                 let mut clients = Vec::with_capacity(connections);
-                for _ in 0..connections {
-                    let client = keel_client::Client::connect(&[url.address.as_str()])
+                for i in 0..connections {
+                    let mut endpoints = url.addresses.clone();
+                    let first = i % endpoints.len().max(1);
+                    endpoints.rotate_left(first);
+                    let client = keel_client::Client::connect(&endpoints)
                         .await
                         .with_context(|| format!("connect to {url}"))?;
                     clients.push(client);
                 }
                 Ok(Target::Keel(clients))
             }
+            // Connections go to the members in turn, as etcd's Go client
+            // balances its endpoints; a member that does not lead passes
+            // writes and linearizable reads to the leader itself.
             TargetKind::Etcd => {
                 let mut clients = Vec::with_capacity(connections);
-                for _ in 0..connections {
-                    let connection = EtcdConnection::connect(&url.address)
+                for i in 0..connections {
+                    let address = url
+                        .addresses
+                        .get(i % url.addresses.len().max(1))
+                        .ok_or_else(|| anyhow!("no address in {url}"))?;
+                    let connection = EtcdConnection::connect(address)
                         .await
-                        .with_context(|| format!("connect to {url}"))?;
+                        .with_context(|| format!("connect to {address}"))?;
                     clients.push(Arc::new(connection));
                 }
                 Ok(Target::Etcd(clients))
@@ -210,9 +226,10 @@ impl Target {
 
     /// How many sockets the connections open: one each for etcd (an
     /// HTTP/2 connection carries every call and stream); for keel, each
-    /// client's socket to the client port plus one to each core's own port
-    /// (a client opens a core's socket when it first sends a request
-    /// there, so this is how many there are once every core has had one).
+    /// client's socket to the client port plus one to each core's own port,
+    /// of each member (a client opens a socket when it first sends a
+    /// request there, so this is how many there are once every core of
+    /// every member has had one).
     ///
     /// # Errors
     /// When keel does not say how many cores it has.
@@ -223,7 +240,8 @@ impl Target {
                     .status()
                     .await
                     .context("ask keel for its cores")?;
-                Ok(clients.len() * (1 + status.core_ports.len()))
+                let members = Self::keel(clients, 0)?.member_count();
+                Ok(clients.len() * members * (1 + status.core_ports.len()))
             }
             Target::Etcd(clients) => Ok(clients.len()),
             #[cfg(test)]
@@ -518,11 +536,14 @@ mod tests {
     fn a_target_url_names_its_system_and_address() {
         let url: TargetUrl = "etcd://127.0.0.1:2379".parse().unwrap();
         assert_eq!(url.kind, TargetKind::Etcd);
-        assert_eq!(url.address, "127.0.0.1:2379");
+        assert_eq!(url.addresses, ["127.0.0.1:2379"]);
         assert_eq!(url.to_string(), "etcd://127.0.0.1:2379");
         let url: TargetUrl = "keel://localhost:1/".parse().unwrap();
         assert_eq!(url.kind, TargetKind::Keel);
-        assert_eq!(url.address, "localhost:1");
+        assert_eq!(url.addresses, ["localhost:1"]);
+        let cluster: TargetUrl = "keel://a:1,b:2,c:3".parse().unwrap();
+        assert_eq!(cluster.addresses, ["a:1", "b:2", "c:3"]);
+        assert_eq!(cluster.to_string(), "keel://a:1,b:2,c:3");
     }
 
     #[test]

@@ -243,6 +243,11 @@ impl Client {
         None
     }
 
+    /// The number of members it was given.
+    pub fn member_count(&self) -> usize {
+        self.inner.members.len()
+    }
+
     /// The number of shards of the keyspace.
     pub fn shard_count(&self) -> usize {
         self.inner.shards.load(Ordering::Relaxed)

@@ -144,7 +144,7 @@ pub async fn run(args: RunArgs) -> Result<RunReport> {
 
 /// Runs the workload `args` describe against `target`.
 async fn run_on(args: RunArgs, target: Target) -> Result<RunReport> {
-    let server_cpu = crate::cpu::open(args.server_pid)?;
+    let server_cpu = crate::cpu::open(&args.server_pid)?;
     let sockets = Some(target.sockets().await?);
     let target = Arc::new(target);
     let recorder = Arc::new(Recorder::new());

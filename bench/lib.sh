@@ -1,0 +1,68 @@
+# Shell helpers of bench/compare.sh and bench/compare-cluster.sh (sourced).
+
+# Installs etcd (Debian's etcd-server) when it is missing.
+ensure_etcd() {
+  if ! command -v etcd >/dev/null; then
+    echo "== installing etcd (Debian's etcd-server)"
+    if [ "$(id -u)" != 0 ]; then echo "etcd is missing and this is not root: apt-get install etcd-server" >&2; exit 1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server >/dev/null; }
+  fi
+}
+
+# Sets KEEL_BIN and BENCH_BIN to absolute paths, building them (release)
+# in the tree at $1 unless both are given.
+build_binaries() {
+  local root=$1
+  if [ -z "${KEEL_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
+    echo "== building keel and bench (release)"
+    (cd "$root" && cargo build --release -q -p keel-net --bin keel -p keel-load --bin bench)
+    KEEL_BIN="${KEEL_BIN:-$root/target/release/keel}"
+    BENCH_BIN="${BENCH_BIN:-$root/target/release/bench}"
+  fi
+  # The suites run from their output directory.
+  KEEL_BIN="$(realpath "$KEEL_BIN")"
+  BENCH_BIN="$(realpath "$BENCH_BIN")"
+}
+
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Waits until server `pid` listens on `port`; fails if it exits first.
+wait_for_port() {
+  local port=$1 pid=$2 log=$3
+  for _ in $(seq 1 200); do
+    if ! kill -0 "$pid" 2>/dev/null; then echo "the server stopped; see $log" >&2; exit 1; fi
+    if port_taken "$port"; then return 0; fi
+    sleep 0.05
+  done
+  echo "nothing listens on 127.0.0.1:$port after 10 s; see $log" >&2
+  exit 1
+}
+
+# "etcd VERSION (built with GO)", as far as etcd says.
+etcd_description() {
+  local version go
+  version="$(etcd --version 2>/dev/null | sed -n 's/^etcd Version: //p')"
+  go="$(etcd --version 2>/dev/null | sed -n 's/^Go Version: //p')"
+  echo "etcd ${version:-(version unknown)}${go:+ (built with $go)}"
+}
+
+# Markdown lines on the machine: CPUs, memory, kernel, and the disk under
+# directory $1.
+describe_machine() {
+  local dir=$1 cpu_model memory filesystem device disk rotational
+  cpu_model="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+  memory="$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+  mkdir -p "$dir"
+  filesystem="$(df -T "$dir" | awk 'NR==2 {print $2}')"
+  device="$(df "$dir" | awk 'NR==2 {print $1}')"
+  disk="$filesystem on $device"
+  if command -v lsblk >/dev/null && rotational="$(lsblk -ndo ROTA "$device" 2>/dev/null)"; then
+    case "$rotational" in
+      0) disk="$disk, not rotational (an SSD, or a virtual disk)" ;;
+      1) disk="$disk, rotational" ;;
+    esac
+  fi
+  echo "- CPU: $(nproc) cores ($cpu_model); $memory of memory; Linux $(uname -r)"
+  echo "- disk: the data directories on $disk"
+}
