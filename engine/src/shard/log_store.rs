@@ -330,8 +330,15 @@ impl raft::Storage for LogStore {
             }
             // Only a send to a follower reads below the tail; it can wait.
             let mut fetches = self.fetches.borrow_mut();
-            if !context.can_async() || fetches.len() >= MAX_FETCHES {
+            if !context.can_async() {
                 return Err(raft::Error::Store(StorageError::Compacted));
+            }
+            if fetches.len() >= MAX_FETCHES {
+                // Not queued: raft-rs asks again at the follower's next
+                // answer. (Answered as compacted, this made raft-rs send a
+                // snapshot the WAL did not need, one of the tree before it
+                // was ever synced: index 0, which raft-rs dies on.)
+                return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable));
             }
             fetches.push(Fetch {
                 low,
@@ -376,7 +383,8 @@ impl raft::Storage for LogStore {
         // and the log still goes on from it.
         if let Some(made) = self.made.as_ref() {
             let index = made.get_metadata().index;
-            if index >= request_index && index >= self.floor {
+            // raft-rs dies on a snapshot at 0 (of a tree never synced).
+            if index > 0 && index >= request_index && index >= self.floor {
                 return Ok(made.clone());
             }
         }
@@ -654,6 +662,34 @@ mod tests {
             .entries(2, 5, Some(100), GetEntriesContext::empty(true))
             .unwrap();
         assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![2, 3]);
+        // A full queue: nothing queued, and no claim that they are gone
+        // (that would make raft-rs send a snapshot).
+        for _ in 0..MAX_FETCHES {
+            let _ = log.entries(3, 5, Some(100), GetEntriesContext::empty(true));
+        }
+        assert_eq!(log.fetches.borrow().len(), MAX_FETCHES);
+        assert_eq!(
+            log.entries(3, 5, Some(100), GetEntriesContext::empty(true)),
+            Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
+        );
+        drop(log.take_fetches());
+        // A snapshot of a tree never synced (at 0) is never handed out:
+        // raft-rs dies on it.
+        let mut fresh = LogStore::new(
+            HardState::default(),
+            ConfState::default(),
+            (0, 0),
+            &[],
+            Vec::new(),
+        )
+        .unwrap();
+        fresh.set_made(Snapshot::default());
+        assert_eq!(
+            fresh.snapshot(0, 2),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        );
         // A caller that cannot wait is told the entries are gone.
         assert_eq!(
             log.entries(2, 5, None, GetEntriesContext::empty(false)),

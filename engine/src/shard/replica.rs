@@ -130,6 +130,28 @@ const READ_INDEX_RETRY_TICKS: u64 = 20;
 /// (the shard has no leader it can reach).
 const READ_INDEX_GIVE_UP_TICKS: u64 = 100;
 
+/// WAL segments a leader keeps beyond the catch-up tail for a live
+/// follower that lags (64 MiB each by default): past them, the follower
+/// gets a snapshot.
+const MAX_CATCH_UP_SEGMENTS: usize = 4;
+
+/// The first WAL index a replicated shard keeps when its tree is durable
+/// at `durable` and it applied `applied`: what replay needs (from the
+/// durable index), the catch-up tail of [`CATCH_UP_ENTRIES`], and, while
+/// the log is no longer than [`MAX_CATCH_UP_SEGMENTS`], everything a live
+/// follower still lacks (`needed`, from its matched index). A follower
+/// that is merely slow (its core busy, 20,000 writes a second on its
+/// shard) falls 5,000 entries behind in a quarter of a second; without
+/// this it was sent a snapshot of the whole tree again and again.
+fn wal_keep_from(durable: u64, applied: u64, needed: Option<u64>, segments: usize) -> u64 {
+    let tail = applied.saturating_sub(CATCH_UP_ENTRIES);
+    let tail = match needed {
+        Some(needed) if segments <= MAX_CATCH_UP_SEGMENTS => tail.min(needed),
+        _ => tail,
+    };
+    durable.min(tail)
+}
+
 /// A tree sync whose syncs and meta write run on a blocking thread.
 struct TreeSyncing {
     durability: DeferredDurability,
@@ -1646,6 +1668,12 @@ impl Replica {
                 return;
             }
         };
+        // A tree never synced holds nothing to send (and raft-rs dies on a
+        // snapshot at 0); the next request after a sync makes one.
+        if index == 0 {
+            let _ = std::fs::remove_file(&file);
+            return;
+        }
         let Ok(term) = self.raw.raft.raft_log.term(index) else {
             // Its term is gone from the log: the next request makes another.
             let _ = std::fs::remove_file(&file);
@@ -2184,7 +2212,12 @@ impl Replica {
         // catch-up tail for followers that fell behind.
         let durable = self.store.durable_applied_index();
         let keep_from = if self.replicated {
-            durable.min(self.applied.saturating_sub(CATCH_UP_ENTRIES))
+            wal_keep_from(
+                durable,
+                self.applied,
+                self.slowest_live_follower(),
+                self.wal.segment_count(),
+            )
         } else {
             durable
         };
@@ -2195,6 +2228,22 @@ impl Replica {
         let first = self.wal.first_index();
         self.raw.mut_store().forget_below(first);
         Ok(true)
+    }
+
+    /// While this replica leads: the lowest index a follower it heard from
+    /// lately (`recent_active`) still lacks.
+    fn slowest_live_follower(&self) -> Option<u64> {
+        if !self.is_leader() {
+            return None;
+        }
+        let me = self.raw.raft.id;
+        self.raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, progress)| **id != me && progress.recent_active)
+            .map(|(_, progress)| progress.matched + 1)
+            .min()
     }
 
     /// Stops the shard: every waiting caller gets the reason.
@@ -2374,4 +2423,27 @@ fn decode_record(record: keel_wal::Entry) -> Result<raft::eraftpb::Entry, String
         ));
     }
     log_store::decode_entry(record.index, &record.payload).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wal_keeps_what_replay_and_the_catch_up_tail_need() {
+        // Replay needs the durable index on.
+        assert_eq!(wal_keep_from(100, 20_000, None, 1), 100);
+        // Otherwise the last 5,000 applied entries.
+        assert_eq!(wal_keep_from(19_000, 20_000, None, 1), 15_000);
+    }
+
+    #[test]
+    fn a_live_follower_that_lags_is_kept_up_with_while_the_log_is_short() {
+        assert_eq!(wal_keep_from(19_000, 20_000, Some(9_001), 2), 9_001);
+        // A follower within the tail changes nothing.
+        assert_eq!(wal_keep_from(19_000, 20_000, Some(19_990), 2), 15_000);
+        // Past the segment cap, it gets a snapshot instead.
+        let long = MAX_CATCH_UP_SEGMENTS + 1;
+        assert_eq!(wal_keep_from(19_000, 20_000, Some(9_001), long), 15_000);
+    }
 }

@@ -9,7 +9,7 @@ mod snapshot_stream;
 pub mod wire;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -24,6 +24,8 @@ use keel_engine::shard::{
 use self::link::Link;
 use self::wire::{Hello, WireError, HEADER_BYTES, HELLO_BYTES};
 
+/// How long a failed snapshot stream waits before raft-rs hears of it.
+const SNAPSHOT_RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// How long a peer has to send its hello once connected.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an inbound connection may carry nothing before it is closed:
@@ -83,7 +85,11 @@ impl TransportFactory for PeerTransport {
             links.insert(peer.id, (link, address, hello));
         }
         glommio::spawn_local(accept_loop(listener, core, inbox.clone())).detach();
-        Ok(Rc::new(TcpTransport { links, inbox }))
+        Ok(Rc::new(TcpTransport {
+            links,
+            inbox,
+            streaming: Rc::default(),
+        }))
     }
 }
 
@@ -91,6 +97,8 @@ impl TransportFactory for PeerTransport {
 struct TcpTransport {
     links: HashMap<u64, (Rc<Link>, SocketAddr, Hello)>,
     inbox: PeerInbox,
+    /// `(shard, peer)` of the snapshot streams under way: one at a time.
+    streaming: Rc<RefCell<HashSet<(usize, u64)>>>,
 }
 
 impl Transport for TcpTransport {
@@ -107,12 +115,32 @@ impl Transport for TcpTransport {
             self.inbox.snapshot_sent(shard, message.to, false);
             return;
         };
+        // One stream per shard and peer: raft-rs hears how the first one
+        // ended, and sends no other while it waits for that.
+        let key = (shard, message.to);
+        if !self.streaming.borrow_mut().insert(key) {
+            return;
+        }
         let hello = Hello {
             snapshot: true,
             ..*hello
         };
-        let task = snapshot_stream::send(*address, hello, shard, message, file, self.inbox.clone());
-        glommio::spawn_local(task).detach();
+        let task = snapshot_stream::send(*address, hello, shard, message, file);
+        let (streaming, inbox) = (self.streaming.clone(), self.inbox.clone());
+        glommio::spawn_local(async move {
+            let delivered = task.await;
+            // Done before raft-rs hears, so that the stream it may start
+            // at once is not taken for this one.
+            streaming.borrow_mut().remove(&key);
+            if !delivered {
+                // raft-rs tries again as soon as it hears: a peer that
+                // refuses at once would otherwise be sent a snapshot
+                // hundreds of times a second.
+                glommio::timer::sleep(SNAPSHOT_RETRY_PAUSE).await;
+            }
+            inbox.snapshot_sent(key.0, key.1, delivered);
+        })
+        .detach();
     }
 }
 

@@ -24,25 +24,23 @@ const ANSWER_WAIT: Duration = Duration::from_secs(60);
 /// Bytes of the `MsgSnapshot` at most (its metadata; the data is empty).
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
-/// Sends `file` with `message` to `address`, then tells the shard how it
-/// went. Runs as a task of its own.
+/// Sends `file` with `message` to `address`; answers whether the peer
+/// took it.
 pub(crate) async fn send(
     address: SocketAddr,
     hello: Hello,
     shard: usize,
     message: RaftMessage,
     file: PathBuf,
-    inbox: PeerInbox,
-) {
+) -> bool {
     let to = message.to;
-    let delivered = match send_file(address, hello, shard, &message, &file).await {
+    match send_file(address, hello, shard, &message, &file).await {
         Ok(taken) => taken,
         Err(error) => {
             tracing::warn!(shard, peer = %format!("{to:x}"), %error, "snapshot send failed");
             false
         }
-    };
-    inbox.snapshot_sent(shard, to, delivered);
+    }
 }
 
 async fn send_file(
