@@ -286,21 +286,30 @@ impl Client {
         self.member_after(preferred)
     }
 
-    /// The next member after `at` that is reachable (`at` itself when no
-    /// other is).
+    /// The next member after `at` that is reachable and not silent, else
+    /// the next one that is not silent (a connect is cheap to try; a call
+    /// to a member that does not answer costs the whole deadline), else
+    /// simply the next.
     fn member_after(&self, at: usize) -> usize {
         let count = self.inner.members.len().max(1);
-        (1..count)
-            .map(|step| (at + step) % count)
-            .find(|next| self.reachable(*next))
+        let next = |ok: &dyn Fn(usize) -> bool| {
+            (1..count).map(|step| (at + step) % count).find(|n| ok(*n))
+        };
+        next(&|n| self.reachable(n))
+            .or_else(|| next(&|n| !self.is_silent(n)))
             .unwrap_or((at + 1) % count)
     }
 
+    /// Neither unreachable nor silent lately.
     fn reachable(&self, at: usize) -> bool {
         self.inner
             .members
             .get(at)
-            .is_some_and(|m| !m.is_unreachable())
+            .is_some_and(|m| !m.is_unreachable() && !m.is_silent())
+    }
+
+    fn is_silent(&self, at: usize) -> bool {
+        self.inner.members.get(at).is_some_and(Member::is_silent)
     }
 
     /// Notes that member `at` answered `route`: it is preferred for calls
@@ -318,6 +327,9 @@ impl Client {
     /// again. Without this, every write to a shard whose leader was
     /// paused went to it again, and timed out again.
     fn suspect(&self, route: Route, at: usize) {
+        if let Some(member) = self.inner.members.get(at) {
+            member.went_silent();
+        }
         if let Route::Shard(shard) = route {
             if let Ok(mut leaders) = self.inner.leaders.lock() {
                 if let Some(slot) = leaders.get_mut(shard).filter(|l| **l == Some(at)) {
@@ -421,7 +433,11 @@ impl Client {
                 unanswered.store(!retry_safe, Ordering::Relaxed);
                 connection.call(self.next_id(), request).await
             };
-            let error = match attempt.await {
+            let answer = attempt.await;
+            if answer.is_ok() {
+                member.answered();
+            }
+            let error = match answer {
                 Ok(response) => match response.body {
                     ResponseBody::Error(body) => {
                         unanswered.store(false, Ordering::Relaxed);
@@ -453,6 +469,10 @@ impl Client {
             }
             at = match next {
                 Next::Follow(id) => match self.find_member(id).await {
+                    // A leader named by a member that has not heard of the
+                    // election yet, and that left calls unanswered: the
+                    // next member is asked instead.
+                    Some(leader) if self.is_silent(leader) => self.member_after(at),
                     Some(leader) => {
                         if let Route::Shard(shard) = route {
                             self.set_leader(shard, leader);

@@ -66,6 +66,10 @@ pub(crate) struct Member {
     /// Set while its client port could not be reached lately: calls go to
     /// other members first.
     unreachable: Mutex<Option<Unreachable>>,
+    /// Set while it left a call unanswered lately (paused, cut off, or
+    /// dead behind a connection that still looks open): calls go to other
+    /// members first, until it answers again.
+    silent: Mutex<Option<Unreachable>>,
     /// Held while a connection to a core's port opens, so that calls that
     /// find none open one, not one each.
     opening: AsyncMutex<()>,
@@ -83,6 +87,7 @@ impl Member {
             direct: Mutex::new(Vec::new()),
             unreachable_cores: Mutex::new(Vec::new()),
             unreachable: Mutex::new(None),
+            silent: Mutex::new(None),
             opening: AsyncMutex::new(()),
         }
     }
@@ -123,9 +128,35 @@ impl Member {
         }
     }
 
-    /// Whether its client port failed lately and is not to be tried yet.
+    /// Whether its client port could not be reached lately (its backoff
+    /// has not passed).
     pub(crate) fn is_unreachable(&self) -> bool {
         self.unreachable.lock().is_ok_and(|u| waiting(*u))
+    }
+
+    /// Whether it left a call unanswered lately (and has not answered
+    /// since).
+    pub(crate) fn is_silent(&self) -> bool {
+        self.silent.lock().is_ok_and(|s| waiting(*s))
+    }
+
+    /// It left a call unanswered: passed over for [`ClientOptions::core_retry`]
+    /// (not more: a leader that was only slow must not be shunned long).
+    pub(crate) fn went_silent(&self) {
+        if let Ok(mut silent) = self.silent.lock() {
+            let now = Instant::now();
+            *silent = Some(Unreachable {
+                retry_at: now.checked_add(self.options.core_retry).unwrap_or(now),
+                backoff: self.options.core_retry,
+            });
+        }
+    }
+
+    /// It answered a call.
+    pub(crate) fn answered(&self) {
+        if let Ok(mut silent) = self.silent.lock() {
+            *silent = None;
+        }
     }
 
     /// The connection for `route`: the shard's core's own port when it is
