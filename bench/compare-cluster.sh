@@ -63,13 +63,15 @@ member_cores="${KEEL_CLUSTER_CORES:-1}"
 member_shards="${KEEL_CLUSTER_SHARDS:-3}"
 
 base="${COMPARE_PORT_BASE:-25300}"
-# Member i: keel's client port base+100+10i, its cores from +1, its peer
-# port +6 (cores from there); etcd's client port base+200+10i, peer +1.
-keel_client_port() { echo $((base + 100 + 10 * $1)); }
-keel_core_base() { echo $((base + 101 + 10 * $1)); }
-keel_peer_port() { echo $((base + 106 + 10 * $1)); }
-etcd_client_port() { echo $((base + 200 + 10 * $1)); }
-etcd_peer_port() { echo $((base + 201 + 10 * $1)); }
+# Member i: keel's client port base+100+40i, its cores from +1, its peer
+# ports from +20 (so up to 19 cores); etcd's client port base+300+10i,
+# peer +1.
+keel_client_port() { echo $((base + 100 + 40 * $1)); }
+keel_core_base() { echo $((base + 101 + 40 * $1)); }
+keel_peer_port() { echo $((base + 120 + 40 * $1)); }
+etcd_client_port() { echo $((base + 300 + 10 * $1)); }
+etcd_peer_port() { echo $((base + 301 + 10 * $1)); }
+if [ "$member_cores" -gt 19 ]; then echo "KEEL_CLUSTER_CORES above 19 would overlap the ports" >&2; exit 2; fi
 
 data="${KEEL_BENCH_DIR:-$out}/compare-cluster-data"
 rm -rf "$data" "$out/runs" "$out/plots"

@@ -178,6 +178,9 @@ impl InProcessCluster {
                 Some(Ok(applied)) => return Outcome::Applied(applied),
                 // The write may still take effect: its outcome is unknown.
                 None => return Outcome::Unknown,
+                // Proposed, and replaced by another leader's entry: it may
+                // still commit through a member that kept it.
+                Some(Err(NodeError::OutcomeUnknown { .. })) => return Outcome::Unknown,
                 Some(Err(NodeError::NotLeader { leader, .. })) => {
                     let hinted = self.index_of(leader).filter(|i| self.node(*i).is_some());
                     at = hinted.unwrap_or((at + 1) % self.size());

@@ -305,6 +305,10 @@ fn a_client_given_every_member_follows_leaders_and_reports_unknown_outcomes() {
         .enable_all()
         .build()
         .unwrap();
+    cluster.wait_for_leaders(Duration::from_secs(20));
+    // Time for leadership to settle where it is spread to (a hand-over is
+    // checked each second), so that the leader read next stays leader.
+    std::thread::sleep(Duration::from_secs(3));
     let leader = cluster.wait_for_leaders(Duration::from_secs(20))[0];
     let leader_id = cluster.members[leader].id;
     // A follower of shard 0 first: the client must find the leader.

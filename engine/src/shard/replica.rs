@@ -399,6 +399,8 @@ pub(crate) struct Replica {
     preferred_leader: Option<u64>,
     /// The tick of this leader's last leadership transfer, if any.
     transferred_at: Option<u64>,
+    /// The tick each peer was last heard from (`slowest_live_follower`).
+    heard_at: HashMap<u64, u64>,
     wal: keel_wal::Wal,
     store: Store,
     /// Stamps this shard's revisions: strictly increasing, and (by their
@@ -638,6 +640,7 @@ impl Replica {
                 None
             },
             transferred_at: None,
+            heard_at: HashMap::new(),
             wal,
             store,
             clock: Clock::new(shard, config.shards, highest),
@@ -1052,6 +1055,7 @@ impl Replica {
                     );
                     return;
                 }
+                self.heard_at.insert(message.from, self.ticks);
                 // raft-rs ignores what does not fit its state (a stale
                 // term, a response from a removed peer) and says so.
                 if let Err(e) = self.raw.step(*message) {
@@ -1918,16 +1922,21 @@ impl Replica {
     }
 
     /// Another leader's entries replace this log's from `index` on: writes
-    /// proposed here at or past it never take effect (an entry of an old
-    /// term past a conflict is in no leader's log), and hear so now rather
-    /// than when something applies at their index.
+    /// proposed here at or past it hear now that their outcome is unknown,
+    /// rather than wait for something to apply at their index. Not that
+    /// they failed: with five members, another member may still hold the
+    /// replaced entry and commit it as leader of a later term (Raft's
+    /// figure 8), so only an entry of another term applied at the index
+    /// (`take_writer`) says a write lost.
     fn lose_proposals_from(&mut self, index: u64) {
         while self.pending.back().is_some_and(|p| p.index >= index) {
             let Some(lost) = self.pending.pop_back() else {
                 break;
             };
             self.settled += 1;
-            let _ = lost.reply.send(Err(self.not_leader()));
+            let _ = lost
+                .reply
+                .send(Err(NodeError::OutcomeUnknown { shard: self.shard }));
         }
     }
 
@@ -2231,17 +2240,24 @@ impl Replica {
     }
 
     /// While this replica leads: the lowest index a follower it heard from
-    /// lately (`recent_active`) still lacks.
+    /// within an election timeout still lacks. (Not raft-rs'
+    /// `recent_active`: it is cleared at every quorum check, so a busy
+    /// follower, the one this is for, seemed gone until its next answer.)
     fn slowest_live_follower(&self) -> Option<u64> {
         if !self.is_leader() {
             return None;
         }
         let me = self.raw.raft.id;
+        let live = |id: u64| {
+            self.heard_at
+                .get(&id)
+                .is_some_and(|at| self.ticks - at <= ELECTION_TICKS as u64)
+        };
         self.raw
             .raft
             .prs()
             .iter()
-            .filter(|(id, progress)| **id != me && progress.recent_active)
+            .filter(|(id, _)| **id != me && live(**id))
             .map(|(_, progress)| progress.matched + 1)
             .min()
     }

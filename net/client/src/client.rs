@@ -375,18 +375,24 @@ impl Client {
     /// got no answer it could trust fails as [`Error::Indeterminate`].
     pub(crate) async fn call(&self, route: Route, request: Request) -> Result<Response> {
         let retry_safe = retry::is_retry_safe(&request);
+        let one_shard = retry::is_one_shard_write(&request, matches!(route, Route::Shard(_)));
         // Set while a write is sent and not answered: if the deadline
         // passes then, its outcome is unknown.
         let unanswered = AtomicBool::new(false);
         // The member of the latest attempt.
         let tried = AtomicUsize::new(usize::MAX);
         let outcome = self
-            .within_deadline(self.call_members(route, &request, retry_safe, &unanswered, &tried))
+            .within_deadline(self.call_members(
+                route,
+                &request,
+                (retry_safe, one_shard),
+                &unanswered,
+                &tried,
+            ))
             .await;
-        if let Err(error) = &outcome {
-            if retry::leaves_outcome_unknown(error) {
-                self.suspect(route, tried.load(Ordering::Relaxed));
-            }
+        // Unanswered (not a member's refusal): that member is passed over.
+        if let Err(Error::Timeout(_) | Error::Disconnected) = &outcome {
+            self.suspect(route, tried.load(Ordering::Relaxed));
         }
         match outcome {
             // The deadline passed: unknown only if the write was out.
@@ -397,7 +403,7 @@ impl Client {
                     Err(error)
                 }
             }
-            Err(error) if !retry_safe && retry::leaves_outcome_unknown(&error) => {
+            Err(error) if !retry_safe && retry::leaves_outcome_unknown_for(&error, one_shard) => {
                 Err(Error::Indeterminate(Box::new(error)))
             }
             other => other,
@@ -408,7 +414,7 @@ impl Client {
         &self,
         route: Route,
         request: &Request,
-        retry_safe: bool,
+        (retry_safe, one_shard): (bool, bool),
         unanswered: &AtomicBool,
         tried: &AtomicUsize,
     ) -> Result<Response> {
@@ -457,7 +463,7 @@ impl Client {
                 Error::Connect { .. } => unreachable + 1,
                 _ => 0,
             };
-            let next = retry::next(&error, retry_safe);
+            let next = retry::next(&error, retry_safe, one_shard);
             if next == Next::GiveUp || unreachable >= members {
                 return Err(error);
             }

@@ -73,6 +73,8 @@ pub(crate) struct Member {
     /// Held while a connection to a core's port opens, so that calls that
     /// find none open one, not one each.
     opening: AsyncMutex<()>,
+    /// Counts failed connects to its client port.
+    connect_failures: AtomicU64,
 }
 
 impl Member {
@@ -89,6 +91,7 @@ impl Member {
             unreachable: Mutex::new(None),
             silent: Mutex::new(None),
             opening: AsyncMutex::new(()),
+            connect_failures: AtomicU64::new(0),
         }
     }
 
@@ -247,9 +250,19 @@ impl Member {
     /// [`Error::Connect`] when it cannot be reached (remembered: calls
     /// prefer other members for a while, [`Member::is_unreachable`]).
     pub(crate) async fn main_connection(&self) -> Result<Connection> {
+        let failures = self.connect_failures.load(Ordering::Acquire);
         let mut main = self.main.lock().await;
         if let Some(connection) = main.as_ref().filter(|c| !c.is_closed()) {
             return Ok(connection.clone());
+        }
+        // Another call's connect failed while this one waited: calls
+        // queued behind a member that drops packets would otherwise take a
+        // connect timeout each, one after another.
+        if self.connect_failures.load(Ordering::Acquire) != failures {
+            return Err(Error::Connect {
+                endpoints: self.endpoint.clone(),
+                reason: "failed just now".to_string(),
+            });
         }
         match Connection::open(&self.endpoint, &self.options).await {
             Ok(connection) => {
@@ -263,6 +276,7 @@ impl Member {
                 if let Ok(mut unreachable) = self.unreachable.lock() {
                     failed(&mut unreachable, self.options.core_retry);
                 }
+                self.connect_failures.fetch_add(1, Ordering::AcqRel);
                 Err(Error::Connect {
                     endpoints: self.endpoint.clone(),
                     reason: error.to_string(),

@@ -48,8 +48,38 @@ pub(crate) fn is_retry_safe(request: &Request) -> bool {
     }
 }
 
+/// Whether `request`, sent where `to_one_shard` says, is a write of one
+/// shard, all or nothing: a refusal (`NotLeader`) means none of it was
+/// done. A write that fans out over shards (a range delete or compaction
+/// across shards, a lease grant or revoke, which every shard mirrors) can
+/// be refused by one shard after others applied their part.
+pub(crate) fn is_one_shard_write(request: &Request, to_one_shard: bool) -> bool {
+    to_one_shard
+        && matches!(
+            request,
+            Request::Put(_) | Request::DeleteRange(_) | Request::Txn(_)
+        )
+}
+
 /// Whether `error`, for a request that was sent, leaves its effect unknown.
 pub(crate) fn leaves_outcome_unknown(error: &Error) -> bool {
+    leaves_outcome_unknown_for(error, true)
+}
+
+/// [`leaves_outcome_unknown`], for a write of one shard or not: a refusal
+/// of a write that fans out may come after part of it applied.
+pub(crate) fn leaves_outcome_unknown_for(error: &Error, one_shard: bool) -> bool {
+    if !one_shard
+        && matches!(
+            error,
+            Error::Server {
+                code: ErrorCode::NotLeader | ErrorCode::NoLeader,
+                ..
+            }
+        )
+    {
+        return true;
+    }
     match error {
         Error::Disconnected | Error::Timeout(_) => true,
         Error::Server { code, .. } => matches!(
@@ -61,9 +91,15 @@ pub(crate) fn leaves_outcome_unknown(error: &Error) -> bool {
 }
 
 /// What to do after `error`, for a request that is safe to send again
-/// (`retry_safe`) or not.
-pub(crate) fn next(error: &Error, retry_safe: bool) -> Next {
+/// (`retry_safe`) or not, and is a write of one shard or not (`one_shard`,
+/// [`is_one_shard_write`]).
+pub(crate) fn next(error: &Error, retry_safe: bool, one_shard: bool) -> Next {
     match error {
+        // Possibly refused part-way: never sent again.
+        Error::Server {
+            code: ErrorCode::NotLeader | ErrorCode::NoLeader,
+            ..
+        } if !retry_safe && !one_shard => Next::GiveUp,
         Error::Server {
             code: ErrorCode::NotLeader,
             leader,
@@ -109,7 +145,7 @@ mod tests {
     fn a_refusal_naming_the_leader_is_followed_for_reads_and_writes() {
         for safe in [true, false] {
             assert_eq!(
-                next(&server(ErrorCode::NotLeader, 7), safe),
+                next(&server(ErrorCode::NotLeader, 7), safe, true),
                 Next::Follow(7)
             );
         }
@@ -121,7 +157,7 @@ mod tests {
             server(ErrorCode::NotLeader, 0),
             server(ErrorCode::NoLeader, 0),
         ] {
-            assert_eq!(next(&error, false), Next::OtherMember { wait: true });
+            assert_eq!(next(&error, false, true), Next::OtherMember { wait: true });
         }
     }
 
@@ -135,8 +171,8 @@ mod tests {
             server(ErrorCode::ShuttingDown, 0),
         ] {
             assert!(leaves_outcome_unknown(&error), "{error:?}");
-            assert_eq!(next(&error, false), Next::GiveUp, "{error:?}");
-            assert_eq!(next(&error, true), Next::OtherMember { wait: false });
+            assert_eq!(next(&error, false, true), Next::GiveUp, "{error:?}");
+            assert_eq!(next(&error, true, true), Next::OtherMember { wait: false });
         }
     }
 
@@ -147,13 +183,31 @@ mod tests {
             reason: "refused".into(),
         };
         assert!(!leaves_outcome_unknown(&error));
-        assert_eq!(next(&error, false), Next::OtherMember { wait: false });
+        assert_eq!(next(&error, false, true), Next::OtherMember { wait: false });
     }
 
     #[test]
     fn a_plain_refusal_is_the_callers() {
-        assert_eq!(next(&server(ErrorCode::Compacted, 0), true), Next::GiveUp);
+        assert_eq!(
+            next(&server(ErrorCode::Compacted, 0), true, false),
+            Next::GiveUp
+        );
         assert!(!leaves_outcome_unknown(&server(ErrorCode::Compacted, 0)));
+    }
+
+    #[test]
+    fn a_write_across_shards_refused_part_way_is_never_sent_again() {
+        let refused = server(ErrorCode::NotLeader, 7);
+        let put = Request::Put(PutRequest::default());
+        let grant = Request::LeaseGrant { id: 0, ttl: 5 };
+        assert!(is_one_shard_write(&put, true));
+        assert!(!is_one_shard_write(&put, false));
+        assert!(!is_one_shard_write(&grant, true));
+        assert_eq!(next(&refused, false, false), Next::GiveUp);
+        assert!(leaves_outcome_unknown_for(&refused, false));
+        assert!(!leaves_outcome_unknown_for(&refused, true));
+        // A read across shards is still sent on.
+        assert_eq!(next(&refused, true, false), Next::Follow(7));
     }
 
     #[test]
