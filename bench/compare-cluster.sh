@@ -33,28 +33,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # shellcheck source=bench/lib.sh
 . "$root/bench/lib.sh"
-mode=full
-out="$root/bench/cluster"
-repeats=""
-usage="usage: $0 [--smoke] [--repeats N] [--out DIR]"
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --smoke) mode=smoke; out="" ;;
-    --out) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; out="$2"; shift ;;
-    --repeats) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; repeats="$2"; shift ;;
-    *) echo "$usage" >&2; exit 2 ;;
-  esac
-  shift
-done
-if [ -z "$repeats" ]; then
-  if [ "$mode" = smoke ]; then repeats=1; else repeats=3; fi
-fi
-case "$repeats" in
-  ''|*[!0-9]*|0) echo "--repeats takes a number of runs, at least 1, not '$repeats'" >&2; exit 2 ;;
-esac
-if [ -z "$out" ]; then out="$(mktemp -d -t keel-compare-cluster.XXXXXX)"; fi
-mkdir -p "$out"
-out="$(cd "$out" && pwd)"
+parse_suite_args "$root/bench/cluster" "$@"
 
 ensure_etcd
 build_binaries "$root"

@@ -1,5 +1,35 @@
 # Shell helpers of bench/compare.sh and bench/compare-cluster.sh (sourced).
 
+# Reads the suites' options ([--smoke] [--repeats N] [--out DIR]) from the
+# arguments after the first, $1 being the default output directory of a
+# full run; sets mode (full or smoke), repeats (default 3, 1 with --smoke)
+# and out (made, and absolute; a temporary directory with --smoke).
+parse_suite_args() {
+  local usage="usage: $0 [--smoke] [--repeats N] [--out DIR]"
+  mode=full
+  out="$1"
+  repeats=""
+  shift
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --smoke) mode=smoke; out="" ;;
+      --out) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; out="$2"; shift ;;
+      --repeats) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; repeats="$2"; shift ;;
+      *) echo "$usage" >&2; exit 2 ;;
+    esac
+    shift
+  done
+  if [ -z "$repeats" ]; then
+    if [ "$mode" = smoke ]; then repeats=1; else repeats=3; fi
+  fi
+  case "$repeats" in
+    ''|*[!0-9]*|0) echo "--repeats takes a number of runs, at least 1, not '$repeats'" >&2; exit 2 ;;
+  esac
+  if [ -z "$out" ]; then out="$(mktemp -d -t keel-compare.XXXXXX)"; fi
+  mkdir -p "$out"
+  out="$(cd "$out" && pwd)"
+}
+
 # Installs etcd (Debian's etcd-server) when it is missing.
 ensure_etcd() {
   if ! command -v etcd >/dev/null; then
