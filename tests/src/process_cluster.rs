@@ -245,7 +245,8 @@ impl ProcessCluster {
                 .arg("--cores")
                 .arg(self.cores.to_string())
                 .arg("--no-pin")
-                .env("KEEL_LOG", "warn")
+                // Snapshots made and installed are told at info level.
+                .env("KEEL_LOG", "warn,keel_engine::shard::replica=info")
                 .stdout(Stdio::piped())
                 .stderr(log),
         );
@@ -359,6 +360,17 @@ impl ProcessCluster {
                 .map(|s| (s.leader, s.raft_term, s.raft_index))
                 .collect(),
         )
+    }
+
+    /// Member `i`'s applied index of each shard.
+    pub fn applied_indexes(&self, i: usize) -> Option<Vec<u64>> {
+        let client = self.client(i)?;
+        let status = self
+            .runtime
+            .block_on(async { tokio::time::timeout(CALL_TIMEOUT, client.status()).await })
+            .ok()?
+            .ok()?;
+        Some(status.shard_info.iter().map(|s| s.applied_index).collect())
     }
 
     /// Each shard's leader (member index) as a majority of members sees

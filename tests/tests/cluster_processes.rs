@@ -11,7 +11,10 @@
 //! - `KEEL_KILL_ROUNDS=20 KEEL_KILL_BOUND_MS=2000 cargo test --release -p
 //!   keel-tests --test cluster_processes killing -- --nocapture` measures
 //!   the unavailability after each SIGKILL (p50 and max are printed);
-//! - `KEEL_FAULT_ROUNDS=N` repeats the fault sequence N times.
+//! - `KEEL_FAULT_ROUNDS=N` repeats the fault sequence N times;
+//! - `cargo test --release -p keel-tests --test cluster_processes
+//!   a_follower_held_back -- --ignored --nocapture` holds a follower back
+//!   until it needs a snapshot and kills it while it catches up.
 
 use std::time::{Duration, Instant};
 
@@ -390,4 +393,93 @@ fn a_client_given_every_member_follows_leaders_and_reports_unknown_outcomes() {
     cluster.pause(paused, false);
     assert!(written > 0);
     assert_ne!(impatient.leader_of(0), Some(new_leader));
+}
+
+/// Waits until member `i` has applied, on every shard, what the others
+/// had applied when this was called.
+fn wait_until_caught_up(cluster: &ProcessCluster, i: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    let target: Vec<u64> = (0..cluster.size())
+        .filter(|m| *m != i)
+        .filter_map(|m| cluster.applied_indexes(m))
+        .fold(Vec::new(), |most, applied| {
+            if most.is_empty() {
+                applied
+            } else {
+                most.iter().zip(&applied).map(|(a, b)| *a.max(b)).collect()
+            }
+        });
+    loop {
+        if let Some(applied) = cluster.applied_indexes(i) {
+            if applied.iter().zip(&target).all(|(a, t)| a >= t) {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "m{i} did not catch up to {target:?} in {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A follower cut off while the leaders' WALs move past it is caught up by
+/// snapshot when it comes back, though it is SIGKILLed (and restarted)
+/// three times in the first half second of catching up, when the stream
+/// or the install is under way; nothing acknowledged is lost meanwhile.
+#[test]
+#[ignore = "long (about 2.5 min in release, 500 MB written): README, long runs"]
+fn a_follower_held_back_past_the_wal_catches_up_by_snapshot_though_killed_while_catching_up() {
+    let cluster = ProcessCluster::start(3, 2, 1);
+    let load = Load::new();
+    std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&load);
+        load.run(scope, &cluster, 13);
+        std::thread::sleep(Duration::from_secs(3));
+        // A member that leads nothing, if spread left one (2 shards, 3
+        // members), so that cutting it off stops no writes.
+        let leaders = cluster.leaders();
+        let victim = (0..cluster.size())
+            .find(|m| !leaders.contains(&Some(*m)))
+            .unwrap_or(0);
+        isolate(&cluster, victim, true, true);
+        // Past the 5,000-entry catch-up tail and a whole 64 MiB WAL segment
+        // on each shard (a segment is released whole): 7,000 writes of
+        // 16 KiB per shard, besides the load.
+        let client = cluster.cluster_client().expect("a client");
+        let value = vec![b'x'; 16 << 10];
+        std::thread::scope(|writers| {
+            for shard in 0..cluster.shards() {
+                for writer in 0..2 {
+                    let (client, value, cluster) = (&client, &value, &cluster);
+                    writers.spawn(move || {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .unwrap();
+                        for n in 0..3_500 {
+                            let key = cluster.key_of_shard(shard, &format!("big-{writer}-{n}"));
+                            let _ = runtime.block_on(client.put(key, value.clone()));
+                        }
+                    });
+                }
+            }
+        });
+        // A tree sync (each second) releases the segments below the tail.
+        std::thread::sleep(Duration::from_secs(2));
+        isolate(&cluster, victim, true, false);
+        for pause in [50, 150, 400] {
+            std::thread::sleep(Duration::from_millis(pause));
+            cluster.kill(victim);
+            cluster.start_member(victim);
+        }
+        wait_until_caught_up(&cluster, victim, Duration::from_secs(60));
+        load.stop();
+        let log = cluster.log(victim);
+        assert!(
+            log.contains("snapshot installed"),
+            "m{victim} caught up without a snapshot; its log:\n{log}"
+        );
+    });
+    check(load.finish(), cluster.shards(), "snapshot");
 }
