@@ -347,15 +347,9 @@ impl ProcessCluster {
 
     /// Member `i`'s view of each shard: `(leader, term, last index)`.
     pub fn shard_views(&self, i: usize) -> Option<Vec<(u64, u64, u64)>> {
-        let client = self.client(i)?;
-        let status = self
-            .runtime
-            .block_on(async { tokio::time::timeout(CALL_TIMEOUT, client.status()).await })
-            .ok()?
-            .ok()?;
+        let infos = self.shard_infos(i)?;
         Some(
-            status
-                .shard_info
+            infos
                 .iter()
                 .map(|s| (s.leader, s.raft_term, s.raft_index))
                 .collect(),
@@ -364,13 +358,19 @@ impl ProcessCluster {
 
     /// Member `i`'s applied index of each shard.
     pub fn applied_indexes(&self, i: usize) -> Option<Vec<u64>> {
+        let infos = self.shard_infos(i)?;
+        Some(infos.iter().map(|s| s.applied_index).collect())
+    }
+
+    /// Member `i`'s status of each shard, if it answers in time.
+    fn shard_infos(&self, i: usize) -> Option<Vec<keel_proto::ShardInfo>> {
         let client = self.client(i)?;
         let status = self
             .runtime
             .block_on(async { tokio::time::timeout(CALL_TIMEOUT, client.status()).await })
             .ok()?
             .ok()?;
-        Some(status.shard_info.iter().map(|s| s.applied_index).collect())
+        Some(status.shard_info)
     }
 
     /// Each shard's leader (member index) as a majority of members sees

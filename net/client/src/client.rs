@@ -442,15 +442,12 @@ impl Client {
             let answer = attempt.await;
             if answer.is_ok() {
                 member.answered();
+                unanswered.store(false, Ordering::Relaxed);
             }
             let error = match answer {
                 Ok(response) => match response.body {
-                    ResponseBody::Error(body) => {
-                        unanswered.store(false, Ordering::Relaxed);
-                        Error::from(body)
-                    }
+                    ResponseBody::Error(body) => Error::from(body),
                     _ => {
-                        unanswered.store(false, Ordering::Relaxed);
                         self.answered(route, at, !retry_safe);
                         return Ok(response);
                     }
