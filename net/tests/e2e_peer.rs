@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 
 use std::process::Command;
 
+use keel_engine::shard::CallPart;
 use keel_engine::shard::{
     encode_message, member_id, Cluster, RaftMessage, RaftMessageType, DEFAULT_TOKEN,
 };
-use keel_net::peer::wire::{frame_header, push_message, Hello};
+use keel_net::peer::wire::{
+    call_bytes, frame_header, push_item, push_message, start_frame, Hello, ItemKind, PeerClock,
+};
 use support::Server;
 
 /// Two free consecutive ports (core 0's and core 1's peer ports).
@@ -104,11 +107,32 @@ fn misbehaving_peers_are_cut_off_and_a_stalled_frame_does_not_hold_the_port() {
     heartbeat.to = member_id("a");
     heartbeat.term = 5;
     heartbeat.commit = 1_000;
-    let mut body = Vec::new();
+    let mut body = start_frame(PeerClock::default());
     push_message(&mut body, 0, &encode_message(&heartbeat));
     liar.write_all(&frame_header(&body)).unwrap();
     liar.write_all(&body).unwrap();
     std::thread::sleep(Duration::from_millis(300));
+
+    // A write for a shard's leader that is not a command, and an answer
+    // to a call nobody made: the first closes the connection, neither
+    // changes anything.
+    let mut garbage = open(hello(cluster.id, member_id("b")));
+    let mut body = start_frame(PeerClock::default());
+    push_item(
+        &mut body,
+        ItemKind::Call(CallPart::Answer),
+        0,
+        &call_bytes(12345, b"not an answer"),
+    );
+    push_item(
+        &mut body,
+        ItemKind::Call(CallPart::Request),
+        0,
+        &call_bytes(1, b"not a command"),
+    );
+    garbage.write_all(&frame_header(&body)).unwrap();
+    garbage.write_all(&body).unwrap();
+    assert!(closed_within(&mut garbage, Duration::from_secs(5)));
     let status = Command::new(support::keelctl())
         .args([
             "--endpoints",
@@ -128,7 +152,7 @@ fn misbehaving_peers_are_cut_off_and_a_stalled_frame_does_not_hold_the_port() {
 
     // A frame whose body does not match its checksum.
     let mut damaged = open(hello(cluster.id, member_id("b")));
-    let body = vec![7u8; 16];
+    let body = vec![7u8; 24];
     let mut header = frame_header(&body);
     header[4] ^= 1;
     damaged.write_all(&header).unwrap();

@@ -4,9 +4,11 @@
 //! does.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
+use keel_engine::hlc::WallClock;
 use keel_engine::mvcc::{Applied, PutRequest, RangeRequest, RangeResponse, Revision};
 use keel_engine::shard::{Cluster, Consistency, Node, NodeError, ShardStatus};
 
@@ -29,6 +31,8 @@ pub struct InProcessCluster {
     /// Every member's view of the cluster, by member index.
     pub members: Vec<Cluster>,
     dirs: Vec<PathBuf>,
+    /// Each member's wall clock, when the test gave one.
+    clocks: Vec<Option<Arc<dyn WallClock>>>,
     nodes: Vec<Option<Node>>,
     shards: usize,
     cores: usize,
@@ -52,6 +56,22 @@ impl InProcessCluster {
     /// # Panics
     /// When a member does not start.
     pub fn start(size: usize, shards: usize, cores: usize, seed: u64) -> InProcessCluster {
+        Self::start_with_clocks(size, shards, cores, seed, vec![None; size])
+    }
+
+    /// Starts `size` members as [`InProcessCluster::start`] does, member
+    /// `i` stamping revisions from `clocks[i]` (the system clock for
+    /// `None`): clocks that disagree, as hosts' do.
+    ///
+    /// # Panics
+    /// When a member does not start.
+    pub fn start_with_clocks(
+        size: usize,
+        shards: usize,
+        cores: usize,
+        seed: u64,
+        clocks: Vec<Option<Arc<dyn WallClock>>>,
+    ) -> InProcessCluster {
         let root = tempfile::tempdir().expect("temp dir");
         let initial: Vec<(String, String)> =
             (0..size).map(|i| (name(i), format!("mem:{i}"))).collect();
@@ -63,6 +83,7 @@ impl InProcessCluster {
             net: MemNet::new(seed),
             members,
             dirs,
+            clocks,
             nodes: (0..size).map(|_| None).collect(),
             shards,
             cores,
@@ -104,11 +125,14 @@ impl InProcessCluster {
     /// # Panics
     /// When it does not start.
     pub fn start_member(&mut self, i: usize) {
-        let config = keel_engine::shard::NodeConfig {
+        let mut config = keel_engine::shard::NodeConfig {
             cluster: self.members[i].clone(),
             transport: Some(self.net.factory(self.members[i].me)),
             ..node_config(&self.dirs[i], self.shards, self.cores)
         };
+        if let Some(Some(clock)) = self.clocks.get(i) {
+            config.clock = clock.clone();
+        }
         self.nodes[i] = Some(Node::start(config).expect("member starts"));
     }
 
@@ -162,6 +186,16 @@ impl InProcessCluster {
     /// Puts `key = value` through member `first`, following not-leader
     /// hints to other running members, until `deadline`.
     pub fn put(&self, first: usize, key: &[u8], value: &[u8], deadline: Instant) -> Outcome {
+        let request = PutRequest {
+            key: key.to_vec(),
+            value: value.to_vec(),
+            ..PutRequest::default()
+        };
+        self.put_request(first, request, deadline)
+    }
+
+    /// Puts `request` as [`InProcessCluster::put`] does.
+    pub fn put_request(&self, first: usize, request: PutRequest, deadline: Instant) -> Outcome {
         let mut at = first;
         let mut last_refusal = None;
         while Instant::now() < deadline {
@@ -169,12 +203,7 @@ impl InProcessCluster {
                 at = (at + 1) % self.size();
                 continue;
             };
-            let request = PutRequest {
-                key: key.to_vec(),
-                value: value.to_vec(),
-                ..PutRequest::default()
-            };
-            match with_timeout(node.put(request)) {
+            match with_timeout(node.put(request.clone())) {
                 Some(Ok(applied)) => return Outcome::Applied(applied),
                 // The write may still take effect: its outcome is unknown.
                 None => return Outcome::Unknown,
@@ -223,7 +252,7 @@ impl Drop for InProcessCluster {
 }
 
 /// Runs `call`, or gives up after [`CALL_TIMEOUT`].
-fn with_timeout<T>(call: impl std::future::Future<Output = T>) -> Option<T> {
+pub fn with_timeout<T>(call: impl std::future::Future<Output = T>) -> Option<T> {
     block_on(futures_lite::future::or(
         async { Some(call.await) },
         async {

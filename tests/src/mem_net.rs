@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use keel_engine::shard::{PeerInbox, RaftMessage, Transport, TransportFactory};
+use keel_engine::shard::{CallPart, PeerInbox, RaftMessage, Transport, TransportFactory};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -54,10 +54,19 @@ pub struct NetStats {
 
 struct Delivery {
     shard: usize,
-    message: RaftMessage,
-    /// For a snapshot: its file on the sender's side, and where to say
-    /// how the send ended.
-    snapshot: Option<(std::path::PathBuf, flume::Sender<bool>)>,
+    /// The sender, and its clocks as a frame would carry them.
+    from: u64,
+    clock: (u64, u64),
+    what: What,
+}
+
+enum What {
+    Raft(RaftMessage),
+    /// A snapshot: its message, its file on the sender's side, and where
+    /// to say how the send ended.
+    Snapshot(RaftMessage, std::path::PathBuf, flume::Sender<bool>),
+    /// A part of a call between members.
+    Call(CallPart, u64, Vec<u8>),
 }
 
 struct NetState {
@@ -170,14 +179,18 @@ impl TransportFactory for MemFactory {
         let taker = inbox.clone();
         glommio::spawn_local(async move {
             while let Ok(delivery) = receiver.recv_async().await {
-                match delivery.snapshot {
+                let (wall_millis, revision) = delivery.clock;
+                taker.observe_peer_clock(delivery.from, wall_millis, revision);
+                match delivery.what {
                     // What a peer would refuse is dropped, as the TCP
                     // transport drops a frame it refuses.
-                    None => drop(taker.deliver(delivery.shard, delivery.message)),
-                    Some((source, done)) => {
-                        let delivered =
-                            receive_snapshot(&taker, delivery.shard, delivery.message, &source);
+                    What::Raft(message) => drop(taker.deliver(delivery.shard, message)),
+                    What::Snapshot(message, source, done) => {
+                        let delivered = receive_snapshot(&taker, delivery.shard, message, &source);
                         let _ = done.send(delivered);
+                    }
+                    What::Call(part, id, bytes) => {
+                        let _ = taker.deliver_call(delivery.shard, delivery.from, part, id, bytes);
                     }
                 }
             }
@@ -221,6 +234,54 @@ struct MemTransport {
 }
 
 impl Transport for MemTransport {
+    /// Calls meet cuts, drops and delays as messages do, but are never
+    /// duplicated: TCP does not duplicate, and the engine counts on it.
+    fn send_call(&self, to: u64, shard: usize, part: CallPart, id: u64, bytes: Vec<u8>) -> bool {
+        let (sender, delay) = {
+            let mut state = self.net.lock();
+            state.stats.sent += 1;
+            if state.cut.contains(&(self.member, to)) {
+                state.stats.cut += 1;
+                return true;
+            }
+            let faults = state.faults;
+            if state.rng.gen_bool(faults.drop.clamp(0.0, 1.0)) {
+                state.stats.dropped += 1;
+                return true;
+            }
+            let delay = if !faults.max_delay.is_zero()
+                && state.rng.gen_bool(faults.delay.clamp(0.0, 1.0))
+            {
+                state.stats.delayed += 1;
+                Some(state.rng.gen_range(Duration::ZERO..faults.max_delay))
+            } else {
+                None
+            };
+            let Some(sender) = state.endpoints.get(&(to, self.core)).cloned() else {
+                state.stats.unreachable += 1;
+                return false;
+            };
+            (sender, delay)
+        };
+        let delivery = Delivery {
+            shard,
+            from: self.member,
+            clock: self.inbox.clock_reading(),
+            what: What::Call(part, id, bytes),
+        };
+        match delay {
+            None => sender.try_send(delivery).is_ok(),
+            Some(delay) => {
+                glommio::spawn_local(async move {
+                    glommio::timer::sleep(delay).await;
+                    let _ = sender.try_send(delivery);
+                })
+                .detach();
+                true
+            }
+        }
+    }
+
     fn send_snapshot(&self, shard: usize, message: RaftMessage, file: std::path::PathBuf) {
         let to = message.to;
         let sender = {
@@ -235,8 +296,9 @@ impl Transport for MemTransport {
             sender
                 .try_send(Delivery {
                     shard,
-                    message,
-                    snapshot: Some((file, done)),
+                    from: self.member,
+                    clock: self.inbox.clock_reading(),
+                    what: What::Snapshot(message, file, done),
                 })
                 .is_ok()
         });
@@ -297,8 +359,9 @@ impl Transport for MemTransport {
         for _ in 0..copies {
             let delivery = Delivery {
                 shard,
-                message: message.clone(),
-                snapshot: None,
+                from: self.member,
+                clock: self.inbox.clock_reading(),
+                what: What::Raft(message.clone()),
             };
             match delay {
                 None => {

@@ -58,7 +58,7 @@ impl NodeClient<'_> {
                 kind: alarm.kind,
                 member: alarm.member,
             };
-            match self.write_to(shard, entry).await {
+            match self.write_at_leader(shard, entry).await {
                 Ok(_) | Err(NodeError::ShardStopped { .. }) => {}
                 Err(e) => return Err(e),
             }

@@ -26,7 +26,7 @@ pub const MAX_NESTING: usize = 160;
 #[error("bad command in a Raft entry: {0}")]
 pub struct DecodeError(pub String);
 
-type Decoded<T> = Result<T, DecodeError>;
+pub(crate) type Decoded<T> = Result<T, DecodeError>;
 
 /// How deep `entry`'s transactions nest (0 for anything but a
 /// transaction), counted without recursion, so a hostile request cannot
@@ -203,26 +203,26 @@ pub fn decode(bytes: &[u8]) -> Decoded<(Revision, Entry)> {
     Ok((revision, entry))
 }
 
-struct Writer(Vec<u8>);
+pub(crate) struct Writer(pub(crate) Vec<u8>);
 
 impl Writer {
-    fn u8(&mut self, v: u8) {
+    pub(crate) fn u8(&mut self, v: u8) {
         self.0.push(v);
     }
-    fn u32(&mut self, v: u32) {
+    pub(crate) fn u32(&mut self, v: u32) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u64(&mut self, v: u64) {
+    pub(crate) fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn i64(&mut self, v: i64) {
+    pub(crate) fn i64(&mut self, v: i64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn bytes(&mut self, v: &[u8]) {
+    pub(crate) fn bytes(&mut self, v: &[u8]) {
         self.u32(v.len() as u32);
         self.0.extend_from_slice(v);
     }
-    fn flags(&mut self, bits: &[bool]) {
+    pub(crate) fn flags(&mut self, bits: &[bool]) {
         let mut v = 0u8;
         for (i, bit) in bits.iter().enumerate() {
             v |= u8::from(*bit) << i;
@@ -230,7 +230,7 @@ impl Writer {
         self.u8(v);
     }
 
-    fn tasks(&mut self, tasks: &[LeaseTask]) {
+    pub(crate) fn tasks(&mut self, tasks: &[LeaseTask]) {
         self.u32(tasks.len() as u32);
         for task in tasks {
             self.i64(task.id);
@@ -243,20 +243,20 @@ impl Writer {
         }
     }
 
-    fn put(&mut self, put: &PutRequest) {
+    pub(crate) fn put(&mut self, put: &PutRequest) {
         self.bytes(&put.key);
         self.bytes(&put.value);
         self.i64(put.lease);
         self.flags(&[put.prev_kv, put.ignore_value, put.ignore_lease]);
     }
 
-    fn delete(&mut self, delete: &DeleteRangeRequest) {
+    pub(crate) fn delete(&mut self, delete: &DeleteRangeRequest) {
         self.bytes(&delete.key);
         self.bytes(&delete.range_end);
         self.flags(&[delete.prev_kv]);
     }
 
-    fn range(&mut self, range: &RangeRequest) {
+    pub(crate) fn range(&mut self, range: &RangeRequest) {
         self.bytes(&range.key);
         self.bytes(&range.range_end);
         self.u64(range.limit);
@@ -280,7 +280,7 @@ impl Writer {
         self.u64(range.max_create_revision);
     }
 
-    fn txn(&mut self, txn: &TxnRequest) {
+    pub(crate) fn txn(&mut self, txn: &TxnRequest) {
         self.u32(txn.compare.len() as u32);
         for compare in &txn.compare {
             self.bytes(&compare.key);
@@ -340,10 +340,10 @@ impl Writer {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl Reader<'_> {
-    fn take(&mut self, len: usize) -> Decoded<&[u8]> {
+    pub(crate) fn take(&mut self, len: usize) -> Decoded<&[u8]> {
         if self.0.len() < len {
             return Err(DecodeError(format!(
                 "{len} bytes wanted, {} left",
@@ -354,30 +354,30 @@ impl Reader<'_> {
         self.0 = rest;
         Ok(head)
     }
-    fn array<const N: usize>(&mut self) -> Decoded<[u8; N]> {
+    pub(crate) fn array<const N: usize>(&mut self) -> Decoded<[u8; N]> {
         let mut array = [0u8; N];
         array.copy_from_slice(self.take(N)?);
         Ok(array)
     }
-    fn u8(&mut self) -> Decoded<u8> {
+    pub(crate) fn u8(&mut self) -> Decoded<u8> {
         Ok(self.array::<1>()?[0])
     }
-    fn u32(&mut self) -> Decoded<u32> {
+    pub(crate) fn u32(&mut self) -> Decoded<u32> {
         Ok(u32::from_le_bytes(self.array()?))
     }
-    fn u64(&mut self) -> Decoded<u64> {
+    pub(crate) fn u64(&mut self) -> Decoded<u64> {
         Ok(u64::from_le_bytes(self.array()?))
     }
-    fn i64(&mut self) -> Decoded<i64> {
+    pub(crate) fn i64(&mut self) -> Decoded<i64> {
         Ok(i64::from_le_bytes(self.array()?))
     }
-    fn bytes(&mut self) -> Decoded<Vec<u8>> {
+    pub(crate) fn bytes(&mut self) -> Decoded<Vec<u8>> {
         let len = self.u32()? as usize;
         Ok(self.take(len)?.to_vec())
     }
     /// A count of items of at least `min_item_len` bytes each, checked
     /// against what is left so a bad count cannot allocate much.
-    fn count(&mut self, min_item_len: usize) -> Decoded<usize> {
+    pub(crate) fn count(&mut self, min_item_len: usize) -> Decoded<usize> {
         let count = self.u32()? as usize;
         if count.saturating_mul(min_item_len) > self.0.len() {
             return Err(DecodeError(format!(
@@ -387,7 +387,7 @@ impl Reader<'_> {
         }
         Ok(count)
     }
-    fn flags<const N: usize>(&mut self) -> Decoded<[bool; N]> {
+    pub(crate) fn flags<const N: usize>(&mut self) -> Decoded<[bool; N]> {
         let v = self.u8()?;
         if v >> N != 0 {
             return Err(DecodeError(format!("unknown flags {v:#x}")));
@@ -395,7 +395,7 @@ impl Reader<'_> {
         Ok(std::array::from_fn(|i| v & (1 << i) != 0))
     }
 
-    fn tasks(&mut self) -> Decoded<Vec<LeaseTask>> {
+    pub(crate) fn tasks(&mut self) -> Decoded<Vec<LeaseTask>> {
         let count = self.count(25)?;
         (0..count)
             .map(|_| {
@@ -415,7 +415,7 @@ impl Reader<'_> {
             .collect()
     }
 
-    fn put(&mut self) -> Decoded<PutRequest> {
+    pub(crate) fn put(&mut self) -> Decoded<PutRequest> {
         let key = self.bytes()?;
         let value = self.bytes()?;
         let lease = self.i64()?;
@@ -430,7 +430,7 @@ impl Reader<'_> {
         })
     }
 
-    fn delete(&mut self) -> Decoded<DeleteRangeRequest> {
+    pub(crate) fn delete(&mut self) -> Decoded<DeleteRangeRequest> {
         let key = self.bytes()?;
         let range_end = self.bytes()?;
         let [prev_kv] = self.flags()?;
@@ -441,7 +441,7 @@ impl Reader<'_> {
         })
     }
 
-    fn range(&mut self) -> Decoded<RangeRequest> {
+    pub(crate) fn range(&mut self) -> Decoded<RangeRequest> {
         let key = self.bytes()?;
         let range_end = self.bytes()?;
         let limit = self.u64()?;
@@ -478,7 +478,7 @@ impl Reader<'_> {
         })
     }
 
-    fn txn(&mut self, depth: usize) -> Decoded<TxnRequest> {
+    pub(crate) fn txn(&mut self, depth: usize) -> Decoded<TxnRequest> {
         // `depth` counts from 0: this transaction is level `depth + 1`.
         if depth >= MAX_NESTING {
             return Err(DecodeError(format!(

@@ -296,10 +296,12 @@ async fn carry(router: &CoreRouter, mirrors: &[usize], tasks: &[LeaseTask]) -> N
         let entry = Entry::LeaseMirror {
             tasks: tasks.to_vec(),
         };
+        // A mirror led from another member is written there.
+        let part = crate::shard::remote::Part::new(shard, entry, reply);
         router
             .route(CoreCall {
                 shard,
-                call: ShardCall::Write { entry, reply },
+                call: ShardCall::WriteAtLeader(Box::new(part)),
             })
             .await;
         answers.push(answer);

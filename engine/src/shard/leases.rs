@@ -40,7 +40,9 @@ impl NodeClient<'_> {
             home_of_lease(id, shards)
         };
         // The home tells the mirrors before it answers.
-        let granted = self.write_to(home, Entry::LeaseGrant { id, ttl }).await?;
+        let granted = self
+            .write_at_leader(home, Entry::LeaseGrant { id, ttl })
+            .await?;
         match granted.response {
             Response::LeaseGrant { id, .. } => Ok(id),
             _ => Err(NodeError::InvalidRequest(
@@ -57,7 +59,8 @@ impl NodeClient<'_> {
     /// is not there.
     pub async fn lease_revoke(&self, id: LeaseId) -> NodeResult<()> {
         let home = home_of_lease(id, self.shard_count());
-        self.write_to(home, Entry::LeaseRevoke { id }).await?;
+        self.write_at_leader(home, Entry::LeaseRevoke { id })
+            .await?;
         Ok(())
     }
 

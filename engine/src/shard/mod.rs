@@ -13,6 +13,8 @@ pub mod log_store;
 mod merge;
 mod node;
 mod node_meta;
+mod remote;
+mod remote_codec;
 mod replica;
 mod router;
 mod snapshot;
@@ -33,6 +35,6 @@ pub use node::{
 pub use raft::eraftpb::{Message as RaftMessage, MessageType as RaftMessageType};
 pub use replica::{home_of_lease, ShardStatus};
 pub use transport::{
-    decode_message, encode_message, PeerInbox, PeerRefusal, Transport, TransportFactory,
+    decode_message, encode_message, CallPart, PeerInbox, PeerRefusal, Transport, TransportFactory,
 };
 pub use watch::{WatchBatch, WatchStream};

@@ -434,6 +434,20 @@ impl NodeClient<'_> {
             .await
     }
 
+    /// Proposes `entry` on `shard`'s leader, wherever it is: a part of a
+    /// write that fans out over shards, or a lease's grant or revoke,
+    /// which this member makes whether or not it leads the shards. Refused
+    /// with `NoLeader` when no leader took it within a few seconds, and
+    /// `OutcomeUnknown` when the leader it was sent to did not answer.
+    pub(crate) async fn write_at_leader(&self, shard: usize, entry: Entry) -> NodeResult<Applied> {
+        self.call(shard, |reply| {
+            ShardCall::WriteAtLeader(Box::new(crate::shard::remote::Part::new(
+                shard, entry, reply,
+            )))
+        })
+        .await
+    }
+
     /// Stores a value on its key's shard.
     pub async fn put(&self, request: PutRequest) -> NodeResult<Applied> {
         let shard = shard_of(&request.key, self.node.shards);
@@ -450,7 +464,7 @@ impl NodeClient<'_> {
         let mut total: Option<Applied> = None;
         for shard in 0..self.node.shards {
             let part = self
-                .write_to(shard, Entry::DeleteRange(request.clone()))
+                .write_at_leader(shard, Entry::DeleteRange(request.clone()))
                 .await?;
             total = Some(match (total, part) {
                 (None, part) => part,
@@ -640,7 +654,9 @@ impl NodeClient<'_> {
         for shard in 0..self.node.shards {
             // Each shard's entry gets a revision above the compaction point
             // (the replica observes it when it proposes the entry).
-            let applied = self.write_to(shard, Entry::Compact { revision }).await?;
+            let applied = self
+                .write_at_leader(shard, Entry::Compact { revision })
+                .await?;
             last = Some(match last {
                 Some(Applied {
                     revision: before, ..
@@ -728,7 +744,14 @@ async fn run_core(setup: CoreSetup) {
     let transport = match &config.transport {
         None => None,
         Some(factory) => {
-            let inbox = PeerInbox::new(router.clone(), cluster.clone(), shards, &config.data_dir);
+            let inbox = PeerInbox::new(
+                router.clone(),
+                cluster.clone(),
+                shards,
+                &config.data_dir,
+                marks.clone(),
+                config.clock.clone(),
+            );
             match factory.start(core, inbox) {
                 Ok(transport) => Some(transport),
                 Err(error) => {

@@ -162,6 +162,12 @@ struct TreeSyncing {
 pub(crate) enum ShardCall {
     /// Propose an entry; answered once applied.
     Write { entry: Entry, reply: Reply<Applied> },
+    /// A part of a write that fans out over shards: proposed here when
+    /// this replica leads, else sent to the leader (`remote.rs`).
+    WriteAtLeader(Box<crate::shard::remote::Part>),
+    /// A write member `from` sent as call `id` for this replica to
+    /// propose as the shard's leader.
+    RemoteWrite { from: u64, id: u64, entry: Entry },
     /// A range on this shard alone, answered with the revision read at.
     Range {
         request: RangeRequest,
@@ -279,6 +285,7 @@ impl ShardCall {
     pub(crate) fn answer_error(self, error: NodeError) {
         match self {
             ShardCall::Write { reply, .. } => drop(reply.send(Err(error))),
+            ShardCall::WriteAtLeader(part) => drop(part.reply.send(Err(error))),
             ShardCall::Range { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::LastRevision { reply } => drop(reply.send(Err(error))),
             ShardCall::RangeAt { reply, .. } => drop(reply.send(Err(error))),
@@ -292,6 +299,7 @@ impl ShardCall {
             ShardCall::WatchProgress { .. }
             | ShardCall::WatchCancel { .. }
             | ShardCall::LeaseRound { .. }
+            | ShardCall::RemoteWrite { .. }
             | ShardCall::Peer(_)
             | ShardCall::Unreachable { .. }
             | ShardCall::Snapshot { .. }
@@ -966,6 +974,8 @@ impl Replica {
         }
         match call {
             ShardCall::Write { entry, reply } => self.propose(entry, reply),
+            ShardCall::WriteAtLeader(part) => self.propose_at_leader(*part),
+            ShardCall::RemoteWrite { from, id, entry } => self.propose_for(from, id, entry),
             ShardCall::Range {
                 request,
                 linearizable: false,
@@ -1191,6 +1201,38 @@ impl Replica {
         if !self.propose_stamped(entry, reply) {
             self.marks.published(self.shard, 1);
         }
+    }
+
+    /// Proposes a part of a fanned-out write here if this replica leads,
+    /// else sends it to the leader it knows, else tries again shortly.
+    fn propose_at_leader(&mut self, part: crate::shard::remote::Part) {
+        use crate::shard::remote;
+        if self.is_leader() {
+            return self.propose(part.entry, part.reply);
+        }
+        let leader = match self.not_leader() {
+            NodeError::NotLeader { leader, .. } => leader,
+            _ => 0,
+        };
+        match &self.transport {
+            Some(transport) if leader != 0 && leader != self.raw.raft.id => {
+                remote::send_to_leader(self.router.clone(), transport.clone(), leader, part);
+            }
+            _ => remote::retry_later(self.router.clone(), part),
+        }
+    }
+
+    /// Proposes a write another member sent, and answers it there once it
+    /// applied. A replica that does not lead answers `NotLeader` at once:
+    /// the sender looks for the leader, and a write is never carried on
+    /// from one member to a third.
+    fn propose_for(&mut self, from: u64, id: u64, entry: Entry) {
+        let Some(transport) = self.transport.clone() else {
+            return;
+        };
+        let (reply, answer) = futures_channel::oneshot::channel();
+        crate::shard::remote::answer_when_applied(transport, self.shard, from, id, answer);
+        self.propose(entry, reply);
     }
 
     /// The rest of [`Replica::propose`], once the stamp is counted: answers
@@ -1547,12 +1589,18 @@ impl Replica {
                     .map_err(|e| e.to_string())?;
                 // A follower that becomes leader stamps above every entry
                 // in its log, committed or not (another leader stamped
-                // them): it observes their revisions as they arrive.
+                // them): it observes their revisions as they arrive. The
+                // node hears of them too, before this member acknowledges
+                // them, so its other shards stamp above them from now on
+                // (the leader's commit wait counts on it).
                 if !self.is_leader() {
-                    for entry in &entries {
-                        if let Some(revision) = entry_codec::revision_of(&entry.data) {
-                            self.clock.observe(revision);
-                        }
+                    let highest = entries
+                        .iter()
+                        .filter_map(|entry| entry_codec::revision_of(&entry.data))
+                        .max();
+                    if let Some(revision) = highest {
+                        self.clock.observe(revision);
+                        self.marks.hear(revision);
                     }
                 }
             }
@@ -2032,8 +2080,13 @@ impl Replica {
                     kind: AlarmKind::NoSpace,
                     member: space.member(),
                 };
+                // Raised on every shard's leader, wherever it is.
                 let raised = router
-                    .call(shard, |reply| ShardCall::Write { entry, reply })
+                    .call(shard, |reply| {
+                        ShardCall::WriteAtLeader(Box::new(crate::shard::remote::Part::new(
+                            shard, entry, reply,
+                        )))
+                    })
                     .await;
                 if let Err(e) = raised {
                     tracing::warn!(shard, "the NOSPACE alarm was not raised: {e}");

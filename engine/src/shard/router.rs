@@ -10,6 +10,7 @@ use std::rc::Rc;
 use glommio::channels::shared_channel::ConnectedSender;
 
 use crate::shard::error::{NodeError, NodeResult};
+use crate::shard::remote::RemoteCalls;
 use crate::shard::replica::{Reply, ShardCall};
 
 /// A call addressed to a shard, travelling between cores.
@@ -25,6 +26,8 @@ pub(crate) struct CoreRouter {
     locals: RefCell<BTreeMap<usize, flume::Sender<ShardCall>>>,
     /// `peers[c]`: the channel to core `c` (`None` for this core).
     peers: RefCell<Vec<Option<Rc<ConnectedSender<CoreCall>>>>>,
+    /// Writes this core's shards sent to leaders on other members.
+    remote_calls: RemoteCalls,
 }
 
 impl CoreRouter {
@@ -38,12 +41,18 @@ impl CoreRouter {
             core_count,
             locals: RefCell::new(BTreeMap::new()),
             peers: RefCell::new(peers),
+            remote_calls: RemoteCalls::new(core),
         }
     }
 
     /// Registers one of this core's shards.
     pub(crate) fn add_local(&self, shard: usize, sender: flume::Sender<ShardCall>) {
         self.locals.borrow_mut().insert(shard, sender);
+    }
+
+    /// The writes this core's shards sent to leaders elsewhere.
+    pub(crate) fn remote_calls(&self) -> &RemoteCalls {
+        &self.remote_calls
     }
 
     /// How many cores the node runs.

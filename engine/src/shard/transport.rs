@@ -11,15 +11,20 @@
 //! leave in the order given; Raft tolerates loss, duplication and
 //! reordering, so nothing more is promised.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use raft::eraftpb::Message;
 
+use crate::hlc::WallClock;
 use crate::shard::cluster::Cluster;
 use crate::shard::replica::ShardCall;
 use crate::shard::router::{CoreCall, CoreRouter};
+use crate::shard::watermarks::Watermarks;
 
 /// One core's way to its peers; lives on that core.
 pub trait Transport {
@@ -32,6 +37,24 @@ pub trait Transport {
     /// durable on its side; the sender's shard hears how it ended through
     /// [`PeerInbox::snapshot_sent`], within a bounded time. Never waits.
     fn send_snapshot(&self, shard: usize, message: Message, file: PathBuf);
+
+    /// Queues one part of a call between members (a write carried to its
+    /// shard's leader, or the leader's answer) for member `to`: `bytes`
+    /// as the engine encoded them, under the call's `id`. Never waits.
+    /// Answers whether it was queued; a call dropped later, before it was
+    /// written, is reported through [`PeerInbox::call_not_sent`]. Unlike
+    /// Raft messages, a call part is never duplicated: the engine would
+    /// apply a duplicated write twice.
+    fn send_call(&self, to: u64, shard: usize, part: CallPart, id: u64, bytes: Vec<u8>) -> bool;
+}
+
+/// Which part of a call between members a message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallPart {
+    /// A write for the shard's leader to propose.
+    Request,
+    /// The leader's answer to a request.
+    Answer,
 }
 
 /// Starts each core's transport, on the core's own thread, once the core
@@ -107,7 +130,19 @@ pub struct PeerInbox {
     cluster: Arc<Cluster>,
     shards: usize,
     data_dir: Rc<PathBuf>,
+    marks: Arc<Watermarks>,
+    wall: Arc<dyn WallClock>,
+    /// When a peer's clock was last said to be too far ahead, by peer.
+    skew_warned: Rc<RefCell<HashMap<u64, Instant>>>,
 }
+
+/// How often a peer whose clock is too far ahead is logged.
+const SKEW_WARN_EVERY: Duration = Duration::from_secs(10);
+/// A peer's wall clock this far ahead of this one's is logged: revisions
+/// it stamps run ahead of the time they tell, and drag this member's along
+/// (HLC). Order does not depend on the clocks (docs/node.md, "Revisions
+/// across members"), only what a revision says of its time.
+const SKEW_WARN_AT: Duration = Duration::from_millis(500);
 
 impl PeerInbox {
     pub(crate) fn new(
@@ -115,13 +150,53 @@ impl PeerInbox {
         cluster: Arc<Cluster>,
         shards: usize,
         data_dir: &Path,
+        marks: Arc<Watermarks>,
+        wall: Arc<dyn WallClock>,
     ) -> PeerInbox {
         PeerInbox {
             router,
             cluster,
             shards,
             data_dir: Rc::new(data_dir.to_path_buf()),
+            marks,
+            wall,
+            skew_warned: Rc::default(),
         }
+    }
+
+    /// What this node's frames say of its clocks: its wall clock (unix
+    /// milliseconds) and the highest revision it applied or heard of.
+    pub fn clock_reading(&self) -> (u64, u64) {
+        (self.wall.unix_millis(), self.marks.highest_known())
+    }
+
+    /// A frame from member `from` said its clocks read `wall_millis` and
+    /// `revision` when it was built: this node hears of the revision (HLC
+    /// receive) before it takes anything else of the frame, and logs a
+    /// peer whose wall clock is far ahead of its own. Only "ahead" can be
+    /// told from one frame: the time on the way makes a peer look behind.
+    /// The peer that is behind sees the other one ahead.
+    pub fn observe_peer_clock(&self, from: u64, wall_millis: u64, revision: u64) {
+        self.marks.hear(revision);
+        let ahead_by = wall_millis.saturating_sub(self.wall.unix_millis());
+        if ahead_by <= SKEW_WARN_AT.as_millis() as u64 {
+            return;
+        }
+        let now = Instant::now();
+        let mut warned = self.skew_warned.borrow_mut();
+        if warned
+            .get(&from)
+            .is_some_and(|at| now.duration_since(*at) < SKEW_WARN_EVERY)
+        {
+            return;
+        }
+        warned.insert(from, now);
+        tracing::error!(
+            peer = %format!("{from:x}"),
+            ahead_ms = ahead_by,
+            "a member's wall clock is ahead of this one: revisions run ahead of the time they \
+             tell until the clocks agree again (check NTP or chrony on both hosts)"
+        );
     }
 
     /// Where a snapshot of `shard` at `index` from member `from` is to be
@@ -233,6 +308,48 @@ impl PeerInbox {
             return Err(PeerRefusal::UnknownMember(message.from));
         }
         Ok(())
+    }
+
+    /// Takes one part of a call from member `from` (checked by
+    /// [`PeerInbox::check_sender`]): a request goes to `shard`'s replica,
+    /// an answer to the call on this core that waits for it (an answer
+    /// nobody waits for any more is dropped).
+    ///
+    /// # Errors
+    /// [`PeerRefusal`] for a shard this node does not have or a request
+    /// that does not decode; nothing is delivered.
+    pub fn deliver_call(
+        &self,
+        shard: usize,
+        from: u64,
+        part: CallPart,
+        id: u64,
+        bytes: Vec<u8>,
+    ) -> Result<(), PeerRefusal> {
+        if shard >= self.shards {
+            return Err(PeerRefusal::UnknownShard {
+                shard,
+                shards: self.shards,
+            });
+        }
+        match part {
+            CallPart::Answer => self.router.remote_calls().answered(from, id, bytes),
+            CallPart::Request => {
+                let entry = crate::shard::remote_codec::decode_write(&bytes)
+                    .map_err(|e| PeerRefusal::Malformed(e.to_string()))?;
+                self.hand_over(CoreCall {
+                    shard,
+                    call: ShardCall::RemoteWrite { from, id, entry },
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A request queued by [`Transport::send_call`] was dropped before it
+    /// was written: its caller may send it again.
+    pub fn call_not_sent(&self, id: u64) {
+        self.router.remote_calls().not_sent(id);
     }
 
     /// Tells `shard` that `peer` could not be reached (a message to it was

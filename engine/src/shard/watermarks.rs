@@ -15,6 +15,13 @@
 //!   without asking it ([`Watermarks::closed_if_quiet`]), and an event of
 //!   one shard goes out without a round trip to the others.
 //!
+//! - **Heard**: the highest revision this node heard of from elsewhere:
+//!   one a follower replica appended (another member's leader stamped it),
+//!   or one a peer's frame carried (HLC receive, docs/node.md, "Revisions
+//!   across members"). Stamps observe it with the floor, so a write that
+//!   starts on this node after it heard of revision R gets a revision
+//!   above R on every shard.
+//!
 //! Ordering (all `SeqCst`): a shard counts a stamp ([`begin_stamp`]) before
 //! it reads the floor for it; a reader reads the floor before it reads the
 //! count. If the reader sees no stamp counted, a stamp counted later reads
@@ -34,6 +41,7 @@ use crate::mvcc::Revision;
 #[derive(Debug)]
 pub(crate) struct Watermarks {
     floor: AtomicU64,
+    heard: AtomicU64,
     unpublished: Vec<AtomicU64>,
 }
 
@@ -41,6 +49,7 @@ impl Watermarks {
     pub(crate) fn new(shards: usize) -> Watermarks {
         Watermarks {
             floor: AtomicU64::new(0),
+            heard: AtomicU64::new(0),
             unpublished: (0..shards).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -55,13 +64,25 @@ impl Watermarks {
         self.floor.fetch_max(revision, Ordering::SeqCst);
     }
 
+    /// This node heard of `revision` from another member.
+    pub(crate) fn hear(&self, revision: Revision) {
+        self.heard.fetch_max(revision, Ordering::SeqCst);
+    }
+
+    /// The highest revision this node applied or heard of: what its
+    /// frames tell its peers.
+    pub(crate) fn highest_known(&self) -> Revision {
+        self.floor().max(self.heard.load(Ordering::SeqCst))
+    }
+
     /// `shard` is about to stamp a revision: counts it, then answers the
-    /// floor the stamp must be above.
+    /// revision the stamp must be above (the floor, or a higher one heard
+    /// of from another member).
     pub(crate) fn begin_stamp(&self, shard: usize) -> Revision {
         if let Some(count) = self.unpublished.get(shard) {
             count.fetch_add(1, Ordering::SeqCst);
         }
-        self.floor()
+        self.highest_known()
     }
 
     /// `stamps` of `shard`'s revisions are settled: applied with their
@@ -110,5 +131,17 @@ mod tests {
         assert_eq!(marks.closed_if_quiet(1), Some(12));
         marks.raise_floor(11);
         assert_eq!(marks.floor(), 12, "the floor never goes down");
+    }
+
+    #[test]
+    fn a_stamp_is_above_what_was_heard_but_a_quiet_shard_is_closed_only_to_the_floor() {
+        let marks = Watermarks::new(1);
+        marks.raise_floor(10);
+        marks.hear(20);
+        assert_eq!(marks.highest_known(), 20);
+        assert_eq!(marks.closed_if_quiet(0), Some(10));
+        assert_eq!(marks.begin_stamp(0), 20);
+        marks.hear(15);
+        assert_eq!(marks.highest_known(), 20, "heard never goes down");
     }
 }

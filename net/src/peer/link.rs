@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
-use keel_engine::shard::PeerInbox;
+use keel_engine::shard::{CallPart, PeerInbox};
 
-use crate::peer::wire::{self, Hello};
+use crate::peer::wire::{self, Hello, ItemKind, PeerClock};
 
 /// Bytes of encoded messages queued for one peer before more are dropped.
 pub(crate) const QUEUE_BYTES: usize = 64 << 20;
@@ -33,8 +33,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-/// A queued message: its shard and its bytes.
-type Queued = (u32, Vec<u8>);
+/// A queued item: what it is, its shard and its bytes.
+type Queued = (ItemKind, u32, Vec<u8>);
 
 /// The link to one peer.
 pub(crate) struct Link {
@@ -73,51 +73,82 @@ impl Link {
         link
     }
 
-    /// Queues one message of `shard`, or drops it and reports the peer
-    /// unreachable.
+    /// Queues one Raft message of `shard`, or drops it and reports the
+    /// peer unreachable.
     pub(crate) fn send(&self, shard: usize, bytes: Vec<u8>) {
+        if !self.queue_item(ItemKind::Raft, shard, bytes) {
+            self.inbox.unreachable(shard, self.peer);
+        }
+    }
+
+    /// Queues one part of a call (its bytes start with its id); answers
+    /// whether it was queued.
+    pub(crate) fn send_call(&self, part: CallPart, shard: usize, bytes: Vec<u8>) -> bool {
+        self.queue_item(ItemKind::Call(part), shard, bytes)
+    }
+
+    fn queue_item(&self, kind: ItemKind, shard: usize, bytes: Vec<u8>) -> bool {
         let fits = self.queued_bytes.get() + bytes.len() <= QUEUE_BYTES;
         if !self.connected.get() || !fits {
-            self.inbox.unreachable(shard, self.peer);
-            return;
+            return false;
         }
         self.queued_bytes.set(self.queued_bytes.get() + bytes.len());
         let was_empty = {
             let mut queue = self.queue.borrow_mut();
-            queue.push_back((shard as u32, bytes));
+            queue.push_back((kind, shard as u32, bytes));
             queue.len() == 1
         };
         if was_empty {
             let _ = self.kick.try_send(());
         }
+        true
     }
 
-    /// Takes queued messages into one frame body.
+    /// Takes queued items into one frame body, after this node's clocks.
     fn take_frame(&self) -> Vec<u8> {
-        let mut body = Vec::new();
+        let (wall_millis, revision) = self.inbox.clock_reading();
+        let mut body = wire::start_frame(PeerClock {
+            wall_millis,
+            revision,
+        });
         let mut queue = self.queue.borrow_mut();
-        while let Some((shard, bytes)) = queue.pop_front() {
+        let mut taken = 0;
+        while let Some((kind, shard, bytes)) = queue.pop_front() {
             self.queued_bytes
                 .set(self.queued_bytes.get().saturating_sub(bytes.len()));
-            wire::push_message(&mut body, shard, &bytes);
+            wire::push_item(&mut body, kind, shard, &bytes);
+            taken += 1;
             if body.len() >= FRAME_TARGET_BYTES {
                 break;
             }
         }
+        if taken == 0 {
+            body.clear();
+        }
         body
     }
 
-    /// The connection is gone: what was queued is dropped, and each shard
-    /// that had something queued hears the peer is unreachable.
+    /// The connection is gone: what was queued is dropped. Each shard that
+    /// had a Raft message queued hears the peer is unreachable, and each
+    /// call request queued is reported not sent (it may be sent again).
     fn drop_queue(&self) {
-        let dropped: BTreeSet<u32> = self
-            .queue
-            .borrow_mut()
-            .drain(..)
-            .map(|(shard, _)| shard)
-            .collect();
+        let dropped: Vec<Queued> = self.queue.borrow_mut().drain(..).collect();
         self.queued_bytes.set(0);
-        for shard in dropped {
+        let mut shards = BTreeSet::new();
+        for (kind, shard, bytes) in dropped {
+            match kind {
+                ItemKind::Raft => {
+                    shards.insert(shard);
+                }
+                ItemKind::Call(CallPart::Request) => {
+                    if let Some(id) = bytes.get(..8).and_then(|id| <[u8; 8]>::try_from(id).ok()) {
+                        self.inbox.call_not_sent(u64::from_le_bytes(id));
+                    }
+                }
+                ItemKind::Call(CallPart::Answer) => {}
+            }
+        }
+        for shard in shards {
             self.inbox.unreachable(shard as usize, self.peer);
         }
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
 use keel_engine::shard::{
-    encode_message, Cluster, PeerInbox, RaftMessage, Transport, TransportFactory,
+    encode_message, CallPart, Cluster, PeerInbox, RaftMessage, Transport, TransportFactory,
 };
 
 use self::link::Link;
@@ -108,6 +108,12 @@ impl Transport for TcpTransport {
         if let Some((link, _, _)) = self.links.get(&message.to) {
             link.send(shard, encode_message(&message));
         }
+    }
+
+    fn send_call(&self, to: u64, shard: usize, part: CallPart, id: u64, bytes: Vec<u8>) -> bool {
+        self.links
+            .get(&to)
+            .is_some_and(|(link, _, _)| link.send_call(part, shard, wire::call_bytes(id, &bytes)))
     }
 
     fn send_snapshot(&self, shard: usize, message: RaftMessage, file: PathBuf) {
@@ -239,17 +245,29 @@ async fn read_peer(
             .map_err(std::io::Error::from)?;
         let mut body = vec![0u8; len];
         stream.read_exact(&mut body).await?;
-        let messages = wire::decode_frame(&body, crc)?;
-        if let Some((_, stranger)) = messages.iter().find(|(_, m)| m.from != hello.from) {
+        let frame = wire::decode_frame(&body, crc)?;
+        let stranger = frame.items.iter().find_map(|item| match item {
+            wire::Item::Raft(_, message) if message.from != hello.from => Some(message.from),
+            _ => None,
+        });
+        if let Some(stranger) = stranger {
             return Err(InboundError::Refused(format!(
-                "a message from {:x} on {:x}'s connection",
-                stranger.from, hello.from
+                "a message from {stranger:x} on {:x}'s connection",
+                hello.from
             )));
         }
-        for (shard, message) in messages {
-            inbox
-                .deliver(shard as usize, message)
-                .map_err(|e| InboundError::Refused(e.to_string()))?;
+        inbox.observe_peer_clock(hello.from, frame.clock.wall_millis, frame.clock.revision);
+        for item in frame.items {
+            let delivered = match item {
+                wire::Item::Raft(shard, message) => inbox.deliver(shard as usize, message),
+                wire::Item::Call {
+                    shard,
+                    part,
+                    id,
+                    bytes,
+                } => inbox.deliver_call(shard as usize, hello.from, part, id, bytes),
+            };
+            delivered.map_err(|e| InboundError::Refused(e.to_string()))?;
         }
     }
 }

@@ -1,9 +1,10 @@
 //! The bytes of the peer protocol (net/PROTOCOL.md, "Peer protocol"): a
-//! connection's hello, then frames of Raft messages, each checksummed.
+//! connection's hello, then frames, each checksummed, that carry the
+//! sender's clock and Raft messages and calls between members.
 //! Pure functions over byte slices, so that the fuzz target and the tests
 //! reach every check without sockets.
 
-use keel_engine::shard::{decode_message, RaftMessage};
+use keel_engine::shard::{decode_message, CallPart, RaftMessage};
 
 /// The first bytes of a peer connection that carries Raft messages.
 pub const MAGIC: &[u8; 8] = b"KEELPEER";
@@ -11,8 +12,9 @@ pub const MAGIC: &[u8; 8] = b"KEELPEER";
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"KEELSNAP";
 /// Bytes of one snapshot chunk at most.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
-/// The peer protocol's version.
-pub const VERSION: u16 = 1;
+/// The peer protocol's version: 2 since frames carry the sender's clock
+/// and calls between members.
+pub const VERSION: u16 = 2;
 /// Bytes of a hello.
 pub const HELLO_BYTES: usize = 44;
 /// Bytes of a frame's header: body length and CRC-32.
@@ -121,11 +123,92 @@ impl Hello {
     }
 }
 
-/// Appends one message, already encoded, to a frame body being built.
-pub fn push_message(body: &mut Vec<u8>, shard: u32, message: &[u8]) {
+/// Bytes of a frame body's clock, before its items.
+pub const CLOCK_BYTES: usize = 16;
+
+/// What a frame says of its sender's clocks when it was built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeerClock {
+    /// The sender's wall clock, milliseconds since the unix epoch.
+    pub wall_millis: u64,
+    /// The highest revision the sender's node had applied or heard of.
+    pub revision: u64,
+}
+
+/// What one item of a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemKind {
+    /// A Raft message.
+    Raft,
+    /// A part of a call between members.
+    Call(CallPart),
+}
+
+impl ItemKind {
+    fn tag(self) -> u8 {
+        match self {
+            ItemKind::Raft => 1,
+            ItemKind::Call(CallPart::Request) => 2,
+            ItemKind::Call(CallPart::Answer) => 3,
+        }
+    }
+}
+
+/// One item of a frame, decoded.
+#[derive(Debug)]
+pub enum Item {
+    /// A Raft message of `shard`.
+    Raft(u32, RaftMessage),
+    /// A part of call `id` about `shard`, its bytes as the engine wrote them.
+    Call {
+        /// The shard.
+        shard: u32,
+        /// Request or answer.
+        part: CallPart,
+        /// The call's id.
+        id: u64,
+        /// The engine's bytes.
+        bytes: Vec<u8>,
+    },
+}
+
+/// A frame, decoded.
+#[derive(Debug)]
+pub struct Frame {
+    /// The sender's clocks.
+    pub clock: PeerClock,
+    /// Its items, in the order sent.
+    pub items: Vec<Item>,
+}
+
+/// Starts a frame body with the sender's clocks.
+pub fn start_frame(clock: PeerClock) -> Vec<u8> {
+    let mut body = Vec::with_capacity(256);
+    body.extend_from_slice(&clock.wall_millis.to_le_bytes());
+    body.extend_from_slice(&clock.revision.to_le_bytes());
+    body
+}
+
+/// Appends one item, already encoded, to a frame body being built. A
+/// call's `bytes` start with its id (see [`call_bytes`]).
+pub fn push_item(body: &mut Vec<u8>, kind: ItemKind, shard: u32, bytes: &[u8]) {
+    body.push(kind.tag());
     body.extend_from_slice(&shard.to_le_bytes());
-    body.extend_from_slice(&(message.len() as u32).to_le_bytes());
-    body.extend_from_slice(message);
+    body.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    body.extend_from_slice(bytes);
+}
+
+/// Appends one Raft message, already encoded, to a frame body being built.
+pub fn push_message(body: &mut Vec<u8>, shard: u32, message: &[u8]) {
+    push_item(body, ItemKind::Raft, shard, message);
+}
+
+/// A call item's bytes: its id, then what the engine wrote.
+pub fn call_bytes(id: u64, bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + bytes.len());
+    out.extend_from_slice(&id.to_le_bytes());
+    out.extend_from_slice(bytes);
+    out
 }
 
 /// The header that goes before `body` on the wire.
@@ -151,26 +234,47 @@ pub fn read_header(header: &[u8; HEADER_BYTES]) -> Result<(usize, u32), WireErro
     Ok((len, crc))
 }
 
-/// The messages of a frame body whose checksum was `crc`, each with its
-/// shard. Nothing is returned unless the whole body checks out.
+/// The clock and items of a frame body whose checksum was `crc`. Nothing
+/// is returned unless the whole body checks out.
 ///
 /// # Errors
-/// [`WireError`] for a checksum mismatch, a body its messages do not fill
-/// exactly, or bytes that are not a Raft message.
-pub fn decode_frame(body: &[u8], crc: u32) -> Result<Vec<(u32, RaftMessage)>, WireError> {
+/// [`WireError`] for a checksum mismatch, a body its items do not fill
+/// exactly, an unknown item kind, or bytes that are not a Raft message.
+pub fn decode_frame(body: &[u8], crc: u32) -> Result<Frame, WireError> {
     if crc32fast::hash(body) != crc {
         return Err(WireError::Checksum);
     }
     let mut reader = Reader(body);
-    let mut messages = Vec::new();
+    let clock = PeerClock {
+        wall_millis: reader.u64()?,
+        revision: reader.u64()?,
+    };
+    let mut items = Vec::new();
     while !reader.0.is_empty() {
+        let tag = reader.take(1)?.first().copied().unwrap_or(0);
         let shard = reader.u32()?;
         let len = reader.u32()? as usize;
-        let bytes = reader.take(len)?;
-        let message = decode_message(bytes).map_err(|e| WireError::Malformed(e.to_string()))?;
-        messages.push((shard, message));
+        let mut bytes = Reader(reader.take(len)?);
+        let part = match tag {
+            1 => {
+                let message =
+                    decode_message(bytes.0).map_err(|e| WireError::Malformed(e.to_string()))?;
+                items.push(Item::Raft(shard, message));
+                continue;
+            }
+            2 => CallPart::Request,
+            3 => CallPart::Answer,
+            tag => return Err(WireError::Malformed(format!("unknown item kind {tag}"))),
+        };
+        let id = bytes.u64()?;
+        items.push(Item::Call {
+            shard,
+            part,
+            id,
+            bytes: bytes.0.to_vec(),
+        });
     }
-    Ok(messages)
+    Ok(Frame { clock, items })
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -253,19 +357,46 @@ mod tests {
 
     #[test]
     fn a_frame_round_trips_and_any_damage_is_refused_whole() {
-        let mut body = Vec::new();
+        let clock = PeerClock {
+            wall_millis: 1_800_000_000_000,
+            revision: 1 << 45,
+        };
+        let mut body = start_frame(clock);
         push_message(&mut body, 0, &encode_message(&message(2, 5)));
+        push_item(
+            &mut body,
+            ItemKind::Call(CallPart::Request),
+            3,
+            &call_bytes(99, b"write"),
+        );
         push_message(&mut body, 7, &encode_message(&message(2, 6)));
+        push_item(
+            &mut body,
+            ItemKind::Call(CallPart::Answer),
+            4,
+            &call_bytes(98, b""),
+        );
         let header = frame_header(&body);
         let (len, crc) = read_header(&header).unwrap();
         assert_eq!(len, body.len());
-        let messages = decode_frame(&body, crc).unwrap();
-        assert_eq!(messages.len(), 2);
-        assert_eq!((messages[1].0, messages[1].1.term), (7, 6));
+        let frame = decode_frame(&body, crc).unwrap();
+        assert_eq!(frame.clock, clock);
+        let items = frame.items;
+        assert_eq!(items.len(), 4);
+        assert!(
+            matches!(&items[1], Item::Call { shard: 3, part: CallPart::Request, id: 99, bytes } if bytes == b"write")
+        );
+        assert!(matches!(&items[2], Item::Raft(7, m) if m.term == 6));
+        assert!(
+            matches!(&items[3], Item::Call { shard: 4, part: CallPart::Answer, id: 98, bytes } if bytes.is_empty())
+        );
         for i in 0..body.len() {
             let mut damaged = body.clone();
             damaged[i] ^= 1;
-            assert_eq!(decode_frame(&damaged, crc), Err(WireError::Checksum));
+            assert!(matches!(
+                decode_frame(&damaged, crc),
+                Err(WireError::Checksum)
+            ));
         }
         // Bytes that checksum but do not parse are refused too.
         let short = &body[..body.len() - 1];
@@ -273,6 +404,26 @@ mod tests {
             decode_frame(short, crc32fast::hash(short)),
             Err(WireError::Malformed(_))
         ));
+        // An unknown item kind, or a call too short for its id, too.
+        let mut unknown = start_frame(clock);
+        unknown.extend_from_slice(&[9, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert!(matches!(
+            decode_frame(&unknown, crc32fast::hash(&unknown)),
+            Err(WireError::Malformed(_))
+        ));
+        let mut short_call = start_frame(clock);
+        push_item(
+            &mut short_call,
+            ItemKind::Call(CallPart::Answer),
+            0,
+            &[1, 2, 3],
+        );
+        assert!(matches!(
+            decode_frame(&short_call, crc32fast::hash(&short_call)),
+            Err(WireError::Malformed(_))
+        ));
+        // A body shorter than the clock.
+        assert!(decode_frame(&[0; 8], crc32fast::hash(&[0; 8])).is_err());
         let mut huge = [0u8; HEADER_BYTES];
         huge[..4].copy_from_slice(&(MAX_FRAME_BYTES as u32 + 1).to_le_bytes());
         assert!(matches!(read_header(&huge), Err(WireError::TooLarge(_))));

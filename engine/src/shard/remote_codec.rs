@@ -1,0 +1,549 @@
+//! The bytes of a write carried to its shard's leader on another member,
+//! and of the leader's answer (engine/FORMAT.md, "Writes carried to a
+//! leader"). Integers are little-endian; byte strings carry a `u32`
+//! length. Decoding checks every length and count against what is left,
+//! so bytes damaged past the frame's checksum, or sent by a member of
+//! another version, are an error, never a panic or a huge allocation.
+
+use crate::mvcc::{
+    Applied, DeleteRangeResponse, Entry, KeyValue, KvError, PutResponse, RangeResponse, Response,
+    ResponseOp, TxnResponse,
+};
+use crate::shard::entry_codec::{self, DecodeError, Decoded, Reader, Writer, MAX_NESTING};
+use crate::shard::error::{NodeError, NodeResult};
+
+/// Version byte of every answer written today.
+const ANSWER_VERSION: u8 = 1;
+
+/// The bytes of a write of `entry`: its command with revision 0, since
+/// the leader that proposes it stamps it.
+pub(crate) fn encode_write(entry: &Entry) -> Vec<u8> {
+    entry_codec::encode(0, entry)
+}
+
+/// Reads what [`encode_write`] wrote.
+///
+/// # Errors
+/// [`DecodeError`] for bytes that are not a command.
+pub(crate) fn decode_write(bytes: &[u8]) -> Decoded<Entry> {
+    entry_codec::decode(bytes).map(|(_, entry)| entry)
+}
+
+/// The bytes of a leader's answer to a carried write.
+pub(crate) fn encode_answer(answer: &NodeResult<Applied>) -> Vec<u8> {
+    let mut out = Writer(Vec::with_capacity(32));
+    out.u8(ANSWER_VERSION);
+    match answer {
+        Ok(applied) => {
+            out.u8(0);
+            out.u64(applied.revision);
+            response(&mut out, &applied.response);
+        }
+        Err(error) => {
+            out.u8(1);
+            node_error(&mut out, error);
+        }
+    }
+    out.0
+}
+
+/// Reads what [`encode_answer`] wrote.
+///
+/// # Errors
+/// [`DecodeError`] for an unknown version or tag, a short buffer, or bytes
+/// left over.
+pub(crate) fn decode_answer(bytes: &[u8]) -> Decoded<NodeResult<Applied>> {
+    let mut input = Reader(bytes);
+    let version = input.u8()?;
+    if version != ANSWER_VERSION {
+        return Err(DecodeError(format!("unknown answer version {version}")));
+    }
+    let answer = match input.u8()? {
+        0 => {
+            let revision = input.u64()?;
+            Ok(Applied {
+                revision,
+                response: read_response(&mut input)?,
+            })
+        }
+        1 => Err(read_node_error(&mut input)?),
+        tag => return Err(DecodeError(format!("unknown answer tag {tag}"))),
+    };
+    if !input.0.is_empty() {
+        return Err(DecodeError(format!(
+            "{} bytes after the answer",
+            input.0.len()
+        )));
+    }
+    Ok(answer)
+}
+
+fn response(out: &mut Writer, response: &Response) {
+    match response {
+        Response::Put(put) => {
+            out.u8(1);
+            optional_kv(out, put.prev_kv.as_ref());
+        }
+        Response::DeleteRange(delete) => {
+            out.u8(2);
+            out.u64(delete.deleted);
+            kvs(out, &delete.prev_kvs);
+        }
+        Response::Txn(txn) => {
+            out.u8(3);
+            txn_response(out, txn);
+        }
+        Response::Compact => out.u8(4),
+        Response::LeaseGrant { id, ttl } => {
+            out.u8(5);
+            out.i64(*id);
+            out.i64(*ttl);
+        }
+        Response::LeaseRevoke => out.u8(6),
+        Response::LeaseExpire { revoked } => {
+            out.u8(7);
+            out.u32(revoked.len() as u32);
+            for id in revoked {
+                out.i64(*id);
+            }
+        }
+        Response::LeaseCheckpoint => out.u8(8),
+        Response::LeaseMirror => out.u8(9),
+        Response::LeaseTasksDone => out.u8(10),
+        Response::Alarm => out.u8(11),
+    }
+}
+
+fn read_response(input: &mut Reader<'_>) -> Decoded<Response> {
+    Ok(match input.u8()? {
+        1 => Response::Put(PutResponse {
+            prev_kv: read_optional_kv(input)?,
+        }),
+        2 => Response::DeleteRange(DeleteRangeResponse {
+            deleted: input.u64()?,
+            prev_kvs: read_kvs(input)?,
+        }),
+        3 => Response::Txn(read_txn_response(input, 0)?),
+        4 => Response::Compact,
+        5 => Response::LeaseGrant {
+            id: input.i64()?,
+            ttl: input.i64()?,
+        },
+        6 => Response::LeaseRevoke,
+        7 => {
+            let count = input.count(8)?;
+            let revoked = (0..count).map(|_| input.i64()).collect::<Decoded<_>>()?;
+            Response::LeaseExpire { revoked }
+        }
+        8 => Response::LeaseCheckpoint,
+        9 => Response::LeaseMirror,
+        10 => Response::LeaseTasksDone,
+        11 => Response::Alarm,
+        tag => return Err(DecodeError(format!("unknown response tag {tag}"))),
+    })
+}
+
+/// A transaction's answer, nested ones pushed depth first without
+/// recursion on the encoding side being unbounded: the proposer refused
+/// anything nested past [`MAX_NESTING`] before it was logged.
+fn txn_response(out: &mut Writer, txn: &TxnResponse) {
+    out.u8(u8::from(txn.succeeded));
+    out.u32(txn.responses.len() as u32);
+    for op in &txn.responses {
+        match op {
+            ResponseOp::Range(range) => {
+                out.u8(1);
+                range_response(out, range);
+            }
+            ResponseOp::Put(put) => {
+                out.u8(2);
+                optional_kv(out, put.prev_kv.as_ref());
+            }
+            ResponseOp::DeleteRange(delete) => {
+                out.u8(3);
+                out.u64(delete.deleted);
+                kvs(out, &delete.prev_kvs);
+            }
+            ResponseOp::Txn(nested) => {
+                out.u8(4);
+                txn_response(out, nested);
+            }
+        }
+    }
+}
+
+fn read_txn_response(input: &mut Reader<'_>, depth: usize) -> Decoded<TxnResponse> {
+    if depth >= MAX_NESTING {
+        return Err(DecodeError(format!(
+            "transaction answers nested past {MAX_NESTING}"
+        )));
+    }
+    let succeeded = match input.u8()? {
+        0 => false,
+        1 => true,
+        v => return Err(DecodeError(format!("bad flag {v}"))),
+    };
+    let count = input.count(1)?;
+    let mut responses = Vec::with_capacity(count);
+    for _ in 0..count {
+        responses.push(match input.u8()? {
+            1 => ResponseOp::Range(read_range_response(input)?),
+            2 => ResponseOp::Put(PutResponse {
+                prev_kv: read_optional_kv(input)?,
+            }),
+            3 => ResponseOp::DeleteRange(DeleteRangeResponse {
+                deleted: input.u64()?,
+                prev_kvs: read_kvs(input)?,
+            }),
+            4 => ResponseOp::Txn(read_txn_response(input, depth + 1)?),
+            tag => return Err(DecodeError(format!("unknown operation answer tag {tag}"))),
+        });
+    }
+    Ok(TxnResponse {
+        succeeded,
+        responses,
+    })
+}
+
+fn range_response(out: &mut Writer, range: &RangeResponse) {
+    kvs(out, &range.kvs);
+    out.u8(u8::from(range.more));
+    out.u64(range.count);
+}
+
+fn read_range_response(input: &mut Reader<'_>) -> Decoded<RangeResponse> {
+    let kvs = read_kvs(input)?;
+    let more = match input.u8()? {
+        0 => false,
+        1 => true,
+        v => return Err(DecodeError(format!("bad flag {v}"))),
+    };
+    Ok(RangeResponse {
+        kvs,
+        more,
+        count: input.u64()?,
+    })
+}
+
+/// Bytes of a key-value pair with empty key and value.
+const KV_MIN_BYTES: usize = 4 + 8 * 4 + 4;
+
+fn kv(out: &mut Writer, kv: &KeyValue) {
+    out.bytes(&kv.key);
+    out.u64(kv.create_revision);
+    out.u64(kv.mod_revision);
+    out.u64(kv.version);
+    out.i64(kv.lease);
+    out.bytes(&kv.value);
+}
+
+fn read_kv(input: &mut Reader<'_>) -> Decoded<KeyValue> {
+    Ok(KeyValue {
+        key: input.bytes()?,
+        create_revision: input.u64()?,
+        mod_revision: input.u64()?,
+        version: input.u64()?,
+        lease: input.i64()?,
+        value: input.bytes()?,
+    })
+}
+
+fn kvs(out: &mut Writer, kvs: &[KeyValue]) {
+    out.u32(kvs.len() as u32);
+    for one in kvs {
+        kv(out, one);
+    }
+}
+
+fn read_kvs(input: &mut Reader<'_>) -> Decoded<Vec<KeyValue>> {
+    let count = input.count(KV_MIN_BYTES)?;
+    (0..count).map(|_| read_kv(input)).collect()
+}
+
+fn optional_kv(out: &mut Writer, kv_or_none: Option<&KeyValue>) {
+    match kv_or_none {
+        None => out.u8(0),
+        Some(one) => {
+            out.u8(1);
+            kv(out, one);
+        }
+    }
+}
+
+fn read_optional_kv(input: &mut Reader<'_>) -> Decoded<Option<KeyValue>> {
+    match input.u8()? {
+        0 => Ok(None),
+        1 => read_kv(input).map(Some),
+        v => Err(DecodeError(format!("bad option tag {v}"))),
+    }
+}
+
+/// An error, kept as its kind where the caller acts on the kind (a
+/// leader moved, an outcome unknown, a compacted or future revision, a
+/// lease), and as its message otherwise.
+fn node_error(out: &mut Writer, error: &NodeError) {
+    match error {
+        NodeError::NotLeader { shard, leader } => {
+            out.u8(1);
+            out.u32(*shard as u32);
+            out.u64(*leader);
+        }
+        NodeError::NoLeader { shard } => {
+            out.u8(2);
+            out.u32(*shard as u32);
+        }
+        NodeError::Behind { shard } => {
+            out.u8(3);
+            out.u32(*shard as u32);
+        }
+        NodeError::OutcomeUnknown { shard } => {
+            out.u8(4);
+            out.u32(*shard as u32);
+        }
+        NodeError::ShardStopped { shard, reason } => {
+            out.u8(5);
+            out.u32(*shard as u32);
+            out.bytes(reason.as_bytes());
+        }
+        NodeError::Shutdown => out.u8(6),
+        NodeError::InvalidRequest(message) => {
+            out.u8(7);
+            out.bytes(message.as_bytes());
+        }
+        NodeError::Kv(KvError::Compacted { compact_revision }) => {
+            out.u8(10);
+            out.u64(*compact_revision);
+        }
+        NodeError::Kv(KvError::FutureRevision { requested, current }) => {
+            out.u8(11);
+            out.u64(*requested);
+            out.u64(*current);
+        }
+        NodeError::Kv(KvError::LeaseNotFound(id)) => {
+            out.u8(12);
+            out.i64(*id);
+        }
+        NodeError::Kv(KvError::LeaseExists(id)) => {
+            out.u8(13);
+            out.i64(*id);
+        }
+        NodeError::Kv(KvError::NoSpace) => out.u8(14),
+        NodeError::Kv(KvError::KeyNotFound) => out.u8(15),
+        other => {
+            out.u8(255);
+            out.bytes(other.to_string().as_bytes());
+        }
+    }
+}
+
+fn read_node_error(input: &mut Reader<'_>) -> Decoded<NodeError> {
+    let shard = |input: &mut Reader<'_>| input.u32().map(|s| s as usize);
+    Ok(match input.u8()? {
+        1 => NodeError::NotLeader {
+            shard: shard(input)?,
+            leader: input.u64()?,
+        },
+        2 => NodeError::NoLeader {
+            shard: shard(input)?,
+        },
+        3 => NodeError::Behind {
+            shard: shard(input)?,
+        },
+        4 => NodeError::OutcomeUnknown {
+            shard: shard(input)?,
+        },
+        5 => NodeError::ShardStopped {
+            shard: shard(input)?,
+            reason: text(input)?,
+        },
+        6 => NodeError::Shutdown,
+        7 => NodeError::InvalidRequest(text(input)?),
+        10 => KvError::Compacted {
+            compact_revision: input.u64()?,
+        }
+        .into(),
+        11 => KvError::FutureRevision {
+            requested: input.u64()?,
+            current: input.u64()?,
+        }
+        .into(),
+        12 => KvError::LeaseNotFound(input.i64()?).into(),
+        13 => KvError::LeaseExists(input.i64()?).into(),
+        14 => KvError::NoSpace.into(),
+        15 => KvError::KeyNotFound.into(),
+        255 => NodeError::InvalidRequest(text(input)?),
+        tag => return Err(DecodeError(format!("unknown error tag {tag}"))),
+    })
+}
+
+fn text(input: &mut Reader<'_>) -> Decoded<String> {
+    String::from_utf8(input.bytes()?).map_err(|e| DecodeError(format!("not UTF-8: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.as_bytes().to_vec(),
+            create_revision: 7,
+            mod_revision: 9,
+            version: 2,
+            lease: -3,
+            value: value.as_bytes().to_vec(),
+        }
+    }
+
+    fn answers() -> Vec<NodeResult<Applied>> {
+        let applied = |response| {
+            Ok(Applied {
+                revision: 1 << 40,
+                response,
+            })
+        };
+        let nested = TxnResponse {
+            succeeded: true,
+            responses: vec![
+                ResponseOp::Range(RangeResponse {
+                    kvs: vec![pair("a", "1"), pair("b", "")],
+                    more: true,
+                    count: 5,
+                }),
+                ResponseOp::Put(PutResponse {
+                    prev_kv: Some(pair("c", "x")),
+                }),
+                ResponseOp::DeleteRange(DeleteRangeResponse {
+                    deleted: 1,
+                    prev_kvs: vec![pair("d", "y")],
+                }),
+            ],
+        };
+        vec![
+            applied(Response::Put(PutResponse { prev_kv: None })),
+            applied(Response::Put(PutResponse {
+                prev_kv: Some(pair("k", "v")),
+            })),
+            applied(Response::DeleteRange(DeleteRangeResponse {
+                deleted: 2,
+                prev_kvs: vec![pair("a", "1"), pair("b", "2")],
+            })),
+            applied(Response::Txn(TxnResponse {
+                succeeded: false,
+                responses: vec![ResponseOp::Txn(nested)],
+            })),
+            applied(Response::Compact),
+            applied(Response::LeaseGrant { id: 42, ttl: 10 }),
+            applied(Response::LeaseRevoke),
+            applied(Response::LeaseExpire {
+                revoked: vec![1, 2, 3],
+            }),
+            applied(Response::LeaseCheckpoint),
+            applied(Response::LeaseMirror),
+            applied(Response::LeaseTasksDone),
+            applied(Response::Alarm),
+            Err(NodeError::NotLeader {
+                shard: 3,
+                leader: 0xabc,
+            }),
+            Err(NodeError::NoLeader { shard: 1 }),
+            Err(NodeError::Behind { shard: 2 }),
+            Err(NodeError::OutcomeUnknown { shard: 4 }),
+            Err(NodeError::ShardStopped {
+                shard: 5,
+                reason: "fsync failed".to_string(),
+            }),
+            Err(NodeError::Shutdown),
+            Err(KvError::Compacted {
+                compact_revision: 99,
+            }
+            .into()),
+            Err(KvError::FutureRevision {
+                requested: 10,
+                current: 8,
+            }
+            .into()),
+            Err(KvError::LeaseNotFound(12).into()),
+            Err(KvError::LeaseExists(13).into()),
+            Err(KvError::NoSpace.into()),
+            Err(KvError::KeyNotFound.into()),
+            Err(NodeError::InvalidRequest("odd".to_string())),
+        ]
+    }
+
+    /// Errors compare by what a caller sees: kind and message.
+    fn same(a: &NodeResult<Applied>, b: &NodeResult<Applied>) -> bool {
+        match (a, b) {
+            (Ok(a), Ok(b)) => a == b,
+            (Err(a), Err(b)) => {
+                std::mem::discriminant(a) == std::mem::discriminant(b)
+                    && a.to_string() == b.to_string()
+            }
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn every_answer_round_trips() {
+        for answer in answers() {
+            let decoded = decode_answer(&encode_answer(&answer)).unwrap();
+            assert!(
+                same(&answer, &decoded),
+                "{answer:?} came back as {decoded:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_error_of_another_kind_keeps_its_message() {
+        let error = NodeError::Kv(KvError::TooManyOps { count: 9, max: 8 });
+        let decoded = decode_answer(&encode_answer(&Err(error))).unwrap();
+        match decoded {
+            Err(NodeError::InvalidRequest(message)) => {
+                assert!(message.contains("too many operations"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_truncation_and_bad_byte_is_an_error_or_another_answer_never_a_panic() {
+        for answer in answers() {
+            let bytes = encode_answer(&answer);
+            for cut in 0..bytes.len() {
+                assert!(
+                    decode_answer(&bytes[..cut]).is_err(),
+                    "{answer:?} cut at {cut}"
+                );
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(decode_answer(&longer).is_err());
+            for i in 0..bytes.len() {
+                for bit in [0x01u8, 0x80] {
+                    let mut damaged = bytes.clone();
+                    damaged[i] ^= bit;
+                    let _ = decode_answer(&damaged);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_huge_count_is_refused_before_anything_is_allocated() {
+        let mut bytes = vec![ANSWER_VERSION, 0];
+        bytes.extend_from_slice(&1u64.to_le_bytes());
+        bytes.push(2);
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        bytes.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_answer(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_write_round_trips_without_a_revision() {
+        let entry = Entry::LeaseGrant { id: 5, ttl: 60 };
+        let bytes = encode_write(&entry);
+        assert_eq!(decode_write(&bytes).unwrap(), entry);
+        assert_eq!(entry_codec::revision_of(&bytes), Some(0));
+    }
+}

@@ -1,0 +1,133 @@
+//! Three members in one process with shards led from different members:
+//! writes that span shards (a range delete, a compaction, a lease's grant
+//! and revoke with their mirrors) work from any member, carried to each
+//! shard's leader.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use keel_engine::mvcc::{DeleteRangeRequest, PutRequest, Response, Revision};
+use keel_engine::routing::shard_of;
+use keel_engine::shard::Consistency;
+use keel_tests::cluster::{with_timeout, InProcessCluster, Outcome};
+
+const SHARDS: usize = 4;
+const CORES: usize = 2;
+
+/// Waits until the shards' leaders are spread over every member; answers
+/// each shard's leader.
+fn wait_until_every_member_leads(cluster: &InProcessCluster, within: Duration) -> Vec<usize> {
+    let deadline = Instant::now() + within;
+    loop {
+        let leaders = cluster.wait_for_leaders(within);
+        let distinct: BTreeSet<usize> = leaders.iter().copied().collect();
+        if distinct.len() == cluster.size() {
+            return leaders;
+        }
+        assert!(Instant::now() < deadline, "leaders not spread: {leaders:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A key of `shard` starting with `prefix`.
+fn key_of(prefix: &str, shard: usize) -> Vec<u8> {
+    (0..)
+        .map(|n| format!("{prefix}{n}").into_bytes())
+        .find(|key| shard_of(key, SHARDS) == shard)
+        .unwrap_or_default()
+}
+
+fn put(cluster: &InProcessCluster, key: &[u8], lease: i64) -> Revision {
+    let request = PutRequest {
+        key: key.to_vec(),
+        value: b"v".to_vec(),
+        lease,
+        ..PutRequest::default()
+    };
+    match cluster.put_request(0, request, Instant::now() + Duration::from_secs(5)) {
+        Outcome::Applied(applied) => applied.revision,
+        other => panic!("put {key:?}: {other:?}"),
+    }
+}
+
+/// The keys under `prefix` member `i` reads, linearizably.
+fn keys_under(cluster: &InProcessCluster, i: usize, prefix: &str) -> Vec<Vec<u8>> {
+    let node = cluster.node(i).expect("running");
+    let request = keel_engine::mvcc::RangeRequest {
+        key: prefix.as_bytes().to_vec(),
+        range_end: prefix_end(prefix),
+        ..Default::default()
+    };
+    match with_timeout(node.range(request, Consistency::Linearizable)) {
+        Some(Ok((_, answer))) => answer.kvs.into_iter().map(|kv| kv.key).collect(),
+        other => panic!("range {prefix} on member {i}: {other:?}"),
+    }
+}
+
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    end
+}
+
+#[test]
+fn writes_that_span_shards_work_from_every_member_though_it_leads_only_some() {
+    let cluster = InProcessCluster::start(3, SHARDS, CORES, 31);
+    let leaders = wait_until_every_member_leads(&cluster, Duration::from_secs(20));
+    for member in 0..cluster.size() {
+        let client = cluster.node(member).expect("running").client();
+        let led: Vec<usize> = (0..SHARDS).filter(|s| leaders[*s] == member).collect();
+        assert!(led.len() < SHARDS, "member {member} leads every shard");
+
+        // A lease granted here has its home and its mirrors on shards led
+        // from the other members too; a key of every shard attaches to it.
+        let lease = with_timeout(client.lease_grant(0, 600))
+            .expect("grant answered")
+            .unwrap_or_else(|e| panic!("grant on member {member}: {e}"));
+        let prefix = format!("lease{member}/");
+        for shard in 0..SHARDS {
+            put(&cluster, &key_of(&prefix, shard), lease);
+        }
+        assert_eq!(keys_under(&cluster, member, &prefix).len(), SHARDS);
+        with_timeout(client.lease_revoke(lease))
+            .expect("revoke answered")
+            .unwrap_or_else(|e| panic!("revoke on member {member}: {e}"));
+        for reader in 0..cluster.size() {
+            assert_eq!(
+                keys_under(&cluster, reader, &prefix),
+                Vec::<Vec<u8>>::new(),
+                "member {reader} still holds keys of the lease member {member} revoked"
+            );
+        }
+
+        // A range delete over every shard.
+        let prefix = format!("range{member}/");
+        let mut last = 0;
+        for shard in 0..SHARDS {
+            last = put(&cluster, &key_of(&prefix, shard), 0);
+        }
+        let request = DeleteRangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_end(&prefix),
+            prev_kv: true,
+        };
+        let deleted = with_timeout(client.delete_range(request))
+            .expect("delete answered")
+            .unwrap_or_else(|e| panic!("delete on member {member}: {e}"));
+        match deleted.response {
+            Response::DeleteRange(answer) => {
+                assert_eq!(answer.deleted, SHARDS as u64);
+                assert_eq!(answer.prev_kvs.len(), SHARDS, "the pairs came back");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(keys_under(&cluster, (member + 1) % 3, &prefix).is_empty());
+
+        // A compaction of every shard.
+        with_timeout(client.compact(last))
+            .expect("compact answered")
+            .unwrap_or_else(|e| panic!("compact on member {member}: {e}"));
+    }
+}
