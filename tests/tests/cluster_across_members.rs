@@ -1,11 +1,15 @@
 //! Three members in one process with shards led from different members:
 //! writes that span shards (a range delete, a compaction, a lease's grant
 //! and revoke with their mirrors) work from any member, carried to each
-//! shard's leader.
+//! shard's leader; and a write that starts after another was answered gets
+//! the higher revision though the members' wall clocks disagree by far
+//! (docs/node.md, "Revisions across members").
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use keel_engine::hlc::{ManualClock, WallClock, KEEL_EPOCH_UNIX_MILLIS};
 use keel_engine::mvcc::{DeleteRangeRequest, PutRequest, Response, Revision};
 use keel_engine::routing::shard_of;
 use keel_engine::shard::Consistency;
@@ -129,5 +133,48 @@ fn writes_that_span_shards_work_from_every_member_though_it_leads_only_some() {
         with_timeout(client.compact(last))
             .expect("compact answered")
             .unwrap_or_else(|e| panic!("compact on member {member}: {e}"));
+    }
+}
+
+#[test]
+fn a_write_answered_first_has_the_lower_revision_though_its_leaders_clock_is_ahead() {
+    // Member 0's wall clock is a second ahead of the others' and moves a
+    // millisecond before each of its writes; the others' stand still. So
+    // member 0 stamps revisions far above member 1's own, and only what
+    // member 1 hears of them can put its writes after member 0's.
+    let start = KEEL_EPOCH_UNIX_MILLIS + 400 * 24 * 3600 * 1000;
+    let ahead_clock = Arc::new(ManualClock::at(start + 1_000));
+    let clocks: Vec<Option<Arc<dyn WallClock>>> = vec![
+        Some(ahead_clock.clone()),
+        Some(Arc::new(ManualClock::at(start))),
+        Some(Arc::new(ManualClock::at(start))),
+    ];
+    let cluster = InProcessCluster::start_with_clocks(3, SHARDS, CORES, 37, clocks);
+    let leaders = wait_until_every_member_leads(&cluster, Duration::from_secs(20));
+    let ahead = (0..SHARDS)
+        .find(|s| leaders[*s] == 0)
+        .expect("member 0 leads");
+    let behind = (0..SHARDS)
+        .find(|s| leaders[*s] == 1)
+        .expect("member 1 leads");
+    let keys = [key_of("ahead/", ahead), key_of("behind/", behind)];
+
+    // Then member 1 hears nothing from member 0, so it cannot learn of
+    // member 0's revisions from its entries or its frames: only through
+    // member 2, which every write of member 0's shard now needs.
+    for cut in [false, true] {
+        cluster.net.set_cut(cluster.id(0), cluster.id(1), cut);
+        let mut last = 0;
+        for round in 0..40 {
+            if round % 2 == 0 {
+                ahead_clock.set(ahead_clock.unix_millis() + 1);
+            }
+            let revision = put(&cluster, &keys[round % 2], 0);
+            assert!(
+                revision > last,
+                "cut {cut}, round {round}: revision {revision} after {last} was answered"
+            );
+            last = revision;
+        }
     }
 }

@@ -335,6 +335,12 @@ enum ReadWaiter {
         revision: Revision,
         reply: Reply<RangeResponse>,
     },
+    /// A write of a replicated shard's leader, to be stamped once a
+    /// majority confirmed, after it came, that this member still leads:
+    /// their frames carried what they heard of, so the stamp is above
+    /// every write answered anywhere before this one came (docs/node.md,
+    /// "Revisions across members"). It waits for no apply.
+    Stamp { entry: Entry, reply: Reply<Applied> },
 }
 
 /// A read with the tick it was taken at: it fails once it has waited
@@ -356,6 +362,7 @@ impl ReadWaiter {
         match self {
             ReadWaiter::Head { reply, .. } => drop(reply.send(Err(error))),
             ReadWaiter::At { reply, .. } => drop(reply.send(Err(error))),
+            ReadWaiter::Stamp { reply, .. } => drop(reply.send(Err(error))),
         }
     }
 }
@@ -456,6 +463,9 @@ pub(crate) struct Replica {
     settled: u64,
     started: Instant,
     pending: VecDeque<Pending>,
+    /// Writes whose stamp round a majority confirmed, to be proposed once
+    /// the Ready that brought the confirmation is done with.
+    confirmed: Vec<(Entry, Reply<Applied>)>,
     /// Linearizable reads not yet given a ReadIndex.
     unindexed: Vec<Aged>,
     /// ReadIndex requests in flight, by context.
@@ -671,6 +681,7 @@ impl Replica {
             settled: 0,
             started: Instant::now(),
             pending: VecDeque::new(),
+            confirmed: Vec::new(),
             unindexed: Vec::new(),
             indexing: BTreeMap::new(),
             next_read_context: 1,
@@ -809,6 +820,12 @@ impl Replica {
             if let Err(reason) = self.drive().await {
                 self.fail(reason);
                 continue;
+            }
+            if self.propose_confirmed() {
+                if let Err(reason) = self.drive().await {
+                    self.fail(reason);
+                    continue;
+                }
             }
             if self.replicated {
                 self.make_snapshot();
@@ -973,7 +990,7 @@ impl Replica {
             return;
         }
         match call {
-            ShardCall::Write { entry, reply } => self.propose(entry, reply),
+            ShardCall::Write { entry, reply } => self.propose_write(entry, reply),
             ShardCall::WriteAtLeader(part) => self.propose_at_leader(*part),
             ShardCall::RemoteWrite { from, id, entry } => self.propose_for(from, id, entry),
             ShardCall::Range {
@@ -1170,30 +1187,63 @@ impl Replica {
         }
     }
 
-    fn propose(&mut self, entry: Entry, reply: Reply<Applied>) {
+    /// Why `entry` cannot be proposed here now, if it cannot.
+    fn refusal(&self, entry: &Entry) -> Option<NodeError> {
         if !self.is_leader() {
-            let _ = reply.send(Err(self.not_leader()));
-            return;
+            return Some(self.not_leader());
         }
         // Anything logged must decode, or the shard could not replay it.
-        let depth = entry_codec::nesting_depth(&entry);
+        let depth = entry_codec::nesting_depth(entry);
         if depth > entry_codec::MAX_NESTING {
-            let _ = reply.send(Err(NodeError::Kv(KvError::TooManyOps {
+            return Some(NodeError::Kv(KvError::TooManyOps {
                 count: depth,
                 max: entry_codec::MAX_NESTING,
-            })));
-            return;
+            }));
         }
         // Refused now rather than logged and refused by every replica.
-        if let Err(refusal) = crate::mvcc::check_entry(&entry) {
-            let _ = reply.send(Err(NodeError::Kv(refusal)));
-            return;
+        if let Err(refusal) = crate::mvcc::check_entry(entry) {
+            return Some(NodeError::Kv(refusal));
         }
         if entry.takes_space() && (self.space.alarmed() || self.space.over_quota()) {
             if !self.space.alarmed() {
                 self.raise_no_space("the backend quota is exceeded");
             }
-            let _ = reply.send(Err(NodeError::Kv(KvError::NoSpace)));
+            return Some(NodeError::Kv(KvError::NoSpace));
+        }
+        None
+    }
+
+    /// A client's write. A replicated shard's leader stamps it only once a
+    /// majority has confirmed, after it came, that this member leads
+    /// (`ReadWaiter::Stamp`); one member's shard stamps it at once.
+    fn propose_write(&mut self, entry: Entry, reply: Reply<Applied>) {
+        if !self.replicated {
+            return self.propose(entry, reply);
+        }
+        if let Some(refusal) = self.refusal(&entry) {
+            let _ = reply.send(Err(refusal));
+            return;
+        }
+        self.unindexed
+            .push((self.ticks, ReadWaiter::Stamp { entry, reply }));
+    }
+
+    /// Proposes the writes whose round was confirmed; answers whether
+    /// there were any.
+    fn propose_confirmed(&mut self) -> bool {
+        let confirmed = std::mem::take(&mut self.confirmed);
+        let any = !confirmed.is_empty();
+        for (entry, reply) in confirmed {
+            self.propose(entry, reply);
+        }
+        any
+    }
+
+    /// Stamps and proposes `entry` at once (a client's write on one
+    /// member, or an entry the shard makes itself).
+    fn propose(&mut self, entry: Entry, reply: Reply<Applied>) {
+        if let Some(refusal) = self.refusal(&entry) {
+            let _ = reply.send(Err(refusal));
             return;
         }
         // Counted before the floor is read (`watermarks.rs`, ordering).
@@ -1208,7 +1258,7 @@ impl Replica {
     fn propose_at_leader(&mut self, part: crate::shard::remote::Part) {
         use crate::shard::remote;
         if self.is_leader() {
-            return self.propose(part.entry, part.reply);
+            return self.propose_write(part.entry, part.reply);
         }
         let leader = match self.not_leader() {
             NodeError::NotLeader { leader, .. } => leader,
@@ -1232,7 +1282,7 @@ impl Replica {
         };
         let (reply, answer) = futures_channel::oneshot::channel();
         crate::shard::remote::answer_when_applied(transport, self.shard, from, id, answer);
-        self.propose(entry, reply);
+        self.propose_write(entry, reply);
     }
 
     /// The rest of [`Replica::propose`], once the stamp is counted: answers
@@ -1403,6 +1453,11 @@ impl Replica {
     }
 
     fn wait_for(&mut self, index: u64, (since, waiter): Aged) {
+        if let ReadWaiter::Stamp { entry, reply } = waiter {
+            // Proposed after this Ready is done with (`propose_confirmed`).
+            self.confirmed.push((entry, reply));
+            return;
+        }
         if index <= self.applied {
             self.make_ready(waiter);
         } else {
@@ -1549,6 +1604,11 @@ impl Replica {
                 let bytes = answer.as_ref().map_or(0, answer_bytes);
                 let _ = reply.send(answer);
                 bytes
+            }
+            // Confirmed writes never queue as reads (`wait_for`).
+            ReadWaiter::Stamp { entry, reply } => {
+                self.confirmed.push((entry, reply));
+                0
             }
         }
     }
@@ -2324,6 +2384,9 @@ impl Replica {
         let error = || stopped(self.shard, &reason);
         for pending in self.pending.drain(..) {
             let _ = pending.reply.send(Err(error()));
+        }
+        for (_, reply) in self.confirmed.drain(..) {
+            let _ = reply.send(Err(error()));
         }
         let waiters = self
             .unindexed
