@@ -178,3 +178,45 @@ fn a_write_answered_first_has_the_lower_revision_though_its_leaders_clock_is_ahe
         }
     }
 }
+
+#[test]
+fn a_read_across_shards_on_a_member_that_missed_a_write_answers_it_or_nothing() {
+    let cluster = InProcessCluster::start(3, SHARDS, CORES, 41);
+    let leaders = wait_until_every_member_leads(&cluster, Duration::from_secs(20));
+    let shard = 0;
+    let leader = leaders[shard];
+    let reader = (leader + 1) % 3;
+    // The reader hears nothing from the shard's leader, so its replica of
+    // the shard misses the write; a read across shards there must wait
+    // for it (or fail), never answer without it.
+    cluster
+        .net
+        .set_cut(cluster.id(leader), cluster.id(reader), true);
+    let key = key_of("missed/", shard);
+    put(&cluster, &key, 0);
+    let node = cluster.node(reader).expect("running");
+    let request = keel_engine::mvcc::RangeRequest {
+        key: b"missed/".to_vec(),
+        range_end: prefix_end("missed/"),
+        ..Default::default()
+    };
+    let answer = std::thread::scope(|scope| {
+        let read = scope.spawn(|| with_timeout(node.range(request, Consistency::Linearizable)));
+        std::thread::sleep(Duration::from_millis(300));
+        cluster
+            .net
+            .set_cut(cluster.id(leader), cluster.id(reader), false);
+        read.join().expect("reader")
+    });
+    match answer {
+        Some(Ok((_, found))) => {
+            let keys: Vec<Vec<u8>> = found.kvs.into_iter().map(|kv| kv.key).collect();
+            assert_eq!(
+                keys,
+                vec![key],
+                "the read missed a write answered before it began"
+            );
+        }
+        other => panic!("the read did not answer once the link was mended: {other:?}"),
+    }
+}

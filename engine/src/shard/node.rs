@@ -133,6 +133,8 @@ pub struct Node {
     id: u64,
     shards: usize,
     next_lease_home: std::sync::atomic::AtomicUsize,
+    /// Whether other members share the shards.
+    replicated: bool,
     cores: Vec<flume::Sender<Ingress>>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
     /// Where calls enter: `None` for the owner's core.
@@ -182,6 +184,7 @@ impl Node {
             &config.cluster,
         )?;
         let core_count = core_count.min(shards);
+        let replicated = !config.cluster.is_single();
         let marks = Arc::new(Watermarks::new(shards));
         let space = Arc::new(NodeSpace::new(
             shards,
@@ -243,6 +246,7 @@ impl Node {
             id: node_id,
             shards,
             next_lease_home: std::sync::atomic::AtomicUsize::new(0),
+            replicated,
             cores,
             threads,
             entry_core: None,
@@ -557,10 +561,13 @@ impl NodeClient<'_> {
                 part_request.answer_limit = left.max(1);
             }
             let part = self
-                .call(shard, |reply| ShardCall::RangeAt {
-                    request: part_request,
-                    revision,
-                    reply,
+                .call(shard, |reply| {
+                    ShardCall::RangeAt(Box::new(crate::shard::remote::ReadPart::new(
+                        shard,
+                        part_request,
+                        revision,
+                        reply,
+                    )))
                 })
                 .await?;
             if limited && request.limit == 0 {
@@ -587,7 +594,19 @@ impl NodeClient<'_> {
     /// The node's current revision: the highest any shard has handed out.
     /// Every write acknowledged before this call is at or below it.
     pub async fn current_revision(&self) -> NodeResult<Revision> {
-        self.highest_revision(0..self.node.shards).await
+        let here = self.highest_revision(0..self.node.shards).await?;
+        if !self.node.replicated {
+            return Ok(here);
+        }
+        // In a cluster a write answered elsewhere may be unknown here yet:
+        // a round confirmed by a majority makes it known (any majority
+        // shares a member with the one that stored it, and that member's
+        // frames carry what it heard of). Any one shard's round will do:
+        // every shard has the same voters.
+        let known = self
+            .call(0, |reply| ShardCall::KnownRevision { reply })
+            .await?;
+        Ok(here.max(known))
     }
 
     /// Every shard's Raft and storage state, by shard.

@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 
 use futures_channel::oneshot;
 
-use crate::mvcc::{Applied, Entry};
-use crate::shard::error::NodeError;
-use crate::shard::remote_codec;
+use crate::mvcc::{Applied, Entry, RangeRequest, RangeResponse, Revision};
+use crate::shard::error::{NodeError, NodeResult};
+use crate::shard::remote_codec::{self, Request};
 use crate::shard::replica::{Reply, ShardCall};
 use crate::shard::router::{CoreCall, CoreRouter};
 use crate::shard::transport::{CallPart, Transport};
@@ -41,6 +41,10 @@ pub(crate) const ANSWER_WAIT: Duration = Duration::from_secs(4);
 /// How long a part looks for a leader that takes it (an election, a
 /// member that is unreachable) before it is refused with `NoLeader`.
 pub(crate) const FIND_LEADER_FOR: Duration = Duration::from_secs(4);
+/// How long a close waits for its leader's answer before it is asked
+/// again: a read may be asked again whatever became of the last ask, so
+/// a lost answer costs little.
+const CLOSE_ANSWER_WAIT: Duration = Duration::from_secs(1);
 /// The pause before a part that was not taken is tried again.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
@@ -153,7 +157,7 @@ pub(crate) fn send_to_leader(
     part: Part,
 ) {
     let (id, delivery) = router.remote_calls().open(leader);
-    let bytes = remote_codec::encode_write(&part.entry);
+    let bytes = remote_codec::encode_request(&Request::Write(part.entry.clone()));
     if !transport.send_call(leader, part.shard, CallPart::Request, id, bytes) {
         router.remote_calls().forget(id);
         return retry_later(router, part);
@@ -198,7 +202,7 @@ pub(crate) fn answer_when_applied(
     shard: usize,
     from: u64,
     id: u64,
-    answer: oneshot::Receiver<crate::shard::error::NodeResult<Applied>>,
+    answer: oneshot::Receiver<NodeResult<Applied>>,
 ) {
     glommio::spawn_local(async move {
         let answer = answer.await.unwrap_or(Err(NodeError::Shutdown));
@@ -206,6 +210,116 @@ pub(crate) fn answer_when_applied(
         // Dropped when it cannot be queued: the caller's wait ends with
         // the outcome unknown, which is the truth for it.
         let _ = transport.send_call(from, shard, CallPart::Answer, id, bytes);
+    })
+    .detach();
+}
+
+/// Sends member `from` the answer to its close `id`.
+pub(crate) fn answer_close(
+    transport: &dyn Transport,
+    shard: usize,
+    from: u64,
+    id: u64,
+    answer: &NodeResult<u64>,
+) {
+    let bytes = remote_codec::encode_index_answer(answer);
+    let _ = transport.send_call(from, shard, CallPart::Answer, id, bytes);
+}
+
+/// A shard's part of a read across shards at one revision.
+pub(crate) struct ReadPart {
+    pub(crate) shard: usize,
+    pub(crate) request: RangeRequest,
+    pub(crate) revision: Revision,
+    pub(crate) reply: Reply<RangeResponse>,
+    /// When to stop looking for a leader.
+    pub(crate) give_up_at: Instant,
+}
+
+impl ReadPart {
+    pub(crate) fn new(
+        shard: usize,
+        request: RangeRequest,
+        revision: Revision,
+        reply: Reply<RangeResponse>,
+    ) -> ReadPart {
+        ReadPart {
+            shard,
+            request,
+            revision,
+            reply,
+            give_up_at: Instant::now() + FIND_LEADER_FOR,
+        }
+    }
+}
+
+/// Hands `part` back to its replica after a pause; refused with `NoLeader`
+/// once it has looked long enough. A read may be asked again whatever
+/// became of the last ask.
+pub(crate) fn read_retry_later(router: Rc<CoreRouter>, part: ReadPart) {
+    if Instant::now() >= part.give_up_at {
+        let _ = part
+            .reply
+            .send(Err(NodeError::NoLeader { shard: part.shard }));
+        return;
+    }
+    glommio::spawn_local(async move {
+        glommio::timer::sleep(RETRY_PAUSE).await;
+        let shard = part.shard;
+        router.deliver_local(CoreCall {
+            shard,
+            call: ShardCall::RangeAt(Box::new(part)),
+        });
+    })
+    .detach();
+}
+
+/// Asks member `leader` to close `part`'s revision on its shard; once it
+/// answers the index to wait for, hands `part` back to its replica to be
+/// read there once applied that far.
+pub(crate) fn close_at_leader(
+    router: Rc<CoreRouter>,
+    transport: Rc<dyn Transport>,
+    leader: u64,
+    part: ReadPart,
+) {
+    let (id, delivery) = router.remote_calls().open(leader);
+    let bytes = remote_codec::encode_request(&Request::Close(part.revision));
+    if !transport.send_call(leader, part.shard, CallPart::Request, id, bytes) {
+        router.remote_calls().forget(id);
+        return read_retry_later(router, part);
+    }
+    glommio::spawn_local(async move {
+        let delivery = futures_lite::future::or(async { delivery.await.ok() }, async {
+            glommio::timer::sleep(CLOSE_ANSWER_WAIT).await;
+            None
+        })
+        .await;
+        let answer = match delivery {
+            Some(Delivery::Answer(bytes)) => remote_codec::decode_index_answer(&bytes).ok(),
+            Some(Delivery::NotSent) => None,
+            None => {
+                router.remote_calls().forget(id);
+                None
+            }
+        };
+        match answer {
+            Some(Ok(index)) => {
+                let shard = part.shard;
+                router.deliver_local(CoreCall {
+                    shard,
+                    call: ShardCall::RangeAtIndex {
+                        part: Box::new(part),
+                        index,
+                    },
+                });
+            }
+            Some(Err(error @ NodeError::ShardStopped { .. })) => {
+                let _ = part.reply.send(Err(error));
+            }
+            // Not led there, lost, late or unreadable: asked again.
+            _ => read_retry_later(router, part),
+        }
     })
     .detach();
 }

@@ -1,5 +1,6 @@
-//! The bytes of a write carried to its shard's leader on another member,
-//! and of the leader's answer (engine/FORMAT.md, "Writes carried to a
+//! The bytes of a request carried to a shard's leader on another member
+//! (a write, or a close of a revision for a read across shards), and of
+//! the leader's answer (engine/FORMAT.md, "Writes carried to a
 //! leader"). Integers are little-endian; byte strings carry a `u32`
 //! length. Decoding checks every length and count against what is left,
 //! so bytes damaged past the frame's checksum, or sent by a member of
@@ -7,32 +8,110 @@
 
 use crate::mvcc::{
     Applied, DeleteRangeResponse, Entry, KeyValue, KvError, PutResponse, RangeResponse, Response,
-    ResponseOp, TxnResponse,
+    ResponseOp, Revision, TxnResponse,
 };
 use crate::shard::entry_codec::{self, DecodeError, Decoded, Reader, Writer, MAX_NESTING};
 use crate::shard::error::{NodeError, NodeResult};
 
-/// Version byte of every answer written today.
-const ANSWER_VERSION: u8 = 1;
+/// Version byte of every request and answer written today.
+const VERSION: u8 = 1;
 
-/// The bytes of a write of `entry`: its command with revision 0, since
-/// the leader that proposes it stamps it.
-pub(crate) fn encode_write(entry: &Entry) -> Vec<u8> {
-    entry_codec::encode(0, entry)
+/// What a member asks of a shard's leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Request {
+    /// Propose this write and answer once it applied.
+    Write(Entry),
+    /// Never stamp `revision` or below again, confirm leadership with a
+    /// majority, and answer the log index below which every entry stamped
+    /// at or below it lies (a read across shards at `revision` waits for
+    /// that index, `ReadWaiter::Close`).
+    Close(Revision),
 }
 
-/// Reads what [`encode_write`] wrote.
+/// The bytes of a request: version, kind, then for a write its command
+/// with revision 0 (the leader stamps it), for a close the revision.
+pub(crate) fn encode_request(request: &Request) -> Vec<u8> {
+    let mut out = Writer(Vec::with_capacity(64));
+    out.u8(VERSION);
+    match request {
+        Request::Write(entry) => {
+            out.u8(1);
+            out.0.extend_from_slice(&entry_codec::encode(0, entry));
+        }
+        Request::Close(revision) => {
+            out.u8(2);
+            out.u64(*revision);
+        }
+    }
+    out.0
+}
+
+/// Reads what [`encode_request`] wrote.
 ///
 /// # Errors
-/// [`DecodeError`] for bytes that are not a command.
-pub(crate) fn decode_write(bytes: &[u8]) -> Decoded<Entry> {
-    entry_codec::decode(bytes).map(|(_, entry)| entry)
+/// [`DecodeError`] for an unknown version or kind, or bytes that are not
+/// a command.
+pub(crate) fn decode_request(bytes: &[u8]) -> Decoded<Request> {
+    let mut input = Reader(bytes);
+    let version = input.u8()?;
+    if version != VERSION {
+        return Err(DecodeError(format!("unknown request version {version}")));
+    }
+    match input.u8()? {
+        1 => entry_codec::decode(input.0).map(|(_, entry)| Request::Write(entry)),
+        2 => {
+            let revision = input.u64()?;
+            if !input.0.is_empty() {
+                return Err(DecodeError("bytes after a close".to_string()));
+            }
+            Ok(Request::Close(revision))
+        }
+        kind => Err(DecodeError(format!("unknown request kind {kind}"))),
+    }
+}
+
+/// The bytes of a leader's answer to a close: the index, or why not.
+pub(crate) fn encode_index_answer(answer: &NodeResult<u64>) -> Vec<u8> {
+    let mut out = Writer(Vec::with_capacity(16));
+    out.u8(VERSION);
+    match answer {
+        Ok(index) => {
+            out.u8(2);
+            out.u64(*index);
+        }
+        Err(error) => {
+            out.u8(1);
+            node_error(&mut out, error);
+        }
+    }
+    out.0
+}
+
+/// Reads what [`encode_index_answer`] wrote.
+///
+/// # Errors
+/// [`DecodeError`] for anything else.
+pub(crate) fn decode_index_answer(bytes: &[u8]) -> Decoded<NodeResult<u64>> {
+    let mut input = Reader(bytes);
+    let version = input.u8()?;
+    if version != VERSION {
+        return Err(DecodeError(format!("unknown answer version {version}")));
+    }
+    let answer = match input.u8()? {
+        2 => Ok(input.u64()?),
+        1 => Err(read_node_error(&mut input)?),
+        tag => return Err(DecodeError(format!("unknown answer tag {tag}"))),
+    };
+    if !input.0.is_empty() {
+        return Err(DecodeError("bytes after the answer".to_string()));
+    }
+    Ok(answer)
 }
 
 /// The bytes of a leader's answer to a carried write.
 pub(crate) fn encode_answer(answer: &NodeResult<Applied>) -> Vec<u8> {
     let mut out = Writer(Vec::with_capacity(32));
-    out.u8(ANSWER_VERSION);
+    out.u8(VERSION);
     match answer {
         Ok(applied) => {
             out.u8(0);
@@ -55,7 +134,7 @@ pub(crate) fn encode_answer(answer: &NodeResult<Applied>) -> Vec<u8> {
 pub(crate) fn decode_answer(bytes: &[u8]) -> Decoded<NodeResult<Applied>> {
     let mut input = Reader(bytes);
     let version = input.u8()?;
-    if version != ANSWER_VERSION {
+    if version != VERSION {
         return Err(DecodeError(format!("unknown answer version {version}")));
     }
     let answer = match input.u8()? {
@@ -531,7 +610,7 @@ mod tests {
 
     #[test]
     fn a_huge_count_is_refused_before_anything_is_allocated() {
-        let mut bytes = vec![ANSWER_VERSION, 0];
+        let mut bytes = vec![VERSION, 0];
         bytes.extend_from_slice(&1u64.to_le_bytes());
         bytes.push(2);
         bytes.extend_from_slice(&0u64.to_le_bytes());
@@ -540,10 +619,40 @@ mod tests {
     }
 
     #[test]
-    fn a_write_round_trips_without_a_revision() {
-        let entry = Entry::LeaseGrant { id: 5, ttl: 60 };
-        let bytes = encode_write(&entry);
-        assert_eq!(decode_write(&bytes).unwrap(), entry);
-        assert_eq!(entry_codec::revision_of(&bytes), Some(0));
+    fn requests_round_trip_and_a_write_carries_no_revision() {
+        for request in [
+            Request::Write(Entry::LeaseGrant { id: 5, ttl: 60 }),
+            Request::Close(1 << 44),
+        ] {
+            let bytes = encode_request(&request);
+            assert_eq!(decode_request(&bytes).unwrap(), request);
+            for cut in 0..bytes.len() {
+                assert!(decode_request(&bytes[..cut]).is_err());
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(decode_request(&longer).is_err());
+        }
+        let bytes = encode_request(&Request::Write(Entry::LeaseRevoke { id: 1 }));
+        assert_eq!(entry_codec::revision_of(&bytes[2..]), Some(0));
+    }
+
+    #[test]
+    fn index_answers_round_trip() {
+        for answer in [Ok(77), Err(NodeError::NoLeader { shard: 2 })] {
+            let decoded = decode_index_answer(&encode_index_answer(&answer)).unwrap();
+            match (&answer, &decoded) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b),
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                _ => panic!("{answer:?} came back as {decoded:?}"),
+            }
+        }
+        // An applied answer is not an index, nor the other way round.
+        let applied = encode_answer(&Ok(Applied {
+            revision: 1,
+            response: Response::Compact,
+        }));
+        assert!(decode_index_answer(&applied).is_err());
+        assert!(decode_answer(&encode_index_answer(&Ok(3))).is_err());
     }
 }

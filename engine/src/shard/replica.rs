@@ -177,12 +177,26 @@ pub(crate) enum ShardCall {
     /// Phase 1 of a read across shards: the highest revision this shard
     /// handed out or observed.
     LastRevision { reply: Reply<Revision> },
-    /// Phase 2: never assign `revision` or below again, wait until every
-    /// entry already proposed is applied, then read at `revision`.
-    RangeAt {
-        request: RangeRequest,
+    /// Phase 1 in a cluster: the highest revision this node knows of
+    /// once a majority confirmed a round that began after the call came
+    /// (so at least every write answered anywhere before it).
+    KnownRevision { reply: Reply<Revision> },
+    /// Phase 2: never assign the part's revision or below again (on the
+    /// shard's leader, wherever it is), wait until every entry stamped at
+    /// or below it is applied here, then read at it.
+    RangeAt(Box<crate::shard::remote::ReadPart>),
+    /// Phase 2 once the leader closed the revision: read when applied up
+    /// to `index`.
+    RangeAtIndex {
+        part: Box<crate::shard::remote::ReadPart>,
+        index: u64,
+    },
+    /// Member `from` asks this replica, as leader, to close `revision`
+    /// (call `id`; `remote_codec::Request::Close`).
+    RemoteClose {
+        from: u64,
+        id: u64,
         revision: Revision,
-        reply: Reply<RangeResponse>,
     },
     /// On a lease's home shard: restart its TTL; answers the TTL.
     LeaseKeepAlive { id: LeaseId, reply: Reply<i64> },
@@ -288,7 +302,9 @@ impl ShardCall {
             ShardCall::WriteAtLeader(part) => drop(part.reply.send(Err(error))),
             ShardCall::Range { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::LastRevision { reply } => drop(reply.send(Err(error))),
-            ShardCall::RangeAt { reply, .. } => drop(reply.send(Err(error))),
+            ShardCall::KnownRevision { reply } => drop(reply.send(Err(error))),
+            ShardCall::RangeAt(part) => drop(part.reply.send(Err(error))),
+            ShardCall::RangeAtIndex { part, .. } => drop(part.reply.send(Err(error))),
             ShardCall::LeaseKeepAlive { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::LeaseStatus { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::LeaseKeys { reply, .. } => drop(reply.send(Err(error))),
@@ -300,6 +316,7 @@ impl ShardCall {
             | ShardCall::WatchCancel { .. }
             | ShardCall::LeaseRound { .. }
             | ShardCall::RemoteWrite { .. }
+            | ShardCall::RemoteClose { .. }
             | ShardCall::Peer(_)
             | ShardCall::Unreachable { .. }
             | ShardCall::Snapshot { .. }
@@ -341,6 +358,27 @@ enum ReadWaiter {
     /// every write answered anywhere before this one came (docs/node.md,
     /// "Revisions across members"). It waits for no apply.
     Stamp { entry: Entry, reply: Reply<Applied> },
+    /// A read across shards on a replicated shard's leader: once a
+    /// majority confirmed this member leads, read at `revision` when
+    /// applied up to `floor` (the log's end when it closed the revision)
+    /// or the confirmed index, whichever is later.
+    AtAfterRound {
+        floor: u64,
+        request: RangeRequest,
+        revision: Revision,
+        reply: Reply<RangeResponse>,
+    },
+    /// A close another member asked of this leader: answered, once a
+    /// majority confirmed this member leads, with the index to wait for.
+    CloseFor {
+        floor: u64,
+        from: u64,
+        id: u64,
+        transport: Rc<dyn Transport>,
+    },
+    /// Phase 1 of a read across shards in a cluster: answered, once a
+    /// majority confirmed a round, with the highest revision known here.
+    Known { reply: Reply<Revision> },
 }
 
 /// A read with the tick it was taken at: it fails once it has waited
@@ -363,6 +401,17 @@ impl ReadWaiter {
             ReadWaiter::Head { reply, .. } => drop(reply.send(Err(error))),
             ReadWaiter::At { reply, .. } => drop(reply.send(Err(error))),
             ReadWaiter::Stamp { reply, .. } => drop(reply.send(Err(error))),
+            ReadWaiter::AtAfterRound { reply, .. } => drop(reply.send(Err(error))),
+            ReadWaiter::Known { reply } => drop(reply.send(Err(error))),
+            ReadWaiter::CloseFor {
+                from,
+                id,
+                transport,
+                ..
+            } => {
+                // Shard 0: the asker matches an answer by its id alone.
+                crate::shard::remote::answer_close(&*transport, 0, from, id, &Err(error));
+            }
         }
     }
 }
@@ -1013,23 +1062,25 @@ impl Replica {
             ShardCall::LastRevision { reply } => {
                 let _ = reply.send(Ok(self.clock.last()));
             }
-            ShardCall::RangeAt {
-                request,
-                revision,
-                reply,
-            } => {
-                // HLC receive: nothing at or below `revision` is assigned
-                // from now on; what was assigned is proposed at or below the
-                // log's last index.
-                self.clock.observe(revision);
-                let index = self.raw.raft.raft_log.last_index();
+            ShardCall::KnownRevision { reply } => {
+                if self.replicated {
+                    self.unindexed
+                        .push((self.ticks, ReadWaiter::Known { reply }));
+                } else {
+                    let _ = reply.send(Ok(self.clock.last()));
+                }
+            }
+            ShardCall::RangeAt(part) => self.range_at(*part),
+            ShardCall::RangeAtIndex { part, index } => {
+                let part = *part;
                 let waiter = ReadWaiter::At {
-                    request,
-                    revision,
-                    reply,
+                    request: part.request,
+                    revision: part.revision,
+                    reply: part.reply,
                 };
                 self.wait_for(index, (self.ticks, waiter));
             }
+            ShardCall::RemoteClose { from, id, revision } => self.close_for(from, id, revision),
             ShardCall::LeaseKeepAlive { id, reply } => self.keep_alive(id, reply),
             ShardCall::LeaseStatus { id, reply } => {
                 let now = self.now();
@@ -1253,6 +1304,78 @@ impl Replica {
         }
     }
 
+    /// A shard's part of a read across shards at one revision. On one
+    /// member: never stamp the revision or below again, then read once
+    /// every entry already in the log applied. In a cluster the shard's
+    /// leader closes the revision and confirms its leadership with a
+    /// majority first (`close_for`); a follower asks it to, then waits to
+    /// apply as far as it says.
+    fn range_at(&mut self, part: crate::shard::remote::ReadPart) {
+        use crate::shard::remote;
+        // HLC receive: nothing at or below the revision is stamped here
+        // from now on; what was stamped is at or below the log's end.
+        let waiter = |part: remote::ReadPart| ReadWaiter::At {
+            request: part.request,
+            revision: part.revision,
+            reply: part.reply,
+        };
+        if !self.replicated {
+            self.clock.observe(part.revision);
+            let index = self.raw.raft.raft_log.last_index();
+            return self.wait_for(index, (self.ticks, waiter(part)));
+        }
+        if self.is_leader() {
+            self.close(part.revision);
+            let floor = self.raw.raft.raft_log.last_index();
+            let waiter = ReadWaiter::AtAfterRound {
+                floor,
+                request: part.request,
+                revision: part.revision,
+                reply: part.reply,
+            };
+            return self.unindexed.push((self.ticks, waiter));
+        }
+        let leader = match self.not_leader() {
+            NodeError::NotLeader { leader, .. } => leader,
+            _ => 0,
+        };
+        match &self.transport {
+            Some(transport) if leader != 0 && leader != self.raw.raft.id => {
+                remote::close_at_leader(self.router.clone(), transport.clone(), leader, part);
+            }
+            _ => remote::read_retry_later(self.router.clone(), part),
+        }
+    }
+
+    /// Never stamps `revision` or below again on this shard, nor lets a
+    /// later leader: the majority that confirms the round hears of it
+    /// (this node's frames carry it), and a later leader stamps only
+    /// after a round of its own, which shares a member with that majority.
+    fn close(&mut self, revision: Revision) {
+        self.clock.observe(revision);
+        self.marks.hear(revision);
+    }
+
+    /// Member `from` asks this replica to close `revision` as leader.
+    fn close_for(&mut self, from: u64, id: u64, revision: Revision) {
+        let Some(transport) = self.transport.clone() else {
+            return;
+        };
+        if !self.is_leader() {
+            let refusal = Err(self.not_leader());
+            return crate::shard::remote::answer_close(&*transport, self.shard, from, id, &refusal);
+        }
+        self.close(revision);
+        let floor = self.raw.raft.raft_log.last_index();
+        let waiter = ReadWaiter::CloseFor {
+            floor,
+            from,
+            id,
+            transport,
+        };
+        self.unindexed.push((self.ticks, waiter));
+    }
+
     /// Proposes a part of a fanned-out write here if this replica leads,
     /// else sends it to the leader it knows, else tries again shortly.
     fn propose_at_leader(&mut self, part: crate::shard::remote::Part) {
@@ -1453,11 +1576,43 @@ impl Replica {
     }
 
     fn wait_for(&mut self, index: u64, (since, waiter): Aged) {
-        if let ReadWaiter::Stamp { entry, reply } = waiter {
-            // Proposed after this Ready is done with (`propose_confirmed`).
-            self.confirmed.push((entry, reply));
-            return;
-        }
+        let waiter = match waiter {
+            ReadWaiter::Stamp { entry, reply } => {
+                // Proposed after this Ready is done with
+                // (`propose_confirmed`).
+                self.confirmed.push((entry, reply));
+                return;
+            }
+            ReadWaiter::Known { reply } => {
+                let known = self.marks.highest_known().max(self.clock.last());
+                let _ = reply.send(Ok(known));
+                return;
+            }
+            ReadWaiter::CloseFor {
+                floor,
+                from,
+                id,
+                transport,
+            } => {
+                let answer = Ok(index.max(floor));
+                crate::shard::remote::answer_close(&*transport, self.shard, from, id, &answer);
+                return;
+            }
+            ReadWaiter::AtAfterRound {
+                floor,
+                request,
+                revision,
+                reply,
+            } => {
+                let waiter = ReadWaiter::At {
+                    request,
+                    revision,
+                    reply,
+                };
+                return self.wait_for(index.max(floor), (since, waiter));
+            }
+            other => other,
+        };
         if index <= self.applied {
             self.make_ready(waiter);
         } else {
@@ -1605,9 +1760,12 @@ impl Replica {
                 let _ = reply.send(answer);
                 bytes
             }
-            // Confirmed writes never queue as reads (`wait_for`).
-            ReadWaiter::Stamp { entry, reply } => {
-                self.confirmed.push((entry, reply));
+            // These never queue as reads: `wait_for` takes them on.
+            waiter @ (ReadWaiter::Stamp { .. }
+            | ReadWaiter::Known { .. }
+            | ReadWaiter::CloseFor { .. }
+            | ReadWaiter::AtAfterRound { .. }) => {
+                self.wait_for(self.applied, (self.ticks, waiter));
                 0
             }
         }

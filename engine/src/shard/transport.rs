@@ -335,12 +335,14 @@ impl PeerInbox {
         match part {
             CallPart::Answer => self.router.remote_calls().answered(from, id, bytes),
             CallPart::Request => {
-                let entry = crate::shard::remote_codec::decode_write(&bytes)
-                    .map_err(|e| PeerRefusal::Malformed(e.to_string()))?;
-                self.hand_over(CoreCall {
-                    shard,
-                    call: ShardCall::RemoteWrite { from, id, entry },
-                });
+                use crate::shard::remote_codec::{decode_request, Request};
+                let request =
+                    decode_request(&bytes).map_err(|e| PeerRefusal::Malformed(e.to_string()))?;
+                let call = match request {
+                    Request::Write(entry) => ShardCall::RemoteWrite { from, id, entry },
+                    Request::Close(revision) => ShardCall::RemoteClose { from, id, revision },
+                };
+                self.hand_over(CoreCall { shard, call });
             }
         }
         Ok(())
