@@ -220,3 +220,67 @@ fn a_read_across_shards_on_a_member_that_missed_a_write_answers_it_or_nothing() 
         other => panic!("the read did not answer once the link was mended: {other:?}"),
     }
 }
+
+/// The member leading `shard` now, waiting through an election.
+fn leader_now(cluster: &InProcessCluster, shard: usize) -> usize {
+    cluster.wait_for_leaders(Duration::from_secs(20))[shard]
+}
+
+/// Whether `key` is there, read linearizably on running member `i`.
+fn present(cluster: &InProcessCluster, i: usize, key: &[u8]) -> bool {
+    match cluster.get(i, key, Consistency::Linearizable) {
+        Some(Ok((_, found))) => !found.kvs.is_empty(),
+        other => panic!("read on member {i}: {other:?}"),
+    }
+}
+
+#[test]
+fn a_lease_kept_alive_under_one_leader_outlives_its_failover_and_expires_under_the_next() {
+    let mut cluster = InProcessCluster::start(3, SHARDS, CORES, 43);
+    wait_until_every_member_leads(&cluster, Duration::from_secs(20));
+    const TTL: i64 = 3;
+    let first = cluster.node(0).expect("running").client();
+    let lease = with_timeout(first.lease_grant(0, TTL))
+        .expect("grant answered")
+        .expect("granted");
+    let home = keel_engine::shard::home_of_lease(lease, SHARDS);
+    let key = key_of("leased/", (home + 1) % SHARDS);
+    put(&cluster, &key, lease);
+
+    // Kept alive on the home's leader for twice its TTL.
+    let renewed_until = Instant::now() + Duration::from_secs(2 * TTL as u64);
+    while Instant::now() < renewed_until {
+        let leader = leader_now(&cluster, home);
+        let client = cluster.node(leader).expect("running").client();
+        with_timeout(client.lease_keep_alive(lease))
+            .expect("keep-alive answered")
+            .expect("kept alive");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Its leader goes; the last renewal was under it. The next leader must
+    // not expire the lease before a TTL has passed since that renewal.
+    let old = leader_now(&cluster, home);
+    let renewed = Instant::now();
+    cluster.stop_member(old);
+    let reader = (old + 1) % 3;
+    while renewed.elapsed() < Duration::from_secs(TTL as u64 - 1) {
+        assert!(
+            present(&cluster, reader, &key),
+            "the key went {:?} after the lease's last renewal",
+            renewed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Not kept alive any more: the new leader expires it, and its key goes
+    // on every shard, within the TTL and an election's worth.
+    let deadline = renewed + Duration::from_secs(TTL as u64 * 2 + 3);
+    while present(&cluster, reader, &key) {
+        assert!(
+            Instant::now() < deadline,
+            "the lease outlived its TTL by {:?} under the new leader",
+            renewed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.start_member(old);
+}
