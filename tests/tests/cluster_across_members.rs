@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use keel_engine::hlc::{ManualClock, WallClock, KEEL_EPOCH_UNIX_MILLIS};
 use keel_engine::mvcc::{DeleteRangeRequest, PutRequest, Response, Revision};
 use keel_engine::routing::shard_of;
-use keel_engine::shard::Consistency;
+use keel_engine::shard::{Consistency, NodeError};
 use keel_tests::cluster::{with_timeout, InProcessCluster, Outcome};
 
 const SHARDS: usize = 4;
@@ -283,4 +283,29 @@ fn a_lease_kept_alive_under_one_leader_outlives_its_failover_and_expires_under_t
         std::thread::sleep(Duration::from_millis(100));
     }
     cluster.start_member(old);
+}
+
+#[test]
+fn a_leases_time_to_live_is_told_by_its_homes_leader_only() {
+    let cluster = InProcessCluster::start(3, SHARDS, CORES, 47);
+    let leaders = wait_until_every_member_leads(&cluster, Duration::from_secs(20));
+    let client = cluster.node(0).expect("running").client();
+    let lease = with_timeout(client.lease_grant(0, 60))
+        .expect("grant answered")
+        .expect("granted");
+    let home = keel_engine::shard::home_of_lease(lease, SHARDS);
+    std::thread::sleep(Duration::from_millis(2_100));
+    let leader = leaders[home];
+    let on_leader = cluster.node(leader).expect("running").client();
+    let status = with_timeout(on_leader.lease_time_to_live(lease, false))
+        .expect("answered")
+        .expect("told")
+        .expect("there");
+    assert!(status.remaining <= 58, "{status:?}");
+    let follower = (leader + 1) % 3;
+    let on_follower = cluster.node(follower).expect("running").client();
+    match with_timeout(on_follower.lease_time_to_live(lease, false)).expect("answered") {
+        Err(NodeError::NotLeader { leader: named, .. }) => assert_eq!(named, cluster.id(leader)),
+        other => panic!("a follower told {other:?}"),
+    }
 }

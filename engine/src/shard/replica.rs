@@ -1083,6 +1083,12 @@ impl Replica {
             ShardCall::RemoteClose { from, id, revision } => self.close_for(from, id, revision),
             ShardCall::LeaseKeepAlive { id, reply } => self.keep_alive(id, reply),
             ShardCall::LeaseStatus { id, reply } => {
+                // Only the home's leader runs the lease's timer; another
+                // replica would tell the full TTL.
+                if self.replicated && !self.is_leader() {
+                    let _ = reply.send(Err(self.not_leader()));
+                    return;
+                }
                 let now = self.now();
                 let answer = self.store.lease(id).map_err(NodeError::from).map(|found| {
                     found.map(|info| {
