@@ -382,6 +382,11 @@ impl NodeClient<'_> {
         &self.node.marks
     }
 
+    /// Whether other members share the shards.
+    pub(crate) fn replicated(&self) -> bool {
+        self.node.replicated
+    }
+
     /// A home for a new lease: the shards in turn.
     pub(crate) fn next_home(&self) -> usize {
         let turn = self

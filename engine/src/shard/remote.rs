@@ -323,3 +323,57 @@ pub(crate) fn close_at_leader(
     })
     .detach();
 }
+
+/// Asks member `leader` to close `revision` of `shard` for this member's
+/// merged watches; the replica hears the index to wait for, or that it
+/// must ask again.
+pub(crate) fn close_for_watches(
+    router: Rc<CoreRouter>,
+    transport: Rc<dyn Transport>,
+    leader: u64,
+    shard: usize,
+    revision: Revision,
+) {
+    let (id, delivery) = router.remote_calls().open(leader);
+    let bytes = remote_codec::encode_request(&Request::Close(revision));
+    if !transport.send_call(leader, shard, CallPart::Request, id, bytes) {
+        router.remote_calls().forget(id);
+        return close_failed_later(router, shard, revision);
+    }
+    glommio::spawn_local(async move {
+        let delivery = futures_lite::future::or(async { delivery.await.ok() }, async {
+            glommio::timer::sleep(CLOSE_ANSWER_WAIT).await;
+            None
+        })
+        .await;
+        let answer = match delivery {
+            Some(Delivery::Answer(bytes)) => remote_codec::decode_index_answer(&bytes).ok(),
+            Some(Delivery::NotSent) => None,
+            None => {
+                router.remote_calls().forget(id);
+                None
+            }
+        };
+        match answer {
+            Some(Ok(index)) => router.deliver_local(CoreCall {
+                shard,
+                call: ShardCall::ClosedAt { revision, index },
+            }),
+            _ => close_failed_later(router, shard, revision),
+        }
+    })
+    .detach();
+}
+
+/// Tells `shard`'s replica, after a pause, that its close of `revision`
+/// for the merged watches must be asked again.
+pub(crate) fn close_failed_later(router: Rc<CoreRouter>, shard: usize, revision: Revision) {
+    glommio::spawn_local(async move {
+        glommio::timer::sleep(RETRY_PAUSE).await;
+        router.deliver_local(CoreCall {
+            shard,
+            call: ShardCall::CloseFailed { revision },
+        });
+    })
+    .detach();
+}

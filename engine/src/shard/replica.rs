@@ -198,6 +198,12 @@ pub(crate) enum ShardCall {
         id: u64,
         revision: Revision,
     },
+    /// The leader closed `revision` for this replica's merged watches:
+    /// closed here once applied up to `index`.
+    ClosedAt { revision: Revision, index: u64 },
+    /// A close for merged watches found no leader or no answer: asked
+    /// again if a watch still waits for it.
+    CloseFailed { revision: Revision },
     /// On a lease's home shard: restart its TTL; answers the TTL.
     LeaseKeepAlive { id: LeaseId, reply: Reply<i64> },
     /// On a lease's home shard: the lease and its remaining seconds.
@@ -317,6 +323,8 @@ impl ShardCall {
             | ShardCall::LeaseRound { .. }
             | ShardCall::RemoteWrite { .. }
             | ShardCall::RemoteClose { .. }
+            | ShardCall::ClosedAt { .. }
+            | ShardCall::CloseFailed { .. }
             | ShardCall::Peer(_)
             | ShardCall::Unreachable { .. }
             | ShardCall::Snapshot { .. }
@@ -364,6 +372,7 @@ enum ReadWaiter {
     /// or the confirmed index, whichever is later.
     AtAfterRound {
         floor: u64,
+        term: u64,
         request: RangeRequest,
         revision: Revision,
         reply: Reply<RangeResponse>,
@@ -372,6 +381,7 @@ enum ReadWaiter {
     /// majority confirmed this member leads, with the index to wait for.
     CloseFor {
         floor: u64,
+        term: u64,
         from: u64,
         id: u64,
         transport: Rc<dyn Transport>,
@@ -379,6 +389,16 @@ enum ReadWaiter {
     /// Phase 1 of a read across shards in a cluster: answered, once a
     /// majority confirmed a round, with the highest revision known here.
     Known { reply: Reply<Revision> },
+    /// This leader closed `revision` for its merged watches in `term`:
+    /// once a majority confirmed it still leads in that term, closed when
+    /// applied up to `floor` or the confirmed index.
+    CloseHere {
+        revision: Revision,
+        floor: u64,
+        term: u64,
+    },
+    /// `revision` is closed once applies reach the index waited for.
+    Closed { revision: Revision },
 }
 
 /// A read with the tick it was taken at: it fails once it has waited
@@ -403,6 +423,8 @@ impl ReadWaiter {
             ReadWaiter::Stamp { reply, .. } => drop(reply.send(Err(error))),
             ReadWaiter::AtAfterRound { reply, .. } => drop(reply.send(Err(error))),
             ReadWaiter::Known { reply } => drop(reply.send(Err(error))),
+            // Asked again when a watch next wants it (`request_close`).
+            ReadWaiter::CloseHere { .. } | ReadWaiter::Closed { .. } => {}
             ReadWaiter::CloseFor {
                 from,
                 id,
@@ -512,6 +534,12 @@ pub(crate) struct Replica {
     settled: u64,
     started: Instant,
     pending: VecDeque<Pending>,
+    /// In a cluster: every revision up to here is closed for the merged
+    /// watches (its leader closed it, and applies reached the index it
+    /// named).
+    closed: Revision,
+    /// The highest revision a close was asked for (`request_close`).
+    close_asked: Revision,
     /// Writes whose stamp round a majority confirmed, to be proposed once
     /// the Ready that brought the confirmation is done with.
     confirmed: Vec<(Entry, Reply<Applied>)>,
@@ -731,6 +759,8 @@ impl Replica {
             started: Instant::now(),
             pending: VecDeque::new(),
             confirmed: Vec::new(),
+            closed: 0,
+            close_asked: 0,
             unindexed: Vec::new(),
             indexing: BTreeMap::new(),
             next_read_context: 1,
@@ -1116,7 +1146,7 @@ impl Replica {
                 subscriber,
                 reply,
             } => {
-                self.clock.observe(observe);
+                self.close_for_watches(observe);
                 let answer = self.store.watch(&request).map_err(NodeError::from);
                 if let Ok(id) = answer {
                     self.feeds.add(id, subscriber);
@@ -1126,8 +1156,17 @@ impl Replica {
                 let _ = reply.send(answer);
             }
             ShardCall::WatchProgress { id, revision } => {
-                self.clock.observe(revision);
+                self.close_for_watches(revision);
                 self.feeds.want_progress(id, revision);
+            }
+            ShardCall::ClosedAt { revision, index } => {
+                self.wait_for(index, (self.ticks, ReadWaiter::Closed { revision }));
+            }
+            ShardCall::CloseFailed { revision } => {
+                self.close_asked = self.closed;
+                if self.feeds.wants_progress_to(revision) {
+                    self.request_close(revision);
+                }
             }
             ShardCall::WatchCancel { id } => self.feeds.cancel(&mut self.store, id),
             ShardCall::Peer(message) => {
@@ -1236,6 +1275,11 @@ impl Replica {
     /// applied: everything it handed out once nothing is in flight, else
     /// what it has applied.
     fn safe_revision(&self) -> Revision {
+        if self.replicated {
+            // Applied entries come in revision order, and the revisions
+            // closed by a confirmed round (`request_close`) are applied.
+            return self.store.current_revision().max(self.closed);
+        }
         let idle = self.pending.is_empty() && self.raw.raft.raft_log.last_index() <= self.applied;
         if idle {
             self.clock.last()
@@ -1335,6 +1379,7 @@ impl Replica {
             let floor = self.raw.raft.raft_log.last_index();
             let waiter = ReadWaiter::AtAfterRound {
                 floor,
+                term: self.raw.raft.term,
                 request: part.request,
                 revision: part.revision,
                 reply: part.reply,
@@ -1362,6 +1407,48 @@ impl Replica {
         self.marks.hear(revision);
     }
 
+    /// The merged watches need this shard closed up to `revision`. On one
+    /// member an HLC receive does it. In a cluster the shard's leader must
+    /// close it, as for a read across shards: a quiet replica's own clock
+    /// says nothing of what its leader may still stamp.
+    fn close_for_watches(&mut self, revision: Revision) {
+        if self.replicated {
+            self.request_close(revision);
+        } else {
+            self.clock.observe(revision);
+        }
+    }
+
+    /// Has the shard's leader close `revision` for the merged watches,
+    /// unless that is done or asked for.
+    fn request_close(&mut self, revision: Revision) {
+        if revision <= self.closed || revision <= self.close_asked {
+            return;
+        }
+        self.close_asked = revision;
+        if self.is_leader() {
+            self.close(revision);
+            let waiter = ReadWaiter::CloseHere {
+                revision,
+                floor: self.raw.raft.raft_log.last_index(),
+                term: self.raw.raft.term,
+            };
+            return self.unindexed.push((self.ticks, waiter));
+        }
+        let leader = match self.not_leader() {
+            NodeError::NotLeader { leader, .. } => leader,
+            _ => 0,
+        };
+        let (router, shard) = (self.router.clone(), self.shard);
+        match &self.transport {
+            Some(transport) if leader != 0 && leader != self.raw.raft.id => {
+                let transport = transport.clone();
+                crate::shard::remote::close_for_watches(router, transport, leader, shard, revision);
+            }
+            _ => crate::shard::remote::close_failed_later(router, shard, revision),
+        }
+    }
+
     /// Member `from` asks this replica to close `revision` as leader.
     fn close_for(&mut self, from: u64, id: u64, revision: Revision) {
         let Some(transport) = self.transport.clone() else {
@@ -1375,6 +1462,7 @@ impl Replica {
         let floor = self.raw.raft.raft_log.last_index();
         let waiter = ReadWaiter::CloseFor {
             floor,
+            term: self.raw.raft.term,
             from,
             id,
             transport,
@@ -1596,26 +1684,58 @@ impl Replica {
             }
             ReadWaiter::CloseFor {
                 floor,
+                term,
                 from,
                 id,
                 transport,
             } => {
-                let answer = Ok(index.max(floor));
+                // Confirmed by another leader (this one lost the term
+                // meanwhile): that one may have stamped at or below the
+                // revision before it heard of it; the asker asks it.
+                let answer = if self.is_leader() && self.raw.raft.term == term {
+                    Ok(index.max(floor))
+                } else {
+                    Err(self.not_leader())
+                };
                 crate::shard::remote::answer_close(&*transport, self.shard, from, id, &answer);
                 return;
             }
             ReadWaiter::AtAfterRound {
                 floor,
+                term,
                 request,
                 revision,
                 reply,
             } => {
+                if !self.is_leader() || self.raw.raft.term != term {
+                    let part =
+                        crate::shard::remote::ReadPart::new(self.shard, request, revision, reply);
+                    return self.range_at(part);
+                }
                 let waiter = ReadWaiter::At {
                     request,
                     revision,
                     reply,
                 };
                 return self.wait_for(index.max(floor), (since, waiter));
+            }
+            ReadWaiter::CloseHere {
+                revision,
+                floor,
+                term,
+            } => {
+                // Confirmed by another leader (this one lost the term
+                // meanwhile): that one may have stamped at or below the
+                // revision before it heard of it; ask it instead.
+                if !self.is_leader() || self.raw.raft.term != term {
+                    self.close_asked = self.closed;
+                    return self.request_close(revision);
+                }
+                return self.wait_for(index.max(floor), (since, ReadWaiter::Closed { revision }));
+            }
+            ReadWaiter::Closed { revision } if index <= self.applied => {
+                self.closed = self.closed.max(revision);
+                return;
             }
             other => other,
         };
@@ -1767,9 +1887,14 @@ impl Replica {
                 bytes
             }
             // These never queue as reads: `wait_for` takes them on.
+            ReadWaiter::Closed { revision } => {
+                self.closed = self.closed.max(revision);
+                0
+            }
             waiter @ (ReadWaiter::Stamp { .. }
             | ReadWaiter::Known { .. }
             | ReadWaiter::CloseFor { .. }
+            | ReadWaiter::CloseHere { .. }
             | ReadWaiter::AtAfterRound { .. }) => {
                 self.wait_for(self.applied, (self.ticks, waiter));
                 0

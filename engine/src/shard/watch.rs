@@ -74,12 +74,15 @@ impl<'a> NodeClient<'a> {
         let (observe, start) = if request.start_revision == 0 {
             // At least the node's floor: a watch created after a write was
             // acknowledged, on any shard, starts after it (as a read's
-            // header does).
+            // header does). In a cluster, what a majority round makes
+            // known (`current_revision`).
             let floor = self.watermarks().floor();
-            let now = self
-                .highest_revision(targets.iter().copied())
-                .await?
-                .max(floor);
+            let now = if self.replicated() {
+                self.current_revision().await?
+            } else {
+                self.highest_revision(targets.iter().copied()).await?
+            }
+            .max(floor);
             (now, now.saturating_add(1))
         } else {
             (0, request.start_revision)
@@ -200,9 +203,14 @@ impl WatchStream<'_> {
 
     /// For each part, the revision its shard is closed up to without being
     /// asked, if it is quiet (nothing unpublished) and its feed live: the
-    /// node's floor (`watermarks.rs`).
+    /// node's floor (`watermarks.rs`). One member only.
     fn quiet_closes(&self) -> Vec<Option<Revision>> {
         let marks = self.client.watermarks();
+        // In a cluster a quiet replica may still get entries its leader
+        // stamps below this node's floor: every part is asked instead.
+        if self.client.replicated() {
+            return vec![None; self.parts.len()];
+        }
         self.parts
             .iter()
             .map(|part| {

@@ -172,6 +172,14 @@ impl WatchFeeds {
         self.progress_wanted.clear();
     }
 
+    /// Whether a watcher here still waits for progress up to `revision`
+    /// or beyond.
+    pub(crate) fn wants_progress_to(&self, revision: Revision) -> bool {
+        self.progress_wanted
+            .values()
+            .any(|wanted| *wanted >= revision)
+    }
+
     pub(crate) fn want_progress(&mut self, id: WatchId, revision: Revision) {
         if self.subscribers.contains_key(&id) {
             let wanted = self.progress_wanted.entry(id).or_insert(revision);
