@@ -18,18 +18,28 @@ use keel_tests::cluster::{with_timeout, InProcessCluster, Outcome};
 const SHARDS: usize = 4;
 const CORES: usize = 2;
 
-/// Waits until the shards' leaders are spread over every member; answers
-/// each shard's leader.
+/// Waits until the shards' leaders are spread over every member and have
+/// stayed where they are for 1.5 s (leadership is handed to where it is
+/// spread to, checked each second); answers each shard's leader.
 fn wait_until_every_member_leads(cluster: &InProcessCluster, within: Duration) -> Vec<usize> {
     let deadline = Instant::now() + within;
+    let mut settled: Option<(Vec<usize>, Instant)> = None;
     loop {
         let leaders = cluster.wait_for_leaders(within);
         let distinct: BTreeSet<usize> = leaders.iter().copied().collect();
-        if distinct.len() == cluster.size() {
-            return leaders;
+        match &settled {
+            Some((seen, since)) if *seen == leaders && distinct.len() == cluster.size() => {
+                if since.elapsed() >= Duration::from_millis(1_500) {
+                    return leaders;
+                }
+            }
+            _ => settled = Some((leaders.clone(), Instant::now())),
         }
-        assert!(Instant::now() < deadline, "leaders not spread: {leaders:?}");
-        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            Instant::now() < deadline,
+            "leaders not spread and settled: {leaders:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -252,10 +262,12 @@ fn a_lease_kept_alive_under_one_leader_outlives_its_failover_and_expires_under_t
     while Instant::now() < renewed_until {
         let leader = leader_now(&cluster, home);
         let client = cluster.node(leader).expect("running").client();
-        with_timeout(client.lease_keep_alive(lease))
-            .expect("keep-alive answered")
-            .expect("kept alive");
-        std::thread::sleep(Duration::from_millis(500));
+        match with_timeout(client.lease_keep_alive(lease)).expect("keep-alive answered") {
+            Ok(_) => std::thread::sleep(Duration::from_millis(500)),
+            // Leadership moved between the look and the ask.
+            Err(NodeError::NotLeader { .. }) => std::thread::sleep(Duration::from_millis(50)),
+            Err(other) => panic!("keep-alive: {other}"),
+        }
     }
     // Its leader goes; the last renewal was under it. The next leader must
     // not expire the lease before a TTL has passed since that renewal.
@@ -313,11 +325,15 @@ fn a_leases_time_to_live_is_told_by_its_homes_leader_only() {
     }
     let (leader, status) = told.expect("a leader told the time left");
     assert!(status.remaining <= 58, "{status:?}");
-    let follower = (leader + 1) % 3;
-    let on_follower = cluster.node(follower).expect("running").client();
-    match with_timeout(on_follower.lease_time_to_live(lease, false)).expect("answered") {
-        Err(NodeError::NotLeader { leader: named, .. }) => assert_ne!(named, cluster.id(follower)),
-        other => panic!("a follower told {other:?}"),
+    // Every other member names a leader instead (the one it knows).
+    for follower in (0..3).filter(|m| *m != leader) {
+        let on_follower = cluster.node(follower).expect("running").client();
+        match with_timeout(on_follower.lease_time_to_live(lease, false)).expect("answered") {
+            Err(NodeError::NotLeader { leader: named, .. }) => {
+                assert_ne!(named, cluster.id(follower))
+            }
+            other => panic!("member {follower}, not the home's leader, told {other:?}"),
+        }
     }
 }
 
@@ -404,4 +420,63 @@ fn a_watch_over_every_shard_on_a_member_that_leads_some_hands_out_every_write_in
     }
     let keys: BTreeSet<Vec<u8>> = seen.into_iter().map(|(_, key)| key).collect();
     assert_eq!(keys, acknowledged, "the watch missed or invented writes");
+}
+
+#[test]
+fn a_merged_watch_goes_on_after_its_member_was_cut_off_longer_than_a_read_waits() {
+    let cluster = InProcessCluster::start(3, SHARDS, CORES, 59);
+    let leaders = wait_until_every_member_leads(&cluster, Duration::from_secs(20));
+    let member = 1;
+    // The watching member leads a shard (whose close will find no
+    // majority), and another member leads one.
+    assert!(leaders.contains(&member));
+    let other = (0..SHARDS)
+        .find(|s| leaders[*s] != member)
+        .expect("another leads one");
+    let client = cluster.node(member).expect("running").client();
+    let request = keel_engine::mvcc::WatchRequest {
+        key: b"watched/".to_vec(),
+        range_end: prefix_end("watched/"),
+        ..Default::default()
+    };
+    let mut stream = futures_lite::future::block_on(client.watch(request)).expect("watch");
+    // Written where the watching member does not lead: the shard it leads
+    // must be asked to close it.
+    let before = put(&cluster, &key_of("before/", other), 0);
+    // Cut off while every shard is asked to close `before`: a shard it led
+    // has no majority for its round, past the 5 s a ReadIndex waits.
+    cluster
+        .net
+        .isolate(cluster.id(member), &cluster.ids(), true);
+    stream.request_progress(before);
+    std::thread::sleep(Duration::from_secs(7));
+    cluster
+        .net
+        .isolate(cluster.id(member), &cluster.ids(), false);
+    // With nothing more written, the progress asked for comes: the close
+    // that expired while cut off was asked again (nobody else would ask).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut progress = None;
+    while progress.is_none() && Instant::now() < deadline {
+        let batch = futures_lite::future::block_on(futures_lite::future::or(
+            async { Some(stream.next().await) },
+            async {
+                keel_tests::timeout(Duration::from_millis(500)).await;
+                None
+            },
+        ));
+        match batch {
+            Some(Ok(keel_engine::shard::WatchBatch::Progress(at))) => progress = Some(at),
+            Some(Ok(keel_engine::shard::WatchBatch::Events(events))) => {
+                panic!("events nobody wrote: {events:?}")
+            }
+            Some(other) => panic!("{other:?}"),
+            None => {}
+        }
+    }
+    assert_eq!(
+        progress,
+        Some(before),
+        "the watch stalled after its member was cut off"
+    );
 }

@@ -325,12 +325,44 @@ async fn carry(router: &CoreRouter, mirrors: &[usize], tasks: &[LeaseTask]) -> N
 }
 
 /// A copy of an error for each writer a failed round answers, saying
-/// what it was about when it is not one of the kinds kept.
+/// what it was about when it is not one of the kinds kept. The writer's
+/// own entry applied, so a refusal that would say "not proposed, send it
+/// again" (`NotLeader`, `NoLeader`: a mirror found no leader) is told as
+/// an outcome unknown to the writer: sent again, a grant would make a
+/// second lease.
 fn copy_error(error: &NodeError) -> NodeError {
     match error.copy() {
+        NodeError::NotLeader { shard, .. } | NodeError::NoLeader { shard } => {
+            NodeError::OutcomeUnknown { shard }
+        }
         NodeError::InvalidRequest(message) if !matches!(error, NodeError::InvalidRequest(_)) => {
             NodeError::InvalidRequest(format!("a lease's mirrors were not updated: {message}"))
         }
         copied => copied,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_whose_entry_applied_never_hears_send_it_again() {
+        for refusal in [
+            NodeError::NotLeader {
+                shard: 2,
+                leader: 9,
+            },
+            NodeError::NoLeader { shard: 2 },
+        ] {
+            assert!(matches!(
+                copy_error(&refusal),
+                NodeError::OutcomeUnknown { shard: 2 }
+            ));
+        }
+        assert!(matches!(
+            copy_error(&NodeError::Shutdown),
+            NodeError::Shutdown
+        ));
     }
 }

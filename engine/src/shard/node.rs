@@ -607,11 +607,19 @@ impl NodeClient<'_> {
         // a round confirmed by a majority makes it known (any majority
         // shares a member with the one that stored it, and that member's
         // frames carry what it heard of). Any one shard's round will do:
-        // every shard has the same voters.
-        let known = self
-            .call(0, |reply| ShardCall::KnownRevision { reply })
-            .await?;
-        Ok(here.max(known))
+        // every shard has the same voters; a stopped one passes it on.
+        let mut stopped = None;
+        for shard in 0..self.node.shards {
+            match self
+                .call(shard, |reply| ShardCall::KnownRevision { reply })
+                .await
+            {
+                Ok(known) => return Ok(here.max(known)),
+                Err(error @ NodeError::ShardStopped { .. }) => stopped = Some(error),
+                Err(error) => return Err(error),
+            }
+        }
+        Err(stopped.unwrap_or(NodeError::Shutdown))
     }
 
     /// Every shard's Raft and storage state, by shard.

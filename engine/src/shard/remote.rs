@@ -148,6 +148,25 @@ pub(crate) fn retry_later(router: Rc<CoreRouter>, part: Part) {
     .detach();
 }
 
+/// Answers `part` with what its own replica, leading, made of it; a
+/// refusal before it was proposed (`NotLeader`, `NoLeader`) sends it to
+/// look for the leader again.
+pub(crate) fn retry_if_refused(
+    router: Rc<CoreRouter>,
+    part: Part,
+    answer: oneshot::Receiver<NodeResult<Applied>>,
+) {
+    glommio::spawn_local(async move {
+        match answer.await.unwrap_or(Err(NodeError::Shutdown)) {
+            Err(NodeError::NotLeader { .. } | NodeError::NoLeader { .. }) => {
+                retry_later(router, part)
+            }
+            answer => drop(part.reply.send(answer)),
+        }
+    })
+    .detach();
+}
+
 /// Sends `part` to member `leader` and answers it with the leader's
 /// answer; runs on the shard's core.
 pub(crate) fn send_to_leader(

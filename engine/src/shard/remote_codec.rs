@@ -1,8 +1,7 @@
 //! The bytes of a request carried to a shard's leader on another member
 //! (a write, or a close of a revision for a read across shards), and of
-//! the leader's answer (engine/FORMAT.md, "Writes carried to a
-//! leader"). Integers are little-endian; byte strings carry a `u32`
-//! length. Decoding checks every length and count against what is left,
+//! the leader's answer (engine/FORMAT.md, "Calls to a leader"). Integers
+//! are little-endian; byte strings carry a `u32` length. Decoding checks every length and count against what is left,
 //! so bytes damaged past the frame's checksum, or sent by a member of
 //! another version, are an error, never a panic or a huge allocation.
 
@@ -23,8 +22,8 @@ pub(crate) enum Request {
     Write(Entry),
     /// Never stamp `revision` or below again, confirm leadership with a
     /// majority, and answer the log index below which every entry stamped
-    /// at or below it lies (a read across shards at `revision` waits for
-    /// that index, `ReadWaiter::Close`).
+    /// at or below it lies (a read across shards at `revision`, or a
+    /// merged watch, waits for that index; `Replica::close_for`).
     Close(Revision),
 }
 
@@ -63,6 +62,11 @@ pub(crate) fn decode_request(bytes: &[u8]) -> Decoded<Request> {
             let revision = input.u64()?;
             if !input.0.is_empty() {
                 return Err(DecodeError("bytes after a close".to_string()));
+            }
+            if revision >= crate::hlc::REVISION_LIMIT {
+                return Err(DecodeError(format!(
+                    "a close of revision {revision}, past 2^53"
+                )));
             }
             Ok(Request::Close(revision))
         }
@@ -635,6 +639,19 @@ mod tests {
         }
         let bytes = encode_request(&Request::Write(Entry::LeaseRevoke { id: 1 }));
         assert_eq!(entry_codec::revision_of(&bytes[2..]), Some(0));
+    }
+
+    #[test]
+    fn a_close_past_the_last_revision_is_refused() {
+        let mut bytes = encode_request(&Request::Close(crate::hlc::REVISION_LIMIT));
+        assert!(decode_request(&bytes).is_err());
+        bytes = encode_request(&Request::Close(u64::MAX));
+        assert!(decode_request(&bytes).is_err());
+        let last = crate::hlc::REVISION_LIMIT - 1;
+        assert_eq!(
+            decode_request(&encode_request(&Request::Close(last))).unwrap(),
+            Request::Close(last)
+        );
     }
 
     #[test]

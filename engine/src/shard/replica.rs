@@ -423,7 +423,7 @@ impl ReadWaiter {
             ReadWaiter::Stamp { reply, .. } => drop(reply.send(Err(error))),
             ReadWaiter::AtAfterRound { reply, .. } => drop(reply.send(Err(error))),
             ReadWaiter::Known { reply } => drop(reply.send(Err(error))),
-            // Asked again when a watch next wants it (`request_close`).
+            // Asked again by `give_up`; nobody waits on it otherwise.
             ReadWaiter::CloseHere { .. } | ReadWaiter::Closed { .. } => {}
             ReadWaiter::CloseFor {
                 from,
@@ -1057,6 +1057,27 @@ impl Replica {
     /// Takes one call: proposes, answers, or queues it.
     fn take(&mut self, call: ShardCall) {
         if let Some(reason) = &self.failure {
+            let stopped_error = || stopped(self.shard, reason);
+            match (&call, &self.transport) {
+                (ShardCall::RemoteWrite { from, id, .. }, Some(transport)) => {
+                    let bytes = crate::shard::remote_codec::encode_answer(&Err(stopped_error()));
+                    let part = crate::shard::transport::CallPart::Answer;
+                    let _ = transport.send_call(*from, self.shard, part, *id, bytes);
+                    return;
+                }
+                (ShardCall::RemoteClose { from, id, .. }, Some(transport)) => {
+                    let answer = Err(stopped_error());
+                    crate::shard::remote::answer_close(
+                        &**transport,
+                        self.shard,
+                        *from,
+                        *id,
+                        &answer,
+                    );
+                    return;
+                }
+                _ => {}
+            }
             match call {
                 ShardCall::Status { reply } => {
                     let _ = reply.send(Ok(ShardStatus {
@@ -1458,6 +1479,12 @@ impl Replica {
             let refusal = Err(self.not_leader());
             return crate::shard::remote::answer_close(&*transport, self.shard, from, id, &refusal);
         }
+        if revision >= crate::hlc::REVISION_LIMIT {
+            let refusal = Err(NodeError::InvalidRequest(format!(
+                "revision {revision} is past the last one (2^53)"
+            )));
+            return crate::shard::remote::answer_close(&*transport, self.shard, from, id, &refusal);
+        }
         self.close(revision);
         let floor = self.raw.raft.raft_log.last_index();
         let waiter = ReadWaiter::CloseFor {
@@ -1475,7 +1502,11 @@ impl Replica {
     fn propose_at_leader(&mut self, part: crate::shard::remote::Part) {
         use crate::shard::remote;
         if self.is_leader() {
-            return self.propose_write(part.entry, part.reply);
+            // Refused before it was proposed (leadership moved on, a stamp
+            // round found no majority): looked for again, as when sent.
+            let (reply, answer) = futures_channel::oneshot::channel();
+            self.propose_write(part.entry.clone(), reply);
+            return remote::retry_if_refused(self.router.clone(), part, answer);
         }
         let leader = match self.not_leader() {
             NodeError::NotLeader { leader, .. } => leader,
@@ -1642,7 +1673,7 @@ impl Replica {
         expired.extend(old);
         self.unindexed = young;
         for (_, waiter) in expired {
-            waiter.answer_error(self.no_leader());
+            self.give_up(waiter, self.no_leader());
         }
         if !retry.is_empty() {
             if self.is_leader() || self.raw.raft.leader_id != raft::INVALID_ID {
@@ -1660,7 +1691,22 @@ impl Replica {
             .partition(|(_, aged)| too_old(aged));
         self.waiting = young;
         for (_, (_, waiter)) in old {
-            waiter.answer_error(NodeError::Behind { shard: self.shard });
+            self.give_up(waiter, NodeError::Behind { shard: self.shard });
+        }
+    }
+
+    /// A waiter that waited too long: answered with `error`, or for a
+    /// close of the merged watches, asked again while a watch still wants
+    /// it (nobody else would ask: the stream asks each revision once).
+    fn give_up(&mut self, waiter: ReadWaiter, error: NodeError) {
+        match waiter {
+            ReadWaiter::CloseHere { revision, .. } | ReadWaiter::Closed { revision } => {
+                self.close_asked = self.closed;
+                if self.feeds.wants_progress_to(revision) {
+                    self.request_close(revision);
+                }
+            }
+            other => other.answer_error(error),
         }
     }
 
@@ -2197,12 +2243,12 @@ impl Replica {
             self.lessor.demote();
         }
         let shard = self.shard;
-        let hint = self.raw.raft.leader_id;
+        // The writers still waiting had their entries applied: whether the
+        // mirrors have them is for the next leader to see to, so their
+        // outcome is unknown (not "not led here", which says "send it
+        // again": a grant sent again would make a second lease).
         self.lease_tasks
-            .leadership_changed(leader, || NodeError::NotLeader {
-                shard,
-                leader: hint,
-            });
+            .leadership_changed(leader, || NodeError::OutcomeUnknown { shard });
     }
 
     /// Applies committed entries into the held tree transaction and answers

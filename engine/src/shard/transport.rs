@@ -177,7 +177,13 @@ impl PeerInbox {
     /// told from one frame: the time on the way makes a peer look behind.
     /// The peer that is behind sees the other one ahead.
     pub fn observe_peer_clock(&self, from: u64, wall_millis: u64, revision: u64) {
-        self.marks.hear(revision);
+        // No revision reaches 2^53: heard, one would stop every stamp on
+        // every member it spread to.
+        if revision < crate::hlc::REVISION_LIMIT {
+            self.marks.hear(revision);
+        } else {
+            tracing::warn!(peer = %format!("{from:x}"), revision, "a frame's revision is past 2^53: not heard");
+        }
         let ahead_by = wall_millis.saturating_sub(self.wall.unix_millis());
         if ahead_by <= SKEW_WARN_AT.as_millis() as u64 {
             return;

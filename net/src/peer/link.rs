@@ -17,10 +17,12 @@ use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 use keel_engine::shard::{CallPart, PeerInbox};
 
-use crate::peer::wire::{self, Hello, ItemKind, PeerClock};
+use crate::peer::wire::{self, Hello, ItemKind, PeerClock, MAX_FRAME_BYTES};
 
 /// Bytes of encoded messages queued for one peer before more are dropped.
 pub(crate) const QUEUE_BYTES: usize = 64 << 20;
+/// The largest item queued: one that fills a frame with the clock.
+const MAX_ITEM_BYTES: usize = MAX_FRAME_BYTES - wire::CLOCK_BYTES - wire::ITEM_HEADER_BYTES;
 /// A frame is closed once it holds this many bytes (it holds at least one
 /// message, whatever its size).
 const FRAME_TARGET_BYTES: usize = 4 << 20;
@@ -88,6 +90,10 @@ impl Link {
     }
 
     fn queue_item(&self, kind: ItemKind, shard: usize, bytes: Vec<u8>) -> bool {
+        // An item must fit a frame with the clock and its own header.
+        if bytes.len() > MAX_ITEM_BYTES {
+            return false;
+        }
         let fits = self.queued_bytes.get() + bytes.len() <= QUEUE_BYTES;
         if !self.connected.get() || !fits {
             return false;
@@ -114,6 +120,12 @@ impl Link {
         let mut queue = self.queue.borrow_mut();
         let mut taken = 0;
         while let Some((kind, shard, bytes)) = queue.pop_front() {
+            // A frame never passes the largest the receiver takes: the
+            // item goes in the next one.
+            if taken > 0 && body.len() + wire::ITEM_HEADER_BYTES + bytes.len() > MAX_FRAME_BYTES {
+                queue.push_front((kind, shard, bytes));
+                break;
+            }
             self.queued_bytes
                 .set(self.queued_bytes.get().saturating_sub(bytes.len()));
             wire::push_item(&mut body, kind, shard, &bytes);

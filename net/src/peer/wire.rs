@@ -125,6 +125,8 @@ impl Hello {
 
 /// Bytes of a frame body's clock, before its items.
 pub const CLOCK_BYTES: usize = 16;
+/// Bytes before an item's own: kind, shard and length.
+pub const ITEM_HEADER_BYTES: usize = 9;
 
 /// What a frame says of its sender's clocks when it was built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
