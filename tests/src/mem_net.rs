@@ -233,35 +233,88 @@ struct MemTransport {
     inbox: PeerInbox,
 }
 
-impl Transport for MemTransport {
-    /// Calls meet cuts, drops and delays as messages do, but are never
-    /// duplicated: TCP does not duplicate, and the engine counts on it.
-    fn send_call(&self, to: u64, shard: usize, part: CallPart, id: u64, bytes: Vec<u8>) -> bool {
-        let (sender, delay) = {
-            let mut state = self.net.lock();
-            state.stats.sent += 1;
-            if state.cut.contains(&(self.member, to)) {
-                state.stats.cut += 1;
-                return true;
-            }
-            let faults = state.faults;
-            if state.rng.gen_bool(faults.drop.clamp(0.0, 1.0)) {
-                state.stats.dropped += 1;
-                return true;
-            }
-            let delay = if !faults.max_delay.is_zero()
-                && state.rng.gen_bool(faults.delay.clamp(0.0, 1.0))
-            {
+/// What the network does with one message.
+enum Fate {
+    /// Cut off or dropped.
+    Lost,
+    /// No such member runs.
+    Unreachable,
+    /// Delivered, `copies` times, after `delay`.
+    Deliver {
+        sender: flume::Sender<Delivery>,
+        copies: usize,
+        delay: Option<Duration>,
+    },
+}
+
+impl MemTransport {
+    /// Draws one message's fate to member `to`: cut, dropped, duplicated
+    /// (only when `may_duplicate`), delayed.
+    fn draw(&self, to: u64, may_duplicate: bool) -> Fate {
+        let mut state = self.net.lock();
+        state.stats.sent += 1;
+        if state.cut.contains(&(self.member, to)) {
+            state.stats.cut += 1;
+            return Fate::Lost;
+        }
+        let faults = state.faults;
+        if state.rng.gen_bool(faults.drop.clamp(0.0, 1.0)) {
+            state.stats.dropped += 1;
+            return Fate::Lost;
+        }
+        let copies = if may_duplicate && state.rng.gen_bool(faults.duplicate.clamp(0.0, 1.0)) {
+            state.stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        let delay =
+            if !faults.max_delay.is_zero() && state.rng.gen_bool(faults.delay.clamp(0.0, 1.0)) {
                 state.stats.delayed += 1;
                 Some(state.rng.gen_range(Duration::ZERO..faults.max_delay))
             } else {
                 None
             };
-            let Some(sender) = state.endpoints.get(&(to, self.core)).cloned() else {
+        match state.endpoints.get(&(to, self.core)).cloned() {
+            Some(sender) => Fate::Deliver {
+                sender,
+                copies,
+                delay,
+            },
+            None => {
                 state.stats.unreachable += 1;
-                return false;
-            };
-            (sender, delay)
+                Fate::Unreachable
+            }
+        }
+    }
+}
+
+/// Hands `delivery` to its member's queue now, or after `delay`; answers
+/// whether it was queued (a delayed one counts as queued).
+fn hand(sender: &flume::Sender<Delivery>, delivery: Delivery, delay: Option<Duration>) -> bool {
+    match delay {
+        None => sender.try_send(delivery).is_ok(),
+        Some(delay) => {
+            let sender = sender.clone();
+            glommio::spawn_local(async move {
+                glommio::timer::sleep(delay).await;
+                let _ = sender.try_send(delivery);
+            })
+            .detach();
+            true
+        }
+    }
+}
+
+impl Transport for MemTransport {
+    /// Calls meet cuts, drops and delays as messages do, but are never
+    /// duplicated: TCP does not duplicate, and the engine counts on it.
+    fn send_call(&self, to: u64, shard: usize, part: CallPart, id: u64, bytes: Vec<u8>) -> bool {
+        let (sender, delay) = match self.draw(to, false) {
+            // Written and lost, as on a connection that then broke.
+            Fate::Lost => return true,
+            Fate::Unreachable => return false,
+            Fate::Deliver { sender, delay, .. } => (sender, delay),
         };
         let delivery = Delivery {
             shard,
@@ -269,17 +322,7 @@ impl Transport for MemTransport {
             clock: self.inbox.clock_reading(),
             what: What::Call(part, id, bytes),
         };
-        match delay {
-            None => sender.try_send(delivery).is_ok(),
-            Some(delay) => {
-                glommio::spawn_local(async move {
-                    glommio::timer::sleep(delay).await;
-                    let _ = sender.try_send(delivery);
-                })
-                .detach();
-                true
-            }
-        }
+        hand(&sender, delivery, delay)
     }
 
     fn send_snapshot(&self, shard: usize, message: RaftMessage, file: std::path::PathBuf) {
@@ -322,39 +365,14 @@ impl Transport for MemTransport {
 
     fn send(&self, shard: usize, message: RaftMessage) {
         let to = message.to;
-        let (sender, copies, delay) = {
-            let mut state = self.net.lock();
-            state.stats.sent += 1;
-            if state.cut.contains(&(self.member, to)) {
-                state.stats.cut += 1;
-                return;
-            }
-            let faults = state.faults;
-            if state.rng.gen_bool(faults.drop.clamp(0.0, 1.0)) {
-                state.stats.dropped += 1;
-                return;
-            }
-            let copies = if state.rng.gen_bool(faults.duplicate.clamp(0.0, 1.0)) {
-                state.stats.duplicated += 1;
-                2
-            } else {
-                1
-            };
-            let delay = if !faults.max_delay.is_zero()
-                && state.rng.gen_bool(faults.delay.clamp(0.0, 1.0))
-            {
-                state.stats.delayed += 1;
-                Some(state.rng.gen_range(Duration::ZERO..faults.max_delay))
-            } else {
-                None
-            };
-            let Some(sender) = state.endpoints.get(&(to, self.core)).cloned() else {
-                state.stats.unreachable += 1;
-                drop(state);
-                self.inbox.unreachable(shard, to);
-                return;
-            };
-            (sender, copies, delay)
+        let (sender, copies, delay) = match self.draw(to, true) {
+            Fate::Lost => return,
+            Fate::Unreachable => return self.inbox.unreachable(shard, to),
+            Fate::Deliver {
+                sender,
+                copies,
+                delay,
+            } => (sender, copies, delay),
         };
         for _ in 0..copies {
             let delivery = Delivery {
@@ -363,21 +381,9 @@ impl Transport for MemTransport {
                 clock: self.inbox.clock_reading(),
                 what: What::Raft(message.clone()),
             };
-            match delay {
-                None => {
-                    if sender.try_send(delivery).is_err() {
-                        self.net.lock().stats.unreachable += 1;
-                        self.inbox.unreachable(shard, to);
-                    }
-                }
-                Some(delay) => {
-                    let sender = sender.clone();
-                    glommio::spawn_local(async move {
-                        glommio::timer::sleep(delay).await;
-                        let _ = sender.try_send(delivery);
-                    })
-                    .detach();
-                }
+            if !hand(&sender, delivery, delay) {
+                self.net.lock().stats.unreachable += 1;
+                self.inbox.unreachable(shard, to);
             }
         }
     }

@@ -293,6 +293,37 @@ pub(crate) fn read_retry_later(router: Rc<CoreRouter>, part: ReadPart) {
     .detach();
 }
 
+/// Asks member `leader` to close `revision` of `shard` and waits for its
+/// answer: the index to wait for, its refusal, or `None` when the ask was
+/// not sent, lost, late or unreadable (a close may be asked again).
+async fn ask_close(
+    router: &CoreRouter,
+    transport: &dyn Transport,
+    leader: u64,
+    shard: usize,
+    revision: Revision,
+) -> Option<NodeResult<u64>> {
+    let (id, delivery) = router.remote_calls().open(leader);
+    let bytes = remote_codec::encode_request(&Request::Close(revision));
+    if !transport.send_call(leader, shard, CallPart::Request, id, bytes) {
+        router.remote_calls().forget(id);
+        return None;
+    }
+    let delivery = futures_lite::future::or(async { delivery.await.ok() }, async {
+        glommio::timer::sleep(CLOSE_ANSWER_WAIT).await;
+        None
+    })
+    .await;
+    match delivery {
+        Some(Delivery::Answer(bytes)) => remote_codec::decode_index_answer(&bytes).ok(),
+        Some(Delivery::NotSent) => None,
+        None => {
+            router.remote_calls().forget(id);
+            None
+        }
+    }
+}
+
 /// Asks member `leader` to close `part`'s revision on its shard; once it
 /// answers the index to wait for, hands `part` back to its replica to be
 /// read there once applied that far.
@@ -302,37 +333,16 @@ pub(crate) fn close_at_leader(
     leader: u64,
     part: ReadPart,
 ) {
-    let (id, delivery) = router.remote_calls().open(leader);
-    let bytes = remote_codec::encode_request(&Request::Close(part.revision));
-    if !transport.send_call(leader, part.shard, CallPart::Request, id, bytes) {
-        router.remote_calls().forget(id);
-        return read_retry_later(router, part);
-    }
     glommio::spawn_local(async move {
-        let delivery = futures_lite::future::or(async { delivery.await.ok() }, async {
-            glommio::timer::sleep(CLOSE_ANSWER_WAIT).await;
-            None
-        })
-        .await;
-        let answer = match delivery {
-            Some(Delivery::Answer(bytes)) => remote_codec::decode_index_answer(&bytes).ok(),
-            Some(Delivery::NotSent) => None,
-            None => {
-                router.remote_calls().forget(id);
-                None
-            }
-        };
-        match answer {
-            Some(Ok(index)) => {
-                let shard = part.shard;
-                router.deliver_local(CoreCall {
-                    shard,
-                    call: ShardCall::RangeAtIndex {
-                        part: Box::new(part),
-                        index,
-                    },
-                });
-            }
+        let shard = part.shard;
+        match ask_close(&router, &*transport, leader, shard, part.revision).await {
+            Some(Ok(index)) => router.deliver_local(CoreCall {
+                shard,
+                call: ShardCall::RangeAtIndex {
+                    part: Box::new(part),
+                    index,
+                },
+            }),
             Some(Err(error @ NodeError::ShardStopped { .. })) => {
                 let _ = part.reply.send(Err(error));
             }
@@ -353,27 +363,8 @@ pub(crate) fn close_for_watches(
     shard: usize,
     revision: Revision,
 ) {
-    let (id, delivery) = router.remote_calls().open(leader);
-    let bytes = remote_codec::encode_request(&Request::Close(revision));
-    if !transport.send_call(leader, shard, CallPart::Request, id, bytes) {
-        router.remote_calls().forget(id);
-        return close_failed_later(router, shard, revision);
-    }
     glommio::spawn_local(async move {
-        let delivery = futures_lite::future::or(async { delivery.await.ok() }, async {
-            glommio::timer::sleep(CLOSE_ANSWER_WAIT).await;
-            None
-        })
-        .await;
-        let answer = match delivery {
-            Some(Delivery::Answer(bytes)) => remote_codec::decode_index_answer(&bytes).ok(),
-            Some(Delivery::NotSent) => None,
-            None => {
-                router.remote_calls().forget(id);
-                None
-            }
-        };
-        match answer {
+        match ask_close(&router, &*transport, leader, shard, revision).await {
             Some(Ok(index)) => router.deliver_local(CoreCall {
                 shard,
                 call: ShardCall::ClosedAt { revision, index },

@@ -1407,15 +1407,11 @@ impl Replica {
             };
             return self.unindexed.push((self.ticks, waiter));
         }
-        let leader = match self.not_leader() {
-            NodeError::NotLeader { leader, .. } => leader,
-            _ => 0,
-        };
-        match &self.transport {
-            Some(transport) if leader != 0 && leader != self.raw.raft.id => {
-                remote::close_at_leader(self.router.clone(), transport.clone(), leader, part);
+        match self.leader_elsewhere() {
+            Some((leader, transport)) => {
+                remote::close_at_leader(self.router.clone(), transport, leader, part);
             }
-            _ => remote::read_retry_later(self.router.clone(), part),
+            None => remote::read_retry_later(self.router.clone(), part),
         }
     }
 
@@ -1456,17 +1452,12 @@ impl Replica {
             };
             return self.unindexed.push((self.ticks, waiter));
         }
-        let leader = match self.not_leader() {
-            NodeError::NotLeader { leader, .. } => leader,
-            _ => 0,
-        };
         let (router, shard) = (self.router.clone(), self.shard);
-        match &self.transport {
-            Some(transport) if leader != 0 && leader != self.raw.raft.id => {
-                let transport = transport.clone();
+        match self.leader_elsewhere() {
+            Some((leader, transport)) => {
                 crate::shard::remote::close_for_watches(router, transport, leader, shard, revision);
             }
-            _ => crate::shard::remote::close_failed_later(router, shard, revision),
+            None => crate::shard::remote::close_failed_later(router, shard, revision),
         }
     }
 
@@ -1497,6 +1488,18 @@ impl Replica {
         self.unindexed.push((self.ticks, waiter));
     }
 
+    /// The leader this replica knows of on another member (the one it
+    /// hands leadership to, while it does), with the transport to reach
+    /// it; `None` while it knows none, or has no transport.
+    fn leader_elsewhere(&self) -> Option<(u64, Rc<dyn Transport>)> {
+        let leader = match self.not_leader() {
+            NodeError::NotLeader { leader, .. } => leader,
+            _ => 0,
+        };
+        let transport = self.transport.clone()?;
+        (leader != 0 && leader != self.raw.raft.id).then_some((leader, transport))
+    }
+
     /// Proposes a part of a fanned-out write here if this replica leads,
     /// else sends it to the leader it knows, else tries again shortly.
     fn propose_at_leader(&mut self, part: crate::shard::remote::Part) {
@@ -1508,15 +1511,11 @@ impl Replica {
             self.propose_write(part.entry.clone(), reply);
             return remote::retry_if_refused(self.router.clone(), part, answer);
         }
-        let leader = match self.not_leader() {
-            NodeError::NotLeader { leader, .. } => leader,
-            _ => 0,
-        };
-        match &self.transport {
-            Some(transport) if leader != 0 && leader != self.raw.raft.id => {
-                remote::send_to_leader(self.router.clone(), transport.clone(), leader, part);
+        match self.leader_elsewhere() {
+            Some((leader, transport)) => {
+                remote::send_to_leader(self.router.clone(), transport, leader, part);
             }
-            _ => remote::retry_later(self.router.clone(), part),
+            None => remote::retry_later(self.router.clone(), part),
         }
     }
 
