@@ -241,3 +241,23 @@ fn a_read_after_a_write_elsewhere_never_reports_an_older_header() {
     assert_eq!(events[0].kv.mod_revision, later);
     assert_eq!(events[0].kv.value, b"second");
 }
+
+#[test]
+fn a_compaction_entry_past_the_last_revision_is_refused_and_stops_nothing() {
+    // A compaction's entry observes its revision before it is stamped; one
+    // past 2^53 (from a peer of another version, say) would leave the
+    // shard's clock there and refuse every later write.
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(node_config(dir.path(), 1, 1)).unwrap();
+    let compact = keel_engine::mvcc::Entry::Compact {
+        revision: REVISION_LIMIT,
+    };
+    assert!(block_on(node.write_to(0, compact)).is_err());
+    let put = PutRequest {
+        key: b"after".to_vec(),
+        value: b"v".to_vec(),
+        ..PutRequest::default()
+    };
+    let applied = block_on(node.put(put)).expect("writes go on");
+    assert!(applied.revision < REVISION_LIMIT);
+}

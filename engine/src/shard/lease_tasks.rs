@@ -47,6 +47,10 @@ struct Waiting {
 pub(crate) struct LeaseTasks {
     shard: usize,
     shards: usize,
+    /// Whether other members share the shards: a mirror whose replica
+    /// here stopped is then not a stopped shard (the group goes on
+    /// elsewhere), and a round that meets it fails and is tried again.
+    replicated: bool,
     /// Tasks may have been written since the last scan.
     dirty: bool,
     /// The round in flight: its tasks, and the `seq` when it began.
@@ -69,10 +73,11 @@ pub(crate) struct LeaseTasks {
 }
 
 impl LeaseTasks {
-    pub(crate) fn new(shard: usize, shards: usize) -> LeaseTasks {
+    pub(crate) fn new(shard: usize, shards: usize, replicated: bool) -> LeaseTasks {
         LeaseTasks {
             shard,
             shards,
+            replicated,
             dirty: true,
             in_flight: None,
             done: BTreeSet::new(),
@@ -90,13 +95,23 @@ impl LeaseTasks {
 
     /// A home lease entry applied: its task may have changed. A writer, if
     /// any, hears `result` once a round that began after now has finished.
+    /// A writer whose entry applied after this replica lost leadership
+    /// hears at once that its outcome is unknown: rounds run only on the
+    /// leader, and the next one carries the task.
     pub(crate) fn changed(
         &mut self,
         id: LeaseId,
         writer: Option<Reply<Applied>>,
         result: Result<Applied, KvError>,
+        leading: bool,
     ) {
         self.dirty = true;
+        if !leading {
+            if let Some(reply) = writer {
+                let _ = reply.send(Err(NodeError::OutcomeUnknown { shard: self.shard }));
+            }
+            return;
+        }
         if let Some(reply) = writer {
             self.seq += 1;
             self.waiting.entry(id).or_default().push(Waiting {
@@ -184,9 +199,9 @@ impl LeaseTasks {
         }
         self.in_flight = Some((tasks.clone(), self.seq));
         let mirrors: Vec<usize> = (0..self.shards).filter(|s| *s != self.shard).collect();
-        let (router, home) = (router.clone(), self.shard);
+        let (router, home, replicated) = (router.clone(), self.shard, self.replicated);
         glommio::spawn_local(async move {
-            let outcome = carry(&router, &mirrors, &tasks).await;
+            let outcome = carry(&router, &mirrors, &tasks, replicated).await;
             router.deliver_local(CoreCall {
                 shard: home,
                 call: ShardCall::LeaseRound { tasks, outcome },
@@ -286,10 +301,17 @@ pub(crate) enum Carried {
 }
 
 /// Carries `tasks` to every mirror shard, one entry each, all sent before
-/// any answer is awaited; answers the first failure. A stopped mirror is
-/// not a failure: it refuses every request, so no key can be written on
-/// it under a lease it does not know yet.
-async fn carry(router: &CoreRouter, mirrors: &[usize], tasks: &[LeaseTask]) -> NodeResult<Carried> {
+/// any answer is awaited; answers the first failure. On one member a
+/// stopped mirror is not a failure: it refuses every request, so no key
+/// can be written on it under a lease it does not know yet. In a cluster
+/// only this member's replica stopped; the group goes on elsewhere, so it
+/// is a failure (tried again a second later).
+async fn carry(
+    router: &CoreRouter,
+    mirrors: &[usize],
+    tasks: &[LeaseTask],
+    replicated: bool,
+) -> NodeResult<Carried> {
     let mut answers = Vec::with_capacity(mirrors.len());
     for &shard in mirrors {
         let (reply, answer) = futures_channel::oneshot::channel();
@@ -315,7 +337,9 @@ async fn carry(router: &CoreRouter, mirrors: &[usize], tasks: &[LeaseTask]) -> N
             .and_then(|a| a);
         match outcome {
             Ok(_) => {}
-            Err(NodeError::ShardStopped { .. }) => carried = Carried::LiveMirrorsOnly,
+            Err(NodeError::ShardStopped { .. }) if !replicated => {
+                carried = Carried::LiveMirrorsOnly
+            }
             Err(e) => {
                 failure.get_or_insert(e);
             }
@@ -345,6 +369,21 @@ fn copy_error(error: &NodeError) -> NodeError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_writer_whose_entry_applied_after_leadership_went_is_answered_at_once() {
+        let mut tasks = LeaseTasks::new(1, 3, true);
+        let (writer, mut answer) = futures_channel::oneshot::channel();
+        let applied = Applied {
+            revision: 5,
+            response: crate::mvcc::Response::LeaseRevoke,
+        };
+        tasks.changed(7, Some(writer), Ok(applied), false);
+        assert!(matches!(
+            answer.try_recv(),
+            Ok(Some(Err(NodeError::OutcomeUnknown { shard: 1 })))
+        ));
+    }
 
     #[test]
     fn a_writer_whose_entry_applied_never_hears_send_it_again() {

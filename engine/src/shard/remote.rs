@@ -343,10 +343,8 @@ pub(crate) fn close_at_leader(
                     index,
                 },
             }),
-            Some(Err(error @ NodeError::ShardStopped { .. })) => {
-                let _ = part.reply.send(Err(error));
-            }
-            // Not led there, lost, late or unreadable: asked again.
+            // Not led there (or its replica stopped), lost, late or
+            // unreadable: asked again, until the part gives up.
             _ => read_retry_later(router, part),
         }
     })

@@ -747,7 +747,7 @@ impl Replica {
             resets_in_flight: Rc::default(),
             shards: config.shards,
             router,
-            lease_tasks: LeaseTasks::new(shard, config.shards),
+            lease_tasks: LeaseTasks::new(shard, config.shards, replicated),
             last_lease_id: 0,
             feeds: WatchFeeds::default(),
             max_entry_bytes,
@@ -1057,7 +1057,10 @@ impl Replica {
     /// Takes one call: proposes, answers, or queues it.
     fn take(&mut self, call: ShardCall) {
         if let Some(reason) = &self.failure {
-            let stopped_error = || stopped(self.shard, reason);
+            // To a peer, a replica that stopped is one that does not lead:
+            // the write was not proposed, and the group goes on under
+            // another leader, which the peer looks for.
+            let stopped_error = || NodeError::NoLeader { shard: self.shard };
             match (&call, &self.transport) {
                 (ShardCall::RemoteWrite { from, id, .. }, Some(transport)) => {
                     let bytes = crate::shard::remote_codec::encode_answer(&Err(stopped_error()));
@@ -1325,6 +1328,16 @@ impl Replica {
         // Refused now rather than logged and refused by every replica.
         if let Err(refusal) = crate::mvcc::check_entry(entry) {
             return Some(NodeError::Kv(refusal));
+        }
+        // Observed before it is stamped: past 2^53 it would stop every
+        // later stamp (a peer's write is not bounded by this member's
+        // current revision).
+        if let Entry::Compact { revision } = entry {
+            if *revision >= crate::hlc::REVISION_LIMIT {
+                return Some(NodeError::InvalidRequest(format!(
+                    "compaction to revision {revision}, past the last one (2^53)"
+                )));
+            }
         }
         if entry.takes_space() && (self.space.alarmed() || self.space.over_quota()) {
             if !self.space.alarmed() {
@@ -2330,7 +2343,10 @@ impl Replica {
             match (task_of, writer) {
                 // A home lease change: the writer hears back once the
                 // mirrors have it too.
-                (Some(id), writer) => self.lease_tasks.changed(id, writer, result),
+                (Some(id), writer) => {
+                    let leading = self.is_leader();
+                    self.lease_tasks.changed(id, writer, result, leading)
+                }
                 (None, Some(writer)) => answers.push((writer, result)),
                 (None, None) => {}
             }
