@@ -483,3 +483,59 @@ fn a_merged_watch_goes_on_after_its_member_was_cut_off_longer_than_a_read_waits(
         "the watch stalled after its member was cut off"
     );
 }
+
+#[test]
+fn a_moved_leader_stays_put_and_a_drained_member_leads_nothing_until_undrained() {
+    let cluster = InProcessCluster::start(3, SHARDS, CORES, 61);
+    let leaders = wait_until_every_member_leads(&cluster, Duration::from_secs(20));
+    let client = cluster.node(0).expect("running").client();
+    // Shard 0 moved to a member that does not lead it, from member 0.
+    let shard = 0;
+    let to = (leaders[shard] + 1) % 3;
+    let moved = with_timeout_long(client.move_leader(shard, cluster.id(to)));
+    assert!(moved, "leadership did not reach member {to}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(leader_now(&cluster, shard), to, "the spread moved it back");
+    // Writes go on to the moved shard.
+    put(&cluster, &key_of("moved/", shard), 0);
+
+    // Member 1 drained: it leads nothing, for as long as it stays drained,
+    // and writes to every shard go on.
+    let drained = 1;
+    let done = with_timeout_long(client.drain(cluster.id(drained)));
+    assert!(done, "member {drained} still leads a shard");
+    std::thread::sleep(Duration::from_secs(3));
+    let now = cluster.wait_for_leaders(Duration::from_secs(20));
+    assert!(!now.contains(&drained), "a drained member leads: {now:?}");
+    for shard in 0..SHARDS {
+        put(&cluster, &key_of("drained/", shard), 0);
+    }
+    // Undrained: it leads again where the spread (or a pin) says.
+    with_timeout_long(client.undrain(cluster.id(drained)));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !cluster
+        .wait_for_leaders(Duration::from_secs(20))
+        .contains(&drained)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "member {drained} never led again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs a call that may wait for leadership to move (up to 10 s).
+fn with_timeout_long<T, E: std::fmt::Debug>(
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> T {
+    futures_lite::future::block_on(futures_lite::future::or(
+        async { Some(call.await) },
+        async {
+            keel_tests::timeout(Duration::from_secs(15)).await;
+            None
+        },
+    ))
+    .expect("answered within 15 s")
+    .expect("done")
+}

@@ -52,6 +52,18 @@ pub(crate) mod meta_key {
     /// `alarm`, the alarm's kind byte, the member id (u64 BE): the revision
     /// that raised it. One row per raised alarm.
     pub(crate) const ALARM: &[u8] = b"alarm";
+    /// The member the shard's leadership is pinned to (absent: none).
+    pub(crate) const PLACEMENT_PIN: &[u8] = b"placement_pin";
+    /// `placement_avoid`, the member id (u64 BE): a member the shard is
+    /// never led from. One row per member.
+    pub(crate) const PLACEMENT_AVOID: &[u8] = b"placement_avoid";
+}
+
+/// The `meta` row key that keeps the shard's leadership off `member`.
+pub(crate) fn avoid_key(member: u64) -> Vec<u8> {
+    let mut key = meta_key::PLACEMENT_AVOID.to_vec();
+    key.extend_from_slice(&member.to_be_bytes());
+    key
 }
 
 /// The `meta` row key of an alarm raised by `member`.

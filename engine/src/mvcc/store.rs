@@ -14,8 +14,8 @@ use crate::mvcc::read::{self, RangePage, RangePlan, RangeProgress, Revisions};
 use crate::mvcc::snapshot::{Snapshot, View};
 use crate::mvcc::txn;
 use crate::mvcc::types::{
-    AlarmAction, AlarmKind, Entry, LeaseId, LeaseTask, LeaseTaskKind, RangeRequest, RangeResponse,
-    Response, Revision,
+    AlarmAction, AlarmKind, Entry, LeaseId, LeaseTask, LeaseTaskKind, Placement, PlacementChange,
+    RangeRequest, RangeResponse, Response, Revision,
 };
 use crate::mvcc::watch::WatchHub;
 use crate::mvcc::write::{attached_keys, lease_row, lease_task, EventLog, Writer};
@@ -617,6 +617,27 @@ impl<S: Storage> Store<S> {
         alarms(&self.view()?)
     }
 
+    /// Where the shard's leadership should be.
+    pub fn placement(&self) -> KvResult<Placement> {
+        let view = self.view()?;
+        let pinned = match view.row(tree::META, codec::meta_key::PLACEMENT_PIN)? {
+            Some(row) => codec::decode_meta(row)?,
+            None => 0,
+        };
+        let start = codec::meta_key::PLACEMENT_AVOID;
+        let mut avoided = Vec::new();
+        for row in view.rows(tree::META, Bound::Included(start), Bound::Unbounded)? {
+            let (key, _) = row?;
+            let Some(member) = key.strip_prefix(start) else {
+                break;
+            };
+            if let Ok(member) = <[u8; 8]>::try_from(member) {
+                avoided.push(u64::from_be_bytes(member));
+            }
+        }
+        Ok(Placement { pinned, avoided })
+    }
+
     /// Up to `limit` tasks this shard, as the home of their leases, must
     /// still carry to its mirrors, in lease id order from `after`
     /// (exclusive).
@@ -907,6 +928,19 @@ fn run_entry<S: Storage>(
             }
             Ok(Response::Alarm)
         }
+        Entry::Placement(change) => {
+            match change {
+                PlacementChange::Pin(member) => {
+                    writer.set_meta(codec::meta_key::PLACEMENT_PIN, *member)?
+                }
+                PlacementChange::Unpin => writer.remove_meta(codec::meta_key::PLACEMENT_PIN)?,
+                PlacementChange::Avoid(member) => writer.set_meta(&codec::avoid_key(*member), 1)?,
+                PlacementChange::Unavoid(member) => {
+                    writer.remove_meta(&codec::avoid_key(*member))?
+                }
+            }
+            Ok(Response::Placement)
+        }
         Entry::LeaseTasksDone { tasks } => {
             for task in tasks.iter().filter(|t| homes.is_home(t.id)) {
                 if lease_task(&*writer.txn, task.id)?.as_ref() == Some(task) {
@@ -946,7 +980,8 @@ pub fn check_entry(entry: &Entry) -> KvResult<()> {
         | Entry::LeaseCheckpoint { .. }
         | Entry::LeaseMirror { .. }
         | Entry::LeaseTasksDone { .. }
-        | Entry::Alarm { .. } => Ok(()),
+        | Entry::Alarm { .. }
+        | Entry::Placement(_) => Ok(()),
     }
 }
 

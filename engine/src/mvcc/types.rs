@@ -282,6 +282,31 @@ pub enum Entry {
         /// The member that raised it (etcd's member id).
         member: u64,
     },
+    /// Where the shard's leadership should be (docs/cluster.md,
+    /// "Leadership placement"): pinned to a member, or kept off one.
+    Placement(PlacementChange),
+}
+
+/// A change to a shard's leadership placement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacementChange {
+    /// Lead from this member (`move-leader`).
+    Pin(u64),
+    /// Back to the spread every shard gets by default.
+    Unpin,
+    /// Never lead from this member (drained for maintenance).
+    Avoid(u64),
+    /// Lead from this member again when the spread says so.
+    Unavoid(u64),
+}
+
+/// A shard's leadership placement, as its replicas hold it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The member the shard is pinned to (0: none).
+    pub pinned: u64,
+    /// Members the shard is never led from, in id order.
+    pub avoided: Vec<u64>,
 }
 
 impl TxnRequest {
@@ -434,6 +459,8 @@ pub enum Response {
     LeaseTasksDone,
     /// To an alarm change.
     Alarm,
+    /// To a placement change.
+    Placement,
 }
 
 /// What changed a key.

@@ -179,11 +179,26 @@ impl Cluster {
     /// leads about `shards / members` shards, spread over its cores, and
     /// every member computes the same answer (members are sorted by id).
     pub fn preferred_leader(&self, shard: usize, cores: usize) -> Option<u64> {
+        self.preferred_leader_among(shard, cores, |_| true)
+    }
+
+    /// As [`Cluster::preferred_leader`], the turn going round only the
+    /// members `eligible` keeps (those not drained); `None` if none is.
+    pub fn preferred_leader_among(
+        &self,
+        shard: usize,
+        cores: usize,
+        eligible: impl Fn(u64) -> bool,
+    ) -> Option<u64> {
         let cores = cores.max(1);
         let turn = shard / cores + shard % cores;
-        self.members
-            .get(turn % self.members.len().max(1))
+        let members: Vec<u64> = self
+            .members
+            .iter()
             .map(|m| m.id)
+            .filter(|id| eligible(*id))
+            .collect();
+        members.get(turn % members.len().max(1)).copied()
     }
 }
 

@@ -6,8 +6,8 @@
 
 use crate::mvcc::{
     AlarmAction, AlarmKind, Compare, CompareResult, CompareTarget, DeleteRangeRequest, Entry,
-    LeaseTask, LeaseTaskKind, PutRequest, RangeRequest, RequestOp, Revision, SortOrder, SortTarget,
-    TxnRequest,
+    LeaseTask, LeaseTaskKind, PlacementChange, PutRequest, RangeRequest, RequestOp, Revision,
+    SortOrder, SortTarget, TxnRequest,
 };
 
 /// Version byte of every command written today: 2 since revisions are
@@ -120,6 +120,17 @@ pub fn encode(revision: Revision, entry: &Entry) -> Vec<u8> {
             });
             out.u64(*member);
         }
+        Entry::Placement(change) => {
+            out.u8(12);
+            let (kind, member) = match change {
+                PlacementChange::Pin(member) => (1, *member),
+                PlacementChange::Unpin => (2, 0),
+                PlacementChange::Avoid(member) => (3, *member),
+                PlacementChange::Unavoid(member) => (4, *member),
+            };
+            out.u8(kind);
+            out.u64(member);
+        }
     }
     out.0
 }
@@ -191,6 +202,17 @@ pub fn decode(bytes: &[u8]) -> Decoded<(Revision, Entry)> {
                 kind,
                 member: input.u64()?,
             }
+        }
+        12 => {
+            let kind = input.u8()?;
+            let member = input.u64()?;
+            Entry::Placement(match kind {
+                1 => PlacementChange::Pin(member),
+                2 => PlacementChange::Unpin,
+                3 => PlacementChange::Avoid(member),
+                4 => PlacementChange::Unavoid(member),
+                v => return Err(DecodeError(format!("unknown placement change {v}"))),
+            })
         }
         tag => return Err(DecodeError(format!("unknown command tag {tag}"))),
     };
@@ -644,6 +666,10 @@ mod tests {
                 kind: AlarmKind::NoSpace,
                 member: 7,
             },
+            Entry::Placement(PlacementChange::Pin(0xabc)),
+            Entry::Placement(PlacementChange::Unpin),
+            Entry::Placement(PlacementChange::Avoid(9)),
+            Entry::Placement(PlacementChange::Unavoid(9)),
         ]
     }
 

@@ -13,6 +13,7 @@ pub mod log_store;
 mod merge;
 mod node;
 mod node_meta;
+mod placement;
 mod remote;
 mod remote_codec;
 mod replica;

@@ -135,6 +135,8 @@ pub struct Node {
     next_lease_home: std::sync::atomic::AtomicUsize,
     /// Whether other members share the shards.
     replicated: bool,
+    /// The cluster and this node's place in it.
+    cluster: Cluster,
     cores: Vec<flume::Sender<Ingress>>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
     /// Where calls enter: `None` for the owner's core.
@@ -247,6 +249,7 @@ impl Node {
             shards,
             next_lease_home: std::sync::atomic::AtomicUsize::new(0),
             replicated,
+            cluster: config.cluster.clone(),
             cores,
             threads,
             entry_core: None,
@@ -385,6 +388,11 @@ impl NodeClient<'_> {
     /// Whether other members share the shards.
     pub(crate) fn replicated(&self) -> bool {
         self.node.replicated
+    }
+
+    /// The cluster and this node's place in it.
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.node.cluster
     }
 
     /// A home for a new lease: the shards in turn.

@@ -194,6 +194,7 @@ fn response(out: &mut Writer, response: &Response) {
         Response::LeaseMirror => out.u8(9),
         Response::LeaseTasksDone => out.u8(10),
         Response::Alarm => out.u8(11),
+        Response::Placement => out.u8(12),
     }
 }
 
@@ -222,6 +223,7 @@ fn read_response(input: &mut Reader<'_>) -> Decoded<Response> {
         9 => Response::LeaseMirror,
         10 => Response::LeaseTasksDone,
         11 => Response::Alarm,
+        12 => Response::Placement,
         tag => return Err(DecodeError(format!("unknown response tag {tag}"))),
     })
 }
@@ -525,6 +527,7 @@ mod tests {
             applied(Response::LeaseMirror),
             applied(Response::LeaseTasksDone),
             applied(Response::Alarm),
+            applied(Response::Placement),
             Err(NodeError::NotLeader {
                 shard: 3,
                 leader: 0xabc,

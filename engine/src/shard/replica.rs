@@ -204,6 +204,17 @@ pub(crate) enum ShardCall {
     /// A close for merged watches found no leader or no answer: asked
     /// again if a watch still waits for it.
     CloseFailed { revision: Revision },
+    /// The shard's leadership placement, as this replica holds it.
+    Placement {
+        reply: Reply<crate::mvcc::Placement>,
+    },
+    /// Answer `true` once the shard's leader is what `want` says, `false`
+    /// at `until`.
+    AwaitLeader {
+        want: crate::shard::placement::LeaderWant,
+        until: Instant,
+        reply: Reply<bool>,
+    },
     /// On a lease's home shard: restart its TTL; answers the TTL.
     LeaseKeepAlive { id: LeaseId, reply: Reply<i64> },
     /// On a lease's home shard: the lease and its remaining seconds.
@@ -309,6 +320,8 @@ impl ShardCall {
             ShardCall::Range { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::LastRevision { reply } => drop(reply.send(Err(error))),
             ShardCall::KnownRevision { reply } => drop(reply.send(Err(error))),
+            ShardCall::Placement { reply } => drop(reply.send(Err(error))),
+            ShardCall::AwaitLeader { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::RangeAt(part) => drop(part.reply.send(Err(error))),
             ShardCall::RangeAtIndex { part, .. } => drop(part.reply.send(Err(error))),
             ShardCall::LeaseKeepAlive { reply, .. } => drop(reply.send(Err(error))),
@@ -480,9 +493,14 @@ pub(crate) struct Replica {
     made: Option<std::path::PathBuf>,
     /// Ticks since the replica started (ReadIndex retries count them).
     ticks: u64,
-    /// The member that should lead this shard while it is up and caught up
-    /// (`spread_leadership`); `None` for a single member.
+    /// The member that would lead this shard by the default spread while
+    /// it is up and caught up (`spread_leadership`); `None` for a single
+    /// member. The shard's placement (`Entry::Placement`) may override it.
     preferred_leader: Option<u64>,
+    /// The cluster, for placements that leave members out of the spread.
+    cluster: Arc<Cluster>,
+    /// The node's cores (the spread is over members and their cores).
+    cores: usize,
     /// The tick of this leader's last leadership transfer, if any.
     transferred_at: Option<u64>,
     /// The tick each peer was last heard from (`slowest_live_follower`).
@@ -540,6 +558,13 @@ pub(crate) struct Replica {
     closed: Revision,
     /// The highest revision a close was asked for (`request_close`).
     close_asked: Revision,
+    /// Callers waiting for this shard's leader to be, or not be, a member
+    /// (`placement.rs`), until a deadline; answered each loop round.
+    leader_waits: Vec<(
+        crate::shard::placement::LeaderWant,
+        Instant,
+        Option<Reply<bool>>,
+    )>,
     /// Writes whose stamp round a majority confirmed, to be proposed once
     /// the Ready that brought the confirmation is done with.
     confirmed: Vec<(Entry, Reply<Applied>)>,
@@ -734,6 +759,8 @@ impl Replica {
             } else {
                 None
             },
+            cluster: config.cluster.clone(),
+            cores: config.cores,
             transferred_at: None,
             heard_at: HashMap::new(),
             wal,
@@ -759,6 +786,7 @@ impl Replica {
             started: Instant::now(),
             pending: VecDeque::new(),
             confirmed: Vec::new(),
+            leader_waits: Vec::new(),
             closed: 0,
             close_asked: 0,
             unindexed: Vec::new(),
@@ -925,6 +953,7 @@ impl Replica {
                     break;
                 }
             }
+            self.check_leader_waits();
             self.serve_ready_reads();
             self.drive_lease_tasks();
             compacting = self.applied == applied_before && self.compact_while_idle();
@@ -1026,14 +1055,15 @@ impl Replica {
     /// [`SPREAD_RETRY_TICKS`], so a member that cannot win does not make
     /// elections over and over.
     fn spread_leadership(&mut self) {
-        let Some(preferred) = self.preferred_leader else {
+        if !self.is_leader() || !self.ticks.is_multiple_of(SPREAD_CHECK_TICKS) {
+            return;
+        }
+        let Some(preferred) = self.placed_leader() else {
             return;
         };
-        if !self.is_leader()
-            || self.failure.is_some()
+        if self.failure.is_some()
             || preferred == self.raw.raft.id
             || self.raw.raft.lead_transferee.is_some()
-            || !self.ticks.is_multiple_of(SPREAD_CHECK_TICKS)
             || self
                 .transferred_at
                 .is_some_and(|at| self.ticks - at < SPREAD_RETRY_TICKS)
@@ -1041,17 +1071,46 @@ impl Replica {
             return;
         }
         let last = self.raw.raft.raft_log.last_index();
+        // The default spread waits for the member to have every entry, so
+        // the hand-over pauses writes for one message; an operator's
+        // placement (a pin, a drain) goes as soon as the member is live:
+        // under steady writes the log's end moves on every round, and
+        // raft-rs catches the member up before it hands over.
+        let directed = Some(preferred) != self.preferred_leader;
         let ready = self
             .raw
             .raft
             .prs()
             .get(preferred)
-            .is_some_and(|p| p.recent_active && p.matched == last);
+            .is_some_and(|p| p.recent_active && (p.matched == last || directed));
         if ready {
             tracing::debug!(shard = self.shard, to = preferred, "leadership transfer");
             self.transferred_at = Some(self.ticks);
             self.raw.transfer_leader(preferred);
         }
+    }
+
+    /// The member that should lead this shard now: the one its placement
+    /// pins it to, unless that one is avoided or not a member; else the
+    /// default spread, going round the members not avoided. `None` for a
+    /// single member, or when every member is avoided.
+    fn placed_leader(&self) -> Option<u64> {
+        let default = self.preferred_leader?;
+        let Ok(placement) = self.store.placement() else {
+            return Some(default);
+        };
+        let eligible = |id: u64| !placement.avoided.contains(&id);
+        if placement.pinned != 0
+            && eligible(placement.pinned)
+            && self.cluster.member(placement.pinned).is_some()
+        {
+            return Some(placement.pinned);
+        }
+        if placement.avoided.is_empty() {
+            return Some(default);
+        }
+        self.cluster
+            .preferred_leader_among(self.shard, self.cores, eligible)
     }
 
     /// Takes one call: proposes, answers, or queues it.
@@ -1182,6 +1241,13 @@ impl Replica {
             ShardCall::WatchProgress { id, revision } => {
                 self.close_for_watches(revision);
                 self.feeds.want_progress(id, revision);
+            }
+            ShardCall::Placement { reply } => {
+                let _ = reply.send(self.store.placement().map_err(NodeError::from));
+            }
+            ShardCall::AwaitLeader { want, until, reply } => {
+                self.leader_waits.push((want, until, Some(reply)));
+                self.check_leader_waits();
             }
             ShardCall::ClosedAt { revision, index } => {
                 self.wait_for(index, (self.ticks, ReadWaiter::Closed { revision }));
@@ -1435,6 +1501,25 @@ impl Replica {
     fn close(&mut self, revision: Revision) {
         self.clock.observe(revision);
         self.marks.hear(revision);
+    }
+
+    /// Answers the waits for this shard's leader that are met, and those
+    /// whose time is up (`placement.rs`).
+    fn check_leader_waits(&mut self) {
+        if self.leader_waits.is_empty() {
+            return;
+        }
+        let (leader, now) = (self.raw.raft.leader_id, Instant::now());
+        self.leader_waits.retain_mut(|(want, until, reply)| {
+            let met = want.met_by(leader);
+            if met || now >= *until {
+                if let Some(reply) = reply.take() {
+                    let _ = reply.send(Ok(met));
+                }
+                return false;
+            }
+            true
+        });
     }
 
     /// The merged watches need this shard closed up to `revision`. On one

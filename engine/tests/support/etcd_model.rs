@@ -535,6 +535,8 @@ impl Model {
             Entry::LeaseTasksDone { .. } => Ok(Response::LeaseTasksDone),
             // The generator raises no alarm.
             Entry::Alarm { .. } => Ok(Response::Alarm),
+            // Leadership placement changes no key.
+            Entry::Placement(_) => Ok(Response::Placement),
         }
     }
 }
