@@ -483,3 +483,66 @@ fn a_follower_held_back_past_the_wal_catches_up_by_snapshot_though_killed_while_
     });
     check(load.finish(), cluster.shards(), "snapshot");
 }
+
+/// Under load: a drained member leads no shard while it stays drained;
+/// a shard moved to a member stays there though the spread would move it;
+/// undrained and unpinned, leadership spreads again; nothing acknowledged
+/// is lost and the history stays linearizable.
+#[test]
+fn draining_a_member_and_moving_a_leader_under_load_lose_nothing() {
+    use keel_client::{Client, ClientOptions};
+    let cluster = ProcessCluster::start(3, 4, 2);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let endpoints: Vec<String> = cluster
+        .members
+        .iter()
+        .map(|m| m.client_address.to_string())
+        .collect();
+    let options = ClientOptions {
+        request_timeout: Some(Duration::from_secs(30)),
+        ..ClientOptions::default()
+    };
+    let client = runtime
+        .block_on(Client::connect_with(&endpoints, options))
+        .unwrap();
+    cluster.wait_for_leaders(Duration::from_secs(20));
+    let load = Load::new();
+    std::thread::scope(|scope| {
+        let _stop = StopOnDrop(&load);
+        load.run(scope, &cluster, 11);
+        std::thread::sleep(Duration::from_secs(2));
+
+        let victim = busiest(&cluster);
+        let id = cluster.members[victim].id;
+        let settled = runtime.block_on(client.drain(id)).expect("drain");
+        assert!(settled, "m{victim} still leads a shard after its drain");
+        std::thread::sleep(Duration::from_secs(3));
+        let leaders = cluster.wait_for_leaders(Duration::from_secs(20));
+        assert!(
+            !leaders.contains(&victim),
+            "drained m{victim} leads: {leaders:?}"
+        );
+        // A drained member is not a target.
+        assert!(runtime.block_on(client.move_leader(0, id)).is_err());
+        runtime.block_on(client.undrain(id)).expect("undrain");
+
+        let leader = cluster.wait_for_leaders(Duration::from_secs(20))[0];
+        let to = (leader + 1) % cluster.size();
+        let moved = runtime
+            .block_on(client.move_leader(0, cluster.members[to].id))
+            .expect("move");
+        assert!(moved, "shard 0 did not move to m{to}");
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(cluster.wait_for_leaders(Duration::from_secs(20))[0], to);
+        runtime
+            .block_on(client.unpin_leader(keel_proto::ALL_SHARDS))
+            .expect("unpin");
+        std::thread::sleep(Duration::from_secs(1));
+        load.stop();
+    });
+    check(load.finish(), cluster.shards(), "placement");
+}

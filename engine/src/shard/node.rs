@@ -377,7 +377,8 @@ pub struct NodeClient<'a> {
 }
 
 impl NodeClient<'_> {
-    pub(crate) fn shard_count(&self) -> usize {
+    /// The node's shard count.
+    pub fn shard_count(&self) -> usize {
         self.node.shards
     }
 
@@ -393,6 +394,11 @@ impl NodeClient<'_> {
     /// The cluster and this node's place in it.
     pub(crate) fn cluster(&self) -> &Cluster {
         &self.node.cluster
+    }
+
+    /// This node's member id.
+    pub fn member_id(&self) -> u64 {
+        self.node.cluster.me
     }
 
     /// A home for a new lease: the shards in turn.

@@ -32,9 +32,9 @@ pub fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 use keel_proto::routing::{home_of_lease, shard_of, shard_of_range};
 use keel_proto::{
-    AlarmAction, AlarmMember, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, Request, Response, ResponseBody, Revision, Status, TxnRequest,
-    TxnResponse,
+    AlarmAction, AlarmMember, DeleteRangeRequest, DeleteRangeResponse, LeaderAction, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, Request, Response, ResponseBody, Revision, Status,
+    TxnRequest, TxnResponse,
 };
 
 use crate::connection::Subscription;
@@ -584,6 +584,67 @@ impl Client {
         match response.body {
             ResponseBody::Alarm(alarms) => Ok(alarms),
             other => Err(unexpected("alarm", &other)),
+        }
+    }
+
+    /// Moves `shard`'s leadership to member `to` and keeps it there (the
+    /// spread no longer moves it back); with [`keel_proto::ALL_SHARDS`],
+    /// every shard the member that takes the request leads (etcdctl's
+    /// `move-leader`: send it to that member alone). Answers whether
+    /// leadership got there within the server's wait (it goes on trying).
+    ///
+    /// # Errors
+    /// As any call; `BadRequest` for a member not in the cluster, or
+    /// drained.
+    pub async fn move_leader(&self, shard: u32, to: u64) -> Result<bool> {
+        self.leader_request(LeaderAction::Move, shard, to).await
+    }
+
+    /// Lets `shard`'s leadership (every shard's, with
+    /// [`keel_proto::ALL_SHARDS`]) follow the spread again.
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn unpin_leader(&self, shard: u32) -> Result<()> {
+        self.leader_request(LeaderAction::Unpin, shard, 0)
+            .await
+            .map(|_| ())
+    }
+
+    /// Keeps every shard's leadership off `member` (before maintenance);
+    /// answers whether no shard was led from it within the server's wait.
+    ///
+    /// # Errors
+    /// As any call; `BadRequest` for a member not in the cluster.
+    pub async fn drain(&self, member: u64) -> Result<bool> {
+        self.leader_request(LeaderAction::Drain, 0, member).await
+    }
+
+    /// Lets a drained member lead again.
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn undrain(&self, member: u64) -> Result<()> {
+        self.leader_request(LeaderAction::Undrain, 0, member)
+            .await
+            .map(|_| ())
+    }
+
+    async fn leader_request(
+        &self,
+        action: LeaderAction,
+        shard: u32,
+        member_id: u64,
+    ) -> Result<bool> {
+        let request = Request::Leader {
+            action,
+            shard,
+            member_id,
+        };
+        let response = self.call(Route::Any, request).await?;
+        match response.body {
+            ResponseBody::Leader { settled } => Ok(settled),
+            other => Err(unexpected("leader", &other)),
         }
     }
 

@@ -44,6 +44,11 @@ pub(crate) fn is_retry_safe(request: &Request) -> bool {
         | Request::LeaseLeases
         | Request::WatchProgress => true,
         Request::Alarm { action, .. } => *action == keel_proto::AlarmAction::Get,
+        // Placement changes are idempotent; "every shard the member that
+        // takes it leads" is not, sent to another member.
+        Request::Leader { action, shard, .. } => {
+            *action != keel_proto::LeaderAction::Move || *shard != keel_proto::ALL_SHARDS
+        }
         _ => false,
     }
 }

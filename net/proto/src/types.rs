@@ -263,6 +263,36 @@ pub enum Request {
         /// The alarm, for a raise or a clear.
         alarm: AlarmType,
     },
+    /// Move, unpin, drain or undrain leadership (etcd's
+    /// `Maintenance.MoveLeader`, extended; docs/cluster.md, "Leadership
+    /// placement").
+    Leader {
+        /// What to do.
+        action: LeaderAction,
+        /// The shard to move or unpin; [`ALL_SHARDS`]: every shard the
+        /// receiving member leads.
+        shard: u32,
+        /// The member to move to, drain or undrain.
+        member_id: u64,
+    },
+}
+
+/// A leader request's shard meaning "every shard the receiving member
+/// leads" (for a move) or "every shard" (for an unpin).
+pub const ALL_SHARDS: u32 = u32::MAX;
+
+/// What a leader request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LeaderAction {
+    /// Move a shard's leadership to a member and keep it there.
+    #[default]
+    Move,
+    /// Let a shard's leadership follow the spread again.
+    Unpin,
+    /// Keep every shard's leadership off a member.
+    Drain,
+    /// Let a drained member lead again.
+    Undrain,
 }
 
 /// What an alarm request does.
@@ -552,6 +582,12 @@ pub enum ResponseBody {
     Status(Status),
     /// To an alarm request: the alarms it covered.
     Alarm(Vec<AlarmMember>),
+    /// To a leader request: whether leadership got where it was sent
+    /// within the server's wait (it goes on trying when not).
+    Leader {
+        /// Got there.
+        settled: bool,
+    },
     /// The request failed.
     Error(ErrorBody),
 }

@@ -190,6 +190,11 @@ async fn handle_any(
             member_id,
             alarm,
         } => alarm::alarm(&client, action, member_id, alarm).await,
+        Request::Leader {
+            action,
+            shard,
+            member_id,
+        } => super::leader::leader(&client, action, shard, member_id).await,
     };
     connection.respond_in(answer_to(id, answer), room).await
 }

@@ -17,6 +17,7 @@ mod core;
 mod dispatch;
 mod frame_queue;
 mod heavy_answers;
+mod leader;
 mod outbound;
 mod status;
 mod watch;

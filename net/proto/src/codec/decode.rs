@@ -113,6 +113,23 @@ fn request_body(r: &fb::Request<'_>) -> Decoded<Request> {
                 })
             })
             .transpose()?,
+        B::LeaderRequest => r
+            .body_as_leader_request()
+            .map(|l| {
+                let action = match l.action() {
+                    fb::LeaderAction::Move => LeaderAction::Move,
+                    fb::LeaderAction::Unpin => LeaderAction::Unpin,
+                    fb::LeaderAction::Drain => LeaderAction::Drain,
+                    fb::LeaderAction::Undrain => LeaderAction::Undrain,
+                    other => return Err(format!("unknown leader action {}", other.0)),
+                };
+                Ok(Request::Leader {
+                    action,
+                    shard: l.shard(),
+                    member_id: l.member_id(),
+                })
+            })
+            .transpose()?,
         other => return Err(format!("unknown operation {}", other.0)),
     };
     decoded.ok_or_else(|| missing("the request"))
@@ -342,6 +359,9 @@ fn response_body(r: &fb::Response<'_>) -> Decoded<ResponseBody> {
         B::Error => r
             .body_as_error()
             .map(|e| ResponseBody::Error(error_body(e))),
+        B::LeaderResponse => r.body_as_leader_response().map(|l| ResponseBody::Leader {
+            settled: l.settled(),
+        }),
         other => return Err(format!("unknown response {}", other.0)),
     };
     decoded.ok_or_else(|| missing("the response"))

@@ -215,6 +215,26 @@ fn request_body(
                 fb::AlarmRequest::create(fbb, &args).as_union_value(),
             )
         }
+        Request::Leader {
+            action,
+            shard,
+            member_id,
+        } => {
+            let args = fb::LeaderRequestArgs {
+                action: match action {
+                    LeaderAction::Move => fb::LeaderAction::Move,
+                    LeaderAction::Unpin => fb::LeaderAction::Unpin,
+                    LeaderAction::Drain => fb::LeaderAction::Drain,
+                    LeaderAction::Undrain => fb::LeaderAction::Undrain,
+                },
+                shard: *shard,
+                member_id: *member_id,
+            };
+            (
+                B::LeaderRequest,
+                fb::LeaderRequest::create(fbb, &args).as_union_value(),
+            )
+        }
     }
 }
 
@@ -579,6 +599,13 @@ fn response_body(
             (
                 B::AlarmResponse,
                 fb::AlarmResponse::create(fbb, &args).as_union_value(),
+            )
+        }
+        ResponseBody::Leader { settled } => {
+            let args = fb::LeaderResponseArgs { settled: *settled };
+            (
+                B::LeaderResponse,
+                fb::LeaderResponse::create(fbb, &args).as_union_value(),
             )
         }
         ResponseBody::Error(e) => {

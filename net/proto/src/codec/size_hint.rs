@@ -52,6 +52,7 @@ fn body_bytes(body: &ResponseBody) -> usize {
             .fold(0, usize::saturating_add),
         ResponseBody::LeaseLeases(leases) => leases.len().saturating_mul(32),
         ResponseBody::Alarm(alarms) => alarms.len().saturating_mul(32),
+        ResponseBody::Leader { .. } => 0,
         ResponseBody::Error(e) => e.message.len(),
         _ => 0,
     }

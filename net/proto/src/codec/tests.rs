@@ -125,6 +125,31 @@ fn every_request() -> Vec<Request> {
             member_id: 0x8e9e_05c5_2164_694d,
             alarm: AlarmType::NoSpace,
         },
+        Request::Leader {
+            action: LeaderAction::Move,
+            shard: 3,
+            member_id: 0x8e9e_05c5_2164_694d,
+        },
+        Request::Leader {
+            action: LeaderAction::Move,
+            shard: ALL_SHARDS,
+            member_id: 7,
+        },
+        Request::Leader {
+            action: LeaderAction::Unpin,
+            shard: 0,
+            member_id: 0,
+        },
+        Request::Leader {
+            action: LeaderAction::Drain,
+            shard: 0,
+            member_id: 9,
+        },
+        Request::Leader {
+            action: LeaderAction::Undrain,
+            shard: 0,
+            member_id: 9,
+        },
     ]
 }
 
@@ -196,6 +221,8 @@ fn every_response_body() -> Vec<ResponseBody> {
             member_id: 1,
             alarm: AlarmType::NoSpace,
         }]),
+        ResponseBody::Leader { settled: true },
+        ResponseBody::Leader { settled: false },
         ResponseBody::Status(Status {
             version: "0.1.0".into(),
             shards: 4,

@@ -835,12 +835,104 @@ impl<'a> ::flatbuffers::Verifiable for AlarmAction {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for AlarmAction {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+pub const ENUM_MIN_LEADER_ACTION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 15;
+pub const ENUM_MAX_LEADER_ACTION: u8 = 3;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 16] = [
+pub const ENUM_VALUES_LEADER_ACTION: [LeaderAction; 4] = [
+  LeaderAction::Move,
+  LeaderAction::Unpin,
+  LeaderAction::Drain,
+  LeaderAction::Undrain,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct LeaderAction(pub u8);
+#[allow(non_upper_case_globals)]
+impl LeaderAction {
+  pub const Move: Self = Self(0);
+  pub const Unpin: Self = Self(1);
+  pub const Drain: Self = Self(2);
+  pub const Undrain: Self = Self(3);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Move,
+    Self::Unpin,
+    Self::Drain,
+    Self::Undrain,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Move => Some("Move"),
+      Self::Unpin => Some("Unpin"),
+      Self::Drain => Some("Drain"),
+      Self::Undrain => Some("Undrain"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for LeaderAction {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for LeaderAction {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for LeaderAction {
+    type Output = LeaderAction;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for LeaderAction {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for LeaderAction {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for LeaderAction {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REQUEST_BODY: u8 = 16;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 17] = [
   RequestBody::NONE,
   RequestBody::RangeRequest,
   RequestBody::PutRequest,
@@ -857,6 +949,7 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 16] = [
   RequestBody::LeaseLeases,
   RequestBody::StatusRequest,
   RequestBody::AlarmRequest,
+  RequestBody::LeaderRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -880,9 +973,10 @@ impl RequestBody {
   pub const LeaseLeases: Self = Self(13);
   pub const StatusRequest: Self = Self(14);
   pub const AlarmRequest: Self = Self(15);
+  pub const LeaderRequest: Self = Self(16);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 15;
+  pub const ENUM_MAX: u8 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeRequest,
@@ -900,6 +994,7 @@ impl RequestBody {
     Self::LeaseLeases,
     Self::StatusRequest,
     Self::AlarmRequest,
+    Self::LeaderRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -920,6 +1015,7 @@ impl RequestBody {
       Self::LeaseLeases => Some("LeaseLeases"),
       Self::StatusRequest => Some("StatusRequest"),
       Self::AlarmRequest => Some("AlarmRequest"),
+      Self::LeaderRequest => Some("LeaderRequest"),
       _ => None,
     }
   }
@@ -1127,10 +1223,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 14;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 15;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 15] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 16] = [
   ResponseBody::NONE,
   ResponseBody::RangeResponse,
   ResponseBody::PutResponse,
@@ -1146,6 +1242,7 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 15] = [
   ResponseBody::StatusResponse,
   ResponseBody::Error,
   ResponseBody::AlarmResponse,
+  ResponseBody::LeaderResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1168,9 +1265,10 @@ impl ResponseBody {
   pub const StatusResponse: Self = Self(12);
   pub const Error: Self = Self(13);
   pub const AlarmResponse: Self = Self(14);
+  pub const LeaderResponse: Self = Self(15);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 14;
+  pub const ENUM_MAX: u8 = 15;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeResponse,
@@ -1187,6 +1285,7 @@ impl ResponseBody {
     Self::StatusResponse,
     Self::Error,
     Self::AlarmResponse,
+    Self::LeaderResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1206,6 +1305,7 @@ impl ResponseBody {
       Self::StatusResponse => Some("StatusResponse"),
       Self::Error => Some("Error"),
       Self::AlarmResponse => Some("AlarmResponse"),
+      Self::LeaderResponse => Some("LeaderResponse"),
       _ => None,
     }
   }
@@ -5663,6 +5763,232 @@ impl ::core::fmt::Debug for AlarmResponse<'_> {
       ds.finish()
   }
 }
+pub enum LeaderRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaderRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaderRequest<'a> {
+  type Inner = LeaderRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaderRequest<'a> {
+  pub const VT_ACTION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_SHARD: ::flatbuffers::VOffsetT = 6;
+  pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaderRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaderRequestArgs
+  ) -> ::flatbuffers::WIPOffset<LeaderRequest<'bldr>> {
+    let mut builder = LeaderRequestBuilder::new(_fbb);
+    builder.add_member_id(args.member_id);
+    builder.add_shard(args.shard);
+    builder.add_action(args.action);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn action(&self) -> LeaderAction {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<LeaderAction>(LeaderRequest::VT_ACTION, Some(LeaderAction::Move)).unwrap()}
+  }
+  #[inline]
+  pub fn shard(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(LeaderRequest::VT_SHARD, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn member_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(LeaderRequest::VT_MEMBER_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaderRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<LeaderAction>("action", Self::VT_ACTION, false)?
+     .visit_field::<u32>("shard", Self::VT_SHARD, false)?
+     .visit_field::<u64>("member_id", Self::VT_MEMBER_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaderRequestArgs {
+    pub action: LeaderAction,
+    pub shard: u32,
+    pub member_id: u64,
+}
+impl<'a> Default for LeaderRequestArgs {
+  #[inline]
+  fn default() -> Self {
+    LeaderRequestArgs {
+      action: LeaderAction::Move,
+      shard: 0,
+      member_id: 0,
+    }
+  }
+}
+
+pub struct LeaderRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaderRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_action(&mut self, action: LeaderAction) {
+    self.fbb_.push_slot::<LeaderAction>(LeaderRequest::VT_ACTION, action, LeaderAction::Move);
+  }
+  #[inline]
+  pub fn add_shard(&mut self, shard: u32) {
+    self.fbb_.push_slot::<u32>(LeaderRequest::VT_SHARD, shard, 0);
+  }
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: u64) {
+    self.fbb_.push_slot::<u64>(LeaderRequest::VT_MEMBER_ID, member_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaderRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaderRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaderRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaderRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaderRequest");
+      ds.field("action", &self.action());
+      ds.field("shard", &self.shard());
+      ds.field("member_id", &self.member_id());
+      ds.finish()
+  }
+}
+pub enum LeaderResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct LeaderResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for LeaderResponse<'a> {
+  type Inner = LeaderResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> LeaderResponse<'a> {
+  pub const VT_SETTLED: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    LeaderResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args LeaderResponseArgs
+  ) -> ::flatbuffers::WIPOffset<LeaderResponse<'bldr>> {
+    let mut builder = LeaderResponseBuilder::new(_fbb);
+    builder.add_settled(args.settled);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn settled(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(LeaderResponse::VT_SETTLED, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for LeaderResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<bool>("settled", Self::VT_SETTLED, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct LeaderResponseArgs {
+    pub settled: bool,
+}
+impl<'a> Default for LeaderResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    LeaderResponseArgs {
+      settled: false,
+    }
+  }
+}
+
+pub struct LeaderResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> LeaderResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_settled(&mut self, settled: bool) {
+    self.fbb_.push_slot::<bool>(LeaderResponse::VT_SETTLED, settled, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> LeaderResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    LeaderResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<LeaderResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for LeaderResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("LeaderResponse");
+      ds.field("settled", &self.settled());
+      ds.finish()
+  }
+}
 pub enum StatusRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6488,6 +6814,21 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_leader_request(&self) -> Option<LeaderRequest<'a>> {
+    if self.body_type() == RequestBody::LeaderRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaderRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -6514,6 +6855,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::LeaseLeases => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaseLeases>>("RequestBody::LeaseLeases", pos),
           RequestBody::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("RequestBody::StatusRequest", pos),
           RequestBody::AlarmRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmRequest>>("RequestBody::AlarmRequest", pos),
+          RequestBody::LeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaderRequest>>("RequestBody::LeaderRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -6675,6 +7017,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::AlarmRequest => {
           if let Some(x) = self.body_as_alarm_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::LeaderRequest => {
+          if let Some(x) = self.body_as_leader_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -7112,6 +7461,21 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_leader_response(&self) -> Option<LeaderResponse<'a>> {
+    if self.body_type() == ResponseBody::LeaderResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { LeaderResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -7138,6 +7502,7 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           ResponseBody::StatusResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusResponse>>("ResponseBody::StatusResponse", pos),
           ResponseBody::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("ResponseBody::Error", pos),
           ResponseBody::AlarmResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmResponse>>("ResponseBody::AlarmResponse", pos),
+          ResponseBody::LeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaderResponse>>("ResponseBody::LeaderResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -7299,6 +7664,13 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         ResponseBody::AlarmResponse => {
           if let Some(x) = self.body_as_alarm_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::LeaderResponse => {
+          if let Some(x) = self.body_as_leader_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

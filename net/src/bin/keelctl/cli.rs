@@ -105,6 +105,20 @@ pub(crate) enum Command {
     /// is full).
     #[command(subcommand)]
     Alarm(AlarmCommand),
+    /// Moves leadership to a member and keeps it there: of one shard with
+    /// --shard, else of every shard the endpoint's member leads (as
+    /// etcdctl's move-leader moves its one leader). --unpin lets the
+    /// shard (every shard, without --shard) follow the spread again.
+    MoveLeader {
+        /// The member to lead (hex id, as `member list` shows it).
+        target: Option<String>,
+        /// Only this shard.
+        #[arg(long)]
+        shard: Option<u32>,
+        /// Let leadership follow the spread again instead.
+        #[arg(long)]
+        unpin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -275,6 +289,16 @@ pub(crate) enum EndpointCommand {
 pub(crate) enum MemberCommand {
     /// The cluster's members.
     List,
+    /// Keeps every shard's leadership off a member (before maintenance).
+    Drain {
+        /// The member (hex id).
+        id: String,
+    },
+    /// Lets a drained member lead again.
+    Undrain {
+        /// The member (hex id).
+        id: String,
+    },
 }
 
 /// A duration as etcdctl takes one (Go's `time.ParseDuration`: `5s`,
@@ -314,6 +338,15 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = tail;
     }
     Duration::try_from_secs_f64(seconds).map_err(|e| bad(&e.to_string()))
+}
+
+/// A member id from its hex form (as `member list` prints them).
+pub(crate) fn parse_member(text: &str) -> Result<u64, Failure> {
+    u64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(|e| {
+        Failure::bad_args(format!(
+            "bad member ID arg ({e}: {text:?}), expecting ID in Hex"
+        ))
+    })
 }
 
 /// A lease id from its hex form (as etcdctl prints them); a bad one is a
@@ -525,6 +558,60 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
             };
             crate::output::alarms(format, &alarms)
         }
+        Command::Member(MemberCommand::Drain { id }) => {
+            let member = parse_member(&id)?;
+            let settled = timed(placement_timeout(timeout), client.drain(member)).await?;
+            println!("Member {member:x} drained{}", not_yet(settled));
+            Ok(())
+        }
+        Command::Member(MemberCommand::Undrain { id }) => {
+            let member = parse_member(&id)?;
+            timed(timeout, client.undrain(member)).await?;
+            println!("Member {member:x} undrained");
+            Ok(())
+        }
+        Command::MoveLeader {
+            target,
+            shard,
+            unpin,
+        } => {
+            let which = shard.map_or("every shard".to_string(), |s| format!("shard {s}"));
+            let shard = shard.unwrap_or(keel_proto::ALL_SHARDS);
+            if unpin {
+                timed(timeout, client.unpin_leader(shard)).await?;
+                println!("Leadership of {which} follows the spread again");
+                return Ok(());
+            }
+            let Some(target) = target else {
+                return Err(Failure::bad_args(
+                    "move-leader needs a target member ID (or --unpin)".to_string(),
+                ));
+            };
+            let to = parse_member(&target)?;
+            let settled = timed(placement_timeout(timeout), client.move_leader(shard, to)).await?;
+            let which = if shard == keel_proto::ALL_SHARDS {
+                "every shard the endpoint led".to_string()
+            } else {
+                which
+            };
+            println!("Leadership of {which} moved to {to:x}{}", not_yet(settled));
+            Ok(())
+        }
+    }
+}
+
+/// A placement change waits up to 10 s on the server for leadership to
+/// get where it was sent.
+fn placement_timeout(timeout: Duration) -> Duration {
+    timeout.max(Duration::from_secs(15))
+}
+
+/// What a placement change that did not settle in time adds to its line.
+fn not_yet(settled: bool) -> &'static str {
+    if settled {
+        ""
+    } else {
+        " (still moving: leadership goes there once the member has caught up)"
     }
 }
 
