@@ -496,6 +496,13 @@ fn a_moved_leader_stays_put_and_a_drained_member_leads_nothing_until_undrained()
     assert!(moved, "leadership did not reach member {to}");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(leader_now(&cluster, shard), to, "the spread moved it back");
+    // Every member's status shows the pin and the shard's three voters.
+    for member in 0..3 {
+        let status = &cluster.status(member).expect("status")[shard];
+        assert_eq!(status.pinned_leader, cluster.id(to));
+        assert_eq!(status.voters.len(), 3);
+        assert!(status.learners.is_empty());
+    }
     // Writes go on to the moved shard.
     put(&cluster, &key_of("moved/", shard), 0);
 
@@ -507,6 +514,10 @@ fn a_moved_leader_stays_put_and_a_drained_member_leads_nothing_until_undrained()
     std::thread::sleep(Duration::from_secs(3));
     let now = cluster.wait_for_leaders(Duration::from_secs(20));
     assert!(!now.contains(&drained), "a drained member leads: {now:?}");
+    let status = cluster.status(0).expect("status");
+    assert!(status
+        .iter()
+        .all(|s| s.avoided == vec![cluster.id(drained)]));
     for shard in 0..SHARDS {
         put(&cluster, &key_of("drained/", shard), 0);
     }

@@ -291,6 +291,16 @@ pub struct ShardStatus {
     /// Why the shard stopped, if it did (an I/O failure, or a failure to
     /// open it at start); it then answers nothing else.
     pub stopped: Option<String>,
+    /// The group's voters, by member id, as this replica's Raft
+    /// configuration has them.
+    pub voters: Vec<u64>,
+    /// Its learners (members that replicate and do not vote).
+    pub learners: Vec<u64>,
+    /// The member its leadership is pinned to (0: none; docs/cluster.md,
+    /// "Leadership placement").
+    pub pinned_leader: u64,
+    /// Members it is never led from (drained).
+    pub avoided: Vec<u64>,
 }
 
 impl ShardStatus {
@@ -307,6 +317,10 @@ impl ShardStatus {
             compacted_revision: 0,
             db_size: 0,
             stopped: Some(reason.to_string()),
+            voters: Vec::new(),
+            learners: Vec::new(),
+            pinned_leader: 0,
+            avoided: Vec::new(),
         }
     }
 }
@@ -976,6 +990,8 @@ impl Replica {
     }
 
     fn status(&self) -> ShardStatus {
+        let conf = self.raw.raft.prs().conf().to_conf_state();
+        let placement = self.store.placement().unwrap_or_default();
         ShardStatus {
             shard: self.shard,
             leader: self.raw.raft.leader_id,
@@ -987,6 +1003,10 @@ impl Replica {
             compacted_revision: self.store.compacted_revision(),
             db_size: self.store.database().space().file_bytes,
             stopped: None,
+            voters: conf.voters,
+            learners: conf.learners,
+            pinned_leader: placement.pinned,
+            avoided: placement.avoided,
         }
     }
 

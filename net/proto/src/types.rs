@@ -458,6 +458,14 @@ pub struct ShardInfo {
     pub commit_index: u64,
     /// The last index this member applied.
     pub applied_index: u64,
+    /// The shard's voters, as this member's Raft configuration has them.
+    pub voters: Vec<u64>,
+    /// Its learners.
+    pub learners: Vec<u64>,
+    /// The member its leadership is pinned to (0: none).
+    pub pinned_leader: u64,
+    /// Members it is never led from (drained).
+    pub avoided: Vec<u64>,
 }
 
 /// The server's status.

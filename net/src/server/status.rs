@@ -26,6 +26,10 @@ pub(crate) async fn status(
             stopped: s.stopped.clone().unwrap_or_default(),
             commit_index: s.commit_index,
             applied_index: s.applied_index,
+            voters: s.voters.clone(),
+            learners: s.learners.clone(),
+            pinned_leader: s.pinned_leader,
+            avoided: s.avoided.clone(),
         })
         .collect();
     let status = Status {

@@ -507,6 +507,10 @@ fn status(s: fb::StatusResponse<'_>) -> Result<Status, String> {
                         stopped: i.stopped().unwrap_or_default().to_string(),
                         commit_index: i.commit_index(),
                         applied_index: i.applied_index(),
+                        voters: i.voters().map(|v| v.iter().collect()).unwrap_or_default(),
+                        learners: i.learners().map(|v| v.iter().collect()).unwrap_or_default(),
+                        pinned_leader: i.pinned_leader(),
+                        avoided: i.avoided().map(|v| v.iter().collect()).unwrap_or_default(),
                     })
                     .collect()
             })

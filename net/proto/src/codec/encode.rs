@@ -629,6 +629,9 @@ fn status<'a>(fbb: &mut Builder<'a>, s: &Status) -> WIPOffset<fb::StatusResponse
         .iter()
         .map(|i| {
             let stopped = (!i.stopped.is_empty()).then(|| fbb.create_string(&i.stopped));
+            let voters = Some(fbb.create_vector(&i.voters));
+            let learners = Some(fbb.create_vector(&i.learners));
+            let avoided = Some(fbb.create_vector(&i.avoided));
             let args = fb::ShardInfoArgs {
                 shard: i.shard,
                 core: i.core,
@@ -639,6 +642,10 @@ fn status<'a>(fbb: &mut Builder<'a>, s: &Status) -> WIPOffset<fb::StatusResponse
                 stopped,
                 commit_index: i.commit_index,
                 applied_index: i.applied_index,
+                voters,
+                learners,
+                pinned_leader: i.pinned_leader,
+                avoided,
             };
             fb::ShardInfo::create(fbb, &args)
         })

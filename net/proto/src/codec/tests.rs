@@ -239,6 +239,10 @@ fn every_response_body() -> Vec<ResponseBody> {
                     stopped: String::new(),
                     commit_index: 99,
                     applied_index: 98,
+                    voters: vec![1, 2, 3],
+                    learners: vec![4],
+                    pinned_leader: 2,
+                    avoided: vec![3],
                 },
                 ShardInfo {
                     shard: 2,

@@ -6092,6 +6092,10 @@ impl<'a> ShardInfo<'a> {
   pub const VT_STOPPED: ::flatbuffers::VOffsetT = 16;
   pub const VT_COMMIT_INDEX: ::flatbuffers::VOffsetT = 18;
   pub const VT_APPLIED_INDEX: ::flatbuffers::VOffsetT = 20;
+  pub const VT_VOTERS: ::flatbuffers::VOffsetT = 22;
+  pub const VT_LEARNERS: ::flatbuffers::VOffsetT = 24;
+  pub const VT_PINNED_LEADER: ::flatbuffers::VOffsetT = 26;
+  pub const VT_AVOIDED: ::flatbuffers::VOffsetT = 28;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6103,12 +6107,16 @@ impl<'a> ShardInfo<'a> {
     args: &'args ShardInfoArgs<'args>
   ) -> ::flatbuffers::WIPOffset<ShardInfo<'bldr>> {
     let mut builder = ShardInfoBuilder::new(_fbb);
+    builder.add_pinned_leader(args.pinned_leader);
     builder.add_applied_index(args.applied_index);
     builder.add_commit_index(args.commit_index);
     builder.add_db_size(args.db_size);
     builder.add_raft_term(args.raft_term);
     builder.add_raft_index(args.raft_index);
     builder.add_leader(args.leader);
+    if let Some(x) = args.avoided { builder.add_avoided(x); }
+    if let Some(x) = args.learners { builder.add_learners(x); }
+    if let Some(x) = args.voters { builder.add_voters(x); }
     if let Some(x) = args.stopped { builder.add_stopped(x); }
     builder.add_core(args.core);
     builder.add_shard(args.shard);
@@ -6179,6 +6187,34 @@ impl<'a> ShardInfo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(ShardInfo::VT_APPLIED_INDEX, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn voters(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(ShardInfo::VT_VOTERS, None)}
+  }
+  #[inline]
+  pub fn learners(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(ShardInfo::VT_LEARNERS, None)}
+  }
+  #[inline]
+  pub fn pinned_leader(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(ShardInfo::VT_PINNED_LEADER, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn avoided(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(ShardInfo::VT_AVOIDED, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ShardInfo<'_> {
@@ -6196,6 +6232,10 @@ impl ::flatbuffers::Verifiable for ShardInfo<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("stopped", Self::VT_STOPPED, false)?
      .visit_field::<u64>("commit_index", Self::VT_COMMIT_INDEX, false)?
      .visit_field::<u64>("applied_index", Self::VT_APPLIED_INDEX, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("voters", Self::VT_VOTERS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("learners", Self::VT_LEARNERS, false)?
+     .visit_field::<u64>("pinned_leader", Self::VT_PINNED_LEADER, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("avoided", Self::VT_AVOIDED, false)?
      .finish();
     Ok(())
   }
@@ -6210,6 +6250,10 @@ pub struct ShardInfoArgs<'a> {
     pub stopped: Option<::flatbuffers::WIPOffset<&'a str>>,
     pub commit_index: u64,
     pub applied_index: u64,
+    pub voters: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub learners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub pinned_leader: u64,
+    pub avoided: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
 }
 impl<'a> Default for ShardInfoArgs<'a> {
   #[inline]
@@ -6224,6 +6268,10 @@ impl<'a> Default for ShardInfoArgs<'a> {
       stopped: None,
       commit_index: 0,
       applied_index: 0,
+      voters: None,
+      learners: None,
+      pinned_leader: 0,
+      avoided: None,
     }
   }
 }
@@ -6270,6 +6318,22 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ShardInfoBuilder<'a, 'b, A> {
     self.fbb_.push_slot::<u64>(ShardInfo::VT_APPLIED_INDEX, applied_index, 0);
   }
   #[inline]
+  pub fn add_voters(&mut self, voters: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ShardInfo::VT_VOTERS, voters);
+  }
+  #[inline]
+  pub fn add_learners(&mut self, learners: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ShardInfo::VT_LEARNERS, learners);
+  }
+  #[inline]
+  pub fn add_pinned_leader(&mut self, pinned_leader: u64) {
+    self.fbb_.push_slot::<u64>(ShardInfo::VT_PINNED_LEADER, pinned_leader, 0);
+  }
+  #[inline]
+  pub fn add_avoided(&mut self, avoided: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ShardInfo::VT_AVOIDED, avoided);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ShardInfoBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ShardInfoBuilder {
@@ -6296,6 +6360,10 @@ impl ::core::fmt::Debug for ShardInfo<'_> {
       ds.field("stopped", &self.stopped());
       ds.field("commit_index", &self.commit_index());
       ds.field("applied_index", &self.applied_index());
+      ds.field("voters", &self.voters());
+      ds.field("learners", &self.learners());
+      ds.field("pinned_leader", &self.pinned_leader());
+      ds.field("avoided", &self.avoided());
       ds.finish()
   }
 }

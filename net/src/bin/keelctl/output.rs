@@ -203,6 +203,33 @@ fn leader_of_all(status: &Status) -> u64 {
 /// `endpoint status --cluster`: one row per member and shard, with how far
 /// each member's replica of the shard is (a member that did not answer has
 /// one row saying so).
+/// A shard's voters (and learners) for the table: their count, since the
+/// ids are in `member list`.
+fn voters_cell(voters: &[u64], learners: &[u64]) -> String {
+    match learners.len() {
+        0 => voters.len().to_string(),
+        n => format!(
+            "{} + {n} learner{}",
+            voters.len(),
+            if n == 1 { "" } else { "s" }
+        ),
+    }
+}
+
+/// A shard's leadership placement for the table: pinned, avoided, or
+/// empty for the spread.
+fn placement_cell(pinned: u64, avoided: &[u64]) -> String {
+    let mut parts = Vec::new();
+    if pinned != 0 {
+        parts.push(format!("pinned to {pinned:x}"));
+    }
+    if !avoided.is_empty() {
+        let ids: Vec<String> = avoided.iter().map(|id| format!("{id:x}")).collect();
+        parts.push(format!("avoids {}", ids.join(",")));
+    }
+    parts.join("; ")
+}
+
 pub(crate) fn cluster_status(format: Format, members: &[(String, Option<Status>)]) {
     let mut rows = Vec::new();
     let mut json_members = Vec::new();
@@ -210,6 +237,8 @@ pub(crate) fn cluster_status(format: Format, members: &[(String, Option<Status>)
         let Some(status) = status else {
             rows.push(vec![
                 endpoint.clone(),
+                String::new(),
+                String::new(),
                 String::new(),
                 String::new(),
                 String::new(),
@@ -233,12 +262,16 @@ pub(crate) fn cluster_status(format: Format, members: &[(String, Option<Status>)
                 shard.raft_index.to_string(),
                 shard.commit_index.to_string(),
                 shard.applied_index.to_string(),
+                voters_cell(&shard.voters, &shard.learners),
+                placement_cell(shard.pinned_leader, &shard.avoided),
                 shard.stopped.clone(),
             ]);
             shards.push(json!({
                 "shard": shard.shard, "leader": shard.leader, "raft_term": shard.raft_term,
                 "raft_index": shard.raft_index, "commit_index": shard.commit_index,
                 "applied_index": shard.applied_index, "stopped": shard.stopped,
+                "voters": shard.voters, "learners": shard.learners,
+                "pinned_leader": shard.pinned_leader, "avoided": shard.avoided,
             }));
         }
         json_members.push(json!({
@@ -260,6 +293,8 @@ pub(crate) fn cluster_status(format: Format, members: &[(String, Option<Status>)
                     "raft index",
                     "commit index",
                     "applied index",
+                    "voters",
+                    "placement",
                     "errors",
                 ],
                 &rows,
@@ -484,5 +519,24 @@ pub(crate) fn members(format: Format, status: &Status) {
             println!("\"IsLearner\" : false");
             println!();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shards_voters_and_placement_read_as_words() {
+        assert_eq!(voters_cell(&[1, 2, 3], &[]), "3");
+        assert_eq!(voters_cell(&[1, 2, 3], &[4]), "3 + 1 learner");
+        assert_eq!(voters_cell(&[1, 2, 3], &[4, 5]), "3 + 2 learners");
+        assert_eq!(placement_cell(0, &[]), "");
+        assert_eq!(placement_cell(0xab, &[]), "pinned to ab");
+        assert_eq!(
+            placement_cell(0xab, &[1, 0x1f]),
+            "pinned to ab; avoids 1,1f"
+        );
+        assert_eq!(placement_cell(0, &[2]), "avoids 2");
     }
 }
