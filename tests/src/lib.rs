@@ -34,6 +34,18 @@ pub fn node_config(dir: &Path, shards: usize, cores: usize) -> NodeConfig {
     }
 }
 
+/// A runtime for keel's (tokio) client in tests: two worker threads.
+///
+/// # Panics
+/// When the runtime cannot be built.
+pub fn client_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
 /// The leader more than half of `size` members name, among `named` (each
 /// member's view of one shard's leader; 0 names none).
 pub fn majority_leader(named: impl IntoIterator<Item = u64>, size: usize) -> Option<u64> {

@@ -174,11 +174,7 @@ impl ProcessCluster {
             .map(|m| format!("{}=127.0.0.1:{}", m.name, m.proxy.ports[0]))
             .collect::<Vec<_>>()
             .join(",");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("tokio runtime");
+        let runtime = crate::client_runtime();
         let cluster = ProcessCluster {
             keel,
             members,
@@ -447,6 +443,14 @@ impl ProcessCluster {
         }
     }
 
+    /// Every member's client address, by member index.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| m.client_address.to_string())
+            .collect()
+    }
+
     /// The client given every member (connected once, kept).
     pub fn cluster_client(&self) -> Option<Client> {
         let mut slot = self
@@ -461,11 +465,7 @@ impl ProcessCluster {
             request_timeout: Some(CALL_TIMEOUT),
             ..ClientOptions::default()
         };
-        let endpoints: Vec<String> = self
-            .members
-            .iter()
-            .map(|m| m.client_address.to_string())
-            .collect();
+        let endpoints = self.endpoints();
         let client = self
             .runtime
             .block_on(Client::connect_with(&endpoints, options))

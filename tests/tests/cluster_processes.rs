@@ -303,11 +303,7 @@ fn cut_paused_one_way_and_lossy_links_and_a_full_restart_lose_nothing() {
 fn a_client_given_every_member_follows_leaders_and_reports_unknown_outcomes() {
     use keel_client::{Client, ClientOptions};
     let cluster = ProcessCluster::start(3, 2, 1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = keel_tests::client_runtime();
     cluster.wait_for_leaders(Duration::from_secs(20));
     // Time for leadership to settle where it is spread to (a hand-over is
     // checked each second), so that the leader read next stays leader.
@@ -492,16 +488,8 @@ fn a_follower_held_back_past_the_wal_catches_up_by_snapshot_though_killed_while_
 fn draining_a_member_and_moving_a_leader_under_load_lose_nothing() {
     use keel_client::{Client, ClientOptions};
     let cluster = ProcessCluster::start(3, 4, 2);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let endpoints: Vec<String> = cluster
-        .members
-        .iter()
-        .map(|m| m.client_address.to_string())
-        .collect();
+    let runtime = keel_tests::client_runtime();
+    let endpoints = cluster.endpoints();
     let options = ClientOptions {
         request_timeout: Some(Duration::from_secs(30)),
         ..ClientOptions::default()

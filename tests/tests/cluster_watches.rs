@@ -114,16 +114,8 @@ fn up_to(mut recording: Recording, last: u64) -> Recording {
 fn watches_keep_etcds_guarantees_through_killed_members_and_resume_on_another() {
     let cluster = ProcessCluster::start(3, 3, 1);
     cluster.wait_for_leaders(Duration::from_secs(20));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let endpoints: Vec<String> = cluster
-        .members
-        .iter()
-        .map(|m| m.client_address.to_string())
-        .collect();
+    let runtime = keel_tests::client_runtime();
+    let endpoints = cluster.endpoints();
     let writer = runtime.block_on(client_for(endpoints.clone()));
     let base = runtime
         .block_on(writer.put(format!("{PREFIX}base"), "0"))
