@@ -509,11 +509,19 @@ fn a_moved_leader_stays_put_and_a_drained_member_leads_nothing_until_undrained()
     // Member 1 drained: it leads nothing, for as long as it stays drained,
     // and writes to every shard go on.
     let drained = 1;
+    let before = cluster.wait_for_leaders(Duration::from_secs(20));
     let done = with_timeout_long(client.drain(cluster.id(drained)));
     assert!(done, "member {drained} still leads a shard");
     std::thread::sleep(Duration::from_secs(3));
     let now = cluster.wait_for_leaders(Duration::from_secs(20));
     assert!(!now.contains(&drained), "a drained member leads: {now:?}");
+    // Only the shards it led moved.
+    for shard in (0..SHARDS).filter(|s| before[*s] != drained) {
+        assert_eq!(
+            now[shard], before[shard],
+            "shard {shard} moved: {before:?} -> {now:?}"
+        );
+    }
     let status = cluster.status(0).expect("status");
     assert!(status
         .iter()
@@ -521,6 +529,14 @@ fn a_moved_leader_stays_put_and_a_drained_member_leads_nothing_until_undrained()
     for shard in 0..SHARDS {
         put(&cluster, &key_of("drained/", shard), 0);
     }
+    // Some member must be left to lead.
+    with_timeout_long(client.drain(cluster.id(0)));
+    let last = futures_lite::future::block_on(client.drain(cluster.id(2)));
+    assert!(
+        matches!(last, Err(NodeError::InvalidRequest(_))),
+        "draining every member: {last:?}"
+    );
+    with_timeout_long(client.undrain(cluster.id(0)));
     // Undrained: it leads again where the spread (or a pin) says.
     with_timeout_long(client.undrain(cluster.id(drained)));
     let deadline = Instant::now() + Duration::from_secs(15);

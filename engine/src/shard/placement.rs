@@ -43,6 +43,33 @@ impl NodeClient<'_> {
             .await
     }
 
+    /// [`NodeClient::move_leader`] for several shards: every pin first,
+    /// then one wait for them all.
+    ///
+    /// # Errors
+    /// As `move_leader`.
+    pub async fn move_leaders(&self, shards: &[usize], to: u64) -> NodeResult<bool> {
+        if self.cluster().member(to).is_none() {
+            return Err(NodeError::InvalidRequest(format!(
+                "member {to:x} is not in the cluster"
+            )));
+        }
+        for &shard in shards {
+            self.check_shard(shard)?;
+            if self.placement(shard).await?.avoided.contains(&to) {
+                return Err(NodeError::InvalidRequest(format!(
+                    "member {to:x} is drained: undrain it first"
+                )));
+            }
+        }
+        for &shard in shards {
+            self.change_placement(shard, PlacementChange::Pin(to))
+                .await?;
+        }
+        self.settle(shards.iter().copied(), LeaderWant::Is(to))
+            .await
+    }
+
     /// Lets `shard`'s leadership follow the spread again.
     ///
     /// # Errors
@@ -64,10 +91,18 @@ impl NodeClient<'_> {
                 "member {member:x} is not in the cluster"
             )));
         }
-        if self.cluster().members.len() < 2 {
-            return Err(NodeError::InvalidRequest(
-                "a cluster of one member has nowhere else to lead from".to_string(),
-            ));
+        // Some member must be left to lead.
+        let avoided = self.placement(0).await?.avoided;
+        let left = self
+            .cluster()
+            .members
+            .iter()
+            .filter(|m| m.id != member && !avoided.contains(&m.id))
+            .count();
+        if left == 0 {
+            return Err(NodeError::InvalidRequest(format!(
+                "draining member {member:x} would leave no member to lead: undrain another first"
+            )));
         }
         for shard in 0..self.shard_count() {
             self.change_placement(shard, PlacementChange::Avoid(member))

@@ -1078,7 +1078,7 @@ impl Replica {
         if !self.is_leader() || !self.ticks.is_multiple_of(SPREAD_CHECK_TICKS) {
             return;
         }
-        let Some(preferred) = self.placed_leader() else {
+        let Some((mut preferred, directed)) = self.placed_leader() else {
             return;
         };
         if self.failure.is_some()
@@ -1090,13 +1090,19 @@ impl Replica {
         {
             return;
         }
+        let live = |id: u64| self.raw.raft.prs().get(id).is_some_and(|p| p.recent_active);
+        if !live(preferred) {
+            match self.any_live_eligible() {
+                Some(other) => preferred = other,
+                None => return,
+            }
+        }
         let last = self.raw.raft.raft_log.last_index();
         // The default spread waits for the member to have every entry, so
         // the hand-over pauses writes for one message; an operator's
         // placement (a pin, a drain) goes as soon as the member is live:
         // under steady writes the log's end moves on every round, and
         // raft-rs catches the member up before it hands over.
-        let directed = Some(preferred) != self.preferred_leader;
         let ready = self
             .raw
             .raft
@@ -1110,27 +1116,58 @@ impl Replica {
         }
     }
 
-    /// The member that should lead this shard now: the one its placement
-    /// pins it to, unless that one is avoided or not a member; else the
-    /// default spread, going round the members not avoided. `None` for a
-    /// single member, or when every member is avoided.
-    fn placed_leader(&self) -> Option<u64> {
+    /// The member that should lead this shard now, and whether an
+    /// operator's placement sends it there (a pin, or a drain of this
+    /// member or of the default one): the pinned member, unless it is
+    /// avoided or not a member; else the default spread's member if it is
+    /// not avoided; else the spread going round the members not avoided.
+    /// `None` for a single member, when every member is avoided, or when
+    /// the placement cannot be read.
+    fn placed_leader(&self) -> Option<(u64, bool)> {
         let default = self.preferred_leader?;
-        let Ok(placement) = self.store.placement() else {
-            return Some(default);
-        };
+        // Unreadable: leave leadership where it is rather than send it
+        // where a placement may forbid.
+        let placement = self.store.placement().ok()?;
         let eligible = |id: u64| !placement.avoided.contains(&id);
         if placement.pinned != 0
             && eligible(placement.pinned)
             && self.cluster.member(placement.pinned).is_some()
         {
-            return Some(placement.pinned);
+            return Some((placement.pinned, true));
         }
-        if placement.avoided.is_empty() {
-            return Some(default);
+        // Only the shards whose default member is avoided move; a drained
+        // leader hands over to the default as an operator's move.
+        if eligible(default) {
+            let drained_here = placement.avoided.contains(&self.raw.raft.id);
+            return Some((default, drained_here));
         }
         self.cluster
             .preferred_leader_among(self.shard, self.cores, eligible)
+            .map(|id| (id, true))
+    }
+
+    /// When this leader is avoided and the member its placement names is
+    /// not live: the live eligible member with the most of the log, if any
+    /// (a drain must not wait on a member that is down).
+    fn any_live_eligible(&self) -> Option<u64> {
+        let placement = self.store.placement().ok()?;
+        let me = self.raw.raft.id;
+        if !placement.avoided.contains(&me) {
+            return None;
+        }
+        let voters = self.raw.raft.prs().conf().voters().ids();
+        self.raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, p)| {
+                **id != me
+                    && p.recent_active
+                    && voters.contains(**id)
+                    && !placement.avoided.contains(id)
+            })
+            .max_by_key(|(_, p)| p.matched)
+            .map(|(id, _)| *id)
     }
 
     /// Takes one call: proposes, answers, or queues it.
@@ -2348,6 +2385,9 @@ impl Replica {
         }
         self.was_leader = leader;
         if leader {
+            // A hand-over this member made in an earlier term does not hold
+            // back the next one.
+            self.transferred_at = None;
             // The new leader runs the lease timers from the stored TTLs.
             match self.store.leases() {
                 Ok(mut leases) => {
@@ -2842,6 +2882,11 @@ impl Replica {
         }
         for (_, reply) in self.confirmed.drain(..) {
             let _ = reply.send(Err(error()));
+        }
+        for (_, _, reply) in self.leader_waits.drain(..) {
+            if let Some(reply) = reply {
+                let _ = reply.send(Err(error()));
+            }
         }
         let waiters = self
             .unindexed

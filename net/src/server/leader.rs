@@ -18,13 +18,14 @@ pub(crate) async fn leader(
         LeaderAction::Move if shard == ALL_SHARDS => {
             // Every shard this member leads, as etcd moves its one leader.
             let me = client.member_id();
-            let mut settled = true;
-            for status in client.status().await? {
-                if status.leader == me {
-                    settled &= client.move_leader(status.shard, member_id).await?;
-                }
-            }
-            settled
+            let led: Vec<usize> = client
+                .status()
+                .await?
+                .into_iter()
+                .filter(|status| status.leader == me)
+                .map(|status| status.shard)
+                .collect();
+            client.move_leaders(&led, member_id).await?
         }
         LeaderAction::Move => client.move_leader(shard as usize, member_id).await?,
         LeaderAction::Unpin if shard == ALL_SHARDS => {
