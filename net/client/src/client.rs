@@ -418,6 +418,8 @@ impl Client {
         unanswered: &AtomicBool,
         tried: &AtomicUsize,
     ) -> Result<Response> {
+        // Never sent to another member than the first it went to.
+        let bound = retry::is_bound_to_member(request);
         let mut at = self.first_member(route);
         let mut backoff = retry::FIRST_BACKOFF;
         // Attempts since the last wait: after two rounds of every member
@@ -461,7 +463,7 @@ impl Client {
                 _ => 0,
             };
             let next = retry::next(&error, retry_safe, one_shard);
-            if next == Next::GiveUp || unreachable >= members {
+            if next == Next::GiveUp || unreachable >= members || bound {
                 return Err(error);
             }
             let wait = matches!(next, Next::OtherMember { wait: true }) || hops >= members * 2;

@@ -53,6 +53,19 @@ pub(crate) fn is_retry_safe(request: &Request) -> bool {
     }
 }
 
+/// Whether `request` means something only on the member it reaches, and
+/// so is never sent to another: a move of every shard that member leads.
+pub(crate) fn is_bound_to_member(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Leader {
+            action: keel_proto::LeaderAction::Move,
+            shard: keel_proto::ALL_SHARDS,
+            ..
+        }
+    )
+}
+
 /// Whether `request`, sent where `to_one_shard` says, is a write of one
 /// shard, all or nothing: a refusal (`NotLeader`) means none of it was
 /// done. A write that fans out over shards (a range delete or compaction
@@ -221,6 +234,19 @@ mod tests {
         assert!(is_retry_safe(&Request::LeaseKeepAlive { id: 1 }));
         assert!(!is_retry_safe(&Request::Put(PutRequest::default())));
         assert!(!is_retry_safe(&Request::LeaseGrant { id: 0, ttl: 5 }));
+        let move_all = Request::Leader {
+            action: keel_proto::LeaderAction::Move,
+            shard: keel_proto::ALL_SHARDS,
+            member_id: 7,
+        };
+        let move_one = Request::Leader {
+            action: keel_proto::LeaderAction::Move,
+            shard: 2,
+            member_id: 7,
+        };
+        assert!(is_bound_to_member(&move_all) && !is_retry_safe(&move_all));
+        assert!(!is_bound_to_member(&move_one) && is_retry_safe(&move_one));
+        assert!(!is_bound_to_member(&Request::Status));
     }
 
     #[test]
