@@ -141,9 +141,14 @@ pub(crate) fn retry_later(router: Rc<CoreRouter>, part: Part) {
             .send(Err(NodeError::NoLeader { shard: part.shard }));
         return;
     }
+    deliver_later(router, part.into_call());
+}
+
+/// Hands `call` to its shard's replica on this core after [`RETRY_PAUSE`].
+fn deliver_later(router: Rc<CoreRouter>, call: CoreCall) {
     glommio::spawn_local(async move {
         glommio::timer::sleep(RETRY_PAUSE).await;
-        router.deliver_local(part.into_call());
+        router.deliver_local(call);
     })
     .detach();
 }
@@ -282,15 +287,9 @@ pub(crate) fn read_retry_later(router: Rc<CoreRouter>, part: ReadPart) {
             .send(Err(NodeError::NoLeader { shard: part.shard }));
         return;
     }
-    glommio::spawn_local(async move {
-        glommio::timer::sleep(RETRY_PAUSE).await;
-        let shard = part.shard;
-        router.deliver_local(CoreCall {
-            shard,
-            call: ShardCall::RangeAt(Box::new(part)),
-        });
-    })
-    .detach();
+    let shard = part.shard;
+    let call = ShardCall::RangeAt(Box::new(part));
+    deliver_later(router, CoreCall { shard, call });
 }
 
 /// Asks member `leader` to close `revision` of `shard` and waits for its
@@ -376,12 +375,6 @@ pub(crate) fn close_for_watches(
 /// Tells `shard`'s replica, after a pause, that its close of `revision`
 /// for the merged watches must be asked again.
 pub(crate) fn close_failed_later(router: Rc<CoreRouter>, shard: usize, revision: Revision) {
-    glommio::spawn_local(async move {
-        glommio::timer::sleep(RETRY_PAUSE).await;
-        router.deliver_local(CoreCall {
-            shard,
-            call: ShardCall::CloseFailed { revision },
-        });
-    })
-    .detach();
+    let call = ShardCall::CloseFailed { revision };
+    deliver_later(router, CoreCall { shard, call });
 }
