@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future::block_on;
 use keel_engine::hlc::WallClock;
 use keel_engine::mvcc::{Applied, PutRequest, RangeRequest, RangeResponse, Revision};
-use keel_engine::shard::{Cluster, Consistency, Node, NodeError, ShardStatus};
+use keel_engine::shard::{Cluster, Consistency, MemberChange, Node, NodeError, ShardStatus};
 
 use crate::mem_net::MemNet;
 use crate::{node_config, timeout};
@@ -28,8 +28,12 @@ fn name(i: usize) -> String {
 pub struct InProcessCluster {
     /// The network between them.
     pub net: MemNet,
-    /// Every member's view of the cluster, by member index.
+    /// Every member's cluster as it was created (a member that joined
+    /// later: the cluster's first list, and its own id), by member index.
     pub members: Vec<Cluster>,
+    /// For members that joined a running cluster: the list they were
+    /// given when they joined.
+    joining: Vec<Option<Cluster>>,
     dirs: Vec<PathBuf>,
     /// Each member's wall clock, when the test gave one.
     clocks: Vec<Option<Arc<dyn WallClock>>>,
@@ -37,6 +41,15 @@ pub struct InProcessCluster {
     shards: usize,
     cores: usize,
     _root: tempfile::TempDir,
+}
+
+/// A member added to the list and not started yet.
+#[derive(Debug)]
+pub struct Joiner {
+    /// The cluster as it was created, with the new member's id.
+    pub created: Cluster,
+    /// The member list as the change left it.
+    pub list: Cluster,
 }
 
 /// What a write through the cluster came to.
@@ -82,6 +95,7 @@ impl InProcessCluster {
         let mut cluster = InProcessCluster {
             net: MemNet::new(seed),
             members,
+            joining: vec![None; size],
             dirs,
             clocks,
             nodes: (0..size).map(|_| None).collect(),
@@ -127,6 +141,7 @@ impl InProcessCluster {
     pub fn start_member(&mut self, i: usize) {
         let mut config = keel_engine::shard::NodeConfig {
             cluster: self.members[i].clone(),
+            joining: self.joining[i].clone(),
             transport: Some(self.net.factory(self.members[i].me)),
             ..node_config(&self.dirs[i], self.shards, self.cores)
         };
@@ -134,6 +149,127 @@ impl InProcessCluster {
             config.clock = clock.clone();
         }
         self.nodes[i] = Some(Node::start(config).expect("member starts"));
+    }
+
+    /// Makes `change` through the first running member that takes it,
+    /// trying again while the previous change is under way or a leader is
+    /// missing, for up to 30 s.
+    ///
+    /// # Errors
+    /// The last refusal.
+    pub fn change_members(&self, change: MemberChange) -> Result<(u64, Arc<Cluster>), NodeError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut at = 0;
+        loop {
+            let refusal = match self.node(at % self.size()) {
+                None => None,
+                Some(node) => match with_timeout_long(node.client().change_members(change.clone()))
+                {
+                    Some(Ok(done)) => return Ok(done),
+                    Some(Err(e)) => Some(e),
+                    None => Some(NodeError::OutcomeUnknown { shard: 0 }),
+                },
+            };
+            let retry = match &refusal {
+                None => true,
+                Some(NodeError::InvalidRequest(why)) => {
+                    why.contains("still changing") || why.contains("not caught up")
+                }
+                Some(NodeError::NotLeader { .. } | NodeError::NoLeader { .. }) => true,
+                Some(_) => false,
+            };
+            match refusal {
+                Some(e) if !retry || Instant::now() >= deadline => return Err(e),
+                _ => {}
+            }
+            at += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Adds a member to the list (a learner unless `learner` is false);
+    /// [`InProcessCluster::start_joiner`] starts it.
+    ///
+    /// # Panics
+    /// When the change is refused.
+    pub fn add_member(&self, learner: bool) -> Joiner {
+        let i = self.size();
+        let change = MemberChange::Add {
+            name: name(i),
+            peer_address: format!("mem:{i}"),
+            learner,
+        };
+        let (id, list) = self.change_members(change).expect("member added");
+        Joiner {
+            created: Cluster {
+                me: id,
+                ..self.members[0].clone()
+            },
+            list: (*list).clone(),
+        }
+    }
+
+    /// Starts a member added by [`InProcessCluster::add_member`] on an
+    /// empty directory, as `--initial-cluster-state existing` does;
+    /// answers its index.
+    ///
+    /// # Panics
+    /// When it does not start.
+    pub fn start_joiner(&mut self, joiner: Joiner) -> usize {
+        let i = self.size();
+        self.members.push(joiner.created);
+        self.joining.push(Some(joiner.list));
+        self.dirs.push(self._root.path().join(name(i)));
+        self.clocks.push(None);
+        self.nodes.push(None);
+        self.start_member(i);
+        i
+    }
+
+    /// Waits until each of `members` follows the member list and has
+    /// every shard's Raft configuration at it (none joint).
+    ///
+    /// # Panics
+    /// After `within` without.
+    pub fn wait_until_settled(&self, members: &[usize], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut unsettled = Vec::new();
+            for &i in members {
+                let Some(node) = self.node(i) else {
+                    unsettled.push(format!("m{i}: not running"));
+                    continue;
+                };
+                let list = node.client().cluster();
+                let mut voters = list.voters();
+                let mut learners = list.learners();
+                voters.sort_unstable();
+                learners.sort_unstable();
+                let Some(statuses) = self.status(i) else {
+                    unsettled.push(format!("m{i}: no status"));
+                    continue;
+                };
+                for status in statuses {
+                    let (mut v, mut l) = (status.voters.clone(), status.learners.clone());
+                    v.sort_unstable();
+                    l.sort_unstable();
+                    if v != voters || l != learners || !status.voters_outgoing.is_empty() {
+                        unsettled.push(format!(
+                            "m{i} shard {}: voters {v:x?} learners {l:x?} leaving {:x?}, list {voters:x?} {learners:x?}",
+                            status.shard, status.voters_outgoing
+                        ));
+                    }
+                }
+            }
+            if unsettled.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not settled after {within:?}: {unsettled:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Stops member `i` (its shards make their trees durable first).
@@ -249,6 +385,18 @@ impl Drop for InProcessCluster {
             self.stop_member(i);
         }
     }
+}
+
+/// Runs `call`, or gives up after 15 s (a membership change may wait for
+/// an election).
+pub fn with_timeout_long<T>(call: impl std::future::Future<Output = T>) -> Option<T> {
+    block_on(futures_lite::future::or(
+        async { Some(call.await) },
+        async {
+            timeout(Duration::from_secs(15)).await;
+            None
+        },
+    ))
 }
 
 /// Runs `call`, or gives up after [`CALL_TIMEOUT`].

@@ -4,7 +4,8 @@
 
 use crate::error::{Error, Result};
 use crate::mvcc::types::{
-    AlarmKind, EventKind, KeyValue, LeaseId, LeaseTask, LeaseTaskKind, Revision,
+    AlarmKind, ConfIds, EventKind, KeyValue, LeaseId, LeaseTask, LeaseTaskKind, MemberRecord,
+    Revision,
 };
 
 /// Version byte of every value written today: the keyspace layout. 3 since
@@ -57,6 +58,126 @@ pub(crate) mod meta_key {
     /// `placement_avoid`, the member id (u64 BE): a member the shard is
     /// never led from. One row per member.
     pub(crate) const PLACEMENT_AVOID: &[u8] = b"placement_avoid";
+    /// Shard 0: the revision of the entry that last set the member list.
+    pub(crate) const MEMBERS_REV: &[u8] = b"members_rev";
+    /// Shard 0: `member`, the member id (u64 BE): the member
+    /// ([`super::encode_member`]). One row per member.
+    pub(crate) const MEMBER: &[u8] = b"member/";
+    /// Shard 0: `removed`, the member id (u64 BE): an id once removed.
+    pub(crate) const REMOVED: &[u8] = b"removed/";
+    /// The shard's Raft configuration as of the applied index
+    /// ([`super::encode_conf_state`]), written with it so that a replay
+    /// never applies a configuration change twice.
+    pub(crate) const CONF_STATE: &[u8] = b"conf_state";
+}
+
+/// The `meta` row key `prefix` + `id` (u64 BE).
+pub(crate) fn id_key(prefix: &[u8], id: u64) -> Vec<u8> {
+    let mut key = prefix.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// A member row: row version, learner byte, then the name and the peer
+/// address, each as a u8 length and its bytes.
+pub(crate) fn encode_member(member: &MemberRecord) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + member.name.len() + member.peer_address.len());
+    out.push(ROW_VERSION);
+    out.push(u8::from(member.learner));
+    for field in [&member.name, &member.peer_address] {
+        // Longer fields are refused before an entry is made (node_meta's
+        // MAX_FIELD); cut here so that a row never lies about its length.
+        let bytes = field.as_bytes().get(..255).unwrap_or(field.as_bytes());
+        out.push(bytes.len() as u8);
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+/// Reads what [`encode_member`] wrote, for member `id`.
+pub(crate) fn decode_member(id: u64, row: &[u8]) -> Result<MemberRecord> {
+    check_version("member", row)?;
+    let learner = match row.get(1) {
+        Some(0) => false,
+        Some(1) => true,
+        _ => return Err(bad("member", "no learner byte")),
+    };
+    let mut at = 2;
+    let mut field = || -> Result<String> {
+        let len = usize::from(*row.get(at).ok_or_else(|| bad("member", "truncated"))?);
+        let bytes = row
+            .get(at + 1..at + 1 + len)
+            .ok_or_else(|| bad("member", "truncated"))?;
+        at += 1 + len;
+        String::from_utf8(bytes.to_vec()).map_err(|_| bad("member", "not UTF-8"))
+    };
+    let name = field()?;
+    let peer_address = field()?;
+    Ok(MemberRecord {
+        id,
+        name,
+        peer_address,
+        learner,
+    })
+}
+
+/// The Raft configuration row: row version, then voters, learners,
+/// outgoing voters and next learners, each a u32 count and u64 ids, then
+/// the auto-leave byte.
+pub(crate) fn encode_conf_state(conf: &ConfIds) -> Vec<u8> {
+    let mut out = vec![ROW_VERSION];
+    for list in [
+        &conf.voters,
+        &conf.learners,
+        &conf.voters_outgoing,
+        &conf.learners_next,
+    ] {
+        out.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        for id in list {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+    out.push(u8::from(conf.auto_leave));
+    out
+}
+
+/// Reads what [`encode_conf_state`] wrote.
+pub(crate) fn decode_conf_state(row: &[u8]) -> Result<ConfIds> {
+    check_version("conf_state", row)?;
+    let mut at = 1;
+    let mut list = || -> Result<Vec<u64>> {
+        let count = row
+            .get(at..at + 4)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_le_bytes)
+            .ok_or_else(|| bad("conf_state", "truncated"))? as usize;
+        at += 4;
+        if count > row.len() / 8 {
+            return Err(bad("conf_state", "count past the row"));
+        }
+        let mut ids = Vec::with_capacity(count);
+        for _ in 0..count {
+            ids.push(u64_le(row, at).ok_or_else(|| bad("conf_state", "truncated"))?);
+            at += 8;
+        }
+        Ok(ids)
+    };
+    let voters = list()?;
+    let learners = list()?;
+    let voters_outgoing = list()?;
+    let learners_next = list()?;
+    let auto_leave = match (row.get(at), row.len() == at + 1) {
+        (Some(0), true) => false,
+        (Some(1), true) => true,
+        _ => return Err(bad("conf_state", "bad end")),
+    };
+    Ok(ConfIds {
+        voters,
+        learners,
+        voters_outgoing,
+        learners_next,
+        auto_leave,
+    })
 }
 
 /// The `meta` row key that keeps the shard's leadership off `member`.

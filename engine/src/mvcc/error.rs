@@ -113,6 +113,15 @@ pub enum KvError {
         /// The current revision.
         current: Revision,
     },
+    /// A member list change made from a list that another change has
+    /// replaced since: nothing changed; make it again from the new list.
+    #[error("the member list changed (at revision {current}) since this change was made (from revision {base}); try again")]
+    MembersChanged {
+        /// The list's revision the change was made from.
+        base: Revision,
+        /// The list's revision now.
+        current: Revision,
+    },
     /// No watcher with this id.
     #[error("watch {0} not found")]
     WatchNotFound(u64),

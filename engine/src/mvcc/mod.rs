@@ -29,6 +29,7 @@ mod codec;
 mod compact;
 mod error;
 mod lease;
+mod members;
 mod read;
 mod snapshot;
 mod store;

@@ -10,12 +10,13 @@ use crate::btree::{
 use crate::mvcc::codec::{self, meta_key, tree, At, LeaseRow};
 use crate::mvcc::compact;
 use crate::mvcc::error::{KvError, KvResult};
+use crate::mvcc::members;
 use crate::mvcc::read::{self, RangePage, RangePlan, RangeProgress, Revisions};
 use crate::mvcc::snapshot::{Snapshot, View};
 use crate::mvcc::txn;
 use crate::mvcc::types::{
-    AlarmAction, AlarmKind, Entry, LeaseId, LeaseTask, LeaseTaskKind, Placement, PlacementChange,
-    RangeRequest, RangeResponse, Response, Revision,
+    AlarmAction, AlarmKind, ConfIds, Entry, LeaseId, LeaseTask, LeaseTaskKind, MemberList,
+    Placement, PlacementChange, RangeRequest, RangeResponse, Response, Revision,
 };
 use crate::mvcc::watch::WatchHub;
 use crate::mvcc::write::{attached_keys, lease_row, lease_task, EventLog, Writer};
@@ -617,6 +618,37 @@ impl<S: Storage> Store<S> {
         alarms(&self.view()?)
     }
 
+    /// The cluster's member list (shard 0; empty on other shards, and on
+    /// shard 0 until the list first changes).
+    pub fn members(&self) -> KvResult<MemberList> {
+        members::read_members(&self.view()?)
+    }
+
+    /// The shard's Raft configuration as of [`Store::applied_index`], if
+    /// one was recorded.
+    pub fn conf_ids(&self) -> KvResult<Option<ConfIds>> {
+        members::read_conf(&self.view()?)
+    }
+
+    /// Records that the configuration change at `index` left the shard's
+    /// Raft configuration at `conf`: both are written together, so a tree
+    /// that has the configuration never replays the change that made it.
+    ///
+    /// # Errors
+    /// Only [`KvError::Storage`]: the shard must stop.
+    pub fn record_conf(&mut self, index: u64, conf: &ConfIds) -> KvResult<()> {
+        self.check_usable()?;
+        let result = self.record_conf_inner(index, conf);
+        self.note(result)
+    }
+
+    fn record_conf_inner(&mut self, index: u64, conf: &ConfIds) -> KvResult<()> {
+        let mut txn = self.writer()?;
+        members::write_conf(&mut txn, conf)?;
+        txn.set_applied_index(index);
+        self.finish(txn)
+    }
+
     /// Where the shard's leadership should be.
     pub fn placement(&self) -> KvResult<Placement> {
         let view = self.view()?;
@@ -941,6 +973,7 @@ fn run_entry<S: Storage>(
             }
             Ok(Response::Placement)
         }
+        Entry::Members(change) => members::apply_members(writer, change),
         Entry::LeaseTasksDone { tasks } => {
             for task in tasks.iter().filter(|t| homes.is_home(t.id)) {
                 if lease_task(&*writer.txn, task.id)?.as_ref() == Some(task) {
@@ -981,7 +1014,8 @@ pub fn check_entry(entry: &Entry) -> KvResult<()> {
         | Entry::LeaseMirror { .. }
         | Entry::LeaseTasksDone { .. }
         | Entry::Alarm { .. }
-        | Entry::Placement(_) => Ok(()),
+        | Entry::Placement(_)
+        | Entry::Members(_) => Ok(()),
     }
 }
 

@@ -285,6 +285,64 @@ pub enum Entry {
     /// Where the shard's leadership should be (docs/cluster.md,
     /// "Leadership placement"): pinned to a member, or kept off one.
     Placement(PlacementChange),
+    /// Sets the cluster's member list (shard 0 only; docs/membership.md):
+    /// taken only if the list is still the one set at `base`, so that two
+    /// changes made from one list never both apply.
+    Members(MembersChange),
+}
+
+/// A new member list, made from the one set at `base`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembersChange {
+    /// The revision of the entry that set the list it replaces (0: the
+    /// list the cluster was created with, never changed).
+    pub base: Revision,
+    /// Every member, in id order.
+    pub members: Vec<MemberRecord>,
+    /// Every id ever removed, in order: never given again, and frames
+    /// from them are refused.
+    pub removed: Vec<u64>,
+}
+
+/// One member, as the member list holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRecord {
+    /// Its id (its Raft id in every shard's group).
+    pub id: u64,
+    /// Its name (`--name`).
+    pub name: String,
+    /// Where its core 0 takes peer connections.
+    pub peer_address: String,
+    /// A learner: gets every shard's log, votes in none.
+    pub learner: bool,
+}
+
+/// A shard's Raft configuration, by member id (raft-rs's `ConfState`,
+/// kept here without the Raft types).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfIds {
+    /// Who votes (in a joint configuration, the incoming voters).
+    pub voters: Vec<u64>,
+    /// Who gets the log without voting.
+    pub learners: Vec<u64>,
+    /// In a joint configuration, the outgoing voters.
+    pub voters_outgoing: Vec<u64>,
+    /// Voters that become learners when the joint configuration is left.
+    pub learners_next: Vec<u64>,
+    /// Whether raft-rs leaves the joint configuration by itself.
+    pub auto_leave: bool,
+}
+
+/// The member list as a shard 0 tree holds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberList {
+    /// The revision of the entry that set it (0: never set; the cluster
+    /// runs with the members it was created with).
+    pub revision: Revision,
+    /// Every member, in id order.
+    pub members: Vec<MemberRecord>,
+    /// Every id ever removed, in order.
+    pub removed: Vec<u64>,
 }
 
 /// A change to a shard's leadership placement.
@@ -461,6 +519,8 @@ pub enum Response {
     Alarm,
     /// To a placement change.
     Placement,
+    /// To a member list change.
+    Members,
 }
 
 /// What changed a key.

@@ -301,6 +301,13 @@ impl<S: Storage> Writer<'_, S> {
         Ok(())
     }
 
+    /// Sets a `meta` row to `value` as it is.
+    pub(crate) fn put_meta_row(&mut self, key: &[u8], value: &[u8]) -> KvResult<()> {
+        self.wrote = true;
+        self.txn.tree(tree::META)?.insert(key, value)?;
+        Ok(())
+    }
+
     /// Removes a `meta` row.
     pub(crate) fn remove_meta(&mut self, key: &[u8]) -> KvResult<()> {
         self.wrote = true;

@@ -1,10 +1,12 @@
-//! Who is in the cluster: its id and its members, fixed at bootstrap
-//! (docs/cluster.md, "Identity"). Every member derives the same ids from
-//! the same `--initial-cluster` and token, as etcd does, so a cluster
-//! starts without any member telling another its id.
+//! Who is in the cluster: its id and its members (docs/cluster.md,
+//! "Identity"). Every member derives the same ids from the same
+//! `--initial-cluster` and token, as etcd does, so a cluster starts
+//! without any member telling another its id. Members added later get a
+//! fresh random id (docs/membership.md); the list then lives in shard 0
+//! and every member follows it.
 //!
 //! Invariants: member ids are nonzero and distinct, names are distinct,
-//! and `me` is one of the members. Each member holds one replica of every
+//! and no removed id is a member. Each member holds one replica of every
 //! shard, and its Raft id in every shard's group is its member id.
 
 /// One member of the cluster.
@@ -17,6 +19,8 @@ pub struct Member {
     /// Where its core 0 takes peer connections (`host:port`); core `c`
     /// listens on the port plus `c`.
     pub peer_address: String,
+    /// A learner: gets every shard's log, votes in none and leads none.
+    pub learner: bool,
 }
 
 /// The cluster a node belongs to.
@@ -27,8 +31,15 @@ pub struct Cluster {
     pub id: u64,
     /// This node's member id.
     pub me: u64,
-    /// Every member, this node included, ordered by id.
+    /// Every member, this node included (unless it was removed), ordered
+    /// by id.
     pub members: Vec<Member>,
+    /// Every id ever removed, never given again: frames from them are
+    /// refused.
+    pub removed: Vec<u64>,
+    /// The revision of the shard 0 entry that set this list (0: the list
+    /// the cluster was created with).
+    pub revision: u64,
 }
 
 /// The token a cluster is created with when none is given (etcd's
@@ -74,11 +85,14 @@ impl Cluster {
             id: member_id(name),
             name: name.to_string(),
             peer_address: String::new(),
+            learner: false,
         }];
         Cluster {
             id: cluster_id(DEFAULT_TOKEN, &members),
             me: member_id(name),
             members,
+            removed: Vec::new(),
+            revision: 0,
         }
     }
 
@@ -116,6 +130,7 @@ impl Cluster {
                 id,
                 name: member_name.clone(),
                 peer_address: address.clone(),
+                learner: false,
             });
         }
         members.sort_by_key(|m| m.id);
@@ -128,6 +143,8 @@ impl Cluster {
             id: cluster_id(token, &members),
             me,
             members,
+            removed: Vec::new(),
+            revision: 0,
         })
     }
 
@@ -152,14 +169,39 @@ impl Cluster {
             .collect()
     }
 
-    /// The Raft ids of the voters every shard's group starts with.
+    /// The Raft ids of the voters: every shard's group starts with these
+    /// (the list it was created with), and is brought to these when the
+    /// list changes.
     pub fn voters(&self) -> Vec<u64> {
-        self.members.iter().map(|m| m.id).collect()
+        self.members
+            .iter()
+            .filter(|m| !m.learner)
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// The Raft ids of the learners.
+    pub fn learners(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|m| m.learner)
+            .map(|m| m.id)
+            .collect()
     }
 
     /// Whether this node is the only member.
     pub fn is_single(&self) -> bool {
         self.members.len() == 1
+    }
+
+    /// Whether this node is a learner.
+    pub fn me_is_learner(&self) -> bool {
+        self.member(self.me).is_some_and(|m| m.learner)
+    }
+
+    /// Whether `id` was removed from the cluster.
+    pub fn was_removed(&self, id: u64) -> bool {
+        self.removed.contains(&id)
     }
 
     /// The member with id `id`.
@@ -195,6 +237,7 @@ impl Cluster {
         let members: Vec<u64> = self
             .members
             .iter()
+            .filter(|m| !m.learner)
             .map(|m| m.id)
             .filter(|id| eligible(*id))
             .collect();

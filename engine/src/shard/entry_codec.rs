@@ -6,8 +6,8 @@
 
 use crate::mvcc::{
     AlarmAction, AlarmKind, Compare, CompareResult, CompareTarget, DeleteRangeRequest, Entry,
-    LeaseTask, LeaseTaskKind, PlacementChange, PutRequest, RangeRequest, RequestOp, Revision,
-    SortOrder, SortTarget, TxnRequest,
+    LeaseTask, LeaseTaskKind, MemberRecord, MembersChange, PlacementChange, PutRequest,
+    RangeRequest, RequestOp, Revision, SortOrder, SortTarget, TxnRequest,
 };
 
 /// Version byte of every command written today: 2 since revisions are
@@ -131,6 +131,21 @@ pub fn encode(revision: Revision, entry: &Entry) -> Vec<u8> {
             out.u8(kind);
             out.u64(member);
         }
+        Entry::Members(change) => {
+            out.u8(13);
+            out.u64(change.base);
+            out.u32(change.members.len() as u32);
+            for member in &change.members {
+                out.u64(member.id);
+                out.bytes(member.name.as_bytes());
+                out.bytes(member.peer_address.as_bytes());
+                out.u8(u8::from(member.learner));
+            }
+            out.u32(change.removed.len() as u32);
+            for id in &change.removed {
+                out.u64(*id);
+            }
+        }
     }
     out.0
 }
@@ -214,6 +229,7 @@ pub fn decode(bytes: &[u8]) -> Decoded<(Revision, Entry)> {
                 v => return Err(DecodeError(format!("unknown placement change {v}"))),
             })
         }
+        13 => Entry::Members(input.members()?),
         tag => return Err(DecodeError(format!("unknown command tag {tag}"))),
     };
     if !input.0.is_empty() {
@@ -396,6 +412,37 @@ impl Reader<'_> {
     pub(crate) fn bytes(&mut self) -> Decoded<Vec<u8>> {
         let len = self.u32()? as usize;
         Ok(self.take(len)?.to_vec())
+    }
+    fn string(&mut self) -> Decoded<String> {
+        String::from_utf8(self.bytes()?).map_err(|_| DecodeError("a name is not UTF-8".to_string()))
+    }
+    fn members(&mut self) -> Decoded<MembersChange> {
+        let base = self.u64()?;
+        let count = self.count(17)?;
+        let mut members = Vec::with_capacity(count);
+        for _ in 0..count {
+            let id = self.u64()?;
+            let name = self.string()?;
+            let peer_address = self.string()?;
+            let learner = match self.u8()? {
+                0 => false,
+                1 => true,
+                v => return Err(DecodeError(format!("unknown learner flag {v}"))),
+            };
+            members.push(MemberRecord {
+                id,
+                name,
+                peer_address,
+                learner,
+            });
+        }
+        let count = self.count(8)?;
+        let removed = (0..count).map(|_| self.u64()).collect::<Decoded<_>>()?;
+        Ok(MembersChange {
+            base,
+            members,
+            removed,
+        })
     }
     /// A count of items of at least `min_item_len` bytes each, checked
     /// against what is left so a bad count cannot allocate much.
@@ -670,6 +717,16 @@ mod tests {
             Entry::Placement(PlacementChange::Unpin),
             Entry::Placement(PlacementChange::Avoid(9)),
             Entry::Placement(PlacementChange::Unavoid(9)),
+            Entry::Members(MembersChange {
+                base: 77,
+                members: vec![MemberRecord {
+                    id: 5,
+                    name: "e".to_string(),
+                    peer_address: "127.0.0.1:2380".to_string(),
+                    learner: true,
+                }],
+                removed: vec![3, 4],
+            }),
         ]
     }
 

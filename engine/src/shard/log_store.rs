@@ -166,6 +166,11 @@ impl LogStore {
         &self.conf_state
     }
 
+    /// The configuration after a change applied (or a snapshot installed).
+    pub fn set_conf_state(&mut self, conf_state: ConfState) {
+        self.conf_state = conf_state;
+    }
+
     /// Replaces the hard state.
     pub fn set_hard_state(&mut self, hard_state: HardState) {
         self.hard_state = hard_state;

@@ -5,11 +5,14 @@
 
 mod alarms;
 mod cluster;
+mod conf_plan;
 pub mod entry_codec;
 mod error;
 mod lease_tasks;
 mod leases;
 pub mod log_store;
+mod members_api;
+mod membership;
 mod merge;
 mod node;
 mod node_meta;
@@ -29,6 +32,7 @@ pub use alarms::Alarm;
 pub use cluster::{member_id, Cluster, Member, DEFAULT_NAME, DEFAULT_TOKEN};
 pub use error::{NodeError, NodeResult};
 pub use leases::LeaseStatus;
+pub use membership::{ClusterView, MemberChange};
 pub use node::{
     Consistency, CoreTask, Node, NodeClient, NodeConfig, TreeSync, DEFAULT_QUOTA_BACKEND_BYTES,
 };

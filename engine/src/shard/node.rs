@@ -21,6 +21,7 @@ use crate::mvcc::{
 use crate::routing::{shard_of, shard_of_range};
 use crate::shard::cluster::Cluster;
 use crate::shard::error::{NodeError, NodeResult};
+use crate::shard::membership::{self, ClusterView};
 use crate::shard::merge::{merge_ranges, per_shard_request};
 use crate::shard::node_meta;
 use crate::shard::replica::{self, Replica, ReplicaConfig, ShardCall};
@@ -56,10 +57,18 @@ pub struct NodeConfig {
     /// NOSPACE alarm refuses what takes space (etcd's
     /// `--quota-backend-bytes`); see docs/node.md, "NOSPACE".
     pub quota_backend_bytes: u64,
-    /// The cluster and this node's place in it; one member by default.
+    /// The cluster as it was created, and this node's place in it; one
+    /// member by default. A directory that exists must have been created
+    /// for this cluster and member.
     pub cluster: Cluster,
+    /// For a member joining a running cluster (`--initial-cluster-state
+    /// existing`) whose directory is new: the member list as the cluster
+    /// has it now (docs/membership.md, "Joining").
+    pub joining: Option<Cluster>,
     /// How the shards reach the other members: required when the cluster
-    /// has more than one.
+    /// has more than one. A node with a transport runs its shards as Raft
+    /// groups that members can join; one without is a single member for
+    /// good.
     pub transport: Option<Arc<dyn TransportFactory>>,
 }
 
@@ -109,6 +118,7 @@ impl NodeConfig {
             clock: Arc::new(SystemClock),
             quota_backend_bytes: DEFAULT_QUOTA_BACKEND_BYTES,
             cluster: Cluster::single(crate::shard::cluster::DEFAULT_NAME),
+            joining: None,
             transport: None,
         }
     }
@@ -133,10 +143,11 @@ pub struct Node {
     id: u64,
     shards: usize,
     next_lease_home: std::sync::atomic::AtomicUsize,
-    /// Whether other members share the shards.
+    /// Whether other members share (or may come to share) the shards:
+    /// the node has a peer transport.
     replicated: bool,
-    /// The cluster and this node's place in it.
-    cluster: Cluster,
+    /// The cluster as this node follows it.
+    view: ClusterView,
     cores: Vec<flume::Sender<Ingress>>,
     threads: Vec<glommio::ExecutorJoinHandle<()>>,
     /// Where calls enter: `None` for the owner's core.
@@ -186,7 +197,8 @@ impl Node {
             &config.cluster,
         )?;
         let core_count = core_count.min(shards);
-        let replicated = !config.cluster.is_single();
+        let replicated = config.transport.is_some();
+        let view = open_view(&config)?;
         let marks = Arc::new(Watermarks::new(shards));
         let space = Arc::new(NodeSpace::new(
             shards,
@@ -224,6 +236,7 @@ impl Node {
                 owned,
                 shards,
                 config: config.clone(),
+                view: view.clone(),
                 marks: marks.clone(),
                 space: space.clone(),
                 ingress: rx,
@@ -249,7 +262,7 @@ impl Node {
             shards,
             next_lease_home: std::sync::atomic::AtomicUsize::new(0),
             replicated,
-            cluster: config.cluster.clone(),
+            view,
             cores,
             threads,
             entry_core: None,
@@ -391,14 +404,14 @@ impl NodeClient<'_> {
         self.node.replicated
     }
 
-    /// The cluster and this node's place in it.
-    pub(crate) fn cluster(&self) -> &Cluster {
-        &self.node.cluster
+    /// The cluster as this node follows it now.
+    pub fn cluster(&self) -> Arc<Cluster> {
+        self.node.view.load()
     }
 
     /// This node's member id.
     pub fn member_id(&self) -> u64 {
-        self.node.cluster.me
+        self.node.view.load().me
     }
 
     /// A home for a new lease: the shards in turn.
@@ -749,12 +762,43 @@ struct CoreSetup {
     owned: Vec<usize>,
     shards: usize,
     config: NodeConfig,
+    view: ClusterView,
     marks: Arc<Watermarks>,
     space: Arc<NodeSpace>,
     ingress: flume::Receiver<Ingress>,
     mesh_out: Vec<Option<SharedSender<CoreCall>>>,
     mesh_in: Vec<SharedReceiver<CoreCall>>,
     ready: flume::Sender<NodeResult<()>>,
+}
+
+/// The cluster this node follows: its directory's `members` file, else the
+/// list a joining member was given (recorded now), else the list the
+/// cluster was created with. A member that was removed does not start.
+fn open_view(config: &NodeConfig) -> NodeResult<ClusterView> {
+    let bootstrap = &config.cluster;
+    let recorded = membership::read_file(&config.data_dir, bootstrap.id, bootstrap.me)
+        .map_err(NodeError::Start)?;
+    let current = match (recorded, &config.joining) {
+        (Some(recorded), _) => recorded,
+        (None, Some(joining)) => {
+            let joining = Cluster {
+                id: bootstrap.id,
+                me: bootstrap.me,
+                ..joining.clone()
+            };
+            membership::write_file(&config.data_dir, &joining).map_err(NodeError::Start)?;
+            joining
+        }
+        (None, None) => bootstrap.clone(),
+    };
+    if current.was_removed(current.me) {
+        return Err(NodeError::Start(format!(
+            "member {:x} was removed from the cluster: its data directory cannot serve again \
+             (add it as a new member on an empty directory)",
+            current.me
+        )));
+    }
+    Ok(ClusterView::new(current, &config.data_dir))
 }
 
 pub(crate) fn shard_dir(data_dir: &Path, shard: usize) -> PathBuf {
@@ -770,6 +814,7 @@ async fn run_core(setup: CoreSetup) {
         owned,
         shards,
         config,
+        view,
         marks,
         space,
         ingress,
@@ -797,14 +842,14 @@ async fn run_core(setup: CoreSetup) {
     }
     let router = Rc::new(CoreRouter::new(core, core_count, peers));
     router::enter_core(node_id, core, router.clone());
-    let cluster = Arc::new(config.cluster.clone());
+    let bootstrap = Arc::new(config.cluster.clone());
     // Before any shard opens: replay may already send.
     let transport = match &config.transport {
         None => None,
         Some(factory) => {
             let inbox = PeerInbox::new(
                 router.clone(),
-                cluster.clone(),
+                view.clone(),
                 shards,
                 &config.data_dir,
                 marks.clone(),
@@ -834,7 +879,9 @@ async fn run_core(setup: CoreSetup) {
             tree: config.tree.clone(),
             clock: config.clock.clone(),
             space: space.clone(),
-            cluster: cluster.clone(),
+            bootstrap: bootstrap.clone(),
+            view: view.clone(),
+            replicated: config.transport.is_some(),
         };
         let dir = shard_dir(&config.data_dir, shard);
         let (tx, rx) = flume::unbounded();

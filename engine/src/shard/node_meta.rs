@@ -130,6 +130,7 @@ fn decode(bytes: &[u8]) -> Result<Recorded, String> {
             id: fields.u64()?,
             name: fields.text()?,
             peer_address: fields.text()?,
+            learner: false,
         });
     }
     if !fields.0.is_empty() {
@@ -137,7 +138,13 @@ fn decode(bytes: &[u8]) -> Result<Recorded, String> {
     }
     Ok(Recorded {
         shards,
-        cluster: Cluster { id, me, members },
+        cluster: Cluster {
+            id,
+            me,
+            members,
+            removed: Vec::new(),
+            revision: 0,
+        },
     })
 }
 

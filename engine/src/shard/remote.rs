@@ -238,7 +238,7 @@ pub(crate) fn answer_when_applied(
     .detach();
 }
 
-/// Sends member `from` the answer to its close `id`.
+/// Sends member `from` the answer to its close (or progress request) `id`.
 pub(crate) fn answer_close(
     transport: &dyn Transport,
     shard: usize,
@@ -302,8 +302,39 @@ async fn ask_close(
     shard: usize,
     revision: Revision,
 ) -> Option<NodeResult<u64>> {
+    ask_number(router, transport, leader, shard, &Request::Close(revision)).await
+}
+
+/// Asks member `leader` how much of `shard`'s log the learner `member`
+/// holds (percent) and hands `reply` the answer; a lost or late answer is
+/// `NoLeader`, which the caller may ask again.
+pub(crate) fn progress_at_leader(
+    router: Rc<CoreRouter>,
+    transport: Rc<dyn Transport>,
+    leader: u64,
+    shard: usize,
+    member: u64,
+    reply: Reply<u64>,
+) {
+    glommio::spawn_local(async move {
+        let request = Request::Progress(member);
+        let answer = ask_number(&router, &*transport, leader, shard, &request).await;
+        let _ = reply.send(answer.unwrap_or(Err(NodeError::NoLeader { shard })));
+    })
+    .detach();
+}
+
+/// Sends `request` to member `leader` and waits for its numeric answer, or
+/// `None` when it was not sent, lost, late or unreadable.
+async fn ask_number(
+    router: &CoreRouter,
+    transport: &dyn Transport,
+    leader: u64,
+    shard: usize,
+    request: &Request,
+) -> Option<NodeResult<u64>> {
     let (id, delivery) = router.remote_calls().open(leader);
-    let bytes = remote_codec::encode_request(&Request::Close(revision));
+    let bytes = remote_codec::encode_request(request);
     if !transport.send_call(leader, shard, CallPart::Request, id, bytes) {
         router.remote_calls().forget(id);
         return None;

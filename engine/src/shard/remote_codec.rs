@@ -25,6 +25,9 @@ pub(crate) enum Request {
     /// at or below it lies (a read across shards at `revision`, or a
     /// merged watch, waits for that index; `Replica::close_for`).
     Close(Revision),
+    /// Answer how much of the leader's log the learner `member` holds, in
+    /// percent (`member promote` waits for 90, as etcd does).
+    Progress(u64),
 }
 
 /// The bytes of a request: version, kind, then for a write its command
@@ -40,6 +43,10 @@ pub(crate) fn encode_request(request: &Request) -> Vec<u8> {
         Request::Close(revision) => {
             out.u8(2);
             out.u64(*revision);
+        }
+        Request::Progress(member) => {
+            out.u8(3);
+            out.u64(*member);
         }
     }
     out.0
@@ -69,6 +76,13 @@ pub(crate) fn decode_request(bytes: &[u8]) -> Decoded<Request> {
                 )));
             }
             Ok(Request::Close(revision))
+        }
+        3 => {
+            let member = input.u64()?;
+            if !input.0.is_empty() {
+                return Err(DecodeError("bytes after a progress request".to_string()));
+            }
+            Ok(Request::Progress(member))
         }
         kind => Err(DecodeError(format!("unknown request kind {kind}"))),
     }
@@ -195,6 +209,7 @@ fn response(out: &mut Writer, response: &Response) {
         Response::LeaseTasksDone => out.u8(10),
         Response::Alarm => out.u8(11),
         Response::Placement => out.u8(12),
+        Response::Members => out.u8(13),
     }
 }
 
@@ -224,6 +239,7 @@ fn read_response(input: &mut Reader<'_>) -> Decoded<Response> {
         10 => Response::LeaseTasksDone,
         11 => Response::Alarm,
         12 => Response::Placement,
+        13 => Response::Members,
         tag => return Err(DecodeError(format!("unknown response tag {tag}"))),
     })
 }
@@ -414,6 +430,11 @@ fn node_error(out: &mut Writer, error: &NodeError) {
         }
         NodeError::Kv(KvError::NoSpace) => out.u8(14),
         NodeError::Kv(KvError::KeyNotFound) => out.u8(15),
+        NodeError::Kv(KvError::MembersChanged { base, current }) => {
+            out.u8(16);
+            out.u64(*base);
+            out.u64(*current);
+        }
         other => {
             out.u8(255);
             out.bytes(other.to_string().as_bytes());
@@ -456,6 +477,11 @@ fn read_node_error(input: &mut Reader<'_>) -> Decoded<NodeError> {
         13 => KvError::LeaseExists(input.i64()?).into(),
         14 => KvError::NoSpace.into(),
         15 => KvError::KeyNotFound.into(),
+        16 => KvError::MembersChanged {
+            base: input.u64()?,
+            current: input.u64()?,
+        }
+        .into(),
         255 => NodeError::InvalidRequest(text(input)?),
         tag => return Err(DecodeError(format!("unknown error tag {tag}"))),
     })
@@ -553,6 +579,11 @@ mod tests {
             Err(KvError::LeaseExists(13).into()),
             Err(KvError::NoSpace.into()),
             Err(KvError::KeyNotFound.into()),
+            Err(KvError::MembersChanged {
+                base: 3,
+                current: 9,
+            }
+            .into()),
             Err(NodeError::InvalidRequest("odd".to_string())),
         ]
     }
@@ -630,6 +661,7 @@ mod tests {
         for request in [
             Request::Write(Entry::LeaseGrant { id: 5, ttl: 60 }),
             Request::Close(1 << 44),
+            Request::Progress(0xfeed),
         ] {
             let bytes = encode_request(&request);
             assert_eq!(decode_request(&bytes).unwrap(), request);

@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 use raft::eraftpb::{ConfState, EntryType, HardState, Message};
 use raft::{RawNode, StateRole};
 
+mod conf_changes;
+use conf_changes::conf_from_ids;
+
 use crate::btree::{CommitSync, DeferredDurability, Options};
 use crate::hlc::{Clock, WallClock};
 use crate::mvcc::{
@@ -41,6 +44,7 @@ use crate::shard::entry_codec;
 use crate::shard::error::{NodeError, NodeResult};
 use crate::shard::lease_tasks::LeaseTasks;
 use crate::shard::log_store::{self, LogStore, RAFT_ENTRY_KIND};
+use crate::shard::membership::ClusterView;
 use crate::shard::node::{answer_bytes, TreeSync};
 use crate::shard::router::CoreRouter;
 use crate::shard::snapshot;
@@ -198,6 +202,12 @@ pub(crate) enum ShardCall {
         id: u64,
         revision: Revision,
     },
+    /// How much of the leader's log learner `member` holds, in percent
+    /// (from the leader, wherever it is).
+    LearnerProgress { member: u64, reply: Reply<u64> },
+    /// Member `from` asks this replica, as leader, how much of its log
+    /// learner `member` holds (call `id`; `remote_codec::Request::Progress`).
+    RemoteProgress { from: u64, id: u64, member: u64 },
     /// The leader closed `revision` for this replica's merged watches:
     /// closed here once applied up to `index`.
     ClosedAt { revision: Revision, index: u64 },
@@ -296,6 +306,12 @@ pub struct ShardStatus {
     pub voters: Vec<u64>,
     /// Its learners (members that replicate and do not vote).
     pub learners: Vec<u64>,
+    /// In a joint configuration, the voters it is leaving (empty
+    /// otherwise).
+    pub voters_outgoing: Vec<u64>,
+    /// The members this replica heard from lately (within two election
+    /// timeouts).
+    pub recent_peers: Vec<u64>,
     /// The member its leadership is pinned to (0: none; docs/cluster.md,
     /// "Leadership placement").
     pub pinned_leader: u64,
@@ -318,6 +334,8 @@ impl ShardStatus {
             db_size: 0,
             stopped: Some(reason.to_string()),
             voters: Vec::new(),
+            voters_outgoing: Vec::new(),
+            recent_peers: Vec::new(),
             learners: Vec::new(),
             pinned_leader: 0,
             avoided: Vec::new(),
@@ -345,7 +363,9 @@ impl ShardCall {
             ShardCall::Alarms { reply } => drop(reply.send(Err(error))),
             ShardCall::Watch { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::Status { reply } => drop(reply.send(Err(error))),
+            ShardCall::LearnerProgress { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::WatchProgress { .. }
+            | ShardCall::RemoteProgress { .. }
             | ShardCall::WatchCancel { .. }
             | ShardCall::LeaseRound { .. }
             | ShardCall::RemoteWrite { .. }
@@ -486,7 +506,14 @@ pub(crate) struct ReplicaConfig {
     pub(crate) tree: Options,
     pub(crate) clock: Arc<dyn WallClock>,
     pub(crate) space: Arc<NodeSpace>,
-    pub(crate) cluster: Arc<Cluster>,
+    /// The cluster as it was created: a new shard's group starts with its
+    /// voters (a joining member's too, which then replays every change).
+    pub(crate) bootstrap: Arc<Cluster>,
+    /// The cluster as the node follows it now.
+    pub(crate) view: ClusterView,
+    /// Whether the node has a peer transport (its shards are Raft groups
+    /// other members may share).
+    pub(crate) replicated: bool,
 }
 
 /// One shard's replica. Not `Send`: it lives on its core.
@@ -507,12 +534,16 @@ pub(crate) struct Replica {
     made: Option<std::path::PathBuf>,
     /// Ticks since the replica started (ReadIndex retries count them).
     ticks: u64,
-    /// The member that would lead this shard by the default spread while
-    /// it is up and caught up (`spread_leadership`); `None` for a single
-    /// member. The shard's placement (`Entry::Placement`) may override it.
-    preferred_leader: Option<u64>,
-    /// The cluster, for placements that leave members out of the spread.
-    cluster: Arc<Cluster>,
+    /// The cluster as the node follows it: the default spread of
+    /// leadership (`spread_leadership`) and the configuration every shard
+    /// is brought to (`reconcile_conf`).
+    view: ClusterView,
+    /// The configuration as of each change applied since the tree was last
+    /// made durable, oldest first, and the one before them: a snapshot of
+    /// the durable tree is sent with the configuration at its index.
+    confs: VecDeque<(u64, ConfState)>,
+    /// The tick of the last configuration change this leader proposed.
+    conf_proposed_at: Option<u64>,
     /// The node's cores (the spread is over members and their cores).
     cores: usize,
     /// The tick of this leader's last leadership transfer, if any.
@@ -649,9 +680,11 @@ impl Replica {
             }
             None => {
                 // Every member starts every shard's group with the same
-                // voters and an empty log, as etcd's static bootstrap does.
+                // voters and an empty log, as etcd's static bootstrap does;
+                // a member that joins later replays every change from there
+                // (or gets a snapshot).
                 let conf_state = ConfState {
-                    voters: config.cluster.voters(),
+                    voters: config.bootstrap.voters(),
                     ..ConfState::default()
                 };
                 let hard_state = HardState::default();
@@ -688,15 +721,14 @@ impl Replica {
             None => (hard_state, installed),
         };
         snapshot::remove_others(dir, None);
-        let mut voters = conf_state.voters.clone();
-        voters.sort_unstable();
-        if voters != config.cluster.voters() {
-            let error = format!(
-                "the shard's voters are {voters:x?}, the cluster's members {:x?}",
-                config.cluster.voters()
-            );
-            return Err(start_error(shard, "membership", error));
-        }
+        // The tree's configuration is the one as of its applied index (the
+        // WAL's state record may be ahead of it, or from before the
+        // configuration moved into the tree).
+        let conf_state = match store.conf_ids() {
+            Ok(Some(ids)) => conf_from_ids(ids),
+            Ok(None) => conf_state,
+            Err(e) => return Err(start_error(shard, "configuration", e)),
+        };
         let applied = store.applied_index();
         let last = wal.last_index();
         if applied > last {
@@ -711,7 +743,7 @@ impl Replica {
         // Entries up to the commit index are applied before the shard
         // serves, a bounded chunk at a time (`replay`); raft-rs holds only
         // those after it, and starts as if it had applied up to it.
-        let replicated = !config.cluster.is_single();
+        let replicated = config.replicated;
         let (floor, older, entries) = read_tail(&wal, applied, commit, replicated, installed)
             .await
             .map_err(|e| start_error(shard, "read WAL", e))?;
@@ -724,11 +756,12 @@ impl Replica {
                 }
             }
         }
+        let confs = VecDeque::from([(applied, conf_state.clone())]);
         let mut log = LogStore::new(hard_state, conf_state, floor, &older, entries)
             .map_err(|e| start_error(shard, "read WAL", e))?;
         log.set_installed(installed);
         let raft_config = raft::Config {
-            id: config.cluster.me,
+            id: config.view.load().me,
             election_tick: ELECTION_TICKS,
             min_election_tick: ELECTION_TICKS,
             max_election_tick: MAX_ELECTION_TICKS,
@@ -768,12 +801,9 @@ impl Replica {
             received: None,
             made: None,
             ticks: 0,
-            preferred_leader: if replicated {
-                config.cluster.preferred_leader(shard, config.cores)
-            } else {
-                None
-            },
-            cluster: config.cluster.clone(),
+            view: config.view.clone(),
+            confs,
+            conf_proposed_at: None,
             cores: config.cores,
             transferred_at: None,
             heard_at: HashMap::new(),
@@ -842,6 +872,9 @@ impl Replica {
             }
             let stalled = self.applied == before && !self.raw.has_ready();
             if self.applied >= self.replayed_up_to || stalled {
+                // The list the tree holds may be newer than the node's
+                // copy (a copy that could not be saved).
+                self.members_applied();
                 return;
             }
         }
@@ -933,6 +966,7 @@ impl Replica {
                 self.ticks += 1;
                 self.raw.tick();
                 self.spread_leadership();
+                self.reconcile_conf();
                 self.retry_read_index();
                 self.lease_checkpoints();
                 self.check_wal_space();
@@ -1005,6 +1039,13 @@ impl Replica {
             stopped: None,
             voters: conf.voters,
             learners: conf.learners,
+            voters_outgoing: conf.voters_outgoing,
+            recent_peers: self
+                .heard_at
+                .iter()
+                .filter(|(_, at)| self.ticks.saturating_sub(**at) <= 2 * ELECTION_TICKS as u64)
+                .map(|(id, _)| *id)
+                .collect(),
             pinned_leader: placement.pinned,
             avoided: placement.avoided,
         }
@@ -1124,15 +1165,24 @@ impl Replica {
     /// `None` for a single member, when every member is avoided, or when
     /// the placement cannot be read.
     fn placed_leader(&self) -> Option<(u64, bool)> {
-        let default = self.preferred_leader?;
+        if !self.replicated {
+            return None;
+        }
+        // Only a listed voter that votes in this shard's group may lead it
+        // (a learner, or a member on its way in or out, is left out).
+        let cluster = self.view.load();
+        let conf = self.raw.raft.prs().conf().to_conf_state();
+        let may_lead = |id: u64| {
+            conf.voters.contains(&id)
+                && conf.voters_outgoing.is_empty()
+                && cluster.member(id).is_some_and(|m| !m.learner)
+        };
+        let default = cluster.preferred_leader_among(self.shard, self.cores, may_lead)?;
         // Unreadable: leave leadership where it is rather than send it
         // where a placement may forbid.
         let placement = self.store.placement().ok()?;
-        let eligible = |id: u64| !placement.avoided.contains(&id);
-        if placement.pinned != 0
-            && eligible(placement.pinned)
-            && self.cluster.member(placement.pinned).is_some()
-        {
+        let eligible = |id: u64| !placement.avoided.contains(&id) && may_lead(id);
+        if placement.pinned != 0 && eligible(placement.pinned) {
             return Some((placement.pinned, true));
         }
         // Only the shards whose default member is avoided move; a drained
@@ -1141,7 +1191,7 @@ impl Replica {
             let drained_here = placement.avoided.contains(&self.raw.raft.id);
             return Some((default, drained_here));
         }
-        self.cluster
+        cluster
             .preferred_leader_among(self.shard, self.cores, eligible)
             .map(|id| (id, true))
     }
@@ -1184,7 +1234,11 @@ impl Replica {
                     let _ = transport.send_call(*from, self.shard, part, *id, bytes);
                     return;
                 }
-                (ShardCall::RemoteClose { from, id, .. }, Some(transport)) => {
+                (
+                    ShardCall::RemoteClose { from, id, .. }
+                    | ShardCall::RemoteProgress { from, id, .. },
+                    Some(transport),
+                ) => {
                     let answer = Err(stopped_error());
                     crate::shard::remote::answer_close(
                         &**transport,
@@ -1251,6 +1305,13 @@ impl Replica {
                 self.wait_for(index, (self.ticks, waiter));
             }
             ShardCall::RemoteClose { from, id, revision } => self.close_for(from, id, revision),
+            ShardCall::LearnerProgress { member, reply } => self.learner_progress(member, reply),
+            ShardCall::RemoteProgress { from, id, member } => {
+                let answer = self.progress_here(member);
+                if let Some(transport) = &self.transport {
+                    crate::shard::remote::answer_close(&**transport, self.shard, from, id, &answer);
+                }
+            }
             ShardCall::LeaseKeepAlive { id, reply } => self.keep_alive(id, reply),
             ShardCall::LeaseStatus { id, reply } => {
                 // Only the home's leader runs the lease's timer; another
@@ -2284,7 +2345,7 @@ impl Replica {
         let metadata = made.mut_metadata();
         metadata.index = index;
         metadata.term = term;
-        metadata.set_conf_state(self.raw.store().conf_state().clone());
+        metadata.set_conf_state(self.conf_at(index));
         snapshot::remove_others(&self.dir, Some(&file));
         self.raw.mut_store().set_made(made);
         self.made = Some(file);
@@ -2322,6 +2383,7 @@ impl Replica {
         .map_err(|e| format!("snapshot install: {e}"))?;
         drop(std::mem::replace(&mut self.store, store));
         self.raw.mut_store().apply_snapshot(index, term);
+        self.conf_installed(index, snapshot.get_metadata().get_conf_state().clone());
         let blob = self.raw.store().state_blob();
         let reset = self.wal.reset(index);
         let saved = self.wal.save_state(&blob);
@@ -2408,29 +2470,38 @@ impl Replica {
             .leadership_changed(leader, || NodeError::OutcomeUnknown { shard });
     }
 
-    /// Applies committed entries into the held tree transaction and answers
-    /// their writers.
+    /// Applies committed entries in order: runs of commands into the held
+    /// tree transaction (answering their writers), and each configuration
+    /// change on its own (`conf_changes.rs`).
     fn apply(&mut self, entries: Vec<raft::eraftpb::Entry>) -> Result<(), String> {
+        let mut run = Vec::new();
+        for entry in entries {
+            if entry.entry_type == EntryType::EntryNormal {
+                run.push(entry);
+                continue;
+            }
+            if !run.is_empty() {
+                self.apply_commands(std::mem::take(&mut run))?;
+            }
+            self.apply_conf_entry(&entry)?;
+        }
+        if !run.is_empty() {
+            self.apply_commands(run)?;
+        }
+        Ok(())
+    }
+
+    /// Applies normal entries into the held tree transaction and answers
+    /// their writers.
+    fn apply_commands(&mut self, entries: Vec<raft::eraftpb::Entry>) -> Result<(), String> {
         let Some(last) = entries.last().map(|e| e.index) else {
             return Ok(());
         };
         // The entries in log order: each command, or why it did not decode.
+        // The leader's empty entries carry none.
         let mut commands = Vec::with_capacity(entries.len());
-        for entry in &entries {
-            match entry.entry_type {
-                EntryType::EntryNormal if !entry.data.is_empty() => {
-                    commands.push((entry.index, entry.term, entry_codec::decode(&entry.data)));
-                }
-                // The leader's empty entry; membership changes come with
-                // multi-node clusters.
-                EntryType::EntryNormal => {}
-                _ => {
-                    return Err(format!(
-                        "entry {}: membership changes are not supported yet",
-                        entry.index
-                    ))
-                }
-            }
+        for entry in entries.iter().filter(|e| !e.data.is_empty()) {
+            commands.push((entry.index, entry.term, entry_codec::decode(&entry.data)));
         }
         let batch: Vec<Indexed> = commands
             .iter()
@@ -2462,6 +2533,7 @@ impl Replica {
         // Answers go out after the watch feeds have the batch's events
         // (below), as etcd notifies its watchers before it answers a put.
         let mut answers = Vec::new();
+        let mut members_changed = false;
         for (index, term, command) in &commands {
             let writer = self.take_writer(*index, *term);
             let entry = match command {
@@ -2485,6 +2557,7 @@ impl Replica {
                 Ok(applied) => self.track_leases(entry, &applied.response, now),
                 Err(_) => None,
             };
+            members_changed |= matches!(entry, Entry::Members(_)) && result.is_ok();
             match (task_of, writer) {
                 // A home lease change: the writer hears back once the
                 // mirrors have it too.
@@ -2508,11 +2581,23 @@ impl Replica {
         for (writer, result) in answers {
             let _ = writer.send(result.map_err(NodeError::from));
         }
+        if members_changed {
+            self.members_applied();
+        }
+        let bytes = entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
+        self.applied_through(last, entries.len() as u64, bytes);
+        Ok(())
+    }
+
+    /// What follows applying entries up to `last` (`count` of them,
+    /// `bytes` of Raft data): raft-rs and the WAL may let them go once the
+    /// tree is durable, and reads waiting for them are served.
+    fn applied_through(&mut self, last: u64, count: u64, bytes: u64) {
         // Entries the tree holds (durably or not) are not needed by raft-rs
         // again on a single voter; the WAL keeps them until the tree is durable.
         self.raw.mut_store().compact_to(last);
-        self.unsynced_entries += entries.len() as u64;
-        self.unsynced_bytes += entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
+        self.unsynced_entries += count;
+        self.unsynced_bytes += bytes;
         self.unsynced_since.get_or_insert_with(Instant::now);
         let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
             .into_iter()
@@ -2521,7 +2606,6 @@ impl Replica {
         for (_, (_, waiter)) in ready {
             self.make_ready(waiter);
         }
-        Ok(())
     }
 
     /// Another leader's entries replace this log's from `index` on: writes
@@ -3032,7 +3116,7 @@ fn open_store(dir: &Path, options: Options, shard: usize, shards: usize) -> Node
 
 /// A random 64-bit number from the standard library's per-process keys
 /// (no need for more: it only tells this replica's lifetimes apart).
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(

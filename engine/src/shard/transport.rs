@@ -22,6 +22,7 @@ use raft::eraftpb::Message;
 
 use crate::hlc::WallClock;
 use crate::shard::cluster::Cluster;
+use crate::shard::membership::ClusterView;
 use crate::shard::replica::ShardCall;
 use crate::shard::router::{CoreCall, CoreRouter};
 use crate::shard::watermarks::Watermarks;
@@ -82,6 +83,9 @@ pub enum PeerRefusal {
     /// The sender is not a member.
     #[error("member {0:x} is not in the cluster")]
     UnknownMember(u64),
+    /// The sender was removed from the cluster: it must stop.
+    #[error("member {0:x} was removed from the cluster")]
+    Removed(u64),
     /// The message is addressed to another member.
     #[error("the message is for member {got:x}, this is {want:x}")]
     NotForMe {
@@ -127,7 +131,7 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, PeerRefusal> {
 #[derive(Clone)]
 pub struct PeerInbox {
     router: Rc<CoreRouter>,
-    cluster: Arc<Cluster>,
+    view: ClusterView,
     shards: usize,
     data_dir: Rc<PathBuf>,
     marks: Arc<Watermarks>,
@@ -147,7 +151,7 @@ const SKEW_WARN_AT: Duration = Duration::from_millis(500);
 impl PeerInbox {
     pub(crate) fn new(
         router: Rc<CoreRouter>,
-        cluster: Arc<Cluster>,
+        view: ClusterView,
         shards: usize,
         data_dir: &Path,
         marks: Arc<Watermarks>,
@@ -155,7 +159,7 @@ impl PeerInbox {
     ) -> PeerInbox {
         PeerInbox {
             router,
-            cluster,
+            view,
             shards,
             data_dir: Rc::new(data_dir.to_path_buf()),
             marks,
@@ -252,9 +256,9 @@ impl PeerInbox {
         }
     }
 
-    /// The cluster this node is a member of.
-    pub fn cluster(&self) -> &Cluster {
-        &self.cluster
+    /// The cluster this node is a member of, as it follows it now.
+    pub fn cluster(&self) -> Arc<Cluster> {
+        self.view.load()
     }
 
     /// The node's shard count.
@@ -272,13 +276,17 @@ impl PeerInbox {
     /// # Errors
     /// [`PeerRefusal`] naming the mismatch.
     pub fn check_sender(&self, cluster: u64, from: u64) -> Result<(), PeerRefusal> {
-        if cluster != self.cluster.id {
+        let current = self.view.load();
+        if cluster != current.id {
             return Err(PeerRefusal::OtherCluster {
                 got: cluster,
-                want: self.cluster.id,
+                want: current.id,
             });
         }
-        if from == self.cluster.me || self.cluster.member(from).is_none() {
+        if current.was_removed(from) {
+            return Err(PeerRefusal::Removed(from));
+        }
+        if from == current.me || current.member(from).is_none() {
             return Err(PeerRefusal::UnknownMember(from));
         }
         Ok(())
@@ -304,13 +312,17 @@ impl PeerInbox {
                 shards: self.shards,
             });
         }
-        if message.to != self.cluster.me {
+        let current = self.view.load();
+        if message.to != current.me {
             return Err(PeerRefusal::NotForMe {
                 got: message.to,
-                want: self.cluster.me,
+                want: current.me,
             });
         }
-        if message.from == self.cluster.me || self.cluster.member(message.from).is_none() {
+        if current.was_removed(message.from) {
+            return Err(PeerRefusal::Removed(message.from));
+        }
+        if message.from == current.me || current.member(message.from).is_none() {
             return Err(PeerRefusal::UnknownMember(message.from));
         }
         Ok(())
@@ -347,6 +359,7 @@ impl PeerInbox {
                 let call = match request {
                     Request::Write(entry) => ShardCall::RemoteWrite { from, id, entry },
                     Request::Close(revision) => ShardCall::RemoteClose { from, id, revision },
+                    Request::Progress(member) => ShardCall::RemoteProgress { from, id, member },
                 };
                 self.hand_over(CoreCall { shard, call });
             }

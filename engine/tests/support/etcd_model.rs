@@ -537,6 +537,8 @@ impl Model {
             Entry::Alarm { .. } => Ok(Response::Alarm),
             // Leadership placement changes no key.
             Entry::Placement(_) => Ok(Response::Placement),
+            // Nor does the member list.
+            Entry::Members(_) => Ok(Response::Members),
         }
     }
 }
