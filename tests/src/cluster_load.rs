@@ -170,6 +170,12 @@ impl Load {
         self.stop.store(true, Ordering::Relaxed);
     }
 
+    /// Lets [`Load::run`] start threads again after a stop: one record over
+    /// several runs (a test may change the cluster between them).
+    pub fn resume(&self) {
+        self.stop.store(false, Ordering::Relaxed);
+    }
+
     /// The record, once the threads are done.
     pub fn finish(self) -> Recorded {
         self.recorded

@@ -153,7 +153,12 @@ fn forward(
     seed: u64,
 ) -> std::io::Result<()> {
     let mut hello = [0u8; HELLO_BYTES];
-    client.read_exact(&mut hello)?;
+    let (magic, rest) = hello.split_at_mut(8);
+    client.read_exact(magic)?;
+    if magic == b"KEELJOIN" {
+        return relay_join(client, upstream, magic);
+    }
+    client.read_exact(rest)?;
     // magic 8, version 2, core 2, shards 2, cores 2, cluster 8, then the
     // sender's id.
     let mut from = [0u8; 8];
@@ -173,6 +178,20 @@ fn forward(
     let _ = client.shutdown(Shutdown::Both);
     let _ = server.shutdown(Shutdown::Both);
     pumped
+}
+
+/// A joining member's question and the member's answer, relayed both
+/// ways as they are (the joiner is no member yet: no link's fault is its).
+fn relay_join(mut client: TcpStream, upstream: SocketAddr, magic: &[u8]) -> std::io::Result<()> {
+    let mut server = TcpStream::connect_timeout(&upstream, Duration::from_secs(1))?;
+    server.write_all(magic)?;
+    let (mut from_server, mut to_client) = (server.try_clone()?, client.try_clone()?);
+    let answers = std::thread::spawn(move || std::io::copy(&mut from_server, &mut to_client));
+    let asked = std::io::copy(&mut client, &mut server);
+    let _ = server.shutdown(Shutdown::Write);
+    let _ = answers.join();
+    let _ = client.shutdown(Shutdown::Both);
+    asked.map(|_| ())
 }
 
 /// Copies the sender's bytes to the member through the link's fault, until

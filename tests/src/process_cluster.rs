@@ -91,6 +91,50 @@ pub struct ProcessMember {
     log: PathBuf,
     process: Mutex<Option<KilledOnDrop>>,
     paused: AtomicBool,
+    /// For a member added to a running cluster: the `--initial-cluster`
+    /// it starts with (`--initial-cluster-state existing`).
+    joins: Option<String>,
+    /// Removed from the cluster: no longer counted.
+    removed: AtomicBool,
+}
+
+/// A membership change a test makes.
+enum Change {
+    Add {
+        name: String,
+        peer: String,
+        learner: bool,
+    },
+    Promote(u64),
+    Remove(u64),
+}
+
+/// A new member's ports, proxy and directory; not started.
+fn new_member(root: &Path, i: usize, cores: usize, id: u64) -> ProcessMember {
+    // client, core ports, real peer ports, proxy ports
+    let mut block = port_block(1 + 3 * cores);
+    let proxy_listeners = block.split_off(1 + 2 * cores);
+    let port = |l: &TcpListener| l.local_addr().expect("port").port();
+    let client_address = SocketAddr::from(([127, 0, 0, 1], port(&block[0])));
+    let core_port_base = port(&block[1]);
+    let listen_peer = SocketAddr::from(([127, 0, 0, 1], port(&block[1 + cores])));
+    drop(block);
+    let proxy = FaultProxy::start(proxy_listeners, listen_peer, i as u64);
+    let name = format!("m{i}");
+    ProcessMember {
+        id,
+        data_dir: root.join(&name),
+        log: root.join(format!("{name}.log")),
+        name,
+        client_address,
+        core_port_base,
+        listen_peer,
+        proxy,
+        process: Mutex::new(None),
+        paused: AtomicBool::new(false),
+        joins: None,
+        removed: AtomicBool::new(false),
+    }
 }
 
 impl ProcessMember {
@@ -144,31 +188,12 @@ impl ProcessCluster {
             eprintln!("cluster directory kept: {}", root.path().display());
         }
         let keel = keel_binary();
-        let mut members = Vec::new();
-        for i in 0..size {
-            // client, core ports, real peer ports, proxy ports
-            let mut block = port_block(1 + 3 * cores);
-            let proxy_listeners = block.split_off(1 + 2 * cores);
-            let port = |l: &TcpListener| l.local_addr().expect("port").port();
-            let client_address = SocketAddr::from(([127, 0, 0, 1], port(&block[0])));
-            let core_port_base = port(&block[1]);
-            let listen_peer = SocketAddr::from(([127, 0, 0, 1], port(&block[1 + cores])));
-            drop(block);
-            let proxy = FaultProxy::start(proxy_listeners, listen_peer, i as u64);
-            let name = format!("m{i}");
-            members.push(ProcessMember {
-                id: keel_engine::shard::member_id(&name),
-                data_dir: root.path().join(&name),
-                log: root.path().join(format!("{name}.log")),
-                name,
-                client_address,
-                core_port_base,
-                listen_peer,
-                proxy,
-                process: Mutex::new(None),
-                paused: AtomicBool::new(false),
-            });
-        }
+        let members: Vec<ProcessMember> = (0..size)
+            .map(|i| {
+                let id = keel_engine::shard::member_id(&format!("m{i}"));
+                new_member(root.path(), i, cores, id)
+            })
+            .collect();
         let initial_cluster = members
             .iter()
             .map(|m| format!("{}=127.0.0.1:{}", m.name, m.proxy.ports[0]))
@@ -235,14 +260,24 @@ impl ProcessCluster {
                 .arg("--advertise-peer")
                 .arg(advertise.to_string())
                 .arg("--initial-cluster")
-                .arg(&self.initial_cluster)
+                .arg(member.joins.as_ref().unwrap_or(&self.initial_cluster))
+                .arg("--initial-cluster-state")
+                .arg(if member.joins.is_some() {
+                    "existing"
+                } else {
+                    "new"
+                })
                 .arg("--shards")
                 .arg(self.shards.to_string())
                 .arg("--cores")
                 .arg(self.cores.to_string())
                 .arg("--no-pin")
                 // Snapshots made and installed are told at info level.
-                .env("KEEL_LOG", "warn,keel_engine::shard::replica=info")
+                .env(
+                    "KEEL_LOG",
+                    std::env::var("KEEL_MEMBER_LOG")
+                        .unwrap_or_else(|_| "warn,keel_engine::shard::replica=info".to_string()),
+                )
                 .stdout(Stdio::piped())
                 .stderr(log),
         );
@@ -372,13 +407,15 @@ impl ProcessCluster {
     /// Each shard's leader (member index) as a majority of members sees
     /// it, for the shards that have one.
     pub fn leaders(&self) -> Vec<Option<usize>> {
-        let views: Vec<Vec<u64>> = (0..self.size())
-            .filter_map(|i| self.leaders_seen_by(i))
+        let counted = self.counted();
+        let views: Vec<Vec<u64>> = counted
+            .iter()
+            .filter_map(|i| self.leaders_seen_by(*i))
             .collect();
         (0..self.shards)
             .map(|shard| {
                 let named = views.iter().filter_map(|view| view.get(shard).copied());
-                let leader = crate::majority_leader(named, self.size())?;
+                let leader = crate::majority_leader(named, counted.len())?;
                 let index = self.members.iter().position(|m| m.id == leader)?;
                 self.is_up(index).then_some(index)
             })
@@ -401,6 +438,191 @@ impl ProcessCluster {
                 "no leader for every shard: {leaders:?}"
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The members not removed, by index.
+    pub fn counted(&self) -> Vec<usize> {
+        (0..self.size())
+            .filter(|i| !self.members[*i].removed.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Adds a member to the cluster (a learner unless `learner` is false)
+    /// through a running member, and prepares it to start with
+    /// `--initial-cluster-state existing`; answers its index. Start it
+    /// with [`ProcessCluster::start_member`].
+    ///
+    /// # Errors
+    /// The last refusal, after trying for 30 s while the previous change
+    /// is still under way.
+    pub fn add_member(&mut self, learner: bool) -> Result<usize, String> {
+        let i = self.size();
+        let mut member = new_member(self._root.path(), i, self.cores, 0);
+        let peer = format!("127.0.0.1:{}", member.proxy.ports[0]);
+        let name = member.name.clone();
+        let (id, members) = self.member_change(&Change::Add {
+            name,
+            peer,
+            learner,
+        })?;
+        member.id = id;
+        member.joins = Some(
+            members
+                .iter()
+                .map(|m| format!("{}={}", m.name, m.peer_address))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        self.members.push(member);
+        Ok(i)
+    }
+
+    /// Makes learner `i` a voter, trying again while it catches up or the
+    /// previous change is under way (for up to 30 s).
+    ///
+    /// # Errors
+    /// The last refusal.
+    pub fn promote(&self, i: usize) -> Result<(), String> {
+        self.member_change(&Change::Promote(self.members[i].id))
+            .map(|_| ())
+    }
+
+    /// Removes member `i` (it keeps running until killed).
+    ///
+    /// # Errors
+    /// As [`ProcessCluster::promote`].
+    pub fn remove(&self, i: usize) -> Result<(), String> {
+        self.member_change(&Change::Remove(self.members[i].id))?;
+        self.members[i].removed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Runs a membership change through the cluster client, again while
+    /// the cluster says to try again, for up to 30 s.
+    fn member_change(&self, change: &Change) -> Result<(u64, Vec<keel_proto::MemberInfo>), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            // A client of its own, with a long deadline: the load's client
+            // passes over members that were slow, dropping what they had
+            // in flight.
+            let endpoints: Vec<String> = self
+                .counted()
+                .into_iter()
+                .filter(|i| self.is_up(*i))
+                .map(|i| self.members[i].client_address.to_string())
+                .collect();
+            let options = ClientOptions {
+                connect_timeout: Duration::from_millis(300),
+                request_timeout: Some(Duration::from_secs(20)),
+                ..ClientOptions::default()
+            };
+            let outcome = self.runtime.block_on(async {
+                let client = Client::connect_with(&endpoints, options).await?;
+                let made = match change {
+                    Change::Add {
+                        name,
+                        peer,
+                        learner,
+                    } => client.member_add(name, peer, *learner).await,
+                    Change::Promote(id) => client.member_promote(*id).await.map(|m| (*id, m)),
+                    Change::Remove(id) => client.member_remove(*id).await.map(|m| (*id, m)),
+                };
+                match made {
+                    // Made or not: the list tells.
+                    Err(error) if error.is_indeterminate() => {
+                        let members = client.member_list().await?;
+                        let id = match change {
+                            Change::Add { name, .. } => {
+                                members.iter().find(|m| m.name == *name).map(|m| m.id)
+                            }
+                            Change::Promote(id) => members
+                                .iter()
+                                .find(|m| m.id == *id && !m.learner)
+                                .map(|m| m.id),
+                            Change::Remove(id) => {
+                                (!members.iter().any(|m| m.id == *id)).then_some(*id)
+                            }
+                        };
+                        id.map(|id| (id, members)).ok_or(error)
+                    }
+                    made => made,
+                }
+            });
+            match outcome.map_err(|e| e.to_string()) {
+                Ok(done) => return Ok(done),
+                Err(why)
+                    if Instant::now() < deadline
+                        && (why.contains("still changing")
+                            || why.contains("not caught up")
+                            || why.contains("leader")
+                            || why.contains("may or may not")
+                            || why.contains("connect")
+                            || why.contains("timed out")) =>
+                {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(why) => return Err(why),
+            }
+        }
+    }
+
+    /// Waits until each of `members` has every shard's Raft configuration
+    /// at the member list it follows, none joint.
+    ///
+    /// # Panics
+    /// After `within` without.
+    pub fn wait_until_settled(&self, members: &[usize], within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut unsettled = Vec::new();
+            for &i in members {
+                let Some(client) = self.client(i) else {
+                    unsettled.push(format!("m{i}: down"));
+                    continue;
+                };
+                let asked = self.runtime.block_on(async {
+                    tokio::time::timeout(CALL_TIMEOUT, async {
+                        let list = client.member_list().await?;
+                        let status = client.status().await?;
+                        Ok::<_, keel_client::Error>((list, status))
+                    })
+                    .await
+                });
+                let Ok(Ok((list, status))) = asked else {
+                    unsettled.push(format!("m{i}: no answer"));
+                    continue;
+                };
+                let ids = |learner: bool| {
+                    let mut ids: Vec<u64> = list
+                        .iter()
+                        .filter(|m| m.learner == learner)
+                        .map(|m| m.id)
+                        .collect();
+                    ids.sort_unstable();
+                    ids
+                };
+                let (voters, learners) = (ids(false), ids(true));
+                for shard in &status.shard_info {
+                    let (mut v, mut l) = (shard.voters.clone(), shard.learners.clone());
+                    v.sort_unstable();
+                    l.sort_unstable();
+                    if v != voters || l != learners || !shard.voters_outgoing.is_empty() {
+                        unsettled.push(format!(
+                            "m{i} shard {}: voters {v:x?} learners {l:x?} leaving {:x?}",
+                            shard.shard, shard.voters_outgoing
+                        ));
+                    }
+                }
+            }
+            if unsettled.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not settled after {within:?}: {unsettled:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

@@ -30,6 +30,14 @@ const VERSION: u32 = 1;
 pub struct ClusterView {
     current: Arc<ArcSwap<Cluster>>,
     dir: Arc<PathBuf>,
+    /// Each local shard's Raft configuration (voters, learners, outgoing
+    /// voters), by shard, and the union of their ids: a member removed from
+    /// the list is still heard while a shard here has it, since the
+    /// shard's removal of it needs its votes (a joint configuration).
+    configured: Arc<std::sync::Mutex<std::collections::HashMap<usize, Vec<u64>>>>,
+    configured_ids: Arc<ArcSwap<Vec<u64>>>,
+    /// Bumped whenever `configured_ids` changes.
+    configured_version: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for ClusterView {
@@ -46,12 +54,66 @@ impl ClusterView {
         ClusterView {
             current: Arc::new(ArcSwap::from_pointee(cluster)),
             dir: Arc::new(dir.to_path_buf()),
+            configured: Arc::default(),
+            configured_ids: Arc::default(),
+            configured_version: Arc::default(),
         }
+    }
+
+    /// Records local `shard`'s configuration (at start, and after every
+    /// change it applies or snapshot it installs).
+    pub(crate) fn set_configured(&self, shard: usize, ids: Vec<u64>) {
+        let mut configured = self
+            .configured
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        configured.insert(shard, ids);
+        let mut union: Vec<u64> = configured.values().flatten().copied().collect();
+        union.sort_unstable();
+        union.dedup();
+        if **self.configured_ids.load() != union {
+            self.configured_ids.store(Arc::new(union));
+            self.configured_version
+                .fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
+    }
+
+    /// Whether some local shard's configuration has member `id`.
+    pub fn is_configured(&self, id: u64) -> bool {
+        self.configured_ids.load().binary_search(&id).is_ok()
+    }
+
+    /// The list's revision and how often the local configurations'
+    /// members changed: a transport keeps its links for both, and looks
+    /// again when either moves.
+    pub fn versions(&self) -> (u64, u64) {
+        (
+            self.revision(),
+            self.configured_version
+                .load(std::sync::atomic::Ordering::Acquire),
+        )
+    }
+
+    /// Whether frames from member `id` are taken: it is in the list, or
+    /// some local shard's configuration still has it.
+    pub fn may_hear(&self, id: u64) -> bool {
+        self.current.load().member(id).is_some() || self.is_configured(id)
     }
 
     /// The cluster as this node knows it now.
     pub fn load(&self) -> Arc<Cluster> {
         self.current.load_full()
+    }
+
+    /// Whether this node is a learner in the list it follows (it serves
+    /// status, the list and serializable reads only).
+    pub fn me_is_learner(&self) -> bool {
+        self.current.load().me_is_learner()
+    }
+
+    /// The revision of the list held, without taking a reference to it.
+    pub fn revision(&self) -> u64 {
+        self.current.load().revision
     }
 
     /// Adopts `list`, applied by shard 0, if it is newer than the one held:

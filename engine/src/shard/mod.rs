@@ -36,6 +36,7 @@ pub use membership::{ClusterView, MemberChange};
 pub use node::{
     Consistency, CoreTask, Node, NodeClient, NodeConfig, TreeSync, DEFAULT_QUOTA_BACKEND_BYTES,
 };
+pub use node_meta::recorded_cluster;
 /// A Raft message between replicas, as a [`Transport`] carries it.
 pub use raft::eraftpb::{Message as RaftMessage, MessageType as RaftMessageType};
 pub use replica::{home_of_lease, ShardStatus};

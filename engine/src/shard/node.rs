@@ -409,6 +409,12 @@ impl NodeClient<'_> {
         self.node.view.load()
     }
 
+    /// Whether this node is a learner now (docs/membership.md): cheap
+    /// enough to ask for every request.
+    pub fn is_learner(&self) -> bool {
+        self.node.view.me_is_learner()
+    }
+
     /// This node's member id.
     pub fn member_id(&self) -> u64 {
         self.node.view.load().me
@@ -850,6 +856,7 @@ async fn run_core(setup: CoreSetup) {
             let inbox = PeerInbox::new(
                 router.clone(),
                 view.clone(),
+                bootstrap.clone(),
                 shards,
                 &config.data_dir,
                 marks.clone(),

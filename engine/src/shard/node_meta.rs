@@ -148,6 +148,21 @@ fn decode(bytes: &[u8]) -> Result<Recorded, String> {
     })
 }
 
+/// The shard count and the cluster `dir` was created for, if it was.
+///
+/// # Errors
+/// A damaged file.
+pub fn recorded_cluster(dir: &Path) -> NodeResult<Option<(usize, Cluster)>> {
+    let path = dir.join(FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => decode(&bytes)
+            .map(|recorded| Some((recorded.shards, recorded.cluster)))
+            .map_err(|e| NodeError::Start(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(NodeError::Start(format!("{}: {e}", path.display()))),
+    }
+}
+
 /// Why `wanted` is not the cluster the directory was created for, if it
 /// is not.
 fn mismatch(recorded: &Cluster, wanted: &Cluster) -> Option<String> {

@@ -860,6 +860,8 @@ impl Replica {
     /// the campaign's Ready, so the new leader has promoted its lessor
     /// (every lease's timer) before the first call is taken.
     pub(crate) async fn replay(&mut self) {
+        let conf = self.raw.raft.prs().conf().to_conf_state();
+        self.publish_conf(&conf);
         if let Err(reason) = self.replay_committed().await {
             self.fail(format!("replay: {reason}"));
             return;

@@ -132,6 +132,8 @@ pub fn decode_message(bytes: &[u8]) -> Result<Message, PeerRefusal> {
 pub struct PeerInbox {
     router: Rc<CoreRouter>,
     view: ClusterView,
+    /// The cluster as it was created (a joining member starts from it).
+    created: Arc<Cluster>,
     shards: usize,
     data_dir: Rc<PathBuf>,
     marks: Arc<Watermarks>,
@@ -152,6 +154,7 @@ impl PeerInbox {
     pub(crate) fn new(
         router: Rc<CoreRouter>,
         view: ClusterView,
+        created: Arc<Cluster>,
         shards: usize,
         data_dir: &Path,
         marks: Arc<Watermarks>,
@@ -160,6 +163,7 @@ impl PeerInbox {
         PeerInbox {
             router,
             view,
+            created,
             shards,
             data_dir: Rc::new(data_dir.to_path_buf()),
             marks,
@@ -261,6 +265,24 @@ impl PeerInbox {
         self.view.load()
     }
 
+    /// The revision of the member list this node follows, and a count of
+    /// changes to the members its shards' configurations have: cheap
+    /// enough to ask on every send, to see that either changed.
+    pub fn cluster_versions(&self) -> (u64, u64) {
+        self.view.versions()
+    }
+
+    /// Whether a local shard's configuration still has member `id` (one
+    /// that left the list stays reachable until every shard let it go).
+    pub fn is_configured(&self, id: u64) -> bool {
+        self.view.is_configured(id)
+    }
+
+    /// The cluster as it was created.
+    pub fn created(&self) -> &Cluster {
+        &self.created
+    }
+
     /// The node's shard count.
     pub fn shard_count(&self) -> usize {
         self.shards
@@ -283,13 +305,22 @@ impl PeerInbox {
                 want: current.id,
             });
         }
+        self.check_peer(&current, from)
+    }
+
+    /// A member is heard while it is in the list or in a local shard's
+    /// configuration (a removed member's votes finish its removal).
+    fn check_peer(&self, current: &Cluster, from: u64) -> Result<(), PeerRefusal> {
+        if from == current.me {
+            return Err(PeerRefusal::UnknownMember(from));
+        }
+        if self.view.may_hear(from) {
+            return Ok(());
+        }
         if current.was_removed(from) {
             return Err(PeerRefusal::Removed(from));
         }
-        if from == current.me || current.member(from).is_none() {
-            return Err(PeerRefusal::UnknownMember(from));
-        }
-        Ok(())
+        Err(PeerRefusal::UnknownMember(from))
     }
 
     /// Hands `message` to `shard`'s replica, once it is checked.
@@ -319,13 +350,7 @@ impl PeerInbox {
                 want: current.me,
             });
         }
-        if current.was_removed(message.from) {
-            return Err(PeerRefusal::Removed(message.from));
-        }
-        if message.from == current.me || current.member(message.from).is_none() {
-            return Err(PeerRefusal::UnknownMember(message.from));
-        }
-        Ok(())
+        self.check_peer(&current, message.from)
     }
 
     /// Takes one part of a call from member `from` (checked by

@@ -32,9 +32,9 @@ pub fn prefix_range(prefix: &[u8]) -> (Vec<u8>, Vec<u8>) {
 }
 use keel_proto::routing::{home_of_lease, shard_of, shard_of_range};
 use keel_proto::{
-    AlarmAction, AlarmMember, DeleteRangeRequest, DeleteRangeResponse, LeaderAction, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, Request, Response, ResponseBody, Revision, Status,
-    TxnRequest, TxnResponse,
+    AlarmAction, AlarmMember, DeleteRangeRequest, DeleteRangeResponse, LeaderAction, MemberAction,
+    MemberInfo, PutRequest, PutResponse, RangeRequest, RangeResponse, Request, Response,
+    ResponseBody, Revision, Status, TxnRequest, TxnResponse,
 };
 
 use crate::connection::Subscription;
@@ -425,8 +425,9 @@ impl Client {
         // Attempts since the last wait: after two rounds of every member
         // (refusals naming each other), wait.
         let mut hops = 0usize;
-        // Members in a row that could not be reached: when none can, the
-        // call fails at once rather than at its deadline.
+        // Members in a row that could not be reached, or that are
+        // learners: when every one is, the call fails at once rather than
+        // at its deadline.
         let mut unreachable = 0usize;
         loop {
             let member = self.member(at)?;
@@ -459,7 +460,11 @@ impl Client {
             hops += 1;
             let members = self.inner.members.len();
             unreachable = match error {
-                Error::Connect { .. } => unreachable + 1,
+                Error::Connect { .. }
+                | Error::Server {
+                    code: keel_proto::ErrorCode::Learner,
+                    ..
+                } => unreachable + 1,
                 _ => 0,
             };
             let next = retry::next(&error, retry_safe, one_shard);
@@ -630,6 +635,137 @@ impl Client {
         self.leader_request(LeaderAction::Undrain, 0, member)
             .await
             .map(|_| ())
+    }
+
+    /// The cluster's members, as the member that answers follows the list.
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn member_list(&self) -> Result<Vec<MemberInfo>> {
+        self.member_list_with_cluster()
+            .await
+            .map(|(_, members)| members)
+    }
+
+    /// The cluster's id and its members, as [`Client::member_list`].
+    ///
+    /// # Errors
+    /// As any call.
+    pub async fn member_list_with_cluster(&self) -> Result<(u64, Vec<MemberInfo>)> {
+        let request = Request::Member {
+            action: MemberAction::List,
+            member_id: 0,
+            name: String::new(),
+            peer_address: String::new(),
+            learner: false,
+        };
+        let response = self.call(Route::Any, request).await?;
+        match response.body {
+            ResponseBody::Member {
+                members,
+                cluster_id,
+                ..
+            } => Ok((cluster_id, members)),
+            other => Err(unexpected("member", &other)),
+        }
+    }
+
+    /// Adds a member named `name` at `peer_address` (a learner unless
+    /// `learner` is false); answers its new id and the members after it.
+    /// Start it then with `--initial-cluster-state existing`.
+    ///
+    /// # Errors
+    /// As any call; `BadRequest` with the reason for a change the cluster
+    /// refuses (a name or address taken, too few members up, another
+    /// change still under way).
+    pub async fn member_add(
+        &self,
+        name: &str,
+        peer_address: &str,
+        learner: bool,
+    ) -> Result<(u64, Vec<MemberInfo>)> {
+        self.member_request(
+            MemberAction::Add,
+            0,
+            name.to_string(),
+            peer_address.to_string(),
+            learner,
+        )
+        .await
+    }
+
+    /// Removes member `id` for good; answers the members after it.
+    ///
+    /// # Errors
+    /// As [`Client::member_add`].
+    pub async fn member_remove(&self, id: u64) -> Result<Vec<MemberInfo>> {
+        self.member_request(
+            MemberAction::Remove,
+            id,
+            String::new(),
+            String::new(),
+            false,
+        )
+        .await
+        .map(|(_, members)| members)
+    }
+
+    /// Makes learner `id` a voter, once it has caught up; answers the
+    /// members after it.
+    ///
+    /// # Errors
+    /// As [`Client::member_add`]; `BadRequest` naming the shard for a
+    /// learner not caught up yet.
+    pub async fn member_promote(&self, id: u64) -> Result<Vec<MemberInfo>> {
+        self.member_request(
+            MemberAction::Promote,
+            id,
+            String::new(),
+            String::new(),
+            false,
+        )
+        .await
+        .map(|(_, members)| members)
+    }
+
+    /// Changes member `id`'s peer address; answers the members after it.
+    ///
+    /// # Errors
+    /// As [`Client::member_add`].
+    pub async fn member_update(&self, id: u64, peer_address: &str) -> Result<Vec<MemberInfo>> {
+        self.member_request(
+            MemberAction::Update,
+            id,
+            String::new(),
+            peer_address.to_string(),
+            false,
+        )
+        .await
+        .map(|(_, members)| members)
+    }
+
+    async fn member_request(
+        &self,
+        action: MemberAction,
+        member_id: u64,
+        name: String,
+        peer_address: String,
+        learner: bool,
+    ) -> Result<(u64, Vec<MemberInfo>)> {
+        let request = Request::Member {
+            action,
+            member_id,
+            name,
+            peer_address,
+            learner,
+        };
+        let response = self.call(Route::Any, request).await?;
+        match response.body {
+            ResponseBody::Member {
+                member_id, members, ..
+            } => Ok((member_id, members)),
+            other => Err(unexpected("member", &other)),
+        }
     }
 
     async fn leader_request(

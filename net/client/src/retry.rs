@@ -44,6 +44,7 @@ pub(crate) fn is_retry_safe(request: &Request) -> bool {
         | Request::LeaseLeases
         | Request::WatchProgress => true,
         Request::Alarm { action, .. } => *action == keel_proto::AlarmAction::Get,
+        Request::Member { action, .. } => *action == keel_proto::MemberAction::List,
         // Placement changes are idempotent; "every shard the member that
         // takes it leads" is not, sent to another member.
         Request::Leader { action, shard, .. } => {
@@ -127,8 +128,12 @@ pub(crate) fn next(error: &Error, retry_safe: bool, one_shard: bool) -> Next {
             code: ErrorCode::NotLeader | ErrorCode::NoLeader,
             ..
         } => Next::OtherMember { wait: true },
-        // Nothing was sent.
-        Error::Connect { .. } => Next::OtherMember { wait: false },
+        // Nothing was sent, or nothing was done.
+        Error::Connect { .. }
+        | Error::Server {
+            code: ErrorCode::Learner,
+            ..
+        } => Next::OtherMember { wait: false },
         error if leaves_outcome_unknown(error) => {
             if retry_safe {
                 Next::OtherMember { wait: false }

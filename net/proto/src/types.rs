@@ -275,6 +275,54 @@ pub enum Request {
         /// The member to move to, drain or undrain.
         member_id: u64,
     },
+    /// etcd's Cluster API: list, add, remove, promote or update members
+    /// (docs/membership.md).
+    Member {
+        /// What to do.
+        action: MemberAction,
+        /// The member to remove, promote or update.
+        member_id: u64,
+        /// A new member's name.
+        name: String,
+        /// A new member's peer address, or a member's new one.
+        peer_address: String,
+        /// Add the new member as a learner (etcd's default for keel; etcd
+        /// adds a voter unless told `--learner`).
+        learner: bool,
+    },
+}
+
+/// What a member request does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MemberAction {
+    /// The members.
+    #[default]
+    List,
+    /// Add a member.
+    Add,
+    /// Remove a member.
+    Remove,
+    /// Make a learner a voter.
+    Promote,
+    /// Change a member's peer address.
+    Update,
+}
+
+/// One member, as a member answer lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemberInfo {
+    /// Its id.
+    pub id: u64,
+    /// Its name.
+    pub name: String,
+    /// Its peer address.
+    pub peer_address: String,
+    /// A learner (votes in no shard).
+    pub learner: bool,
+    /// The answering member heard from it lately.
+    pub started: bool,
+    /// Its client address, when known (the answering member's own).
+    pub client_address: String,
 }
 
 /// A leader request's shard meaning "every shard the receiving member
@@ -466,6 +514,8 @@ pub struct ShardInfo {
     pub pinned_leader: u64,
     /// Members it is never led from (drained).
     pub avoided: Vec<u64>,
+    /// In a joint configuration, the voters it is leaving.
+    pub voters_outgoing: Vec<u64>,
 }
 
 /// The server's status.
@@ -534,6 +584,10 @@ pub enum ErrorCode {
     /// it (it installed a snapshot past it): it may or may not have taken
     /// effect. Read to find out.
     OutcomeUnknown,
+    /// This member is a learner: it serves status, the member list and
+    /// serializable reads, nothing else (etcd's "rpc not supported for
+    /// learner"). Nothing was done; any other member may take it.
+    Learner,
 }
 
 /// A failed request.
@@ -595,6 +649,16 @@ pub enum ResponseBody {
     Leader {
         /// Got there.
         settled: bool,
+    },
+    /// To a member request: the member it concerns (a new one's id) and
+    /// the members after it.
+    Member {
+        /// The member added, removed, promoted or updated (0 for a list).
+        member_id: u64,
+        /// Every member.
+        members: Vec<MemberInfo>,
+        /// The cluster's id.
+        cluster_id: u64,
     },
     /// The request failed.
     Error(ErrorBody),

@@ -101,13 +101,17 @@ struct Flags {
     idle_timeout_ms: Option<u64>,
     /// Every member of a new cluster, as etcd's flag: `name=host:port,...`
     /// (peer addresses; `http://` is accepted and ignored). Without it the
-    /// member is a cluster of one.
+    /// member is a cluster of one that no member can join; with only
+    /// itself, a cluster of one that members can join (`member add`). For
+    /// `--initial-cluster-state existing`: the members to ask for the
+    /// cluster (what `keelctl member add` printed).
     #[arg(long)]
     initial_cluster: Option<String>,
     /// Tells apart clusters with the same members [default: keel-cluster].
     #[arg(long)]
     initial_cluster_token: Option<String>,
-    /// `new` [default: new].
+    /// `new` to create the cluster, `existing` to join a running one after
+    /// `keelctl member add` [default: new].
     #[arg(long)]
     initial_cluster_state: Option<String>,
     /// Where core 0 takes connections from peers; core i listens on this

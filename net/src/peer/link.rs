@@ -47,6 +47,8 @@ pub(crate) struct Link {
     queue: RefCell<VecDeque<Queued>>,
     queued_bytes: Cell<usize>,
     connected: Cell<bool>,
+    /// The member left, or moved: the writer stops.
+    retired: Cell<bool>,
     /// Wakes the writer when the queue was empty.
     kick: flume::Sender<()>,
 }
@@ -69,10 +71,18 @@ impl Link {
             queue: RefCell::default(),
             queued_bytes: Cell::new(0),
             connected: Cell::new(false),
+            retired: Cell::new(false),
             kick,
         });
         glommio::spawn_local(write_loop(link.clone(), kicked)).detach();
         link
+    }
+
+    /// Stops the link: its writer ends (closing its connection), and what
+    /// is queued is dropped.
+    pub(crate) fn retire(&self) {
+        self.retired.set(true);
+        let _ = self.kick.try_send(());
     }
 
     /// Queues one Raft message of `shard`, or drops it and reports the
@@ -170,7 +180,7 @@ impl Link {
 /// then again, after a backoff.
 async fn write_loop(link: Rc<Link>, kicked: flume::Receiver<()>) {
     let mut backoff = BACKOFF_FIRST;
-    loop {
+    while !link.retired.get() {
         match connect(&link).await {
             Ok(mut stream) => {
                 backoff = BACKOFF_FIRST;
@@ -207,6 +217,9 @@ async fn write_frames(
     loop {
         if link.queue.borrow().is_empty() && kicked.recv_async().await.is_err() {
             return std::io::Error::other("the transport is gone");
+        }
+        if link.retired.get() {
+            return std::io::Error::other("the member left or moved");
         }
         let body = link.take_frame();
         if body.is_empty() {

@@ -4,6 +4,7 @@
 //! other member, so a shard's messages never hop between cores: one
 //! connection per (peer, core) and direction.
 
+pub mod join;
 mod link;
 mod snapshot_stream;
 pub mod wire;
@@ -68,56 +69,108 @@ impl TransportFactory for PeerTransport {
     fn start(&self, core: usize, inbox: PeerInbox) -> Result<Rc<dyn Transport>, String> {
         let listen = core_address(&self.listen.to_string(), core)?;
         let listener = TcpListener::bind(listen).map_err(|e| format!("peer port {listen}: {e}"))?;
-        let cluster = inbox.cluster().clone();
-        let mut links = HashMap::new();
-        for peer in cluster.peers() {
-            let address = core_address(&peer.peer_address, core)?;
-            let hello = Hello {
-                snapshot: false,
-                core: core as u16,
-                shards: inbox.shard_count() as u16,
-                cores: inbox.core_count() as u16,
-                cluster: cluster.id,
-                from: cluster.me,
-                to: peer.id,
-            };
-            let link = Link::start(peer.id, address, hello, inbox.clone());
-            links.insert(peer.id, (link, address, hello));
+        for peer in inbox.cluster().peers() {
+            core_address(&peer.peer_address, core)?;
         }
         glommio::spawn_local(accept_loop(listener, core, inbox.clone())).detach();
-        Ok(Rc::new(TcpTransport {
-            links,
+        let transport = TcpTransport {
+            core,
+            links: RefCell::default(),
+            links_for: std::cell::Cell::new(None),
             inbox,
             streaming: Rc::default(),
-        }))
+        };
+        transport.follow_list();
+        Ok(Rc::new(transport))
     }
 }
 
+/// A link to a peer, with the address and hello it was made for.
+type PeerLink = (Rc<Link>, SocketAddr, Hello);
+
 /// One core's links to its peers, with each one's address and hello.
 struct TcpTransport {
-    links: HashMap<u64, (Rc<Link>, SocketAddr, Hello)>,
+    core: usize,
+    links: RefCell<HashMap<u64, PeerLink>>,
+    /// The member list's revision and the configurations' version the
+    /// links were made for (`PeerInbox::cluster_versions`).
+    links_for: std::cell::Cell<Option<(u64, u64)>>,
     inbox: PeerInbox,
     /// `(shard, peer)` of the snapshot streams under way: one at a time.
     streaming: Rc<RefCell<HashSet<(usize, u64)>>>,
 }
 
+impl TcpTransport {
+    /// Keeps one link per member of the list the node follows: a new
+    /// member gets one, a member whose address changed a new one, and a
+    /// member that left the list keeps its link while a local shard's
+    /// configuration still has it (its removal needs its votes), then is
+    /// retired. Cheap when nothing changed.
+    fn follow_list(&self) {
+        let versions = self.inbox.cluster_versions();
+        if self.links_for.get() == Some(versions) {
+            return;
+        }
+        self.links_for.set(Some(versions));
+        let cluster = self.inbox.cluster();
+        let core = self.core;
+        let address_of = |id: u64| {
+            cluster
+                .member(id)
+                .and_then(|m| core_address(&m.peer_address, core).ok())
+        };
+        let mut links = self.links.borrow_mut();
+        links.retain(|id, (link, address, _)| {
+            let leaving = cluster.member(*id).is_none() && self.inbox.is_configured(*id);
+            let keep = id != &cluster.me && (leaving || address_of(*id) == Some(*address));
+            if !keep {
+                link.retire();
+            }
+            keep
+        });
+        for peer in cluster.peers() {
+            if links.contains_key(&peer.id) {
+                continue;
+            }
+            let Some(address) = address_of(peer.id) else {
+                tracing::warn!(peer = %format!("{:x}", peer.id), address = %peer.peer_address, "a member's peer address does not resolve");
+                continue;
+            };
+            let hello = Hello {
+                snapshot: false,
+                core: core as u16,
+                shards: self.inbox.shard_count() as u16,
+                cores: self.inbox.core_count() as u16,
+                cluster: cluster.id,
+                from: cluster.me,
+                to: peer.id,
+            };
+            let link = Link::start(peer.id, address, hello, self.inbox.clone());
+            links.insert(peer.id, (link, address, hello));
+        }
+    }
+
+    fn link(&self, to: u64) -> Option<PeerLink> {
+        self.follow_list();
+        self.links.borrow().get(&to).cloned()
+    }
+}
+
 impl Transport for TcpTransport {
     fn send(&self, shard: usize, message: RaftMessage) {
-        // A message to a non-member is a bug upstream; dropping it is all
-        // a transport can do.
-        if let Some((link, _, _)) = self.links.get(&message.to) {
+        // A message to a member no longer listed is dropped: it left.
+        if let Some((link, _, _)) = self.link(message.to) {
             link.send(shard, encode_message(&message));
         }
     }
 
     fn send_call(&self, to: u64, shard: usize, part: CallPart, id: u64, bytes: Vec<u8>) -> bool {
-        self.links
-            .get(&to)
+        self.link(to)
             .is_some_and(|(link, _, _)| link.send_call(part, shard, wire::call_bytes(id, &bytes)))
     }
 
     fn send_snapshot(&self, shard: usize, message: RaftMessage, file: PathBuf) {
-        let Some((_, address, hello)) = self.links.get(&message.to) else {
+        let Some((_, address, hello)) = self.link(message.to) else {
             self.inbox.snapshot_sent(shard, message.to, false);
             return;
         };
@@ -129,9 +182,9 @@ impl Transport for TcpTransport {
         }
         let hello = Hello {
             snapshot: true,
-            ..*hello
+            ..hello
         };
-        let task = snapshot_stream::send(*address, hello, shard, message, file);
+        let task = snapshot_stream::send(address, hello, shard, message, file);
         let (streaming, inbox) = (self.streaming.clone(), self.inbox.clone());
         glommio::spawn_local(async move {
             let delivered = task.await;
@@ -202,7 +255,12 @@ async fn read_peer(
         .set_read_timeout(Some(HELLO_TIMEOUT))
         .map_err(std::io::Error::from)?;
     let mut hello = [0u8; HELLO_BYTES];
-    stream.read_exact(&mut hello).await?;
+    let (magic, rest) = hello.split_at_mut(join::JOIN_MAGIC.len());
+    stream.read_exact(magic).await?;
+    if magic == join::JOIN_MAGIC {
+        return answer_join(&mut stream, core, inbox).await;
+    }
+    stream.read_exact(rest).await?;
     let hello = Hello::decode(&hello)?;
     inbox
         .check_sender(hello.cluster, hello.from)
@@ -270,6 +328,28 @@ async fn read_peer(
             delivered.map_err(|e| InboundError::Refused(e.to_string()))?;
         }
     }
+}
+
+/// Tells a member joining the cluster what it is (`join.rs`), and closes.
+async fn answer_join(
+    stream: &mut TcpStream,
+    core: usize,
+    inbox: &PeerInbox,
+) -> Result<(), InboundError> {
+    use futures_lite::AsyncWriteExt;
+    let name = join::read_request(stream).await?;
+    let cluster = inbox.cluster();
+    tracing::info!(core, %name, "a member asks to join");
+    let answer = join::encode_answer(
+        &name,
+        inbox.created(),
+        &cluster,
+        inbox.shard_count(),
+        inbox.core_count(),
+    );
+    stream.write_all(&answer).await?;
+    stream.close().await?;
+    Ok(())
 }
 
 /// The members' addresses must resolve and be distinct per core.

@@ -279,10 +279,10 @@ pub fn decode_frame(body: &[u8], crc: u32) -> Result<Frame, WireError> {
     Ok(Frame { clock, items })
 }
 
-struct Reader<'a>(&'a [u8]);
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         if self.0.len() < n {
             return Err(WireError::Malformed(format!(
                 "{n} bytes wanted, {} left",
@@ -294,7 +294,18 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    fn u16(&mut self) -> Result<u16, WireError> {
+    pub(crate) fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.take(1)?.first().copied().unwrap_or(0))
+    }
+
+    /// A `u8` length and that many bytes of UTF-8.
+    pub(crate) fn text(&mut self) -> Result<String, WireError> {
+        let len = usize::from(self.u8()?);
+        String::from_utf8(self.take(len)?.to_vec())
+            .map_err(|_| WireError::Malformed("a name is not UTF-8".to_string()))
+    }
+
+    pub(crate) fn u16(&mut self) -> Result<u16, WireError> {
         let bytes = self.take(2)?;
         Ok(u16::from_le_bytes([
             bytes.first().copied().unwrap_or(0),
@@ -302,14 +313,14 @@ impl<'a> Reader<'a> {
         ]))
     }
 
-    fn u32(&mut self) -> Result<u32, WireError> {
+    pub(crate) fn u32(&mut self) -> Result<u32, WireError> {
         let bytes = self.take(4)?;
         let mut word = [0u8; 4];
         word.copy_from_slice(bytes);
         Ok(u32::from_le_bytes(word))
     }
 
-    fn u64(&mut self) -> Result<u64, WireError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, WireError> {
         let bytes = self.take(8)?;
         let mut word = [0u8; 8];
         word.copy_from_slice(bytes);

@@ -46,8 +46,10 @@ pub struct ClusterSettings {
     pub initial_cluster: String,
     /// Tells clusters with the same members apart.
     pub initial_cluster_token: String,
-    /// `new`: the cluster is being created (the only state before members
-    /// can be added to a running cluster).
+    /// `new`: the cluster is being created; `existing`: this member joins
+    /// a running cluster that has it in its member list (added with
+    /// `member add`), and learns the cluster from the members
+    /// `initial_cluster` names (docs/membership.md, "Joining").
     pub initial_cluster_state: String,
     /// Where core 0 takes peer connections; core `c` listens on the port
     /// plus `c`.
@@ -71,16 +73,27 @@ impl Default for ClusterSettings {
 }
 
 impl ClusterSettings {
+    /// Whether this member joins a running cluster
+    /// (`--initial-cluster-state existing`).
+    pub fn joins(&self) -> bool {
+        self.initial_cluster_state == "existing"
+    }
+
+    /// Whether the member takes peer connections: it was given a cluster
+    /// (even of itself alone), so members may join it.
+    pub fn has_peers(&self) -> bool {
+        !self.initial_cluster.trim().is_empty() || self.joins()
+    }
+
     /// The cluster these settings describe, as member `name`.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the problem.
     pub fn cluster(&self, name: &str) -> Result<keel_engine::shard::Cluster, ConfigError> {
         use keel_engine::shard::Cluster;
-        if self.initial_cluster_state != "new" {
+        if self.initial_cluster_state != "new" && !self.joins() {
             return Err(ConfigError::Invalid(format!(
-                "initial_cluster_state {:?}: only \"new\" is supported (joining a running \
-                 cluster comes with membership changes)",
+                "initial_cluster_state {:?}: \"new\" or \"existing\"",
                 self.initial_cluster_state
             )));
         }

@@ -23,6 +23,13 @@ pub(crate) async fn handle(
     request: Request,
     room: AnswerRoom,
 ) -> Result<(), Closed> {
+    if connection.ctx.client().is_learner() && !served_by_learners(&request) {
+        let message = "rpc not supported for learner: this member is a learner catching up; \
+                       ask a voting member"
+            .to_string();
+        let refusal = error_response(id, ErrorCode::Learner, message);
+        return connection.respond_in(refusal, room).await;
+    }
     match request {
         Request::Put(put) => {
             let client = connection.ctx.client();
@@ -32,6 +39,17 @@ pub(crate) async fn handle(
         }
         Request::Range(range) if range.revision == 0 => read(connection, id, range, room).await,
         other => Box::pin(handle_any(connection, id, other, room)).await,
+    }
+}
+
+/// What a learner serves, as in etcd: status, the member list and
+/// serializable reads (what it holds may lag; nothing it says claims more).
+fn served_by_learners(request: &Request) -> bool {
+    match request {
+        Request::Status => true,
+        Request::Range(range) => range.serializable,
+        Request::Member { action, .. } => *action == keel_proto::MemberAction::List,
+        _ => false,
     }
 }
 
@@ -195,6 +213,16 @@ async fn handle_any(
             shard,
             member_id,
         } => super::leader::leader(&client, action, shard, member_id).await,
+        Request::Member {
+            action,
+            member_id,
+            name,
+            peer_address,
+            learner,
+        } => {
+            let change = super::members::change(action, member_id, name, peer_address, learner);
+            super::members::members(&connection.ctx, &client, change).await
+        }
     };
     connection.respond_in(answer_to(id, answer), room).await
 }

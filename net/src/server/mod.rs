@@ -18,6 +18,7 @@ mod dispatch;
 mod frame_queue;
 mod heavy_answers;
 mod leader;
+mod members;
 mod outbound;
 mod status;
 mod watch;
@@ -51,6 +52,9 @@ pub enum ServerError {
     /// The settings describe no cluster this member can be in.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// A member joining a running cluster could not learn it.
+    #[error("cannot join the cluster: {0}")]
+    Join(String),
     /// A core went away while the server was starting.
     #[error("core {0} stopped while the server was starting")]
     CoreGone(usize),
@@ -65,6 +69,55 @@ pub struct Server {
     served: flume::Receiver<()>,
     client_address: SocketAddr,
     core_addresses: Vec<SocketAddr>,
+}
+
+/// How long a joining member waits for each member it asks.
+const JOIN_ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// For `--initial-cluster-state existing`: a directory that exists was
+/// created for its cluster and says which; an empty one learns the cluster
+/// from the first member of `--initial-cluster` that answers
+/// (`peer::join`), which must list this member (added with `member add`).
+fn join_cluster(config: &ServerConfig, node_config: &mut NodeConfig) -> Result<(), ServerError> {
+    if let Some((_, created)) = keel_engine::shard::recorded_cluster(&config.data_dir)? {
+        node_config.cluster = created;
+        return Ok(());
+    }
+    let initial = keel_engine::shard::Cluster::parse_initial(&config.cluster.initial_cluster)
+        .map_err(ServerError::Join)?;
+    let mut failures = Vec::new();
+    for (name, address) in initial.iter().filter(|(name, _)| *name != config.name) {
+        match crate::peer::join::ask(address, &config.name, JOIN_ASK_TIMEOUT) {
+            Ok(answer) => {
+                let cores = usize::from(answer.cores);
+                if node_config.cores != 0 && node_config.cores != cores {
+                    return Err(ServerError::Join(format!(
+                        "the cluster's members run {cores} cores, this one was given {}: give \
+                         --cores {cores} or leave it out",
+                        node_config.cores
+                    )));
+                }
+                if node_config.shards != 0 && node_config.shards != usize::from(answer.shards) {
+                    return Err(ServerError::Join(format!(
+                        "the cluster has {} shards, this member was given {}",
+                        answer.shards, node_config.shards
+                    )));
+                }
+                tracing::info!(from = %name, member = %format!("{:x}", answer.list.me), "joining the cluster");
+                node_config.cores = cores;
+                node_config.shards = usize::from(answer.shards);
+                node_config.cluster = answer.created;
+                node_config.joining = Some(answer.list);
+                return Ok(());
+            }
+            Err(error) => failures.push(format!("{name}: {error}")),
+        }
+    }
+    Err(ServerError::Join(if failures.is_empty() {
+        "--initial-cluster names no other member to ask".to_string()
+    } else {
+        failures.join("; ")
+    }))
 }
 
 /// Refuses ports another server listens on. glommio binds with
@@ -135,7 +188,10 @@ impl Server {
         node_config.clock = clock;
         node_config.quota_backend_bytes = config.quota_backend_bytes;
         node_config.cluster = config.cluster.cluster(&config.name)?;
-        if !node_config.cluster.is_single() {
+        if config.cluster.joins() {
+            join_cluster(&config, &mut node_config)?;
+        }
+        if config.cluster.has_peers() {
             // As many cores as the node may run (it runs no more than its
             // shards): each has a peer port.
             let cores = match node_config.cores {
@@ -256,7 +312,7 @@ impl Server {
             return Err(failure);
         }
         let info = Arc::new(ServerInfo {
-            member_id: keel_engine::shard::member_id(&config.name),
+            member_id: node.client().member_id(),
             name: config.name,
             client_address: server.client_address,
             core_ports: server.core_addresses.iter().map(SocketAddr::port).collect(),

@@ -30,6 +30,7 @@ pub(crate) async fn status(
             learners: s.learners.clone(),
             pinned_leader: s.pinned_leader,
             avoided: s.avoided.clone(),
+            voters_outgoing: s.voters_outgoing.clone(),
         })
         .collect();
     let status = Status {

@@ -96,6 +96,7 @@ impl Replica {
             .record_conf(entry.index, &ids_from_conf(&conf))
             .map_err(|e| e.to_string())?;
         self.raw.mut_store().set_conf_state(conf.clone());
+        self.publish_conf(&conf);
         self.confs.push_back((entry.index, conf));
         // Proposed here or not, a write that had this slot lost it.
         let _ = self.take_writer(entry.index, entry.term);
@@ -105,6 +106,19 @@ impl Replica {
         self.conf_proposed_at = None;
         self.applied_through(entry.index, 1, entry.data.len() as u64);
         Ok(())
+    }
+
+    /// Tells the node which members this shard's configuration has, so
+    /// that their frames are heard while they are in it.
+    pub(super) fn publish_conf(&self, conf: &ConfState) {
+        let ids = conf
+            .voters
+            .iter()
+            .chain(&conf.learners)
+            .chain(&conf.voters_outgoing)
+            .copied()
+            .collect();
+        self.view.set_configured(self.shard, ids);
     }
 
     /// The configuration as of `index`, at or past the tree's durable
@@ -123,6 +137,7 @@ impl Replica {
     /// A snapshot installed: the configuration is the snapshot's.
     pub(super) fn conf_installed(&mut self, index: u64, conf: ConfState) {
         self.raw.mut_store().set_conf_state(conf.clone());
+        self.publish_conf(&conf);
         self.confs.clear();
         self.confs.push_back((index, conf));
         if self.shard == 0 {

@@ -130,6 +130,26 @@ fn request_body(r: &fb::Request<'_>) -> Decoded<Request> {
                 })
             })
             .transpose()?,
+        B::MemberRequest => r
+            .body_as_member_request()
+            .map(|m| {
+                let action = match m.action() {
+                    fb::MemberAction::List => MemberAction::List,
+                    fb::MemberAction::Add => MemberAction::Add,
+                    fb::MemberAction::Remove => MemberAction::Remove,
+                    fb::MemberAction::Promote => MemberAction::Promote,
+                    fb::MemberAction::Update => MemberAction::Update,
+                    other => return Err(format!("unknown member action {}", other.0)),
+                };
+                Ok(Request::Member {
+                    action,
+                    member_id: m.member_id(),
+                    name: m.name().unwrap_or_default().to_string(),
+                    peer_address: m.peer_address().unwrap_or_default().to_string(),
+                    learner: m.learner(),
+                })
+            })
+            .transpose()?,
         other => return Err(format!("unknown operation {}", other.0)),
     };
     decoded.ok_or_else(|| missing("the request"))
@@ -362,6 +382,25 @@ fn response_body(r: &fb::Response<'_>) -> Decoded<ResponseBody> {
         B::LeaderResponse => r.body_as_leader_response().map(|l| ResponseBody::Leader {
             settled: l.settled(),
         }),
+        B::MemberResponse => r.body_as_member_response().map(|m| ResponseBody::Member {
+            member_id: m.member_id(),
+            cluster_id: m.cluster_id(),
+            members: m
+                .members()
+                .map(|v| {
+                    v.iter()
+                        .map(|i| MemberInfo {
+                            id: i.id(),
+                            name: i.name().unwrap_or_default().to_string(),
+                            peer_address: i.peer_address().unwrap_or_default().to_string(),
+                            learner: i.learner(),
+                            started: i.started(),
+                            client_address: i.client_address().unwrap_or_default().to_string(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }),
         other => return Err(format!("unknown response {}", other.0)),
     };
     decoded.ok_or_else(|| missing("the response"))
@@ -511,6 +550,10 @@ fn status(s: fb::StatusResponse<'_>) -> Result<Status, String> {
                         learners: i.learners().map(|v| v.iter().collect()).unwrap_or_default(),
                         pinned_leader: i.pinned_leader(),
                         avoided: i.avoided().map(|v| v.iter().collect()).unwrap_or_default(),
+                        voters_outgoing: i
+                            .voters_outgoing()
+                            .map(|v| v.iter().collect())
+                            .unwrap_or_default(),
                     })
                     .collect()
             })
@@ -542,6 +585,7 @@ fn error_body(e: fb::Error<'_>) -> ErrorBody {
         fb::ErrorCode::NoSpace => ErrorCode::NoSpace,
         fb::ErrorCode::NoLeader => ErrorCode::NoLeader,
         fb::ErrorCode::OutcomeUnknown => ErrorCode::OutcomeUnknown,
+        fb::ErrorCode::Learner => ErrorCode::Learner,
         // A newer server's code: still an error, of a kind this client
         // does not name.
         _ => ErrorCode::Unknown,

@@ -235,6 +235,33 @@ fn request_body(
                 fb::LeaderRequest::create(fbb, &args).as_union_value(),
             )
         }
+        Request::Member {
+            action,
+            member_id,
+            name,
+            peer_address,
+            learner,
+        } => {
+            let name = Some(fbb.create_string(name));
+            let peer_address = Some(fbb.create_string(peer_address));
+            let args = fb::MemberRequestArgs {
+                action: match action {
+                    MemberAction::List => fb::MemberAction::List,
+                    MemberAction::Add => fb::MemberAction::Add,
+                    MemberAction::Remove => fb::MemberAction::Remove,
+                    MemberAction::Promote => fb::MemberAction::Promote,
+                    MemberAction::Update => fb::MemberAction::Update,
+                },
+                member_id: *member_id,
+                name,
+                peer_address,
+                learner: *learner,
+            };
+            (
+                B::MemberRequest,
+                fb::MemberRequest::create(fbb, &args).as_union_value(),
+            )
+        }
     }
 }
 
@@ -608,6 +635,39 @@ fn response_body(
                 fb::LeaderResponse::create(fbb, &args).as_union_value(),
             )
         }
+        ResponseBody::Member {
+            member_id,
+            members,
+            cluster_id,
+        } => {
+            let members: Vec<_> = members
+                .iter()
+                .map(|m| {
+                    let name = Some(fbb.create_string(&m.name));
+                    let peer_address = Some(fbb.create_string(&m.peer_address));
+                    let client_address = Some(fbb.create_string(&m.client_address));
+                    let args = fb::MemberInfoArgs {
+                        id: m.id,
+                        name,
+                        peer_address,
+                        learner: m.learner,
+                        started: m.started,
+                        client_address,
+                    };
+                    fb::MemberInfo::create(fbb, &args)
+                })
+                .collect();
+            let members = Some(fbb.create_vector(&members));
+            let args = fb::MemberResponseArgs {
+                member_id: *member_id,
+                members,
+                cluster_id: *cluster_id,
+            };
+            (
+                B::MemberResponse,
+                fb::MemberResponse::create(fbb, &args).as_union_value(),
+            )
+        }
         ResponseBody::Error(e) => {
             let message = Some(fbb.create_string(&e.message));
             let args = fb::ErrorArgs {
@@ -632,6 +692,7 @@ fn status<'a>(fbb: &mut Builder<'a>, s: &Status) -> WIPOffset<fb::StatusResponse
             let voters = Some(fbb.create_vector(&i.voters));
             let learners = Some(fbb.create_vector(&i.learners));
             let avoided = Some(fbb.create_vector(&i.avoided));
+            let voters_outgoing = Some(fbb.create_vector(&i.voters_outgoing));
             let args = fb::ShardInfoArgs {
                 shard: i.shard,
                 core: i.core,
@@ -646,6 +707,7 @@ fn status<'a>(fbb: &mut Builder<'a>, s: &Status) -> WIPOffset<fb::StatusResponse
                 learners,
                 pinned_leader: i.pinned_leader,
                 avoided,
+                voters_outgoing,
             };
             fb::ShardInfo::create(fbb, &args)
         })
@@ -688,6 +750,7 @@ fn error_code(code: ErrorCode) -> fb::ErrorCode {
         ErrorCode::NoSpace => fb::ErrorCode::NoSpace,
         ErrorCode::NoLeader => fb::ErrorCode::NoLeader,
         ErrorCode::OutcomeUnknown => fb::ErrorCode::OutcomeUnknown,
+        ErrorCode::Learner => fb::ErrorCode::Learner,
     }
 }
 

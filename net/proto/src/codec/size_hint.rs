@@ -53,6 +53,10 @@ fn body_bytes(body: &ResponseBody) -> usize {
         ResponseBody::LeaseLeases(leases) => leases.len().saturating_mul(32),
         ResponseBody::Alarm(alarms) => alarms.len().saturating_mul(32),
         ResponseBody::Leader { .. } => 0,
+        ResponseBody::Member { members, .. } => members
+            .iter()
+            .map(|m| m.name.len() + m.peer_address.len() + m.client_address.len() + 48)
+            .fold(0, usize::saturating_add),
         ResponseBody::Error(e) => e.message.len(),
         _ => 0,
     }

@@ -150,6 +150,41 @@ fn every_request() -> Vec<Request> {
             shard: 0,
             member_id: 9,
         },
+        Request::Member {
+            action: MemberAction::List,
+            member_id: 0,
+            name: String::new(),
+            peer_address: String::new(),
+            learner: false,
+        },
+        Request::Member {
+            action: MemberAction::Add,
+            member_id: 0,
+            name: "infra4".into(),
+            peer_address: "10.0.0.4:2380".into(),
+            learner: true,
+        },
+        Request::Member {
+            action: MemberAction::Remove,
+            member_id: 0x8e9e_05c5_2164_694d,
+            name: String::new(),
+            peer_address: String::new(),
+            learner: false,
+        },
+        Request::Member {
+            action: MemberAction::Promote,
+            member_id: 5,
+            name: String::new(),
+            peer_address: String::new(),
+            learner: false,
+        },
+        Request::Member {
+            action: MemberAction::Update,
+            member_id: 5,
+            name: String::new(),
+            peer_address: "10.0.0.5:2380".into(),
+            learner: false,
+        },
     ]
 }
 
@@ -223,6 +258,33 @@ fn every_response_body() -> Vec<ResponseBody> {
         }]),
         ResponseBody::Leader { settled: true },
         ResponseBody::Leader { settled: false },
+        ResponseBody::Member {
+            member_id: 0,
+            members: Vec::new(),
+            cluster_id: 0,
+        },
+        ResponseBody::Member {
+            member_id: 9,
+            cluster_id: 0xc1,
+            members: vec![
+                MemberInfo {
+                    id: 9,
+                    name: "infra4".into(),
+                    peer_address: "10.0.0.4:2380".into(),
+                    learner: true,
+                    started: false,
+                    client_address: String::new(),
+                },
+                MemberInfo {
+                    id: 1,
+                    name: "default".into(),
+                    peer_address: "127.0.0.1:2380".into(),
+                    learner: false,
+                    started: true,
+                    client_address: "127.0.0.1:2379".into(),
+                },
+            ],
+        },
         ResponseBody::Status(Status {
             version: "0.1.0".into(),
             shards: 4,
@@ -243,6 +305,7 @@ fn every_response_body() -> Vec<ResponseBody> {
                     learners: vec![4],
                     pinned_leader: 2,
                     avoided: vec![3],
+                    voters_outgoing: vec![1, 2],
                 },
                 ShardInfo {
                     shard: 2,
@@ -269,6 +332,12 @@ fn every_response_body() -> Vec<ResponseBody> {
             message: "not led here".into(),
             revision: 0,
             leader: 0xfeed_f00d,
+        }),
+        ResponseBody::Error(ErrorBody {
+            code: ErrorCode::Learner,
+            message: "rpc not supported for learner".into(),
+            revision: 0,
+            leader: 0,
         }),
     ]
 }

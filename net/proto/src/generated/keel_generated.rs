@@ -927,12 +927,108 @@ impl<'a> ::flatbuffers::Verifiable for LeaderAction {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for LeaderAction {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+pub const ENUM_MIN_MEMBER_ACTION: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 16;
+pub const ENUM_MAX_MEMBER_ACTION: u8 = 4;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 17] = [
+pub const ENUM_VALUES_MEMBER_ACTION: [MemberAction; 5] = [
+  MemberAction::List,
+  MemberAction::Add,
+  MemberAction::Remove,
+  MemberAction::Promote,
+  MemberAction::Update,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct MemberAction(pub u8);
+#[allow(non_upper_case_globals)]
+impl MemberAction {
+  pub const List: Self = Self(0);
+  pub const Add: Self = Self(1);
+  pub const Remove: Self = Self(2);
+  pub const Promote: Self = Self(3);
+  pub const Update: Self = Self(4);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 4;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::List,
+    Self::Add,
+    Self::Remove,
+    Self::Promote,
+    Self::Update,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::List => Some("List"),
+      Self::Add => Some("Add"),
+      Self::Remove => Some("Remove"),
+      Self::Promote => Some("Promote"),
+      Self::Update => Some("Update"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for MemberAction {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for MemberAction {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for MemberAction {
+    type Output = MemberAction;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for MemberAction {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for MemberAction {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for MemberAction {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REQUEST_BODY: u8 = 17;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 18] = [
   RequestBody::NONE,
   RequestBody::RangeRequest,
   RequestBody::PutRequest,
@@ -950,6 +1046,7 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 17] = [
   RequestBody::StatusRequest,
   RequestBody::AlarmRequest,
   RequestBody::LeaderRequest,
+  RequestBody::MemberRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -974,9 +1071,10 @@ impl RequestBody {
   pub const StatusRequest: Self = Self(14);
   pub const AlarmRequest: Self = Self(15);
   pub const LeaderRequest: Self = Self(16);
+  pub const MemberRequest: Self = Self(17);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 16;
+  pub const ENUM_MAX: u8 = 17;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeRequest,
@@ -995,6 +1093,7 @@ impl RequestBody {
     Self::StatusRequest,
     Self::AlarmRequest,
     Self::LeaderRequest,
+    Self::MemberRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1016,6 +1115,7 @@ impl RequestBody {
       Self::StatusRequest => Some("StatusRequest"),
       Self::AlarmRequest => Some("AlarmRequest"),
       Self::LeaderRequest => Some("LeaderRequest"),
+      Self::MemberRequest => Some("MemberRequest"),
       _ => None,
     }
   }
@@ -1075,10 +1175,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 17;
+pub const ENUM_MAX_ERROR_CODE: u16 = 18;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 18] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
   ErrorCode::Unknown,
   ErrorCode::BadRequest,
   ErrorCode::TooLarge,
@@ -1097,6 +1197,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 18] = [
   ErrorCode::NoSpace,
   ErrorCode::NoLeader,
   ErrorCode::OutcomeUnknown,
+  ErrorCode::Learner,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1122,9 +1223,10 @@ impl ErrorCode {
   pub const NoSpace: Self = Self(15);
   pub const NoLeader: Self = Self(16);
   pub const OutcomeUnknown: Self = Self(17);
+  pub const Learner: Self = Self(18);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 17;
+  pub const ENUM_MAX: u16 = 18;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::BadRequest,
@@ -1144,6 +1246,7 @@ impl ErrorCode {
     Self::NoSpace,
     Self::NoLeader,
     Self::OutcomeUnknown,
+    Self::Learner,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1166,6 +1269,7 @@ impl ErrorCode {
       Self::NoSpace => Some("NoSpace"),
       Self::NoLeader => Some("NoLeader"),
       Self::OutcomeUnknown => Some("OutcomeUnknown"),
+      Self::Learner => Some("Learner"),
       _ => None,
     }
   }
@@ -1223,10 +1327,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 15;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 16;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 16] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 17] = [
   ResponseBody::NONE,
   ResponseBody::RangeResponse,
   ResponseBody::PutResponse,
@@ -1243,6 +1347,7 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 16] = [
   ResponseBody::Error,
   ResponseBody::AlarmResponse,
   ResponseBody::LeaderResponse,
+  ResponseBody::MemberResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1266,9 +1371,10 @@ impl ResponseBody {
   pub const Error: Self = Self(13);
   pub const AlarmResponse: Self = Self(14);
   pub const LeaderResponse: Self = Self(15);
+  pub const MemberResponse: Self = Self(16);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 15;
+  pub const ENUM_MAX: u8 = 16;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeResponse,
@@ -1286,6 +1392,7 @@ impl ResponseBody {
     Self::Error,
     Self::AlarmResponse,
     Self::LeaderResponse,
+    Self::MemberResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1306,6 +1413,7 @@ impl ResponseBody {
       Self::Error => Some("Error"),
       Self::AlarmResponse => Some("AlarmResponse"),
       Self::LeaderResponse => Some("LeaderResponse"),
+      Self::MemberResponse => Some("MemberResponse"),
       _ => None,
     }
   }
@@ -5989,6 +6097,481 @@ impl ::core::fmt::Debug for LeaderResponse<'_> {
       ds.finish()
   }
 }
+pub enum MemberRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MemberRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberRequest<'a> {
+  type Inner = MemberRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberRequest<'a> {
+  pub const VT_ACTION: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 8;
+  pub const VT_PEER_ADDRESS: ::flatbuffers::VOffsetT = 10;
+  pub const VT_LEARNER: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MemberRequest<'bldr>> {
+    let mut builder = MemberRequestBuilder::new(_fbb);
+    builder.add_member_id(args.member_id);
+    if let Some(x) = args.peer_address { builder.add_peer_address(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_learner(args.learner);
+    builder.add_action(args.action);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn action(&self) -> MemberAction {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<MemberAction>(MemberRequest::VT_ACTION, Some(MemberAction::List)).unwrap()}
+  }
+  #[inline]
+  pub fn member_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberRequest::VT_MEMBER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MemberRequest::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn peer_address(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MemberRequest::VT_PEER_ADDRESS, None)}
+  }
+  #[inline]
+  pub fn learner(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(MemberRequest::VT_LEARNER, Some(false)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<MemberAction>("action", Self::VT_ACTION, false)?
+     .visit_field::<u64>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("peer_address", Self::VT_PEER_ADDRESS, false)?
+     .visit_field::<bool>("learner", Self::VT_LEARNER, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberRequestArgs<'a> {
+    pub action: MemberAction,
+    pub member_id: u64,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub peer_address: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub learner: bool,
+}
+impl<'a> Default for MemberRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberRequestArgs {
+      action: MemberAction::List,
+      member_id: 0,
+      name: None,
+      peer_address: None,
+      learner: false,
+    }
+  }
+}
+
+pub struct MemberRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_action(&mut self, action: MemberAction) {
+    self.fbb_.push_slot::<MemberAction>(MemberRequest::VT_ACTION, action, MemberAction::List);
+  }
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: u64) {
+    self.fbb_.push_slot::<u64>(MemberRequest::VT_MEMBER_ID, member_id, 0);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberRequest::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_peer_address(&mut self, peer_address: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberRequest::VT_PEER_ADDRESS, peer_address);
+  }
+  #[inline]
+  pub fn add_learner(&mut self, learner: bool) {
+    self.fbb_.push_slot::<bool>(MemberRequest::VT_LEARNER, learner, false);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberRequest");
+      ds.field("action", &self.action());
+      ds.field("member_id", &self.member_id());
+      ds.field("name", &self.name());
+      ds.field("peer_address", &self.peer_address());
+      ds.field("learner", &self.learner());
+      ds.finish()
+  }
+}
+pub enum MemberInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MemberInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberInfo<'a> {
+  type Inner = MemberInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberInfo<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PEER_ADDRESS: ::flatbuffers::VOffsetT = 8;
+  pub const VT_LEARNER: ::flatbuffers::VOffsetT = 10;
+  pub const VT_STARTED: ::flatbuffers::VOffsetT = 12;
+  pub const VT_CLIENT_ADDRESS: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MemberInfo<'bldr>> {
+    let mut builder = MemberInfoBuilder::new(_fbb);
+    builder.add_id(args.id);
+    if let Some(x) = args.client_address { builder.add_client_address(x); }
+    if let Some(x) = args.peer_address { builder.add_peer_address(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.add_started(args.started);
+    builder.add_learner(args.learner);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberInfo::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MemberInfo::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn peer_address(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MemberInfo::VT_PEER_ADDRESS, None)}
+  }
+  #[inline]
+  pub fn learner(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(MemberInfo::VT_LEARNER, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn started(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(MemberInfo::VT_STARTED, Some(false)).unwrap()}
+  }
+  #[inline]
+  pub fn client_address(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MemberInfo::VT_CLIENT_ADDRESS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("peer_address", Self::VT_PEER_ADDRESS, false)?
+     .visit_field::<bool>("learner", Self::VT_LEARNER, false)?
+     .visit_field::<bool>("started", Self::VT_STARTED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_address", Self::VT_CLIENT_ADDRESS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberInfoArgs<'a> {
+    pub id: u64,
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub peer_address: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub learner: bool,
+    pub started: bool,
+    pub client_address: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for MemberInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberInfoArgs {
+      id: 0,
+      name: None,
+      peer_address: None,
+      learner: false,
+      started: false,
+      client_address: None,
+    }
+  }
+}
+
+pub struct MemberInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(MemberInfo::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberInfo::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_peer_address(&mut self, peer_address: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberInfo::VT_PEER_ADDRESS, peer_address);
+  }
+  #[inline]
+  pub fn add_learner(&mut self, learner: bool) {
+    self.fbb_.push_slot::<bool>(MemberInfo::VT_LEARNER, learner, false);
+  }
+  #[inline]
+  pub fn add_started(&mut self, started: bool) {
+    self.fbb_.push_slot::<bool>(MemberInfo::VT_STARTED, started, false);
+  }
+  #[inline]
+  pub fn add_client_address(&mut self, client_address: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberInfo::VT_CLIENT_ADDRESS, client_address);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberInfo");
+      ds.field("id", &self.id());
+      ds.field("name", &self.name());
+      ds.field("peer_address", &self.peer_address());
+      ds.field("learner", &self.learner());
+      ds.field("started", &self.started());
+      ds.field("client_address", &self.client_address());
+      ds.finish()
+  }
+}
+pub enum MemberResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MemberResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberResponse<'a> {
+  type Inner = MemberResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberResponse<'a> {
+  pub const VT_MEMBER_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CLUSTER_ID: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MemberResponse<'bldr>> {
+    let mut builder = MemberResponseBuilder::new(_fbb);
+    builder.add_cluster_id(args.cluster_id);
+    builder.add_member_id(args.member_id);
+    if let Some(x) = args.members { builder.add_members(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn member_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberResponse::VT_MEMBER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MemberInfo<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MemberInfo>>>>(MemberResponse::VT_MEMBERS, None)}
+  }
+  #[inline]
+  pub fn cluster_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberResponse::VT_CLUSTER_ID, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("member_id", Self::VT_MEMBER_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MemberInfo>>>>("members", Self::VT_MEMBERS, false)?
+     .visit_field::<u64>("cluster_id", Self::VT_CLUSTER_ID, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberResponseArgs<'a> {
+    pub member_id: u64,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MemberInfo<'a>>>>>,
+    pub cluster_id: u64,
+}
+impl<'a> Default for MemberResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberResponseArgs {
+      member_id: 0,
+      members: None,
+      cluster_id: 0,
+    }
+  }
+}
+
+pub struct MemberResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_member_id(&mut self, member_id: u64) {
+    self.fbb_.push_slot::<u64>(MemberResponse::VT_MEMBER_ID, member_id, 0);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<MemberInfo<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberResponse::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn add_cluster_id(&mut self, cluster_id: u64) {
+    self.fbb_.push_slot::<u64>(MemberResponse::VT_CLUSTER_ID, cluster_id, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberResponse");
+      ds.field("member_id", &self.member_id());
+      ds.field("members", &self.members());
+      ds.field("cluster_id", &self.cluster_id());
+      ds.finish()
+  }
+}
 pub enum StatusRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -6096,6 +6679,7 @@ impl<'a> ShardInfo<'a> {
   pub const VT_LEARNERS: ::flatbuffers::VOffsetT = 24;
   pub const VT_PINNED_LEADER: ::flatbuffers::VOffsetT = 26;
   pub const VT_AVOIDED: ::flatbuffers::VOffsetT = 28;
+  pub const VT_VOTERS_OUTGOING: ::flatbuffers::VOffsetT = 30;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -6114,6 +6698,7 @@ impl<'a> ShardInfo<'a> {
     builder.add_raft_term(args.raft_term);
     builder.add_raft_index(args.raft_index);
     builder.add_leader(args.leader);
+    if let Some(x) = args.voters_outgoing { builder.add_voters_outgoing(x); }
     if let Some(x) = args.avoided { builder.add_avoided(x); }
     if let Some(x) = args.learners { builder.add_learners(x); }
     if let Some(x) = args.voters { builder.add_voters(x); }
@@ -6215,6 +6800,13 @@ impl<'a> ShardInfo<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(ShardInfo::VT_AVOIDED, None)}
   }
+  #[inline]
+  pub fn voters_outgoing(&self) -> Option<::flatbuffers::Vector<'a, u64>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(ShardInfo::VT_VOTERS_OUTGOING, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for ShardInfo<'_> {
@@ -6236,6 +6828,7 @@ impl ::flatbuffers::Verifiable for ShardInfo<'_> {
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("learners", Self::VT_LEARNERS, false)?
      .visit_field::<u64>("pinned_leader", Self::VT_PINNED_LEADER, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("avoided", Self::VT_AVOIDED, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("voters_outgoing", Self::VT_VOTERS_OUTGOING, false)?
      .finish();
     Ok(())
   }
@@ -6254,6 +6847,7 @@ pub struct ShardInfoArgs<'a> {
     pub learners: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
     pub pinned_leader: u64,
     pub avoided: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+    pub voters_outgoing: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
 }
 impl<'a> Default for ShardInfoArgs<'a> {
   #[inline]
@@ -6272,6 +6866,7 @@ impl<'a> Default for ShardInfoArgs<'a> {
       learners: None,
       pinned_leader: 0,
       avoided: None,
+      voters_outgoing: None,
     }
   }
 }
@@ -6334,6 +6929,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ShardInfoBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ShardInfo::VT_AVOIDED, avoided);
   }
   #[inline]
+  pub fn add_voters_outgoing(&mut self, voters_outgoing: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ShardInfo::VT_VOTERS_OUTGOING, voters_outgoing);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ShardInfoBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     ShardInfoBuilder {
@@ -6364,6 +6963,7 @@ impl ::core::fmt::Debug for ShardInfo<'_> {
       ds.field("learners", &self.learners());
       ds.field("pinned_leader", &self.pinned_leader());
       ds.field("avoided", &self.avoided());
+      ds.field("voters_outgoing", &self.voters_outgoing());
       ds.finish()
   }
 }
@@ -6897,6 +7497,21 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_member_request(&self) -> Option<MemberRequest<'a>> {
+    if self.body_type() == RequestBody::MemberRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -6924,6 +7539,7 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::StatusRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<StatusRequest>>("RequestBody::StatusRequest", pos),
           RequestBody::AlarmRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmRequest>>("RequestBody::AlarmRequest", pos),
           RequestBody::LeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaderRequest>>("RequestBody::LeaderRequest", pos),
+          RequestBody::MemberRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberRequest>>("RequestBody::MemberRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -7092,6 +7708,13 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::LeaderRequest => {
           if let Some(x) = self.body_as_leader_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::MemberRequest => {
+          if let Some(x) = self.body_as_member_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -7544,6 +8167,21 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_member_response(&self) -> Option<MemberResponse<'a>> {
+    if self.body_type() == ResponseBody::MemberResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -7571,6 +8209,7 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           ResponseBody::Error => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Error>>("ResponseBody::Error", pos),
           ResponseBody::AlarmResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmResponse>>("ResponseBody::AlarmResponse", pos),
           ResponseBody::LeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaderResponse>>("ResponseBody::LeaderResponse", pos),
+          ResponseBody::MemberResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberResponse>>("ResponseBody::MemberResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -7739,6 +8378,13 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         ResponseBody::LeaderResponse => {
           if let Some(x) = self.body_as_leader_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::MemberResponse => {
+          if let Some(x) = self.body_as_member_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -289,6 +289,39 @@ pub(crate) enum EndpointCommand {
 pub(crate) enum MemberCommand {
     /// The cluster's members.
     List,
+    /// Adds a member (a learner unless `--learner=false`); then start it
+    /// with `--initial-cluster-state existing`.
+    Add {
+        /// Its name (its `--name`).
+        name: String,
+        /// Its peer address (`http://host:port` or `host:port`).
+        #[arg(long)]
+        peer_urls: String,
+        /// Add it as a learner, which votes nowhere until promoted (keel's
+        /// default; `--learner=false` adds a voter, which still catches up
+        /// as a learner in each shard before it votes).
+        #[arg(long, action = clap::ArgAction::Set, num_args = 0..=1,
+              default_value_t = true, default_missing_value = "true")]
+        learner: bool,
+    },
+    /// Removes a member for good (its id is never used again).
+    Remove {
+        /// The member (hex id).
+        id: String,
+    },
+    /// Makes a learner a voter, once it has caught up.
+    Promote {
+        /// The member (hex id).
+        id: String,
+    },
+    /// Changes a member's peer address.
+    Update {
+        /// The member (hex id).
+        id: String,
+        /// Its new peer address.
+        #[arg(long)]
+        peer_urls: String,
+    },
     /// Keeps every shard's leadership off a member (before maintenance).
     Drain {
         /// The member (hex id).
@@ -341,6 +374,24 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// A member id from its hex form (as `member list` prints them).
+/// A peer address from etcd's `--peer-urls` form: one URL, its scheme
+/// and a trailing slash dropped.
+fn peer_address(urls: &str) -> Result<String, Failure> {
+    let mut urls = urls.split(',').map(str::trim).filter(|u| !u.is_empty());
+    let (Some(url), None) = (urls.next(), urls.next()) else {
+        return Err(Failure::bad_args(
+            "--peer-urls takes one URL (a member has one peer address)".to_string(),
+        ));
+    };
+    let address = url.split_once("://").map_or(url, |(_, rest)| rest);
+    Ok(address.trim_end_matches('/').to_string())
+}
+
+/// A membership change may wait for a shard's leader to be found.
+fn member_timeout(timeout: Duration) -> Duration {
+    timeout.max(Duration::from_secs(20))
+}
+
 pub(crate) fn parse_member(text: &str) -> Result<u64, Failure> {
     u64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(|e| {
         Failure::bad_args(format!(
@@ -548,7 +599,45 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
         }
         Command::Member(MemberCommand::List) => {
             let status = timed(timeout, client.status()).await?;
-            crate::output::members(format, &status);
+            let (cluster, members) = timed(timeout, client.member_list_with_cluster()).await?;
+            crate::output::members(format, cluster, status.member_id, &members);
+            Ok(())
+        }
+        Command::Member(MemberCommand::Add {
+            name,
+            peer_urls,
+            learner,
+        }) => {
+            let peer = peer_address(&peer_urls)?;
+            let (cluster, _) = timed(timeout, client.member_list_with_cluster()).await?;
+            let (id, members) = timed(
+                member_timeout(timeout),
+                client.member_add(&name, &peer, learner),
+            )
+            .await?;
+            crate::output::member_added(cluster, id, &name, &peer, &members);
+            Ok(())
+        }
+        Command::Member(MemberCommand::Remove { id }) => {
+            let member = parse_member(&id)?;
+            let (cluster, _) = timed(timeout, client.member_list_with_cluster()).await?;
+            timed(member_timeout(timeout), client.member_remove(member)).await?;
+            println!("Member {member:x} removed from cluster {cluster:x}");
+            Ok(())
+        }
+        Command::Member(MemberCommand::Promote { id }) => {
+            let member = parse_member(&id)?;
+            let (cluster, _) = timed(timeout, client.member_list_with_cluster()).await?;
+            timed(member_timeout(timeout), client.member_promote(member)).await?;
+            println!("Member {member:x} promoted in cluster {cluster:x}");
+            Ok(())
+        }
+        Command::Member(MemberCommand::Update { id, peer_urls }) => {
+            let member = parse_member(&id)?;
+            let peer = peer_address(&peer_urls)?;
+            let (cluster, _) = timed(timeout, client.member_list_with_cluster()).await?;
+            timed(member_timeout(timeout), client.member_update(member, &peer)).await?;
+            println!("Member {member:x} updated in cluster {cluster:x}");
             Ok(())
         }
         Command::Alarm(command) => {

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use clap::ValueEnum;
-use keel_client::proto::{AlarmMember, AlarmType, KeyValue, Status};
+use keel_client::proto::{AlarmMember, AlarmType, KeyValue, MemberInfo, Status};
 use keel_client::{Event, EventKind};
 use serde_json::{json, Value};
 
@@ -474,21 +474,47 @@ pub(crate) fn alarms(format: Format, alarms: &[AlarmMember]) -> CommandResult {
     Ok(())
 }
 
-/// The members: keel is one node, with no peer URL yet.
-pub(crate) fn members(format: Format, status: &Status) {
-    let client_url = format!("http://{}", status.client_address);
+/// `member list` (and the members after a change), as etcdctl prints
+/// them: `member_id` is the answering member.
+pub(crate) fn members(format: Format, cluster_id: u64, member_id: u64, members: &[MemberInfo]) {
+    let url = |address: &str| {
+        if address.is_empty() {
+            String::new()
+        } else {
+            format!("http://{address}")
+        }
+    };
+    let status = |m: &MemberInfo| if m.started { "started" } else { "unstarted" };
     match format {
-        Format::Simple => println!(
-            "{:x}, started, {}, , {client_url}, false",
-            status.member_id, status.name
-        ),
+        Format::Simple => {
+            for m in members {
+                println!(
+                    "{:x}, {}, {}, {}, {}, {}",
+                    m.id,
+                    status(m),
+                    m.name,
+                    url(&m.peer_address),
+                    url(&m.client_address),
+                    m.learner
+                );
+            }
+        }
         Format::Json => print_json(&json!({
-            "header": { "member_id": status.member_id },
-            "members": [{
-                "ID": status.member_id,
-                "name": status.name,
-                "clientURLs": [client_url],
-            }]
+            "header": { "cluster_id": cluster_id, "member_id": member_id },
+            "members": members.iter().map(|m| {
+                let mut member = json!({
+                    "ID": m.id,
+                    "name": m.name,
+                    "peerURLs": [url(&m.peer_address)],
+                });
+                if !m.client_address.is_empty() {
+                    member["clientURLs"] = json!([url(&m.client_address)]);
+                }
+                if m.learner {
+                    member["isLearner"] = json!(true);
+                }
+                member
+            }).collect::<Vec<_>>(),
         })),
         Format::Table => print!(
             "{}",
@@ -501,25 +527,67 @@ pub(crate) fn members(format: Format, status: &Status) {
                     "Client Addrs",
                     "Is Learner",
                 ],
-                &[vec![
-                    format!("{:x}", status.member_id),
-                    "started".into(),
-                    status.name.clone(),
-                    String::new(),
-                    client_url,
-                    "false".into(),
-                ]],
+                &members
+                    .iter()
+                    .map(|m| {
+                        vec![
+                            format!("{:x}", m.id),
+                            status(m).into(),
+                            m.name.clone(),
+                            url(&m.peer_address),
+                            url(&m.client_address),
+                            m.learner.to_string(),
+                        ]
+                    })
+                    .collect::<Vec<_>>(),
             )
         ),
         Format::Fields => {
-            fields_header(status.member_id, 0);
-            println!("\"ID\" : {}", status.member_id);
-            println!("\"Name\" : {}", go_quote(status.name.as_bytes()));
-            println!("\"ClientURL\" : {}", go_quote(client_url.as_bytes()));
-            println!("\"IsLearner\" : false");
-            println!();
+            fields_header(member_id, 0);
+            for m in members {
+                println!("\"ID\" : {}", m.id);
+                println!("\"Name\" : {}", go_quote(m.name.as_bytes()));
+                println!(
+                    "\"PeerURL\" : {}",
+                    go_quote(url(&m.peer_address).as_bytes())
+                );
+                if !m.client_address.is_empty() {
+                    println!(
+                        "\"ClientURL\" : {}",
+                        go_quote(url(&m.client_address).as_bytes())
+                    );
+                }
+                println!("\"IsLearner\" : {}", m.learner);
+                println!();
+            }
         }
     }
+}
+
+/// What `member add` prints: the new member and how to start it.
+pub(crate) fn member_added(
+    cluster_id: u64,
+    id: u64,
+    name: &str,
+    peer: &str,
+    members: &[MemberInfo],
+) {
+    println!("Member {id:x} added to cluster {cluster_id:x}");
+    let initial: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}=http://{}", m.name, m.peer_address))
+        .collect();
+    let initial = initial.join(",");
+    println!();
+    println!("KEEL_NAME=\"{name}\"");
+    println!("KEEL_INITIAL_CLUSTER=\"{initial}\"");
+    println!("KEEL_INITIAL_ADVERTISE_PEER_URLS=\"http://{peer}\"");
+    println!("KEEL_INITIAL_CLUSTER_STATE=\"existing\"");
+    println!();
+    println!(
+        "Start it on an empty data directory with:\n  keel --name {name} --initial-cluster {initial} \
+         --initial-cluster-state existing --listen-peer {peer}"
+    );
 }
 
 #[cfg(test)]
