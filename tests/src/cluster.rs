@@ -175,6 +175,7 @@ impl InProcessCluster {
                 Some(NodeError::InvalidRequest(why)) => {
                     why.contains("still changing") || why.contains("not caught up")
                 }
+                Some(NodeError::Kv(keel_engine::mvcc::KvError::MembersChanged { .. })) => true,
                 Some(NodeError::NotLeader { .. } | NodeError::NoLeader { .. }) => true,
                 Some(_) => false,
             };
@@ -226,8 +227,9 @@ impl InProcessCluster {
         i
     }
 
-    /// Waits until each of `members` follows the member list and has
-    /// every shard's Raft configuration at it (none joint).
+    /// Waits until each of `members` follows the newest member list any
+    /// of them has, and has every shard's Raft configuration at it (none
+    /// joint).
     ///
     /// # Panics
     /// After `within` without.
@@ -235,12 +237,21 @@ impl InProcessCluster {
         let deadline = Instant::now() + within;
         loop {
             let mut unsettled = Vec::new();
+            let newest = members
+                .iter()
+                .filter_map(|i| self.node(*i))
+                .map(|n| n.client().cluster().revision)
+                .max()
+                .unwrap_or(0);
             for &i in members {
                 let Some(node) = self.node(i) else {
                     unsettled.push(format!("m{i}: not running"));
                     continue;
                 };
                 let list = node.client().cluster();
+                if list.revision != newest {
+                    unsettled.push(format!("m{i}: list {} of {newest}", list.revision));
+                }
                 let mut voters = list.voters();
                 let mut learners = list.learners();
                 voters.sort_unstable();

@@ -394,7 +394,7 @@ impl ProcessCluster {
     }
 
     /// Member `i`'s status of each shard, if it answers in time.
-    fn shard_infos(&self, i: usize) -> Option<Vec<keel_proto::ShardInfo>> {
+    pub fn shard_infos(&self, i: usize) -> Option<Vec<keel_proto::ShardInfo>> {
         let client = self.client(i)?;
         let status = self
             .runtime
@@ -554,6 +554,7 @@ impl ProcessCluster {
                 Err(why)
                     if Instant::now() < deadline
                         && (why.contains("still changing")
+                            || why.contains("try again")
                             || why.contains("not caught up")
                             || why.contains("leader")
                             || why.contains("may or may not")

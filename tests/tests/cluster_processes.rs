@@ -616,3 +616,119 @@ fn growing_shrinking_and_replacing_members_under_load_lose_nothing() {
     eprintln!("{changes} membership changes made");
     check(load.finish(), cluster.shards(), "membership");
 }
+
+/// Writes of 1 KiB values over a fixed set of keys from `threads`
+/// threads until `stop`; answers the writes acknowledged.
+fn steady_writes(
+    cluster: &ProcessCluster,
+    threads: usize,
+    stop: &std::sync::atomic::AtomicBool,
+) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let done = AtomicUsize::new(0);
+    let value = "v".repeat(1024);
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let (done, value) = (&done, &value);
+            scope.spawn(move || {
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("steady/{}", (t * 7919 + n) % 10_000);
+                    if matches!(
+                        cluster.put(&key, value),
+                        keel_tests::process_cluster::WriteOutcome::Applied(_)
+                    ) {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    n += 1;
+                }
+            });
+        }
+    });
+    done.into_inner()
+}
+
+/// The time a new member takes to catch up on a shard of 1 GB while
+/// writes go on, and the write rate meanwhile against the rate without it
+/// (docs/membership.md). Long, and writes 1 GB on each of four members:
+/// README, long runs.
+#[test]
+#[ignore = "long (about 2 min in release, 4 GB written): README, long runs"]
+fn a_member_joining_a_shard_of_1_gb_catches_up_while_writes_go_on() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut cluster = ProcessCluster::start(3, 1, 1);
+    // 256 KiB values from 8 writers, 128 MiB at a time, until the shard's
+    // tree file holds 1 GB.
+    let value = "x".repeat(256 << 10);
+    let began = Instant::now();
+    let mut round = 0;
+    let (leader, size) = loop {
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let (cluster, value) = (&cluster, &value);
+                scope.spawn(move || {
+                    for n in 0..64 {
+                        let key = format!("fill/{round}/{t}/{n}");
+                        while !matches!(
+                            cluster.put(&key, value),
+                            keel_tests::process_cluster::WriteOutcome::Applied(_)
+                        ) {}
+                    }
+                });
+            }
+        });
+        round += 1;
+        let leader = cluster.wait_for_leaders(Duration::from_secs(20))[0];
+        let size = cluster.shard_infos(leader).expect("status")[0].db_size;
+        if size >= 1_000_000_000 {
+            break (leader, size);
+        }
+    };
+    eprintln!(
+        "filled {} MiB in {:.1} s; the shard's tree file is {:.2} GB",
+        round * 128,
+        began.elapsed().as_secs_f64(),
+        size as f64 / 1e9
+    );
+    // The rate without a joining member.
+    let window = Duration::from_secs(15);
+    let stop = AtomicBool::new(false);
+    let baseline = std::thread::scope(|scope| {
+        let writes = scope.spawn(|| steady_writes(&cluster, 8, &stop));
+        std::thread::sleep(window);
+        stop.store(true, Ordering::Relaxed);
+        writes.join().expect("writers")
+    });
+    let baseline_rate = baseline as f64 / window.as_secs_f64();
+    // A learner joins; the same writes go on until it has caught up.
+    let joiner = cluster.add_member(true).expect("added");
+    stop.store(false, Ordering::Relaxed);
+    let (caught_up, during) = std::thread::scope(|scope| {
+        let writes = scope.spawn(|| steady_writes(&cluster, 8, &stop));
+        let joined = Instant::now();
+        cluster.start_member(joiner);
+        let deadline = joined + Duration::from_secs(600);
+        let caught_up = loop {
+            let leader_applied = cluster.applied_indexes(leader).unwrap_or_default();
+            let joiner_applied = cluster.applied_indexes(joiner).unwrap_or_default();
+            if let (Some(l), Some(j)) = (leader_applied.first(), joiner_applied.first()) {
+                if j >= l && *l > 0 {
+                    break joined.elapsed();
+                }
+            }
+            assert!(Instant::now() < deadline, "the new member did not catch up");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        stop.store(true, Ordering::Relaxed);
+        (caught_up, writes.join().expect("writers"))
+    });
+    let during_rate = during as f64 / caught_up.as_secs_f64();
+    eprintln!(
+        "a new member caught up on the 1 GB shard in {:.1} s while writes went on: \
+         {during_rate:.0} writes/s meanwhile, {baseline_rate:.0} writes/s without it \
+         ({:.0}%)",
+        caught_up.as_secs_f64(),
+        100.0 * during_rate / baseline_rate
+    );
+    cluster.promote(joiner).expect("promoted once caught up");
+}

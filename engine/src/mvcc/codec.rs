@@ -123,7 +123,7 @@ pub(crate) fn decode_member(id: u64, row: &[u8]) -> Result<MemberRecord> {
 
 /// The Raft configuration row: row version, then voters, learners,
 /// outgoing voters and next learners, each a u32 count and u64 ids, then
-/// the auto-leave byte.
+/// the auto-leave byte and the list revision (u64).
 pub(crate) fn encode_conf_state(conf: &ConfIds) -> Vec<u8> {
     let mut out = vec![ROW_VERSION];
     for list in [
@@ -138,6 +138,7 @@ pub(crate) fn encode_conf_state(conf: &ConfIds) -> Vec<u8> {
         }
     }
     out.push(u8::from(conf.auto_leave));
+    out.extend_from_slice(&conf.list_revision.to_le_bytes());
     out
 }
 
@@ -166,17 +167,19 @@ pub(crate) fn decode_conf_state(row: &[u8]) -> Result<ConfIds> {
     let learners = list()?;
     let voters_outgoing = list()?;
     let learners_next = list()?;
-    let auto_leave = match (row.get(at), row.len() == at + 1) {
+    let auto_leave = match (row.get(at), row.len() == at + 9) {
         (Some(0), true) => false,
         (Some(1), true) => true,
         _ => return Err(bad("conf_state", "bad end")),
     };
+    let list_revision = u64_le(row, at + 1).ok_or_else(|| bad("conf_state", "truncated"))?;
     Ok(ConfIds {
         voters,
         learners,
         voters_outgoing,
         learners_next,
         auto_leave,
+        list_revision,
     })
 }
 

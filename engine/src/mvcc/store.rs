@@ -558,15 +558,26 @@ impl<S: Storage> Store<S> {
     pub fn range_pages(&mut self, request: &RangeRequest) -> KvResult<RangePager<S>> {
         self.check_usable()?;
         let plan = RangePlan::new(request, self.revisions)?;
-        if let Some(held) = self.held.take() {
-            let committed = held.commit_unsynced().map_err(KvError::from);
-            self.note(committed)?;
-        }
+        self.commit_held()?;
         Ok(RangePager {
             snap: self.db.begin_read()?,
             plan,
             progress: RangeProgress::default(),
         })
+    }
+
+    /// Commits the held transaction, unsynced: a reader begun after this
+    /// (a snapshot's copy) sees every applied batch.
+    ///
+    /// # Errors
+    /// Only [`KvError::Storage`]: the shard must stop.
+    pub fn commit_held(&mut self) -> KvResult<()> {
+        self.check_usable()?;
+        if let Some(held) = self.held.take() {
+            let committed = held.commit_unsynced().map_err(KvError::from);
+            self.note(committed)?;
+        }
+        Ok(())
     }
 
     /// The lease `id`.

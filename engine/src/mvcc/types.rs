@@ -331,6 +331,10 @@ pub struct ConfIds {
     pub learners_next: Vec<u64>,
     /// Whether raft-rs leaves the joint configuration by itself.
     pub auto_leave: bool,
+    /// The newest member list a change that made this configuration was
+    /// made for (its revision): a leader following an older list must not
+    /// steer the shard back to it.
+    pub list_revision: u64,
 }
 
 /// The member list as a shard 0 tree holds it.

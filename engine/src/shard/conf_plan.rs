@@ -44,6 +44,12 @@ pub(crate) fn next_step(
     caught_up: impl Fn(u64) -> bool,
 ) -> ConfStep {
     if !conf.voters_outgoing.is_empty() {
+        // A leader that is only an outgoing voter would go on leading a
+        // group it is not in once the joint configuration is left: it
+        // hands over first, and the next leader leaves.
+        if !conf.voters.contains(&leader) {
+            return ConfStep::HandOver;
+        }
         // An empty change leaves the joint configuration.
         return ConfStep::Propose(ConfChangeV2::default());
     }
@@ -167,6 +173,12 @@ mod tests {
             true
         }));
         assert!(changes.is_empty(), "an empty change leaves: {changes:?}");
+        // A leader leaving the group hands over before the joint
+        // configuration is left.
+        assert_eq!(
+            next_step(&conf(&[1, 2], &[], &[1, 2, 3]), &list, 3, |_| true),
+            ConfStep::HandOver
+        );
     }
 
     #[test]

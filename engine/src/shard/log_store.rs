@@ -380,16 +380,25 @@ impl raft::Storage for LogStore {
         Ok(self.last())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         // A follower fell past the WAL's catch-up tail. The replica makes a
         // snapshot after this Ready (a copy of the tree at one commit); until
         // then raft-rs is told to ask again later.
         // One made before will do if it is recent enough for the follower,
         // and the log still goes on from it.
+        // A member whose configuration it does not name (one added after
+        // it was made) refuses it.
         if let Some(made) = self.made.as_ref() {
             let index = made.get_metadata().index;
+            let conf = made.get_metadata().get_conf_state();
+            let names_it = conf
+                .voters
+                .iter()
+                .chain(&conf.learners)
+                .chain(&conf.voters_outgoing)
+                .any(|id| *id == to);
             // raft-rs dies on a snapshot at 0 (of a tree never synced).
-            if index > 0 && index >= request_index && index >= self.floor {
+            if index > 0 && index >= request_index && index >= self.floor && names_it {
                 return Ok(made.clone());
             }
         }
@@ -708,5 +717,38 @@ mod tests {
             Vec::new()
         )
         .is_err());
+    }
+
+    #[test]
+    fn a_snapshot_is_handed_only_to_a_member_its_configuration_names() {
+        let mut log = LogStore::new(
+            HardState::default(),
+            ConfState::default(),
+            (0, 0),
+            &[],
+            Vec::new(),
+        )
+        .unwrap();
+        let mut made = Snapshot::default();
+        made.mut_metadata().index = 5;
+        made.mut_metadata().term = 1;
+        made.mut_metadata().set_conf_state(ConfState {
+            voters: vec![1, 2],
+            learners: vec![3],
+            ..ConfState::default()
+        });
+        log.set_made(made);
+        for named in [2, 3] {
+            assert_eq!(log.snapshot(0, named).unwrap().get_metadata().index, 5);
+        }
+        // Member 4 was added after it was made: it would refuse it, so
+        // another is wanted.
+        assert_eq!(
+            log.snapshot(0, 4),
+            Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable
+            ))
+        );
+        assert_eq!(log.take_wanted(), Some(0));
     }
 }

@@ -47,17 +47,31 @@ impl NodeClient<'_> {
         }
         let cluster = self.cluster();
         let statuses = self.status().await?;
+        // Removing the member the change under way concerns (one that
+        // never started, a promoted learner that died) is let through:
+        // the shards then differ from the list by that member alone.
+        let unfinished = match change {
+            MemberChange::Remove(id) => Some(id),
+            _ => None,
+        };
         for status in &statuses {
-            if !is_settled(status, &cluster) {
+            if !is_settled(status, &cluster, unfinished) {
                 return Err(NodeError::InvalidRequest(format!(
-                    "shard {} is still changing to the member list (voters {:x?}, learners \
-                     {:x?}, leaving {:x?}): one membership change at a time; try again shortly",
-                    status.shard, status.voters, status.learners, status.voters_outgoing
+                    "shard {} is still changing to the member list (its voters {:x?}, \
+                     learners {:x?}, leaving {:x?}; the list's voters {:x?}, learners {:x?}): \
+                     one membership change at a time; try again shortly",
+                    status.shard,
+                    status.voters,
+                    status.learners,
+                    status.voters_outgoing,
+                    cluster.voters(),
+                    cluster.learners()
                 )));
             }
         }
-        let started =
-            |id: u64| id == cluster.me || statuses.iter().any(|s| s.recent_peers.contains(&id));
+        let mut started = self.started_members(&cluster).await?;
+        started.extend(statuses.iter().flat_map(|s| s.recent_peers.iter().copied()));
+        let started = |id: u64| started.contains(&id);
         if let MemberChange::Promote(id) = change {
             if cluster.member(id).is_some_and(|m| m.learner) {
                 self.check_caught_up(id).await?;
@@ -84,12 +98,41 @@ impl NodeClient<'_> {
         Ok((id, Arc::new(membership::with_list(&cluster, &after))))
     }
 
+    /// The members some shard's leader heard from lately (its Raft
+    /// progress of them is recent), and this one. Every member is in every
+    /// shard's group; a leader just elected has heard from few, so every
+    /// shard's leader is asked.
+    async fn started_members(&self, cluster: &Cluster) -> NodeResult<Vec<u64>> {
+        let mut started = vec![cluster.me];
+        for shard in 0..self.shard_count() {
+            for member in cluster.members.iter().map(|m| m.id) {
+                if started.contains(&member) {
+                    continue;
+                }
+                match self
+                    .call(shard, |reply| ShardCall::MemberProgress { member, reply })
+                    .await
+                {
+                    Ok(percent) if percent > 0 => started.push(member),
+                    // Not heard lately, not in the group yet, or no
+                    // leader to ask: another shard may tell.
+                    Ok(_)
+                    | Err(NodeError::InvalidRequest(_))
+                    | Err(NodeError::NoLeader { .. })
+                    | Err(NodeError::NotLeader { .. }) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(started)
+    }
+
     /// Refuses to promote `member` until it holds 90 % of every shard's
     /// log, as its leader sees it.
     async fn check_caught_up(&self, member: u64) -> NodeResult<()> {
         for shard in 0..self.shard_count() {
             let percent = self
-                .call(shard, |reply| ShardCall::LearnerProgress { member, reply })
+                .call(shard, |reply| ShardCall::MemberProgress { member, reply })
                 .await?;
             if percent < PROMOTE_AT_PERCENT {
                 return Err(NodeError::InvalidRequest(format!(
@@ -103,15 +146,35 @@ impl NodeClient<'_> {
     }
 }
 
-/// Whether a shard's configuration, as its status tells, is `cluster`'s.
-fn is_settled(status: &ShardStatus, cluster: &Cluster) -> bool {
-    let conf = raft::eraftpb::ConfState {
-        voters: status.voters.clone(),
-        learners: status.learners.clone(),
-        voters_outgoing: status.voters_outgoing.clone(),
+/// Whether a shard's configuration, as its status tells, is `cluster`'s;
+/// with `except`, leaving that member out of both.
+fn is_settled(status: &ShardStatus, cluster: &Cluster, except: Option<u64>) -> bool {
+    let keep = |ids: &[u64]| -> Vec<u64> {
+        ids.iter()
+            .copied()
+            .filter(|id| Some(*id) != except)
+            .collect()
+    };
+    let mut conf = raft::eraftpb::ConfState {
+        voters: keep(&status.voters),
+        learners: keep(&status.learners),
+        voters_outgoing: keep(&status.voters_outgoing),
         ..raft::eraftpb::ConfState::default()
     };
-    status.stopped.is_none() && conf_plan::is_settled(&conf, cluster)
+    if except.is_some() {
+        // A joint configuration that differs only by `except` is the list
+        // once `except` is out.
+        let mut outgoing = conf.voters_outgoing.clone();
+        let mut incoming = conf.voters.clone();
+        outgoing.sort_unstable();
+        incoming.sort_unstable();
+        if outgoing == incoming {
+            conf.voters_outgoing.clear();
+        }
+    }
+    let mut list = cluster.clone();
+    list.members.retain(|m| Some(m.id) != except);
+    status.stopped.is_none() && conf_plan::is_settled(&conf, &list)
 }
 
 /// A new member id: random, never 0, never a member's or a removed one's.

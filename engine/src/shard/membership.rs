@@ -38,6 +38,8 @@ pub struct ClusterView {
     configured_ids: Arc<ArcSwap<Vec<u64>>>,
     /// Bumped whenever `configured_ids` changes.
     configured_version: Arc<std::sync::atomic::AtomicU64>,
+    /// The list held was not saved (its save failed).
+    unsaved: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for ClusterView {
@@ -57,6 +59,7 @@ impl ClusterView {
             configured: Arc::default(),
             configured_ids: Arc::default(),
             configured_version: Arc::default(),
+            unsaved: Arc::default(),
         }
     }
 
@@ -116,21 +119,41 @@ impl ClusterView {
         self.current.load().revision
     }
 
-    /// Adopts `list`, applied by shard 0, if it is newer than the one held:
-    /// written to the `members` file first, so that a restart starts from
-    /// it.
+    /// Adopts `list`, applied by shard 0, if it is newer than the one held,
+    /// and saves it in the `members` file for the next start. The list is
+    /// the cluster's (committed) whether or not the file could be written:
+    /// the node follows it at once, and a failed save is tried again
+    /// (`save_again`); a start before that replays shard 0 up to it.
     ///
     /// # Errors
-    /// The file could not be written; the view is unchanged.
+    /// The file could not be written (the view changed nonetheless).
     pub(crate) fn adopt(&self, list: &MemberList) -> Result<bool, String> {
         let current = self.load();
         if list.revision <= current.revision {
             return Ok(false);
         }
-        let next = with_list(&current, list);
+        let next = Arc::new(with_list(&current, list));
+        self.current.store(next.clone());
+        self.unsaved
+            .store(true, std::sync::atomic::Ordering::Release);
         write_file(&self.dir, &next)?;
-        self.current.store(Arc::new(next));
+        self.unsaved
+            .store(false, std::sync::atomic::Ordering::Release);
         Ok(true)
+    }
+
+    /// Saves the list again if its last save failed.
+    ///
+    /// # Errors
+    /// The file could not be written.
+    pub(crate) fn save_again(&self) -> Result<(), String> {
+        if !self.unsaved.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        write_file(&self.dir, &self.load())?;
+        self.unsaved
+            .store(false, std::sync::atomic::Ordering::Release);
+        Ok(())
     }
 }
 
@@ -409,10 +432,10 @@ pub(crate) fn make_change(
             }
             // A second voter for a lone one is let through, as etcd does
             // (the way to restore a cluster from one member).
-            let started = started_voters(0);
-            let lone = started == 1 && voters.len() == 1;
-            if !(*learner || lone) && started < quorum(voters.len() + 1) {
-                return Err(unhealthy("adding a voter"));
+            let up = started_voters(0);
+            let lone = up == 1 && voters.len() == 1;
+            if !(*learner || lone) && up < quorum(voters.len() + 1) {
+                return Err(unhealthy("adding a voter", cluster, &started));
             }
             list.members.push(MemberRecord {
                 id: new_id,
@@ -430,7 +453,7 @@ pub(crate) fn make_change(
             }
             // The learner counts as started (etcd's rule).
             if started_voters(0) + 1 < quorum(voters.len() + 1) {
-                return Err(unhealthy("promoting a learner"));
+                return Err(unhealthy("promoting a learner", cluster, &started));
             }
             for m in list.members.iter_mut().filter(|m| m.id == *id) {
                 m.learner = false;
@@ -443,7 +466,7 @@ pub(crate) fn make_change(
                     return Err("the last voter cannot be removed".to_string());
                 }
                 if started_voters(*id) < quorum(voters.len() - 1) {
-                    return Err(unhealthy("removing a voter"));
+                    return Err(unhealthy("removing a voter", cluster, &started));
                 }
             }
             list.members.retain(|m| m.id != *id);
@@ -468,10 +491,18 @@ pub(crate) fn make_change(
     })
 }
 
-fn unhealthy(what: &str) -> String {
+fn unhealthy(what: &str, cluster: &Cluster, started: &dyn Fn(u64) -> bool) -> String {
+    let up: Vec<String> = cluster
+        .voters()
+        .into_iter()
+        .filter(|id| started(*id))
+        .map(|id| format!("{id:x}"))
+        .collect();
     format!(
         "{what} would leave fewer started voters than the new quorum: the cluster would stop \
-         (etcd's strict reconfiguration check); start the members that are down first"
+         (etcd's strict reconfiguration check; voters started: {}); start the members that \
+         are down first",
+        up.join(", ")
     )
 }
 

@@ -190,6 +190,10 @@ impl Node {
                 config.cluster.members.len()
             )));
         }
+        // A joining member's list is recorded before `node.meta`: a crash
+        // between the two leaves no directory that says it belongs to the
+        // cluster without saying who is in it.
+        let view = open_view(&config)?;
         let shards = node_meta::open_or_create(
             &config.data_dir,
             config.shards,
@@ -198,7 +202,6 @@ impl Node {
         )?;
         let core_count = core_count.min(shards);
         let replicated = config.transport.is_some();
-        let view = open_view(&config)?;
         let marks = Arc::new(Watermarks::new(shards));
         let space = Arc::new(NodeSpace::new(
             shards,

@@ -202,9 +202,9 @@ pub(crate) enum ShardCall {
         id: u64,
         revision: Revision,
     },
-    /// How much of the leader's log learner `member` holds, in percent
-    /// (from the leader, wherever it is).
-    LearnerProgress { member: u64, reply: Reply<u64> },
+    /// How much of the leader's log `member` holds, in percent (0 for one
+    /// not heard from lately), from the leader wherever it is.
+    MemberProgress { member: u64, reply: Reply<u64> },
     /// Member `from` asks this replica, as leader, how much of its log
     /// learner `member` holds (call `id`; `remote_codec::Request::Progress`).
     RemoteProgress { from: u64, id: u64, member: u64 },
@@ -312,6 +312,9 @@ pub struct ShardStatus {
     /// The members this replica heard from lately (within two election
     /// timeouts).
     pub recent_peers: Vec<u64>,
+    /// Configuration changes raft-rs refused since the replica started:
+    /// always 0 unless a change was applied twice.
+    pub conf_refusals: u64,
     /// The member its leadership is pinned to (0: none; docs/cluster.md,
     /// "Leadership placement").
     pub pinned_leader: u64,
@@ -336,6 +339,7 @@ impl ShardStatus {
             voters: Vec::new(),
             voters_outgoing: Vec::new(),
             recent_peers: Vec::new(),
+            conf_refusals: 0,
             learners: Vec::new(),
             pinned_leader: 0,
             avoided: Vec::new(),
@@ -363,7 +367,7 @@ impl ShardCall {
             ShardCall::Alarms { reply } => drop(reply.send(Err(error))),
             ShardCall::Watch { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::Status { reply } => drop(reply.send(Err(error))),
-            ShardCall::LearnerProgress { reply, .. } => drop(reply.send(Err(error))),
+            ShardCall::MemberProgress { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::WatchProgress { .. }
             | ShardCall::RemoteProgress { .. }
             | ShardCall::WatchCancel { .. }
@@ -544,6 +548,12 @@ pub(crate) struct Replica {
     confs: VecDeque<(u64, ConfState)>,
     /// The tick of the last configuration change this leader proposed.
     conf_proposed_at: Option<u64>,
+    /// The newest member list revision a change of this shard's
+    /// configuration was made for (`conf_changes.rs`).
+    conf_list_revision: u64,
+    /// Configuration changes raft-rs refused since the replica started
+    /// (never one keel proposes: a sign of a change applied twice).
+    conf_refusals: u64,
     /// The node's cores (the spread is over members and their cores).
     cores: usize,
     /// The tick of this leader's last leadership transfer, if any.
@@ -724,9 +734,20 @@ impl Replica {
         // The tree's configuration is the one as of its applied index (the
         // WAL's state record may be ahead of it, or from before the
         // configuration moved into the tree).
-        let conf_state = match store.conf_ids() {
-            Ok(Some(ids)) => conf_from_ids(ids),
-            Ok(None) => conf_state,
+        // Without the row the shard's configuration never changed (the
+        // WAL's may be ahead of the tree: its first change is replayed).
+        let (conf_state, conf_list_revision) = match store.conf_ids() {
+            Ok(Some(ids)) => {
+                let revision = ids.list_revision;
+                (conf_from_ids(ids), revision)
+            }
+            Ok(None) => {
+                let conf = ConfState {
+                    voters: config.bootstrap.voters(),
+                    ..ConfState::default()
+                };
+                (conf, 0)
+            }
             Err(e) => return Err(start_error(shard, "configuration", e)),
         };
         let applied = store.applied_index();
@@ -804,6 +825,8 @@ impl Replica {
             view: config.view.clone(),
             confs,
             conf_proposed_at: None,
+            conf_list_revision,
+            conf_refusals: 0,
             cores: config.cores,
             transferred_at: None,
             heard_at: HashMap::new(),
@@ -969,6 +992,7 @@ impl Replica {
                 self.raw.tick();
                 self.spread_leadership();
                 self.reconcile_conf();
+                self.save_members_again();
                 self.retry_read_index();
                 self.lease_checkpoints();
                 self.check_wal_space();
@@ -1042,6 +1066,7 @@ impl Replica {
             voters: conf.voters,
             learners: conf.learners,
             voters_outgoing: conf.voters_outgoing,
+            conf_refusals: self.conf_refusals,
             recent_peers: self
                 .heard_at
                 .iter()
@@ -1307,7 +1332,7 @@ impl Replica {
                 self.wait_for(index, (self.ticks, waiter));
             }
             ShardCall::RemoteClose { from, id, revision } => self.close_for(from, id, revision),
-            ShardCall::LearnerProgress { member, reply } => self.learner_progress(member, reply),
+            ShardCall::MemberProgress { member, reply } => self.learner_progress(member, reply),
             ShardCall::RemoteProgress { from, id, member } => {
                 let answer = self.progress_here(member);
                 if let Some(transport) = &self.transport {
@@ -2324,6 +2349,12 @@ impl Replica {
         if self.raw.store().take_wanted().is_none() {
             return;
         }
+        // Everything applied goes into the copy: a member just added has
+        // its configuration change in it, and takes the snapshot.
+        if let Err(e) = self.store.commit_held() {
+            self.fail(format!("snapshot: {e}"));
+            return;
+        }
         let (index, file) = match snapshot::make(&self.store, &self.dir, self.tree_options.clone())
         {
             Ok(made) => made,
@@ -2580,11 +2611,13 @@ impl Replica {
         // as quiet (`watermarks.rs`).
         self.marks
             .published(self.shard, std::mem::take(&mut self.settled));
-        for (writer, result) in answers {
-            let _ = writer.send(result.map_err(NodeError::from));
-        }
+        // The node follows a new member list before its writer hears: a
+        // change made next from here starts from it.
         if members_changed {
             self.members_applied();
+        }
+        for (writer, result) in answers {
+            let _ = writer.send(result.map_err(NodeError::from));
         }
         let bytes = entries.iter().map(|e| e.data.len() as u64).sum::<u64>();
         self.applied_through(last, entries.len() as u64, bytes);

@@ -20,8 +20,9 @@ use crate::peer::wire::{Reader, WireError, VERSION};
 
 /// The first bytes of a join request.
 pub const JOIN_MAGIC: &[u8; 8] = b"KEELJOIN";
-/// The largest answer taken: 64 members of two 255-byte fields, twice.
-const MAX_ANSWER_BYTES: usize = 1 << 16;
+/// The largest answer taken: two lists of 64 members of two 255-byte
+/// fields (about 67 KB), and room for a long history of removed ids.
+const MAX_ANSWER_BYTES: usize = 4 << 20;
 
 /// What a member tells one that joins.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,14 +31,21 @@ pub(crate) fn conf_from_ids(ids: ConfIds) -> ConfState {
     }
 }
 
-fn ids_from_conf(conf: &ConfState) -> ConfIds {
+fn ids_from_conf(conf: &ConfState, list_revision: u64) -> ConfIds {
     ConfIds {
         voters: conf.voters.clone(),
         learners: conf.learners.clone(),
         voters_outgoing: conf.voters_outgoing.clone(),
         learners_next: conf.learners_next.clone(),
         auto_leave: conf.auto_leave,
+        list_revision,
     }
+}
+
+/// The list revision a change was made for, from its context (8 bytes,
+/// little-endian; 0 for none).
+fn list_revision_of(change: &ConfChangeV2) -> u64 {
+    <[u8; 8]>::try_from(&change.context[..]).map_or(0, u64::from_le_bytes)
 }
 
 /// Whether a learner whose log matches the leader's up to `matched` has
@@ -63,6 +70,7 @@ impl Replica {
                 Err("not a version 2 configuration change".to_string())
             }
         };
+        let made_for = change.as_ref().map_or(0, list_revision_of);
         let conf = match change.map(|change| self.raw.apply_conf_change(&change)) {
             Ok(Ok(conf)) => {
                 tracing::info!(
@@ -76,7 +84,10 @@ impl Replica {
                 conf
             }
             Ok(Err(e)) => {
-                tracing::warn!(
+                // Every replica refuses it alike; counted, since a change
+                // keel proposes is never one raft-rs refuses.
+                self.conf_refusals += 1;
+                tracing::error!(
                     shard = self.shard,
                     index = entry.index,
                     "configuration change refused: {e}"
@@ -92,8 +103,9 @@ impl Replica {
                 self.raw.raft.prs().conf().to_conf_state()
             }
         };
+        self.conf_list_revision = self.conf_list_revision.max(made_for);
         self.store
-            .record_conf(entry.index, &ids_from_conf(&conf))
+            .record_conf(entry.index, &ids_from_conf(&conf, self.conf_list_revision))
             .map_err(|e| e.to_string())?;
         self.raw.mut_store().set_conf_state(conf.clone());
         self.publish_conf(&conf);
@@ -136,6 +148,9 @@ impl Replica {
 
     /// A snapshot installed: the configuration is the snapshot's.
     pub(super) fn conf_installed(&mut self, index: u64, conf: ConfState) {
+        if let Ok(Some(ids)) = self.store.conf_ids() {
+            self.conf_list_revision = ids.list_revision;
+        }
         self.raw.mut_store().set_conf_state(conf.clone());
         self.publish_conf(&conf);
         self.confs.clear();
@@ -166,11 +181,20 @@ impl Replica {
                 "member list changed"
             ),
             Ok(false) => {}
-            // The list is the cluster's, applied; only this node's copy
-            // for its next start failed. It is written again with the
-            // next change; until then a restart starts from the older one
-            // and catches up from shard 0.
+            // The list is the cluster's, applied, and followed; only this
+            // node's copy for its next start failed. It is saved again on
+            // the next tick; a restart before that replays shard 0 to it.
             Err(e) => tracing::error!("the member list could not be saved: {e}"),
+        }
+    }
+
+    /// On shard 0's tick: saves the member list again if its last save
+    /// failed.
+    pub(super) fn save_members_again(&self) {
+        if self.shard == 0 {
+            if let Err(e) = self.view.save_again() {
+                tracing::error!("the member list could not be saved: {e}");
+            }
         }
     }
 
@@ -189,8 +213,14 @@ impl Replica {
         {
             return;
         }
-        let conf = self.raw.raft.prs().conf().to_conf_state();
         let cluster = self.view.load();
+        if cluster.revision < self.conf_list_revision {
+            // This member has not applied (on its shard 0) the list the
+            // shard was last changed for: steering by its list would undo
+            // that change. It waits to catch up.
+            return;
+        }
+        let conf = self.raw.raft.prs().conf().to_conf_state();
         let last = self.raw.raft.raft_log.last_index();
         let me = self.raw.raft.id;
         let step = {
@@ -205,7 +235,8 @@ impl Replica {
             ConfStep::Propose(change) => {
                 tracing::info!(shard = self.shard, change = ?change, "proposing a configuration change");
                 self.conf_proposed_at = Some(self.ticks);
-                if let Err(e) = self.raw.propose_conf_change(Vec::new(), change) {
+                let context = cluster.revision.to_le_bytes().to_vec();
+                if let Err(e) = self.raw.propose_conf_change(context, change) {
                     tracing::warn!(shard = self.shard, "configuration change not proposed: {e}");
                 }
             }
@@ -220,7 +251,8 @@ impl Replica {
             return;
         }
         let me = self.raw.raft.id;
-        let voters = self.raw.raft.prs().conf().voters().ids();
+        // In a joint configuration, only an incoming voter stays.
+        let voters = self.raw.raft.prs().conf().to_conf_state().voters;
         let target = self
             .raw
             .raft
@@ -229,7 +261,7 @@ impl Replica {
             .filter(|(id, p)| {
                 **id != me
                     && p.recent_active
-                    && voters.contains(**id)
+                    && voters.contains(id)
                     && cluster.member(**id).is_some_and(|m| !m.learner)
             })
             .max_by_key(|(_, p)| p.matched)

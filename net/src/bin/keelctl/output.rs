@@ -181,7 +181,7 @@ impl StatusColumns {
             status.version.clone(),
             humanize_bytes(self.db_size),
             self.leads_all.to_string(),
-            "false".to_string(),
+            is_learner(status).to_string(),
             self.raft_term.to_string(),
             self.raft_index.to_string(),
             self.applied_index.to_string(),
@@ -193,6 +193,14 @@ impl StatusColumns {
 /// The member id of the leader etcdctl's `leader` field names: this member
 /// when it leads every shard, else the leader of shard 0 (each shard has
 /// its own; `-w json` and `--cluster` show them all).
+/// Whether the endpoint is a learner: its shards have it as one.
+fn is_learner(status: &Status) -> bool {
+    status
+        .shard_info
+        .iter()
+        .any(|s| s.learners.contains(&status.member_id))
+}
+
 fn leader_of_all(status: &Status) -> u64 {
     status
         .shard_info
@@ -337,7 +345,7 @@ pub(crate) fn status(format: Format, endpoints: &str, status: &Status) {
             println!("\"Version\" : {}", go_quote(status.version.as_bytes()));
             println!("\"DBSize\" : {db_size}");
             println!("\"Leader\" : {}", leader_of_all(status));
-            println!("\"IsLearner\" : false");
+            println!("\"IsLearner\" : {}", is_learner(status));
             println!("\"RaftIndex\" : {}", columns.raft_index);
             println!("\"RaftTerm\" : {}", columns.raft_term);
             println!("\"RaftAppliedIndex\" : {}", columns.applied_index);
