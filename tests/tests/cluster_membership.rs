@@ -430,3 +430,34 @@ fn a_member_joining_after_the_log_was_trimmed_gets_the_list_by_snapshot() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn members_are_added_promoted_and_removed_while_the_network_drops_duplicates_and_delays() {
+    let mut cluster = InProcessCluster::start(3, 2, 1, seed());
+    cluster.wait_for_leaders(Duration::from_secs(20));
+    cluster.net.set_faults(keel_tests::mem_net::Faults {
+        drop: 0.05,
+        duplicate: 0.05,
+        delay: 0.2,
+        max_delay: Duration::from_millis(30),
+    });
+    let written = Written::default();
+    // 3 -> 4 (a learner, promoted) -> 3 (the first member removed), every
+    // step while messages are lost, repeated and held back.
+    let added = grow(&mut cluster, &written, true);
+    shrink(&mut cluster, &written, 0);
+    let stats = cluster.net.stats();
+    cluster.net.heal();
+    eprintln!(
+        "{} writes acknowledged, {} unknown, {} refused; network {stats:?}",
+        written.count(),
+        written.unknown.load(Ordering::Relaxed),
+        written.refused.load(Ordering::Relaxed)
+    );
+    assert!(stats.dropped > 0 && stats.duplicated > 0 && stats.delayed > 0);
+    assert!(written.count() >= 20, "too few writes to mean anything");
+    let staying = vec![1, 2, added];
+    cluster.wait_until_settled(&staying, SETTLE_WITHIN);
+    check_every_write(&cluster, &staying, &written);
+    no_change_refused(&cluster, &staying);
+}

@@ -732,3 +732,73 @@ fn a_member_joining_a_shard_of_1_gb_catches_up_while_writes_go_on() {
     );
     cluster.promote(joiner).expect("promoted once caught up");
 }
+
+/// Promotes learner `learner` and SIGKILLs the leader of the first shard
+/// seen in a joint configuration (between entering it and leaving it);
+/// answers the member killed, or `None` when every shard left its joint
+/// configuration before it was seen.
+fn kill_a_joint_leader(cluster: &ProcessCluster, learner: usize) -> Option<usize> {
+    cluster.promote(learner).expect("promoted");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        for i in cluster.counted() {
+            let Some(infos) = cluster.shard_infos(i) else {
+                continue;
+            };
+            for info in infos.iter().filter(|s| !s.voters_outgoing.is_empty()) {
+                if let Some(leader) = cluster.members.iter().position(|m| m.id == info.leader) {
+                    cluster.kill(leader);
+                    eprintln!(
+                        "SIGKILLed m{leader}, leader of shard {} in a joint configuration",
+                        info.shard
+                    );
+                    return Some(leader);
+                }
+            }
+        }
+        let settled = cluster.counted().into_iter().all(|i| {
+            cluster.shard_infos(i).is_some_and(|infos| {
+                infos
+                    .iter()
+                    .all(|s| s.voters_outgoing.is_empty() && s.learners.is_empty())
+            })
+        });
+        if settled {
+            return None;
+        }
+    }
+    None
+}
+
+/// Under a recorded load, the leader of a shard in a joint configuration
+/// (a learner being promoted) is SIGKILLed: the next leader leaves the
+/// joint configuration, the cluster keeps serving, and the history is
+/// linearizable.
+#[test]
+fn a_leader_killed_in_a_joint_configuration_is_left_and_nothing_is_lost() {
+    let mut cluster = ProcessCluster::start(3, 2, 1);
+    let load = Load::new();
+    let mut killed = None;
+    for attempt in 0..3 {
+        let learner = cluster.add_member(true).expect("added");
+        cluster.start_member(learner);
+        under_load(&cluster, &load, 30 + attempt, |c| {
+            c.wait_until_settled(&c.counted(), Duration::from_secs(60));
+            killed = kill_a_joint_leader(c, learner);
+        });
+        if killed.is_some() {
+            break;
+        }
+    }
+    let killed = killed.expect("no shard was seen in its joint configuration in three promotions");
+    under_load(&cluster, &load, 40, |c| {
+        let alive: Vec<usize> = c.counted().into_iter().filter(|i| *i != killed).collect();
+        c.wait_until_settled(&alive, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_secs(1));
+    });
+    cluster.start_member(killed);
+    under_load(&cluster, &load, 41, |c| {
+        c.wait_until_settled(&c.counted(), Duration::from_secs(60));
+    });
+    check(load.finish(), cluster.shards(), "joint");
+}
