@@ -206,6 +206,17 @@ fn one_member_grows_to_three_and_five_and_shrinks_to_three_under_writes() {
     assert!(written.count() >= 50, "too few writes to mean anything");
     check_every_write(&cluster, &staying, &written);
     no_change_refused(&cluster, &staying);
+    // The last change (a removal) changed every shard: each records the
+    // list it was made for.
+    for &i in &staying {
+        for status in cluster.status(i).expect("status") {
+            assert_eq!(
+                status.conf_list_revision, list.revision,
+                "m{i} shard {}",
+                status.shard
+            );
+        }
+    }
 }
 
 /// No replica of `members` had a configuration change refused by raft-rs

@@ -167,12 +167,20 @@ pub(crate) fn decode_conf_state(row: &[u8]) -> Result<ConfIds> {
     let learners = list()?;
     let voters_outgoing = list()?;
     let learners_next = list()?;
-    let auto_leave = match (row.get(at), row.len() == at + 9) {
-        (Some(0), true) => false,
-        (Some(1), true) => true,
+    // Rows written before the list revision was kept end at auto-leave
+    // (their revision reads as 0: nothing to wait for).
+    let list_revision = match row.len() {
+        len if len == at + 9 => {
+            u64_le(row, at + 1).ok_or_else(|| bad("conf_state", "truncated"))?
+        }
+        len if len == at + 1 => 0,
         _ => return Err(bad("conf_state", "bad end")),
     };
-    let list_revision = u64_le(row, at + 1).ok_or_else(|| bad("conf_state", "truncated"))?;
+    let auto_leave = match row.get(at) {
+        Some(0) => false,
+        Some(1) => true,
+        _ => return Err(bad("conf_state", "bad auto-leave byte")),
+    };
     Ok(ConfIds {
         voters,
         learners,
@@ -601,6 +609,31 @@ pub(crate) fn decode_meta(row: &[u8]) -> Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configuration_row_round_trips_and_an_older_one_reads_revision_0() {
+        let conf = ConfIds {
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            voters_outgoing: vec![1, 2],
+            learners_next: Vec::new(),
+            auto_leave: false,
+            list_revision: 77,
+        };
+        let row = encode_conf_state(&conf);
+        assert_eq!(decode_conf_state(&row).unwrap(), conf);
+        let older = &row[..row.len() - 8];
+        assert_eq!(
+            decode_conf_state(older).unwrap(),
+            ConfIds {
+                list_revision: 0,
+                ..conf
+            }
+        );
+        for cut in [1, row.len() - 9, row.len() - 1] {
+            assert!(decode_conf_state(&row[..cut]).is_err(), "{cut}");
+        }
+    }
 
     fn sample() -> KeyValue {
         KeyValue {

@@ -580,6 +580,24 @@ impl<S: Storage> Store<S> {
         Ok(())
     }
 
+    /// [`Store::commit_held`], if the tree file has room for it: on a
+    /// full disk nothing happens and [`KvError::NoSpace`] says so (the
+    /// shard goes on; a snapshot waits for room).
+    ///
+    /// # Errors
+    /// `NoSpace`, or [`KvError::Storage`]: the shard must stop.
+    pub fn commit_held_if_room(&mut self) -> KvResult<()> {
+        self.check_usable()?;
+        if let Some(held) = &self.held {
+            match held.ensure_room(0) {
+                Ok(()) => {}
+                Err(e) if e.is_no_space() => return Err(KvError::NoSpace),
+                Err(e) => return self.note(Err(e.into())),
+            }
+        }
+        self.commit_held()
+    }
+
     /// The lease `id`.
     pub fn lease(&self, id: LeaseId) -> KvResult<Option<LeaseInfo>> {
         let view = self.view()?;

@@ -315,6 +315,9 @@ pub struct ShardStatus {
     /// Configuration changes raft-rs refused since the replica started:
     /// always 0 unless a change was applied twice.
     pub conf_refusals: u64,
+    /// The newest member list revision a change of its configuration was
+    /// made for (docs/membership.md).
+    pub conf_list_revision: u64,
     /// The member its leadership is pinned to (0: none; docs/cluster.md,
     /// "Leadership placement").
     pub pinned_leader: u64,
@@ -340,6 +343,7 @@ impl ShardStatus {
             voters_outgoing: Vec::new(),
             recent_peers: Vec::new(),
             conf_refusals: 0,
+            conf_list_revision: 0,
             learners: Vec::new(),
             pinned_leader: 0,
             avoided: Vec::new(),
@@ -1067,6 +1071,7 @@ impl Replica {
             learners: conf.learners,
             voters_outgoing: conf.voters_outgoing,
             conf_refusals: self.conf_refusals,
+            conf_list_revision: self.conf_list_revision,
             recent_peers: self
                 .heard_at
                 .iter()
@@ -2351,9 +2356,18 @@ impl Replica {
         }
         // Everything applied goes into the copy: a member just added has
         // its configuration change in it, and takes the snapshot.
-        if let Err(e) = self.store.commit_held() {
-            self.fail(format!("snapshot: {e}"));
-            return;
+        match self.store.commit_held_if_room() {
+            Ok(()) => {}
+            Err(e) if e.is_fatal() => {
+                self.fail(format!("snapshot: {e}"));
+                return;
+            }
+            // No room: raft-rs asks again, and a snapshot is made once
+            // there is.
+            Err(e) => {
+                tracing::warn!(shard = self.shard, "no snapshot: {e}");
+                return;
+            }
         }
         let (index, file) = match snapshot::make(&self.store, &self.dir, self.tree_options.clone())
         {

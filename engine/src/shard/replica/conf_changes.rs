@@ -214,12 +214,6 @@ impl Replica {
             return;
         }
         let cluster = self.view.load();
-        if cluster.revision < self.conf_list_revision {
-            // This member has not applied (on its shard 0) the list the
-            // shard was last changed for: steering by its list would undo
-            // that change. It waits to catch up.
-            return;
-        }
         let conf = self.raw.raft.prs().conf().to_conf_state();
         let last = self.raw.raft.raft_log.last_index();
         let me = self.raw.raft.id;
@@ -230,13 +224,21 @@ impl Replica {
                     .is_some_and(|p| p.recent_active && caught_up(p.matched, last))
             })
         };
+        // A leader whose member has not applied (on its shard 0) the list
+        // the shard was last changed for would undo that change by its own
+        // list: it waits to catch up. Leaving a joint configuration and
+        // handing leadership over need no list, and never wait.
+        let behind = cluster.revision < self.conf_list_revision;
         match step {
             ConfStep::Settled | ConfStep::Wait => {}
-            ConfStep::Propose(change) => {
+            ConfStep::Propose(change) if behind && !change.changes.is_empty() => {}
+            ConfStep::Propose(mut change) => {
                 tracing::info!(shard = self.shard, change = ?change, "proposing a configuration change");
                 self.conf_proposed_at = Some(self.ticks);
-                let context = cluster.revision.to_le_bytes().to_vec();
-                if let Err(e) = self.raw.propose_conf_change(context, change) {
+                // The list it was made for travels in the change itself
+                // (the entry's data), where every replica reads it back.
+                change.set_context(cluster.revision.to_le_bytes().to_vec().into());
+                if let Err(e) = self.raw.propose_conf_change(Vec::new(), change) {
                     tracing::warn!(shard = self.shard, "configuration change not proposed: {e}");
                 }
             }
