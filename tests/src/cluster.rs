@@ -374,6 +374,34 @@ impl InProcessCluster {
         }
     }
 
+    /// Writes 7,000 entries of 2 KiB through member `leader` (past a
+    /// leader's 5,000-entry catch-up tail, in 4 MiB WAL segments that tree
+    /// syncs release; keys `w0/0` to `w3/1749`), then waits long enough for
+    /// a tree sync to release the WAL below the tail: a member that missed
+    /// them can only catch up by snapshot.
+    ///
+    /// # Panics
+    /// When a write is not acknowledged.
+    pub fn write_past_the_catch_up_tail(&self, leader: usize) {
+        let value = vec![b'x'; 2048];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        std::thread::scope(|scope| {
+            for writer in 0..4 {
+                let value = &value;
+                scope.spawn(move || {
+                    for n in 0..1_750 {
+                        let key = format!("w{writer}/{n}");
+                        match self.put(leader, key.as_bytes(), value, deadline) {
+                            Outcome::Applied(_) => {}
+                            other => panic!("{key}: {other:?}"),
+                        }
+                    }
+                });
+            }
+        });
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
     /// Reads `key` on member `i`.
     pub fn get(
         &self,

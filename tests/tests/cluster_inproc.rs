@@ -351,24 +351,7 @@ fn leave_a_member_behind(cluster: &mut InProcessCluster) -> usize {
     let leader = cluster.wait_for_leaders(Duration::from_secs(20))[0];
     let away = (leader + 1) % 3;
     cluster.stop_member(away);
-    let value = vec![b'x'; 2048];
-    let deadline = Instant::now() + Duration::from_secs(120);
-    std::thread::scope(|scope| {
-        for writer in 0..4 {
-            let (cluster, value) = (&*cluster, &value);
-            scope.spawn(move || {
-                for n in 0..1_750 {
-                    let key = format!("w{writer}/{n}");
-                    match cluster.put(leader, key.as_bytes(), value, deadline) {
-                        Outcome::Applied(_) => {}
-                        other => panic!("{key}: {other:?}"),
-                    }
-                }
-            });
-        }
-    });
-    // Long enough for a tree sync to release the WAL below the tail.
-    std::thread::sleep(Duration::from_secs(2));
+    cluster.write_past_the_catch_up_tail(leader);
     match cluster.put(
         leader,
         b"last",

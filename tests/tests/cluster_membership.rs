@@ -404,24 +404,7 @@ fn a_member_joining_after_the_log_was_trimmed_gets_the_list_by_snapshot() {
         })
         .expect("updated");
     // Past the leader's catch-up tail: the joiner can only get a snapshot.
-    let value = vec![b'x'; 2048];
-    let deadline = Instant::now() + Duration::from_secs(120);
-    std::thread::scope(|scope| {
-        for writer in 0..4 {
-            let (cluster, value) = (&cluster, &value);
-            scope.spawn(move || {
-                for n in 0..1_750 {
-                    let key = format!("w{writer}/{n}");
-                    match cluster.put(leader, key.as_bytes(), value, deadline) {
-                        Outcome::Applied(_) => {}
-                        other => panic!("{key}: {other:?}"),
-                    }
-                }
-            });
-        }
-    });
-    // Long enough for a tree sync to release the WAL below the tail.
-    std::thread::sleep(Duration::from_secs(2));
+    cluster.write_past_the_catch_up_tail(leader);
     let joined = cluster.start_joiner(joiner);
     cluster.wait_until_settled(&[0, 1, 2, joined], SETTLE_WITHIN);
     assert!(

@@ -97,12 +97,6 @@ impl ClusterView {
         )
     }
 
-    /// Whether frames from member `id` are taken: it is in the list, or
-    /// some local shard's configuration still has it.
-    pub fn may_hear(&self, id: u64) -> bool {
-        self.current.load().member(id).is_some() || self.is_configured(id)
-    }
-
     /// The cluster as this node knows it now.
     pub fn load(&self) -> Arc<Cluster> {
         self.current.load_full()

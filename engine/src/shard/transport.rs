@@ -314,7 +314,7 @@ impl PeerInbox {
         if from == current.me {
             return Err(PeerRefusal::UnknownMember(from));
         }
-        if self.view.may_hear(from) {
+        if current.member(from).is_some() || self.view.is_configured(from) {
             return Ok(());
         }
         if current.was_removed(from) {
