@@ -160,7 +160,16 @@ impl InProcessCluster {
     pub fn change_members(&self, change: MemberChange) -> Result<(u64, Arc<Cluster>), NodeError> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut at = 0;
+        // A change whose outcome is unknown (its write lost with messages)
+        // may have been made: the newest list tells, before it is made
+        // again.
+        let mut maybe_made = false;
         loop {
+            if maybe_made {
+                if let Some(done) = self.made_in_newest_list(&change) {
+                    return Ok(done);
+                }
+            }
             let refusal = match self.node(at % self.size()) {
                 None => None,
                 Some(node) => match with_timeout_long(node.client().change_members(change.clone()))
@@ -177,6 +186,10 @@ impl InProcessCluster {
                 }
                 Some(NodeError::Kv(keel_engine::mvcc::KvError::MembersChanged { .. })) => true,
                 Some(NodeError::NotLeader { .. } | NodeError::NoLeader { .. }) => true,
+                Some(NodeError::OutcomeUnknown { .. }) => {
+                    maybe_made = true;
+                    true
+                }
                 Some(_) => false,
             };
             match refusal {
@@ -186,6 +199,26 @@ impl InProcessCluster {
             at += 1;
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The id `change` concerns and the newest list any running member
+    /// follows, if that list shows the change made.
+    fn made_in_newest_list(&self, change: &MemberChange) -> Option<(u64, Arc<Cluster>)> {
+        let list = (0..self.size())
+            .filter_map(|i| self.node(i))
+            .map(|node| node.client().cluster())
+            .max_by_key(|list| list.revision)?;
+        let id = match change {
+            MemberChange::Add { name, .. } => list.members.iter().find(|m| m.name == *name)?.id,
+            MemberChange::Promote(id) => list.member(*id).filter(|m| !m.learner)?.id,
+            MemberChange::Remove(id) => list.was_removed(*id).then_some(*id)?,
+            MemberChange::Update { id, peer_address } => {
+                list.member(*id)
+                    .filter(|m| m.peer_address == *peer_address)?
+                    .id
+            }
+        };
+        Some((id, list))
     }
 
     /// Adds a member to the list (a learner unless `learner` is false);
