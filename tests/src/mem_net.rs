@@ -12,7 +12,10 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use keel_engine::shard::{CallPart, PeerInbox, RaftMessage, Transport, TransportFactory};
+use keel_engine::btree::CommitImage;
+use keel_engine::shard::{
+    CallPart, PeerInbox, RaftMessage, SnapshotSource, Transport, TransportFactory,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -64,7 +67,7 @@ enum What {
     Raft(RaftMessage),
     /// A snapshot: its message, its file on the sender's side, and where
     /// to say how the send ended.
-    Snapshot(RaftMessage, std::path::PathBuf, flume::Sender<bool>),
+    Snapshot(RaftMessage, CommitImage, flume::Sender<bool>),
     /// A part of a call between members.
     Call(CallPart, u64, Vec<u8>),
 }
@@ -205,21 +208,19 @@ impl TransportFactory for MemFactory {
     }
 }
 
-/// Copies a snapshot's file to where the receiving member takes it, syncs
+/// Writes a snapshot's image where the receiving member takes it, syncs
 /// it, and hands it over: what the TCP transport does over its stream.
 fn receive_snapshot(
     inbox: &PeerInbox,
     shard: usize,
     message: RaftMessage,
-    source: &std::path::Path,
+    source: &CommitImage,
 ) -> bool {
     let index = message.get_snapshot().get_metadata().index;
     let Some(target) = inbox.snapshot_path(shard, message.from, index) else {
         return false;
     };
-    let copied =
-        std::fs::copy(source, &target).and_then(|_| std::fs::File::open(&target)?.sync_all());
-    if copied.is_err() {
+    if source.write_to(&target).is_err() {
         let _ = std::fs::remove_file(&target);
         return false;
     }
@@ -325,8 +326,13 @@ impl Transport for MemTransport {
         hand(&sender, delivery, delay)
     }
 
-    fn send_snapshot(&self, shard: usize, message: RaftMessage, file: std::path::PathBuf) {
+    fn send_snapshot(&self, shard: usize, message: RaftMessage, source: Rc<SnapshotSource>) {
         let to = message.to;
+        // The receiver reads the image on its own thread; the pin stays
+        // here, held until it answers.
+        let Ok(image) = source.image().try_clone() else {
+            return self.inbox.snapshot_sent(shard, to, false);
+        };
         let sender = {
             let mut state = self.net.lock();
             state.stats.snapshots += 1;
@@ -341,7 +347,7 @@ impl Transport for MemTransport {
                     shard,
                     from: self.member,
                     clock: self.inbox.clock_reading(),
-                    what: What::Snapshot(message, file, done),
+                    what: What::Snapshot(message, image, done),
                 })
                 .is_ok()
         });
@@ -358,6 +364,7 @@ impl Transport for MemTransport {
                     },
                 )
                 .await;
+            drop(source);
             inbox.snapshot_sent(shard, to, delivered);
         })
         .detach();

@@ -401,6 +401,21 @@ fn a_member_past_the_catch_up_tail_catches_up_by_snapshot() {
         value_of(&cluster, away, "after", Consistency::Serializable),
         Some(b"y".to_vec())
     );
+    // The snapshot's pin on the leader's tree (which keeps its freed pages
+    // from reuse) is let go once no send holds it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = cluster.leader_of(0).unwrap();
+        let pinned = cluster.status(leader).unwrap_or_default()[0].snapshot_pinned;
+        if pinned == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot at {pinned} is still pinned"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

@@ -619,17 +619,19 @@ fn growing_shrinking_and_replacing_members_under_load_lose_nothing() {
 
 /// Writes of 1 KiB values over a fixed set of keys from `threads`
 /// threads until `stop`; answers the writes acknowledged.
+/// Writes from `threads` threads until `stop`, counting those applied in
+/// `done`; answers the count.
 fn steady_writes(
     cluster: &ProcessCluster,
     threads: usize,
     stop: &std::sync::atomic::AtomicBool,
+    done: &std::sync::atomic::AtomicUsize,
 ) -> usize {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let done = AtomicUsize::new(0);
+    use std::sync::atomic::Ordering;
     let value = "v".repeat(1024);
     std::thread::scope(|scope| {
         for t in 0..threads {
-            let (done, value) = (&done, &value);
+            let value = &value;
             scope.spawn(move || {
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
@@ -645,7 +647,7 @@ fn steady_writes(
             });
         }
     });
-    done.into_inner()
+    done.load(Ordering::Relaxed)
 }
 
 /// The time a new member takes to catch up on a shard of 1 GB while
@@ -653,9 +655,9 @@ fn steady_writes(
 /// (docs/membership.md). Long, and writes 1 GB on each of four members:
 /// README, long runs.
 #[test]
-#[ignore = "long (about 2 min in release, 4 GB written): README, long runs"]
+#[ignore = "long (about 1 min in release, 4 GB written): README, long runs"]
 fn a_member_joining_a_shard_of_1_gb_catches_up_while_writes_go_on() {
-    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     let mut cluster = ProcessCluster::start(3, 1, 1);
     // 256 KiB values from 8 writers, 128 MiB at a time, until the shard's
     // tree file holds 1 GB.
@@ -694,7 +696,7 @@ fn a_member_joining_a_shard_of_1_gb_catches_up_while_writes_go_on() {
     let window = Duration::from_secs(15);
     let stop = AtomicBool::new(false);
     let baseline = std::thread::scope(|scope| {
-        let writes = scope.spawn(|| steady_writes(&cluster, 8, &stop));
+        let writes = scope.spawn(|| steady_writes(&cluster, 8, &stop, &AtomicUsize::new(0)));
         std::thread::sleep(window);
         stop.store(true, Ordering::Relaxed);
         writes.join().expect("writers")
@@ -703,12 +705,17 @@ fn a_member_joining_a_shard_of_1_gb_catches_up_while_writes_go_on() {
     // A learner joins; the same writes go on until it has caught up.
     let joiner = cluster.add_member(true).expect("added");
     stop.store(false, Ordering::Relaxed);
+    let done = AtomicUsize::new(0);
+    // (time since the start, writes applied by then), to show where writes
+    // slowed.
+    let mut timeline = Vec::new();
     let (caught_up, during) = std::thread::scope(|scope| {
-        let writes = scope.spawn(|| steady_writes(&cluster, 8, &stop));
+        let writes = scope.spawn(|| steady_writes(&cluster, 8, &stop, &done));
         let joined = Instant::now();
         cluster.start_member(joiner);
         let deadline = joined + Duration::from_secs(600);
         let caught_up = loop {
+            timeline.push((joined.elapsed(), done.load(Ordering::Relaxed)));
             let leader_applied = cluster.applied_indexes(leader).unwrap_or_default();
             let joiner_applied = cluster.applied_indexes(joiner).unwrap_or_default();
             if let (Some(l), Some(j)) = (leader_applied.first(), joiner_applied.first()) {
@@ -730,7 +737,27 @@ fn a_member_joining_a_shard_of_1_gb_catches_up_while_writes_go_on() {
         caught_up.as_secs_f64(),
         100.0 * during_rate / baseline_rate
     );
+    eprintln!(
+        "writes/s in each half second meanwhile: {:?}",
+        half_second_rates(&timeline)
+    );
     cluster.promote(joiner).expect("promoted once caught up");
+}
+
+/// Write rates in each half second of a timeline of `(time, writes so
+/// far)` samples.
+fn half_second_rates(timeline: &[(Duration, usize)]) -> Vec<usize> {
+    let step = Duration::from_millis(500);
+    let mut rates = Vec::new();
+    let (mut mark, mut at_mark) = (Duration::ZERO, 0);
+    for &(at, writes) in timeline {
+        if at >= mark + step {
+            let seconds = (at - mark).as_secs_f64();
+            rates.push(((writes - at_mark) as f64 / seconds) as usize);
+            (mark, at_mark) = (at, writes);
+        }
+    }
+    rates
 }
 
 /// Promotes learner `learner` and SIGKILLs the leader of the first shard

@@ -733,6 +733,20 @@ impl<S: Storage> ReadTxn<S> {
     }
 }
 
+impl ReadTxn<FileStorage> {
+    /// This snapshot's commit read as a file of its own (`image.rs`): the
+    /// same trees, free list and applied index, opened like any tree file.
+    /// The caller keeps this snapshot open while it reads the image: its
+    /// pin keeps the pages the image reads from being reused.
+    ///
+    /// # Errors
+    /// The file handle could not be copied.
+    pub fn image(&self) -> Result<crate::btree::CommitImage> {
+        let source = self.inner.pages.storage.clone_file()?;
+        Ok(crate::btree::CommitImage::new(source, &self.meta))
+    }
+}
+
 impl<S: Storage> Drop for ReadTxn<S> {
     fn drop(&mut self) {
         let mut state = self.inner.state.borrow_mut();

@@ -33,7 +33,8 @@
 //!   allocator and the on-disk free list;
 //! - `storage` and `mapping`: the file (pwrite + mmap) behind a trait;
 //! - `access`: verified reads; `cursor`: ranges; `db`: the database and
-//!   snapshots; `write`: copy-on-write changes; `commit`: the commit.
+//!   snapshots; `write`: copy-on-write changes; `commit`: the commit;
+//!   `image`: one commit read as a file of its own (a follower's snapshot).
 
 mod access;
 mod commit;
@@ -43,6 +44,7 @@ mod db;
 mod free_space;
 #[doc(hidden)]
 pub mod fuzzing;
+mod image;
 mod mapping;
 mod meta;
 mod node;
@@ -55,6 +57,7 @@ pub use cursor::Range;
 pub use db::{
     CommitSync, Database, Options, PageAudit, ReadTree, ReadTxn, SnapshotSource, SpaceStats,
 };
+pub use image::CommitImage;
 pub use node::{MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use page::PAGE_SIZE;
 pub use storage::{FileStorage, Storage};

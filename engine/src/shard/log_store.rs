@@ -289,6 +289,12 @@ impl LogStore {
         self.made = Some(snapshot);
     }
 
+    /// The snapshot made for followers is gone (its pin released); raft-rs
+    /// asking again gets a new one.
+    pub fn forget_made(&mut self) {
+        self.made = None;
+    }
+
     /// The log after installing a snapshot that ends at `(index, term)`:
     /// every entry at or below it is gone, and so is every entry above it
     /// (the leader sends those after the snapshot).
@@ -337,6 +343,14 @@ impl raft::Storage for LogStore {
             let mut fetches = self.fetches.borrow_mut();
             if !context.can_async() {
                 return Err(raft::Error::Store(StorageError::Compacted));
+            }
+            // raft-rs asks again at each of the follower's answers
+            // (heartbeats too) until the read is done: one read will do.
+            // Each ask read anew made a follower's catch-up read the same
+            // megabyte dozens of times per loop round, while the shard
+            // waited for every read.
+            if fetches.iter().any(|queued| queued.low == low) {
+                return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable));
             }
             if fetches.len() >= MAX_FETCHES {
                 // Not queued: raft-rs asks again at the follower's next
@@ -676,17 +690,32 @@ mod tests {
             .entries(2, 5, Some(100), GetEntriesContext::empty(true))
             .unwrap();
         assert_eq!(got.iter().map(|e| e.index).collect::<Vec<_>>(), vec![2, 3]);
-        // A full queue: nothing queued, and no claim that they are gone
-        // (that would make raft-rs send a snapshot).
-        for _ in 0..MAX_FETCHES {
+        // Asked again before it was read (raft-rs asks at every answer of
+        // the follower, heartbeats too): one read, not one per ask.
+        for _ in 0..10 {
             let _ = log.entries(3, 5, Some(100), GetEntriesContext::empty(true));
         }
-        assert_eq!(log.fetches.borrow().len(), MAX_FETCHES);
+        assert_eq!(log.take_fetches().len(), 1);
+        // A full queue: nothing queued, and no claim that they are gone
+        // (that would make raft-rs send a snapshot).
+        let terms: Vec<(u64, u64)> = (2..200).map(|i| (i, 1)).collect();
+        let long = LogStore::new(
+            HardState::default(),
+            ConfState::default(),
+            (1, 1),
+            &terms,
+            vec![entry(200, 1, b"t")],
+        )
+        .unwrap();
+        for low in 2..2 + MAX_FETCHES as u64 {
+            let _ = long.entries(low, 200, Some(100), GetEntriesContext::empty(true));
+        }
+        assert_eq!(long.fetches.borrow().len(), MAX_FETCHES);
         assert_eq!(
-            log.entries(3, 5, Some(100), GetEntriesContext::empty(true)),
+            long.entries(150, 200, Some(100), GetEntriesContext::empty(true)),
             Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
         );
-        drop(log.take_fetches());
+        assert_eq!(long.fetches.borrow().len(), MAX_FETCHES);
         // A snapshot of a tree never synced (at 0) is never handed out:
         // raft-rs dies on it.
         let mut fresh = LogStore::new(

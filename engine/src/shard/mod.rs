@@ -16,6 +16,7 @@ mod membership;
 mod merge;
 mod node;
 mod node_meta;
+mod own_thread;
 mod placement;
 mod remote;
 mod remote_codec;
@@ -37,9 +38,11 @@ pub use node::{
     Consistency, CoreTask, Node, NodeClient, NodeConfig, TreeSync, DEFAULT_QUOTA_BACKEND_BYTES,
 };
 pub use node_meta::recorded_cluster;
+pub use own_thread::on_own_thread;
 /// A Raft message between replicas, as a [`Transport`] carries it.
 pub use raft::eraftpb::{Message as RaftMessage, MessageType as RaftMessageType};
 pub use replica::{home_of_lease, ShardStatus};
+pub use snapshot::SnapshotSource;
 pub use transport::{
     decode_message, encode_message, CallPart, PeerInbox, PeerRefusal, Transport, TransportFactory,
 };

@@ -114,6 +114,10 @@ const HEARTBEAT_TICKS: usize = 2;
 const MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
 /// Bytes of committed entries handed to apply in one Ready.
 const MAX_COMMITTED_BYTES_PER_READY: u64 = 16 << 20;
+/// How long a snapshot made for followers stays pinned with no send in
+/// flight: long enough for raft-rs to retry a send that failed, or to send
+/// it to a second follower, without pinning another commit.
+const SNAPSHOT_KEPT: Duration = Duration::from_secs(10);
 /// Applied entries the WAL keeps for followers that fell behind, as etcd
 /// keeps 5,000 (`SnapshotCatchUpEntries`): a follower further behind needs
 /// a snapshot.
@@ -323,6 +327,9 @@ pub struct ShardStatus {
     pub pinned_leader: u64,
     /// Members it is never led from (drained).
     pub avoided: Vec<u64>,
+    /// The index of the snapshot this replica keeps pinned for followers
+    /// (0: none): while it lasts, its tree's freed pages are not reused.
+    pub snapshot_pinned: u64,
 }
 
 impl ShardStatus {
@@ -347,6 +354,7 @@ impl ShardStatus {
             learners: Vec::new(),
             pinned_leader: 0,
             avoided: Vec::new(),
+            snapshot_pinned: 0,
         }
     }
 }
@@ -538,8 +546,9 @@ pub(crate) struct Replica {
     tree_options: Options,
     /// The snapshot received last, not yet installed: `(index, file)`.
     received: Option<(u64, std::path::PathBuf)>,
-    /// The snapshot this replica made for followers: its file.
-    made: Option<std::path::PathBuf>,
+    /// The snapshot this replica pinned for followers, with when; each send
+    /// in flight holds it too (`release_snapshot`).
+    made: Option<(Rc<snapshot::SnapshotSource>, Instant)>,
     /// Ticks since the replica started (ReadIndex retries count them).
     ticks: u64,
     /// The cluster as the node follows it: the default spread of
@@ -734,7 +743,7 @@ impl Replica {
             }
             None => (hard_state, installed),
         };
-        snapshot::remove_others(dir, None);
+        snapshot::remove_leftovers(dir);
         // The tree's configuration is the one as of its applied index (the
         // WAL's state record may be ahead of it, or from before the
         // configuration moved into the tree).
@@ -997,6 +1006,7 @@ impl Replica {
                 self.spread_leadership();
                 self.reconcile_conf();
                 self.save_members_again();
+                self.release_snapshot();
                 self.retry_read_index();
                 self.lease_checkpoints();
                 self.check_wal_space();
@@ -1080,6 +1090,7 @@ impl Replica {
                 .collect(),
             pinned_leader: placement.pinned,
             avoided: placement.avoided,
+            snapshot_pinned: self.made.as_ref().map_or(0, |(source, _)| source.index()),
         }
     }
 
@@ -2333,8 +2344,10 @@ impl Replica {
         for message in messages {
             if message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
                 match &self.made {
-                    // The transport streams the file on its own connection.
-                    Some(file) => transport.send_snapshot(self.shard, message, file.clone()),
+                    // The transport streams the image on its own connection.
+                    Some((source, _)) => {
+                        transport.send_snapshot(self.shard, message, source.clone());
+                    }
                     None => self
                         .raw
                         .report_snapshot(message.to, raft::SnapshotStatus::Failure),
@@ -2345,17 +2358,16 @@ impl Replica {
         }
     }
 
-    /// Makes the snapshot raft-rs asked for (a copy of the tree at its last
-    /// commit, `snapshot.rs`), if it did; it is sent when raft-rs next
-    /// tries the follower. The copy runs on this core: a large shard holds
-    /// its core while it is made.
+    /// Makes the snapshot raft-rs asked for, if it did: the tree's last
+    /// commit, pinned and sent as a file image (`snapshot.rs`); raft-rs
+    /// gets it when it next tries the follower. Costs no copy.
     fn make_snapshot(&mut self) {
         // Wanted only when the one made before (if any) would not do.
         if self.raw.store().take_wanted().is_none() {
             return;
         }
-        // Everything applied goes into the copy: a member just added has
-        // its configuration change in it, and takes the snapshot.
+        // Everything applied goes into the snapshot: a member just added
+        // has its configuration change in it, and takes the snapshot.
         match self.store.commit_held_if_room() {
             Ok(()) => {}
             Err(e) if e.is_fatal() => {
@@ -2369,23 +2381,19 @@ impl Replica {
                 return;
             }
         }
-        let (index, file) = match snapshot::make(&self.store, &self.dir, self.tree_options.clone())
-        {
-            Ok(made) => made,
+        let source = match snapshot::pin(&self.store) {
+            // A tree never synced holds nothing to send; the next request
+            // after a sync makes one.
+            Ok(None) => return,
+            Ok(Some(source)) => source,
             Err(e) => {
                 tracing::warn!(shard = self.shard, "no snapshot: {e}");
                 return;
             }
         };
-        // A tree never synced holds nothing to send (and raft-rs dies on a
-        // snapshot at 0); the next request after a sync makes one.
-        if index == 0 {
-            let _ = std::fs::remove_file(&file);
-            return;
-        }
+        let index = source.index();
         let Ok(term) = self.raw.raft.raft_log.term(index) else {
             // Its term is gone from the log: the next request makes another.
-            let _ = std::fs::remove_file(&file);
             return;
         };
         let mut made = raft::eraftpb::Snapshot::default();
@@ -2393,10 +2401,23 @@ impl Replica {
         metadata.index = index;
         metadata.term = term;
         metadata.set_conf_state(self.conf_at(index));
-        snapshot::remove_others(&self.dir, Some(&file));
         self.raw.mut_store().set_made(made);
-        self.made = Some(file);
+        self.made = Some((Rc::new(source), Instant::now()));
         tracing::info!(shard = self.shard, index, "snapshot made for a follower");
+    }
+
+    /// Lets the snapshot made for followers go once no send holds it and
+    /// [`SNAPSHOT_KEPT`] has passed since it was made: its pin keeps the
+    /// tree's freed pages from reuse, so the tree file would grow for as
+    /// long as it lasted.
+    fn release_snapshot(&mut self) {
+        let idle = self.made.as_ref().is_some_and(|(source, made_at)| {
+            Rc::strong_count(source) == 1 && made_at.elapsed() >= SNAPSHOT_KEPT
+        });
+        if idle {
+            self.made = None;
+            self.raw.mut_store().forget_made();
+        }
     }
 
     /// Installs the snapshot of a Ready (`snapshot.rs` has the steps and
@@ -2429,6 +2450,9 @@ impl Replica {
         )
         .map_err(|e| format!("snapshot install: {e}"))?;
         drop(std::mem::replace(&mut self.store, store));
+        // A snapshot made of the old tree is not this tree's.
+        self.made = None;
+        self.raw.mut_store().forget_made();
         self.raw.mut_store().apply_snapshot(index, term);
         self.conf_installed(index, snapshot.get_metadata().get_conf_state().clone());
         let blob = self.raw.store().state_blob();

@@ -1,10 +1,15 @@
 //! Snapshots of a shard for followers that fell past the leader's WAL
 //! (docs/cluster.md, "Snapshots").
 //!
-//! Making one: every tree of the shard's B+-tree file, read at one commit,
-//! is copied into a new file beside it (`snapshot-at-<index>.db`), synced,
-//! with that commit's applied index. The copy is also compacted: it holds
-//! no free pages.
+//! Making one: the tree's last commit is pinned (a read snapshot), and
+//! each follower is sent the bytes of a file holding that commit alone,
+//! read from the live tree file (`btree/image.rs`). Nothing is copied or
+//! written: a copy of a large shard, written at once, filled the page
+//! cache with dirty pages whose writeback stalled every WAL sync on the
+//! disk. The pin lasts while a send is in flight, and a little after
+//! (`Replica::release_snapshot`); meanwhile pages freed by later commits
+//! are not reused, so the tree file grows by what is written during a
+//! send, as etcd's does. The image holds the commit's free pages too.
 //!
 //! Installing one, crash-safe at every step:
 //! 1. the received file is complete and synced (the transport does that);
@@ -19,66 +24,69 @@
 //! old tree and WAL are whole).
 
 use std::io::Write;
-use std::ops::Bound;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::btree::{Database, Options};
+use crate::btree::{CommitImage, ReadTxn};
 use crate::mvcc::Store;
 
 const PENDING: &str = "install.pending";
 
-/// Copies the tree of `store` at its last commit into a new file in `dir`;
-/// answers the commit's applied index and the file.
-///
-/// # Errors
-/// A message naming the failure (the partial file is removed).
-pub(crate) fn make(store: &Store, dir: &Path, options: Options) -> Result<(u64, PathBuf), String> {
-    let read = store
-        .database()
-        .begin_read()
-        .map_err(|e| format!("snapshot read: {e}"))?;
-    let index = read.applied_index();
-    let path = dir.join(format!("snapshot-at-{index}.db"));
-    let copy = || -> Result<(), String> {
-        let _ = std::fs::remove_file(&path);
-        let target = Database::open(&path, options).map_err(|e| e.to_string())?;
-        let mut write = target.begin_write().map_err(|e| e.to_string())?;
-        for name in read.tree_names().map_err(|e| e.to_string())? {
-            let source = read.view(&name).map_err(|e| e.to_string())?;
-            let mut tree = write.tree(&name).map_err(|e| e.to_string())?;
-            for row in source
-                .range(Bound::Unbounded, Bound::Unbounded)
-                .map_err(|e| e.to_string())?
-            {
-                let (key, value) = row.map_err(|e| e.to_string())?;
-                tree.insert(key, value).map_err(|e| e.to_string())?;
-            }
-        }
-        write.set_applied_index(index);
-        write.commit().map_err(|e| e.to_string())?;
-        Ok(())
-    };
-    match copy() {
-        Ok(()) => Ok((index, path)),
-        Err(e) => {
-            let _ = std::fs::remove_file(&path);
-            Err(format!("snapshot copy: {e}"))
-        }
+/// A snapshot for followers: one commit of the shard's tree, pinned, read
+/// as a file of its own while it is sent. Shared (`Rc`) by the replica and
+/// each send in flight; the pin goes with the last of them.
+pub struct SnapshotSource {
+    /// The applied index of the commit.
+    index: u64,
+    image: CommitImage,
+    /// Keeps the commit's pages from being reused while the image is read
+    /// (the invariant of `btree/image.rs`).
+    _pin: ReadTxn,
+}
+
+impl SnapshotSource {
+    /// The applied index the snapshot holds.
+    pub fn index(&self) -> u64 {
+        self.index
+    }
+
+    /// The bytes to send: a tree file holding the commit alone.
+    pub fn image(&self) -> &CommitImage {
+        &self.image
     }
 }
 
-/// Removes snapshot files in `dir` other than `keep`: made ones that were
-/// superseded, and received ones never installed.
-pub(crate) fn remove_others(dir: &Path, keep: Option<&Path>) {
+/// Pins the tree of `store` at its last commit for followers, unless that
+/// commit is the empty tree never synced (index 0: nothing to send, and
+/// raft-rs dies on a snapshot at 0).
+///
+/// # Errors
+/// A message naming the failure.
+pub(crate) fn pin(store: &Store) -> Result<Option<SnapshotSource>, String> {
+    let pin = store
+        .database()
+        .begin_read()
+        .map_err(|e| format!("snapshot read: {e}"))?;
+    let index = pin.applied_index();
+    if index == 0 {
+        return Ok(None);
+    }
+    let image = pin.image().map_err(|e| format!("snapshot image: {e}"))?;
+    Ok(Some(SnapshotSource {
+        index,
+        image,
+        _pin: pin,
+    }))
+}
+
+/// Removes snapshot files in `dir`: received ones never installed, and
+/// copies an older keel made for followers.
+pub(crate) fn remove_leftovers(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let path = entry.path();
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with("snapshot-") && Some(path.as_path()) != keep {
-            let _ = std::fs::remove_file(&path);
+        if entry.file_name().to_string_lossy().starts_with("snapshot-") {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }

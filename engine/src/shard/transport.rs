@@ -25,6 +25,7 @@ use crate::shard::cluster::Cluster;
 use crate::shard::membership::ClusterView;
 use crate::shard::replica::ShardCall;
 use crate::shard::router::{CoreCall, CoreRouter};
+use crate::shard::snapshot::SnapshotSource;
 use crate::shard::watermarks::Watermarks;
 
 /// One core's way to its peers; lives on that core.
@@ -32,12 +33,14 @@ pub trait Transport {
     /// Queues `message` of `shard` for member `message.to`. Never waits.
     fn send(&self, shard: usize, message: Message);
 
-    /// Sends a snapshot: `message` (a `MsgSnapshot`) and the tree file at
-    /// `file`, which stays as it is until the send ends. The receiver gets
-    /// them through [`PeerInbox::deliver_snapshot`] once the whole file is
-    /// durable on its side; the sender's shard hears how it ended through
+    /// Sends a snapshot: `message` (a `MsgSnapshot`) and the tree file
+    /// `source` reads as, which stays as it is while the send holds it
+    /// (drop it when the send ends: its pin keeps the tree's freed pages
+    /// from reuse). The receiver gets them through
+    /// [`PeerInbox::deliver_snapshot`] once the whole file is durable on
+    /// its side; the sender's shard hears how it ended through
     /// [`PeerInbox::snapshot_sent`], within a bounded time. Never waits.
-    fn send_snapshot(&self, shard: usize, message: Message, file: PathBuf);
+    fn send_snapshot(&self, shard: usize, message: Message, source: Rc<SnapshotSource>);
 
     /// Queues one part of a call between members (a write carried to its
     /// shard's leader, or the leader's answer) for member `to`: `bytes`

@@ -28,7 +28,7 @@ struct Flags {
     /// max_watches, watch_progress_interval_ms, inbound_bytes,
     /// frame_timeout_ms, max_connections, answer_bytes, idle_timeout_ms,
     /// initial_cluster, initial_cluster_token, initial_cluster_state,
-    /// listen_peer, advertise_peer).
+    /// listen_peer, advertise_peer, snapshot_send_mib_per_sec).
     #[arg(long)]
     config: Option<PathBuf>,
     /// This member's name.
@@ -123,6 +123,10 @@ struct Flags {
     /// address in --initial-cluster.
     #[arg(long)]
     advertise_peer: Option<SocketAddr>,
+    /// MiB per second one core sends snapshots to followers at, all
+    /// together (a new member's catch-up); 0 is no limit [default: 256].
+    #[arg(long)]
+    snapshot_send_mib_per_sec: Option<u64>,
 }
 
 impl Flags {
@@ -151,6 +155,7 @@ impl Flags {
             initial_cluster_state: self.initial_cluster_state.clone(),
             listen_peer: self.listen_peer,
             advertise_peer: self.advertise_peer,
+            snapshot_send_mib_per_sec: self.snapshot_send_mib_per_sec,
         }
     }
 }

@@ -12,14 +12,14 @@ pub mod wire;
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
 use keel_engine::shard::{
-    encode_message, CallPart, Cluster, PeerInbox, RaftMessage, Transport, TransportFactory,
+    encode_message, CallPart, Cluster, PeerInbox, RaftMessage, SnapshotSource, Transport,
+    TransportFactory,
 };
 
 use self::link::Link;
@@ -63,6 +63,8 @@ pub fn core_address(base: &str, core: usize) -> Result<SocketAddr, String> {
 pub struct PeerTransport {
     /// This member's peer address: core `c` listens on its port plus `c`.
     pub listen: SocketAddr,
+    /// Bytes per second each core sends snapshots at; 0 is no limit.
+    pub snapshot_send_rate: u64,
 }
 
 impl TransportFactory for PeerTransport {
@@ -79,6 +81,7 @@ impl TransportFactory for PeerTransport {
             links_for: std::cell::Cell::new(None),
             inbox,
             streaming: Rc::default(),
+            snapshot_pacer: Rc::new(snapshot_stream::Pacer::new(self.snapshot_send_rate)),
         };
         transport.follow_list();
         Ok(Rc::new(transport))
@@ -98,6 +101,8 @@ struct TcpTransport {
     inbox: PeerInbox,
     /// `(shard, peer)` of the snapshot streams under way: one at a time.
     streaming: Rc<RefCell<HashSet<(usize, u64)>>>,
+    /// Paces this core's snapshot streams, all together.
+    snapshot_pacer: Rc<snapshot_stream::Pacer>,
 }
 
 impl TcpTransport {
@@ -169,7 +174,7 @@ impl Transport for TcpTransport {
             .is_some_and(|(link, _, _)| link.send_call(part, shard, wire::call_bytes(id, &bytes)))
     }
 
-    fn send_snapshot(&self, shard: usize, message: RaftMessage, file: PathBuf) {
+    fn send_snapshot(&self, shard: usize, message: RaftMessage, source: Rc<SnapshotSource>) {
         let Some((_, address, hello)) = self.link(message.to) else {
             self.inbox.snapshot_sent(shard, message.to, false);
             return;
@@ -184,7 +189,14 @@ impl Transport for TcpTransport {
             snapshot: true,
             ..hello
         };
-        let task = snapshot_stream::send(address, hello, shard, message, file);
+        let task = snapshot_stream::send(
+            address,
+            hello,
+            shard,
+            message,
+            source,
+            self.snapshot_pacer.clone(),
+        );
         let (streaming, inbox) = (self.streaming.clone(), self.inbox.clone());
         glommio::spawn_local(async move {
             let delivered = task.await;

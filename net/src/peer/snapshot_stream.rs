@@ -6,14 +6,19 @@
 //! shard how it ended, within bounded time, so raft-rs never waits on a
 //! snapshot that went nowhere.
 
-use std::io::{Read, Write};
+use std::cell::Cell;
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
-use keel_engine::shard::{decode_message, encode_message, PeerInbox, RaftMessage, RaftMessageType};
+use keel_engine::btree::CommitImage;
+use keel_engine::shard::{
+    decode_message, encode_message, PeerInbox, RaftMessage, RaftMessageType, SnapshotSource,
+};
 
 use crate::peer::wire::{Hello, SNAPSHOT_CHUNK_BYTES};
 
@@ -24,17 +29,57 @@ const ANSWER_WAIT: Duration = Duration::from_secs(60);
 /// Bytes of the `MsgSnapshot` at most (its metadata; the data is empty).
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
-/// Sends `file` with `message` to `address`; answers whether the peer
-/// took it.
+/// Paces one core's snapshot streams to a rate, all together: a stream
+/// at full speed takes the core (reading, checksumming and sending a
+/// gigabyte in about a second) and its shards' writes wait for it.
+pub(crate) struct Pacer {
+    /// Bytes per second; 0 is no limit.
+    rate: u64,
+    /// When the bytes taken so far have all had their time.
+    next_free: Cell<Instant>,
+}
+
+impl Pacer {
+    pub(crate) fn new(rate: u64) -> Pacer {
+        Pacer {
+            rate,
+            next_free: Cell::new(Instant::now()),
+        }
+    }
+
+    /// How long `bytes` take at the rate.
+    fn time_for(&self, bytes: usize) -> Duration {
+        if self.rate == 0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(bytes as f64 / self.rate as f64)
+    }
+
+    /// Waits until `bytes` more may go.
+    pub(crate) async fn take(&self, bytes: usize) {
+        let now = Instant::now();
+        // Time not used while no stream sent is not saved up for a burst.
+        let start = self.next_free.get().max(now);
+        self.next_free.set(start + self.time_for(bytes));
+        if start > now {
+            glommio::timer::sleep(start - now).await;
+        }
+    }
+}
+
+/// Sends the tree file `source` reads as, with `message`, to `address`;
+/// answers whether the peer took it. `source` is held (and its commit
+/// pinned) until the send ends.
 pub(crate) async fn send(
     address: SocketAddr,
     hello: Hello,
     shard: usize,
     message: RaftMessage,
-    file: PathBuf,
+    source: Rc<SnapshotSource>,
+    pacer: Rc<Pacer>,
 ) -> bool {
     let to = message.to;
-    match send_file(address, hello, shard, &message, &file).await {
+    match send_file(address, hello, shard, &message, source.image(), &pacer).await {
         Ok(taken) => taken,
         Err(error) => {
             tracing::warn!(shard, peer = %format!("{to:x}"), %error, "snapshot send failed");
@@ -48,12 +93,10 @@ async fn send_file(
     hello: Hello,
     shard: usize,
     message: &RaftMessage,
-    file: &Path,
+    source: &CommitImage,
+    pacer: &Pacer,
 ) -> std::io::Result<bool> {
-    // Opened first: the file stays readable while this sends it, even if a
-    // newer snapshot replaces it on disk.
-    let mut source = std::fs::File::open(file)?;
-    let len = source.metadata()?.len();
+    let len = source.len();
     let mut stream = TcpStream::connect_timeout(address, Duration::from_secs(1)).await?;
     stream.set_nodelay(true)?;
     stream
@@ -71,9 +114,10 @@ async fn send_file(
     let mut chunk = vec![0u8; SNAPSHOT_CHUNK_BYTES];
     let mut left = len;
     while left > 0 {
-        let n = (left as usize).min(chunk.len());
+        let n = usize::try_from(left).map_or(chunk.len(), |left| left.min(chunk.len()));
+        pacer.take(n).await;
         let part = chunk.get_mut(..n).unwrap_or_default();
-        source.read_exact(part)?;
+        source.read_at(part, len - left)?;
         stream.write_all(&(n as u32).to_le_bytes()).await?;
         stream
             .write_all(&crc32fast::hash(part).to_le_bytes())
@@ -121,6 +165,24 @@ pub(crate) async fn receive(
     }
     stream.write_all(&[u8::from(taken)]).await?;
     stream.flush().await
+}
+
+/// Starts writing `[offset, offset + len)` of `file` back to the disk now,
+/// without waiting for it: dirty pages of a snapshot of gigabytes, left
+/// for the final sync, would be written back all at once, and every WAL
+/// sync on the disk would wait behind them. Best effort (the final sync
+/// makes the file durable either way).
+#[allow(unsafe_code)] // sync_file_range: no safe wrapper in std or rustix
+fn start_writeback(file: &std::fs::File, offset: u64, len: usize) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a valid open descriptor and a byte range; the call reads or
+    // writes no memory of this process.
+    let _ = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
 }
 
 fn bad(what: impl Into<String>) -> std::io::Error {
@@ -183,12 +245,35 @@ async fn receive_file(
             return Err(bad("snapshot chunk checksum mismatch"));
         }
         file.write_all(part)?;
+        start_writeback(&file, len - left, n);
         left -= n as u64;
     }
     // Durable before the shard may rename it into place.
-    let synced = glommio::executor()
-        .spawn_blocking(move || file.sync_all())
-        .await;
-    synced?;
+    // On a thread of its own: a sync of gigabytes must not hold the core's
+    // blocking pool, where its tree syncs wait.
+    keel_engine::shard::on_own_thread("keel-snapshot-sync", move || file.sync_all()).await?;
     Ok((shard, message, path))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Each chunk books its time after the ones before it, whatever
+    /// stream sent them; no limit books none.
+    #[test]
+    fn the_pacer_books_each_chunk_after_the_last() {
+        let pacer = Pacer::new(1 << 20);
+        let before = Instant::now();
+        // The first chunk goes at once (nothing was booked), and books a
+        // second: the next one waits for it.
+        futures_lite::future::block_on(pacer.take(1 << 20));
+        let booked = pacer.next_free.get() - before;
+        assert!(booked >= Duration::from_millis(999), "{booked:?}");
+        assert!(booked < Duration::from_secs(2), "{booked:?}");
+        let unlimited = Pacer::new(0);
+        futures_lite::future::block_on(unlimited.take(1 << 30));
+        assert!(unlimited.next_free.get() <= Instant::now());
+    }
 }

@@ -58,7 +58,13 @@ pub struct ClusterSettings {
     /// initial cluster (a proxy or NAT may stand between): `None` is
     /// `listen_peer`.
     pub advertise_peer: Option<SocketAddr>,
+    /// Bytes per second one core sends snapshots at, to all followers
+    /// together; 0 is no limit (docs/membership.md, "Catching up").
+    pub snapshot_send_rate: u64,
 }
+
+/// The default of [`ClusterSettings::snapshot_send_rate`]: 256 MiB/s.
+pub const DEFAULT_SNAPSHOT_SEND_RATE: u64 = 256 << 20;
 
 impl Default for ClusterSettings {
     fn default() -> ClusterSettings {
@@ -68,6 +74,7 @@ impl Default for ClusterSettings {
             initial_cluster_state: "new".to_string(),
             listen_peer: SocketAddr::from(([127, 0, 0, 1], 2380)),
             advertise_peer: None,
+            snapshot_send_rate: DEFAULT_SNAPSHOT_SEND_RATE,
         }
     }
 }
@@ -245,6 +252,8 @@ pub struct Overrides {
     pub listen_peer: Option<SocketAddr>,
     /// See [`ClusterSettings::advertise_peer`].
     pub advertise_peer: Option<SocketAddr>,
+    /// See [`ClusterSettings::snapshot_send_rate`], in MiB per second.
+    pub snapshot_send_mib_per_sec: Option<u64>,
 }
 
 /// A config file that cannot be used.
@@ -319,6 +328,11 @@ impl Overrides {
         if self.advertise_peer.is_some() {
             cluster.advertise_peer = self.advertise_peer;
         }
+        set(
+            &mut cluster.snapshot_send_rate,
+            self.snapshot_send_mib_per_sec
+                .map(|mib| mib.saturating_mul(1 << 20)),
+        );
         let limits = &mut config.limits;
         set(&mut limits.outbound_bytes, self.outbound_bytes);
         set(

@@ -206,6 +206,7 @@ impl Server {
             refuse_taken_ports(config.cluster.listen_peer, peer_ports)?;
             node_config.transport = Some(Arc::new(crate::peer::PeerTransport {
                 listen: config.cluster.listen_peer,
+                snapshot_send_rate: config.cluster.snapshot_send_rate,
             }));
         }
         let node = Arc::new(Node::start(node_config)?);
