@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use keel_engine::btree::CommitImage;
 use keel_engine::shard::{
-    CallPart, PeerInbox, RaftMessage, SnapshotSource, Transport, TransportFactory,
+    CallPart, PeerInbox, PinnedSnapshot, RaftMessage, Transport, TransportFactory,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -65,8 +65,9 @@ struct Delivery {
 
 enum What {
     Raft(RaftMessage),
-    /// A snapshot: its message, its file on the sender's side, and where
-    /// to say how the send ended.
+    /// A snapshot: its message, the image of the sender's pinned tree
+    /// (the sender keeps the pin until this is answered or dropped), and
+    /// where to say how the send ended.
     Snapshot(RaftMessage, CommitImage, flume::Sender<bool>),
     /// A part of a call between members.
     Call(CallPart, u64, Vec<u8>),
@@ -326,7 +327,7 @@ impl Transport for MemTransport {
         hand(&sender, delivery, delay)
     }
 
-    fn send_snapshot(&self, shard: usize, message: RaftMessage, source: Rc<SnapshotSource>) {
+    fn send_snapshot(&self, shard: usize, message: RaftMessage, source: Rc<PinnedSnapshot>) {
         let to = message.to;
         // The receiver reads the image on its own thread; the pin stays
         // here, held until it answers.
@@ -364,8 +365,11 @@ impl Transport for MemTransport {
                     },
                 )
                 .await;
-            drop(source);
             inbox.snapshot_sent(shard, to, delivered);
+            // After a timeout the receiver may still read the image: the
+            // pin stays until it answers or drops the delivery.
+            let _ = outcome.recv_async().await;
+            drop(source);
         })
         .detach();
     }

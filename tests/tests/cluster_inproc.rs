@@ -406,7 +406,10 @@ fn a_member_past_the_catch_up_tail_catches_up_by_snapshot() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let leader = cluster.leader_of(0).unwrap();
-        let pinned = cluster.status(leader).unwrap_or_default()[0].snapshot_pinned;
+        let pinned = cluster
+            .status(leader)
+            .and_then(|shards| shards.first().map(|shard| shard.snapshot_pinned))
+            .expect("the leader's status");
         if pinned == 0 {
             break;
         }

@@ -618,9 +618,8 @@ fn growing_shrinking_and_replacing_members_under_load_lose_nothing() {
 }
 
 /// Writes of 1 KiB values over a fixed set of keys from `threads`
-/// threads until `stop`; answers the writes acknowledged.
-/// Writes from `threads` threads until `stop`, counting those applied in
-/// `done`; answers the count.
+/// threads until `stop`, counting those acknowledged in `done`; answers
+/// the count.
 fn steady_writes(
     cluster: &ProcessCluster,
     threads: usize,

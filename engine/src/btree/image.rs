@@ -25,7 +25,11 @@ use std::path::Path;
 use crate::btree::meta::Meta;
 use crate::btree::page::{FIRST_DATA_PAGE, PAGE_SIZE};
 
-/// The bytes of one commit as a file of its own (see the module).
+/// The bytes of one commit as a file of its own (see the module). It does
+/// not hold the commit's pin: whoever reads it keeps the [`ReadTxn`] it
+/// came from open meanwhile, or reads whatever reused pages hold.
+///
+/// [`ReadTxn`]: crate::btree::ReadTxn
 #[derive(Debug)]
 pub struct CommitImage {
     source: File,

@@ -567,7 +567,7 @@ impl<S: Storage> Store<S> {
     }
 
     /// Commits the held transaction, unsynced: a reader begun after this
-    /// (a snapshot's copy) sees every applied batch.
+    /// (a snapshot for followers) sees every applied batch.
     ///
     /// # Errors
     /// Only [`KvError::Storage`]: the shard must stop.

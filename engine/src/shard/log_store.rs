@@ -348,7 +348,8 @@ impl raft::Storage for LogStore {
             // (heartbeats too) until the read is done: one read will do.
             // Each ask read anew made a follower's catch-up read the same
             // megabyte dozens of times per loop round, while the shard
-            // waited for every read.
+            // waited for every read. (Another follower asking from the
+            // same index is served at its next answer.)
             if fetches.iter().any(|queued| queued.low == low) {
                 return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable));
             }
@@ -396,7 +397,7 @@ impl raft::Storage for LogStore {
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         // A follower fell past the WAL's catch-up tail. The replica makes a
-        // snapshot after this Ready (a copy of the tree at one commit); until
+        // snapshot after this Ready (its tree pinned at one commit); until
         // then raft-rs is told to ask again later.
         // One made before will do if it is recent enough for the follower,
         // and the log still goes on from it.

@@ -42,7 +42,7 @@ pub use own_thread::on_own_thread;
 /// A Raft message between replicas, as a [`Transport`] carries it.
 pub use raft::eraftpb::{Message as RaftMessage, MessageType as RaftMessageType};
 pub use replica::{home_of_lease, ShardStatus};
-pub use snapshot::SnapshotSource;
+pub use snapshot::PinnedSnapshot;
 pub use transport::{
     decode_message, encode_message, CallPart, PeerInbox, PeerRefusal, Transport, TransportFactory,
 };

@@ -1,5 +1,5 @@
-//! Long blocking jobs (a snapshot copied or synced, gigabytes) on a thread
-//! of their own.
+//! Long blocking jobs (a received snapshot of gigabytes synced) on a
+//! thread of their own.
 //!
 //! Not glommio's `spawn_blocking`: its pool has one thread per core, and a
 //! tree sync queued behind a copy of seconds would wait for it, and the

@@ -114,9 +114,9 @@ const HEARTBEAT_TICKS: usize = 2;
 const MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
 /// Bytes of committed entries handed to apply in one Ready.
 const MAX_COMMITTED_BYTES_PER_READY: u64 = 16 << 20;
-/// How long a snapshot made for followers stays pinned with no send in
-/// flight: long enough for raft-rs to retry a send that failed, or to send
-/// it to a second follower, without pinning another commit.
+/// How long a snapshot made for followers stays pinned after no send holds
+/// it: long enough for raft-rs to retry a send that failed, or to send it
+/// to a second follower, without pinning another commit.
 const SNAPSHOT_KEPT: Duration = Duration::from_secs(10);
 /// Applied entries the WAL keeps for followers that fell behind, as etcd
 /// keeps 5,000 (`SnapshotCatchUpEntries`): a follower further behind needs
@@ -329,6 +329,7 @@ pub struct ShardStatus {
     pub avoided: Vec<u64>,
     /// The index of the snapshot this replica keeps pinned for followers
     /// (0: none): while it lasts, its tree's freed pages are not reused.
+    /// A send in flight holds its pin a little longer.
     pub snapshot_pinned: u64,
 }
 
@@ -546,9 +547,10 @@ pub(crate) struct Replica {
     tree_options: Options,
     /// The snapshot received last, not yet installed: `(index, file)`.
     received: Option<(u64, std::path::PathBuf)>,
-    /// The snapshot this replica pinned for followers, with when; each send
-    /// in flight holds it too (`release_snapshot`).
-    made: Option<(Rc<snapshot::SnapshotSource>, Instant)>,
+    /// The snapshot this replica pinned for followers, with when a send
+    /// last held it (or it was made); each send in flight holds it too
+    /// (`release_snapshot`).
+    made: Option<(Rc<snapshot::PinnedSnapshot>, Instant)>,
     /// Ticks since the replica started (ReadIndex retries count them).
     ticks: u64,
     /// The cluster as the node follows it: the default spread of
@@ -2345,10 +2347,15 @@ impl Replica {
             if message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
                 match &self.made {
                     // The transport streams the image on its own connection.
-                    Some((source, _)) => {
+                    // The one raft-rs was handed, by construction (made
+                    // only after a Ready's messages are out); checked all
+                    // the same, as a wrong tree would be installed.
+                    Some((source, _))
+                        if source.index() == message.get_snapshot().get_metadata().index =>
+                    {
                         transport.send_snapshot(self.shard, message, source.clone());
                     }
-                    None => self
+                    _ => self
                         .raw
                         .report_snapshot(message.to, raft::SnapshotStatus::Failure),
                 }
@@ -2406,15 +2413,16 @@ impl Replica {
         tracing::info!(shard = self.shard, index, "snapshot made for a follower");
     }
 
-    /// Lets the snapshot made for followers go once no send holds it and
-    /// [`SNAPSHOT_KEPT`] has passed since it was made: its pin keeps the
-    /// tree's freed pages from reuse, so the tree file would grow for as
-    /// long as it lasted.
+    /// Lets the snapshot made for followers go once no send has held it
+    /// for [`SNAPSHOT_KEPT`]: its pin keeps the tree's freed pages from
+    /// reuse, so the tree file would grow for as long as it lasted.
     fn release_snapshot(&mut self) {
-        let idle = self.made.as_ref().is_some_and(|(source, made_at)| {
-            Rc::strong_count(source) == 1 && made_at.elapsed() >= SNAPSHOT_KEPT
-        });
-        if idle {
+        let Some((source, last_held)) = self.made.as_mut() else {
+            return;
+        };
+        if Rc::strong_count(source) > 1 {
+            *last_held = Instant::now();
+        } else if last_held.elapsed() >= SNAPSHOT_KEPT {
             self.made = None;
             self.raw.mut_store().forget_made();
         }

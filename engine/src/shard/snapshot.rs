@@ -34,7 +34,7 @@ const PENDING: &str = "install.pending";
 /// A snapshot for followers: one commit of the shard's tree, pinned, read
 /// as a file of its own while it is sent. Shared (`Rc`) by the replica and
 /// each send in flight; the pin goes with the last of them.
-pub struct SnapshotSource {
+pub struct PinnedSnapshot {
     /// The applied index of the commit.
     index: u64,
     image: CommitImage,
@@ -43,7 +43,7 @@ pub struct SnapshotSource {
     _pin: ReadTxn,
 }
 
-impl SnapshotSource {
+impl PinnedSnapshot {
     /// The applied index the snapshot holds.
     pub fn index(&self) -> u64 {
         self.index
@@ -61,7 +61,7 @@ impl SnapshotSource {
 ///
 /// # Errors
 /// A message naming the failure.
-pub(crate) fn pin(store: &Store) -> Result<Option<SnapshotSource>, String> {
+pub(crate) fn pin(store: &Store) -> Result<Option<PinnedSnapshot>, String> {
     let pin = store
         .database()
         .begin_read()
@@ -71,7 +71,7 @@ pub(crate) fn pin(store: &Store) -> Result<Option<SnapshotSource>, String> {
         return Ok(None);
     }
     let image = pin.image().map_err(|e| format!("snapshot image: {e}"))?;
-    Ok(Some(SnapshotSource {
+    Ok(Some(PinnedSnapshot {
         index,
         image,
         _pin: pin,

@@ -25,7 +25,7 @@ use crate::shard::cluster::Cluster;
 use crate::shard::membership::ClusterView;
 use crate::shard::replica::ShardCall;
 use crate::shard::router::{CoreCall, CoreRouter};
-use crate::shard::snapshot::SnapshotSource;
+use crate::shard::snapshot::PinnedSnapshot;
 use crate::shard::watermarks::Watermarks;
 
 /// One core's way to its peers; lives on that core.
@@ -40,7 +40,7 @@ pub trait Transport {
     /// [`PeerInbox::deliver_snapshot`] once the whole file is durable on
     /// its side; the sender's shard hears how it ended through
     /// [`PeerInbox::snapshot_sent`], within a bounded time. Never waits.
-    fn send_snapshot(&self, shard: usize, message: Message, source: Rc<SnapshotSource>);
+    fn send_snapshot(&self, shard: usize, message: Message, source: Rc<PinnedSnapshot>);
 
     /// Queues one part of a call between members (a write carried to its
     /// shard's leader, or the leader's answer) for member `to`: `bytes`

@@ -124,7 +124,8 @@ struct Flags {
     #[arg(long)]
     advertise_peer: Option<SocketAddr>,
     /// MiB per second one core sends snapshots to followers at, all
-    /// together (a new member's catch-up); 0 is no limit [default: 256].
+    /// together (a new member's catch-up); 0 is no limit, else at least 8
+    /// [default: 256].
     #[arg(long)]
     snapshot_send_mib_per_sec: Option<u64>,
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use futures_lite::AsyncReadExt;
 use glommio::net::{TcpListener, TcpStream};
 use keel_engine::shard::{
-    encode_message, CallPart, Cluster, PeerInbox, RaftMessage, SnapshotSource, Transport,
+    encode_message, CallPart, Cluster, PeerInbox, PinnedSnapshot, RaftMessage, Transport,
     TransportFactory,
 };
 
@@ -174,7 +174,7 @@ impl Transport for TcpTransport {
             .is_some_and(|(link, _, _)| link.send_call(part, shard, wire::call_bytes(id, &bytes)))
     }
 
-    fn send_snapshot(&self, shard: usize, message: RaftMessage, source: Rc<SnapshotSource>) {
+    fn send_snapshot(&self, shard: usize, message: RaftMessage, source: Rc<PinnedSnapshot>) {
         let Some((_, address, hello)) = self.link(message.to) else {
             self.inbox.snapshot_sent(shard, message.to, false);
             return;

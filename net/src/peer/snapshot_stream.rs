@@ -17,7 +17,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use keel_engine::btree::CommitImage;
 use keel_engine::shard::{
-    decode_message, encode_message, PeerInbox, RaftMessage, RaftMessageType, SnapshotSource,
+    decode_message, encode_message, PeerInbox, PinnedSnapshot, RaftMessage, RaftMessageType,
 };
 
 use crate::peer::wire::{Hello, SNAPSHOT_CHUNK_BYTES};
@@ -26,6 +26,8 @@ use crate::peer::wire::{Hello, SNAPSHOT_CHUNK_BYTES};
 const STALL: Duration = Duration::from_secs(10);
 /// How long the receiver may take to sync and hand over the file.
 const ANSWER_WAIT: Duration = Duration::from_secs(60);
+/// Chunks of a snapshot read ahead of its stream, at most.
+const READ_AHEAD_CHUNKS: usize = 4;
 /// Bytes of the `MsgSnapshot` at most (its metadata; the data is empty).
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
@@ -75,7 +77,7 @@ pub(crate) async fn send(
     hello: Hello,
     shard: usize,
     message: RaftMessage,
-    source: Rc<SnapshotSource>,
+    source: Rc<PinnedSnapshot>,
     pacer: Rc<Pacer>,
 ) -> bool {
     let to = message.to;
@@ -111,19 +113,18 @@ async fn send_file(
     stream.write_all(&header).await?;
     stream.write_all(&bytes).await?;
     stream.write_all(&len.to_le_bytes()).await?;
-    let mut chunk = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+    let chunks = read_ahead(source.try_clone()?);
     let mut left = len;
     while left > 0 {
-        let n = usize::try_from(left).map_or(chunk.len(), |left| left.min(chunk.len()));
-        pacer.take(n).await;
-        let part = chunk.get_mut(..n).unwrap_or_default();
-        source.read_at(part, len - left)?;
-        stream.write_all(&(n as u32).to_le_bytes()).await?;
-        stream
-            .write_all(&crc32fast::hash(part).to_le_bytes())
-            .await?;
-        stream.write_all(part).await?;
-        left -= n as u64;
+        let (part, crc) = chunks
+            .recv_async()
+            .await
+            .map_err(|_| std::io::Error::other("the snapshot's reader stopped"))??;
+        pacer.take(part.len()).await;
+        stream.write_all(&(part.len() as u32).to_le_bytes()).await?;
+        stream.write_all(&crc.to_le_bytes()).await?;
+        stream.write_all(&part).await?;
+        left = left.saturating_sub(part.len() as u64);
     }
     stream.flush().await?;
     stream
@@ -132,6 +133,38 @@ async fn send_file(
     let mut answer = [0u8; 1];
     stream.read_exact(&mut answer).await?;
     Ok(answer == [1])
+}
+
+/// Reads `source` in chunks, each with its CRC-32, on a thread of its own
+/// and a few chunks ahead of the stream: a tree file of tens of gigabytes
+/// is not all in the page cache, and a disk read on the core would hold
+/// its shards. The thread ends when the stream drops the receiver (the pin
+/// is the stream's: a chunk read after it ended is never sent).
+fn read_ahead(source: CommitImage) -> flume::Receiver<std::io::Result<(Vec<u8>, u32)>> {
+    let (chunks, taken) = flume::bounded(READ_AHEAD_CHUNKS);
+    // A thread that cannot start drops `chunks`: the stream hears that the
+    // reader stopped.
+    let _ = std::thread::Builder::new()
+        .name("keel-snapshot-read".to_string())
+        .spawn(move || {
+            let len = source.len();
+            let mut offset = 0u64;
+            while offset < len {
+                let n = usize::try_from(len - offset)
+                    .map_or(SNAPSHOT_CHUNK_BYTES, |left| left.min(SNAPSHOT_CHUNK_BYTES));
+                let mut part = vec![0u8; n];
+                let read = source.read_at(&mut part, offset).map(|()| {
+                    let crc = crc32fast::hash(&part);
+                    (part, crc)
+                });
+                let failed = read.is_err();
+                if chunks.send(read).is_err() || failed {
+                    return;
+                }
+                offset += n as u64;
+            }
+        });
+    taken
 }
 
 /// Reads one snapshot after its hello (already checked) and hands it to

@@ -65,6 +65,8 @@ pub struct ClusterSettings {
 
 /// The default of [`ClusterSettings::snapshot_send_rate`]: 256 MiB/s.
 pub const DEFAULT_SNAPSHOT_SEND_RATE: u64 = 256 << 20;
+/// The least [`ClusterSettings::snapshot_send_rate`] but none: 8 MiB/s.
+pub const MIN_SNAPSHOT_SEND_RATE: u64 = 8 << 20;
 
 impl Default for ClusterSettings {
     fn default() -> ClusterSettings {
@@ -384,6 +386,15 @@ impl Overrides {
                     .to_string(),
             ));
         }
+        // Slower, a core's streams (one 1 MiB chunk each in turn) would
+        // leave each receiver waiting past its 10 s stall timeout, and no
+        // snapshot would ever arrive.
+        let rate = config.cluster.snapshot_send_rate;
+        if rate != 0 && rate < MIN_SNAPSHOT_SEND_RATE {
+            return Err(ConfigError::Invalid(
+                "snapshot_send_mib_per_sec must be 0 (no limit) or at least 8".to_string(),
+            ));
+        }
         Ok(config)
     }
 }
@@ -430,5 +441,24 @@ mod tests {
             ..Overrides::default()
         };
         assert!(zero.apply(ServerConfig::default()).is_err());
+    }
+
+    #[test]
+    fn the_snapshot_send_rate_is_none_or_at_least_8_mib_a_second() {
+        let rate = |mib: u64| {
+            Overrides {
+                snapshot_send_mib_per_sec: Some(mib),
+                ..Overrides::default()
+            }
+            .apply(ServerConfig::default())
+            .map(|config| config.cluster.snapshot_send_rate)
+        };
+        assert_eq!(rate(0).unwrap(), 0);
+        assert_eq!(rate(8).unwrap(), 8 << 20);
+        assert!(rate(7).is_err());
+        assert_eq!(
+            ServerConfig::default().cluster.snapshot_send_rate,
+            DEFAULT_SNAPSHOT_SEND_RATE
+        );
     }
 }
