@@ -6,5 +6,6 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod etcd;
 pub mod peer;
 pub mod server;

@@ -39,6 +39,8 @@ pub(crate) struct CoreContext {
     pub(crate) answers: Rc<crate::server::budget::ByteBudget>,
     /// This core's turns for heavy answers (`heavy_answers.rs`).
     pub(crate) heavy_answers: crate::server::heavy_answers::HeavyAnswers,
+    /// Where connections that speak HTTP (etcd's API) go.
+    pub(crate) etcd: crate::etcd::Handoff,
 }
 
 impl CoreContext {
@@ -100,6 +102,75 @@ async fn accept_loop(listener: TcpListener, accepted: flume::Sender<TcpStream>) 
     }
 }
 
+/// Serves a connection in keel's protocol here, or hands one that speaks
+/// HTTP to etcd's API front (`crate::etcd`), by its first four bytes,
+/// read without taking them. A connection may stay silent as long as
+/// `idle_timeout` lets any (keel's clients connect ahead of their first
+/// request); once it has begun, the rest of the four bytes must come
+/// within the frame timeout, as the rest of a frame must.
+async fn route(stream: TcpStream, ctx: Rc<CoreContext>) {
+    let mut first = [0u8; 4];
+    let began = async {
+        match stream.peek(&mut first).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => Some(n),
+        }
+    };
+    let began = match ctx.limits.idle_timeout {
+        Some(idle) => {
+            futures_lite::future::or(began, async {
+                glommio::timer::sleep(idle).await;
+                None
+            })
+            .await
+        }
+        None => began.await,
+    };
+    let Some(mut peeked) = began else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + ctx.limits.frame_timeout;
+    while peeked < first.len() {
+        // peek answers at once while the same bytes wait: poll gently.
+        if std::time::Instant::now() >= deadline {
+            return;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        peeked = match stream.peek(&mut first).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+    }
+    if !crate::etcd::is_http(first) {
+        return connection::serve(stream, ctx).await;
+    }
+    match detach(&stream) {
+        Ok(detached) => {
+            if ctx.etcd.send(detached).is_err() {
+                tracing::warn!("an etcd API connection arrived with the front stopped");
+            }
+        }
+        Err(error) => tracing::warn!(%error, "an etcd API connection could not be handed over"),
+    }
+}
+
+/// A descriptor of `stream`'s socket that the caller owns: the glommio
+/// stream closes its own when dropped, the socket stays open through this.
+#[allow(unsafe_code)] // fcntl and from_raw_fd: glommio gives no owned descriptor
+fn detach(stream: &TcpStream) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: the descriptor is open while `stream` lives; F_DUPFD_CLOEXEC
+    // makes a new one and touches no memory of this process.
+    let fd = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just made by fcntl, and nothing else owns it.
+    Ok(std::net::TcpStream::from(unsafe {
+        OwnedFd::from_raw_fd(fd)
+    }))
+}
+
 /// Serves every connection `bound` accepts until this future is dropped.
 pub(crate) async fn serve(bound: Bound, ctx: Rc<CoreContext>) {
     let (accepted_in, accepted) = flume::unbounded();
@@ -134,7 +205,7 @@ pub(crate) async fn serve(bound: Bound, ctx: Rc<CoreContext>) {
                 tracing::debug!(%error, "cannot set TCP_NODELAY");
             }
             tracing::debug!(core = ctx.core, peer = ?stream.peer_addr().ok(), "connection");
-            connections.push(connection::serve(stream, ctx.clone()));
+            connections.push(route(stream, ctx.clone()));
         }
     }
 }

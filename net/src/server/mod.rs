@@ -58,6 +58,9 @@ pub enum ServerError {
     /// A core went away while the server was starting.
     #[error("core {0} stopped while the server was starting")]
     CoreGone(usize),
+    /// etcd's API front could not start.
+    #[error("cannot start etcd's API: {0}")]
+    EtcdApi(std::io::Error),
 }
 
 /// A running server. [`Server::shutdown`] (or dropping it) stops it.
@@ -69,6 +72,8 @@ pub struct Server {
     served: flume::Receiver<()>,
     client_address: SocketAddr,
     core_addresses: Vec<SocketAddr>,
+    /// etcd's API front (`crate::etcd`): it ends once every core stopped.
+    etcd_front: Option<std::thread::JoinHandle<()>>,
 }
 
 /// How long a joining member waits for each member it asks.
@@ -226,9 +231,13 @@ impl Server {
             served,
             client_address: config.client_address,
             core_addresses: Vec::with_capacity(cores),
+            etcd_front: None,
         };
         let mut go = Vec::with_capacity(cores);
         let mut failure = None;
+        // etcd's API, on the same port (src/etcd/).
+        let (etcd, etcd_front) = crate::etcd::start(node.clone()).map_err(ServerError::EtcdApi)?;
+        server.etcd_front = Some(etcd_front);
         for core in 0..cores {
             // Core 0 may be asked for port 0; the others then share the
             // port it got.
@@ -238,6 +247,7 @@ impl Server {
             let (go_in, go_out) = flume::bounded::<Arc<ServerInfo>>(1);
             let (stop_in, stop_out) = flume::bounded::<()>(0);
             let task_node = node.clone();
+            let etcd = etcd.clone();
             let served_in = served_in.clone();
             let limits = config.limits;
             let spawned = node.spawn_on(
@@ -271,6 +281,7 @@ impl Server {
                             inbound: budget::ByteBudget::new(limits.inbound_bytes),
                             answers: budget::ByteBudget::new(limits.answer_bytes),
                             heavy_answers: heavy_answers::HeavyAnswers::new(),
+                            etcd,
                         });
                         let stopped = async {
                             let _ = stop_out.recv_async().await;
@@ -358,6 +369,18 @@ impl Server {
         // thread, and not by the last core to let go (which would wait
         // for itself).
         let _ = self.served.recv_timeout(Duration::from_secs(30));
+        // The cores let go of their handoffs to etcd's front: it ends, and
+        // lets go of the node.
+        if let Some(front) = self.etcd_front.take() {
+            // Bounded: a core that never stopped still holds its handoff.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !front.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if front.is_finished() {
+                let _ = front.join();
+            }
+        }
         if let Some(node) = self.node.take() {
             match Arc::try_unwrap(node) {
                 Ok(node) => node.shutdown(),

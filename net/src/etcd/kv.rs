@@ -1,0 +1,117 @@
+//! etcd's KV service on the node: Range, Put, DeleteRange, Txn, Compact.
+
+use keel_engine::shard::Consistency;
+use keel_etcd_api::etcdserverpb as pb;
+use keel_etcd_api::etcdserverpb::kv_server::Kv;
+use tonic::{Request, Response, Status};
+
+use crate::etcd::convert;
+use crate::etcd::cores::{client, Cores};
+use crate::etcd::header::Headers;
+
+/// The KV service of one node.
+pub(crate) struct KvService {
+    pub(crate) cores: Cores,
+    pub(crate) headers: Headers,
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    async fn range(
+        &self,
+        request: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let request = request.into_inner();
+        let consistency = if request.serializable {
+            Consistency::Serializable
+        } else {
+            Consistency::Linearizable
+        };
+        let request = convert::range_request(request)?;
+        let (revision, answer) = self
+            .cores
+            .call(move |node, core| {
+                Box::pin(async move { client(&node, core).range(request, consistency).await })
+            })
+            .await?;
+        let header = self.headers.at(revision);
+        Ok(Response::new(convert::range_response(Some(header), answer)))
+    }
+
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
+        let request = convert::put_request(request.into_inner());
+        let applied = self
+            .cores
+            .call(move |node, core| Box::pin(async move { client(&node, core).put(request).await }))
+            .await?;
+        let header = Some(self.headers.at(applied.revision));
+        match applied.response {
+            keel_engine::mvcc::Response::Put(put) => {
+                Ok(Response::new(convert::put_response(header, put)))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let request = convert::delete_request(request.into_inner());
+        let applied = self
+            .cores
+            .call(move |node, core| {
+                Box::pin(async move { client(&node, core).delete_range(request).await })
+            })
+            .await?;
+        let header = Some(self.headers.at(applied.revision));
+        match applied.response {
+            keel_engine::mvcc::Response::DeleteRange(deleted) => {
+                Ok(Response::new(convert::delete_response(header, deleted)))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
+        let request = convert::txn_request(request.into_inner())?;
+        let applied = self
+            .cores
+            .call(move |node, core| Box::pin(async move { client(&node, core).txn(request).await }))
+            .await?;
+        let header = self.headers.at(applied.revision);
+        match applied.response {
+            keel_engine::mvcc::Response::Txn(txn) => {
+                Ok(Response::new(convert::txn_response(&header, txn)))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let revision = u64::try_from(request.into_inner().revision)
+            .map_err(|_| Status::invalid_argument("etcdserver: revision is negative"))?;
+        let applied = self
+            .cores
+            .call(move |node, core| {
+                Box::pin(async move { client(&node, core).compact(revision).await })
+            })
+            .await?;
+        Ok(Response::new(pb::CompactionResponse {
+            header: Some(self.headers.at(applied.revision)),
+        }))
+    }
+}
+
+fn unexpected(answer: &keel_engine::mvcc::Response) -> Status {
+    Status::internal(format!("etcdserver: unexpected answer {answer:?}"))
+}

@@ -1,0 +1,87 @@
+//! etcd's v3 gRPC API on keel's client port (docs/etcd.md).
+//!
+//! One port serves both protocols. A core that accepts a connection reads
+//! its first four bytes without taking them: a keel frame starts with its
+//! length, little-endian and at most 2 MiB, so its fourth byte is 0; an
+//! HTTP/2 client starts with `PRI ` and an HTTP/1 client with a method
+//! (`GET `, `POST`, ...), whose fourth byte never is. Such a connection
+//! leaves the core for this front: a tokio runtime on a thread of its own
+//! that serves etcd's services with tonic, and enters the node through its
+//! client (flume channels to the cores), as keel's own connections do.
+
+mod convert;
+mod cores;
+mod errors;
+mod header;
+mod kv;
+
+use std::sync::Arc;
+
+use keel_engine::shard::Node;
+use keel_etcd_api::etcdserverpb::kv_server::KvServer;
+
+use self::cores::Cores;
+use self::header::Headers;
+use self::kv::KvService;
+
+/// Connections for the front, handed over by the cores.
+pub(crate) type Handoff = flume::Sender<std::net::TcpStream>;
+
+/// Whether a connection's first four bytes are HTTP's (etcd's gRPC API or
+/// its JSON gateway) rather than a keel frame's length.
+pub(crate) fn is_http(first: [u8; 4]) -> bool {
+    first[3] != 0
+}
+
+/// Starts the front on a thread of its own; answers where the cores hand
+/// connections over, and the thread. The front stops when every
+/// [`Handoff`] is dropped, and its connections with it; the thread then
+/// lets go of the node (join it before shutting the node down).
+///
+/// # Errors
+/// The thread or its runtime could not start.
+pub(crate) fn start(node: Arc<Node>) -> std::io::Result<(Handoff, std::thread::JoinHandle<()>)> {
+    let (handoff, arrived) = flume::unbounded::<std::net::TcpStream>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let thread = std::thread::Builder::new()
+        .name("keel-etcd".to_string())
+        .spawn(move || {
+            runtime.block_on(serve(arrived, node));
+            // Dropping the runtime drops the connections' tasks, and the
+            // node's last handle here.
+            drop(runtime);
+        })?;
+    Ok((handoff, thread))
+}
+
+async fn serve(arrived: flume::Receiver<std::net::TcpStream>, node: Arc<Node>) {
+    let cores = Cores::new(node);
+    let headers = Headers {
+        cores: cores.clone(),
+    };
+    let routes = tonic::service::Routes::new(KvServer::new(KvService { cores, headers }));
+    while let Ok(stream) = arrived.recv_async().await {
+        let stream = match stream
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::TcpStream::from_std(stream))
+        {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::debug!(%error, "an etcd API connection could not be taken");
+                continue;
+            }
+        };
+        let service = hyper_util::service::TowerToHyperService::new(routes.clone());
+        tokio::spawn(async move {
+            let served =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            if let Err(error) = served {
+                tracing::debug!(%error, "an etcd API connection ended");
+            }
+        });
+    }
+}

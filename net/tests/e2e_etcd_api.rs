@@ -1,0 +1,160 @@
+//! etcd's v3 gRPC API on keel's client port (docs/etcd.md), driven by a
+//! gRPC client built from keel-etcd-api and by Debian's etcdctl 3.4, beside
+//! keel's own protocol on the same port.
+
+mod support;
+
+use std::process::Command;
+
+use keel_etcd_api::etcdserverpb::kv_client::KvClient;
+use keel_etcd_api::etcdserverpb::{
+    compare, request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest,
+    RangeRequest, RequestOp, TxnRequest,
+};
+use support::{block_on, keelctl, runtime, Server};
+
+#[test]
+fn kv_calls_answer_as_etcd_does_beside_keels_own_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    let runtime = runtime();
+    let endpoint = format!("http://{}", server.endpoint());
+    block_on(&runtime, async {
+        let mut kv = KvClient::connect(endpoint).await.expect("gRPC connect");
+        let put = kv
+            .put(PutRequest {
+                key: b"a".to_vec(),
+                value: b"1".to_vec(),
+                ..PutRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let header = put.header.expect("a header");
+        assert!(header.revision > 0 && header.member_id != 0 && header.cluster_id != 0);
+        // A put again, with the previous value.
+        let again = kv
+            .put(PutRequest {
+                key: b"a".to_vec(),
+                value: b"2".to_vec(),
+                prev_kv: true,
+                ..PutRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(again.prev_kv.unwrap().value, b"1");
+        let got = kv
+            .range(RangeRequest {
+                key: b"a".to_vec(),
+                ..RangeRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(got.count, 1);
+        let a = &got.kvs[0];
+        assert_eq!((a.value.as_slice(), a.version), (&b"2"[..], 2));
+        assert_eq!(a.create_revision, header.revision);
+        assert_eq!(got.header.unwrap().revision, a.mod_revision);
+
+        // Kubernetes' create: a txn on mod_revision 0, then its failure
+        // branch reads the key.
+        let create = |value: &'static [u8]| TxnRequest {
+            compare: vec![Compare {
+                result: compare::CompareResult::Equal as i32,
+                target: compare::CompareTarget::Mod as i32,
+                key: b"b".to_vec(),
+                target_union: Some(compare::TargetUnion::ModRevision(0)),
+                ..Compare::default()
+            }],
+            success: vec![RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest {
+                    key: b"b".to_vec(),
+                    value: value.to_vec(),
+                    ..PutRequest::default()
+                })),
+            }],
+            failure: vec![RequestOp {
+                request: Some(request_op::Request::RequestRange(RangeRequest {
+                    key: b"b".to_vec(),
+                    ..RangeRequest::default()
+                })),
+            }],
+        };
+        let first = kv.txn(create(b"x")).await.unwrap().into_inner();
+        assert!(first.succeeded);
+        let second = kv.txn(create(b"y")).await.unwrap().into_inner();
+        assert!(!second.succeeded);
+        match &second.responses[0].response {
+            Some(response_op::Response::ResponseRange(range)) => {
+                assert_eq!(range.kvs[0].value, b"x");
+            }
+            other => panic!("not a range: {other:?}"),
+        }
+
+        let deleted = kv
+            .delete_range(DeleteRangeRequest {
+                key: b"a".to_vec(),
+                range_end: b"c".to_vec(),
+                ..DeleteRangeRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(deleted.deleted, 2);
+
+        // etcd's code and message, which clients map errors by.
+        let future = kv
+            .compact(CompactionRequest {
+                revision: i64::MAX / 2,
+                physical: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(future.code(), tonic::Code::OutOfRange);
+        assert_eq!(
+            future.message(),
+            "etcdserver: mvcc: required revision is a future revision"
+        );
+        let empty = kv.put(PutRequest::default()).await.unwrap_err();
+        assert_eq!(
+            (empty.code(), empty.message()),
+            (
+                tonic::Code::InvalidArgument,
+                "etcdserver: key is not provided"
+            )
+        );
+    });
+    // keel's own protocol on the same port still works.
+    let put = Command::new(keelctl())
+        .args(["--endpoints", &server.endpoint(), "put", "k", "v"])
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{put:?}");
+}
+
+#[test]
+fn etcdctl_puts_gets_and_deletes_on_keels_port() {
+    if Command::new("etcdctl").arg("version").output().is_err() {
+        eprintln!("etcdctl is not installed (apt-get install etcd-client); not run");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    let etcdctl = |args: &[&str]| {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &server.endpoint(), "--command-timeout", "5s"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(etcdctl(&["put", "foo", "bar"]), "OK\n");
+    assert_eq!(etcdctl(&["get", "foo"]), "foo\nbar\n");
+    assert_eq!(etcdctl(&["get", "f", "--prefix", "--keys-only"]), "foo\n\n");
+    assert_eq!(etcdctl(&["del", "foo"]), "1\n");
+    assert_eq!(etcdctl(&["get", "foo"]), "");
+}
