@@ -157,4 +157,94 @@ fn etcdctl_puts_gets_and_deletes_on_keels_port() {
     assert_eq!(etcdctl(&["get", "f", "--prefix", "--keys-only"]), "foo\n\n");
     assert_eq!(etcdctl(&["del", "foo"]), "1\n");
     assert_eq!(etcdctl(&["get", "foo"]), "");
+
+    // Leases: grant, attach, time to live with keys, keep-alive, list,
+    // revoke; the key goes with the lease.
+    let granted = etcdctl(&["lease", "grant", "30"]);
+    let id = granted.split_whitespace().nth(1).unwrap().to_string();
+    assert_eq!(granted, format!("lease {id} granted with TTL(30s)\n"));
+    assert_eq!(etcdctl(&["put", "--lease", &id, "leased", "v"]), "OK\n");
+    let ttl = etcdctl(&["lease", "timetolive", &id, "--keys"]);
+    assert!(
+        ttl.starts_with(&format!("lease {id} granted with TTL(30s), remaining("))
+            && ttl.ends_with("attached keys([leased])\n"),
+        "{ttl}"
+    );
+    assert_eq!(
+        etcdctl(&["lease", "keep-alive", "--once", &id]),
+        format!("lease {id} keepalived with TTL(30)\n")
+    );
+    assert_eq!(
+        etcdctl(&["lease", "list"]),
+        format!("found 1 leases\n{id}\n")
+    );
+    assert_eq!(
+        etcdctl(&["lease", "revoke", &id]),
+        format!("lease {id} revoked\n")
+    );
+    assert_eq!(etcdctl(&["get", "leased"]), "");
+    assert_eq!(
+        etcdctl(&["lease", "timetolive", &id]),
+        format!("lease {id} already expired\n")
+    );
+
+    // Maintenance and the member list.
+    let status = etcdctl(&["endpoint", "status"]);
+    assert!(
+        status.starts_with(&format!("{}, ", server.endpoint())),
+        "{status}"
+    );
+    assert!(status.contains(", 3.6.0, "), "{status}");
+    // etcdctl 3.4 prints a healthy endpoint on stderr.
+    let health = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &server.endpoint(), "endpoint", "health"])
+        .output()
+        .unwrap();
+    assert!(health.status.success(), "{health:?}");
+    assert!(
+        String::from_utf8_lossy(&health.stderr).contains("is healthy"),
+        "{health:?}"
+    );
+    assert_eq!(etcdctl(&["alarm", "list"]), "");
+    assert!(etcdctl(&["defrag"]).starts_with("Finished defragmenting etcd member"));
+    let members = etcdctl(&["member", "list"]);
+    assert!(
+        members.ends_with(&format!(
+            ", started, default, , http://{}, false\n",
+            server.endpoint()
+        )),
+        "{members}"
+    );
+}
+
+/// etcd's HTTP endpoints, over plain HTTP/1.1.
+#[test]
+fn health_and_version_answer_over_http_1() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    let get = |path: &str| {
+        let mut stream = std::net::TcpStream::connect(server.endpoint()).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: keel\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let health = get("/health");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(
+        health.ends_with("{\"health\":\"true\",\"reason\":\"\"}"),
+        "{health}"
+    );
+    let version = get("/version");
+    assert!(
+        version.ends_with("{\"etcdserver\":\"3.6.0\",\"etcdcluster\":\"3.6.0\"}"),
+        "{version}"
+    );
+    assert!(get("/livez").ends_with("ok"));
 }

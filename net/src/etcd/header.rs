@@ -13,6 +13,12 @@ pub(crate) struct Headers {
 }
 
 impl Headers {
+    /// The header of an answer that is at no revision of its own (leases,
+    /// status): etcd's names its current revision; keel's is 0 there.
+    pub(crate) fn member(&self) -> ResponseHeader {
+        self.at(0)
+    }
+
     /// The header of an answer at `revision`. keel has a Raft term per
     /// shard, not one; `raft_term` is 0.
     pub(crate) fn at(&self, revision: u64) -> ResponseHeader {

@@ -9,20 +9,30 @@
 //! that serves etcd's services with tonic, and enters the node through its
 //! client (flume channels to the cores), as keel's own connections do.
 
+mod cluster;
 mod convert;
 mod cores;
 mod errors;
 mod header;
+mod http;
 mod kv;
+mod lease;
+mod maintenance;
 
 use std::sync::Arc;
 
 use keel_engine::shard::Node;
+use keel_etcd_api::etcdserverpb::cluster_server::ClusterServer;
 use keel_etcd_api::etcdserverpb::kv_server::KvServer;
+use keel_etcd_api::etcdserverpb::lease_server::LeaseServer;
+use keel_etcd_api::etcdserverpb::maintenance_server::MaintenanceServer;
 
+use self::cluster::ClusterService;
 use self::cores::Cores;
 use self::header::Headers;
 use self::kv::KvService;
+use self::lease::LeaseService;
+use self::maintenance::MaintenanceService;
 
 /// Connections for the front, handed over by the cores.
 pub(crate) type Handoff = flume::Sender<std::net::TcpStream>;
@@ -40,7 +50,10 @@ pub(crate) fn is_http(first: [u8; 4]) -> bool {
 ///
 /// # Errors
 /// The thread or its runtime could not start.
-pub(crate) fn start(node: Arc<Node>) -> std::io::Result<(Handoff, std::thread::JoinHandle<()>)> {
+pub(crate) fn start(
+    node: Arc<Node>,
+    client_address: std::net::SocketAddr,
+) -> std::io::Result<(Handoff, std::thread::JoinHandle<()>)> {
     let (handoff, arrived) = flume::unbounded::<std::net::TcpStream>();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -48,7 +61,7 @@ pub(crate) fn start(node: Arc<Node>) -> std::io::Result<(Handoff, std::thread::J
     let thread = std::thread::Builder::new()
         .name("keel-etcd".to_string())
         .spawn(move || {
-            runtime.block_on(serve(arrived, node));
+            runtime.block_on(serve(arrived, node, client_address));
             // Dropping the runtime drops the connections' tasks, and the
             // node's last handle here.
             drop(runtime);
@@ -56,12 +69,33 @@ pub(crate) fn start(node: Arc<Node>) -> std::io::Result<(Handoff, std::thread::J
     Ok((handoff, thread))
 }
 
-async fn serve(arrived: flume::Receiver<std::net::TcpStream>, node: Arc<Node>) {
+async fn serve(
+    arrived: flume::Receiver<std::net::TcpStream>,
+    node: Arc<Node>,
+    client_address: std::net::SocketAddr,
+) {
     let cores = Cores::new(node);
     let headers = Headers {
         cores: cores.clone(),
     };
-    let routes = tonic::service::Routes::new(KvServer::new(KvService { cores, headers }));
+    let routes = tonic::service::Routes::new(KvServer::new(KvService {
+        cores: cores.clone(),
+        headers: headers.clone(),
+    }))
+    .add_service(LeaseServer::new(LeaseService {
+        cores: cores.clone(),
+        headers: headers.clone(),
+    }))
+    .add_service(MaintenanceServer::new(MaintenanceService {
+        cores: cores.clone(),
+        headers: headers.clone(),
+    }))
+    .add_service(ClusterServer::new(ClusterService {
+        cores: cores.clone(),
+        headers,
+        client_address,
+    }));
+    let router = http::with_endpoints(routes.prepare().into_axum_router(), cores);
     while let Ok(stream) = arrived.recv_async().await {
         let stream = match stream
             .set_nonblocking(true)
@@ -73,7 +107,7 @@ async fn serve(arrived: flume::Receiver<std::net::TcpStream>, node: Arc<Node>) {
                 continue;
             }
         };
-        let service = hyper_util::service::TowerToHyperService::new(routes.clone());
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let served =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())

@@ -235,19 +235,15 @@ impl Server {
         };
         let mut go = Vec::with_capacity(cores);
         let mut failure = None;
-        // etcd's API, on the same port (src/etcd/).
-        let (etcd, etcd_front) = crate::etcd::start(node.clone()).map_err(ServerError::EtcdApi)?;
-        server.etcd_front = Some(etcd_front);
         for core in 0..cores {
             // Core 0 may be asked for port 0; the others then share the
             // port it got.
             let client_address = server.client_address;
             let own = own_address(core);
             let (bound_out, bound) = flume::bounded(1);
-            let (go_in, go_out) = flume::bounded::<Arc<ServerInfo>>(1);
+            let (go_in, go_out) = flume::bounded::<(Arc<ServerInfo>, crate::etcd::Handoff)>(1);
             let (stop_in, stop_out) = flume::bounded::<()>(0);
             let task_node = node.clone();
-            let etcd = etcd.clone();
             let served_in = served_in.clone();
             let limits = config.limits;
             let spawned = node.spawn_on(
@@ -269,7 +265,7 @@ impl Server {
                                 return;
                             }
                         };
-                        let Ok(info) = go_out.recv_async().await else {
+                        let Ok((info, etcd)) = go_out.recv_async().await else {
                             return;
                         };
                         let ctx = Rc::new(CoreContext {
@@ -329,9 +325,14 @@ impl Server {
             client_address: server.client_address,
             core_ports: server.core_addresses.iter().map(SocketAddr::port).collect(),
         });
+        // etcd's API, on the same port (src/etcd/), now that it is known.
+        let (etcd, etcd_front) = crate::etcd::start(node.clone(), server.client_address)
+            .map_err(ServerError::EtcdApi)?;
+        server.etcd_front = Some(etcd_front);
         for core_go in go {
-            let _ = core_go.send(info.clone());
+            let _ = core_go.send((info.clone(), etcd.clone()));
         }
+        drop(etcd);
         tracing::info!(
             client = %server.client_address,
             cores = ?server.core_addresses,

@@ -1,0 +1,150 @@
+//! etcd's Lease service on the node: grant, revoke, the keep-alive stream,
+//! time to live, and the list.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use keel_etcd_api::etcdserverpb as pb;
+use keel_etcd_api::etcdserverpb::lease_server::Lease;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::etcd::cores::{client, Cores};
+use crate::etcd::header::Headers;
+
+/// Keep-alive answers waiting for a client that is slow to read them, per
+/// stream: past them the stream waits (memory stays bounded).
+const KEEP_ALIVE_QUEUE: usize = 16;
+
+/// The Lease service of one node.
+pub(crate) struct LeaseService {
+    pub(crate) cores: Cores,
+    pub(crate) headers: Headers,
+}
+
+type KeepAliveAnswers =
+    Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        let pb::LeaseGrantRequest { ttl, id } = request.into_inner();
+        let id = self
+            .cores
+            .call(move |node, core| {
+                Box::pin(async move { client(&node, core).lease_grant(id, ttl).await })
+            })
+            .await?;
+        Ok(Response::new(pb::LeaseGrantResponse {
+            header: Some(self.headers.member()),
+            id,
+            ttl,
+            error: String::new(),
+        }))
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        let id = request.into_inner().id;
+        self.cores
+            .call(move |node, core| {
+                Box::pin(async move { client(&node, core).lease_revoke(id).await })
+            })
+            .await?;
+        Ok(Response::new(pb::LeaseRevokeResponse {
+            header: Some(self.headers.member()),
+        }))
+    }
+
+    type LeaseKeepAliveStream = KeepAliveAnswers;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut asks = request.into_inner();
+        let (answers, answered) = tokio::sync::mpsc::channel(KEEP_ALIVE_QUEUE);
+        let (cores, headers) = (self.cores.clone(), self.headers.clone());
+        tokio::spawn(async move {
+            while let Ok(Some(ask)) = asks.message().await {
+                let id = ask.id;
+                let renewed = cores
+                    .call(move |node, core| {
+                        Box::pin(async move { client(&node, core).lease_keep_alive(id).await })
+                    })
+                    .await;
+                // A lease that is gone answers a time to live of 0, as
+                // etcd's does; other failures end the stream.
+                let answer = match renewed {
+                    Ok(ttl) => Ok(ttl),
+                    Err(status) if status.code() == tonic::Code::NotFound => Ok(0),
+                    Err(status) => Err(status),
+                };
+                let failed = answer.is_err();
+                let answer = answer.map(|ttl| pb::LeaseKeepAliveResponse {
+                    header: Some(headers.member()),
+                    id,
+                    ttl,
+                });
+                if answers.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        let stream = futures_util::stream::unfold(answered, |mut answered| async move {
+            answered.recv().await.map(|answer| (answer, answered))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let pb::LeaseTimeToLiveRequest { id, keys } = request.into_inner();
+        let status = self
+            .cores
+            .call(move |node, core| {
+                Box::pin(async move { client(&node, core).lease_time_to_live(id, keys).await })
+            })
+            .await?;
+        // A lease that is gone has a time to live of -1, as etcd answers.
+        Ok(Response::new(match status {
+            Some(status) => pb::LeaseTimeToLiveResponse {
+                header: Some(self.headers.member()),
+                id,
+                ttl: status.remaining,
+                granted_ttl: status.granted_ttl,
+                keys: status.keys,
+            },
+            None => pb::LeaseTimeToLiveResponse {
+                header: Some(self.headers.member()),
+                id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+        }))
+    }
+
+    async fn lease_leases(
+        &self,
+        _request: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let leases = self
+            .cores
+            .call(move |node, core| Box::pin(async move { client(&node, core).leases().await }))
+            .await?;
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: Some(self.headers.member()),
+            leases: leases
+                .into_iter()
+                .map(|lease| pb::LeaseStatus { id: lease.id })
+                .collect(),
+        }))
+    }
+}

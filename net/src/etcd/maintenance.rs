@@ -1,0 +1,178 @@
+//! etcd's Maintenance service: Status, Alarm and Defragment (a no-op: the
+//! copy-on-write tree reuses its free pages and never needs one). Hash,
+//! HashKV, Snapshot, MoveLeader and Downgrade are not served yet.
+
+use std::pin::Pin;
+
+use futures_util::Stream;
+use keel_engine::mvcc::{AlarmAction, AlarmKind};
+use keel_engine::shard::Alarm;
+use keel_etcd_api::etcdserverpb as pb;
+use keel_etcd_api::etcdserverpb::alarm_request::AlarmAction as EtcdAction;
+use keel_etcd_api::etcdserverpb::maintenance_server::Maintenance;
+use tonic::{Request, Response, Status};
+
+use crate::etcd::cores::{client, Cores};
+use crate::etcd::header::Headers;
+
+/// The etcd version keel's Status reports: the API its definitions follow
+/// (etcd 3.6), which Kubernetes' version checks accept.
+pub(crate) const ETCD_VERSION: &str = "3.6.0";
+
+/// The Maintenance service of one node.
+pub(crate) struct MaintenanceService {
+    pub(crate) cores: Cores,
+    pub(crate) headers: Headers,
+}
+
+type SnapshotChunks =
+    Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send + 'static>>;
+
+fn not_yet(what: &str) -> Status {
+    Status::unimplemented(format!("etcdserver: keel does not serve {what} yet"))
+}
+
+fn etcd_alarm(alarm: Alarm) -> pb::AlarmMember {
+    pb::AlarmMember {
+        member_id: alarm.member,
+        alarm: match alarm.kind {
+            AlarmKind::NoSpace => pb::AlarmType::Nospace as i32,
+        },
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn alarm(
+        &self,
+        request: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        let request = request.into_inner();
+        let action = EtcdAction::try_from(request.action)
+            .map_err(|_| Status::invalid_argument("etcdserver: unknown alarm action"))?;
+        let kind = pb::AlarmType::try_from(request.alarm)
+            .map_err(|_| Status::invalid_argument("etcdserver: unknown alarm"))?;
+        let member = request.member_id;
+        let alarms = match (action, kind) {
+            (EtcdAction::Get, _) => {
+                self.cores
+                    .call(|node, core| Box::pin(async move { client(&node, core).alarms().await }))
+                    .await?
+            }
+            // etcd's deactivate of NONE clears every alarm.
+            (EtcdAction::Deactivate, pb::AlarmType::None) => {
+                self.cores
+                    .call(|node, core| {
+                        Box::pin(async move { client(&node, core).disarm_alarms().await })
+                    })
+                    .await?
+            }
+            (action, pb::AlarmType::Nospace) => {
+                let action = match action {
+                    EtcdAction::Activate => AlarmAction::Activate,
+                    _ => AlarmAction::Deactivate,
+                };
+                let alarm = Alarm {
+                    member,
+                    kind: AlarmKind::NoSpace,
+                };
+                self.cores
+                    .call(move |node, core| {
+                        Box::pin(async move { client(&node, core).set_alarm(action, alarm).await })
+                    })
+                    .await?;
+                vec![alarm]
+            }
+            (_, pb::AlarmType::None) => Vec::new(),
+            (_, pb::AlarmType::Corrupt) => return Err(not_yet("the CORRUPT alarm")),
+        };
+        Ok(Response::new(pb::AlarmResponse {
+            header: Some(self.headers.member()),
+            alarms: alarms.into_iter().map(etcd_alarm).collect(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let (shards, alarms, learner) = self
+            .cores
+            .call(|node, core| {
+                Box::pin(async move {
+                    let client = client(&node, core);
+                    let shards = client.status().await?;
+                    let alarms = client.alarms().await?;
+                    Ok((shards, alarms, client.is_learner()))
+                })
+            })
+            .await?;
+        // etcd has one Raft group; keel has one per shard. Its leader and
+        // indexes are shard 0's; its size is every shard's.
+        let first = shards.first();
+        let db_size: u64 = shards.iter().map(|s| s.db_size).sum();
+        let db_size = i64::try_from(db_size).unwrap_or(i64::MAX);
+        Ok(Response::new(pb::StatusResponse {
+            header: Some(self.headers.member()),
+            version: ETCD_VERSION.to_string(),
+            db_size,
+            leader: first.map_or(0, |s| s.leader),
+            raft_index: first.map_or(0, |s| s.raft_index),
+            raft_term: first.map_or(0, |s| s.raft_term),
+            raft_applied_index: first.map_or(0, |s| s.applied_index),
+            errors: alarms
+                .iter()
+                .map(|a| format!("memberID:{} alarm:NOSPACE", a.member))
+                .collect(),
+            db_size_in_use: db_size,
+            is_learner: learner,
+            ..pb::StatusResponse::default()
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _request: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        Ok(Response::new(pb::DefragmentResponse {
+            header: Some(self.headers.member()),
+        }))
+    }
+
+    async fn hash(
+        &self,
+        _request: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        Err(not_yet("Hash"))
+    }
+
+    async fn hash_kv(
+        &self,
+        _request: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        Err(not_yet("HashKV"))
+    }
+
+    type SnapshotStream = SnapshotChunks;
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(not_yet("Snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _request: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        Err(not_yet("MoveLeader"))
+    }
+
+    async fn downgrade(
+        &self,
+        _request: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(not_yet("Downgrade"))
+    }
+}
