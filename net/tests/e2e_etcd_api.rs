@@ -248,3 +248,177 @@ fn health_and_version_answer_over_http_1() {
     );
     assert!(get("/livez").ends_with("ok"));
 }
+
+/// Watches over etcd's API: created in order, events with their previous
+/// values from a past revision, filters, progress, cancel, and a watch
+/// from before a compaction cancelled with etcd's reason.
+#[test]
+fn watches_answer_as_etcds() {
+    use keel_etcd_api::etcdserverpb::watch_client::WatchClient;
+    use keel_etcd_api::etcdserverpb::watch_create_request::FilterType;
+    use keel_etcd_api::etcdserverpb::watch_request::RequestUnion;
+    use keel_etcd_api::etcdserverpb::{
+        WatchCancelRequest, WatchCreateRequest, WatchProgressRequest, WatchRequest, WatchResponse,
+    };
+    use keel_etcd_api::mvccpb::event::EventType;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    let runtime = runtime();
+    let endpoint = format!("http://{}", server.endpoint());
+    block_on(&runtime, async {
+        let mut kv = KvClient::connect(endpoint.clone()).await.unwrap();
+        let put = |key: &str, value: &str| PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            ..PutRequest::default()
+        };
+        let first = kv.put(put("w/a", "1")).await.unwrap().into_inner();
+        let first = first.header.unwrap().revision;
+        kv.put(put("w/b", "2")).await.unwrap();
+        kv.put(put("w/a", "3")).await.unwrap();
+        kv.delete_range(DeleteRangeRequest {
+            key: b"w/b".to_vec(),
+            ..DeleteRangeRequest::default()
+        })
+        .await
+        .unwrap();
+
+        let (asks, asked) = tokio::sync::mpsc::channel::<WatchRequest>(16);
+        let asked = futures_util::stream::unfold(asked, |mut asked| async move {
+            asked.recv().await.map(|ask| (ask, asked))
+        });
+        let mut watch = WatchClient::connect(endpoint).await.unwrap();
+        let mut answers = watch.watch(asked).await.unwrap().into_inner();
+        let create = |create: WatchCreateRequest| WatchRequest {
+            request_union: Some(RequestUnion::CreateRequest(create)),
+        };
+        // Watch 0: the prefix from the first put, with previous values.
+        asks.send(create(WatchCreateRequest {
+            key: b"w/".to_vec(),
+            range_end: b"w0".to_vec(),
+            start_revision: first,
+            prev_kv: true,
+            ..WatchCreateRequest::default()
+        }))
+        .await
+        .unwrap();
+        let created: WatchResponse = answers.message().await.unwrap().unwrap();
+        assert!(created.created && !created.canceled);
+        assert_eq!(created.watch_id, 0);
+        let mut events = Vec::new();
+        while events.len() < 4 {
+            let answer = answers.message().await.unwrap().unwrap();
+            assert_eq!(answer.watch_id, 0);
+            events.extend(answer.events);
+        }
+        let seen: Vec<(i32, &[u8], Option<&[u8]>)> = events
+            .iter()
+            .map(|e| {
+                let kv = e.kv.as_ref().unwrap();
+                (
+                    e.r#type,
+                    kv.key.as_slice(),
+                    e.prev_kv.as_ref().map(|p| p.value.as_slice()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                (EventType::Put as i32, &b"w/a"[..], None),
+                (EventType::Put as i32, &b"w/b"[..], None),
+                (EventType::Put as i32, &b"w/a"[..], Some(&b"1"[..])),
+                (EventType::Delete as i32, &b"w/b"[..], Some(&b"2"[..])),
+            ]
+        );
+        // Watch 1: deletes only, from now.
+        asks.send(create(WatchCreateRequest {
+            key: b"w/".to_vec(),
+            range_end: b"w0".to_vec(),
+            filters: vec![FilterType::Noput as i32],
+            ..WatchCreateRequest::default()
+        }))
+        .await
+        .unwrap();
+        let created = answers.message().await.unwrap().unwrap();
+        assert!(created.created && created.watch_id == 1);
+        kv.put(put("w/c", "4")).await.unwrap();
+        kv.delete_range(DeleteRangeRequest {
+            key: b"w/c".to_vec(),
+            ..DeleteRangeRequest::default()
+        })
+        .await
+        .unwrap();
+        // Watch 0 sees both; watch 1 the delete alone.
+        let (mut zero, mut one) = (Vec::new(), Vec::new());
+        while zero.len() < 2 || one.is_empty() {
+            let answer = answers.message().await.unwrap().unwrap();
+            match answer.watch_id {
+                0 => zero.extend(answer.events),
+                1 => one.extend(answer.events),
+                other => panic!("watch {other}"),
+            }
+        }
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].r#type, EventType::Delete as i32);
+        // A progress request: each watch says how far it is.
+        asks.send(WatchRequest {
+            request_union: Some(RequestUnion::ProgressRequest(WatchProgressRequest {})),
+        })
+        .await
+        .unwrap();
+        let mut progressed = std::collections::BTreeSet::new();
+        while progressed.len() < 2 {
+            let answer = answers.message().await.unwrap().unwrap();
+            assert!(answer.events.is_empty(), "{answer:?}");
+            assert!(answer.header.unwrap().revision > first);
+            progressed.insert(answer.watch_id);
+        }
+        // Cancel watch 1.
+        asks.send(WatchRequest {
+            request_union: Some(RequestUnion::CancelRequest(WatchCancelRequest {
+                watch_id: 1,
+            })),
+        })
+        .await
+        .unwrap();
+        let canceled = answers.message().await.unwrap().unwrap();
+        assert!(canceled.canceled && canceled.watch_id == 1, "{canceled:?}");
+
+        // A watch from before a compaction is cancelled, with the
+        // compaction's revision and etcd's reason.
+        let now = kv.put(put("w/d", "5")).await.unwrap().into_inner();
+        let now = now.header.unwrap().revision;
+        kv.compact(CompactionRequest {
+            revision: now,
+            physical: false,
+        })
+        .await
+        .unwrap();
+        asks.send(create(WatchCreateRequest {
+            key: b"w/a".to_vec(),
+            start_revision: first,
+            watch_id: 7,
+            ..WatchCreateRequest::default()
+        }))
+        .await
+        .unwrap();
+        loop {
+            let answer = answers.message().await.unwrap().unwrap();
+            if answer.watch_id != 7 {
+                continue;
+            }
+            if answer.created && !answer.canceled {
+                continue;
+            }
+            assert!(answer.canceled, "{answer:?}");
+            assert_eq!(
+                answer.cancel_reason,
+                "etcdserver: mvcc: required revision has been compacted"
+            );
+            assert!(answer.compact_revision >= now, "{answer:?}");
+            break;
+        }
+    });
+}

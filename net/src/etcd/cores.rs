@@ -62,6 +62,21 @@ impl Cores {
     }
 }
 
+impl Cores {
+    /// Runs `task` on the next core with the node and that core's number,
+    /// answering nothing: for work that goes on (a watch).
+    pub(crate) fn spawn(
+        &self,
+        task: impl FnOnce(Arc<Node>, usize) -> Pin<Box<dyn Future<Output = ()>>> + Send + 'static,
+    ) -> Result<(), Status> {
+        let core = self.next.fetch_add(1, Ordering::Relaxed) % self.node.core_count().max(1);
+        let node = self.node.clone();
+        self.node
+            .spawn_on(core, Box::new(move || task(node, core)))
+            .map_err(|e| status(&e))
+    }
+}
+
 /// The client of `node` through `core`, inside a call.
 pub(crate) fn client(node: &Node, core: usize) -> NodeClient<'_> {
     node.via_core(core).unwrap_or_else(|| node.client())

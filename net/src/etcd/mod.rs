@@ -18,6 +18,7 @@ mod http;
 mod kv;
 mod lease;
 mod maintenance;
+mod watch;
 
 use std::sync::Arc;
 
@@ -26,6 +27,7 @@ use keel_etcd_api::etcdserverpb::cluster_server::ClusterServer;
 use keel_etcd_api::etcdserverpb::kv_server::KvServer;
 use keel_etcd_api::etcdserverpb::lease_server::LeaseServer;
 use keel_etcd_api::etcdserverpb::maintenance_server::MaintenanceServer;
+use keel_etcd_api::etcdserverpb::watch_server::WatchServer;
 
 use self::cluster::ClusterService;
 use self::cores::Cores;
@@ -33,6 +35,7 @@ use self::header::Headers;
 use self::kv::KvService;
 use self::lease::LeaseService;
 use self::maintenance::MaintenanceService;
+use self::watch::WatchService;
 
 /// Connections for the front, handed over by the cores.
 pub(crate) type Handoff = flume::Sender<std::net::TcpStream>;
@@ -87,6 +90,10 @@ async fn serve(
         headers: headers.clone(),
     }))
     .add_service(MaintenanceServer::new(MaintenanceService {
+        cores: cores.clone(),
+        headers: headers.clone(),
+    }))
+    .add_service(WatchServer::new(WatchService {
         cores: cores.clone(),
         headers: headers.clone(),
     }))
