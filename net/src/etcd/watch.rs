@@ -111,20 +111,21 @@ async fn session(mut asks: Streaming<pb::WatchRequest>, out: Out, cores: Cores, 
                     None => {}
                 }
             }
-            Some(RequestUnion::CancelRequest(cancel)) => {
-                // An unknown id is not answered, as in etcd.
-                if watches.remove(&cancel.watch_id).is_some() {
-                    let canceled = pb::WatchResponse {
-                        header: Some(headers.member()),
-                        watch_id: cancel.watch_id,
-                        canceled: true,
-                        ..pb::WatchResponse::default()
-                    };
-                    if out.send(Ok(canceled)).await.is_err() {
-                        return;
-                    }
+            // An unknown id is not answered, as in etcd.
+            Some(RequestUnion::CancelRequest(cancel))
+                if watches.remove(&cancel.watch_id).is_some() =>
+            {
+                let canceled = pb::WatchResponse {
+                    header: Some(headers.member()),
+                    watch_id: cancel.watch_id,
+                    canceled: true,
+                    ..pb::WatchResponse::default()
+                };
+                if out.send(Ok(canceled)).await.is_err() {
+                    return;
                 }
             }
+            Some(RequestUnion::CancelRequest(_)) => {}
             Some(RequestUnion::ProgressRequest(_)) => {
                 let now = cores
                     .call(|node, core| {
