@@ -312,7 +312,9 @@ fn watches_answer_as_etcds() {
             assert_eq!(answer.watch_id, 0);
             events.extend(answer.events);
         }
-        let seen: Vec<(i32, &[u8], Option<&[u8]>)> = events
+        // (type, key, previous value)
+        type Seen<'a> = (i32, &'a [u8], Option<&'a [u8]>);
+        let seen: Vec<Seen> = events
             .iter()
             .map(|e| {
                 let kv = e.kv.as_ref().unwrap();
