@@ -188,6 +188,13 @@ fn etcdctl_puts_gets_and_deletes_on_keels_port() {
         format!("lease {id} already expired\n")
     );
 
+    // Go's concurrency.Mutex: its transaction reads the lock's prefix,
+    // across shards, after putting its own key.
+    assert_eq!(
+        etcdctl(&["lock", "mylock", "echo", "holding the lock"]),
+        "holding the lock\n"
+    );
+
     // Maintenance and the member list.
     let status = etcdctl(&["endpoint", "status"]);
     assert!(

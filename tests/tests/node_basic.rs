@@ -179,6 +179,69 @@ fn four_shards_on_two_cores_read_as_one_keyspace() {
     );
 }
 
+/// Go's `concurrency.Mutex` (what `etcdctl lock` runs): a transaction
+/// puts its own key if new, then reads the lock's prefix, which spans
+/// shards; it runs on its key's shard, and the prefix read sees every
+/// shard at the transaction's revision, its own key included. A read
+/// before a write of its branch is still refused.
+#[test]
+fn a_transaction_s_reads_may_span_shards_after_its_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(node_config(dir.path(), 4, 2)).unwrap();
+    for i in 0..8 {
+        block_on(node.put(put(&format!("lock/{i}"), "held"))).unwrap();
+    }
+    let prefix = RangeRequest {
+        key: b"lock/".to_vec(),
+        range_end: prefix_end(b"lock/"),
+        ..RangeRequest::default()
+    };
+    let mine = "lock/me";
+    let acquire = TxnRequest {
+        compare: vec![Compare {
+            key: mine.as_bytes().to_vec(),
+            range_end: Vec::new(),
+            target: CompareTarget::Create(0),
+            result: CompareResult::Equal,
+        }],
+        success: vec![
+            RequestOp::Put(put(mine, "me")),
+            RequestOp::Range(prefix.clone()),
+        ],
+        failure: vec![RequestOp::Range(prefix.clone())],
+    };
+    let applied = block_on(node.txn(acquire.clone())).unwrap();
+    let Response::Txn(answer) = applied.response else {
+        panic!("not a txn answer");
+    };
+    assert!(answer.succeeded);
+    let ResponseOp::Range(read) = &answer.responses[1] else {
+        panic!("not a range: {:?}", answer.responses[1]);
+    };
+    assert_eq!(read.count, 9, "every shard's keys and the txn's own");
+    assert!(read.kvs.iter().any(|kv| kv.key == mine.as_bytes()));
+    // Again: the key exists, so the failure branch reads the prefix.
+    let again = block_on(node.txn(acquire)).unwrap();
+    let Response::Txn(answer) = again.response else {
+        panic!("not a txn answer");
+    };
+    assert!(!answer.succeeded);
+    let ResponseOp::Range(read) = &answer.responses[0] else {
+        panic!("not a range");
+    };
+    assert_eq!(read.count, 9);
+    // A read that comes before a write would see it: refused.
+    let before = TxnRequest {
+        success: vec![RequestOp::Range(prefix), RequestOp::Put(put(mine, "x"))],
+        ..TxnRequest::default()
+    };
+    assert!(matches!(
+        block_on(node.txn(before)),
+        Err(NodeError::CrossShardTxn { .. })
+    ));
+    node.shutdown();
+}
+
 #[test]
 fn requests_too_large_for_the_log_are_refused_and_the_shard_goes_on() {
     let dir = tempfile::tempdir().unwrap();

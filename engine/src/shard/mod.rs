@@ -25,6 +25,7 @@ mod router;
 mod snapshot;
 mod space;
 mod transport;
+mod txn_reads;
 mod watch;
 mod watch_feed;
 mod watermarks;

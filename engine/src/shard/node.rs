@@ -535,10 +535,43 @@ impl NodeClient<'_> {
         total.ok_or(NodeError::Shutdown)
     }
 
-    /// Runs a transaction; its keys must share a shard.
+    /// Runs a transaction. Its compares and writes must share a shard;
+    /// its top-level ranges may read any shards once its branch has
+    /// written (`txn_reads.rs`): those are read again at the
+    /// transaction's revision.
     pub async fn txn(&self, request: TxnRequest) -> NodeResult<Applied> {
-        let shard = crate::shard::merge::txn_shard(&request, self.node.shards)?;
-        self.write_to(shard, Entry::Txn(request)).await
+        let refused = match crate::shard::merge::txn_shard(&request, self.node.shards) {
+            Ok(shard) => return self.write_to(shard, Entry::Txn(request)).await,
+            Err(refused) => refused,
+        };
+        let Some(plan) = crate::shard::txn_reads::plan(&request, self.node.shards) else {
+            return Err(refused);
+        };
+        let mut applied = self
+            .write_to(plan.shard, Entry::Txn(request.clone()))
+            .await?;
+        let revision = applied.revision;
+        if let Response::Txn(answer) = &mut applied.response {
+            let (ops, again) = if answer.succeeded {
+                (&request.success, &plan.success)
+            } else {
+                (&request.failure, &plan.failure)
+            };
+            for &i in again {
+                let (Some(crate::mvcc::RequestOp::Range(range)), Some(slot)) =
+                    (ops.get(i), answer.responses.get_mut(i))
+                else {
+                    continue;
+                };
+                let at_txn = RangeRequest {
+                    revision,
+                    ..range.clone()
+                };
+                let (_, read) = self.range(at_txn, Consistency::Linearizable).await?;
+                *slot = crate::mvcc::ResponseOp::Range(read);
+            }
+        }
+        Ok(applied)
     }
 
     /// Reads a key or a range. A range over several shards, or a read at a
