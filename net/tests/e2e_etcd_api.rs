@@ -431,3 +431,45 @@ fn watches_answer_as_etcds() {
         }
     });
 }
+
+/// etcd's Lock service: a second caller waits until the holder unlocks,
+/// then holds the lock under its own lease's key.
+#[test]
+fn a_lock_is_held_by_one_caller_at_a_time() {
+    use keel_etcd_api::etcdserverpb::lease_client::LeaseClient;
+    use keel_etcd_api::etcdserverpb::LeaseGrantRequest;
+    use keel_etcd_api::v3lockpb::lock_client::LockClient;
+    use keel_etcd_api::v3lockpb::{LockRequest, UnlockRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    let runtime = runtime();
+    let endpoint = format!("http://{}", server.endpoint());
+    block_on(&runtime, async {
+        let mut leases = LeaseClient::connect(endpoint.clone()).await.unwrap();
+        let grant = LeaseGrantRequest { ttl: 60, id: 0 };
+        let first_lease = leases.lease_grant(grant).await.unwrap().into_inner().id;
+        let second_lease = leases.lease_grant(grant).await.unwrap().into_inner().id;
+        let mut locks = LockClient::connect(endpoint).await.unwrap();
+        let lock = |lease: i64| LockRequest {
+            name: b"jobs".to_vec(),
+            lease,
+        };
+        let first = locks.lock(lock(first_lease)).await.unwrap().into_inner();
+        assert_eq!(first.key, format!("jobs/{first_lease:x}").into_bytes());
+        let mut waiting = locks.clone();
+        let second = tokio::spawn(async move { waiting.lock(lock(second_lease)).await });
+        // Still held by the first.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!second.is_finished(), "the second caller took a held lock");
+        locks
+            .unlock(UnlockRequest {
+                key: first.key.clone(),
+            })
+            .await
+            .unwrap();
+        let second = second.await.unwrap().unwrap().into_inner();
+        assert_eq!(second.key, format!("jobs/{second_lease:x}").into_bytes());
+        assert!(second.header.unwrap().revision > first.header.unwrap().revision);
+    });
+}

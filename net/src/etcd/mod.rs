@@ -9,6 +9,7 @@
 //! that serves etcd's services with tonic, and enters the node through its
 //! client (flume channels to the cores), as keel's own connections do.
 
+mod auth;
 mod cluster;
 mod convert;
 mod cores;
@@ -17,23 +18,28 @@ mod header;
 mod http;
 mod kv;
 mod lease;
+mod lock;
 mod maintenance;
 mod watch;
 
 use std::sync::Arc;
 
 use keel_engine::shard::Node;
+use keel_etcd_api::etcdserverpb::auth_server::AuthServer;
 use keel_etcd_api::etcdserverpb::cluster_server::ClusterServer;
 use keel_etcd_api::etcdserverpb::kv_server::KvServer;
 use keel_etcd_api::etcdserverpb::lease_server::LeaseServer;
 use keel_etcd_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use keel_etcd_api::etcdserverpb::watch_server::WatchServer;
+use keel_etcd_api::v3lockpb::lock_server::LockServer;
 
+use self::auth::AuthService;
 use self::cluster::ClusterService;
 use self::cores::Cores;
 use self::header::Headers;
 use self::kv::KvService;
 use self::lease::LeaseService;
+use self::lock::LockService;
 use self::maintenance::MaintenanceService;
 use self::watch::WatchService;
 
@@ -99,9 +105,14 @@ async fn serve(
     }))
     .add_service(ClusterServer::new(ClusterService {
         cores: cores.clone(),
-        headers,
+        headers: headers.clone(),
         client_address,
-    }));
+    }))
+    .add_service(LockServer::new(LockService {
+        cores: cores.clone(),
+        headers: headers.clone(),
+    }))
+    .add_service(AuthServer::new(AuthService { headers }));
     let router = http::with_endpoints(routes.prepare().into_axum_router(), cores);
     while let Ok(stream) = arrived.recv_async().await {
         let stream = match stream

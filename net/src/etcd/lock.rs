@@ -1,0 +1,206 @@
+//! etcd's Lock service (v3lockpb), as the gateway's `/v3/lock/*` and
+//! clients without a mutex of their own call it: the same algorithm as Go's
+//! `concurrency.Mutex`, run on one of the node's cores.
+//!
+//! A lock `name` held under lease `L` is the key `name/<L in hex>`, put
+//! with the lease if it is new. Its holder is the key of the prefix with
+//! the lowest create revision: a caller waits until every key created
+//! before its own is deleted (each watched from the revision it was read
+//! at). A caller that goes away while it waits deletes its key, as Go's
+//! mutex does; the lease bounds it anyway.
+
+use keel_engine::mvcc as kv;
+use keel_engine::routing::prefix_end;
+use keel_engine::shard::{Consistency, NodeClient, NodeError, NodeResult, WatchBatch};
+use keel_etcd_api::v3lockpb as pb;
+use keel_etcd_api::v3lockpb::lock_server::Lock;
+use tonic::{Request, Response, Status};
+
+use crate::etcd::cores::{client, Cores};
+use crate::etcd::errors::status;
+use crate::etcd::header::Headers;
+
+/// The Lock service of one node.
+pub(crate) struct LockService {
+    pub(crate) cores: Cores,
+    pub(crate) headers: Headers,
+}
+
+#[tonic::async_trait]
+impl Lock for LockService {
+    async fn lock(
+        &self,
+        request: Request<pb::LockRequest>,
+    ) -> Result<Response<pb::LockResponse>, Status> {
+        let pb::LockRequest { name, lease } = request.into_inner();
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.cores.spawn(move |node, core| {
+            Box::pin(async move {
+                let client = client(&node, core);
+                let mut answer = answer;
+                let mut prefix = name;
+                prefix.push(b'/');
+                let mine = [prefix.clone(), format!("{lease:x}").into_bytes()].concat();
+                let acquired = futures_lite::future::or(
+                    async { Some(acquire(&client, &prefix, &mine, lease).await) },
+                    async {
+                        answer.closed().await;
+                        None
+                    },
+                )
+                .await;
+                match acquired {
+                    Some(outcome) => {
+                        let _ = answer.send(outcome.map(|revision| (revision, mine)));
+                    }
+                    // The caller went away: its key goes too.
+                    None => {
+                        let _ = client.delete_range(delete(&mine)).await;
+                    }
+                }
+            })
+        })?;
+        let (revision, key) = answered
+            .await
+            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::LockResponse {
+            header: Some(self.headers.at(revision)),
+            key,
+        }))
+    }
+
+    async fn unlock(
+        &self,
+        request: Request<pb::UnlockRequest>,
+    ) -> Result<Response<pb::UnlockResponse>, Status> {
+        let key = request.into_inner().key;
+        let applied = self
+            .cores
+            .call(move |node, core| {
+                Box::pin(async move { client(&node, core).delete_range(delete(&key)).await })
+            })
+            .await?;
+        Ok(Response::new(pb::UnlockResponse {
+            header: Some(self.headers.at(applied.revision)),
+        }))
+    }
+}
+
+fn delete(key: &[u8]) -> kv::DeleteRangeRequest {
+    kv::DeleteRangeRequest {
+        key: key.to_vec(),
+        range_end: Vec::new(),
+        prev_kv: false,
+    }
+}
+
+/// Takes the lock of `prefix` for the key `mine` (put with `lease` if
+/// new); answers the revision it was taken at, once it is held.
+pub(crate) async fn acquire(
+    client: &NodeClient<'_>,
+    prefix: &[u8],
+    mine: &[u8],
+    lease: i64,
+) -> NodeResult<u64> {
+    let first_holder = kv::RequestOp::Range(kv::RangeRequest {
+        key: prefix.to_vec(),
+        range_end: prefix_end(prefix),
+        limit: 1,
+        sort_order: kv::SortOrder::Ascend,
+        sort_target: kv::SortTarget::Create,
+        ..kv::RangeRequest::default()
+    });
+    let txn = kv::TxnRequest {
+        compare: vec![kv::Compare {
+            key: mine.to_vec(),
+            range_end: Vec::new(),
+            target: kv::CompareTarget::Create(0),
+            result: kv::CompareResult::Equal,
+        }],
+        success: vec![
+            kv::RequestOp::Put(kv::PutRequest {
+                key: mine.to_vec(),
+                value: Vec::new(),
+                lease,
+                prev_kv: false,
+                ignore_value: false,
+                ignore_lease: false,
+            }),
+            first_holder.clone(),
+        ],
+        failure: vec![
+            kv::RequestOp::Range(kv::RangeRequest {
+                key: mine.to_vec(),
+                ..kv::RangeRequest::default()
+            }),
+            first_holder,
+        ],
+    };
+    let applied = client.txn(txn).await?;
+    let kv::Response::Txn(answer) = applied.response else {
+        return Err(NodeError::InvalidRequest("a txn answered otherwise".into()));
+    };
+    let ranges: Vec<&kv::RangeResponse> = answer
+        .responses
+        .iter()
+        .filter_map(|op| match op {
+            kv::ResponseOp::Range(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let my_revision = if answer.succeeded {
+        applied.revision
+    } else {
+        ranges
+            .first()
+            .and_then(|r| r.kvs.first())
+            .map_or(applied.revision, |kv| kv.create_revision)
+    };
+    let holder = ranges.last().and_then(|r| r.kvs.first());
+    if holder.is_some_and(|h| h.create_revision != my_revision) {
+        wait_deletes(client, prefix, my_revision.saturating_sub(1)).await?;
+    }
+    Ok(my_revision)
+}
+
+/// Waits until no key of `prefix` created at or below `max_create` is left.
+async fn wait_deletes(client: &NodeClient<'_>, prefix: &[u8], max_create: u64) -> NodeResult<()> {
+    loop {
+        let last = kv::RangeRequest {
+            key: prefix.to_vec(),
+            range_end: prefix_end(prefix),
+            limit: 1,
+            sort_order: kv::SortOrder::Descend,
+            sort_target: kv::SortTarget::Create,
+            max_create_revision: max_create,
+            ..kv::RangeRequest::default()
+        };
+        let (read_at, found) = client.range(last, Consistency::Linearizable).await?;
+        let Some(waiting_on) = found.kvs.first() else {
+            return Ok(());
+        };
+        wait_delete(client, &waiting_on.key, read_at).await?;
+    }
+}
+
+/// Waits for `key` to be deleted after revision `after`.
+async fn wait_delete(client: &NodeClient<'_>, key: &[u8], after: u64) -> NodeResult<()> {
+    let mut watch = client
+        .watch(kv::WatchRequest {
+            key: key.to_vec(),
+            range_end: Vec::new(),
+            start_revision: after.saturating_add(1),
+            prev_kv: false,
+            no_put: true,
+            no_delete: false,
+        })
+        .await?;
+    loop {
+        match watch.next().await? {
+            WatchBatch::Events(events) if !events.is_empty() => return Ok(()),
+            WatchBatch::Compacted { .. } => return Ok(()),
+            _ => {}
+        }
+    }
+}
