@@ -473,3 +473,99 @@ fn a_lock_is_held_by_one_caller_at_a_time() {
         assert!(second.header.unwrap().revision > first.header.unwrap().revision);
     });
 }
+
+/// etcd's Election service: the first candidate leads, a second waits;
+/// the leader proclaims a new value, observers see each leader and value,
+/// a resignation hands leadership to the second, and a proclamation from
+/// a candidate that no longer leads is refused.
+#[test]
+fn an_election_has_one_leader_at_a_time_and_observers_see_each() {
+    use keel_etcd_api::etcdserverpb::lease_client::LeaseClient;
+    use keel_etcd_api::etcdserverpb::LeaseGrantRequest;
+    use keel_etcd_api::v3electionpb::election_client::ElectionClient;
+    use keel_etcd_api::v3electionpb::{
+        CampaignRequest, LeaderRequest, ProclaimRequest, ResignRequest,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    let runtime = runtime();
+    let endpoint = format!("http://{}", server.endpoint());
+    block_on(&runtime, async {
+        let mut leases = LeaseClient::connect(endpoint.clone()).await.unwrap();
+        let grant = LeaseGrantRequest { ttl: 60, id: 0 };
+        let first_lease = leases.lease_grant(grant).await.unwrap().into_inner().id;
+        let second_lease = leases.lease_grant(grant).await.unwrap().into_inner().id;
+        let mut election = ElectionClient::connect(endpoint).await.unwrap();
+        let name = b"primary".to_vec();
+        let leader_request = LeaderRequest { name: name.clone() };
+        let no_leader = election.leader(leader_request.clone()).await.unwrap_err();
+        assert_eq!(no_leader.message(), "election: no leader");
+        let mut observed = election
+            .observe(leader_request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+
+        let for_name = name.clone();
+        let campaign = move |lease: i64, value: &str| CampaignRequest {
+            name: for_name.clone(),
+            lease,
+            value: value.as_bytes().to_vec(),
+        };
+        let first = election
+            .campaign(campaign(first_lease, "a"))
+            .await
+            .unwrap()
+            .into_inner()
+            .leader
+            .unwrap();
+        let mut waiting = election.clone();
+        let second =
+            tokio::spawn(async move { waiting.campaign(campaign(second_lease, "b")).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !second.is_finished(),
+            "a second leader while the first leads"
+        );
+
+        election
+            .proclaim(ProclaimRequest {
+                leader: Some(first.clone()),
+                value: b"a2".to_vec(),
+            })
+            .await
+            .unwrap();
+        let now = election
+            .leader(leader_request.clone())
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(now.kv.unwrap().value, b"a2");
+
+        election
+            .resign(ResignRequest {
+                leader: Some(first.clone()),
+            })
+            .await
+            .unwrap();
+        let second = second.await.unwrap().unwrap().into_inner().leader.unwrap();
+        assert_eq!(second.key, format!("primary/{second_lease:x}").into_bytes());
+        let refused = election
+            .proclaim(ProclaimRequest {
+                leader: Some(first),
+                value: b"late".to_vec(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.message(), "election: not leader");
+
+        // The observer saw a, a2, then b.
+        let mut values = Vec::new();
+        while values.len() < 3 {
+            let leader = observed.message().await.unwrap().unwrap();
+            values.push(String::from_utf8(leader.kv.unwrap().value).unwrap());
+        }
+        assert_eq!(values, ["a", "a2", "b"]);
+    });
+}

@@ -42,7 +42,10 @@ impl Lock for LockService {
                 prefix.push(b'/');
                 let mine = [prefix.clone(), format!("{lease:x}").into_bytes()].concat();
                 let acquired = futures_lite::future::or(
-                    async { Some(acquire(&client, &prefix, &mine, lease).await) },
+                    async {
+                        let taken = acquire(&client, &prefix, &mine, lease, Vec::new()).await;
+                        Some(taken.map(|(revision, _)| revision))
+                    },
                     async {
                         answer.closed().await;
                         None
@@ -87,7 +90,7 @@ impl Lock for LockService {
     }
 }
 
-fn delete(key: &[u8]) -> kv::DeleteRangeRequest {
+pub(crate) fn delete(key: &[u8]) -> kv::DeleteRangeRequest {
     kv::DeleteRangeRequest {
         key: key.to_vec(),
         range_end: Vec::new(),
@@ -95,14 +98,16 @@ fn delete(key: &[u8]) -> kv::DeleteRangeRequest {
     }
 }
 
-/// Takes the lock of `prefix` for the key `mine` (put with `lease` if
-/// new); answers the revision it was taken at, once it is held.
+/// Takes the lock of `prefix` for the key `mine` (put with `lease` and
+/// `value` if new); answers, once it is held, the key's create revision
+/// and the value it already had if it was not new.
 pub(crate) async fn acquire(
     client: &NodeClient<'_>,
     prefix: &[u8],
     mine: &[u8],
     lease: i64,
-) -> NodeResult<u64> {
+    value: Vec<u8>,
+) -> NodeResult<(u64, Option<Vec<u8>>)> {
     let first_holder = kv::RequestOp::Range(kv::RangeRequest {
         key: prefix.to_vec(),
         range_end: prefix_end(prefix),
@@ -121,7 +126,7 @@ pub(crate) async fn acquire(
         success: vec![
             kv::RequestOp::Put(kv::PutRequest {
                 key: mine.to_vec(),
-                value: Vec::new(),
+                value,
                 lease,
                 prev_kv: false,
                 ignore_value: false,
@@ -149,19 +154,16 @@ pub(crate) async fn acquire(
             _ => None,
         })
         .collect();
-    let my_revision = if answer.succeeded {
-        applied.revision
-    } else {
-        ranges
-            .first()
-            .and_then(|r| r.kvs.first())
-            .map_or(applied.revision, |kv| kv.create_revision)
-    };
+    let existing = (!answer.succeeded)
+        .then(|| ranges.first().and_then(|r| r.kvs.first()))
+        .flatten();
+    let my_revision = existing.map_or(applied.revision, |kv| kv.create_revision);
+    let existing_value = existing.map(|kv| kv.value.clone());
     let holder = ranges.last().and_then(|r| r.kvs.first());
     if holder.is_some_and(|h| h.create_revision != my_revision) {
         wait_deletes(client, prefix, my_revision.saturating_sub(1)).await?;
     }
-    Ok(my_revision)
+    Ok((my_revision, existing_value))
 }
 
 /// Waits until no key of `prefix` created at or below `max_create` is left.

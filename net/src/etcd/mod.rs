@@ -13,6 +13,7 @@ mod auth;
 mod cluster;
 mod convert;
 mod cores;
+mod election;
 mod errors;
 mod header;
 mod http;
@@ -31,11 +32,13 @@ use keel_etcd_api::etcdserverpb::kv_server::KvServer;
 use keel_etcd_api::etcdserverpb::lease_server::LeaseServer;
 use keel_etcd_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use keel_etcd_api::etcdserverpb::watch_server::WatchServer;
+use keel_etcd_api::v3electionpb::election_server::ElectionServer;
 use keel_etcd_api::v3lockpb::lock_server::LockServer;
 
 use self::auth::AuthService;
 use self::cluster::ClusterService;
 use self::cores::Cores;
+use self::election::ElectionService;
 use self::header::Headers;
 use self::kv::KvService;
 use self::lease::LeaseService;
@@ -109,6 +112,10 @@ async fn serve(
         client_address,
     }))
     .add_service(LockServer::new(LockService {
+        cores: cores.clone(),
+        headers: headers.clone(),
+    }))
+    .add_service(ElectionServer::new(ElectionService {
         cores: cores.clone(),
         headers: headers.clone(),
     }))
