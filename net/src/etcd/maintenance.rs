@@ -53,6 +53,9 @@ impl Maintenance for MaintenanceService {
         let kind = pb::AlarmType::try_from(request.alarm)
             .map_err(|_| Status::invalid_argument("etcdserver: unknown alarm"))?;
         let member = request.member_id;
+        // etcd answers a GET without a header (`etcdctl alarm list -w
+        // json` prints `{}`).
+        let header = (action != EtcdAction::Get).then(|| self.headers.member());
         let alarms = match (action, kind) {
             (EtcdAction::Get, _) => {
                 self.cores
@@ -87,7 +90,7 @@ impl Maintenance for MaintenanceService {
             (_, pb::AlarmType::Corrupt) => return Err(not_yet("the CORRUPT alarm")),
         };
         Ok(Response::new(pb::AlarmResponse {
-            header: Some(self.headers.member()),
+            header,
             alarms: alarms.into_iter().map(etcd_alarm).collect(),
         }))
     }
