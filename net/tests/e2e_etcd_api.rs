@@ -569,3 +569,42 @@ fn an_election_has_one_leader_at_a_time_and_observers_see_each() {
         assert_eq!(values, ["a", "a2", "b"]);
     });
 }
+
+/// MoveLeader moves every shard's leadership: to the member that leads
+/// them already it succeeds, to a member that does not exist it is refused
+/// with etcd's error.
+#[test]
+fn move_leader_names_a_member_or_is_refused_as_etcd_refuses_it() {
+    use keel_etcd_api::etcdserverpb::maintenance_client::MaintenanceClient;
+    use keel_etcd_api::etcdserverpb::{MoveLeaderRequest, StatusRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &[]);
+    let runtime = runtime();
+    let endpoint = format!("http://{}", server.endpoint());
+    block_on(&runtime, async {
+        let mut maintenance = MaintenanceClient::connect(endpoint).await.unwrap();
+        let status = maintenance
+            .status(StatusRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let me = status.header.unwrap().member_id;
+        assert_eq!(status.leader, me);
+        maintenance
+            .move_leader(MoveLeaderRequest { target_id: me })
+            .await
+            .unwrap();
+        let refused = maintenance
+            .move_leader(MoveLeaderRequest { target_id: me ^ 1 })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (
+                tonic::Code::FailedPrecondition,
+                "etcdserver: bad leader transferee"
+            )
+        );
+    });
+}

@@ -1,6 +1,6 @@
-//! etcd's Maintenance service: Status, Alarm and Defragment (a no-op: the
-//! copy-on-write tree reuses its free pages and never needs one). Hash,
-//! HashKV, Snapshot, MoveLeader and Downgrade are not served yet.
+//! etcd's Maintenance service: Status, Alarm, MoveLeader and Defragment (a
+//! no-op: the copy-on-write tree reuses its free pages and never needs
+//! one). Hash, HashKV, Snapshot and Downgrade are not served yet.
 
 use std::pin::Pin;
 
@@ -165,11 +165,37 @@ impl Maintenance for MaintenanceService {
         Err(not_yet("Snapshot"))
     }
 
+    /// etcd has one leader; keel has one per shard: every shard's
+    /// leadership moves to the target, and stays pinned there as `keelctl
+    /// move-leader` pins it (docs/cluster.md, "Leadership placement").
     async fn move_leader(
         &self,
-        _request: Request<pb::MoveLeaderRequest>,
+        request: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(not_yet("MoveLeader"))
+        let to = request.into_inner().target_id;
+        let moved = self
+            .cores
+            .call(move |node, core| {
+                Box::pin(async move {
+                    let client = client(&node, core);
+                    let shards: Vec<usize> = (0..client.shard_count()).collect();
+                    client.move_leaders(&shards, to).await
+                })
+            })
+            .await;
+        match moved {
+            Ok(true) => Ok(Response::new(pb::MoveLeaderResponse {
+                header: Some(self.headers.member()),
+            })),
+            // etcd's answer for a transfer that did not finish in time.
+            Ok(false) => Err(Status::unavailable(
+                "etcdserver: request timed out, leader transfer took too long",
+            )),
+            Err(refused) if refused.code() == tonic::Code::InvalidArgument => Err(
+                Status::failed_precondition("etcdserver: bad leader transferee"),
+            ),
+            Err(refused) => Err(refused),
+        }
     }
 
     async fn downgrade(
