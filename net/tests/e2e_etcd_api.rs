@@ -392,8 +392,28 @@ fn watches_answer_as_etcds() {
         })
         .await
         .unwrap();
-        let canceled = answers.message().await.unwrap().unwrap();
-        assert!(canceled.canceled && canceled.watch_id == 1, "{canceled:?}");
+        loop {
+            let answer = answers.message().await.unwrap().unwrap();
+            if answer.watch_id == 1 {
+                assert!(answer.canceled, "events after a cancel: {answer:?}");
+                break;
+            }
+        }
+        // Ids are not given twice on a stream: the next is 2, not 1.
+        asks.send(create(WatchCreateRequest {
+            key: b"w/".to_vec(),
+            range_end: b"w0".to_vec(),
+            ..WatchCreateRequest::default()
+        }))
+        .await
+        .unwrap();
+        loop {
+            let answer = answers.message().await.unwrap().unwrap();
+            if answer.created {
+                assert_eq!(answer.watch_id, 2, "{answer:?}");
+                break;
+            }
+        }
 
         // A watch from before a compaction is cancelled, with the
         // compaction's revision and etcd's reason.
@@ -471,6 +491,49 @@ fn a_lock_is_held_by_one_caller_at_a_time() {
         let second = second.await.unwrap().unwrap().into_inner();
         assert_eq!(second.key, format!("jobs/{second_lease:x}").into_bytes());
         assert!(second.header.unwrap().revision > first.header.unwrap().revision);
+
+        // A waiter whose lease is revoked while it waits holds nothing
+        // when the holder lets go: etcd's "session is expired".
+        let third_lease = leases.lease_grant(grant).await.unwrap().into_inner().id;
+        let mut waiting = locks.clone();
+        let third = tokio::spawn(async move { waiting.lock(lock(third_lease)).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!third.is_finished());
+        leases
+            .lease_revoke(keel_etcd_api::etcdserverpb::LeaseRevokeRequest { id: third_lease })
+            .await
+            .unwrap();
+        locks
+            .unlock(UnlockRequest {
+                key: second.key.clone(),
+            })
+            .await
+            .unwrap();
+        let expired = third.await.unwrap().unwrap_err();
+        assert_eq!(expired.message(), "mutex: session is expired");
+
+        // Without a lease, each caller gets one of its own (etcd's
+        // session): the second waits for the first.
+        let unleased = LockRequest {
+            name: b"unleased".to_vec(),
+            lease: 0,
+        };
+        let first = locks.lock(unleased.clone()).await.unwrap().into_inner();
+        let mut waiting = locks.clone();
+        let second = tokio::spawn(async move { waiting.lock(unleased).await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !second.is_finished(),
+            "two holders of a lock taken without a lease"
+        );
+        locks
+            .unlock(UnlockRequest {
+                key: first.key.clone(),
+            })
+            .await
+            .unwrap();
+        let second = second.await.unwrap().unwrap().into_inner();
+        assert_ne!(second.key, first.key);
     });
 }
 

@@ -311,7 +311,7 @@ impl Node {
         self.client().delete_range(request).await
     }
 
-    /// Runs a transaction whose keys share a shard.
+    /// Runs a transaction ([`NodeClient::txn`]).
     pub async fn txn(&self, request: TxnRequest) -> NodeResult<Applied> {
         self.client().txn(request).await
     }
@@ -536,9 +536,10 @@ impl NodeClient<'_> {
     }
 
     /// Runs a transaction. Its compares and writes must share a shard;
-    /// its top-level ranges may read any shards once its branch has
-    /// written (`txn_reads.rs`): those are read again at the
-    /// transaction's revision.
+    /// its top-level ranges may read any shards when no write of their
+    /// branch comes after them (`txn_reads.rs`): those are read again at
+    /// the transaction's revision. A re-read that fails after the write
+    /// applied answers [`NodeError::OutcomeUnknown`].
     pub async fn txn(&self, request: TxnRequest) -> NodeResult<Applied> {
         let refused = match crate::shard::merge::txn_shard(&request, self.node.shards) {
             Ok(shard) => return self.write_to(shard, Entry::Txn(request)).await,
@@ -563,11 +564,21 @@ impl NodeClient<'_> {
                 else {
                     continue;
                 };
+                // A range that names its own revision reads there.
                 let at_txn = RangeRequest {
-                    revision,
+                    revision: if range.revision == 0 {
+                        revision
+                    } else {
+                        range.revision
+                    },
                     ..range.clone()
                 };
-                let (_, read) = self.range(at_txn, Consistency::Linearizable).await?;
+                // The write is applied: a read that fails now must not
+                // read as "not applied".
+                let (_, read) = self
+                    .range(at_txn, Consistency::Linearizable)
+                    .await
+                    .map_err(|_| NodeError::OutcomeUnknown { shard: plan.shard })?;
                 *slot = crate::mvcc::ResponseOp::Range(read);
             }
         }

@@ -1,7 +1,6 @@
 //! Transactions whose reads span shards (docs/node.md, "Transactions"):
 //! etcd's clients put a prefix read in their transactions (Go's
-//! `concurrency.Mutex` and `Election`, which `etcdctl lock` and `elect`
-//! use). A transaction's compares and writes must still share one shard;
+//! `concurrency.Mutex`, which `etcdctl lock` uses). A transaction's compares and writes must still share one shard;
 //! its top-level ranges may read any shards. The transaction runs on its
 //! shard, and each range of the branch it took that is not that shard's
 //! alone is read again at the transaction's revision R on every shard it

@@ -1,7 +1,8 @@
 //! etcd's Auth service while keel has no authentication (it comes with
 //! the security work): the status says disabled, disabling succeeds, and
-//! every other call is refused as etcd refuses them with authentication
-//! off, so that clients' handling of that case works.
+//! every other call is refused with etcd's "authentication is not
+//! enabled" (etcd itself refuses only Authenticate so with authentication
+//! off; it keeps users and roles, which keel does not have yet).
 
 use keel_etcd_api::etcdserverpb as pb;
 use keel_etcd_api::etcdserverpb::auth_server::Auth;

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use futures_util::Stream;
 use keel_engine::mvcc as kv;
 use keel_engine::routing::prefix_end;
-use keel_engine::shard::{Consistency, NodeClient, NodeError, NodeResult, WatchBatch};
+use keel_engine::shard::{Consistency, NodeClient, NodeResult, WatchBatch};
 use keel_etcd_api::v3electionpb as pb;
 use keel_etcd_api::v3electionpb::election_server::Election;
 use tonic::{Request, Response, Status};
@@ -20,7 +20,7 @@ use crate::etcd::convert::{key_value, to_i64};
 use crate::etcd::cores::{client, Cores};
 use crate::etcd::errors::status;
 use crate::etcd::header::Headers;
-use crate::etcd::lock::{acquire, delete};
+use crate::etcd::lock::{acquire, delete, session_expired, session_lease};
 
 /// Leaders queued for an observer that is slow to read them.
 const OBSERVE_QUEUE: usize = 16;
@@ -37,12 +37,13 @@ fn prefix_of(name: &[u8]) -> Vec<u8> {
     [name, b"/"].concat()
 }
 
+// etcd's election errors are plain Go errors: gRPC code Unknown.
 fn not_leader() -> Status {
-    Status::failed_precondition("election: not leader")
+    Status::unknown("election: not leader")
 }
 
 fn no_leader() -> Status {
-    Status::not_found("election: no leader")
+    Status::unknown("election: no leader")
 }
 
 /// A transaction that acts on `leader`'s key only while it is the one
@@ -58,6 +59,53 @@ fn while_leading(leader: &pb::LeaderKey, op: kv::RequestOp) -> kv::TxnRequest {
         success: vec![op],
         failure: Vec::new(),
     }
+}
+
+/// Campaigns for `prefix` with `key`: answers its create revision once it
+/// leads. A candidate again with another value proclaims it first; if
+/// its key went meanwhile, it does not lead.
+async fn campaign_on_core(
+    client: &NodeClient<'_>,
+    prefix: &[u8],
+    key: &[u8],
+    lease: i64,
+    value: Vec<u8>,
+) -> Result<u64, Status> {
+    let held = acquire(client, prefix, key, lease, value.clone())
+        .await
+        .map_err(|e| status(&e))?;
+    let Some((revision, had)) = held else {
+        return Err(session_expired());
+    };
+    if had.is_some_and(|had| had != value) {
+        let leader = pb::LeaderKey {
+            rev: to_i64(revision),
+            key: key.to_vec(),
+            ..pb::LeaderKey::default()
+        };
+        let put = kv::RequestOp::Put(kv::PutRequest {
+            key: key.to_vec(),
+            value,
+            lease,
+            prev_kv: false,
+            ignore_value: false,
+            ignore_lease: false,
+        });
+        let applied = client
+            .txn(while_leading(&leader, put))
+            .await
+            .map_err(|e| status(&e))?;
+        if !matches!(
+            applied.response,
+            kv::Response::Txn(kv::TxnResponse {
+                succeeded: true,
+                ..
+            })
+        ) {
+            return Err(not_leader());
+        }
+    }
+    Ok(revision)
 }
 
 /// The leader of `prefix` now, and the revision it was read at.
@@ -85,35 +133,20 @@ impl Election for ElectionService {
     ) -> Result<Response<pb::CampaignResponse>, Status> {
         let pb::CampaignRequest { name, lease, value } = request.into_inner();
         let prefix = prefix_of(&name);
-        let mine = [prefix.clone(), format!("{lease:x}").into_bytes()].concat();
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let key = mine.clone();
         self.cores.spawn(move |node, core| {
             Box::pin(async move {
                 let client = client(&node, core);
                 let mut answer = answer;
-                let campaign = async {
-                    let (revision, had) =
-                        acquire(&client, &prefix, &key, lease, value.clone()).await?;
-                    // A candidate again with another value proclaims it.
-                    if had.is_some_and(|had| had != value) {
-                        let put = kv::RequestOp::Put(kv::PutRequest {
-                            key: key.clone(),
-                            value,
-                            lease,
-                            prev_kv: false,
-                            ignore_value: false,
-                            ignore_lease: false,
-                        });
-                        let leader = pb::LeaderKey {
-                            rev: to_i64(revision),
-                            key: key.clone(),
-                            ..pb::LeaderKey::default()
-                        };
-                        client.txn(while_leading(&leader, put)).await?;
+                let lease = match session_lease(&client, lease).await {
+                    Ok(lease) => lease,
+                    Err(error) => {
+                        let _ = answer.send(Err(status(&error)));
+                        return;
                     }
-                    Ok::<u64, NodeError>(revision)
                 };
+                let key = [prefix.clone(), format!("{lease:x}").into_bytes()].concat();
+                let campaign = campaign_on_core(&client, &prefix, &key, lease, value);
                 let outcome = futures_lite::future::or(async { Some(campaign.await) }, async {
                     answer.closed().await;
                     None
@@ -121,7 +154,7 @@ impl Election for ElectionService {
                 .await;
                 match outcome {
                     Some(outcome) => {
-                        let _ = answer.send(outcome);
+                        let _ = answer.send(outcome.map(|revision| (revision, key, lease)));
                     }
                     // The candidate went away: its key goes too.
                     None => {
@@ -130,15 +163,14 @@ impl Election for ElectionService {
                 }
             })
         })?;
-        let revision = answered
+        let (revision, key, lease) = answered
             .await
-            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?
-            .map_err(|e| status(&e))?;
+            .map_err(|_| Status::unavailable("etcdserver: server stopped"))??;
         Ok(Response::new(pb::CampaignResponse {
             header: Some(self.headers.at(revision)),
             leader: Some(pb::LeaderKey {
                 name,
-                key: mine,
+                key,
                 rev: to_i64(revision),
                 lease,
             }),

@@ -60,6 +60,8 @@ pub(crate) fn status(error: &NodeError) -> Status {
                 Code::InvalidArgument,
                 "etcdserver: request is too large".into(),
             ),
+            // A shard that stopped on I/O failure: not the request's fault.
+            KvError::Storage(_) => (Code::Unavailable, format!("etcdserver: {kv}")),
             other => (Code::InvalidArgument, format!("etcdserver: {other}")),
         },
         NodeError::NoLeader { .. } | NodeError::Behind { .. } => {

@@ -1,6 +1,6 @@
-//! etcd's Lock service (v3lockpb), as the gateway's `/v3/lock/*` and
-//! clients without a mutex of their own call it: the same algorithm as Go's
-//! `concurrency.Mutex`, run on one of the node's cores.
+//! etcd's Lock service (v3lockpb), as clients without a mutex of their own
+//! call it: the same algorithm as Go's `concurrency.Mutex`, run on one of
+//! the node's cores.
 //!
 //! A lock `name` held under lease `L` is the key `name/<L in hex>`, put
 //! with the lease if it is new. Its holder is the key of the prefix with
@@ -38,13 +38,20 @@ impl Lock for LockService {
             Box::pin(async move {
                 let client = client(&node, core);
                 let mut answer = answer;
+                let lease = match session_lease(&client, lease).await {
+                    Ok(lease) => lease,
+                    Err(error) => {
+                        let _ = answer.send(Err(status(&error)));
+                        return;
+                    }
+                };
                 let mut prefix = name;
                 prefix.push(b'/');
                 let mine = [prefix.clone(), format!("{lease:x}").into_bytes()].concat();
                 let acquired = futures_lite::future::or(
                     async {
                         let taken = acquire(&client, &prefix, &mine, lease, Vec::new()).await;
-                        Some(taken.map(|(revision, _)| revision))
+                        Some(taken.map(|held| held.map(|(revision, _)| revision)))
                     },
                     async {
                         answer.closed().await;
@@ -53,8 +60,14 @@ impl Lock for LockService {
                 )
                 .await;
                 match acquired {
-                    Some(outcome) => {
-                        let _ = answer.send(outcome.map(|revision| (revision, mine)));
+                    Some(Ok(Some(revision))) => {
+                        let _ = answer.send(Ok((revision, mine)));
+                    }
+                    Some(Ok(None)) => {
+                        let _ = answer.send(Err(session_expired()));
+                    }
+                    Some(Err(error)) => {
+                        let _ = answer.send(Err(status(&error)));
                     }
                     // The caller went away: its key goes too.
                     None => {
@@ -65,8 +78,7 @@ impl Lock for LockService {
         })?;
         let (revision, key) = answered
             .await
-            .map_err(|_| Status::unavailable("etcdserver: server stopped"))?
-            .map_err(|e| status(&e))?;
+            .map_err(|_| Status::unavailable("etcdserver: server stopped"))??;
         Ok(Response::new(pb::LockResponse {
             header: Some(self.headers.at(revision)),
             key,
@@ -98,16 +110,35 @@ pub(crate) fn delete(key: &[u8]) -> kv::DeleteRangeRequest {
     }
 }
 
+/// etcd's error for a waiter whose key went (its lease expired).
+pub(crate) fn session_expired() -> Status {
+    Status::unknown("mutex: session is expired")
+}
+
+/// The lease a lock or a campaign is held under: the caller's, or, for 0,
+/// a new one of 60 s, as etcd's session makes for it.
+pub(crate) async fn session_lease(client: &NodeClient<'_>, lease: i64) -> NodeResult<i64> {
+    if lease != 0 {
+        return Ok(lease);
+    }
+    client.lease_grant(0, SESSION_TTL).await
+}
+
+/// The time to live of a lease made for a caller that names none (etcd's
+/// session default).
+const SESSION_TTL: i64 = 60;
+
 /// Takes the lock of `prefix` for the key `mine` (put with `lease` and
 /// `value` if new); answers, once it is held, the key's create revision
-/// and the value it already had if it was not new.
+/// and the value it already had if it was not new; `None` when the key
+/// went while it waited (its lease expired): it holds nothing then.
 pub(crate) async fn acquire(
     client: &NodeClient<'_>,
     prefix: &[u8],
     mine: &[u8],
     lease: i64,
     value: Vec<u8>,
-) -> NodeResult<(u64, Option<Vec<u8>>)> {
+) -> NodeResult<Option<(u64, Option<Vec<u8>>)>> {
     let first_holder = kv::RequestOp::Range(kv::RangeRequest {
         key: prefix.to_vec(),
         range_end: prefix_end(prefix),
@@ -162,8 +193,18 @@ pub(crate) async fn acquire(
     let holder = ranges.last().and_then(|r| r.kvs.first());
     if holder.is_some_and(|h| h.create_revision != my_revision) {
         wait_deletes(client, prefix, my_revision.saturating_sub(1)).await?;
+        // Still there? A key deleted while it waited (its lease expired)
+        // holds nothing, and a later one may think it holds the lock.
+        let own = kv::RangeRequest {
+            key: mine.to_vec(),
+            ..kv::RangeRequest::default()
+        };
+        let (_, found) = client.range(own, Consistency::Linearizable).await?;
+        if found.kvs.first().map(|kv| kv.create_revision) != Some(my_revision) {
+            return Ok(None);
+        }
     }
-    Ok((my_revision, existing_value))
+    Ok(Some((my_revision, existing_value)))
 }
 
 /// Waits until no key of `prefix` created at or below `max_create` is left.

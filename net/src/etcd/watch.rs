@@ -72,8 +72,10 @@ impl Watch for WatchService {
 /// Serves one client stream until the client closes it: creates, cancels
 /// and progress requests in the order they come.
 async fn session(mut asks: Streaming<pb::WatchRequest>, out: Out, cores: Cores, headers: Headers) {
-    // Each watch's control channel; dropping it ends the watch.
-    let mut watches: HashMap<i64, flume::Sender<Control>> = HashMap::new();
+    // Each watch's handles; dropping them ends the watch.
+    let mut watches: HashMap<i64, Running> = HashMap::new();
+    // Ids the client does not choose count up from 0 and are never used
+    // again on the stream, as etcd's.
     let mut next_id: i64 = 0;
     while let Ok(Some(ask)) = asks.message().await {
         match ask.request_union {
@@ -85,7 +87,8 @@ async fn session(mut asks: Streaming<pb::WatchRequest>, out: Out, cores: Cores, 
                     while watches.contains_key(&next_id) {
                         next_id += 1;
                     }
-                    next_id
+                    next_id += 1;
+                    next_id - 1
                 };
                 if watches.contains_key(&id) {
                     let refused = pb::WatchResponse {
@@ -104,28 +107,21 @@ async fn session(mut asks: Streaming<pb::WatchRequest>, out: Out, cores: Cores, 
                     continue;
                 }
                 match create_watch(&cores, &headers, &out, id, create).await {
-                    Some(control) => {
-                        watches.insert(id, control);
+                    Some(running) => {
+                        watches.insert(id, running);
                     }
                     None if out.is_closed() => return,
                     None => {}
                 }
             }
-            // An unknown id is not answered, as in etcd.
-            Some(RequestUnion::CancelRequest(cancel))
-                if watches.remove(&cancel.watch_id).is_some() =>
-            {
-                let canceled = pb::WatchResponse {
-                    header: Some(headers.member()),
-                    watch_id: cancel.watch_id,
-                    canceled: true,
-                    ..pb::WatchResponse::default()
-                };
-                if out.send(Ok(canceled)).await.is_err() {
-                    return;
+            // The watch's forwarder answers `canceled`, after whatever it
+            // already sent and before nothing more. An unknown id is not
+            // answered, as in etcd.
+            Some(RequestUnion::CancelRequest(cancel)) => {
+                if let Some(running) = watches.remove(&cancel.watch_id) {
+                    let _ = running.cancel.send(());
                 }
             }
-            Some(RequestUnion::CancelRequest(_)) => {}
             Some(RequestUnion::ProgressRequest(_)) => {
                 let now = cores
                     .call(|node, core| {
@@ -133,23 +129,35 @@ async fn session(mut asks: Streaming<pb::WatchRequest>, out: Out, cores: Cores, 
                     })
                     .await;
                 if let Ok(now) = now {
-                    watches.retain(|_, control| control.send(Control::Progress(now)).is_ok());
+                    watches
+                        .retain(|_, running| running.control.send(Control::Progress(now)).is_ok());
                 }
             }
             None => {}
         }
     }
+    // The client closed its side (Go's and Rust's clients do when done
+    // asking): the watches go on until it stops reading.
+    out.closed().await;
+}
+
+/// A watch's handles in its stream's session.
+struct Running {
+    /// To its feed on the core; dropped, the watch ends.
+    control: flume::Sender<Control>,
+    /// To its forwarder: answer `canceled` and stop.
+    cancel: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Starts watch `id` on a core and answers `created` (or why not); then a
-/// task forwards its batches. Answers its control channel when it runs.
+/// task forwards its batches. Answers its handles when it runs.
 async fn create_watch(
     cores: &Cores,
     headers: &Headers,
     out: &Out,
     id: i64,
     create: pb::WatchCreateRequest,
-) -> Option<flume::Sender<Control>> {
+) -> Option<Running> {
     let request = kv::WatchRequest {
         no_put: create.filters.contains(&(FilterType::Noput as i32)),
         no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
@@ -202,8 +210,9 @@ async fn create_watch(
     if out.send(Ok(created)).await.is_err() || started.is_err() {
         return None;
     }
-    tokio::spawn(forward(fed, out.clone(), headers.clone(), id));
-    Some(control)
+    let (cancel, canceled) = tokio::sync::oneshot::channel();
+    tokio::spawn(forward(fed, canceled, out.clone(), headers.clone(), id));
+    Some(Running { control, cancel })
 }
 
 /// On the watch's core: its batches into `batches`, until the stream ends,
@@ -240,14 +249,35 @@ async fn feed(
     }
 }
 
-/// On the front: watch `id`'s batches as etcd's answers.
+/// On the front: watch `id`'s batches as etcd's answers, until it is
+/// cancelled (answered `canceled`, nothing after) or ends.
 async fn forward(
     mut fed: tokio::sync::mpsc::Receiver<NodeResult<WatchBatch>>,
+    mut canceled: tokio::sync::oneshot::Receiver<()>,
     out: Out,
     headers: Headers,
     id: i64,
 ) {
-    while let Some(batch) = fed.recv().await {
+    loop {
+        let batch = tokio::select! {
+            biased;
+            cancel = &mut canceled => {
+                if cancel.is_ok() {
+                    let answer = pb::WatchResponse {
+                        header: Some(headers.member()),
+                        watch_id: id,
+                        canceled: true,
+                        ..pb::WatchResponse::default()
+                    };
+                    let _ = out.send(Ok(answer)).await;
+                }
+                return;
+            }
+            batch = fed.recv() => batch,
+        };
+        let Some(batch) = batch else {
+            return;
+        };
         let answer = match batch {
             Ok(WatchBatch::Events(events)) => pb::WatchResponse {
                 header: Some(headers.at(events.last().map_or(0, |e| e.kv.mod_revision))),

@@ -130,12 +130,15 @@ async fn route(stream: TcpStream, ctx: Rc<CoreContext>) {
         return;
     };
     let deadline = std::time::Instant::now() + ctx.limits.frame_timeout;
+    let mut pause = std::time::Duration::from_millis(1);
     while peeked < first.len() {
-        // peek answers at once while the same bytes wait: poll gently.
+        // peek answers at once while the same bytes wait: poll, backing
+        // off (a client that stalls costs a few wakes, not one a ms).
         if std::time::Instant::now() >= deadline {
             return;
         }
-        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        glommio::timer::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_millis(100));
         peeked = match stream.peek(&mut first).await {
             Ok(0) | Err(_) => return,
             Ok(n) => n,

@@ -382,6 +382,14 @@ impl Server {
                 let _ = front.join();
             }
         }
+        // The front's work on the cores (watches, lock waits) hears that
+        // the front is gone when next polled, and lets go of the node then.
+        if let Some(node) = &self.node {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while Arc::strong_count(node) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         if let Some(node) = self.node.take() {
             match Arc::try_unwrap(node) {
                 Ok(node) => node.shutdown(),
