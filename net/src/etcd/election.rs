@@ -20,7 +20,7 @@ use crate::etcd::convert::{key_value, to_i64};
 use crate::etcd::cores::{client, Cores};
 use crate::etcd::errors::status;
 use crate::etcd::header::Headers;
-use crate::etcd::lock::{acquire, delete, session_expired, session_lease};
+use crate::etcd::lock::{acquire, delete, for_a_caller, session_expired, Wait};
 
 /// Leaders queued for an observer that is slow to read them.
 const OBSERVE_QUEUE: usize = 16;
@@ -132,40 +132,11 @@ impl Election for ElectionService {
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
         let pb::CampaignRequest { name, lease, value } = request.into_inner();
-        let prefix = prefix_of(&name);
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        self.cores.spawn(move |node, core| {
-            Box::pin(async move {
-                let client = client(&node, core);
-                let mut answer = answer;
-                let lease = match session_lease(&client, lease).await {
-                    Ok(lease) => lease,
-                    Err(error) => {
-                        let _ = answer.send(Err(status(&error)));
-                        return;
-                    }
-                };
-                let key = [prefix.clone(), format!("{lease:x}").into_bytes()].concat();
-                let campaign = campaign_on_core(&client, &prefix, &key, lease, value);
-                let outcome = futures_lite::future::or(async { Some(campaign.await) }, async {
-                    answer.closed().await;
-                    None
-                })
-                .await;
-                match outcome {
-                    Some(outcome) => {
-                        let _ = answer.send(outcome.map(|revision| (revision, key, lease)));
-                    }
-                    // The candidate went away: its key goes too.
-                    None => {
-                        let _ = client.delete_range(delete(&key)).await;
-                    }
-                }
-            })
-        })?;
-        let (revision, key, lease) = answered
-            .await
-            .map_err(|_| Status::unavailable("etcdserver: server stopped"))??;
+        let wait: Wait = Box::new(move |client, prefix, key, lease| {
+            Box::pin(async move { campaign_on_core(client, &prefix, &key, lease, value).await })
+        });
+        let (revision, key, lease) =
+            for_a_caller(&self.cores, prefix_of(&name), lease, wait).await?;
         Ok(Response::new(pb::CampaignResponse {
             header: Some(self.headers.at(revision)),
             leader: Some(pb::LeaderKey {

@@ -33,52 +33,17 @@ impl Lock for LockService {
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
         let pb::LockRequest { name, lease } = request.into_inner();
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        self.cores.spawn(move |node, core| {
+        let prefix = [name.as_slice(), b"/"].concat();
+        let wait: Wait = Box::new(|client, prefix, key, lease| {
             Box::pin(async move {
-                let client = client(&node, core);
-                let mut answer = answer;
-                let lease = match session_lease(&client, lease).await {
-                    Ok(lease) => lease,
-                    Err(error) => {
-                        let _ = answer.send(Err(status(&error)));
-                        return;
-                    }
-                };
-                let mut prefix = name;
-                prefix.push(b'/');
-                let mine = [prefix.clone(), format!("{lease:x}").into_bytes()].concat();
-                let acquired = futures_lite::future::or(
-                    async {
-                        let taken = acquire(&client, &prefix, &mine, lease, Vec::new()).await;
-                        Some(taken.map(|held| held.map(|(revision, _)| revision)))
-                    },
-                    async {
-                        answer.closed().await;
-                        None
-                    },
-                )
-                .await;
-                match acquired {
-                    Some(Ok(Some(revision))) => {
-                        let _ = answer.send(Ok((revision, mine)));
-                    }
-                    Some(Ok(None)) => {
-                        let _ = answer.send(Err(session_expired()));
-                    }
-                    Some(Err(error)) => {
-                        let _ = answer.send(Err(status(&error)));
-                    }
-                    // The caller went away: its key goes too.
-                    None => {
-                        let _ = client.delete_range(delete(&mine)).await;
-                    }
+                match acquire(client, &prefix, &key, lease, Vec::new()).await {
+                    Ok(Some((revision, _))) => Ok(revision),
+                    Ok(None) => Err(session_expired()),
+                    Err(error) => Err(status(&error)),
                 }
             })
-        })?;
-        let (revision, key) = answered
-            .await
-            .map_err(|_| Status::unavailable("etcdserver: server stopped"))??;
+        });
+        let (revision, key, _) = for_a_caller(&self.cores, prefix, lease, wait).await?;
         Ok(Response::new(pb::LockResponse {
             header: Some(self.headers.at(revision)),
             key,
@@ -108,6 +73,67 @@ pub(crate) fn delete(key: &[u8]) -> kv::DeleteRangeRequest {
         range_end: Vec::new(),
         prev_kv: false,
     }
+}
+
+/// What a caller's wait does on its core with the node's client, its
+/// prefix, its key and its lease: answers the key's create revision.
+pub(crate) type Wait = Box<
+    dyn for<'a> FnOnce(
+            &'a NodeClient<'a>,
+            Vec<u8>,
+            Vec<u8>,
+            i64,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<u64, Status>> + 'a>,
+        > + Send,
+>;
+
+/// Runs `wait` for a caller of Lock or Campaign on one of the node's
+/// cores, under its session lease (`session_lease`) and key
+/// `prefix<lease in hex>`; answers the revision, the key and the lease.
+/// A caller that goes away while it waits has its key deleted, as Go's
+/// mutex and election do.
+pub(crate) async fn for_a_caller(
+    cores: &Cores,
+    prefix: Vec<u8>,
+    lease: i64,
+    wait: Wait,
+) -> Result<(u64, Vec<u8>, i64), Status> {
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    cores.spawn(move |node, core| {
+        Box::pin(async move {
+            let client = client(&node, core);
+            let mut answer = answer;
+            let lease = match session_lease(&client, lease).await {
+                Ok(lease) => lease,
+                Err(error) => {
+                    let _ = answer.send(Err(status(&error)));
+                    return;
+                }
+            };
+            let key = [prefix.clone(), format!("{lease:x}").into_bytes()].concat();
+            let waited = futures_lite::future::or(
+                async { Some(wait(&client, prefix, key.clone(), lease).await) },
+                async {
+                    answer.closed().await;
+                    None
+                },
+            )
+            .await;
+            match waited {
+                Some(outcome) => {
+                    let _ = answer.send(outcome.map(|revision| (revision, key, lease)));
+                }
+                // The caller went away: its key goes too.
+                None => {
+                    let _ = client.delete_range(delete(&key)).await;
+                }
+            }
+        })
+    })?;
+    answered
+        .await
+        .map_err(|_| Status::unavailable("etcdserver: server stopped"))?
 }
 
 /// etcd's error for a waiter whose key went (its lease expired).
