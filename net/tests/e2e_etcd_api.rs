@@ -13,12 +13,18 @@ use keel_etcd_api::etcdserverpb::{
 };
 use support::{block_on, keelctl, runtime, Server};
 
-#[test]
-fn kv_calls_answer_as_etcd_does_beside_keels_own_protocol() {
+/// A server of 2 shards for a gRPC client: its directory (kept while the
+/// test runs), the server, a runtime, and its endpoint as a URL.
+fn grpc_server() -> (tempfile::TempDir, Server, tokio::runtime::Runtime, String) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), 2, &[]);
-    let runtime = runtime();
     let endpoint = format!("http://{}", server.endpoint());
+    (dir, server, runtime(), endpoint)
+}
+
+#[test]
+fn kv_calls_answer_as_etcd_does_beside_keels_own_protocol() {
+    let (_dir, server, runtime, endpoint) = grpc_server();
     block_on(&runtime, async {
         let mut kv = KvClient::connect(endpoint).await.expect("gRPC connect");
         let put = kv
@@ -269,10 +275,7 @@ fn watches_answer_as_etcds() {
     };
     use keel_etcd_api::mvccpb::event::EventType;
 
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), 2, &[]);
-    let runtime = runtime();
-    let endpoint = format!("http://{}", server.endpoint());
+    let (_dir, _server, runtime, endpoint) = grpc_server();
     block_on(&runtime, async {
         let mut kv = KvClient::connect(endpoint.clone()).await.unwrap();
         let put = |key: &str, value: &str| PutRequest {
@@ -461,10 +464,7 @@ fn a_lock_is_held_by_one_caller_at_a_time() {
     use keel_etcd_api::v3lockpb::lock_client::LockClient;
     use keel_etcd_api::v3lockpb::{LockRequest, UnlockRequest};
 
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), 2, &[]);
-    let runtime = runtime();
-    let endpoint = format!("http://{}", server.endpoint());
+    let (_dir, _server, runtime, endpoint) = grpc_server();
     block_on(&runtime, async {
         let mut leases = LeaseClient::connect(endpoint.clone()).await.unwrap();
         let grant = LeaseGrantRequest { ttl: 60, id: 0 };
@@ -550,10 +550,7 @@ fn an_election_has_one_leader_at_a_time_and_observers_see_each() {
         CampaignRequest, LeaderRequest, ProclaimRequest, ResignRequest,
     };
 
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), 2, &[]);
-    let runtime = runtime();
-    let endpoint = format!("http://{}", server.endpoint());
+    let (_dir, _server, runtime, endpoint) = grpc_server();
     block_on(&runtime, async {
         let mut leases = LeaseClient::connect(endpoint.clone()).await.unwrap();
         let grant = LeaseGrantRequest { ttl: 60, id: 0 };
@@ -641,10 +638,7 @@ fn move_leader_names_a_member_or_is_refused_as_etcd_refuses_it() {
     use keel_etcd_api::etcdserverpb::maintenance_client::MaintenanceClient;
     use keel_etcd_api::etcdserverpb::{MoveLeaderRequest, StatusRequest};
 
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), 2, &[]);
-    let runtime = runtime();
-    let endpoint = format!("http://{}", server.endpoint());
+    let (_dir, _server, runtime, endpoint) = grpc_server();
     block_on(&runtime, async {
         let mut maintenance = MaintenanceClient::connect(endpoint).await.unwrap();
         let status = maintenance
