@@ -298,6 +298,7 @@ impl Node {
         (core < self.cores.len()).then_some(NodeClient {
             node: self,
             entry_core: Some(core),
+            writes_at_leader: false,
         })
     }
 
@@ -361,6 +362,7 @@ impl Node {
         NodeClient {
             node: self,
             entry_core: self.entry_core,
+            writes_at_leader: false,
         }
     }
 
@@ -390,6 +392,24 @@ impl Drop for Node {
 pub struct NodeClient<'a> {
     node: &'a Node,
     entry_core: Option<usize>,
+    /// Whether a write this member's replica cannot propose (it does not
+    /// lead the shard, or no one does yet) is carried to the leader
+    /// instead of refused with `NotLeader`: what etcd's clients expect of
+    /// any member, where keel's own client follows the leader hint.
+    writes_at_leader: bool,
+}
+
+impl<'a> NodeClient<'a> {
+    /// This handle, with writes carried to their shard's leader wherever
+    /// it is ([`NodeClient::write_at_leader`]) rather than refused with
+    /// `NotLeader` on a follower; a write that finds no leader after a few
+    /// seconds of looking is refused with `NoLeader`.
+    pub fn with_writes_at_leader(self) -> NodeClient<'a> {
+        NodeClient {
+            writes_at_leader: true,
+            ..self
+        }
+    }
 }
 
 impl NodeClient<'_> {
@@ -474,6 +494,9 @@ impl NodeClient<'_> {
                 "shard {shard} of {}",
                 self.node.shards
             )));
+        }
+        if self.writes_at_leader {
+            return self.write_at_leader(shard, entry).await;
         }
         self.call(shard, |reply| ShardCall::Write { entry, reply })
             .await

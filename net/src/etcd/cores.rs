@@ -77,7 +77,11 @@ impl Cores {
     }
 }
 
-/// The client of `node` through `core`, inside a call.
+/// The client of `node` through `core`, inside a call: writes go to their
+/// shard's leader on whichever member leads it, as etcd's members forward
+/// proposals to theirs.
 pub(crate) fn client(node: &Node, core: usize) -> NodeClient<'_> {
-    node.via_core(core).unwrap_or_else(|| node.client())
+    node.via_core(core)
+        .unwrap_or_else(|| node.client())
+        .with_writes_at_leader()
 }
