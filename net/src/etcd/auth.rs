@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 use crate::etcd::header::Headers;
 
 /// The Auth service of one node.
+#[derive(Clone)]
 pub(crate) struct AuthService {
     pub(crate) headers: Headers,
 }

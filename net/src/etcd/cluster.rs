@@ -14,6 +14,7 @@ use crate::etcd::cores::{client, Cores};
 use crate::etcd::header::Headers;
 
 /// The Cluster service of one node.
+#[derive(Clone)]
 pub(crate) struct ClusterService {
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,

@@ -26,6 +26,7 @@ use crate::etcd::lock::{acquire, delete, for_a_caller, session_expired, Wait};
 const OBSERVE_QUEUE: usize = 16;
 
 /// The Election service of one node.
+#[derive(Clone)]
 pub(crate) struct ElectionService {
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,

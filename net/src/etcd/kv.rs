@@ -10,6 +10,7 @@ use crate::etcd::cores::{client, Cores};
 use crate::etcd::header::Headers;
 
 /// The KV service of one node.
+#[derive(Clone)]
 pub(crate) struct KvService {
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,

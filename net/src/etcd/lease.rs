@@ -3,25 +3,27 @@
 
 use std::pin::Pin;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use keel_etcd_api::etcdserverpb as pb;
 use keel_etcd_api::etcdserverpb::lease_server::Lease;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::etcd::cores::{client, Cores};
 use crate::etcd::header::Headers;
+use crate::etcd::Asks;
 
 /// Keep-alive answers waiting for a client that is slow to read them, per
 /// stream: past them the stream waits (memory stays bounded).
 const KEEP_ALIVE_QUEUE: usize = 16;
 
 /// The Lease service of one node.
+#[derive(Clone)]
 pub(crate) struct LeaseService {
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,
 }
 
-type KeepAliveAnswers =
+pub(crate) type KeepAliveAnswers =
     Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
@@ -66,39 +68,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        let mut asks = request.into_inner();
-        let (answers, answered) = tokio::sync::mpsc::channel(KEEP_ALIVE_QUEUE);
-        let (cores, headers) = (self.cores.clone(), self.headers.clone());
-        tokio::spawn(async move {
-            while let Ok(Some(ask)) = asks.message().await {
-                let id = ask.id;
-                let renewed = cores
-                    .call(move |node, core| {
-                        Box::pin(async move { client(&node, core).lease_keep_alive(id).await })
-                    })
-                    .await;
-                // A lease that is gone answers a time to live of 0, as
-                // etcd's does; other failures end the stream.
-                let answer = match renewed {
-                    Ok(ttl) => Ok(ttl),
-                    Err(status) if status.code() == tonic::Code::NotFound => Ok(0),
-                    Err(status) => Err(status),
-                };
-                let failed = answer.is_err();
-                let answer = answer.map(|ttl| pb::LeaseKeepAliveResponse {
-                    header: Some(headers.member()),
-                    id,
-                    ttl,
-                });
-                if answers.send(answer).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        let stream = futures_util::stream::unfold(answered, |mut answered| async move {
-            answered.recv().await.map(|answer| (answer, answered))
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(self.keep_alive(request.into_inner())))
     }
 
     async fn lease_time_to_live(
@@ -146,5 +116,48 @@ impl Lease for LeaseService {
                 .map(|lease| pb::LeaseStatus { id: lease.id })
                 .collect(),
         }))
+    }
+}
+
+impl LeaseService {
+    /// Renews the leases a client's stream asks for (gRPC's or the JSON
+    /// gateway's), answering each in turn, until the client closes it.
+    pub(crate) fn keep_alive(
+        &self,
+        mut asks: impl Asks<pb::LeaseKeepAliveRequest>,
+    ) -> KeepAliveAnswers {
+        let (answers, answered) = tokio::sync::mpsc::channel(KEEP_ALIVE_QUEUE);
+
+        let (cores, headers) = (self.cores.clone(), self.headers.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(ask)) = asks.next().await {
+                let id = ask.id;
+                let renewed = cores
+                    .call(move |node, core| {
+                        Box::pin(async move { client(&node, core).lease_keep_alive(id).await })
+                    })
+                    .await;
+                // A lease that is gone answers a time to live of 0, as
+                // etcd's does; other failures end the stream.
+                let answer = match renewed {
+                    Ok(ttl) => Ok(ttl),
+                    Err(status) if status.code() == tonic::Code::NotFound => Ok(0),
+                    Err(status) => Err(status),
+                };
+                let failed = answer.is_err();
+                let answer = answer.map(|ttl| pb::LeaseKeepAliveResponse {
+                    header: Some(headers.member()),
+                    id,
+                    ttl,
+                });
+                if answers.send(answer).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Box::pin(futures_util::stream::unfold(
+            answered,
+            |mut answered| async move { answered.recv().await.map(|answer| (answer, answered)) },
+        ))
     }
 }

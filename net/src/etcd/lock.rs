@@ -21,6 +21,7 @@ use crate::etcd::errors::status;
 use crate::etcd::header::Headers;
 
 /// The Lock service of one node.
+#[derive(Clone)]
 pub(crate) struct LockService {
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,

@@ -20,6 +20,7 @@ use crate::etcd::header::Headers;
 pub(crate) const ETCD_VERSION: &str = "3.6.0";
 
 /// The Maintenance service of one node.
+#[derive(Clone)]
 pub(crate) struct MaintenanceService {
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,

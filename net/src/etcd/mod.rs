@@ -15,6 +15,7 @@ mod convert;
 mod cores;
 mod election;
 mod errors;
+mod gateway;
 mod header;
 mod http;
 mod kv;
@@ -49,6 +50,18 @@ use self::watch::WatchService;
 /// Connections for the front, handed over by the cores.
 pub(crate) type Handoff = flume::Sender<std::net::TcpStream>;
 
+/// A client's stream of requests: tonic's `Streaming`, or the JSON
+/// gateway's body decoded message by message.
+pub(crate) trait Asks<T>:
+    futures_util::Stream<Item = Result<T, tonic::Status>> + Send + Unpin + 'static
+{
+}
+
+impl<T, S> Asks<T> for S where
+    S: futures_util::Stream<Item = Result<T, tonic::Status>> + Send + Unpin + 'static
+{
+}
+
 /// Whether a connection's first four bytes are HTTP's (etcd's gRPC API or
 /// its JSON gateway) rather than a keel frame's length.
 pub(crate) fn is_http(first: [u8; 4]) -> bool {
@@ -81,46 +94,76 @@ pub(crate) fn start(
     Ok((handoff, thread))
 }
 
+/// One of each service, shared by the gRPC routes and the JSON gateway.
+#[derive(Clone)]
+pub(crate) struct Services {
+    pub(crate) kv: KvService,
+    pub(crate) lease: LeaseService,
+    pub(crate) maintenance: MaintenanceService,
+    pub(crate) watch: WatchService,
+    pub(crate) cluster: ClusterService,
+    pub(crate) lock: LockService,
+    pub(crate) election: ElectionService,
+    pub(crate) auth: AuthService,
+}
+
+impl Services {
+    fn new(cores: Cores, client_address: std::net::SocketAddr) -> Services {
+        let headers = Headers {
+            cores: cores.clone(),
+        };
+        Services {
+            kv: KvService {
+                cores: cores.clone(),
+                headers: headers.clone(),
+            },
+            lease: LeaseService {
+                cores: cores.clone(),
+                headers: headers.clone(),
+            },
+            maintenance: MaintenanceService {
+                cores: cores.clone(),
+                headers: headers.clone(),
+            },
+            watch: WatchService {
+                cores: cores.clone(),
+                headers: headers.clone(),
+            },
+            cluster: ClusterService {
+                cores: cores.clone(),
+                headers: headers.clone(),
+                client_address,
+            },
+            lock: LockService {
+                cores: cores.clone(),
+                headers: headers.clone(),
+            },
+            election: ElectionService {
+                cores,
+                headers: headers.clone(),
+            },
+            auth: AuthService { headers },
+        }
+    }
+}
+
 async fn serve(
     arrived: flume::Receiver<std::net::TcpStream>,
     node: Arc<Node>,
     client_address: std::net::SocketAddr,
 ) {
     let cores = Cores::new(node);
-    let headers = Headers {
-        cores: cores.clone(),
-    };
-    let routes = tonic::service::Routes::new(KvServer::new(KvService {
-        cores: cores.clone(),
-        headers: headers.clone(),
-    }))
-    .add_service(LeaseServer::new(LeaseService {
-        cores: cores.clone(),
-        headers: headers.clone(),
-    }))
-    .add_service(MaintenanceServer::new(MaintenanceService {
-        cores: cores.clone(),
-        headers: headers.clone(),
-    }))
-    .add_service(WatchServer::new(WatchService {
-        cores: cores.clone(),
-        headers: headers.clone(),
-    }))
-    .add_service(ClusterServer::new(ClusterService {
-        cores: cores.clone(),
-        headers: headers.clone(),
-        client_address,
-    }))
-    .add_service(LockServer::new(LockService {
-        cores: cores.clone(),
-        headers: headers.clone(),
-    }))
-    .add_service(ElectionServer::new(ElectionService {
-        cores: cores.clone(),
-        headers: headers.clone(),
-    }))
-    .add_service(AuthServer::new(AuthService { headers }));
+    let services = Services::new(cores.clone(), client_address);
+    let routes = tonic::service::Routes::new(KvServer::new(services.kv.clone()))
+        .add_service(LeaseServer::new(services.lease.clone()))
+        .add_service(MaintenanceServer::new(services.maintenance.clone()))
+        .add_service(WatchServer::new(services.watch.clone()))
+        .add_service(ClusterServer::new(services.cluster.clone()))
+        .add_service(LockServer::new(services.lock.clone()))
+        .add_service(ElectionServer::new(services.election.clone()))
+        .add_service(AuthServer::new(services.auth.clone()));
     let router = http::with_endpoints(routes.prepare().into_axum_router(), cores);
+    let router = gateway::with_gateway(router, Arc::new(services));
     while let Ok(stream) = arrived.recv_async().await {
         let stream = match stream
             .set_nonblocking(true)

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use keel_engine::mvcc as kv;
 use keel_engine::shard::{NodeResult, WatchBatch};
 use keel_etcd_api::etcdserverpb as pb;
@@ -27,6 +27,7 @@ use crate::etcd::convert::key_value;
 use crate::etcd::cores::{client, Cores};
 use crate::etcd::errors::status;
 use crate::etcd::header::Headers;
+use crate::etcd::Asks;
 
 /// Answers queued for a client that is slow to read them, per stream.
 const STREAM_QUEUE: usize = 64;
@@ -36,12 +37,14 @@ const WATCH_QUEUE: usize = 16;
 const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted";
 
 /// The Watch service of one node.
+#[derive(Clone)]
 pub(crate) struct WatchService {
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,
 }
 
-type Answers = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
+pub(crate) type Answers =
+    Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send + 'static>>;
 type Out = tokio::sync::mpsc::Sender<Result<pb::WatchResponse, Status>>;
 
 /// What a stream tells one of its watches on its core.
@@ -59,25 +62,32 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let asks = request.into_inner();
+        Ok(Response::new(self.open(request.into_inner())))
+    }
+}
+
+impl WatchService {
+    /// Serves one stream of watch requests (gRPC's or the JSON gateway's)
+    /// until the client closes it and stops reading the answers.
+    pub(crate) fn open(&self, asks: impl Asks<pb::WatchRequest>) -> Answers {
         let (out, answered) = tokio::sync::mpsc::channel(STREAM_QUEUE);
         tokio::spawn(session(asks, out, self.cores.clone(), self.headers.clone()));
-        let stream = futures_util::stream::unfold(answered, |mut answered| async move {
-            answered.recv().await.map(|answer| (answer, answered))
-        });
-        Ok(Response::new(Box::pin(stream)))
+        Box::pin(futures_util::stream::unfold(
+            answered,
+            |mut answered| async move { answered.recv().await.map(|answer| (answer, answered)) },
+        ))
     }
 }
 
 /// Serves one client stream until the client closes it: creates, cancels
 /// and progress requests in the order they come.
-async fn session(mut asks: Streaming<pb::WatchRequest>, out: Out, cores: Cores, headers: Headers) {
+async fn session(mut asks: impl Asks<pb::WatchRequest>, out: Out, cores: Cores, headers: Headers) {
     // Each watch's handles; dropping them ends the watch.
     let mut watches: HashMap<i64, Running> = HashMap::new();
     // Ids the client does not choose count up from 0 and are never used
     // again on the stream, as etcd's.
     let mut next_id: i64 = 0;
-    while let Ok(Some(ask)) = asks.message().await {
+    while let Some(Ok(ask)) = asks.next().await {
         match ask.request_union {
             Some(RequestUnion::CreateRequest(create)) => {
                 // Ids the client does not choose count up from 0, as etcd's.

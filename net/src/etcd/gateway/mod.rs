@@ -1,0 +1,319 @@
+//! etcd's JSON gateway on the client port: `POST /v3/<service>/<call>`
+//! with a request message in the protobuf JSON mapping, answered by the
+//! same services as gRPC (see docs/etcd.md, "The JSON gateway"). Unary
+//! calls answer the message; streaming calls (watch, lease keep-alive,
+//! election observe) answer `{"result": ...}` lines, and their bidirectional
+//! ones read request messages from the body one after another, as
+//! grpc-gateway does for etcd.
+
+mod codec;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{post, MethodRouter};
+use axum::Router;
+use keel_etcd_api::etcdserverpb::auth_server::Auth;
+use keel_etcd_api::etcdserverpb::cluster_server::Cluster;
+use keel_etcd_api::etcdserverpb::kv_server::Kv;
+use keel_etcd_api::etcdserverpb::lease_server::Lease;
+use keel_etcd_api::etcdserverpb::maintenance_server::Maintenance;
+use keel_etcd_api::v3electionpb::election_server::Election;
+use keel_etcd_api::v3lockpb::lock_server::Lock;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::{Request, Response, Status};
+
+use crate::etcd::Services;
+
+type Shared = Arc<Services>;
+
+/// `router` with etcd's gateway paths added (etcd 3.4's `/v3/` prefix).
+pub(crate) fn with_gateway(router: Router, services: Shared) -> Router {
+    let s = &services;
+    router
+        .route(
+            "/v3/kv/range",
+            unary(s, |s, r| async move { s.kv.range(r).await }),
+        )
+        .route(
+            "/v3/kv/put",
+            unary(s, |s, r| async move { s.kv.put(r).await }),
+        )
+        .route(
+            "/v3/kv/deleterange",
+            unary(s, |s, r| async move { s.kv.delete_range(r).await }),
+        )
+        .route(
+            "/v3/kv/txn",
+            unary(s, |s, r| async move { s.kv.txn(r).await }),
+        )
+        .route(
+            "/v3/kv/compaction",
+            unary(s, |s, r| async move { s.kv.compact(r).await }),
+        )
+        .route("/v3/watch", bidirectional(s, |s, asks| s.watch.open(asks)))
+        .route(
+            "/v3/lease/grant",
+            unary(s, |s, r| async move { s.lease.lease_grant(r).await }),
+        )
+        .route("/v3/lease/revoke", lease_revoke(s))
+        .route("/v3/kv/lease/revoke", lease_revoke(s))
+        .route(
+            "/v3/lease/keepalive",
+            bidirectional(s, |s, asks| s.lease.keep_alive(asks)),
+        )
+        .route("/v3/lease/timetolive", lease_time_to_live(s))
+        .route("/v3/kv/lease/timetolive", lease_time_to_live(s))
+        .route("/v3/lease/leases", lease_leases(s))
+        .route("/v3/kv/lease/leases", lease_leases(s))
+        .merge(cluster_and_maintenance(s))
+        .merge(lock_and_election(s))
+        .merge(auth(s))
+}
+
+fn lease_revoke(s: &Shared) -> MethodRouter {
+    unary(s, |s, r| async move { s.lease.lease_revoke(r).await })
+}
+
+fn lease_time_to_live(s: &Shared) -> MethodRouter {
+    unary(s, |s, r| async move { s.lease.lease_time_to_live(r).await })
+}
+
+fn lease_leases(s: &Shared) -> MethodRouter {
+    unary(s, |s, r| async move { s.lease.lease_leases(r).await })
+}
+
+fn cluster_and_maintenance(s: &Shared) -> Router {
+    Router::new()
+        .route(
+            "/v3/cluster/member/add",
+            unary(s, |s, r| async move { s.cluster.member_add(r).await }),
+        )
+        .route(
+            "/v3/cluster/member/remove",
+            unary(s, |s, r| async move { s.cluster.member_remove(r).await }),
+        )
+        .route(
+            "/v3/cluster/member/update",
+            unary(s, |s, r| async move { s.cluster.member_update(r).await }),
+        )
+        .route(
+            "/v3/cluster/member/list",
+            unary(s, |s, r| async move { s.cluster.member_list(r).await }),
+        )
+        .route(
+            "/v3/cluster/member/promote",
+            unary(s, |s, r| async move { s.cluster.member_promote(r).await }),
+        )
+        .route(
+            "/v3/maintenance/alarm",
+            unary(s, |s, r| async move { s.maintenance.alarm(r).await }),
+        )
+        .route(
+            "/v3/maintenance/status",
+            unary(s, |s, r| async move { s.maintenance.status(r).await }),
+        )
+        .route(
+            "/v3/maintenance/defragment",
+            unary(s, |s, r| async move { s.maintenance.defragment(r).await }),
+        )
+        .route(
+            "/v3/maintenance/hash",
+            unary(s, |s, r| async move { s.maintenance.hash(r).await }),
+        )
+        .route(
+            "/v3/maintenance/snapshot",
+            server_streaming(s, |s, r| async move { s.maintenance.snapshot(r).await }),
+        )
+        .route(
+            "/v3/maintenance/transfer-leadership",
+            unary(s, |s, r| async move { s.maintenance.move_leader(r).await }),
+        )
+        .route(
+            "/v3/maintenance/downgrade",
+            unary(s, |s, r| async move { s.maintenance.downgrade(r).await }),
+        )
+}
+
+fn lock_and_election(s: &Shared) -> Router {
+    Router::new()
+        .route(
+            "/v3/lock/lock",
+            unary(s, |s, r| async move { s.lock.lock(r).await }),
+        )
+        .route(
+            "/v3/lock/unlock",
+            unary(s, |s, r| async move { s.lock.unlock(r).await }),
+        )
+        .route(
+            "/v3/election/campaign",
+            unary(s, |s, r| async move { s.election.campaign(r).await }),
+        )
+        .route(
+            "/v3/election/proclaim",
+            unary(s, |s, r| async move { s.election.proclaim(r).await }),
+        )
+        .route(
+            "/v3/election/leader",
+            unary(s, |s, r| async move { s.election.leader(r).await }),
+        )
+        .route(
+            "/v3/election/observe",
+            server_streaming(s, |s, r| async move { s.election.observe(r).await }),
+        )
+        .route(
+            "/v3/election/resign",
+            unary(s, |s, r| async move { s.election.resign(r).await }),
+        )
+}
+
+fn auth(s: &Shared) -> Router {
+    Router::new()
+        .route(
+            "/v3/auth/enable",
+            unary(s, |s, r| async move { s.auth.auth_enable(r).await }),
+        )
+        .route(
+            "/v3/auth/disable",
+            unary(s, |s, r| async move { s.auth.auth_disable(r).await }),
+        )
+        .route(
+            "/v3/auth/status",
+            unary(s, |s, r| async move { s.auth.auth_status(r).await }),
+        )
+        .route(
+            "/v3/auth/authenticate",
+            unary(s, |s, r| async move { s.auth.authenticate(r).await }),
+        )
+        .route(
+            "/v3/auth/user/add",
+            unary(s, |s, r| async move { s.auth.user_add(r).await }),
+        )
+        .route(
+            "/v3/auth/user/get",
+            unary(s, |s, r| async move { s.auth.user_get(r).await }),
+        )
+        .route(
+            "/v3/auth/user/getall",
+            unary(s, |s, r| async move { s.auth.user_list(r).await }),
+        )
+        .route(
+            "/v3/auth/user/delete",
+            unary(s, |s, r| async move { s.auth.user_delete(r).await }),
+        )
+        .route(
+            "/v3/auth/user/changepw",
+            unary(
+                s,
+                |s, r| async move { s.auth.user_change_password(r).await },
+            ),
+        )
+        .route(
+            "/v3/auth/user/grant",
+            unary(s, |s, r| async move { s.auth.user_grant_role(r).await }),
+        )
+        .route(
+            "/v3/auth/user/revoke",
+            unary(s, |s, r| async move { s.auth.user_revoke_role(r).await }),
+        )
+        .route(
+            "/v3/auth/role/add",
+            unary(s, |s, r| async move { s.auth.role_add(r).await }),
+        )
+        .route(
+            "/v3/auth/role/get",
+            unary(s, |s, r| async move { s.auth.role_get(r).await }),
+        )
+        .route(
+            "/v3/auth/role/getall",
+            unary(s, |s, r| async move { s.auth.role_list(r).await }),
+        )
+        .route(
+            "/v3/auth/role/delete",
+            unary(s, |s, r| async move { s.auth.role_delete(r).await }),
+        )
+        .route(
+            "/v3/auth/role/grant",
+            unary(
+                s,
+                |s, r| async move { s.auth.role_grant_permission(r).await },
+            ),
+        )
+        .route(
+            "/v3/auth/role/revoke",
+            unary(
+                s,
+                |s, r| async move { s.auth.role_revoke_permission(r).await },
+            ),
+        )
+}
+
+/// A unary call: the body is its request, the answer its response.
+fn unary<Req, Resp, Call, Answer>(services: &Shared, call: Call) -> MethodRouter
+where
+    Req: DeserializeOwned + Default + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    Call: Fn(Shared, Request<Req>) -> Answer + Clone + Send + Sync + 'static,
+    Answer: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
+{
+    let services = services.clone();
+    post(move |body: Bytes| {
+        let (services, call) = (services.clone(), call.clone());
+        async move {
+            let request = match codec::decode::<Req>(&body) {
+                Ok(request) => request,
+                Err(refused) => return codec::refusal(&refused),
+            };
+            match call(services, Request::new(request)).await {
+                Ok(answered) => codec::answer(&answered.into_inner()),
+                Err(refused) => codec::refusal(&refused),
+            }
+        }
+    })
+    .layer(DefaultBodyLimit::max(codec::MAX_BODY_BYTES))
+}
+
+/// A call with one request and a stream of answers.
+fn server_streaming<Req, Resp, Answers, Call, Answer>(services: &Shared, call: Call) -> MethodRouter
+where
+    Req: DeserializeOwned + Default + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    Answers: futures_util::Stream<Item = Result<Resp, Status>> + Send + 'static,
+    Call: Fn(Shared, Request<Req>) -> Answer + Clone + Send + Sync + 'static,
+    Answer: Future<Output = Result<Response<Answers>, Status>> + Send + 'static,
+{
+    let services = services.clone();
+    post(move |body: Bytes| {
+        let (services, call) = (services.clone(), call.clone());
+        async move {
+            let request = match codec::decode::<Req>(&body) {
+                Ok(request) => request,
+                Err(refused) => return codec::refusal(&refused),
+            };
+            match call(services, Request::new(request)).await {
+                Ok(answers) => codec::stream(answers.into_inner()),
+                Err(refused) => codec::refusal(&refused),
+            }
+        }
+    })
+    .layer(DefaultBodyLimit::max(codec::MAX_BODY_BYTES))
+}
+
+/// A call with a stream each way: request messages are read from the body
+/// as they come, answers streamed as they are made.
+fn bidirectional<Req, Resp, Answers, Open>(services: &Shared, open: Open) -> MethodRouter
+where
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    Answers: futures_util::Stream<Item = Result<Resp, Status>> + Send + 'static,
+    Open: Fn(&Services, codec::Decoded<Req>) -> Answers + Clone + Send + Sync + 'static,
+{
+    let services = services.clone();
+    post(move |body: Body| {
+        let (services, open) = (services.clone(), open.clone());
+        async move { codec::stream(open(&services, codec::decode_stream(body))) }
+    })
+}
