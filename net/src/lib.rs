@@ -7,5 +7,7 @@
 )]
 
 mod etcd;
+mod listen;
 pub mod peer;
 pub mod server;
+pub mod snapshot_file;

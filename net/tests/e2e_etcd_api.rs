@@ -648,10 +648,20 @@ fn move_leader_names_a_member_or_is_refused_as_etcd_refuses_it() {
             .into_inner();
         let me = status.header.unwrap().member_id;
         assert_eq!(status.leader, me);
-        maintenance
+        let moved = maintenance
             .move_leader(MoveLeaderRequest { target_id: me })
             .await
-            .unwrap();
+            .unwrap()
+            .into_inner();
+        // etcd's MoveLeader and Defragment answers carry no header, and
+        // clients' tests (etcd-client's) check that.
+        assert_eq!(moved.header, None);
+        let defragmented = maintenance
+            .defragment(keel_etcd_api::etcdserverpb::DefragmentRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(defragmented.header, None);
         let refused = maintenance
             .move_leader(MoveLeaderRequest { target_id: me ^ 1 })
             .await
@@ -663,5 +673,108 @@ fn move_leader_names_a_member_or_is_refused_as_etcd_refuses_it() {
                 "etcdserver: bad leader transferee"
             )
         );
+    });
+}
+
+/// Snapshot streams a keel snapshot file of every pair and lease, which
+/// reads back whole, its chunks counting down to 0 bytes left; HashKV
+/// hashes the pairs at a revision, the same whenever asked.
+#[test]
+fn snapshot_streams_every_pair_and_hash_kv_is_stable_at_a_revision() {
+    use keel_etcd_api::etcdserverpb::lease_client::LeaseClient;
+    use keel_etcd_api::etcdserverpb::maintenance_client::MaintenanceClient;
+    use keel_etcd_api::etcdserverpb::{HashKvRequest, LeaseGrantRequest, SnapshotRequest};
+
+    let (_dir, _server, runtime, endpoint) = grpc_server();
+    block_on(&runtime, async {
+        let mut kv = KvClient::connect(endpoint.clone()).await.unwrap();
+        let mut maintenance = MaintenanceClient::connect(endpoint.clone()).await.unwrap();
+        let mut leases = LeaseClient::connect(endpoint).await.unwrap();
+        let lease = leases
+            .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+            .await
+            .unwrap()
+            .into_inner()
+            .id;
+        // More than a page (256 pairs) and more than a chunk (64 KiB).
+        for i in 0..600 {
+            kv.put(PutRequest {
+                key: format!("key-{i:04}").into_bytes(),
+                value: vec![b'v'; 200],
+                lease: if i % 100 == 0 { lease } else { 0 },
+                ..PutRequest::default()
+            })
+            .await
+            .unwrap();
+        }
+
+        let mut chunks = maintenance
+            .snapshot(SnapshotRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let (mut bytes, mut lefts) = (Vec::new(), Vec::new());
+        while let Some(chunk) = chunks.message().await.unwrap() {
+            bytes.extend_from_slice(&chunk.blob);
+            lefts.push(chunk.remaining_bytes);
+        }
+        assert!(lefts.len() > 1, "{lefts:?}");
+        assert_eq!(lefts.last(), Some(&0));
+        assert!(lefts.windows(2).all(|w| w[0] > w[1]), "{lefts:?}");
+        let snapshot = keel_net::snapshot_file::read(&bytes).unwrap();
+        assert_eq!(snapshot.pairs.len(), 600);
+        assert_eq!(snapshot.leases.len(), 1);
+        assert_eq!(snapshot.leases[0].id, lease);
+        assert_eq!(
+            snapshot.pairs.iter().filter(|p| p.lease == lease).count(),
+            6
+        );
+        let all = kv
+            .range(RangeRequest {
+                key: vec![0],
+                range_end: vec![0],
+                ..RangeRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let read: Vec<(Vec<u8>, i64)> = all
+            .kvs
+            .iter()
+            .map(|p| (p.key.clone(), p.mod_revision))
+            .collect();
+        let saved: Vec<(Vec<u8>, i64)> = snapshot
+            .pairs
+            .iter()
+            .map(|p| (p.key.clone(), p.mod_revision as i64))
+            .collect();
+        assert_eq!(read, saved);
+
+        let hash_at = |revision: i64| {
+            let mut maintenance = maintenance.clone();
+            async move {
+                maintenance
+                    .hash_kv(HashKvRequest { revision })
+                    .await
+                    .map(|answer| answer.into_inner())
+            }
+        };
+        let now = hash_at(0).await.unwrap();
+        assert_eq!(now.compact_revision, -1);
+        assert_eq!(hash_at(now.hash_revision).await.unwrap().hash, now.hash);
+        let put = kv
+            .put(PutRequest {
+                key: b"key-0000".to_vec(),
+                value: b"changed".to_vec(),
+                ..PutRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let revision = put.header.unwrap().revision;
+        assert_eq!(hash_at(now.hash_revision).await.unwrap().hash, now.hash);
+        assert_ne!(hash_at(revision).await.unwrap().hash, now.hash);
+        let future = hash_at(revision + 1_000_000_000).await.unwrap_err();
+        assert_eq!(future.code(), tonic::Code::OutOfRange);
     });
 }

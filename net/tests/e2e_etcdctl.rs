@@ -381,16 +381,32 @@ fn normalise_fields(text: &str, lease: i64) -> String {
 struct Step {
     line: &'static [&'static str],
     stdin: Option<&'static str>,
+    /// Whether keelctl serves it yet (`snapshot save` is etcdctl's alone
+    /// for now: keelctl's comes with snapshot restore).
+    keelctl: bool,
 }
 
 const fn step(line: &'static [&'static str]) -> Step {
-    Step { line, stdin: None }
+    Step {
+        line,
+        stdin: None,
+        keelctl: true,
+    }
+}
+
+const fn etcdctl_only(line: &'static [&'static str]) -> Step {
+    Step {
+        line,
+        stdin: None,
+        keelctl: false,
+    }
 }
 
 const fn with_stdin(line: &'static [&'static str], stdin: &'static str) -> Step {
     Step {
         line,
         stdin: Some(stdin),
+        keelctl: true,
     }
 }
 
@@ -545,6 +561,10 @@ const STEPS: &[Step] = &[
     step(&["member", "list", "-w", "table"]),
     step(&["alarm", "list"]),
     step(&["alarm", "list", "-w", "json"]),
+    step(&["capture-member"]),
+    step(&["move-leader", "$MEMBER"]),
+    step(&["move-leader", "1234"]),
+    etcdctl_only(&["snapshot", "save", "$SNAPSHOT"]),
 ];
 
 #[test]
@@ -588,11 +608,27 @@ fn differences_from_etcd(client: System) -> Vec<String> {
         (client, keel.endpoint()),
     ];
     let mut vars: [HashMap<&str, String>; 2] = [HashMap::new(), HashMap::new()];
+    for (i, name) in ["etcd", "keel"].iter().enumerate() {
+        let file = dir.path().join(format!("{name}.snapshot"));
+        vars[i].insert("$SNAPSHOT", file.display().to_string());
+    }
     let mut leases = [0i64; 2];
     let mut differences = Vec::new();
     for (number, step) in STEPS.iter().enumerate() {
+        if client == System::Keel && !step.keelctl {
+            continue;
+        }
         // Steps that capture a value from each system.
         match step.line {
+            ["capture-member"] => {
+                for (i, (system, endpoint)) in endpoints.iter().enumerate() {
+                    let got = run(*system, endpoint, &["member", "list"], None, &vars[i]);
+                    let id = got.stdout.split(',').next().unwrap_or_default().to_string();
+                    assert!(!id.is_empty(), "{system:?}: no member in {got:?}");
+                    vars[i].insert("$MEMBER", id);
+                }
+                continue;
+            }
             ["capture-rev", name, key] => {
                 for (i, (system, endpoint)) in endpoints.iter().enumerate() {
                     let got = run(
@@ -627,7 +663,13 @@ fn differences_from_etcd(client: System) -> Vec<String> {
             .iter()
             .enumerate()
             .map(|(i, (system, endpoint))| {
-                let ran = run(*system, endpoint, step.line, step.stdin, &vars[i]);
+                let mut ran = run(*system, endpoint, step.line, step.stdin, &vars[i]);
+                // A member's id and a file's path name themselves.
+                for name in ["$MEMBER", "$SNAPSHOT"] {
+                    if let Some(value) = vars[i].get(name) {
+                        ran.stdout = ran.stdout.replace(value.as_str(), name);
+                    }
+                }
                 let shown = if step.line.contains(&"fields") {
                     normalise_fields(&ran.stdout, leases[i])
                 } else {
@@ -662,5 +704,12 @@ fn differences_from_etcd(client: System) -> Vec<String> {
         }
     }
     drop(etcd);
+    // What etcdctl saved from keel is a whole keel snapshot.
+    if client == System::Etcd {
+        let saved = std::fs::read(&vars[1]["$SNAPSHOT"]).expect("the snapshot etcdctl saved");
+        if let Err(error) = keel_net::snapshot_file::read(&saved) {
+            differences.push(format!("the snapshot saved from keel: {error}"));
+        }
+    }
     differences
 }

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::etcd::cores::{client, Cores};
 use crate::etcd::header::Headers;
+use crate::etcd::snapshot;
 
 /// The etcd version keel's Status reports: the API its definitions follow
 /// (etcd 3.6), which Kubernetes' version checks accept.
@@ -28,6 +29,9 @@ pub(crate) struct MaintenanceService {
 
 type SnapshotChunks =
     Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send + 'static>>;
+
+/// Chunks of a snapshot made ahead of the client's reading.
+const SNAPSHOT_QUEUE: usize = 4;
 
 fn not_yet(what: &str) -> Status {
     Status::unimplemented(format!("etcdserver: keel does not serve {what} yet"))
@@ -138,32 +142,70 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
-        Ok(Response::new(pb::DefragmentResponse {
-            header: Some(self.headers.member()),
-        }))
+        // etcd's answer carries no header (clients' tests check it).
+        Ok(Response::new(pb::DefragmentResponse { header: None }))
     }
 
+    /// etcd hashes its whole database file; keel's tree files differ
+    /// between members byte for byte, so Hash is HashKV at the current
+    /// revision.
     async fn hash(
         &self,
         _request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        Err(not_yet("Hash"))
+        let (now, _) = snapshot::revisions(&self.cores).await?;
+        let hash = snapshot::hash_at(&self.cores, now).await?;
+        Ok(Response::new(pb::HashResponse {
+            header: Some(self.headers.at(now)),
+            hash,
+        }))
     }
 
+    /// The hash of every pair at a revision (the current one for 0); see
+    /// `snapshot.rs` for what is hashed. `compact_revision` is the latest
+    /// compaction, -1 when there was none, as etcd answers.
     async fn hash_kv(
         &self,
-        _request: Request<pb::HashKvRequest>,
+        request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        Err(not_yet("HashKV"))
+        let wanted = request.into_inner().revision;
+        let (now, compacted) = snapshot::revisions(&self.cores).await?;
+        let at = match u64::try_from(wanted) {
+            Ok(0) | Err(_) => now,
+            Ok(at) if at > now => {
+                return Err(Status::out_of_range(
+                    "etcdserver: mvcc: required revision is a future revision",
+                ))
+            }
+            Ok(at) => at,
+        };
+        let hash = snapshot::hash_at(&self.cores, at).await?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: Some(self.headers.at(now)),
+            hash,
+            compact_revision: if compacted == 0 { -1 } else { compacted as i64 },
+            hash_revision: at as i64,
+        }))
     }
 
     type SnapshotStream = SnapshotChunks;
 
+    /// A keel snapshot file of the keyspace at the current revision and
+    /// the leases (net/PROTOCOL.md, "Saved snapshots"), in chunks.
     async fn snapshot(
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(not_yet("Snapshot"))
+        let (chunks, sent) = tokio::sync::mpsc::channel(SNAPSHOT_QUEUE);
+        tokio::spawn(snapshot::stream(
+            self.cores.clone(),
+            self.headers.clone(),
+            chunks,
+        ));
+        Ok(Response::new(Box::pin(futures_util::stream::unfold(
+            sent,
+            |mut sent| async move { sent.recv().await.map(|chunk| (chunk, sent)) },
+        ))))
     }
 
     /// etcd has one leader; keel has one per shard: every shard's
@@ -185,9 +227,8 @@ impl Maintenance for MaintenanceService {
             })
             .await;
         match moved {
-            Ok(true) => Ok(Response::new(pb::MoveLeaderResponse {
-                header: Some(self.headers.member()),
-            })),
+            // etcd's answer carries no header (clients' tests check it).
+            Ok(true) => Ok(Response::new(pb::MoveLeaderResponse { header: None })),
             // etcd's answer for a transfer that did not finish in time.
             Ok(false) => Err(Status::unavailable(
                 "etcdserver: request timed out, leader transfer took too long",

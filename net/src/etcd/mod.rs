@@ -22,6 +22,8 @@ mod kv;
 mod lease;
 mod lock;
 mod maintenance;
+mod pages;
+mod snapshot;
 mod watch;
 
 use std::sync::Arc;

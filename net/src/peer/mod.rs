@@ -70,7 +70,8 @@ pub struct PeerTransport {
 impl TransportFactory for PeerTransport {
     fn start(&self, core: usize, inbox: PeerInbox) -> Result<Rc<dyn Transport>, String> {
         let listen = core_address(&self.listen.to_string(), core)?;
-        let listener = TcpListener::bind(listen).map_err(|e| format!("peer port {listen}: {e}"))?;
+        let listener =
+            crate::listen::listen(listen).map_err(|e| format!("peer port {listen}: {e}"))?;
         for peer in inbox.cluster().peers() {
             core_address(&peer.peer_address, core)?;
         }

@@ -66,8 +66,7 @@ impl Bound {
     /// SO_REUSEPORT) and this core's own address; an error names the
     /// address that failed.
     pub(crate) fn bind(client: SocketAddr, own: SocketAddr) -> Result<Bound, BindError> {
-        let listen =
-            |address: SocketAddr| TcpListener::bind(address).map_err(|e| (address, e.into()));
+        let listen = |address: SocketAddr| crate::listen::listen(address).map_err(|e| (address, e));
         Ok(Bound {
             client: listen(client)?,
             own: listen(own)?,

@@ -677,13 +677,21 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
                 ));
             };
             let to = parse_member(&target)?;
-            let settled = timed(placement_timeout(timeout), client.move_leader(shard, to)).await?;
-            let which = if shard == keel_proto::ALL_SHARDS {
-                "every shard the endpoint led".to_string()
+            // etcdctl's line names the leader it moved from: for every
+            // shard, the endpoint's member, whose shards move.
+            let from = if shard == keel_proto::ALL_SHARDS {
+                Some(timed(timeout, client.status()).await?.member_id)
             } else {
-                which
+                None
             };
-            println!("Leadership of {which} moved to {to:x}{}", not_yet(settled));
+            let settled = timed(placement_timeout(timeout), client.move_leader(shard, to)).await?;
+            match from {
+                Some(from) => println!(
+                    "Leadership transferred from {from:x} to {to:x}{}",
+                    not_yet(settled)
+                ),
+                None => println!("Leadership of {which} moved to {to:x}{}", not_yet(settled)),
+            }
             Ok(())
         }
     }
