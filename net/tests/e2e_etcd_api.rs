@@ -236,7 +236,8 @@ fn etcdctl_puts_gets_and_deletes_on_keels_port() {
 fn health_and_version_answer_over_http_1() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), 2, &[]);
+    // The version reported is the one configured.
+    let server = Server::start(dir.path(), 2, &["--etcd-version", "3.5.17"]);
     let get = |path: &str| {
         let mut stream = std::net::TcpStream::connect(server.endpoint()).unwrap();
         write!(
@@ -256,7 +257,7 @@ fn health_and_version_answer_over_http_1() {
     );
     let version = get("/version");
     assert!(
-        version.ends_with("{\"etcdserver\":\"3.6.0\",\"etcdcluster\":\"3.6.0\"}"),
+        version.ends_with("{\"etcdserver\":\"3.5.17\",\"etcdcluster\":\"3.5.17\"}"),
         "{version}"
     );
     assert!(get("/livez").ends_with("ok"));
@@ -776,5 +777,72 @@ fn snapshot_streams_every_pair_and_hash_kv_is_stable_at_a_revision() {
         assert_ne!(hash_at(revision).await.unwrap().hash, now.hash);
         let future = hash_at(revision + 1_000_000_000).await.unwrap_err();
         assert_eq!(future.code(), tonic::Code::OutOfRange);
+    });
+}
+
+/// A watch created with `progress_notify` gets an answer with no events
+/// at each interval it was idle (here 300 ms, `--watch-progress-interval-ms`),
+/// at a revision past the writes it did not watch; a watch that did not
+/// ask gets none.
+#[test]
+fn an_idle_watch_that_asked_for_progress_notifications_gets_them() {
+    use keel_etcd_api::etcdserverpb::watch_client::WatchClient;
+    use keel_etcd_api::etcdserverpb::watch_request::RequestUnion;
+    use keel_etcd_api::etcdserverpb::{WatchCreateRequest, WatchRequest};
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &["--watch-progress-interval-ms", "300"]);
+    let endpoint = format!("http://{}", server.endpoint());
+    let runtime = runtime();
+    block_on(&runtime, async {
+        let mut kv = KvClient::connect(endpoint.clone()).await.unwrap();
+        let (asks, asked) = tokio::sync::mpsc::channel::<WatchRequest>(16);
+        let asked = futures_util::stream::unfold(asked, |mut asked| async move {
+            asked.recv().await.map(|ask| (ask, asked))
+        });
+        let mut watch = WatchClient::connect(endpoint).await.unwrap();
+        let mut answers = watch.watch(asked).await.unwrap().into_inner();
+        for (key, progress_notify) in [("notified", true), ("quiet", false)] {
+            let create = WatchCreateRequest {
+                key: key.as_bytes().to_vec(),
+                progress_notify,
+                ..WatchCreateRequest::default()
+            };
+            asks.send(WatchRequest {
+                request_union: Some(RequestUnion::CreateRequest(create)),
+            })
+            .await
+            .unwrap();
+            let created = answers.message().await.unwrap().unwrap();
+            assert!(created.created, "{created:?}");
+        }
+        let elsewhere = kv
+            .put(PutRequest {
+                key: b"elsewhere".to_vec(),
+                value: b"1".to_vec(),
+                ..PutRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .header
+            .unwrap()
+            .revision;
+        let until = tokio::time::Instant::now() + std::time::Duration::from_millis(1500);
+        let mut progress = Vec::new();
+        while let Ok(answer) = tokio::time::timeout_at(until, answers.message()).await {
+            let answer = answer.unwrap().unwrap();
+            assert!(answer.events.is_empty(), "{answer:?}");
+            progress.push((answer.watch_id, answer.header.unwrap().revision));
+        }
+        assert!(
+            progress.len() >= 2,
+            "at least two notifications in 1.5 s: {progress:?}"
+        );
+        assert!(progress.iter().all(|(id, _)| *id == 0), "{progress:?}");
+        assert!(
+            progress.last().is_some_and(|(_, at)| *at >= elsewhere),
+            "{progress:?}, the unwatched put at {elsewhere}"
+        );
     });
 }

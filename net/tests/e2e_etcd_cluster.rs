@@ -1,7 +1,10 @@
 //! etcd's API on a three-member keel: any member takes a write, as any
 //! etcd member does (it forwards the proposal to its leader), whichever
 //! member leads the key's shard. keel's own clients follow a leader hint
-//! instead; etcd's have none to follow.
+//! instead; etcd's have none to follow. Then the other two members are
+//! killed: a watch stream that requires a leader (Go's
+//! `WithRequireLeader`) ends with etcd's `no leader`, and one that does not
+//! goes on.
 
 mod support;
 
@@ -12,26 +15,37 @@ use keel_etcd_api::etcdserverpb::kv_client::KvClient;
 use keel_etcd_api::etcdserverpb::{PutRequest, RangeRequest};
 use support::{block_on, runtime, Server};
 
-/// A port whose next one is free too (a member's two cores listen on
-/// consecutive peer ports).
-fn peer_port() -> u16 {
+/// `count` ports whose next ones are free too (a member's two cores listen
+/// on consecutive peer ports), all different: each pair is held until
+/// every pair is chosen.
+fn peer_ports(count: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
     for _ in 0..100 {
+        if ports.len() == count {
+            break;
+        }
         let first = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = first.local_addr().unwrap().port();
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return port;
+        if port == u16::MAX {
+            continue;
+        }
+        if let Ok(next) = TcpListener::bind(("127.0.0.1", port + 1)) {
+            ports.push(port);
+            held.push((first, next));
         }
     }
-    panic!("no two free ports");
+    assert_eq!(ports.len(), count, "no {count} pairs of free ports");
+    ports
 }
 
 #[test]
 fn every_member_takes_writes_for_every_shard_through_etcd_s_api() {
     let dir = tempfile::tempdir().unwrap();
     let names = ["a", "b", "c"];
-    let peers: Vec<String> = names
+    let peers: Vec<String> = peer_ports(names.len())
         .iter()
-        .map(|_| format!("127.0.0.1:{}", peer_port()))
+        .map(|port| format!("127.0.0.1:{port}"))
         .collect();
     let initial = names
         .iter()
@@ -109,5 +123,56 @@ fn every_member_takes_writes_for_every_shard_through_etcd_s_api() {
                 }
             }
         }
+
+        let endpoint = format!("http://{}", members[0].endpoint());
+        let mut requiring = watch_stream(&endpoint, true).await;
+        let mut other = watch_stream(&endpoint, false).await;
+        members[1].signal("KILL");
+        members[2].signal("KILL");
+        let ended = tokio::time::timeout(Duration::from_secs(20), requiring.message())
+            .await
+            .expect("the stream that requires a leader ended within 20 s");
+        let status = ended.expect_err("it ends with an error");
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::Unavailable, "etcdserver: no leader")
+        );
+        let still = tokio::time::timeout(Duration::from_secs(2), other.message()).await;
+        assert!(still.is_err(), "the other stream goes on: {still:?}");
     });
+}
+
+/// A watch stream on `endpoint` with one watch created, marked as Go's
+/// `WithRequireLeader` marks it when `require_leader`.
+async fn watch_stream(
+    endpoint: &str,
+    require_leader: bool,
+) -> tonic::Streaming<keel_etcd_api::etcdserverpb::WatchResponse> {
+    use keel_etcd_api::etcdserverpb::watch_client::WatchClient;
+    use keel_etcd_api::etcdserverpb::watch_request::RequestUnion;
+    use keel_etcd_api::etcdserverpb::{WatchCreateRequest, WatchRequest};
+
+    let create = WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b"watched".to_vec(),
+            ..WatchCreateRequest::default()
+        })),
+    };
+    // The stream's request side stays open: a sender kept alive with it.
+    let (asks, asked) = tokio::sync::mpsc::channel::<WatchRequest>(1);
+    asks.send(create).await.unwrap();
+    let asked = futures_util::stream::unfold((asked, asks), |(mut asked, asks)| async move {
+        asked.recv().await.map(|ask| (ask, (asked, asks)))
+    });
+    let mut request = tonic::Request::new(asked);
+    if require_leader {
+        request
+            .metadata_mut()
+            .insert("hasleader", "true".parse().unwrap());
+    }
+    let mut watch = WatchClient::connect(endpoint.to_string()).await.unwrap();
+    let mut answers = watch.watch(request).await.unwrap().into_inner();
+    let created = answers.message().await.unwrap().unwrap();
+    assert!(created.created, "{created:?}");
+    answers
 }

@@ -209,6 +209,36 @@ fn gateway_errors_have_grpc_gateway_s_shape_and_status() {
         "{body}"
     );
 
+    // A streaming call whose first message does not decode is refused
+    // before it opens; a later one ends the stream with an error line.
+    let (status, body) = post(&server, "/v3/watch", "{\"create_request\": {\"key\": 12}}");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = post(
+        &server,
+        "/v3/watch",
+        &format!(
+            "{{\"create_request\": {{\"key\": \"{}\"}}}} {{\"cancel",
+            b64("k")
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let lines: Vec<Value> = body
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{body}");
+    assert_eq!(lines[0]["result"]["created"], true, "{body}");
+    assert_eq!(lines[1]["error"]["grpc_code"], 3, "{body}");
+    assert_eq!(lines[1]["error"]["http_code"], 400, "{body}");
+
+    // etcd's paths: the user and role lists, HashKV of its own.
+    let (status, body) = post(&server, "/v3/auth/user/list", "{}");
+    assert_eq!(status, 412, "{body}");
+    assert!(body.contains("authentication is not enabled"), "{body}");
+    let hashed = ok(&server, "/v3/maintenance/hashkv", json!({}));
+    assert!(hashed["hash_revision"].is_string(), "{hashed}");
+
     // An empty body is the empty request, as in grpc-gateway.
     let (status, body) = post(&server, "/v3/maintenance/status", "");
     assert_eq!(status, 200, "{body}");

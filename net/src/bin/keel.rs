@@ -28,7 +28,8 @@ struct Flags {
     /// max_watches, watch_progress_interval_ms, inbound_bytes,
     /// frame_timeout_ms, max_connections, answer_bytes, idle_timeout_ms,
     /// initial_cluster, initial_cluster_token, initial_cluster_state,
-    /// listen_peer, advertise_peer, snapshot_send_mib_per_sec).
+    /// listen_peer, advertise_peer, snapshot_send_mib_per_sec,
+    /// etcd_version).
     #[arg(long)]
     config: Option<PathBuf>,
     /// This member's name.
@@ -128,6 +129,10 @@ struct Flags {
     /// [default: 256].
     #[arg(long)]
     snapshot_send_mib_per_sec: Option<u64>,
+    /// The etcd version etcd's API reports (Status, /version), which
+    /// etcd's clients check before they use a feature [default: 3.6.0].
+    #[arg(long)]
+    etcd_version: Option<String>,
 }
 
 impl Flags {
@@ -157,6 +162,7 @@ impl Flags {
             listen_peer: self.listen_peer,
             advertise_peer: self.advertise_peer,
             snapshot_send_mib_per_sec: self.snapshot_send_mib_per_sec,
+            etcd_version: self.etcd_version.clone(),
         }
     }
 }

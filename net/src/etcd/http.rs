@@ -7,10 +7,11 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::etcd::cores::{client, Cores};
-use crate::etcd::maintenance::ETCD_VERSION;
 
 /// `router` with etcd's HTTP endpoints added.
-pub(crate) fn with_endpoints(router: Router, cores: Cores) -> Router {
+pub(crate) fn with_endpoints(router: Router, cores: Cores, etcd_version: String) -> Router {
+    let version =
+        format!("{{\"etcdserver\":\"{etcd_version}\",\"etcdcluster\":\"{etcd_version}\"}}");
     router
         .route(
             "/health",
@@ -21,18 +22,17 @@ pub(crate) fn with_endpoints(router: Router, cores: Cores) -> Router {
         )
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .route("/version", get(version))
+        .route(
+            "/version",
+            get(move || {
+                let version = version.clone();
+                async move { json(StatusCode::OK, version) }
+            }),
+        )
 }
 
 fn json(status: StatusCode, body: String) -> axum::response::Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-async fn version() -> axum::response::Response {
-    json(
-        StatusCode::OK,
-        format!("{{\"etcdserver\":\"{ETCD_VERSION}\",\"etcdcluster\":\"{ETCD_VERSION}\"}}"),
-    )
 }
 
 /// Healthy, as etcd's `/health`: every shard has a leader and no alarm is

@@ -130,7 +130,17 @@ impl LeaseService {
 
         let (cores, headers) = (self.cores.clone(), self.headers.clone());
         tokio::spawn(async move {
-            while let Some(Ok(ask)) = asks.next().await {
+            loop {
+                let ask = match asks.next().await {
+                    Some(Ok(ask)) => ask,
+                    // A request that did not decode ends the stream with
+                    // its error.
+                    Some(Err(refused)) => {
+                        let _ = answers.send(Err(refused)).await;
+                        return;
+                    }
+                    None => return,
+                };
                 let id = ask.id;
                 let renewed = cores
                     .call(move |node, core| {

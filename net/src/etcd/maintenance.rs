@@ -3,6 +3,7 @@
 //! one). Hash, HashKV, Snapshot and Downgrade are not served yet.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures_util::Stream;
 use keel_engine::mvcc::{AlarmAction, AlarmKind};
@@ -16,16 +17,20 @@ use crate::etcd::cores::{client, Cores};
 use crate::etcd::header::Headers;
 use crate::etcd::snapshot;
 
-/// The etcd version keel's Status reports: the API its definitions follow
-/// (etcd 3.6), which Kubernetes' version checks accept.
-pub(crate) const ETCD_VERSION: &str = "3.6.0";
-
 /// The Maintenance service of one node.
 #[derive(Clone)]
 pub(crate) struct MaintenanceService {
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,
+    /// The etcd version Status reports (`--etcd-version`).
+    pub(crate) etcd_version: String,
+    /// Reads of the whole keyspace (Snapshot, Hash, HashKV) that may run
+    /// at once; more wait their turn.
+    pub(crate) scans: Arc<tokio::sync::Semaphore>,
 }
+
+/// Whole-keyspace reads at once, per node.
+pub(crate) const CONCURRENT_SCANS: usize = 2;
 
 type SnapshotChunks =
     Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send + 'static>>;
@@ -122,7 +127,7 @@ impl Maintenance for MaintenanceService {
         let db_size = i64::try_from(db_size).unwrap_or(i64::MAX);
         Ok(Response::new(pb::StatusResponse {
             header: Some(self.headers.member()),
-            version: ETCD_VERSION.to_string(),
+            version: self.etcd_version.clone(),
             db_size,
             leader: first.map_or(0, |s| s.leader),
             raft_index: first.map_or(0, |s| s.raft_index),
@@ -153,6 +158,7 @@ impl Maintenance for MaintenanceService {
         &self,
         _request: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        let _turn = self.scans.acquire().await;
         let (now, _) = snapshot::revisions(&self.cores).await?;
         let hash = snapshot::hash_at(&self.cores, now).await?;
         Ok(Response::new(pb::HashResponse {
@@ -169,6 +175,7 @@ impl Maintenance for MaintenanceService {
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
         let wanted = request.into_inner().revision;
+        let _turn = self.scans.acquire().await;
         let (now, compacted) = snapshot::revisions(&self.cores).await?;
         let at = match u64::try_from(wanted) {
             Ok(0) | Err(_) => now,
@@ -200,6 +207,7 @@ impl Maintenance for MaintenanceService {
         tokio::spawn(snapshot::stream(
             self.cores.clone(),
             self.headers.clone(),
+            self.scans.clone(),
             chunks,
         ));
         Ok(Response::new(Box::pin(futures_util::stream::unfold(

@@ -77,9 +77,20 @@ pub(crate) fn is_http(first: [u8; 4]) -> bool {
 ///
 /// # Errors
 /// The thread or its runtime could not start.
+/// What the front takes from the server's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct FrontSettings {
+    /// The etcd version reported (`ServerConfig::etcd_version`).
+    pub(crate) etcd_version: String,
+    /// How often an idle watch that asked for progress notifications gets
+    /// one (`Limits::watch_progress_interval`, etcd's 10 minutes).
+    pub(crate) progress_notify_interval: std::time::Duration,
+}
+
 pub(crate) fn start(
     node: Arc<Node>,
     client_address: std::net::SocketAddr,
+    settings: FrontSettings,
 ) -> std::io::Result<(Handoff, std::thread::JoinHandle<()>)> {
     let (handoff, arrived) = flume::unbounded::<std::net::TcpStream>();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -88,7 +99,7 @@ pub(crate) fn start(
     let thread = std::thread::Builder::new()
         .name("keel-etcd".to_string())
         .spawn(move || {
-            runtime.block_on(serve(arrived, node, client_address));
+            runtime.block_on(serve(arrived, node, client_address, settings));
             // Dropping the runtime drops the connections' tasks, and the
             // node's last handle here.
             drop(runtime);
@@ -110,7 +121,11 @@ pub(crate) struct Services {
 }
 
 impl Services {
-    fn new(cores: Cores, client_address: std::net::SocketAddr) -> Services {
+    fn new(
+        cores: Cores,
+        client_address: std::net::SocketAddr,
+        settings: &FrontSettings,
+    ) -> Services {
         let headers = Headers {
             cores: cores.clone(),
         };
@@ -126,10 +141,18 @@ impl Services {
             maintenance: MaintenanceService {
                 cores: cores.clone(),
                 headers: headers.clone(),
+                etcd_version: settings.etcd_version.clone(),
+                scans: Arc::new(tokio::sync::Semaphore::new(maintenance::CONCURRENT_SCANS)),
             },
             watch: WatchService {
                 cores: cores.clone(),
                 headers: headers.clone(),
+                progress_notify_interval: settings.progress_notify_interval,
+                leaderless: {
+                    let (lost, leaderless) = tokio::sync::watch::channel(false);
+                    tokio::spawn(watch::leader_monitor(cores.clone(), lost));
+                    leaderless
+                },
             },
             cluster: ClusterService {
                 cores: cores.clone(),
@@ -153,9 +176,10 @@ async fn serve(
     arrived: flume::Receiver<std::net::TcpStream>,
     node: Arc<Node>,
     client_address: std::net::SocketAddr,
+    settings: FrontSettings,
 ) {
     let cores = Cores::new(node);
-    let services = Services::new(cores.clone(), client_address);
+    let services = Services::new(cores.clone(), client_address, &settings);
     let routes = tonic::service::Routes::new(KvServer::new(services.kv.clone()))
         .add_service(LeaseServer::new(services.lease.clone()))
         .add_service(MaintenanceServer::new(services.maintenance.clone()))
@@ -164,7 +188,11 @@ async fn serve(
         .add_service(LockServer::new(services.lock.clone()))
         .add_service(ElectionServer::new(services.election.clone()))
         .add_service(AuthServer::new(services.auth.clone()));
-    let router = http::with_endpoints(routes.prepare().into_axum_router(), cores);
+    let router = http::with_endpoints(
+        routes.prepare().into_axum_router(),
+        cores,
+        settings.etcd_version.clone(),
+    );
     let router = gateway::with_gateway(router, Arc::new(services));
     while let Ok(stream) = arrived.recv_async().await {
         let stream = match stream

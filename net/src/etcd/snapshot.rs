@@ -74,7 +74,13 @@ pub(crate) type Chunks = mpsc::Sender<Result<pb::SnapshotResponse, Status>>;
 
 /// Streams a snapshot of the node now into `out`, chunk by chunk, each
 /// with the bytes left after it; an error ends the stream.
-pub(crate) async fn stream(cores: Cores, headers: Headers, out: Chunks) {
+pub(crate) async fn stream(
+    cores: Cores,
+    headers: Headers,
+    scans: std::sync::Arc<tokio::sync::Semaphore>,
+    out: Chunks,
+) {
+    let _turn = scans.acquire().await;
     if let Err(status) = send_snapshot(&cores, &headers, &out).await {
         let _ = out.send(Err(status)).await;
     }
@@ -82,6 +88,10 @@ pub(crate) async fn stream(cores: Cores, headers: Headers, out: Chunks) {
 
 async fn send_snapshot(cores: &Cores, headers: &Headers, out: &Chunks) -> Result<(), Status> {
     let (revision, _) = revisions(cores).await?;
+    // Leases are not versioned: they are taken as they are now, just
+    // after the revision is fixed. A lease granted or revoked while the
+    // pairs are read may be in the file without its keys, or its keys
+    // without it (net/PROTOCOL.md, "Saved snapshots").
     let leases: Vec<LeaseInfo> = cores
         .call(|node, core| Box::pin(async move { client(&node, core).leases().await }))
         .await?;
@@ -132,7 +142,13 @@ async fn send_snapshot(cores: &Cores, headers: &Headers, out: &Chunks) -> Result
     sender.add(&end).await?;
     let tail = snapshot_file::tail_bytes(body, sender.sha.clone());
     sender.add(&tail).await?;
-    sender.flush().await
+    sender.flush().await?;
+    if sender.left != 0 {
+        return Err(Status::internal(
+            "the snapshot came out shorter than counted",
+        ));
+    }
+    Ok(())
 }
 
 /// Cuts the file into chunks and sends each with what is left after it.

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use keel_engine::mvcc as kv;
@@ -41,6 +42,12 @@ const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted"
 pub(crate) struct WatchService {
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,
+    /// How often an idle watch that asked for progress notifications
+    /// gets one.
+    pub(crate) progress_notify_interval: Duration,
+    /// Whether this member has gone without a leader for a shard long
+    /// enough to end streams that require one ([`leader_monitor`]).
+    pub(crate) leaderless: tokio::sync::watch::Receiver<bool>,
 }
 
 pub(crate) type Answers =
@@ -62,16 +69,41 @@ impl Watch for WatchService {
         &self,
         request: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Ok(Response::new(self.open(request.into_inner())))
+        // etcd's clients mark a stream that must end when the member has
+        // no leader (Go's `WithRequireLeader`) with this metadata.
+        let require_leader = request
+            .metadata()
+            .get("hasleader")
+            .is_some_and(|value| value == "true");
+        Ok(Response::new(
+            self.open(request.into_inner(), require_leader),
+        ))
     }
 }
 
 impl WatchService {
     /// Serves one stream of watch requests (gRPC's or the JSON gateway's)
     /// until the client closes it and stops reading the answers.
-    pub(crate) fn open(&self, asks: impl Asks<pb::WatchRequest>) -> Answers {
+    pub(crate) fn open(&self, asks: impl Asks<pb::WatchRequest>, require_leader: bool) -> Answers {
         let (out, answered) = tokio::sync::mpsc::channel(STREAM_QUEUE);
-        tokio::spawn(session(asks, out, self.cores.clone(), self.headers.clone()));
+        let session_of = Session {
+            out,
+            cores: self.cores.clone(),
+            headers: self.headers.clone(),
+            progress_notify_interval: self.progress_notify_interval,
+        };
+        let leaderless = require_leader.then(|| self.leaderless.clone());
+        tokio::spawn(async move {
+            let out = session_of.out.clone();
+            tokio::select! {
+                () = session(asks, session_of) => {}
+                () = lost_leader(leaderless) => {
+                    // Dropping the session ends its watches; the stream
+                    // ends with etcd's error.
+                    let _ = out.send(Err(Status::unavailable("etcdserver: no leader"))).await;
+                }
+            }
+        });
         Box::pin(futures_util::stream::unfold(
             answered,
             |mut answered| async move { answered.recv().await.map(|answer| (answer, answered)) },
@@ -81,13 +113,80 @@ impl WatchService {
 
 /// Serves one client stream until the client closes it: creates, cancels
 /// and progress requests in the order they come.
-async fn session(mut asks: impl Asks<pb::WatchRequest>, out: Out, cores: Cores, headers: Headers) {
+/// How often the leader monitor looks.
+const LEADER_CHECK: Duration = Duration::from_secs(1);
+/// Looks in a row without a leader after which streams that require one
+/// end (etcd's count, of its election timeouts).
+const LEADERLESS_CHECKS: u32 = 3;
+
+/// Watches whether every shard has a leader, as this member knows: sets
+/// `leaderless` once one has had none for [`LEADERLESS_CHECKS`] looks in
+/// a row, and clears it when every shard has one again. One per front,
+/// shared by every stream.
+pub(crate) async fn leader_monitor(cores: Cores, leaderless: tokio::sync::watch::Sender<bool>) {
+    let mut missing = 0;
+    loop {
+        tokio::time::sleep(LEADER_CHECK).await;
+        let led = cores
+            .call(|node, core| {
+                Box::pin(async move {
+                    let status = client(&node, core).status().await?;
+                    Ok(status.iter().all(|shard| shard.leader != 0))
+                })
+            })
+            .await
+            .unwrap_or(false);
+        missing = if led { 0 } else { missing + 1 };
+        if leaderless.send(missing >= LEADERLESS_CHECKS).is_err() {
+            return;
+        }
+    }
+}
+
+/// Ends when the member has lost its leaders, for a stream that requires
+/// one; never, otherwise.
+async fn lost_leader(leaderless: Option<tokio::sync::watch::Receiver<bool>>) {
+    match leaderless {
+        Some(mut leaderless) => {
+            if leaderless.wait_for(|lost| *lost).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// What every watch of one client stream shares.
+struct Session {
+    out: Out,
+    cores: Cores,
+    headers: Headers,
+    progress_notify_interval: Duration,
+}
+
+async fn session(mut asks: impl Asks<pb::WatchRequest>, session: Session) {
+    let Session {
+        out,
+        cores,
+        headers,
+        ..
+    } = &session;
     // Each watch's handles; dropping them ends the watch.
     let mut watches: HashMap<i64, Running> = HashMap::new();
     // Ids the client does not choose count up from 0 and are never used
     // again on the stream, as etcd's.
     let mut next_id: i64 = 0;
-    while let Some(Ok(ask)) = asks.next().await {
+    loop {
+        let ask = match asks.next().await {
+            Some(Ok(ask)) => ask,
+            // A request that did not decode (the JSON gateway's body)
+            // ends the stream with its error.
+            Some(Err(refused)) => {
+                let _ = out.send(Err(refused)).await;
+                return;
+            }
+            None => break,
+        };
         match ask.request_union {
             Some(RequestUnion::CreateRequest(create)) => {
                 // Ids the client does not choose count up from 0, as etcd's.
@@ -116,7 +215,7 @@ async fn session(mut asks: impl Asks<pb::WatchRequest>, out: Out, cores: Cores, 
                     }
                     continue;
                 }
-                match create_watch(&cores, &headers, &out, id, create).await {
+                match create_watch(&session, id, create).await {
                     Some(running) => {
                         watches.insert(id, running);
                     }
@@ -162,12 +261,18 @@ struct Running {
 /// Starts watch `id` on a core and answers `created` (or why not); then a
 /// task forwards its batches. Answers its handles when it runs.
 async fn create_watch(
-    cores: &Cores,
-    headers: &Headers,
-    out: &Out,
+    session: &Session,
     id: i64,
     create: pb::WatchCreateRequest,
 ) -> Option<Running> {
+    let Session {
+        out,
+        cores,
+        headers,
+        progress_notify_interval,
+    } = session;
+    let progress_notify = create.progress_notify;
+    let fragment = create.fragment;
     let request = kv::WatchRequest {
         no_put: create.filters.contains(&(FilterType::Noput as i32)),
         no_delete: create.filters.contains(&(FilterType::Nodelete as i32)),
@@ -221,7 +326,19 @@ async fn create_watch(
         return None;
     }
     let (cancel, canceled) = tokio::sync::oneshot::channel();
-    tokio::spawn(forward(fed, canceled, out.clone(), headers.clone(), id));
+    let notify = progress_notify.then(|| Notify {
+        every: *progress_notify_interval,
+        control: control.clone(),
+        cores: cores.clone(),
+    });
+    let watch = Forwarded {
+        out: out.clone(),
+        headers: headers.clone(),
+        id,
+        notify,
+        fragment,
+    };
+    tokio::spawn(forward(fed, canceled, watch));
     Some(Running { control, cancel })
 }
 
@@ -264,10 +381,20 @@ async fn feed(
 async fn forward(
     mut fed: tokio::sync::mpsc::Receiver<NodeResult<WatchBatch>>,
     mut canceled: tokio::sync::oneshot::Receiver<()>,
-    out: Out,
-    headers: Headers,
-    id: i64,
+    watch: Forwarded,
 ) {
+    let Forwarded {
+        out,
+        headers,
+        id,
+        notify,
+        fragment,
+    } = watch;
+    let mut ticks = notify.as_ref().map(|notify| {
+        tokio::time::interval_at(tokio::time::Instant::now() + notify.every, notify.every)
+    });
+    // Whether nothing was sent on this watch since the last tick.
+    let mut quiet = true;
     loop {
         let batch = tokio::select! {
             biased;
@@ -284,17 +411,42 @@ async fn forward(
                 return;
             }
             batch = fed.recv() => batch,
+            () = tick(&mut ticks) => {
+                if let (true, Some(notify)) = (quiet, &notify) {
+                    notify.ask().await;
+                }
+                quiet = true;
+                continue;
+            }
         };
         let Some(batch) = batch else {
             return;
         };
+        quiet = false;
         let answer = match batch {
-            Ok(WatchBatch::Events(events)) => pb::WatchResponse {
-                header: Some(headers.at(events.last().map_or(0, |e| e.kv.mod_revision))),
-                watch_id: id,
-                events: events.into_iter().map(event).collect(),
-                ..pb::WatchResponse::default()
-            },
+            Ok(WatchBatch::Events(events)) => {
+                let header = Some(headers.at(events.last().map_or(0, |e| e.kv.mod_revision)));
+                let events: Vec<mvccpb::Event> = events.into_iter().map(event).collect();
+                let parts = if fragment {
+                    fragments(events, FRAGMENT_BYTES)
+                } else {
+                    vec![events]
+                };
+                let count = parts.len();
+                for (number, events) in parts.into_iter().enumerate() {
+                    let answer = pb::WatchResponse {
+                        header,
+                        watch_id: id,
+                        events,
+                        fragment: number + 1 < count,
+                        ..pb::WatchResponse::default()
+                    };
+                    if out.send(Ok(answer)).await.is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
             Ok(WatchBatch::Progress(revision)) => pb::WatchResponse {
                 header: Some(headers.at(revision)),
                 watch_id: id,
@@ -322,6 +474,77 @@ async fn forward(
     }
 }
 
+/// One watch as its forwarder answers it.
+struct Forwarded {
+    out: Out,
+    headers: Headers,
+    id: i64,
+    /// For a watch that asked for progress notifications.
+    notify: Option<Notify>,
+    /// Whether a batch larger than [`FRAGMENT_BYTES`] is split.
+    fragment: bool,
+}
+
+/// The most bytes of events in one answer of a watch that asked for
+/// fragments: etcd's default `--max-request-bytes`, by which etcd splits.
+const FRAGMENT_BYTES: usize = keel_engine::mvcc::MAX_REQUEST_BYTES;
+
+/// `events` cut, in order, into parts of at most `limit` encoded bytes
+/// each (an event larger than that alone in its part), as etcd splits a
+/// watch answer for a client that asked for fragments.
+fn fragments(events: Vec<mvccpb::Event>, limit: usize) -> Vec<Vec<mvccpb::Event>> {
+    let mut parts: Vec<Vec<mvccpb::Event>> = Vec::new();
+    let mut bytes = 0;
+    for event in events {
+        let size = prost::Message::encoded_len(&event);
+        match parts.last_mut() {
+            Some(part) if !part.is_empty() && bytes + size <= limit => {
+                bytes += size;
+                part.push(event);
+            }
+            _ => {
+                bytes = size;
+                parts.push(vec![event]);
+            }
+        }
+    }
+    parts
+}
+
+/// How an idle watch's progress notification is asked for: its feed is
+/// told the revision now, and answers progress there once every event at
+/// or below it was sent (as a progress request is answered).
+struct Notify {
+    every: Duration,
+    control: flume::Sender<Control>,
+    cores: Cores,
+}
+
+impl Notify {
+    async fn ask(&self) {
+        let now = self
+            .cores
+            .call(|node, core| {
+                Box::pin(async move { client(&node, core).current_revision().await })
+            })
+            .await;
+        if let Ok(now) = now {
+            let _ = self.control.send(Control::Progress(now));
+        }
+    }
+}
+
+/// The next tick of a watch's progress notifications; never, for a watch
+/// that did not ask for them.
+async fn tick(ticks: &mut Option<tokio::time::Interval>) {
+    match ticks {
+        Some(ticks) => {
+            ticks.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 fn event(e: kv::Event) -> mvccpb::Event {
     mvccpb::Event {
         r#type: match e.kind {
@@ -330,5 +553,32 @@ fn event(e: kv::Event) -> mvccpb::Event {
         },
         kv: Some(key_value(e.kv)),
         prev_kv: e.prev_kv.map(key_value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, value_len: usize) -> mvccpb::Event {
+        mvccpb::Event {
+            kv: Some(mvccpb::KeyValue {
+                key: key.as_bytes().to_vec(),
+                value: vec![b'v'; value_len],
+                ..mvccpb::KeyValue::default()
+            }),
+            ..mvccpb::Event::default()
+        }
+    }
+
+    #[test]
+    fn fragments_keep_every_event_in_order_within_the_limit() {
+        let events = vec![put("a", 600), put("b", 600), put("c", 2000), put("d", 10)];
+        let parts = fragments(events.clone(), 1300);
+        let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+        // a and b fit together; c is alone, over the limit; d follows.
+        assert_eq!(sizes, vec![2, 1, 1]);
+        assert_eq!(parts.concat(), events);
+        assert_eq!(fragments(Vec::new(), 10), Vec::<Vec<mvccpb::Event>>::new());
     }
 }

@@ -36,7 +36,15 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// The cluster this member starts or belongs to.
     pub cluster: ClusterSettings,
+    /// The etcd version keel reports through etcd's API (Status,
+    /// `/version`): what etcd's clients, Kubernetes among them, check
+    /// before they use a feature. `major.minor.patch`.
+    pub etcd_version: String,
 }
+
+/// The etcd version reported unless `etcd_version` says otherwise: the
+/// API keel serves is 3.6's (its Status fields included).
+pub const DEFAULT_ETCD_VERSION: &str = "3.6.0";
 
 /// etcd's bootstrap flags (docs/cluster.md, "Starting a cluster").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,6 +207,7 @@ impl Default for ServerConfig {
             quota_backend_bytes: keel_engine::shard::DEFAULT_QUOTA_BACKEND_BYTES,
             limits: Limits::default(),
             cluster: ClusterSettings::default(),
+            etcd_version: DEFAULT_ETCD_VERSION.to_string(),
         }
     }
 }
@@ -256,6 +265,8 @@ pub struct Overrides {
     pub advertise_peer: Option<SocketAddr>,
     /// See [`ClusterSettings::snapshot_send_rate`], in MiB per second.
     pub snapshot_send_mib_per_sec: Option<u64>,
+    /// See [`ServerConfig::etcd_version`].
+    pub etcd_version: Option<String>,
 }
 
 /// A config file that cannot be used.
@@ -316,6 +327,7 @@ impl Overrides {
         set(&mut config.cores, self.cores);
         set(&mut config.pin, self.pin);
         set(&mut config.quota_backend_bytes, self.quota_backend_bytes);
+        set(&mut config.etcd_version, self.etcd_version);
         let cluster = &mut config.cluster;
         set(&mut cluster.initial_cluster, self.initial_cluster);
         set(
@@ -386,6 +398,17 @@ impl Overrides {
                     .to_string(),
             ));
         }
+        let numbers: Vec<&str> = config.etcd_version.split('.').collect();
+        if numbers.len() != 3
+            || numbers
+                .iter()
+                .any(|n| n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(ConfigError::Invalid(format!(
+                "etcd_version must be major.minor.patch, such as 3.5.0 (not {:?})",
+                config.etcd_version
+            )));
+        }
         // Slower, a core's streams (one 1 MiB chunk each in turn) would
         // leave each receiver waiting past its 10 s stall timeout, and no
         // snapshot would ever arrive.
@@ -402,6 +425,22 @@ impl Overrides {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_etcd_version_is_major_minor_patch() {
+        let with = |version: &str| {
+            Overrides {
+                etcd_version: Some(version.to_string()),
+                ..Overrides::default()
+            }
+            .apply(ServerConfig::default())
+        };
+        assert_eq!(with("3.5.17").unwrap().etcd_version, "3.5.17");
+        for refused in ["3.5", "3.5.x", "", "3..1", "v3.5.0", "3.5.0.1"] {
+            assert!(with(refused).is_err(), "{refused:?}");
+        }
+        assert_eq!(ServerConfig::default().etcd_version, "3.6.0");
+    }
 
     #[test]
     fn a_file_overrides_the_defaults_and_flags_override_the_file() {

@@ -319,6 +319,10 @@ impl Server {
             drop(node);
             return Err(failure);
         }
+        let front = crate::etcd::FrontSettings {
+            etcd_version: config.etcd_version.clone(),
+            progress_notify_interval: config.limits.watch_progress_interval,
+        };
         let info = Arc::new(ServerInfo {
             member_id: node.client().member_id(),
             name: config.name,
@@ -326,7 +330,7 @@ impl Server {
             core_ports: server.core_addresses.iter().map(SocketAddr::port).collect(),
         });
         // etcd's API, on the same port (src/etcd/), now that it is known.
-        let (etcd, etcd_front) = crate::etcd::start(node.clone(), server.client_address)
+        let (etcd, etcd_front) = crate::etcd::start(node.clone(), server.client_address, front)
             .map_err(ServerError::EtcdApi)?;
         server.etcd_front = Some(etcd_front);
         for core_go in go {

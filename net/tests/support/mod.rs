@@ -100,9 +100,15 @@ impl Server {
     }
 
     /// Sends `signal` (a name such as `STOP` or `CONT`) to the server.
+    /// For `STOP`, returns once every thread of it is stopped: a signal is
+    /// delivered to each thread when it next leaves the kernel, and a
+    /// thread still running could take what the test sends next.
     pub fn signal(&self, name: &str) {
         if let Some(child) = &self.child {
             signal(child.id(), name);
+            if name == "STOP" {
+                wait_until_stopped(child.id());
+            }
         }
     }
 
@@ -153,6 +159,25 @@ impl Server {
 }
 
 /// Sends a signal by pid with the `kill` command (no unsafe code in tests).
+/// Waits (up to 10 s) until every thread of `pid` is in state T.
+fn wait_until_stopped(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return true;
+        };
+        tasks.flatten().all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // The state follows the command name's closing parenthesis.
+            stat.rsplit_once(") ")
+                .is_none_or(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+        })
+    };
+    while !stopped() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn signal(pid: u32, signal: &str) {
     let _ = Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])

@@ -15,6 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Code, Status};
 
+use super::framing::{Framed, Framer};
+
 /// The largest request body, and the most a streamed body may hold
 /// undecoded: room for keel's largest request (1.5 MiB) in base64.
 pub(crate) const MAX_BODY_BYTES: usize = 4 << 20;
@@ -32,19 +34,22 @@ pub(crate) fn decode<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, St
 pub(crate) type Decoded<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 /// A body of JSON request messages, one after another (a streaming call's
-/// requests), decoded as they arrive. A message that does not decode ends
-/// the stream with its error; so does more than [`MAX_BODY_BYTES`]
-/// waiting undecoded.
+/// requests), decoded as they arrive: each is parsed once it is whole
+/// ([`Framer`]). A message that does not decode ends the stream with its
+/// error; so does a body that ends inside one, and more than
+/// [`MAX_BODY_BYTES`] waiting undecoded.
 pub(crate) fn decode_stream<T: DeserializeOwned + Send + 'static>(body: Body) -> Decoded<T> {
     struct State {
         chunks: axum::body::BodyDataStream,
         buffered: Vec<u8>,
+        framer: Framer,
         ended: bool,
         failed: bool,
     }
     let state = State {
         chunks: body.into_data_stream(),
         buffered: Vec::new(),
+        framer: Framer::default(),
         ended: false,
         failed: false,
     };
@@ -55,29 +60,31 @@ pub(crate) fn decode_stream<T: DeserializeOwned + Send + 'static>(body: Body) ->
                 return None;
             }
             loop {
-                let mut values =
-                    serde_json::Deserializer::from_slice(&state.buffered).into_iter::<T>();
-                let refused = match values.next() {
-                    Some(Ok(message)) => {
-                        let used = values.byte_offset();
-                        state.buffered.drain(..used);
-                        return Some((Ok(message), state));
+                let refused = match state.framer.scan(&state.buffered) {
+                    Framed::Complete(end) => {
+                        let message = state.buffered.get(..end).unwrap_or_default();
+                        let parsed = serde_json::from_slice::<T>(message);
+                        state.buffered.drain(..end);
+                        match parsed {
+                            Ok(message) => return Some((Ok(message), state)),
+                            Err(error) => Some(error.to_string()),
+                        }
                     }
-                    None if state.ended => return None,
-                    None => None,
-                    Some(Err(error)) if error.is_eof() && !state.ended => None,
-                    Some(Err(error)) => Some(Status::invalid_argument(error.to_string())),
+                    Framed::NotAnObject => Some("a request message must be a JSON object".into()),
+                    Framed::Incomplete if state.ended => {
+                        if state.buffered.iter().all(u8::is_ascii_whitespace) {
+                            return None;
+                        }
+                        Some("the body ends inside a request message".into())
+                    }
+                    Framed::Incomplete if state.buffered.len() > MAX_BODY_BYTES => {
+                        Some(format!("a request message over {MAX_BODY_BYTES} bytes"))
+                    }
+                    Framed::Incomplete => None,
                 };
-                let refused = refused.or_else(|| {
-                    (state.buffered.len() > MAX_BODY_BYTES).then(|| {
-                        Status::invalid_argument(format!(
-                            "a request message over {MAX_BODY_BYTES} bytes"
-                        ))
-                    })
-                });
                 if let Some(refused) = refused {
                     state.failed = true;
-                    return Some((Err(refused), state));
+                    return Some((Err(Status::invalid_argument(refused)), state));
                 }
                 match state.chunks.next().await {
                     Some(Ok(chunk)) => state.buffered.extend_from_slice(&chunk),

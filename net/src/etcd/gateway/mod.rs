@@ -7,6 +7,7 @@
 //! grpc-gateway does for etcd.
 
 mod codec;
+mod framing;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{post, MethodRouter};
 use axum::Router;
+use futures_util::StreamExt;
 use keel_etcd_api::etcdserverpb::auth_server::Auth;
 use keel_etcd_api::etcdserverpb::cluster_server::Cluster;
 use keel_etcd_api::etcdserverpb::kv_server::Kv;
@@ -54,7 +56,10 @@ pub(crate) fn with_gateway(router: Router, services: Shared) -> Router {
             "/v3/kv/compaction",
             unary(s, |s, r| async move { s.kv.compact(r).await }),
         )
-        .route("/v3/watch", bidirectional(s, |s, asks| s.watch.open(asks)))
+        .route(
+            "/v3/watch",
+            bidirectional(s, |s, asks| s.watch.open(asks, false)),
+        )
         .route(
             "/v3/lease/grant",
             unary(s, |s, r| async move { s.lease.lease_grant(r).await }),
@@ -123,6 +128,10 @@ fn cluster_and_maintenance(s: &Shared) -> Router {
         .route(
             "/v3/maintenance/hash",
             unary(s, |s, r| async move { s.maintenance.hash(r).await }),
+        )
+        .route(
+            "/v3/maintenance/hashkv",
+            unary(s, |s, r| async move { s.maintenance.hash_kv(r).await }),
         )
         .route(
             "/v3/maintenance/snapshot",
@@ -197,7 +206,7 @@ fn auth(s: &Shared) -> Router {
             unary(s, |s, r| async move { s.auth.user_get(r).await }),
         )
         .route(
-            "/v3/auth/user/getall",
+            "/v3/auth/user/list",
             unary(s, |s, r| async move { s.auth.user_list(r).await }),
         )
         .route(
@@ -228,7 +237,7 @@ fn auth(s: &Shared) -> Router {
             unary(s, |s, r| async move { s.auth.role_get(r).await }),
         )
         .route(
-            "/v3/auth/role/getall",
+            "/v3/auth/role/list",
             unary(s, |s, r| async move { s.auth.role_list(r).await }),
         )
         .route(
@@ -303,7 +312,9 @@ where
 }
 
 /// A call with a stream each way: request messages are read from the body
-/// as they come, answers streamed as they are made.
+/// as they come, answers streamed as they are made. The first message is
+/// decoded before the call opens, so that one that does not decode is
+/// refused with an error status, as etcd's gateway refuses it.
 fn bidirectional<Req, Resp, Answers, Open>(services: &Shared, open: Open) -> MethodRouter
 where
     Req: DeserializeOwned + Send + 'static,
@@ -314,6 +325,14 @@ where
     let services = services.clone();
     post(move |body: Body| {
         let (services, open) = (services.clone(), open.clone());
-        async move { codec::stream(open(&services, codec::decode_stream(body))) }
+        async move {
+            let mut asks = codec::decode_stream::<Req>(body);
+            let first = match asks.next().await {
+                Some(Err(refused)) => return codec::refusal(&refused),
+                first => first,
+            };
+            let asks = futures_util::stream::iter(first).chain(asks);
+            codec::stream(open(&services, Box::pin(asks)))
+        }
     })
 }
