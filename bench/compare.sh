@@ -11,6 +11,8 @@
 #   bench/compare.sh --repeats N  runs of each workload per system (default
 #                                 3; 1 with --smoke)
 #   bench/compare.sh --out DIR    write RESULTS.md, plots/ and runs/ to DIR
+#   bench/compare.sh --only REGEX the workloads whose names match (as
+#                                 05-max-writes-512|07-max-reads-512)
 #
 # Every run starts its server anew on an empty data directory and stops it
 # afterwards, so that no run inherits another's keys, leases, compaction
@@ -138,6 +140,7 @@ cd "$out"
 ordered=()
 for entry in "${suite[@]}"; do
   file="${entry%%|*}"
+  if [ -n "$only" ] && ! [[ $file =~ $only ]]; then continue; fi
   read -r -a options <<<"${entry#*|}"
   case "$file" in
     *range-1000) extra=("${timing[@]}" --keys 1000) ;;
@@ -145,24 +148,37 @@ for entry in "${suite[@]}"; do
     *lease-churn) extra=("${timing[@]}") ;;
     *) extra=("${timing[@]}" --keys "$keys") ;;
   esac
+  # The workloads keel also runs through etcd's API (a third column:
+  # etcd's own client protocol, gRPC, against keel).
+  case "$file" in
+    0[4-7]-max-*) all=(keel keel-etcd-api etcd) ;;
+    *) all=(keel etcd) ;;
+  esac
   for repeat in $(seq 1 "$repeats"); do
-    if [ $((repeat % 2)) = 1 ]; then systems=(keel etcd); else systems=(etcd keel); fi
+    if [ $((repeat % 2)) = 1 ]; then systems=("${all[@]}"); else
+      systems=(); for ((i = ${#all[@]} - 1; i >= 0; i--)); do systems+=("${all[i]}"); done
+    fi
     for system in "${systems[@]}"; do
       run="runs/$file.$system.$repeat"
       # The first repeat's curves make the chart; more would crowd it.
       plot=()
       if [ "$repeat" = 1 ]; then plot=(--plot "plots/$file.svg"); fi
       echo "== $file, run $repeat of $repeats: $system"
-      start_server "$system" "$run.log"
-      "$BENCH_BIN" --target "$system://127.0.0.1:$port" --connections "$connections" \
-        --server-pid "$server_pid" "${options[@]}" "${extra[@]}" \
+      # keel-etcd-api is keel's server driven through etcd's API.
+      server=${system%-etcd-api}
+      protocol=$server
+      label=()
+      if [ "$system" = keel-etcd-api ]; then protocol=etcd; label=(--label "keel via etcd API"); fi
+      start_server "$server" "$run.log"
+      "$BENCH_BIN" --target "$protocol://127.0.0.1:$port" --connections "$connections" \
+        --server-pid "$server_pid" "${label[@]}" "${options[@]}" "${extra[@]}" \
         --json "${plot[@]}" >"$run.json"
       stop_server
     done
   done
-  # Each system's runs in repeat order, keel's first: the report compares
-  # the first label with the second.
-  for system in keel etcd; do
+  # Each system's runs in repeat order, keel's first and etcd's last: the
+  # report compares each of the others with the last.
+  for system in "${all[@]}"; do
     for repeat in $(seq 1 "$repeats"); do ordered+=("runs/$file.$system.$repeat.json"); done
   done
 done
@@ -189,7 +205,8 @@ runs_word="runs"; [ "$repeats" = 1 ] && runs_word="run"
   echo "- $(etcd_description), single member, default settings (its WAL fsynced before every answer) but an 8 GiB quota"
   echo "- the clients: keel was driven through keel-client (net/client), etcd through bench's own"
   echo "  gRPC client (tonic, HTTP/2; bench/load/src/etcd.rs), renewing a connection's leases over one"
-  echo "  keep-alive stream as etcd's Go client does. Each of the $connections \`--connections\` is one"
+  echo "  keep-alive stream as etcd's Go client does. \"keel via etcd API\" (workloads 04 to 07) is keel"
+  echo "  driven by that same gRPC client through etcd's API on keel's client port. Each of the $connections \`--connections\` is one"
   echo "  HTTP/2 connection (one socket) to etcd, and a keel-client \`Client\` to keel, with a socket to"
   echo "  the client port and one to each core's port: the tables say how many sockets each system had"
   echo "- the load generator: \`bench\` (bench/load), on the same $cores CPUs as the server; kv runs $measured,"
@@ -201,7 +218,7 @@ runs_word="runs"; [ "$repeats" = 1 ] && runs_word="run"
   echo "\"server CPU/op\" is the server's CPU time (user and system, from /proc/PID/stat) over the measured"
   echo "window, divided by every request of any kind the run completed in that window (a mix's reads and"
   echo "writes together; a watch's puts, with their events)."
-  echo "\"keel vs etcd\" says how keel's median rate, CPU and latencies compare with etcd's in the same workload."
+  echo "\"keel vs etcd\" (and \"keel via etcd API vs etcd\") says how keel's median rate, CPU and latencies compare with etcd's in the same workload."
   echo
   echo "## Results"
   echo

@@ -1,20 +1,24 @@
 # Shell helpers of bench/compare.sh and bench/compare-cluster.sh (sourced).
 
-# Reads the suites' options ([--smoke] [--repeats N] [--out DIR]) from the
-# arguments after the first, $1 being the default output directory of a
-# full run; sets mode (full or smoke), repeats (default 3, 1 with --smoke)
-# and out (made, and absolute; a temporary directory with --smoke).
+# Reads the suites' options ([--smoke] [--repeats N] [--out DIR]
+# [--only REGEX]) from the arguments after the first, $1 being the default
+# output directory of a full run; sets mode (full or smoke), repeats
+# (default 3, 1 with --smoke), out (made, and absolute; a temporary
+# directory with --smoke) and only (an extended regular expression the
+# workloads' names must match; empty: every workload).
 parse_suite_args() {
-  local usage="usage: $0 [--smoke] [--repeats N] [--out DIR]"
+  local usage="usage: $0 [--smoke] [--repeats N] [--out DIR] [--only REGEX]"
   mode=full
   out="$1"
   repeats=""
+  only=""
   shift
   while [ $# -gt 0 ]; do
     case "$1" in
       --smoke) mode=smoke; out="" ;;
       --out) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; out="$2"; shift ;;
       --repeats) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; repeats="$2"; shift ;;
+      --only) [ $# -ge 2 ] || { echo "$usage" >&2; exit 2; }; only="$2"; shift ;;
       *) echo "$usage" >&2; exit 2 ;;
     esac
     shift

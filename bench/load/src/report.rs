@@ -361,8 +361,8 @@ struct SystemRuns<'a> {
 }
 
 /// Markdown: per run name (in first-seen order), one table with a row per
-/// label and operation, and, when exactly two labels ran it, a row saying
-/// how the first compares with the second. Runs with the same name and
+/// label and operation, and, when two or more labels ran it, rows saying
+/// how each label compares with the last. Runs with the same name and
 /// label are repeats: a row gives their median with the range across them,
 /// and the comparison compares medians.
 pub fn markdown(runs: &[RunReport]) -> String {
@@ -412,7 +412,13 @@ pub fn markdown(runs: &[RunReport]) -> String {
                 );
             }
         }
-        if let [ours, theirs] = systems.as_slice() {
+        // Each label against the last (etcd, in compare.sh's order).
+        let others = systems.len().saturating_sub(1);
+        for (ours, theirs) in systems
+            .iter()
+            .take(others)
+            .filter_map(|ours| systems.last().map(|theirs| (ours, theirs)))
+        {
             for op in &ours.ops {
                 let Some(other) = theirs.ops.iter().find(|o| o.op == op.op) else {
                     continue;
@@ -670,6 +676,21 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn a_third_label_is_compared_with_the_last_too() {
+        let text = markdown(&[
+            run("keel", 100, 2000),
+            run("keel via etcd API", 250, 2000),
+            run("etcd", 500, 2000),
+        ]);
+        assert!(text.contains("| **keel vs etcd** | read |"), "{text}");
+        assert!(
+            text.contains("| **keel via etcd API vs etcd** | read |"),
+            "{text}"
+        );
+        assert!(!text.contains("| **keel vs keel via etcd API**"), "{text}");
     }
 
     #[test]

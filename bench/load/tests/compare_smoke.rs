@@ -69,7 +69,13 @@ fn the_smoke_comparison_runs_every_workload_against_keel_and_etcd_without_errors
             runs.push(run);
         }
     }
-    assert_eq!(runs.len(), 2 * WORKLOADS, "a run per workload and system");
+    // Workloads 04 to 07 also run keel through etcd's API.
+    let through_etcd_api = 4;
+    assert_eq!(
+        runs.len(),
+        2 * WORKLOADS + through_etcd_api,
+        "a run per workload and system"
+    );
     for run in &runs {
         assert!(
             !run.ops.is_empty(),
@@ -84,7 +90,7 @@ fn the_smoke_comparison_runs_every_workload_against_keel_and_etcd_without_errors
             run.label
         );
         let sockets = run.sockets.expect("every run counts its sockets");
-        if run.label == "etcd" {
+        if run.label == "etcd" || run.label == "keel via etcd API" {
             assert_eq!(sockets, run.connections, "{}", run.name);
         } else {
             assert!(sockets > run.connections, "{}: {sockets}", run.name);
@@ -122,9 +128,19 @@ fn the_smoke_comparison_runs_every_workload_against_keel_and_etcd_without_errors
     for label in ["keel", "etcd"] {
         assert_eq!(runs.iter().filter(|r| r.label == label).count(), WORKLOADS);
     }
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.label == "keel via etcd API")
+            .count(),
+        through_etcd_api
+    );
 
     let results = std::fs::read_to_string(out.path().join("RESULTS.md")).expect("RESULTS.md");
     assert_eq!(results.matches("\n### ").count(), WORKLOADS, "{results}");
+    assert!(
+        results.matches("| **keel via etcd API vs etcd** |").count() >= through_etcd_api,
+        "{results}"
+    );
     assert!(
         results.matches("| **keel vs etcd** |").count() >= WORKLOADS,
         "{results}"

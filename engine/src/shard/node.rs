@@ -357,6 +357,22 @@ impl Node {
             .map_err(|_| NodeError::Shutdown)
     }
 
+    /// Runs `tasks` on `core`'s executor, as [`Node::spawn_on`] runs one,
+    /// sent as one message: the core wakes once for them all, which is
+    /// what lets a busy caller on another thread (the etcd front) hand
+    /// over many calls for the cost of one.
+    ///
+    /// # Errors
+    /// As [`Node::spawn_on`].
+    pub fn spawn_all_on(&self, core: usize, tasks: Vec<CoreTask>) -> NodeResult<()> {
+        let sender = self.cores.get(core).ok_or_else(|| {
+            NodeError::InvalidRequest(format!("core {core} of {}", self.cores.len()))
+        })?;
+        sender
+            .send(Ingress::SpawnAll(tasks))
+            .map_err(|_| NodeError::Shutdown)
+    }
+
     /// The handle the calls above use: through each shard's own core.
     pub fn client(&self) -> NodeClient<'_> {
         NodeClient {
@@ -824,6 +840,9 @@ enum Ingress {
     Call(CoreCall),
     /// A task to run on the core (see [`Node::spawn_on`]).
     Spawn(CoreTask),
+    /// Tasks to run on the core, sent together (see
+    /// [`Node::spawn_all_on`]).
+    SpawnAll(Vec<CoreTask>),
 }
 
 /// Makes a future on the core it is sent to (the future need not be `Send`).
@@ -1002,6 +1021,11 @@ async fn run_core(setup: CoreSetup) {
         match message {
             Ingress::Call(call) => router.route(call).await,
             Ingress::Spawn(task) => drop(glommio::spawn_local(task()).detach()),
+            Ingress::SpawnAll(tasks) => {
+                for task in tasks {
+                    drop(glommio::spawn_local(task()).detach());
+                }
+            }
         }
     }
     // Shutting down: close the mesh so peers' forwarders end, and this

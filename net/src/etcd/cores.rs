@@ -1,14 +1,21 @@
 //! Calls into the node from tonic's tokio tasks: the node's client is a
 //! core's (its futures hold the core's router and are not `Send`), so each
-//! call runs on one of the node's cores, taken in turn, and its answer
-//! comes back over a channel.
+//! call runs on one of the node's cores and its answer comes back over a
+//! channel. A call about one key runs on the core of the key's shard (no
+//! hop between cores); others take the cores in turn.
+//!
+//! Calls are handed over in batches: a call queues its task in its core's
+//! outbox, and the first in an empty outbox spawns a flush, which runs
+//! after the tasks already ready on the front's thread (tokio's current
+//! thread scheduler runs them in order), so every call those tasks make
+//! goes in the same message and the core wakes once for them all.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use keel_engine::shard::{Node, NodeClient, NodeResult};
+use keel_engine::shard::{CoreTask, Node, NodeClient, NodeResult};
 use tonic::Status;
 
 use crate::etcd::errors::status;
@@ -21,13 +28,59 @@ pub(crate) type OnCore<T> = Pin<Box<dyn Future<Output = NodeResult<T>>>>;
 pub(crate) struct Cores {
     node: Arc<Node>,
     next: Arc<AtomicUsize>,
+    /// Per core, the tasks not yet handed over.
+    outboxes: Arc<[Mutex<Vec<CoreTask>>]>,
 }
 
 impl Cores {
     pub(crate) fn new(node: Arc<Node>) -> Cores {
+        let outboxes = (0..node.core_count()).map(|_| Mutex::default()).collect();
         Cores {
             node,
             next: Arc::default(),
+            outboxes,
+        }
+    }
+
+    /// The next core in turn.
+    fn next_core(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.node.core_count().max(1)
+    }
+
+    /// The core of `key`'s shard.
+    pub(crate) fn core_of_key(&self, key: &[u8]) -> usize {
+        let shard = keel_engine::routing::shard_of(key, self.node.shard_count());
+        keel_engine::routing::core_of(shard, self.node.core_count().max(1))
+    }
+
+    /// Queues `task` for `core`; the first task in an empty outbox spawns
+    /// the flush that hands the outbox over.
+    fn enqueue(&self, core: usize, task: CoreTask) -> Result<(), Status> {
+        let Some(outbox) = self.outboxes.get(core) else {
+            return Err(Status::internal(format!("no core {core}")));
+        };
+        let first = {
+            let mut queued = outbox.lock().unwrap_or_else(|e| e.into_inner());
+            queued.push(task);
+            queued.len() == 1
+        };
+        if first {
+            let cores = self.clone();
+            tokio::spawn(async move { cores.flush(core) });
+        }
+        Ok(())
+    }
+
+    /// Hands `core`'s outbox over in one message. Tasks of a node that is
+    /// shutting down are dropped, and their callers answered unavailable
+    /// (their reply channels close).
+    fn flush(&self, core: usize) {
+        let Some(outbox) = self.outboxes.get(core) else {
+            return;
+        };
+        let tasks = std::mem::take(&mut *outbox.lock().unwrap_or_else(|e| e.into_inner()));
+        if !tasks.is_empty() {
+            let _ = self.node.spawn_all_on(core, tasks);
         }
     }
 
@@ -42,19 +95,34 @@ impl Cores {
         &self,
         call: impl FnOnce(Arc<Node>, usize) -> OnCore<T> + Send + 'static,
     ) -> Result<T, Status> {
-        let core = self.next.fetch_add(1, Ordering::Relaxed) % self.node.core_count().max(1);
+        self.call_on(self.next_core(), call).await
+    }
+
+    /// Runs `call` on the core of `key`'s shard: a call about that key
+    /// alone, which then needs no hop between cores.
+    pub(crate) async fn call_for_key<T: Send + 'static>(
+        &self,
+        key: &[u8],
+        call: impl FnOnce(Arc<Node>, usize) -> OnCore<T> + Send + 'static,
+    ) -> Result<T, Status> {
+        self.call_on(self.core_of_key(key), call).await
+    }
+
+    async fn call_on<T: Send + 'static>(
+        &self,
+        core: usize,
+        call: impl FnOnce(Arc<Node>, usize) -> OnCore<T> + Send + 'static,
+    ) -> Result<T, Status> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let node = self.node.clone();
-        self.node
-            .spawn_on(
-                core,
-                Box::new(move || {
-                    Box::pin(async move {
-                        let _ = reply.send(call(node, core).await);
-                    })
-                }),
-            )
-            .map_err(|e| status(&e))?;
+        self.enqueue(
+            core,
+            Box::new(move || {
+                Box::pin(async move {
+                    let _ = reply.send(call(node, core).await);
+                })
+            }),
+        )?;
         answer
             .await
             .map_err(|_| Status::unavailable("etcdserver: server stopped"))?
@@ -69,7 +137,7 @@ impl Cores {
         &self,
         task: impl FnOnce(Arc<Node>, usize) -> Pin<Box<dyn Future<Output = ()>>> + Send + 'static,
     ) -> Result<(), Status> {
-        let core = self.next.fetch_add(1, Ordering::Relaxed) % self.node.core_count().max(1);
+        let core = self.next_core();
         let node = self.node.clone();
         self.node
             .spawn_on(core, Box::new(move || task(node, core)))

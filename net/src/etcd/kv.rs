@@ -29,9 +29,12 @@ impl Kv for KvService {
             Consistency::Linearizable
         };
         let request = convert::range_request(request)?;
+        // A range's first key names the core of its shard: the right one
+        // for a point read, and as good as any other for a wider range.
+        let key = request.key.clone();
         let (revision, answer) = self
             .cores
-            .call(move |node, core| {
+            .call_for_key(&key, move |node, core| {
                 Box::pin(async move { client(&node, core).range(request, consistency).await })
             })
             .await?;
@@ -44,9 +47,12 @@ impl Kv for KvService {
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
         let request = convert::put_request(request.into_inner());
+        let key = request.key.clone();
         let applied = self
             .cores
-            .call(move |node, core| Box::pin(async move { client(&node, core).put(request).await }))
+            .call_for_key(&key, move |node, core| {
+                Box::pin(async move { client(&node, core).put(request).await })
+            })
             .await?;
         let header = Some(self.headers.at(applied.revision));
         match applied.response {
@@ -62,9 +68,10 @@ impl Kv for KvService {
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let request = convert::delete_request(request.into_inner());
+        let key = request.key.clone();
         let applied = self
             .cores
-            .call(move |node, core| {
+            .call_for_key(&key, move |node, core| {
                 Box::pin(async move { client(&node, core).delete_range(request).await })
             })
             .await?;
@@ -82,9 +89,14 @@ impl Kv for KvService {
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
         let request = convert::txn_request(request.into_inner())?;
+        // Its compares and writes share a shard: the first compare's key
+        // (or the first operation's) names it.
+        let key = first_key(&request);
         let applied = self
             .cores
-            .call(move |node, core| Box::pin(async move { client(&node, core).txn(request).await }))
+            .call_for_key(&key, move |node, core| {
+                Box::pin(async move { client(&node, core).txn(request).await })
+            })
             .await?;
         let header = self.headers.at(applied.revision);
         match applied.response {
@@ -115,4 +127,23 @@ impl Kv for KvService {
 
 fn unexpected(answer: &keel_engine::mvcc::Response) -> Status {
     Status::internal(format!("etcdserver: unexpected answer {answer:?}"))
+}
+
+/// The key that names a transaction's core: its first compare's, or its
+/// first operation's; empty (any core) for an empty transaction.
+fn first_key(request: &keel_engine::mvcc::TxnRequest) -> Vec<u8> {
+    use keel_engine::mvcc::RequestOp;
+    let op_key = |op: &RequestOp| match op {
+        RequestOp::Range(range) => range.key.clone(),
+        RequestOp::Put(put) => put.key.clone(),
+        RequestOp::DeleteRange(delete) => delete.key.clone(),
+        RequestOp::Txn(txn) => first_key(txn),
+    };
+    request
+        .compare
+        .first()
+        .map(|compare| compare.key.clone())
+        .or_else(|| request.success.first().map(op_key))
+        .or_else(|| request.failure.first().map(op_key))
+        .unwrap_or_default()
 }
