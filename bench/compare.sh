@@ -136,11 +136,13 @@ suite=(
 )
 
 started=$(date +%s)
+workloads=0
 cd "$out"
 ordered=()
 for entry in "${suite[@]}"; do
   file="${entry%%|*}"
   if [ -n "$only" ] && ! [[ $file =~ $only ]]; then continue; fi
+  workloads=$((workloads + 1))
   read -r -a options <<<"${entry#*|}"
   case "$file" in
     *range-1000) extra=("${timing[@]}" --keys 1000) ;;
@@ -182,6 +184,10 @@ for entry in "${suite[@]}"; do
     for repeat in $(seq 1 "$repeats"); do ordered+=("runs/$file.$system.$repeat.json"); done
   done
 done
+if [ "$workloads" = 0 ]; then
+  echo "no workload's name matches --only '$only'" >&2
+  exit 2
+fi
 elapsed=$(( $(date +%s) - started ))
 
 runs_word="runs"; [ "$repeats" = 1 ] && runs_word="run"
@@ -190,7 +196,7 @@ runs_word="runs"; [ "$repeats" = 1 ] && runs_word="run"
   echo "# keel beside etcd"
   echo
   echo "Written by \`bench/compare.sh$( [ "$mode" = smoke ] && echo " --smoke")\` on $(date -u +%Y-%m-%d):"
-  echo "${#suite[@]} workloads, $repeats $runs_word of each per system, $((elapsed / 60)) min $((elapsed % 60)) s in all."
+  echo "$workloads workloads, $repeats $runs_word of each per system, $((elapsed / 60)) min $((elapsed % 60)) s in all."
   echo "Both servers ran on this machine, one at a time: every run started its server on an empty"
   echo "data directory and stopped it afterwards, and the repeats alternated which system went first"
   echo "(keel in odd repeats, etcd in even ones)."

@@ -4,11 +4,13 @@
 # [--only REGEX]) from the arguments after the first, $1 being the default
 # output directory of a full run; sets mode (full or smoke), repeats
 # (default 3, 1 with --smoke), out (made, and absolute; a temporary
-# directory with --smoke) and only (an extended regular expression the
-# workloads' names must match; empty: every workload).
+# directory with --smoke or --only without --out) and only (an extended
+# regular expression the workloads' names must match; empty: every
+# workload).
 parse_suite_args() {
   local usage="usage: $0 [--smoke] [--repeats N] [--out DIR] [--only REGEX]"
   mode=full
+  local default_out="$1"
   out="$1"
   repeats=""
   only=""
@@ -29,6 +31,9 @@ parse_suite_args() {
   case "$repeats" in
     ''|*[!0-9]*|0) echo "--repeats takes a number of runs, at least 1, not '$repeats'" >&2; exit 2 ;;
   esac
+  # Some workloads alone write somewhere else than the full results,
+  # unless told where.
+  if [ -n "$only" ] && [ "$out" = "$default_out" ]; then out=""; fi
   if [ -z "$out" ]; then out="$(mktemp -d -t keel-compare.XXXXXX)"; fi
   mkdir -p "$out"
   out="$(cd "$out" && pwd)"

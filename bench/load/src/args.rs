@@ -26,8 +26,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Writes Markdown tables comparing the runs in the given JSON files
-    /// (from `--json`), one table per run name, each with the ratio of
-    /// the first label to the second.
+    /// (from `--json`), one table per run name, each with the ratios of
+    /// every label to the last.
     Report {
         /// JSON files written by `bench --json`.
         #[arg(required = true)]

@@ -53,8 +53,19 @@ impl Cores {
         keel_engine::routing::core_of(shard, self.node.core_count().max(1))
     }
 
+    /// The one shard a key range lies in, if it lies in one.
+    pub(crate) fn shard_of_range(&self, key: &[u8], range_end: &[u8]) -> Option<usize> {
+        keel_engine::routing::shard_of_range(key, range_end, self.node.shard_count())
+    }
+
     /// Queues `task` for `core`; the first task in an empty outbox spawns
-    /// the flush that hands the outbox over.
+    /// the flush that hands the outbox over. Invariant: an outbox that is
+    /// not empty has a flush spawned for it. The batching relies on the
+    /// front's current-thread runtime running spawned tasks in order (a
+    /// multi-thread runtime's LIFO slot would run the flush first, one
+    /// call a batch). A flush spawned while the runtime shuts down never
+    /// runs: the calls behind it wait until the runtime drops them, and
+    /// their callers with them.
     fn enqueue(&self, core: usize, task: CoreTask) -> Result<(), Status> {
         let Some(outbox) = self.outboxes.get(core) else {
             return Err(Status::internal(format!("no core {core}")));
@@ -106,6 +117,16 @@ impl Cores {
         call: impl FnOnce(Arc<Node>, usize) -> OnCore<T> + Send + 'static,
     ) -> Result<T, Status> {
         self.call_on(self.core_of_key(key), call).await
+    }
+
+    /// Runs `call` on `shard`'s core.
+    pub(crate) async fn call_for_shard<T: Send + 'static>(
+        &self,
+        shard: usize,
+        call: impl FnOnce(Arc<Node>, usize) -> OnCore<T> + Send + 'static,
+    ) -> Result<T, Status> {
+        let core = keel_engine::routing::core_of(shard, self.node.core_count().max(1));
+        self.call_on(core, call).await
     }
 
     async fn call_on<T: Send + 'static>(

@@ -1,12 +1,14 @@
 //! etcd's KV service on the node: Range, Put, DeleteRange, Txn, Compact.
 
-use keel_engine::shard::Consistency;
+use std::sync::Arc;
+
+use keel_engine::shard::{Consistency, Node};
 use keel_etcd_api::etcdserverpb as pb;
 use keel_etcd_api::etcdserverpb::kv_server::Kv;
 use tonic::{Request, Response, Status};
 
 use crate::etcd::convert;
-use crate::etcd::cores::{client, Cores};
+use crate::etcd::cores::{client, Cores, OnCore};
 use crate::etcd::header::Headers;
 
 /// The KV service of one node.
@@ -29,15 +31,16 @@ impl Kv for KvService {
             Consistency::Linearizable
         };
         let request = convert::range_request(request)?;
-        // A range's first key names the core of its shard: the right one
-        // for a point read, and as good as any other for a wider range.
-        let key = request.key.clone();
-        let (revision, answer) = self
-            .cores
-            .call_for_key(&key, move |node, core| {
-                Box::pin(async move { client(&node, core).range(request, consistency).await })
-            })
-            .await?;
+        // A range within one shard runs on that shard's core; one over
+        // several takes the cores in turn (its fan-out and merge run there).
+        let one_shard = self.cores.shard_of_range(&request.key, &request.range_end);
+        let read = move |node: Arc<Node>, core| -> OnCore<_> {
+            Box::pin(async move { client(&node, core).range(request, consistency).await })
+        };
+        let (revision, answer) = match one_shard {
+            Some(shard) => self.cores.call_for_shard(shard, read).await?,
+            None => self.cores.call(read).await?,
+        };
         let header = self.headers.at(revision);
         Ok(Response::new(convert::range_response(Some(header), answer)))
     }
@@ -68,13 +71,14 @@ impl Kv for KvService {
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
         let request = convert::delete_request(request.into_inner());
-        let key = request.key.clone();
-        let applied = self
-            .cores
-            .call_for_key(&key, move |node, core| {
-                Box::pin(async move { client(&node, core).delete_range(request).await })
-            })
-            .await?;
+        let one_shard = self.cores.shard_of_range(&request.key, &request.range_end);
+        let delete = move |node: Arc<Node>, core| -> OnCore<_> {
+            Box::pin(async move { client(&node, core).delete_range(request).await })
+        };
+        let applied = match one_shard {
+            Some(shard) => self.cores.call_for_shard(shard, delete).await?,
+            None => self.cores.call(delete).await?,
+        };
         let header = Some(self.headers.at(applied.revision));
         match applied.response {
             keel_engine::mvcc::Response::DeleteRange(deleted) => {

@@ -1,6 +1,6 @@
-//! etcd's Maintenance service: Status, Alarm, MoveLeader and Defragment (a
+//! etcd's Maintenance service: Status, Alarm, MoveLeader, Defragment (a
 //! no-op: the copy-on-write tree reuses its free pages and never needs
-//! one). Hash, HashKV, Snapshot and Downgrade are not served yet.
+//! one), Hash, HashKV and Snapshot (snapshot.rs). Downgrade is not served.
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -25,6 +25,10 @@ use crate::snapshot_file;
 
 /// The most bytes in one streamed chunk (etcd sends 32 KiB).
 const CHUNK_BYTES: usize = 64 << 10;
+/// How long a chunk may wait for the client to take it: a client that
+/// stops reading gives up its turn to read the whole keyspace (two at
+/// once per node) instead of holding it while its connection lives.
+const CHUNK_STALL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The node's revision now, and the latest compaction (0 when none).
 pub(crate) async fn revisions(cores: &Cores) -> Result<(Revision, Revision), Status> {
@@ -80,7 +84,11 @@ pub(crate) async fn stream(
     scans: std::sync::Arc<tokio::sync::Semaphore>,
     out: Chunks,
 ) {
-    let _turn = scans.acquire().await;
+    // A client that goes away while this waits its turn costs no read.
+    let _turn = tokio::select! {
+        turn = scans.acquire() => turn,
+        () = out.closed() => return,
+    };
     if let Err(status) = send_snapshot(&cores, &headers, &out).await {
         let _ = out.send(Err(status)).await;
     }
@@ -191,9 +199,12 @@ impl ChunkSender<'_> {
             blob,
             version: String::new(),
         };
-        self.out
-            .send(Ok(chunk))
-            .await
-            .map_err(|_| Status::cancelled("the client went away"))
+        match tokio::time::timeout(CHUNK_STALL, self.out.send(Ok(chunk))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Status::cancelled("the client went away")),
+            Err(_) => Err(Status::deadline_exceeded(
+                "the client stopped reading the snapshot",
+            )),
+        }
     }
 }

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
@@ -127,17 +128,27 @@ pub(crate) async fn leader_monitor(cores: Cores, leaderless: tokio::sync::watch:
     let mut missing = 0;
     loop {
         tokio::time::sleep(LEADER_CHECK).await;
+        // A stopped shard (an I/O failure) has no leader here and never
+        // will; it answers its own error, and is not counted.
         let led = cores
             .call(|node, core| {
                 Box::pin(async move {
                     let status = client(&node, core).status().await?;
-                    Ok(status.iter().all(|shard| shard.leader != 0))
+                    Ok(status
+                        .iter()
+                        .all(|shard| shard.leader != 0 || shard.stopped.is_some()))
                 })
             })
-            .await
-            .unwrap_or(false);
-        missing = if led { 0 } else { missing + 1 };
-        if leaderless.send(missing >= LEADERLESS_CHECKS).is_err() {
+            .await;
+        // A look that failed (the node is stopping) changes nothing.
+        missing = match led {
+            Ok(true) => 0,
+            Ok(false) => missing + 1,
+            Err(_) => missing,
+        };
+        let lost = missing >= LEADERLESS_CHECKS;
+        leaderless.send_if_modified(|was| std::mem::replace(was, lost) != lost);
+        if leaderless.is_closed() {
             return;
         }
     }
@@ -253,7 +264,9 @@ async fn session(mut asks: impl Asks<pb::WatchRequest>, session: Session) {
 /// A watch's handles in its stream's session.
 struct Running {
     /// To its feed on the core; dropped, the watch ends.
-    control: flume::Sender<Control>,
+    /// (The only strong handle: dropping it ends the feed, whatever the
+    /// forwarder is doing.)
+    control: Arc<flume::Sender<Control>>,
     /// To its forwarder: answer `canceled` and stop.
     cancel: tokio::sync::oneshot::Sender<()>,
 }
@@ -282,6 +295,7 @@ async fn create_watch(
         prev_kv: create.prev_kv,
     };
     let (control, controlled) = flume::unbounded();
+    let control = Arc::new(control);
     let (batches, fed) = tokio::sync::mpsc::channel(WATCH_QUEUE);
     let (answer, answered) = tokio::sync::oneshot::channel();
     let spawned = cores.spawn(move |node, core| {
@@ -328,7 +342,7 @@ async fn create_watch(
     let (cancel, canceled) = tokio::sync::oneshot::channel();
     let notify = progress_notify.then(|| Notify {
         every: *progress_notify_interval,
-        control: control.clone(),
+        control: Arc::downgrade(&control),
         cores: cores.clone(),
     });
     let watch = Forwarded {
@@ -391,9 +405,15 @@ async fn forward(
         fragment,
     } = watch;
     let mut ticks = notify.as_ref().map(|notify| {
-        tokio::time::interval_at(tokio::time::Instant::now() + notify.every, notify.every)
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + notify.every, notify.every);
+        // Ticks missed while an answer waited on a slow reader are not
+        // made up for in a burst.
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks
     });
-    // Whether nothing was sent on this watch since the last tick.
+    // Whether no events were sent on this watch since the last tick (a
+    // progress answer does not count, as in etcd).
     let mut quiet = true;
     loop {
         let batch = tokio::select! {
@@ -422,7 +442,9 @@ async fn forward(
         let Some(batch) = batch else {
             return;
         };
-        quiet = false;
+        if matches!(&batch, Ok(WatchBatch::Events(events)) if !events.is_empty()) {
+            quiet = false;
+        }
         let answer = match batch {
             Ok(WatchBatch::Events(events)) => {
                 let header = Some(headers.at(events.last().map_or(0, |e| e.kv.mod_revision)));
@@ -516,7 +538,9 @@ fn fragments(events: Vec<mvccpb::Event>, limit: usize) -> Vec<Vec<mvccpb::Event>
 /// or below it was sent (as a progress request is answered).
 struct Notify {
     every: Duration,
-    control: flume::Sender<Control>,
+    /// Weak: a cancelled watch's feed ends when the session drops its
+    /// handle, even while this forwarder waits on a slow reader.
+    control: std::sync::Weak<flume::Sender<Control>>,
     cores: Cores,
 }
 
@@ -528,8 +552,8 @@ impl Notify {
                 Box::pin(async move { client(&node, core).current_revision().await })
             })
             .await;
-        if let Ok(now) = now {
-            let _ = self.control.send(Control::Progress(now));
+        if let (Ok(now), Some(control)) = (now, self.control.upgrade()) {
+            let _ = control.send(Control::Progress(now));
         }
     }
 }

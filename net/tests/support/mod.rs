@@ -158,7 +158,6 @@ impl Server {
     }
 }
 
-/// Sends a signal by pid with the `kill` command (no unsafe code in tests).
 /// Waits (up to 10 s) until every thread of `pid` is in state T.
 fn wait_until_stopped(pid: u32) {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -178,6 +177,7 @@ fn wait_until_stopped(pid: u32) {
     }
 }
 
+/// Sends a signal by pid with the `kill` command (no unsafe code in tests).
 fn signal(pid: u32, signal: &str) {
     let _ = Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])

@@ -42,6 +42,9 @@ pub(crate) fn decode_stream<T: DeserializeOwned + Send + 'static>(body: Body) ->
     struct State {
         chunks: axum::body::BodyDataStream,
         buffered: Vec<u8>,
+        /// Bytes of `buffered` already decoded: dropped once per chunk, so
+        /// the bytes left are moved once a chunk, not once a message.
+        consumed: usize,
         framer: Framer,
         ended: bool,
         failed: bool,
@@ -49,6 +52,7 @@ pub(crate) fn decode_stream<T: DeserializeOwned + Send + 'static>(body: Body) ->
     let state = State {
         chunks: body.into_data_stream(),
         buffered: Vec::new(),
+        consumed: 0,
         framer: Framer::default(),
         ended: false,
         failed: false,
@@ -60,11 +64,12 @@ pub(crate) fn decode_stream<T: DeserializeOwned + Send + 'static>(body: Body) ->
                 return None;
             }
             loop {
-                let refused = match state.framer.scan(&state.buffered) {
+                let rest = state.buffered.get(state.consumed..).unwrap_or_default();
+                let refused = match state.framer.scan(rest) {
                     Framed::Complete(end) => {
-                        let message = state.buffered.get(..end).unwrap_or_default();
+                        let message = rest.get(..end).unwrap_or_default();
                         let parsed = serde_json::from_slice::<T>(message);
-                        state.buffered.drain(..end);
+                        state.consumed += end;
                         match parsed {
                             Ok(message) => return Some((Ok(message), state)),
                             Err(error) => Some(error.to_string()),
@@ -72,12 +77,12 @@ pub(crate) fn decode_stream<T: DeserializeOwned + Send + 'static>(body: Body) ->
                     }
                     Framed::NotAnObject => Some("a request message must be a JSON object".into()),
                     Framed::Incomplete if state.ended => {
-                        if state.buffered.iter().all(u8::is_ascii_whitespace) {
+                        if rest.iter().all(u8::is_ascii_whitespace) {
                             return None;
                         }
                         Some("the body ends inside a request message".into())
                     }
-                    Framed::Incomplete if state.buffered.len() > MAX_BODY_BYTES => {
+                    Framed::Incomplete if rest.len() > MAX_BODY_BYTES => {
                         Some(format!("a request message over {MAX_BODY_BYTES} bytes"))
                     }
                     Framed::Incomplete => None,
@@ -87,7 +92,11 @@ pub(crate) fn decode_stream<T: DeserializeOwned + Send + 'static>(body: Body) ->
                     return Some((Err(Status::invalid_argument(refused)), state));
                 }
                 match state.chunks.next().await {
-                    Some(Ok(chunk)) => state.buffered.extend_from_slice(&chunk),
+                    Some(Ok(chunk)) => {
+                        state.buffered.drain(..state.consumed);
+                        state.consumed = 0;
+                        state.buffered.extend_from_slice(&chunk);
+                    }
                     Some(Err(_)) | None => state.ended = true,
                 }
             }
