@@ -4,7 +4,7 @@
 //! instead; etcd's have none to follow. Then the other two members are
 //! killed: a watch stream that requires a leader (Go's
 //! `WithRequireLeader`) ends with etcd's `no leader`, and one that does not
-//! goes on.
+//! goes on; a call so marked is refused, an unmarked one served.
 
 mod support;
 
@@ -139,6 +139,31 @@ fn every_member_takes_writes_for_every_shard_through_etcd_s_api() {
         );
         let still = tokio::time::timeout(Duration::from_secs(2), other.message()).await;
         assert!(still.is_err(), "the other stream goes on: {still:?}");
+        // A call so marked is refused at once while the leader is lost; an
+        // unmarked serializable read is still served.
+        let mut marked = tonic::Request::new(RangeRequest {
+            key: b"key-0-0".to_vec(),
+            serializable: true,
+            ..RangeRequest::default()
+        });
+        marked
+            .metadata_mut()
+            .insert("hasleader", "true".parse().unwrap());
+        let refused = clients[0].range(marked).await.unwrap_err();
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (tonic::Code::Unavailable, "etcdserver: no leader")
+        );
+        let served = clients[0]
+            .range(RangeRequest {
+                key: b"key-0-0".to_vec(),
+                serializable: true,
+                ..RangeRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(served.kvs.len(), 1);
     });
 }
 

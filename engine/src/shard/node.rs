@@ -349,12 +349,7 @@ impl Node {
     /// [`NodeError::InvalidRequest`] for a core that does not exist,
     /// [`NodeError::Shutdown`] when the core is gone.
     pub fn spawn_on(&self, core: usize, task: CoreTask) -> NodeResult<()> {
-        let sender = self.cores.get(core).ok_or_else(|| {
-            NodeError::InvalidRequest(format!("core {core} of {}", self.cores.len()))
-        })?;
-        sender
-            .send(Ingress::Spawn(task))
-            .map_err(|_| NodeError::Shutdown)
+        self.send_to_core(core, Ingress::Spawn(task))
     }
 
     /// Runs `tasks` on `core`'s executor, as [`Node::spawn_on`] runs one,
@@ -365,12 +360,14 @@ impl Node {
     /// # Errors
     /// As [`Node::spawn_on`].
     pub fn spawn_all_on(&self, core: usize, tasks: Vec<CoreTask>) -> NodeResult<()> {
+        self.send_to_core(core, Ingress::SpawnAll(tasks))
+    }
+
+    fn send_to_core(&self, core: usize, message: Ingress) -> NodeResult<()> {
         let sender = self.cores.get(core).ok_or_else(|| {
             NodeError::InvalidRequest(format!("core {core} of {}", self.cores.len()))
         })?;
-        sender
-            .send(Ingress::SpawnAll(tasks))
-            .map_err(|_| NodeError::Shutdown)
+        sender.send(message).map_err(|_| NodeError::Shutdown)
     }
 
     /// The handle the calls above use: through each shard's own core.

@@ -23,6 +23,7 @@ mod lease;
 mod lock;
 mod maintenance;
 mod pages;
+mod require_leader;
 mod snapshot;
 mod watch;
 
@@ -188,11 +189,11 @@ async fn serve(
         .add_service(LockServer::new(services.lock.clone()))
         .add_service(ElectionServer::new(services.election.clone()))
         .add_service(AuthServer::new(services.auth.clone()));
-    let router = http::with_endpoints(
+    let grpc = require_leader::refuse_marked_calls(
         routes.prepare().into_axum_router(),
-        cores,
-        settings.etcd_version.clone(),
+        services.watch.leaderless.clone(),
     );
+    let router = http::with_endpoints(grpc, cores, settings.etcd_version.clone());
     let router = gateway::with_gateway(router, Arc::new(services));
     while let Ok(stream) = arrived.recv_async().await {
         let stream = match stream
