@@ -848,3 +848,35 @@ fn an_idle_watch_that_asked_for_progress_notifications_gets_them() {
         );
     });
 }
+
+/// A lease TTL under etcd's minimum is granted the minimum (2 s), and one
+/// over its maximum is refused with etcd's error.
+#[test]
+fn lease_ttls_out_of_range_are_treated_as_etcd_treats_them() {
+    use keel_etcd_api::etcdserverpb::lease_client::LeaseClient;
+    use keel_etcd_api::etcdserverpb::LeaseGrantRequest;
+
+    let (_dir, _server, runtime, endpoint) = grpc_server();
+    block_on(&runtime, async {
+        let mut leases = LeaseClient::connect(endpoint).await.unwrap();
+        for asked in [0, 1, -5] {
+            let granted = leases
+                .lease_grant(LeaseGrantRequest { ttl: asked, id: 0 })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(granted.ttl, 2, "asked {asked}");
+        }
+        let refused = leases
+            .lease_grant(LeaseGrantRequest {
+                ttl: 9_000_000_001,
+                id: 0,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (refused.code(), refused.message()),
+            (tonic::Code::OutOfRange, "etcdserver: too large lease TTL")
+        );
+    });
+}

@@ -23,6 +23,11 @@ pub(crate) struct LeaseService {
     pub(crate) headers: Headers,
 }
 
+/// The shortest TTL granted, as etcd's with its default election timeout
+/// (1.5 election timeouts, rounded up to a second): a grant asking for
+/// less gets this.
+const MIN_LEASE_TTL: i64 = 2;
+
 pub(crate) type KeepAliveAnswers =
     Pin<Box<dyn Stream<Item = Result<pb::LeaseKeepAliveResponse, Status>> + Send + 'static>>;
 
@@ -33,6 +38,11 @@ impl Lease for LeaseService {
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
         let pb::LeaseGrantRequest { ttl, id } = request.into_inner();
+        if ttl > keel_engine::mvcc::MAX_LEASE_TTL {
+            return Err(Status::out_of_range("etcdserver: too large lease TTL"));
+        }
+        // etcd grants its minimum to a shorter TTL (0 and below included).
+        let ttl = ttl.max(MIN_LEASE_TTL);
         let id = self
             .cores
             .call(move |node, core| {
