@@ -23,11 +23,17 @@ use support::Server;
 /// the test under us.
 const PACKAGES: &[&str] = &["etcd3gw==2.7.0", "oslotest==6.1.1", "pytest==9.2.0"];
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// A port whose next one is free too: keel's core `i` listens for peers
+/// on the peer port plus `i`.
+fn free_peer_port() -> u16 {
+    for _ in 0..100 {
+        let first = TcpListener::bind("127.0.0.1:0").expect("a free port");
+        let port = first.local_addr().expect("its address").port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no two free ports");
 }
 
 /// A virtual environment with etcd3gw's suite and pytest, made once.
@@ -80,7 +86,7 @@ fn counts(report: &str) -> [u64; 4] {
 fn etcd3gw_s_own_tests_pass_against_keel_s_gateway_with_none_skipped() {
     let python = environment();
     let dir = tempfile::tempdir().unwrap();
-    let peer = format!("127.0.0.1:{}", free_port());
+    let peer = format!("127.0.0.1:{}", free_peer_port());
     let server = Server::start(
         dir.path(),
         2,
