@@ -38,6 +38,7 @@ use keel_etcd_api::etcdserverpb::maintenance_server::MaintenanceServer;
 use keel_etcd_api::etcdserverpb::watch_server::WatchServer;
 use keel_etcd_api::v3electionpb::election_server::ElectionServer;
 use keel_etcd_api::v3lockpb::lock_server::LockServer;
+use keel_write_batching::BatchedWrites;
 
 use self::auth::AuthService;
 use self::cluster::ClusterService;
@@ -210,7 +211,10 @@ async fn serve(
         tokio::spawn(async move {
             let served =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .serve_connection(
+                        hyper_util::rt::TokioIo::new(BatchedWrites::new(stream)),
+                        service,
+                    )
                     .await;
             if let Err(error) = served {
                 tracing::debug!(%error, "an etcd API connection ended");
