@@ -9,6 +9,13 @@
 //! after the tasks already ready on the front's thread (tokio's current
 //! thread scheduler runs them in order), so every call those tasks make
 //! goes in the same message and the core wakes once for them all.
+//!
+//! Answers come back in batches too: a core queues each answer in the
+//! front's [`Answers`], and the first in an empty queue wakes the front's
+//! one delivery task, which hands every queued answer to its caller on the
+//! front's thread. One wake of the front's thread (a system call) then
+//! serves many answers, and the calls' tasks run together, so that their
+//! HTTP/2 frames leave together (see `keel_write_batching`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,15 +37,60 @@ pub(crate) struct Cores {
     next: Arc<AtomicUsize>,
     /// Per core, the tasks not yet handed over.
     outboxes: Arc<[Mutex<Vec<CoreTask>>]>,
+    answers: Arc<Answers>,
+}
+
+/// An answer from a core, delivered on the front's thread.
+type Answer = Box<dyn FnOnce() + Send>;
+
+/// Answers queued by the cores for the front's delivery task. Invariant:
+/// a queue that is not empty has had `arrived` notified since the
+/// delivery task last emptied it (the answer that makes it not empty
+/// notifies; `Notify` keeps the permit when the task is not waiting).
+#[derive(Default)]
+struct Answers {
+    queued: Mutex<Vec<Answer>>,
+    arrived: tokio::sync::Notify,
+}
+
+impl Answers {
+    /// Queues `answer` (on a core).
+    fn post(&self, answer: Answer) {
+        let first = {
+            let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+            queued.push(answer);
+            queued.len() == 1
+        };
+        if first {
+            self.arrived.notify_one();
+        }
+    }
+
+    /// Delivers answers as they come, until the front's runtime stops.
+    async fn deliver(self: Arc<Self>) {
+        loop {
+            self.arrived.notified().await;
+            let answers =
+                std::mem::take(&mut *self.queued.lock().unwrap_or_else(|e| e.into_inner()));
+            for answer in answers {
+                answer();
+            }
+        }
+    }
 }
 
 impl Cores {
+    /// The cores of `node`; starts the delivery of their answers, so it
+    /// must be called on the front's runtime.
     pub(crate) fn new(node: Arc<Node>) -> Cores {
         let outboxes = (0..node.core_count()).map(|_| Mutex::default()).collect();
+        let answers = Arc::new(Answers::default());
+        tokio::spawn(answers.clone().deliver());
         Cores {
             node,
             next: Arc::default(),
             outboxes,
+            answers,
         }
     }
 
@@ -136,11 +188,15 @@ impl Cores {
     ) -> Result<T, Status> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let node = self.node.clone();
+        let answers = self.answers.clone();
         self.enqueue(
             core,
             Box::new(move || {
                 Box::pin(async move {
-                    let _ = reply.send(call(node, core).await);
+                    let outcome = call(node, core).await;
+                    answers.post(Box::new(move || {
+                        let _ = reply.send(outcome);
+                    }));
                 })
             }),
         )?;
