@@ -15,6 +15,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context as _, Result};
+use hyper_util::rt::TokioIo;
+use keel_write_batching::BatchedWrites;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::{Channel, Endpoint};
@@ -46,10 +48,21 @@ impl EtcdConnection {
     /// # Errors
     /// When the address is malformed or nothing answers there.
     pub async fn connect(address: &str) -> Result<EtcdConnection> {
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .with_context(|| format!("an etcd address is host:port, not {address:?}"))?
-            .tcp_nodelay(true)
-            .connect()
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .with_context(|| format!("an etcd address is host:port, not {address:?}"))?;
+        // The load generator must not be what limits the server: its
+        // requests leave in batches (one write for those its tasks queue in
+        // one turn), as the server's answers do.
+        let target = address.to_string();
+        let channel = endpoint
+            .connect_with_connector(tower::service_fn(move |_| {
+                let target = target.clone();
+                async move {
+                    let stream = tokio::net::TcpStream::connect(target).await?;
+                    stream.set_nodelay(true)?;
+                    Ok::<_, std::io::Error>(TokioIo::new(BatchedWrites::new(stream)))
+                }
+            }))
             .await
             .with_context(|| format!("connect to etcd at {address}"))?;
         let lease = LeaseClient::new(channel.clone());
