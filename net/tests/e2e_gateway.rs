@@ -245,3 +245,66 @@ fn gateway_errors_have_grpc_gateway_s_shape_and_status() {
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert!(answer["version"].is_string(), "{body}");
 }
+
+/// Asks `/version` on a kept-alive HTTP/1.1 connection; answers whether
+/// an answer came (not: the connection was closed first).
+fn version_answered(stream: &mut TcpStream) -> bool {
+    if stream
+        .write_all(b"GET /version HTTP/1.1\r\nHost: keel\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    // The head, then the body by its length.
+    while !got.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => got.push(byte[0]),
+            _ => return false,
+        }
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("a content-length");
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).is_ok() && head.starts_with("http/1.1 200")
+}
+
+/// The front serves at most `--max-connections` connections of etcd's
+/// API at once, as each core does its own: past it, a new one is closed
+/// unanswered, and those it serves go on; once they leave, there is room
+/// again.
+#[test]
+fn the_front_closes_connections_past_its_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &["--max-connections", "3"]);
+    let open = || {
+        let stream = TcpStream::connect(server.endpoint()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        stream
+    };
+    let mut served: Vec<TcpStream> = (0..3).map(|_| open()).collect();
+    for stream in &mut served {
+        assert!(version_answered(stream), "one of the first three is served");
+    }
+    let mut refused = open();
+    assert!(!version_answered(&mut refused), "a fourth is closed");
+    for stream in &mut served {
+        assert!(version_answered(stream), "the first three are still served");
+    }
+    drop(served);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !version_answered(&mut open()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no room after they left"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -55,11 +55,14 @@ pub(crate) fn status(error: &NodeError) -> Status {
             KvError::RequestTooLarge { .. }
             | KvError::PutTooLarge { .. }
             | KvError::KeyTooLarge { .. }
-            | KvError::ResultTooLarge(_)
-            | KvError::AnswerTooLarge { .. } => (
+            | KvError::ResultTooLarge(_) => (
                 Code::InvalidArgument,
                 "etcdserver: request is too large".into(),
             ),
+            // An answer past the largest one (docs/etcd.md, "Answer memory").
+            KvError::AnswerTooLarge { .. } => {
+                (Code::ResourceExhausted, format!("etcdserver: {kv}"))
+            }
             // A shard that stopped on I/O failure: not the request's fault.
             KvError::Storage(_) => (Code::Unavailable, format!("etcdserver: {kv}")),
             other => (Code::InvalidArgument, format!("etcdserver: {other}")),

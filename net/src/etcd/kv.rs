@@ -2,20 +2,55 @@
 
 use std::sync::Arc;
 
-use keel_engine::shard::{Consistency, Node};
+use keel_engine::mvcc::KvError;
+use keel_engine::shard::{Consistency, Node, NodeError};
 use keel_etcd_api::etcdserverpb as pb;
 use keel_etcd_api::etcdserverpb::kv_server::Kv;
 use tonic::{Request, Response, Status};
 
+use crate::etcd::answer_room::{AnswerRooms, SMALL_ANSWER_BYTES};
 use crate::etcd::convert;
 use crate::etcd::cores::{client, Cores, OnCore};
+use crate::etcd::errors::status;
 use crate::etcd::header::Headers;
+
+/// A range's answer and the revision it was read at.
+type RangeAnswer = (
+    keel_engine::mvcc::Revision,
+    keel_engine::mvcc::RangeResponse,
+);
+
+impl KvService {
+    /// Runs `request` on its shard's core (one over several shards takes
+    /// the cores in turn: its fan-out and merge run there); `None` when
+    /// its answer is past its `answer_limit`.
+    async fn run_range(
+        &self,
+        request: keel_engine::mvcc::RangeRequest,
+        consistency: Consistency,
+    ) -> Result<Option<RangeAnswer>, Status> {
+        let one_shard = self.cores.shard_of_range(&request.key, &request.range_end);
+        let read = move |node: Arc<Node>, core| -> OnCore<_> {
+            Box::pin(async move {
+                match client(&node, core).range(request, consistency).await {
+                    Err(NodeError::Kv(KvError::AnswerTooLarge { .. })) => Ok(None),
+                    other => other.map(Some),
+                }
+            })
+        };
+        match one_shard {
+            Some(shard) => self.cores.call_for_shard(shard, read).await,
+            None => self.cores.call(read).await,
+        }
+    }
+}
 
 /// The KV service of one node.
 #[derive(Clone)]
 pub(crate) struct KvService {
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,
+    pub(crate) rooms: AnswerRooms,
 }
 
 #[tonic::async_trait]
@@ -30,19 +65,25 @@ impl Kv for KvService {
         } else {
             Consistency::Linearizable
         };
-        let request = convert::range_request(request)?;
-        // A range within one shard runs on that shard's core; one over
-        // several takes the cores in turn (its fan-out and merge run there).
-        let one_shard = self.cores.shard_of_range(&request.key, &request.range_end);
-        let read = move |node: Arc<Node>, core| -> OnCore<_> {
-            Box::pin(async move { client(&node, core).range(request, consistency).await })
-        };
-        let (revision, answer) = match one_shard {
-            Some(shard) => self.cores.call_for_shard(shard, read).await?,
-            None => self.cores.call(read).await?,
+        let mut request = convert::range_request(request)?;
+        // First as a small answer, which takes no room; then, if it is
+        // larger, in the room of the largest (answer_room.rs).
+        request.answer_limit = SMALL_ANSWER_BYTES;
+        if let Some((revision, answer)) = self.run_range(request.clone(), consistency).await? {
+            let header = self.headers.at(revision);
+            return Ok(Response::new(convert::range_response(Some(header), answer)));
+        }
+        let room = self.rooms.reserve().await?;
+        request.answer_limit = self.rooms.largest();
+        let Some((revision, answer)) = self.run_range(request, consistency).await? else {
+            return Err(status(&NodeError::Kv(KvError::AnswerTooLarge {
+                limit: self.rooms.largest(),
+            })));
         };
         let header = self.headers.at(revision);
-        Ok(Response::new(convert::range_response(Some(header), answer)))
+        let mut response = Response::new(convert::range_response(Some(header), answer));
+        response.extensions_mut().insert(room);
+        Ok(response)
     }
 
     async fn put(

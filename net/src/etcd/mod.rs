@@ -9,6 +9,7 @@
 //! that serves etcd's services with tonic, and enters the node through its
 //! client (flume channels to the cores), as keel's own connections do.
 
+mod answer_room;
 mod auth;
 mod cluster;
 mod convert;
@@ -27,6 +28,7 @@ mod require_leader;
 mod snapshot;
 mod watch;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use keel_engine::shard::Node;
@@ -40,6 +42,7 @@ use keel_etcd_api::v3electionpb::election_server::ElectionServer;
 use keel_etcd_api::v3lockpb::lock_server::LockServer;
 use keel_write_batching::BatchedWrites;
 
+use self::answer_room::AnswerRooms;
 use self::auth::AuthService;
 use self::cluster::ClusterService;
 use self::cores::Cores;
@@ -72,13 +75,6 @@ pub(crate) fn is_http(first: [u8; 4]) -> bool {
     first[3] != 0
 }
 
-/// Starts the front on a thread of its own; answers where the cores hand
-/// connections over, and the thread. The front stops when every
-/// [`Handoff`] is dropped, and its connections with it; the thread then
-/// lets go of the node (join it before shutting the node down).
-///
-/// # Errors
-/// The thread or its runtime could not start.
 /// What the front takes from the server's settings.
 #[derive(Debug, Clone)]
 pub(crate) struct FrontSettings {
@@ -87,14 +83,43 @@ pub(crate) struct FrontSettings {
     /// How often an idle watch that asked for progress notifications gets
     /// one (`Limits::watch_progress_interval`, etcd's 10 minutes).
     pub(crate) progress_notify_interval: std::time::Duration,
+    /// Connections the front serves at once (`Limits::max_connections`);
+    /// it closes those past it.
+    pub(crate) max_connections: usize,
+    /// Bytes the large answers of every connection hold together
+    /// (`Limits::answer_bytes`; answer_room.rs).
+    pub(crate) answer_bytes: usize,
+    /// The largest answer (`Limits::outbound_bytes`).
+    pub(crate) largest_answer: usize,
 }
 
+/// Calls (HTTP/2 streams) open at once on one connection; past it, the
+/// client waits (etcd's default is unbounded).
+const MAX_STREAMS: u32 = 200;
+
+/// Bytes HTTP/2 buffers per stream before the client's window takes them:
+/// with [`MAX_STREAMS`], what a connection that does not read holds
+/// besides its answers' rooms (answer_room.rs).
+pub(crate) const MAX_SEND_BUFFER: usize = answer_room::PIECE_BYTES;
+
+/// Connections handed over and not yet taken by the front. A core waits
+/// while this many wait (its connection still counted among its own), so
+/// what waits here is bounded by the cores' own caps.
+const HANDOFF_CAPACITY: usize = 1024;
+
+/// Starts the front on a thread of its own; answers where the cores hand
+/// connections over, and the thread. The front stops when every
+/// [`Handoff`] is dropped, and its connections with it; the thread then
+/// lets go of the node (join it before shutting the node down).
+///
+/// # Errors
+/// The thread or its runtime could not start.
 pub(crate) fn start(
     node: Arc<Node>,
     client_address: std::net::SocketAddr,
     settings: FrontSettings,
 ) -> std::io::Result<(Handoff, std::thread::JoinHandle<()>)> {
-    let (handoff, arrived) = flume::unbounded::<std::net::TcpStream>();
+    let (handoff, arrived) = flume::bounded::<std::net::TcpStream>(HANDOFF_CAPACITY);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -135,6 +160,7 @@ impl Services {
             kv: KvService {
                 cores: cores.clone(),
                 headers: headers.clone(),
+                rooms: AnswerRooms::new(settings.answer_bytes, settings.largest_answer),
             },
             lease: LeaseService {
                 cores: cores.clone(),
@@ -194,9 +220,21 @@ async fn serve(
         routes.prepare().into_axum_router(),
         services.watch.leaderless.clone(),
     );
+    // Outermost: a large answer's room then goes with its body.
+    let grpc = grpc.layer(axum::middleware::map_response(
+        answer_room::hold_answer_rooms,
+    ));
     let router = http::with_endpoints(grpc, cores, settings.etcd_version.clone());
     let router = gateway::with_gateway(router, Arc::new(services));
+    let open = Arc::new(AtomicUsize::new(0));
     while let Ok(stream) = arrived.recv_async().await {
+        if open.load(Ordering::Relaxed) >= settings.max_connections {
+            tracing::warn!(
+                max = settings.max_connections,
+                "closing an etcd API connection past max_connections"
+            );
+            continue;
+        }
         let stream = match stream
             .set_nonblocking(true)
             .and_then(|()| tokio::net::TcpStream::from_std(stream))
@@ -208,17 +246,40 @@ async fn serve(
             }
         };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let counted = Counted::new(open.clone());
         tokio::spawn(async move {
-            let served =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(
-                        hyper_util::rt::TokioIo::new(BatchedWrites::new(stream)),
-                        service,
-                    )
-                    .await;
+            let _counted = counted;
+            let mut builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            builder
+                .http2()
+                .max_concurrent_streams(MAX_STREAMS)
+                .max_send_buf_size(MAX_SEND_BUFFER);
+            let served = builder
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(BatchedWrites::new(stream)),
+                    service,
+                )
+                .await;
             if let Err(error) = served {
                 tracing::debug!(%error, "an etcd API connection ended");
             }
         });
+    }
+}
+
+/// One of the front's open connections, counted while it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(open: Arc<AtomicUsize>) -> Counted {
+        open.fetch_add(1, Ordering::Relaxed);
+        Counted(open)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -148,7 +148,9 @@ async fn route(stream: TcpStream, ctx: Rc<CoreContext>) {
     }
     match detach(&stream) {
         Ok(detached) => {
-            if ctx.etcd.send(detached).is_err() {
+            // Waits while the front is behind: this connection is still
+            // one of this core's, so the cores' caps bound what waits.
+            if ctx.etcd.send_async(detached).await.is_err() {
                 tracing::warn!("an etcd API connection arrived with the front stopped");
             }
         }

@@ -8,7 +8,7 @@
 //! shard on another core crosses the node's mesh once.
 
 mod alarm;
-mod answers;
+pub(crate) mod answers;
 mod budget;
 mod config;
 mod connection;
@@ -322,6 +322,9 @@ impl Server {
         let front = crate::etcd::FrontSettings {
             etcd_version: config.etcd_version.clone(),
             progress_notify_interval: config.limits.watch_progress_interval,
+            max_connections: config.limits.max_connections,
+            answer_bytes: config.limits.answer_bytes,
+            largest_answer: config.limits.outbound_bytes,
         };
         let info = Arc::new(ServerInfo {
             member_id: node.client().member_id(),
