@@ -1,4 +1,5 @@
-//! The memory of etcd API answers (docs/etcd.md, "Answer memory"): a range
+//! The memory of etcd API answers (docs/etcd.md, "What a
+//! client can make the front hold"): a range
 //! larger than the largest answer is refused, and large answers hold room
 //! from the front's budget until their bodies are sent, so a client that
 //! asks and never reads cannot make the server hold more.
@@ -72,15 +73,22 @@ fn a_range_past_the_largest_answer_is_refused_and_one_within_it_served() {
     });
 }
 
-/// Opens a raw HTTP/2 connection and asks for `request` without reading
-/// the answer's body: its flow-control window (64 KiB) stops the server.
-async fn ask_and_never_read(
+/// A raw HTTP/2 connection, for a client that asks and never reads: its
+/// flow-control window (64 KiB) stops the server's answers.
+async fn raw_connection(address: &str) -> h2::client::SendRequest<bytes::Bytes> {
+    let tcp = tokio::net::TcpStream::connect(address).await.expect("tcp");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2");
+    tokio::spawn(connection);
+    client
+}
+
+/// Asks for `request` over `client`; answers the future of the answer's
+/// head.
+fn ask(
+    client: &mut h2::client::SendRequest<bytes::Bytes>,
     address: &str,
     request: &RangeRequest,
-) -> (h2::client::SendRequest<bytes::Bytes>, h2::RecvStream) {
-    let tcp = tokio::net::TcpStream::connect(address).await.expect("tcp");
-    let (mut client, connection) = h2::client::handshake(tcp).await.expect("h2");
-    tokio::spawn(connection);
+) -> h2::client::ResponseFuture {
     let ask = http::Request::post(format!("http://{address}/etcdserverpb.KV/Range"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
@@ -92,9 +100,33 @@ async fn ask_and_never_read(
     framed.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
     framed.extend_from_slice(&message);
     body.send_data(framed.into(), true).expect("body");
-    let answer = answer.await.expect("answer head");
+    answer
+}
+
+/// Asks for `request` on a connection of its own and never reads the
+/// answer's body.
+async fn ask_and_never_read(
+    address: &str,
+    request: &RangeRequest,
+) -> (h2::client::SendRequest<bytes::Bytes>, h2::RecvStream) {
+    let mut client = raw_connection(address).await;
+    let answer = ask(&mut client, address, request)
+        .await
+        .expect("answer head");
     assert_eq!(answer.status(), 200);
     (client, answer.into_body())
+}
+
+/// Reads `body` to its end; answers the bytes read, or the error that
+/// ended it.
+async fn read_all(body: &mut h2::RecvStream) -> Result<usize, h2::Error> {
+    let mut read = 0;
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        read += chunk.len();
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    Ok(read)
 }
 
 #[test]
@@ -134,12 +166,7 @@ fn a_large_answer_holds_its_room_until_its_client_reads_it() {
         let keys = kv.range(keys).await.expect("a small range");
         assert_eq!(keys.into_inner().kvs.len(), 12);
         // Once the first is read, the second is served.
-        let mut read = 0;
-        while let Some(chunk) = unread.data().await {
-            let chunk = chunk.expect("chunk");
-            read += chunk.len();
-            let _ = unread.flow_control().release_capacity(chunk.len());
-        }
+        let read = read_all(&mut unread).await.expect("the first answer");
         assert!(
             read > 12 * VALUE_BYTES,
             "the whole answer came: {read} bytes"
@@ -147,6 +174,118 @@ fn a_large_answer_holds_its_room_until_its_client_reads_it() {
         let answer = tokio::time::timeout(Duration::from_secs(20), waiting)
             .await
             .expect("the second large answer is served once the first is read")
+            .expect("task")
+            .expect("range");
+        assert_eq!(answer.into_inner().kvs.len(), 12);
+    });
+}
+
+#[test]
+fn a_connection_has_one_large_answer_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for two large answers of up to 2 MiB at once.
+    let server = Server::start(
+        dir.path(),
+        2,
+        &["--outbound-bytes", "2097152", "--answer-bytes", "4194304"],
+    );
+    let address = server.endpoint();
+    let endpoint = format!("http://{address}");
+    block_on(&runtime(), async move {
+        let mut kv = KvClient::connect(endpoint).await.expect("connect");
+        fill(&mut kv, "{big}/", 12).await;
+        // One connection asks for two large answers and reads neither:
+        // it holds one room, not both.
+        let mut client = raw_connection(&address).await;
+        let first = ask(&mut client, &address, &prefix_range("{big}/"));
+        let _second = ask(&mut client, &address, &prefix_range("{big}/"));
+        let _first = first.await.expect("the first answer's head");
+        let other = tokio::time::timeout(Duration::from_secs(5), kv.range(prefix_range("{big}/")))
+            .await
+            .expect("another connection's large answer is served while the first holds one room")
+            .expect("range");
+        assert_eq!(other.into_inner().kvs.len(), 12);
+    });
+}
+
+#[test]
+fn a_connection_that_stops_reading_a_large_answer_is_closed_after_the_stall_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    // Room for one large answer; a stall of 1 s closes its connection.
+    let server = Server::start(
+        dir.path(),
+        2,
+        &[
+            "--outbound-bytes",
+            "2097152",
+            "--answer-bytes",
+            "2097152",
+            "--stall-timeout-ms",
+            "1000",
+        ],
+    );
+    let address = server.endpoint();
+    let endpoint = format!("http://{address}");
+    block_on(&runtime(), async move {
+        let mut kv = KvClient::connect(endpoint).await.expect("connect");
+        fill(&mut kv, "{big}/", 12).await;
+        let (_client, mut unread) = ask_and_never_read(&address, &prefix_range("{big}/")).await;
+        // Waits for the room, which comes back when the stalled
+        // connection is closed.
+        let other = tokio::time::timeout(Duration::from_secs(10), kv.range(prefix_range("{big}/")))
+            .await
+            .expect("the room came back after the stall")
+            .expect("range");
+        assert_eq!(other.into_inner().kvs.len(), 12);
+        // The stalled client finds its answer cut short.
+        if let Ok(read) = read_all(&mut unread).await {
+            assert!(read < 12 * VALUE_BYTES, "the whole answer came: {read}");
+        }
+    });
+}
+
+#[test]
+fn a_large_answer_of_the_json_gateway_holds_its_room_until_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(
+        dir.path(),
+        2,
+        &["--outbound-bytes", "2097152", "--answer-bytes", "2097152"],
+    );
+    let address = server.endpoint();
+    let endpoint = format!("http://{address}");
+    block_on(&runtime(), async move {
+        let mut kv = KvClient::connect(endpoint).await.expect("connect");
+        fill(&mut kv, "{big}/", 12).await;
+        // The gateway's range over HTTP/2 (h2c), not read.
+        let mut client = raw_connection(&address).await;
+        let ask = http::Request::post(format!("http://{address}/v3/kv/range"))
+            .header("content-type", "application/json")
+            .body(())
+            .expect("request");
+        let (answer, mut body) = client.send_request(ask, false).expect("send");
+        // "{big}/" and "{big}0" in base64.
+        let json = r#"{"key":"e2JpZ30v","range_end":"e2JpZ30w"}"#;
+        body.send_data(bytes::Bytes::from(json), true)
+            .expect("body");
+        let answer = answer.await.expect("answer head");
+        assert_eq!(answer.status(), 200);
+        let mut unread = answer.into_body();
+        let mut other = kv.clone();
+        let waiting = tokio::spawn(async move { other.range(prefix_range("{big}/")).await });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a gRPC large answer was gathered while the gateway's held the room"
+        );
+        let read = read_all(&mut unread).await.expect("the gateway's answer");
+        assert!(
+            read > 12 * VALUE_BYTES,
+            "the whole answer came: {read} bytes"
+        );
+        let answer = tokio::time::timeout(Duration::from_secs(20), waiting)
+            .await
+            .expect("served once the gateway's answer is read")
             .expect("task")
             .expect("range");
         assert_eq!(answer.into_inner().kvs.len(), 12);

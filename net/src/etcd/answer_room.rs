@@ -1,30 +1,36 @@
-//! Room for the front's large answers (docs/etcd.md, "Answer memory"), as
-//! keel's own protocol reserves it (docs/server.md, "Outbound memory"):
+//! Room for the front's large answers (docs/etcd.md, "What a client can
+//! make the front hold"), as keel's own protocol reserves it
+//! (docs/server.md, "Outbound memory"):
 //!
 //! - a range runs first with a small answer's limit
-//!   ([`SMALL_ANSWER_BYTES`]) and takes no room; the engine refuses it as
-//!   soon as its answer passes that;
-//! - it then reserves the room of the largest answer (`outbound_bytes`)
-//!   from the front's budget of large answers (`answer_bytes`), first come
-//!   first served, and runs again with that limit; one larger still is
-//!   refused (`ResourceExhausted`, "ask for less");
+//!   ([`SMALL_ANSWER_BYTES`], or the largest answer if that is smaller)
+//!   and takes no room; the engine refuses it as soon as its answer passes
+//!   that;
+//! - it then reserves its connection's one large answer
+//!   ([`ConnectionRoom`]) and the room of the largest answer
+//!   (`outbound_bytes`) from the front's budget (`answer_bytes`), first
+//!   come first served, and runs again with that limit; one larger still
+//!   is refused (`ResourceExhausted`, "ask for less");
 //! - the room goes with the answer's HTTP body ([`hold_answer_rooms`]),
-//!   which hands HTTP/2 one piece at a time as the stream has room for it,
-//!   and comes back once the last piece is handed over or the body is
-//!   dropped; so a client that asks and never reads holds its room, not
-//!   more.
+//!   which hands HTTP/2 a copy of one piece at a time as the stream has
+//!   room for it, and comes back once the last piece is handed over or
+//!   the body is dropped;
+//! - a connection whose large answer makes no progress for the stall
+//!   timeout is closed ([`ConnectionRoom::stalled`]), which drops the body
+//!   and gives the room back: a client that asks and never reads holds
+//!   one room for that long, never more.
 //!
 //! Hence the large answers of every etcd API connection hold at most
-//! `answer_bytes` together, whatever clients pipeline; besides, HTTP/2
-//! buffers at most [`PIECE_BYTES`] twice per open stream.
+//! `answer_bytes` together, whatever clients pipeline.
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::response::Response;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
 pub(crate) use crate::server::answers::SMALL_ANSWER_BYTES;
@@ -32,6 +38,12 @@ pub(crate) use crate::server::answers::SMALL_ANSWER_BYTES;
 /// The budget counts KiB: a semaphore takes at most `u32::MAX` permits at
 /// once.
 const UNIT: usize = 1024;
+
+/// The most bytes a body hands HTTP/2 at once. hyper asks for the next
+/// piece only once the stream has room for it ([`crate::etcd::MAX_SEND_BUFFER`]),
+/// so the rest of an answer stays in its body, and in its room, until the
+/// client's window takes it.
+pub(crate) const PIECE_BYTES: usize = 64 << 10;
 
 /// The front's budget of large answers.
 #[derive(Clone)]
@@ -41,9 +53,68 @@ pub(crate) struct AnswerRooms {
     largest_units: u32,
 }
 
+/// One connection's large answer: at most one at a time, and when it last
+/// made progress.
+pub(crate) struct ConnectionRoom {
+    one: Semaphore,
+    /// While a large answer is held: when it last moved.
+    moved: Mutex<Option<Instant>>,
+    taken: Notify,
+}
+
 /// A large answer's room, held by its response until the body is sent.
 #[derive(Clone)]
-pub(crate) struct AnswerRoom(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+pub(crate) struct AnswerRoom(#[allow(dead_code)] Arc<Held>);
+
+/// What an [`AnswerRoom`] holds.
+struct Held {
+    _budget: OwnedSemaphorePermit,
+    connection: Option<ConnectionSlot>,
+}
+
+/// A connection's one large answer, taken; given back when dropped.
+struct ConnectionSlot(Arc<ConnectionRoom>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.set_moved(None);
+        self.0.one.add_permits(1);
+    }
+}
+
+impl ConnectionRoom {
+    pub(crate) fn new() -> Arc<ConnectionRoom> {
+        Arc::new(ConnectionRoom {
+            one: Semaphore::new(1),
+            moved: Mutex::new(None),
+            taken: Notify::new(),
+        })
+    }
+
+    fn set_moved(&self, at: Option<Instant>) {
+        *self.moved.lock().unwrap_or_else(|e| e.into_inner()) = at;
+    }
+
+    /// Answers once the connection's large answer has not moved for
+    /// `timeout` (its client stopped reading): the connection should then
+    /// be closed.
+    pub(crate) async fn stalled(&self, timeout: Duration) {
+        loop {
+            let moved = *self.moved.lock().unwrap_or_else(|e| e.into_inner());
+            match moved {
+                // `Notify` keeps the wake of a room taken meanwhile.
+                None => self.taken.notified().await,
+                Some(moved) => {
+                    let due = moved + timeout;
+                    if Instant::now() >= due {
+                        return;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                }
+            }
+        }
+    }
+}
 
 impl AnswerRooms {
     /// A budget of `total` bytes for answers of at most `largest` bytes.
@@ -61,14 +132,41 @@ impl AnswerRooms {
         self.largest_units as usize * UNIT
     }
 
-    /// Waits for the room of the largest answer.
-    pub(crate) async fn reserve(&self) -> Result<AnswerRoom, Status> {
-        self.budget
+    /// The most bytes an answer that takes no room may take.
+    pub(crate) fn small(&self) -> usize {
+        SMALL_ANSWER_BYTES.min(self.largest())
+    }
+
+    /// Waits for `connection`'s one large answer (when the call came over
+    /// a connection), then for the room of the largest answer.
+    pub(crate) async fn reserve(
+        &self,
+        connection: Option<Arc<ConnectionRoom>>,
+    ) -> Result<AnswerRoom, Status> {
+        let stopped = |_| Status::unavailable("etcdserver: server stopped");
+        let connection = match connection {
+            Some(connection) => {
+                connection.one.acquire().await.map_err(stopped)?.forget();
+                // Given back when dropped, also while the budget is
+                // awaited below.
+                Some(ConnectionSlot(connection))
+            }
+            None => None,
+        };
+        let budget = self
+            .budget
             .clone()
             .acquire_many_owned(self.largest_units)
             .await
-            .map(|permit| AnswerRoom(Arc::new(permit)))
-            .map_err(|_| Status::unavailable("etcdserver: server stopped"))
+            .map_err(stopped)?;
+        if let Some(ConnectionSlot(connection)) = &connection {
+            connection.set_moved(Some(Instant::now()));
+            connection.taken.notify_one();
+        }
+        Ok(AnswerRoom(Arc::new(Held {
+            _budget: budget,
+            connection,
+        })))
     }
 }
 
@@ -78,32 +176,27 @@ pub(crate) async fn hold_answer_rooms(mut response: Response) -> Response {
     match response.extensions_mut().remove::<AnswerRoom>() {
         None => response,
         Some(room) => response.map(|body| {
-            Body::new(Held {
+            Body::new(Pieces {
                 body,
-                rest: axum::body::Bytes::new(),
-                _room: room,
+                rest: Bytes::new(),
+                room,
             })
         }),
     }
 }
 
-/// The most bytes a body hands HTTP/2 at once, which is also the most
-/// HTTP/2 buffers per stream ([`crate::etcd::MAX_SEND_BUFFER`]): hyper
-/// asks for the next piece only once the stream has room for it, so an
-/// answer's bytes stay in its body, and in its room, until the client's
-/// window takes them.
-pub(crate) const PIECE_BYTES: usize = 64 << 10;
-
-/// A body, handed over in pieces, and the room of the answer it carries.
-struct Held {
+/// A body, handed over in copied pieces, and the room of the answer it
+/// carries. Copies, so that what HTTP/2 still buffers once the room is
+/// back does not keep the whole answer's buffer alive.
+struct Pieces {
     body: Body,
     /// The rest of the data frame being handed over.
-    rest: axum::body::Bytes,
-    _room: AnswerRoom,
+    rest: Bytes,
+    room: AnswerRoom,
 }
 
-impl http_body::Body for Held {
-    type Data = axum::body::Bytes;
+impl http_body::Body for Pieces {
+    type Data = Bytes;
     type Error = axum::Error;
 
     fn poll_frame(
@@ -120,8 +213,13 @@ impl http_body::Body for Held {
                 other => return Poll::Ready(other),
             }
         }
+        if let Some(ConnectionSlot(connection)) = &this.room.0.connection {
+            connection.set_moved(Some(Instant::now()));
+        }
         let piece = this.rest.split_to(this.rest.len().min(PIECE_BYTES));
-        Poll::Ready(Some(Ok(http_body::Frame::data(piece))))
+        Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::copy_from_slice(
+            &piece,
+        )))))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -59,7 +59,7 @@ pub(crate) fn status(error: &NodeError) -> Status {
                 Code::InvalidArgument,
                 "etcdserver: request is too large".into(),
             ),
-            // An answer past the largest one (docs/etcd.md, "Answer memory").
+            // An answer past the largest one (docs/etcd.md, "What a client can make the front hold").
             KvError::AnswerTooLarge { .. } => {
                 (Code::ResourceExhausted, format!("etcdserver: {kv}"))
             }

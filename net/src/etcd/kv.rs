@@ -8,7 +8,7 @@ use keel_etcd_api::etcdserverpb as pb;
 use keel_etcd_api::etcdserverpb::kv_server::Kv;
 use tonic::{Request, Response, Status};
 
-use crate::etcd::answer_room::{AnswerRooms, SMALL_ANSWER_BYTES};
+use crate::etcd::answer_room::{AnswerRooms, ConnectionRoom};
 use crate::etcd::convert;
 use crate::etcd::cores::{client, Cores, OnCore};
 use crate::etcd::errors::status;
@@ -59,6 +59,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let connection = request.extensions().get::<Arc<ConnectionRoom>>().cloned();
         let request = request.into_inner();
         let consistency = if request.serializable {
             Consistency::Serializable
@@ -68,12 +69,12 @@ impl Kv for KvService {
         let mut request = convert::range_request(request)?;
         // First as a small answer, which takes no room; then, if it is
         // larger, in the room of the largest (answer_room.rs).
-        request.answer_limit = SMALL_ANSWER_BYTES;
+        request.answer_limit = self.rooms.small();
         if let Some((revision, answer)) = self.run_range(request.clone(), consistency).await? {
             let header = self.headers.at(revision);
             return Ok(Response::new(convert::range_response(Some(header), answer)));
         }
-        let room = self.rooms.reserve().await?;
+        let room = self.rooms.reserve(connection).await?;
         request.answer_limit = self.rooms.largest();
         let Some((revision, answer)) = self.run_range(request, consistency).await? else {
             return Err(status(&NodeError::Kv(KvError::AnswerTooLarge {

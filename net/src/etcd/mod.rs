@@ -42,7 +42,7 @@ use keel_etcd_api::v3electionpb::election_server::ElectionServer;
 use keel_etcd_api::v3lockpb::lock_server::LockServer;
 use keel_write_batching::BatchedWrites;
 
-use self::answer_room::AnswerRooms;
+use self::answer_room::{AnswerRooms, ConnectionRoom};
 use self::auth::AuthService;
 use self::cluster::ClusterService;
 use self::cores::Cores;
@@ -91,6 +91,9 @@ pub(crate) struct FrontSettings {
     pub(crate) answer_bytes: usize,
     /// The largest answer (`Limits::outbound_bytes`).
     pub(crate) largest_answer: usize,
+    /// How long a connection's large answer may wait for its client to
+    /// read before the connection is closed (`Limits::stall_timeout`).
+    pub(crate) stall_timeout: std::time::Duration,
 }
 
 /// Calls (HTTP/2 streams) open at once on one connection; past it, the
@@ -220,12 +223,13 @@ async fn serve(
         routes.prepare().into_axum_router(),
         services.watch.leaderless.clone(),
     );
-    // Outermost: a large answer's room then goes with its body.
-    let grpc = grpc.layer(axum::middleware::map_response(
-        answer_room::hold_answer_rooms,
-    ));
     let router = http::with_endpoints(grpc, cores, settings.etcd_version.clone());
     let router = gateway::with_gateway(router, Arc::new(services));
+    // Over gRPC's answers and the gateway's: a large answer's room goes
+    // with its body.
+    let router = router.layer(axum::middleware::map_response(
+        answer_room::hold_answer_rooms,
+    ));
     let open = Arc::new(AtomicUsize::new(0));
     while let Ok(stream) = arrived.recv_async().await {
         if open.load(Ordering::Relaxed) >= settings.max_connections {
@@ -245,8 +249,13 @@ async fn serve(
                 continue;
             }
         };
-        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        // The connection's one large answer, for its calls (answer_room.rs).
+        let room = ConnectionRoom::new();
+        let service = hyper_util::service::TowerToHyperService::new(
+            router.clone().layer(axum::Extension(room.clone())),
+        );
         let counted = Counted::new(open.clone());
+        let stall_timeout = settings.stall_timeout;
         tokio::spawn(async move {
             let _counted = counted;
             let mut builder =
@@ -255,14 +264,21 @@ async fn serve(
                 .http2()
                 .max_concurrent_streams(MAX_STREAMS)
                 .max_send_buf_size(MAX_SEND_BUFFER);
-            let served = builder
-                .serve_connection(
-                    hyper_util::rt::TokioIo::new(BatchedWrites::new(stream)),
-                    service,
-                )
-                .await;
-            if let Err(error) = served {
-                tracing::debug!(%error, "an etcd API connection ended");
+            let served = builder.serve_connection(
+                hyper_util::rt::TokioIo::new(BatchedWrites::new(stream)),
+                service,
+            );
+            tokio::select! {
+                served = served => {
+                    if let Err(error) = served {
+                        tracing::debug!(%error, "an etcd API connection ended");
+                    }
+                }
+                // Dropping the connection drops its answers, and their rooms.
+                () = room.stalled(stall_timeout) => tracing::warn!(
+                    ?stall_timeout,
+                    "closing an etcd API connection whose client stopped reading a large answer"
+                ),
             }
         });
     }

@@ -325,6 +325,7 @@ impl Server {
             max_connections: config.limits.max_connections,
             answer_bytes: config.limits.answer_bytes,
             largest_answer: config.limits.outbound_bytes,
+            stall_timeout: config.limits.stall_timeout,
         };
         let info = Arc::new(ServerInfo {
             member_id: node.client().member_id(),

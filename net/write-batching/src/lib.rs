@@ -19,7 +19,8 @@
 //! byte.
 //!
 //! Invariants: bytes reach the inner stream in the order they were
-//! written; at most `limit` bytes are buffered (a write to a full buffer
+//! written; at most `limit` bytes are buffered, in a buffer of at most
+//! `limit` bytes, and at most 8 KiB is kept once written (a write to a full buffer
 //! first drains it, and waits while the inner stream cannot take more);
 //! `poll_flush` and `poll_shutdown` answer `Ready` only once every byte
 //! accepted before them has been written to the inner stream.
@@ -33,6 +34,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Bytes buffered at most by default: enough for a few hundred small
 /// answers, small enough to bound a connection's memory.
 pub const DEFAULT_LIMIT: usize = 64 * 1024;
+
+/// The buffer a stream keeps between batches; a larger one is freed once
+/// written.
+const KEPT_WHEN_IDLE: usize = 8 * 1024;
 
 /// A stream whose writes are batched (see the crate's documentation).
 #[derive(Debug)]
@@ -84,9 +89,25 @@ impl<T: AsyncWrite + Unpin> BatchedWrites<T> {
             }
             self.written += n;
         }
-        self.pending.clear();
         self.written = 0;
+        if self.pending.capacity() > KEPT_WHEN_IDLE {
+            // An idle connection keeps little; a busy one allocates again.
+            self.pending = Vec::new();
+        } else {
+            self.pending.clear();
+        }
         Poll::Ready(Ok(()))
+    }
+
+    /// Appends `bytes` (at most the room left), never growing the buffer
+    /// past `limit`.
+    fn take(&mut self, bytes: &[u8]) {
+        let wanted = self.pending.len() + bytes.len();
+        if wanted > self.pending.capacity() {
+            let grown = wanted.max(self.pending.capacity() * 2).min(self.limit);
+            self.pending.reserve_exact(grown - self.pending.len());
+        }
+        self.pending.extend_from_slice(bytes);
     }
 
     /// Room for `wanted` more bytes, draining first when the buffer is
@@ -117,8 +138,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let room = ready!(this.poll_room(cx, buf.len()))?;
-        this.pending
-            .extend_from_slice(buf.get(..room).unwrap_or_default());
+        this.take(buf.get(..room).unwrap_or_default());
         Poll::Ready(Ok(room))
     }
 
@@ -136,7 +156,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for BatchedWrites<T> {
                 break;
             }
             let part = buf.get(..room.min(buf.len())).unwrap_or_default();
-            this.pending.extend_from_slice(part);
+            this.take(part);
             room -= part.len();
         }
         Poll::Ready(Ok(taken))

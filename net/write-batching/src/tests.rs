@@ -180,7 +180,7 @@ fn shutdown_writes_what_is_buffered_first() {
 }
 
 #[tokio::test]
-async fn a_stream_carries_what_many_tasks_write_through_it() {
+async fn a_real_stream_carries_every_byte_in_order_through_flushes_and_yields() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (near, mut far) = tokio::io::duplex(1024);
     let mut near = BatchedWrites::with_limit(near, 100);
@@ -195,4 +195,50 @@ async fn a_stream_carries_what_many_tasks_write_through_it() {
         near.flush().await.expect("flush");
     }
     assert!(reader.await.expect("reader").expect("read"));
+}
+
+#[test]
+fn the_buffer_never_grows_past_the_limit_and_is_freed_once_written() {
+    let h = Harness::new();
+    let limit = 20_000;
+    let mut s = BatchedWrites::with_limit(Recorder::taking(usize::MAX), limit);
+    for _ in 0..30 {
+        assert!(matches!(h.write(&mut s, &[7; 1000]), Poll::Ready(Ok(_))));
+        assert!(s.pending.capacity() <= limit, "{}", s.pending.capacity());
+    }
+    while h.flush(&mut s).is_pending() {}
+    assert!(s.pending.capacity() <= KEPT_WHEN_IDLE);
+    assert_eq!(s.get_ref().all().len(), 30_000);
+}
+
+#[test]
+fn shutdown_waits_while_the_inner_stream_cannot_take_the_rest() {
+    let h = Harness::new();
+    let mut s = BatchedWrites::new(Recorder::taking(usize::MAX));
+    assert!(matches!(h.write(&mut s, b"rest"), Poll::Ready(Ok(4))));
+    s.inner.blocked = true;
+    let cx = &mut Context::from_waker(&h.waker);
+    assert!(Pin::new(&mut s).poll_shutdown(cx).is_pending());
+    assert!(!s.get_ref().shut, "shut before the rest was written");
+    s.inner.blocked = false;
+    assert!(matches!(
+        Pin::new(&mut s).poll_shutdown(cx),
+        Poll::Ready(Ok(()))
+    ));
+    assert_eq!(s.get_ref().all(), b"rest");
+    assert!(s.get_ref().shut);
+}
+
+#[test]
+fn a_flush_after_its_yield_waits_while_the_inner_stream_cannot_take_more() {
+    let h = Harness::new();
+    let mut s = BatchedWrites::new(Recorder::taking(usize::MAX));
+    assert!(matches!(h.write(&mut s, b"abc"), Poll::Ready(Ok(3))));
+    assert!(h.flush(&mut s).is_pending()); // the yield
+    s.inner.blocked = true;
+    assert!(h.flush(&mut s).is_pending()); // the inner stream is full
+    assert_eq!(h.woken(), 1, "only the yield wakes the task itself");
+    s.inner.blocked = false;
+    assert!(matches!(h.flush(&mut s), Poll::Ready(Ok(()))));
+    assert_eq!(s.get_ref().all(), b"abc");
 }

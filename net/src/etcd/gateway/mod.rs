@@ -15,7 +15,7 @@ use std::sync::Arc;
 use axum::body::{Body, Bytes};
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{post, MethodRouter};
-use axum::Router;
+use axum::{Extension, Router};
 use futures_util::StreamExt;
 use keel_etcd_api::etcdserverpb::auth_server::Auth;
 use keel_etcd_api::etcdserverpb::cluster_server::Cluster;
@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
+use crate::etcd::answer_room::{AnswerRoom, ConnectionRoom};
 use crate::etcd::Services;
 
 type Shared = Arc<Services>;
@@ -269,19 +270,34 @@ where
     Answer: Future<Output = Result<Response<Resp>, Status>> + Send + 'static,
 {
     let services = services.clone();
-    post(move |body: Bytes| {
-        let (services, call) = (services.clone(), call.clone());
-        async move {
-            let request = match codec::decode::<Req>(&body) {
-                Ok(request) => request,
-                Err(refused) => return codec::refusal(&refused),
-            };
-            match call(services, Request::new(request)).await {
-                Ok(answered) => codec::answer(&answered.into_inner()),
-                Err(refused) => codec::refusal(&refused),
+    post(
+        move |connection: Option<Extension<Arc<ConnectionRoom>>>, body: Bytes| {
+            let (services, call) = (services.clone(), call.clone());
+            async move {
+                let request = match codec::decode::<Req>(&body) {
+                    Ok(request) => request,
+                    Err(refused) => return codec::refusal(&refused),
+                };
+                let mut request = Request::new(request);
+                if let Some(Extension(connection)) = connection {
+                    request.extensions_mut().insert(connection);
+                }
+                match call(services, request).await {
+                    Ok(answered) => {
+                        // A large answer's room goes with its JSON body
+                        // (answer_room.rs).
+                        let room = answered.extensions().get::<AnswerRoom>().cloned();
+                        let mut response = codec::answer(&answered.into_inner());
+                        if let Some(room) = room {
+                            response.extensions_mut().insert(room);
+                        }
+                        response
+                    }
+                    Err(refused) => codec::refusal(&refused),
+                }
             }
-        }
-    })
+        },
+    )
     .layer(DefaultBodyLimit::max(codec::MAX_BODY_BYTES))
 }
 
