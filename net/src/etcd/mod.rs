@@ -225,11 +225,7 @@ async fn serve(
     );
     let router = http::with_endpoints(grpc, cores, settings.etcd_version.clone());
     let router = gateway::with_gateway(router, Arc::new(services));
-    // Over gRPC's answers and the gateway's: a large answer's room goes
-    // with its body.
-    let router = router.layer(axum::middleware::map_response(
-        answer_room::hold_answer_rooms,
-    ));
+
     let open = Arc::new(AtomicUsize::new(0));
     while let Ok(stream) = arrived.recv_async().await {
         if open.load(Ordering::Relaxed) >= settings.max_connections {
@@ -251,8 +247,19 @@ async fn serve(
         };
         // The connection's one large answer, for its calls (answer_room.rs).
         let room = ConnectionRoom::new();
+        // Unboxed wrappers around the whole router (a layer on the router
+        // would box every route's service per connection): the calls carry
+        // their connection's room, and a large answer's room goes with its
+        // body (gRPC's and the gateway's).
+        let carried = room.clone();
         let service = hyper_util::service::TowerToHyperService::new(
-            router.clone().layer(axum::Extension(room.clone())),
+            tower::ServiceBuilder::new()
+                .map_request(move |mut request: ::http::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(carried.clone());
+                    request
+                })
+                .map_response(answer_room::hold_answer_rooms)
+                .service(router.clone()),
         );
         let counted = Counted::new(open.clone());
         let stall_timeout = settings.stall_timeout;

@@ -104,7 +104,10 @@ impl<T: AsyncWrite + Unpin> BatchedWrites<T> {
     fn take(&mut self, bytes: &[u8]) {
         let wanted = self.pending.len() + bytes.len();
         if wanted > self.pending.capacity() {
-            let grown = wanted.max(self.pending.capacity() * 2).min(self.limit);
+            let grown = wanted
+                .max(self.pending.capacity() * 2)
+                .max(KEPT_WHEN_IDLE)
+                .min(self.limit);
             self.pending.reserve_exact(grown - self.pending.len());
         }
         self.pending.extend_from_slice(bytes);
