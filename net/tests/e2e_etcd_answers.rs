@@ -40,26 +40,43 @@ fn prefix_range(prefix: &str) -> RangeRequest {
     }
 }
 
+/// Runs `test` with a client and the server's address, against a server
+/// whose largest answer is `largest` bytes, with room for `rooms` of them
+/// and a stall timeout of `stall_ms`, once 12 values of 100 KiB (1.2 MB)
+/// are under "{big}/" (one hash tag: one shard gathers them).
+fn with_big_values<F, Fut>(largest: usize, rooms: usize, stall_ms: u64, test: F)
+where
+    F: FnOnce(KvClient<tonic::transport::Channel>, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (budget, largest, stall) = (
+        (largest * rooms).to_string(),
+        largest.to_string(),
+        stall_ms.to_string(),
+    );
+    let flags = [
+        "--outbound-bytes",
+        largest.as_str(),
+        "--answer-bytes",
+        budget.as_str(),
+        "--stall-timeout-ms",
+        stall.as_str(),
+    ];
+    let server = Server::start(dir.path(), 2, &flags);
+    let address = server.endpoint();
+    block_on(&runtime(), async move {
+        let mut kv = KvClient::connect(format!("http://{address}"))
+            .await
+            .expect("connect");
+        fill(&mut kv, "{big}/", 12).await;
+        test(kv, address).await;
+    });
+}
+
 #[test]
 fn a_range_past_the_largest_answer_is_refused_and_one_within_it_served() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        2,
-        &[
-            "--outbound-bytes",
-            "1048576",
-            "--answer-bytes",
-            "4194304",
-            "--stall-timeout-ms",
-            "60000",
-        ],
-    );
-    let endpoint = format!("http://{}", server.endpoint());
-    block_on(&runtime(), async move {
-        let mut kv = KvClient::connect(endpoint).await.expect("connect");
-        // One shard's keys (a hash tag), so that one read gathers them.
-        fill(&mut kv, "{big}/", 12).await;
+    with_big_values(1 << 20, 4, 60_000, |mut kv, _address| async move {
         let refused = match kv.range(prefix_range("{big}/")).await {
             Ok(answer) => panic!(
                 "1.2 MB is past the largest answer (1 MiB), yet {} pairs came",
@@ -138,25 +155,8 @@ async fn read_all(body: &mut h2::RecvStream) -> Result<usize, h2::Error> {
 
 #[test]
 fn a_large_answer_holds_its_room_until_its_client_reads_it() {
-    let dir = tempfile::tempdir().unwrap();
     // Room for one large answer of up to 2 MiB at a time.
-    let server = Server::start(
-        dir.path(),
-        2,
-        &[
-            "--outbound-bytes",
-            "2097152",
-            "--answer-bytes",
-            "2097152",
-            "--stall-timeout-ms",
-            "60000",
-        ],
-    );
-    let address = server.endpoint();
-    let endpoint = format!("http://{address}");
-    block_on(&runtime(), async move {
-        let mut kv = KvClient::connect(endpoint).await.expect("connect");
-        fill(&mut kv, "{big}/", 12).await;
+    with_big_values(2 << 20, 1, 60_000, |mut kv, address| async move {
         // 1.2 MB, which the connection's window does not take.
         let (_client, mut unread) = ask_and_never_read(&address, &prefix_range("{big}/")).await;
         // Another large range waits for the room...
@@ -196,25 +196,8 @@ fn a_large_answer_holds_its_room_until_its_client_reads_it() {
 
 #[test]
 fn a_connection_has_one_large_answer_at_a_time() {
-    let dir = tempfile::tempdir().unwrap();
     // Room for two large answers of up to 2 MiB at once.
-    let server = Server::start(
-        dir.path(),
-        2,
-        &[
-            "--outbound-bytes",
-            "2097152",
-            "--answer-bytes",
-            "4194304",
-            "--stall-timeout-ms",
-            "60000",
-        ],
-    );
-    let address = server.endpoint();
-    let endpoint = format!("http://{address}");
-    block_on(&runtime(), async move {
-        let mut kv = KvClient::connect(endpoint).await.expect("connect");
-        fill(&mut kv, "{big}/", 12).await;
+    with_big_values(2 << 20, 2, 60_000, |mut kv, address| async move {
         // One connection asks for two large answers and reads neither:
         // it holds one room, not both.
         let mut client = raw_connection(&address).await;
@@ -236,25 +219,8 @@ fn a_connection_has_one_large_answer_at_a_time() {
 
 #[test]
 fn a_connection_that_stops_reading_a_large_answer_is_closed_after_the_stall_timeout() {
-    let dir = tempfile::tempdir().unwrap();
     // Room for one large answer; a stall of 2 s closes its connection.
-    let server = Server::start(
-        dir.path(),
-        2,
-        &[
-            "--outbound-bytes",
-            "2097152",
-            "--answer-bytes",
-            "2097152",
-            "--stall-timeout-ms",
-            "2000",
-        ],
-    );
-    let address = server.endpoint();
-    let endpoint = format!("http://{address}");
-    block_on(&runtime(), async move {
-        let mut kv = KvClient::connect(endpoint).await.expect("connect");
-        fill(&mut kv, "{big}/", 12).await;
+    with_big_values(2 << 20, 1, 2_000, |mut kv, address| async move {
         let (_client, mut unread) = ask_and_never_read(&address, &prefix_range("{big}/")).await;
         // Waits for the room, which comes back when the stalled
         // connection is closed.
@@ -272,24 +238,7 @@ fn a_connection_that_stops_reading_a_large_answer_is_closed_after_the_stall_time
 
 #[test]
 fn a_large_answer_of_the_json_gateway_holds_its_room_until_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(
-        dir.path(),
-        2,
-        &[
-            "--outbound-bytes",
-            "2097152",
-            "--answer-bytes",
-            "2097152",
-            "--stall-timeout-ms",
-            "60000",
-        ],
-    );
-    let address = server.endpoint();
-    let endpoint = format!("http://{address}");
-    block_on(&runtime(), async move {
-        let mut kv = KvClient::connect(endpoint).await.expect("connect");
-        fill(&mut kv, "{big}/", 12).await;
+    with_big_values(2 << 20, 1, 60_000, |kv, address| async move {
         // The gateway's range over HTTP/2 (h2c), not read.
         let mut client = raw_connection(&address).await;
         let ask = http::Request::post(format!("http://{address}/v3/kv/range"))
