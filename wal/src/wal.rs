@@ -22,7 +22,7 @@ use crate::format::{decode_record, RecordKind, RECORD_HEADER_LEN};
 use crate::log_index::LogIndex;
 use crate::queue::Queue;
 use crate::recovery::recover;
-use crate::writer::{sync_dir, Flushed, SegmentFile, Writer};
+use crate::writer::{sync_dir, Flushed, Preparing, SegmentFile, Writer};
 
 /// An entry read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +74,10 @@ struct Inner {
     retry_prepare: bool,
     /// Segment files the flusher let go of, for `close` to close.
     to_close: Vec<Rc<SegmentFile>>,
+    /// A preparation of the next segment that the flusher let go of, told
+    /// to stop: `close` awaits it so that it closes its file (a dropped
+    /// log drops it).
+    preparing: Option<Preparing>,
     /// A spare queue whose buffers the flusher hands back for reuse.
     spare: Queue,
     /// The write generation the current `queue` will become. Invariant:
@@ -185,6 +189,7 @@ impl Wal {
                 queue: Queue::default(),
                 retry_prepare: false,
                 to_close: Vec::new(),
+                preparing: None,
                 spare: Queue::default(),
                 queue_generation: 1,
                 durable_generation: 0,
@@ -485,12 +490,18 @@ impl Wal {
             }
         })
         .await;
-        let files: Vec<Rc<SegmentFile>> = {
+        let (mut files, preparing) = {
             let mut inner = self.shared.inner.borrow_mut();
             let mut files = std::mem::take(&mut inner.to_close);
             files.extend(std::mem::take(&mut inner.segments).into_values());
-            files
+            (files, inner.preparing.take())
         };
+        if let Some(preparing) = preparing {
+            // Stopped at its next chunk; a finished one is closed below.
+            if let Ok(segment) = preparing.await {
+                files.push(Rc::new(segment));
+            }
+        }
         close_files(files).await;
         let failure = self.shared.inner.borrow().failure.clone();
         match failure {
@@ -701,9 +712,10 @@ async fn run_flusher(shared: Rc<Shared>, mut writer: Writer) {
     // The files are closed by `close`, explicitly: a dropped glommio file
     // is closed only on a later I/O cycle, which an executor about to end
     // may never run (the descriptor would stay open).
-    let (prepared, active) = writer.into_files().await;
+    let (prepared, preparing, active) = writer.into_files();
     let waiters = {
         let mut inner = shared.inner.borrow_mut();
+        inner.preparing = preparing;
         inner.to_close.extend(prepared.map(Rc::new));
         inner.to_close.extend(active);
         inner.flusher_done = true;

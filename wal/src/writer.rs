@@ -103,12 +103,18 @@ pub(crate) struct Writer {
     /// Set while the last attempt to prepare the next segment failed for
     /// lack of space (shared with the log's handle).
     space_low: Rc<Cell<bool>>,
+    /// Set when the log closes: a preparation under way stops at its next
+    /// chunk and closes its file.
+    stop_preparing: Rc<Cell<bool>>,
 }
 
 /// The segment the next roll switches to.
+/// A segment being created and zero-filled in the background.
+pub(crate) type Preparing = Task<Result<SegmentFile>>;
+
 enum NextSegment {
     /// Still being created and zero-filled in the background.
-    Preparing(Task<Result<SegmentFile>>),
+    Preparing(Preparing),
     Ready(SegmentFile),
 }
 
@@ -132,6 +138,7 @@ impl Writer {
             state,
             prepared: None,
             space_low: Rc::new(Cell::new(false)),
+            stop_preparing: Rc::new(Cell::new(false)),
         };
         writer.prepare_next();
         writer
@@ -165,26 +172,37 @@ impl Writer {
         let path = self.dir.join(prepared_file_name(self.next_seq));
         let (seq, size) = (self.next_seq, self.segment_size);
         let space_low = self.space_low.clone();
+        let stop = self.stop_preparing.clone();
         self.prepared = Some(NextSegment::Preparing(glommio::spawn_local(async move {
-            let prepared = prepare_segment(seq, path, size).await;
+            let prepared = prepare_segment(seq, path, size, &stop).await;
             space_low.set(matches!(&prepared, Err(e) if e.is_no_space()));
             prepared
         })));
     }
 
     /// Hands over the segment files it holds, so that they can be closed:
-    /// the prepared one and its share of the active one. A preparation
-    /// still under way is dropped (its temporary file is removed by the
-    /// next open), so that a log that stops does not wait for it.
-    pub(crate) async fn into_files(mut self) -> (Option<SegmentFile>, Option<Rc<SegmentFile>>) {
-        let prepared = match self.prepared.take() {
-            Some(NextSegment::Preparing(mut task)) => futures_lite::future::poll_once(&mut task)
-                .await
-                .and_then(Result::ok),
-            Some(NextSegment::Ready(segment)) => Some(segment),
-            None => None,
+    /// the prepared one, a preparation still under way (told to stop at
+    /// its next chunk, when it closes and removes its file), and its share
+    /// of the active one. The preparation is handed over, not dropped:
+    /// dropping it would drop an open file (or an open under way), which
+    /// glommio closes only on a later I/O cycle that an executor about to
+    /// end may never run.
+    pub(crate) fn into_files(
+        mut self,
+    ) -> (
+        Option<SegmentFile>,
+        Option<Preparing>,
+        Option<Rc<SegmentFile>>,
+    ) {
+        let (prepared, preparing) = match self.prepared.take() {
+            Some(NextSegment::Preparing(task)) => {
+                self.stop_preparing.set(true);
+                (None, Some(task))
+            }
+            Some(NextSegment::Ready(segment)) => (Some(segment), None),
+            None => (None, None),
         };
-        (prepared, self.active.take().map(|a| a.segment))
+        (prepared, preparing, self.active.take().map(|a| a.segment))
     }
 
     /// If preparing the next segment failed, tries again (room may have
@@ -289,7 +307,8 @@ impl Writer {
             // One more try, now; failing it, the log has no room left.
             None => {
                 let path = self.dir.join(prepared_file_name(self.next_seq));
-                prepare_segment(self.next_seq, path, self.segment_size).await?
+                prepare_segment(self.next_seq, path, self.segment_size, &self.stop_preparing)
+                    .await?
             }
         };
         let seq = prepared.seq;
@@ -391,15 +410,21 @@ const ZERO_FILL_CHUNK: usize = 1 << 20;
 /// ahead of need, on the log's own executor.
 ///
 /// On failure the file is removed (best effort), giving back what it took.
-async fn prepare_segment(seq: u64, path: PathBuf, size: u64) -> Result<SegmentFile> {
-    let prepared = create_zeroed(seq, &path, size).await;
+/// Stops early, with [`Error::Closed`], once `stop` is set.
+async fn prepare_segment(
+    seq: u64,
+    path: PathBuf,
+    size: u64,
+    stop: &Cell<bool>,
+) -> Result<SegmentFile> {
+    let prepared = create_zeroed(seq, &path, size, stop).await;
     if prepared.is_err() {
         let _ = std::fs::remove_file(&path);
     }
     prepared
 }
 
-async fn create_zeroed(seq: u64, path: &Path, size: u64) -> Result<SegmentFile> {
+async fn create_zeroed(seq: u64, path: &Path, size: u64, stop: &Cell<bool>) -> Result<SegmentFile> {
     let path = path.to_path_buf();
     let file = OpenOptions::new()
         .read(true)
@@ -410,23 +435,38 @@ async fn create_zeroed(seq: u64, path: &Path, size: u64) -> Result<SegmentFile> 
         .dma_open(&path)
         .await
         .map_err(|e| Error::glommio("create", &path, e))?;
+    match zero_fill(&file, &path, size, stop).await {
+        Ok(()) => Ok(SegmentFile { seq, path, file }),
+        Err(error) => {
+            // Closed now: a dropped glommio file is closed only on a later
+            // I/O cycle.
+            let _ = file.close().await;
+            Err(error)
+        }
+    }
+}
+
+async fn zero_fill(file: &DmaFile, path: &Path, size: u64, stop: &Cell<bool>) -> Result<()> {
     file.pre_allocate(size, false)
         .await
-        .map_err(|e| Error::glommio("fallocate", &path, e))?;
+        .map_err(|e| Error::glommio("fallocate", path, e))?;
     let mut offset = 0u64;
     while offset < size {
+        if stop.get() {
+            return Err(Error::Closed);
+        }
         let len = ZERO_FILL_CHUNK.min((size - offset) as usize);
         let mut zeros = file.alloc_dma_buffer(len);
         zeros.as_bytes_mut().fill(0);
         file.write_at(zeros, offset)
             .await
-            .map_err(|e| Error::glommio("write zeros", &path, e))?;
+            .map_err(|e| Error::glommio("write zeros", path, e))?;
         offset += len as u64;
     }
     file.fdatasync()
         .await
-        .map_err(|e| Error::glommio("fdatasync", &path, e))?;
-    Ok(SegmentFile { seq, path, file })
+        .map_err(|e| Error::glommio("fdatasync", path, e))?;
+    Ok(())
 }
 
 /// Makes renames, creations and removals in `dir` durable.
