@@ -351,6 +351,21 @@ fn with_member_change(cluster: &InProcessCluster, change: MemberChange) -> (u64,
 
 #[test]
 fn a_leader_killed_in_a_joint_configuration_is_left_by_the_next() {
+    // The stop races the leader's next look, a few ticks after the
+    // promotion; on a loaded machine the shard may leave the joint
+    // configuration first, and the attempt exercised nothing: try again.
+    let exercised = (0..3).any(|_| kill_a_leader_in_a_joint_configuration());
+    assert!(
+        exercised,
+        "in three attempts the leader was stopped only after its shard left the joint \
+         configuration: the test did not exercise a new leader leaving it"
+    );
+}
+
+/// Stops the leader of a shard seen in a joint configuration, checks that
+/// the rest leave it and lose no write; answers whether the shard was
+/// still joint when its leader stopped.
+fn kill_a_leader_in_a_joint_configuration() -> bool {
     let mut cluster = InProcessCluster::start(3, 2, 1, seed());
     cluster.wait_for_leaders(Duration::from_secs(20));
     let written = Written::default();
@@ -396,11 +411,7 @@ fn a_leader_killed_in_a_joint_configuration_is_left_by_the_next() {
     cluster.wait_until_settled(&(0..cluster.size()).collect::<Vec<_>>(), SETTLE_WITHIN);
     assert!(written.count() >= 10, "too few writes to mean anything");
     check_every_write(&cluster, &(0..cluster.size()).collect::<Vec<_>>(), &written);
-    assert!(
-        joint_after,
-        "the leader was stopped after its shard left the joint configuration: the test did not \
-         exercise a new leader leaving it"
-    );
+    joint_after
 }
 
 #[test]
