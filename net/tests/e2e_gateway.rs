@@ -158,6 +158,27 @@ fn gateway_errors_have_grpc_gateway_s_shape_and_status() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), 2, &[]);
 
+    // A path nobody serves: etcd's plain 404 to curl, gRPC's
+    // Unimplemented to a gRPC call.
+    let (status, body) = post(&server, "/v3/kv/nothing", "{}");
+    assert_eq!((status, body.as_str()), (404, "Not Found"));
+    let mut stream = TcpStream::connect(server.endpoint()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /etcdserverpb.KV/Nothing HTTP/1.1\r\nHost: keel\r\n\
+         Content-Type: application/grpc\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.to_ascii_lowercase().contains("grpc-status: 12"),
+        "{answer}"
+    );
+
     let (status, body) = post(&server, "/v3/kv/put", "{\"key\": 12}");
     assert_eq!(status, 400, "{body}");
     let refused: Value = serde_json::from_str(&body).unwrap();

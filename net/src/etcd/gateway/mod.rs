@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use axum::routing::{post, MethodRouter};
 use axum::{Extension, Router};
 use futures_util::StreamExt;
@@ -37,6 +38,7 @@ type Shared = Arc<Services>;
 pub(crate) fn with_gateway(router: Router, services: Shared) -> Router {
     let s = &services;
     router
+        .fallback(not_found)
         .route(
             "/v3/kv/range",
             unary(s, |s, r| async move { s.kv.range(r).await }),
@@ -351,4 +353,27 @@ where
             codec::stream(open(&services, Box::pin(asks)))
         }
     })
+}
+
+/// A path nobody serves: gRPC's `Unimplemented` to a gRPC call (as tonic
+/// answers it), etcd's plain `404 Not Found` to anything else (a curl with
+/// a wrong path), where tonic's answer would be an empty 200.
+async fn not_found(request: axum::extract::Request) -> axum::response::Response {
+    let grpc = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|kind| kind.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        Status::unimplemented("").into_http()
+    } else {
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            "Not Found",
+        )
+            .into_response()
+    }
 }
