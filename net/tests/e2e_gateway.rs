@@ -19,22 +19,29 @@ fn b64(text: &str) -> String {
 
 /// POSTs `body` to `path` and reads the whole answer: its status and body.
 fn post(server: &Server, path: &str, body: &str) -> (u16, String) {
+    let answer = post_raw(server, path, "application/json", body);
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").unwrap().1.to_string();
+    (status, body)
+}
+
+/// POSTs `body` as `content_type` to `path`; answers the whole answer,
+/// head and body.
+fn post_raw(server: &Server, path: &str, content_type: &str, body: &str) -> String {
     let mut stream = TcpStream::connect(server.endpoint()).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     write!(
         stream,
-        "POST {path} HTTP/1.1\r\nHost: keel\r\nContent-Type: application/json\r\n\
+        "POST {path} HTTP/1.1\r\nHost: keel\r\nContent-Type: {content_type}\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
-    let status = answer[9..12].parse().unwrap();
-    let body = answer.split_once("\r\n\r\n").unwrap().1.to_string();
-    (status, body)
+    answer
 }
 
 fn ok(server: &Server, path: &str, body: Value) -> Value {
@@ -162,18 +169,7 @@ fn gateway_errors_have_grpc_gateway_s_shape_and_status() {
     // Unimplemented to a gRPC call.
     let (status, body) = post(&server, "/v3/kv/nothing", "{}");
     assert_eq!((status, body.as_str()), (404, "Not Found"));
-    let mut stream = TcpStream::connect(server.endpoint()).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    write!(
-        stream,
-        "POST /etcdserverpb.KV/Nothing HTTP/1.1\r\nHost: keel\r\n\
-         Content-Type: application/grpc\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    let answer = post_raw(&server, "/etcdserverpb.KV/Nothing", "application/grpc", "");
     assert!(
         answer.to_ascii_lowercase().contains("grpc-status: 12"),
         "{answer}"
