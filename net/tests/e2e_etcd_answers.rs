@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use keel_etcd_api::etcdserverpb::kv_client::KvClient;
-use keel_etcd_api::etcdserverpb::{PutRequest, RangeRequest};
+use keel_etcd_api::etcdserverpb::{PutRequest, RangeRequest, RangeResponse};
 use prost::Message;
 use support::{block_on, runtime, Server};
 
@@ -153,6 +153,39 @@ async fn read_all(body: &mut h2::RecvStream) -> Result<usize, h2::Error> {
     Ok(read)
 }
 
+/// A large range over `kv`'s connection, asked while another answer holds
+/// the only room: still waiting 2 s later (`held` says what failed if not).
+async fn a_large_range_waits(
+    kv: &KvClient<tonic::transport::Channel>,
+    held: &str,
+) -> tokio::task::JoinHandle<Result<tonic::Response<RangeResponse>, tonic::Status>> {
+    let mut other = kv.clone();
+    let waiting = tokio::spawn(async move { other.range(prefix_range("{big}/")).await });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!waiting.is_finished(), "{held}");
+    waiting
+}
+
+/// Reads `unread`, the answer holding the room, whole; `waiting` is then
+/// served (`served` says what failed if not).
+async fn read_then_served(
+    unread: &mut h2::RecvStream,
+    waiting: tokio::task::JoinHandle<Result<tonic::Response<RangeResponse>, tonic::Status>>,
+    served: &str,
+) {
+    let read = read_all(unread).await.expect("the answer holding the room");
+    assert!(
+        read > 12 * VALUE_BYTES,
+        "the whole answer came: {read} bytes"
+    );
+    let answer = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect(served)
+        .expect("task")
+        .expect("range");
+    assert_eq!(answer.into_inner().kvs.len(), 12);
+}
+
 #[test]
 fn a_large_answer_holds_its_room_until_its_client_reads_it() {
     // Room for one large answer of up to 2 MiB at a time.
@@ -160,13 +193,11 @@ fn a_large_answer_holds_its_room_until_its_client_reads_it() {
         // 1.2 MB, which the connection's window does not take.
         let (_client, mut unread) = ask_and_never_read(&address, &prefix_range("{big}/")).await;
         // Another large range waits for the room...
-        let mut other = kv.clone();
-        let waiting = tokio::spawn(async move { other.range(prefix_range("{big}/")).await });
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(
-            !waiting.is_finished(),
-            "a second large answer was gathered while the first was held"
-        );
+        let waiting = a_large_range_waits(
+            &kv,
+            "a second large answer was gathered while the first was held",
+        )
+        .await;
         // ...while small calls go on.
         kv.put(PutRequest {
             key: b"small".to_vec(),
@@ -180,17 +211,12 @@ fn a_large_answer_holds_its_room_until_its_client_reads_it() {
         let keys = kv.range(keys).await.expect("a small range");
         assert_eq!(keys.into_inner().kvs.len(), 12);
         // Once the first is read, the second is served.
-        let read = read_all(&mut unread).await.expect("the first answer");
-        assert!(
-            read > 12 * VALUE_BYTES,
-            "the whole answer came: {read} bytes"
-        );
-        let answer = tokio::time::timeout(Duration::from_secs(20), waiting)
-            .await
-            .expect("the second large answer is served once the first is read")
-            .expect("task")
-            .expect("range");
-        assert_eq!(answer.into_inner().kvs.len(), 12);
+        read_then_served(
+            &mut unread,
+            waiting,
+            "the second large answer is served once the first is read",
+        )
+        .await;
     });
 }
 
@@ -253,23 +279,16 @@ fn a_large_answer_of_the_json_gateway_holds_its_room_until_read() {
         let answer = answer.await.expect("answer head");
         assert_eq!(answer.status(), 200);
         let mut unread = answer.into_body();
-        let mut other = kv.clone();
-        let waiting = tokio::spawn(async move { other.range(prefix_range("{big}/")).await });
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        assert!(
-            !waiting.is_finished(),
-            "a gRPC large answer was gathered while the gateway's held the room"
-        );
-        let read = read_all(&mut unread).await.expect("the gateway's answer");
-        assert!(
-            read > 12 * VALUE_BYTES,
-            "the whole answer came: {read} bytes"
-        );
-        let answer = tokio::time::timeout(Duration::from_secs(20), waiting)
-            .await
-            .expect("served once the gateway's answer is read")
-            .expect("task")
-            .expect("range");
-        assert_eq!(answer.into_inner().kvs.len(), 12);
+        let waiting = a_large_range_waits(
+            &kv,
+            "a gRPC large answer was gathered while the gateway's held the room",
+        )
+        .await;
+        read_then_served(
+            &mut unread,
+            waiting,
+            "served once the gateway's answer is read",
+        )
+        .await;
     });
 }

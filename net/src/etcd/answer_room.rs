@@ -68,7 +68,7 @@ pub(crate) struct ConnectionRoom {
 
 /// A large answer's room, held by its response until the body is sent.
 #[derive(Clone)]
-pub(crate) struct AnswerRoom(#[allow(dead_code)] Arc<Held>);
+pub(crate) struct AnswerRoom(Arc<Held>);
 
 /// What an [`AnswerRoom`] holds.
 struct Held {
