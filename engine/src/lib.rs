@@ -13,6 +13,7 @@
 pub mod btree;
 mod error;
 pub mod hlc;
+pub mod metrics;
 pub mod mvcc;
 pub use keel_routing as routing;
 pub mod shard;

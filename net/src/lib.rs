@@ -8,6 +8,7 @@
 
 mod etcd;
 mod listen;
+pub mod metrics;
 pub mod peer;
 pub mod server;
 pub mod snapshot_file;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use keel_etcd_api::etcdserverpb::kv_client::KvClient;
 use keel_etcd_api::etcdserverpb::{PutRequest, RangeRequest};
+use support::metrics::{scrape, total};
 use support::{block_on, runtime, Server};
 
 /// `count` ports whose next ones are free too (a member's two cores listen
@@ -67,6 +68,8 @@ fn every_member_takes_writes_for_every_shard_through_etcd_s_api() {
                     peer,
                     "--initial-cluster",
                     &initial,
+                    "--listen-metrics",
+                    "127.0.0.1:0",
                 ],
             )
         })
@@ -124,6 +127,8 @@ fn every_member_takes_writes_for_every_shard_through_etcd_s_api() {
             }
         }
 
+        check_peer_round_trips(&members);
+
         let endpoint = format!("http://{}", members[0].endpoint());
         let mut requiring = watch_stream(&endpoint, true).await;
         let mut other = watch_stream(&endpoint, false).await;
@@ -165,6 +170,53 @@ fn every_member_takes_writes_for_every_shard_through_etcd_s_api() {
             .into_inner();
         assert_eq!(served.kvs.len(), 1);
     });
+    // The member left alone says it has lost its leaders.
+    let metrics = members[0].metrics.expect("metrics address");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while total(&scrape(metrics), "etcd_server_has_leader", &[]) != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "etcd_server_has_leader stayed 1 for 20 s after two members were killed"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Every member that leads a shard has timed heartbeats to both others
+/// (`etcd_network_peer_round_trip_time_seconds`, by member id), and every
+/// member knows its shards' leaders.
+fn check_peer_round_trips(members: &[Server]) {
+    let scrapes: Vec<_> = members
+        .iter()
+        .map(|m| scrape(m.metrics.expect("metrics address")))
+        .collect();
+    let ids: Vec<String> = scrapes
+        .iter()
+        .map(|s| {
+            s.samples
+                .iter()
+                .find(|sample| sample.metric == "etcd_server_id")
+                .and_then(|sample| sample.labels.get("server_id"))
+                .expect("etcd_server_id")
+                .to_string()
+        })
+        .collect();
+    let mut leaders = 0;
+    for (i, scrape) in scrapes.iter().enumerate() {
+        assert_eq!(total(scrape, "etcd_server_has_leader", &[]), 1.0);
+        if total(scrape, "keel_shard_is_leader", &[]) == 0.0 {
+            continue;
+        }
+        leaders += 1;
+        for (j, peer) in ids.iter().enumerate().filter(|(j, _)| *j != i) {
+            let name = "etcd_network_peer_round_trip_time_seconds_count";
+            assert!(
+                total(scrape, name, &[("To", peer.as_str())]) > 0.0,
+                "member {i} leads a shard but timed no heartbeat to member {j}"
+            );
+        }
+    }
+    assert!(leaders >= 1);
 }
 
 /// A watch stream on `endpoint` with one watch created, marked as Go's

@@ -69,4 +69,4 @@ struct ReadmeExamples;
 pub use config::WalConfig;
 pub use error::{Error, Result};
 pub use format::MAX_PAYLOAD_LEN;
-pub use wal::{Durable, Entry, Wal, WalStats};
+pub use wal::{Durable, Entry, SyncObserver, Wal, WalStats};

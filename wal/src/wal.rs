@@ -59,7 +59,13 @@ struct Shared {
     _lock: std::fs::File,
     config: WalConfig,
     inner: RefCell<Inner>,
+    /// Told how long each durable write took (`Wal::observe_syncs`).
+    sync_observer: RefCell<Option<SyncObserver>>,
 }
+
+/// Called with the time each durable write (a write and its sync, one
+/// group commit) took, on the log's executor.
+pub type SyncObserver = Box<dyn Fn(std::time::Duration)>;
 
 struct Inner {
     /// Set by the first failed write or sync; from then on every call fails
@@ -202,9 +208,16 @@ impl Wal {
                 flusher_waker: None,
                 stats: WalStats::default(),
             }),
+            sync_observer: RefCell::new(None),
         });
         glommio::spawn_local(run_flusher(shared.clone(), writer)).detach();
         Ok(Wal { shared })
+    }
+
+    /// From now on, `observer` is told how long each durable write takes
+    /// (for metrics); it replaces any observer before it.
+    pub fn observe_syncs(&self, observer: SyncObserver) {
+        *self.shared.sync_observer.borrow_mut() = Some(observer);
     }
 
     /// Whether the log is short of room: the last attempt to prepare its
@@ -676,7 +689,11 @@ async fn run_flusher(shared: Rc<Shared>, mut writer: Writer) {
         let Some((mut batch, generation)) = taken else {
             continue;
         };
+        let started = std::time::Instant::now();
         let result = writer.flush(&batch).await;
+        if let Some(observe) = shared.sync_observer.borrow().as_ref() {
+            observe(started.elapsed());
+        }
         let (waiters, stop) = {
             let mut inner = shared.inner.borrow_mut();
             let stop = match result {

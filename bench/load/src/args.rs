@@ -142,6 +142,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "PID,...", value_delimiter = ',')]
     pub server_pid: Vec<u32>,
 
+    /// Fetch this metrics endpoint (`http://HOST:PORT/metrics`) every
+    /// `--scrape-interval` for the whole run, as Prometheus would; the
+    /// report's notes say how often and how long each took.
+    #[arg(long, value_name = "URL", value_parser = crate::scrape::parse_scrape_url)]
+    pub scrape: Option<crate::scrape::ScrapeUrl>,
+    /// Time between two scrapes (`--scrape`).
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub scrape_interval: Duration,
+
     /// The run's name in reports (default: from the workload).
     #[arg(long)]
     pub name: Option<String>,

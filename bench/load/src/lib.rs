@@ -7,6 +7,7 @@
 //! - [`etcd`]: the client of etcd's gRPC API;
 //! - [`keys`]: the keyspace and its uniform or zipfian choice;
 //! - [`cpu`]: the server's CPU time, from `/proc`;
+//! - [`scrape`]: a metrics endpoint fetched through the run (`--scrape`);
 //! - [`schedule`]: open-loop pacing;
 //! - [`record`]: histograms per kind of operation;
 //! - [`workload`]: kv (reads, writes, ranges), watch fan-out, a burst of
@@ -24,5 +25,6 @@ pub mod progress;
 pub mod record;
 pub mod report;
 pub mod schedule;
+pub mod scrape;
 pub mod target;
 pub mod workload;

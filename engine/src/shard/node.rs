@@ -14,6 +14,7 @@ use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 
 use crate::btree::Options;
 use crate::hlc::{SystemClock, WallClock};
+use crate::metrics::{NodeMetrics, ShardMetrics};
 use crate::mvcc::{
     Applied, DeleteRangeRequest, Entry, KvError, PutRequest, RangeRequest, RangeResponse, Response,
     Revision, TxnRequest, MAX_REQUEST_BYTES,
@@ -155,6 +156,8 @@ pub struct Node {
     /// The floor and each shard's unpublished stamps (merged watches read
     /// them).
     marks: Arc<Watermarks>,
+    /// What every shard counts (docs/metrics.md).
+    metrics: Arc<NodeMetrics>,
 }
 
 impl Node {
@@ -203,6 +206,7 @@ impl Node {
         let core_count = core_count.min(shards);
         let replicated = config.transport.is_some();
         let marks = Arc::new(Watermarks::new(shards));
+        let metrics = Arc::new(NodeMetrics::new(config.cluster.me, shards, core_count));
         let space = Arc::new(NodeSpace::new(
             shards,
             config.quota_backend_bytes,
@@ -241,6 +245,7 @@ impl Node {
                 config: config.clone(),
                 view: view.clone(),
                 marks: marks.clone(),
+                metrics: metrics.clone(),
                 space: space.clone(),
                 ingress: rx,
                 mesh_out: core_senders,
@@ -270,6 +275,7 @@ impl Node {
             threads,
             entry_core: None,
             marks,
+            metrics,
         };
         for _ in 0..core_count {
             match ready_rx.recv() {
@@ -284,6 +290,11 @@ impl Node {
     /// The number of shards.
     pub fn shard_count(&self) -> usize {
         self.shards
+    }
+
+    /// What every shard on this node counts, for a scrape to read.
+    pub fn metrics(&self) -> Arc<NodeMetrics> {
+        self.metrics.clone()
     }
 
     /// The number of cores (executors).
@@ -856,6 +867,7 @@ struct CoreSetup {
     config: NodeConfig,
     view: ClusterView,
     marks: Arc<Watermarks>,
+    metrics: Arc<NodeMetrics>,
     space: Arc<NodeSpace>,
     ingress: flume::Receiver<Ingress>,
     mesh_out: Vec<Option<SharedSender<CoreCall>>>,
@@ -908,6 +920,7 @@ async fn run_core(setup: CoreSetup) {
         config,
         view,
         marks,
+        metrics,
         space,
         ingress,
         mesh_out,
@@ -975,6 +988,10 @@ async fn run_core(setup: CoreSetup) {
             bootstrap: bootstrap.clone(),
             view: view.clone(),
             replicated: config.transport.is_some(),
+            metrics: metrics
+                .shard(shard)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(ShardMetrics::new(shard, core))),
         };
         let dir = shard_dir(&config.data_dir, shard);
         let (tx, rx) = flume::unbounded();

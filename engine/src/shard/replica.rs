@@ -30,10 +30,12 @@ use raft::eraftpb::{ConfState, EntryType, HardState, Message};
 use raft::{RawNode, StateRole};
 
 mod conf_changes;
+mod figures;
 use conf_changes::conf_from_ids;
 
 use crate::btree::{CommitSync, DeferredDurability, Options};
 use crate::hlc::{Clock, WallClock};
+use crate::metrics::ShardMetrics;
 use crate::mvcc::{
     AlarmAction, AlarmKind, Applied, Entry, Indexed, KvError, LeaseHomes, LeaseId, LeaseInfo,
     LeaseTask, Lessor, LessorConfig, RangeRequest, RangeResponse, Renewal, Response, Revision,
@@ -163,6 +165,7 @@ fn wal_keep_from(durable: u64, applied: u64, needed: Option<u64>, segments: usiz
 /// A tree sync whose syncs and meta write run on a blocking thread.
 struct TreeSyncing {
     durability: DeferredDurability,
+    started: Instant,
     job: Pin<Box<dyn Future<Output = std::io::Result<()>>>>,
 }
 
@@ -476,6 +479,8 @@ type Waiting = (u64, Aged);
 struct Indexing {
     /// The tick it was asked at.
     asked: u64,
+    /// When it was asked (the round's latency is recorded).
+    asked_at: Instant,
     waiters: Vec<Aged>,
 }
 
@@ -531,6 +536,8 @@ pub(crate) struct ReplicaConfig {
     /// Whether the node has a peer transport (its shards are Raft groups
     /// other members may share).
     pub(crate) replicated: bool,
+    /// What this shard counts (written only here, on its core).
+    pub(crate) metrics: Arc<ShardMetrics>,
 }
 
 /// One shard's replica. Not `Send`: it lives on its core.
@@ -663,6 +670,12 @@ pub(crate) struct Replica {
     /// The tree sync in flight, if any (one at a time).
     tree_syncing: Option<TreeSyncing>,
     failure: Option<String>,
+    /// What this shard counts (`figures.rs`).
+    metrics: Arc<ShardMetrics>,
+    /// The leader as raft-rs last reported it (leader changes are counted).
+    known_leader: u64,
+    /// Heartbeats sent and not yet answered, for round trips.
+    heartbeats: figures::HeartbeatClock,
 }
 
 fn stopped(shard: usize, reason: &str) -> NodeError {
@@ -699,6 +712,8 @@ impl Replica {
         let wal = keel_wal::Wal::open(dir.join("wal"), config.wal)
             .await
             .map_err(|e| start_error(shard, "open WAL", e))?;
+        let figures = config.metrics.clone();
+        wal.observe_syncs(Box::new(move |took| figures.wal_sync.observe(took)));
         let (hard_state, conf_state, installed) = match wal.state() {
             Some(blob) => {
                 log_store::decode_state(&blob).map_err(|e| start_error(shard, "WAL state", e))?
@@ -885,6 +900,9 @@ impl Replica {
             was_leader: false,
             tree_syncing: None,
             failure: None,
+            metrics: config.metrics,
+            known_leader: raft::INVALID_ID,
+            heartbeats: figures::HeartbeatClock::default(),
         })
     }
 
@@ -948,6 +966,8 @@ impl Replica {
     /// Serves calls until the channel closes, then makes the tree durable
     /// and closes the WAL.
     pub(crate) async fn run(mut self, calls: flume::Receiver<ShardCall>) {
+        // A scrape before the first tick sees the state the shard opened with.
+        self.record_tick_figures();
         let mut next_tick = Instant::now() + TICK;
         // Expiries still due after the last round: do not sleep.
         // Expiries or compaction still due after the last round: the loop
@@ -1012,6 +1032,7 @@ impl Replica {
                 self.retry_read_index();
                 self.lease_checkpoints();
                 self.check_wal_space();
+                self.record_tick_figures();
             }
             self.request_read_index();
             if let Err(reason) = self.drive().await {
@@ -1432,6 +1453,7 @@ impl Replica {
                     return;
                 }
                 self.heard_at.insert(message.from, self.ticks);
+                self.record_heard(&message);
                 // raft-rs ignores what does not fit its state (a stale
                 // term, a response from a removed peer) and says so.
                 if let Err(e) = self.raw.step(*message) {
@@ -1457,6 +1479,7 @@ impl Replica {
                 let status = if delivered {
                     raft::SnapshotStatus::Finish
                 } else {
+                    self.metrics.snapshot_send_failures.inc();
                     raft::SnapshotStatus::Failure
                 };
                 self.raw.report_snapshot(peer, status);
@@ -1840,6 +1863,7 @@ impl Replica {
             }));
             return false;
         }
+        self.metrics.proposals.inc();
         self.pending.push_back(Pending {
             index: self.raw.raft.raft_log.last_index(),
             term: self.raw.raft.term,
@@ -1887,6 +1911,7 @@ impl Replica {
         let waiters = std::mem::take(&mut self.unindexed);
         self.ask_read_index(Indexing {
             asked: self.ticks,
+            asked_at: Instant::now(),
             waiters,
         });
     }
@@ -1939,6 +1964,7 @@ impl Replica {
             if self.is_leader() || self.raw.raft.leader_id != raft::INVALID_ID {
                 self.ask_read_index(Indexing {
                     asked: now,
+                    asked_at: Instant::now(),
                     waiters: retry,
                 });
             } else {
@@ -2213,6 +2239,9 @@ impl Replica {
     async fn drive(&mut self) -> Result<(), String> {
         while self.raw.has_ready() {
             let mut ready = self.raw.ready();
+            if let Some(soft) = ready.ss() {
+                self.record_leader(soft.leader_id);
+            }
             self.send(ready.take_messages());
             if !ready.snapshot().is_empty() {
                 let snapshot = ready.snapshot().clone();
@@ -2340,10 +2369,11 @@ impl Replica {
     /// cannot take comes back as an unreachable report). A single member
     /// has no one to send to.
     fn send(&mut self, messages: Vec<Message>) {
-        let Some(transport) = &self.transport else {
+        let Some(transport) = self.transport.clone() else {
             return;
         };
         for message in messages {
+            self.record_sent(&message);
             if message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
                 match &self.made {
                     // The transport streams the image on its own connection.
@@ -2495,6 +2525,7 @@ impl Replica {
         // their clients watch again from where they were.
         self.feeds
             .fail_all(self.shard, "the replica installed a snapshot; watch again");
+        self.metrics.snapshots_installed.inc();
         tracing::info!(shard = self.shard, index, "snapshot installed");
         Ok(())
     }
@@ -2513,6 +2544,7 @@ impl Replica {
             return;
         };
         if let Some(indexing) = self.indexing.remove(&u64::from_le_bytes(context)) {
+            self.metrics.read_index.observe(indexing.asked_at.elapsed());
             for aged in indexing.waiters {
                 self.wait_for(state.index, aged);
             }
@@ -2677,6 +2709,7 @@ impl Replica {
         // Entries the tree holds (durably or not) are not needed by raft-rs
         // again on a single voter; the WAL keeps them until the tree is durable.
         self.raw.mut_store().compact_to(last);
+        self.metrics.applied_entries.add(count);
         self.unsynced_entries += count;
         self.unsynced_bytes += bytes;
         self.unsynced_since.get_or_insert_with(Instant::now);
@@ -2702,6 +2735,7 @@ impl Replica {
                 break;
             };
             self.settled += 1;
+            self.metrics.proposals_failed.inc();
             let _ = lost
                 .reply
                 .send(Err(NodeError::OutcomeUnknown { shard: self.shard }));
@@ -2718,6 +2752,7 @@ impl Replica {
             if pending.index == index && pending.term == term {
                 return Some(pending.reply);
             }
+            self.metrics.proposals_failed.inc();
             let _ = pending.reply.send(Err(self.not_leader()));
         }
         None
@@ -2923,6 +2958,7 @@ impl Replica {
             let job = glommio::executor().spawn_blocking(job);
             self.tree_syncing = Some(TreeSyncing {
                 durability,
+                started: Instant::now(),
                 job: Box::pin(job),
             });
         }
@@ -2975,16 +3011,25 @@ impl Replica {
             return Ok(true);
         };
         let outcome = if wait {
-            (&mut syncing.job).await
+            let waited = Instant::now();
+            let outcome = (&mut syncing.job).await;
+            self.metrics.tree_sync_wait.observe(waited.elapsed());
+            outcome
         } else {
             match futures_lite::future::poll_once(&mut syncing.job).await {
                 Some(outcome) => outcome,
                 None => return Ok(false),
             }
         };
-        let Some(TreeSyncing { durability, .. }) = self.tree_syncing.take() else {
+        let Some(TreeSyncing {
+            durability,
+            started,
+            ..
+        }) = self.tree_syncing.take()
+        else {
             return Ok(true);
         };
+        self.metrics.tree_sync.observe(started.elapsed());
         self.store
             .sync_finished(&durability, outcome)
             .map_err(|e| format!("tree sync: {e}"))?;

@@ -150,6 +150,17 @@ pub(crate) struct WatchFeeds {
 }
 
 impl WatchFeeds {
+    /// Watches fed, and the bytes of events sent to them and not yet
+    /// handed out (for the metrics endpoint; walks every watch).
+    pub(crate) fn reading(&self) -> (usize, usize) {
+        let backlog = self
+            .subscribers
+            .values()
+            .map(|s| s.credit.unreleased())
+            .sum();
+        (self.subscribers.len(), backlog)
+    }
+
     pub(crate) fn add(&mut self, id: WatchId, subscriber: Subscriber) {
         self.subscribers.insert(id, subscriber);
     }

@@ -29,7 +29,7 @@ struct Flags {
     /// frame_timeout_ms, max_connections, answer_bytes, idle_timeout_ms,
     /// initial_cluster, initial_cluster_token, initial_cluster_state,
     /// listen_peer, advertise_peer, snapshot_send_mib_per_sec,
-    /// etcd_version).
+    /// etcd_version, listen_metrics).
     #[arg(long)]
     config: Option<PathBuf>,
     /// This member's name.
@@ -133,6 +133,19 @@ struct Flags {
     /// etcd's clients check before they use a feature [default: 3.6.0].
     #[arg(long)]
     etcd_version: Option<String>,
+    /// Where to serve `/metrics` (Prometheus' text format) and `/health`,
+    /// as etcd's `--listen-metrics-urls` (`http://` is accepted and
+    /// ignored) [default: none; the client port serves `/metrics` too].
+    #[arg(long, alias = "listen-metrics-urls", value_parser = metrics_address)]
+    listen_metrics: Option<SocketAddr>,
+}
+
+/// An address, with or without etcd's `http://`.
+fn metrics_address(text: &str) -> Result<SocketAddr, String> {
+    let bare = text.strip_prefix("http://").unwrap_or(text);
+    let bare = bare.strip_suffix('/').unwrap_or(bare);
+    bare.parse()
+        .map_err(|e| format!("{text}: {e} (give host:port, such as 127.0.0.1:2381)"))
 }
 
 impl Flags {
@@ -163,6 +176,7 @@ impl Flags {
             advertise_peer: self.advertise_peer,
             snapshot_send_mib_per_sec: self.snapshot_send_mib_per_sec,
             etcd_version: self.etcd_version.clone(),
+            listen_metrics: self.listen_metrics,
         }
     }
 }
@@ -229,6 +243,14 @@ fn main() -> ExitCode {
         server.client_address(),
         core_ports.join(",")
     );
+    if let Some(metrics) = server.metrics_address() {
+        // Not println!: a reader that stopped reading must not stop keel.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stdout(),
+            "keel: metrics on http://{metrics}/metrics"
+        );
+    }
     let signal = signals.forever().next();
     tracing::info!(?signal, "shutting down");
     server.shutdown();

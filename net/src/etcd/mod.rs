@@ -42,6 +42,10 @@ use keel_etcd_api::v3electionpb::election_server::ElectionServer;
 use keel_etcd_api::v3lockpb::lock_server::LockServer;
 use keel_write_batching::BatchedWrites;
 
+use crate::metrics::grpc_calls::CountCalls;
+use crate::metrics::{self, GrpcCalls, Sources};
+use axum::Router;
+
 use self::answer_room::{AnswerRooms, ConnectionRoom};
 use self::auth::AuthService;
 use self::cluster::ClusterService;
@@ -121,15 +125,30 @@ pub(crate) fn start(
     node: Arc<Node>,
     client_address: std::net::SocketAddr,
     settings: FrontSettings,
+    metrics_listener: Option<std::net::TcpListener>,
 ) -> std::io::Result<(Handoff, std::thread::JoinHandle<()>)> {
     let (handoff, arrived) = flume::bounded::<std::net::TcpStream>(HANDOFF_CAPACITY);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let metrics_listener = match metrics_listener {
+        Some(listener) => {
+            listener.set_nonblocking(true)?;
+            let _entered = runtime.enter();
+            Some(tokio::net::TcpListener::from_std(listener)?)
+        }
+        None => None,
+    };
     let thread = std::thread::Builder::new()
         .name("keel-etcd".to_string())
         .spawn(move || {
-            runtime.block_on(serve(arrived, node, client_address, settings));
+            runtime.block_on(serve(
+                arrived,
+                node,
+                client_address,
+                settings,
+                metrics_listener,
+            ));
             // Dropping the runtime drops the connections' tasks, and the
             // node's last handle here.
             drop(runtime);
@@ -208,7 +227,14 @@ async fn serve(
     node: Arc<Node>,
     client_address: std::net::SocketAddr,
     settings: FrontSettings,
+    metrics_listener: Option<tokio::net::TcpListener>,
 ) {
+    let calls = Arc::new(GrpcCalls::default());
+    let sources = Sources {
+        node: node.metrics(),
+        calls: calls.clone(),
+        etcd_version: settings.etcd_version.clone(),
+    };
     let cores = Cores::new(node);
     let services = Services::new(cores.clone(), client_address, &settings);
     let routes = tonic::service::Routes::new(KvServer::new(services.kv.clone()))
@@ -223,8 +249,16 @@ async fn serve(
         routes.prepare().into_axum_router(),
         services.watch.leaderless.clone(),
     );
-    let router = http::with_endpoints(grpc, cores, settings.etcd_version.clone());
+    let router = http::with_endpoints(grpc, cores.clone(), settings.etcd_version.clone());
+    let router = metrics::with_metrics(router, sources.clone());
     let router = gateway::with_gateway(router, Arc::new(services));
+    if let Some(listener) = metrics_listener {
+        let endpoints = http::with_endpoints(Router::new(), cores, settings.etcd_version.clone());
+        tokio::spawn(metrics::serve(
+            listener,
+            metrics::with_metrics(endpoints, sources),
+        ));
+    }
 
     let open = Arc::new(AtomicUsize::new(0));
     while let Ok(stream) = arrived.recv_async().await {
@@ -258,8 +292,12 @@ async fn serve(
                     request.extensions_mut().insert(carried.clone());
                     request
                 })
-                .map_response(answer_room::hold_answer_rooms)
-                .service(router.clone()),
+                .service(CountCalls::new(
+                    tower::ServiceBuilder::new()
+                        .map_response(answer_room::hold_answer_rooms)
+                        .service(router.clone()),
+                    calls.clone(),
+                )),
         );
         let counted = Counted::new(open.clone());
         let stall_timeout = settings.stall_timeout;

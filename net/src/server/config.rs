@@ -40,6 +40,10 @@ pub struct ServerConfig {
     /// `/version`): what etcd's clients, Kubernetes among them, check
     /// before they use a feature. `major.minor.patch`.
     pub etcd_version: String,
+    /// Where the metrics endpoint listens (`/metrics` in Prometheus' text
+    /// format, `/health`), as etcd's `--listen-metrics-urls`; none by
+    /// default (`/metrics` is served on the client port as well).
+    pub listen_metrics: Option<SocketAddr>,
 }
 
 /// The etcd version reported unless `etcd_version` says otherwise: the
@@ -208,6 +212,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             cluster: ClusterSettings::default(),
             etcd_version: DEFAULT_ETCD_VERSION.to_string(),
+            listen_metrics: None,
         }
     }
 }
@@ -267,6 +272,8 @@ pub struct Overrides {
     pub snapshot_send_mib_per_sec: Option<u64>,
     /// See [`ServerConfig::etcd_version`].
     pub etcd_version: Option<String>,
+    /// See [`ServerConfig::listen_metrics`].
+    pub listen_metrics: Option<SocketAddr>,
 }
 
 /// A config file that cannot be used.
@@ -328,6 +335,9 @@ impl Overrides {
         set(&mut config.pin, self.pin);
         set(&mut config.quota_backend_bytes, self.quota_backend_bytes);
         set(&mut config.etcd_version, self.etcd_version);
+        if self.listen_metrics.is_some() {
+            config.listen_metrics = self.listen_metrics;
+        }
         let cluster = &mut config.cluster;
         set(&mut cluster.initial_cluster, self.initial_cluster);
         set(

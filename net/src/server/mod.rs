@@ -74,6 +74,8 @@ pub struct Server {
     core_addresses: Vec<SocketAddr>,
     /// etcd's API front (`crate::etcd`): it ends once every core stopped.
     etcd_front: Option<std::thread::JoinHandle<()>>,
+    /// Where the metrics endpoint listens, if it was asked for.
+    metrics_address: Option<SocketAddr>,
 }
 
 /// How long a joining member waits for each member it asks.
@@ -232,6 +234,7 @@ impl Server {
             client_address: config.client_address,
             core_addresses: Vec::with_capacity(cores),
             etcd_front: None,
+            metrics_address: None,
         };
         let mut go = Vec::with_capacity(cores);
         let mut failure = None;
@@ -333,9 +336,21 @@ impl Server {
             client_address: server.client_address,
             core_ports: server.core_addresses.iter().map(SocketAddr::port).collect(),
         });
+        let metrics_listener = match config.listen_metrics {
+            None => None,
+            Some(address) => Some(
+                std::net::TcpListener::bind(address)
+                    .map_err(|error| ServerError::Bind { address, error })?,
+            ),
+        };
+        server.metrics_address = match &metrics_listener {
+            Some(listener) => Some(listener.local_addr().map_err(ServerError::EtcdApi)?),
+            None => None,
+        };
         // etcd's API, on the same port (src/etcd/), now that it is known.
-        let (etcd, etcd_front) = crate::etcd::start(node.clone(), server.client_address, front)
-            .map_err(ServerError::EtcdApi)?;
+        let (etcd, etcd_front) =
+            crate::etcd::start(node.clone(), server.client_address, front, metrics_listener)
+                .map_err(ServerError::EtcdApi)?;
         server.etcd_front = Some(etcd_front);
         for core_go in go {
             let _ = core_go.send((info.clone(), etcd.clone()));
@@ -353,6 +368,12 @@ impl Server {
     /// The address every core accepts clients on.
     pub fn client_address(&self) -> SocketAddr {
         self.client_address
+    }
+
+    /// Where `/metrics` is served besides the client port
+    /// (`ServerConfig::listen_metrics`), if anywhere.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_address
     }
 
     /// Each core's own address, by core.

@@ -2,6 +2,7 @@
 //! stops it by its process id.
 #![allow(dead_code)]
 
+pub mod metrics;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};
@@ -15,6 +16,8 @@ pub struct Server {
     child: Option<Child>,
     pub client: SocketAddr,
     pub core_ports: Vec<u16>,
+    /// Where `/metrics` is served apart, when `--listen-metrics` was given.
+    pub metrics: Option<SocketAddr>,
     pub data_dir: PathBuf,
     extra: Vec<String>,
 }
@@ -56,9 +59,22 @@ impl Server {
             .expect("start keel");
         let stdout = child.stdout.take().expect("keel's stdout");
         let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read keel's first line");
+        let mut stdout = BufReader::new(stdout);
+        stdout.read_line(&mut line).expect("read keel's first line");
+        // keel: metrics on http://127.0.0.1:PORT/metrics
+        let metrics = extra.iter().any(|a| a == "--listen-metrics").then(|| {
+            let mut metrics = String::new();
+            stdout
+                .read_line(&mut metrics)
+                .expect("read keel's metrics line");
+            metrics
+                .trim()
+                .strip_prefix("keel: metrics on http://")
+                .and_then(|rest| rest.strip_suffix("/metrics"))
+                .unwrap_or_else(|| panic!("unexpected second line from keel: {metrics:?}"))
+                .parse()
+                .expect("metrics address")
+        });
         // keel: listening on 127.0.0.1:PORT (core ports A,B)
         let rest = line
             .strip_prefix("keel: listening on ")
@@ -74,6 +90,7 @@ impl Server {
             child: Some(child),
             client: client.parse().expect("client address"),
             core_ports,
+            metrics,
             data_dir: data_dir.to_path_buf(),
             extra,
         }

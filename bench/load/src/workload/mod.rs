@@ -145,6 +145,10 @@ pub async fn run(args: RunArgs) -> Result<RunReport> {
 /// Runs the workload `args` describe against `target`.
 async fn run_on(args: RunArgs, target: Target) -> Result<RunReport> {
     let server_cpu = crate::cpu::open(&args.server_pid)?;
+    let scraper = args
+        .scrape
+        .clone()
+        .map(|url| crate::scrape::Scraper::start(url, args.scrape_interval));
     let sockets = Some(target.sockets().await?);
     let target = Arc::new(target);
     let recorder = Arc::new(Recorder::new());
@@ -157,12 +161,16 @@ async fn run_on(args: RunArgs, target: Target) -> Result<RunReport> {
         sockets,
         server_cpu,
     };
-    match context.args.workload {
+    let mut report = match context.args.workload {
         Workload::Kv => kv::run(&context).await,
         Workload::Watch => watch::run(&context).await,
         Workload::Lease => lease::run(&context).await,
         Workload::LeaseChurn => lease_churn::run(&context).await,
+    }?;
+    if let Some(scraper) = scraper {
+        report.notes.push(scraper.finish());
     }
+    Ok(report)
 }
 
 /// Runs `request` with the request timeout and records it as `op`, timed
