@@ -18,6 +18,7 @@ mod node;
 mod node_meta;
 mod own_thread;
 mod placement;
+mod raft_log;
 mod remote;
 mod remote_codec;
 mod replica;

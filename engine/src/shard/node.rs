@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
+use tracing::Instrument;
 
 use crate::btree::Options;
 use crate::hlc::{SystemClock, WallClock};
@@ -996,17 +997,26 @@ async fn run_core(setup: CoreSetup) {
         let dir = shard_dir(&config.data_dir, shard);
         let (tx, rx) = flume::unbounded();
         router.add_local(shard, tx);
+        // Every event of the shard's replica (raft-rs' too) carries its
+        // shard, member and term (`figures.rs` records the term).
+        let span = tracing::info_span!(
+            "shard",
+            shard,
+            member = %format_args!("{:x}", config.cluster.me),
+            term = tracing::field::Empty
+        );
         let opened = Replica::open(
             &dir,
             replica_config,
             marks.clone(),
             router.clone(),
             transport.clone(),
-        );
+        )
+        .instrument(span.clone());
         match opened.await {
             Ok(mut replica) => {
-                replica.replay().await;
-                replicas.push(glommio::spawn_local(replica.run(rx)));
+                replica.replay().instrument(span.clone()).await;
+                replicas.push(glommio::spawn_local(replica.run(rx).instrument(span)));
             }
             // The node still starts: its other shards serve, and this one
             // answers every call with why it stopped.

@@ -676,6 +676,8 @@ pub(crate) struct Replica {
     known_leader: u64,
     /// Heartbeats sent and not yet answered, for round trips.
     heartbeats: figures::HeartbeatClock,
+    /// The term the shard's log span says (`figures.rs`).
+    logged_term: u64,
 }
 
 fn stopped(shard: usize, reason: &str) -> NodeError {
@@ -830,7 +832,10 @@ impl Replica {
             max_committed_size_per_ready: MAX_COMMITTED_BYTES_PER_READY,
             ..raft::Config::default()
         };
-        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        // The shard's log span says the term from here on, raft-rs' own
+        // first events included (`figures.rs` keeps it up to date).
+        tracing::Span::current().record("term", log.hard_state().term);
+        let logger = crate::shard::raft_log::raft_logger();
         let mut raw =
             RawNode::new(&raft_config, log, &logger).map_err(|e| start_error(shard, "raft", e))?;
         if !replicated {
@@ -903,6 +908,7 @@ impl Replica {
             metrics: config.metrics,
             known_leader: raft::INVALID_ID,
             heartbeats: figures::HeartbeatClock::default(),
+            logged_term: 0,
         })
     }
 
@@ -2237,6 +2243,7 @@ impl Replica {
     /// Handles Ready until raft-rs has nothing more, in the documented
     /// order. An error stops the shard.
     async fn drive(&mut self) -> Result<(), String> {
+        self.log_term();
         while self.raw.has_ready() {
             let mut ready = self.raw.ready();
             if let Some(soft) = ready.ss() {

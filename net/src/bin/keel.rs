@@ -138,6 +138,39 @@ struct Flags {
     /// ignored) [default: none; the client port serves `/metrics` too].
     #[arg(long, alias = "listen-metrics-urls", value_parser = metrics_address)]
     listen_metrics: Option<SocketAddr>,
+    /// How log lines are written to stderr: `text` for people, `json` (one
+    /// object per line, with the shard, member and term of every Raft
+    /// event) for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stderr, filtered by `KEEL_LOG` (default `info`).
+fn start_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The fields of the span an event is in (a shard's: shard, member,
+        // term) go beside the event's own, in `span`.
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }
 
 /// An address, with or without etcd's `http://`.
@@ -194,14 +227,7 @@ fn config(flags: &Flags) -> Result<ServerConfig, String> {
 fn main() -> ExitCode {
     let huge_pages_off = disable_transparent_huge_pages();
     let flags = Flags::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    start_logging(flags.log_format);
     let config = match config(&flags) {
         Ok(config) => config,
         Err(error) => {

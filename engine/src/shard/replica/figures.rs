@@ -41,6 +41,7 @@ impl Replica {
     /// The Raft state's gauges, the tree's size and (every
     /// [`WATCH_READING_TICKS`]) the watch feeds'.
     pub(super) fn record_tick_figures(&mut self) {
+        self.log_term();
         let figures = &self.metrics;
         let raft = &self.raw.raft;
         figures.term.set(raft.term as i64);
@@ -58,6 +59,16 @@ impl Replica {
             let (watchers, backlog) = self.feeds.reading();
             figures.watchers.set(watchers as i64);
             figures.watch_backlog.set(backlog as i64);
+        }
+    }
+
+    /// Puts the Raft term in the shard's log span (`node.rs`) when it
+    /// changed, so that every event from here on says it.
+    pub(super) fn log_term(&mut self) {
+        let term = self.raw.raft.term;
+        if term != self.logged_term {
+            self.logged_term = term;
+            tracing::Span::current().record("term", term);
         }
     }
 
