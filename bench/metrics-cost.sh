@@ -3,7 +3,7 @@
 # writes at concurrency 512 against one release keel, with the endpoint
 # scraped every second (`bench --scrape`) and without, alternating, in the
 # same run; through keel's own protocol and through etcd's API (whose
-# thread serves the scrapes). Prints `bench report`'s tables: each label's
+# thread serves the scrapes), each run on a new keel. Prints `bench report`'s tables: each label's
 # median and range over the repeats, and its ratio to "not scraped".
 #
 #   bench/metrics-cost.sh [--repeats N] [--out DIR]
@@ -19,17 +19,30 @@ metrics_port=25381
 core_base=25390
 cd "$out"
 mkdir -p runs
-rm -rf data
-"$KEEL_BIN" --data-dir data --listen-client "127.0.0.1:$client_port" \
-  --core-port-base "$core_base" --listen-metrics "127.0.0.1:$metrics_port" \
-  >keel.out 2>keel.log &
-keel_pid=$!
-trap 'kill "$keel_pid" 2>/dev/null || true; wait "$keel_pid" 2>/dev/null || true' EXIT
-wait_for_port "$client_port" "$keel_pid" keel.log
-wait_for_port "$metrics_port" "$keel_pid" keel.log
-for core in $(seq 0 $(( $(nproc) - 1 ))); do
-  wait_for_port $((core_base + core)) "$keel_pid" keel.log
-done
+keel_pid=""
+stop_keel() {
+  if [ -n "$keel_pid" ]; then
+    kill "$keel_pid" 2>/dev/null || true
+    wait "$keel_pid" 2>/dev/null || true
+    keel_pid=""
+  fi
+  rm -rf data
+}
+trap stop_keel EXIT
+# Every run gets a new keel on an empty data directory (as compare.sh
+# does): the history a run writes is not left for the next.
+start_keel() {
+  rm -rf data
+  "$KEEL_BIN" --data-dir data --listen-client "127.0.0.1:$client_port" \
+    --core-port-base "$core_base" --listen-metrics "127.0.0.1:$metrics_port" \
+    >keel.out 2>>keel.log &
+  keel_pid=$!
+  wait_for_port "$client_port" "$keel_pid" keel.log
+  wait_for_port "$metrics_port" "$keel_pid" keel.log
+  for core in $(seq 0 $(( $(nproc) - 1 ))); do
+    wait_for_port $((core_base + core)) "$keel_pid" keel.log
+  done
+}
 
 files=()
 for protocol in keel etcd; do
@@ -45,10 +58,12 @@ for protocol in keel etcd; do
       fi
       run="runs/$protocol.$how.$repeat"
       echo "== $protocol, run $repeat of $repeats: $label"
+      start_keel
       "$BENCH_BIN" --target "$protocol://127.0.0.1:$client_port" --connections 8 \
         --max writes --concurrency 512 --duration 10s --warmup 2s --keys 10000 \
         --server-pid "$keel_pid" --name "max-writes-512 via $protocol" \
         --label "$label" "${scrape[@]}" --json >"$run.json"
+      stop_keel
     done
   done
   for how in scraped plain; do

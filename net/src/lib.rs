@@ -10,5 +10,6 @@ mod etcd;
 mod listen;
 pub mod metrics;
 pub mod peer;
+pub mod restore;
 pub mod server;
 pub mod snapshot_file;

@@ -16,6 +16,7 @@ pub mod kv_history;
 pub mod linearizability;
 pub mod mem_net;
 pub mod process_cluster;
+pub mod tree_file;
 pub mod watch_check;
 
 /// A node on `dir` with `shards` shards over `cores` unpinned cores (tests

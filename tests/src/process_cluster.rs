@@ -33,6 +33,23 @@ pub fn keel_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("TEST_KEEL_BIN") {
         return PathBuf::from(path);
     }
+    built_binary("keel")
+}
+
+/// The `keelctl` binary: `TEST_KEELCTL_BIN`, or the one `cargo build`
+/// makes for this test binary's profile.
+///
+/// # Panics
+/// When it cannot be built.
+pub fn keelctl_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("TEST_KEELCTL_BIN") {
+        return PathBuf::from(path);
+    }
+    built_binary("keelctl")
+}
+
+/// keel-net's binary `name`, built for this test binary's profile.
+fn built_binary(name: &str) -> PathBuf {
     // target/<profile>/deps/<test binary>
     let exe = std::env::current_exe().expect("test binary");
     let profile_dir = exe
@@ -43,16 +60,16 @@ pub fn keel_binary() -> PathBuf {
     let release = profile_dir.file_name().is_some_and(|p| p == "release");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let mut build = Command::new(cargo);
-    build.args(["build", "-q", "-p", "keel-net", "--bin", "keel"]);
+    build.args(["build", "-q", "-p", "keel-net", "--bin", name]);
     if release {
         build.arg("--release");
     }
     let status = build.status().expect("run cargo build");
     assert!(
         status.success(),
-        "cargo build -p keel-net --bin keel failed"
+        "cargo build -p keel-net --bin {name} failed"
     );
-    profile_dir.join("keel")
+    profile_dir.join(name)
 }
 
 /// `n` consecutive free ports on 127.0.0.1, held as listeners (drop them
@@ -167,6 +184,8 @@ pub struct ProcessCluster {
     initial_cluster: String,
     shards: usize,
     cores: usize,
+    /// Flags every member starts with besides the harness's own.
+    extra_flags: Vec<String>,
     runtime: tokio::runtime::Runtime,
     clients: Mutex<HashMap<usize, Client>>,
     /// A client given every member: writes go through its leader routing.
@@ -181,6 +200,43 @@ impl ProcessCluster {
     /// # Panics
     /// When a member does not start or no leader is elected in 20 s.
     pub fn start(size: usize, shards: usize, cores: usize) -> ProcessCluster {
+        ProcessCluster::start_with(size, shards, cores, &[])
+    }
+
+    /// [`ProcessCluster::start`], every member also given `extra_flags`.
+    ///
+    /// # Panics
+    /// As [`ProcessCluster::start`].
+    pub fn start_with(
+        size: usize,
+        shards: usize,
+        cores: usize,
+        extra_flags: &[&str],
+    ) -> ProcessCluster {
+        let cluster = ProcessCluster::create(size, shards, cores, extra_flags);
+        cluster.start_all();
+        cluster
+    }
+
+    /// Starts every member, and waits until every shard has a leader.
+    ///
+    /// # Panics
+    /// As [`ProcessCluster::start`].
+    pub fn start_all(&self) {
+        for i in 0..self.size() {
+            self.start_member(i);
+        }
+        self.wait_for_leaders(Duration::from_secs(20));
+    }
+
+    /// A cluster's members, ports and directories, none started (a test
+    /// may prepare their directories first, as `keel restore` does).
+    pub fn create(
+        size: usize,
+        shards: usize,
+        cores: usize,
+        extra_flags: &[&str],
+    ) -> ProcessCluster {
         let mut root = tempfile::tempdir().expect("temp dir");
         // Kept for a post-mortem (members' logs and data) when asked.
         if std::env::var_os("KEEL_KEEP_CLUSTER_DIR").is_some() {
@@ -200,22 +256,29 @@ impl ProcessCluster {
             .collect::<Vec<_>>()
             .join(",");
         let runtime = crate::client_runtime();
-        let cluster = ProcessCluster {
+        ProcessCluster {
             keel,
             members,
             initial_cluster,
             shards,
             cores,
+            extra_flags: extra_flags.iter().map(|f| f.to_string()).collect(),
             runtime,
             clients: Mutex::default(),
             cluster_client: Mutex::default(),
             _root: root,
-        };
-        for i in 0..size {
-            cluster.start_member(i);
         }
-        cluster.wait_for_leaders(Duration::from_secs(20));
-        cluster
+    }
+
+    /// The `--initial-cluster` every member starts with.
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial_cluster
+    }
+
+    /// Runs `future` on the harness's runtime (for a test's own client
+    /// calls).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> F::Output {
+        self.runtime.block_on(future)
     }
 
     /// The number of members.
@@ -272,6 +335,7 @@ impl ProcessCluster {
                 .arg("--cores")
                 .arg(self.cores.to_string())
                 .arg("--no-pin")
+                .args(&self.extra_flags)
                 // Snapshots made and installed are told at info level.
                 .env(
                     "KEEL_LOG",
@@ -300,6 +364,48 @@ impl ProcessCluster {
             .unwrap_or_else(|e| e.into_inner()) = Some(process);
         self.members[i].paused.store(false, Ordering::Relaxed);
         self.forget_client(i);
+    }
+
+    /// Member `i`'s data directory.
+    pub fn data_dir(&self, i: usize) -> &Path {
+        &self.members[i].data_dir
+    }
+
+    /// Stops member `i` cleanly (SIGTERM: it syncs every shard's tree and
+    /// exits) and waits up to 30 s for it to exit.
+    ///
+    /// # Panics
+    /// When it is still running after 30 s.
+    pub fn stop(&self, i: usize) {
+        let process = self.members[i]
+            .process
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(mut process) = process {
+            // SAFETY: kill(2) on a child this harness spawned and reaps.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(process.0.id() as libc::pid_t, libc::SIGTERM);
+            }
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while process.0.try_wait().ok().flatten().is_none() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "member {i} did not stop within 30 s of SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.forget_client(i);
+    }
+
+    /// The alarms member `i` lists, or `Err` when it did not answer.
+    pub fn alarms(&self, i: usize) -> Result<Vec<keel_proto::AlarmMember>, String> {
+        let client = self.client(i).ok_or("member down")?;
+        self.runtime
+            .block_on(client.alarm_list())
+            .map_err(|e| e.to_string())
     }
 
     /// SIGKILL member `i`.

@@ -203,6 +203,7 @@ pub(crate) fn alarm_key(kind: AlarmKind, member: u64) -> Vec<u8> {
     let mut key = meta_key::ALARM.to_vec();
     key.push(match kind {
         AlarmKind::NoSpace => 1,
+        AlarmKind::Corrupt => 2,
     });
     key.extend_from_slice(&member.to_be_bytes());
     key
@@ -214,6 +215,7 @@ pub(crate) fn decode_alarm_key(row_key: &[u8]) -> Option<(AlarmKind, u64)> {
     let (&kind, member) = rest.split_first()?;
     let kind = match kind {
         1 => AlarmKind::NoSpace,
+        2 => AlarmKind::Corrupt,
         _ => return None,
     };
     let member: [u8; 8] = member.try_into().ok()?;

@@ -78,6 +78,16 @@ pub enum KvError {
     /// cleared (etcd's "database space exceeded").
     #[error("database space exceeded: a NOSPACE alarm is raised (free space, then disarm it)")]
     NoSpace,
+    /// A CORRUPT alarm is raised on the shard: its members' copies
+    /// differed, and it takes no writes until the alarm is cleared
+    /// (etcd's "corrupt cluster").
+    #[error("corrupt cluster: a CORRUPT alarm is raised on this shard (a member's copy differs; see docs/corruption.md)")]
+    Corrupt,
+    /// What a restore was given cannot be restored (a pair with no
+    /// revisions, a lease with no TTL): the snapshot is not keel's, or
+    /// damaged past its checksums.
+    #[error("cannot restore {0}")]
+    BadRestore(String),
     /// An empty key.
     #[error("key is not provided")]
     EmptyKey,

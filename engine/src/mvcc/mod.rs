@@ -31,6 +31,7 @@ mod error;
 mod lease;
 mod members;
 mod read;
+mod restore;
 mod snapshot;
 mod store;
 mod txn;
@@ -42,6 +43,7 @@ pub use error::{KvError, KvResult};
 pub use lease::{Lessor, LessorConfig, Renewal};
 pub use read::{answer_size, RangePage, ANSWER_BYTES_PER_PAIR};
 pub(crate) use read::{sort_cmp, KeyRange};
+pub use restore::RestoreSeqs;
 pub use store::{
     check_entry, Applied, CompactStep, Indexed, LeaseHomes, LeaseInfo, RangePager, Store,
     MAX_LEASE_TTL,

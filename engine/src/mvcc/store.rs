@@ -304,7 +304,7 @@ impl<S: Storage> Store<S> {
     }
 
     /// Refuses everything after a storage failure.
-    fn check_usable(&self) -> KvResult<()> {
+    pub(super) fn check_usable(&self) -> KvResult<()> {
         match &self.failure {
             Some(reason) => Err(KvError::Storage(crate::Error::Failed(format!(
                 "the keyspace stopped after a storage failure: {reason}"
@@ -314,7 +314,7 @@ impl<S: Storage> Store<S> {
     }
 
     /// Records a storage failure in `result` (see `failure`).
-    fn note<T>(&mut self, result: KvResult<T>) -> KvResult<T> {
+    pub(super) fn note<T>(&mut self, result: KvResult<T>) -> KvResult<T> {
         if let Err(e) = &result {
             if e.is_fatal() {
                 self.held = None;
@@ -336,7 +336,7 @@ impl<S: Storage> Store<S> {
     }
 
     /// The transaction a batch writes in: the held one, or a new one.
-    fn writer(&mut self) -> KvResult<WriteTxn<S>> {
+    pub(super) fn writer(&mut self) -> KvResult<WriteTxn<S>> {
         match self.held.take() {
             Some(txn) => Ok(txn),
             None => Ok(self.db.begin_write()?),
@@ -344,13 +344,21 @@ impl<S: Storage> Store<S> {
     }
 
     /// Ends a batch's writing: holds the transaction open, or commits it.
-    fn finish(&mut self, txn: WriteTxn<S>) -> KvResult<()> {
+    pub(super) fn finish(&mut self, txn: WriteTxn<S>) -> KvResult<()> {
         if self.defer_syncs {
             self.held = Some(txn);
         } else {
             txn.commit()?;
         }
         Ok(())
+    }
+
+    /// A restore put the store at `revision`, compacted there
+    /// (`restore.rs`).
+    pub(super) fn restored_at(&mut self, revision: Revision) {
+        self.revisions.current = revision;
+        self.revisions.compact = revision;
+        self.compacted = revision;
     }
 
     /// What reads go through.
@@ -877,19 +885,18 @@ fn run_entry<S: Storage>(
     match entry {
         Entry::Put(put) => {
             txn::check_put_static(put)?;
-            refuse_if_no_space(&*writer.txn)?;
+            refuse_for_alarms(&*writer.txn, true)?;
             txn::check_put(&*writer.txn, put)?;
             Ok(Response::Put(writer.put(put)?))
         }
         Entry::DeleteRange(delete) => {
             txn::check_delete_static(delete)?;
+            refuse_for_alarms(&*writer.txn, false)?;
             Ok(Response::DeleteRange(writer.delete_range(delete)?))
         }
         Entry::Txn(request) => {
             txn::check_txn_static(request)?;
-            if request.has_puts() {
-                refuse_if_no_space(&*writer.txn)?;
-            }
+            refuse_for_alarms(&*writer.txn, request.has_puts())?;
             let path = txn::decide(&*writer.txn, request)?;
             // Ranges inside may read any revision below the transaction's
             // own: the shard's state there is its state before it, even when
@@ -902,6 +909,7 @@ fn run_entry<S: Storage>(
             Ok(Response::Txn(txn::execute(writer, view, request, &path)?))
         }
         Entry::Compact { revision } => {
+            refuse_for_alarms(&*writer.txn, false)?;
             if *revision <= before.compact {
                 return Err(KvError::Compacted {
                     compact_revision: before.compact,
@@ -921,7 +929,7 @@ fn run_entry<S: Storage>(
         }
         Entry::LeaseGrant { id, ttl } => {
             check_grant(*id, *ttl)?;
-            refuse_if_no_space(&*writer.txn)?;
+            refuse_for_alarms(&*writer.txn, true)?;
             let id = match *id {
                 0 => free_lease_id(&*writer.txn, writer.rev, homes)?,
                 id if !homes.is_home(id) => return Err(not_home(homes, id)),
@@ -947,6 +955,7 @@ fn run_entry<S: Storage>(
             Ok(Response::LeaseGrant { id, ttl: *ttl })
         }
         Entry::LeaseRevoke { id } => {
+            refuse_for_alarms(&*writer.txn, false)?;
             if !homes.is_home(*id) {
                 return Err(not_home(homes, *id));
             }
@@ -1060,12 +1069,15 @@ fn check_grant(id: LeaseId, ttl: i64) -> KvResult<()> {
     Ok(())
 }
 
-/// Refuses what takes space while a NOSPACE alarm is raised.
-fn refuse_if_no_space<T: Snapshot>(snap: &T) -> KvResult<()> {
-    if alarms(snap)?
-        .iter()
-        .any(|(kind, _)| *kind == AlarmKind::NoSpace)
-    {
+/// Refuses a client's write while a CORRUPT alarm is raised on the shard,
+/// and one that `takes_space` while a NOSPACE alarm is (etcd refuses the
+/// same). Every replica holds the same alarms, so every one refuses alike.
+fn refuse_for_alarms<T: Snapshot>(snap: &T, takes_space: bool) -> KvResult<()> {
+    let raised = alarms(snap)?;
+    if raised.iter().any(|(kind, _)| *kind == AlarmKind::Corrupt) {
+        return Err(KvError::Corrupt);
+    }
+    if takes_space && raised.iter().any(|(kind, _)| *kind == AlarmKind::NoSpace) {
         return Err(KvError::NoSpace);
     }
     Ok(())

@@ -409,6 +409,10 @@ pub enum AlarmAction {
 pub enum AlarmKind {
     /// The backend quota is exceeded, or the disk is full.
     NoSpace,
+    /// A member's copy of the shard differs from the others' (its hash at
+    /// a revision did not match theirs): the shard refuses writes until
+    /// the alarm is cleared (docs/corruption.md).
+    Corrupt,
 }
 
 /// What a lease's home shard must still tell the other shards (its

@@ -117,6 +117,7 @@ pub fn encode(revision: Revision, entry: &Entry) -> Vec<u8> {
             });
             out.u8(match kind {
                 AlarmKind::NoSpace => 1,
+                AlarmKind::Corrupt => 2,
             });
             out.u64(*member);
         }
@@ -210,6 +211,7 @@ pub fn decode(bytes: &[u8]) -> Decoded<(Revision, Entry)> {
             };
             let kind = match input.u8()? {
                 1 => AlarmKind::NoSpace,
+                2 => AlarmKind::Corrupt,
                 v => return Err(DecodeError(format!("unknown alarm {v}"))),
             };
             Entry::Alarm {

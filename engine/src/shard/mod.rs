@@ -8,6 +8,7 @@ mod cluster;
 mod conf_plan;
 pub mod entry_codec;
 mod error;
+mod hash_check;
 mod lease_tasks;
 mod leases;
 pub mod log_store;
@@ -22,6 +23,7 @@ mod raft_log;
 mod remote;
 mod remote_codec;
 mod replica;
+mod restore;
 mod router;
 mod snapshot;
 mod space;
@@ -34,6 +36,7 @@ mod watermarks;
 pub use alarms::Alarm;
 pub use cluster::{member_id, Cluster, Member, DEFAULT_NAME, DEFAULT_TOKEN};
 pub use error::{NodeError, NodeResult};
+pub use hash_check::{hash_pair, ShardCheck};
 pub use leases::LeaseStatus;
 pub use membership::{ClusterView, MemberChange};
 pub use node::{
@@ -44,6 +47,7 @@ pub use own_thread::on_own_thread;
 /// A Raft message between replicas, as a [`Transport`] carries it.
 pub use raft::eraftpb::{Message as RaftMessage, MessageType as RaftMessageType};
 pub use replica::{home_of_lease, ShardStatus};
+pub use restore::{restore_member, Restorable, Restored, RESTORED_INDEX, RESTORED_TERM};
 pub use snapshot::PinnedSnapshot;
 pub use transport::{
     decode_message, encode_message, CallPart, PeerInbox, PeerRefusal, Transport, TransportFactory,

@@ -140,7 +140,7 @@ impl NodeClient<'_> {
             .map(|_| ())
     }
 
-    fn check_shard(&self, shard: usize) -> NodeResult<()> {
+    pub(crate) fn check_shard(&self, shard: usize) -> NodeResult<()> {
         if shard < self.shard_count() {
             Ok(())
         } else {

@@ -333,6 +333,18 @@ async fn ask_number(
     shard: usize,
     request: &Request,
 ) -> Option<NodeResult<u64>> {
+    ask_number_within(router, transport, leader, shard, request, CLOSE_ANSWER_WAIT).await
+}
+
+/// [`ask_number`], waiting up to `wait` for the answer.
+pub(crate) async fn ask_number_within(
+    router: &CoreRouter,
+    transport: &dyn Transport,
+    leader: u64,
+    shard: usize,
+    request: &Request,
+    wait: Duration,
+) -> Option<NodeResult<u64>> {
     let (id, delivery) = router.remote_calls().open(leader);
     let bytes = remote_codec::encode_request(request);
     if !transport.send_call(leader, shard, CallPart::Request, id, bytes) {
@@ -340,7 +352,7 @@ async fn ask_number(
         return None;
     }
     let delivery = futures_lite::future::or(async { delivery.await.ok() }, async {
-        glommio::timer::sleep(CLOSE_ANSWER_WAIT).await;
+        glommio::timer::sleep(wait).await;
         None
     })
     .await;

@@ -28,6 +28,9 @@ pub(crate) enum Request {
     /// Answer how much of the leader's log the learner `member` holds, in
     /// percent (`member promote` waits for 90, as etcd does).
     Progress(u64),
+    /// Answer this member's hash of the shard at this revision (any
+    /// member, not only the leader; `hash_check.rs`).
+    Hash(Revision),
 }
 
 /// The bytes of a request: version, kind, then for a write its command
@@ -47,6 +50,10 @@ pub(crate) fn encode_request(request: &Request) -> Vec<u8> {
         Request::Progress(member) => {
             out.u8(3);
             out.u64(*member);
+        }
+        Request::Hash(revision) => {
+            out.u8(4);
+            out.u64(*revision);
         }
     }
     out.0
@@ -83,6 +90,18 @@ pub(crate) fn decode_request(bytes: &[u8]) -> Decoded<Request> {
                 return Err(DecodeError("bytes after a progress request".to_string()));
             }
             Ok(Request::Progress(member))
+        }
+        4 => {
+            let revision = input.u64()?;
+            if !input.0.is_empty() {
+                return Err(DecodeError("bytes after a hash request".to_string()));
+            }
+            if revision >= crate::hlc::REVISION_LIMIT {
+                return Err(DecodeError(format!(
+                    "a hash at revision {revision}, past 2^53"
+                )));
+            }
+            Ok(Request::Hash(revision))
         }
         kind => Err(DecodeError(format!("unknown request kind {kind}"))),
     }
@@ -435,6 +454,7 @@ fn node_error(out: &mut Writer, error: &NodeError) {
             out.u64(*base);
             out.u64(*current);
         }
+        NodeError::Kv(KvError::Corrupt) => out.u8(17),
         other => {
             out.u8(255);
             out.bytes(other.to_string().as_bytes());
@@ -482,6 +502,7 @@ fn read_node_error(input: &mut Reader<'_>) -> Decoded<NodeError> {
             current: input.u64()?,
         }
         .into(),
+        17 => KvError::Corrupt.into(),
         255 => NodeError::InvalidRequest(text(input)?),
         tag => return Err(DecodeError(format!("unknown error tag {tag}"))),
     })
@@ -579,6 +600,7 @@ mod tests {
             Err(KvError::LeaseExists(13).into()),
             Err(KvError::NoSpace.into()),
             Err(KvError::KeyNotFound.into()),
+            Err(KvError::Corrupt.into()),
             Err(KvError::MembersChanged {
                 base: 3,
                 current: 9,
@@ -662,6 +684,7 @@ mod tests {
             Request::Write(Entry::LeaseGrant { id: 5, ttl: 60 }),
             Request::Close(1 << 44),
             Request::Progress(0xfeed),
+            Request::Hash(1 << 44),
         ] {
             let bytes = encode_request(&request);
             assert_eq!(decode_request(&bytes).unwrap(), request);

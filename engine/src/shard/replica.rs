@@ -215,6 +215,20 @@ pub(crate) enum ShardCall {
     /// Member `from` asks this replica, as leader, how much of its log
     /// learner `member` holds (call `id`; `remote_codec::Request::Progress`).
     RemoteProgress { from: u64, id: u64, member: u64 },
+    /// Member `member`'s hash of this shard at `revision`, asked over the
+    /// peer transport (`hash_check.rs`).
+    HashOn {
+        member: u64,
+        revision: Revision,
+        reply: Reply<Option<u32>>,
+    },
+    /// Member `from` asks for this replica's hash at `revision` (call
+    /// `id`; `remote_codec::Request::Hash`).
+    RemoteHash {
+        from: u64,
+        id: u64,
+        revision: Revision,
+    },
     /// The leader closed `revision` for this replica's merged watches:
     /// closed here once applied up to `index`.
     ClosedAt { revision: Revision, index: u64 },
@@ -384,8 +398,10 @@ impl ShardCall {
             ShardCall::Watch { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::Status { reply } => drop(reply.send(Err(error))),
             ShardCall::MemberProgress { reply, .. } => drop(reply.send(Err(error))),
+            ShardCall::HashOn { reply, .. } => drop(reply.send(Err(error))),
             ShardCall::WatchProgress { .. }
             | ShardCall::RemoteProgress { .. }
+            | ShardCall::RemoteHash { .. }
             | ShardCall::WatchCancel { .. }
             | ShardCall::LeaseRound { .. }
             | ShardCall::RemoteWrite { .. }
@@ -678,6 +694,8 @@ pub(crate) struct Replica {
     heartbeats: figures::HeartbeatClock,
     /// The term the shard's log span says (`figures.rs`).
     logged_term: u64,
+    /// Hashes of this replica other members asked for (`hash_check.rs`).
+    hash_jobs: Rc<RefCell<crate::shard::hash_check::HashJobs>>,
 }
 
 fn stopped(shard: usize, reason: &str) -> NodeError {
@@ -909,6 +927,7 @@ impl Replica {
             known_leader: raft::INVALID_ID,
             heartbeats: figures::HeartbeatClock::default(),
             logged_term: 0,
+            hash_jobs: Rc::default(),
         })
     }
 
@@ -1306,6 +1325,17 @@ impl Replica {
                     let _ = transport.send_call(*from, self.shard, part, *id, bytes);
                     return;
                 }
+                (ShardCall::RemoteHash { from, id, .. }, Some(transport)) => {
+                    let answer = Err(stopped(self.shard, reason));
+                    crate::shard::remote::answer_close(
+                        &**transport,
+                        self.shard,
+                        *from,
+                        *id,
+                        &answer,
+                    );
+                    return;
+                }
                 (
                     ShardCall::RemoteClose { from, id, .. }
                     | ShardCall::RemoteProgress { from, id, .. },
@@ -1382,6 +1412,43 @@ impl Replica {
                 let answer = self.progress_here(member);
                 if let Some(transport) = &self.transport {
                     crate::shard::remote::answer_close(&**transport, self.shard, from, id, &answer);
+                }
+            }
+            ShardCall::HashOn {
+                member,
+                revision,
+                reply,
+            } => match self.transport.clone() {
+                // A leader knows who answers it: one it has not heard from
+                // within an election timeout is not asked (its answer
+                // would be waited for in vain).
+                Some(_) if self.is_leader() && !self.heard_lately(member) => {
+                    let _ = reply.send(Err(NodeError::InvalidRequest(format!(
+                        "member {member:x} has not been heard from lately"
+                    ))));
+                }
+                Some(transport) => crate::shard::hash_check::ask_hash(
+                    self.router.clone(),
+                    transport,
+                    member,
+                    self.shard,
+                    revision,
+                    reply,
+                ),
+                None => drop(reply.send(Err(NodeError::InvalidRequest(
+                    "this member has no peers to ask".to_string(),
+                )))),
+            },
+            ShardCall::RemoteHash { from, id, revision } => {
+                if let Some(transport) = self.transport.clone() {
+                    crate::shard::hash_check::answer_hash(
+                        &self.hash_jobs,
+                        self.router.clone(),
+                        transport,
+                        self.shard,
+                        (from, id),
+                        revision,
+                    );
                 }
             }
             ShardCall::LeaseKeepAlive { id, reply } => self.keep_alive(id, reply),
@@ -3073,18 +3140,20 @@ impl Replica {
             return None;
         }
         let me = self.raw.raft.id;
-        let live = |id: u64| {
-            self.heard_at
-                .get(&id)
-                .is_some_and(|at| self.ticks - at <= ELECTION_TICKS as u64)
-        };
         self.raw
             .raft
             .prs()
             .iter()
-            .filter(|(id, _)| **id != me && live(**id))
+            .filter(|(id, _)| **id != me && self.heard_lately(**id))
             .map(|(_, progress)| progress.matched + 1)
             .min()
+    }
+
+    /// Whether `peer` was heard from within an election timeout.
+    fn heard_lately(&self, peer: u64) -> bool {
+        self.heard_at
+            .get(&peer)
+            .is_some_and(|at| self.ticks - at <= ELECTION_TICKS as u64)
     }
 
     /// Stops the shard: every waiting caller gets the reason.

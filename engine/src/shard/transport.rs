@@ -388,6 +388,7 @@ impl PeerInbox {
                     Request::Write(entry) => ShardCall::RemoteWrite { from, id, entry },
                     Request::Close(revision) => ShardCall::RemoteClose { from, id, revision },
                     Request::Progress(member) => ShardCall::RemoteProgress { from, id, member },
+                    Request::Hash(revision) => ShardCall::RemoteHash { from, id, revision },
                 };
                 self.hand_over(CoreCall { shard, call });
             }

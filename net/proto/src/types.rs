@@ -364,6 +364,9 @@ pub enum AlarmType {
     /// The backend quota is exceeded, or the disk is full: what takes space
     /// is refused until it is cleared.
     NoSpace,
+    /// A member's copy of a shard differs from the others': the shard
+    /// refuses writes until it is cleared.
+    Corrupt,
 }
 
 /// A raised alarm and the member that raised it.
@@ -588,6 +591,9 @@ pub enum ErrorCode {
     /// serializable reads, nothing else (etcd's "rpc not supported for
     /// learner"). Nothing was done; any other member may take it.
     Learner,
+    /// A CORRUPT alarm is raised on the shard: it takes no writes until
+    /// the alarm is cleared (etcd's "corrupt cluster").
+    Corrupt,
 }
 
 /// A failed request.

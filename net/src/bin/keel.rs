@@ -20,8 +20,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// A strongly consistent, replicated key-value store, one Raft group per
 /// core.
 #[derive(Debug, Parser)]
-#[command(name = "keel", version)]
+#[command(name = "keel", version, args_conflicts_with_subcommands = true)]
 struct Flags {
+    #[command(subcommand)]
+    command: Option<KeelCommand>,
     /// A TOML file of settings (keys as in docs/server.md: name, data_dir,
     /// client_address, core_port_base, shards, cores, pin,
     /// quota_backend_bytes, outbound_bytes, stall_timeout_ms, max_in_flight,
@@ -29,7 +31,7 @@ struct Flags {
     /// frame_timeout_ms, max_connections, answer_bytes, idle_timeout_ms,
     /// initial_cluster, initial_cluster_token, initial_cluster_state,
     /// listen_peer, advertise_peer, snapshot_send_mib_per_sec,
-    /// etcd_version, listen_metrics).
+    /// etcd_version, listen_metrics, corrupt_check_interval_ms).
     #[arg(long)]
     config: Option<PathBuf>,
     /// This member's name.
@@ -143,6 +145,80 @@ struct Flags {
     /// event) for log collectors.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Milliseconds between two checks of a shard for corruption: its
+    /// leader compares every member's hash of it, and a member whose copy
+    /// differs gets a CORRUPT alarm; 0 never checks [default: 300000].
+    #[arg(long)]
+    corrupt_check_interval_ms: Option<u64>,
+}
+
+/// What keel does besides serving.
+#[derive(Debug, clap::Subcommand)]
+enum KeelCommand {
+    /// Builds a new member's data directory from a snapshot
+    /// (`keelctl snapshot save`), as `etcdutl snapshot restore`: run it
+    /// for every member of the new cluster with the same file and
+    /// --initial-cluster, then start each with its --name and the same
+    /// --initial-cluster. The cluster gets every key, lease and revision
+    /// back; a damaged or truncated file is refused.
+    Restore(RestoreFlags),
+}
+
+/// `keel restore`'s flags.
+#[derive(Debug, clap::Args)]
+struct RestoreFlags {
+    /// The snapshot file.
+    file: PathBuf,
+    /// The new member's data directory (must not exist, or be empty)
+    /// [default: keel-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The new member's name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Every member of the new cluster, as when starting it:
+    /// `name=host:port,...` (peer addresses).
+    #[arg(long)]
+    initial_cluster: Option<String>,
+    /// Tells apart clusters with the same members [default: keel-cluster].
+    #[arg(long)]
+    initial_cluster_token: Option<String>,
+}
+
+impl RestoreFlags {
+    fn run(self) -> ExitCode {
+        let overrides = Overrides {
+            name: self.name,
+            data_dir: self.data_dir,
+            initial_cluster: self.initial_cluster,
+            initial_cluster_token: self.initial_cluster_token,
+            ..Overrides::default()
+        };
+        match keel_net::restore::restore_file(&self.file, overrides) {
+            Ok((config, restored)) => {
+                println!(
+                    "restored {} keys and {} leases into {} for member {}{}",
+                    restored.pairs,
+                    restored.leases,
+                    config.data_dir.display(),
+                    config.name,
+                    if restored.leases_dropped > 0 {
+                        format!(
+                            " ({} keys whose lease was revoked while the snapshot was taken have no lease)",
+                            restored.leases_dropped
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("Error: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    }
 }
 
 /// `--log-format`.
@@ -210,6 +286,7 @@ impl Flags {
             snapshot_send_mib_per_sec: self.snapshot_send_mib_per_sec,
             etcd_version: self.etcd_version.clone(),
             listen_metrics: self.listen_metrics,
+            corrupt_check_interval_ms: self.corrupt_check_interval_ms,
         }
     }
 }
@@ -226,7 +303,10 @@ fn config(flags: &Flags) -> Result<ServerConfig, String> {
 
 fn main() -> ExitCode {
     let huge_pages_off = disable_transparent_huge_pages();
-    let flags = Flags::parse();
+    let mut flags = Flags::parse();
+    if let Some(KeelCommand::Restore(restore)) = flags.command.take() {
+        return restore.run();
+    }
     start_logging(flags.log_format);
     let config = match config(&flags) {
         Ok(config) => config,

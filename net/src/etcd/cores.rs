@@ -94,6 +94,11 @@ impl Cores {
         }
     }
 
+    /// The node's shard count.
+    pub(crate) fn shard_count(&self) -> usize {
+        self.node.shard_count()
+    }
+
     /// The next core in turn.
     fn next_core(&self) -> usize {
         self.next.fetch_add(1, Ordering::Relaxed) % self.node.core_count().max(1)

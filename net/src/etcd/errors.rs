@@ -52,6 +52,7 @@ pub(crate) fn status(error: &NodeError) -> Status {
                 Code::ResourceExhausted,
                 "etcdserver: mvcc: database space exceeded".into(),
             ),
+            KvError::Corrupt => (Code::DataLoss, "etcdserver: corrupt cluster".into()),
             KvError::RequestTooLarge { .. }
             | KvError::PutTooLarge { .. }
             | KvError::KeyTooLarge { .. }

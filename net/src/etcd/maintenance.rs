@@ -47,6 +47,7 @@ fn etcd_alarm(alarm: Alarm) -> pb::AlarmMember {
         member_id: alarm.member,
         alarm: match alarm.kind {
             AlarmKind::NoSpace => pb::AlarmType::Nospace as i32,
+            AlarmKind::Corrupt => pb::AlarmType::Corrupt as i32,
         },
     }
 }
@@ -80,15 +81,16 @@ impl Maintenance for MaintenanceService {
                     })
                     .await?
             }
-            (action, pb::AlarmType::Nospace) => {
+            (action, kind @ (pb::AlarmType::Nospace | pb::AlarmType::Corrupt)) => {
                 let action = match action {
                     EtcdAction::Activate => AlarmAction::Activate,
                     _ => AlarmAction::Deactivate,
                 };
-                let alarm = Alarm {
-                    member,
-                    kind: AlarmKind::NoSpace,
+                let kind = match kind {
+                    pb::AlarmType::Corrupt => AlarmKind::Corrupt,
+                    _ => AlarmKind::NoSpace,
                 };
+                let alarm = Alarm { member, kind };
                 self.cores
                     .call(move |node, core| {
                         Box::pin(async move { client(&node, core).set_alarm(action, alarm).await })
@@ -97,7 +99,6 @@ impl Maintenance for MaintenanceService {
                 vec![alarm]
             }
             (_, pb::AlarmType::None) => Vec::new(),
-            (_, pb::AlarmType::Corrupt) => return Err(not_yet("the CORRUPT alarm")),
         };
         Ok(Response::new(pb::AlarmResponse {
             header,

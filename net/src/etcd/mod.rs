@@ -14,6 +14,7 @@ mod auth;
 mod cluster;
 mod convert;
 mod cores;
+mod corruption;
 mod election;
 mod errors;
 mod gateway;
@@ -98,6 +99,9 @@ pub(crate) struct FrontSettings {
     /// How long a connection's large answer may wait for its client to
     /// read before the connection is closed (`Limits::stall_timeout`).
     pub(crate) stall_timeout: std::time::Duration,
+    /// How often the shards this member leads are checked for corruption
+    /// (`ServerConfig::corrupt_check_interval`; zero: never).
+    pub(crate) corrupt_check_interval: std::time::Duration,
 }
 
 /// Calls (HTTP/2 streams) open at once on one connection; past it, the
@@ -236,6 +240,10 @@ async fn serve(
         etcd_version: settings.etcd_version.clone(),
     };
     let cores = Cores::new(node);
+    tokio::spawn(corruption::check_periodically(
+        cores.clone(),
+        settings.corrupt_check_interval,
+    ));
     let services = Services::new(cores.clone(), client_address, &settings);
     let routes = tonic::service::Routes::new(KvServer::new(services.kv.clone()))
         .add_service(LeaseServer::new(services.lease.clone()))

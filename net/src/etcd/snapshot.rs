@@ -8,12 +8,14 @@
 //! send it. Both reads are at the same revision, which does not change.
 //!
 //! HashKV hashes the pairs at a revision: CRC-32 over each pair's key,
-//! revisions, version, lease and value, in key order, over every shard.
+//! revisions, version, lease and value, in key order, over every shard
+//! (`keel_engine::shard::hash_pair`, which the corruption check hashes
+//! each shard with).
 //! Members that applied the same writes answer the same hash at the same
 //! revision, which is what etcd's corruption check compares (etcd hashes
 //! its MVCC history instead; the two hashes are not comparable).
 
-use keel_engine::mvcc::{KeyValue, LeaseInfo, Revision};
+use keel_engine::mvcc::{LeaseInfo, Revision};
 use keel_etcd_api::etcdserverpb as pb;
 use tokio::sync::mpsc;
 use tonic::Status;
@@ -56,21 +58,10 @@ pub(crate) async fn hash_at(cores: &Cores, revision: Revision) -> Result<u32, St
     let mut pages = Pages::at(cores.clone(), revision);
     while let Some(page) = pages.next().await? {
         for pair in &page {
-            hash_pair(&mut crc, pair);
+            keel_engine::shard::hash_pair(&mut crc, pair);
         }
     }
     Ok(crc.finalize())
-}
-
-fn hash_pair(crc: &mut crc32fast::Hasher, pair: &KeyValue) {
-    crc.update(&(pair.key.len() as u32).to_le_bytes());
-    crc.update(&pair.key);
-    crc.update(&pair.create_revision.to_le_bytes());
-    crc.update(&pair.mod_revision.to_le_bytes());
-    crc.update(&pair.version.to_le_bytes());
-    crc.update(&pair.lease.to_le_bytes());
-    crc.update(&(pair.value.len() as u32).to_le_bytes());
-    crc.update(&pair.value);
 }
 
 /// Where a snapshot's chunks go.

@@ -13,6 +13,7 @@ pub(crate) fn members(alarms: Vec<Alarm>) -> Vec<AlarmMember> {
             member_id: alarm.member,
             alarm: match alarm.kind {
                 AlarmKind::NoSpace => AlarmType::NoSpace,
+                AlarmKind::Corrupt => AlarmType::Corrupt,
             },
         })
         .collect()
@@ -33,6 +34,7 @@ pub(crate) async fn alarm(
     }
     let kind = match alarm {
         AlarmType::NoSpace => AlarmKind::NoSpace,
+        AlarmType::Corrupt => AlarmKind::Corrupt,
         AlarmType::None => {
             return Err(NodeError::InvalidRequest(
                 "an alarm to raise or clear must be named".to_string(),

@@ -44,7 +44,13 @@ pub struct ServerConfig {
     /// format, `/health`), as etcd's `--listen-metrics-urls`; none by
     /// default (`/metrics` is served on the client port as well).
     pub listen_metrics: Option<SocketAddr>,
+    /// How often each shard's leader compares every member's copy of the
+    /// shard (docs/corruption.md); zero never does.
+    pub corrupt_check_interval: Duration,
 }
+
+/// Time between two corruption checks of a shard, unless set: 5 minutes.
+pub const DEFAULT_CORRUPT_CHECK_INTERVAL: Duration = Duration::from_secs(300);
 
 /// The etcd version reported unless `etcd_version` says otherwise: the
 /// API keel serves is 3.6's (its Status fields included).
@@ -213,6 +219,7 @@ impl Default for ServerConfig {
             cluster: ClusterSettings::default(),
             etcd_version: DEFAULT_ETCD_VERSION.to_string(),
             listen_metrics: None,
+            corrupt_check_interval: DEFAULT_CORRUPT_CHECK_INTERVAL,
         }
     }
 }
@@ -274,6 +281,9 @@ pub struct Overrides {
     pub etcd_version: Option<String>,
     /// See [`ServerConfig::listen_metrics`].
     pub listen_metrics: Option<SocketAddr>,
+    /// See [`ServerConfig::corrupt_check_interval`], in milliseconds; 0
+    /// never checks.
+    pub corrupt_check_interval_ms: Option<u64>,
 }
 
 /// A config file that cannot be used.
@@ -337,6 +347,9 @@ impl Overrides {
         set(&mut config.etcd_version, self.etcd_version);
         if self.listen_metrics.is_some() {
             config.listen_metrics = self.listen_metrics;
+        }
+        if let Some(ms) = self.corrupt_check_interval_ms {
+            config.corrupt_check_interval = Duration::from_millis(ms);
         }
         let cluster = &mut config.cluster;
         set(&mut cluster.initial_cluster, self.initial_cluster);

@@ -210,6 +210,7 @@ pub(crate) fn error(error: &NodeError) -> proto::ErrorBody {
             | kv::KvError::LeaseProvided => (Code::BadRequest, 0),
             kv::KvError::WatchNotFound(_) => (Code::WatchNotFound, 0),
             kv::KvError::NoSpace => (Code::NoSpace, 0),
+            kv::KvError::Corrupt => (Code::Corrupt, 0),
             kv::KvError::Storage(_) => (Code::ShardStopped, 0),
             _ => (Code::Unknown, 0),
         },

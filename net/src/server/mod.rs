@@ -329,6 +329,7 @@ impl Server {
             answer_bytes: config.limits.answer_bytes,
             largest_answer: config.limits.outbound_bytes,
             stall_timeout: config.limits.stall_timeout,
+            corrupt_check_interval: config.corrupt_check_interval,
         };
         let info = Arc::new(ServerInfo {
             member_id: node.client().member_id(),

@@ -502,6 +502,7 @@ fn alarm_type(alarm: fb::AlarmType) -> Result<AlarmType, String> {
     match alarm {
         fb::AlarmType::None => Ok(AlarmType::None),
         fb::AlarmType::NoSpace => Ok(AlarmType::NoSpace),
+        fb::AlarmType::Corrupt => Ok(AlarmType::Corrupt),
         other => Err(format!("unknown alarm {}", other.0)),
     }
 }
@@ -583,6 +584,7 @@ fn error_body(e: fb::Error<'_>) -> ErrorBody {
         fb::ErrorCode::ShuttingDown => ErrorCode::ShuttingDown,
         fb::ErrorCode::WatchNotFound => ErrorCode::WatchNotFound,
         fb::ErrorCode::NoSpace => ErrorCode::NoSpace,
+        fb::ErrorCode::Corrupt => ErrorCode::Corrupt,
         fb::ErrorCode::NoLeader => ErrorCode::NoLeader,
         fb::ErrorCode::OutcomeUnknown => ErrorCode::OutcomeUnknown,
         fb::ErrorCode::Learner => ErrorCode::Learner,

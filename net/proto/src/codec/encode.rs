@@ -269,6 +269,7 @@ fn alarm_type(alarm: AlarmType) -> fb::AlarmType {
     match alarm {
         AlarmType::None => fb::AlarmType::None,
         AlarmType::NoSpace => fb::AlarmType::NoSpace,
+        AlarmType::Corrupt => fb::AlarmType::Corrupt,
     }
 }
 
@@ -748,6 +749,7 @@ fn error_code(code: ErrorCode) -> fb::ErrorCode {
         ErrorCode::ShuttingDown => fb::ErrorCode::ShuttingDown,
         ErrorCode::WatchNotFound => fb::ErrorCode::WatchNotFound,
         ErrorCode::NoSpace => fb::ErrorCode::NoSpace,
+        ErrorCode::Corrupt => fb::ErrorCode::Corrupt,
         ErrorCode::NoLeader => fb::ErrorCode::NoLeader,
         ErrorCode::OutcomeUnknown => fb::ErrorCode::OutcomeUnknown,
         ErrorCode::Learner => fb::ErrorCode::Learner,

@@ -665,12 +665,13 @@ pub struct OpResultUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ALARM_TYPE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ALARM_TYPE: u8 = 1;
+pub const ENUM_MAX_ALARM_TYPE: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ALARM_TYPE: [AlarmType; 2] = [
+pub const ENUM_VALUES_ALARM_TYPE: [AlarmType; 3] = [
   AlarmType::None,
   AlarmType::NoSpace,
+  AlarmType::Corrupt,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -680,18 +681,21 @@ pub struct AlarmType(pub u8);
 impl AlarmType {
   pub const None: Self = Self(0);
   pub const NoSpace: Self = Self(1);
+  pub const Corrupt: Self = Self(2);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 1;
+  pub const ENUM_MAX: u8 = 2;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::None,
     Self::NoSpace,
+    Self::Corrupt,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
     match self {
       Self::None => Some("None"),
       Self::NoSpace => Some("NoSpace"),
+      Self::Corrupt => Some("Corrupt"),
       _ => None,
     }
   }
@@ -1175,10 +1179,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 18;
+pub const ENUM_MAX_ERROR_CODE: u16 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
   ErrorCode::Unknown,
   ErrorCode::BadRequest,
   ErrorCode::TooLarge,
@@ -1198,6 +1202,7 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 19] = [
   ErrorCode::NoLeader,
   ErrorCode::OutcomeUnknown,
   ErrorCode::Learner,
+  ErrorCode::Corrupt,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1224,9 +1229,10 @@ impl ErrorCode {
   pub const NoLeader: Self = Self(16);
   pub const OutcomeUnknown: Self = Self(17);
   pub const Learner: Self = Self(18);
+  pub const Corrupt: Self = Self(19);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 18;
+  pub const ENUM_MAX: u16 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::BadRequest,
@@ -1247,6 +1253,7 @@ impl ErrorCode {
     Self::NoLeader,
     Self::OutcomeUnknown,
     Self::Learner,
+    Self::Corrupt,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1270,6 +1277,7 @@ impl ErrorCode {
       Self::NoLeader => Some("NoLeader"),
       Self::OutcomeUnknown => Some("OutcomeUnknown"),
       Self::Learner => Some("Learner"),
+      Self::Corrupt => Some("Corrupt"),
       _ => None,
     }
   }

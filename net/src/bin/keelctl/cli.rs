@@ -101,8 +101,13 @@ pub(crate) enum Command {
     /// Member commands.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// Snapshot commands: save one of a running cluster, or look at one
+    /// (`keel restore` builds members from it).
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
     /// Alarm commands (NOSPACE: the backend quota is exceeded, or the disk
-    /// is full).
+    /// is full; CORRUPT: a member's copy of a shard differs from the
+    /// others').
     #[command(subcommand)]
     Alarm(AlarmCommand),
     /// Moves leadership to a member and keeps it there: of one shard with
@@ -118,6 +123,23 @@ pub(crate) enum Command {
         /// Let leadership follow the spread again instead.
         #[arg(long)]
         unpin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SnapshotCommand {
+    /// Saves every shard at one revision, with the leases, from the first
+    /// endpoint into FILE (checksummed; written whole before it is named
+    /// FILE).
+    Save {
+        /// Where to write it.
+        file: std::path::PathBuf,
+    },
+    /// Checks FILE and prints its hash, revision, keys and size (and its
+    /// shards and leases with -w table or json).
+    Status {
+        /// The snapshot file.
+        file: std::path::PathBuf,
     },
 }
 
@@ -283,6 +305,19 @@ pub(crate) enum EndpointCommand {
     },
     /// Whether the endpoint answers a linearizable read.
     Health,
+    /// The hash of the keyspace at one revision (etcd's HashKV): members
+    /// that applied the same writes print the same hash. With --cluster,
+    /// every endpoint given is asked at the first one's revision, and the
+    /// command fails naming the endpoints whose hash differs.
+    Hashkv {
+        /// Ask every endpoint given.
+        #[arg(long)]
+        cluster: bool,
+        /// The revision to hash at [default: the first endpoint's current
+        /// revision].
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -549,8 +584,18 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
         .collect();
     let shown = endpoints.join(",");
     let timeout = cli.command_timeout.max(Duration::from_millis(1));
-    let client: Client = timed(timeout, Client::connect(&endpoints)).await?;
     let format = cli.format;
+    // Commands that need no keel connection of their own.
+    match &cli.command {
+        Command::Snapshot(SnapshotCommand::Status { file }) => {
+            return crate::maintenance::snapshot_status(file, format);
+        }
+        Command::Snapshot(SnapshotCommand::Save { file }) => {
+            return crate::maintenance::snapshot_save(endpoints.first().copied(), file).await;
+        }
+        _ => {}
+    }
+    let client: Client = timed(timeout, Client::connect(&endpoints)).await?;
     match cli.command {
         Command::Put(args) => crate::kv::put(&client, timeout, format, args).await,
         Command::Get(args) => crate::kv::get(&client, timeout, format, args).await,
@@ -590,6 +635,10 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
             }
             crate::output::cluster_status(format, &members);
             Ok(())
+        }
+        Command::Snapshot(_) => Ok(()),
+        Command::Endpoint(EndpointCommand::Hashkv { cluster, rev }) => {
+            crate::maintenance::endpoint_hashkv(&endpoints, cluster, rev, timeout, format).await
         }
         Command::Endpoint(EndpointCommand::Health) => {
             let started = std::time::Instant::now();

@@ -9,6 +9,7 @@
 mod cli;
 mod etcd_format;
 mod kv;
+mod maintenance;
 mod output;
 mod sessions;
 mod txn;

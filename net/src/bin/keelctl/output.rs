@@ -403,6 +403,7 @@ fn alarm_name(alarm: AlarmType) -> &'static str {
     match alarm {
         AlarmType::None => "NONE",
         AlarmType::NoSpace => "NOSPACE",
+        AlarmType::Corrupt => "CORRUPT",
     }
 }
 
@@ -467,6 +468,7 @@ pub(crate) fn alarms(format: Format, alarms: &[AlarmMember]) -> CommandResult {
                     let code = match a.alarm {
                         AlarmType::None => 0,
                         AlarmType::NoSpace => 1,
+                        AlarmType::Corrupt => 2,
                     };
                     json!({ "memberID": a.member_id, "alarm": code })
                 })
