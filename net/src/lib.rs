@@ -8,6 +8,7 @@
 
 mod etcd;
 mod listen;
+pub mod logging;
 pub mod metrics;
 pub mod peer;
 pub mod restore;

@@ -185,3 +185,63 @@ fn tokio_stream_of(
         asked.recv().await.map(|ask| (ask, asked))
     })
 }
+
+#[test]
+fn a_call_its_client_gives_up_on_is_handled_as_canceled() {
+    use keel_etcd_api::etcdserverpb::lease_client::LeaseClient;
+    use keel_etcd_api::etcdserverpb::LeaseGrantRequest;
+    use keel_etcd_api::v3lockpb::lock_client::LockClient;
+    use keel_etcd_api::v3lockpb::LockRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &["--listen-metrics", "127.0.0.1:0"]);
+    let metrics = server.metrics.expect("the metrics address");
+    let endpoint = format!("http://{}", server.endpoint());
+    let runtime = runtime();
+    block_on(&runtime, async {
+        let leases = LeaseClient::connect(endpoint.clone()).await.unwrap();
+        let grant = || {
+            let mut leases = leases.clone();
+            async move {
+                leases
+                    .lease_grant(LeaseGrantRequest {
+                        ttl: 60,
+                        ..LeaseGrantRequest::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner()
+                    .id
+            }
+        };
+        let (holder, waiter) = (grant().await, grant().await);
+        let mut locks = LockClient::connect(endpoint).await.unwrap();
+        locks
+            .lock(LockRequest {
+                name: b"the-lock".to_vec(),
+                lease: holder,
+            })
+            .await
+            .unwrap();
+        // The second waits for the first, and its client gives up first.
+        let waited = tokio::time::timeout(
+            Duration::from_millis(500),
+            locks.lock(LockRequest {
+                name: b"the-lock".to_vec(),
+                lease: waiter,
+            }),
+        )
+        .await;
+        assert!(waited.is_err(), "the lock was held");
+    });
+    let lock = [("grpc_method", "Lock"), ("grpc_service", "v3lockpb.Lock")];
+    scrape_until(
+        metrics,
+        "the abandoned lock call handled as canceled",
+        |s| {
+            let canceled = [lock[0], lock[1], ("grpc_code", "Canceled")];
+            total(s, "grpc_server_started_total", &lock) == 2.0
+                && total(s, "grpc_server_handled_total", &canceled) == 1.0
+        },
+    );
+}

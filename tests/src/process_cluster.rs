@@ -772,6 +772,26 @@ impl ProcessCluster {
         }
     }
 
+    /// Puts `key = value` until it is applied, for up to 20 s (a write just
+    /// after start may meet a leadership hand-over); answers its revision.
+    /// A write whose outcome was unknown may have applied twice.
+    ///
+    /// # Panics
+    /// When no attempt applied in 20 s.
+    pub fn put_applied(&self, key: &str, value: &str) -> u64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.put(key, value) {
+                WriteOutcome::Applied(revision) => return revision,
+                other => assert!(
+                    std::time::Instant::now() < deadline,
+                    "put {key}: {other:?} for 20 s"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Every member's client address, by member index.
     pub fn endpoints(&self) -> Vec<String> {
         self.members

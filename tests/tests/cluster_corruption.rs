@@ -19,13 +19,9 @@ fn a_member_whose_tree_was_changed_behind_its_checksums_is_named_corrupt() {
     let cluster = ProcessCluster::start_with(3, 2, 2, &["--corrupt-check-interval-ms", "500"]);
     let shard = 1;
     let key = cluster.key_of_shard(shard, "precious");
-    assert!(matches!(
-        cluster.put(&key, MARKER),
-        WriteOutcome::Applied(_)
-    ));
+    cluster.put_applied(&key, MARKER);
     for n in 0..20 {
-        let other = cluster.key_of_shard(shard, &format!("filler-{n}"));
-        assert!(matches!(cluster.put(&other, "v"), WriteOutcome::Applied(_)));
+        cluster.put_applied(&cluster.key_of_shard(shard, &format!("filler-{n}")), "v");
     }
     // Every member has the key (a linearizable read waits for it).
     for i in 0..3 {
@@ -68,10 +64,7 @@ fn a_member_whose_tree_was_changed_behind_its_checksums_is_named_corrupt() {
         WriteOutcome::Refused(why) => assert!(why.contains("corrupt"), "{why}"),
         other => panic!("a write to the corrupt shard: {other:?}"),
     }
-    assert!(matches!(
-        cluster.put(&cluster.key_of_shard(0, "after"), "v"),
-        WriteOutcome::Applied(_)
-    ));
+    cluster.put_applied(&cluster.key_of_shard(0, "after"), "v");
     // On demand, as etcdctl's: every member's hash at one revision; the
     // command fails naming the member that differs.
     let endpoints = cluster.endpoints();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use keel_client::Client;
 use keel_proto::{KeyValue, RangeRequest};
-use keel_tests::process_cluster::{keel_binary, keelctl_binary, ProcessCluster, WriteOutcome};
+use keel_tests::process_cluster::{keel_binary, keelctl_binary, ProcessCluster};
 
 /// Every pair at `revision` (0: now), in key order.
 fn everything(cluster: &ProcessCluster, client: &Client, revision: u64) -> (u64, Vec<KeyValue>) {
@@ -58,10 +58,7 @@ fn a_snapshot_saved_during_writes_restores_every_key_lease_and_revision() {
     for i in 0..40 {
         let key = format!("key-{i:02}");
         for round in 0..(1 + i % 3) {
-            assert!(matches!(
-                source.put(&key, &format!("v{round}")),
-                WriteOutcome::Applied(_)
-            ));
+            source.put_applied(&key, &format!("v{round}"));
         }
     }
     for i in 0..5 {
@@ -180,10 +177,8 @@ fn a_snapshot_saved_during_writes_restores_every_key_lease_and_revision() {
     assert!(live.ttl > 0 && live.ttl <= 600, "{}", live.ttl);
     // New writes go above the snapshot's revision, on every shard.
     for shard in 0..2 {
-        match target.put(&target.key_of_shard(shard, "after"), "v") {
-            WriteOutcome::Applied(at) => assert!(at > revision),
-            other => panic!("a write after the restore: {other:?}"),
-        }
+        let at = target.put_applied(&target.key_of_shard(shard, "after"), "v");
+        assert!(at > revision);
     }
     // Revoking the lease deletes its keys on whichever shard they are.
     target

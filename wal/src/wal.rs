@@ -691,8 +691,10 @@ async fn run_flusher(shared: Rc<Shared>, mut writer: Writer) {
         };
         let started = std::time::Instant::now();
         let result = writer.flush(&batch).await;
-        if let Some(observe) = shared.sync_observer.borrow().as_ref() {
-            observe(started.elapsed());
+        if result.is_ok() {
+            if let Some(observe) = shared.sync_observer.borrow().as_ref() {
+                observe(started.elapsed());
+            }
         }
         let (waiters, stop) = {
             let mut inner = shared.inner.borrow_mut();

@@ -25,8 +25,8 @@ pub struct ShardMetrics {
     pub proposals_pending: Gauge,
     /// Committed entries applied to the keyspace.
     pub applied_entries: Counter,
-    /// Times the shard's leader changed, as this replica saw it (no
-    /// leader counts as a change too, as in etcd).
+    /// Times the shard's leader changed to a member, as this replica saw
+    /// it (as etcd counts: losing the leader is not a change).
     pub leader_changes: Counter,
     /// 1 while this replica leads the shard.
     pub is_leader: Gauge,
@@ -38,7 +38,8 @@ pub struct ShardMetrics {
     pub commit_index: Gauge,
     /// The last applied index.
     pub applied_index: Gauge,
-    /// From a linearizable read's arrival to its ReadIndex being known.
+    /// A ReadIndex round (linearizable reads, stamp confirmations), from
+    /// asking it (or asking again) to its index being known.
     pub read_index: Histogram,
     /// WAL writes with their sync (O_DSYNC), each a group commit.
     pub wal_sync: Histogram,
@@ -62,6 +63,8 @@ pub struct ShardMetrics {
     pub snapshots_installed: Counter,
     /// Heartbeat round trips to each peer.
     pub peer_round_trips: PeerRoundTrips,
+    /// Members asked for their hash of the shard (corruption checks).
+    pub hash_asks: Counter,
 }
 
 impl ShardMetrics {
@@ -92,6 +95,7 @@ impl ShardMetrics {
             snapshot_send_failures: Counter::default(),
             snapshots_installed: Counter::default(),
             peer_round_trips: PeerRoundTrips::default(),
+            hash_asks: Counter::default(),
         }
     }
 }

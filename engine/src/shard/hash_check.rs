@@ -40,6 +40,9 @@ pub(crate) const HASH_ANSWER_WAIT: Duration = Duration::from_secs(120);
 pub(crate) const HASH_ASK_WAIT: Duration = Duration::from_secs(3);
 /// Finished hashes a member keeps for members that ask again.
 const KEPT_HASHES: usize = 4;
+/// Hashes of one shard a member computes at once for other members; more
+/// are refused (the asker reports that member as not answering).
+const MAX_RUNNING_HASHES: usize = 2;
 
 /// Adds one pair to a shard's hash.
 pub fn hash_pair(crc: &mut crc32fast::Hasher, pair: &KeyValue) {
@@ -128,15 +131,20 @@ pub(crate) fn answer_hash(
             }
             None => {}
         }
-        state.jobs.insert(revision, Job::Running(vec![(from, id)]));
-        // The oldest go first; one still running that goes is started
-        // again by its next ask.
-        while state.jobs.len() > KEPT_HASHES {
-            let Some(oldest) = state.jobs.keys().next().copied() else {
-                break;
-            };
-            state.jobs.remove(&oldest);
+        let running = state
+            .jobs
+            .values()
+            .filter(|job| matches!(job, Job::Running(_)))
+            .count();
+        if running >= MAX_RUNNING_HASHES {
+            let busy = NodeError::InvalidRequest(format!(
+                "{running} hashes of shard {shard} are under way here; ask again later"
+            ));
+            let answer = remote_codec::encode_index_answer(&Err(busy));
+            let _ = transport.send_call(from, shard, CallPart::Answer, id, answer);
+            return;
         }
+        state.jobs.insert(revision, Job::Running(vec![(from, id)]));
     }
     let jobs = jobs.clone();
     glommio::spawn_local(async move {
@@ -146,13 +154,32 @@ pub(crate) fn answer_hash(
         )
         .await;
         let answer = remote_codec::encode_index_answer(&hash.map(u64::from));
-        let waiting = match jobs
-            .borrow_mut()
-            .jobs
-            .insert(revision, Job::Done(answer.clone()))
-        {
-            Some(Job::Running(waiting)) => waiting,
-            _ => Vec::new(),
+        let waiting = {
+            let mut state = jobs.borrow_mut();
+            let waiting = match state.jobs.insert(revision, Job::Done(answer.clone())) {
+                Some(Job::Running(waiting)) => waiting,
+                _ => Vec::new(),
+            };
+            // Finished hashes beyond the few kept go, oldest first; one
+            // under way never does (its askers wait for it).
+            while state
+                .jobs
+                .values()
+                .filter(|job| matches!(job, Job::Done(_)))
+                .count()
+                > KEPT_HASHES
+            {
+                let oldest_done = state
+                    .jobs
+                    .iter()
+                    .find(|(_, job)| matches!(job, Job::Done(_)))
+                    .map(|(revision, _)| *revision);
+                match oldest_done {
+                    Some(revision) => drop(state.jobs.remove(&revision)),
+                    None => break,
+                }
+            }
+            waiting
         };
         for (from, id) in waiting {
             let _ = transport.send_call(from, shard, CallPart::Answer, id, answer.clone());
@@ -174,6 +201,7 @@ pub(crate) fn ask_hash(
 ) {
     glommio::spawn_local(async move {
         let request = Request::Hash(revision);
+        let asked = Instant::now();
         let answer =
             ask_number_within(&router, &*transport, member, shard, &request, HASH_ASK_WAIT).await;
         let answer = match answer {
@@ -181,7 +209,13 @@ pub(crate) fn ask_hash(
                 NodeError::InvalidRequest(format!("member {member:x} answered a hash of {hash}"))
             }),
             Some(Err(error)) => Err(error),
-            None => Ok(None),
+            None => {
+                // Not sent (no link, a full queue): the next ask waits the
+                // rest of this one's turn, so asking again does not spin.
+                let left = HASH_ASK_WAIT.saturating_sub(asked.elapsed());
+                glommio::timer::sleep(left).await;
+                Ok(None)
+            }
         };
         let _ = reply.send(answer);
     })
@@ -286,16 +320,41 @@ impl NodeClient<'_> {
             .call(shard, |reply| ShardCall::Status { reply })
             .await?;
         let revision = status.revision;
-        let mine = self.hash_shard(shard, revision).await?;
         let me = self.member_id();
+        let others: Vec<u64> = self
+            .cluster()
+            .members
+            .iter()
+            .map(|m| m.id)
+            .filter(|id| *id != me)
+            .collect();
+        // Every other member is asked once first, so that their scans run
+        // side by side (each keeps its hash for the asks that follow),
+        // then this member scans its own copy, then the answers are
+        // collected.
+        let mut first = Vec::with_capacity(others.len());
+        for member in &others {
+            let asked = self
+                .call(shard, |reply| ShardCall::HashOn {
+                    member: *member,
+                    revision,
+                    reply,
+                })
+                .await;
+            first.push(asked);
+        }
+        let mine = self.hash_shard(shard, revision).await?;
         let mut hashes = vec![(me, Ok(mine))];
-        let cluster = self.cluster();
-        for member in cluster.members.iter().filter(|m| m.id != me) {
-            let hash = self
-                .hash_shard_on(member.id, shard, revision)
-                .await
-                .map_err(|e| e.to_string());
-            hashes.push((member.id, hash));
+        for (member, first) in others.iter().zip(first) {
+            let hash = match first {
+                Ok(Some(hash)) => Ok(hash),
+                Err(error) => Err(error.to_string()),
+                Ok(None) => self
+                    .hash_shard_on(*member, shard, revision)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            hashes.push((*member, hash));
         }
         let differing = differing(&hashes, Some(mine));
         Ok(ShardCheck {

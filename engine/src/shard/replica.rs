@@ -1427,14 +1427,17 @@ impl Replica {
                         "member {member:x} has not been heard from lately"
                     ))));
                 }
-                Some(transport) => crate::shard::hash_check::ask_hash(
-                    self.router.clone(),
-                    transport,
-                    member,
-                    self.shard,
-                    revision,
-                    reply,
-                ),
+                Some(transport) => {
+                    self.metrics.hash_asks.inc();
+                    crate::shard::hash_check::ask_hash(
+                        self.router.clone(),
+                        transport,
+                        member,
+                        self.shard,
+                        revision,
+                        reply,
+                    );
+                }
                 None => drop(reply.send(Err(NodeError::InvalidRequest(
                     "this member has no peers to ask".to_string(),
                 )))),
@@ -2457,11 +2460,14 @@ impl Replica {
                     Some((source, _))
                         if source.index() == message.get_snapshot().get_metadata().index =>
                     {
+                        self.metrics.snapshot_sends.inc();
                         transport.send_snapshot(self.shard, message, source.clone());
                     }
-                    _ => self
-                        .raw
-                        .report_snapshot(message.to, raft::SnapshotStatus::Failure),
+                    _ => {
+                        self.metrics.snapshot_send_failures.inc();
+                        self.raw
+                            .report_snapshot(message.to, raft::SnapshotStatus::Failure);
+                    }
                 }
             } else {
                 transport.send(self.shard, message);

@@ -128,18 +128,21 @@ fn build(dir: &Path, cluster: &Cluster, snapshot: &Restorable) -> NodeResult<Res
         voters: cluster.voters(),
         ..ConfIds::default()
     };
-    for shard in 0..shards {
+    // Each pair's shard, found once.
+    let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); shards];
+    for (i, pair) in snapshot.pairs.iter().enumerate() {
+        if let Some(list) = by_shard.get_mut(shard_of(&pair.key, shards)) {
+            list.push(i);
+        }
+    }
+    for (shard, mine) in by_shard.iter().enumerate() {
         let shard_path = shard_dir(dir, shard);
         std::fs::create_dir_all(&shard_path).map_err(|e| failed("create a shard", e))?;
         let mut store = Store::open(shard_path.join("kv.db"), Options::default())
             .map_err(|e| failed(&format!("shard {shard}'s tree"), e))?;
         let mut seqs = RestoreSeqs::default();
         let mut chunk = Vec::with_capacity(PAIRS_PER_COMMIT);
-        let mine = snapshot
-            .pairs
-            .iter()
-            .filter(|pair| shard_of(&pair.key, shards) == shard);
-        for pair in mine {
+        for pair in mine.iter().filter_map(|i| snapshot.pairs.get(*i)) {
             let mut pair = pair.clone();
             if pair.lease != 0 && !known.contains(&pair.lease) {
                 pair.lease = 0;

@@ -228,27 +228,6 @@ enum LogFormat {
     Json,
 }
 
-/// Logs to stderr, filtered by `KEEL_LOG` (default `info`).
-fn start_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEEL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        // The fields of the span an event is in (a shard's: shard, member,
-        // term) go beside the event's own, in `span`.
-        LogFormat::Json => logs
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
-}
-
 /// An address, with or without etcd's `http://`.
 fn metrics_address(text: &str) -> Result<SocketAddr, String> {
     let bare = text.strip_prefix("http://").unwrap_or(text);
@@ -307,7 +286,10 @@ fn main() -> ExitCode {
     if let Some(KeelCommand::Restore(restore)) = flags.command.take() {
         return restore.run();
     }
-    start_logging(flags.log_format);
+    keel_net::logging::start(match flags.log_format {
+        LogFormat::Text => keel_net::logging::LogFormat::Text,
+        LogFormat::Json => keel_net::logging::LogFormat::Json,
+    });
     let config = match config(&flags) {
         Ok(config) => config,
         Err(error) => {

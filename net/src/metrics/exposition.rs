@@ -373,6 +373,11 @@ impl Sources {
             &per_shard(node, |s| s.snapshot_send_failures.get()),
         )?;
         out.counters(
+            "keel_shard_hash_asks",
+            "Members asked for their hash of the shard (corruption checks).",
+            &per_shard(node, |s| s.hash_asks.get()),
+        )?;
+        out.counters(
             "keel_shard_snapshots_installed",
             "Snapshots the shard's replica installed (it was behind).",
             &per_shard(node, |s| s.snapshots_installed.get()),

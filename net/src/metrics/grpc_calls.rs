@@ -3,8 +3,8 @@
 //! front's router: a call is started when its request arrives and handled
 //! when its status is known, from the response's headers (an error
 //! answered at once) or its trailers (after the last message). A call
-//! whose response is dropped before its status went out (the client went
-//! away) is handled as `Canceled`.
+//! dropped before its status went out (the client went away, before or
+//! after the response began) is handled as `Canceled`.
 //!
 //! The front runs on one thread, so the counters are touched by one
 //! thread only; they are atomics because a scrape reads them from another.
@@ -236,6 +236,16 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         call: Option<Handling>,
+    }
+
+    impl<F> PinnedDrop for CountedCall<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // Dropped before its response: the client went away (a
+            // deadline, a reset stream).
+            if let Some(call) = this.project().call.take() {
+                call.handled(CANCELED);
+            }
+        }
     }
 }
 

@@ -37,6 +37,12 @@ impl HeartbeatClock {
     }
 }
 
+/// Whether the leader going from `before` to `now` is a change etcd's
+/// `leader_changes_seen` counts: to a leader, not to none.
+fn is_leader_change(before: u64, now: u64) -> bool {
+    now != before && now != raft::INVALID_ID
+}
+
 impl Replica {
     /// The Raft state's gauges, the tree's size and (every
     /// [`WATCH_READING_TICKS`]) the watch feeds'.
@@ -72,29 +78,33 @@ impl Replica {
         }
     }
 
-    /// A Ready's soft state: the leader this replica knows of.
+    /// A Ready's soft state: the leader this replica knows of. A change
+    /// to a leader is counted, as etcd counts it; losing one is not.
     pub(super) fn record_leader(&mut self, leader: u64) {
         if leader != self.known_leader {
+            if is_leader_change(self.known_leader, leader) {
+                self.metrics.leader_changes.inc();
+            }
             self.known_leader = leader;
-            self.metrics.leader_changes.inc();
             self.metrics
                 .has_leader
                 .set(i64::from(leader != raft::INVALID_ID));
         }
     }
 
-    /// A message on its way to a peer.
+    /// A message on its way to a peer. Only the plain heartbeats are
+    /// timed: ReadIndex rounds send heartbeats with a context too, and an
+    /// answer to an older one would be timed from the newest.
     pub(super) fn record_sent(&mut self, message: &Message) {
-        match message.get_msg_type() {
-            MessageType::MsgHeartbeat => self.heartbeats.sent(message.to, Instant::now()),
-            MessageType::MsgSnapshot => self.metrics.snapshot_sends.inc(),
-            _ => {}
+        if message.get_msg_type() == MessageType::MsgHeartbeat && message.context.is_empty() {
+            self.heartbeats.sent(message.to, Instant::now());
         }
     }
 
     /// A message from a peer, before raft-rs takes it.
     pub(super) fn record_heard(&mut self, message: &Message) {
-        if message.get_msg_type() == MessageType::MsgHeartbeatResponse {
+        if message.get_msg_type() == MessageType::MsgHeartbeatResponse && message.context.is_empty()
+        {
             if let Some(took) = self.heartbeats.answered(message.from, Instant::now()) {
                 self.metrics.peer_round_trips.observe(message.from, took);
             }
@@ -105,6 +115,19 @@ impl Replica {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn losing_the_leader_is_not_a_change_and_finding_one_is() {
+        let none = raft::INVALID_ID;
+        // An election: the leader is lost, then another is found.
+        let counted = [(1, none), (none, 2)]
+            .iter()
+            .filter(|(before, now)| is_leader_change(*before, *now))
+            .count();
+        assert_eq!(counted, 1);
+        assert!(!is_leader_change(2, 2));
+        assert!(is_leader_change(none, 1));
+    }
 
     #[test]
     fn only_the_latest_heartbeat_to_a_peer_is_timed_and_only_once() {
