@@ -66,13 +66,22 @@ fn a_member_whose_tree_was_changed_behind_its_checksums_is_named_corrupt() {
     }
     cluster.put_applied(&cluster.key_of_shard(0, "after"), "v");
     // On demand, as etcdctl's: every member's hash at one revision; the
-    // command fails naming the member that differs.
+    // command fails naming the member that differs. Per shard: the other
+    // shard's copies agree.
     let endpoints = cluster.endpoints();
-    let hashkv = std::process::Command::new(keelctl_binary())
-        .args(["--endpoints", &endpoints.join(",")])
-        .args(["endpoint", "hashkv", "--cluster"])
-        .output()
-        .expect("run keelctl");
+    let hashkv = |extra: &[&str]| {
+        std::process::Command::new(keelctl_binary())
+            .args(["--endpoints", &endpoints.join(",")])
+            .args(["endpoint", "hashkv", "--cluster"])
+            .args(extra)
+            .output()
+            .expect("run keelctl")
+    };
+    let other_shard = hashkv(&["--shard", "0"]);
+    assert!(other_shard.status.success(), "{other_shard:?}");
+    let damaged_shard = hashkv(&["--shard", "1"]);
+    assert_eq!(damaged_shard.status.code(), Some(1), "{damaged_shard:?}");
+    let hashkv = hashkv(&[]);
     let printed = String::from_utf8_lossy(&hashkv.stdout);
     let complaint = String::from_utf8_lossy(&hashkv.stderr);
     assert_eq!(hashkv.status.code(), Some(1), "{printed}{complaint}");

@@ -38,6 +38,9 @@ type SnapshotChunks =
 /// Chunks of a snapshot made ahead of the client's reading.
 const SNAPSHOT_QUEUE: usize = 4;
 
+/// The gRPC metadata that asks HashKV for one shard's hash.
+pub(crate) const SHARD_METADATA: &str = "keel-shard";
+
 fn not_yet(what: &str) -> Status {
     Status::unimplemented(format!("etcdserver: keel does not serve {what} yet"))
 }
@@ -175,6 +178,23 @@ impl Maintenance for MaintenanceService {
         &self,
         request: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        // keel's own: one shard's hash (docs/corruption.md), when the
+        // call's metadata names it.
+        let shard = match request.metadata().get(SHARD_METADATA) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .ok()
+                    .and_then(|s| s.parse::<usize>().ok())
+                    .filter(|shard| *shard < self.cores.shard_count())
+                    .ok_or_else(|| {
+                        Status::invalid_argument(format!(
+                            "etcdserver: {SHARD_METADATA} names no shard of this cluster"
+                        ))
+                    })?,
+            ),
+        };
         let wanted = request.into_inner().revision;
         let _turn = self.scans.acquire().await;
         let (now, compacted) = snapshot::revisions(&self.cores).await?;
@@ -187,7 +207,16 @@ impl Maintenance for MaintenanceService {
             }
             Ok(at) => at,
         };
-        let hash = snapshot::hash_at(&self.cores, at).await?;
+        let hash = match shard {
+            None => snapshot::hash_at(&self.cores, at).await?,
+            Some(shard) => {
+                self.cores
+                    .call_for_shard(shard, move |node, core| {
+                        Box::pin(async move { client(&node, core).hash_shard(shard, at).await })
+                    })
+                    .await?
+            }
+        };
         Ok(Response::new(pb::HashKvResponse {
             header: Some(self.headers.at(now)),
             hash,

@@ -317,6 +317,10 @@ pub(crate) enum EndpointCommand {
         /// revision].
         #[arg(long, default_value_t = 0)]
         rev: i64,
+        /// Hash this shard alone (keel's: the corruption check compares
+        /// shards).
+        #[arg(long)]
+        shard: Option<u32>,
     },
 }
 
@@ -637,8 +641,13 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
             Ok(())
         }
         Command::Snapshot(_) => Ok(()),
-        Command::Endpoint(EndpointCommand::Hashkv { cluster, rev }) => {
-            crate::maintenance::endpoint_hashkv(&endpoints, cluster, rev, timeout, format).await
+        Command::Endpoint(EndpointCommand::Hashkv {
+            cluster,
+            rev,
+            shard,
+        }) => {
+            crate::maintenance::endpoint_hashkv(&endpoints, cluster, rev, shard, timeout, format)
+                .await
         }
         Command::Endpoint(EndpointCommand::Health) => {
             let started = std::time::Instant::now();

@@ -19,13 +19,26 @@ struct Hashed {
     compact_revision: i64,
 }
 
-async fn hash_kv(endpoint: &str, revision: i64, timeout: Duration) -> Result<Hashed, String> {
+async fn hash_kv(
+    endpoint: &str,
+    revision: i64,
+    shard: Option<u32>,
+    timeout: Duration,
+) -> Result<Hashed, String> {
     let ask = async {
         let mut client = MaintenanceClient::connect(format!("http://{endpoint}"))
             .await
             .map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(HashKvRequest { revision });
+        if let Some(shard) = shard {
+            // keel's own metadata: one shard's hash (docs/corruption.md).
+            request.metadata_mut().insert(
+                "keel-shard",
+                shard.to_string().parse().map_err(|_| "bad shard")?,
+            );
+        }
         client
-            .hash_kv(HashKvRequest { revision })
+            .hash_kv(request)
             .await
             .map(tonic::Response::into_inner)
             .map_err(|status| status.message().to_string())
@@ -41,7 +54,8 @@ async fn hash_kv(endpoint: &str, revision: i64, timeout: Duration) -> Result<Has
     })
 }
 
-/// `endpoint hashkv [--cluster] [--rev N]`: the hash of the keyspace at one
+/// `endpoint hashkv [--cluster] [--rev N] [--shard S]`: the hash of the
+/// keyspace (or of shard S alone) at one
 /// revision (the first endpoint's current one unless given) from the first
 /// endpoint, or with `cluster` from every endpoint given (etcdctl's
 /// `--cluster` asks the member list; keel's lists no client addresses).
@@ -52,18 +66,19 @@ pub(crate) async fn endpoint_hashkv(
     endpoints: &[&str],
     cluster: bool,
     revision: i64,
+    shard: Option<u32>,
     timeout: Duration,
     format: Format,
 ) -> Result<(), Failure> {
     let Some((first, others)) = endpoints.split_first() else {
         return Err(Failure::bad_args("no endpoint given"));
     };
-    let first = hash_kv(first, revision, timeout).await?;
+    let first = hash_kv(first, revision, shard, timeout).await?;
     let at = first.revision;
     let mut hashed = vec![first];
     if cluster {
         for endpoint in others {
-            hashed.push(hash_kv(endpoint, at, timeout).await?);
+            hashed.push(hash_kv(endpoint, at, shard, timeout).await?);
         }
     }
     match format {
