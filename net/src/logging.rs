@@ -61,7 +61,10 @@ impl<'writer> FormatFields<'writer> for ReplacingFields {
 }
 
 /// `current`'s `name=value` fields with those `added` names replaced,
-/// then the new ones. Fields are separated by single spaces.
+/// then the new ones. Fields are separated by single spaces: keel records
+/// again only a shard's term, a number (a value with spaces, a field named
+/// `message`, or a field first written with ANSI colours on a terminal
+/// would not be matched, and would show twice).
 fn replace_fields(current: &str, added: &str) -> String {
     let name = |field: &str| field.split_once('=').map(|(name, _)| name.to_string());
     let replaced: Vec<String> = added.split(' ').filter_map(name).collect();

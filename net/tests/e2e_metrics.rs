@@ -15,6 +15,15 @@ use support::{block_on, runtime, Server};
 
 const PUTS: usize = 7;
 
+/// A server of two shards with its metrics on a port of their own: its
+/// directory (kept while it runs), the server and the metrics address.
+fn server_with_metrics() -> (tempfile::TempDir, Server, std::net::SocketAddr) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), 2, &["--listen-metrics", "127.0.0.1:0"]);
+    let metrics = server.metrics.expect("the metrics address");
+    (dir, server, metrics)
+}
+
 /// `total` in `after` less `total` in `before`.
 fn grew(before: &Scrape, after: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     total(after, name, labels) - total(before, name, labels)
@@ -37,9 +46,7 @@ fn scrape_until(address: std::net::SocketAddr, what: &str, holds: impl Fn(&Scrap
 
 #[test]
 fn a_scrape_counts_what_clients_did() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), 2, &["--listen-metrics", "127.0.0.1:0"]);
-    let metrics = server.metrics.expect("the metrics address");
+    let (_dir, server, metrics) = server_with_metrics();
     let endpoint = format!("http://{}", server.endpoint());
     let runtime = runtime();
     let before = scrape(metrics);
@@ -134,9 +141,7 @@ fn a_scrape_counts_what_clients_did() {
 
 #[test]
 fn a_watch_is_counted_while_open_and_handled_once_its_client_leaves() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), 2, &["--listen-metrics", "127.0.0.1:0"]);
-    let metrics = server.metrics.expect("the metrics address");
+    let (_dir, server, metrics) = server_with_metrics();
     let endpoint = format!("http://{}", server.endpoint());
     let runtime = runtime();
     let watch = [("grpc_method", "Watch"), ("grpc_type", "bidi_stream")];
@@ -193,9 +198,7 @@ fn a_call_its_client_gives_up_on_is_handled_as_canceled() {
     use keel_etcd_api::v3lockpb::lock_client::LockClient;
     use keel_etcd_api::v3lockpb::LockRequest;
 
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), 2, &["--listen-metrics", "127.0.0.1:0"]);
-    let metrics = server.metrics.expect("the metrics address");
+    let (_dir, server, metrics) = server_with_metrics();
     let endpoint = format!("http://{}", server.endpoint());
     let runtime = runtime();
     block_on(&runtime, async {

@@ -377,12 +377,7 @@ impl ProcessCluster {
     /// # Panics
     /// When it is still running after 30 s.
     pub fn stop(&self, i: usize) {
-        let process = self.members[i]
-            .process
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(mut process) = process {
+        if let Some(mut process) = self.take_process(i) {
             // SAFETY: kill(2) on a child this harness spawned and reaps.
             #[allow(unsafe_code)]
             unsafe {
@@ -408,14 +403,19 @@ impl ProcessCluster {
             .map_err(|e| e.to_string())
     }
 
-    /// SIGKILL member `i`.
-    pub fn kill(&self, i: usize) {
-        let process = self.members[i]
+    /// Member `i`'s process, taken from the harness (it is no longer
+    /// running as far as the harness knows).
+    fn take_process(&self, i: usize) -> Option<KilledOnDrop> {
+        self.members[i]
             .process
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(mut process) = process {
+            .take()
+    }
+
+    /// SIGKILL member `i`.
+    pub fn kill(&self, i: usize) {
+        if let Some(mut process) = self.take_process(i) {
             process.kill();
         }
         self.forget_client(i);

@@ -100,11 +100,13 @@ pub(crate) fn page_call(
 #[derive(Default)]
 pub(crate) struct HashJobs {
     jobs: BTreeMap<Revision, Job>,
+    finished: u64,
 }
 
 enum Job {
     Running(Vec<(u64, u64)>),
-    Done(Vec<u8>),
+    /// The answer's bytes, and when it finished (in finish order).
+    Done(Vec<u8>, u64),
 }
 
 /// Answers member `from`'s call `id` with this member's hash of `shard` at
@@ -121,7 +123,7 @@ pub(crate) fn answer_hash(
     {
         let mut state = jobs.borrow_mut();
         match state.jobs.get_mut(&revision) {
-            Some(Job::Done(answer)) => {
+            Some(Job::Done(answer, _)) => {
                 let _ = transport.send_call(from, shard, CallPart::Answer, id, answer.clone());
                 return;
             }
@@ -156,26 +158,31 @@ pub(crate) fn answer_hash(
         let answer = remote_codec::encode_index_answer(&hash.map(u64::from));
         let waiting = {
             let mut state = jobs.borrow_mut();
-            let waiting = match state.jobs.insert(revision, Job::Done(answer.clone())) {
+            state.finished += 1;
+            let finished = state.finished;
+            let waiting = match state
+                .jobs
+                .insert(revision, Job::Done(answer.clone(), finished))
+            {
                 Some(Job::Running(waiting)) => waiting,
                 _ => Vec::new(),
             };
-            // Finished hashes beyond the few kept go, oldest first; one
-            // under way never does (its askers wait for it).
-            while state
-                .jobs
-                .values()
-                .filter(|job| matches!(job, Job::Done(_)))
-                .count()
-                > KEPT_HASHES
-            {
-                let oldest_done = state
+            // Finished hashes beyond the few kept go, the first finished
+            // first; one under way never does (its askers wait for it).
+            loop {
+                let done: Vec<(u64, Revision)> = state
                     .jobs
                     .iter()
-                    .find(|(_, job)| matches!(job, Job::Done(_)))
-                    .map(|(revision, _)| *revision);
-                match oldest_done {
-                    Some(revision) => drop(state.jobs.remove(&revision)),
+                    .filter_map(|(revision, job)| match job {
+                        Job::Done(_, finished) => Some((*finished, *revision)),
+                        Job::Running(_) => None,
+                    })
+                    .collect();
+                if done.len() <= KEPT_HASHES {
+                    break;
+                }
+                match done.iter().min() {
+                    Some((_, first)) => drop(state.jobs.remove(first)),
                     None => break,
                 }
             }

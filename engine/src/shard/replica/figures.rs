@@ -13,26 +13,36 @@ use super::Replica;
 /// watch of the shard).
 const WATCH_READING_TICKS: u64 = 10;
 
-/// Heartbeats a leader waits for answers to, one per peer: the answer to
-/// the latest is timed, older ones are forgotten.
+/// Heartbeats a leader waits for answers to, one per peer: the latest,
+/// with its context (raft-rs puts a pending ReadIndex's context on its
+/// heartbeats, and a follower's answer echoes it). Only the answer to that
+/// latest heartbeat is timed, so an answer to an older one is never timed
+/// from a newer send.
 #[derive(Debug, Default)]
 pub(super) struct HeartbeatClock {
-    sent: Vec<(u64, Instant)>,
+    sent: Vec<(u64, Vec<u8>, Instant)>,
 }
 
 impl HeartbeatClock {
-    fn sent(&mut self, peer: u64, at: Instant) {
-        match self.sent.iter_mut().find(|(p, _)| *p == peer) {
-            Some(slot) => slot.1 = at,
-            None => self.sent.push((peer, at)),
+    fn sent(&mut self, peer: u64, context: &[u8], at: Instant) {
+        match self.sent.iter_mut().find(|(p, _, _)| *p == peer) {
+            Some(slot) => {
+                slot.1.clear();
+                slot.1.extend_from_slice(context);
+                slot.2 = at;
+            }
+            None => self.sent.push((peer, context.to_vec(), at)),
         }
     }
 
     /// How long ago the heartbeat `peer` answered was sent, once per
-    /// heartbeat.
-    fn answered(&mut self, peer: u64, at: Instant) -> Option<Duration> {
-        let position = self.sent.iter().position(|(p, _)| *p == peer)?;
-        let (_, sent) = self.sent.swap_remove(position);
+    /// heartbeat; `None` for an answer to another one.
+    fn answered(&mut self, peer: u64, context: &[u8], at: Instant) -> Option<Duration> {
+        let position = self
+            .sent
+            .iter()
+            .position(|(p, c, _)| *p == peer && c.as_slice() == context)?;
+        let (_, _, sent) = self.sent.swap_remove(position);
         Some(at.saturating_duration_since(sent))
     }
 }
@@ -92,20 +102,21 @@ impl Replica {
         }
     }
 
-    /// A message on its way to a peer. Only the plain heartbeats are
-    /// timed: ReadIndex rounds send heartbeats with a context too, and an
-    /// answer to an older one would be timed from the newest.
+    /// A message on its way to a peer.
     pub(super) fn record_sent(&mut self, message: &Message) {
-        if message.get_msg_type() == MessageType::MsgHeartbeat && message.context.is_empty() {
-            self.heartbeats.sent(message.to, Instant::now());
+        if message.get_msg_type() == MessageType::MsgHeartbeat {
+            self.heartbeats
+                .sent(message.to, &message.context, Instant::now());
         }
     }
 
     /// A message from a peer, before raft-rs takes it.
     pub(super) fn record_heard(&mut self, message: &Message) {
-        if message.get_msg_type() == MessageType::MsgHeartbeatResponse && message.context.is_empty()
-        {
-            if let Some(took) = self.heartbeats.answered(message.from, Instant::now()) {
+        if message.get_msg_type() == MessageType::MsgHeartbeatResponse {
+            let answered = self
+                .heartbeats
+                .answered(message.from, &message.context, Instant::now());
+            if let Some(took) = answered {
                 self.metrics.peer_round_trips.observe(message.from, took);
             }
         }
@@ -133,13 +144,30 @@ mod tests {
     fn only_the_latest_heartbeat_to_a_peer_is_timed_and_only_once() {
         let mut clock = HeartbeatClock::default();
         let start = Instant::now();
-        clock.sent(2, start);
-        clock.sent(2, start + Duration::from_millis(100));
-        clock.sent(3, start);
+        clock.sent(2, b"", start);
+        clock.sent(2, b"", start + Duration::from_millis(100));
+        clock.sent(3, b"", start);
         let at = start + Duration::from_millis(101);
-        assert_eq!(clock.answered(2, at), Some(Duration::from_millis(1)));
-        assert_eq!(clock.answered(2, at), None);
-        assert_eq!(clock.answered(3, at), Some(Duration::from_millis(101)));
-        assert_eq!(clock.answered(4, at), None);
+        assert_eq!(clock.answered(2, b"", at), Some(Duration::from_millis(1)));
+        assert_eq!(clock.answered(2, b"", at), None);
+        assert_eq!(clock.answered(3, b"", at), Some(Duration::from_millis(101)));
+        assert_eq!(clock.answered(4, b"", at), None);
+    }
+
+    #[test]
+    fn under_read_load_the_answer_with_the_latest_context_is_timed() {
+        let mut clock = HeartbeatClock::default();
+        let start = Instant::now();
+        // Heartbeats carry pending ReadIndex contexts, as raft-rs sends
+        // them while reads keep coming.
+        clock.sent(2, b"read-1", start);
+        clock.sent(2, b"read-2", start + Duration::from_millis(100));
+        let at = start + Duration::from_millis(102);
+        // The answer to the older one is not timed from the newer send.
+        assert_eq!(clock.answered(2, b"read-1", at), None);
+        assert_eq!(
+            clock.answered(2, b"read-2", at),
+            Some(Duration::from_millis(2))
+        );
     }
 }
