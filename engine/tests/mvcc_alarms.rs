@@ -23,6 +23,15 @@ fn put(key: &str) -> Entry {
     })
 }
 
+/// A new store in a temporary directory (kept while the store lives),
+/// with key `a` put at index 1.
+fn store_holding_a() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path().join("kv.db"), Options::default()).unwrap();
+    apply(&mut store, 1, &put("a")).unwrap();
+    (dir, store)
+}
+
 fn alarm(action: AlarmAction, kind: AlarmKind) -> Entry {
     Entry::Alarm {
         action,
@@ -43,9 +52,7 @@ fn value_of(store: &Store, key: &str) -> Option<Vec<u8>> {
 
 #[test]
 fn a_corrupt_alarm_refuses_every_write_until_it_is_cleared() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path().join("kv.db"), Options::default()).unwrap();
-    apply(&mut store, 1, &put("a")).unwrap();
+    let (_dir, mut store) = store_holding_a();
     apply(
         &mut store,
         3,
@@ -87,9 +94,7 @@ fn a_corrupt_alarm_refuses_every_write_until_it_is_cleared() {
 
 #[test]
 fn a_no_space_alarm_refuses_only_what_takes_space() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(dir.path().join("kv.db"), Options::default()).unwrap();
-    apply(&mut store, 1, &put("a")).unwrap();
+    let (_dir, mut store) = store_holding_a();
     apply(
         &mut store,
         2,

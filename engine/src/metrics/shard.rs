@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::routing::core_of;
+
 use super::{
     Counter, Gauge, Histogram, HistogramReading, DISK_BUCKETS, NETWORK_BUCKETS, REQUEST_BUCKETS,
 };
@@ -169,12 +171,12 @@ pub struct NodeMetrics {
 
 impl NodeMetrics {
     /// Nothing counted yet: `shards` shards spread over `cores` cores as the
-    /// node places them (shard `s` on core `s % cores`).
+    /// node places them (`routing::core_of`).
     pub fn new(member: u64, shards: usize, cores: usize) -> NodeMetrics {
         NodeMetrics {
             member,
             shards: (0..shards)
-                .map(|shard| Arc::new(ShardMetrics::new(shard, shard % cores.max(1))))
+                .map(|shard| Arc::new(ShardMetrics::new(shard, core_of(shard, cores))))
                 .collect(),
         }
     }

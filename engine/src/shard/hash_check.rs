@@ -12,7 +12,7 @@
 //! a member behind, until R is applied there (`remote::ReadPart`).
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -99,14 +99,11 @@ pub(crate) fn page_call(
 /// (as the answer's bytes), for members that ask again.
 #[derive(Default)]
 pub(crate) struct HashJobs {
-    jobs: BTreeMap<Revision, Job>,
-    finished: u64,
-}
-
-enum Job {
-    Running(Vec<(u64, u64)>),
-    /// The answer's bytes, and when it finished (in finish order).
-    Done(Vec<u8>, u64),
+    /// Hashes under way, by revision, with the calls waiting for each.
+    running: BTreeMap<Revision, Vec<(u64, u64)>>,
+    /// The last [`KEPT_HASHES`] finished, first finished first: the
+    /// revision and the answer's bytes.
+    done: VecDeque<(Revision, Vec<u8>)>,
 }
 
 /// Answers member `from`'s call `id` with this member's hash of `shard` at
@@ -122,22 +119,15 @@ pub(crate) fn answer_hash(
 ) {
     {
         let mut state = jobs.borrow_mut();
-        match state.jobs.get_mut(&revision) {
-            Some(Job::Done(answer, _)) => {
-                let _ = transport.send_call(from, shard, CallPart::Answer, id, answer.clone());
-                return;
-            }
-            Some(Job::Running(waiting)) => {
-                waiting.push((from, id));
-                return;
-            }
-            None => {}
+        if let Some((_, answer)) = state.done.iter().find(|(r, _)| *r == revision) {
+            let _ = transport.send_call(from, shard, CallPart::Answer, id, answer.clone());
+            return;
         }
-        let running = state
-            .jobs
-            .values()
-            .filter(|job| matches!(job, Job::Running(_)))
-            .count();
+        if let Some(waiting) = state.running.get_mut(&revision) {
+            waiting.push((from, id));
+            return;
+        }
+        let running = state.running.len();
         if running >= MAX_RUNNING_HASHES {
             let busy = NodeError::InvalidRequest(format!(
                 "{running} hashes of shard {shard} are under way here; ask again later"
@@ -146,7 +136,7 @@ pub(crate) fn answer_hash(
             let _ = transport.send_call(from, shard, CallPart::Answer, id, answer);
             return;
         }
-        state.jobs.insert(revision, Job::Running(vec![(from, id)]));
+        state.running.insert(revision, vec![(from, id)]);
     }
     let jobs = jobs.clone();
     glommio::spawn_local(async move {
@@ -158,35 +148,13 @@ pub(crate) fn answer_hash(
         let answer = remote_codec::encode_index_answer(&hash.map(u64::from));
         let waiting = {
             let mut state = jobs.borrow_mut();
-            state.finished += 1;
-            let finished = state.finished;
-            let waiting = match state
-                .jobs
-                .insert(revision, Job::Done(answer.clone(), finished))
-            {
-                Some(Job::Running(waiting)) => waiting,
-                _ => Vec::new(),
-            };
-            // Finished hashes beyond the few kept go, the first finished
-            // first; one under way never does (its askers wait for it).
-            loop {
-                let done: Vec<(u64, Revision)> = state
-                    .jobs
-                    .iter()
-                    .filter_map(|(revision, job)| match job {
-                        Job::Done(_, finished) => Some((*finished, *revision)),
-                        Job::Running(_) => None,
-                    })
-                    .collect();
-                if done.len() <= KEPT_HASHES {
-                    break;
-                }
-                match done.iter().min() {
-                    Some((_, first)) => drop(state.jobs.remove(first)),
-                    None => break,
-                }
+            // A hash under way is never dropped (its askers wait for it);
+            // finished ones beyond the few kept go, first finished first.
+            state.done.push_back((revision, answer.clone()));
+            if state.done.len() > KEPT_HASHES {
+                state.done.pop_front();
             }
-            waiting
+            state.running.remove(&revision).unwrap_or_default()
         };
         for (from, id) in waiting {
             let _ = transport.send_call(from, shard, CallPart::Answer, id, answer.clone());

@@ -9,6 +9,7 @@
 //! The front runs on one thread, so the counters are touched by one
 //! thread only; they are atomics because a scrape reads them from another.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -117,6 +118,9 @@ const UNKNOWN: usize = 2;
 /// The front's call counts, by method (and code).
 #[derive(Debug)]
 pub struct GrpcCalls {
+    /// Each method's index in [`METHODS`], by its request path: looked up
+    /// once per call, on the front's hot path.
+    paths: HashMap<String, usize>,
     started: Vec<AtomicU64>,
     /// `METHODS.len() * CODES.len()`, method-major.
     handled: Vec<AtomicU64>,
@@ -125,6 +129,11 @@ pub struct GrpcCalls {
 impl Default for GrpcCalls {
     fn default() -> GrpcCalls {
         GrpcCalls {
+            paths: METHODS
+                .iter()
+                .enumerate()
+                .map(|(i, (service, method, _))| (format!("/{service}/{method}"), i))
+                .collect(),
             started: (0..METHODS.len()).map(|_| AtomicU64::new(0)).collect(),
             handled: (0..METHODS.len() * CODES.len())
                 .map(|_| AtomicU64::new(0))
@@ -136,11 +145,8 @@ impl Default for GrpcCalls {
 impl GrpcCalls {
     /// The method a request path (`/service/method`) names, if the front
     /// serves it.
-    fn method_of(path: &str) -> Option<usize> {
-        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
-        METHODS
-            .iter()
-            .position(|(s, m, _)| *s == service && *m == method)
+    fn method_of(&self, path: &str) -> Option<usize> {
+        self.paths.get(path).copied()
     }
 
     fn started(&self, method: usize) {
@@ -204,7 +210,7 @@ where
     }
 
     fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
-        let call = GrpcCalls::method_of(request.uri().path()).map(|method| {
+        let call = self.calls.method_of(request.uri().path()).map(|method| {
             self.calls.started(method);
             Handling {
                 calls: self.calls.clone(),
@@ -346,11 +352,12 @@ mod tests {
 
     #[test]
     fn a_path_names_its_method_and_nothing_else_does() {
-        let range = GrpcCalls::method_of("/etcdserverpb.KV/Range").unwrap();
+        let calls = GrpcCalls::default();
+        let range = calls.method_of("/etcdserverpb.KV/Range").unwrap();
         assert_eq!(METHODS[range].1, "Range");
-        assert_eq!(GrpcCalls::method_of("/etcdserverpb.KV/Nothing"), None);
-        assert_eq!(GrpcCalls::method_of("/v3/kv/range"), None);
-        assert_eq!(GrpcCalls::method_of(""), None);
+        assert_eq!(calls.method_of("/etcdserverpb.KV/Nothing"), None);
+        assert_eq!(calls.method_of("/v3/kv/range"), None);
+        assert_eq!(calls.method_of(""), None);
     }
 
     #[test]
