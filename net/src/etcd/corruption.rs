@@ -45,6 +45,11 @@ async fn check_if_led(cores: &Cores, shard: usize) -> Result<Option<ShardCheck>,
         .call_for_shard(shard, move |node, core| {
             Box::pin(async move {
                 let client = client(&node, core);
+                // A member alone has nobody to compare with: its shards
+                // are not read for nothing.
+                if client.cluster().members.len() < 2 {
+                    return Ok(None);
+                }
                 let status = client.status().await?;
                 let leads = status
                     .get(shard)
