@@ -47,6 +47,10 @@ etcd_port=$((base + 179)); etcd_peer=$((base + 180))
 data="${KEEL_BENCH_DIR:-$out}/compare-data"
 rm -rf "$data" "$out/runs" "$out/plots"
 mkdir -p "$data" "$out/runs" "$out/plots"
+# Certificates for the runs over TLS.
+certs="$data/certs"
+make_certs "$certs"
+secure=0
 
 # The server of the run under way, if any.
 server_pid=""
@@ -86,14 +90,22 @@ start_server() {
   done
   rm -rf "$data/server"
   mkdir -p "$data/server"
+  # With TLS (a -tls system): the same certificates and etcd's flags for
+  # both servers, client certificates required.
+  local tls=() scheme=http
+  if [ "$secure" = 1 ]; then
+    tls=(--cert-file "$certs/server.pem" --key-file "$certs/server-key.pem"
+      --trusted-ca-file "$certs/ca.pem" --client-cert-auth)
+    scheme=https
+  fi
   if [ "$system" = keel ]; then
     port=$keel_port
     "$KEEL_BIN" --data-dir "$data/server" --listen-client "127.0.0.1:$keel_port" \
-      --core-port-base "$keel_cores" >"$log" 2>&1 &
+      --core-port-base "$keel_cores" "${tls[@]}" >"$log" 2>&1 &
   else
     port=$etcd_port
-    etcd --name compare --data-dir "$data/server" \
-      --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    etcd --name compare --data-dir "$data/server" "${tls[@]}" \
+      --listen-client-urls "$scheme://127.0.0.1:$etcd_port" --advertise-client-urls "$scheme://127.0.0.1:$etcd_port" \
       --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
       --initial-cluster "compare=http://127.0.0.1:$etcd_peer" --quota-backend-bytes $((8 << 30)) \
       >"$log" 2>&1 &
@@ -151,8 +163,10 @@ for entry in "${suite[@]}"; do
     *) extra=("${timing[@]}" --keys "$keys") ;;
   esac
   # The workloads keel also runs through etcd's API (a third column:
-  # etcd's own client protocol, gRPC, against keel).
+  # etcd's own client protocol, gRPC, against keel), and those both
+  # systems also run over TLS (what TLS costs each).
   case "$file" in
+    05-max-* | 07-max-*) all=(keel keel-tls keel-etcd-api etcd-tls etcd) ;;
     0[4-7]-max-*) all=(keel keel-etcd-api etcd) ;;
     *) all=(keel etcd) ;;
   esac
@@ -166,14 +180,23 @@ for entry in "${suite[@]}"; do
       plot=()
       if [ "$repeat" = 1 ]; then plot=(--plot "plots/$file.svg"); fi
       echo "== $file, run $repeat of $repeats: $system"
-      # keel-etcd-api is keel's server driven through etcd's API.
+      # keel-etcd-api is keel's server driven through etcd's API; a -tls
+      # system is its server over TLS.
       server=${system%-etcd-api}
+      server=${server%-tls}
       protocol=$server
       label=()
       if [ "$system" = keel-etcd-api ]; then protocol=etcd; label=(--label "keel via etcd API"); fi
+      secure=0
+      client_tls=()
+      if [[ $system == *-tls ]]; then
+        secure=1
+        label=(--label "$server over TLS")
+        client_tls=(--cacert "$certs/ca.pem" --cert "$certs/client.pem" --key "$certs/client-key.pem")
+      fi
       start_server "$server" "$run.log"
       "$BENCH_BIN" --target "$protocol://127.0.0.1:$port" --connections "$connections" \
-        --server-pid "$server_pid" "${label[@]}" "${options[@]}" "${extra[@]}" \
+        --server-pid "$server_pid" "${label[@]}" "${client_tls[@]}" "${options[@]}" "${extra[@]}" \
         --json "${plot[@]}" >"$run.json"
       stop_server
     done

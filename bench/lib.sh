@@ -49,6 +49,31 @@ ensure_etcd() {
   fi
 }
 
+# Writes a certificate authority and, signed by it, a server certificate
+# for 127.0.0.1 and a client certificate (ECDSA P-256, valid 30 days) into
+# $1: ca.pem, server.pem, server-key.pem, client.pem, client-key.pem.
+# Installs openssl when it is missing.
+make_certs() {
+  local dir=$1
+  if ! command -v openssl >/dev/null; then
+    if [ "$(id -u)" != 0 ]; then echo "openssl is missing and this is not root: apt-get install openssl" >&2; exit 1; fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openssl >/dev/null; }
+  fi
+  mkdir -p "$dir"
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  openssl req -x509 "${ec[@]}" -keyout "$dir/ca-key.pem" -out "$dir/ca.pem" -days 30 \
+    -subj "/CN=bench CA" 2>/dev/null
+  local name
+  for name in server client; do
+    openssl req "${ec[@]}" -keyout "$dir/$name-key.pem" -out "$dir/$name.csr" \
+      -subj "/CN=$name" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' >"$dir/$name.ext"
+    openssl x509 -req -in "$dir/$name.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca-key.pem" \
+      -CAcreateserial -days 30 -extfile "$dir/$name.ext" -out "$dir/$name.pem" 2>/dev/null
+  done
+}
+
 # Sets KEEL_BIN and BENCH_BIN to absolute paths, building them (release)
 # in the tree at $1 unless both are given.
 build_binaries() {

@@ -14,3 +14,4 @@ pub mod peer;
 pub mod restore;
 pub mod server;
 pub mod snapshot_file;
+pub mod tls;

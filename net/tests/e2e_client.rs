@@ -659,7 +659,7 @@ fn unreachable_core_ports_cost_one_connect_timeout() {
             core_retry: Duration::from_secs(60),
             ..keel_client::ClientOptions::default()
         };
-        let client = Client::connect_with(&[format!("127.0.0.2:{front}")], options)
+        let client = Client::connect_with(&[format!("127.0.0.2:{front}")], options.clone())
             .await
             .unwrap();
         let started = std::time::Instant::now();

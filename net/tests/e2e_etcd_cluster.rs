@@ -8,37 +8,12 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use keel_etcd_api::etcdserverpb::kv_client::KvClient;
 use keel_etcd_api::etcdserverpb::{PutRequest, RangeRequest};
 use support::metrics::{scrape, total};
-use support::{block_on, runtime, Server};
-
-/// `count` ports whose next ones are free too (a member's two cores listen
-/// on consecutive peer ports), all different: each pair is held until
-/// every pair is chosen.
-fn peer_ports(count: usize) -> Vec<u16> {
-    let mut held = Vec::new();
-    let mut ports = Vec::new();
-    for _ in 0..100 {
-        if ports.len() == count {
-            break;
-        }
-        let first = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = first.local_addr().unwrap().port();
-        if port == u16::MAX {
-            continue;
-        }
-        if let Ok(next) = TcpListener::bind(("127.0.0.1", port + 1)) {
-            ports.push(port);
-            held.push((first, next));
-        }
-    }
-    assert_eq!(ports.len(), count, "no {count} pairs of free ports");
-    ports
-}
+use support::{block_on, peer_ports, runtime, Server};
 
 #[test]
 fn every_member_takes_writes_for_every_shard_through_etcd_s_api() {

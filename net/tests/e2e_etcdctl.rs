@@ -22,6 +22,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
+use support::certs::{Authority, Pair};
 use support::{keelctl, Server};
 
 /// Installs etcd and etcdctl if missing; false when they cannot be had.
@@ -78,25 +79,82 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Where a client reaches a server, and the TLS flags it needs there.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    url: String,
+    tls: Vec<String>,
+}
+
+/// The certificates of a run over TLS: the same for etcd and keel.
+struct Tls {
+    ca: String,
+    server: Pair,
+    client: Pair,
+}
+
+impl Tls {
+    fn new(dir: &Path) -> Tls {
+        let ca = Authority::new(dir, "keel");
+        Tls {
+            server: ca.valid("server", "server"),
+            client: ca.valid("client", "client"),
+            ca: ca.cert.display().to_string(),
+        }
+    }
+
+    /// The server's flags (etcd's names, which keel shares).
+    fn server_flags(&self) -> Vec<String> {
+        vec![
+            format!("--cert-file={}", self.server.cert.display()),
+            format!("--key-file={}", self.server.key.display()),
+            format!("--trusted-ca-file={}", self.ca),
+            "--client-cert-auth".to_string(),
+        ]
+    }
+
+    /// A client's endpoint at `address`.
+    fn endpoint(&self, address: &str) -> Endpoint {
+        Endpoint {
+            url: format!("https://{address}"),
+            tls: vec![
+                format!("--cacert={}", self.ca),
+                format!("--cert={}", self.client.cert.display()),
+                format!("--key={}", self.client.key.display()),
+            ],
+        }
+    }
+}
+
+/// A plaintext endpoint at `address`.
+fn plain(address: &str) -> Endpoint {
+    Endpoint {
+        url: address.to_string(),
+        tls: Vec::new(),
+    }
+}
+
 /// A real etcd, stopped when dropped.
 struct Etcd {
     child: std::process::Child,
-    endpoint: String,
+    endpoint: Endpoint,
 }
 
 impl Etcd {
-    fn start(dir: &Path) -> Etcd {
+    fn start(dir: &Path, tls: Option<&Tls>) -> Etcd {
         let (client, peer) = (free_port(), free_port());
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let child = Command::new("etcd")
+            .args(tls.map(Tls::server_flags).unwrap_or_default())
             .args([
                 "--name",
                 "default",
                 "--data-dir",
                 &dir.display().to_string(),
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{client}"),
+                &format!("{scheme}://127.0.0.1:{client}"),
                 "--advertise-client-urls",
-                &format!("http://127.0.0.1:{client}"),
+                &format!("{scheme}://127.0.0.1:{client}"),
                 "--listen-peer-urls",
                 &format!("http://127.0.0.1:{peer}"),
                 "--initial-advertise-peer-urls",
@@ -110,7 +168,10 @@ impl Etcd {
             .expect("start etcd");
         let etcd = Etcd {
             child,
-            endpoint: format!("127.0.0.1:{client}"),
+            endpoint: match tls {
+                Some(tls) => tls.endpoint(&format!("127.0.0.1:{client}")),
+                None => plain(&format!("127.0.0.1:{client}")),
+            },
         };
         // Ready when it answers a linearizable read (it has a leader).
         for _ in 0..100 {
@@ -154,7 +215,7 @@ struct Ran {
 /// Runs one command line; `$NAME` words are replaced from `vars`.
 fn run(
     system: System,
-    endpoint: &str,
+    endpoint: &Endpoint,
     line: &[&str],
     stdin: Option<&str>,
     vars: &HashMap<&str, String>,
@@ -183,7 +244,8 @@ fn run(
         System::Etcd => ("etcdctl".to_string(), Vec::new()),
         System::Keel => (keelctl().to_string(), Vec::new()),
     };
-    arguments.push(format!("--endpoints={endpoint}"));
+    arguments.push(format!("--endpoints={}", endpoint.url));
+    arguments.extend(endpoint.tls.iter().cloned());
     arguments.extend(words);
     let mut command = if until_interrupted {
         let mut command = Command::new("timeout");
@@ -585,7 +647,7 @@ fn keelctl_prints_what_etcdctl_prints_for_the_same_command_lines() {
     if !etcd_installed() {
         return;
     }
-    none_differ(&differences_from_etcd(System::Keel));
+    none_differ(&differences_from_etcd(System::Keel, None));
 }
 
 /// etcd's own etcdctl against keel's etcd API (docs/etcd.md), on the same
@@ -596,7 +658,32 @@ fn etcdctl_prints_the_same_against_keel_as_against_etcd() {
     if !etcd_installed() {
         return;
     }
-    none_differ(&differences_from_etcd(System::Etcd));
+    none_differ(&differences_from_etcd(System::Etcd, None));
+}
+
+/// The same over TLS, with client certificates required: etcd and keel
+/// given the same certificates and etcd's flags, etcdctl its `--cacert`,
+/// `--cert` and `--key`.
+#[test]
+fn etcdctl_over_tls_prints_the_same_against_keel_as_against_etcd() {
+    if !etcd_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tls = Tls::new(&dir.path().join("certs"));
+    none_differ(&differences_from_etcd(System::Etcd, Some(&tls)));
+}
+
+/// keelctl over TLS (its `--cacert`, `--cert`, `--key`, and `https://`
+/// endpoints) beside etcdctl over TLS.
+#[test]
+fn keelctl_over_tls_prints_what_etcdctl_prints() {
+    if !etcd_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tls = Tls::new(&dir.path().join("certs"));
+    none_differ(&differences_from_etcd(System::Keel, Some(&tls)));
 }
 
 fn none_differ(differences: &[String]) {
@@ -612,13 +699,19 @@ fn none_differ(differences: &[String]) {
 /// Runs every step with etcdctl against a real etcd and with `client`
 /// (keelctl, or etcdctl itself) against keel; answers the steps whose
 /// masked outputs differ.
-fn differences_from_etcd(client: System) -> Vec<String> {
+fn differences_from_etcd(client: System, tls: Option<&Tls>) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    let etcd = Etcd::start(&dir.path().join("etcd"));
-    let keel = Server::start(&dir.path().join("keel"), 2, &[]);
+    let etcd = Etcd::start(&dir.path().join("etcd"), tls);
+    let flags = tls.map(Tls::server_flags).unwrap_or_default();
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let keel = Server::start(&dir.path().join("keel"), 2, &flags);
+    let keel_endpoint = match tls {
+        Some(tls) => tls.endpoint(&keel.endpoint()),
+        None => plain(&keel.endpoint()),
+    };
     let endpoints = [
         (System::Etcd, etcd.endpoint.clone()),
-        (client, keel.endpoint()),
+        (client, keel_endpoint),
     ];
     let mut vars: [HashMap<&str, String>; 2] = [HashMap::new(), HashMap::new()];
     for (i, name) in ["etcd", "keel"].iter().enumerate() {

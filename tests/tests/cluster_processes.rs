@@ -323,7 +323,7 @@ fn a_client_given_every_member_follows_leaders_and_reports_unknown_outcomes() {
         ..ClientOptions::default()
     };
     let client = runtime
-        .block_on(Client::connect_with(&endpoints, options))
+        .block_on(Client::connect_with(&endpoints, options.clone()))
         .unwrap();
     let key = cluster.key_of_shard(0, "routed");
     runtime.block_on(client.put(key.clone(), "1")).unwrap();

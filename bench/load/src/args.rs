@@ -157,6 +157,17 @@ pub struct RunArgs {
     /// The run's label in tables and plots (default: the target's system).
     #[arg(long)]
     pub label: Option<String>,
+    /// Speak TLS to the target, checking its certificate against these
+    /// authorities (PEM).
+    #[arg(long)]
+    pub cacert: Option<PathBuf>,
+    /// The client certificate shown over TLS (PEM), for a server that
+    /// asks for one.
+    #[arg(long, requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The private key of --cert.
+    #[arg(long, requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Print the results as JSON on standard output instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -338,6 +349,17 @@ impl RunArgs {
     pub fn lease_ttl_seconds(&self) -> i64 {
         i64::try_from(self.lease_ttl.as_secs() + u64::from(self.lease_ttl.subsec_nanos() > 0))
             .unwrap_or(i64::MAX)
+    }
+
+    /// How to reach the target: TLS when `--cacert` is given.
+    pub fn security(&self) -> crate::target::Security {
+        crate::target::Security {
+            tls: self.cacert.as_ref().map(|ca| keel_client::tls::TlsFiles {
+                ca: Some(ca.clone()),
+                cert: self.cert.clone(),
+                key: self.key.clone(),
+            }),
+        }
     }
 
     /// The run's label: `--label`, or the target's system.

@@ -23,6 +23,11 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use keel_etcd_api::{etcdserverpb, mvccpb};
 
+/// A connection's byte stream: plain TCP or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
 use etcdserverpb::kv_client::KvClient;
 use etcdserverpb::lease_client::LeaseClient;
 use etcdserverpb::watch_client::WatchClient;
@@ -43,23 +48,40 @@ pub struct EtcdConnection {
 }
 
 impl EtcdConnection {
-    /// Opens one connection to `address` (`host:port`).
+    /// Opens one connection to `address` (`host:port`), over TLS with
+    /// `tls` if given (a configuration offering HTTP/2).
     ///
     /// # Errors
     /// When the address is malformed or nothing answers there.
-    pub async fn connect(address: &str) -> Result<EtcdConnection> {
+    pub async fn connect(
+        address: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<EtcdConnection> {
         let endpoint = Endpoint::from_shared(format!("http://{address}"))
             .with_context(|| format!("an etcd address is host:port, not {address:?}"))?;
         // The load generator must not be what limits the server: its
         // requests leave in batches (one write for those its tasks queue in
         // one turn), as the server's answers do.
+        // Over TLS, the batching is above it: few, full records.
         let target = address.to_string();
         let channel = endpoint
             .connect_with_connector(tower::service_fn(move |_| {
-                let target = target.clone();
+                let (target, tls) = (target.clone(), tls.clone());
                 async move {
-                    let stream = tokio::net::TcpStream::connect(target).await?;
+                    let stream = tokio::net::TcpStream::connect(&target).await?;
                     stream.set_nodelay(true)?;
+                    let stream: Box<dyn Io> = match tls {
+                        None => Box::new(stream),
+                        Some(tls) => {
+                            let name = keel_client::tls::server_name(&target)
+                                .map_err(std::io::Error::other)?;
+                            Box::new(
+                                tokio_rustls::TlsConnector::from(tls)
+                                    .connect(name, stream)
+                                    .await?,
+                            )
+                        }
+                    };
                     Ok::<_, std::io::Error>(TokioIo::new(BatchedWrites::new(stream)))
                 }
             }))

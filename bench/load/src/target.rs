@@ -153,14 +153,25 @@ pub struct SeenEvent {
     pub value: Vec<u8>,
 }
 
+/// How the load generator reaches the target, beyond its address.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// TLS, with these files; `None` is plaintext.
+    pub tls: Option<keel_client::tls::TlsFiles>,
+}
+
 impl Target {
     /// Opens `connections` connections to `url`.
     ///
     /// # Errors
     /// When the system cannot be reached.
-    pub async fn connect(url: &TargetUrl, connections: usize) -> Result<Target> {
+    pub async fn connect(
+        url: &TargetUrl,
+        connections: usize,
+        security: &Security,
+    ) -> Result<Target> {
         tokio::time::timeout(SETUP_TIMEOUT, async {
-            let target = Self::connect_now(url, connections).await?;
+            let target = Self::connect_now(url, connections, security).await?;
             target.wait_ready().await;
             Ok(target)
         })
@@ -186,18 +197,29 @@ impl Target {
         }
     }
 
-    async fn connect_now(url: &TargetUrl, connections: usize) -> Result<Target> {
+    async fn connect_now(
+        url: &TargetUrl,
+        connections: usize,
+        security: &Security,
+    ) -> Result<Target> {
         let connections = connections.max(1);
         match url.kind {
             // Each client is given every member, starting at another one,
             // so that calls no leader routes spread over the members.
             TargetKind::Keel => {
+                let options = keel_client::ClientOptions {
+                    tls: match &security.tls {
+                        Some(files) => Some(keel_client::ClientTls::from_files(files)?),
+                        None => None,
+                    },
+                    ..keel_client::ClientOptions::default()
+                };
                 let mut clients = Vec::with_capacity(connections);
                 for i in 0..connections {
                     let mut endpoints = url.addresses.clone();
                     let first = i % endpoints.len().max(1);
                     endpoints.rotate_left(first);
-                    let client = keel_client::Client::connect(&endpoints)
+                    let client = keel_client::Client::connect_with(&endpoints, options.clone())
                         .await
                         .with_context(|| format!("connect to {url}"))?;
                     clients.push(client);
@@ -208,13 +230,17 @@ impl Target {
             // balances its endpoints; a member that does not lead passes
             // writes and linearizable reads to the leader itself.
             TargetKind::Etcd => {
+                let tls = match &security.tls {
+                    Some(files) => Some(keel_client::tls::client_config(files, &[b"h2"])?),
+                    None => None,
+                };
                 let mut clients = Vec::with_capacity(connections);
                 for i in 0..connections {
                     let address = url
                         .addresses
                         .get(i % url.addresses.len().max(1))
                         .ok_or_else(|| anyhow!("no address in {url}"))?;
-                    let connection = EtcdConnection::connect(address)
+                    let connection = EtcdConnection::connect(address, tls.clone())
                         .await
                         .with_context(|| format!("connect to {address}"))?;
                     clients.push(Arc::new(connection));

@@ -43,7 +43,7 @@ use crate::member::Member;
 use crate::retry::{self, Next};
 
 /// How a [`Client`] connects ([`Client::connect_with`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientOptions {
     /// How long a connection may take to open (etcd's dial timeout).
     pub connect_timeout: Duration,
@@ -64,6 +64,33 @@ pub struct ClientOptions {
     /// this long before it is tried again (doubling, up to 64 times this,
     /// while it keeps failing).
     pub core_retry: Duration,
+    /// TLS to every member (`crate::tls`); `None` speaks plain TCP.
+    pub tls: Option<ClientTls>,
+}
+
+/// A TLS configuration for [`ClientOptions::tls`] (built by
+/// [`crate::tls::client_config`] with [`crate::tls::KEEL_ALPN`]).
+#[derive(Debug, Clone)]
+pub struct ClientTls(pub std::sync::Arc<rustls::ClientConfig>);
+
+impl PartialEq for ClientTls {
+    fn eq(&self, other: &ClientTls) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for ClientTls {}
+
+impl ClientTls {
+    /// TLS with the files given, offering keel's protocol.
+    ///
+    /// # Errors
+    /// [`crate::tls::TlsError`] naming the file or setting at fault.
+    pub fn from_files(
+        files: &crate::tls::TlsFiles,
+    ) -> std::result::Result<ClientTls, crate::tls::TlsError> {
+        crate::tls::client_config(files, &[crate::tls::KEEL_ALPN]).map(ClientTls)
+    }
 }
 
 impl Default for ClientOptions {
@@ -74,6 +101,7 @@ impl Default for ClientOptions {
             keepalive_interval: Duration::from_secs(5),
             request_timeout: Some(Duration::from_secs(30)),
             core_retry: Duration::from_secs(1),
+            tls: None,
         }
     }
 }
@@ -134,7 +162,7 @@ impl Client {
         }
         let members = endpoints
             .iter()
-            .map(|e| Member::new(e.as_ref().to_string(), options))
+            .map(|e| Member::new(e.as_ref().to_string(), options.clone()))
             .collect();
         let client = Client {
             inner: Arc::new(Inner {

@@ -184,6 +184,39 @@ impl Drop for Subscription {
     }
 }
 
+/// One half of a connection, plain or TLS.
+type ReadHalf = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+/// See [`ReadHalf`].
+type WriteHalf = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
+
+/// `stream`'s halves, after a TLS handshake if `options` ask for TLS.
+async fn split(
+    stream: TcpStream,
+    address: &str,
+    options: &ClientOptions,
+) -> std::io::Result<(ReadHalf, WriteHalf)> {
+    let Some(tls) = &options.tls else {
+        let (reader, writer) = stream.into_split();
+        return Ok((Box::new(reader), Box::new(writer)));
+    };
+    let name = crate::tls::server_name(address)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let connector = tokio_rustls::TlsConnector::from(tls.0.clone());
+    let stream = tokio::time::timeout(options.connect_timeout, connector.connect(name, stream))
+        .await
+        .map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no TLS handshake with {address} within {} ms",
+                    options.connect_timeout.as_millis()
+                ),
+            )
+        })??;
+    let (reader, writer) = tokio::io::split(stream);
+    Ok((Box::new(reader), Box::new(writer)))
+}
+
 impl Connection {
     /// Connects to `address` and starts its reader and writer tasks on the
     /// current tokio runtime.
@@ -209,7 +242,7 @@ impl Connection {
             .with_time(options.keepalive_time)
             .with_interval(options.keepalive_interval);
         socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
-        let (mut reader, mut writer) = stream.into_split();
+        let (mut reader, mut writer) = split(stream, address, options).await?;
         let (frames, mut outgoing) = mpsc::unbounded_channel::<Vec<u8>>();
         let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
         tokio::spawn(async move {
@@ -228,7 +261,8 @@ impl Connection {
                         break;
                     }
                 }
-                if writer.write_all(&batch).await.is_err() {
+                // TLS keeps what the socket did not take until flushed.
+                if writer.write_all(&batch).await.is_err() || writer.flush().await.is_err() {
                     return;
                 }
             }
@@ -236,7 +270,9 @@ impl Connection {
         let reading = waiters.clone();
         let closed = Arc::new(AtomicBool::new(false));
         let reader_closed = closed.clone();
+        let (endpoint, tls) = (address.to_string(), options.tls.is_some());
         tokio::spawn(async move {
+            let mut gone_because = Error::Disconnected;
             let mut decoder = FrameDecoder::with_limit(MAX_RESPONSE_FRAME_LEN);
             let mut chunk = vec![0u8; 64 << 10];
             'read: loop {
@@ -251,7 +287,21 @@ impl Connection {
                     }
                 }
                 match reader.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
+                    Ok(0) => break,
+                    Err(error) => {
+                        // A server that refuses a TLS client (its
+                        // certificate) says so with an alert once the
+                        // handshake seemed done (TLS 1.3), before it reads
+                        // any request: nothing was done, and the reason is
+                        // worth more than "lost".
+                        if tls && error.kind() == std::io::ErrorKind::InvalidData {
+                            gone_because = Error::Connect {
+                                endpoints: endpoint,
+                                reason: format!("TLS: {error}"),
+                            };
+                        }
+                        break;
+                    }
                     Ok(read) => decoder.extend(chunk.get(..read).unwrap_or_default()),
                 }
             }
@@ -261,8 +311,8 @@ impl Connection {
             let gone = reading.lock().ok().and_then(|mut w| w.take());
             for waiter in gone.into_iter().flat_map(HashMap::into_values) {
                 match waiter {
-                    Waiter::Once(sender) => drop(sender.send(Err(Error::Disconnected))),
-                    Waiter::Stream(sender, _) => drop(sender.send(Err(Error::Disconnected))),
+                    Waiter::Once(sender) => drop(sender.send(Err(gone_because.clone()))),
+                    Waiter::Stream(sender, _) => drop(sender.send(Err(gone_because.clone()))),
                 }
             }
         });

@@ -33,10 +33,11 @@ mod lease;
 mod lock;
 mod member;
 mod retry;
+pub mod tls;
 mod txn;
 mod watch;
 
-pub use client::{prefix_end, prefix_range, Client, ClientOptions};
+pub use client::{prefix_end, prefix_range, Client, ClientOptions, ClientTls};
 pub use election::{Leadership, Observer};
 pub use error::{Error, Result};
 pub use lease::{KeepAlive, LeaseState};

@@ -31,7 +31,9 @@ struct Flags {
     /// frame_timeout_ms, max_connections, answer_bytes, idle_timeout_ms,
     /// initial_cluster, initial_cluster_token, initial_cluster_state,
     /// listen_peer, advertise_peer, snapshot_send_mib_per_sec,
-    /// etcd_version, listen_metrics, corrupt_check_interval_ms).
+    /// etcd_version, listen_metrics, metrics_tls, corrupt_check_interval_ms,
+    /// cert_file, key_file, trusted_ca_file, client_cert_auth, and the
+    /// same four with peer_ before them).
     #[arg(long)]
     config: Option<PathBuf>,
     /// This member's name.
@@ -136,10 +138,11 @@ struct Flags {
     #[arg(long)]
     etcd_version: Option<String>,
     /// Where to serve `/metrics` (Prometheus' text format) and `/health`,
-    /// as etcd's `--listen-metrics-urls` (`http://` is accepted and
-    /// ignored) [default: none; the client port serves `/metrics` too].
+    /// as etcd's `--listen-metrics-urls`: `host:port` or `http://host:port`
+    /// for plain HTTP, `https://host:port` for TLS with the client port's
+    /// certificate [default: none; the client port serves `/metrics` too].
     #[arg(long, alias = "listen-metrics-urls", value_parser = metrics_address)]
-    listen_metrics: Option<SocketAddr>,
+    listen_metrics: Option<MetricsUrl>,
     /// How log lines are written to stderr: `text` for people, `json` (one
     /// object per line, with the shard, member and term of every Raft
     /// event) for log collectors.
@@ -150,6 +153,43 @@ struct Flags {
     /// differs gets a CORRUPT alarm; 0 never checks [default: 300000].
     #[arg(long)]
     corrupt_check_interval_ms: Option<u64>,
+    /// The client port's PEM certificate: with it, the client port, the
+    /// core ports (and an https metrics port) take TLS only.
+    #[arg(long)]
+    cert_file: Option<PathBuf>,
+    /// The private key of --cert-file.
+    #[arg(long)]
+    key_file: Option<PathBuf>,
+    /// The authorities that sign clients' certificates: with it, clients
+    /// must show one (as etcd).
+    #[arg(long)]
+    trusted_ca_file: Option<PathBuf>,
+    /// Clients must show a certificate signed by --trusted-ca-file; its
+    /// common name is their user when auth is on and they send no token.
+    #[arg(long)]
+    client_cert_auth: bool,
+    /// The peer port's PEM certificate, also shown to the other members
+    /// when connecting to them: with it, members speak TLS only.
+    #[arg(long)]
+    peer_cert_file: Option<PathBuf>,
+    /// The private key of --peer-cert-file.
+    #[arg(long)]
+    peer_key_file: Option<PathBuf>,
+    /// The authorities that sign members' certificates: a member whose
+    /// certificate another one signed is refused, both ways.
+    #[arg(long)]
+    peer_trusted_ca_file: Option<PathBuf>,
+    /// Members must show a certificate signed by --peer-trusted-ca-file
+    /// (already so once it is given).
+    #[arg(long)]
+    peer_client_cert_auth: bool,
+}
+
+/// `--listen-metrics`'s value.
+#[derive(Debug, Clone, Copy)]
+struct MetricsUrl {
+    address: SocketAddr,
+    https: bool,
 }
 
 /// What keel does besides serving.
@@ -228,12 +268,17 @@ enum LogFormat {
     Json,
 }
 
-/// An address, with or without etcd's `http://`.
-fn metrics_address(text: &str) -> Result<SocketAddr, String> {
-    let bare = text.strip_prefix("http://").unwrap_or(text);
+/// An address, with or without etcd's `http://` or `https://`.
+fn metrics_address(text: &str) -> Result<MetricsUrl, String> {
+    let (https, bare) = match text.strip_prefix("https://") {
+        Some(bare) => (true, bare),
+        None => (false, text.strip_prefix("http://").unwrap_or(text)),
+    };
     let bare = bare.strip_suffix('/').unwrap_or(bare);
-    bare.parse()
-        .map_err(|e| format!("{text}: {e} (give host:port, such as 127.0.0.1:2381)"))
+    let address = bare
+        .parse()
+        .map_err(|e| format!("{text}: {e} (give host:port, such as 127.0.0.1:2381)"))?;
+    Ok(MetricsUrl { address, https })
 }
 
 impl Flags {
@@ -264,8 +309,17 @@ impl Flags {
             advertise_peer: self.advertise_peer,
             snapshot_send_mib_per_sec: self.snapshot_send_mib_per_sec,
             etcd_version: self.etcd_version.clone(),
-            listen_metrics: self.listen_metrics,
+            listen_metrics: self.listen_metrics.map(|url| url.address),
+            metrics_tls: self.listen_metrics.map(|url| url.https),
             corrupt_check_interval_ms: self.corrupt_check_interval_ms,
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            trusted_ca_file: self.trusted_ca_file.clone(),
+            client_cert_auth: self.client_cert_auth.then_some(true),
+            peer_cert_file: self.peer_cert_file.clone(),
+            peer_key_file: self.peer_key_file.clone(),
+            peer_trusted_ca_file: self.peer_trusted_ca_file.clone(),
+            peer_client_cert_auth: self.peer_client_cert_auth.then_some(true),
         }
     }
 }
@@ -313,6 +367,7 @@ fn main() -> ExitCode {
         data_dir = %config.data_dir.display(),
         "starting"
     );
+    let metrics_tls = config.metrics_tls;
     let server = match Server::start(config) {
         Ok(server) => server,
         Err(error) => {
@@ -334,9 +389,10 @@ fn main() -> ExitCode {
     if let Some(metrics) = server.metrics_address() {
         // Not println!: a reader that stopped reading must not stop keel.
         use std::io::Write;
+        let scheme = if metrics_tls { "https" } else { "http" };
         let _ = writeln!(
             std::io::stdout(),
-            "keel: metrics on http://{metrics}/metrics"
+            "keel: metrics on {scheme}://{metrics}/metrics"
         );
     }
     let signal = signals.forever().next();

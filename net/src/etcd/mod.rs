@@ -102,7 +102,15 @@ pub(crate) struct FrontSettings {
     /// How often the shards this member leads are checked for corruption
     /// (`ServerConfig::corrupt_check_interval`; zero: never).
     pub(crate) corrupt_check_interval: std::time::Duration,
+    /// TLS on the client port: every connection handed over begins a
+    /// handshake.
+    pub(crate) tls: Option<Arc<crate::tls::ServerTls>>,
+    /// TLS on the metrics port (an https metrics URL).
+    pub(crate) metrics_tls: Option<Arc<crate::tls::ServerTls>>,
 }
+
+/// How long a client has to finish its TLS handshake with the front.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Calls (HTTP/2 streams) open at once on one connection; past it, the
 /// client waits (etcd's default is unbounded).
@@ -265,6 +273,7 @@ async fn serve(
         tokio::spawn(metrics::serve(
             listener,
             metrics::with_metrics(endpoints, sources),
+            settings.metrics_tls.clone(),
         ));
     }
 
@@ -309,31 +318,90 @@ async fn serve(
         );
         let counted = Counted::new(open.clone());
         let stall_timeout = settings.stall_timeout;
+        let tls = settings.tls.clone();
         tokio::spawn(async move {
             let _counted = counted;
-            let mut builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            builder
-                .http2()
-                .max_concurrent_streams(MAX_STREAMS)
-                .max_send_buf_size(MAX_SEND_BUFFER);
-            let served = builder.serve_connection(
-                hyper_util::rt::TokioIo::new(BatchedWrites::new(stream)),
-                service,
-            );
-            tokio::select! {
-                served = served => {
-                    if let Err(error) = served {
-                        tracing::debug!(%error, "an etcd API connection ended");
-                    }
+            let Some(tls) = tls else {
+                return serve_connection(stream, service, room, stall_timeout).await;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+            let handshake = acceptor.accept(stream).into_fallible();
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
+                Ok(Ok(stream)) => serve_connection(stream, service, room, stall_timeout).await,
+                Ok(Err((error, stream))) => {
+                    tracing::debug!(%error, "a TLS handshake failed");
+                    close_after_refusal(stream).await;
                 }
-                // Dropping the connection drops its answers, and their rooms.
-                () = room.stalled(stall_timeout) => tracing::warn!(
-                    ?stall_timeout,
-                    "closing an etcd API connection whose client stopped reading a large answer"
-                ),
+                Err(_) => tracing::debug!("a TLS handshake took too long"),
             }
         });
+    }
+}
+
+/// Closes a connection whose TLS handshake was refused, after the alert:
+/// its writing side ended, and what its client sends read and dropped for
+/// a second at most, so that the client reads the alert rather than a
+/// reset (`server::core`'s twin, for tokio).
+async fn close_after_refusal(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut dropped = [0u8; 4096];
+        let mut left: usize = 64 << 10;
+        while left > 0 {
+            match stream.read(&mut dropped).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+}
+
+/// Serves etcd's API on one connection (plain or TLS) until it ends, or
+/// its client stops reading a large answer.
+async fn serve_connection<IO, S, B>(
+    stream: IO,
+    service: S,
+    room: Arc<ConnectionRoom>,
+    stall_timeout: std::time::Duration,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    S: hyper::service::Service<
+            ::http::Request<hyper::body::Incoming>,
+            Response = ::http::Response<B>,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .http2()
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_send_buf_size(MAX_SEND_BUFFER);
+    let served = builder.serve_connection(
+        hyper_util::rt::TokioIo::new(BatchedWrites::new(stream)),
+        service,
+    );
+    tokio::select! {
+        served = served => {
+            if let Err(error) = served {
+                tracing::debug!(%error, "an etcd API connection ended");
+            }
+        }
+        // Dropping the connection drops its answers, and their rooms.
+        () = room.stalled(stall_timeout) => tracing::warn!(
+            ?stall_timeout,
+            "closing an etcd API connection whose client stopped reading a large answer"
+        ),
     }
 }
 

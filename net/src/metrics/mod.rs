@@ -16,6 +16,9 @@ use axum::Router;
 pub use exposition::{scrape, Sources};
 pub use grpc_calls::GrpcCalls;
 
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// `router` with `/metrics` added.
 pub(crate) fn with_metrics(router: Router, sources: Sources) -> Router {
     router.route(
@@ -27,8 +30,13 @@ pub(crate) fn with_metrics(router: Router, sources: Sources) -> Router {
     )
 }
 
-/// Serves `router` over HTTP/1 on `listener` until the runtime ends.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, router: Router) {
+/// Serves `router` over HTTP on `listener` until the runtime ends, over
+/// TLS if `tls` is given.
+pub(crate) async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
+) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -40,13 +48,32 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, router: Router) {
             }
         };
         let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            if let Err(error) = builder
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await
-            {
+            let served = match tls {
+                None => {
+                    builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                    let handshake =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            builder
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await
+                        }
+                        Ok(Err(error)) => Err(error.into()),
+                        Err(_) => return,
+                    }
+                }
+            };
+            if let Err(error) = served {
                 tracing::debug!(%error, "a metrics connection ended");
             }
         });

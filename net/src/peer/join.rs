@@ -218,38 +218,55 @@ pub fn decode_answer(name: &str, body: &[u8]) -> Result<JoinAnswer, String> {
 }
 
 /// Asks the member at `address` (its core 0 peer port) for the cluster
-/// `name` joins.
+/// `name` joins, over TLS with `tls` if given (`--peer-cert-file`).
 ///
 /// # Errors
 /// The member's refusal, or why it could not be asked.
-pub fn ask(address: &str, name: &str, timeout: Duration) -> Result<JoinAnswer, String> {
+pub fn ask(
+    address: &str,
+    name: &str,
+    timeout: Duration,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Result<JoinAnswer, String> {
     let target = crate::peer::core_address(address, 0)?;
-    let mut stream =
+    let stream =
         TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("{target}: {e}"))?;
     stream
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| format!("{target}: {e}"))?;
-    stream
-        .write_all(&encode_request(name))
-        .map_err(|e| format!("{target}: {e}"))?;
+    let body = match tls {
+        None => exchange(stream, name),
+        Some(config) => {
+            let server = rustls::pki_types::ServerName::IpAddress(target.ip().into());
+            let session = rustls::ClientConnection::new(config, server)
+                .map_err(|e| format!("{target}: {e}"))?;
+            exchange(rustls::StreamOwned::new(session, stream), name)
+        }
+    }
+    .map_err(|e| format!("{target}: {e}"))?;
+    decode_answer(name, &body).map_err(|e| format!("{target}: {e}"))
+}
+
+/// Sends the join request for `name` on `stream` and reads the answer's
+/// body, checked against its checksum.
+fn exchange(mut stream: impl Read + Write, name: &str) -> Result<Vec<u8>, String> {
+    let io = |e: std::io::Error| e.to_string();
+    stream.write_all(&encode_request(name)).map_err(io)?;
+    stream.flush().map_err(io)?;
     let mut len = [0u8; 4];
-    stream
-        .read_exact(&mut len)
-        .map_err(|e| format!("{target}: {e}"))?;
+    stream.read_exact(&mut len).map_err(io)?;
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_ANSWER_BYTES {
-        return Err(format!("{target}: an answer of {len} bytes"));
+        return Err(format!("an answer of {len} bytes"));
     }
     let mut body = vec![0u8; len + 4];
-    stream
-        .read_exact(&mut body)
-        .map_err(|e| format!("{target}: {e}"))?;
-    let (body, crc) = body.split_at(len);
-    if crc32fast::hash(body).to_le_bytes() != crc {
-        return Err(format!("{target}: the answer fails its checksum"));
+    stream.read_exact(&mut body).map_err(io)?;
+    let crc = body.split_off(len);
+    if crc32fast::hash(&body).to_le_bytes()[..] != crc[..] {
+        return Err("the answer fails its checksum".to_string());
     }
-    decode_answer(name, body).map_err(|e| format!("{target}: {e}"))
+    Ok(body)
 }
 
 #[cfg(test)]

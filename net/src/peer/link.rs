@@ -14,9 +14,9 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::AsyncWriteExt;
-use glommio::net::TcpStream;
 use keel_engine::shard::{CallPart, PeerInbox};
 
+use crate::peer::stream::{PeerStream, PeerTls};
 use crate::peer::wire::{self, Hello, ItemKind, PeerClock, MAX_FRAME_BYTES};
 
 /// Bytes of encoded messages queued for one peer before more are dropped.
@@ -44,6 +44,7 @@ pub(crate) struct Link {
     address: SocketAddr,
     hello: Hello,
     inbox: PeerInbox,
+    tls: PeerTls,
     queue: RefCell<VecDeque<Queued>>,
     queued_bytes: Cell<usize>,
     connected: Cell<bool>,
@@ -61,6 +62,7 @@ impl Link {
         address: SocketAddr,
         hello: Hello,
         inbox: PeerInbox,
+        tls: PeerTls,
     ) -> Rc<Link> {
         let (kick, kicked) = flume::bounded(1);
         let link = Rc::new(Link {
@@ -68,6 +70,7 @@ impl Link {
             address,
             hello,
             inbox,
+            tls,
             queue: RefCell::default(),
             queued_bytes: Cell::new(0),
             connected: Cell::new(false),
@@ -199,19 +202,18 @@ async fn write_loop(link: Rc<Link>, kicked: flume::Receiver<()>) {
     }
 }
 
-async fn connect(link: &Link) -> std::io::Result<TcpStream> {
-    let mut stream = TcpStream::connect_timeout(link.address, CONNECT_TIMEOUT).await?;
-    stream.set_nodelay(true)?;
-    stream
-        .set_write_timeout(Some(WRITE_TIMEOUT))
-        .map_err(std::io::Error::from)?;
+async fn connect(link: &Link) -> std::io::Result<PeerStream> {
+    let mut stream =
+        PeerStream::connect(link.address, CONNECT_TIMEOUT, link.tls.as_deref()).await?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     stream.write_all(&link.hello.encode()).await?;
+    stream.flush().await?;
     Ok(stream)
 }
 
 async fn write_frames(
     link: &Link,
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     kicked: &flume::Receiver<()>,
 ) -> std::io::Error {
     loop {
@@ -230,6 +232,10 @@ async fn write_frames(
             return error;
         }
         if let Err(error) = stream.write_all(&body).await {
+            return error;
+        }
+        // TLS keeps what the socket did not take until flushed.
+        if let Err(error) = stream.flush().await {
             return error;
         }
     }

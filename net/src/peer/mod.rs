@@ -7,6 +7,7 @@
 pub mod join;
 mod link;
 mod snapshot_stream;
+mod stream;
 pub mod wire;
 
 use std::cell::RefCell;
@@ -16,13 +17,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::AsyncReadExt;
-use glommio::net::{TcpListener, TcpStream};
+use glommio::net::TcpListener;
 use keel_engine::shard::{
     encode_message, CallPart, Cluster, PeerInbox, PinnedSnapshot, RaftMessage, Transport,
     TransportFactory,
 };
 
 use self::link::Link;
+use self::stream::{PeerStream, PeerTls};
 use self::wire::{Hello, WireError, HEADER_BYTES, HELLO_BYTES};
 
 /// How long a failed snapshot stream waits before raft-rs hears of it.
@@ -65,6 +67,8 @@ pub struct PeerTransport {
     pub listen: SocketAddr,
     /// Bytes per second each core sends snapshots at; 0 is no limit.
     pub snapshot_send_rate: u64,
+    /// TLS between members (`--peer-cert-file`); `None` is plain TCP.
+    pub tls: Option<std::sync::Arc<crate::tls::ServerTls>>,
 }
 
 impl TransportFactory for PeerTransport {
@@ -75,9 +79,10 @@ impl TransportFactory for PeerTransport {
         for peer in inbox.cluster().peers() {
             core_address(&peer.peer_address, core)?;
         }
-        glommio::spawn_local(accept_loop(listener, core, inbox.clone())).detach();
+        glommio::spawn_local(accept_loop(listener, core, inbox.clone(), self.tls.clone())).detach();
         let transport = TcpTransport {
             core,
+            tls: self.tls.clone(),
             links: RefCell::default(),
             links_for: std::cell::Cell::new(None),
             inbox,
@@ -95,6 +100,7 @@ type PeerLink = (Rc<Link>, SocketAddr, Hello);
 /// One core's links to its peers, with each one's address and hello.
 struct TcpTransport {
     core: usize,
+    tls: PeerTls,
     links: RefCell<HashMap<u64, PeerLink>>,
     /// The member list's revision and the configurations' version the
     /// links were made for (`PeerInbox::cluster_versions`).
@@ -151,7 +157,13 @@ impl TcpTransport {
                 from: cluster.me,
                 to: peer.id,
             };
-            let link = Link::start(peer.id, address, hello, self.inbox.clone());
+            let link = Link::start(
+                peer.id,
+                address,
+                hello,
+                self.inbox.clone(),
+                self.tls.clone(),
+            );
             links.insert(peer.id, (link, address, hello));
         }
     }
@@ -197,6 +209,7 @@ impl Transport for TcpTransport {
             message,
             source,
             self.snapshot_pacer.clone(),
+            self.tls.clone(),
         );
         let (streaming, inbox) = (self.streaming.clone(), self.inbox.clone());
         glommio::spawn_local(async move {
@@ -217,7 +230,7 @@ impl Transport for TcpTransport {
 }
 
 /// Takes peer connections on this core's peer port.
-async fn accept_loop(listener: TcpListener, core: usize, inbox: PeerInbox) {
+async fn accept_loop(listener: TcpListener, core: usize, inbox: PeerInbox, tls: PeerTls) {
     let open = Rc::new(RefCell::new(0usize));
     loop {
         let stream = match listener.accept().await {
@@ -233,9 +246,14 @@ async fn accept_loop(listener: TcpListener, core: usize, inbox: PeerInbox) {
             continue;
         }
         *open.borrow_mut() += 1;
-        let (open, inbox) = (open.clone(), inbox.clone());
+        let (open, inbox, tls) = (open.clone(), inbox.clone(), tls.clone());
         glommio::spawn_local(async move {
-            if let Err(error) = read_peer(stream, core, &inbox).await {
+            let stream = PeerStream::accept(stream, HELLO_TIMEOUT, tls.as_deref()).await;
+            let read = match stream {
+                Ok(stream) => read_peer(stream, core, &inbox).await,
+                Err(error) => Err(InboundError::Handshake(error)),
+            };
+            if let Err(error) = read {
                 tracing::debug!(core, %error, "peer connection closed");
             }
             *open.borrow_mut() -= 1;
@@ -253,6 +271,8 @@ enum InboundError {
     Wire(#[from] WireError),
     #[error("refused: {0}")]
     Refused(String),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
 }
 
 /// Reads one peer's hello, then its frames, handing each message to its
@@ -260,13 +280,11 @@ enum InboundError {
 /// fails its checksum, does not parse or names another sender is
 /// delivered.
 async fn read_peer(
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     core: usize,
     inbox: &PeerInbox,
 ) -> Result<(), InboundError> {
-    stream
-        .set_read_timeout(Some(HELLO_TIMEOUT))
-        .map_err(std::io::Error::from)?;
+    stream.set_read_timeout(Some(HELLO_TIMEOUT))?;
     let mut hello = [0u8; HELLO_BYTES];
     let (magic, rest) = hello.split_at_mut(join::JOIN_MAGIC.len());
     stream.read_exact(magic).await?;
@@ -305,15 +323,11 @@ async fn read_peer(
         return Ok(snapshot_stream::receive(&mut stream, &hello, inbox).await?);
     }
     loop {
-        stream
-            .set_read_timeout(Some(IDLE_TIMEOUT))
-            .map_err(std::io::Error::from)?;
+        stream.set_read_timeout(Some(IDLE_TIMEOUT))?;
         let mut header = [0u8; HEADER_BYTES];
         stream.read_exact(&mut header).await?;
         let (len, crc) = wire::read_header(&header)?;
-        stream
-            .set_read_timeout(Some(BODY_TIMEOUT))
-            .map_err(std::io::Error::from)?;
+        stream.set_read_timeout(Some(BODY_TIMEOUT))?;
         let mut body = vec![0u8; len];
         stream.read_exact(&mut body).await?;
         let frame = wire::decode_frame(&body, crc)?;
@@ -345,7 +359,7 @@ async fn read_peer(
 
 /// Tells a member joining the cluster what it is (`join.rs`), and closes.
 async fn answer_join(
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     core: usize,
     inbox: &PeerInbox,
 ) -> Result<(), InboundError> {

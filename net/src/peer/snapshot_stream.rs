@@ -14,12 +14,12 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use keel_engine::btree::CommitImage;
 use keel_engine::shard::{
     decode_message, encode_message, PeerInbox, PinnedSnapshot, RaftMessage, RaftMessageType,
 };
 
+use crate::peer::stream::{PeerStream, PeerTls};
 use crate::peer::wire::{Hello, SNAPSHOT_CHUNK_BYTES};
 
 /// How long one read or write of a snapshot stream may stall.
@@ -79,9 +79,18 @@ pub(crate) async fn send(
     message: RaftMessage,
     source: Rc<PinnedSnapshot>,
     pacer: Rc<Pacer>,
+    tls: PeerTls,
 ) -> bool {
     let to = message.to;
-    match send_file(address, hello, shard, &message, source.image(), &pacer).await {
+    let sent = send_file(
+        (address, tls.as_deref()),
+        hello,
+        shard,
+        &message,
+        source.image(),
+        &pacer,
+    );
+    match sent.await {
         Ok(taken) => taken,
         Err(error) => {
             tracing::warn!(shard, peer = %format!("{to:x}"), %error, "snapshot send failed");
@@ -91,7 +100,7 @@ pub(crate) async fn send(
 }
 
 async fn send_file(
-    address: SocketAddr,
+    (address, tls): (SocketAddr, Option<&crate::tls::ServerTls>),
     hello: Hello,
     shard: usize,
     message: &RaftMessage,
@@ -99,11 +108,8 @@ async fn send_file(
     pacer: &Pacer,
 ) -> std::io::Result<bool> {
     let len = source.len();
-    let mut stream = TcpStream::connect_timeout(address, Duration::from_secs(1)).await?;
-    stream.set_nodelay(true)?;
-    stream
-        .set_write_timeout(Some(STALL))
-        .map_err(std::io::Error::from)?;
+    let mut stream = PeerStream::connect(address, Duration::from_secs(1), tls).await?;
+    stream.set_write_timeout(Some(STALL))?;
     stream.write_all(&hello.encode()).await?;
     let bytes = encode_message(message);
     let mut header = Vec::with_capacity(20);
@@ -127,9 +133,7 @@ async fn send_file(
         left = left.saturating_sub(part.len() as u64);
     }
     stream.flush().await?;
-    stream
-        .set_read_timeout(Some(ANSWER_WAIT))
-        .map_err(std::io::Error::from)?;
+    stream.set_read_timeout(Some(ANSWER_WAIT))?;
     let mut answer = [0u8; 1];
     stream.read_exact(&mut answer).await?;
     Ok(answer == [1])
@@ -171,13 +175,11 @@ fn read_ahead(source: CommitImage) -> flume::Receiver<std::io::Result<(Vec<u8>, 
 /// its shard; answers whether it was taken. Anything wrong removes the
 /// partial file and refuses it.
 pub(crate) async fn receive(
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     hello: &Hello,
     inbox: &PeerInbox,
 ) -> std::io::Result<()> {
-    stream
-        .set_read_timeout(Some(STALL))
-        .map_err(std::io::Error::from)?;
+    stream.set_read_timeout(Some(STALL))?;
     let mut taken = false;
     let mut written = None;
     let outcome = receive_file(stream, hello, inbox, &mut written).await;
@@ -223,7 +225,7 @@ fn bad(what: impl Into<String>) -> std::io::Error {
 }
 
 async fn receive_file(
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     hello: &Hello,
     inbox: &PeerInbox,
     written: &mut Option<PathBuf>,

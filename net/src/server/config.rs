@@ -44,9 +44,60 @@ pub struct ServerConfig {
     /// format, `/health`), as etcd's `--listen-metrics-urls`; none by
     /// default (`/metrics` is served on the client port as well).
     pub listen_metrics: Option<SocketAddr>,
+    /// Whether the metrics port speaks TLS, with the client port's
+    /// settings (etcd's `https://` metrics URL).
+    pub metrics_tls: bool,
     /// How often each shard's leader compares every member's copy of the
     /// shard (docs/corruption.md); zero never does.
     pub corrupt_check_interval: Duration,
+    /// TLS on the client port, the core ports and the metrics port
+    /// (docs/security.md).
+    pub client_tls: TlsSettings,
+    /// TLS between members, on the peer ports.
+    pub peer_tls: TlsSettings,
+}
+
+/// etcd's TLS flags for one kind of port (`--cert-file`, ... or
+/// `--peer-cert-file`, ...), as given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The PEM certificate chain the port shows.
+    pub cert_file: Option<PathBuf>,
+    /// Its private key.
+    pub key_file: Option<PathBuf>,
+    /// The authorities whose certificates the port's clients must show.
+    pub trusted_ca_file: Option<PathBuf>,
+    /// Whether clients must show a certificate.
+    pub client_cert_auth: bool,
+}
+
+impl TlsSettings {
+    /// The port's TLS files, or `None` for plaintext.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for flags that do not go together; `what`
+    /// names them (`""` or `"peer-"`).
+    pub fn files(&self, what: &str) -> Result<Option<crate::tls::TlsFiles>, ConfigError> {
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                if self.client_cert_auth && self.trusted_ca_file.is_none() {
+                    return Err(ConfigError::Invalid(format!(
+                        "--{what}client-cert-auth needs --{what}trusted-ca-file"
+                    )));
+                }
+                Ok(Some(crate::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    trusted_ca: self.trusted_ca_file.clone(),
+                    client_cert_auth: self.client_cert_auth,
+                }))
+            }
+            (None, None) if self.trusted_ca_file.is_none() && !self.client_cert_auth => Ok(None),
+            _ => Err(ConfigError::Invalid(format!(
+                "TLS needs both --{what}cert-file and --{what}key-file"
+            ))),
+        }
+    }
 }
 
 /// Time between two corruption checks of a shard, unless set: 5 minutes.
@@ -219,7 +270,10 @@ impl Default for ServerConfig {
             cluster: ClusterSettings::default(),
             etcd_version: DEFAULT_ETCD_VERSION.to_string(),
             listen_metrics: None,
+            metrics_tls: false,
             corrupt_check_interval: DEFAULT_CORRUPT_CHECK_INTERVAL,
+            client_tls: TlsSettings::default(),
+            peer_tls: TlsSettings::default(),
         }
     }
 }
@@ -281,9 +335,27 @@ pub struct Overrides {
     pub etcd_version: Option<String>,
     /// See [`ServerConfig::listen_metrics`].
     pub listen_metrics: Option<SocketAddr>,
+    /// See [`ServerConfig::metrics_tls`].
+    pub metrics_tls: Option<bool>,
     /// See [`ServerConfig::corrupt_check_interval`], in milliseconds; 0
     /// never checks.
     pub corrupt_check_interval_ms: Option<u64>,
+    /// See [`TlsSettings::cert_file`] (client port).
+    pub cert_file: Option<PathBuf>,
+    /// See [`TlsSettings::key_file`] (client port).
+    pub key_file: Option<PathBuf>,
+    /// See [`TlsSettings::trusted_ca_file`] (client port).
+    pub trusted_ca_file: Option<PathBuf>,
+    /// See [`TlsSettings::client_cert_auth`] (client port).
+    pub client_cert_auth: Option<bool>,
+    /// See [`TlsSettings::cert_file`] (peer port).
+    pub peer_cert_file: Option<PathBuf>,
+    /// See [`TlsSettings::key_file`] (peer port).
+    pub peer_key_file: Option<PathBuf>,
+    /// See [`TlsSettings::trusted_ca_file`] (peer port).
+    pub peer_trusted_ca_file: Option<PathBuf>,
+    /// See [`TlsSettings::client_cert_auth`] (peer port).
+    pub peer_client_cert_auth: Option<bool>,
 }
 
 /// A config file that cannot be used.
@@ -348,9 +420,32 @@ impl Overrides {
         if self.listen_metrics.is_some() {
             config.listen_metrics = self.listen_metrics;
         }
+        set(&mut config.metrics_tls, self.metrics_tls);
         if let Some(ms) = self.corrupt_check_interval_ms {
             config.corrupt_check_interval = Duration::from_millis(ms);
         }
+        let tls = &mut config.client_tls;
+        if self.cert_file.is_some() {
+            tls.cert_file = self.cert_file;
+        }
+        if self.key_file.is_some() {
+            tls.key_file = self.key_file;
+        }
+        if self.trusted_ca_file.is_some() {
+            tls.trusted_ca_file = self.trusted_ca_file;
+        }
+        set(&mut tls.client_cert_auth, self.client_cert_auth);
+        let tls = &mut config.peer_tls;
+        if self.peer_cert_file.is_some() {
+            tls.cert_file = self.peer_cert_file;
+        }
+        if self.peer_key_file.is_some() {
+            tls.key_file = self.peer_key_file;
+        }
+        if self.peer_trusted_ca_file.is_some() {
+            tls.trusted_ca_file = self.peer_trusted_ca_file;
+        }
+        set(&mut tls.client_cert_auth, self.peer_client_cert_auth);
         let cluster = &mut config.cluster;
         set(&mut cluster.initial_cluster, self.initial_cluster);
         set(
@@ -441,6 +536,12 @@ impl Overrides {
                 "snapshot_send_mib_per_sec must be 0 (no limit) or at least 8".to_string(),
             ));
         }
+        if config.client_tls.files("")?.is_none() && config.metrics_tls {
+            return Err(ConfigError::Invalid(
+                "an https metrics URL needs --cert-file and --key-file".to_string(),
+            ));
+        }
+        config.peer_tls.files("peer-")?;
         Ok(config)
     }
 }

@@ -41,6 +41,9 @@ pub(crate) struct CoreContext {
     pub(crate) heavy_answers: crate::server::heavy_answers::HeavyAnswers,
     /// Where connections that speak HTTP (etcd's API) go.
     pub(crate) etcd: crate::etcd::Handoff,
+    /// TLS on the client and core ports (`--cert-file`): then they take
+    /// nothing else.
+    pub(crate) tls: Option<Arc<crate::tls::ServerTls>>,
 }
 
 impl CoreContext {
@@ -102,13 +105,15 @@ async fn accept_loop(listener: TcpListener, accepted: flume::Sender<TcpStream>) 
 }
 
 /// Serves a connection in keel's protocol here, or hands one that speaks
-/// HTTP to etcd's API front (`crate::etcd`), by its first four bytes,
-/// read without taking them. A connection may stay silent as long as
+/// HTTP to etcd's API front (`crate::etcd`), by its first bytes, read
+/// without taking them: four of them tell a keel frame from HTTP; with
+/// TLS, the client's first message tells which protocol it asks for
+/// (`tls::client_hello`). A connection may stay silent as long as
 /// `idle_timeout` lets any (keel's clients connect ahead of their first
-/// request); once it has begun, the rest of the four bytes must come
+/// request); once it has begun, the rest of what is read ahead must come
 /// within the frame timeout, as the rest of a frame must.
 async fn route(stream: TcpStream, ctx: Rc<CoreContext>) {
-    let mut first = [0u8; 4];
+    let mut first = [0u8; crate::tls::client_hello::RECORD_HEADER];
     let began = async {
         match stream.peek(&mut first).await {
             Ok(0) | Err(_) => None,
@@ -125,28 +130,121 @@ async fn route(stream: TcpStream, ctx: Rc<CoreContext>) {
         }
         None => began.await,
     };
-    let Some(mut peeked) = began else {
+    if began.is_none() {
         return;
-    };
+    }
     let deadline = std::time::Instant::now() + ctx.limits.frame_timeout;
+    let Some(tls) = ctx.tls.clone() else {
+        let mut four = [0u8; 4];
+        if !peek_fully(&stream, &mut four, deadline).await {
+            return;
+        }
+        if !crate::etcd::is_http(four) {
+            return connection::serve(stream, ctx).await;
+        }
+        return hand_to_front(&stream, &ctx).await;
+    };
+    if !peek_fully(&stream, &mut first, deadline).await {
+        return;
+    }
+    let Some(record_len) = crate::tls::client_hello::record_len(&first) else {
+        return refuse_plaintext(stream, first).await;
+    };
+    let mut hello = vec![0u8; record_len.min(crate::tls::client_hello::MAX_HELLO)];
+    if !peek_fully(&stream, &mut hello, deadline).await {
+        return;
+    }
+    if !crate::tls::client_hello::offers_keel(&hello) {
+        return hand_to_front(&stream, &ctx).await;
+    }
+    drop(hello);
+    let handshake = futures_rustls::TlsAcceptor::from(tls.config())
+        .accept(stream)
+        .into_fallible();
+    let timed_out = async {
+        glommio::timer::sleep(deadline.saturating_duration_since(std::time::Instant::now())).await;
+        None
+    };
+    match or(async { Some(handshake.await) }, timed_out).await {
+        Some(Ok(stream)) => connection::serve(stream, ctx).await,
+        Some(Err((error, stream))) => {
+            tracing::debug!(%error, "a TLS handshake failed");
+            close_after_refusal(stream).await;
+        }
+        None => tracing::debug!("a TLS handshake took longer than the frame timeout"),
+    }
+}
+
+/// How long a refused TLS client is read (and what it sends dropped)
+/// before its connection is closed.
+const REFUSAL_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+/// The most bytes read from a refused TLS client.
+const REFUSAL_DRAIN_BYTES: usize = 64 << 10;
+
+/// Closes a connection whose TLS handshake this server refused, after the
+/// alert that says why. A TLS 1.3 client sends its certificate and its
+/// first requests before it hears the verdict; closing with those unread
+/// would reset the connection, and the reset can reach the client before
+/// the alert does, which it then never reads. So: end the writing side,
+/// and read (dropping) what comes, a little while at most.
+async fn close_after_refusal(mut stream: TcpStream) {
+    use futures_lite::AsyncReadExt;
+    if stream.shutdown(std::net::Shutdown::Write).await.is_err()
+        || stream.set_read_timeout(Some(REFUSAL_LINGER)).is_err()
+    {
+        return;
+    }
+    let until = std::time::Instant::now() + REFUSAL_LINGER;
+    let mut dropped = [0u8; 4096];
+    let mut left = REFUSAL_DRAIN_BYTES;
+    while left > 0 && std::time::Instant::now() < until {
+        match stream.read(&mut dropped).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+/// Waits until `buffer.len()` bytes can be read from `stream`, and copies
+/// them into `buffer` without taking them; false if the client closes,
+/// or has not sent them by `deadline`.
+async fn peek_fully(stream: &TcpStream, buffer: &mut [u8], deadline: std::time::Instant) -> bool {
     let mut pause = std::time::Duration::from_millis(1);
-    while peeked < first.len() {
+    loop {
+        match stream.peek(buffer).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) if n >= buffer.len() => return true,
+            Ok(_) => {}
+        }
         // peek answers at once while the same bytes wait: poll, backing
         // off (a client that stalls costs a few wakes, not one a ms).
         if std::time::Instant::now() >= deadline {
-            return;
+            return false;
         }
         glommio::timer::sleep(pause).await;
         pause = (pause * 2).min(std::time::Duration::from_millis(100));
-        peeked = match stream.peek(&mut first).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
     }
-    if !crate::etcd::is_http(first) {
-        return connection::serve(stream, ctx).await;
+}
+
+/// What a plain HTTP client hears from a TLS port before it is closed
+/// (Go's words, which etcd's users know).
+const HTTP_TO_HTTPS: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// Closes a connection that speaks plaintext to a TLS port; an HTTP/1
+/// client is told why first.
+async fn refuse_plaintext(mut stream: TcpStream, first: [u8; 5]) {
+    use futures_lite::AsyncWriteExt;
+    tracing::debug!(peer = ?stream.peer_addr().ok(), "refused plaintext on a TLS port");
+    let [a, b, c, d, _] = first;
+    if crate::etcd::is_http([a, b, c, d]) && !first.starts_with(b"PRI ") {
+        let _ = stream.write_all(HTTP_TO_HTTPS).await;
     }
-    match detach(&stream) {
+}
+
+/// Hands `stream` to etcd's API front.
+async fn hand_to_front(stream: &TcpStream, ctx: &CoreContext) {
+    match detach(stream) {
         Ok(detached) => {
             // Waits while the front is behind: this connection is still
             // one of this core's, so the cores' caps bound what waits.

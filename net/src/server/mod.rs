@@ -61,6 +61,9 @@ pub enum ServerError {
     /// etcd's API front could not start.
     #[error("cannot start etcd's API: {0}")]
     EtcdApi(std::io::Error),
+    /// The TLS files cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// A running server. [`Server::shutdown`] (or dropping it) stops it.
@@ -85,7 +88,11 @@ const JOIN_ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// created for its cluster and says which; an empty one learns the cluster
 /// from the first member of `--initial-cluster` that answers
 /// (`peer::join`), which must list this member (added with `member add`).
-fn join_cluster(config: &ServerConfig, node_config: &mut NodeConfig) -> Result<(), ServerError> {
+fn join_cluster(
+    config: &ServerConfig,
+    node_config: &mut NodeConfig,
+    peer_tls: Option<&crate::tls::ServerTls>,
+) -> Result<(), ServerError> {
     if let Some((_, created)) = keel_engine::shard::recorded_cluster(&config.data_dir)? {
         node_config.cluster = created;
         return Ok(());
@@ -94,7 +101,8 @@ fn join_cluster(config: &ServerConfig, node_config: &mut NodeConfig) -> Result<(
         .map_err(ServerError::Join)?;
     let mut failures = Vec::new();
     for (name, address) in initial.iter().filter(|(name, _)| *name != config.name) {
-        match crate::peer::join::ask(address, &config.name, JOIN_ASK_TIMEOUT) {
+        let tls = peer_tls.and_then(crate::tls::ServerTls::peer_client_config);
+        match crate::peer::join::ask(address, &config.name, JOIN_ASK_TIMEOUT, tls) {
             Ok(answer) => {
                 let cores = usize::from(answer.cores);
                 if node_config.cores != 0 && node_config.cores != cores {
@@ -195,8 +203,12 @@ impl Server {
         node_config.clock = clock;
         node_config.quota_backend_bytes = config.quota_backend_bytes;
         node_config.cluster = config.cluster.cluster(&config.name)?;
+        let peer_tls = match config.peer_tls.files("peer-")? {
+            Some(files) => Some(crate::tls::ServerTls::start_peer(files)?),
+            None => None,
+        };
         if config.cluster.joins() {
-            join_cluster(&config, &mut node_config)?;
+            join_cluster(&config, &mut node_config, peer_tls.as_deref())?;
         }
         if config.cluster.has_peers() {
             // As many cores as the node may run (it runs no more than its
@@ -214,8 +226,16 @@ impl Server {
             node_config.transport = Some(Arc::new(crate::peer::PeerTransport {
                 listen: config.cluster.listen_peer,
                 snapshot_send_rate: config.cluster.snapshot_send_rate,
+                tls: peer_tls,
             }));
         }
+        let client_tls = match config.client_tls.files("")? {
+            Some(files) => Some(crate::tls::ServerTls::start(
+                files,
+                crate::tls::client_port_alpn(),
+            )?),
+            None => None,
+        };
         let node = Arc::new(Node::start(node_config)?);
         let cores = node.core_count();
         let own_address = |core: usize| {
@@ -249,6 +269,7 @@ impl Server {
             let task_node = node.clone();
             let served_in = served_in.clone();
             let limits = config.limits;
+            let tls = client_tls.clone();
             let spawned = node.spawn_on(
                 core,
                 Box::new(move || {
@@ -281,6 +302,7 @@ impl Server {
                             answers: budget::ByteBudget::new(limits.answer_bytes),
                             heavy_answers: heavy_answers::HeavyAnswers::new(),
                             etcd,
+                            tls,
                         });
                         let stopped = async {
                             let _ = stop_out.recv_async().await;
@@ -330,6 +352,8 @@ impl Server {
             largest_answer: config.limits.outbound_bytes,
             stall_timeout: config.limits.stall_timeout,
             corrupt_check_interval: config.corrupt_check_interval,
+            tls: client_tls.clone(),
+            metrics_tls: client_tls.clone().filter(|_| config.metrics_tls),
         };
         let info = Arc::new(ServerInfo {
             member_id: node.client().member_id(),

@@ -2,6 +2,7 @@
 //! stops it by its process id.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod metrics;
 pub mod raw;
 
@@ -70,6 +71,7 @@ impl Server {
             metrics
                 .trim()
                 .strip_prefix("keel: metrics on http://")
+                .or_else(|| metrics.trim().strip_prefix("keel: metrics on https://"))
                 .and_then(|rest| rest.strip_suffix("/metrics"))
                 .unwrap_or_else(|| panic!("unexpected second line from keel: {metrics:?}"))
                 .parse()
@@ -208,6 +210,30 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
+}
+
+/// `count` ports whose next ones are free too (a member's two cores listen
+/// on consecutive peer ports), all different: each pair is held until
+/// every pair is chosen.
+pub fn peer_ports(count: usize) -> Vec<u16> {
+    let mut held = Vec::new();
+    let mut ports = Vec::new();
+    for _ in 0..100 {
+        if ports.len() == count {
+            break;
+        }
+        let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = first.local_addr().unwrap().port();
+        if port == u16::MAX {
+            continue;
+        }
+        if let Ok(next) = std::net::TcpListener::bind(("127.0.0.1", port + 1)) {
+            ports.push(port);
+            held.push((first, next));
+        }
+    }
+    assert_eq!(ports.len(), count, "no {count} pairs of free ports");
+    ports
 }
 
 /// A tokio runtime for a test.

@@ -138,7 +138,7 @@ impl Context {
 /// the setup (prefill, watches) fails.
 pub async fn run(args: RunArgs) -> Result<RunReport> {
     args.validate()?;
-    let target = Target::connect(&args.target, args.connections).await?;
+    let target = Target::connect(&args.target, args.connections, &args.security()).await?;
     run_on(args, target).await
 }
 

@@ -21,6 +21,17 @@ pub(crate) struct Cli {
         default_value = "127.0.0.1:2379"
     )]
     pub(crate) endpoints: String,
+    /// Verify the servers' certificates with these authorities (PEM),
+    /// over TLS; also from `KEELCTL_CACERT` or `ETCDCTL_CACERT`.
+    #[arg(long, id = "tls-cacert", global = true, env = "KEELCTL_CACERT")]
+    pub(crate) cacert: Option<std::path::PathBuf>,
+    /// This client's certificate (PEM), for servers that ask for one;
+    /// also from `KEELCTL_CERT` or `ETCDCTL_CERT`.
+    #[arg(long, id = "tls-cert", global = true, env = "KEELCTL_CERT")]
+    pub(crate) cert: Option<std::path::PathBuf>,
+    /// The private key of --cert; also from `KEELCTL_KEY` or `ETCDCTL_KEY`.
+    #[arg(long, id = "tls-key", global = true, env = "KEELCTL_KEY")]
+    pub(crate) key: Option<std::path::PathBuf>,
     /// Output format.
     #[arg(
         short = 'w',
@@ -571,18 +582,17 @@ pub(crate) fn describe(error: keel_client::Error) -> String {
 }
 
 pub(crate) async fn run(cli: Cli) -> CommandResult {
+    let connect = crate::connect::Connect::from_cli(&cli)?;
     // etcdctl's endpoints are URLs; keel's client takes host:port.
-    if cli.endpoints.contains("https://") {
-        return Err(Failure::bad_args(
-            "keel has no TLS yet: give endpoints as host:port or http://host:port",
-        ));
-    }
     let endpoints: Vec<&str> = cli
         .endpoints
         .split(',')
         .map(|endpoint| {
             let endpoint = endpoint.trim();
-            let endpoint = endpoint.strip_prefix("http://").unwrap_or(endpoint);
+            let endpoint = endpoint
+                .strip_prefix("https://")
+                .or_else(|| endpoint.strip_prefix("http://"))
+                .unwrap_or(endpoint);
             endpoint.trim_end_matches('/')
         })
         .collect();
@@ -595,11 +605,12 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
             return crate::maintenance::snapshot_status(file, format);
         }
         Command::Snapshot(SnapshotCommand::Save { file }) => {
-            return crate::maintenance::snapshot_save(endpoints.first().copied(), file).await;
+            return crate::maintenance::snapshot_save(&connect, endpoints.first().copied(), file)
+                .await;
         }
         _ => {}
     }
-    let client: Client = timed(timeout, Client::connect(&endpoints)).await?;
+    let client: Client = timed(timeout, connect.client(&endpoints)).await?;
     match cli.command {
         Command::Put(args) => crate::kv::put(&client, timeout, format, args).await,
         Command::Get(args) => crate::kv::get(&client, timeout, format, args).await,
@@ -631,7 +642,7 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
             let mut members = Vec::new();
             for endpoint in &endpoints {
                 let status = async {
-                    let client = Client::connect(&[endpoint]).await?;
+                    let client = connect.client(&[endpoint]).await?;
                     client.status().await
                 };
                 // A member that does not answer is shown as such.
@@ -646,8 +657,10 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
             rev,
             shard,
         }) => {
-            crate::maintenance::endpoint_hashkv(&endpoints, cluster, rev, shard, timeout, format)
-                .await
+            crate::maintenance::endpoint_hashkv(
+                &connect, &endpoints, cluster, rev, shard, timeout, format,
+            )
+            .await
         }
         Command::Endpoint(EndpointCommand::Health) => {
             let started = std::time::Instant::now();

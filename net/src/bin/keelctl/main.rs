@@ -7,6 +7,7 @@
 //! exits with etcdctl's status for it (`cli::Failure`).
 
 mod cli;
+mod connect;
 mod etcd_format;
 mod kv;
 mod maintenance;
@@ -22,10 +23,13 @@ use clap::Parser;
 use crate::cli::Failure;
 
 fn main() -> ExitCode {
-    // etcdctl's variable, when keelctl's own is not set.
-    if std::env::var_os("KEELCTL_ENDPOINTS").is_none() {
-        if let Some(endpoints) = std::env::var_os("ETCDCTL_ENDPOINTS") {
-            std::env::set_var("KEELCTL_ENDPOINTS", endpoints);
+    // etcdctl's variables, when keelctl's own are not set.
+    for name in ["ENDPOINTS", "CACERT", "CERT", "KEY"] {
+        let keelctl = format!("KEELCTL_{name}");
+        if std::env::var_os(&keelctl).is_none() {
+            if let Some(value) = std::env::var_os(format!("ETCDCTL_{name}")) {
+                std::env::set_var(keelctl, value);
+            }
         }
     }
     let cli = match cli::Cli::try_parse() {

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use keel_etcd_api::etcdserverpb::maintenance_client::MaintenanceClient;
 use keel_etcd_api::etcdserverpb::HashKvRequest;
 use serde_json::json;
 
 use crate::cli::Failure;
+use crate::connect::Connect;
 use crate::etcd_format::table;
 use crate::output::{print_json, Format};
 
@@ -20,15 +20,14 @@ struct Hashed {
 }
 
 async fn hash_kv(
+    connect: &Connect,
     endpoint: &str,
     revision: i64,
     shard: Option<u32>,
     timeout: Duration,
 ) -> Result<Hashed, String> {
     let ask = async {
-        let mut client = MaintenanceClient::connect(format!("http://{endpoint}"))
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut client = connect.maintenance(endpoint).await?;
         let mut request = tonic::Request::new(HashKvRequest { revision });
         if let Some(shard) = shard {
             // keel's own metadata: one shard's hash (docs/corruption.md).
@@ -63,6 +62,7 @@ async fn hash_kv(
 /// differ the command fails, naming the endpoints that differ from the
 /// hash most endpoints have (or saying that no hash has most).
 pub(crate) async fn endpoint_hashkv(
+    connect: &Connect,
     endpoints: &[&str],
     cluster: bool,
     revision: i64,
@@ -73,12 +73,12 @@ pub(crate) async fn endpoint_hashkv(
     let Some((first, others)) = endpoints.split_first() else {
         return Err(Failure::bad_args("no endpoint given"));
     };
-    let first = hash_kv(first, revision, shard, timeout).await?;
+    let first = hash_kv(connect, first, revision, shard, timeout).await?;
     let at = first.revision;
     let mut hashed = vec![first];
     if cluster {
         for endpoint in others {
-            hashed.push(hash_kv(endpoint, at, shard, timeout).await?);
+            hashed.push(hash_kv(connect, endpoint, at, shard, timeout).await?);
         }
     }
     match format {
@@ -142,6 +142,7 @@ pub(crate) async fn endpoint_hashkv(
 /// streamed into `FILE.part`, synced, checked whole, then renamed to
 /// `FILE` (a save cut short leaves no `FILE`).
 pub(crate) async fn snapshot_save(
+    connect: &Connect,
     endpoint: Option<&str>,
     file: &std::path::Path,
 ) -> Result<(), Failure> {
@@ -149,9 +150,9 @@ pub(crate) async fn snapshot_save(
     let endpoint = endpoint.ok_or_else(|| Failure::bad_args("no endpoint given"))?;
     let part = std::path::PathBuf::from(format!("{}.part", file.display()));
     let saved = async {
-        let mut client = MaintenanceClient::connect(format!("http://{endpoint}"))
-            .await
-            .map_err(|e| format!("{endpoint}: {e}"))?
+        let mut client = connect
+            .maintenance(endpoint)
+            .await?
             .max_decoding_message_size(usize::MAX);
         let mut chunks = client
             .snapshot(keel_etcd_api::etcdserverpb::SnapshotRequest {})

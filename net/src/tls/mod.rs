@@ -1,0 +1,202 @@
+//! TLS on the server's ports (docs/security.md): the files of etcd's
+//! `--cert-file`, `--key-file`, `--trusted-ca-file` and
+//! `--client-cert-auth` (and their `--peer-*` twins), read into a rustls
+//! configuration that is read again whenever one of the files changes, so
+//! that a renewed certificate takes effect without a restart.
+//!
+//! Every handshake takes the configuration current when it starts (one
+//! atomic load); connections already open keep the session they made.
+
+pub mod client_hello;
+mod reload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use keel_client::tls::{crypto_provider, read_certificates, read_private_key, read_roots};
+
+pub use keel_client::tls::{TlsError, KEEL_ALPN};
+
+/// What one of the server's TLS ports is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The server's PEM certificate chain (`--cert-file`).
+    pub cert: PathBuf,
+    /// Its private key (`--key-file`).
+    pub key: PathBuf,
+    /// The authorities a client's certificate must be signed by
+    /// (`--trusted-ca-file`). As etcd does, giving it makes a client
+    /// certificate required.
+    pub trusted_ca: Option<PathBuf>,
+    /// Whether a client must show a certificate (`--client-cert-auth`);
+    /// it needs `trusted_ca`.
+    pub client_cert_auth: bool,
+}
+
+impl TlsFiles {
+    /// Whether a client must show a certificate signed by `trusted_ca`.
+    pub fn requires_client_certificate(&self) -> bool {
+        self.trusted_ca.is_some() || self.client_cert_auth
+    }
+
+    /// Every file these settings read, for the reloader to watch.
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut paths = vec![self.cert.clone(), self.key.clone()];
+        paths.extend(self.trusted_ca.clone());
+        paths
+    }
+}
+
+/// ALPN protocols, in the server's order of preference.
+pub type Alpn = Vec<Vec<u8>>;
+
+/// What the client port offers: etcd's gRPC (HTTP/2), HTTP/1 (its JSON
+/// gateway, `/metrics`, `/health`) and keel's protocol. A client gets the
+/// one it offers; one that offers none gets HTTP, by its first bytes.
+/// Keel's own clients are served on the cores (`client_hello.rs`), the
+/// others on etcd's API front.
+pub fn client_port_alpn() -> Alpn {
+    vec![b"h2".to_vec(), b"http/1.1".to_vec(), KEEL_ALPN.to_vec()]
+}
+
+/// A server configuration from `files`, offering `alpn` (TLS 1.2 and 1.3).
+///
+/// # Errors
+/// [`TlsError`] naming the file or setting at fault.
+pub fn server_config(files: &TlsFiles, alpn: &Alpn) -> Result<rustls::ServerConfig, TlsError> {
+    let builder = rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = if files.requires_client_certificate() {
+        let Some(ca) = &files.trusted_ca else {
+            return Err(TlsError::Config(
+                "client-cert-auth needs a trusted-ca-file to check client certificates against"
+                    .to_string(),
+            ));
+        };
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(read_roots(ca)?),
+            crypto_provider(),
+        )
+        .build()
+        .map_err(|e| TlsError::Config(format!("{}: {e}", ca.display())))?;
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut config = builder
+        .with_single_cert(
+            read_certificates(&files.cert)?,
+            read_private_key(&files.key)?,
+        )
+        .map_err(|e| {
+            TlsError::Config(format!(
+                "{} and {}: {e}",
+                files.cert.display(),
+                files.key.display()
+            ))
+        })?;
+    config.alpn_protocols = alpn.clone();
+    Ok(config)
+}
+
+/// A client configuration from a member's peer `files`: it trusts the
+/// peer authorities and shows the member's own certificate, which the
+/// other members check as their `--peer-trusted-ca-file` says.
+///
+/// # Errors
+/// [`TlsError`] naming the file or setting at fault.
+pub fn peer_client_config(files: &TlsFiles) -> Result<rustls::ClientConfig, TlsError> {
+    let Some(ca) = &files.trusted_ca else {
+        return Err(TlsError::Config(
+            "peer TLS needs --peer-trusted-ca-file: members check each other's certificates"
+                .to_string(),
+        ));
+    };
+    rustls::ClientConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(read_roots(ca)?)
+        .with_client_auth_cert(
+            read_certificates(&files.cert)?,
+            read_private_key(&files.key)?,
+        )
+        .map_err(|e| TlsError::Config(format!("{}: {e}", files.cert.display())))
+}
+
+/// One TLS port's current configuration, read again when its files change.
+#[derive(Debug)]
+pub struct ServerTls {
+    files: TlsFiles,
+    alpn: Alpn,
+    current: ArcSwap<rustls::ServerConfig>,
+    /// For members: the configuration they connect to peers with.
+    peer_client: Option<ArcSwap<rustls::ClientConfig>>,
+}
+
+impl ServerTls {
+    /// Reads `files` for a port that offers `alpn`, and starts watching
+    /// them (`reload.rs`) for as long as the answer lives.
+    ///
+    /// # Errors
+    /// [`TlsError`] naming the file or setting at fault.
+    pub fn start(files: TlsFiles, alpn: Alpn) -> Result<Arc<ServerTls>, TlsError> {
+        ServerTls::start_with(files, alpn, false)
+    }
+
+    /// [`ServerTls::start`] for a member's peer port: it also keeps the
+    /// configuration the member connects to its peers with.
+    ///
+    /// # Errors
+    /// As [`ServerTls::start`].
+    pub fn start_peer(files: TlsFiles) -> Result<Arc<ServerTls>, TlsError> {
+        ServerTls::start_with(files, Vec::new(), true)
+    }
+
+    fn start_with(files: TlsFiles, alpn: Alpn, peer: bool) -> Result<Arc<ServerTls>, TlsError> {
+        let current = ArcSwap::from_pointee(server_config(&files, &alpn)?);
+        let peer_client = match peer {
+            true => Some(ArcSwap::from_pointee(peer_client_config(&files)?)),
+            false => None,
+        };
+        let tls = Arc::new(ServerTls {
+            files,
+            alpn,
+            current,
+            peer_client,
+        });
+        reload::watch(&tls);
+        Ok(tls)
+    }
+
+    /// The configuration a handshake starting now uses.
+    pub fn config(&self) -> Arc<rustls::ServerConfig> {
+        self.current.load_full()
+    }
+
+    /// The configuration a connection to a peer starting now uses (a
+    /// member's peer port only).
+    pub fn peer_client_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.peer_client.as_ref().map(ArcSwap::load_full)
+    }
+
+    /// The files, as given.
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+
+    /// Reads the files again and, if they make a configuration, uses it
+    /// from now on; if not, keeps the one before and says why.
+    ///
+    /// # Errors
+    /// [`TlsError`] naming the file or setting at fault.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = server_config(&self.files, &self.alpn)?;
+        if let Some(peer_client) = &self.peer_client {
+            peer_client.store(Arc::new(peer_client_config(&self.files)?));
+        }
+        self.current.store(Arc::new(config));
+        Ok(())
+    }
+}
