@@ -58,6 +58,10 @@ pub(crate) mod meta_key {
     /// `placement_avoid`, the member id (u64 BE): a member the shard is
     /// never led from. One row per member.
     pub(crate) const PLACEMENT_AVOID: &[u8] = b"placement_avoid";
+    /// Shard 0: the auth revision of the auth record (`mvcc::auth`).
+    pub(crate) const AUTH_REV: &[u8] = b"auth_rev";
+    /// Shard 0: the auth record, as the server encodes it.
+    pub(crate) const AUTH_STATE: &[u8] = b"auth_state";
     /// Shard 0: the revision of the entry that last set the member list.
     pub(crate) const MEMBERS_REV: &[u8] = b"members_rev";
     /// Shard 0: `member`, the member id (u64 BE): the member

@@ -132,6 +132,15 @@ pub enum KvError {
         /// The list's revision now.
         current: Revision,
     },
+    /// An auth change made from a record that another change has
+    /// replaced since: nothing changed; make it again from the new one.
+    #[error("the auth record changed (to auth revision {current}) since this change was made (from {base}); try again")]
+    AuthChanged {
+        /// The auth revision the change was made from.
+        base: u64,
+        /// The auth revision now.
+        current: u64,
+    },
     /// No watcher with this id.
     #[error("watch {0} not found")]
     WatchNotFound(u64),

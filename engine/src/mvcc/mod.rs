@@ -25,6 +25,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod codec;
 mod compact;
 mod error;
@@ -39,6 +40,7 @@ mod types;
 mod watch;
 mod write;
 
+pub use auth::MAX_AUTH_RECORD_BYTES;
 pub use error::{KvError, KvResult};
 pub use lease::{Lessor, LessorConfig, Renewal};
 pub use read::{answer_size, RangePage, ANSWER_BYTES_PER_PAIR};

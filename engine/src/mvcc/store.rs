@@ -661,6 +661,14 @@ impl<S: Storage> Store<S> {
         members::read_members(&self.view()?)
     }
 
+    /// The auth record shard 0 holds (`Entry::Auth`).
+    ///
+    /// # Errors
+    /// The tree could not be read.
+    pub fn auth(&self) -> KvResult<crate::mvcc::AuthRecord> {
+        super::auth::read_auth(&self.view()?)
+    }
+
     /// The shard's Raft configuration as of [`Store::applied_index`], if
     /// one was recorded.
     pub fn conf_ids(&self) -> KvResult<Option<ConfIds>> {
@@ -1012,6 +1020,7 @@ fn run_entry<S: Storage>(
             Ok(Response::Placement)
         }
         Entry::Members(change) => members::apply_members(writer, change),
+        Entry::Auth(change) => super::auth::apply_auth(writer, change),
         Entry::LeaseTasksDone { tasks } => {
             for task in tasks.iter().filter(|t| homes.is_home(t.id)) {
                 if lease_task(&*writer.txn, task.id)?.as_ref() == Some(task) {
@@ -1054,6 +1063,7 @@ pub fn check_entry(entry: &Entry) -> KvResult<()> {
         | Entry::Alarm { .. }
         | Entry::Placement(_)
         | Entry::Members(_) => Ok(()),
+        Entry::Auth(change) => super::auth::check_auth_static(change),
     }
 }
 

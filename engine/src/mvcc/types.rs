@@ -289,6 +289,28 @@ pub enum Entry {
     /// taken only if the list is still the one set at `base`, so that two
     /// changes made from one list never both apply.
     Members(MembersChange),
+    /// Sets the cluster's auth record (shard 0 only; docs/security.md):
+    /// taken only if the record is still the one at `base`, and given the
+    /// next auth revision.
+    Auth(AuthChange),
+}
+
+/// A new auth record, made from the one at auth revision `base`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthChange {
+    /// The auth revision of the record it replaces (0: none yet).
+    pub base: u64,
+    /// The record (the server's encoding).
+    pub state: Vec<u8>,
+}
+
+/// The auth record shard 0 holds, and its auth revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthRecord {
+    /// Bumped by every change; 0 before the first.
+    pub revision: u64,
+    /// The record (the server's encoding; empty before the first change).
+    pub state: Vec<u8>,
 }
 
 /// A new member list, made from the one set at `base`.
@@ -529,6 +551,11 @@ pub enum Response {
     Placement,
     /// To a member list change.
     Members,
+    /// To an auth change: the record's new auth revision.
+    Auth {
+        /// The auth revision the change got.
+        revision: u64,
+    },
 }
 
 /// What changed a key.

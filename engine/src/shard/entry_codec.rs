@@ -5,8 +5,8 @@
 //! an error, never a panic or a huge allocation.
 
 use crate::mvcc::{
-    AlarmAction, AlarmKind, Compare, CompareResult, CompareTarget, DeleteRangeRequest, Entry,
-    LeaseTask, LeaseTaskKind, MemberRecord, MembersChange, PlacementChange, PutRequest,
+    AlarmAction, AlarmKind, AuthChange, Compare, CompareResult, CompareTarget, DeleteRangeRequest,
+    Entry, LeaseTask, LeaseTaskKind, MemberRecord, MembersChange, PlacementChange, PutRequest,
     RangeRequest, RequestOp, Revision, SortOrder, SortTarget, TxnRequest,
 };
 
@@ -132,6 +132,11 @@ pub fn encode(revision: Revision, entry: &Entry) -> Vec<u8> {
             out.u8(kind);
             out.u64(member);
         }
+        Entry::Auth(change) => {
+            out.u8(14);
+            out.u64(change.base);
+            out.bytes(&change.state);
+        }
         Entry::Members(change) => {
             out.u8(13);
             out.u64(change.base);
@@ -232,6 +237,10 @@ pub fn decode(bytes: &[u8]) -> Decoded<(Revision, Entry)> {
             })
         }
         13 => Entry::Members(input.members()?),
+        14 => Entry::Auth(AuthChange {
+            base: input.u64()?,
+            state: input.bytes()?,
+        }),
         tag => return Err(DecodeError(format!("unknown command tag {tag}"))),
     };
     if !input.0.is_empty() {
@@ -728,6 +737,10 @@ mod tests {
                     learner: true,
                 }],
                 removed: vec![3, 4],
+            }),
+            Entry::Auth(AuthChange {
+                base: 4,
+                state: b"auth record".to_vec(),
             }),
         ]
     }

@@ -40,6 +40,8 @@ pub struct ClusterView {
     configured_version: Arc<std::sync::atomic::AtomicU64>,
     /// The list held was not saved (its save failed).
     unsaved: Arc<std::sync::atomic::AtomicBool>,
+    /// The auth record, also followed from shard 0.
+    auth: crate::shard::auth_view::AuthView,
 }
 
 impl std::fmt::Debug for ClusterView {
@@ -60,7 +62,13 @@ impl ClusterView {
             configured_ids: Arc::default(),
             configured_version: Arc::default(),
             unsaved: Arc::default(),
+            auth: Default::default(),
         }
+    }
+
+    /// The auth record the node follows.
+    pub(crate) fn auth(&self) -> &crate::shard::auth_view::AuthView {
+        &self.auth
     }
 
     /// Records local `shard`'s configuration (at start, and after every

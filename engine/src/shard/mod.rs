@@ -4,6 +4,8 @@
 //! is in docs/node.md.
 
 mod alarms;
+mod auth_api;
+mod auth_view;
 mod cluster;
 mod conf_plan;
 pub mod entry_codec;
@@ -34,6 +36,7 @@ mod watch_feed;
 mod watermarks;
 
 pub use alarms::Alarm;
+pub use auth_view::AuthView;
 pub use cluster::{member_id, Cluster, Member, DEFAULT_NAME, DEFAULT_TOKEN};
 pub use error::{NodeError, NodeResult};
 pub use hash_check::{hash_pair, ShardCheck};

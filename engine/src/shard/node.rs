@@ -293,6 +293,12 @@ impl Node {
         self.shards
     }
 
+    /// The auth record as this member follows it (docs/security.md), for
+    /// a server to read on every request: one atomic load.
+    pub fn auth_view(&self) -> crate::shard::AuthView {
+        self.view.auth().clone()
+    }
+
     /// What every shard on this node counts, for a scrape to read.
     pub fn metrics(&self) -> Arc<NodeMetrics> {
         self.metrics.clone()
@@ -450,6 +456,11 @@ impl NodeClient<'_> {
     /// Whether other members share the shards.
     pub(crate) fn replicated(&self) -> bool {
         self.node.replicated
+    }
+
+    /// The auth record as this member follows it now.
+    pub fn auth_record(&self) -> Arc<crate::mvcc::AuthRecord> {
+        self.node.view.auth().load()
     }
 
     /// The cluster as this node follows it now.

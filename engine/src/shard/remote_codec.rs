@@ -229,6 +229,10 @@ fn response(out: &mut Writer, response: &Response) {
         Response::Alarm => out.u8(11),
         Response::Placement => out.u8(12),
         Response::Members => out.u8(13),
+        Response::Auth { revision } => {
+            out.u8(14);
+            out.u64(*revision);
+        }
     }
 }
 
@@ -259,6 +263,9 @@ fn read_response(input: &mut Reader<'_>) -> Decoded<Response> {
         11 => Response::Alarm,
         12 => Response::Placement,
         13 => Response::Members,
+        14 => Response::Auth {
+            revision: input.u64()?,
+        },
         tag => return Err(DecodeError(format!("unknown response tag {tag}"))),
     })
 }
@@ -455,6 +462,11 @@ fn node_error(out: &mut Writer, error: &NodeError) {
             out.u64(*current);
         }
         NodeError::Kv(KvError::Corrupt) => out.u8(17),
+        NodeError::Kv(KvError::AuthChanged { base, current }) => {
+            out.u8(18);
+            out.u64(*base);
+            out.u64(*current);
+        }
         other => {
             out.u8(255);
             out.bytes(other.to_string().as_bytes());
@@ -503,6 +515,11 @@ fn read_node_error(input: &mut Reader<'_>) -> Decoded<NodeError> {
         }
         .into(),
         17 => KvError::Corrupt.into(),
+        18 => KvError::AuthChanged {
+            base: input.u64()?,
+            current: input.u64()?,
+        }
+        .into(),
         255 => NodeError::InvalidRequest(text(input)?),
         tag => return Err(DecodeError(format!("unknown error tag {tag}"))),
     })
@@ -606,6 +623,15 @@ mod tests {
                 current: 9,
             }
             .into()),
+            Err(KvError::AuthChanged {
+                base: 4,
+                current: 6,
+            }
+            .into()),
+            Ok(Applied {
+                revision: 8,
+                response: Response::Auth { revision: 5 },
+            }),
             Err(NodeError::InvalidRequest("odd".to_string())),
         ]
     }

@@ -958,6 +958,7 @@ impl Replica {
                 // The list the tree holds may be newer than the node's
                 // copy (a copy that could not be saved).
                 self.members_applied();
+                self.auth_applied();
                 return;
             }
         }
@@ -2725,6 +2726,7 @@ impl Replica {
         // (below), as etcd notifies its watchers before it answers a put.
         let mut answers = Vec::new();
         let mut members_changed = false;
+        let mut auth_changed = false;
         for (index, term, command) in &commands {
             let writer = self.take_writer(*index, *term);
             let entry = match command {
@@ -2749,6 +2751,7 @@ impl Replica {
                 Err(_) => None,
             };
             members_changed |= matches!(entry, Entry::Members(_)) && result.is_ok();
+            auth_changed |= matches!(entry, Entry::Auth(_)) && result.is_ok();
             match (task_of, writer) {
                 // A home lease change: the writer hears back once the
                 // mirrors have it too.
@@ -2773,6 +2776,9 @@ impl Replica {
         // change made next from here starts from it.
         if members_changed {
             self.members_applied();
+        }
+        if auth_changed {
+            self.auth_applied();
         }
         for (writer, result) in answers {
             let _ = writer.send(result.map_err(NodeError::from));

@@ -539,6 +539,8 @@ impl Model {
             Entry::Placement(_) => Ok(Response::Placement),
             // Nor does the member list.
             Entry::Members(_) => Ok(Response::Members),
+            // The generator makes no auth change.
+            Entry::Auth(_) => Ok(Response::Auth { revision: 0 }),
         }
     }
 }

@@ -157,6 +157,7 @@ impl Replica {
         self.confs.push_back((index, conf));
         if self.shard == 0 {
             self.members_applied();
+            self.auth_applied();
         }
     }
 
@@ -185,6 +186,23 @@ impl Replica {
             // node's copy for its next start failed. It is saved again on
             // the next tick; a restart before that replays shard 0 to it.
             Err(e) => tracing::error!("the member list could not be saved: {e}"),
+        }
+    }
+
+    /// On shard 0, after the auth record may have changed in the tree (an
+    /// applied change, a snapshot, a replay): the node follows it.
+    pub(super) fn auth_applied(&mut self) {
+        if self.shard != 0 {
+            return;
+        }
+        match self.store.auth() {
+            Ok(record) => {
+                let revision = record.revision;
+                if self.view.auth().adopt(record) {
+                    tracing::info!(revision, "auth record changed");
+                }
+            }
+            Err(e) => tracing::error!(shard = self.shard, "the auth record cannot be read: {e}"),
         }
     }
 
