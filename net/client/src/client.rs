@@ -66,6 +66,9 @@ pub struct ClientOptions {
     pub core_retry: Duration,
     /// TLS to every member (`crate::tls`); `None` speaks plain TCP.
     pub tls: Option<ClientTls>,
+    /// The user to log in as when the cluster has auth on
+    /// (docs/security.md); `None` calls as nobody.
+    pub credentials: Option<crate::session::Credentials>,
 }
 
 /// A TLS configuration for [`ClientOptions::tls`] (built by
@@ -102,6 +105,7 @@ impl Default for ClientOptions {
             request_timeout: Some(Duration::from_secs(30)),
             core_retry: Duration::from_secs(1),
             tls: None,
+            credentials: None,
         }
     }
 }
@@ -160,9 +164,10 @@ impl Client {
         if endpoints.is_empty() {
             return Err(Error::InvalidRequest("no endpoints given".to_string()));
         }
+        let session = Arc::new(crate::session::Session::new(options.credentials.clone()));
         let members = endpoints
             .iter()
-            .map(|e| Member::new(e.as_ref().to_string(), options.clone()))
+            .map(|e| Member::new(e.as_ref().to_string(), options.clone(), session.clone()))
             .collect();
         let client = Client {
             inner: Arc::new(Inner {
@@ -457,6 +462,9 @@ impl Client {
         // learners: when every one is, the call fails at once rather than
         // at its deadline.
         let mut unreachable = 0usize;
+        // A call refused for its token logs in again, once.
+        let mut logged_in_again = false;
+        let token_generation = AtomicU64::new(0);
         loop {
             let member = self.member(at)?;
             tried.store(at, Ordering::Relaxed);
@@ -467,6 +475,7 @@ impl Client {
             }
             let attempt = async {
                 let connection = member.connection(route).await?;
+                token_generation.store(connection.token_generation(), Ordering::Relaxed);
                 unanswered.store(!retry_safe, Ordering::Relaxed);
                 connection.call(self.next_id(), request).await
             };
@@ -485,6 +494,21 @@ impl Client {
                 },
                 Err(error) => error,
             };
+            let stale_token = matches!(
+                error,
+                Error::Server {
+                    code: keel_proto::ErrorCode::Unauthenticated,
+                    ..
+                }
+            );
+            if stale_token && !logged_in_again && member.has_user() {
+                // Nothing was done: the server refused before running it.
+                logged_in_again = true;
+                member
+                    .forget_token(token_generation.load(Ordering::Relaxed))
+                    .await;
+                continue;
+            }
             hops += 1;
             let members = self.inner.members.len();
             unreachable = match error {

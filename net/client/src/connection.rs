@@ -5,7 +5,7 @@
 //! theirs, so that under load one send carries many requests.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use keel_proto::{
@@ -102,6 +102,8 @@ pub(crate) struct Connection {
     /// Set when the reader stops (and `waiters` becomes `None`): read
     /// before every call, so it is not behind the mutex.
     closed: Arc<AtomicBool>,
+    /// The generation of the token it presented (`session.rs`; 0: none).
+    token_generation: Arc<AtomicU64>,
 }
 
 /// A call's place among the waiters, given up when the call is dropped
@@ -320,7 +322,18 @@ impl Connection {
             frames,
             waiters,
             closed,
+            token_generation: Arc::default(),
         })
+    }
+
+    /// Records the generation of the token it presented.
+    pub(crate) fn set_token_generation(&self, generation: u64) {
+        self.token_generation.store(generation, Ordering::Release);
+    }
+
+    /// The generation of the token it presented.
+    pub(crate) fn token_generation(&self) -> u64 {
+        self.token_generation.load(Ordering::Acquire)
     }
 
     pub(crate) fn is_closed(&self) -> bool {

@@ -33,6 +33,7 @@ mod lease;
 mod lock;
 mod member;
 mod retry;
+mod session;
 pub mod tls;
 mod txn;
 mod watch;
@@ -42,6 +43,7 @@ pub use election::{Leadership, Observer};
 pub use error::{Error, Result};
 pub use lease::{KeepAlive, LeaseState};
 pub use lock::LockGuard;
+pub use session::Credentials;
 pub use txn::{Cmp, Op, Txn};
 pub use watch::{WatchResponse, Watcher};
 

@@ -18,6 +18,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use crate::client::{ClientOptions, Route};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
+use crate::session::Session;
 
 /// A port that could not be reached: not before `retry_at`, and how long
 /// to wait after the next failure.
@@ -47,6 +48,8 @@ pub(crate) struct Member {
     /// Its client address, as given to the client.
     pub(crate) endpoint: String,
     options: ClientOptions,
+    /// The client's user, presented on each connection opened.
+    session: std::sync::Arc<Session>,
     /// Its member id, once its status said (0 until then).
     id: AtomicU64,
     /// `host:port` of each core's own listener, by core; empty until its
@@ -78,10 +81,15 @@ pub(crate) struct Member {
 }
 
 impl Member {
-    pub(crate) fn new(endpoint: String, options: ClientOptions) -> Member {
+    pub(crate) fn new(
+        endpoint: String,
+        options: ClientOptions,
+        session: std::sync::Arc<Session>,
+    ) -> Member {
         Member {
             endpoint,
             options,
+            session,
             id: AtomicU64::new(0),
             cores: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
@@ -210,7 +218,7 @@ impl Member {
             drop(opening);
             return self.main_connection().await;
         };
-        match Connection::open(&address, &self.options).await {
+        match self.open(&address).await {
             Ok(connection) => {
                 if let Ok(mut unreachable) = self.unreachable_cores.lock() {
                     if let Some(slot) = unreachable.get_mut(core) {
@@ -269,6 +277,10 @@ impl Member {
                 if let Ok(mut unreachable) = self.unreachable.lock() {
                     *unreachable = None;
                 }
+                // The user's token first; a refusal (a wrong password) is
+                // the call's answer.
+                let generation = self.session.prepare(&connection).await?;
+                connection.set_token_generation(generation);
                 *main = Some(connection.clone());
                 Ok(connection)
             }
@@ -282,6 +294,41 @@ impl Member {
                     reason: error.to_string(),
                 })
             }
+        }
+    }
+
+    /// A connection to a core's port at `address`, with the user's token
+    /// presented.
+    async fn open(&self, address: &str) -> Result<Connection> {
+        let connection = Connection::open(address, &self.options)
+            .await
+            .map_err(|e| Error::Connect {
+                endpoints: address.to_string(),
+                reason: e.to_string(),
+            })?;
+        let generation = self.session.prepare(&connection).await?;
+        connection.set_token_generation(generation);
+        Ok(connection)
+    }
+
+    /// Whether the client has a user.
+    pub(crate) fn has_user(&self) -> bool {
+        self.session.has_user()
+    }
+
+    /// The token of `generation` was refused on one of its connections:
+    /// the client logs in again, and its connections are opened anew.
+    pub(crate) async fn forget_token(&self, generation: u64) {
+        self.session.expire(generation).await;
+        self.drop_connections().await;
+    }
+
+    /// Forgets its connections (their token was refused): the next calls
+    /// open new ones, which log in again.
+    pub(crate) async fn drop_connections(&self) {
+        *self.main.lock().await = None;
+        if let Ok(mut direct) = self.direct.lock() {
+            direct.clear();
         }
     }
 

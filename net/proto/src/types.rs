@@ -254,6 +254,20 @@ pub enum Request {
     LeaseLeases,
     /// The server's status and shard map.
     Status,
+    /// A token for a user (docs/security.md): present it on every
+    /// connection with [`Request::UseToken`].
+    Authenticate {
+        /// The user.
+        name: String,
+        /// Its password.
+        password: String,
+    },
+    /// The connection's requests from here on are this token's user's
+    /// (answered before any later request of the connection is read).
+    UseToken {
+        /// From [`Request::Authenticate`].
+        token: String,
+    },
     /// List, raise or clear alarms (etcd's `Maintenance.Alarm`).
     Alarm {
         /// What to do.
@@ -594,6 +608,17 @@ pub enum ErrorCode {
     /// A CORRUPT alarm is raised on the shard: it takes no writes until
     /// the alarm is cleared (etcd's "corrupt cluster").
     Corrupt,
+    /// Auth is on and the connection's user may not do this (etcd's
+    /// "permission denied").
+    PermissionDenied,
+    /// Auth is on and the connection has no valid token: none was
+    /// presented, or it is forged, expired, or outlived its user's
+    /// password or auth itself (etcd's "user name is empty" and "invalid
+    /// auth token"). Authenticate again.
+    Unauthenticated,
+    /// Authenticate refused: an unknown user, a wrong password, or auth
+    /// is off.
+    AuthFailed,
 }
 
 /// A failed request.
@@ -648,6 +673,13 @@ pub enum ResponseBody {
     LeaseLeases(Vec<LeaseStatus>),
     /// To a status request.
     Status(Status),
+    /// To Authenticate: the token.
+    Authenticate {
+        /// Present it on each connection.
+        token: String,
+    },
+    /// To UseToken: the connection is the token's user's.
+    UseToken,
     /// To an alarm request: the alarms it covered.
     Alarm(Vec<AlarmMember>),
     /// To a leader request: whether leadership got where it was sent

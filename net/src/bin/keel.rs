@@ -33,7 +33,7 @@ struct Flags {
     /// listen_peer, advertise_peer, snapshot_send_mib_per_sec,
     /// etcd_version, listen_metrics, metrics_tls, corrupt_check_interval_ms,
     /// cert_file, key_file, trusted_ca_file, client_cert_auth, and the
-    /// same four with peer_ before them).
+    /// same four with peer_ before them, auth_token_ttl, bcrypt_cost).
     #[arg(long)]
     config: Option<PathBuf>,
     /// This member's name.
@@ -183,6 +183,14 @@ struct Flags {
     /// (already so once it is given).
     #[arg(long)]
     peer_client_cert_auth: bool,
+    /// Seconds a token from Authenticate works (etcd's
+    /// --auth-token-ttl) [default: 300].
+    #[arg(long)]
+    auth_token_ttl: Option<u64>,
+    /// bcrypt's cost for new passwords, 4 to 31 (etcd's --bcrypt-cost)
+    /// [default: 10].
+    #[arg(long)]
+    bcrypt_cost: Option<u32>,
 }
 
 /// `--listen-metrics`'s value.
@@ -320,6 +328,8 @@ impl Flags {
             peer_key_file: self.peer_key_file.clone(),
             peer_trusted_ca_file: self.peer_trusted_ca_file.clone(),
             peer_client_cert_auth: self.peer_client_cert_auth.then_some(true),
+            auth_token_ttl: self.auth_token_ttl,
+            bcrypt_cost: self.bcrypt_cost,
         }
     }
 }

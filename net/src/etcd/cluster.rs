@@ -12,10 +12,12 @@ use tonic::{Request, Response, Status};
 
 use crate::etcd::cores::{client, Cores};
 use crate::etcd::header::Headers;
+use crate::etcd::permits::check;
 
 /// The Cluster service of one node.
 #[derive(Clone)]
 pub(crate) struct ClusterService {
+    pub(crate) auth: crate::auth::Auth,
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,
     /// This member's client address (the others' are not in the list).
@@ -72,8 +74,9 @@ impl ClusterService {
 impl cluster_server::Cluster for ClusterService {
     async fn member_add(
         &self,
-        _request: Request<pb::MemberAddRequest>,
+        request: Request<pb::MemberAddRequest>,
     ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        check(&self.auth, &request, |p, _| p.administer())?;
         Err(Status::unimplemented(
             "etcdserver: keel adds a member by name: use keelctl member add",
         ))
@@ -83,6 +86,7 @@ impl cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        check(&self.auth, &request, |p, _| p.administer())?;
         let members = self
             .change(MemberChange::Remove(request.into_inner().id))
             .await?;
@@ -96,6 +100,7 @@ impl cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        check(&self.auth, &request, |p, _| p.administer())?;
         let request = request.into_inner();
         let Some(url) = request.peer_ur_ls.first() else {
             return Err(Status::invalid_argument("etcdserver: no peer URL given"));
@@ -114,8 +119,9 @@ impl cluster_server::Cluster for ClusterService {
 
     async fn member_list(
         &self,
-        _request: Request<pb::MemberListRequest>,
+        request: Request<pb::MemberListRequest>,
     ) -> Result<Response<pb::MemberListResponse>, Status> {
+        check(&self.auth, &request, |_, _| Ok(()))?;
         let cluster = self.cores.node().client().cluster();
         Ok(Response::new(pb::MemberListResponse {
             header: Some(self.headers.member()),
@@ -127,6 +133,7 @@ impl cluster_server::Cluster for ClusterService {
         &self,
         request: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        check(&self.auth, &request, |p, _| p.administer())?;
         let members = self
             .change(MemberChange::Promote(request.into_inner().id))
             .await?;

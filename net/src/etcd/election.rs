@@ -21,6 +21,7 @@ use crate::etcd::cores::{client, Cores};
 use crate::etcd::errors::status;
 use crate::etcd::header::Headers;
 use crate::etcd::lock::{acquire, delete, for_a_caller, session_expired, Wait};
+use crate::etcd::permits::check;
 
 /// Leaders queued for an observer that is slow to read them.
 const OBSERVE_QUEUE: usize = 16;
@@ -28,6 +29,7 @@ const OBSERVE_QUEUE: usize = 16;
 /// The Election service of one node.
 #[derive(Clone)]
 pub(crate) struct ElectionService {
+    pub(crate) auth: crate::auth::Auth,
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,
 }
@@ -132,6 +134,11 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
+        check(&self.auth, &request, |p, r| {
+            let prefix = prefix_of(&r.name);
+            p.write(&prefix, &prefix_end(&prefix))?;
+            p.read(&prefix, &prefix_end(&prefix))
+        })?;
         let pb::CampaignRequest { name, lease, value } = request.into_inner();
         let wait: Wait = Box::new(move |client, prefix, key, lease| {
             Box::pin(async move { campaign_on_core(client, &prefix, &key, lease, value).await })
@@ -153,6 +160,10 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::ProclaimRequest>,
     ) -> Result<Response<pb::ProclaimResponse>, Status> {
+        check(&self.auth, &request, |p, r| match &r.leader {
+            Some(leader) => p.write(&leader.key, &[]),
+            None => Ok(()),
+        })?;
         let pb::ProclaimRequest { leader, value } = request.into_inner();
         let leader =
             leader.ok_or_else(|| Status::invalid_argument("\"leader\" field must be provided"))?;
@@ -183,6 +194,10 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
+        check(&self.auth, &request, |p, r| {
+            let prefix = prefix_of(&r.name);
+            p.read(&prefix, &prefix_end(&prefix))
+        })?;
         let prefix = prefix_of(&request.into_inner().name);
         let (revision, leader) = self
             .cores
@@ -203,6 +218,10 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        check(&self.auth, &request, |p, r| {
+            let prefix = prefix_of(&r.name);
+            p.read(&prefix, &prefix_end(&prefix))
+        })?;
         let prefix = prefix_of(&request.into_inner().name);
         let (leaders, observed) = tokio::sync::mpsc::channel(OBSERVE_QUEUE);
         let headers = self.headers.clone();
@@ -225,6 +244,10 @@ impl Election for ElectionService {
         &self,
         request: Request<pb::ResignRequest>,
     ) -> Result<Response<pb::ResignResponse>, Status> {
+        check(&self.auth, &request, |p, r| match &r.leader {
+            Some(leader) => p.write(&leader.key, &[]),
+            None => Ok(()),
+        })?;
         let leader = request
             .into_inner()
             .leader

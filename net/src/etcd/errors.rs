@@ -84,3 +84,29 @@ pub(crate) fn status(error: &NodeError) -> Status {
     };
     Status::new(code, message)
 }
+
+/// etcd's gRPC error for an auth refusal: etcd's code, etcd's text.
+pub(crate) fn auth_status(error: &crate::auth::AuthError) -> Status {
+    use crate::auth::AuthError as E;
+    let code = match error {
+        E::PermissionDenied => Code::PermissionDenied,
+        E::InvalidToken => Code::Unauthenticated,
+        E::UserEmpty
+        | E::AuthFailed
+        | E::OldRevision
+        | E::RoleEmpty
+        | E::InvalidManagement
+        | E::InvalidPermission => Code::InvalidArgument,
+        E::NotEnabled
+        | E::UserAlreadyExists
+        | E::UserNotFound
+        | E::RoleAlreadyExists
+        | E::RoleNotFound
+        | E::RoleNotGranted
+        | E::PermissionNotGranted
+        | E::RootUserMissing
+        | E::RootRoleMissing => Code::FailedPrecondition,
+        E::Unavailable(_) => Code::Unavailable,
+    };
+    Status::new(code, error.to_string())
+}

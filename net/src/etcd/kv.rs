@@ -13,6 +13,8 @@ use crate::etcd::convert;
 use crate::etcd::cores::{client, Cores, OnCore};
 use crate::etcd::errors::status;
 use crate::etcd::header::Headers;
+use crate::etcd::identity::admit;
+use crate::etcd::permits::Permits;
 
 /// A range's answer and the revision it was read at.
 type RangeAnswer = (
@@ -51,6 +53,7 @@ pub(crate) struct KvService {
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,
     pub(crate) rooms: AnswerRooms,
+    pub(crate) auth: crate::auth::Auth,
 }
 
 #[tonic::async_trait]
@@ -59,6 +62,12 @@ impl Kv for KvService {
         &self,
         request: Request<pb::RangeRequest>,
     ) -> Result<Response<pb::RangeResponse>, Status> {
+        let (compiled, caller) = admit(&self.auth, &request)?;
+        Permits {
+            compiled: &compiled,
+            caller: &caller,
+        }
+        .range(request.get_ref())?;
         let connection = request.extensions().get::<Arc<ConnectionRoom>>().cloned();
         let request = request.into_inner();
         let consistency = if request.serializable {
@@ -91,6 +100,15 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        let (compiled, caller) = admit(&self.auth, &request)?;
+        let permits = Permits {
+            compiled: &compiled,
+            caller: &caller,
+        };
+        permits.put(request.get_ref())?;
+        permits
+            .lease_keys(&self.cores, request.get_ref().lease)
+            .await?;
         let request = convert::put_request(request.into_inner());
         let key = request.key.clone();
         let applied = self
@@ -112,6 +130,12 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        let (compiled, caller) = admit(&self.auth, &request)?;
+        Permits {
+            compiled: &compiled,
+            caller: &caller,
+        }
+        .delete(request.get_ref())?;
         let request = convert::delete_request(request.into_inner());
         let one_shard = self.cores.shard_of_range(&request.key, &request.range_end);
         let delete = move |node: Arc<Node>, core| -> OnCore<_> {
@@ -134,6 +158,14 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
+        let (compiled, caller) = admit(&self.auth, &request)?;
+        let permits = Permits {
+            compiled: &compiled,
+            caller: &caller,
+        };
+        for lease in permits.txn(request.get_ref())? {
+            permits.lease_keys(&self.cores, lease).await?;
+        }
         let request = convert::txn_request(request.into_inner())?;
         // Its compares and writes share a shard: the first compare's key
         // (or the first operation's) names it.
@@ -157,6 +189,12 @@ impl Kv for KvService {
         &self,
         request: Request<pb::CompactionRequest>,
     ) -> Result<Response<pb::CompactionResponse>, Status> {
+        let (compiled, caller) = admit(&self.auth, &request)?;
+        Permits {
+            compiled: &compiled,
+            caller: &caller,
+        }
+        .administer()?;
         let revision = u64::try_from(request.into_inner().revision)
             .map_err(|_| Status::invalid_argument("etcdserver: revision is negative"))?;
         let applied = self

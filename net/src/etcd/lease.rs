@@ -10,6 +10,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::etcd::cores::{client, Cores};
 use crate::etcd::header::Headers;
+use crate::etcd::identity::{admit, Identity, IdentityOf};
+use crate::etcd::permits::Permits;
 use crate::etcd::Asks;
 
 /// Keep-alive answers waiting for a client that is slow to read them, per
@@ -21,6 +23,7 @@ const KEEP_ALIVE_QUEUE: usize = 16;
 pub(crate) struct LeaseService {
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,
+    pub(crate) auth: crate::auth::Auth,
 }
 
 /// The shortest TTL granted, as etcd's with its default election timeout
@@ -37,6 +40,8 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        // Any user may grant (etcd 3.6 asks for one).
+        admit(&self.auth, &request)?;
         let pb::LeaseGrantRequest { ttl, id } = request.into_inner();
         if ttl > keel_engine::mvcc::MAX_LEASE_TTL {
             return Err(Status::out_of_range("etcdserver: too large lease TTL"));
@@ -61,6 +66,16 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        // Revoking deletes every attached key: the caller must be allowed
+        // to write each one.
+        let (compiled, caller) = admit(&self.auth, &request)?;
+        let id = request.get_ref().id;
+        Permits {
+            compiled: &compiled,
+            caller: &caller,
+        }
+        .lease_keys(&self.cores, id)
+        .await?;
         let id = request.into_inner().id;
         self.cores
             .call(move |node, core| {
@@ -78,13 +93,17 @@ impl Lease for LeaseService {
         &self,
         request: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
-        Ok(Response::new(self.keep_alive(request.into_inner())))
+        let identity = Identity::of(&request);
+        Ok(Response::new(
+            self.keep_alive(request.into_inner(), identity),
+        ))
     }
 
     async fn lease_time_to_live(
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        admit(&self.auth, &request)?;
         let pb::LeaseTimeToLiveRequest { id, keys } = request.into_inner();
         let status = self
             .cores
@@ -113,8 +132,9 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _request: Request<pb::LeaseLeasesRequest>,
+        request: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        admit(&self.auth, &request)?;
         let leases = self
             .cores
             .call(move |node, core| Box::pin(async move { client(&node, core).leases().await }))
@@ -135,8 +155,10 @@ impl LeaseService {
     pub(crate) fn keep_alive(
         &self,
         mut asks: impl Asks<pb::LeaseKeepAliveRequest>,
+        identity: Identity,
     ) -> KeepAliveAnswers {
         let (answers, answered) = tokio::sync::mpsc::channel(KEEP_ALIVE_QUEUE);
+        let auth = self.auth.clone();
 
         let (cores, headers) = (self.cores.clone(), self.headers.clone());
         tokio::spawn(async move {
@@ -152,6 +174,14 @@ impl LeaseService {
                     None => return,
                 };
                 let id = ask.id;
+                // Each renewal needs a user as the record is now (a
+                // revoked token ends the stream).
+                if let Err(refused) = auth.current().admit(identity.credential()) {
+                    let _ = answers
+                        .send(Err(crate::etcd::errors::auth_status(&refused)))
+                        .await;
+                    return;
+                }
                 let renewed = cores
                     .call(move |node, core| {
                         Box::pin(async move { client(&node, core).lease_keep_alive(id).await })

@@ -19,10 +19,12 @@ use tonic::{Request, Response, Status};
 use crate::etcd::cores::{client, Cores};
 use crate::etcd::errors::status;
 use crate::etcd::header::Headers;
+use crate::etcd::permits::check;
 
 /// The Lock service of one node.
 #[derive(Clone)]
 pub(crate) struct LockService {
+    pub(crate) auth: crate::auth::Auth,
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,
 }
@@ -33,6 +35,12 @@ impl Lock for LockService {
         &self,
         request: Request<pb::LockRequest>,
     ) -> Result<Response<pb::LockResponse>, Status> {
+        // A lock's keys are under `name/`: its holder writes and reads them.
+        check(&self.auth, &request, |p, r| {
+            let prefix = [r.name.as_slice(), b"/"].concat();
+            p.write(&prefix, &prefix_end(&prefix))?;
+            p.read(&prefix, &prefix_end(&prefix))
+        })?;
         let pb::LockRequest { name, lease } = request.into_inner();
         let prefix = [name.as_slice(), b"/"].concat();
         let wait: Wait = Box::new(|client, prefix, key, lease| {
@@ -55,6 +63,7 @@ impl Lock for LockService {
         &self,
         request: Request<pb::UnlockRequest>,
     ) -> Result<Response<pb::UnlockResponse>, Status> {
+        check(&self.auth, &request, |p, r| p.write(&r.key, &[]))?;
         let key = request.into_inner().key;
         let applied = self
             .cores

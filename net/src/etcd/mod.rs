@@ -20,11 +20,13 @@ mod errors;
 mod gateway;
 mod header;
 mod http;
+mod identity;
 mod kv;
 mod lease;
 mod lock;
 mod maintenance;
 mod pages;
+mod permits;
 mod require_leader;
 mod snapshot;
 mod watch;
@@ -53,6 +55,7 @@ use self::cluster::ClusterService;
 use self::cores::Cores;
 use self::election::ElectionService;
 use self::header::Headers;
+use self::identity::PeerName;
 use self::kv::KvService;
 use self::lease::LeaseService;
 use self::lock::LockService;
@@ -107,6 +110,8 @@ pub(crate) struct FrontSettings {
     pub(crate) tls: Option<Arc<crate::tls::ServerTls>>,
     /// TLS on the metrics port (an https metrics URL).
     pub(crate) metrics_tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Users, roles and tokens (docs/security.md).
+    pub(crate) auth: crate::auth::Auth,
 }
 
 /// How long a client has to finish its TLS handshake with the front.
@@ -190,17 +195,21 @@ impl Services {
         let headers = Headers {
             cores: cores.clone(),
         };
+        let cores_for_auth = cores.clone();
         Services {
             kv: KvService {
                 cores: cores.clone(),
                 headers: headers.clone(),
                 rooms: AnswerRooms::new(settings.answer_bytes, settings.largest_answer),
+                auth: settings.auth.clone(),
             },
             lease: LeaseService {
                 cores: cores.clone(),
                 headers: headers.clone(),
+                auth: settings.auth.clone(),
             },
             maintenance: MaintenanceService {
+                auth: settings.auth.clone(),
                 cores: cores.clone(),
                 headers: headers.clone(),
                 etcd_version: settings.etcd_version.clone(),
@@ -209,6 +218,7 @@ impl Services {
             watch: WatchService {
                 cores: cores.clone(),
                 headers: headers.clone(),
+                auth: settings.auth.clone(),
                 progress_notify_interval: settings.progress_notify_interval,
                 leaderless: {
                     let (lost, leaderless) = tokio::sync::watch::channel(false);
@@ -217,19 +227,26 @@ impl Services {
                 },
             },
             cluster: ClusterService {
+                auth: settings.auth.clone(),
                 cores: cores.clone(),
                 headers: headers.clone(),
                 client_address,
             },
             lock: LockService {
+                auth: settings.auth.clone(),
                 cores: cores.clone(),
                 headers: headers.clone(),
             },
             election: ElectionService {
+                auth: settings.auth.clone(),
                 cores,
                 headers: headers.clone(),
             },
-            auth: AuthService { headers },
+            auth: AuthService {
+                headers,
+                cores: cores_for_auth,
+                auth: settings.auth.clone(),
+            },
         }
     }
 }
@@ -302,32 +319,49 @@ async fn serve(
         // would box every route's service per connection): the calls carry
         // their connection's room, and a large answer's room goes with its
         // body (gRPC's and the gateway's).
-        let carried = room.clone();
-        let service = hyper_util::service::TowerToHyperService::new(
-            tower::ServiceBuilder::new()
-                .map_request(move |mut request: ::http::Request<hyper::body::Incoming>| {
-                    request.extensions_mut().insert(carried.clone());
-                    request
-                })
-                .service(CountCalls::new(
-                    tower::ServiceBuilder::new()
-                        .map_response(answer_room::hold_answer_rooms)
-                        .service(router.clone()),
-                    calls.clone(),
-                )),
-        );
+        // ... and the common name of its client certificate (identity.rs).
+        let (router, calls, carried) = (router.clone(), calls.clone(), room.clone());
+        let service = move |name: PeerName| {
+            hyper_util::service::TowerToHyperService::new(
+                tower::ServiceBuilder::new()
+                    .map_request(move |mut request: ::http::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(carried.clone());
+                        request.extensions_mut().insert(name.clone());
+                        request
+                    })
+                    .service(CountCalls::new(
+                        tower::ServiceBuilder::new()
+                            .map_response(answer_room::hold_answer_rooms)
+                            .service(router),
+                        calls,
+                    )),
+            )
+        };
         let counted = Counted::new(open.clone());
         let stall_timeout = settings.stall_timeout;
         let tls = settings.tls.clone();
         tokio::spawn(async move {
             let _counted = counted;
             let Some(tls) = tls else {
+                let service = service(PeerName::default());
                 return serve_connection(stream, service, room, stall_timeout).await;
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
             let handshake = acceptor.accept(stream).into_fallible();
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-                Ok(Ok(stream)) => serve_connection(stream, service, room, stall_timeout).await,
+                Ok(Ok(stream)) => {
+                    // Only a certificate the port required was verified.
+                    let name = match tls.files().requires_client_certificate() {
+                        true => stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(crate::tls::common_name),
+                        false => None,
+                    };
+                    let service = service(PeerName(name));
+                    serve_connection(stream, service, room, stall_timeout).await
+                }
                 Ok(Err((error, stream))) => {
                     tracing::debug!(%error, "a TLS handshake failed");
                     close_after_refusal(stream).await;

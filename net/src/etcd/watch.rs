@@ -29,6 +29,7 @@ use crate::etcd::convert::key_value;
 use crate::etcd::cores::{client, Cores};
 use crate::etcd::errors::status;
 use crate::etcd::header::Headers;
+use crate::etcd::identity::{Identity, IdentityOf};
 use crate::etcd::Asks;
 
 /// Answers queued for a client that is slow to read them, per stream.
@@ -43,6 +44,8 @@ const COMPACTED: &str = "etcdserver: mvcc: required revision has been compacted"
 pub(crate) struct WatchService {
     pub(crate) cores: Cores,
     pub(crate) headers: Headers,
+    /// Each create is checked: its range must be readable.
+    pub(crate) auth: crate::auth::Auth,
     /// How often an idle watch that asked for progress notifications
     /// gets one.
     pub(crate) progress_notify_interval: Duration,
@@ -76,22 +79,32 @@ impl Watch for WatchService {
             .metadata()
             .get("hasleader")
             .is_some_and(|value| value == "true");
-        Ok(Response::new(
-            self.open(request.into_inner(), require_leader),
-        ))
+        let identity = Identity::of(&request);
+        Ok(Response::new(self.open(
+            request.into_inner(),
+            require_leader,
+            identity,
+        )))
     }
 }
 
 impl WatchService {
     /// Serves one stream of watch requests (gRPC's or the JSON gateway's)
     /// until the client closes it and stops reading the answers.
-    pub(crate) fn open(&self, asks: impl Asks<pb::WatchRequest>, require_leader: bool) -> Answers {
+    pub(crate) fn open(
+        &self,
+        asks: impl Asks<pb::WatchRequest>,
+        require_leader: bool,
+        identity: Identity,
+    ) -> Answers {
         let (out, answered) = tokio::sync::mpsc::channel(STREAM_QUEUE);
         let session_of = Session {
             out,
             cores: self.cores.clone(),
             headers: self.headers.clone(),
             progress_notify_interval: self.progress_notify_interval,
+            auth: self.auth.clone(),
+            identity,
         };
         let leaderless = require_leader.then(|| self.leaderless.clone());
         tokio::spawn(async move {
@@ -173,6 +186,9 @@ struct Session {
     cores: Cores,
     headers: Headers,
     progress_notify_interval: Duration,
+    auth: crate::auth::Auth,
+    /// Who opened the stream.
+    identity: Identity,
 }
 
 async fn session(mut asks: impl Asks<pb::WatchRequest>, session: Session) {
@@ -210,6 +226,23 @@ async fn session(mut asks: impl Asks<pb::WatchRequest>, session: Session) {
                     next_id += 1;
                     next_id - 1
                 };
+                // Only a readable range is watched, as the record is now;
+                // a refusal cancels this create and the stream goes on
+                // (etcd's answer: id -1, its error's text).
+                if let Err(refused) = may_watch(&session, &create) {
+                    let refused = pb::WatchResponse {
+                        header: Some(headers.member()),
+                        watch_id: -1,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: refused.to_string(),
+                        ..pb::WatchResponse::default()
+                    };
+                    if out.send(Ok(refused)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 if watches.contains_key(&id) {
                     let refused = pb::WatchResponse {
                         header: Some(headers.member()),
@@ -261,6 +294,16 @@ async fn session(mut asks: impl Asks<pb::WatchRequest>, session: Session) {
     out.closed().await;
 }
 
+/// Whether the stream's caller may watch `create`'s range now.
+fn may_watch(
+    session: &Session,
+    create: &pb::WatchCreateRequest,
+) -> Result<(), crate::auth::AuthError> {
+    let compiled = session.auth.current();
+    let caller = compiled.admit(session.identity.credential())?;
+    compiled.may_read(&caller, &create.key, &create.range_end)
+}
+
 /// A watch's handles in its stream's session.
 struct Running {
     /// To its feed on the core; dropped, the watch ends.
@@ -283,6 +326,7 @@ async fn create_watch(
         cores,
         headers,
         progress_notify_interval,
+        ..
     } = session;
     let progress_notify = create.progress_notify;
     let fragment = create.fragment;

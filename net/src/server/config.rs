@@ -55,6 +55,8 @@ pub struct ServerConfig {
     pub client_tls: TlsSettings,
     /// TLS between members, on the peer ports.
     pub peer_tls: TlsSettings,
+    /// Token lifetime and password hashing (docs/security.md, "Auth").
+    pub auth: crate::auth::AuthSettings,
 }
 
 /// etcd's TLS flags for one kind of port (`--cert-file`, ... or
@@ -274,6 +276,7 @@ impl Default for ServerConfig {
             corrupt_check_interval: DEFAULT_CORRUPT_CHECK_INTERVAL,
             client_tls: TlsSettings::default(),
             peer_tls: TlsSettings::default(),
+            auth: crate::auth::AuthSettings::default(),
         }
     }
 }
@@ -356,6 +359,10 @@ pub struct Overrides {
     pub peer_trusted_ca_file: Option<PathBuf>,
     /// See [`TlsSettings::client_cert_auth`] (peer port).
     pub peer_client_cert_auth: Option<bool>,
+    /// See [`crate::auth::AuthSettings::token_ttl`], in seconds.
+    pub auth_token_ttl: Option<u64>,
+    /// See [`crate::auth::AuthSettings::bcrypt_cost`].
+    pub bcrypt_cost: Option<u32>,
 }
 
 /// A config file that cannot be used.
@@ -446,6 +453,10 @@ impl Overrides {
             tls.trusted_ca_file = self.peer_trusted_ca_file;
         }
         set(&mut tls.client_cert_auth, self.peer_client_cert_auth);
+        if let Some(seconds) = self.auth_token_ttl {
+            config.auth.token_ttl = Duration::from_secs(seconds);
+        }
+        set(&mut config.auth.bcrypt_cost, self.bcrypt_cost);
         let cluster = &mut config.cluster;
         set(&mut cluster.initial_cluster, self.initial_cluster);
         set(
@@ -534,6 +545,16 @@ impl Overrides {
         if rate != 0 && rate < MIN_SNAPSHOT_SEND_RATE {
             return Err(ConfigError::Invalid(
                 "snapshot_send_mib_per_sec must be 0 (no limit) or at least 8".to_string(),
+            ));
+        }
+        if !(4..=31).contains(&config.auth.bcrypt_cost) {
+            return Err(ConfigError::Invalid(
+                "bcrypt_cost must be between 4 and 31".to_string(),
+            ));
+        }
+        if config.auth.token_ttl.is_zero() {
+            return Err(ConfigError::Invalid(
+                "auth_token_ttl must be at least 1 second".to_string(),
             ));
         }
         if config.client_tls.files("")?.is_none() && config.metrics_tls {

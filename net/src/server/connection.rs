@@ -51,6 +51,9 @@ pub(crate) struct Connection {
     pub(crate) watches: RefCell<HashMap<u64, Rc<flume::Sender<WatchCommand>>>>,
     /// Requests in flight that are not watches.
     requests_in_flight: Cell<usize>,
+    /// Who the connection's requests come from (`UseToken`, or the
+    /// client certificate's common name); checked when auth is on.
+    pub(crate) identity: RefCell<crate::auth::Identity>,
 }
 
 impl Connection {
@@ -133,7 +136,7 @@ pub(crate) fn error_response(id: u64, code: ErrorCode, message: String) -> Respo
 
 /// Serves one client until it leaves, breaks the protocol, stops reading,
 /// or the server stops (which drops this future).
-pub(crate) async fn serve<S>(stream: S, ctx: Rc<CoreContext>)
+pub(crate) async fn serve<S>(stream: S, ctx: Rc<CoreContext>, identity: crate::auth::Identity)
 where
     S: AsyncRead + futures_lite::AsyncWrite + Unpin,
 {
@@ -145,6 +148,7 @@ where
         outbound: Rc::new(Outbound::new(limits.outbound_bytes, limits.stall_timeout)),
         watches: RefCell::new(HashMap::new()),
         requests_in_flight: Cell::new(0),
+        identity: RefCell::new(identity),
     };
     let work = async {
         let (decoded, requests) = local_channel::new_bounded(DECODED_QUEUE);
@@ -373,6 +377,11 @@ async fn dispatch(connection: &Connection, requests: LocalReceiver<Decoded>) {
             }
         };
         match or(arrived, finished).await {
+            Step::Arrived((id, Request::UseToken { token }, _)) => {
+                // Taken before any later request of the connection runs.
+                let answer = use_token(connection, id, token);
+                in_flight.push(Box::pin(connection.respond(answer)));
+            }
             Step::Arrived((id, request, reservation)) => {
                 let watch = matches!(request, Request::WatchCreate(_));
                 if watch && connection.watches.borrow().len() >= limits.max_watches {
@@ -390,11 +399,20 @@ async fn dispatch(connection: &Connection, requests: LocalReceiver<Decoded>) {
                     in_flight_count.set(in_flight_count.get() + 1);
                 }
                 in_flight.push(Box::pin(async move {
-                    let answered = match request {
-                        Request::WatchCreate(create) => {
+                    // With auth on, what the connection's user may not do
+                    // is refused here, before anything runs.
+                    let checked = crate::server::permits::check(connection, &request).await;
+                    let answered = match (checked, request) {
+                        (Err(refusal), _) => {
+                            let code = crate::server::permits::error_code(&refusal);
+                            connection
+                                .respond_error(id, code, refusal.to_string())
+                                .await
+                        }
+                        (Ok(()), Request::WatchCreate(create)) => {
                             crate::server::watch::run(connection, id, create).await
                         }
-                        request => {
+                        (Ok(()), request) => {
                             // Room for the answer first: nothing is
                             // gathered that the connection could not hold.
                             let room = connection.answers.reserve(AnswerSize::of(&request)).await;
@@ -412,5 +430,22 @@ async fn dispatch(connection: &Connection, requests: LocalReceiver<Decoded>) {
             Step::Finished(Ok(())) => {}
             Step::Finished(Err(Closed)) | Step::ReaderGone => return,
         }
+    }
+}
+
+/// Takes `token` as the connection's user if it is valid now (with auth
+/// off, any token is taken: it is checked once auth is on).
+fn use_token(connection: &Connection, id: u64, token: String) -> Response {
+    let compiled = connection.ctx.auth.current();
+    let identity = crate::auth::Identity::Token(token);
+    if let Err(refused) = compiled.admit(identity.credential()) {
+        let code = crate::server::permits::error_code(&refused);
+        return error_response(id, code, refused.to_string());
+    }
+    *connection.identity.borrow_mut() = identity;
+    Response {
+        id,
+        revision: 0,
+        body: keel_proto::ResponseBody::UseToken,
     }
 }

@@ -44,6 +44,8 @@ pub(crate) struct CoreContext {
     /// TLS on the client and core ports (`--cert-file`): then they take
     /// nothing else.
     pub(crate) tls: Option<Arc<crate::tls::ServerTls>>,
+    /// Users and permissions (docs/security.md).
+    pub(crate) auth: crate::auth::Auth,
 }
 
 impl CoreContext {
@@ -140,7 +142,7 @@ async fn route(stream: TcpStream, ctx: Rc<CoreContext>) {
             return;
         }
         if !crate::etcd::is_http(four) {
-            return connection::serve(stream, ctx).await;
+            return connection::serve(stream, ctx, crate::auth::Identity::Nobody).await;
         }
         return hand_to_front(&stream, &ctx).await;
     };
@@ -166,7 +168,22 @@ async fn route(stream: TcpStream, ctx: Rc<CoreContext>) {
         None
     };
     match or(async { Some(handshake.await) }, timed_out).await {
-        Some(Ok(stream)) => connection::serve(stream, ctx).await,
+        Some(Ok(stream)) => {
+            // Only a certificate the port required was verified.
+            let name = match tls.files().requires_client_certificate() {
+                true => stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(crate::tls::common_name),
+                false => None,
+            };
+            let identity = match name {
+                Some(name) => crate::auth::Identity::CommonName(name),
+                None => crate::auth::Identity::Nobody,
+            };
+            connection::serve(stream, ctx, identity).await
+        }
         Some(Err((error, stream))) => {
             tracing::debug!(%error, "a TLS handshake failed");
             close_after_refusal(stream).await;

@@ -223,8 +223,51 @@ async fn handle_any(
             let change = super::members::change(action, member_id, name, peer_address, learner);
             super::members::members(&connection.ctx, &client, change).await
         }
+        Request::Authenticate { name, password } => {
+            return authenticate(connection, id, name, password, room).await;
+        }
+        // Taken by the dispatcher before it gets here (`connection.rs`).
+        Request::UseToken { .. } => Ok((0, ResponseBody::UseToken)),
     };
     connection.respond_in(answer_to(id, answer), room).await
+}
+
+/// A token for `name`, checked on a blocking thread (bcrypt).
+async fn authenticate(
+    connection: &Connection,
+    id: u64,
+    name: String,
+    password: String,
+    room: AnswerRoom,
+) -> Result<(), Closed> {
+    let (compiled, settings) = (
+        connection.ctx.auth.current(),
+        connection.ctx.auth.settings(),
+    );
+    let token = glommio::executor()
+        .spawn_blocking(move || {
+            crate::auth::authenticate(
+                &compiled,
+                settings,
+                &name,
+                &password,
+                crate::auth::password_matches_blocking,
+            )
+        })
+        .await;
+    let answer = match token {
+        Ok(token) => Response {
+            id,
+            revision: 0,
+            body: ResponseBody::Authenticate { token },
+        },
+        Err(refused) => error_response(
+            id,
+            crate::server::permits::error_code(&refused),
+            refused.to_string(),
+        ),
+    };
+    connection.respond_in(answer, room).await
 }
 
 fn answer_to(id: u64, answer: Result<(u64, ResponseBody), NodeError>) -> Response {

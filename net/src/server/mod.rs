@@ -20,6 +20,7 @@ mod heavy_answers;
 mod leader;
 mod members;
 mod outbound;
+mod permits;
 mod status;
 mod watch;
 mod watch_group;
@@ -237,6 +238,7 @@ impl Server {
             None => None,
         };
         let node = Arc::new(Node::start(node_config)?);
+        let auth = crate::auth::Auth::new(node.auth_view(), config.auth);
         let cores = node.core_count();
         let own_address = |core: usize| {
             let port = match config.core_port_base {
@@ -270,6 +272,7 @@ impl Server {
             let served_in = served_in.clone();
             let limits = config.limits;
             let tls = client_tls.clone();
+            let auth = auth.clone();
             let spawned = node.spawn_on(
                 core,
                 Box::new(move || {
@@ -303,6 +306,7 @@ impl Server {
                             heavy_answers: heavy_answers::HeavyAnswers::new(),
                             etcd,
                             tls,
+                            auth,
                         });
                         let stopped = async {
                             let _ = stop_out.recv_async().await;
@@ -354,6 +358,7 @@ impl Server {
             corrupt_check_interval: config.corrupt_check_interval,
             tls: client_tls.clone(),
             metrics_tls: client_tls.clone().filter(|_| config.metrics_tls),
+            auth: auth.clone(),
         };
         let info = Arc::new(ServerInfo {
             member_id: node.client().member_id(),

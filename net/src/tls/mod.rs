@@ -200,3 +200,17 @@ impl ServerTls {
         Ok(())
     }
 }
+
+/// The common name of the first certificate of `chain` (the client's own):
+/// its user with `--client-cert-auth` when it sends no token.
+pub fn common_name(chain: &[rustls::pki_types::CertificateDer<'_>]) -> Option<Arc<str>> {
+    let first = chain.first()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(first.as_ref()).ok()?;
+    let name = certificate
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?;
+    Some(Arc::from(name))
+}

@@ -97,6 +97,15 @@ fn request_body(r: &fb::Request<'_>) -> Decoded<Request> {
             }),
         B::LeaseLeases => r.body_as_lease_leases().map(|_| Request::LeaseLeases),
         B::StatusRequest => r.body_as_status_request().map(|_| Request::Status),
+        B::AuthenticateRequest => r
+            .body_as_authenticate_request()
+            .map(|a| Request::Authenticate {
+                name: a.name().unwrap_or_default().to_string(),
+                password: a.password().unwrap_or_default().to_string(),
+            }),
+        B::UseTokenRequest => r.body_as_use_token_request().map(|u| Request::UseToken {
+            token: u.token().unwrap_or_default().to_string(),
+        }),
         B::AlarmRequest => r
             .body_as_alarm_request()
             .map(|a| {
@@ -379,6 +388,15 @@ fn response_body(r: &fb::Response<'_>) -> Decoded<ResponseBody> {
         B::Error => r
             .body_as_error()
             .map(|e| ResponseBody::Error(error_body(e))),
+        B::AuthenticateResponse => {
+            r.body_as_authenticate_response()
+                .map(|a| ResponseBody::Authenticate {
+                    token: a.token().unwrap_or_default().to_string(),
+                })
+        }
+        B::UseTokenResponse => r
+            .body_as_use_token_response()
+            .map(|_| ResponseBody::UseToken),
         B::LeaderResponse => r.body_as_leader_response().map(|l| ResponseBody::Leader {
             settled: l.settled(),
         }),
@@ -588,6 +606,9 @@ fn error_body(e: fb::Error<'_>) -> ErrorBody {
         fb::ErrorCode::NoLeader => ErrorCode::NoLeader,
         fb::ErrorCode::OutcomeUnknown => ErrorCode::OutcomeUnknown,
         fb::ErrorCode::Learner => ErrorCode::Learner,
+        fb::ErrorCode::PermissionDenied => ErrorCode::PermissionDenied,
+        fb::ErrorCode::Unauthenticated => ErrorCode::Unauthenticated,
+        fb::ErrorCode::AuthFailed => ErrorCode::AuthFailed,
         // A newer server's code: still an error, of a kind this client
         // does not name.
         _ => ErrorCode::Unknown,

@@ -196,6 +196,25 @@ fn request_body(
                 fb::StatusRequest::create(fbb, &args).as_union_value(),
             )
         }
+        Request::Authenticate { name, password } => {
+            let args = fb::AuthenticateRequestArgs {
+                name: Some(fbb.create_string(name)),
+                password: Some(fbb.create_string(password)),
+            };
+            (
+                B::AuthenticateRequest,
+                fb::AuthenticateRequest::create(fbb, &args).as_union_value(),
+            )
+        }
+        Request::UseToken { token } => {
+            let args = fb::UseTokenRequestArgs {
+                token: Some(fbb.create_string(token)),
+            };
+            (
+                B::UseTokenRequest,
+                fb::UseTokenRequest::create(fbb, &args).as_union_value(),
+            )
+        }
         Request::Alarm {
             action,
             member_id,
@@ -621,6 +640,22 @@ fn response_body(
             )
         }
         ResponseBody::Status(s) => (B::StatusResponse, status(fbb, s).as_union_value()),
+        ResponseBody::Authenticate { token } => {
+            let args = fb::AuthenticateResponseArgs {
+                token: Some(fbb.create_string(token)),
+            };
+            (
+                B::AuthenticateResponse,
+                fb::AuthenticateResponse::create(fbb, &args).as_union_value(),
+            )
+        }
+        ResponseBody::UseToken => {
+            let args = fb::UseTokenResponseArgs {};
+            (
+                B::UseTokenResponse,
+                fb::UseTokenResponse::create(fbb, &args).as_union_value(),
+            )
+        }
         ResponseBody::Alarm(alarms) => {
             let alarms = Some(alarm_members(fbb, alarms));
             let args = fb::AlarmResponseArgs { alarms };
@@ -753,6 +788,9 @@ fn error_code(code: ErrorCode) -> fb::ErrorCode {
         ErrorCode::NoLeader => fb::ErrorCode::NoLeader,
         ErrorCode::OutcomeUnknown => fb::ErrorCode::OutcomeUnknown,
         ErrorCode::Learner => fb::ErrorCode::Learner,
+        ErrorCode::PermissionDenied => fb::ErrorCode::PermissionDenied,
+        ErrorCode::Unauthenticated => fb::ErrorCode::Unauthenticated,
+        ErrorCode::AuthFailed => fb::ErrorCode::AuthFailed,
     }
 }
 

@@ -115,6 +115,13 @@ fn every_request() -> Vec<Request> {
         Request::LeaseTimeToLive { id: 5, keys: true },
         Request::LeaseLeases,
         Request::Status,
+        Request::Authenticate {
+            name: "alice".into(),
+            password: "secret".into(),
+        },
+        Request::UseToken {
+            token: "keel1.abc.def".into(),
+        },
         Request::Alarm {
             action: AlarmAction::Get,
             member_id: 0,
@@ -336,6 +343,28 @@ fn every_response_body() -> Vec<ResponseBody> {
         ResponseBody::Error(ErrorBody {
             code: ErrorCode::Learner,
             message: "rpc not supported for learner".into(),
+            revision: 0,
+            leader: 0,
+        }),
+        ResponseBody::Authenticate {
+            token: "keel1.abc.def".into(),
+        },
+        ResponseBody::UseToken,
+        ResponseBody::Error(ErrorBody {
+            code: ErrorCode::PermissionDenied,
+            message: "etcdserver: permission denied".into(),
+            revision: 0,
+            leader: 0,
+        }),
+        ResponseBody::Error(ErrorBody {
+            code: ErrorCode::Unauthenticated,
+            message: "etcdserver: invalid auth token".into(),
+            revision: 0,
+            leader: 0,
+        }),
+        ResponseBody::Error(ErrorBody {
+            code: ErrorCode::AuthFailed,
+            message: "etcdserver: authentication failed, invalid user ID or password".into(),
             revision: 0,
             leader: 0,
         }),

@@ -1029,10 +1029,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for MemberAction {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST_BODY: u8 = 17;
+pub const ENUM_MAX_REQUEST_BODY: u8 = 19;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 18] = [
+pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 20] = [
   RequestBody::NONE,
   RequestBody::RangeRequest,
   RequestBody::PutRequest,
@@ -1051,6 +1051,8 @@ pub const ENUM_VALUES_REQUEST_BODY: [RequestBody; 18] = [
   RequestBody::AlarmRequest,
   RequestBody::LeaderRequest,
   RequestBody::MemberRequest,
+  RequestBody::AuthenticateRequest,
+  RequestBody::UseTokenRequest,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1076,9 +1078,11 @@ impl RequestBody {
   pub const AlarmRequest: Self = Self(15);
   pub const LeaderRequest: Self = Self(16);
   pub const MemberRequest: Self = Self(17);
+  pub const AuthenticateRequest: Self = Self(18);
+  pub const UseTokenRequest: Self = Self(19);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 17;
+  pub const ENUM_MAX: u8 = 19;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeRequest,
@@ -1098,6 +1102,8 @@ impl RequestBody {
     Self::AlarmRequest,
     Self::LeaderRequest,
     Self::MemberRequest,
+    Self::AuthenticateRequest,
+    Self::UseTokenRequest,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1120,6 +1126,8 @@ impl RequestBody {
       Self::AlarmRequest => Some("AlarmRequest"),
       Self::LeaderRequest => Some("LeaderRequest"),
       Self::MemberRequest => Some("MemberRequest"),
+      Self::AuthenticateRequest => Some("AuthenticateRequest"),
+      Self::UseTokenRequest => Some("UseTokenRequest"),
       _ => None,
     }
   }
@@ -1179,10 +1187,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 19;
+pub const ENUM_MAX_ERROR_CODE: u16 = 22;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 23] = [
   ErrorCode::Unknown,
   ErrorCode::BadRequest,
   ErrorCode::TooLarge,
@@ -1203,6 +1211,9 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 20] = [
   ErrorCode::OutcomeUnknown,
   ErrorCode::Learner,
   ErrorCode::Corrupt,
+  ErrorCode::PermissionDenied,
+  ErrorCode::Unauthenticated,
+  ErrorCode::AuthFailed,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1230,9 +1241,12 @@ impl ErrorCode {
   pub const OutcomeUnknown: Self = Self(17);
   pub const Learner: Self = Self(18);
   pub const Corrupt: Self = Self(19);
+  pub const PermissionDenied: Self = Self(20);
+  pub const Unauthenticated: Self = Self(21);
+  pub const AuthFailed: Self = Self(22);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 19;
+  pub const ENUM_MAX: u16 = 22;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::BadRequest,
@@ -1254,6 +1268,9 @@ impl ErrorCode {
     Self::OutcomeUnknown,
     Self::Learner,
     Self::Corrupt,
+    Self::PermissionDenied,
+    Self::Unauthenticated,
+    Self::AuthFailed,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1278,6 +1295,9 @@ impl ErrorCode {
       Self::OutcomeUnknown => Some("OutcomeUnknown"),
       Self::Learner => Some("Learner"),
       Self::Corrupt => Some("Corrupt"),
+      Self::PermissionDenied => Some("PermissionDenied"),
+      Self::Unauthenticated => Some("Unauthenticated"),
+      Self::AuthFailed => Some("AuthFailed"),
       _ => None,
     }
   }
@@ -1335,10 +1355,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for ErrorCode {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RESPONSE_BODY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RESPONSE_BODY: u8 = 16;
+pub const ENUM_MAX_RESPONSE_BODY: u8 = 18;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 17] = [
+pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 19] = [
   ResponseBody::NONE,
   ResponseBody::RangeResponse,
   ResponseBody::PutResponse,
@@ -1356,6 +1376,8 @@ pub const ENUM_VALUES_RESPONSE_BODY: [ResponseBody; 17] = [
   ResponseBody::AlarmResponse,
   ResponseBody::LeaderResponse,
   ResponseBody::MemberResponse,
+  ResponseBody::AuthenticateResponse,
+  ResponseBody::UseTokenResponse,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1380,9 +1402,11 @@ impl ResponseBody {
   pub const AlarmResponse: Self = Self(14);
   pub const LeaderResponse: Self = Self(15);
   pub const MemberResponse: Self = Self(16);
+  pub const AuthenticateResponse: Self = Self(17);
+  pub const UseTokenResponse: Self = Self(18);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 16;
+  pub const ENUM_MAX: u8 = 18;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::RangeResponse,
@@ -1401,6 +1425,8 @@ impl ResponseBody {
     Self::AlarmResponse,
     Self::LeaderResponse,
     Self::MemberResponse,
+    Self::AuthenticateResponse,
+    Self::UseTokenResponse,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1422,6 +1448,8 @@ impl ResponseBody {
       Self::AlarmResponse => Some("AlarmResponse"),
       Self::LeaderResponse => Some("LeaderResponse"),
       Self::MemberResponse => Some("MemberResponse"),
+      Self::AuthenticateResponse => Some("AuthenticateResponse"),
+      Self::UseTokenResponse => Some("UseTokenResponse"),
       _ => None,
     }
   }
@@ -7207,6 +7235,389 @@ impl ::core::fmt::Debug for StatusResponse<'_> {
       ds.finish()
   }
 }
+pub enum AuthenticateRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AuthenticateRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AuthenticateRequest<'a> {
+  type Inner = AuthenticateRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AuthenticateRequest<'a> {
+  pub const VT_NAME: ::flatbuffers::VOffsetT = 4;
+  pub const VT_PASSWORD: ::flatbuffers::VOffsetT = 6;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AuthenticateRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AuthenticateRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AuthenticateRequest<'bldr>> {
+    let mut builder = AuthenticateRequestBuilder::new(_fbb);
+    if let Some(x) = args.password { builder.add_password(x); }
+    if let Some(x) = args.name { builder.add_name(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn name(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AuthenticateRequest::VT_NAME, None)}
+  }
+  #[inline]
+  pub fn password(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AuthenticateRequest::VT_PASSWORD, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AuthenticateRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("name", Self::VT_NAME, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("password", Self::VT_PASSWORD, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AuthenticateRequestArgs<'a> {
+    pub name: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub password: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for AuthenticateRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AuthenticateRequestArgs {
+      name: None,
+      password: None,
+    }
+  }
+}
+
+pub struct AuthenticateRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AuthenticateRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_name(&mut self, name: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthenticateRequest::VT_NAME, name);
+  }
+  #[inline]
+  pub fn add_password(&mut self, password: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthenticateRequest::VT_PASSWORD, password);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AuthenticateRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AuthenticateRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AuthenticateRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AuthenticateRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AuthenticateRequest");
+      ds.field("name", &self.name());
+      ds.field("password", &self.password());
+      ds.finish()
+  }
+}
+pub enum AuthenticateResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct AuthenticateResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for AuthenticateResponse<'a> {
+  type Inner = AuthenticateResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> AuthenticateResponse<'a> {
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    AuthenticateResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args AuthenticateResponseArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<AuthenticateResponse<'bldr>> {
+    let mut builder = AuthenticateResponseBuilder::new(_fbb);
+    if let Some(x) = args.token { builder.add_token(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn token(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(AuthenticateResponse::VT_TOKEN, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for AuthenticateResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct AuthenticateResponseArgs<'a> {
+    pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for AuthenticateResponseArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    AuthenticateResponseArgs {
+      token: None,
+    }
+  }
+}
+
+pub struct AuthenticateResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> AuthenticateResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(AuthenticateResponse::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> AuthenticateResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    AuthenticateResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<AuthenticateResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for AuthenticateResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("AuthenticateResponse");
+      ds.field("token", &self.token());
+      ds.finish()
+  }
+}
+pub enum UseTokenRequestOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UseTokenRequest<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UseTokenRequest<'a> {
+  type Inner = UseTokenRequest<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UseTokenRequest<'a> {
+  pub const VT_TOKEN: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UseTokenRequest { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args UseTokenRequestArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<UseTokenRequest<'bldr>> {
+    let mut builder = UseTokenRequestBuilder::new(_fbb);
+    if let Some(x) = args.token { builder.add_token(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn token(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(UseTokenRequest::VT_TOKEN, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for UseTokenRequest<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("token", Self::VT_TOKEN, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UseTokenRequestArgs<'a> {
+    pub token: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for UseTokenRequestArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    UseTokenRequestArgs {
+      token: None,
+    }
+  }
+}
+
+pub struct UseTokenRequestBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UseTokenRequestBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_token(&mut self, token: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(UseTokenRequest::VT_TOKEN, token);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UseTokenRequestBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UseTokenRequestBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UseTokenRequest<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UseTokenRequest<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UseTokenRequest");
+      ds.field("token", &self.token());
+      ds.finish()
+  }
+}
+pub enum UseTokenResponseOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct UseTokenResponse<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for UseTokenResponse<'a> {
+  type Inner = UseTokenResponse<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> UseTokenResponse<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    UseTokenResponse { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args UseTokenResponseArgs
+  ) -> ::flatbuffers::WIPOffset<UseTokenResponse<'bldr>> {
+    let mut builder = UseTokenResponseBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for UseTokenResponse<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct UseTokenResponseArgs {
+}
+impl<'a> Default for UseTokenResponseArgs {
+  #[inline]
+  fn default() -> Self {
+    UseTokenResponseArgs {
+    }
+  }
+}
+
+pub struct UseTokenResponseBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> UseTokenResponseBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> UseTokenResponseBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    UseTokenResponseBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<UseTokenResponse<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for UseTokenResponse<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("UseTokenResponse");
+      ds.finish()
+  }
+}
 pub enum RequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -7520,6 +7931,36 @@ impl<'a> Request<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_authenticate_request(&self) -> Option<AuthenticateRequest<'a>> {
+    if self.body_type() == RequestBody::AuthenticateRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AuthenticateRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_use_token_request(&self) -> Option<UseTokenRequest<'a>> {
+    if self.body_type() == RequestBody::UseTokenRequest {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UseTokenRequest::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Request<'_> {
@@ -7548,6 +7989,8 @@ impl ::flatbuffers::Verifiable for Request<'_> {
           RequestBody::AlarmRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmRequest>>("RequestBody::AlarmRequest", pos),
           RequestBody::LeaderRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaderRequest>>("RequestBody::LeaderRequest", pos),
           RequestBody::MemberRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberRequest>>("RequestBody::MemberRequest", pos),
+          RequestBody::AuthenticateRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AuthenticateRequest>>("RequestBody::AuthenticateRequest", pos),
+          RequestBody::UseTokenRequest => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UseTokenRequest>>("RequestBody::UseTokenRequest", pos),
           _ => Ok(()),
         }
      })?
@@ -7723,6 +8166,20 @@ impl ::core::fmt::Debug for Request<'_> {
         },
         RequestBody::MemberRequest => {
           if let Some(x) = self.body_as_member_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::AuthenticateRequest => {
+          if let Some(x) = self.body_as_authenticate_request() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RequestBody::UseTokenRequest => {
+          if let Some(x) = self.body_as_use_token_request() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -8190,6 +8647,36 @@ impl<'a> Response<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_authenticate_response(&self) -> Option<AuthenticateResponse<'a>> {
+    if self.body_type() == ResponseBody::AuthenticateResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { AuthenticateResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_use_token_response(&self) -> Option<UseTokenResponse<'a>> {
+    if self.body_type() == ResponseBody::UseTokenResponse {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { UseTokenResponse::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for Response<'_> {
@@ -8218,6 +8705,8 @@ impl ::flatbuffers::Verifiable for Response<'_> {
           ResponseBody::AlarmResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AlarmResponse>>("ResponseBody::AlarmResponse", pos),
           ResponseBody::LeaderResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<LeaderResponse>>("ResponseBody::LeaderResponse", pos),
           ResponseBody::MemberResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberResponse>>("ResponseBody::MemberResponse", pos),
+          ResponseBody::AuthenticateResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<AuthenticateResponse>>("ResponseBody::AuthenticateResponse", pos),
+          ResponseBody::UseTokenResponse => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<UseTokenResponse>>("ResponseBody::UseTokenResponse", pos),
           _ => Ok(()),
         }
      })?
@@ -8393,6 +8882,20 @@ impl ::core::fmt::Debug for Response<'_> {
         },
         ResponseBody::MemberResponse => {
           if let Some(x) = self.body_as_member_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::AuthenticateResponse => {
+          if let Some(x) = self.body_as_authenticate_response() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        ResponseBody::UseTokenResponse => {
+          if let Some(x) = self.body_as_use_token_response() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")

@@ -29,6 +29,14 @@ pub(crate) struct Cli {
     /// also from `KEELCTL_CERT` or `ETCDCTL_CERT`.
     #[arg(long, id = "tls-cert", global = true, env = "KEELCTL_CERT")]
     pub(crate) cert: Option<std::path::PathBuf>,
+    /// The user, `name` or `name:password` (etcdctl's); also from
+    /// `KEELCTL_USER` or `ETCDCTL_USER`.
+    #[arg(long, id = "auth-user", global = true, env = "KEELCTL_USER")]
+    pub(crate) user: Option<String>,
+    /// The user's password, instead of after the colon; also from
+    /// `KEELCTL_PASSWORD` or `ETCDCTL_PASSWORD`.
+    #[arg(long, id = "auth-password", global = true, env = "KEELCTL_PASSWORD")]
+    pub(crate) password: Option<String>,
     /// The private key of --cert; also from `KEELCTL_KEY` or `ETCDCTL_KEY`.
     #[arg(long, id = "tls-key", global = true, env = "KEELCTL_KEY")]
     pub(crate) key: Option<std::path::PathBuf>,
@@ -112,6 +120,15 @@ pub(crate) enum Command {
     /// Member commands.
     #[command(subcommand)]
     Member(MemberCommand),
+    /// User commands (etcd's auth: users with passwords and roles).
+    #[command(subcommand)]
+    User(crate::auth::UserCommand),
+    /// Role commands (permissions on keys, prefixes and ranges).
+    #[command(subcommand)]
+    Role(crate::auth::RoleCommand),
+    /// Turns auth on or off.
+    #[command(subcommand)]
+    Auth(crate::auth::AuthCommand),
     /// Snapshot commands: save one of a running cluster, or look at one
     /// (`keel restore` builds members from it).
     #[command(subcommand)]
@@ -610,8 +627,17 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
         }
         _ => {}
     }
+    // Auth's commands go through etcd's gRPC Auth service.
+    let first = endpoints.first().copied().unwrap_or_default();
+    let command = match cli.command {
+        Command::User(command) => return crate::auth::user(&connect, first, command).await,
+        Command::Role(command) => return crate::auth::role(&connect, first, command).await,
+        Command::Auth(command) => return crate::auth::auth(&connect, first, command).await,
+        command => command,
+    };
     let client: Client = timed(timeout, connect.client(&endpoints)).await?;
-    match cli.command {
+    match command {
+        Command::User(_) | Command::Role(_) | Command::Auth(_) => Ok(()),
         Command::Put(args) => crate::kv::put(&client, timeout, format, args).await,
         Command::Get(args) => crate::kv::get(&client, timeout, format, args).await,
         Command::Del(args) => crate::kv::del(&client, timeout, format, args).await,

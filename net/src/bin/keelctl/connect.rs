@@ -6,18 +6,20 @@
 use std::sync::Arc;
 
 use keel_client::tls::TlsFiles;
-use keel_client::{Client, ClientOptions, ClientTls};
+use keel_client::{Client, ClientOptions, ClientTls, Credentials};
+use keel_etcd_api::etcdserverpb::auth_client::AuthClient;
 use keel_etcd_api::etcdserverpb::maintenance_client::MaintenanceClient;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::cli::{Cli, Failure};
 
 /// keelctl's way to the servers.
-#[derive(Clone)]
 pub(crate) struct Connect {
     keel: ClientOptions,
     /// TLS for gRPC (offering HTTP/2), when TLS is on.
     grpc_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The user's token for gRPC calls, once logged in.
+    token: std::sync::OnceLock<String>,
 }
 
 impl Connect {
@@ -29,11 +31,16 @@ impl Connect {
             cert: cli.cert.clone(),
             key: cli.key.clone(),
         };
+        let credentials = credentials(cli)?;
         let tls = cli.endpoints.contains("https://") || files != TlsFiles::default();
         if !tls {
             return Ok(Connect {
-                keel: ClientOptions::default(),
+                keel: ClientOptions {
+                    credentials,
+                    ..ClientOptions::default()
+                },
                 grpc_tls: None,
+                token: std::sync::OnceLock::new(),
             });
         }
         let keel = ClientTls::from_files(&files).map_err(|e| Failure::bad_args(e.to_string()))?;
@@ -42,10 +49,55 @@ impl Connect {
         Ok(Connect {
             keel: ClientOptions {
                 tls: Some(keel),
+                credentials,
                 ..ClientOptions::default()
             },
             grpc_tls: Some(grpc),
+            token: std::sync::OnceLock::new(),
         })
+    }
+
+    /// `message` as a gRPC request, with the user's token once logged in.
+    pub(crate) fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Some(token) = self.token.get().and_then(|t| t.parse().ok()) {
+            request.metadata_mut().insert("token", token);
+        }
+        request
+    }
+
+    /// Logs in through `channel` (once) if keelctl has a user: etcd's
+    /// Authenticate, whose token every later gRPC call carries. With auth
+    /// off there is no token to have, and calls go as nobody.
+    async fn log_in(&self, channel: &Channel) -> Result<(), String> {
+        let Some(credentials) = &self.keel.credentials else {
+            return Ok(());
+        };
+        if self.token.get().is_some() {
+            return Ok(());
+        }
+        let mut auth = AuthClient::new(channel.clone());
+        let login = keel_etcd_api::etcdserverpb::AuthenticateRequest {
+            name: credentials.user.clone(),
+            password: credentials.password.clone(),
+        };
+        match auth.authenticate(login).await {
+            Ok(answer) => {
+                let _ = self.token.set(answer.into_inner().token);
+                Ok(())
+            }
+            Err(status) if status.message() == "etcdserver: authentication is not enabled" => {
+                Ok(())
+            }
+            Err(status) => Err(status.message().to_string()),
+        }
+    }
+
+    /// etcd's Auth service at `endpoint`, logged in.
+    pub(crate) async fn auth(&self, endpoint: &str) -> Result<AuthClient<Channel>, Failure> {
+        let channel = self.channel(endpoint).await.map_err(Failure::from)?;
+        self.log_in(&channel).await.map_err(Failure::from)?;
+        Ok(AuthClient::new(channel))
     }
 
     /// A client of `endpoints` (`host:port`).
@@ -56,11 +108,18 @@ impl Connect {
         Client::connect_with(endpoints, self.keel.clone()).await
     }
 
-    /// etcd's Maintenance service at `endpoint` (`host:port`).
+    /// etcd's Maintenance service at `endpoint` (`host:port`), logged in.
     pub(crate) async fn maintenance(
         &self,
         endpoint: &str,
     ) -> Result<MaintenanceClient<Channel>, String> {
+        let channel = self.channel(endpoint).await?;
+        self.log_in(&channel).await?;
+        Ok(MaintenanceClient::new(channel))
+    }
+
+    /// A gRPC channel to `endpoint`, over TLS when keelctl has it.
+    async fn channel(&self, endpoint: &str) -> Result<Channel, String> {
         let fail = |e: &dyn std::fmt::Display| format!("{endpoint}: {e}");
         let uri = Endpoint::from_shared(format!("http://{endpoint}")).map_err(|e| fail(&e))?;
         let channel = match &self.grpc_tls {
@@ -83,6 +142,39 @@ impl Connect {
                 .await
             }
         };
-        Ok(MaintenanceClient::new(channel.map_err(|e| fail(&e))?))
+        channel.map_err(|e| fail(&e))
     }
+}
+
+/// etcdctl's `--user name[:password]` (and `--password`): without a
+/// password, it is read from stdin after a prompt.
+fn credentials(cli: &Cli) -> Result<Option<Credentials>, Failure> {
+    let Some(user) = &cli.user else {
+        return Ok(None);
+    };
+    let (name, password) = match (user.split_once(':'), &cli.password) {
+        (_, Some(password)) => (user.clone(), password.clone()),
+        (Some((name, password)), None) => (name.to_string(), password.to_string()),
+        (None, None) => {
+            use std::io::{BufRead, Write};
+            eprint!("Password: ");
+            let _ = std::io::stderr().flush();
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| Failure::from(e.to_string()))?;
+            (
+                user.clone(),
+                line.trim_end_matches(['\r', '\n']).to_string(),
+            )
+        }
+    };
+    if name.is_empty() {
+        return Err(Failure::bad_args("--user needs a user name"));
+    }
+    Ok(Some(Credentials {
+        user: name,
+        password,
+    }))
 }

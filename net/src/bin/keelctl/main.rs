@@ -6,6 +6,7 @@
 //! `keelctl endpoint status`. A failure prints `Error: ...` on stderr and
 //! exits with etcdctl's status for it (`cli::Failure`).
 
+mod auth;
 mod cli;
 mod connect;
 mod etcd_format;
@@ -24,7 +25,7 @@ use crate::cli::Failure;
 
 fn main() -> ExitCode {
     // etcdctl's variables, when keelctl's own are not set.
-    for name in ["ENDPOINTS", "CACERT", "CERT", "KEY"] {
+    for name in ["ENDPOINTS", "CACERT", "CERT", "KEY", "USER", "PASSWORD"] {
         let keelctl = format!("KEELCTL_{name}");
         if std::env::var_os(&keelctl).is_none() {
             if let Some(value) = std::env::var_os(format!("ETCDCTL_{name}")) {

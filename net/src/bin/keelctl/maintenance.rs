@@ -28,7 +28,7 @@ async fn hash_kv(
 ) -> Result<Hashed, String> {
     let ask = async {
         let mut client = connect.maintenance(endpoint).await?;
-        let mut request = tonic::Request::new(HashKvRequest { revision });
+        let mut request = connect.request(HashKvRequest { revision });
         if let Some(shard) = shard {
             // keel's own metadata: one shard's hash (docs/corruption.md).
             request.metadata_mut().insert(
@@ -155,7 +155,7 @@ pub(crate) async fn snapshot_save(
             .await?
             .max_decoding_message_size(usize::MAX);
         let mut chunks = client
-            .snapshot(keel_etcd_api::etcdserverpb::SnapshotRequest {})
+            .snapshot(connect.request(keel_etcd_api::etcdserverpb::SnapshotRequest {}))
             .await
             .map_err(|status| status.message().to_string())?
             .into_inner();

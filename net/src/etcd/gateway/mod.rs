@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::DefaultBodyLimit;
+use axum::http::HeaderMap;
 use axum::response::IntoResponse;
 use axum::routing::{post, MethodRouter};
 use axum::{Extension, Router};
@@ -30,6 +31,7 @@ use serde::Serialize;
 use tonic::{Request, Response, Status};
 
 use crate::etcd::answer_room::{AnswerRoom, ConnectionRoom};
+use crate::etcd::identity::{Identity, IdentityOf, PeerName};
 use crate::etcd::Services;
 
 type Shared = Arc<Services>;
@@ -61,7 +63,7 @@ pub(crate) fn with_gateway(router: Router, services: Shared) -> Router {
         )
         .route(
             "/v3/watch",
-            bidirectional(s, |s, asks| s.watch.open(asks, false)),
+            bidirectional(s, |s, asks, identity| s.watch.open(asks, false, identity)),
         )
         .route(
             "/v3/lease/grant",
@@ -71,7 +73,7 @@ pub(crate) fn with_gateway(router: Router, services: Shared) -> Router {
         .route("/v3/kv/lease/revoke", lease_revoke(s))
         .route(
             "/v3/lease/keepalive",
-            bidirectional(s, |s, asks| s.lease.keep_alive(asks)),
+            bidirectional(s, |s, asks, identity| s.lease.keep_alive(asks, identity)),
         )
         .route("/v3/lease/timetolive", lease_time_to_live(s))
         .route("/v3/kv/lease/timetolive", lease_time_to_live(s))
@@ -273,7 +275,10 @@ where
 {
     let services = services.clone();
     post(
-        move |connection: Option<Extension<Arc<ConnectionRoom>>>, body: Bytes| {
+        move |connection: Option<Extension<Arc<ConnectionRoom>>>,
+              name: Option<Extension<PeerName>>,
+              headers: HeaderMap,
+              body: Bytes| {
             let (services, call) = (services.clone(), call.clone());
             async move {
                 let request = match codec::decode::<Req>(&body) {
@@ -284,6 +289,7 @@ where
                 if let Some(Extension(connection)) = connection {
                     request.extensions_mut().insert(connection);
                 }
+                Identity::of_http(&headers, name.as_ref().map(|n| &n.0)).attach(&mut request);
                 match call(services, request).await {
                     Ok(answered) => {
                         // A large answer's room goes with its JSON body
@@ -313,19 +319,23 @@ where
     Answer: Future<Output = Result<Response<Answers>, Status>> + Send + 'static,
 {
     let services = services.clone();
-    post(move |body: Bytes| {
-        let (services, call) = (services.clone(), call.clone());
-        async move {
-            let request = match codec::decode::<Req>(&body) {
-                Ok(request) => request,
-                Err(refused) => return codec::refusal(&refused),
-            };
-            match call(services, Request::new(request)).await {
-                Ok(answers) => codec::stream(answers.into_inner()),
-                Err(refused) => codec::refusal(&refused),
+    post(
+        move |name: Option<Extension<PeerName>>, headers: HeaderMap, body: Bytes| {
+            let (services, call) = (services.clone(), call.clone());
+            async move {
+                let request = match codec::decode::<Req>(&body) {
+                    Ok(request) => request,
+                    Err(refused) => return codec::refusal(&refused),
+                };
+                let mut request = Request::new(request);
+                Identity::of_http(&headers, name.as_ref().map(|n| &n.0)).attach(&mut request);
+                match call(services, request).await {
+                    Ok(answers) => codec::stream(answers.into_inner()),
+                    Err(refused) => codec::refusal(&refused),
+                }
             }
-        }
-    })
+        },
+    )
     .layer(DefaultBodyLimit::max(codec::MAX_BODY_BYTES))
 }
 
@@ -338,21 +348,24 @@ where
     Req: DeserializeOwned + Send + 'static,
     Resp: Serialize + Send + 'static,
     Answers: futures_util::Stream<Item = Result<Resp, Status>> + Send + 'static,
-    Open: Fn(&Services, codec::Decoded<Req>) -> Answers + Clone + Send + Sync + 'static,
+    Open: Fn(&Services, codec::Decoded<Req>, Identity) -> Answers + Clone + Send + Sync + 'static,
 {
     let services = services.clone();
-    post(move |body: Body| {
-        let (services, open) = (services.clone(), open.clone());
-        async move {
-            let mut asks = codec::decode_stream::<Req>(body);
-            let first = match asks.next().await {
-                Some(Err(refused)) => return codec::refusal(&refused),
-                first => first,
-            };
-            let asks = futures_util::stream::iter(first).chain(asks);
-            codec::stream(open(&services, Box::pin(asks)))
-        }
-    })
+    post(
+        move |name: Option<Extension<PeerName>>, headers: HeaderMap, body: Body| {
+            let (services, open) = (services.clone(), open.clone());
+            async move {
+                let identity = Identity::of_http(&headers, name.as_ref().map(|n| &n.0));
+                let mut asks = codec::decode_stream::<Req>(body);
+                let first = match asks.next().await {
+                    Some(Err(refused)) => return codec::refusal(&refused),
+                    first => first,
+                };
+                let asks = futures_util::stream::iter(first).chain(asks);
+                codec::stream(open(&services, Box::pin(asks), identity))
+            }
+        },
+    )
 }
 
 /// A path nobody serves: gRPC's `Unimplemented` to a gRPC call (as tonic
