@@ -24,8 +24,12 @@
 # Both servers listen on 127.0.0.1 only and both sync to disk before they
 # acknowledge a write: etcd always fsyncs its WAL, keel always syncs its
 # WAL batch. Installs etcd (Debian's etcd-server) when it is missing.
-# Settings from the environment: KEEL_BIN and BENCH_BIN (binaries to use
-# instead of building them), KEEL_BENCH_DIR (where the data directories go,
+# Workloads 05 and 07 also run over TLS (client certificates required,
+# both servers given the same ECDSA certificates, made with openssl), and
+# keel over TLS with auth on, driven by a user who is not root (each of its
+# requests checked against its permissions): what security costs each.
+# Settings from the environment: KEEL_BIN, KEELCTL_BIN and BENCH_BIN
+# (binaries to use instead of building them), KEEL_BENCH_DIR (where the data directories go,
 # default the output directory), COMPARE_PORT_BASE (default 24300: keel on
 # +79 and its cores from +90, etcd on +179 and +180).
 set -euo pipefail
@@ -120,6 +124,21 @@ start_server() {
   fi
 }
 
+# Turns auth on in the keel just started (over TLS with the flags given):
+# root, and a user `bench` who may read and write every key under bench/
+# (not root: each of its requests is checked against its permissions).
+enable_auth() {
+  local ctl=("$KEELCTL_BIN" --endpoints "https://127.0.0.1:$port" "$@")
+  for p in $(ports_of keel); do wait_for_port "$p" "$server_pid" /dev/null; done
+  "${ctl[@]}" user add root:root-password >/dev/null
+  "${ctl[@]}" user grant-role root root >/dev/null
+  "${ctl[@]}" user add bench:bench-password >/dev/null
+  "${ctl[@]}" role add bench >/dev/null
+  "${ctl[@]}" role grant-permission bench readwrite bench/ --prefix >/dev/null
+  "${ctl[@]}" user grant-role bench bench >/dev/null
+  "${ctl[@]}" auth enable >/dev/null
+}
+
 # The standard suite: file name | bench options.
 if [ "$mode" = smoke ]; then
   timing=(--duration 1s --warmup 200ms); keys=1000; measured="1 s after a 0.2 s warm-up"
@@ -166,7 +185,7 @@ for entry in "${suite[@]}"; do
   # etcd's own client protocol, gRPC, against keel), and those both
   # systems also run over TLS (what TLS costs each).
   case "$file" in
-    05-max-* | 07-max-*) all=(keel keel-tls keel-etcd-api etcd-tls etcd) ;;
+    05-max-* | 07-max-*) all=(keel keel-tls keel-tls-auth keel-etcd-api etcd-tls etcd) ;;
     0[4-7]-max-*) all=(keel keel-etcd-api etcd) ;;
     *) all=(keel etcd) ;;
   esac
@@ -181,20 +200,27 @@ for entry in "${suite[@]}"; do
       if [ "$repeat" = 1 ]; then plot=(--plot "plots/$file.svg"); fi
       echo "== $file, run $repeat of $repeats: $system"
       # keel-etcd-api is keel's server driven through etcd's API; a -tls
-      # system is its server over TLS.
+      # system is its server over TLS; -tls-auth also has auth on, and the
+      # load comes from a user who may read and write bench's keys.
       server=${system%-etcd-api}
+      server=${server%-auth}
       server=${server%-tls}
       protocol=$server
       label=()
       if [ "$system" = keel-etcd-api ]; then protocol=etcd; label=(--label "keel via etcd API"); fi
       secure=0
       client_tls=()
-      if [[ $system == *-tls ]]; then
+      if [[ $system == *-tls* ]]; then
         secure=1
         label=(--label "$server over TLS")
         client_tls=(--cacert "$certs/ca.pem" --cert "$certs/client.pem" --key "$certs/client-key.pem")
       fi
       start_server "$server" "$run.log"
+      if [[ $system == *-auth ]]; then
+        label=(--label "$server over TLS, with auth")
+        enable_auth "${client_tls[@]}"
+        client_tls+=(--user bench:bench-password)
+      fi
       "$BENCH_BIN" --target "$protocol://127.0.0.1:$port" --connections "$connections" \
         --server-pid "$server_pid" "${label[@]}" "${client_tls[@]}" "${options[@]}" "${extra[@]}" \
         --json "${plot[@]}" >"$run.json"
@@ -238,6 +264,9 @@ runs_word="runs"; [ "$repeats" = 1 ] && runs_word="run"
   echo "  driven by that same gRPC client through etcd's API on keel's client port. Each of the $connections \`--connections\` is one"
   echo "  HTTP/2 connection (one socket) to etcd, and a keel-client \`Client\` to keel, with a socket to"
   echo "  the client port and one to each core's port: the tables say how many sockets each system had"
+  echo "- security (workloads 05 and 07): \"over TLS\" runs give both servers the same ECDSA P-256 certificates"
+  echo "  and require client certificates; \"keel over TLS, with auth\" also has auth on, and its load comes from"
+  echo "  a user who is not root (every request checked against its permission on bench/)"
   echo "- the load generator: \`bench\` (bench/load), on the same $cores CPUs as the server; kv runs $measured,"
   echo "  over $keys keys (1,000 for the ranges) of 16 bytes with 256-byte values, uniform; the lease burst has"
   echo "  no warm-up and is measured over its grants and renewals"

@@ -74,18 +74,20 @@ make_certs() {
   done
 }
 
-# Sets KEEL_BIN and BENCH_BIN to absolute paths, building them (release)
+# Sets KEEL_BIN, KEELCTL_BIN and BENCH_BIN to absolute paths, building them (release)
 # in the tree at $1 unless both are given.
 build_binaries() {
   local root=$1
-  if [ -z "${KEEL_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ]; then
-    echo "== building keel and bench (release)"
-    (cd "$root" && cargo build --release -q -p keel-net --bin keel -p keel-load --bin bench)
+  if [ -z "${KEEL_BIN:-}" ] || [ -z "${BENCH_BIN:-}" ] || [ -z "${KEELCTL_BIN:-}" ]; then
+    echo "== building keel, keelctl and bench (release)"
+    (cd "$root" && cargo build --release -q -p keel-net --bin keel --bin keelctl -p keel-load --bin bench)
     KEEL_BIN="${KEEL_BIN:-$root/target/release/keel}"
+    KEELCTL_BIN="${KEELCTL_BIN:-$root/target/release/keelctl}"
     BENCH_BIN="${BENCH_BIN:-$root/target/release/bench}"
   fi
   # The suites run from their output directory.
   KEEL_BIN="$(realpath "$KEEL_BIN")"
+  KEELCTL_BIN="$(realpath "$KEELCTL_BIN")"
   BENCH_BIN="$(realpath "$BENCH_BIN")"
 }
 

@@ -158,8 +158,13 @@ fn a_user_is_refused_outside_its_range_on_keels_protocol_and_nothing_changes() {
         denied(alice.txn(txn.build()).await.map(drop), "a compare's read");
         assert_eq!(alice.get("/app/y").await.unwrap(), None, "no branch ran");
         // In a watch: refused at create.
-        let watched = alice.watch_prefix("/secret/").await;
-        assert!(watched.is_err(), "a watch outside the range was created");
+        let watched = alice.watch_prefix("/secret/").await.err();
+        let refused = watched.expect("a watch outside the range was created");
+        assert_eq!(
+            code_of(&refused),
+            Some(ErrorCode::PermissionDenied),
+            "{refused}"
+        );
         // Admin requests need root.
         let compacted = alice.compact(1).await;
         assert_eq!(
@@ -280,10 +285,41 @@ fn etcds_api_refuses_outside_the_range_in_txns_and_watches() {
         let first = answers.message().await.unwrap().unwrap();
         assert!(first.created && first.canceled, "{first:?}");
         assert_eq!(first.watch_id, -1);
-        assert_eq!(first.cancel_reason, "etcdserver: permission denied");
+        assert_eq!(
+            first.cancel_reason,
+            "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
+        );
         let second = answers.message().await.unwrap().unwrap();
         assert!(second.created && !second.canceled, "{second:?}");
+        assert_eq!(second.watch_id, 0, "the refused create took no id");
     });
+    // The JSON gateway: the token in `Authorization`, as etcd's gateway.
+    let gateway = |token: Option<&str>, key: &str| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(server.endpoint()).unwrap();
+        let body = format!("{{\"key\": \"{key}\"}}");
+        let authorization = token
+            .map(|t| format!("Authorization: {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "POST /v3/kv/range HTTP/1.1\r\nHost: keel\r\n{authorization}Content-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let token = block_on(&rt, token_of(&endpoint, "alice", "alicepw")).unwrap();
+    use base64::Engine;
+    let b64 = |k: &str| base64::engine::general_purpose::STANDARD.encode(k);
+    assert!(gateway(Some(&token), &b64("/app/x")).starts_with("HTTP/1.1 200"));
+    let refused = gateway(Some(&token), &b64("/secret/a"));
+    assert!(refused.contains("permission denied"), "{refused}");
+    let refused = gateway(None, &b64("/app/x"));
+    assert!(refused.contains("user name is empty"), "{refused}");
 }
 
 #[test]
@@ -377,6 +413,10 @@ fn a_lease_is_revoked_only_by_a_user_who_may_delete_its_keys() {
         root.put_with(with_lease("/secret/l")).await.unwrap();
         let refused = alice.lease_revoke(lease).await.unwrap_err();
         assert_eq!(code_of(&refused), Some(ErrorCode::PermissionDenied));
+        // Nor may she list its keys (etcd's CVE-2023-32082); its TTL she may.
+        let listed = alice.lease_time_to_live(lease, true).await.unwrap_err();
+        assert_eq!(code_of(&listed), Some(ErrorCode::PermissionDenied));
+        assert!(alice.lease_time_to_live(lease, false).await.is_ok());
         assert!(
             root.get("/secret/l").await.unwrap().is_some(),
             "revoked anyway"
@@ -423,4 +463,217 @@ fn only_root_manages_users_and_takes_snapshots() {
     );
     let users = ctl(&server, Some("root:rootpw"), &["user", "list"]).unwrap();
     assert_eq!(users, "alice\nroot", "mallory was added");
+}
+
+#[test]
+fn a_common_name_is_no_user_without_client_cert_auth() {
+    use support::certs::Authority;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new(&dir.path().join("certs"), "keel");
+    let server_pair = ca.valid("server", "server");
+    let root_pair = ca.valid("root-cert", "root");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let ca_file = path(&ca.cert);
+    // A client certificate is required (--trusted-ca-file), but its name
+    // is not the user: that takes --client-cert-auth, as in etcd.
+    let server = Server::start(
+        &dir.path().join("data"),
+        2,
+        &[
+            "--bcrypt-cost",
+            "4",
+            "--cert-file",
+            &path(&server_pair.cert),
+            "--key-file",
+            &path(&server_pair.key),
+            "--trusted-ca-file",
+            &ca_file,
+        ],
+    );
+    let ctl_as = |user: Option<&str>, args: &[&str]| {
+        let mut command = std::process::Command::new(keelctl());
+        command
+            .args(["--endpoints", &format!("https://{}", server.endpoint())])
+            .args(["--cacert", &ca_file])
+            .args([
+                "--cert",
+                &path(&root_pair.cert),
+                "--key",
+                &path(&root_pair.key),
+            ]);
+        if let Some(user) = user {
+            command.args(["--user", user]);
+        }
+        let out = command.args(args).output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+        match out.status.success() {
+            true => Ok(text(&out.stdout)),
+            false => Err(text(&out.stderr)),
+        }
+    };
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["auth", "enable"],
+    ] {
+        ctl_as(None, args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    }
+    let refused = ctl_as(None, &["put", "k", "v"]).unwrap_err();
+    assert!(refused.contains("user name is empty"), "{refused}");
+    assert_eq!(
+        ctl_as(Some("root:rootpw"), &["put", "k", "v"]).unwrap(),
+        "OK"
+    );
+}
+
+#[test]
+fn a_client_certificates_common_name_is_its_user_without_a_token() {
+    use support::certs::Authority;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Authority::new(&dir.path().join("certs"), "keel");
+    let server_pair = ca.valid("server", "server");
+    let alice_pair = ca.valid("alice", "alice");
+    let mallory_pair = ca.valid("mallory", "mallory");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let (cert, key, ca_file) = (
+        path(&server_pair.cert),
+        path(&server_pair.key),
+        path(&ca.cert),
+    );
+    let server = Server::start(
+        &dir.path().join("data"),
+        2,
+        &[
+            "--bcrypt-cost",
+            "4",
+            "--cert-file",
+            &cert,
+            "--key-file",
+            &key,
+            "--trusted-ca-file",
+            &ca_file,
+            "--client-cert-auth",
+        ],
+    );
+    let ctl_as = |pair: &support::certs::Pair, args: &[&str]| {
+        let out = std::process::Command::new(keelctl())
+            .args(["--endpoints", &format!("https://{}", server.endpoint())])
+            .args([
+                "--cacert",
+                &ca_file,
+                "--cert",
+                &path(&pair.cert),
+                "--key",
+                &path(&pair.key),
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).trim().to_string();
+        match out.status.success() {
+            true => Ok(text(&out.stdout)),
+            false => Err(text(&out.stderr)),
+        }
+    };
+    // Set up as nobody (auth is off), then on.
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "grant-role", "root", "root"],
+        &["user", "add", "alice", "--no-password"],
+        &["role", "add", "app"],
+        &[
+            "role",
+            "grant-permission",
+            "app",
+            "readwrite",
+            "/app/",
+            "--prefix",
+        ],
+        &["user", "grant-role", "alice", "app"],
+        &["put", "/secret", "s"],
+        &["auth", "enable"],
+    ] {
+        ctl_as(&alice_pair, args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    }
+    // alice by her certificate alone: keel's protocol (keelctl) ...
+    assert_eq!(ctl_as(&alice_pair, &["put", "/app/a", "1"]).unwrap(), "OK");
+    let refused = ctl_as(&alice_pair, &["get", "/secret"]).unwrap_err();
+    assert!(refused.contains("permission denied"), "{refused}");
+    // ... and etcd's API (etcdctl, when installed).
+    if std::process::Command::new("etcdctl")
+        .arg("version")
+        .output()
+        .is_ok()
+    {
+        let etcdctl = |args: &[&str]| {
+            std::process::Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .args(["--endpoints", &format!("https://{}", server.endpoint())])
+                .args(["--cacert", &ca_file])
+                .args([
+                    "--cert",
+                    &path(&alice_pair.cert),
+                    "--key",
+                    &path(&alice_pair.key),
+                ])
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        let got = etcdctl(&["get", "/app/a", "--print-value-only"]);
+        assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "1");
+        let refused = etcdctl(&["get", "/secret"]);
+        assert!(!refused.status.success());
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("permission denied"));
+    }
+    // A certificate whose name is no user: refused, and nothing written.
+    let refused = ctl_as(&mallory_pair, &["put", "/app/b", "1"]).unwrap_err();
+    assert!(refused.contains("permission denied"), "{refused}");
+    assert_eq!(ctl_as(&alice_pair, &["get", "/app/b"]).unwrap(), "");
+    // A user without a password cannot log in with one.
+    let refused = ctl_as(&mallory_pair, &["--user", "alice:", "get", "/app/a"]).unwrap_err();
+    assert!(refused.contains("authentication failed"), "{refused}");
+}
+
+#[test]
+fn a_jwt_made_before_an_auth_change_is_refused_as_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("jwt-secret");
+    std::fs::write(&secret, b"a secret shared by every member").unwrap();
+    let spec = format!("jwt,priv-key={},sign-method=HS256,ttl=5m", secret.display());
+    let server = server_with_users(dir.path(), &["--auth-token", &spec]);
+    let endpoint = format!("http://{}", server.endpoint());
+    let rt = runtime();
+    block_on(&rt, async {
+        let token = token_of(&endpoint, "alice", "alicepw").await.unwrap();
+        assert!(
+            !token.starts_with("keel1.") && token.matches('.').count() == 2,
+            "{token}"
+        );
+        let mut kv = KvClient::connect(endpoint.clone()).await.unwrap();
+        let read = || RangeRequest {
+            key: b"/app/".to_vec(),
+            range_end: b"/app0".to_vec(),
+            ..RangeRequest::default()
+        };
+        kv.range(with_token(read(), &token)).await.unwrap();
+        // Any change of the record: the JWT is old (etcd's error).
+        ctl(&server, Some("root:rootpw"), &["role", "add", "another"]).unwrap();
+        let old = kv.range(with_token(read(), &token)).await.unwrap_err();
+        assert_eq!(old.message(), "etcdserver: revision of auth store is old");
+        let fresh = token_of(&endpoint, "alice", "alicepw").await.unwrap();
+        kv.range(with_token(read(), &fresh)).await.unwrap();
+        // keel's client logs in again when its JWT is old.
+        let client = Client::connect_with(&[server.endpoint()], as_user("alice", "alicepw"))
+            .await
+            .unwrap();
+        client.put("/app/j", "1").await.unwrap();
+        ctl(
+            &server,
+            Some("root:rootpw"),
+            &["role", "add", "yet-another"],
+        )
+        .unwrap();
+        client.put("/app/j", "2").await.unwrap();
+    });
 }

@@ -168,6 +168,10 @@ pub struct RunArgs {
     /// The private key of --cert.
     #[arg(long, requires = "cert")]
     pub key: Option<PathBuf>,
+    /// Log in as this user (`name:password`) on a target with auth on
+    /// (keel targets).
+    #[arg(long)]
+    pub user: Option<String>,
     /// Print the results as JSON on standard output instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -358,6 +362,13 @@ impl RunArgs {
                 ca: Some(ca.clone()),
                 cert: self.cert.clone(),
                 key: self.key.clone(),
+            }),
+            credentials: self.user.as_ref().map(|user| {
+                let (user, password) = user.split_once(':').unwrap_or((user, ""));
+                keel_client::Credentials {
+                    user: user.to_string(),
+                    password: password.to_string(),
+                }
             }),
         }
     }

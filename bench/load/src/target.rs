@@ -158,6 +158,8 @@ pub struct SeenEvent {
 pub struct Security {
     /// TLS, with these files; `None` is plaintext.
     pub tls: Option<keel_client::tls::TlsFiles>,
+    /// The user to log in as (keel targets only, for now).
+    pub credentials: Option<keel_client::Credentials>,
 }
 
 impl Target {
@@ -212,6 +214,7 @@ impl Target {
                         Some(files) => Some(keel_client::ClientTls::from_files(files)?),
                         None => None,
                     },
+                    credentials: security.credentials.clone(),
                     ..keel_client::ClientOptions::default()
                 };
                 let mut clients = Vec::with_capacity(connections);
@@ -230,6 +233,9 @@ impl Target {
             // balances its endpoints; a member that does not lead passes
             // writes and linearizable reads to the leader itself.
             TargetKind::Etcd => {
+                if security.credentials.is_some() {
+                    bail!("--user is for keel targets: bench's etcd client sends no token");
+                }
                 let tls = match &security.tls {
                     Some(files) => Some(keel_client::tls::client_config(files, &[b"h2"])?),
                     None => None,

@@ -18,7 +18,8 @@ use keel_load::report::RunReport;
 const WORKLOADS: usize = 15;
 
 /// The `keel` server binary of this build (same profile as `bench`),
-/// built if need be.
+/// built if need be, with `keelctl` beside it (the runs with auth set up
+/// their users with it).
 fn keel_binary(bench: &Path) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let release = bench
@@ -26,7 +27,9 @@ fn keel_binary(bench: &Path) -> PathBuf {
         .and_then(Path::file_name)
         .is_some_and(|profile| profile == "release");
     let mut build = Command::new(cargo);
-    build.args(["build", "-q", "-p", "keel-net", "--bin", "keel"]);
+    build.args([
+        "build", "-q", "-p", "keel-net", "--bin", "keel", "--bin", "keelctl",
+    ]);
     if release {
         build.arg("--release");
     }
@@ -50,6 +53,7 @@ fn the_smoke_comparison_runs_every_workload_against_keel_and_etcd_without_errors
         .arg("--out")
         .arg(out.path())
         .env("KEEL_BIN", &keel)
+        .env("KEELCTL_BIN", keel.with_file_name("keelctl"))
         .env("BENCH_BIN", &bench)
         .output()
         .expect("run compare.sh");
@@ -69,11 +73,13 @@ fn the_smoke_comparison_runs_every_workload_against_keel_and_etcd_without_errors
             runs.push(run);
         }
     }
-    // Workloads 04 to 07 also run keel through etcd's API.
+    // Workloads 04 to 07 also run keel through etcd's API; 05 and 07
+    // also run keel over TLS, keel over TLS with auth, and etcd over TLS.
     let through_etcd_api = 4;
+    let secure = 2 * 3;
     assert_eq!(
         runs.len(),
-        2 * WORKLOADS + through_etcd_api,
+        2 * WORKLOADS + through_etcd_api + secure,
         "a run per workload and system"
     );
     for run in &runs {
@@ -90,7 +96,7 @@ fn the_smoke_comparison_runs_every_workload_against_keel_and_etcd_without_errors
             run.label
         );
         let sockets = run.sockets.expect("every run counts its sockets");
-        if run.label == "etcd" || run.label == "keel via etcd API" {
+        if run.label.starts_with("etcd") || run.label == "keel via etcd API" {
             assert_eq!(sockets, run.connections, "{}", run.name);
         } else {
             assert!(sockets > run.connections, "{}: {sockets}", run.name);

@@ -64,7 +64,11 @@ impl Session {
             return Ok(0);
         };
         for _ in 0..2 {
-            let (generation, token) = self.token(connection, credentials).await?;
+            // Auth off: no token is needed (and none is kept, so that the
+            // next connection asks again, should auth come on).
+            let Some((generation, token)) = self.token(connection, credentials).await? else {
+                return Ok(0);
+            };
             let answer = connection
                 .call(USE_TOKEN_ID, &Request::UseToken { token })
                 .await?;
@@ -87,15 +91,15 @@ impl Session {
     }
 
     /// The current token, logging in through `connection` if there is
-    /// none.
+    /// none; `None` when the cluster has auth off.
     async fn token(
         &self,
         connection: &Connection,
         credentials: &Credentials,
-    ) -> Result<(u64, String)> {
+    ) -> Result<Option<(u64, String)>> {
         let mut held = self.token.lock().await;
         if let Some(token) = held.as_ref() {
-            return Ok(token.clone());
+            return Ok(Some(token.clone()));
         }
         let login = Request::Authenticate {
             name: credentials.user.clone(),
@@ -104,6 +108,7 @@ impl Session {
         let answer = connection.call(AUTHENTICATE_ID, &login).await?;
         let token = match answer.body {
             ResponseBody::Authenticate { token } => token,
+            ResponseBody::Error(body) if body.code == ErrorCode::AuthNotEnabled => return Ok(None),
             ResponseBody::Error(body) => return Err(Error::from(body)),
             _ => {
                 return Err(Error::Protocol(
@@ -113,7 +118,7 @@ impl Session {
         };
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         *held = Some((generation, token.clone()));
-        Ok((generation, token))
+        Ok(Some((generation, token)))
     }
 
     /// The token of `generation` was refused: the next connection logs in

@@ -616,9 +616,13 @@ pub enum ErrorCode {
     /// password or auth itself (etcd's "user name is empty" and "invalid
     /// auth token"). Authenticate again.
     Unauthenticated,
-    /// Authenticate refused: an unknown user, a wrong password, or auth
-    /// is off.
+    /// Authenticate refused: an unknown user or a wrong password.
     AuthFailed,
+    /// Authenticate while auth is off: no token is needed.
+    AuthNotEnabled,
+    /// This member cannot check auth now (its shard 0 has not read the
+    /// auth record, or cannot); another member may.
+    AuthUnavailable,
 }
 
 /// A failed request.

@@ -11,7 +11,9 @@
 //! before a change to the record may still run under the old one, as in
 //! etcd, whose checks also precede the proposal on its fast paths.
 
+pub mod jwt;
 pub mod key_set;
+pub mod login_pool;
 pub mod ops;
 pub mod record;
 pub mod tokens;
@@ -87,20 +89,24 @@ pub enum AuthError {
 }
 
 /// The server's auth settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
-    /// How long a token works after its login (`--auth-token-ttl`).
+    /// How long a simple token works after its login (`--auth-token-ttl`).
     pub token_ttl: Duration,
     /// bcrypt's cost for new passwords (`--bcrypt-cost`, 4 to 31).
     pub bcrypt_cost: u32,
+    /// etcd's `--auth-token`: `simple`, or `jwt,pub-key=...,priv-key=...,
+    /// sign-method=...[,ttl=...]` (`jwt.rs`).
+    pub token: String,
 }
 
-/// etcd's defaults: 300 s tokens, bcrypt cost 10.
+/// etcd's defaults: simple tokens of 300 s, bcrypt cost 10.
 impl Default for AuthSettings {
     fn default() -> AuthSettings {
         AuthSettings {
             token_ttl: Duration::from_secs(300),
             bcrypt_cost: 10,
+            token: "simple".to_string(),
         }
     }
 }
@@ -169,26 +175,49 @@ pub struct Compiled {
     /// The record.
     pub state: AuthState,
     /// Every user's keys (root's are not needed).
-    keys: HashMap<String, UserKeys>,
+    keys: HashMap<String, Arc<UserKeys>>,
+    /// JWT keys, with `--auth-token jwt,...`.
+    jwt: Option<Arc<jwt::JwtKeys>>,
+    /// Why nothing can be checked against it: the member has not read its
+    /// record yet, or cannot decode it. Every request is then refused
+    /// (auth fails closed).
+    unavailable: Option<String>,
 }
 
 impl Compiled {
-    fn new(revision: u64, state: AuthState) -> Compiled {
+    fn new(revision: u64, state: AuthState, jwt: Option<Arc<jwt::JwtKeys>>) -> Compiled {
         let keys = state
             .users
             .keys()
-            .map(|name| (name.clone(), UserKeys::of(&state, name)))
+            .map(|name| (name.clone(), Arc::new(UserKeys::of(&state, name))))
             .collect();
         Compiled {
             revision,
             state,
             keys,
+            jwt,
+            unavailable: None,
         }
     }
 
-    /// Whether requests are checked.
+    /// Whether nothing can be checked against it (`unavailable`).
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable.is_some()
+    }
+
+    /// A record nothing can be checked against, and why.
+    fn unavailable(revision: u64, why: String) -> Compiled {
+        Compiled {
+            revision,
+            unavailable: Some(why),
+            ..Compiled::default()
+        }
+    }
+
+    /// Whether requests are checked (also when nothing can be checked:
+    /// every request is then refused).
     pub fn enabled(&self) -> bool {
-        self.state.enabled
+        self.state.enabled || self.unavailable.is_some()
     }
 
     /// Who `credential` is.
@@ -199,11 +228,36 @@ impl Compiled {
     /// its user deleted or given a new password, auth disabled since), or
     /// a common name that is no user ([`AuthError::PermissionDenied`]).
     pub fn admit(&self, credential: Credential<'_>) -> Result<Caller, AuthError> {
-        if !self.state.enabled {
-            return Ok(Caller::Anyone);
+        self.admit_until(credential).map(|(caller, _)| caller)
+    }
+
+    /// [`Compiled::admit`], and until when (milliseconds since the Unix
+    /// epoch) the answer holds for this record: a token's expiry.
+    ///
+    /// # Errors
+    /// As [`Compiled::admit`].
+    pub fn admit_until(&self, credential: Credential<'_>) -> Result<(Caller, u64), AuthError> {
+        if let Some(why) = &self.unavailable {
+            return Err(AuthError::Unavailable(why.clone()));
         }
-        let name = match credential {
+        if !self.state.enabled {
+            return Ok((Caller::Anyone, u64::MAX));
+        }
+        let (name, until) = match credential {
             Credential::Nobody => return Err(AuthError::UserEmpty),
+            Credential::Token(token) if !token.starts_with(tokens::PREFIX) => {
+                // A JWT (`--auth-token jwt`): etcd's rules, so that one
+                // made before the latest auth change is refused as old.
+                let jwt = self.jwt.as_ref().ok_or(AuthError::InvalidToken)?;
+                let verified = jwt.verify(token).ok_or(AuthError::InvalidToken)?;
+                if !self.state.users.contains_key(&verified.user) {
+                    return Err(AuthError::InvalidToken);
+                }
+                if verified.revision < self.revision {
+                    return Err(AuthError::OldRevision);
+                }
+                (verified.user, verified.expires_at_ms)
+            }
             Credential::Token(token) => {
                 let claims = tokens::verify(&self.state.token_secret, token)
                     .ok_or(AuthError::InvalidToken)?;
@@ -213,20 +267,30 @@ impl Compiled {
                 {
                     return Err(AuthError::InvalidToken);
                 }
-                claims.user
+                (claims.user, claims.expires_at_ms)
             }
             Credential::CommonName(name) => {
                 if !self.state.users.contains_key(name) {
                     return Err(AuthError::PermissionDenied);
                 }
-                name.to_string()
+                (name.to_string(), u64::MAX)
             }
         };
-        Ok(if self.state.is_root(&name) {
+        let caller = if self.state.is_root(&name) {
             Caller::Root(name)
         } else {
             Caller::User(name)
-        })
+        };
+        Ok((caller, until))
+    }
+
+    /// What `caller` may touch: `None` for anything (auth off, or root),
+    /// else its keys (none for a user that is not there).
+    pub fn keys_of(&self, caller: &Caller) -> Option<Arc<UserKeys>> {
+        match caller {
+            Caller::Anyone | Caller::Root(_) => None,
+            Caller::User(name) => Some(self.keys.get(name).cloned().unwrap_or_default()),
+        }
     }
 
     /// Whether `caller` may read `[key, range_end)` (etcd's meanings).
@@ -280,7 +344,9 @@ impl Compiled {
 pub struct Auth {
     view: AuthView,
     compiled: Arc<ArcSwap<Compiled>>,
-    settings: AuthSettings,
+    settings: Arc<AuthSettings>,
+    jwt: Option<Arc<jwt::JwtKeys>>,
+    logins: login_pool::LoginPool,
 }
 
 impl std::fmt::Debug for Auth {
@@ -294,40 +360,102 @@ impl std::fmt::Debug for Auth {
 
 impl Auth {
     /// The auth of a member that follows `view`.
-    pub fn new(view: AuthView, settings: AuthSettings) -> Auth {
-        Auth {
+    ///
+    /// # Errors
+    /// A `--auth-token` value or key file that cannot be used.
+    pub fn new(view: AuthView, settings: AuthSettings) -> Result<Auth, String> {
+        let jwt = jwt::JwtKeys::parse(&settings.token)?.map(Arc::new);
+        Ok(Auth {
             view,
             compiled: Arc::new(ArcSwap::from_pointee(Compiled::default())),
-            settings,
-        }
+            settings: Arc::new(settings),
+            jwt,
+            logins: login_pool::LoginPool::start(),
+        })
     }
 
     /// The settings.
-    pub fn settings(&self) -> AuthSettings {
-        self.settings
+    pub fn settings(&self) -> &AuthSettings {
+        &self.settings
+    }
+
+    /// A token for `name` if `password` is its password, checked on the
+    /// login threads (`login_pool.rs`), from any runtime.
+    ///
+    /// # Errors
+    /// As [`authenticate`]; [`AuthError::Unavailable`] when too many
+    /// logins wait.
+    pub async fn log_in(&self, name: String, password: String) -> Result<String, AuthError> {
+        let (compiled, auth) = (self.current(), self.clone());
+        self.logins
+            .run(move || {
+                authenticate(
+                    &compiled,
+                    auth.settings(),
+                    &name,
+                    &password,
+                    password_matches_blocking,
+                )
+            })
+            .await?
+    }
+
+    /// `password` hashed for a new user or a new password, on the login
+    /// threads.
+    ///
+    /// # Errors
+    /// [`AuthError::Unavailable`] if hashing fails or too many wait.
+    pub async fn hash_password(&self, password: String) -> Result<String, AuthError> {
+        let cost = self.settings.bcrypt_cost;
+        self.logins
+            .run(move || hash_password_blocking(&password, cost))
+            .await?
+    }
+
+    /// The auth revision this member follows: cheap (no contention), for
+    /// callers that keep a compiled record and check it is still current.
+    pub fn revision(&self) -> u64 {
+        self.view.revision()
+    }
+
+    /// Whether auth is off for good reason: this member read its record,
+    /// and no auth change was ever made (the common case, checked first
+    /// on every request).
+    pub fn never_set_up(&self) -> bool {
+        self.view.revision() == 0 && self.view.is_known()
     }
 
     /// The record as this member follows it now, compiled: two atomic
     /// loads, unless it changed since the last call (then compiled once).
     pub fn current(&self) -> Arc<Compiled> {
+        if !self.view.is_known() {
+            return Arc::new(Compiled::unavailable(
+                0,
+                "this member has not read its auth record yet (its shard 0 is not serving)"
+                    .to_string(),
+            ));
+        }
         let compiled = self.compiled.load_full();
         let record = self.view.load();
         if record.revision == compiled.revision {
             return compiled;
         }
-        match AuthState::decode(&record.state) {
-            Ok(state) => {
-                let fresh = Arc::new(Compiled::new(record.revision, state));
-                self.compiled.store(fresh.clone());
-                fresh
-            }
+        let fresh = match AuthState::decode(&record.state) {
+            Ok(state) => Compiled::new(record.revision, state, self.jwt.clone()),
             Err(error) => {
-                // Written through Raft by a server of this format: only a
-                // defect gets here. The record before stays in force.
+                // Written through Raft by a server of another format, or
+                // damaged: nothing is checked against it, and every
+                // request is refused until a record that reads comes.
                 tracing::error!(%error, revision = record.revision, "the auth record cannot be read");
-                compiled
+                Compiled::unavailable(
+                    record.revision,
+                    format!("the auth record cannot be read: {error}"),
+                )
             }
-        }
+        };
+        let fresh = Arc::new(fresh);
+        self.compiled.store(fresh.clone());
+        fresh
     }
 }
 
@@ -349,25 +477,16 @@ pub fn password_matches_blocking(password: &str, hash: &str) -> bool {
     bcrypt::verify(password, hash).unwrap_or(false)
 }
 
-/// [`hash_password_blocking`] on tokio's blocking threads.
-///
-/// # Errors
-/// [`AuthError::Unavailable`] if hashing fails.
-pub async fn hash_password(password: String, cost: u32) -> Result<String, AuthError> {
-    tokio::task::spawn_blocking(move || hash_password_blocking(&password, cost))
-        .await
-        .map_err(|e| AuthError::Unavailable(e.to_string()))?
-}
-
 /// A token for `name` if `password` is its password, under the record
-/// `compiled` (run `check` off the async threads: it is bcrypt).
+/// `compiled` (run it off the async threads: `check` is bcrypt): a JWT
+/// with `--auth-token jwt`, else a simple token.
 ///
 /// # Errors
 /// [`AuthError::NotEnabled`] with auth off; [`AuthError::AuthFailed`] for
 /// an unknown user, a user without a password, or a wrong one.
 pub fn authenticate(
     compiled: &Compiled,
-    settings: AuthSettings,
+    settings: &AuthSettings,
     name: &str,
     password: &str,
     check: impl FnOnce(&str, &str) -> bool,
@@ -384,6 +503,9 @@ pub fn authenticate(
     if !check(password, hash) {
         return Err(AuthError::AuthFailed);
     }
+    if let Some(jwt) = &compiled.jwt {
+        return jwt.mint(name, compiled.revision);
+    }
     let ttl = u64::try_from(settings.token_ttl.as_millis()).unwrap_or(u64::MAX);
     let claims = tokens::Claims {
         user: name.to_string(),
@@ -391,4 +513,29 @@ pub fn authenticate(
         expires_at_ms: tokens::now_ms().saturating_add(ttl),
     };
     tokens::mint(&compiled.state.token_secret, &claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_that_has_not_read_its_record_refuses_everyone() {
+        // A fresh view: its shard 0 has not replayed (or cannot). Auth
+        // might be on in the cluster: nothing is let through.
+        let auth = Auth::new(AuthView::default(), AuthSettings::default()).unwrap();
+        assert!(!auth.never_set_up());
+        let compiled = auth.current();
+        assert!(compiled.enabled());
+        for credential in [
+            Credential::Nobody,
+            Credential::CommonName("root"),
+            Credential::Token("keel1.x.y"),
+        ] {
+            assert!(
+                matches!(compiled.admit(credential), Err(AuthError::Unavailable(_))),
+                "{credential:?}"
+            );
+        }
+    }
 }

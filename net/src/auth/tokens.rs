@@ -15,8 +15,8 @@ use ring::hmac;
 
 use crate::auth::AuthError;
 
-/// What every token starts with (and its format's version).
-const PREFIX: &str = "keel1.";
+/// What every simple token starts with (and its format's version).
+pub const PREFIX: &str = "keel1.";
 /// Random bytes in each token, so that two logins never give one token.
 const NONCE_BYTES: usize = 8;
 

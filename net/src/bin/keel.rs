@@ -33,7 +33,8 @@ struct Flags {
     /// listen_peer, advertise_peer, snapshot_send_mib_per_sec,
     /// etcd_version, listen_metrics, metrics_tls, corrupt_check_interval_ms,
     /// cert_file, key_file, trusted_ca_file, client_cert_auth, and the
-    /// same four with peer_ before them, auth_token_ttl, bcrypt_cost).
+    /// same four with peer_ before them, auth_token_ttl, bcrypt_cost,
+    /// auth_token).
     #[arg(long)]
     config: Option<PathBuf>,
     /// This member's name.
@@ -191,6 +192,11 @@ struct Flags {
     /// [default: 10].
     #[arg(long)]
     bcrypt_cost: Option<u32>,
+    /// Tokens, as etcd's --auth-token: `simple` (signed with the
+    /// cluster's secret), or `jwt,pub-key=P,priv-key=K,sign-method=M
+    /// [,ttl=5m]` (RS/PS/ES/HS methods) [default: simple].
+    #[arg(long)]
+    auth_token: Option<String>,
 }
 
 /// `--listen-metrics`'s value.
@@ -330,6 +336,7 @@ impl Flags {
             peer_client_cert_auth: self.peer_client_cert_auth.then_some(true),
             auth_token_ttl: self.auth_token_ttl,
             bcrypt_cost: self.bcrypt_cost,
+            auth_token: self.auth_token.clone(),
         }
     }
 }

@@ -13,12 +13,12 @@ use keel_etcd_api::etcdserverpb::auth_server::Auth as AuthApi;
 use tonic::{Request, Response, Status};
 
 use crate::auth::ops::{self, Change};
-use crate::auth::record::{AuthState, ROOT};
+use crate::auth::record::ROOT;
 use crate::auth::{Auth, AuthError, Caller, Compiled};
 use crate::etcd::cores::{client, Cores};
 use crate::etcd::errors::auth_status;
 use crate::etcd::header::Headers;
-use crate::etcd::identity::admit;
+use crate::etcd::identity::{admit, Identity, IdentityOf};
 
 /// Times a change is made again after another change came first.
 const MAX_ATTEMPTS: usize = 8;
@@ -39,23 +39,33 @@ fn refused(error: AuthError) -> Status {
 
 impl AuthService {
     /// The caller of `request`, who must hold the root role once auth is
-    /// on.
-    fn admin<T>(&self, request: &Request<T>) -> Result<(), Status> {
+    /// on; answered for [`AuthService::change`], which checks it again.
+    fn admin<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
         let (compiled, caller) = admit(&self.auth, request)?;
-        compiled.may_administer(&caller).map_err(refused)
+        compiled.may_administer(&caller).map_err(refused)?;
+        Ok(Identity::of(request))
     }
 
-    /// Makes `change`, and answers once this member follows it.
-    async fn change(&self, change: Change) -> Result<pb::ResponseHeader, Status> {
+    /// Makes `change` for `identity`, and answers once this member
+    /// follows it. Each attempt checks the caller against the very record
+    /// the change is made from, so that a change made again after another
+    /// came first (auth enabled, the caller's root role revoked) is
+    /// checked under that one.
+    async fn change(
+        &self,
+        identity: &Identity,
+        change: Change,
+    ) -> Result<pb::ResponseHeader, Status> {
         for _ in 0..MAX_ATTEMPTS {
-            let record = client(self.cores.node(), 0).auth_record();
-            let state = AuthState::decode(&record.state)
-                .map_err(|e| refused(AuthError::Unavailable(e.to_string())))?;
-            let Some(next) = ops::apply(&state, &change, record.revision + 1).map_err(refused)?
+            let compiled = self.auth.current();
+            let caller = compiled.admit(identity.credential()).map_err(refused)?;
+            compiled.may_administer(&caller).map_err(refused)?;
+            let Some(next) =
+                ops::apply(&compiled.state, &change, compiled.revision + 1).map_err(refused)?
             else {
                 return Ok(self.headers.member());
             };
-            let (base, bytes) = (record.revision, next.encode());
+            let (base, bytes) = (compiled.revision, next.encode());
             // Ok(Err(current)): another change came first.
             let changed = self
                 .cores
@@ -100,9 +110,7 @@ impl AuthService {
         if !hashed.is_empty() {
             return Ok(hashed);
         }
-        crate::auth::hash_password(password, self.auth.settings().bcrypt_cost)
-            .await
-            .map_err(refused)
+        self.auth.hash_password(password).await.map_err(refused)
     }
 }
 
@@ -128,8 +136,8 @@ impl AuthApi for AuthService {
         &self,
         request: Request<pb::AuthEnableRequest>,
     ) -> Result<Response<pb::AuthEnableResponse>, Status> {
-        self.admin(&request)?;
-        let header = self.change(Change::AuthEnable).await?;
+        let identity = self.admin(&request)?;
+        let header = self.change(&identity, Change::AuthEnable).await?;
         Ok(Response::new(pb::AuthEnableResponse {
             header: Some(header),
         }))
@@ -139,8 +147,8 @@ impl AuthApi for AuthService {
         &self,
         request: Request<pb::AuthDisableRequest>,
     ) -> Result<Response<pb::AuthDisableResponse>, Status> {
-        self.admin(&request)?;
-        let header = self.change(Change::AuthDisable).await?;
+        let identity = self.admin(&request)?;
+        let header = self.change(&identity, Change::AuthDisable).await?;
         Ok(Response::new(pb::AuthDisableResponse {
             header: Some(header),
         }))
@@ -163,20 +171,11 @@ impl AuthApi for AuthService {
         request: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let request = request.into_inner();
-        let (compiled, settings) = (self.auth.current(), self.auth.settings());
-        // bcrypt: on a blocking thread.
-        let token = tokio::task::spawn_blocking(move || {
-            crate::auth::authenticate(
-                &compiled,
-                settings,
-                &request.name,
-                &request.password,
-                crate::auth::password_matches_blocking,
-            )
-        })
-        .await
-        .map_err(|e| refused(AuthError::Unavailable(e.to_string())))?
-        .map_err(refused)?;
+        let token = self
+            .auth
+            .log_in(request.name, request.password)
+            .await
+            .map_err(refused)?;
         Ok(Response::new(pb::AuthenticateResponse {
             header: Some(self.headers.member()),
             token,
@@ -187,7 +186,7 @@ impl AuthApi for AuthService {
         &self,
         request: Request<pb::AuthUserAddRequest>,
     ) -> Result<Response<pb::AuthUserAddResponse>, Status> {
-        self.admin(&request)?;
+        let identity = self.admin(&request)?;
         let request = request.into_inner();
         if request.name.is_empty() {
             return Err(refused(AuthError::UserEmpty));
@@ -198,10 +197,13 @@ impl AuthApi for AuthService {
             false => Some(self.hash(request.password, request.hashed_password).await?),
         };
         let header = self
-            .change(Change::UserAdd {
-                name: request.name,
-                password_hash,
-            })
+            .change(
+                &identity,
+                Change::UserAdd {
+                    name: request.name,
+                    password_hash,
+                },
+            )
             .await?;
         Ok(Response::new(pb::AuthUserAddResponse {
             header: Some(header),
@@ -242,9 +244,9 @@ impl AuthApi for AuthService {
         &self,
         request: Request<pb::AuthUserDeleteRequest>,
     ) -> Result<Response<pb::AuthUserDeleteResponse>, Status> {
-        self.admin(&request)?;
+        let identity = self.admin(&request)?;
         let header = self
-            .change(Change::UserDelete(request.into_inner().name))
+            .change(&identity, Change::UserDelete(request.into_inner().name))
             .await?;
         Ok(Response::new(pb::AuthUserDeleteResponse {
             header: Some(header),
@@ -255,17 +257,20 @@ impl AuthApi for AuthService {
         &self,
         request: Request<pb::AuthUserChangePasswordRequest>,
     ) -> Result<Response<pb::AuthUserChangePasswordResponse>, Status> {
-        self.admin(&request)?;
+        let identity = self.admin(&request)?;
         let request = request.into_inner();
         if !self.auth.current().state.users.contains_key(&request.name) {
             return Err(refused(AuthError::UserNotFound));
         }
         let password_hash = self.hash(request.password, request.hashed_password).await?;
         let header = self
-            .change(Change::UserChangePassword {
-                name: request.name,
-                password_hash,
-            })
+            .change(
+                &identity,
+                Change::UserChangePassword {
+                    name: request.name,
+                    password_hash,
+                },
+            )
             .await?;
         Ok(Response::new(pb::AuthUserChangePasswordResponse {
             header: Some(header),
@@ -276,13 +281,16 @@ impl AuthApi for AuthService {
         &self,
         request: Request<pb::AuthUserGrantRoleRequest>,
     ) -> Result<Response<pb::AuthUserGrantRoleResponse>, Status> {
-        self.admin(&request)?;
+        let identity = self.admin(&request)?;
         let request = request.into_inner();
         let header = self
-            .change(Change::UserGrantRole {
-                user: request.user,
-                role: request.role,
-            })
+            .change(
+                &identity,
+                Change::UserGrantRole {
+                    user: request.user,
+                    role: request.role,
+                },
+            )
             .await?;
         Ok(Response::new(pb::AuthUserGrantRoleResponse {
             header: Some(header),
@@ -293,13 +301,16 @@ impl AuthApi for AuthService {
         &self,
         request: Request<pb::AuthUserRevokeRoleRequest>,
     ) -> Result<Response<pb::AuthUserRevokeRoleResponse>, Status> {
-        self.admin(&request)?;
+        let identity = self.admin(&request)?;
         let request = request.into_inner();
         let header = self
-            .change(Change::UserRevokeRole {
-                user: request.name,
-                role: request.role,
-            })
+            .change(
+                &identity,
+                Change::UserRevokeRole {
+                    user: request.name,
+                    role: request.role,
+                },
+            )
             .await?;
         Ok(Response::new(pb::AuthUserRevokeRoleResponse {
             header: Some(header),
@@ -310,9 +321,9 @@ impl AuthApi for AuthService {
         &self,
         request: Request<pb::AuthRoleAddRequest>,
     ) -> Result<Response<pb::AuthRoleAddResponse>, Status> {
-        self.admin(&request)?;
+        let identity = self.admin(&request)?;
         let header = self
-            .change(Change::RoleAdd(request.into_inner().name))
+            .change(&identity, Change::RoleAdd(request.into_inner().name))
             .await?;
         Ok(Response::new(pb::AuthRoleAddResponse {
             header: Some(header),
@@ -359,9 +370,9 @@ impl AuthApi for AuthService {
         &self,
         request: Request<pb::AuthRoleDeleteRequest>,
     ) -> Result<Response<pb::AuthRoleDeleteResponse>, Status> {
-        self.admin(&request)?;
+        let identity = self.admin(&request)?;
         let header = self
-            .change(Change::RoleDelete(request.into_inner().role))
+            .change(&identity, Change::RoleDelete(request.into_inner().role))
             .await?;
         Ok(Response::new(pb::AuthRoleDeleteResponse {
             header: Some(header),
@@ -372,7 +383,7 @@ impl AuthApi for AuthService {
         &self,
         request: Request<pb::AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<pb::AuthRoleGrantPermissionResponse>, Status> {
-        self.admin(&request)?;
+        let identity = self.admin(&request)?;
         let request = request.into_inner();
         let perm = request
             .perm
@@ -380,10 +391,13 @@ impl AuthApi for AuthService {
         let permission =
             ops::permission(perm.perm_type, perm.key, perm.range_end).map_err(refused)?;
         let header = self
-            .change(Change::RoleGrantPermission {
-                role: request.name,
-                permission,
-            })
+            .change(
+                &identity,
+                Change::RoleGrantPermission {
+                    role: request.name,
+                    permission,
+                },
+            )
             .await?;
         Ok(Response::new(pb::AuthRoleGrantPermissionResponse {
             header: Some(header),
@@ -394,14 +408,17 @@ impl AuthApi for AuthService {
         &self,
         request: Request<pb::AuthRoleRevokePermissionRequest>,
     ) -> Result<Response<pb::AuthRoleRevokePermissionResponse>, Status> {
-        self.admin(&request)?;
+        let identity = self.admin(&request)?;
         let request = request.into_inner();
         let header = self
-            .change(Change::RoleRevokePermission {
-                role: request.role,
-                key: request.key,
-                range_end: request.range_end,
-            })
+            .change(
+                &identity,
+                Change::RoleRevokePermission {
+                    role: request.role,
+                    key: request.key,
+                    range_end: request.range_end,
+                },
+            )
             .await?;
         Ok(Response::new(pb::AuthRoleRevokePermissionResponse {
             header: Some(header),

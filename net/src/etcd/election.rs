@@ -139,6 +139,13 @@ impl Election for ElectionService {
             p.write(&prefix, &prefix_end(&prefix))?;
             p.read(&prefix, &prefix_end(&prefix))
         })?;
+        crate::etcd::permits::check_lease(
+            &self.auth,
+            &request,
+            &self.cores,
+            request.get_ref().lease,
+        )
+        .await?;
         let pb::CampaignRequest { name, lease, value } = request.into_inner();
         let wait: Wait = Box::new(move |client, prefix, key, lease| {
             Box::pin(async move { campaign_on_core(client, &prefix, &key, lease, value).await })

@@ -103,7 +103,7 @@ impl Lease for LeaseService {
         &self,
         request: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
-        admit(&self.auth, &request)?;
+        let (compiled, caller) = admit(&self.auth, &request)?;
         let pb::LeaseTimeToLiveRequest { id, keys } = request.into_inner();
         let status = self
             .cores
@@ -111,6 +111,17 @@ impl Lease for LeaseService {
                 Box::pin(async move { client(&node, core).lease_time_to_live(id, keys).await })
             })
             .await?;
+        // Its keys only to a caller who may read every one (etcd's
+        // CVE-2023-32082).
+        if let Some(status) = &status {
+            let permits = Permits {
+                compiled: &compiled,
+                caller: &caller,
+            };
+            for key in &status.keys {
+                permits.read(key, &[])?;
+            }
+        }
         // A lease that is gone has a time to live of -1, as etcd answers.
         Ok(Response::new(match status {
             Some(status) => pb::LeaseTimeToLiveResponse {

@@ -41,6 +41,13 @@ impl Lock for LockService {
             p.write(&prefix, &prefix_end(&prefix))?;
             p.read(&prefix, &prefix_end(&prefix))
         })?;
+        crate::etcd::permits::check_lease(
+            &self.auth,
+            &request,
+            &self.cores,
+            request.get_ref().lease,
+        )
+        .await?;
         let pb::LockRequest { name, lease } = request.into_inner();
         let prefix = [name.as_slice(), b"/"].concat();
         let wait: Wait = Box::new(|client, prefix, key, lease| {

@@ -350,8 +350,8 @@ async fn serve(
             let handshake = acceptor.accept(stream).into_fallible();
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(stream)) => {
-                    // Only a certificate the port required was verified.
-                    let name = match tls.files().requires_client_certificate() {
+                    // The name is a user only with --client-cert-auth (as etcd).
+                    let name = match tls.files().client_cert_auth {
                         true => stream
                             .get_ref()
                             .1

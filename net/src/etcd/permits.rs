@@ -38,6 +38,26 @@ pub(crate) fn check<T>(
     )
 }
 
+/// Whether `request`'s caller may attach a key to `lease` (a lock's or an
+/// election's): write on every key already attached to it.
+///
+/// # Errors
+/// etcd's refusal.
+pub(crate) async fn check_lease<T>(
+    auth: &Auth,
+    request: &tonic::Request<T>,
+    cores: &Cores,
+    lease: i64,
+) -> Result<(), Status> {
+    let (compiled, caller) = crate::etcd::identity::admit(auth, request)?;
+    Permits {
+        compiled: &compiled,
+        caller: &caller,
+    }
+    .lease_keys(cores, lease)
+    .await
+}
+
 /// The checks of one call: the record and the caller.
 pub(crate) struct Permits<'a> {
     pub(crate) compiled: &'a Compiled,

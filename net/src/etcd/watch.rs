@@ -216,6 +216,23 @@ async fn session(mut asks: impl Asks<pb::WatchRequest>, session: Session) {
         };
         match ask.request_union {
             Some(RequestUnion::CreateRequest(create)) => {
+                // Only a readable range is watched, as the record is now;
+                // a refusal cancels this create and the stream goes on
+                // (etcd's answer: id -1, its error's text).
+                if let Err(refused) = may_watch(&session, &create) {
+                    let refused = pb::WatchResponse {
+                        header: Some(headers.member()),
+                        watch_id: -1,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: go_error(&refused),
+                        ..pb::WatchResponse::default()
+                    };
+                    if out.send(Ok(refused)).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
                 // Ids the client does not choose count up from 0, as etcd's.
                 let id = if create.watch_id != 0 {
                     create.watch_id
@@ -226,23 +243,6 @@ async fn session(mut asks: impl Asks<pb::WatchRequest>, session: Session) {
                     next_id += 1;
                     next_id - 1
                 };
-                // Only a readable range is watched, as the record is now;
-                // a refusal cancels this create and the stream goes on
-                // (etcd's answer: id -1, its error's text).
-                if let Err(refused) = may_watch(&session, &create) {
-                    let refused = pb::WatchResponse {
-                        header: Some(headers.member()),
-                        watch_id: -1,
-                        created: true,
-                        canceled: true,
-                        cancel_reason: refused.to_string(),
-                        ..pb::WatchResponse::default()
-                    };
-                    if out.send(Ok(refused)).await.is_err() {
-                        return;
-                    }
-                    continue;
-                }
                 if watches.contains_key(&id) {
                     let refused = pb::WatchResponse {
                         header: Some(headers.member()),
@@ -292,6 +292,17 @@ async fn session(mut asks: impl Asks<pb::WatchRequest>, session: Session) {
     // The client closed its side (Go's and Rust's clients do when done
     // asking): the watches go on until it stops reading.
     out.closed().await;
+}
+
+/// An auth refusal as etcd puts it in a watch's `cancel_reason`: the text
+/// of Go's gRPC status error.
+fn go_error(refused: &crate::auth::AuthError) -> String {
+    let status = crate::etcd::errors::auth_status(refused);
+    format!(
+        "rpc error: code = {:?} desc = {}",
+        status.code(),
+        status.message()
+    )
 }
 
 /// Whether the stream's caller may watch `create`'s range now.

@@ -363,6 +363,8 @@ pub struct Overrides {
     pub auth_token_ttl: Option<u64>,
     /// See [`crate::auth::AuthSettings::bcrypt_cost`].
     pub bcrypt_cost: Option<u32>,
+    /// See [`crate::auth::AuthSettings::token`].
+    pub auth_token: Option<String>,
 }
 
 /// A config file that cannot be used.
@@ -457,6 +459,7 @@ impl Overrides {
             config.auth.token_ttl = Duration::from_secs(seconds);
         }
         set(&mut config.auth.bcrypt_cost, self.bcrypt_cost);
+        set(&mut config.auth.token, self.auth_token);
         let cluster = &mut config.cluster;
         set(&mut cluster.initial_cluster, self.initial_cluster);
         set(
@@ -552,6 +555,7 @@ impl Overrides {
                 "bcrypt_cost must be between 4 and 31".to_string(),
             ));
         }
+        crate::auth::jwt::JwtKeys::parse(&config.auth.token).map_err(ConfigError::Invalid)?;
         if config.auth.token_ttl.is_zero() {
             return Err(ConfigError::Invalid(
                 "auth_token_ttl must be at least 1 second".to_string(),

@@ -54,6 +54,8 @@ pub(crate) struct Connection {
     /// Who the connection's requests come from (`UseToken`, or the
     /// client certificate's common name); checked when auth is on.
     pub(crate) identity: RefCell<crate::auth::Identity>,
+    /// What the identity was admitted as, while it holds (`permits.rs`).
+    pub(crate) admitted: RefCell<Option<crate::server::permits::Admitted>>,
 }
 
 impl Connection {
@@ -149,6 +151,7 @@ where
         watches: RefCell::new(HashMap::new()),
         requests_in_flight: Cell::new(0),
         identity: RefCell::new(identity),
+        admitted: RefCell::new(None),
     };
     let work = async {
         let (decoded, requests) = local_channel::new_bounded(DECODED_QUEUE);
@@ -398,17 +401,19 @@ async fn dispatch(connection: &Connection, requests: LocalReceiver<Decoded>) {
                 if !watch {
                     in_flight_count.set(in_flight_count.get() + 1);
                 }
+                // With auth on, what the connection's user may not do is
+                // refused here, as it arrives, before anything runs.
+                let checked = crate::server::permits::check_at_arrival(connection, &request);
                 in_flight.push(Box::pin(async move {
-                    // With auth on, what the connection's user may not do
-                    // is refused here, before anything runs.
-                    let checked = crate::server::permits::check(connection, &request).await;
-                    let answered = match (checked, request) {
-                        (Err(refusal), _) => {
-                            let code = crate::server::permits::error_code(&refusal);
-                            connection
-                                .respond_error(id, code, refusal.to_string())
-                                .await
+                    let checked = match checked {
+                        Ok(Some(pending)) => {
+                            crate::server::permits::check_pending(connection, pending).await
                         }
+                        Ok(None) => Ok(()),
+                        Err(refusal) => Err(refusal.into()),
+                    };
+                    let answered = match (checked, request) {
+                        (Err(refusal), _) => connection.respond(refusal.response(id)).await,
                         (Ok(()), Request::WatchCreate(create)) => {
                             crate::server::watch::run(connection, id, create).await
                         }
@@ -443,6 +448,7 @@ fn use_token(connection: &Connection, id: u64, token: String) -> Response {
         return error_response(id, code, refused.to_string());
     }
     *connection.identity.borrow_mut() = identity;
+    *connection.admitted.borrow_mut() = None;
     Response {
         id,
         revision: 0,

@@ -46,6 +46,8 @@ pub(crate) struct CoreContext {
     pub(crate) tls: Option<Arc<crate::tls::ServerTls>>,
     /// Users and permissions (docs/security.md).
     pub(crate) auth: crate::auth::Auth,
+    /// This core's copy of the compiled auth record (`permits.rs`).
+    pub(crate) compiled_auth: std::cell::RefCell<Option<Arc<crate::auth::Compiled>>>,
 }
 
 impl CoreContext {
@@ -160,7 +162,7 @@ async fn route(stream: TcpStream, ctx: Rc<CoreContext>) {
         return hand_to_front(&stream, &ctx).await;
     }
     drop(hello);
-    let handshake = futures_rustls::TlsAcceptor::from(tls.config())
+    let handshake = futures_rustls::TlsAcceptor::from(tls.keel_config())
         .accept(stream)
         .into_fallible();
     let timed_out = async {
@@ -169,8 +171,8 @@ async fn route(stream: TcpStream, ctx: Rc<CoreContext>) {
     };
     match or(async { Some(handshake.await) }, timed_out).await {
         Some(Ok(stream)) => {
-            // Only a certificate the port required was verified.
-            let name = match tls.files().requires_client_certificate() {
+            // The name is a user only with --client-cert-auth (as etcd).
+            let name = match tls.files().client_cert_auth {
                 true => stream
                     .get_ref()
                     .1

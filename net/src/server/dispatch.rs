@@ -232,7 +232,7 @@ async fn handle_any(
     connection.respond_in(answer_to(id, answer), room).await
 }
 
-/// A token for `name`, checked on a blocking thread (bcrypt).
+/// A token for `name`, checked on the login threads (bcrypt).
 async fn authenticate(
     connection: &Connection,
     id: u64,
@@ -240,21 +240,7 @@ async fn authenticate(
     password: String,
     room: AnswerRoom,
 ) -> Result<(), Closed> {
-    let (compiled, settings) = (
-        connection.ctx.auth.current(),
-        connection.ctx.auth.settings(),
-    );
-    let token = glommio::executor()
-        .spawn_blocking(move || {
-            crate::auth::authenticate(
-                &compiled,
-                settings,
-                &name,
-                &password,
-                crate::auth::password_matches_blocking,
-            )
-        })
-        .await;
+    let token = connection.ctx.auth.log_in(name, password).await;
     let answer = match token {
         Ok(token) => Response {
             id,

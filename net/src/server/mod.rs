@@ -231,14 +231,12 @@ impl Server {
             }));
         }
         let client_tls = match config.client_tls.files("")? {
-            Some(files) => Some(crate::tls::ServerTls::start(
-                files,
-                crate::tls::client_port_alpn(),
-            )?),
+            Some(files) => Some(crate::tls::ServerTls::start_client(files)?),
             None => None,
         };
         let node = Arc::new(Node::start(node_config)?);
-        let auth = crate::auth::Auth::new(node.auth_view(), config.auth);
+        let auth = crate::auth::Auth::new(node.auth_view(), config.auth.clone())
+            .map_err(|e| ServerError::Config(config::ConfigError::Invalid(e)))?;
         let cores = node.core_count();
         let own_address = |core: usize| {
             let port = match config.core_port_base {
@@ -307,6 +305,7 @@ impl Server {
                             etcd,
                             tls,
                             auth,
+                            compiled_auth: Default::default(),
                         });
                         let stopped = async {
                             let _ = stop_out.recv_async().await;

@@ -207,7 +207,14 @@ impl Outbound {
                         return;
                     }
                 }
-                if socket.flush().await.is_err() {
+                // TLS holds what the socket did not take until flushed: the
+                // flush too must make progress within the stall timeout.
+                let flushed = or(async { Some(socket.flush().await) }, async {
+                    glommio::timer::sleep(self.stall_timeout).await;
+                    None
+                })
+                .await;
+                if !matches!(flushed, Some(Ok(()))) {
                     return;
                 }
                 self.writing.set(0);

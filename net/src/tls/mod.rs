@@ -51,13 +51,19 @@ impl TlsFiles {
 /// ALPN protocols, in the server's order of preference.
 pub type Alpn = Vec<Vec<u8>>;
 
-/// What the client port offers: etcd's gRPC (HTTP/2), HTTP/1 (its JSON
-/// gateway, `/metrics`, `/health`) and keel's protocol. A client gets the
-/// one it offers; one that offers none gets HTTP, by its first bytes.
-/// Keel's own clients are served on the cores (`client_hello.rs`), the
-/// others on etcd's API front.
+/// What the cores offer keel's clients.
+fn keel_alpn() -> Alpn {
+    vec![KEEL_ALPN.to_vec()]
+}
+
+/// What etcd's API front offers on the client port: gRPC (HTTP/2) and
+/// HTTP/1 (its JSON gateway, `/metrics`, `/health`); a client that offers
+/// neither gets HTTP, by its first bytes. Keel's own clients, which offer
+/// [`KEEL_ALPN`], are served on the cores with [`ServerTls::keel_config`]
+/// (`client_hello.rs`), which offers only that: each side agrees to what
+/// it serves.
 pub fn client_port_alpn() -> Alpn {
-    vec![b"h2".to_vec(), b"http/1.1".to_vec(), KEEL_ALPN.to_vec()]
+    vec![b"h2".to_vec(), b"http/1.1".to_vec()]
 }
 
 /// A server configuration from `files`, offering `alpn` (TLS 1.2 and 1.3).
@@ -131,6 +137,8 @@ pub struct ServerTls {
     files: TlsFiles,
     alpn: Alpn,
     current: ArcSwap<rustls::ServerConfig>,
+    /// On the client port: the configuration of keel's own clients.
+    keel: Option<ArcSwap<rustls::ServerConfig>>,
     /// For members: the configuration they connect to peers with.
     peer_client: Option<ArcSwap<rustls::ClientConfig>>,
 }
@@ -142,7 +150,16 @@ impl ServerTls {
     /// # Errors
     /// [`TlsError`] naming the file or setting at fault.
     pub fn start(files: TlsFiles, alpn: Alpn) -> Result<Arc<ServerTls>, TlsError> {
-        ServerTls::start_with(files, alpn, false)
+        ServerTls::start_with(files, alpn, false, false)
+    }
+
+    /// [`ServerTls::start`] for the client port: etcd's API with
+    /// [`client_port_alpn`], keel's protocol with its own configuration.
+    ///
+    /// # Errors
+    /// As [`ServerTls::start`].
+    pub fn start_client(files: TlsFiles) -> Result<Arc<ServerTls>, TlsError> {
+        ServerTls::start_with(files, client_port_alpn(), true, false)
     }
 
     /// [`ServerTls::start`] for a member's peer port: it also keeps the
@@ -151,11 +168,20 @@ impl ServerTls {
     /// # Errors
     /// As [`ServerTls::start`].
     pub fn start_peer(files: TlsFiles) -> Result<Arc<ServerTls>, TlsError> {
-        ServerTls::start_with(files, Vec::new(), true)
+        ServerTls::start_with(files, Vec::new(), false, true)
     }
 
-    fn start_with(files: TlsFiles, alpn: Alpn, peer: bool) -> Result<Arc<ServerTls>, TlsError> {
+    fn start_with(
+        files: TlsFiles,
+        alpn: Alpn,
+        keel: bool,
+        peer: bool,
+    ) -> Result<Arc<ServerTls>, TlsError> {
         let current = ArcSwap::from_pointee(server_config(&files, &alpn)?);
+        let keel = match keel {
+            true => Some(ArcSwap::from_pointee(server_config(&files, &keel_alpn())?)),
+            false => None,
+        };
         let peer_client = match peer {
             true => Some(ArcSwap::from_pointee(peer_client_config(&files)?)),
             false => None,
@@ -164,6 +190,7 @@ impl ServerTls {
             files,
             alpn,
             current,
+            keel,
             peer_client,
         });
         reload::watch(&tls);
@@ -173,6 +200,14 @@ impl ServerTls {
     /// The configuration a handshake starting now uses.
     pub fn config(&self) -> Arc<rustls::ServerConfig> {
         self.current.load_full()
+    }
+
+    /// The configuration a keel client's handshake starting now uses (the
+    /// client port's; another port's own).
+    pub fn keel_config(&self) -> Arc<rustls::ServerConfig> {
+        self.keel
+            .as_ref()
+            .map_or_else(|| self.current.load_full(), ArcSwap::load_full)
     }
 
     /// The configuration a connection to a peer starting now uses (a
@@ -193,8 +228,15 @@ impl ServerTls {
     /// [`TlsError`] naming the file or setting at fault.
     pub fn reload(&self) -> Result<(), TlsError> {
         let config = server_config(&self.files, &self.alpn)?;
+        let keel = match &self.keel {
+            Some(_) => Some(server_config(&self.files, &keel_alpn())?),
+            None => None,
+        };
         if let Some(peer_client) = &self.peer_client {
             peer_client.store(Arc::new(peer_client_config(&self.files)?));
+        }
+        if let (Some(slot), Some(keel)) = (&self.keel, keel) {
+            slot.store(Arc::new(keel));
         }
         self.current.store(Arc::new(config));
         Ok(())
@@ -209,7 +251,8 @@ pub fn common_name(chain: &[rustls::pki_types::CertificateDer<'_>]) -> Option<Ar
     let name = certificate
         .subject()
         .iter_common_name()
-        .next()?
+        // The last, as Go's (and so etcd's) `Subject.CommonName`.
+        .last()?
         .as_str()
         .ok()?;
     Some(Arc::from(name))

@@ -609,6 +609,8 @@ fn error_body(e: fb::Error<'_>) -> ErrorBody {
         fb::ErrorCode::PermissionDenied => ErrorCode::PermissionDenied,
         fb::ErrorCode::Unauthenticated => ErrorCode::Unauthenticated,
         fb::ErrorCode::AuthFailed => ErrorCode::AuthFailed,
+        fb::ErrorCode::AuthNotEnabled => ErrorCode::AuthNotEnabled,
+        fb::ErrorCode::AuthUnavailable => ErrorCode::AuthUnavailable,
         // A newer server's code: still an error, of a kind this client
         // does not name.
         _ => ErrorCode::Unknown,

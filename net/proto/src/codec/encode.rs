@@ -791,6 +791,8 @@ fn error_code(code: ErrorCode) -> fb::ErrorCode {
         ErrorCode::PermissionDenied => fb::ErrorCode::PermissionDenied,
         ErrorCode::Unauthenticated => fb::ErrorCode::Unauthenticated,
         ErrorCode::AuthFailed => fb::ErrorCode::AuthFailed,
+        ErrorCode::AuthNotEnabled => fb::ErrorCode::AuthNotEnabled,
+        ErrorCode::AuthUnavailable => fb::ErrorCode::AuthUnavailable,
     }
 }
 

@@ -363,6 +363,18 @@ fn every_response_body() -> Vec<ResponseBody> {
             leader: 0,
         }),
         ResponseBody::Error(ErrorBody {
+            code: ErrorCode::AuthNotEnabled,
+            message: "etcdserver: authentication is not enabled".into(),
+            revision: 0,
+            leader: 0,
+        }),
+        ResponseBody::Error(ErrorBody {
+            code: ErrorCode::AuthUnavailable,
+            message: "not read yet".into(),
+            revision: 0,
+            leader: 0,
+        }),
+        ResponseBody::Error(ErrorBody {
             code: ErrorCode::AuthFailed,
             message: "etcdserver: authentication failed, invalid user ID or password".into(),
             revision: 0,

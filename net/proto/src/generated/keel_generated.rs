@@ -1187,10 +1187,10 @@ pub struct RequestBodyUnionTableOffset {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_ERROR_CODE: u16 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_ERROR_CODE: u16 = 22;
+pub const ENUM_MAX_ERROR_CODE: u16 = 24;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 23] = [
+pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 25] = [
   ErrorCode::Unknown,
   ErrorCode::BadRequest,
   ErrorCode::TooLarge,
@@ -1214,6 +1214,8 @@ pub const ENUM_VALUES_ERROR_CODE: [ErrorCode; 23] = [
   ErrorCode::PermissionDenied,
   ErrorCode::Unauthenticated,
   ErrorCode::AuthFailed,
+  ErrorCode::AuthNotEnabled,
+  ErrorCode::AuthUnavailable,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -1244,9 +1246,11 @@ impl ErrorCode {
   pub const PermissionDenied: Self = Self(20);
   pub const Unauthenticated: Self = Self(21);
   pub const AuthFailed: Self = Self(22);
+  pub const AuthNotEnabled: Self = Self(23);
+  pub const AuthUnavailable: Self = Self(24);
 
   pub const ENUM_MIN: u16 = 0;
-  pub const ENUM_MAX: u16 = 22;
+  pub const ENUM_MAX: u16 = 24;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::Unknown,
     Self::BadRequest,
@@ -1271,6 +1275,8 @@ impl ErrorCode {
     Self::PermissionDenied,
     Self::Unauthenticated,
     Self::AuthFailed,
+    Self::AuthNotEnabled,
+    Self::AuthUnavailable,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -1298,6 +1304,8 @@ impl ErrorCode {
       Self::PermissionDenied => Some("PermissionDenied"),
       Self::Unauthenticated => Some("Unauthenticated"),
       Self::AuthFailed => Some("AuthFailed"),
+      Self::AuthNotEnabled => Some("AuthNotEnabled"),
+      Self::AuthUnavailable => Some("AuthUnavailable"),
       _ => None,
     }
   }

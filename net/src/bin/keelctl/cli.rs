@@ -635,7 +635,21 @@ pub(crate) async fn run(cli: Cli) -> CommandResult {
         Command::Auth(command) => return crate::auth::auth(&connect, first, command).await,
         command => command,
     };
-    let client: Client = timed(timeout, connect.client(&endpoints)).await?;
+    // A login refused (a wrong password) is etcdctl's bad connection (2):
+    // its client could not be made.
+    let client: Client = match tokio::time::timeout(timeout, connect.client(&endpoints)).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(error)) if error.code() == Some(keel_client::ErrorCode::AuthFailed) => {
+            return Err(Failure::new(Failure::BAD_CONNECTION, describe(error)));
+        }
+        Ok(Err(error)) => return Err(Failure::from(describe(error))),
+        Err(_) => {
+            return Err(Failure::from(format!(
+                "no answer within {} s",
+                timeout.as_secs()
+            )))
+        }
+    };
     match command {
         Command::User(_) | Command::Role(_) | Command::Auth(_) => Ok(()),
         Command::Put(args) => crate::kv::put(&client, timeout, format, args).await,
