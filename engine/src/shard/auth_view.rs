@@ -47,6 +47,12 @@ impl AuthView {
         newer
     }
 
+    /// The record held can no longer be trusted to follow the cluster's
+    /// (shard 0 stopped): the server refuses to check against it again.
+    pub(crate) fn forget(&self) {
+        self.2.store(false, Ordering::Release);
+    }
+
     fn take(&self, record: AuthRecord) -> bool {
         if record.revision <= self.0.load().revision {
             return false;
@@ -80,5 +86,7 @@ mod tests {
         assert!(view.adopt(record(3, b"three")));
         assert_eq!(view.load().revision, 3);
         assert_eq!(view.revision(), 3);
+        view.forget();
+        assert!(!view.is_known(), "a stopped shard 0 is followed no more");
     }
 }

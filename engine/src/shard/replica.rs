@@ -3173,6 +3173,11 @@ impl Replica {
         // A stopped shard's alarm no longer refuses the other shards'
         // writes: nothing can disarm it until the node restarts.
         self.space.set_alarmed(self.shard, false);
+        // Shard 0 stopped: the auth record held may be stale from now on,
+        // and the server refuses what it would check against it.
+        if self.shard == 0 {
+            self.view.auth().forget();
+        }
         // Calls still queued in the channel are answered by `take`.
         let error = || stopped(self.shard, &reason);
         for pending in self.pending.drain(..) {

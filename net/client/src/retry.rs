@@ -128,6 +128,12 @@ pub(crate) fn next(error: &Error, retry_safe: bool, one_shard: bool) -> Next {
             code: ErrorCode::NotLeader | ErrorCode::NoLeader,
             ..
         } => Next::OtherMember { wait: true },
+        // A member that cannot check auth now (starting, its shard 0
+        // stopped, too many logins) did nothing: another may.
+        Error::Server {
+            code: ErrorCode::AuthUnavailable,
+            ..
+        } => Next::OtherMember { wait: true },
         // Nothing was sent, or nothing was done.
         Error::Connect { .. }
         | Error::Server {
@@ -177,6 +183,7 @@ mod tests {
     #[test]
     fn no_known_leader_waits_then_tries_another_member() {
         for error in [
+            server(ErrorCode::AuthUnavailable, 0),
             server(ErrorCode::NotLeader, 0),
             server(ErrorCode::NoLeader, 0),
         ] {

@@ -166,7 +166,7 @@ impl JwtKeys {
         let claims = Claims {
             username: user.to_string(),
             revision,
-            exp: crate::auth::tokens::now_ms() / 1000 + self.ttl.as_secs(),
+            exp: (crate::auth::tokens::now_ms() / 1000).saturating_add(self.ttl.as_secs()),
         };
         jsonwebtoken::encode(&Header::new(self.algorithm), &claims, encoding)
             .map_err(|e| AuthError::Unavailable(format!("cannot sign a token: {e}")))

@@ -422,7 +422,8 @@ impl Auth {
     /// and no auth change was ever made (the common case, checked first
     /// on every request).
     pub fn never_set_up(&self) -> bool {
-        self.view.revision() == 0 && self.view.is_known()
+        // Known first: its acquire makes the revision it published seen.
+        self.view.is_known() && self.view.revision() == 0
     }
 
     /// The record as this member follows it now, compiled: two atomic
@@ -491,6 +492,9 @@ pub fn authenticate(
     password: &str,
     check: impl FnOnce(&str, &str) -> bool,
 ) -> Result<String, AuthError> {
+    if let Some(why) = &compiled.unavailable {
+        return Err(AuthError::Unavailable(why.clone()));
+    }
     if !compiled.enabled() {
         return Err(AuthError::NotEnabled);
     }

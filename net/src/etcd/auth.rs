@@ -159,6 +159,11 @@ impl AuthApi for AuthService {
         _request: Request<pb::AuthStatusRequest>,
     ) -> Result<Response<pb::AuthStatusResponse>, Status> {
         let compiled = self.auth.current();
+        if compiled.is_unavailable() {
+            return Err(refused(AuthError::Unavailable(
+                "this member cannot read its auth record now".to_string(),
+            )));
+        }
         Ok(Response::new(pb::AuthStatusResponse {
             header: Some(self.headers.member()),
             enabled: compiled.enabled(),
