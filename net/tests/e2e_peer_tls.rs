@@ -18,26 +18,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A member of the cluster `initial`, its peers checked against `ca`.
 fn member(dir: &Path, name: &str, peer: &str, initial: &str, ca: &Path, pair: &Pair) -> Server {
-    let path = |p: &Path| p.to_str().unwrap().to_string();
-    Server::start(
-        &dir.join(name),
-        2,
-        &[
-            "--name",
-            name,
-            "--listen-peer",
-            peer,
-            "--initial-cluster",
-            initial,
-            "--peer-cert-file",
-            &path(&pair.cert),
-            "--peer-key-file",
-            &path(&pair.key),
-            "--peer-trusted-ca-file",
-            &path(ca),
-            "--peer-client-cert-auth",
-        ],
-    )
+    let mut flags: Vec<String> = [
+        "--name",
+        name,
+        "--listen-peer",
+        peer,
+        "--initial-cluster",
+        initial,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    flags.extend(peer_tls_flags(ca, pair));
+    flags.push("--peer-client-cert-auth".to_string());
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Server::start(&dir.join(name), 2, &flags)
 }
 
 /// keelctl with the client ports of `servers`; its stdout if it

@@ -80,26 +80,34 @@ mod tests {
         let pool = LoginPool::start();
         let answer = futures_lite::future::block_on(pool.run(|| 6 * 7));
         assert_eq!(answer, Ok(42));
-        // Both threads held, the queue filled: the next is refused.
+        // Both threads held, then the queue filled: the next is refused.
         let (release, held) = flume::bounded::<()>(0);
-        let mut waiting = Vec::new();
-        for _ in 0..THREADS + QUEUE {
-            let (held, pool) = (held.clone(), pool.clone());
-            waiting.push(std::thread::spawn(move || {
-                futures_lite::future::block_on(pool.run(move || {
-                    let _ = held.recv();
-                }))
-            }));
-        }
-        let started = waiting;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while pool.jobs.len() < QUEUE {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the queue never filled"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        let running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let hold = |count: usize| {
+            (0..count)
+                .map(|_| {
+                    let (held, pool, running) = (held.clone(), pool.clone(), running.clone());
+                    std::thread::spawn(move || {
+                        futures_lite::future::block_on(pool.run(move || {
+                            running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let _ = held.recv();
+                        }))
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        let wait_until = |done: &dyn Fn() -> bool| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while !done() {
+                assert!(std::time::Instant::now() < deadline, "never happened");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        };
+        let mut started = hold(THREADS);
+        // Every thread holds a job: what comes now stays queued.
+        wait_until(&|| running.load(std::sync::atomic::Ordering::SeqCst) == THREADS);
+        started.extend(hold(QUEUE));
+        wait_until(&|| pool.jobs.len() == QUEUE);
         let refused = futures_lite::future::block_on(pool.run(|| ()));
         assert!(
             matches!(refused, Err(AuthError::Unavailable(_))),

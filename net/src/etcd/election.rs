@@ -135,9 +135,7 @@ impl Election for ElectionService {
         request: Request<pb::CampaignRequest>,
     ) -> Result<Response<pb::CampaignResponse>, Status> {
         check(&self.auth, &request, |p, r| {
-            let prefix = prefix_of(&r.name);
-            p.write(&prefix, &prefix_end(&prefix))?;
-            p.read(&prefix, &prefix_end(&prefix))
+            p.own_prefix(&prefix_of(&r.name))
         })?;
         crate::etcd::permits::check_lease(
             &self.auth,
@@ -202,8 +200,7 @@ impl Election for ElectionService {
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<pb::LeaderResponse>, Status> {
         check(&self.auth, &request, |p, r| {
-            let prefix = prefix_of(&r.name);
-            p.read(&prefix, &prefix_end(&prefix))
+            p.read_prefix(&prefix_of(&r.name))
         })?;
         let prefix = prefix_of(&request.into_inner().name);
         let (revision, leader) = self
@@ -226,8 +223,7 @@ impl Election for ElectionService {
         request: Request<pb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
         check(&self.auth, &request, |p, r| {
-            let prefix = prefix_of(&r.name);
-            p.read(&prefix, &prefix_end(&prefix))
+            p.read_prefix(&prefix_of(&r.name))
         })?;
         let prefix = prefix_of(&request.into_inner().name);
         let (leaders, observed) = tokio::sync::mpsc::channel(OBSERVE_QUEUE);

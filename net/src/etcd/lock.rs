@@ -37,9 +37,7 @@ impl Lock for LockService {
     ) -> Result<Response<pb::LockResponse>, Status> {
         // A lock's keys are under `name/`: its holder writes and reads them.
         check(&self.auth, &request, |p, r| {
-            let prefix = [r.name.as_slice(), b"/"].concat();
-            p.write(&prefix, &prefix_end(&prefix))?;
-            p.read(&prefix, &prefix_end(&prefix))
+            p.own_prefix(&[r.name.as_slice(), b"/"].concat())
         })?;
         crate::etcd::permits::check_lease(
             &self.auth,

@@ -350,15 +350,7 @@ async fn serve(
             let handshake = acceptor.accept(stream).into_fallible();
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(stream)) => {
-                    // The name is a user only with --client-cert-auth (as etcd).
-                    let name = match tls.files().client_cert_auth {
-                        true => stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .and_then(crate::tls::common_name),
-                        false => None,
-                    };
+                    let name = tls.user_of(stream.get_ref().1.peer_certificates());
                     let service = service(PeerName(name));
                     serve_connection(stream, service, room, stall_timeout).await
                 }

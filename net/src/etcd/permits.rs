@@ -84,6 +84,18 @@ impl Permits<'_> {
             .map_err(|e| auth_status(&e))
     }
 
+    /// Reading every key under `prefix` (an election's, to watch it).
+    pub(crate) fn read_prefix(&self, prefix: &[u8]) -> Result<(), Status> {
+        self.read(prefix, &keel_engine::routing::prefix_end(prefix))
+    }
+
+    /// Writing and reading every key under `prefix` (a lock's or an
+    /// election's, to take part in it).
+    pub(crate) fn own_prefix(&self, prefix: &[u8]) -> Result<(), Status> {
+        self.write(prefix, &keel_engine::routing::prefix_end(prefix))?;
+        self.read_prefix(prefix)
+    }
+
     /// An admin call (root only).
     pub(crate) fn administer(&self) -> Result<(), Status> {
         self.compiled

@@ -171,16 +171,7 @@ async fn route(stream: TcpStream, ctx: Rc<CoreContext>) {
     };
     match or(async { Some(handshake.await) }, timed_out).await {
         Some(Ok(stream)) => {
-            // The name is a user only with --client-cert-auth (as etcd).
-            let name = match tls.files().client_cert_auth {
-                true => stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(crate::tls::common_name),
-                false => None,
-            };
-            let identity = match name {
+            let identity = match tls.user_of(stream.get_ref().1.peer_certificates()) {
                 Some(name) => crate::auth::Identity::CommonName(name),
                 None => crate::auth::Identity::Nobody,
             };

@@ -216,6 +216,19 @@ impl ServerTls {
         self.peer_client.as_ref().map(ArcSwap::load_full)
     }
 
+    /// The user a client's certificate `chain` names: its common name,
+    /// and only with `--client-cert-auth` (as etcd: `--trusted-ca-file`
+    /// alone requires a certificate but does not make its name a user).
+    pub fn user_of(
+        &self,
+        chain: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+    ) -> Option<Arc<str>> {
+        match self.files.client_cert_auth {
+            true => chain.and_then(common_name),
+            false => None,
+        }
+    }
+
     /// The files, as given.
     pub fn files(&self) -> &TlsFiles {
         &self.files
